@@ -1,0 +1,1 @@
+"""Tools for tests, benchmarks, the demo and the example-model script; not used by a running site."""

@@ -1,0 +1,41 @@
+"""The loaded fleet: every document of one commit, indexed by name, with where each came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from reconciler.flags import FlagSet
+from reconciler.manifests.models import Deployment, Fleet, Model, Site
+
+
+@dataclass(frozen=True)
+class Origin:
+    path: str  # repo-relative, forward slashes
+    line: int  # 1-based line of the document's first line
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One validation result, printed as ``path:line:col: severity: message``."""
+
+    path: str
+    line: int
+    col: int
+    message: str
+    severity: Literal["error", "warning"] = "error"
+    field: str | None = None  # dotted path inside the document, e.g. spec.versions[1].digest
+
+    def render(self) -> str:
+        where = f" ({self.field})" if self.field else ""
+        return f"{self.path}:{self.line}:{self.col}: {self.severity}: {self.message}{where}"
+
+
+@dataclass(frozen=True)
+class FleetRepo:
+    fleet: Fleet | None
+    sites: dict[str, Site]
+    models: dict[str, Model]
+    deployments: dict[str, Deployment]
+    flags: FlagSet
+    origins: dict[tuple[str, str], Origin] = field(default_factory=dict)  # (kind, name) -> origin

@@ -1,0 +1,48 @@
+"""The status record a site publishes: one JSON document per change, a commit on
+``refs/reconciler/status/<site>``. Its schema is in schemas/status-record.schema.json."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+State = Literal["pending", "progressing", "success", "failure", "aborted", "error"]
+
+
+class DeploymentStatus(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str
+    state: State
+    version: str | None = None  # what the fleet repo asks this site to run
+    activeVersion: str | None = None  # what the site serves now
+    previousVersion: str | None = None
+    wave: str | None = None
+    reason: str
+    message: str = ""
+    weights: dict[str, int] = {}
+    since: datetime  # when this deployment entered ``state`` for ``version``
+
+
+class StatusRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    apiVersion: Literal["reconciler/v1"] = "reconciler/v1"
+    kind: Literal["SiteStatus"] = "SiteStatus"
+    site: str
+    observedCommit: str | None = None  # newest fleet commit the site read
+    appliedCommit: str | None = None  # newest fleet commit fully applied
+    state: State  # the site as a whole: its worst deployment, or error when the repo was unusable
+    reason: str
+    message: str = ""
+    deployments: dict[str, DeploymentStatus] = {}
+    agentVersion: str
+    writtenAt: datetime
+
+    def same_as(self, other: StatusRecord | None) -> bool:
+        """Equal but for the write time: nothing worth a new record."""
+        if other is None:
+            return False
+        return self.model_dump(exclude={"writtenAt"}) == other.model_dump(exclude={"writtenAt"})
