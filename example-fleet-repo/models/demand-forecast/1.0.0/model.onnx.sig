@@ -1,0 +1,1 @@
+MEUCICNrl7RRiyEKIcNG+otM51kbN6w4tFsfAp/FquUBhowrAiEAlzAnfiP5c9gQefLfmk6zlWlHOamJE3pulBj3xqzD4qk=
