@@ -1,0 +1,214 @@
+"""A real git smart-HTTP server for tests, benchmarks and the demo: every bare repository under a
+root directory, served by running ``git http-backend`` as a CGI program for each request, with
+pushes enabled. Standard library and the git command only."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import IO
+
+log = logging.getLogger(__name__)
+
+DEMO_IDENTITY = {
+    "GIT_AUTHOR_NAME": "reconciler demo",
+    "GIT_AUTHOR_EMAIL": "demo@localhost",
+    "GIT_COMMITTER_NAME": "reconciler demo",
+    "GIT_COMMITTER_EMAIL": "demo@localhost",
+}
+_COPY_CHUNK = 64 * 1024
+
+
+def run_git(cwd: Path | None, *args: str, env: Mapping[str, str] | None = None) -> str:
+    """Run one git command with the demo identity; its stdout, stripped. Raises on failure with
+    git's own message, since callers here are tests and demos that should stop loudly."""
+    full_env = {**os.environ, **DEMO_IDENTITY, **(env or {})}
+    done = subprocess.run(["git", *args], cwd=cwd, env=full_env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def init_bare_repo(root: Path, name: str, source_dir: Path | None = None) -> Path:
+    """Create ``root/<name>.git`` (branch ``main``); with ``source_dir``, its contents become the
+    first commit on ``main``. The commit is written straight into the bare repository through a
+    private index, which is what a push of a fresh clone would leave there."""
+    bare = (root / f"{name}.git").resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    run_git(None, "init", "--quiet", "--bare", "--initial-branch=main", str(bare))
+    if source_dir is not None:
+        with tempfile.TemporaryDirectory() as scratch:
+            env = {"GIT_DIR": str(bare), "GIT_WORK_TREE": str(source_dir.resolve()),
+                   "GIT_INDEX_FILE": str(Path(scratch) / "index")}
+            run_git(source_dir, "add", "--all", ".", env=env)
+            tree = run_git(source_dir, "write-tree", env=env)
+            commit = run_git(source_dir, "commit-tree", tree, "-m", "Initial fleet", env=env)
+            run_git(source_dir, "update-ref", "refs/heads/main", commit, env=env)
+    return bare
+
+
+def commit_and_push(
+    workdir: Path, files: Mapping[str, str | bytes | None], message: str, force: bool = False
+) -> str:
+    """Write (or, for None, delete) ``files`` in a clone, commit them all and push the current
+    branch to origin (``force`` to rewrite its history). Returns the new commit's sha."""
+    for rel, content in files.items():
+        path = workdir / rel
+        if content is None:
+            path.unlink()
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+    run_git(workdir, "add", "--all")
+    run_git(workdir, "commit", "--quiet", "--allow-empty", "-m", message)
+    run_git(workdir, "push", "--quiet", *(["--force"] if force else []), "origin", "HEAD")
+    return run_git(workdir, "rev-parse", "HEAD")
+
+
+class GitHttpServer:
+    """``with GitHttpServer(root) as server: git clone server.url("fleet")``."""
+
+    def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._httpd = ThreadingHTTPServer((host, port), _CgiHandler)
+        # Request threads are joined on stop, so no request outlives the server.
+        self._httpd.daemon_threads = False
+        self._httpd.project_root = self.root  # type: ignore[attr-defined]
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1]
+
+    def url(self, repo_name: str) -> str:
+        host = self._httpd.server_address[0]
+        return f"http://{host}:{self.port}/{repo_name}.git"
+
+    def start(self) -> GitHttpServer:
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="git-http", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._httpd.server_close()
+
+    def __enter__(self) -> GitHttpServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class _CgiHandler(BaseHTTPRequestHandler):
+    # HTTP/1.0: one request per connection, so a client that keeps a socket open cannot hold a
+    # request thread (and with it stop()) hostage.
+    protocol_version = "HTTP/1.0"
+
+    def do_GET(self) -> None:
+        self._run_backend()
+
+    def do_POST(self) -> None:
+        self._run_backend()
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def _run_backend(self) -> None:
+        # The body is spooled to a file first so the backend's stdin never blocks on our reading
+        # its stdout, whatever order it does its I/O in.
+        with tempfile.TemporaryFile() as body, tempfile.TemporaryFile() as errors:
+            length = self._spool_body(body)
+            body.seek(0)
+            backend = subprocess.Popen(
+                ["git", "http-backend"], stdin=body, stdout=subprocess.PIPE, stderr=errors,
+                env=self._cgi_environment(length),
+            )
+            assert backend.stdout is not None
+            with backend.stdout:
+                self._relay_response(backend.stdout)
+            if backend.wait() != 0:
+                errors.seek(0)
+                log.warning("git http-backend failed for %s: %s", self.path, errors.read().decode(errors="replace"))
+
+    def _spool_body(self, sink: IO[bytes]) -> int:
+        """Copy the request body to ``sink``, undoing chunked transfer encoding (git uses it for
+        bodies over http.postBuffer). Content-Encoding (gzip) is left for the backend."""
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            total = 0
+            while size := int(self.rfile.readline().split(b";")[0].strip(), 16):
+                total += self._copy(size, sink)
+                self.rfile.readline()  # the CRLF closing each chunk
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass  # trailer fields
+            return total
+        return self._copy(int(self.headers.get("Content-Length") or 0), sink)
+
+    def _copy(self, size: int, sink: IO[bytes]) -> int:
+        remaining = size
+        while remaining:
+            data = self.rfile.read(min(remaining, _COPY_CHUNK))
+            if not data:
+                raise ConnectionError("request body ended early")
+            sink.write(data)
+            remaining -= len(data)
+        return size
+
+    def _cgi_environment(self, content_length: int) -> dict[str, str]:
+        path, _, query = self.path.partition("?")
+        env = {
+            **os.environ,
+            "GIT_PROJECT_ROOT": str(self.server.project_root),  # type: ignore[attr-defined]
+            "GIT_HTTP_EXPORT_ALL": "1",
+            # Anonymous pushes are refused unless http.receivepack is true; set it for every repo.
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": "http.receivepack",
+            "GIT_CONFIG_VALUE_0": "true",
+            "GATEWAY_INTERFACE": "CGI/1.1",
+            "SERVER_PROTOCOL": self.request_version,
+            "REQUEST_METHOD": self.command,
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+            "CONTENT_LENGTH": str(content_length),
+            "REMOTE_ADDR": self.client_address[0],
+        }
+        for name, value in self.headers.items():
+            if name.lower() not in ("content-type", "content-length", "transfer-encoding"):
+                env["HTTP_" + name.upper().replace("-", "_")] = value
+        if "Git-Protocol" in self.headers:
+            env["GIT_PROTOCOL"] = self.headers["Git-Protocol"]
+        return env
+
+    def _relay_response(self, stdout: IO[bytes]) -> None:
+        status, headers = 200, []
+        for raw in iter(stdout.readline, b""):
+            line = raw.rstrip(b"\r\n").decode("latin-1")
+            if not line:
+                break
+            name, _, value = line.partition(":")
+            if name.lower() == "status":
+                status = int(value.split()[0])
+            else:
+                headers.append((name, value.strip()))
+        else:
+            status = 502  # the backend ended before finishing its headers
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
+        shutil.copyfileobj(stdout, self.wfile, _COPY_CHUNK)

@@ -1,0 +1,215 @@
+"""The fleet repository as a site sees it: one cheap remote check per reconcile, a bare cache
+fetched with full history (the no-rollback rule needs ancestry), and trees read blob by blob.
+
+One ``git cat-file --batch`` process, started on the first read and kept by the cache repository,
+serves every blob read of this source (``files()``, ``commit_info()``, the status refs), so reading
+a thousand small manifests costs a thousand pipe round trips, not a thousand processes. It ends
+with ``close()`` (or the ``with`` block). A GitSource is not thread-safe: one per thread."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import git
+from git.exc import GitCommandError
+
+from reconciler.errors import Stalled, Transient
+from reconciler.manifests.loader import RepoFile
+
+CHECKOUT_MARKER = ".reconciler-commit"  # inside a checkout: the commit it holds
+_REGULAR_FILE_MODES = ("100644", "100755")  # symlinks and submodules are not fleet files
+# A site has no one to type a password: fail at once instead of waiting on a prompt.
+_NO_PROMPT = {"GIT_TERMINAL_PROMPT": "0"}
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    author: str  # "Name <email>"
+    committer: str
+    date: datetime  # committer date, with its offset
+    message: str
+
+
+class GitSource:
+    def __init__(self, url: str, branch: str, cache_dir: Path, timeout: float = 60.0):
+        self.url = url
+        self.branch = branch
+        self.cache_dir = Path(cache_dir)
+        self.timeout = timeout
+        self._remote_git = git.Git()
+        self._remote_git.update_environment(**_NO_PROMPT)
+        self._repo: git.Repo | None = None
+
+    @property
+    def repo(self) -> git.Repo:
+        """The bare cache repository, created on first use."""
+        if self._repo is None:
+            if (self.cache_dir / "HEAD").is_file():
+                self._repo = git.Repo(self.cache_dir)
+            else:
+                self._repo = git.Repo.init(self.cache_dir, bare=True, mkdir=True)
+            self._repo.git.update_environment(**_NO_PROMPT)
+        return self._repo
+
+    def close(self) -> None:
+        if self._repo is not None:
+            self._repo.close()
+            self._repo = None
+
+    def __enter__(self) -> GitSource:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def remote_head(self) -> str:
+        """The branch's commit on the remote: one ``git ls-remote``, nothing else, because this is
+        all a no-op reconcile costs."""
+        ref = f"refs/heads/{self.branch}"
+        try:
+            listing = self._remote_git.ls_remote("--", self.url, ref, kill_after_timeout=self.timeout)
+        except GitCommandError as error:
+            raise Transient("SourceUnreachable", f"git ls-remote {self.url}: {git_error_message(error)}") from error
+        for line in listing.splitlines():
+            sha, _, name = line.partition("\t")
+            if name == ref:  # ls-remote patterns match on the tail; only the exact ref counts
+                return sha
+        raise Stalled("BranchNotFound", f"{self.url} has no branch {self.branch!r}")
+
+    def fetch(self, sha: str | None = None) -> str:
+        """Bring the branch into the cache and return the commit fetched. A ``sha`` the cache
+        already holds needs no network and is returned as is; otherwise the result may be newer
+        than ``sha`` when the branch moved since ``remote_head()``."""
+        if sha is not None and self.has_commit(sha):
+            return sha
+        tracking = f"refs/remotes/origin/{self.branch}"
+        refspec = f"+refs/heads/{self.branch}:{tracking}"
+        try:
+            self.repo.git.fetch("--quiet", "--no-tags", "--", self.url, refspec, kill_after_timeout=self.timeout)
+        except GitCommandError as error:
+            message = git_error_message(error)
+            if "couldn't find remote ref" in message:
+                raise Stalled("BranchNotFound", f"{self.url} has no branch {self.branch!r}") from error
+            raise Transient("SourceFetchFailed", f"git fetch {self.url}: {message}") from error
+        return self.repo.git.rev_parse("--verify", f"{tracking}^{{commit}}")
+
+    def has_commit(self, sha: str) -> bool:
+        try:
+            return self.repo.git.get_object_data(f"{sha}^{{commit}}")[1] == b"commit"
+        except ValueError:  # cat-file answered "missing"
+            return False
+
+    def is_ancestor(self, old: str, new: str) -> bool:
+        """Whether ``new`` descends from (or is) ``old``. ``new`` must be fetched; an ``old`` the
+        cache has never seen is not in ``new``'s history, since fetches are never shallow."""
+        if not self.has_commit(new):
+            raise ValueError(f"commit {new} is not in the cache; fetch it first")
+        if not self.has_commit(old):
+            return False
+        try:
+            self.repo.git.merge_base("--is-ancestor", old, new)
+        except GitCommandError as error:
+            if error.status == 1:
+                return False
+            raise
+        return True
+
+    def files(self, sha: str) -> list[RepoFile]:
+        """Every regular file of the commit's tree, keyed by blob id. Contents are read lazily,
+        through the source's one cat-file process, so unchanged files cost nothing."""
+        listing = self.repo.git.ls_tree("-r", "-z", "--full-tree", sha, stdout_as_string=False)
+        files = []
+        for entry in listing.split(b"\0"):
+            if not entry:
+                continue
+            meta, _, path = entry.partition(b"\t")
+            mode, kind, blob = meta.decode("ascii").split(" ")
+            if kind == "blob" and mode in _REGULAR_FILE_MODES:
+                read = functools.partial(self._read_blob, blob)
+                files.append(RepoFile(path=path.decode("utf-8", "surrogateescape"), key=blob, read=read))
+        return files
+
+    def _read_blob(self, blob: str) -> bytes:
+        return self.repo.git.get_object_data(blob)[3]
+
+    def checkout(self, sha: str, dest: Path) -> Path:
+        """The commit's tree as plain files under ``dest`` (for repo-relative artifact URIs). A
+        ``dest`` that already holds ``sha`` is reused; otherwise the tree is extracted beside it
+        and swapped in, so ``dest`` never holds a mix of two commits."""
+        dest = Path(dest)
+        marker = dest / CHECKOUT_MARKER
+        if marker.is_file() and marker.read_text() == sha:
+            return dest
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        try:
+            self._extract_tree(sha, staging)
+            (staging / CHECKOUT_MARKER).write_text(sha)
+            if dest.exists():
+                retired = staging.with_name(staging.name + ".old")
+                dest.rename(retired)
+                staging.rename(dest)
+                shutil.rmtree(retired)
+            else:
+                staging.rename(dest)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return dest
+
+    def _extract_tree(self, sha: str, dest: Path) -> None:
+        if not self.has_commit(sha):
+            raise ValueError(f"commit {sha} is not in the cache; fetch it first")
+        archive = self.repo.git.archive("--format=tar", sha, as_process=True)
+        with archive.stdout:  # closing it stops a git archive we no longer read
+            try:
+                with tarfile.open(fileobj=archive.stdout, mode="r|") as tar:
+                    # The "data" filter refuses links leaving dest: a fleet repo must not be able
+                    # to point an artifact path at a file elsewhere on the site.
+                    tar.extractall(dest, filter="data")
+            except tarfile.FilterError as error:
+                raise Stalled("UnsafeRepoPath", f"commit {sha}: {error}") from error
+        archive.wait()
+
+    def commit_info(self, sha: str) -> CommitInfo:
+        commit = git.Commit(self.repo, bytes.fromhex(sha))
+        return CommitInfo(
+            author=f"{commit.author.name} <{commit.author.email}>",
+            committer=f"{commit.committer.name} <{commit.committer.email}>",
+            date=commit.committed_datetime,
+            message=str(commit.message),
+        )
+
+
+@contextmanager
+def open_revision(location: str, rev: str) -> Iterator[tuple[str, list[RepoFile]]]:
+    """One commit of a fleet repo for a one-shot read (``plan --rev``): a local repository is
+    read in place, a URL through a throwaway cache. Files must be read inside the block."""
+    local = Path(location)
+    with tempfile.TemporaryDirectory(prefix="reconciler-rev-") as scratch:
+        if local.is_dir():
+            git_dir = Path(git.Repo(local, search_parent_directories=True).git_dir)
+            source = GitSource(location, rev, git_dir)
+        else:
+            source = GitSource(location, rev, Path(scratch))
+        with source:
+            try:
+                sha = source.repo.git.rev_parse("--verify", "--quiet", f"{rev}^{{commit}}") if local.is_dir() \
+                    else source.fetch()
+            except GitCommandError as error:
+                raise Stalled("RevisionNotFound", f"{location} has no commit {rev!r}") from error
+            yield sha, source.files(sha)
+
+
+def git_error_message(error: GitCommandError) -> str:
+    """git's own words: the last non-empty line of its stderr."""
+    lines = [line.strip() for line in str(error.stderr).splitlines() if line.strip()]
+    text = lines[-1] if lines else f"exit status {error.status}"
+    return text.removeprefix("stderr: ").strip("'")

@@ -1,0 +1,167 @@
+"""Status records as commits on ``refs/reconciler/status/<site>`` in the fleet repository (or a
+separate status repository: give it its own GitSource). Each commit's tree holds one file,
+``status.json``; ``git log`` of a site's ref is that site's audit trail. Only the site writes its
+ref, so pushes are plain fast-forwards and never conflict with other sites.
+
+Records that do not parse are skipped with a logged warning: one broken site must not blind the
+rest of the fleet's gates."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from datetime import UTC
+
+import git
+from gitdb import IStream
+from pydantic import ValidationError
+
+from reconciler.errors import Transient
+from reconciler.source import GitSource, git_error_message
+from reconciler.status.record import StatusRecord
+
+log = logging.getLogger(__name__)
+
+STATUS_REF_PREFIX = "refs/reconciler/status/"
+STATUS_FILE = "status.json"
+
+
+def status_ref(site: str) -> str:
+    return STATUS_REF_PREFIX + site
+
+
+def record_json(record: StatusRecord) -> bytes:
+    """The stored form: sorted keys and indented, so history diffs read line by line."""
+    return (json.dumps(record.model_dump(mode="json"), sort_keys=True, indent=2) + "\n").encode()
+
+
+class StatusRefs:
+    def __init__(self, source: GitSource):
+        self._source = source
+
+    @property
+    def _repo(self) -> git.Repo:
+        return self._source.repo
+
+    def read_own(self, site: str) -> StatusRecord | None:
+        """The newest record on the site's ref, as the remote has it now."""
+        self._fetch_own(site)
+        tip = self._local_tip(site)
+        return self._record_at(tip, site) if tip else None
+
+    def write(self, record: StatusRecord) -> str | None:
+        """Publish ``record`` unless it says what the current one says. Returns the new commit,
+        or None when nothing was written. The cached tip is trusted (only this site writes the
+        ref); if the remote moved anyway, the record is re-parented on the remote tip once."""
+        site = record.site
+        if self._local_tip(site) is None:
+            self._fetch_own(site)  # first write from this cache: learn what is there
+        for attempt in range(2):
+            tip = self._local_tip(site)
+            if record.same_as(self._record_at(tip, site) if tip else None):
+                return None
+            commit = self._commit(record, parent=tip)
+            if self._push(commit, site):
+                self._repo.git.update_ref(status_ref(site), commit)
+                return commit
+            if attempt == 0:
+                self._fetch_own(site)
+        raise Transient("StatusPushFailed", f"{status_ref(site)} on {self._source.url} keeps moving under this site")
+
+    def read_all(self) -> dict[str, StatusRecord]:
+        """Every site's newest record: one fetch of all status refs, then reads through the
+        source's one cat-file process, so thousands of sites cost one network round trip."""
+        self._fetch(f"+{STATUS_REF_PREFIX}*:{STATUS_REF_PREFIX}*", "--prune")
+        refs = self._repo.git.for_each_ref("--format=%(refname)", STATUS_REF_PREFIX).splitlines()
+        records = {}
+        for ref in refs:
+            site = ref.removeprefix(STATUS_REF_PREFIX)
+            if (record := self._record_at(ref, site)) is not None:
+                records[site] = record
+        return records
+
+    def history(self, site: str) -> list[tuple[str, StatusRecord]]:
+        """Every record the site published, oldest first, with its commit."""
+        self._fetch_own(site)
+        if self._local_tip(site) is None:
+            return []
+        commits = self._repo.git.log("--first-parent", "--reverse", "--format=%H", status_ref(site)).split()
+        entries = ((commit, self._record_at(commit, site)) for commit in commits)
+        return [(commit, record) for commit, record in entries if record is not None]
+
+    def _fetch_own(self, site: str) -> None:
+        ref = status_ref(site)
+        if not self._fetch(f"+{ref}:{ref}"):
+            # The remote has no record (any more): forget ours so the next one starts afresh.
+            if self._local_tip(site) is not None:
+                self._repo.git.update_ref("-d", ref)
+
+    def _fetch(self, refspec: str, *options: str) -> bool:
+        """False when the remote lacks a ref the refspec names exactly."""
+        try:
+            self._repo.git.fetch(
+                "--quiet", "--no-tags", *options, "--", self._source.url, refspec,
+                kill_after_timeout=self._source.timeout,
+            )
+        except git.GitCommandError as error:
+            message = git_error_message(error)
+            if "couldn't find remote ref" in message:
+                return False
+            raise Transient("StatusFetchFailed", f"git fetch {self._source.url}: {message}") from error
+        return True
+
+    def _local_tip(self, site: str) -> str | None:
+        try:  # read from the ref files, no process: write() asks on every reconcile that changed
+            return git.SymbolicReference.dereference_recursive(self._repo, status_ref(site))
+        except ValueError:
+            return None
+
+    def _record_at(self, rev: str, site: str) -> StatusRecord | None:
+        try:
+            data = self._repo.git.get_object_data(f"{rev}:{STATUS_FILE}")[3]
+            record = StatusRecord.model_validate_json(data)
+        except (ValueError, ValidationError) as error:  # ValueError: cat-file found no status.json
+            log.warning("skipping status record %s of site %s: %s", rev, site, error)
+            return None
+        if record.site != site:
+            log.warning("skipping status record %s: it is on %s's ref but names site %s", rev, site, record.site)
+            return None
+        return record
+
+    def _commit(self, record: StatusRecord, parent: str | None) -> str:
+        blob = self._store(b"blob", record_json(record))
+        tree = self._store(b"tree", b"100644 " + STATUS_FILE.encode() + b"\0" + blob)
+        written = record.writtenAt if record.writtenAt.tzinfo else record.writtenAt.replace(tzinfo=UTC)
+        agent = git.Actor("reconciler-agent", f"{record.site}@reconciler.local")
+        commit = git.Commit.create_from_tree(
+            self._repo, git.Tree(self._repo, tree), _commit_message(record),
+            parent_commits=[git.Commit(self._repo, bytes.fromhex(parent))] if parent else [],
+            author=agent, committer=agent, author_date=written, commit_date=written,
+        )
+        return commit.hexsha
+
+    def _store(self, kind: bytes, data: bytes) -> bytes:
+        return self._repo.odb.store(IStream(kind, len(data), io.BytesIO(data))).binsha
+
+    def _push(self, commit: str, site: str) -> bool:
+        """True when pushed; False when the remote refused to fast-forward."""
+        status, out, err = self._repo.git.push(
+            "--porcelain", "--", self._source.url, f"{commit}:{status_ref(site)}",
+            with_extended_output=True, with_exceptions=False, kill_after_timeout=self._source.timeout,
+        )
+        if status == 0:
+            return True
+        if any(line.startswith("!") for line in out.splitlines()):
+            return False
+        raise Transient("StatusPushFailed", f"git push {self._source.url}: {err.strip() or out.strip()}")
+
+
+def _commit_message(record: StatusRecord) -> str:
+    versions = ", ".join(
+        f"{name}@{status.activeVersion or status.version or '-'} {status.state}"
+        for name, status in sorted(record.deployments.items())
+    )
+    subject = f"{record.site}: {record.state} {versions or record.reason}"
+    body = f"{record.reason}: {record.message}" if record.message else record.reason
+    return f"{subject}\n\n{body}\n"

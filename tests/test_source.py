@@ -1,0 +1,194 @@
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from reconciler.devtools.githttp import run_git
+from reconciler.errors import Stalled, Transient
+from reconciler.source import CHECKOUT_MARKER, GitSource
+
+if TYPE_CHECKING:
+    from conftest import FleetRemote
+
+
+@pytest.fixture
+def source(fleet_remote: FleetRemote, tmp_path: Path) -> Iterator[GitSource]:
+    with GitSource(fleet_remote.url, "main", tmp_path / "cache") as source:
+        yield source
+
+
+def head(fleet_remote: FleetRemote) -> str:
+    return run_git(fleet_remote.workdir, "rev-parse", "HEAD")
+
+
+def closed_port_url() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/fleet.git"
+
+
+def test_remote_head_is_the_pushed_commit(fleet_remote: FleetRemote, source: GitSource) -> None:
+    assert source.remote_head() == head(fleet_remote)
+    pushed = fleet_remote.commit_and_push({"README.md": "changed\n"})
+    assert source.remote_head() == pushed
+
+
+def test_remote_head_ignores_refs_that_only_end_like_the_branch(
+    fleet_remote: FleetRemote, source: GitSource
+) -> None:
+    # ls-remote matches patterns on the tail, so refs/heads/x/main would also answer "main".
+    run_git(fleet_remote.workdir, "push", "--quiet", "origin", "HEAD:refs/heads/x/main")
+    fleet_remote.commit_and_push({"README.md": "moved on\n"})
+    assert source.remote_head() == head(fleet_remote)
+
+
+def test_unknown_branch_stalls(fleet_remote: FleetRemote, tmp_path: Path) -> None:
+    with GitSource(fleet_remote.url, "no-such-branch", tmp_path / "cache") as source:
+        with pytest.raises(Stalled) as remote_check:
+            source.remote_head()
+        with pytest.raises(Stalled) as fetch:
+            source.fetch()
+    assert remote_check.value.reason == fetch.value.reason == "BranchNotFound"
+
+
+@pytest.mark.parametrize("where", ["server down", "repository missing"])
+def test_unreachable_remote_is_transient(git_http, tmp_path: Path, where: str) -> None:
+    url = closed_port_url() if where == "server down" else git_http.url("missing")
+    with GitSource(url, "main", tmp_path / "cache", timeout=10) as source:
+        with pytest.raises(Transient) as remote_check:
+            source.remote_head()
+        with pytest.raises(Transient) as fetch:
+            source.fetch()
+    assert remote_check.value.reason == "SourceUnreachable"
+    assert fetch.value.reason == "SourceFetchFailed"
+    assert url in remote_check.value.message
+
+
+def test_fetch_then_files_lists_blob_ids_and_reads_contents(fleet_remote: FleetRemote, source: GitSource) -> None:
+    sha = fleet_remote.commit_and_push({"deployments/fraud.yaml": "kind: Deployment\n", "README.md": None})
+
+    assert source.fetch(sha) == sha
+    files = {f.path: f for f in source.files(sha)}
+
+    assert sorted(files) == ["deployments/fraud.yaml", "models/weights.bin", "sites/store-1.yaml"]
+    for path, file in files.items():
+        assert file.key == run_git(fleet_remote.workdir, "rev-parse", f"{sha}:{path}")
+        assert file.read() == (fleet_remote.workdir / path).read_bytes()
+
+
+def test_files_leaves_out_symlinks(fleet_remote: FleetRemote, source: GitSource) -> None:
+    os.symlink("README.md", fleet_remote.workdir / "link.md")
+    sha = fleet_remote.commit_and_push({}, "add a symlink")
+    source.fetch(sha)
+    assert "link.md" not in {f.path for f in source.files(sha)}
+
+
+def test_fetch_of_a_cached_commit_needs_no_network(fleet_remote: FleetRemote, source: GitSource) -> None:
+    sha = source.fetch()
+    fleet_remote.server.stop()
+    assert source.fetch(sha) == sha
+    with pytest.raises(Transient):
+        source.fetch("0" * 40)
+
+
+def test_fetch_returns_the_newer_head_when_the_branch_moved(fleet_remote: FleetRemote, source: GitSource) -> None:
+    seen = source.remote_head()
+    moved = fleet_remote.commit_and_push({"README.md": "moved\n"})
+    assert source.fetch(seen) == moved
+
+
+def test_is_ancestor_follows_history_and_sees_a_rewrite(fleet_remote: FleetRemote, source: GitSource) -> None:
+    first = head(fleet_remote)
+    second = fleet_remote.commit_and_push({"README.md": "two\n"})
+    source.fetch(second)
+    run_git(fleet_remote.workdir, "reset", "--quiet", "--hard", first)
+    rewritten = fleet_remote.commit_and_push({"README.md": "rewritten\n"}, force=True)
+    assert source.fetch() == rewritten
+
+    cases = [
+        (first, second, True),
+        (second, first, False),
+        (second, second, True),
+        (first, rewritten, True),
+        (second, rewritten, False),  # the force push dropped `second`
+        ("0123456789" * 4, rewritten, False),  # never seen: not in the fetched history
+    ]
+    assert [(old, new, source.is_ancestor(old, new)) for old, new, _ in cases] == cases
+
+
+def test_is_ancestor_refuses_an_unfetched_new_commit(source: GitSource) -> None:
+    source.fetch()
+    with pytest.raises(ValueError, match="fetch it first"):
+        source.is_ancestor(source.remote_head(), "0123456789" * 4)
+
+
+def test_checkout_materializes_the_tree_and_reuses_it(
+    fleet_remote: FleetRemote, source: GitSource, tmp_path: Path
+) -> None:
+    first = source.fetch()
+    dest = tmp_path / "checkout"
+
+    assert source.checkout(first, dest) == dest
+    assert (dest / "models/weights.bin").read_bytes() == (fleet_remote.workdir / "models/weights.bin").read_bytes()
+    assert (dest / CHECKOUT_MARKER).read_text() == first
+
+    (dest / "sentinel").write_text("left by the test")
+    source.checkout(first, dest)
+    assert (dest / "sentinel").exists()  # same commit: the directory was reused, not rebuilt
+
+    second = source.fetch(fleet_remote.commit_and_push({"README.md": None, "new.txt": "new\n"}))
+    source.checkout(second, dest)
+    assert sorted(p.name for p in dest.iterdir()) == [CHECKOUT_MARKER, "models", "new.txt", "sites"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".checkout")] == []
+
+
+def test_checkout_refuses_a_symlink_out_of_the_tree(
+    fleet_remote: FleetRemote, source: GitSource, tmp_path: Path
+) -> None:
+    good = source.fetch()
+    dest = source.checkout(good, tmp_path / "checkout")
+    os.symlink("/etc/passwd", fleet_remote.workdir / "models/escape.onnx")
+    bad = source.fetch(fleet_remote.commit_and_push({}, "point outside"))
+
+    with pytest.raises(Stalled) as refused:
+        source.checkout(bad, dest)
+
+    assert refused.value.reason == "UnsafeRepoPath"
+    assert (dest / CHECKOUT_MARKER).read_text() == good
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".checkout")] == []
+
+
+def test_commit_info(fleet_remote: FleetRemote, source: GitSource) -> None:
+    sha = source.fetch(fleet_remote.commit_and_push({"README.md": "x\n"}, "Roll fraud to 1.1.0"))
+    info = source.commit_info(sha)
+    assert info.author == info.committer == "reconciler demo <demo@localhost>"
+    assert info.message == "Roll fraud to 1.1.0\n"
+    assert info.date.tzinfo is not None
+
+
+def test_remote_head_cost_against_bare_ls_remote(fleet_remote: FleetRemote, source: GitSource) -> None:
+    """The no-op reconcile budget is 1.5x a bare ls-remote; bench/ asserts it, this prints it."""
+    bare_cmd = ["git", "ls-remote", fleet_remote.url, "refs/heads/main"]
+
+    def median_seconds(call) -> float:
+        samples = []
+        for _ in range(20):
+            start = time.perf_counter()
+            call()
+            samples.append(time.perf_counter() - start)
+        return statistics.median(samples)
+
+    bare = median_seconds(lambda: subprocess.run(bare_cmd, check=True, capture_output=True))
+    ours = median_seconds(source.remote_head)
+    listed = subprocess.run(bare_cmd, check=True, capture_output=True, text=True).stdout
+    assert listed.split("\t")[0] == source.remote_head()
+    print(f"\nremote_head {ours * 1000:.1f} ms, bare git ls-remote {bare * 1000:.1f} ms, ratio {ours / bare:.2f}")
