@@ -27,8 +27,7 @@ class Finding:
     field: str | None = None  # dotted path inside the document, e.g. spec.versions[1].digest
 
     def render(self) -> str:
-        where = f" ({self.field})" if self.field else ""
-        return f"{self.path}:{self.line}:{self.col}: {self.severity}: {self.message}{where}"
+        return f"{self.path}:{self.line}:{self.col}: {self.severity}: {self.message}"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,195 @@
+from __future__ import annotations
+
+from datetime import time
+from pathlib import Path
+
+import pytest
+from conftest import write_tree
+from manifest_texts import DEPLOYMENT, DIGEST_A, FLEET, GOOD_REPO, SITES, edit, load, repo_files
+
+from reconciler.manifests.fleet import Origin
+from reconciler.manifests.loader import DocumentCache, load_directory, load_tree
+
+
+def test_the_good_repo_loads_into_a_fleet_repo() -> None:
+    result = load()
+    repo = result.repo
+    assert result.findings == []
+    assert (result.files, result.documents) == (5, 6)
+    assert repo.fleet is not None and repo.fleet.metadata.name == "demo"
+    assert sorted(repo.sites) == ["store-1", "store-2"]
+    assert repo.models["m"].spec.version("1.1.0") is not None
+    assert repo.deployments["d"].spec.model == "m"
+    assert sorted(repo.flags.flags) == ["d-enabled", "d-version"]
+    assert repo.origins[("Site", "store-1")] == Origin("sites/stores.yaml", 2)
+    assert repo.origins[("Site", "store-2")] == Origin("sites/stores.yaml", 11)
+    assert repo.origins[("Deployment", "d")] == Origin("deployments/d.yaml", 1)
+    # `start: 12:30` is base-60 number 750 in YAML 1.1; here it is the clock time it reads as.
+    assert repo.sites["store-1"].spec.maintenanceWindows[0].start == time(12, 30)
+
+
+@pytest.mark.parametrize(
+    ("yaml_value", "expected"),
+    [
+        ("yes", "yes"),  # a boolean in YAML 1.1
+        ("2024-05-01", "2024-05-01"),  # a timestamp in YAML 1.1
+        ('"true"', "true"),
+    ],
+)
+def test_scalars_that_look_special_in_yaml_1_1_stay_strings(yaml_value: str, expected: str) -> None:
+    sites = SITES.replace("region: us,", f"region: us, note: {yaml_value},")
+    result = load({"sites/stores.yaml": sites})
+    assert result.findings == []
+    assert result.repo.sites["store-2"].metadata.labels["note"] == expected
+
+
+def test_empty_documents_are_skipped_and_merge_keys_may_override() -> None:
+    text = (
+        "---\n---\n# nothing\n---\n"
+        "apiVersion: reconciler/v1\nkind: Site\nmetadata:\n"
+        "  <<: {name: store-9, labels: {tier: store}}\n"
+        "  name: store-3\n"
+    )
+    result = load({"sites/more.yaml": text})
+    assert result.findings == []
+    assert result.documents == 7
+    assert result.repo.sites["store-3"].metadata.labels == {"tier": "store"}
+    assert result.repo.origins[("Site", "store-3")] == Origin("sites/more.yaml", 5)
+
+
+def test_hidden_paths_and_other_files_are_not_read() -> None:
+    reads: list[str] = []
+    files = {**GOOD_REPO, ".github/workflows/ci.yml": "on: [push]\n", "a/.hidden/x.yaml": "kind: Foo\n",
+             ".pre-commit-config.yaml": "repos: []\n", "models/m/notes.txt": "hi\n"}
+    result = load_tree(repo_files(files, reads))
+    assert result.findings == []
+    assert sorted(reads) == ["deployments/d.yaml", "flags/fleet.flagd.json", "fleet.yaml", "models/m.yaml",
+                             "sites/stores.yaml"]
+
+
+BAD_INPUTS = [
+    # id, overrides, path, line, col, message substring
+    ("malformed-yaml", edit("deployments/d.yaml", "  model: m", "\tmodel: m"),
+     "deployments/d.yaml", 6, 1, "malformed YAML: found character that cannot start any token"),
+    ("bad-digest", edit("models/m.yaml", DIGEST_A, "sha256:abc"), "models/m.yaml", 13, 19,
+     "spec.versions[0].artifacts[0].digest: should be 'sha256:' followed by 64 lowercase hex digits (got 'sha256:abc')"),
+    ("missing-field", edit("models/m.yaml", "          size: 120\n", ""), "models/m.yaml", 12, 11,
+     "spec.versions[0].artifacts[0].size: required field is missing"),
+    ("extra-field", edit("models/m.yaml", "size: 120", "size: 120\n          sigature: x"), "models/m.yaml", 15, 11,
+     "spec.versions[0].artifacts[0].sigature: unknown field (did you mean 'signature'?)"),
+    ("extra-field-no-close-match", edit("deployments/d.yaml", "  model: m", "  model: m\n  zzz: 1"),
+     "deployments/d.yaml", 7, 3, "spec.zzz: unknown field (allowed: model, version, enabled, targets, rollout, canary)"),
+    ("wrong-type", edit("models/m.yaml", "size: 120", "size: big"), "models/m.yaml", 14, 17,
+     "spec.versions[0].artifacts[0].size: should be an integer (got 'big')"),
+    ("too-small", edit("models/m.yaml", "size: 120", "size: 0"), "models/m.yaml", 14, 17,
+     "size: should be greater than 0 (got 0)"),
+    ("unquoted-float-version", edit("deployments/d.yaml", "version: 1.0.0", "version: 1.0"),
+     "deployments/d.yaml", 7, 12, "spec.version: should be a string or a mapping (got 1.0); quote it"),
+    ("flag-ref-typo", edit("deployments/d.yaml", "{flag: d-enabled}", "{flg: d-enabled}"),
+     "deployments/d.yaml", 8, 13, "spec.enabled.flg: unknown field (did you mean 'flag'?)"),
+    ("bad-name", edit("deployments/d.yaml", "name: d", "name: D_1"), "deployments/d.yaml", 4, 9,
+     "metadata.name: should be a DNS label"),
+    ("bad-enum", edit("models/m.yaml", "dtype: float32, shape: [-1, 2]", "dtype: float33, shape: [-1, 2]"),
+     "models/m.yaml", 7, 31, "spec.interface.inputs[0].dtype: should be 'float32', 'float64'"),
+    ("model-rule", edit("deployments/d.yaml", "        percent: 50\n", ""), "deployments/d.yaml", 15, 9,
+     "spec.rollout.waves[1]: a wave has exactly one of 'percent' or 'selector'"),
+    ("bad-timezone", edit("sites/stores.yaml", "Europe/Berlin", "Mars/Olympus"), "sites/stores.yaml", 9, 64,
+     "timezone: 'Mars/Olympus' is not an IANA time zone"),
+    ("unknown-kind", edit("deployments/d.yaml", "kind: Deployment", "kind: Deploymnet"), "deployments/d.yaml", 2, 7,
+     "unknown kind 'Deploymnet' (known: Deployment, Fleet, Model, Site)"),
+    ("unknown-api-version", edit("deployments/d.yaml", "reconciler/v1", "reconciler/v2"), "deployments/d.yaml", 1, 13,
+     "unsupported apiVersion 'reconciler/v2' (expected reconciler/v1)"),
+    ("missing-api-version", edit("deployments/d.yaml", "apiVersion: reconciler/v1\n", ""), "deployments/d.yaml", 1, 1,
+     "apiVersion: missing"),
+    ("not-a-mapping", {"extra.yaml": "- a\n- list\n"}, "extra.yaml", 1, 1, "a document is a mapping"),
+    ("not-utf8", {"extra.yaml": b"kind: \xff\n"}, "extra.yaml", 1, 1, "not UTF-8 text"),
+    ("duplicate-key", edit("deployments/d.yaml", "  model: m\n", "  model: m\n  model: n\n"), "deployments/d.yaml", 7, 3,
+     "duplicate key 'model' (first at line 6)"),
+    ("duplicate-name-across-files", {"deployments/e.yaml": DEPLOYMENT}, "deployments/e.yaml", 1, 1,
+     "Deployment 'd' is already defined at deployments/d.yaml:1"),
+    ("duplicate-name-in-one-file", edit("sites/stores.yaml", "name: store-2", "name: store-1"), "sites/stores.yaml", 11, 1,
+     "Site 'store-1' is already defined at sites/stores.yaml:2"),
+    ("second-fleet", {"fleet2.yaml": FLEET.replace("name: demo", "name: other")}, "fleet2.yaml", 1, 1,
+     "a repo has one Fleet; another is defined at fleet.yaml:1"),
+    ("json-syntax", edit("flags/fleet.flagd.json", '"stable"}\n', '"stable"},\n'), "flags/fleet.flagd.json", 5, 3,
+     "malformed JSON: Expecting property name enclosed in double quotes"),
+    ("default-variant-not-a-variant", edit("flags/fleet.flagd.json", '"defaultVariant": "on"', '"defaultVariant": "maybe"'),
+     "flags/fleet.flagd.json", 3, 18, "flags.d-enabled: defaultVariant 'maybe' is not one of the variants"),
+    ("bad-flag-state", edit("flags/fleet.flagd.json", '"ENABLED", "variants": {"on"', '"ON", "variants": {"on"'),
+     "flags/fleet.flagd.json", 3, 28, "flags.d-enabled.state: should be 'ENABLED' or 'DISABLED' (got 'ON')"),
+    ("bad-flag-key", {"flags/x.flagd.json": '{"flags": {"no spaces": {"state": "ENABLED", "variants": {"a": 1}}}}'},
+     "flags/x.flagd.json", 1, 12, 'flags["no spaces"]: should be a flag key'),
+    ("duplicate-flag-key", {"flags/more.flagd.json": '{"flags": {"d-enabled": {"state": "DISABLED", "variants": {"on": true}}}}'},
+     "flags/more.flagd.json", 1, 12, "flags.d-enabled: 'd-enabled' is already defined at flags/fleet.flagd.json:3"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "path", "line", "col", "message"),
+                         [case[1:] for case in BAD_INPUTS], ids=[case[0] for case in BAD_INPUTS])
+def test_bad_input_is_refused_with_file_line_and_field(overrides, path, line, col, message) -> None:
+    result = load(overrides)
+    rendered = [f.render() for f in result.findings]
+    assert any(
+        (f.path, f.line, f.col, f.severity) == (path, line, col, "error") and message in f.message
+        for f in result.findings
+    ), rendered
+    assert {f.path for f in result.errors} == {path}, rendered
+
+
+def test_an_invalid_document_is_left_out_but_its_file_neighbours_stay() -> None:
+    result = load(edit("sites/stores.yaml", "name: store-1", "name: Store_1"))
+    assert sorted(result.repo.sites) == ["store-2"]
+    assert len(result.errors) == 1
+
+
+def test_a_flag_defined_twice_keeps_the_first_definition() -> None:
+    more = '{"flags": {"d-enabled": {"state": "DISABLED", "variants": {"on": true}}}}'
+    result = load({"flags/more.flagd.json": more})
+    assert result.repo.flags.flags["d-enabled"].state == "ENABLED"
+
+
+def test_unchanged_files_are_not_read_again() -> None:
+    cache, reads = DocumentCache(), []
+    files = repo_files(GOOD_REPO, reads)
+    first = load_tree(files, cache)
+    assert len(reads) == 5
+    reads.clear()
+    second = load_tree(repo_files(GOOD_REPO, reads), cache)
+    assert reads == []
+    assert second.repo.deployments == first.repo.deployments
+    changed = {**GOOD_REPO, **edit("deployments/d.yaml", "version: 1.0.0", "version: 1.1.0")}
+    third = load_tree(repo_files(changed, reads), cache)
+    assert reads == ["deployments/d.yaml"]
+    assert third.repo.deployments["d"].spec.version == "1.1.0"
+
+
+def test_findings_of_cached_files_are_reported_on_every_load() -> None:
+    cache = DocumentCache()
+    bad = edit("models/m.yaml", DIGEST_A, "sha256:abc")
+    first = load(bad, cache)
+    second = load(bad, cache)
+    assert first.findings == second.findings and len(second.errors) == 1
+    assert cache.misses == 5
+
+
+def test_the_cache_forgets_files_the_latest_load_did_not_use() -> None:
+    cache, reads = DocumentCache(), []
+    load_tree(repo_files(GOOD_REPO, reads), cache)
+    without_model = {p: c for p, c in GOOD_REPO.items() if p != "models/m.yaml"}
+    load_tree(repo_files(without_model, reads), cache)
+    load_tree(repo_files(without_model, reads), cache)
+    reads.clear()
+    load_tree(repo_files(GOOD_REPO, reads), cache)
+    assert reads == ["models/m.yaml"]
+
+
+def test_load_directory_walks_a_working_tree(tmp_path: Path) -> None:
+    write_tree(tmp_path, {**GOOD_REPO, ".git/config.yaml": "junk: [", ".github/workflows/ci.yml": "on: push\n"})
+    cache = DocumentCache()
+    result = load_directory(tmp_path, cache)
+    assert result.findings == [] and result.files == 5
+    assert result.repo.origins[("Model", "m")] == Origin("models/m.yaml", 1)
+    (tmp_path / "deployments" / "d.yaml").write_text(DEPLOYMENT.replace("version: 1.0.0", "version: 1.1.0"))
+    again = load_directory(tmp_path, cache)
+    assert cache.misses == 6
+    assert again.repo.deployments["d"].spec.version == "1.1.0"
