@@ -5,7 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from reconciler.flags.evaluator import (
+    ErrorCode,
+    Reason,
+    Resolution,
+    evaluate,
+    evaluate_all,
+    site_context,
+    targeting_errors,
+)
 from reconciler.flags.model import FlagDefinition, FlagFile
+from reconciler.flags.murmur import bucket, murmur3_x86_32
 
 
 @dataclass(frozen=True)
@@ -15,6 +25,22 @@ class FlagSet:
 
     flags: dict[str, FlagDefinition] = field(default_factory=dict)
     evaluators: dict[str, Any] = field(default_factory=dict)
+    # Targeting with $refs substituted and operations checked, filled on first evaluation of each
+    # flag; a FlagSet never changes, so neither does this.
+    _rules: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
 
-__all__ = ["FlagDefinition", "FlagFile", "FlagSet"]
+__all__ = [
+    "ErrorCode",
+    "FlagDefinition",
+    "FlagFile",
+    "FlagSet",
+    "Reason",
+    "Resolution",
+    "bucket",
+    "evaluate",
+    "evaluate_all",
+    "murmur3_x86_32",
+    "site_context",
+    "targeting_errors",
+]
