@@ -18,6 +18,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from reconciler.errors import Stalled, Transient
+from reconciler.manifests.models import ModelInterface
 
 STATE_FILE = "state.json"
 HISTORY_LIMIT = 50
@@ -73,6 +74,7 @@ class DeploymentState(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     model: str
+    interface: ModelInterface  # kept so a restart serves the active version before the repo is read
     active: Installed | None = None
     previous: Installed | None = None
     canary: Installed | None = None

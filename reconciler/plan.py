@@ -1,0 +1,204 @@
+"""PURE: (fleet, site, actual state, now) -> Plan. Decides, per deployment, what this site should
+run and what has to happen to get there. No I/O, no clock: everything comes in as arguments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from reconciler.flags import evaluate, site_context
+from reconciler.manifests.fleet import FleetRepo
+from reconciler.manifests.models import (
+    Artifact,
+    Deployment,
+    FlagRef,
+    ModelInterface,
+    Platform,
+    Rollout,
+    Site,
+    ValidationCase,
+)
+from reconciler.manifests.selectors import matches
+from reconciler.rollout import in_maintenance_window, wave_of
+from reconciler.state import SiteState
+
+ActionKind = Literal["deploy", "prefetch", "remove", "error"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """What one deployment should serve at this site."""
+
+    deployment: str
+    model: str
+    version: str
+    artifact: Artifact
+    interface: ModelInterface
+    cases: tuple[ValidationCase, ...]
+    wave: str | None
+
+
+@dataclass(frozen=True)
+class Action:
+    """deploy: fetch, verify, validate, activate. prefetch: fetch and verify now, activate later.
+    remove: stop serving. error: the fleet asks for something this site cannot do; keep serving."""
+
+    kind: ActionKind
+    deployment: str
+    model: str
+    from_version: str | None
+    target: Target | None
+    reason: str
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "deployment": self.deployment,
+            "model": self.model,
+            "fromVersion": self.from_version,
+            "toVersion": self.target.version if self.target else None,
+            "digest": self.target.artifact.digest if self.target else None,
+            "wave": self.target.wave if self.target else None,
+            "reason": self.reason,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    site: str
+    commit: str | None
+    actions: tuple[Action, ...]
+    converged: tuple[Target, ...]  # desired and already served: nothing to do
+
+    @property
+    def empty(self) -> bool:
+        return not self.actions
+
+    @property
+    def serving(self) -> list[str]:
+        """Deployments this site serves once the plan is applied: what readiness waits for."""
+        wanted = {t.deployment for t in self.converged}
+        wanted |= {a.deployment for a in self.actions if a.kind == "deploy" or (a.kind != "remove" and a.from_version)}
+        return sorted(wanted)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "site": self.site,
+            "commit": self.commit,
+            "actions": [a.to_json() for a in self.actions],
+            "converged": [
+                {"deployment": t.deployment, "model": t.model, "version": t.version, "wave": t.wave}
+                for t in self.converged
+            ],
+        }
+
+
+class _Unplannable(Exception):
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
+def plan_site(repo: FleetRepo, site_name: str, actual: SiteState, now: datetime, commit: str | None) -> Plan:
+    site = repo.sites.get(site_name)
+    if site is None:
+        error = Action("error", "*", "*", None, None, "SiteNotInFleet", f"no Site named {site_name!r} in the fleet repo")
+        return Plan(site_name, commit, (error,), ())
+    actions: list[Action] = []
+    converged: list[Target] = []
+    wanted: set[str] = set()
+    for name in sorted(repo.deployments):
+        deployment = repo.deployments[name]
+        if not matches(deployment.spec.targets, site.metadata.labels):
+            continue
+        current = actual.deployments.get(name)
+        from_version = current.active.version if current and current.active else None
+        try:
+            target = _target(repo, deployment, site, now)
+        except _Unplannable as why:
+            wanted.add(name)
+            actions.append(Action("error", name, deployment.spec.model, from_version, None, why.reason, why.message))
+            continue
+        if target is None:
+            continue
+        wanted.add(name)
+        if current and current.active and current.active.digest == target.artifact.digest:
+            converged.append(target)
+        elif in_maintenance_window(site.spec.maintenanceWindows, now):
+            actions.append(Action("deploy", name, target.model, from_version, target, "NewVersion",
+                                  f"{from_version or 'nothing'} -> {target.version}"))
+        else:
+            actions.append(Action("prefetch", name, target.model, from_version, target, "OutsideMaintenanceWindow",
+                                  f"{target.version} is fetched and verified now, activated in the next window"))
+    for name in sorted(set(actual.deployments) - wanted):
+        current = actual.deployments[name]
+        from_version = current.active.version if current.active else None
+        actions.append(Action("remove", name, current.model, from_version, None, "NotTargeted",
+                              "the fleet no longer asks this site to serve this deployment"))
+    return Plan(site_name, commit, tuple(actions), tuple(converged))
+
+
+def _target(repo: FleetRepo, deployment: Deployment, site: Site, now: datetime) -> Target | None:
+    """None when a flag switches the deployment off for this site."""
+    spec = deployment.spec
+    context = site_context(site.metadata.name, site.metadata.labels)
+    if isinstance(spec.enabled, FlagRef):
+        if not _flag_value(repo, spec.enabled.flag, context, now, bool):
+            return None
+    elif not spec.enabled:
+        return None
+    version = spec.version
+    if isinstance(version, FlagRef):
+        version = _flag_value(repo, version.flag, context, now, str)
+    model = repo.models.get(spec.model)
+    if model is None:
+        raise _Unplannable("ModelNotFound", f"deployment {deployment.metadata.name!r} names model {spec.model!r}, which the fleet does not define")
+    model_version = model.spec.version(version)
+    if model_version is None:
+        known = ", ".join(v.version for v in model.spec.versions)
+        raise _Unplannable("VersionNotFound", f"model {spec.model!r} has no version {version!r} (known: {known})")
+    artifact = pick_artifact(model_version.artifacts, site.metadata.labels)
+    if artifact is None:
+        raise _Unplannable("NoMatchingArtifact", f"no artifact of {spec.model} {version} fits this site's labels "
+                           f"(arch={site.metadata.labels.get('arch')}, accelerator={site.metadata.labels.get('accelerator')})")
+    wave = None
+    rollout = _rollout_of(repo, deployment)
+    if rollout is not None:
+        found = wave_of(rollout, deployment.metadata.name, site.metadata.name, site.metadata.labels)
+        wave = found.name if found else None
+    return Target(deployment.metadata.name, spec.model, version, artifact, model.spec.interface,
+                  tuple(model_version.validation), wave)
+
+
+def _rollout_of(repo: FleetRepo, deployment: Deployment) -> Rollout | None:
+    if deployment.spec.rollout is not None:
+        return deployment.spec.rollout
+    return repo.fleet.spec.defaultRollout if repo.fleet else None
+
+
+def _flag_value(repo: FleetRepo, key: str, context: dict[str, Any], now: datetime, kind: type) -> Any:
+    resolution = evaluate(repo.flags, key, context, now, expected_type=kind)
+    if resolution.error_code is not None or resolution.value is None:
+        raise _Unplannable("FlagEvaluationFailed",
+                           f"flag {key!r}: {resolution.error_code or 'no value'} {resolution.error_message or ''}".strip())
+    return resolution.value
+
+
+def pick_artifact(artifacts: list[Artifact], labels: dict[str, str]) -> Artifact | None:
+    """The artifact whose platform fits the site's labels; the most specific fit wins, so a
+    generic artifact serves sites no specific one covers."""
+    fitting = [a for a in artifacts if _fits(a.platform, labels)]
+    return max(fitting, key=lambda a: _specificity(a.platform), default=None)
+
+
+def _fits(platform: Platform | None, labels: dict[str, str]) -> bool:
+    if platform is None:
+        return True
+    return all(labels.get(field) == value for field, value in platform.model_dump(exclude_none=True).items())
+
+
+def _specificity(platform: Platform | None) -> int:
+    return 0 if platform is None else len(platform.model_dump(exclude_none=True))

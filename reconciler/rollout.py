@@ -1,0 +1,52 @@
+"""PURE: where a site stands in a deployment's rollout. Wave membership is computed by every site
+for itself from names alone (no controller), and maintenance windows from ``now``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from reconciler.flags.murmur import bucket
+from reconciler.manifests.models import MaintenanceWindow, Rollout, Wave
+from reconciler.manifests.selectors import matches
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def site_bucket(deployment: str, site: str) -> int:
+    """0..99, stable for a (deployment, site) pair: flagd's fractional bucketing over 100."""
+    return bucket(deployment + site, 100)
+
+
+def wave_of(rollout: Rollout, deployment: str, site: str, labels: Mapping[str, str]) -> Wave | None:
+    """The first wave that holds the site. Percentages are cumulative, so raising one or adding
+    sites never moves a site to a later wave."""
+    position = site_bucket(deployment, site)
+    for wave in rollout.waves:
+        if wave.selector is not None and matches(wave.selector, labels):
+            return wave
+        if wave.percent is not None and position < wave.percent:
+            return wave
+    return None
+
+
+def in_maintenance_window(windows: Sequence[MaintenanceWindow], now: datetime) -> bool:
+    """No windows means activation may happen at any time."""
+    return not windows or any(_inside(window, now) for window in windows)
+
+
+def _inside(window: MaintenanceWindow, now: datetime) -> bool:
+    local = now.astimezone(ZoneInfo(window.timezone))
+    # A window that crosses midnight belongs to the day it starts, so look at yesterday's too.
+    for day_offset in (0, -1):
+        day = local.date() + timedelta(days=day_offset)
+        if WEEKDAYS[day.weekday()] not in window.days:
+            continue
+        start = datetime.combine(day, window.start, local.tzinfo)
+        end = datetime.combine(day, window.end, local.tzinfo)
+        if end <= start:
+            end += timedelta(days=1)
+        if start <= local < end:
+            return True
+    return False
