@@ -1,0 +1,178 @@
+"""The throwaway process that loads a candidate model and runs its validation cases.
+
+Started by reconciler.runtime.validation as a script (``python -I validate_child.py``), so it
+imports nothing of reconciler: a request comes as one JSON document on stdin, the answer goes back
+as one JSON line on stdout. Memory, CPU and core-dump limits are set before numpy or onnxruntime
+load, so a hostile or broken model can only hurt this process.
+
+Request:  {"model": path, "memoryLimit": bytes, "cpuSeconds": n,
+           "interface": {"inputs": [TensorSpec], "outputs": [TensorSpec]}, "cases": [ValidationCase]}
+Answer:   {"outcome": "loadFailed", "message": str}
+        | {"outcome": "interfaceMismatch", "problems": [str]}
+        | {"outcome": "ran", "cases": [{"name", "passed", "maxAbsError", "detail"}]}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import sys
+from typing import Any
+
+_ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int16)": "int16",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
+}
+
+
+def main() -> int:
+    request = json.load(sys.stdin)
+    _limit_resources(request["memoryLimit"], request["cpuSeconds"])
+    answer_fd = _set_stdout_aside()
+    answer = _validate(request)
+    os.write(answer_fd, (json.dumps(answer) + "\n").encode())
+    return 0
+
+
+def _limit_resources(memory: int, cpu_seconds: int) -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    # A backstop if the parent dies and cannot kill us: the kernel does after cpu_seconds.
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # One thread each: thread stacks count against RLIMIT_AS, and validation cases are tiny.
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = "1"
+
+
+def _set_stdout_aside() -> int:
+    """Native code may print to fd 1; point fd 1 at stderr so only the answer reaches the parent."""
+    answer_fd = os.dup(1)
+    os.dup2(2, 1)
+    return answer_fd
+
+
+def _validate(request: dict[str, Any]) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        with open(request["model"], "rb") as model:
+            # From bytes, not from a path: external data files next to the model are not found.
+            session = ort.InferenceSession(model.read(), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime has its own exception types for every way loading fails
+        return {"outcome": "loadFailed", "message": _describe(exc)}
+    interface = request["interface"]
+    problems = _interface_problems(session, interface)
+    if problems:
+        return {"outcome": "interfaceMismatch", "problems": problems}
+    return {"outcome": "ran", "cases": [_run_case(session, interface, case) for case in request["cases"]]}
+
+
+def _interface_problems(session: Any, interface: dict[str, Any]) -> list[str]:
+    problems = _compare("input", interface["inputs"], session.get_inputs())
+    problems += _compare("output", interface["outputs"], session.get_outputs())
+    declared = {spec["name"] for spec in interface["inputs"]}
+    problems += [
+        f"model input '{arg.name}' is not in the interface" for arg in session.get_inputs() if arg.name not in declared
+    ]
+    return problems
+
+
+def _compare(kind: str, specs: list[dict[str, Any]], args: list[Any]) -> list[str]:
+    by_name = {arg.name: arg for arg in args}
+    problems = []
+    for spec in specs:
+        arg = by_name.get(spec["name"])
+        if arg is None:
+            problems.append(f"{kind} '{spec['name']}' is not in the model (it has {', '.join(sorted(by_name))})")
+            continue
+        dtype = _ORT_DTYPES.get(arg.type, arg.type)
+        if dtype != spec["dtype"]:
+            problems.append(f"{kind} '{spec['name']}': dtype {spec['dtype']} expected, model has {dtype}")
+        if not _shape_fits(kind, spec["shape"], arg.shape):
+            problems.append(f"{kind} '{spec['name']}': shape {spec['shape']} expected, model has {arg.shape}")
+    return problems
+
+
+def _shape_fits(kind: str, declared: list[int], actual: list[int | str | None] | None) -> bool:
+    """-1 in the interface promises any size; a symbolic model dimension accepts any size. An input
+    the interface calls dynamic must be dynamic in the model too, or requests of other sizes fail."""
+    if actual is None:
+        return True
+    if len(declared) != len(actual):
+        return False
+    for want, have in zip(declared, actual, strict=True):
+        fixed = isinstance(have, int) and have >= 0
+        if fixed and want != -1 and want != have:
+            return False
+        if fixed and want == -1 and kind == "input":
+            return False
+    return True
+
+
+def _run_case(session: Any, interface: dict[str, Any], case: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    dtypes = {spec["name"]: spec["dtype"] for spec in interface["inputs"]}
+    outputs = {spec["name"] for spec in interface["outputs"]}
+    missing = sorted(set(dtypes) - set(case["inputs"]))
+    unknown = sorted(set(case["inputs"]) - set(dtypes)) + sorted(set(case["expected"]) - outputs)
+    if missing or unknown:
+        problems = [f"no value for input '{name}'" for name in missing]
+        problems += [f"'{name}' is not in the interface" for name in unknown]
+        return _result(case, math.inf, problems)
+    try:
+        feeds = {name: np.asarray(value, dtype=dtypes[name]) for name, value in case["inputs"].items()}
+        names = list(case["expected"])
+        got = dict(zip(names, session.run(names, feeds), strict=True))
+    except Exception as exc:  # bad case data or onnxruntime refusing the run: the case fails
+        return _result(case, math.inf, [f"inference failed: {_describe(exc)}"])
+    worst, problems = 0.0, []
+    for name, expected in case["expected"].items():
+        error, problem = _difference(name, got[name], expected, case["tolerance"])
+        worst = error if math.isnan(error) or error > worst else worst
+        problems += [problem] if problem else []
+    return _result(case, worst, problems)
+
+
+def _difference(name: str, got: Any, expected: Any, tolerance: float) -> tuple[float, str | None]:
+    import numpy as np
+
+    try:
+        want = np.asarray(expected, dtype=np.float64)
+    except (TypeError, ValueError):
+        return math.inf, f"expected value of output '{name}' is not numeric"
+    have = np.asarray(got, dtype=np.float64)
+    if have.shape != want.shape:
+        return math.inf, f"output '{name}' has shape {list(have.shape)}, expected {list(want.shape)}"
+    error = float(np.max(np.abs(have - want))) if have.size else 0.0
+    if np.allclose(have, want, atol=tolerance, rtol=0):
+        return error, None
+    return error, f"output '{name}' differs by {error:.3g} > tolerance {tolerance:g}"
+
+
+def _result(case: dict[str, Any], worst: float, problems: list[str]) -> dict[str, Any]:
+    return {"name": case["name"], "passed": not problems, "maxAbsError": worst, "detail": "; ".join(problems)}
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    if text.startswith("[ONNXRuntimeError]"):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Validation of a candidate model before activation, in a child process.
+
+The agent never opens an onnxruntime session of an unvalidated model itself: a child process
+(validate_child.py) with its own memory and CPU limits loads the model from the verified blob's
+bytes, checks it against the Model's interface and runs the version's validation cases. Whatever the
+model does to that child — crash, exhaust memory, hang — comes back here as a Stalled error.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reconciler.errors import Stalled
+from reconciler.manifests.models import ModelInterface, ValidationCase
+
+CHILD = Path(__file__).with_name("validate_child.py")
+MESSAGE_LIMIT = 1000
+STDERR_TAIL = 1000
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# Lower-case fragments of onnxruntime's and Python's messages, matched case-insensitively.
+_EXTERNAL_DATA = ("external data", "model_path must not be empty")
+_UNKNOWN_OP = ("not a registered function/op", "no opset import for domain", "could not find an implementation")
+_OUT_OF_MEMORY = ("memoryerror", "bad_alloc", "failed to allocate", "cannot allocate memory")
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    name: str
+    passed: bool
+    max_abs_error: float  # inf when outputs could not be compared at all
+    detail: str = ""  # why it failed
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    cases: list[CaseResult]
+    seconds: float
+
+
+def run_validation(
+    model_path: Path,
+    interface: ModelInterface,
+    cases: Sequence[ValidationCase],
+    timeout: float = 30.0,
+    memory_limit: int = 1 << 30,
+) -> ValidationReport:
+    """Load the model and run every case in a child process; a report only when all cases pass."""
+    request = {
+        "model": str(Path(model_path).resolve()),
+        "memoryLimit": memory_limit,
+        "cpuSeconds": math.ceil(timeout) + 1,
+        "interface": interface.model_dump(mode="json"),
+        "cases": [case.model_dump(mode="json") for case in cases],
+    }
+    started = time.monotonic()
+    returncode, stdout, stderr = _run_child(request, timeout)
+    seconds = time.monotonic() - started
+    answer = _answer(returncode, stdout)
+    if answer is None:
+        raise _crash(returncode, stderr, timeout, memory_limit)
+    if answer["outcome"] == "loadFailed":
+        raise Stalled("ModelLoadFailed", _explain(_clean(answer["message"])[:MESSAGE_LIMIT], memory_limit))
+    if answer["outcome"] == "interfaceMismatch":
+        raise Stalled("ModelInterfaceMismatch", "; ".join(answer["problems"]))
+    results = [
+        CaseResult(c["name"], c["passed"], float(c["maxAbsError"]), c["detail"]) for c in answer["cases"]
+    ]
+    failed = [f"case '{r.name}': {r.detail}" for r in results if not r.passed]
+    if failed:
+        raise Stalled("ValidationFailed", _explain(_clean("; ".join(failed))[:MESSAGE_LIMIT], memory_limit))
+    return ValidationReport(results, seconds)
+
+
+def _run_child(request: dict[str, Any], timeout: float) -> tuple[int, bytes, bytes]:
+    # -I: no PYTHON* variables, no user site, no cwd on sys.path. An empty working directory:
+    # nothing for a model's relative external-data path to find.
+    with tempfile.TemporaryDirectory(prefix="reconciler-validate-") as workdir:
+        child = subprocess.Popen(
+            [sys.executable, "-I", str(CHILD)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=workdir,
+            start_new_session=True,  # its own process group, killed as a whole
+        )
+        try:
+            stdout, stderr = child.communicate(json.dumps(request).encode(), timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise Stalled(
+                "ValidationTimeout", f"loading and validating the model took longer than {timeout:g} s"
+            ) from None
+        finally:
+            if child.returncode is None:
+                _kill(child)
+    return child.returncode, stdout, stderr
+
+
+def _kill(child: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    child.communicate()
+
+
+def _answer(returncode: int, stdout: bytes) -> dict[str, Any] | None:
+    """The child's answer, if it finished cleanly and said one."""
+    lines = stdout.strip().splitlines()
+    if returncode != 0 or not lines:
+        return None
+    try:
+        answer = json.loads(lines[-1])
+    except ValueError:
+        return None
+    return answer if isinstance(answer, dict) and "outcome" in answer else None
+
+
+def _crash(returncode: int, stderr: bytes, timeout: float, memory_limit: int) -> Stalled:
+    if returncode == -signal.SIGXCPU:
+        return Stalled("ValidationTimeout", f"the validation used more than {math.ceil(timeout) + 1} s of CPU")
+    if returncode < 0:
+        how = f"killed by {signal.Signals(-returncode).name}"
+    else:
+        how = f"exited with code {returncode} without an answer"
+    tail = _clean(stderr.decode(errors="replace"))[-STDERR_TAIL:] or "no output"
+    message = f"validation child {how} (memory limit {_mib(memory_limit)}): {tail}"
+    return Stalled("ValidationCrashed", _explain(message, memory_limit))
+
+
+def _explain(message: str, memory_limit: int) -> str:
+    """onnxruntime's words, led by what they mean for the person who shipped the model."""
+    lowered = message.lower()
+    if any(needle in lowered for needle in _EXTERNAL_DATA):
+        return f"the model refers to external data files, which are refused (ship one self-contained file): {message}"
+    if any(needle in lowered for needle in _UNKNOWN_OP):
+        return f"the model uses an operator onnxruntime does not provide (custom-op domains are refused): {message}"
+    if any(needle in lowered for needle in _OUT_OF_MEMORY):
+        return f"the model needs more than the validation memory limit of {_mib(memory_limit)}: {message}"
+    return message
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:g} MiB"
+
+
+def _clean(text: str) -> str:
+    return " ".join(_ANSI.sub("", text).split())
