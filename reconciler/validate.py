@@ -31,7 +31,9 @@ def validate_path(root: Path) -> tuple[LoadResult, list[Finding]]:
     if not root.is_dir():
         raise UsageError(f"{root} is not a directory")
     result = load_directory(root)
-    findings = [*result.findings, *semantics.check(result.repo)]
+    # A document that failed its schema is missing from the fleet, so cross-document checks would
+    # only echo it as dangling references: they run once every document loads.
+    findings = result.findings if result.errors else [*result.findings, *semantics.check(result.repo)]
     return result, sorted(findings, key=lambda f: (f.path, f.line, f.col))
 
 

@@ -56,17 +56,18 @@ def test_github_format_escapes_workflow_commands(finding: Finding, expected: str
                                                                  "1 error, 0 warnings in 1 file"]
 
 
-def test_validate_path_reports_schema_and_semantic_findings_in_file_order(tmp_path: Path) -> None:
-    write_tree(tmp_path, {**GOOD_REPO, **edit("deployments/d.yaml", "model: m", "model: nope"),
-                          **edit("sites/stores.yaml", "name: store-2", "name: Store-2")})
+def test_validate_path_checks_references_once_every_document_loads(tmp_path: Path) -> None:
+    dangling = edit("deployments/d.yaml", "model: m", "model: nope")
+    write_tree(tmp_path, {**GOOD_REPO, **dangling, **edit("sites/stores.yaml", "name: store-2", "name: Store-2")})
     result, findings = validate_path(tmp_path)
     assert result.files == 5
-    assert [(f.path, f.line, f.severity) for f in findings] == [
-        ("deployments/d.yaml", 1, "error"),
-        ("sites/stores.yaml", 14, "error"),
-    ]
+    assert [(f.path, f.line, f.severity) for f in findings] == [("sites/stores.yaml", 14, "error")]
+    assert findings[0].message.startswith("metadata.name: should be a DNS label")
+
+    write_tree(tmp_path, {**GOOD_REPO, **dangling})
+    _, findings = validate_path(tmp_path)
+    assert [(f.path, f.line, f.severity) for f in findings] == [("deployments/d.yaml", 1, "error")]
     assert "model 'nope' is not defined" in findings[0].message
-    assert findings[1].message.startswith("metadata.name: should be a DNS label")
 
 
 def test_validate_path_of_a_good_repo_is_ok(tmp_path: Path) -> None:

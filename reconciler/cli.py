@@ -1,0 +1,227 @@
+"""The ``reconciler`` command: parsing and printing only. Exit codes: 0 ok, 1 a finding
+(invalid manifests, failed verification, a failed reconcile), 2 usage or environment error."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+from reconciler.errors import ReconcilerError, UsageError
+
+EXIT_OK, EXIT_FINDING, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_USAGE
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", True) else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        return args.handler(args)
+    except UsageError as exc:
+        print(f"reconciler: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ReconcilerError as exc:
+        print(f"reconciler: {exc}", file=sys.stderr)
+        return EXIT_FINDING
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reconciler", description="GitOps for machine-learning model fleets.")
+    commands = parser.add_subparsers(metavar="COMMAND")
+
+    validate = commands.add_parser("validate", help="check a fleet repo: schema and references")
+    validate.add_argument("path", nargs="?", default=".", type=Path)
+    validate.add_argument("--format", choices=["text", "json", "github"], default="text")
+    validate.set_defaults(handler=cmd_validate)
+
+    plan = commands.add_parser("plan", help="what one site would do at a revision")
+    plan.add_argument("--site", required=True)
+    plan.add_argument("--repo", default=".", help="fleet repo: a path (working tree unless --rev) or a URL")
+    plan.add_argument("--rev", help="branch, tag or commit (default: the working tree, or main for a URL)")
+    plan.add_argument("--state", type=Path, help="the site's state directory (default: a fresh site)")
+    plan.add_argument("--format", choices=["text", "json"], default="text")
+    plan.set_defaults(handler=cmd_plan)
+
+    run = commands.add_parser("run", help="run a site agent: converge and serve")
+    run.add_argument("--config", type=Path, help="site.yaml with the site's local settings")
+    run.add_argument("--repo", help="fleet repo URL or path")
+    run.add_argument("--branch")
+    run.add_argument("--site")
+    run.add_argument("--state", type=Path)
+    run.add_argument("--listen", help="HOST:PORT for the inference server")
+    run.add_argument("--interval", help="poll interval, e.g. 30s")
+    run.add_argument("--trust-key", dest="trust_keys", action="append", type=Path, default=[],
+                     help="PEM public key trusted to sign artifacts (repeatable)")
+    run.add_argument("--accept-history", help="accept this commit after a history rewrite")
+    run.add_argument("--once", action="store_true", help="reconcile once and exit (1 if it failed)")
+    run.set_defaults(handler=cmd_run)
+
+    serve = commands.add_parser("serve", help="serve a state directory's active models without reconciling")
+    serve.add_argument("--state", type=Path, required=True)
+    serve.add_argument("--listen", required=True)
+    serve.set_defaults(handler=cmd_serve)
+
+    demo = commands.add_parser("demo", help="a local fleet converging from a local Git repo")
+    demo.add_argument("--sites", type=int, default=4, help="how many sites to start (default 4)")
+    demo.add_argument("--workdir", type=Path, help="keep the demo's files here (default: a temp dir)")
+    demo.add_argument("--keep-running", action="store_true", help="keep the fleet up until Ctrl-C")
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from reconciler.validate import render, validate_path
+
+    loaded, findings = validate_path(args.path)
+    print(render(findings, args.format, files=loaded.files, documents=loaded.documents).rstrip("\n"))
+    return EXIT_FINDING if any(f.severity == "error" for f in findings) else EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from reconciler.manifests.loader import load_directory, load_tree
+    from reconciler.plan import plan_site
+    from reconciler.source import open_revision
+    from reconciler.state import SiteState, StateDir
+
+    now = datetime.now(UTC)
+    local = Path(args.repo)
+    if local.is_dir() and args.rev is None:
+        loaded, commit = load_directory(local), None
+    else:
+        with open_revision(args.repo, args.rev or "main") as (commit, files):
+            loaded = load_tree(files)
+    if loaded.errors:
+        for finding in loaded.errors:
+            print(finding.render(), file=sys.stderr)
+        return EXIT_FINDING
+    state = StateDir(args.state).load(args.site) if args.state else SiteState(site=args.site)
+    plan = plan_site(loaded.repo, args.site, state, now, commit)
+    if args.format == "json":
+        print(json.dumps(plan.to_json(), indent=2))
+    else:
+        print(render_plan_text(plan))
+    return EXIT_FINDING if any(a.kind == "error" for a in plan.actions) else EXIT_OK
+
+
+def render_plan_text(plan) -> str:
+    at = f" at {plan.commit[:12]}" if plan.commit else " (working tree)"
+    lines = [f"site {plan.site}{at}: {len(plan.actions)} change(s), {len(plan.converged)} converged"]
+    for action in plan.actions:
+        to = action.target.version if action.target else "-"
+        wave = f" wave={action.target.wave}" if action.target and action.target.wave else ""
+        lines.append(f"  {action.kind:<8} {action.deployment:<28} {action.from_version or '-':>8} -> {to:<8}"
+                     f"{wave}  {action.reason}: {action.message}")
+    for target in plan.converged:
+        wave = f" wave={target.wave}" if target.wave else ""
+        lines.append(f"  {'ok':<8} {target.deployment:<28} {target.version:>8}{wave}")
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from reconciler.config import build_site_config, load_site_config
+
+    overrides = {"repo": args.repo, "branch": args.branch, "site": args.site,
+                 "state": str(args.state) if args.state else None, "listen": args.listen,
+                 "interval": args.interval, "acceptHistory": args.accept_history,
+                 "trustKeys": [str(p.resolve()) for p in args.trust_keys]}
+    if args.config:
+        config = load_site_config(args.config, overrides)
+    else:
+        missing = [flag for flag, key in (("--repo", "repo"), ("--site", "site"), ("--state", "state"))
+                   if not overrides[key]]
+        if missing:
+            raise UsageError(f"run needs --config, or {', '.join(missing)}")
+        config = build_site_config({k: v for k, v in overrides.items() if v not in (None, [])})
+    return run_agent(config, once=args.once)
+
+
+def run_agent(config, once: bool) -> int:
+    from reconciler.loop import Agent
+
+    with _serving(config.listen_address, config.site) as registry:
+        agent = Agent(config, registry)
+        agent.start()
+        try:
+            if once:
+                result = agent.reconcile_once()
+                if result.record is not None:
+                    print(json.dumps(result.record.model_dump(mode="json"), indent=2))
+                return EXIT_FINDING if result.error or (result.record and result.record.state != "success") else EXIT_OK
+            stop = _stop_on_signals()
+            agent.run(stop)
+            return EXIT_OK
+        finally:
+            agent.stop()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from reconciler.apply import Applier
+    from reconciler.config import build_site_config
+    from reconciler.state import StateDir
+
+    state_dir = StateDir(args.state)
+    site = _site_of_state(args.state)
+    config = build_site_config({"site": site, "repo": "-", "state": str(args.state), "listen": args.listen})
+    with _serving(config.listen_address, site) as registry:
+        Applier(state_dir, registry, []).restore(state_dir.load(site))
+        _stop_on_signals().wait()
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from reconciler.demo import run_demo
+
+    return run_demo(sites=args.sites, workdir=args.workdir, keep_running=args.keep_running)
+
+
+def _site_of_state(state: Path) -> str:
+    try:
+        return json.loads((state / "state.json").read_text())["site"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise UsageError(f"{state} holds no readable state.json: {exc}") from exc
+
+
+class _serving:
+    """The inference server of a site, in this process, for as long as the block runs."""
+
+    def __init__(self, address: tuple[str, int] | None, site: str):
+        self.address, self.site = address, site
+        self.server = None
+
+    def __enter__(self):
+        if self.address is None:
+            return None
+        from reconciler.runtime.registry import ModelRegistry
+        from reconciler.runtime.server import RuntimeServer, build_app
+
+        registry = ModelRegistry()
+        self.server = RuntimeServer(build_app(registry, site=self.site), *self.address)
+        self.server.start()
+        logging.getLogger("reconciler").info("%s: serving on http://%s:%d", self.site, self.address[0], self.server.port)
+        return registry
+
+    def __exit__(self, *exc) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
+if __name__ == "__main__":
+    sys.exit(main())

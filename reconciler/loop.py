@@ -1,0 +1,225 @@
+"""One reconcile of one site, and the agent loop around it. reconcile_once reads top to bottom
+like the data flow: source -> load -> plan -> apply -> report."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from reconciler import __version__
+from reconciler.apply import Applier, Outcome, Runtime
+from reconciler.config import SiteConfig
+from reconciler.errors import ReconcilerError, Stalled, Transient
+from reconciler.manifests.loader import DocumentCache, load_tree
+from reconciler.plan import Plan, plan_site
+from reconciler.source import GitSource
+from reconciler.state import SiteState, StateDir
+from reconciler.status.gitref import StatusRefs
+from reconciler.status.record import DeploymentStatus, State, StatusRecord
+from reconciler.trust import TrustedKey, load_public_key
+
+log = logging.getLogger("reconciler.agent")
+
+# Worst first: the site's state is that of its worst deployment.
+SEVERITY: tuple[State, ...] = ("error", "failure", "aborted", "progressing", "pending", "success")
+FINDINGS_IN_MESSAGE = 5
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    head: str | None
+    plan: Plan | None = None
+    record: StatusRecord | None = None
+    error: ReconcilerError | None = None
+
+    @property
+    def noop(self) -> bool:
+        return self.plan is None and self.error is None
+
+    @property
+    def retry_soon(self) -> bool:
+        return self.error is not None and self.error.retry
+
+
+class Agent:
+    def __init__(self, config: SiteConfig, runtime: Runtime | None):
+        self.config = config
+        self.state_dir = StateDir(config.state)
+        self.source = GitSource(config.repo, config.branch, config.state / "cache" / "fleet.git")
+        self.status = StatusRefs(self.source)
+        self.applier = Applier(self.state_dir, runtime, load_trust_keys(config), validation=config.validation)
+        self.documents = DocumentCache()
+        self.reconciled_head: str | None = None  # head whose reconcile needs no retry
+        self.last_record: StatusRecord | None = None
+
+    def start(self) -> None:
+        """Lock the state directory and serve the last good state before the repo is read."""
+        self.state_dir.lock()
+        self.applier.restore(self.state_dir.load(self.config.site))
+
+    def stop(self) -> None:
+        self.state_dir.unlock()
+
+    def reconcile_once(self, now: datetime | None = None) -> ReconcileResult:
+        now = now or utcnow()
+        head = None
+        try:
+            head = self.source.remote_head()
+            if head == self.reconciled_head:
+                return ReconcileResult(head)
+            commit = self.source.fetch(head)
+            state = self.state_dir.load(self.config.site)
+            self._refuse_rollback(state, commit)
+            loaded = load_tree(self.source.files(commit), self.documents)
+            if loaded.errors:
+                rendered = [f.render() for f in loaded.errors[:FINDINGS_IN_MESSAGE]]
+                more = len(loaded.errors) - len(rendered)
+                raise Stalled("InvalidManifests", "; ".join(rendered) + (f"; and {more} more" if more > 0 else ""))
+            repo_root = self.source.checkout(commit, self.config.state / "cache" / "tree")
+            plan = plan_site(loaded.repo, self.config.site, state, now, commit)
+            state, outcomes = self.applier.apply(plan, state, repo_root, now)
+            state = self._record_applied(state, commit, outcomes)
+            record = self._record(now, commit, state, plan, outcomes)
+            self._publish(record)
+            retry = any(o.error and o.error.retry for o in outcomes) or any(a.kind == "prefetch" for a in plan.actions)
+            self.reconciled_head = None if retry else head
+            self._log_plan(plan, outcomes)
+            return ReconcileResult(head, plan, record)
+        except ReconcilerError as error:
+            return self._report_site_error(error, head, now)
+
+    def run(self, stop: threading.Event) -> None:
+        """Reconcile every interval (with jitter, so a fleet does not poll in step); after a
+        transient error back off exponentially, capped at the interval."""
+        failures = 0
+        interval = self.config.interval_seconds
+        while not stop.is_set():
+            result = self.reconcile_once()
+            failures = failures + 1 if result.retry_soon else 0
+            delay = min(interval, 0.5 * 2**failures) if failures else interval
+            stop.wait(delay * (1 + self.config.jitter * (2 * random.random() - 1)))
+
+    def _refuse_rollback(self, state: SiteState, commit: str) -> None:
+        applied = state.appliedCommit
+        if applied is None or applied == commit or commit == self.config.acceptHistory:
+            return
+        if not self.source.is_ancestor(applied, commit):
+            raise Stalled("HistoryRewritten",
+                          f"new head {commit[:12]} does not descend from the last applied commit {applied[:12]}; "
+                          f"an operator can accept it with --accept-history {commit}")
+
+    def _record_applied(self, state: SiteState, commit: str, outcomes: list[Outcome]) -> SiteState:
+        if all(o.ok for o in outcomes) and state.appliedCommit != commit:
+            state = state.model_copy(update={"appliedCommit": commit})
+            self.state_dir.save(state)
+        return state
+
+    def _record(self, now: datetime, commit: str, state: SiteState, plan: Plan,
+                outcomes: list[Outcome]) -> StatusRecord:
+        deployments: dict[str, DeploymentStatus] = {}
+        for target in plan.converged:
+            deployments[target.deployment] = self._deployment_status(
+                now, state, target.deployment, target.model, "success", target.version, target.wave, "Converged", "")
+        for outcome in outcomes:
+            action = outcome.action
+            if action.kind == "remove" and outcome.ok:
+                continue
+            version = action.target.version if action.target else None
+            wave = action.target.wave if action.target else None
+            if outcome.error is not None:
+                state_name: State = "error" if outcome.error.retry or action.kind == "error" else "failure"
+                reason, message = outcome.error.reason, outcome.error.message
+            elif action.kind == "prefetch":
+                state_name, reason, message = "pending", action.reason, action.message
+            else:
+                state_name, reason, message = "success", "Activated", action.message
+            deployments[action.deployment] = self._deployment_status(
+                now, state, action.deployment, action.model, state_name, version, wave, reason, message)
+        return self._site_record(now, commit, state, deployments)
+
+    def _deployment_status(self, now: datetime, state: SiteState, name: str, model: str, state_name: State,
+                           version: str | None, wave: str | None, reason: str, message: str) -> DeploymentStatus:
+        installed = state.deployments.get(name)
+        before = self.last_record.deployments.get(name) if self.last_record else None
+        keep_since = before is not None and before.state == state_name and before.version == version
+        return DeploymentStatus(
+            model=model,
+            state=state_name,
+            version=version,
+            activeVersion=installed.active.version if installed and installed.active else None,
+            previousVersion=installed.previous.version if installed and installed.previous else None,
+            wave=wave,
+            reason=reason,
+            message=message,
+            since=before.since if keep_since else now,
+        )
+
+    def _site_record(self, now: datetime, commit: str | None, state: SiteState,
+                     deployments: dict[str, DeploymentStatus], error: ReconcilerError | None = None) -> StatusRecord:
+        if error is not None:
+            site_state: State = "error"
+            reason, message = error.reason, error.message
+        else:
+            site_state = min((d.state for d in deployments.values()), key=SEVERITY.index, default="success")
+            worst = next((d for d in deployments.values() if d.state == site_state and site_state != "success"), None)
+            reason, message = (worst.reason, worst.message) if worst else ("Converged", "")
+        return StatusRecord(
+            site=self.config.site,
+            observedCommit=commit,
+            appliedCommit=state.appliedCommit,
+            state=site_state,
+            reason=reason,
+            message=message,
+            deployments=deployments,
+            agentVersion=__version__,
+            writtenAt=now,
+        )
+
+    def _report_site_error(self, error: ReconcilerError, head: str | None, now: datetime) -> ReconcileResult:
+        """The repo or the remote is unusable: keep serving, keep the per-deployment picture of the
+        last record, and say why at the site level."""
+        log.warning("%s: %s", self.config.site, error)
+        if isinstance(error, Stalled):
+            self.reconciled_head = head  # the same inputs give the same answer: wait for a new commit
+        state = self.state_dir.load(self.config.site)
+        deployments = dict(self.last_record.deployments) if self.last_record else {}
+        record = self._site_record(now, head, state, deployments, error)
+        if not isinstance(error, Transient) or error.reason != "SourceUnreachable":
+            try:
+                self._publish(record)
+            except ReconcilerError as push_error:
+                log.warning("%s: status not written: %s", self.config.site, push_error)
+        return ReconcileResult(head, None, record, error)
+
+    def _publish(self, record: StatusRecord) -> None:
+        if self.last_record is None:
+            self.last_record = self.status.read_own(self.config.site)
+        if record.same_as(self.last_record):
+            return
+        self.status.write(record)
+        self.last_record = record
+
+    def _log_plan(self, plan: Plan, outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
+            action = outcome.action
+            verdict = "ok" if outcome.ok else f"{outcome.error.reason}: {outcome.error.message}"
+            target = action.target.version if action.target else "-"
+            log.info("%s: %s %s %s -> %s: %s", self.config.site, action.kind, action.deployment,
+                     action.from_version or "nothing", target, verdict)
+
+
+def load_trust_keys(config: SiteConfig) -> list[TrustedKey]:
+    keys = []
+    for path in config.trustKeys:
+        try:
+            keys.append(load_public_key(path.read_bytes(), name=path.name))
+        except OSError as exc:
+            raise Stalled("TrustKeyUnreadable", f"cannot read trust key {path}: {exc}") from exc
+    return keys

@@ -1,0 +1,70 @@
+"""The example fleet served over real git smart-HTTP on loopback, with a working clone to commit
+changes from: what the integration tests and benchmarks push to."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from reconciler.devtools.githttp import GitHttpServer, init_bare_repo
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "example-fleet-repo"
+GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "Test Engineer", "GIT_AUTHOR_EMAIL": "test@example.com",
+           "GIT_COMMITTER_NAME": "Test Engineer", "GIT_COMMITTER_EMAIL": "test@example.com"}
+
+
+def git(*args: str, cwd: Path) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, env=GIT_ENV, check=True, capture_output=True, text=True).stdout
+
+
+@dataclass
+class FleetRemote:
+    server: GitHttpServer
+    url: str
+    bare: Path
+    clone: Path
+
+    def push(self, message: str, force: bool = False) -> str:
+        git("add", "-A", cwd=self.clone)
+        git("commit", "-qm", message, cwd=self.clone)
+        git("push", "-q", *(["--force"] if force else []), "origin", "HEAD:main", cwd=self.clone)
+        return git("rev-parse", "HEAD", cwd=self.clone).strip()
+
+    def reset_to(self, commit: str) -> None:
+        git("reset", "-q", "--hard", commit, cwd=self.clone)
+
+    def edit(self, relative: str, pattern: str, replacement: str) -> None:
+        path = self.clone / relative
+        text, count = re.subn(pattern, replacement, path.read_text(), count=1, flags=re.MULTILINE)
+        assert count == 1, f"{pattern!r} not found in {relative}"
+        path.write_text(text)
+
+    def bump(self, deployment_file: str, old: str, new: str) -> None:
+        self.edit(deployment_file, rf"^(\s+version:\s*){re.escape(old)}\s*$", rf"\g<1>{new}")
+
+    def model_doc(self, model: str) -> dict:
+        return yaml.safe_load((self.clone / "models" / model / "model.yaml").read_text())
+
+    def write_model_doc(self, model: str, doc: dict) -> None:
+        (self.clone / "models" / model / "model.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def start_fleet_remote(root: Path) -> FleetRemote:
+    bare = init_bare_repo(root / "srv", "fleet", source_dir=EXAMPLE)
+    server = GitHttpServer(root / "srv")
+    server.start()
+    url = server.url("fleet")
+    clone = root / "clone"
+    subprocess.run(["git", "clone", "-q", url, str(clone)], env=GIT_ENV, check=True)
+    return FleetRemote(server, url, bare, clone)
+
+
+def copy_example(dest: Path) -> Path:
+    shutil.copytree(EXAMPLE, dest)
+    return dest

@@ -1,0 +1,109 @@
+"""The agent across restarts and history changes: real git remote, real artifacts, real runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fleet_fixture import EXAMPLE, git, start_fleet_remote
+
+from reconciler.config import SiteConfig
+from reconciler.errors import Transient
+from reconciler.loop import Agent
+from reconciler.runtime.registry import ModelRegistry
+
+SITE = "store-boston-01"
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    remote = start_fleet_remote(tmp_path)
+    yield remote
+    remote.server.stop()
+
+
+def make_agent(fleet, tmp_path, registry=None, **settings) -> Agent:
+    config = SiteConfig(site=SITE, repo=fleet.url, state=tmp_path / "state", interval="1s",
+                        trustKeys=[EXAMPLE / "keys" / "demo.pub"], **settings)
+    agent = Agent(config, registry)
+    agent.start()
+    return agent
+
+
+def forecast(registry: ModelRegistry) -> tuple[str, float]:
+    served = registry.get("demand-forecast")
+    out = served.session.run(None, {"features": np.array([[0.8, 1.0, 0.0, 0.0]], dtype=np.float32)})
+    return served.version, round(float(out[0][0, 0]), 4)
+
+
+def test_second_reconcile_is_a_noop_and_writes_no_status(fleet, tmp_path):
+    agent = make_agent(fleet, tmp_path)
+    first = agent.reconcile_once()
+    assert first.record.state == "success" and not first.noop
+    tip = git("rev-parse", "refs/reconciler/status/" + SITE, cwd=fleet.bare)
+    assert agent.reconcile_once().noop
+    assert git("rev-parse", "refs/reconciler/status/" + SITE, cwd=fleet.bare) == tip
+    agent.stop()
+
+
+def test_restart_serves_the_last_good_state_before_reading_the_repo(fleet, tmp_path):
+    agent = make_agent(fleet, tmp_path, ModelRegistry())
+    agent.reconcile_once()
+    fleet.bump("deployments/demand-forecast.yaml", "1.0.0", "1.1.0")
+    fleet.push("bump")
+    agent.reconcile_once()
+    agent.stop()
+
+    fleet.server.stop()  # the remote is gone: the restarted site must still serve
+    registry = ModelRegistry()
+    restarted = make_agent(fleet, tmp_path, registry)
+    assert forecast(registry) == ("1.1.0", 23.6278)
+    result = restarted.reconcile_once()
+    assert isinstance(result.error, Transient) and result.error.reason == "SourceUnreachable"
+    assert forecast(registry) == ("1.1.0", 23.6278)
+    restarted.stop()
+
+
+def test_second_agent_on_the_same_state_directory_is_refused(fleet, tmp_path):
+    agent = make_agent(fleet, tmp_path)
+    with pytest.raises(Transient) as refused:
+        make_agent(fleet, tmp_path)
+    assert refused.value.reason == "StateLocked"
+    agent.stop()
+
+
+def test_rewritten_history_stalls_until_accepted(fleet, tmp_path):
+    registry = ModelRegistry()
+    agent = make_agent(fleet, tmp_path, registry)
+    base = git("rev-parse", "HEAD", cwd=fleet.clone).strip()
+    fleet.bump("deployments/demand-forecast.yaml", "1.0.0", "1.1.0")
+    fleet.push("bump")
+    agent.reconcile_once()
+    fleet.reset_to(base)
+    (fleet.clone / "NOTES.md").write_text("rewritten\n")
+    rewritten = fleet.push("rewrite", force=True)
+
+    stalled = agent.reconcile_once()
+    assert (stalled.record.state, stalled.record.reason) == ("error", "HistoryRewritten")
+    assert f"--accept-history {rewritten}" in stalled.record.message
+    assert forecast(registry)[0] == "1.1.0"
+    agent.stop()
+
+    accepting = make_agent(fleet, tmp_path, registry, acceptHistory=rewritten)
+    accepted = accepting.reconcile_once()
+    assert accepted.record.state == "success" and accepted.record.appliedCommit == rewritten
+    assert forecast(registry) == ("1.0.0", 24.7041)
+    accepting.stop()
+
+
+def test_removed_deployment_stops_being_served(fleet, tmp_path):
+    registry = ModelRegistry()
+    agent = make_agent(fleet, tmp_path, registry)
+    agent.reconcile_once()
+    fleet.edit("deployments/demand-forecast.yaml", r"^      tier: store$", "      tier: warehouse")
+    fleet.push("retarget")
+    result = agent.reconcile_once()
+    assert [(a.kind, a.deployment) for a in result.plan.actions] == [("remove", "demand-forecast")]
+    assert "demand-forecast" not in result.record.deployments
+    assert "demand-forecast" not in registry.deployments()
+    assert "demand-forecast" not in agent.state_dir.load(SITE).deployments
+    agent.stop()

@@ -1,0 +1,146 @@
+"""Every bad input DESIGN.md names for this path is refused with a clear reason, reported in the
+status record, and the site keeps serving its last good version. One real agent (in process, real
+registry and onnxruntime), a real git smart-HTTP remote, real artifacts, real signatures."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from fleet_fixture import EXAMPLE, FleetRemote, git, start_fleet_remote
+
+from reconciler.config import SiteConfig
+from reconciler.loop import Agent
+from reconciler.runtime.registry import ModelRegistry
+from reconciler.trust import load_private_key, sign_digest
+
+SITE = "store-berlin-01"
+DEPLOYMENT_FILE = "deployments/demand-forecast.yaml"
+V11 = "models/demand-forecast/1.1.0/model.onnx"
+
+
+def bump(fleet: FleetRemote) -> None:
+    fleet.bump(DEPLOYMENT_FILE, "1.0.0", "1.1.0")
+
+
+def with_v11_artifact(change: Callable[[dict], None]) -> Callable[[FleetRemote], None]:
+    def mutate(fleet: FleetRemote) -> None:
+        bump(fleet)
+        doc = fleet.model_doc("demand-forecast")
+        change(next(v for v in doc["spec"]["versions"] if v["version"] == "1.1.0"))
+        fleet.write_model_doc("demand-forecast", doc)
+    return mutate
+
+
+def set_artifact(**fields) -> Callable[[dict], None]:
+    return lambda version: version["artifacts"][0].update(fields)
+
+
+def replace_v11_bytes(data: bytes) -> Callable[[FleetRemote], None]:
+    """New bytes at 1.1.0, honestly described and signed by the demo key: only the model is bad."""
+    def mutate(fleet: FleetRemote) -> None:
+        (fleet.clone / V11).write_bytes(data)
+        key = load_private_key((EXAMPLE / "keys" / "demo.key").read_bytes())
+        (fleet.clone / (V11 + ".sig")).write_bytes(sign_digest(key, hashlib.sha256(data).digest()))
+        with_v11_artifact(set_artifact(digest="sha256:" + hashlib.sha256(data).hexdigest(), size=len(data)))(fleet)
+    return mutate
+
+
+def append(relative: str, text: str) -> Callable[[FleetRemote], None]:
+    def mutate(fleet: FleetRemote) -> None:
+        with (fleet.clone / relative).open("a") as out:
+            out.write(text)
+    return mutate
+
+
+def add_file(relative: str, text: str) -> Callable[[FleetRemote], None]:
+    return lambda fleet: (fleet.clone / relative).write_text(text)
+
+
+def wrong_expected(version: dict) -> None:
+    version["validation"][0]["expected"]["forecast"] = [[-1000.0]]
+
+
+GADGET = "apiVersion: reconciler/v1\nkind: Gadget\nmetadata:\n  name: g\nspec: {}\n"
+FUTURE = "apiVersion: reconciler/v9\nkind: Site\nmetadata:\n  name: s\n"
+
+BAD_INPUTS = [
+    # (id, mutation, status level, reason, text the message must contain)
+    ("malformed YAML", append(DEPLOYMENT_FILE, "  targets: [unclosed\n"), "site", "InvalidManifests",
+     "deployments/demand-forecast.yaml:"),
+    ("schema violation", with_v11_artifact(set_artifact(digest="sha256:not-hex")), "site", "InvalidManifests",
+     "digest"),
+    ("unknown kind", add_file("extra.yaml", GADGET), "site", "InvalidManifests", "Gadget"),
+    ("unknown apiVersion", add_file("future.yaml", FUTURE), "site", "InvalidManifests", "reconciler/v9"),
+    ("duplicate names", add_file("deployments/copy.yaml", (EXAMPLE / DEPLOYMENT_FILE).read_text()), "site",
+     "InvalidManifests", "already defined"),
+    ("dangling model", lambda f: f.edit(DEPLOYMENT_FILE, r"^  model: demand-forecast$", "  model: ghost"),
+     "deployment", "ModelNotFound", "ghost"),
+    ("dangling version", lambda f: f.bump(DEPLOYMENT_FILE, "1.0.0", "9.9.9"), "deployment", "VersionNotFound",
+     "9.9.9"),
+    ("digest mismatch", with_v11_artifact(set_artifact(digest="sha256:" + "0" * 64)), "deployment",
+     "ArtifactDigestMismatch", "sha256:" + "0" * 64),
+    ("size mismatch", with_v11_artifact(lambda v: v["artifacts"][0].update(size=v["artifacts"][0]["size"] + 1)),
+     "deployment", "ArtifactSizeMismatch", ""),
+    ("missing artifact", with_v11_artifact(set_artifact(uri="models/demand-forecast/1.1.0/gone.onnx")),
+     "deployment", "ArtifactNotFound", "gone.onnx"),
+    ("path traversal", with_v11_artifact(set_artifact(uri="../../etc/passwd")), "deployment",
+     "ArtifactPathEscapes", ""),
+    ("bad signature", with_v11_artifact(set_artifact(
+        signature={"uri": "models/demand-forecast/1.0.0/model.onnx.sig", "format": "cosign"})),
+     "deployment", "SignatureInvalid", "demo.pub"),
+    ("corrupt ONNX", replace_v11_bytes(b"\x08\x07garbage that is not a model" * 20), "deployment",
+     "ModelLoadFailed", ""),
+    ("validation case fails", with_v11_artifact(wrong_expected), "deployment", "ValidationFailed", "forecast"),
+]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad-inputs")
+    fleet = start_fleet_remote(root)
+    registry = ModelRegistry()
+    config = SiteConfig(site=SITE, repo=fleet.url, state=root / "state", interval="1s",
+                        trustKeys=[EXAMPLE / "keys" / "demo.pub"])
+    agent = Agent(config, registry)
+    agent.start()
+    good = git("rev-parse", "HEAD", cwd=fleet.clone).strip()
+    result = agent.reconcile_once()
+    assert result.record.state == "success", result.record
+    yield fleet, agent, registry, good
+    agent.stop()
+    fleet.server.stop()
+
+
+def served_forecast(registry: ModelRegistry) -> tuple[str, float]:
+    served = registry.get("demand-forecast", None)
+    x = np.array([[0.8, 1.0, 0.0, 0.0]], dtype=np.float32)
+    return served.version, float(served.session.run(None, {"features": x})[0][0, 0])
+
+
+@pytest.mark.parametrize("mutate,level,reason,needle", [c[1:] for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_is_refused_and_last_good_keeps_serving(world, mutate, level, reason, needle):
+    fleet, agent, registry, good = world
+    before = served_forecast(registry)
+    fleet.reset_to(good)
+    mutate(fleet)
+    bad = fleet.push(f"bad input: {reason}", force=True)
+
+    result = agent.reconcile_once()
+
+    record = result.record
+    assert record.observedCommit == bad
+    if level == "site":
+        assert (record.state, record.reason) == ("error", reason)
+        message = record.message
+    else:
+        status = record.deployments["demand-forecast"]
+        assert status.reason == reason and status.state in ("failure", "error")
+        assert status.activeVersion == "1.0.0"
+        message = status.message
+    assert needle in message
+    assert served_forecast(registry) == before == ("1.0.0", pytest.approx(24.704109, abs=1e-4))
+    assert agent.state_dir.load(SITE).appliedCommit == good
+    assert agent.reconcile_once().noop  # a refused commit is not retried until the repo changes
