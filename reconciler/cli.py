@@ -72,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", required=True)
     serve.set_defaults(handler=cmd_serve)
 
+    status = commands.add_parser("status", help="the fleet matrix from the sites' status records in Git")
+    status.add_argument("--repo", default=".", help="fleet repo URL or path (status refs live there)")
+    status.add_argument("--branch", default="main", help="the branch whose Sites make the inventory")
+    status.add_argument("--format", choices=["text", "json", "markdown"], default="text")
+    status.set_defaults(handler=cmd_status)
+
     demo = commands.add_parser("demo", help="a local fleet converging from a local Git repo")
     demo.add_argument("--sites", type=int, default=4, help="how many sites to start (default 4)")
     demo.add_argument("--workdir", type=Path, help="keep the demo's files here (default: a temp dir)")
@@ -176,6 +182,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     with _serving(config.listen_address, site) as registry:
         Applier(state_dir, registry, []).restore(state_dir.load(site))
         _stop_on_signals().wait()
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import tempfile
+    from datetime import timedelta
+
+    from reconciler.manifests.loader import load_tree
+    from reconciler.source import GitSource
+    from reconciler.status.gitref import StatusRefs
+    from reconciler.status.matrix import build_matrix, render_markdown, render_text
+
+    with tempfile.TemporaryDirectory(prefix="reconciler-status-") as cache, \
+            GitSource(args.repo, args.branch, Path(cache)) as source:
+        fleet = load_tree(source.files(source.fetch())).repo
+        records = StatusRefs(source).read_all()
+    stale_after = fleet.fleet.spec.staleAfter if fleet.fleet else timedelta(minutes=10)
+    matrix = build_matrix(records, fleet.sites, datetime.now(UTC), stale_after)
+    if args.format == "json":
+        print(json.dumps(matrix.to_json(), indent=2))
+    else:
+        print(render_markdown(matrix) if args.format == "markdown" else render_text(matrix))
     return EXIT_OK
 
 

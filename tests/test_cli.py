@@ -91,7 +91,7 @@ def test_run_once_without_trust_refuses_every_artifact(tmp_path):
     assert status["activeVersion"] is None
 
 
-def test_run_once_with_the_demo_key_converges_and_serve_reuses_the_state(tmp_path):
+def test_run_once_with_the_demo_key_converges_and_status_shows_it(tmp_path):
     repo = copy_example(tmp_path / "fleet")
     git("init", "-q", "-b", "main", cwd=repo)
     git("add", "-A", cwd=repo)
@@ -102,3 +102,11 @@ def test_run_once_with_the_demo_key_converges_and_serve_reuses_the_state(tmp_pat
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["deployments"]["demand-forecast"]["activeVersion"] == "1.0.0"
     assert json.loads((state / "state.json").read_text())["site"] == "store-boston-01"
+    matrix = json.loads(reconciler("status", "--repo", str(repo), "--format", "json").stdout)
+    rows = {row["site"]: row for row in matrix["sites"]}
+    assert len(rows) == 12
+    assert (rows["store-boston-01"]["state"], rows["store-boston-01"]["stale"]) == ("success", False)
+    assert rows["store-boston-01"]["deployments"]["demand-forecast"]["activeVersion"] == "1.0.0"
+    assert (rows["store-berlin-01"]["state"], rows["store-berlin-01"]["stale"]) == ("unknown", True)
+    text = reconciler("status", "--repo", str(repo)).stdout
+    assert text.splitlines()[-1].startswith("12 sites: ")
