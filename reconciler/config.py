@@ -29,7 +29,9 @@ class SiteConfig(BaseModel):
     branch: str = "main"
     state: Path
     listen: str | None = None  # HOST:PORT of the inference server; None: do not serve
+    statusRepo: str | None = None  # where status refs go when not the fleet repo (agents that may not push there)
     interval: Duration = "30s"
+    staleAfter: Duration = "10m"  # out of reach of the fleet repo for longer: the status says stale
     jitter: Annotated[float, Field(ge=0, le=1)] = 0.1  # share of the interval, spreads fleet load
     trustKeys: list[Path] = []  # PEM public keys that may sign artifacts
     acceptHistory: str | None = None  # a commit an operator accepted after a history rewrite

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from reconciler import __version__
 from reconciler.apply import Applier, Outcome, Runtime
 from reconciler.config import SiteConfig
-from reconciler.errors import ReconcilerError, Stalled, Transient
+from reconciler.errors import ReconcilerError, Stalled
 from reconciler.manifests.loader import DocumentCache, load_tree
 from reconciler.plan import Plan, plan_site
 from reconciler.source import GitSource
@@ -53,16 +53,20 @@ class Agent:
         self.config = config
         self.state_dir = StateDir(config.state)
         self.source = GitSource(config.repo, config.branch, config.state / "cache" / "fleet.git")
-        self.status = StatusRefs(self.source)
+        status_source = self.source if config.statusRepo is None else \
+            GitSource(config.statusRepo, config.branch, config.state / "cache" / "status.git")
+        self.status = StatusRefs(status_source)
         self.applier = Applier(self.state_dir, runtime, load_trust_keys(config), validation=config.validation)
         self.documents = DocumentCache()
         self.reconciled_head: str | None = None  # head whose reconcile needs no retry
         self.last_record: StatusRecord | None = None
+        self.last_contact: datetime | None = None  # when the fleet repo last answered
 
-    def start(self) -> None:
+    def start(self, now: datetime | None = None) -> None:
         """Lock the state directory and serve the last good state before the repo is read."""
         self.state_dir.lock()
         self.applier.restore(self.state_dir.load(self.config.site))
+        self.last_contact = now or utcnow()  # staleness counts from the agent's start
 
     def stop(self) -> None:
         self.state_dir.unlock()
@@ -72,6 +76,7 @@ class Agent:
         head = None
         try:
             head = self.source.remote_head()
+            self.last_contact = now
             if head == self.reconciled_head:
                 return ReconcileResult(head)
             commit = self.source.fetch(head)
@@ -163,9 +168,12 @@ class Agent:
 
     def _site_record(self, now: datetime, commit: str | None, state: SiteState,
                      deployments: dict[str, DeploymentStatus], error: ReconcilerError | None = None) -> StatusRecord:
+        stale = self._stale(now)
         if error is not None:
             site_state: State = "error"
             reason, message = error.reason, error.message
+            if stale:
+                message += f" (no contact with the fleet repo since {self.last_contact:%Y-%m-%d %H:%M:%S}Z)"
         else:
             site_state = min((d.state for d in deployments.values()), key=SEVERITY.index, default="success")
             worst = next((d for d in deployments.values() if d.state == site_state and site_state != "success"), None)
@@ -177,6 +185,7 @@ class Agent:
             state=site_state,
             reason=reason,
             message=message,
+            stale=stale,
             deployments=deployments,
             agentVersion=__version__,
             writtenAt=now,
@@ -190,13 +199,16 @@ class Agent:
             self.reconciled_head = head  # the same inputs give the same answer: wait for a new commit
         state = self.state_dir.load(self.config.site)
         deployments = dict(self.last_record.deployments) if self.last_record else {}
-        record = self._site_record(now, head, state, deployments, error)
-        if not isinstance(error, Transient) or error.reason != "SourceUnreachable":
-            try:
-                self._publish(record)
-            except ReconcilerError as push_error:
-                log.warning("%s: status not written: %s", self.config.site, push_error)
+        observed = head or (self.last_record.observedCommit if self.last_record else None)
+        record = self._site_record(now, observed, state, deployments, error)
+        try:
+            self._publish(record)
+        except ReconcilerError as push_error:
+            log.warning("%s: status not written: %s", self.config.site, push_error)
         return ReconcileResult(head, None, record, error)
+
+    def _stale(self, now: datetime) -> bool:
+        return self.last_contact is not None and now - self.last_contact > self.config.staleAfter
 
     def _publish(self, record: StatusRecord) -> None:
         if self.last_record is None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from datetime import timedelta
+
 import numpy as np
 import pytest
 from fleet_fixture import EXAMPLE, git, start_fleet_remote
@@ -106,4 +109,24 @@ def test_removed_deployment_stops_being_served(fleet, tmp_path):
     assert "demand-forecast" not in result.record.deployments
     assert "demand-forecast" not in registry.deployments()
     assert "demand-forecast" not in agent.state_dir.load(SITE).deployments
+    agent.stop()
+
+
+def test_unreachable_fleet_repo_makes_the_site_stale_in_a_separate_status_repo(fleet, tmp_path):
+    status_repo = tmp_path / "status.git"
+    git("init", "-q", "--bare", str(status_repo), cwd=tmp_path)
+    registry = ModelRegistry()
+    agent = make_agent(fleet, tmp_path, registry, statusRepo=str(status_repo), staleAfter="1s")
+    assert agent.reconcile_once().record.state == "success"
+    fleet.server.stop()
+    later = agent.last_contact + timedelta(seconds=5)
+
+    result = agent.reconcile_once(now=later)
+
+    assert (result.record.reason, result.record.stale) == ("SourceUnreachable", True)
+    assert "no contact with the fleet repo since" in result.record.message
+    assert result.record.deployments["demand-forecast"].activeVersion == "1.0.0"
+    stored = json.loads(git("show", f"refs/reconciler/status/{SITE}:status.json", cwd=status_repo))
+    assert (stored["stale"], stored["state"]) == (True, "error")
+    assert forecast(registry)[0] == "1.0.0"
     agent.stop()

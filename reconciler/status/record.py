@@ -37,6 +37,7 @@ class StatusRecord(BaseModel):
     state: State  # the site as a whole: its worst deployment, or error when the repo was unusable
     reason: str
     message: str = ""
+    stale: bool = False  # the fleet repo has been out of reach for longer than the site's staleAfter
     deployments: dict[str, DeploymentStatus] = {}
     agentVersion: str
     writtenAt: datetime
