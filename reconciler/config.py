@@ -10,6 +10,7 @@ from typing import Annotated
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from reconciler.commitpolicy import CommitPolicy
 from reconciler.errors import UsageError
 from reconciler.manifests.types import DnsLabel, Duration
 
@@ -35,6 +36,7 @@ class SiteConfig(BaseModel):
     jitter: Annotated[float, Field(ge=0, le=1)] = 0.1  # share of the interval, spreads fleet load
     trustKeys: list[Path] = []  # PEM public keys that may sign artifacts
     acceptHistory: str | None = None  # a commit an operator accepted after a history rewrite
+    commitPolicy: CommitPolicy | None = None  # require signed fleet commits (SSH or GPG signers)
     validation: ValidationLimits = ValidationLimits()
 
     @property
@@ -64,6 +66,11 @@ def load_site_config(path: Path, overrides: dict[str, object]) -> SiteConfig:
             raw[key] = str((path.parent / raw[key]).resolve())
     if "trustKeys" in raw:
         raw["trustKeys"] = [str((path.parent / k).resolve()) for k in raw["trustKeys"]]
+    policy = raw.get("commitPolicy")
+    if isinstance(policy, dict):
+        for key in ("sshAllowedSigners", "gpgKeyring"):
+            if policy.get(key):
+                policy[key] = str((path.parent / policy[key]).resolve())
     return build_site_config({**raw, **{k: v for k, v in overrides.items() if v not in (None, [])}}, str(path))
 
 

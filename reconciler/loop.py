@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from reconciler import __version__
 from reconciler.apply import Applier, Outcome, Runtime
+from reconciler.commitpolicy import verify_commits
 from reconciler.config import SiteConfig
 from reconciler.errors import ReconcilerError, Stalled
 from reconciler.manifests.loader import DocumentCache, load_tree
@@ -82,6 +83,7 @@ class Agent:
             commit = self.source.fetch(head)
             state = self.state_dir.load(self.config.site)
             self._refuse_rollback(state, commit)
+            self._require_signed(state, commit)
             loaded = load_tree(self.source.files(commit), self.documents)
             if loaded.errors:
                 rendered = [f.render() for f in loaded.errors[:FINDINGS_IN_MESSAGE]]
@@ -119,6 +121,13 @@ class Agent:
             raise Stalled("HistoryRewritten",
                           f"new head {commit[:12]} does not descend from the last applied commit {applied[:12]}; "
                           f"an operator can accept it with --accept-history {commit}")
+
+    def _require_signed(self, state: SiteState, commit: str) -> None:
+        """Under a commit policy, every commit the site is about to apply must be signed by an
+        allowed signer; an operator-accepted commit restarts the chain at itself."""
+        if self.config.commitPolicy is not None:
+            applied = None if commit == self.config.acceptHistory else state.appliedCommit
+            verify_commits(self.source, self.config.commitPolicy, applied, commit)
 
     def _record_applied(self, state: SiteState, commit: str, outcomes: list[Outcome]) -> SiteState:
         if all(o.ok for o in outcomes) and state.appliedCommit != commit:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from datetime import timedelta
 
 import numpy as np
@@ -129,4 +131,26 @@ def test_unreachable_fleet_repo_makes_the_site_stale_in_a_separate_status_repo(f
     stored = json.loads(git("show", f"refs/reconciler/status/{SITE}:status.json", cwd=status_repo))
     assert (stored["stale"], stored["state"]) == (True, "error")
     assert forecast(registry)[0] == "1.0.0"
+    agent.stop()
+
+
+@pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="needs ssh-keygen (Debian package openssh-client)")
+def test_commit_policy_stalls_on_unsigned_commits_and_accepts_signed_ones(fleet, tmp_path):
+    key = tmp_path / "release_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "release", "-f", str(key)], check=True)
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text(f"release@example.com {key.with_suffix('.pub').read_text().strip()}\n")
+    registry = ModelRegistry()
+    agent = make_agent(fleet, tmp_path, registry, commitPolicy={"sshAllowedSigners": allowed})
+
+    unsigned = agent.reconcile_once()
+    assert (unsigned.record.state, unsigned.record.reason) == ("error", "CommitUnsigned")
+    assert registry.deployments() == []
+
+    git("-c", "gpg.format=ssh", "-c", f"user.signingkey={key}", "commit", "-q", "-S", "--allow-empty",
+        "-m", "signed release", cwd=fleet.clone)
+    git("push", "-q", "origin", "HEAD:main", cwd=fleet.clone)
+    signed = agent.reconcile_once()
+    assert signed.record.state == "success"
+    assert forecast(registry) == ("1.0.0", 24.7041)
     agent.stop()
