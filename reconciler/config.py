@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from reconciler.commitpolicy import CommitPolicy
 from reconciler.errors import UsageError
 from reconciler.manifests.types import DnsLabel, Duration
+from reconciler.status.forge import ForgeConfig
 
 
 class ValidationLimits(BaseModel):
@@ -37,6 +38,7 @@ class SiteConfig(BaseModel):
     trustKeys: list[Path] = []  # PEM public keys that may sign artifacts
     acceptHistory: str | None = None  # a commit an operator accepted after a history rewrite
     commitPolicy: CommitPolicy | None = None  # require signed fleet commits (SSH or GPG signers)
+    forge: ForgeConfig | None = None  # mirror status records as forge commit statuses
     validation: ValidationLimits = ValidationLimits()
 
     @property

@@ -18,6 +18,7 @@ from reconciler.manifests.loader import DocumentCache, load_tree
 from reconciler.plan import Plan, plan_site
 from reconciler.source import GitSource
 from reconciler.state import SiteState, StateDir
+from reconciler.status.forge import ForgeStatuses, statuses_for_record
 from reconciler.status.gitref import StatusRefs
 from reconciler.status.record import DeploymentStatus, State, StatusRecord
 from reconciler.trust import TrustedKey, load_public_key
@@ -57,6 +58,7 @@ class Agent:
         status_source = self.source if config.statusRepo is None else \
             GitSource(config.statusRepo, config.branch, config.state / "cache" / "status.git")
         self.status = StatusRefs(status_source)
+        self.forge = ForgeStatuses(config.forge) if config.forge else None
         self.applier = Applier(self.state_dir, runtime, load_trust_keys(config), validation=config.validation)
         self.documents = DocumentCache()
         self.reconciled_head: str | None = None  # head whose reconcile needs no retry
@@ -71,6 +73,8 @@ class Agent:
 
     def stop(self) -> None:
         self.state_dir.unlock()
+        if self.forge is not None:
+            self.forge.close()
 
     def reconcile_once(self, now: datetime | None = None) -> ReconcileResult:
         now = now or utcnow()
@@ -224,8 +228,17 @@ class Agent:
             self.last_record = self.status.read_own(self.config.site)
         if record.same_as(self.last_record):
             return
-        self.status.write(record)
+        written = self.status.write(record)
         self.last_record = record
+        if written and self.forge is not None and record.observedCommit:
+            self._mirror_to_forge(record)
+
+    def _mirror_to_forge(self, record: StatusRecord) -> None:
+        """The forge mirrors Git for people: its being down never fails a reconcile."""
+        try:
+            self.forge.publish(record.observedCommit, statuses_for_record(record, self.config.forge.targetUrl))
+        except ReconcilerError as error:
+            log.warning("%s: forge statuses not posted: %s", self.config.site, error)
 
     def _log_plan(self, plan: Plan, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:

@@ -154,3 +154,22 @@ def test_commit_policy_stalls_on_unsigned_commits_and_accepts_signed_ones(fleet,
     assert signed.record.state == "success"
     assert forecast(registry) == ("1.0.0", 24.7041)
     agent.stop()
+
+
+def test_status_is_mirrored_to_the_forge_once_per_change(fleet, tmp_path, monkeypatch):
+    from forge_fake import serve
+
+    monkeypatch.setenv("FLEET_FORGE_TOKEN", "tok-secret-123")
+    with serve("gitea", "tok-secret-123") as forge:
+        settings = {"kind": "gitea", "apiUrl": forge.api_url, "repository": "fleet-org/fleet",
+                    "tokenEnv": "FLEET_FORGE_TOKEN"}
+        agent = make_agent(fleet, tmp_path, forge=settings)
+        head = git("rev-parse", "HEAD", cwd=fleet.clone).strip()
+        agent.reconcile_once()
+        shown = forge.shown(head)
+        assert shown[f"reconciler/demand-forecast/{SITE}"].state == "success"
+        posts = len(forge.posts())
+        agent.reconciled_head = None  # force a full reconcile: same record, nothing new to post
+        agent.reconcile_once()
+        assert len(forge.posts()) == posts
+        agent.stop()
