@@ -45,12 +45,14 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--format", choices=["text", "json", "github"], default="text")
     validate.set_defaults(handler=cmd_validate)
 
-    plan = commands.add_parser("plan", help="what one site would do at a revision")
-    plan.add_argument("--site", required=True)
+    plan = commands.add_parser("plan", help="what one site would do at a revision, or a change's fleet impact")
+    plan.add_argument("--site", help="plan for this site")
+    plan.add_argument("--base", help="with --head: the fleet impact of a change (for a pull request)")
+    plan.add_argument("--head")
     plan.add_argument("--repo", default=".", help="fleet repo: a path (working tree unless --rev) or a URL")
     plan.add_argument("--rev", help="branch, tag or commit (default: the working tree, or main for a URL)")
     plan.add_argument("--state", type=Path, help="the site's state directory (default: a fresh site)")
-    plan.add_argument("--format", choices=["text", "json"], default="text")
+    plan.add_argument("--format", choices=["text", "json", "markdown"], default="text")
     plan.set_defaults(handler=cmd_plan)
 
     run = commands.add_parser("run", help="run a site agent: converge and serve")
@@ -101,6 +103,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from reconciler.state import SiteState, StateDir
 
     now = datetime.now(UTC)
+    if args.base or args.head:
+        return _plan_impact(args, now)
+    if not args.site:
+        raise UsageError("plan needs --site NAME, or --base REV --head REV")
     local = Path(args.repo)
     if local.is_dir() and args.rev is None:
         loaded, commit = load_directory(local), None
@@ -116,8 +122,29 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(plan.to_json(), indent=2))
     else:
-        print(render_plan_text(plan))
+        print(render_plan_text(plan))  # a site's plan is short: markdown is the same text
     return EXIT_FINDING if any(a.kind == "error" for a in plan.actions) else EXIT_OK
+
+
+def _plan_impact(args: argparse.Namespace, now: datetime) -> int:
+    from reconciler.impact import fleet_impact, render_markdown, render_text
+    from reconciler.manifests import semantics
+    from reconciler.manifests.loader import load_tree
+    from reconciler.source import open_revision
+
+    if not (args.base and args.head):
+        raise UsageError("the fleet impact needs both --base REV and --head REV")
+    with open_revision(args.repo, args.base) as (base_sha, files):
+        base = load_tree(files)
+    with open_revision(args.repo, args.head) as (head_sha, files):
+        head = load_tree(files)
+    findings = head.findings or semantics.check(head.repo)
+    impact = fleet_impact(base.repo, head.repo, base_sha, head_sha, now, findings)
+    if args.format == "json":
+        print(json.dumps(impact.to_json(), indent=2))
+    else:
+        print(render_markdown(impact) if args.format == "markdown" else render_text(impact))
+    return EXIT_FINDING if impact.blocked else EXIT_OK
 
 
 def render_plan_text(plan) -> str:

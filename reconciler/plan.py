@@ -96,7 +96,10 @@ class Plan:
         }
 
 
-class _Unplannable(Exception):
+class Unplannable(Exception):
+    """The fleet asks something of a site that it cannot do (a dangling reference, no fitting
+    artifact, a flag that does not evaluate)."""
+
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason, self.message = reason, message
@@ -117,8 +120,8 @@ def plan_site(repo: FleetRepo, site_name: str, actual: SiteState, now: datetime,
         current = actual.deployments.get(name)
         from_version = current.active.version if current and current.active else None
         try:
-            target = _target(repo, deployment, site, now)
-        except _Unplannable as why:
+            target = target_for(repo, deployment, site, now)
+        except Unplannable as why:
             wanted.add(name)
             actions.append(Action("error", name, deployment.spec.model, from_version, None, why.reason, why.message))
             continue
@@ -141,8 +144,8 @@ def plan_site(repo: FleetRepo, site_name: str, actual: SiteState, now: datetime,
     return Plan(site_name, commit, tuple(actions), tuple(converged))
 
 
-def _target(repo: FleetRepo, deployment: Deployment, site: Site, now: datetime) -> Target | None:
-    """None when a flag switches the deployment off for this site."""
+def target_for(repo: FleetRepo, deployment: Deployment, site: Site, now: datetime) -> Target | None:
+    """What the deployment asks of a site it targets; None when a flag switches it off there."""
     spec = deployment.spec
     context = site_context(site.metadata.name, site.metadata.labels)
     if isinstance(spec.enabled, FlagRef):
@@ -155,17 +158,17 @@ def _target(repo: FleetRepo, deployment: Deployment, site: Site, now: datetime) 
         version = _flag_value(repo, version.flag, context, now, str)
     model = repo.models.get(spec.model)
     if model is None:
-        raise _Unplannable("ModelNotFound", f"deployment {deployment.metadata.name!r} names model {spec.model!r}, which the fleet does not define")
+        raise Unplannable("ModelNotFound", f"deployment {deployment.metadata.name!r} names model {spec.model!r}, which the fleet does not define")
     model_version = model.spec.version(version)
     if model_version is None:
         known = ", ".join(v.version for v in model.spec.versions)
-        raise _Unplannable("VersionNotFound", f"model {spec.model!r} has no version {version!r} (known: {known})")
+        raise Unplannable("VersionNotFound", f"model {spec.model!r} has no version {version!r} (known: {known})")
     artifact = pick_artifact(model_version.artifacts, site.metadata.labels)
     if artifact is None:
-        raise _Unplannable("NoMatchingArtifact", f"no artifact of {spec.model} {version} fits this site's labels "
+        raise Unplannable("NoMatchingArtifact", f"no artifact of {spec.model} {version} fits this site's labels "
                            f"(arch={site.metadata.labels.get('arch')}, accelerator={site.metadata.labels.get('accelerator')})")
     wave = None
-    rollout = _rollout_of(repo, deployment)
+    rollout = rollout_of(repo, deployment)
     if rollout is not None:
         found = wave_of(rollout, deployment.metadata.name, site.metadata.name, site.metadata.labels)
         wave = found.name if found else None
@@ -173,7 +176,7 @@ def _target(repo: FleetRepo, deployment: Deployment, site: Site, now: datetime) 
                   tuple(model_version.validation), wave)
 
 
-def _rollout_of(repo: FleetRepo, deployment: Deployment) -> Rollout | None:
+def rollout_of(repo: FleetRepo, deployment: Deployment) -> Rollout | None:
     if deployment.spec.rollout is not None:
         return deployment.spec.rollout
     return repo.fleet.spec.defaultRollout if repo.fleet else None
@@ -182,7 +185,7 @@ def _rollout_of(repo: FleetRepo, deployment: Deployment) -> Rollout | None:
 def _flag_value(repo: FleetRepo, key: str, context: dict[str, Any], now: datetime, kind: type) -> Any:
     resolution = evaluate(repo.flags, key, context, now, expected_type=kind)
     if resolution.error_code is not None or resolution.value is None:
-        raise _Unplannable("FlagEvaluationFailed",
+        raise Unplannable("FlagEvaluationFailed",
                            f"flag {key!r}: {resolution.error_code or 'no value'} {resolution.error_message or ''}".strip())
     return resolution.value
 

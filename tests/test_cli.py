@@ -110,3 +110,22 @@ def test_run_once_with_the_demo_key_converges_and_status_shows_it(tmp_path):
     assert (rows["store-berlin-01"]["state"], rows["store-berlin-01"]["stale"]) == ("unknown", True)
     text = reconciler("status", "--repo", str(repo)).stdout
     assert text.splitlines()[-1].startswith("12 sites: ")
+
+
+def test_plan_base_head_shows_the_fleet_impact_as_markdown(tmp_path):
+    repo = copy_example(tmp_path / "fleet")
+    git("init", "-q", "-b", "main", cwd=repo)
+    git("add", "-A", cwd=repo)
+    git("commit", "-qm", "first", cwd=repo)
+    path = repo / "deployments" / "demand-forecast.yaml"
+    path.write_text(path.read_text().replace("version: 1.0.0", "version: 1.1.0", 1))
+    git("commit", "-qam", "bump", cwd=repo)
+    done = reconciler("plan", "--base", "HEAD~1", "--head", "HEAD", "--repo", str(repo), "--format", "markdown")
+    assert done.returncode == 0, done.stderr
+    assert "| pilot | 1.0.0 | 1.1.0 | store-berlin-01, store-mumbai-01 |" in done.stdout
+    path.write_text(path.read_text().replace("version: 1.1.0", "version: 7.0.0", 1))
+    git("commit", "-qam", "typo", cwd=repo)
+    blocked = reconciler("plan", "--base", "HEAD~1", "--head", "HEAD", "--repo", str(repo), "--format", "json")
+    assert blocked.returncode == 1
+    report = json.loads(blocked.stdout)
+    assert report["blocked"] and any("7.0.0" in f["message"] for f in report["findings"])

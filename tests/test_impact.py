@@ -1,0 +1,66 @@
+"""Fleet impact of a change, table-driven over pairs of in-memory fleets."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from fleetfactory import DIGEST_ARM, artifact, deployment, fleet_repo, model, site
+
+from reconciler.impact import fleet_impact, render_markdown, render_text
+
+NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
+SITES = [site("s1", tier="store", ring="pilot"), site("s2", tier="store"), site("f1", tier="factory")]
+WAVES = {"waves": [{"name": "pilot", "selector": {"matchLabels": {"ring": "pilot"}}}, {"name": "all", "percent": 100}]}
+STORES = {"matchLabels": {"tier": "store"}}
+
+
+def impact_of(base_deployments, head_deployments, head_models=None):
+    base = fleet_repo(SITES, [model()], base_deployments)
+    head = fleet_repo(SITES, head_models or [model()], head_deployments)
+    return fleet_impact(base, head, "a" * 40, "b" * 40, NOW)
+
+
+CASES = [
+    ("version bump moves targeted sites by wave",
+     [deployment(targets=STORES, rollout=WAVES)], [deployment(version="1.1.0", targets=STORES, rollout=WAVES)],
+     [("d", "changed", [("pilot", "1.0.0", "1.1.0", ("s1",), None), ("all", "1.0.0", "1.1.0", ("s2",), None)])]),
+    ("retargeting adds and removes sites",
+     [deployment(targets=STORES)], [deployment(targets={"matchLabels": {"tier": "factory"}})],
+     [("d", "changed", [(None, "-", "1.0.0", ("f1",), None), (None, "1.0.0", "-", ("s1", "s2"), None)])]),
+    ("new deployment", [], [deployment(targets=STORES)],
+     [("d", "added", [(None, "-", "1.0.0", ("s1", "s2"), None)])]),
+    ("removed deployment", [deployment(targets=STORES)], [],
+     [("d", "removed", [(None, "1.0.0", "-", ("s1", "s2"), None)])]),
+    ("unchanged deployment is not listed", [deployment()], [deployment()], []),
+    ("dangling version cannot apply", [deployment(targets=STORES)], [deployment(version="9.0.0", targets=STORES)],
+     [("d", "changed", [(None, "1.0.0", "?", ("s1", "s2"), "VersionNotFound")])]),
+]
+
+
+@pytest.mark.parametrize("base,head,expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_fleet_impact(base, head, expected):
+    impact = impact_of(base, head)
+    got = [(d.name, d.change, [(m.wave, m.from_version, m.to_version, m.sites,
+                                m.problem.split(":")[0] if m.problem else None) for m in d.moves])
+           for d in impact.deployments]
+    assert got == expected
+    assert impact.blocked == any(m[4] for d in expected for m in d[2])
+
+
+def test_model_change_alone_is_an_impact():
+    only_arm = model(versions={"1.0.0": [artifact(DIGEST_ARM, arch="arm64")], "1.1.0": [artifact(DIGEST_ARM)]})
+    impact = impact_of([deployment(targets=STORES)], [deployment(targets=STORES)], head_models=[only_arm])
+    assert [m.problem.split(":")[0] for m in impact.deployments[0].moves] == ["NoMatchingArtifact"]
+
+
+def test_renderings_name_waves_rules_and_verdict():
+    impact = impact_of([deployment(targets=STORES, rollout=WAVES)],
+                       [deployment(version="1.1.0", targets=STORES, rollout=WAVES,
+                                   canary={"steps": [{"setWeight": 20}, {"pause": {"duration": "1m"}}]})])
+    markdown = render_markdown(impact)
+    assert "| pilot | 1.0.0 | 1.1.0 | s1 |" in markdown
+    assert "canary: 20% → pause 1m" in markdown and "waves pilot (selector), all (100%)" in markdown
+    assert markdown.rstrip().endswith("every site that moves can apply the change.")
+    assert render_text(impact).splitlines()[-1] == "ok"
+    assert impact.to_json()["deployments"][0]["sitesMoving"] == 2
