@@ -1,13 +1,9 @@
-"""Artifact signatures: who vouches for the bytes whose digest the manifest pins.
+"""Keys and cosign key signatures (``cosign sign-blob --key``).
 
-Every format is a ``verify_<format>(sha256_digest, signature_file, trust)`` that returns the trust
-root that verified and raises Stalled otherwise; ``verify_signature`` picks one from the manifest's
-``signature.format`` (or from the content when the manifest names none). Verification works on
-the digest computed while the artifact streamed in, so the blob is never read twice.
-
-Cosign key signatures (``cosign sign-blob --key``): the ``.sig`` file is the base64 of an ASN.1 DER
-ECDSA P-256 signature over SHA-256 of the blob, the same bytes ``openssl dgst -sha256 -sign``
-writes; public keys are PEM ``PUBLIC KEY`` (SubjectPublicKeyInfo)."""
+A cosign ``.sig`` file is the base64 of an ASN.1 DER ECDSA P-256 signature over SHA-256 of the blob,
+the same bytes ``openssl dgst -sha256 -sign`` writes; public keys are PEM ``PUBLIC KEY``
+(SubjectPublicKeyInfo). Verification works on the digest computed while the artifact streamed
+in, so the blob is never read twice."""
 
 from __future__ import annotations
 
@@ -16,17 +12,17 @@ import binascii
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
 from reconciler.errors import Stalled
-from reconciler.manifests.models import SignatureFormat
 
 _SHA256_SIZE = 32
 # The caller hashed the blob while it streamed in; Prehashed signs/verifies that digest as is.
-_ECDSA_PREHASHED_SHA256 = ec.ECDSA(utils.Prehashed(hashes.SHA256()))
+ECDSA_PREHASHED_SHA256 = ec.ECDSA(utils.Prehashed(hashes.SHA256()))
 
 
 @dataclass(frozen=True)
@@ -37,13 +33,22 @@ class TrustedKey:
     name: str
     public_key: ec.EllipticCurvePublicKey
 
-    @property
+    @cached_property
     def key_id(self) -> str:
         """Hex SHA-256 of the DER SubjectPublicKeyInfo: stable across PEM re-encodings."""
-        der = self.public_key.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        return hashlib.sha256(der).hexdigest()
+        return hashlib.sha256(self._der).hexdigest()
+
+    @cached_property
+    def hints(self) -> frozenset[str]:
+        """The ``publicKey.hint`` values signers write for this key in Sigstore bundles: cosign
+        writes base64 SHA-256 of the DER key, OpenSSF model_signing hex SHA-256 of the PEM key."""
+        pem = self.public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        der_digest = hashlib.sha256(self._der).digest()
+        return frozenset({self.key_id, base64.b64encode(der_digest).decode(), hashlib.sha256(pem).hexdigest()})
+
+    @property
+    def _der(self) -> bytes:
+        return self.public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
     def __hash__(self) -> int:
         # cryptography's key objects are not hashable; the key id stands for the key.
@@ -53,22 +58,9 @@ class TrustedKey:
         return f"{self.name} ({self.key_id[:16]})"
 
 
-def verify_signature(
-    sha256_digest: bytes, signature_file: bytes, signature_format: SignatureFormat | None, keys: Sequence[TrustedKey]
-) -> TrustedKey:
-    """Verify in the manifest's ``signature_format``, or in the one the content shows when it names none."""
-    chosen = signature_format or detect_format(signature_file)
-    if chosen == "cosign":
-        return verify_cosign(sha256_digest, signature_file, keys)
-    raise Stalled("SignatureFormatUnsupported", f"signature format {chosen!r} is not supported yet; use a cosign key signature")
+def describe_keys(keys: Sequence[TrustedKey]) -> str:
+    return ", ".join(str(key) for key in keys)
 
-
-def detect_format(signature_file: bytes) -> SignatureFormat:
-    """Bundles (Sigstore, OpenSSF model-signing) are JSON documents; a cosign ``.sig`` is base64 text."""
-    return "sigstore-bundle" if signature_file.lstrip().startswith(b"{") else "cosign"
-
-
-# --- keys -------------------------------------------------------------------------------------
 
 def load_public_key(pem: bytes, name: str) -> TrustedKey:
     """A cosign public key: PEM ``PUBLIC KEY`` holding an ECDSA P-256 key."""
@@ -119,43 +111,52 @@ def _require_p256(key: object, what: str, reason: str) -> None:
 
 def sign_digest(private_key: ec.EllipticCurvePrivateKey, sha256_digest: bytes) -> bytes:
     """The content of a cosign ``.sig`` file for a blob whose SHA-256 is ``sha256_digest``."""
-    _require_sha256(sha256_digest)
-    der = private_key.sign(sha256_digest, _ECDSA_PREHASHED_SHA256)
+    require_sha256(sha256_digest)
+    der = private_key.sign(sha256_digest, ECDSA_PREHASHED_SHA256)
     return base64.b64encode(der)
 
 
 def verify_cosign(sha256_digest: bytes, signature_file: bytes, keys: Sequence[TrustedKey]) -> TrustedKey:
     """The first of ``keys`` under which ``signature_file`` signs the blob of ``sha256_digest``."""
-    _require_sha256(sha256_digest)
+    require_sha256(sha256_digest)
     if not keys:
         raise Stalled("NoTrustedKeys", "no trusted keys are configured, so no cosign signature can be verified")
-    der = _decode_cosign_signature(signature_file)
+    der = decode_der_signature(signature_file, "the cosign signature")
+    key = first_verifying_key(keys, der, sha256_digest, ECDSA_PREHASHED_SHA256)
+    if key is None:
+        raise Stalled("SignatureInvalid",
+                      f"the cosign signature verifies under none of the trusted keys; tried keys: {describe_keys(keys)}")
+    return key
+
+
+def first_verifying_key(keys: Sequence[TrustedKey], der: bytes, data: bytes,
+                        algorithm: ec.ECDSA) -> TrustedKey | None:
     for key in keys:
         try:
-            key.public_key.verify(der, sha256_digest, _ECDSA_PREHASHED_SHA256)
+            key.public_key.verify(der, data, algorithm)
         except InvalidSignature:
             continue
         return key
-    tried = ", ".join(str(key) for key in keys)
-    raise Stalled("SignatureInvalid", f"the cosign signature verifies under none of the trusted keys; tried keys: {tried}")
+    return None
 
 
-def _decode_cosign_signature(signature_file: bytes) -> bytes:
-    text = signature_file.strip()
+def decode_der_signature(text: bytes | str, what: str) -> bytes:
+    """``what`` (base64 of an ASN.1 DER ECDSA signature) decoded and checked for shape."""
+    text = text.strip()
     if not text:
-        raise Stalled("SignatureMalformed", "the cosign signature file is empty")
+        raise Stalled("SignatureMalformed", f"{what} is empty")
     try:
         der = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise Stalled("SignatureMalformed", "the cosign signature is not base64") from None
+        raise Stalled("SignatureMalformed", f"{what} is not base64") from None
     try:
         utils.decode_dss_signature(der)
     except ValueError:
-        raise Stalled("SignatureMalformed", "the cosign signature is not an ASN.1 DER ECDSA signature") from None
+        raise Stalled("SignatureMalformed", f"{what} is not an ASN.1 DER ECDSA signature") from None
     return der
 
 
-def _require_sha256(digest: bytes) -> None:
+def require_sha256(digest: bytes) -> None:
     # A wrong length is a caller's bug (it passed a hex string or another hash), not bad input.
     if len(digest) != _SHA256_SIZE:
         raise ValueError(f"expected a raw 32-byte SHA-256 digest, got {len(digest)} bytes")
