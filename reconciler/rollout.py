@@ -22,12 +22,18 @@ def site_bucket(deployment: str, site: str) -> int:
 def wave_of(rollout: Rollout, deployment: str, site: str, labels: Mapping[str, str]) -> Wave | None:
     """The first wave that holds the site. Percentages are cumulative, so raising one or adding
     sites never moves a site to a later wave."""
+    index = wave_index(rollout, deployment, site, labels)
+    return None if index is None else rollout.waves[index]
+
+
+def wave_index(rollout: Rollout, deployment: str, site: str, labels: Mapping[str, str]) -> int | None:
+    """The position of the site's wave in ``rollout.waves``: earlier waves go first."""
     position = site_bucket(deployment, site)
-    for wave in rollout.waves:
+    for index, wave in enumerate(rollout.waves):
         if wave.selector is not None and matches(wave.selector, labels):
-            return wave
+            return index
         if wave.percent is not None and position < wave.percent:
-            return wave
+            return index
     return None
 
 

@@ -20,6 +20,7 @@ class DeploymentStatus(BaseModel):
     activeVersion: str | None = None  # what the site serves now
     previousVersion: str | None = None
     wave: str | None = None
+    rollout: str | None = None  # the rollout this state belongs to: reconciler.gates.rollout_id of the spec
     reason: str
     message: str = ""
     weights: dict[str, int] = {}
