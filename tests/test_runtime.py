@@ -12,14 +12,13 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from starlette.applications import Starlette
+from runtime_models import INTERFACE, LAYERS, VERSIONS, infer_body, output, registry_with, serve, write_models
 
 from reconciler import __version__
 from reconciler.devtools.onnx_builder import dense_model, dense_reference, external_data_model
@@ -30,63 +29,18 @@ from reconciler.runtime.registry import ModelRegistry, NotServed
 from reconciler.runtime.server import RuntimeServer, build_app
 
 SITE = "store-1"
-INTERFACE = ModelInterface(
-    inputs=[TensorSpec(name="input", dtype="float32", shape=[-1, 4])],
-    outputs=[TensorSpec(name="output", dtype="float32", shape=[-1, 3])],
-)
-VERSIONS = ("1.0.0", "2.0.0", "3.0.0")
-
-
-def _layers(seed: int) -> list:
-    rng = np.random.default_rng(seed)
-    return [
-        (rng.normal(size=(4, 8)), rng.normal(size=8), "relu"),
-        (rng.normal(size=(8, 3)), rng.normal(size=3), "softmax"),
-    ]
-
-
-LAYERS = {version: _layers(seed) for seed, version in enumerate(VERSIONS)}
 GOOD_INPUT = {"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [0.1, 0.2, 0.3, 0.4]}
 
 
 @pytest.fixture(scope="module")
 def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    directory = tmp_path_factory.mktemp("models")
-    files = {}
-    for version, layers in LAYERS.items():
-        files[version] = directory / f"iris-{version}.onnx"
-        files[version].write_bytes(dense_model(layers))
-    return files
-
-
-def _registry(model_files: dict[str, Path], *versions: str, **kwargs) -> ModelRegistry:
-    registry = ModelRegistry(**kwargs)
-    for version in versions:
-        registry.activate("iris", "iris", version, model_files[version], INTERFACE)
-    return registry
-
-
-@contextmanager
-def _serve(app: Starlette) -> Iterator[httpx.Client]:
-    with RuntimeServer(app) as server:
-        with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=10) as client:
-            yield client
-
-
-def _infer_body(x: np.ndarray, **extra: object) -> dict:
-    tensor = {"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.tolist()}
-    return {"inputs": [tensor], **extra}
-
-
-def _output(response: httpx.Response) -> np.ndarray:
-    [tensor] = response.json()["outputs"]
-    return np.reshape(tensor["data"], tensor["shape"])
+    return write_models(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="module")
 def client(model_files: dict[str, Path]) -> Iterator[httpx.Client]:
     """Read-only tests share one server: 2.0.0 active, 1.0.0 kept as the previous version."""
-    with _serve(build_app(_registry(model_files, "1.0.0", "2.0.0"), site=SITE)) as client:
+    with serve(build_app(registry_with(model_files, "1.0.0", "2.0.0"), site=SITE)) as client:
         yield client
 
 
@@ -110,7 +64,7 @@ def test_infer_returns_the_numpy_reference(client: httpx.Client, layout: str):
         "datatype": "FP32",
         "shape": [5, 3],
     }
-    np.testing.assert_allclose(_output(response), dense_reference(LAYERS["2.0.0"], x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(output(response), dense_reference(LAYERS["2.0.0"], x), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("version", ["1.0.0", "2.0.0"])
@@ -118,13 +72,13 @@ def test_pinned_version_is_served_by_that_version(client: httpx.Client, version:
     x = np.random.default_rng(8).normal(size=(2, 4)).astype(np.float32)
 
     response = client.post(
-        f"/v2/models/iris/versions/{version}/infer", json=_infer_body(x, outputs=[{"name": "output"}])
+        f"/v2/models/iris/versions/{version}/infer", json=infer_body(x, outputs=[{"name": "output"}])
     )
 
     assert response.status_code == 200, response.text
     assert response.json()["model_version"] == version
     assert "id" not in response.json()
-    np.testing.assert_allclose(_output(response), dense_reference(LAYERS[version], x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(output(response), dense_reference(LAYERS[version], x), rtol=1e-5, atol=1e-6)
 
 
 MODEL_METADATA = {
@@ -184,6 +138,7 @@ REFUSED = [
     ("outputs not objects", INFER, {**_with_input(), "outputs": ["output"]}, 400, "'outputs' must be a list"),
     ("id not a string", INFER, {**_with_input(), "id": 5}, 400, "'id' must be a string"),
     ("parameters not an object", INFER, {**_with_input(), "parameters": []}, 400, "'parameters' must be an object"),
+    ("routing key not a string", INFER, {**_with_input(), "parameters": {"routing_key": 7}}, 400, "'parameters.routing_key' must be a string"),
 ]
 
 
@@ -195,6 +150,8 @@ def test_bad_requests_are_refused_with_a_clear_error(
     response = client.post(path, content=content, headers={"content-type": "application/json"})
     assert response.status_code == status
     assert message in response.json()["error"]
+    if status == 400:  # the request reached a version: the answer says which
+        assert response.headers["x-model-version"] == "2.0.0"
 
 
 @pytest.mark.parametrize(
@@ -217,7 +174,7 @@ def test_a_model_that_fails_at_run_time_answers_500_and_counts_an_error(model_fi
     registry = ModelRegistry()
     registry.activate("iris", "iris", "1.0.0", model_files["1.0.0"], wrong)
     app = build_app(registry, site=SITE)
-    with _serve(app) as client:
+    with serve(app) as client:
         response = client.post(INFER, json={"inputs": [{**GOOD_INPUT, "name": "features"}]})
 
     assert response.status_code == 500
@@ -296,7 +253,7 @@ def test_outputs_encode_with_their_datatype_and_flat_data():
 
 
 def test_activating_a_loaded_version_only_flips_the_pointer(model_files: dict[str, Path]):
-    registry = _registry(model_files, "1.0.0")
+    registry = registry_with(model_files, "1.0.0")
     first = registry.get("iris").session
     registry.activate("iris", "iris", "2.0.0", model_files["2.0.0"], INTERFACE)
     second = registry.get("iris").session
@@ -309,7 +266,7 @@ def test_activating_a_loaded_version_only_flips_the_pointer(model_files: dict[st
 
 
 def test_a_third_version_unloads_the_oldest(model_files: dict[str, Path]):
-    registry = _registry(model_files, "1.0.0", "2.0.0", "3.0.0")
+    registry = registry_with(model_files, "1.0.0", "2.0.0", "3.0.0")
     assert [s.version for s in registry.state()["iris"].versions()] == ["3.0.0", "2.0.0"]
     with pytest.raises(NotServed, match="no version '1.0.0' loaded; loaded: 3.0.0, 2.0.0"):
         registry.get("iris", "1.0.0")
@@ -335,7 +292,7 @@ def test_the_loaded_digest_is_that_of_the_bytes(model_files: dict[str, Path]):
 def test_a_failed_load_keeps_the_active_version(
     model_files: dict[str, Path], tmp_path: Path, content: bytes | None, digest: str | None, error: type, reason: str
 ):
-    registry = _registry(model_files, "1.0.0")
+    registry = registry_with(model_files, "1.0.0")
     path = tmp_path / "next.onnx"
     if content is not None:
         path.write_bytes(content)
@@ -368,7 +325,7 @@ def test_readiness_follows_the_expected_deployments(model_files: dict[str, Path]
 
 def test_ready_is_503_until_the_expected_model_is_activated(model_files: dict[str, Path]):
     registry = ModelRegistry(expected=["iris"])
-    with _serve(build_app(registry, site=SITE)) as client:
+    with serve(build_app(registry, site=SITE)) as client:
         before = client.get("/v2/health/ready")
         refused = client.post(INFER, json=_with_input())
         registry.activate("iris", "iris", "1.0.0", model_files["1.0.0"], INTERFACE)
@@ -383,7 +340,7 @@ def test_ready_is_503_until_the_expected_model_is_activated(model_files: dict[st
 def test_version_swaps_under_load_fail_no_request(model_files: dict[str, Path], versions: tuple[str, ...]):
     """Four clients hammer /infer while the versions change 100 times. With three versions in a
     cycle every swap builds a new session and drops one that requests may still be running on."""
-    registry = _registry(model_files, versions[0])
+    registry = registry_with(model_files, versions[0])
     x = np.random.default_rng(9).normal(size=(3, 4)).astype(np.float32)
     expected = {version: dense_reference(LAYERS[version], x) for version in versions}
     stop = threading.Event()
@@ -396,7 +353,7 @@ def test_version_swaps_under_load_fail_no_request(model_files: dict[str, Path], 
         with httpx.Client(base_url=base_url, timeout=10) as session:
             while not stop.is_set():
                 try:
-                    response = session.post(INFER, json=_infer_body(x))
+                    response = session.post(INFER, json=infer_body(x))
                 except httpx.HTTPError as exc:
                     failures.append(repr(exc))
                     continue
@@ -405,12 +362,12 @@ def test_version_swaps_under_load_fail_no_request(model_files: dict[str, Path], 
                     continue
                 version = response.json()["model_version"]
                 if response.headers["x-model-version"] != version or not np.allclose(
-                    _output(response), expected[version], rtol=1e-5, atol=1e-6
+                    output(response), expected[version], rtol=1e-5, atol=1e-6
                 ):
                     failures.append(f"response labelled {version} does not match {version}'s output")
                 tally[version] += 1
 
-    with _serve(build_app(registry, site=SITE)) as client:
+    with serve(build_app(registry, site=SITE)) as client:
         clients = [threading.Thread(target=hammer, args=(str(client.base_url),)) for _ in range(4)]
         for thread in clients:
             thread.start()
@@ -429,8 +386,8 @@ def test_version_swaps_under_load_fail_no_request(model_files: dict[str, Path], 
 
 
 def test_metrics_count_requests_by_version(model_files: dict[str, Path]):
-    app = build_app(_registry(model_files, "1.0.0", "2.0.0"), site=SITE)
-    with _serve(app) as client:
+    app = build_app(registry_with(model_files, "1.0.0", "2.0.0"), site=SITE)
+    with serve(app) as client:
         for _ in range(5):
             client.post(INFER, json=_with_input())
         for _ in range(3):
@@ -486,7 +443,7 @@ def test_stop_releases_the_port_and_the_thread():
 def test_http_latency_against_in_process_onnxruntime(model_files: dict[str, Path]):
     """Prints the p50 the HTTP path adds (run with -s); asserts every answer is right. http.client
     is the client because it adds the least of its own time to what is measured."""
-    registry = _registry(model_files, "1.0.0")
+    registry = registry_with(model_files, "1.0.0")
     x = np.asarray([[0.1, 0.2, 0.3, 0.4]], dtype=np.float32)
     expected = dense_reference(LAYERS["1.0.0"], x)
     session = registry.get("iris").session
@@ -496,7 +453,7 @@ def test_http_latency_against_in_process_onnxruntime(model_files: dict[str, Path
         session.run(None, {"input": x})
         in_process.append(time.perf_counter() - started)
 
-    body = json.dumps(_infer_body(x))
+    body = json.dumps(infer_body(x))
     over_http, wrong = [], 0
     with RuntimeServer(build_app(registry, site=SITE)) as server:
         connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)

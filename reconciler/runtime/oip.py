@@ -52,6 +52,12 @@ def tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
 
 
 def decode_request(body: bytes, interface: ModelInterface) -> InferenceRequest:
+    return decode_document(parse_document(body), interface)
+
+
+def parse_document(body: bytes) -> dict[str, Any]:
+    """The request body as a JSON object whose envelope (id, parameters) is well-formed; the
+    tensors are checked by decode_document, against the interface of the version chosen."""
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -61,10 +67,22 @@ def decode_request(body: bytes, interface: ModelInterface) -> InferenceRequest:
     request_id = document.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise RequestError("'id' must be a string")
-    if not isinstance(document.get("parameters", {}), dict):
+    parameters = document.get("parameters", {})
+    if not isinstance(parameters, dict):
         raise RequestError("'parameters' must be an object")
+    if not isinstance(parameters.get("routing_key", ""), str):
+        raise RequestError("'parameters.routing_key' must be a string")
+    return document
+
+
+def routing_key(document: dict[str, Any]) -> str | None:
+    """The key that keeps a caller on one version (``parameters.routing_key``), if given."""
+    return document.get("parameters", {}).get("routing_key")
+
+
+def decode_document(document: dict[str, Any], interface: ModelInterface) -> InferenceRequest:
     return InferenceRequest(
-        id=request_id,
+        id=document.get("id"),
         feeds=_decode_inputs(document.get("inputs"), interface),
         output_names=_requested_outputs(document.get("outputs"), interface),
     )

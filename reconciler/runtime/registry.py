@@ -1,8 +1,9 @@
-"""Which onnxruntime session serves each deployment. Writers (the agent's apply step, from its own
+"""Which onnxruntime sessions serve each deployment. Writers (the agent's apply step, from its own
 thread) build sessions off the request path and publish a new immutable mapping with one reference
 assignment; readers (requests) take no lock, so a request that already holds a session finishes on
 it while new requests see the new one. The version that was active before stays loaded, for
-requests that pin it and for an instant rollback."""
+requests that pin it and for an instant rollback; during a canary the canary version is loaded
+beside the active (stable) one and takes ``weight`` percent of the traffic (see routing.py)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import onnxruntime as ort
 
 from reconciler.errors import Stalled, Transient
+from reconciler.flags import FlagSet
 from reconciler.manifests.models import ModelInterface
 
 
@@ -32,13 +35,23 @@ class Served:
 
 @dataclass(frozen=True)
 class Loaded:
-    """One deployment's sessions: the active version and the one active before it."""
+    """One deployment's sessions: the active (stable) version, the one active before it, and during
+    a canary the canary with the percentage of unpinned requests it gets and whether it also
+    receives a mirror of the requests stable answers."""
 
     active: Served
     previous: Served | None = None
+    canary: Served | None = None
+    weight: int = 0
+    mirror: bool = False
 
     def versions(self) -> list[Served]:
-        return [self.active] if self.previous is None else [self.active, self.previous]
+        """Each loaded version once; a canary of the previous version shares its session."""
+        unique: dict[str, Served] = {}
+        for served in (self.active, self.canary, self.previous):
+            if served is not None:
+                unique.setdefault(served.version, served)
+        return list(unique.values())
 
     def find(self, version: str) -> Served | None:
         return next((served for served in self.versions() if served.version == version), None)
@@ -55,14 +68,14 @@ class ModelRegistry:
         self._intra_op_threads = intra_op_threads
         self._loaded: Mapping[str, Loaded] = MappingProxyType({})
         self._expected: frozenset[str] | None = None if expected is None else frozenset(expected)
+        self._routing_flags: Mapping[str, str] = MappingProxyType({})
+        self._flags: tuple[FlagSet, Mapping[str, Any]] = (FlagSet(), MappingProxyType({}))
         self._write_lock = threading.Lock()
 
     # --- request path: no locks -----------------------------------------------------------------
 
     def get(self, deployment: str, version: str | None = None) -> Served:
-        loaded = self._loaded.get(deployment)
-        if loaded is None:
-            raise NotServed(f"model {deployment!r} is not served here")
+        loaded = self.loaded(deployment)
         if version is None:
             return loaded.active
         served = loaded.find(version)
@@ -70,6 +83,12 @@ class ModelRegistry:
             known = ", ".join(s.version for s in loaded.versions())
             raise NotServed(f"model {deployment!r} has no version {version!r} loaded; loaded: {known}")
         return served
+
+    def loaded(self, deployment: str) -> Loaded:
+        loaded = self._loaded.get(deployment)
+        if loaded is None:
+            raise NotServed(f"model {deployment!r} is not served here")
+        return loaded
 
     def state(self) -> Mapping[str, Loaded]:
         """The published mapping; immutable, so it may be read at leisure."""
@@ -86,10 +105,32 @@ class ModelRegistry:
             return bool(loaded)
         return all(name in loaded for name in expected)
 
+    def routing_flag(self, deployment: str) -> str | None:
+        return self._routing_flags.get(deployment)
+
+    def flags(self) -> tuple[FlagSet, Mapping[str, Any]]:
+        """The fleet's flags and the site's evaluation context, published together."""
+        return self._flags
+
     # --- writers: the agent's apply step ---------------------------------------------------------
 
     def expect(self, deployments: Iterable[str]) -> None:
         self._expected = frozenset(deployments)
+
+    def set_flags(self, flags: FlagSet, site_context: Mapping[str, Any]) -> None:
+        """The flags of the applied fleet commit, with the site as context (flags.site_context)."""
+        self._flags = (flags, MappingProxyType(dict(site_context)))
+
+    def set_routing_flag(self, deployment: str, flag_key: str | None) -> None:
+        """Route each request of ``deployment`` to the version the flag's value names, evaluated
+        per request; None stops it. Independent of which versions are loaded, so it survives swaps."""
+        with self._write_lock:
+            mapping = dict(self._routing_flags)
+            if flag_key is None:
+                mapping.pop(deployment, None)
+            else:
+                mapping[deployment] = flag_key
+            self._routing_flags = MappingProxyType(mapping)
 
     def activate(
         self,
@@ -101,16 +142,13 @@ class ModelRegistry:
         *,
         digest: str | None = None,
     ) -> None:
-        """Make ``version`` the one new requests of ``deployment`` get. Loads ``model_path`` unless
-        that version from that file is already loaded (then this only flips the pointer). With
-        ``digest``, the bytes read are checked against it before a session is built from them."""
+        """Make ``version`` the one new requests of ``deployment`` get, at once (blue/green); this
+        ends a canary in progress. Loads ``model_path`` unless that version from that file is
+        already loaded (then this only flips the pointer). With ``digest``, the bytes read are
+        checked against it before a session is built from them."""
         with self._write_lock:
             current = self._loaded.get(deployment)
-            reusable = _same_artifact(current, model, version, model_path, digest)
-            if reusable is not None:
-                served = replace(reusable, interface=interface)
-            else:
-                served = self._load(deployment, model, version, model_path, interface, digest)
+            served = self._reuse_or_load(current, deployment, model, version, model_path, interface, digest)
             if current is None:
                 previous = None
             elif current.active.version == version:
@@ -119,9 +157,71 @@ class ModelRegistry:
                 previous = current.active
             self._publish(deployment, Loaded(active=served, previous=previous))
 
+    def start_canary(
+        self,
+        deployment: str,
+        model: str,
+        version: str,
+        model_path: Path,
+        interface: ModelInterface,
+        *,
+        digest: str | None,
+        weight: int = 0,
+        mirror: bool = False,
+    ) -> None:
+        """Load ``version`` beside the active one as its canary, with ``weight`` percent of the
+        traffic. Starting the canary that is already loaded only sets weight and mirror; another
+        version replaces it."""
+        _check_weight(deployment, weight)
+        with self._write_lock:
+            current = self._with_active(deployment, "start a canary")
+            if current.active.version == version:
+                raise Stalled(
+                    "CanaryIsActive", f"{deployment}: version {version} is already active; it cannot be its own canary"
+                )
+            served = self._reuse_or_load(current, deployment, model, version, model_path, interface, digest)
+            self._publish(deployment, replace(current, canary=served, weight=weight, mirror=mirror))
+
+    def set_weight(self, deployment: str, weight: int) -> None:
+        _check_weight(deployment, weight)
+        with self._write_lock:
+            current, _ = self._with_canary(deployment, "set the canary weight")
+            self._publish(deployment, replace(current, weight=weight))
+
+    def set_mirror(self, deployment: str, mirror: bool) -> None:
+        with self._write_lock:
+            current, _ = self._with_canary(deployment, "mirror traffic to the canary")
+            self._publish(deployment, replace(current, mirror=mirror))
+
+    def promote(self, deployment: str) -> None:
+        """The canary becomes the active version and the old active one the previous."""
+        with self._write_lock:
+            current, canary = self._with_canary(deployment, "promote the canary")
+            self._publish(deployment, Loaded(active=canary, previous=current.active))
+
+    def abort_canary(self, deployment: str) -> None:
+        """Weight 0 and the canary unloaded; the active version serves everything. Safe to repeat:
+        a deployment without a canary (or not loaded at all) is left as it is."""
+        with self._write_lock:
+            current = self._loaded.get(deployment)
+            if current is not None and current.canary is not None:
+                self._publish(deployment, Loaded(active=current.active, previous=current.previous))
+
     def remove(self, deployment: str) -> None:
         with self._write_lock:
             self._publish(deployment, None)
+
+    def _with_active(self, deployment: str, purpose: str) -> Loaded:
+        current = self._loaded.get(deployment)
+        if current is None:
+            raise Stalled("NoActiveVersion", f"cannot {purpose}: {deployment} has no active version")
+        return current
+
+    def _with_canary(self, deployment: str, purpose: str) -> tuple[Loaded, Served]:
+        current = self._with_active(deployment, purpose)
+        if current.canary is None:
+            raise Stalled("NoCanary", f"cannot {purpose}: {deployment} has no canary loaded")
+        return current, current.canary
 
     def _publish(self, deployment: str, loaded: Loaded | None) -> None:
         mapping = dict(self._loaded)
@@ -130,6 +230,21 @@ class ModelRegistry:
         else:
             mapping[deployment] = loaded
         self._loaded = MappingProxyType(mapping)  # the one assignment readers can observe
+
+    def _reuse_or_load(
+        self,
+        current: Loaded | None,
+        deployment: str,
+        model: str,
+        version: str,
+        model_path: Path,
+        interface: ModelInterface,
+        digest: str | None,
+    ) -> Served:
+        reusable = _same_artifact(current, model, version, model_path, digest)
+        if reusable is not None:
+            return replace(reusable, interface=interface)
+        return self._load(deployment, model, version, model_path, interface, digest)
 
     def _load(
         self,
@@ -167,6 +282,11 @@ class ModelRegistry:
         # Spinning workers would steal the cores the HTTP server runs on between requests.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return options
+
+
+def _check_weight(deployment: str, weight: int) -> None:
+    if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 100:
+        raise Stalled("InvalidWeight", f"{deployment}: canary weight must be a whole percentage 0-100, got {weight!r}")
 
 
 def _same_artifact(

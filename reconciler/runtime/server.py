@@ -1,20 +1,20 @@
-"""The site's inference server: Open Inference Protocol v2 REST over the registry's sessions, and
-Prometheus metrics per deployment and version (which the in-site canary analysis also reads),
-served by uvicorn from a background thread of the agent's own process."""
+"""The site's inference server: Open Inference Protocol v2 REST over the registry's sessions, routed
+between stable and canary (routing.py), and Prometheus metrics per deployment and version (which
+the in-site canary analysis also reads), served by uvicorn from a background thread of the agent's
+own process."""
 
 from __future__ import annotations
 
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -24,91 +24,12 @@ from starlette.routing import BaseRoute, Route
 from reconciler import __version__
 from reconciler.errors import Stalled, Transient
 from reconciler.runtime import oip
+from reconciler.runtime.metrics import RuntimeMetrics
 from reconciler.runtime.registry import ModelRegistry, NotServed, Served
+from reconciler.runtime.routing import Router, ShadowRunner
 
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
-
-# --- metrics --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class VersionStats:
-    """Cumulative since the server started; an analysis window is the difference of two snapshots."""
-
-    requests: int  # every answered inference request that reached this version
-    errors: int  # the model failed (HTTP 500)
-    invalid: int  # the request did not fit the model (HTTP 400)
-    latency_buckets: tuple[tuple[float, int], ...]  # (upper bound s, successful requests at or below)
-
-
-class RuntimeMetrics:
-    """One set of metrics per app, in its own CollectorRegistry, so many apps can live in one process."""
-
-    def __init__(self, registry: ModelRegistry):
-        self.collectors = CollectorRegistry()
-        self._requests = Counter(
-            "reconciler_inference_requests",
-            "Inference requests answered, by outcome (success, invalid, error).",
-            ["deployment", "version", "outcome"],
-            registry=self.collectors,
-        )
-        self._duration = Histogram(
-            "reconciler_inference_request_duration_seconds",
-            "Time to decode, run and encode a successful inference request.",
-            ["deployment", "version"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.collectors,
-        )
-        self.collectors.register(_ModelInfo(registry))
-
-    def record(self, served: Served, outcome: str, seconds: float | None = None) -> None:
-        self._requests.labels(served.deployment, served.version, outcome).inc()
-        if seconds is not None:
-            self._duration.labels(served.deployment, served.version).observe(seconds)
-
-    def exposition(self) -> bytes:
-        return generate_latest(self.collectors)
-
-    def snapshot(self) -> dict[tuple[str, str], VersionStats]:
-        outcomes: dict[tuple[str, str], dict[str, int]] = {}
-        for sample in self._requests.collect()[0].samples:
-            if sample.name.endswith("_total"):
-                key = (sample.labels["deployment"], sample.labels["version"])
-                outcomes.setdefault(key, {})[sample.labels["outcome"]] = int(sample.value)
-        buckets: dict[tuple[str, str], list[tuple[float, int]]] = {}
-        for sample in self._duration.collect()[0].samples:
-            if sample.name.endswith("_bucket"):
-                key = (sample.labels["deployment"], sample.labels["version"])
-                buckets.setdefault(key, []).append((float(sample.labels["le"]), int(sample.value)))
-        return {
-            key: VersionStats(
-                requests=sum(counts.values()),
-                errors=counts.get("error", 0),
-                invalid=counts.get("invalid", 0),
-                latency_buckets=tuple(buckets.get(key, ())),
-            )
-            for key, counts in outcomes.items()
-        }
-
-
-class _ModelInfo(Collector):
-    """Read from the registry at scrape time, so it can never disagree with what is served."""
-
-    def __init__(self, registry: ModelRegistry):
-        self._registry = registry
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily(
-            "reconciler_model_info",
-            "Loaded model versions per deployment; state is active or previous.",
-            labels=["deployment", "model", "version", "state"],
-        )
-        for deployment, loaded in sorted(self._registry.state().items()):
-            for served, state in ((loaded.active, "active"), (loaded.previous, "previous")):
-                if served is not None:
-                    family.add_metric([deployment, served.model, served.version, state], 1)
-        yield family
-
+ROUTING_KEY_HEADER = "x-routing-key"
+VERSION_HEADER = "x-model-version"
 
 # --- the OIP v2 application ---------------------------------------------------------------------
 
@@ -118,12 +39,16 @@ def build_app(
     *,
     site: str,
     metrics: RuntimeMetrics | None = None,
+    router: Router | None = None,
     extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
-    """The app; ``app.state.metrics`` is its RuntimeMetrics. ``extra_routes`` mount other endpoints
-    (OFREP flags) beside the inference API."""
+    """The app; ``app.state.metrics`` is its RuntimeMetrics and ``app.state.shadow`` the runner of
+    mirrored requests, which runs while the app is served. ``router`` decides which version answers
+    (a seeded one makes weighted routing repeatable); ``extra_routes`` mount other endpoints (OFREP
+    flags) beside the inference API."""
     metrics = metrics or RuntimeMetrics(registry)
-    api = _InferenceApi(registry, metrics, site)
+    shadow = ShadowRunner(metrics.record_shadow, metrics.record_shadow_dropped)
+    api = _InferenceApi(registry, router or Router(registry), metrics, shadow, site)
     routes = [
         Route("/v2", api.server_metadata),
         Route("/v2/health/live", api.live),
@@ -137,15 +62,39 @@ def build_app(
         Route("/metrics", api.metrics),
         *extra_routes,
     ]
-    app = Starlette(routes=routes)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        shadow.start()
+        try:
+            yield
+        finally:
+            shadow.close()
+
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.state.metrics = metrics
+    app.state.shadow = shadow
     return app
 
 
+@dataclass(frozen=True)
+class _Answer:
+    served: Served
+    outcome: str  # success (content is the response body), invalid or error (content is the message)
+    content: bytes | str
+
+
+_STATUS = {"success": 200, "invalid": 400, "error": 500}
+
+
 class _InferenceApi:
-    def __init__(self, registry: ModelRegistry, metrics: RuntimeMetrics, site: str):
+    def __init__(
+        self, registry: ModelRegistry, router: Router, metrics: RuntimeMetrics, shadow: ShadowRunner, site: str
+    ):
         self._registry = registry
+        self._router = router
         self._metrics = metrics
+        self._shadow = shadow
         self._site = site
 
     async def server_metadata(self, request: Request) -> Response:
@@ -173,7 +122,7 @@ class _InferenceApi:
                 "inputs": [oip.tensor_metadata(spec) for spec in served.interface.inputs],
                 "outputs": [oip.tensor_metadata(spec) for spec in served.interface.outputs],
             },
-            headers={"x-model-version": served.version},
+            headers={VERSION_HEADER: served.version},
         )
 
     async def model_ready(self, request: Request) -> Response:
@@ -184,22 +133,45 @@ class _InferenceApi:
         return JSONResponse({"name": served.deployment, "ready": True})
 
     async def infer(self, request: Request) -> Response:
-        try:
-            served = self._lookup(request)
-        except NotServed as exc:
-            return _error(404, str(exc))
         body = await request.body()
+        name, pinned = request.path_params["name"], request.path_params.get("version")
+        key = request.headers.get(ROUTING_KEY_HEADER)
         started = time.perf_counter()
         try:
-            content = await run_in_threadpool(_infer, served, body)
+            answer = await run_in_threadpool(self._answer, name, pinned, key, body)
+        except NotServed as exc:
+            return _error(404, str(exc))
+        headers = {VERSION_HEADER: answer.served.version}
+        if answer.outcome != "success":
+            self._metrics.record(answer.served, answer.outcome)
+            return _error(_STATUS[answer.outcome], str(answer.content), headers)
+        self._metrics.record(answer.served, "success", time.perf_counter() - started)
+        return Response(answer.content, media_type="application/json", headers=headers)
+
+    def _answer(self, name: str, pinned: str | None, header_key: str | None, body: bytes) -> _Answer:
+        """Runs in a worker thread: decoding, routing, the model and encoding all stay off the
+        event loop. A body too broken to read a routing key from is still charged to the version
+        the rest of the request routes to."""
+        try:
+            document = oip.parse_document(body)
         except oip.RequestError as exc:
-            self._metrics.record(served, "invalid")
-            return _error(400, str(exc))
+            return _Answer(self._router.route(name, pinned=pinned, key=header_key).served, "invalid", str(exc))
+        decision = self._router.route(name, pinned=pinned, key=header_key or oip.routing_key(document))
+        served = decision.served
+        try:
+            request = oip.decode_document(document, served.interface)
+        except oip.RequestError as exc:
+            return _Answer(served, "invalid", str(exc))
+        try:
+            arrays = served.session.run(request.output_names, request.feeds)
+            content = oip.encode_response(
+                served.deployment, served.version, request.id, dict(zip(request.output_names, arrays, strict=True))
+            )
         except Exception as exc:  # onnxruntime's run errors share no narrower base class
-            self._metrics.record(served, "error")
-            return _error(500, f"model {served.deployment} version {served.version} failed: {exc}")
-        self._metrics.record(served, "success", time.perf_counter() - started)
-        return Response(content, media_type="application/json", headers={"x-model-version": served.version})
+            return _Answer(served, "error", f"model {served.deployment} version {served.version} failed: {exc}")
+        if decision.shadow is not None:
+            self._shadow.submit(decision.shadow, request.feeds, request.output_names, arrays)
+        return _Answer(served, "success", content)
 
     async def metrics(self, request: Request) -> Response:
         return Response(self._metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
@@ -208,17 +180,8 @@ class _InferenceApi:
         return self._registry.get(request.path_params["name"], request.path_params.get("version"))
 
 
-def _infer(served: Served, body: bytes) -> bytes:
-    """Runs in a worker thread: decoding, the model and encoding all stay off the event loop."""
-    request = oip.decode_request(body, served.interface)
-    arrays = served.session.run(request.output_names, request.feeds)
-    return oip.encode_response(
-        served.deployment, served.version, request.id, dict(zip(request.output_names, arrays, strict=True))
-    )
-
-
-def _error(status: int, message: str) -> Response:
-    return JSONResponse({"error": message}, status_code=status)
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 # --- the server thread ----------------------------------------------------------------------------
@@ -247,7 +210,7 @@ class RuntimeServer:
             self.app,
             log_level="warning",
             access_log=False,
-            lifespan="off",
+            lifespan="on",  # the app's lifespan runs the worker of mirrored requests
             timeout_graceful_shutdown=self._shutdown_grace,
         )
         # uvicorn installs signal handlers only on the main thread, so the agent keeps its own.
