@@ -85,6 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", type=Path, help="keep the demo's files here (default: a temp dir)")
     demo.add_argument("--keep-running", action="store_true", help="keep the fleet up until Ctrl-C")
     demo.set_defaults(handler=cmd_demo)
+
+    from reconciler.signing import add_subcommands as add_signing_commands
+
+    add_signing_commands(commands)  # keygen, sign, verify
     return parser
 
 
@@ -202,12 +206,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from reconciler.apply import Applier
     from reconciler.config import build_site_config
     from reconciler.state import StateDir
+    from reconciler.trust import TrustRoots
 
     state_dir = StateDir(args.state)
     site = _site_of_state(args.state)
     config = build_site_config({"site": site, "repo": "-", "state": str(args.state), "listen": args.listen})
     with _serving(config.listen_address, site) as registry:
-        Applier(state_dir, registry, []).restore(state_dir.load(site))
+        Applier(state_dir, registry, TrustRoots()).restore(state_dir.load(site))
         _stop_on_signals().wait()
     return EXIT_OK
 

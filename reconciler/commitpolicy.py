@@ -100,6 +100,33 @@ def verify_commits(source: GitSource, policy: CommitPolicy, applied: str | None,
 
 
 @dataclass(frozen=True)
+class SignatureVerdict:
+    """What git says of one commit's signature, and whether a policy allows its signer."""
+
+    letter: str  # git's %G?
+    key: str
+    signer: str
+    allowed: bool
+
+
+# Reports judge signatures without a policy too: then no signer is trusted. Built unvalidated
+# because a real policy must name a trust root; this one is never given to verify_commits.
+_TRUSTS_NO_ONE = CommitPolicy.model_construct()
+
+
+def signature_verdicts(source: GitSource, commits: list[str],
+                       policy: CommitPolicy | None) -> dict[str, SignatureVerdict]:
+    """For reports such as the audit trail: each commit's signature as verify_commits checks it
+    (same isolation from the machine's git and gpg config). With no policy a valid signature is
+    by a signer nobody allowed."""
+    if not commits:
+        return {}
+    signers = _Signers.load(policy or _TRUSTS_NO_ONE)
+    checks = _signature_checks(source, signers, ["--no-walk=unsorted", *commits])
+    return {c.sha: SignatureVerdict(c.result, c.key, c.signer, signers.problem(c) is None) for c in checks}
+
+
+@dataclass(frozen=True)
 class _Checked:
     sha: str
     parents: list[str]

@@ -23,6 +23,15 @@ class ValidationLimits(BaseModel):
     memoryBytes: Annotated[int, Field(gt=0)] = 2 * 1024**3
 
 
+class TrustIdentity(BaseModel):
+    """A keyless signer: the certificate's identity (SAN) and the OIDC issuer that vouched for it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    identity: str
+    issuer: str
+
+
 class SiteConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
@@ -36,6 +45,8 @@ class SiteConfig(BaseModel):
     staleAfter: Duration = "10m"  # out of reach of the fleet repo for longer: the status says stale
     jitter: Annotated[float, Field(ge=0, le=1)] = 0.1  # share of the interval, spreads fleet load
     trustKeys: list[Path] = []  # PEM public keys that may sign artifacts
+    trustIdentities: list[TrustIdentity] = []  # keyless Sigstore signers
+    sigstoreTrustedRoot: Path | None = None  # trusted_root.json; None: the public-good root shipped with sigstore
     acceptHistory: str | None = None  # a commit an operator accepted after a history rewrite
     commitPolicy: CommitPolicy | None = None  # require signed fleet commits (SSH or GPG signers)
     forge: ForgeConfig | None = None  # mirror status records as forge commit statuses
@@ -68,6 +79,8 @@ def load_site_config(path: Path, overrides: dict[str, object]) -> SiteConfig:
             raw[key] = str((path.parent / raw[key]).resolve())
     if "trustKeys" in raw:
         raw["trustKeys"] = [str((path.parent / k).resolve()) for k in raw["trustKeys"]]
+    if raw.get("sigstoreTrustedRoot"):
+        raw["sigstoreTrustedRoot"] = str((path.parent / raw["sigstoreTrustedRoot"]).resolve())
     policy = raw.get("commitPolicy")
     if isinstance(policy, dict):
         for key in ("sshAllowedSigners", "gpgKeyring"):

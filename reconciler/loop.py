@@ -21,7 +21,7 @@ from reconciler.state import SiteState, StateDir
 from reconciler.status.forge import ForgeStatuses, statuses_for_record
 from reconciler.status.gitref import StatusRefs
 from reconciler.status.record import DeploymentStatus, State, StatusRecord
-from reconciler.trust import TrustedKey, load_public_key
+from reconciler.trust import KeylessIdentity, TrustedKey, TrustRoots, load_public_key
 
 log = logging.getLogger("reconciler.agent")
 
@@ -59,7 +59,7 @@ class Agent:
             GitSource(config.statusRepo, config.branch, config.state / "cache" / "status.git")
         self.status = StatusRefs(status_source)
         self.forge = ForgeStatuses(config.forge) if config.forge else None
-        self.applier = Applier(self.state_dir, runtime, load_trust_keys(config), validation=config.validation)
+        self.applier = Applier(self.state_dir, runtime, load_trust_roots(config), validation=config.validation)
         self.documents = DocumentCache()
         self.reconciled_head: str | None = None  # head whose reconcile needs no retry
         self.last_record: StatusRecord | None = None
@@ -247,6 +247,12 @@ class Agent:
             target = action.target.version if action.target else "-"
             log.info("%s: %s %s %s -> %s: %s", self.config.site, action.kind, action.deployment,
                      action.from_version or "nothing", target, verdict)
+
+
+def load_trust_roots(config: SiteConfig) -> TrustRoots:
+    identities = tuple(KeylessIdentity(t.identity, t.issuer) for t in config.trustIdentities)
+    return TrustRoots(keys=tuple(load_trust_keys(config)), identities=identities,
+                      sigstore_trusted_root=config.sigstoreTrustedRoot)
 
 
 def load_trust_keys(config: SiteConfig) -> list[TrustedKey]:

@@ -16,6 +16,7 @@ from reconciler.manifests.models import (
     ModelInterface,
     Platform,
     Rollout,
+    Signers,
     Site,
     ValidationCase,
 )
@@ -37,6 +38,7 @@ class Target:
     interface: ModelInterface
     cases: tuple[ValidationCase, ...]
     wave: str | None
+    signers: Signers | None = None
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,7 @@ def target_for(repo: FleetRepo, deployment: Deployment, site: Site, now: datetim
         found = wave_of(rollout, deployment.metadata.name, site.metadata.name, site.metadata.labels)
         wave = found.name if found else None
     return Target(deployment.metadata.name, spec.model, version, artifact, model.spec.interface,
-                  tuple(model_version.validation), wave)
+                  tuple(model_version.validation), wave, model_version.signers)
 
 
 def rollout_of(repo: FleetRepo, deployment: Deployment) -> Rollout | None:

@@ -10,7 +10,7 @@ import yaml
 from manifest_texts import DIGEST_A, GOOD_REPO
 
 from reconciler.flags import FlagFile
-from reconciler.manifests.loader import YamlLoader
+from reconciler.manifests.loader import YamlLoader, is_manifest_path
 from reconciler.manifests.models import KINDS
 from reconciler.manifests.schema_gen import SCHEMAS, SCHEMAS_DIR, render_schemas
 
@@ -42,7 +42,7 @@ def test_schemas_name_themselves() -> None:
 
 def example_documents() -> list[tuple[str, dict]]:
     documents = []
-    for path in sorted(EXAMPLE.rglob("*.y*ml")):
+    for path in sorted(p for p in EXAMPLE.rglob("*.y*ml") if is_manifest_path(p.relative_to(EXAMPLE).as_posix())):
         text = path.read_text()
         documents += [(f"{path.relative_to(EXAMPLE)}", d) for d in yaml.load_all(text, Loader=YamlLoader) if d]
     return documents

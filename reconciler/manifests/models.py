@@ -204,10 +204,18 @@ class ValidationCase(Strict):
     tolerance: Annotated[float, Field(ge=0)] = 1e-5  # absolute, per element
 
 
+class Signers(Strict):
+    """Who may sign this version: narrows the site's own trust roots, never widens them."""
+
+    keys: list[str] | None = None  # names or ids of keys the site trusts
+    identities: list[str] | None = None  # keyless certificate identities the site trusts
+
+
 class ModelVersion(Strict):
     version: VersionString
     artifacts: Annotated[list[Artifact], Field(min_length=1)]
     validation: list[ValidationCase] = []
+    signers: Signers | None = None
 
 
 class ModelSpec(Strict):
