@@ -5,18 +5,21 @@ a crash at any instant leaves the site on the old version or the new one."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 from urllib.parse import urlsplit
 
 from reconciler.artifacts import ArtifactStore, FetchLimits, Ingested, fetch_bytes
+from reconciler.canary import CanaryDecision, CanaryProgress, decide_canary, measured_since
 from reconciler.config import ValidationLimits
-from reconciler.errors import ReconcilerError, Stalled
+from reconciler.errors import ReconcilerError, Stalled, Transient
 from reconciler.plan import Action, Plan, Target
+from reconciler.runtime.metrics import Snapshot, window_stats
 from reconciler.runtime.validation import run_validation
 from reconciler.state import DeploymentState, HistoryEntry, Installed, SiteState, StateDir
+from reconciler.status.record import State
 from reconciler.trust import TrustRoots, narrow, verify_artifact_signature
 
 SIGNATURE_MAX_BYTES = 256 * 1024  # a keyless bundle is ~6 KiB; model-signing grows ~150 B a file
@@ -27,16 +30,34 @@ class Runtime(Protocol):
 
     def activate(self, deployment: str, model: str, version: str, model_path: Path, interface, *,
                  digest: str | None = None) -> None: ...
+    def start_canary(self, deployment: str, model: str, version: str, model_path: Path, interface, *,
+                     digest: str, weight: int = 0, mirror: bool = False) -> None: ...
+    def set_weight(self, deployment: str, weight: int) -> None: ...
+    def set_mirror(self, deployment: str, mirror: bool) -> None: ...
+    def promote(self, deployment: str) -> None: ...
+    def abort_canary(self, deployment: str) -> None: ...
     def remove(self, deployment: str) -> None: ...
     def expect(self, deployments: list[str]) -> None: ...
+    def set_flags(self, flags, site_context) -> None: ...
+
+
+class CanaryMetrics(Protocol):
+    """What a canary analysis reads of the runtime (runtime.metrics.RuntimeMetrics)."""
+
+    def snapshot(self) -> Snapshot: ...
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What became of one action; loop.py turns outcomes into the status record."""
+    """What became of one action; loop.py turns outcomes into the status record. ``state`` and
+    ``reason`` are set where the action itself decides them (a canary step, a rollback)."""
 
     action: Action
     error: ReconcilerError | None = None
+    state: State | None = None
+    reason: str | None = None
+    message: str = ""
+    weights: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -51,6 +72,7 @@ class Applier:
         trust_roots: TrustRoots,
         limits: FetchLimits | None = None,
         validation: ValidationLimits | None = None,
+        metrics: CanaryMetrics | None = None,
     ):
         self.state_dir = state_dir
         self.store = ArtifactStore(state_dir.root)
@@ -58,6 +80,8 @@ class Applier:
         self.trust_roots = trust_roots
         self.limits = limits or FetchLimits()
         self.validation = validation or ValidationLimits()
+        self.metrics = metrics
+        self._baselines: dict[tuple[str, datetime], object] = {}  # (deployment, step start) -> snapshot
 
     def apply(self, plan: Plan, state: SiteState, repo_root: Path, now: datetime) -> tuple[SiteState, list[Outcome]]:
         if self.runtime is not None:
@@ -65,68 +89,152 @@ class Applier:
         outcomes = []
         for action in plan.actions:
             try:
-                state = self._apply_one(action, state, repo_root, plan.commit, now)
-                outcomes.append(Outcome(action))
+                state, outcome = self._apply_one(action, state, repo_root, plan.commit, now)
             except ReconcilerError as error:
-                outcomes.append(Outcome(action, error))
+                outcome = Outcome(action, error)
+            outcomes.append(outcome)
         return state, outcomes
 
     def restore(self, state: SiteState) -> None:
-        """On start-up, serve what state.json says was active before (the last good state)."""
+        """On start-up, serve what state.json says was active before (the last good state), and
+        resume a running canary at its weight; its analysis measures afresh from here."""
         if self.runtime is None:
             return
         for name, deployment in state.deployments.items():
             if deployment.active is not None:
                 self._activate(name, deployment.model, deployment.active, deployment.interface)
+            if deployment.canary is not None and deployment.canaryProgress is not None:
+                self.runtime.start_canary(name, deployment.model, deployment.canary.version,
+                                          self.store.path_for(deployment.canary.digest), deployment.interface,
+                                          digest=deployment.canary.digest, weight=deployment.canaryProgress.weight)
 
     def _apply_one(self, action: Action, state: SiteState, repo_root: Path, commit: str | None,
-                   now: datetime) -> SiteState:
+                   now: datetime) -> tuple[SiteState, Outcome]:
         match action.kind:
-            case "deploy" | "prefetch":
+            case "deploy" | "prefetch" | "canary":
                 target = action.target
                 try:
                     if action.kind == "prefetch":
                         self._verified_artifact(target, repo_root)
-                        return state
-                    return self._deploy(target, state, repo_root, commit, now)
+                        return state, Outcome(action, state="pending", reason=action.reason, message=action.message)
+                    if action.kind == "canary":
+                        return self._advance_canary(target, state, commit, now, action)
+                    return self._deploy(target, state, repo_root, commit, now, action)
                 except ReconcilerError as error:
                     raise type(error)(error.reason, f"{target.model} {target.version}: {error.message}") from error
+            case "wait":
+                return state, Outcome(action, state="pending", reason=action.reason, message=action.message)
+            case "rollback":
+                return self._roll_back(action, state, now), Outcome(action, state="aborted", reason=action.reason,
+                                                                     message=action.message)
+            case "halt":
+                return state, Outcome(action, state="aborted", reason=action.reason, message=action.message)
             case "remove":
                 if self.runtime is not None:
                     self.runtime.remove(action.deployment)
                 remaining = {k: v for k, v in state.deployments.items() if k != action.deployment}
-                new_state = state.model_copy(update={"deployments": remaining})
-                self.state_dir.save(new_state)
-                return new_state
+                return self._save(state.model_copy(update={"deployments": remaining})), Outcome(action)
             case "error":
                 raise Stalled(action.reason, action.message)
         raise AssertionError(f"unknown action kind {action.kind}")
 
-    def _deploy(self, target: Target, state: SiteState, repo_root: Path, commit: str | None,
-                now: datetime) -> SiteState:
+    def _deploy(self, target: Target, state: SiteState, repo_root: Path, commit: str | None, now: datetime,
+                action: Action) -> tuple[SiteState, Outcome]:
         ingested = self._verified_artifact(target, repo_root)
         run_validation(ingested.path, target.interface, target.cases,
                        timeout=self.validation.timeout.total_seconds(), memory_limit=self.validation.memoryBytes)
         current = state.deployments.get(target.deployment)
         installed = Installed(version=target.version, digest=target.artifact.digest,
                               uri=target.artifact.uri, installedAt=now)
-        entry = HistoryEntry(at=now, event="activated", version=target.version, commit=commit)
-        updated = DeploymentState(
-            model=target.model,
-            active=installed,
-            previous=current.active if current else None,
-            wave=target.wave,
-            interface=target.interface,
-            history=[*(current.history if current else []), entry],
-        )
-        new_state = state.model_copy(update={"deployments": {**state.deployments, target.deployment: updated}})
+        if target.canary_steps and current is not None and current.active is not None and self.runtime is not None:
+            # A stable version serves beside the canary; with nothing to compare against (a new
+            # site) or no traffic to measure (no runtime) the version switches at once.
+            self.runtime.start_canary(target.deployment, target.model, target.version, ingested.path,
+                                      target.interface, digest=installed.digest)
+            started = current.model_copy(update={"canary": installed, "canaryProgress": CanaryProgress.start(now),
+                                                 "rollout": target.rollout_id, "wave": target.wave})
+            state = self._with(state, target.deployment, started, HistoryEntry(at=now, event="canaryStarted",
+                                                                               version=target.version, commit=commit))
+            return self._advance_canary(target, state, commit, now, action)
+        return self._switch(target, state, installed, commit, now), Outcome(action, reason="Activated",
+                                                                             message=action.message)
+
+    def _switch(self, target: Target, state: SiteState, installed: Installed, commit: str | None,
+                now: datetime) -> SiteState:
+        current = state.deployments.get(target.deployment)
+        updated = DeploymentState(model=target.model, interface=target.interface, active=installed,
+                                  previous=current.active if current else None, rollout=target.rollout_id,
+                                  wave=target.wave, history=current.history if current else [])
         self._activate(target.deployment, target.model, installed, target.interface)
         try:
-            self.state_dir.save(new_state)
+            return self._save(self._with(state, target.deployment, updated,
+                                         HistoryEntry(at=now, event="activated", version=target.version, commit=commit)))
         except OSError as exc:
             self._undo_activation(target.deployment, current)
             raise Stalled("StateWriteFailed", f"cannot record the activation of {target.version}: {exc}") from exc
-        return new_state
+
+    def _advance_canary(self, target: Target, state: SiteState, commit: str | None, now: datetime,
+                        action: Action) -> tuple[SiteState, Outcome]:
+        """One or more steps of the canary: set weights at once, wait out pauses and analysis
+        windows, promote at the end or roll back to the stable version."""
+        name = target.deployment
+        if self.runtime is None:
+            raise Transient("RuntimeNotServing", "a running canary needs this site's inference server (--listen)")
+        current = state.deployments[name]
+        decision = self._decide(name, target, current.canaryProgress, now)
+        while decision.kind == "set_weight":
+            self.runtime.set_weight(name, decision.weight)
+            decision = self._decide(name, target, decision.next, now)
+        self.runtime.set_mirror(name, decision.mirror)
+        if decision.kind == "promote":
+            self.runtime.set_weight(name, 100)
+            self.runtime.promote(name)
+            promoted = current.model_copy(update={"active": current.canary, "previous": current.active,
+                                                  "canary": None, "canaryProgress": None})
+            state = self._with(state, name, promoted, HistoryEntry(at=now, event="promoted", version=target.version,
+                                                                   commit=commit, reason=decision.reason))
+            return self._save(state), Outcome(action, state="success", reason=decision.reason, message=decision.message)
+        if decision.kind == "rollback":
+            self._save(self._drop_canary(state, name, now, decision.reason))
+            raise Stalled(decision.reason, decision.message)
+        waiting = current.model_copy(update={"canaryProgress": decision.next})
+        weights = {current.active.version: 100 - decision.weight, target.version: decision.weight}
+        return self._save(self._with(state, name, waiting)), Outcome(action, state="progressing", reason=decision.reason,
+                                                                     message=decision.message, weights=weights)
+
+    def _decide(self, name: str, target: Target, progress: CanaryProgress, now: datetime) -> CanaryDecision:
+        """The step machine on the traffic since the current step began. Without a snapshot of
+        that instant (the agent restarted and the counters with it) the analysis measures from now."""
+        stats = None
+        if self.metrics is not None:
+            if (name, measured_since(progress)) not in self._baselines:
+                progress = progress.model_copy(update={"baseline": now})
+                self._baselines[(name, now)] = self.metrics.snapshot()
+            before = self._baselines[(name, measured_since(progress))]
+            stats = window_stats(before, self.metrics.snapshot(), name, target.version)
+        decision = decide_canary(list(target.canary_steps), progress, stats, now)
+        if self.metrics is not None and measured_since(decision.next) != measured_since(progress):
+            self._baselines = {k: v for k, v in self._baselines.items() if k[0] != name}
+            self._baselines[(name, measured_since(decision.next))] = self.metrics.snapshot()
+        return decision
+
+    def _roll_back(self, action: Action, state: SiteState, now: datetime) -> SiteState:
+        """The rollout was aborted: drop a running canary, or go back to the previous version."""
+        current = state.deployments[action.deployment]
+        if current.canary is not None:
+            return self._save(self._drop_canary(state, action.deployment, now, action.reason))
+        self._activate(action.deployment, current.model, current.previous, current.interface)
+        back = current.model_copy(update={"active": current.previous, "previous": None})
+        entry = HistoryEntry(at=now, event="rolledBack", version=current.previous.version, reason=action.reason)
+        return self._save(self._with(state, action.deployment, back, entry))
+
+    def _drop_canary(self, state: SiteState, name: str, now: datetime, reason: str) -> SiteState:
+        current = state.deployments[name]
+        if self.runtime is not None:
+            self.runtime.abort_canary(name)
+        dropped = current.model_copy(update={"canary": None, "canaryProgress": None})
+        return self._with(state, name, dropped, HistoryEntry(at=now, event="canaryRolledBack",
+                                                            version=current.canary.version, reason=reason))
 
     def _verified_artifact(self, target: Target, repo_root: Path) -> Ingested:
         """The bytes, hashed while they stream in, and a signature over them by a signer the
@@ -153,3 +261,13 @@ class Applier:
         if self.runtime is not None:
             self.runtime.activate(deployment, model, installed.version, self.store.path_for(installed.digest),
                                   interface, digest=installed.digest)
+
+    def _save(self, state: SiteState) -> SiteState:
+        self.state_dir.save(state)
+        return state
+
+    @staticmethod
+    def _with(state: SiteState, name: str, deployment: DeploymentState, entry: HistoryEntry | None = None) -> SiteState:
+        if entry is not None:
+            deployment = deployment.model_copy(update={"history": [*deployment.history, entry]})
+        return state.model_copy(update={"deployments": {**state.deployments, name: deployment}})

@@ -1,36 +1,35 @@
 """History from Git alone, for auditors: who changed which deployment and when (and whether a
 trusted signer signed that commit), which version every site served over time, and what the whole
-fleet served at any moment (``--at``).
+fleet served at any moment. reconciler.report shows it (text, JSON, CSV, HTML).
 
 Two sources, both in the fleet repository:
 - the fleet branch, walked with ``git log --first-parent`` over the manifest files; each commit's
-  documents are loaded with a DocumentCache, so only the files a commit changed are parsed;
+  documents are loaded with one DocumentCache, so only the files a commit changed are parsed;
 - the status refs ``refs/reconciler/status/<site>``, read in bulk: one fetch, one ``git log`` over
   every status ref, one ``git cat-file --batch`` for the records needed.
 
 A deployment change is a first-parent commit after which a Deployment reads differently in one of
-these aspects: ``model``, ``version``, ``enabled``, ``targets``, ``rollout`` (its own, or the Fleet's
-defaultRollout it falls back on), ``canary``, ``artifacts`` (the served version's entry in its Model,
-artifacts and validation cases, changed under the same version; every version's when a flag picks
-it), ``interface`` (of its Model); or
-``created`` / ``deleted``. A Model change that leaves those alone (a new version added, a new
-description) changes nothing a site runs and is not listed. Commits whose manifests do not load are
-listed apart (``invalidCommits``): sites refuse them, so they change nothing either. A merge counts
-as one commit, against its first parent. Signature states are git's ``%G?`` checked against the
-trust roots given (``--allowed-signers``, ``--gpg-keyring``) in isolation from the machine's git and
-gpg config, as the agent's commit policy does: good, bad (the commit is not what was signed),
-unsigned, unknown-key (valid, but by a signer not given), expired, revoked, cannot-check.
+its ASPECTS: ``model``, ``version``, ``enabled``, ``targets``, ``rollout`` (its own, or the Fleet's
+defaultRollout it falls back on), ``canary``, ``artifacts`` (the served version's entry in its
+Model, artifacts and validation cases, changed under the same version; every version's when a flag
+picks it), ``interface`` (of its Model); or ``created`` / ``deleted``. A Model change that leaves
+those alone (a new version added, a new description) changes nothing a site runs and is not
+listed. Commits whose manifests do not load are listed apart: sites refuse them, so they change
+nothing either. A merge is one change, against its first parent. Signature states are git's
+``%G?`` checked against the trust roots given, isolated from the machine's git and gpg config as
+the agent's commit policy is: good (by a trusted signer), bad (the commit is not what was signed),
+unsigned, unknown-key (valid, by a signer not trusted), expired, revoked, cannot-check.
 
 A timeline interval is a stretch of a site's records in which one deployment kept its served
-version (``activeVersion``), desired version and state; it runs [from, to), ``to`` null while it
-lasts. The record in force at TIME is the newest record (in ref order) whose ``writtenAt`` is at or
-before TIME; a site with none is ``unknown``. StatusRefs dates each status commit with its record's
-``writtenAt``; ``--at`` uses those dates to read one record per site and checks ``writtenAt`` itself,
-reading a site's whole ref only where the two disagree.
+version (``activeVersion``), desired version and state: [from, to), ``to`` null while it lasts. The
+record in force at a moment is the newest record on the site's ref whose ``writtenAt`` is at or
+before it; a site with none is ``unknown``. StatusRefs dates each status commit with its record's
+``writtenAt``: the point-in-time read uses those dates to read one record per site, checks
+``writtenAt`` itself, and reads a site's whole ref where the two disagree.
 
-JSON (``--format json``), stable; times are ISO 8601 with offset; a version a flag picks reads
-``flag:KEY``:
-  audit:       {"kind": "AuditTrail", "repo", "branch", "head", "changes": [Change],
+JSON (``reconciler audit --format json``), stable. Times are ISO 8601 with an offset; a version
+that a flag picks reads ``flag:KEY``.
+  AuditTrail:  {"kind": "AuditTrail", "repo", "branch", "head", "changes": [Change],
                 "timelines": [Interval], "invalidCommits": [{"commit", "committerDate", "author",
                 "subject", "errors", "firstError"}]}
   Change:      {"deployment", "commit", "author", "authorDate", "committer", "committerDate",
@@ -38,31 +37,20 @@ JSON (``--format json``), stable; times are ISO 8601 with offset; a version a fl
                 "versionFrom", "versionTo", "changed": [aspect]}
   Interval:    {"site", "deployment", "from", "to", "version", "desiredVersion", "state", "wave",
                 "observedCommit", "statusCommit"}
-  audit --at:  {"kind": "FleetAt", "at", "repo", "branch", "fleetCommit", "desired": {deployment:
-                version}, "sites": [{"site", "state" ("unknown": no record by then), "writtenAt",
-                "statusCommit", "observedCommit", "deployments": {name: {"version",
-                "desiredVersion", "state", "wave"}}}]}
-CSV (``--format csv``): audit gives one row per change (kind ``change``) and per interval (kind
-``interval``) under one header, CSV_COLUMNS; ``audit --at`` one row per site and deployment
-(AT_COLUMNS; a site with no record has one row, state ``unknown``).
-
-Exit status: 0; 1 when a listed change has a bad signature (the commit was altered after it was
-signed); 2 for bad usage or a repository that cannot be read."""
+  FleetAt (``--at``): {"kind": "FleetAt", "at", "repo", "branch", "fleetCommit", "desired":
+                {deployment: version}, "sites": [{"site", "state" ("unknown": no record by then),
+                "writtenAt", "statusCommit", "observedCommit", "deployments": {name: {"version",
+                "desiredVersion", "state", "wave"}}}]}"""
 
 from __future__ import annotations
 
-import argparse
-import csv
-import io
-import json
 import logging
 import os
 import subprocess
-import sys
 import tempfile
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -78,19 +66,14 @@ from reconciler.manifests.models import FlagRef
 from reconciler.plan import rollout_of
 from reconciler.source import GitSource
 from reconciler.status.gitref import STATUS_FILE, STATUS_REF_PREFIX, StatusRefs
-from reconciler.status.record import StatusRecord
+from reconciler.status.record import DeploymentStatus, StatusRecord
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FINDING, EXIT_USAGE = 0, 1, 2
 ASPECTS = ("model", "version", "enabled", "targets", "rollout", "canary", "artifacts", "interface")
 SIGNATURE_WORDS = {"N": "unsigned", "B": "bad", "U": "unknown-key", "G": "unknown-key", "X": "expired",
                    "Y": "expired", "R": "revoked", "E": "cannot-check"}
 UNKNOWN = "unknown"
-CSV_COLUMNS = ("kind", "time", "end", "site", "deployment", "version_from", "version", "desired_version", "state",
-               "wave", "commit", "observed_commit", "author", "committer", "signature", "changed", "subject")
-AT_COLUMNS = ("site", "deployment", "version", "desired_version", "state", "wave", "written_at", "status_commit",
-              "observed_commit")
 
 _MANIFEST_PATHSPECS = ("*.yaml", "*.yml", "*.flagd.json")  # git pathspecs: '*' crosses directories
 _REGULAR_FILE_MODES = ("100644", "100755")  # symlinks and submodules are not fleet files
@@ -117,8 +100,8 @@ class FleetCommit:
 
 @dataclass(frozen=True)
 class Signature:
-    state: str  # one of "good" and SIGNATURE_WORDS' values
-    signer: str  # SSH principal or OpenPGP user id, when the key is a trusted one
+    state: str  # "good" or one of SIGNATURE_WORDS' values
+    signer: str  # SSH principal or OpenPGP user id of a trusted signer, else empty
     key: str
 
 
@@ -132,6 +115,18 @@ class DeploymentChange:
     changed: tuple[str, ...]  # ASPECTS that differ, or ("created",) / ("deleted",)
     signature: Signature | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        commit, signature = self.commit, self.signature
+        return {
+            "deployment": self.deployment, "commit": commit.sha, "author": commit.author,
+            "authorDate": commit.author_date.isoformat(), "committer": commit.committer,
+            "committerDate": commit.committer_date.isoformat(), "subject": commit.subject, "message": commit.message,
+            "signature": {"state": signature.state, "signer": signature.signer, "key": signature.key}
+            if signature else None,
+            "model": self.model, "versionFrom": self.version_from, "versionTo": self.version_to,
+            "changed": list(self.changed),
+        }
+
 
 @dataclass(frozen=True)
 class InvalidCommit:
@@ -139,12 +134,17 @@ class InvalidCommit:
     errors: int
     first_error: str
 
+    def to_json(self) -> dict[str, Any]:
+        return {"commit": self.commit.sha, "committerDate": self.commit.committer_date.isoformat(),
+                "author": self.commit.author, "subject": self.commit.subject, "errors": self.errors,
+                "firstError": self.first_error}
+
 
 @dataclass(frozen=True)
 class FleetTrail:
-    changes: list[DeploymentChange]
+    changes: list[DeploymentChange]  # oldest first
     invalid: list[InvalidCommit]
-    latest: FleetRepo | None  # the newest commit that loaded
+    latest: FleetRepo | None  # the fleet at the newest commit that loaded
 
 
 def version_text(version: str | FlagRef) -> str:
@@ -152,7 +152,7 @@ def version_text(version: str | FlagRef) -> str:
 
 
 def deployment_aspects(repo: FleetRepo) -> dict[str, dict[str, Any]]:
-    """PURE: per deployment, the value of every aspect a site acts on (see ASPECTS)."""
+    """PURE: per deployment, the value of each of its ASPECTS."""
     views = {}
     for name, deployment in repo.deployments.items():
         spec = deployment.spec
@@ -186,14 +186,24 @@ def diff_deployments(before: Mapping[str, dict[str, Any]], after: Mapping[str, d
     return changes
 
 
-def fleet_trail(source: GitSource, head: str, policy: CommitPolicy | None = None) -> FleetTrail:
+def describe_change(change: DeploymentChange) -> str:
+    if change.changed == ("created",):
+        return f"created at {change.version_to}"
+    if change.changed == ("deleted",):
+        return f"deleted (was {change.version_from})"
+    return ", ".join(f"version {change.version_from} -> {change.version_to}" if aspect == "version" else aspect
+                     for aspect in change.changed)
+
+
+def fleet_trail(source: GitSource, head: str, policy: CommitPolicy | None = None,
+                cache: DocumentCache | None = None) -> FleetTrail:
     """Every deployment change on the first-parent history of ``head``, oldest first, signatures
     judged against ``policy``'s trust roots (none: no signer is trusted)."""
     before: dict[str, dict[str, Any]] = {}
     changes: list[DeploymentChange] = []
     invalid: list[InvalidCommit] = []
     latest = None
-    for commit, loaded in fleet_history(source, head):
+    for commit, loaded in fleet_history(source, head, cache or DocumentCache()):
         if loaded.errors:
             invalid.append(InvalidCommit(commit, len(loaded.errors), loaded.errors[0].render()))
             continue
@@ -205,20 +215,19 @@ def fleet_trail(source: GitSource, head: str, policy: CommitPolicy | None = None
     for change in changes:
         verdict = verdicts[change.commit.sha]
         state = "good" if verdict.allowed else SIGNATURE_WORDS.get(verdict.letter, "cannot-check")
-        signed.append(replace(change, signature=Signature(state, verdict.signer if verdict.allowed else "",
-                                                          verdict.key)))
+        signature = Signature(state, verdict.signer if verdict.allowed else "", verdict.key)
+        signed.append(replace(change, signature=signature))
     return FleetTrail(signed, invalid, latest)
 
 
-def fleet_history(source: GitSource, head: str) -> Iterator[tuple[FleetCommit, LoadResult]]:
+def fleet_history(source: GitSource, head: str, cache: DocumentCache) -> Iterator[tuple[FleetCommit, LoadResult]]:
     """The first-parent commits of ``head`` that touched a manifest file, oldest first, each with
-    its documents. One ``git log --raw`` tells which blobs each commit changed; the tree is kept
-    up to date from it, so no commit costs a process of its own."""
+    its documents. One ``git log --raw`` tells which blobs each commit changed and the tree is
+    kept up to date from it, so no commit costs a process of its own."""
     output = source.repo.git.log("--first-parent", "--reverse", "--root", "--raw", "-z", "--no-renames",
                                  "--no-abbrev", f"--format={_LOG_FORMAT}", head, "--", *_MANIFEST_PATHSPECS,
                                  env=_ISOLATED_GIT, stdout_as_string=False)
     tree: dict[str, str] = {}  # path -> blob
-    cache = DocumentCache()
     for commit, changed in _parse_raw_log(output):
         for path, blob in changed:
             if blob is None:
@@ -268,10 +277,6 @@ def fleet_commit_at(source: GitSource, head: str, at: datetime) -> str | None:
     return None
 
 
-def load_commit(source: GitSource, sha: str) -> FleetRepo:
-    return load_tree(source.files(sha)).repo
-
-
 # --- what the sites say -------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -280,7 +285,7 @@ class StatusCommit:
     time: int  # commit date: StatusRefs writes the record's writtenAt there
 
 
-History = list[tuple[str, StatusRecord]]  # (status commit, record), oldest first, as StatusRefs.history
+History = list[tuple[str, StatusRecord]]  # (status commit, record), oldest first, as StatusRefs.history gives
 
 
 class StatusArchive:
@@ -288,7 +293,7 @@ class StatusArchive:
 
     def __init__(self, source: GitSource, sites: Collection[str] | None = None):
         self._source = source
-        self.latest = StatusRefs(source).read_all()  # also fetches every status ref
+        self.latest = StatusRefs(source).read_all()  # which also fetches every status ref
         self._chains = self._read_chains(sites)
 
     @property
@@ -303,19 +308,23 @@ class StatusArchive:
                 for site, chain in chains.items()}
 
     def histories_as_of(self, at: datetime) -> dict[str, History]:
-        """Enough of every site's history to find its record in force at ``at`` (serving_at):
-        the newest record dated by then, or the whole history where dates and records disagree."""
+        """Enough of every site's history to find its record in force at ``at`` with serving_at.
+        Commit dates point at the newest record dated by then; that record and the one after it
+        must bear their commits' dates out, else the site's whole history is read."""
         cutoff = at.timestamp()
-        candidates = {site: next((c for c in chain if c.time <= cutoff), None) for site, chain in self._chains.items()}
-        records = self._records({c.sha: site for site, c in candidates.items() if c is not None})
+        pairs: dict[str, tuple[StatusCommit | None, StatusCommit | None]] = {}
+        for site, chain in self._chains.items():  # newest first
+            index = next((i for i, c in enumerate(chain) if c.time <= cutoff), len(chain))
+            pairs[site] = (chain[index] if index < len(chain) else None, chain[index - 1] if index else None)
+        records = self._records({c.sha: site for site, pair in pairs.items() for c in pair if c is not None})
         found: dict[str, History] = {}
         unsure = []
-        for site, commit in candidates.items():
-            record = records.get(commit.sha) if commit else None
-            if commit is None:
-                found[site] = []
-            elif record is not None and _utc(record.writtenAt) <= at and _seconds(record) == commit.time:
-                found[site] = [(commit.sha, record)]
+        for site, (candidate, newer) in pairs.items():
+            dated_right = all(c is None or (c.sha in records and _seconds(records[c.sha]) == c.time)
+                              for c in (candidate, newer))
+            # Within the second of ``at`` the candidate may still be after it: then read on.
+            if dated_right and (candidate is None or _utc(records[candidate.sha].writtenAt) <= at):
+                found[site] = [(candidate.sha, records[candidate.sha])] if candidate else []
             else:
                 unsure.append(site)
         return found | self.histories(unsure)
@@ -366,7 +375,7 @@ def _batch_contents(output: bytes) -> Iterator[bytes | None]:
     while position < len(output):
         end = output.index(b"\n", position)
         header = output[position:end].split()
-        if header[-1] == b"missing" or len(header) != 3:
+        if len(header) != 3:  # "<name> missing"
             yield None
             position = end + 1
             continue
@@ -400,6 +409,10 @@ def _seconds(record: StatusRecord) -> int:
     return int(_utc(record.writtenAt).timestamp())
 
 
+def utc_text(moment: datetime) -> str:
+    return _utc(moment).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
 # --- timelines and the fleet at a moment (pure) ---------------------------------------------------
 
 @dataclass(frozen=True)
@@ -415,25 +428,30 @@ class Interval:
     observed_commit: str | None
     status_commit: str  # the record that began the interval
 
+    def to_json(self) -> dict[str, Any]:
+        return {"site": self.site, "deployment": self.deployment, "from": self.start.isoformat(),
+                "to": self.end.isoformat() if self.end else None, "version": self.version,
+                "desiredVersion": self.desired, "state": self.state, "wave": self.wave,
+                "observedCommit": self.observed_commit, "statusCommit": self.status_commit}
+
 
 def site_timeline(site: str, history: Sequence[tuple[str, StatusRecord]]) -> list[Interval]:
     """PURE: the site's intervals per deployment, in order of their start."""
-    open_: dict[str, Interval] = {}
+    current: dict[str, Interval] = {}
     closed: list[Interval] = []
     for commit, record in history:
         written = _utc(record.writtenAt)
-        for name in list(open_):
+        for name, interval in list(current.items()):
             status = record.deployments.get(name)
-            current = open_[name]
             if status is None or (status.activeVersion, status.version, status.state) != \
-                    (current.version, current.desired, current.state):
-                closed.append(replace(current, end=written))
-                del open_[name]
+                    (interval.version, interval.desired, interval.state):
+                closed.append(replace(interval, end=written))
+                del current[name]
         for name, status in record.deployments.items():
-            if name not in open_:
-                open_[name] = Interval(site, name, written, None, status.activeVersion, status.version, status.state,
-                                       status.wave, record.observedCommit, commit)
-    return sorted([*closed, *open_.values()], key=lambda i: (i.start, i.deployment))
+            if name not in current:
+                current[name] = Interval(site, name, written, None, status.activeVersion, status.version,
+                                         status.state, status.wave, record.observedCommit, commit)
+    return sorted([*closed, *current.values()], key=lambda i: (i.start, i.deployment))
 
 
 def serving_at(history: Sequence[tuple[str, StatusRecord]], at: datetime) -> tuple[str, StatusRecord] | None:
@@ -446,28 +464,119 @@ class SiteAt:
     site: str
     status_commit: str | None
     record: StatusRecord | None  # None: the site had written no record by then
+    deployments: dict[str, DeploymentStatus] = field(default_factory=dict)  # of the record, maybe filtered
 
     @property
     def state(self) -> str:
         return self.record.state if self.record else UNKNOWN
 
+    def to_json(self) -> dict[str, Any]:
+        record = self.record
+        return {"site": self.site, "state": self.state,
+                "writtenAt": _utc(record.writtenAt).isoformat() if record else None,
+                "statusCommit": self.status_commit, "observedCommit": record.observedCommit if record else None,
+                "deployments": {name: {"version": status.activeVersion, "desiredVersion": status.version,
+                                       "state": status.state, "wave": status.wave}
+                                for name, status in sorted(self.deployments.items())}}
 
-def fleet_at(histories: Mapping[str, Sequence[tuple[str, StatusRecord]]], inventory: Iterable[str],
-             at: datetime) -> list[SiteAt]:
-    """PURE: every site of the inventory or with a history, and its record in force at ``at``."""
+
+def fleet_at(histories: Mapping[str, Sequence[tuple[str, StatusRecord]]], inventory: Iterable[str], at: datetime,
+             deployments: Collection[str] | None = None) -> list[SiteAt]:
+    """PURE: every site of the inventory or with a history, with its record in force at ``at``
+    (and of that, ``deployments`` only, when given)."""
     rows = []
     for site in sorted(set(inventory) | set(histories)):
         found = serving_at(histories.get(site, ()), at)
-        rows.append(SiteAt(site, found[0], found[1]) if found else SiteAt(site, None, None))
+        if found is None:
+            rows.append(SiteAt(site, None, None))
+            continue
+        commit, record = found
+        cells = {name: status for name, status in record.deployments.items()
+                 if deployments is None or name in deployments}
+        rows.append(SiteAt(site, commit, record, cells))
     return rows
 
 
-# --- reading a repository -----------------------------------------------------------------------
+# --- the two questions, answered from a repository ----------------------------------------------
+
+@dataclass(frozen=True)
+class AuditTrail:
+    repo: str
+    branch: str
+    head: str
+    changes: list[DeploymentChange]
+    invalid: list[InvalidCommit]
+    intervals: list[Interval]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "AuditTrail", "repo": self.repo, "branch": self.branch, "head": self.head,
+                "changes": [change.to_json() for change in self.changes],
+                "timelines": [interval.to_json() for interval in self.intervals],
+                "invalidCommits": [bad.to_json() for bad in self.invalid]}
+
+
+@dataclass(frozen=True)
+class FleetAt:
+    repo: str
+    branch: str
+    at: datetime
+    fleet_commit: str | None  # the branch's commit at that moment
+    desired: dict[str, str]  # deployment -> version the fleet asked for then
+    sites: list[SiteAt]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "FleetAt", "at": self.at.isoformat(), "repo": self.repo, "branch": self.branch,
+                "fleetCommit": self.fleet_commit, "desired": self.desired,
+                "sites": [site.to_json() for site in self.sites]}
+
+
+def audit_trail(location: str, branch: str, policy: CommitPolicy | None = None, site: str | None = None,
+                deployment: str | None = None) -> AuditTrail:
+    """The deployment changes and the site timelines (of ``site`` only, of ``deployment`` only)."""
+    with open_fleet(location, branch) as (source, head):
+        trail = fleet_trail(source, head, policy)
+        archive = StatusArchive(source, {site} if site else None)
+        sites = [*(trail.latest.sites if trail.latest else ()), *archive.sites]
+        _require_known(site, sites, deployment, [c.deployment for c in trail.changes], archive)
+        histories = archive.histories()
+    intervals = [interval for name, history in sorted(histories.items()) for interval in site_timeline(name, history)
+                 if deployment in (None, interval.deployment)]
+    changes = [change for change in trail.changes if deployment in (None, change.deployment)]
+    return AuditTrail(location, branch, head, changes, trail.invalid, intervals)
+
+
+def audit_at(location: str, branch: str, at: datetime, site: str | None = None,
+             deployment: str | None = None) -> FleetAt:
+    """What every site (or ``site``) served at ``at``, and what the branch asked for then. The
+    inventory is the branch's Sites at that moment, plus every site with a status ref."""
+    only = {deployment} if deployment else None
+    with open_fleet(location, branch) as (source, head):
+        fleet_commit = fleet_commit_at(source, head, at)
+        fleet = load_tree(source.files(fleet_commit)).repo if fleet_commit else None
+        archive = StatusArchive(source, {site} if site else None)
+        inventory = list(fleet.sites) if fleet else []
+        asked = {name: version_text(d.spec.version) for name, d in (fleet.deployments if fleet else {}).items()}
+        _require_known(site, [*inventory, *archive.sites], deployment, asked, archive)
+        histories = archive.histories_as_of(at)
+    rows = fleet_at(histories, [s for s in inventory if site in (None, s)], at, only)
+    desired = {name: version for name, version in asked.items() if only is None or name in only}
+    return FleetAt(location, branch, at, fleet_commit, desired, rows)
+
+
+def _require_known(site: str | None, sites: Iterable[str], deployment: str | None, deployments: Iterable[str],
+                   archive: StatusArchive) -> None:
+    """A name that nothing knows is a typo: say so rather than answer about nothing."""
+    if site and site not in set(sites):
+        raise UsageError(f"site {site!r}: not in the fleet and no status ref for it")
+    reported = {name for record in archive.latest.values() for name in record.deployments}
+    if deployment and deployment not in set(deployments) | reported:
+        raise UsageError(f"deployment {deployment!r}: not in the fleet's history and not in any status record")
+
 
 @contextmanager
 def open_fleet(location: str, branch: str) -> Iterator[tuple[GitSource, str]]:
-    """A throwaway cache of the fleet repo and its branch's head. A local repository lends its
-    objects to the cache (git alternates), so reading it copies nothing and writes nothing there."""
+    """A throwaway cache of the fleet repo, and its branch's head. A local repository lends the
+    cache its objects (git alternates), so reading it copies nothing and writes nothing there."""
     with tempfile.TemporaryDirectory(prefix="reconciler-audit-") as cache, \
             GitSource(location, branch, Path(cache)) as source:
         if Path(location).is_dir():
@@ -494,271 +603,6 @@ def parse_time(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise UsageError(f"--at {text!r}: not a time (want ISO 8601 or 'YYYY-MM-DD HH:MM', UTC unless an "
-                         "offset is given)") from None
+        raise UsageError(f"{text!r} is not a time (want ISO 8601 or 'YYYY-MM-DD HH:MM', UTC unless an offset "
+                         "is given)") from None
     return _utc(moment)
-
-
-# --- output -------------------------------------------------------------------------------------
-
-def trail_to_json(trail: FleetTrail, intervals: list[Interval], repo: str, branch: str, head: str) -> dict[str, Any]:
-    return {
-        "kind": "AuditTrail", "repo": repo, "branch": branch, "head": head,
-        "changes": [_change_json(change) for change in trail.changes],
-        "timelines": [_interval_json(interval) for interval in intervals],
-        "invalidCommits": [{"commit": bad.commit.sha, "committerDate": bad.commit.committer_date.isoformat(),
-                            "author": bad.commit.author, "subject": bad.commit.subject, "errors": bad.errors,
-                            "firstError": bad.first_error} for bad in trail.invalid],
-    }
-
-
-def _change_json(change: DeploymentChange) -> dict[str, Any]:
-    commit, signature = change.commit, change.signature
-    return {
-        "deployment": change.deployment, "commit": commit.sha, "author": commit.author,
-        "authorDate": commit.author_date.isoformat(), "committer": commit.committer,
-        "committerDate": commit.committer_date.isoformat(), "subject": commit.subject, "message": commit.message,
-        "signature": {"state": signature.state, "signer": signature.signer, "key": signature.key} if signature
-        else None,
-        "model": change.model, "versionFrom": change.version_from, "versionTo": change.version_to,
-        "changed": list(change.changed),
-    }
-
-
-def _interval_json(interval: Interval) -> dict[str, Any]:
-    return {"site": interval.site, "deployment": interval.deployment, "from": interval.start.isoformat(),
-            "to": interval.end.isoformat() if interval.end else None, "version": interval.version,
-            "desiredVersion": interval.desired, "state": interval.state, "wave": interval.wave,
-            "observedCommit": interval.observed_commit, "statusCommit": interval.status_commit}
-
-
-def at_to_json(rows: list[SiteAt], at: datetime, fleet_commit: str | None, desired: Mapping[str, str],
-               deployments: Collection[str] | None, repo: str, branch: str) -> dict[str, Any]:
-    return {
-        "kind": "FleetAt", "at": at.isoformat(), "repo": repo, "branch": branch, "fleetCommit": fleet_commit,
-        "desired": dict(desired),
-        "sites": [{"site": row.site, "state": row.state,
-                   "writtenAt": _utc(row.record.writtenAt).isoformat() if row.record else None,
-                   "statusCommit": row.status_commit,
-                   "observedCommit": row.record.observedCommit if row.record else None,
-                   "deployments": {name: {"version": status.activeVersion, "desiredVersion": status.version,
-                                          "state": status.state, "wave": status.wave}
-                                   for name, status in sorted(_cells(row, deployments).items())}}
-                  for row in rows],
-    }
-
-
-def _cells(row: SiteAt, deployments: Collection[str] | None) -> dict[str, Any]:
-    cells = row.record.deployments if row.record else {}
-    return {name: status for name, status in cells.items() if deployments is None or name in deployments}
-
-
-def trail_to_csv(trail: FleetTrail, intervals: list[Interval]) -> str:
-    rows = [{"kind": "change", "time": c.commit.committer_date.isoformat(), "deployment": c.deployment,
-             "version_from": c.version_from, "version": c.version_to, "commit": c.commit.sha,
-             "author": c.commit.author, "committer": c.commit.committer,
-             "signature": c.signature.state if c.signature else "", "changed": ";".join(c.changed),
-             "subject": c.commit.subject} for c in trail.changes]
-    rows += [{"kind": "interval", "time": i.start.isoformat(), "end": i.end.isoformat() if i.end else "",
-              "site": i.site, "deployment": i.deployment, "version": i.version, "desired_version": i.desired,
-              "state": i.state, "wave": i.wave, "commit": i.status_commit, "observed_commit": i.observed_commit}
-             for i in intervals]
-    return _csv(CSV_COLUMNS, rows)
-
-
-def at_to_csv(rows: list[SiteAt], deployments: Collection[str] | None) -> str:
-    out = []
-    for row in rows:
-        common = {"site": row.site, "status_commit": row.status_commit,
-                  "written_at": _utc(row.record.writtenAt).isoformat() if row.record else "",
-                  "observed_commit": row.record.observedCommit if row.record else ""}
-        cells = _cells(row, deployments)
-        if not cells:
-            out.append({**common, "state": row.state})
-        out += [{**common, "deployment": name, "version": status.activeVersion, "desired_version": status.version,
-                 "state": status.state, "wave": status.wave} for name, status in sorted(cells.items())]
-    return _csv(AT_COLUMNS, out)
-
-
-def _csv(columns: Sequence[str], rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, columns, restval="", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({key: "" if value is None else value for key, value in row.items()} for row in rows)
-    return buffer.getvalue()
-
-
-def trail_to_text(trail: FleetTrail, intervals: list[Interval], branch: str, head: str) -> str:
-    lines = [f"Deployment changes on {branch} (head {head[:12]}): {len(trail.changes)}"]
-    lines += _table(["COMMITTED", "COMMIT", "DEPLOYMENT", "CHANGE", "AUTHOR", "SIGNATURE", "SUBJECT"],
-                    [[_minute(c.commit.committer_date), c.commit.sha[:12], c.deployment, _change_words(c),
-                      c.commit.author, _signature_words(c.signature), c.commit.subject] for c in trail.changes])
-    if trail.invalid:
-        lines += ["", f"Commits whose manifests did not load (sites refused them): {len(trail.invalid)}"]
-        lines += _table(["COMMITTED", "COMMIT", "AUTHOR", "ERRORS", "FIRST ERROR"],
-                        [[_minute(b.commit.committer_date), b.commit.sha[:12], b.commit.author, str(b.errors),
-                          b.first_error] for b in trail.invalid])
-    lines += ["", f"Site timelines: {len(intervals)} intervals"]
-    lines += _table(["SITE", "DEPLOYMENT", "FROM", "TO", "SERVED", "DESIRED", "STATE", "WAVE", "OBSERVED"],
-                    [[i.site, i.deployment, _minute(i.start), _minute(i.end) if i.end else "now", i.version or "-",
-                      i.desired or "-", i.state, i.wave or "-", (i.observed_commit or "-")[:12]] for i in intervals])
-    return "\n".join(lines)
-
-
-def at_to_text(rows: list[SiteAt], at: datetime, fleet_commit: str | None, desired: Mapping[str, str],
-               deployments: Collection[str] | None) -> str:
-    asked = ", ".join(f"{name} {version}" for name, version in sorted(desired.items())) or "nothing"
-    commit = f"at {fleet_commit[:12]}" if fleet_commit else "not yet created"
-    names = sorted({name for row in rows for name in _cells(row, deployments)} | set(desired))
-    lines = [f"Fleet at {at.isoformat()}: the branch was {commit}, asking {asked}"]
-    lines += _table(["SITE", "STATE", "RECORD WRITTEN", *names],
-                    [[row.site, row.state, _minute(row.record.writtenAt) if row.record else "-",
-                      *(_served(_cells(row, deployments).get(name)) for name in names)] for row in rows])
-    return "\n".join(lines)
-
-
-def _served(status: Any) -> str:
-    if status is None:
-        return "-"
-    text = status.activeVersion or "none"
-    if status.version and status.version != status.activeVersion:
-        text += f" (wants {status.version})"
-    return text if status.state == "success" else f"{text} {status.state}"
-
-
-def _change_words(change: DeploymentChange) -> str:
-    if change.changed == ("created",):
-        return f"created at {change.version_to}"
-    if change.changed == ("deleted",):
-        return f"deleted (was {change.version_from})"
-    return ", ".join(f"version {change.version_from} -> {change.version_to}" if aspect == "version" else aspect
-                     for aspect in change.changed)
-
-
-def _signature_words(signature: Signature | None) -> str:
-    if signature is None:
-        return "-"
-    return f"{signature.state} ({signature.signer})" if signature.signer else signature.state
-
-
-def _minute(moment: datetime) -> str:
-    return _utc(moment).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    if not rows:
-        return ["  (none)"]
-    table = [header, *rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    return ["  " + "  ".join(value.ljust(width) for value, width in zip(line, widths, strict=True)).rstrip()
-            for line in table]
-
-
-# --- command line -------------------------------------------------------------------------------
-
-def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
-    """``reconciler audit`` and ``reconciler report``."""
-    audit = subparsers.add_parser("audit", help="history from Git: deployment changes, site timelines, --at TIME")
-    _repo_arguments(audit)
-    audit.add_argument("--site", help="only this site's timeline (and row, with --at)")
-    audit.add_argument("--deployment", help="only this deployment")
-    audit.add_argument("--at", metavar="TIME", help="what every site served at TIME "
-                       "(ISO 8601 or 'YYYY-MM-DD HH:MM'; UTC unless an offset is given)")
-    audit.add_argument("--format", choices=["text", "json", "csv"], default="text")
-    audit.set_defaults(handler=cmd_audit)
-
-    report = subparsers.add_parser("report", help="a self-contained HTML report of the fleet and its history")
-    report.add_argument("--html", required=True, type=Path, metavar="DIR", help="write DIR/index.html")
-    _repo_arguments(report)
-    report.set_defaults(handler=cmd_report)
-
-
-def _repo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--repo", default=".", help="fleet repo: a path or a URL (status refs live there)")
-    parser.add_argument("--branch", default="main", help="the fleet branch (default main)")
-    parser.add_argument("--allowed-signers", type=Path, help="SSH allowed-signers file: whose commit signatures "
-                        "count as good")
-    parser.add_argument("--gpg-keyring", type=Path, help="OpenPGP public keys whose commit signatures count as good")
-
-
-def trust_policy(allowed_signers: Path | None, gpg_keyring: Path | None) -> CommitPolicy | None:
-    if allowed_signers is None and gpg_keyring is None:
-        return None
-    return CommitPolicy(sshAllowedSigners=allowed_signers, gpgKeyring=gpg_keyring)
-
-
-def cmd_audit(args: argparse.Namespace) -> int:
-    at = parse_time(args.at) if args.at else None
-    try:
-        with open_fleet(args.repo, args.branch) as (source, head):
-            return _audit_at(args, source, head, at) if at else _audit_trail(args, source, head)
-    except ReconcilerError as error:  # an unreadable repository or trust root: the environment, not a finding
-        raise UsageError(str(error)) from error
-
-
-def _audit_trail(args: argparse.Namespace, source: GitSource, head: str) -> int:
-    only = {args.deployment} if args.deployment else None
-    trail = fleet_trail(source, head, trust_policy(args.allowed_signers, args.gpg_keyring))
-    archive = StatusArchive(source, {args.site} if args.site else None)
-    sites = [*(trail.latest.sites if trail.latest else ()), *archive.sites]
-    _require_known(args, sites, [c.deployment for c in trail.changes], archive)
-    intervals = [interval for site, history in archive.histories().items()
-                 for interval in site_timeline(site, history) if only is None or interval.deployment in only]
-    trail = replace(trail, changes=[c for c in trail.changes if only is None or c.deployment in only])
-    if args.format == "json":
-        _print(json.dumps(trail_to_json(trail, intervals, args.repo, args.branch, head), indent=2))
-    elif args.format == "csv":
-        _print(trail_to_csv(trail, intervals))
-    else:
-        _print(trail_to_text(trail, intervals, args.branch, head))
-    return EXIT_FINDING if any(c.signature and c.signature.state == "bad" for c in trail.changes) else EXIT_OK
-
-
-def _audit_at(args: argparse.Namespace, source: GitSource, head: str, at: datetime) -> int:
-    only = {args.deployment} if args.deployment else None
-    fleet_commit = fleet_commit_at(source, head, at)
-    fleet = load_commit(source, fleet_commit) if fleet_commit else None
-    archive = StatusArchive(source, {args.site} if args.site else None)
-    inventory = list(fleet.sites) if fleet else []
-    _require_known(args, [*inventory, *archive.sites], _desired(fleet, None), archive)
-    rows = fleet_at(archive.histories_as_of(at), [s for s in inventory if args.site in (None, s)], at)
-    desired = _desired(fleet, only)
-    if args.format == "json":
-        _print(json.dumps(at_to_json(rows, at, fleet_commit, desired, only, args.repo, args.branch), indent=2))
-    elif args.format == "csv":
-        _print(at_to_csv(rows, only))
-    else:
-        _print(at_to_text(rows, at, fleet_commit, desired, only))
-    return EXIT_OK
-
-
-def _desired(fleet: FleetRepo | None, deployments: Collection[str] | None) -> dict[str, str]:
-    if fleet is None:
-        return {}
-    return {name: version_text(d.spec.version) for name, d in fleet.deployments.items()
-            if deployments is None or name in deployments}
-
-
-def _require_known(args: argparse.Namespace, sites: Iterable[str], deployments: Iterable[str],
-                   archive: StatusArchive) -> None:
-    if args.site and args.site not in set(sites):
-        raise UsageError(f"--site {args.site}: no such site in the fleet and no status ref for it")
-    reported = {name for record in archive.latest.values() for name in record.deployments}
-    if args.deployment and args.deployment not in set(deployments) | reported:
-        raise UsageError(f"--deployment {args.deployment}: no such deployment in the history or the status records")
-
-
-def _print(text: str) -> None:
-    sys.stdout.write(text if text.endswith("\n") else text + "\n")
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from reconciler.report import write_report
-
-    try:
-        path = write_report(args.html, args.repo, args.branch, trust_policy(args.allowed_signers, args.gpg_keyring),
-                            datetime.now(UTC))
-    except ReconcilerError as error:
-        raise UsageError(str(error)) from error
-    print(f"wrote {path}")
-    return EXIT_OK

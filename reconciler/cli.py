@@ -186,8 +186,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def run_agent(config, once: bool) -> int:
     from reconciler.loop import Agent
 
-    with _serving(config.listen_address, config.site) as registry:
-        agent = Agent(config, registry)
+    with _serving(config.listen_address, config.site) as (registry, metrics):
+        agent = Agent(config, registry, metrics)
         agent.start()
         try:
             if once:
@@ -211,7 +211,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     state_dir = StateDir(args.state)
     site = _site_of_state(args.state)
     config = build_site_config({"site": site, "repo": "-", "state": str(args.state), "listen": args.listen})
-    with _serving(config.listen_address, site) as registry:
+    with _serving(config.listen_address, site) as (registry, _):
         Applier(state_dir, registry, TrustRoots()).restore(state_dir.load(site))
         _stop_on_signals().wait()
     return EXIT_OK
@@ -253,7 +253,8 @@ def _site_of_state(state: Path) -> str:
 
 
 class _serving:
-    """The inference server of a site, in this process, for as long as the block runs."""
+    """The inference server of a site, in this process, for as long as the block runs: OIP v2,
+    Prometheus metrics (which canary analyses read) and OFREP flags for local applications."""
 
     def __init__(self, address: tuple[str, int] | None, site: str):
         self.address, self.site = address, site
@@ -261,15 +262,19 @@ class _serving:
 
     def __enter__(self):
         if self.address is None:
-            return None
+            return None, None
+        from reconciler.runtime.metrics import RuntimeMetrics
+        from reconciler.runtime.ofrep import ofrep_routes
         from reconciler.runtime.registry import ModelRegistry
         from reconciler.runtime.server import RuntimeServer, build_app
 
         registry = ModelRegistry()
-        self.server = RuntimeServer(build_app(registry, site=self.site), *self.address)
+        metrics = RuntimeMetrics(registry)
+        app = build_app(registry, site=self.site, metrics=metrics, extra_routes=ofrep_routes(registry.flags))
+        self.server = RuntimeServer(app, *self.address)
         self.server.start()
         logging.getLogger("reconciler").info("%s: serving on http://%s:%d", self.site, self.address[0], self.server.port)
-        return registry
+        return registry, metrics
 
     def __exit__(self, *exc) -> None:
         if self.server is not None:

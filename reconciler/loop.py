@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from reconciler import __version__
-from reconciler.apply import Applier, Outcome, Runtime
+from reconciler.apply import Applier, CanaryMetrics, Outcome, Runtime
 from reconciler.commitpolicy import verify_commits
 from reconciler.config import SiteConfig
 from reconciler.errors import ReconcilerError, Stalled
+from reconciler.flags import site_context
+from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.loader import DocumentCache, load_tree
-from reconciler.plan import Plan, plan_site
+from reconciler.plan import Plan, Target, plan_site
 from reconciler.source import GitSource
 from reconciler.state import SiteState, StateDir
 from reconciler.status.forge import ForgeStatuses, statuses_for_record
@@ -51,7 +53,7 @@ class ReconcileResult:
 
 
 class Agent:
-    def __init__(self, config: SiteConfig, runtime: Runtime | None):
+    def __init__(self, config: SiteConfig, runtime: Runtime | None, metrics: CanaryMetrics | None = None):
         self.config = config
         self.state_dir = StateDir(config.state)
         self.source = GitSource(config.repo, config.branch, config.state / "cache" / "fleet.git")
@@ -59,11 +61,14 @@ class Agent:
             GitSource(config.statusRepo, config.branch, config.state / "cache" / "status.git")
         self.status = StatusRefs(status_source)
         self.forge = ForgeStatuses(config.forge) if config.forge else None
-        self.applier = Applier(self.state_dir, runtime, load_trust_roots(config), validation=config.validation)
+        self.applier = Applier(self.state_dir, runtime, load_trust_roots(config), validation=config.validation,
+                               metrics=metrics)
+        self.runtime = runtime
         self.documents = DocumentCache()
         self.reconciled_head: str | None = None  # head whose reconcile needs no retry
         self.last_record: StatusRecord | None = None
         self.last_contact: datetime | None = None  # when the fleet repo last answered
+        self.watching = False  # a rollout or canary is in flight: plan each tick, not only on new commits
 
     def start(self, now: datetime | None = None) -> None:
         """Lock the state directory and serve the last good state before the repo is read."""
@@ -82,7 +87,7 @@ class Agent:
         try:
             head = self.source.remote_head()
             self.last_contact = now
-            if head == self.reconciled_head:
+            if head == self.reconciled_head and not self.watching:
                 return ReconcileResult(head)
             commit = self.source.fetch(head)
             state = self.state_dir.load(self.config.site)
@@ -94,13 +99,15 @@ class Agent:
                 more = len(loaded.errors) - len(rendered)
                 raise Stalled("InvalidManifests", "; ".join(rendered) + (f"; and {more} more" if more > 0 else ""))
             repo_root = self.source.checkout(commit, self.config.state / "cache" / "tree")
-            plan = plan_site(loaded.repo, self.config.site, state, now, commit)
+            self._share_flags(loaded.repo)
+            plan = plan_site(loaded.repo, self.config.site, state, now, commit, self._fleet_status())
             state, outcomes = self.applier.apply(plan, state, repo_root, now)
             state = self._record_applied(state, commit, outcomes)
             record = self._record(now, commit, state, plan, outcomes)
             self._publish(record)
             retry = any(o.error and o.error.retry for o in outcomes) or any(a.kind == "prefetch" for a in plan.actions)
             self.reconciled_head = None if retry else head
+            self.watching = plan.watching
             self._log_plan(plan, outcomes)
             return ReconcileResult(head, plan, record)
         except ReconcilerError as error:
@@ -116,6 +123,19 @@ class Agent:
             failures = failures + 1 if result.retry_soon else 0
             delay = min(interval, 0.5 * 2**failures) if failures else interval
             stop.wait(delay * (1 + self.config.jitter * (2 * random.random() - 1)))
+
+    def _fleet_status(self) -> dict[str, StatusRecord]:
+        """Every site's newest record, this site's own as it stands in memory."""
+        records = self.status.read_all()
+        if self.last_record is not None:
+            records[self.config.site] = self.last_record
+        return records
+
+    def _share_flags(self, fleet: FleetRepo) -> None:
+        """The runtime evaluates the same flags per request (routing, OFREP) as the plan did."""
+        site = fleet.sites.get(self.config.site)
+        if self.runtime is not None and site is not None:
+            self.runtime.set_flags(fleet.flags, site_context(site.metadata.name, site.metadata.labels))
 
     def _refuse_rollback(self, state: SiteState, commit: str) -> None:
         applied = state.appliedCommit
@@ -144,38 +164,39 @@ class Agent:
         deployments: dict[str, DeploymentStatus] = {}
         for target in plan.converged:
             deployments[target.deployment] = self._deployment_status(
-                now, state, target.deployment, target.model, "success", target.version, target.wave, "Converged", "")
+                now, state, target.deployment, target.model, "success", target, "Converged", "")
         for outcome in outcomes:
             action = outcome.action
             if action.kind == "remove" and outcome.ok:
                 continue
-            version = action.target.version if action.target else None
-            wave = action.target.wave if action.target else None
             if outcome.error is not None:
                 state_name: State = "error" if outcome.error.retry or action.kind == "error" else "failure"
                 reason, message = outcome.error.reason, outcome.error.message
-            elif action.kind == "prefetch":
-                state_name, reason, message = "pending", action.reason, action.message
             else:
-                state_name, reason, message = "success", "Activated", action.message
+                state_name, reason, message = outcome.state or "success", outcome.reason or action.reason, outcome.message
             deployments[action.deployment] = self._deployment_status(
-                now, state, action.deployment, action.model, state_name, version, wave, reason, message)
+                now, state, action.deployment, action.model, state_name, action.target, reason, message, outcome.weights)
         return self._site_record(now, commit, state, deployments)
 
     def _deployment_status(self, now: datetime, state: SiteState, name: str, model: str, state_name: State,
-                           version: str | None, wave: str | None, reason: str, message: str) -> DeploymentStatus:
+                           target: Target | None, reason: str, message: str,
+                           weights: dict[str, int] | None = None) -> DeploymentStatus:
         installed = state.deployments.get(name)
+        version = target.version if target else None
+        rollout = target.rollout_id if target else None
         before = self.last_record.deployments.get(name) if self.last_record else None
-        keep_since = before is not None and before.state == state_name and before.version == version
+        keep_since = before is not None and (before.state, before.version, before.rollout) == (state_name, version, rollout)
         return DeploymentStatus(
             model=model,
             state=state_name,
             version=version,
             activeVersion=installed.active.version if installed and installed.active else None,
             previousVersion=installed.previous.version if installed and installed.previous else None,
-            wave=wave,
+            wave=target.wave if target else None,
+            rollout=rollout,
             reason=reason,
             message=message,
+            weights=weights or {},
             since=before.since if keep_since else now,
         )
 

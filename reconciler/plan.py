@@ -3,15 +3,20 @@ run and what has to happen to get there. No I/O, no clock: everything comes in a
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from reconciler.flags import evaluate, site_context
+from reconciler.gates import GateDecision, decide_gate, rollout_id, site_report
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.models import (
     Artifact,
+    CanaryStep,
     Deployment,
+    DeploymentSpec,
     FlagRef,
     ModelInterface,
     Platform,
@@ -22,9 +27,10 @@ from reconciler.manifests.models import (
 )
 from reconciler.manifests.selectors import matches
 from reconciler.rollout import in_maintenance_window, wave_of
-from reconciler.state import SiteState
+from reconciler.state import DeploymentState, SiteState
+from reconciler.status.record import StatusRecord
 
-ActionKind = Literal["deploy", "prefetch", "remove", "error"]
+ActionKind = Literal["deploy", "prefetch", "canary", "wait", "rollback", "halt", "remove", "error"]
 
 
 @dataclass(frozen=True)
@@ -38,12 +44,17 @@ class Target:
     interface: ModelInterface
     cases: tuple[ValidationCase, ...]
     wave: str | None
+    rollout_id: str  # one rollout = one spec of the Deployment; the status records carry it
     signers: Signers | None = None
+    canary_steps: tuple[CanaryStep, ...] = ()
 
 
 @dataclass(frozen=True)
 class Action:
-    """deploy: fetch, verify, validate, activate. prefetch: fetch and verify now, activate later.
+    """deploy: fetch, verify, validate, then activate or start a canary. prefetch: fetch and verify
+    now, activate in the maintenance window. canary: take the running canary a step further.
+    wait: an earlier wave has not proven the version yet. rollback: the rollout is aborted and
+    this site moved: back to the previous version. halt: aborted, and this site never moved.
     remove: stop serving. error: the fleet asks for something this site cannot do; keep serving."""
 
     kind: ActionKind
@@ -74,6 +85,7 @@ class Plan:
     commit: str | None
     actions: tuple[Action, ...]
     converged: tuple[Target, ...]  # desired and already served: nothing to do
+    watching: bool = False  # a rollout or canary is in flight: plan again even if the repo is unchanged
 
     @property
     def empty(self) -> bool:
@@ -107,7 +119,10 @@ class Unplannable(Exception):
         self.reason, self.message = reason, message
 
 
-def plan_site(repo: FleetRepo, site_name: str, actual: SiteState, now: datetime, commit: str | None) -> Plan:
+def plan_site(repo: FleetRepo, site_name: str, actual: SiteState, now: datetime, commit: str | None,
+              fleet_status: Mapping[str, StatusRecord] | None = None) -> Plan:
+    """``fleet_status`` holds every site's newest status record; without it waves are not gated
+    (every targeted site may move at once), as for a plan read from a repo alone."""
     site = repo.sites.get(site_name)
     if site is None:
         error = Action("error", "*", "*", None, None, "SiteNotInFleet", f"no Site named {site_name!r} in the fleet repo")
@@ -115,6 +130,7 @@ def plan_site(repo: FleetRepo, site_name: str, actual: SiteState, now: datetime,
     actions: list[Action] = []
     converged: list[Target] = []
     wanted: set[str] = set()
+    watching = False
     for name in sorted(repo.deployments):
         deployment = repo.deployments[name]
         if not matches(deployment.spec.targets, site.metadata.labels):
@@ -130,20 +146,59 @@ def plan_site(repo: FleetRepo, site_name: str, actual: SiteState, now: datetime,
         if target is None:
             continue
         wanted.add(name)
-        if current and current.active and current.active.digest == target.artifact.digest:
+        gate, complete = _gate(repo, deployment, target, site_name, fleet_status, now)
+        watching |= not complete
+        action = _next_step(site, current, from_version, target, gate, now)
+        if action is None:
             converged.append(target)
-        elif in_maintenance_window(site.spec.maintenanceWindows, now):
-            actions.append(Action("deploy", name, target.model, from_version, target, "NewVersion",
-                                  f"{from_version or 'nothing'} -> {target.version}"))
         else:
-            actions.append(Action("prefetch", name, target.model, from_version, target, "OutsideMaintenanceWindow",
-                                  f"{target.version} is fetched and verified now, activated in the next window"))
+            actions.append(action)
+            watching |= action.kind in ("canary", "wait")
     for name in sorted(set(actual.deployments) - wanted):
         current = actual.deployments[name]
         from_version = current.active.version if current.active else None
         actions.append(Action("remove", name, current.model, from_version, None, "NotTargeted",
                               "the fleet no longer asks this site to serve this deployment"))
-    return Plan(site_name, commit, tuple(actions), tuple(converged))
+    return Plan(site_name, commit, tuple(actions), tuple(converged), watching)
+
+
+def _next_step(site: Site, current: DeploymentState | None, from_version: str | None, target: Target,
+               gate: GateDecision | None, now: datetime) -> Action | None:
+    """None when the site serves the target and nothing is asked of it."""
+    name, model, digest = target.deployment, target.model, target.artifact.digest
+    moved = current is not None and current.active is not None and current.active.digest == digest
+    canarying = current is not None and current.canary is not None and current.canary.digest == digest
+    if gate is not None and gate.kind == "abort":
+        if canarying or (moved and current.previous is not None):
+            return Action("rollback", name, model, from_version, target, gate.reason, gate.message)
+        return Action("halt", name, model, from_version, target, gate.reason, gate.message)
+    if moved:
+        return None
+    if canarying:
+        return Action("canary", name, model, from_version, target, "CanaryInProgress", "")
+    if gate is not None and gate.kind == "wait":
+        return Action("wait", name, model, from_version, target, gate.reason, gate.message)
+    if not in_maintenance_window(site.spec.maintenanceWindows, now):
+        return Action("prefetch", name, model, from_version, target, "OutsideMaintenanceWindow",
+                      f"{target.version} is fetched and verified now, activated in the next window")
+    return Action("deploy", name, model, from_version, target, "NewVersion", f"{from_version or 'nothing'} -> {target.version}")
+
+
+def _gate(repo: FleetRepo, deployment: Deployment, target: Target, site: str,
+          fleet_status: Mapping[str, StatusRecord] | None, now: datetime) -> tuple[GateDecision | None, bool]:
+    """The wave gate for this site, and whether every targeted site already reports the rollout
+    healthy (then nothing about it can change any more)."""
+    rollout = rollout_of(repo, deployment)
+    if rollout is None or fleet_status is None:
+        return None, True
+    name = deployment.metadata.name
+    targeted = {s: repo.sites[s].metadata.labels for s in repo.sites
+                if matches(deployment.spec.targets, repo.sites[s].metadata.labels)}
+    reports = {s: report for s, record in fleet_status.items()
+               if s in targeted and (report := site_report(record, name)) is not None}
+    complete = all(s in reports and reports[s].rollout_id == target.rollout_id and reports[s].state == "success"
+                   for s in targeted)
+    return decide_gate(rollout, name, target.rollout_id, site, targeted, reports, now), complete
 
 
 def target_for(repo: FleetRepo, deployment: Deployment, site: Site, now: datetime) -> Target | None:
@@ -174,8 +229,16 @@ def target_for(repo: FleetRepo, deployment: Deployment, site: Site, now: datetim
     if rollout is not None:
         found = wave_of(rollout, deployment.metadata.name, site.metadata.name, site.metadata.labels)
         wave = found.name if found else None
+    steps = tuple(spec.canary.steps) if spec.canary else ()
     return Target(deployment.metadata.name, spec.model, version, artifact, model.spec.interface,
-                  tuple(model_version.validation), wave, model_version.signers)
+                  tuple(model_version.validation), wave, _rollout_of_version(spec, version), model_version.signers,
+                  steps)
+
+
+def _rollout_of_version(spec: DeploymentSpec, version: str) -> str:
+    """A rollout is one spec of the Deployment and the version it resolves to, so a version
+    chosen by a flag starts a new rollout when the flag moves it."""
+    return rollout_id(json.dumps({"spec": spec.model_dump(mode="json"), "version": version}))
 
 
 def rollout_of(repo: FleetRepo, deployment: Deployment) -> Rollout | None:

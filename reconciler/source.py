@@ -2,17 +2,20 @@
 fetched with full history (the no-rollback rule needs ancestry), and trees read blob by blob.
 
 One ``git cat-file --batch`` process, started on the first read and kept by the cache repository,
-serves every blob read of this source (``files()``, ``commit_info()``, the status refs), so reading
-a thousand small manifests costs a thousand pipe round trips, not a thousand processes. It ends
-with ``close()`` (or the ``with`` block). A GitSource is not thread-safe: one per thread."""
+serves single blob reads (``RepoFile.read``, ``commit_info()``, the status refs), so reading a
+few files costs a few pipe round trips, not a few processes. It ends with ``close()`` (or the
+``with`` block). Many blobs at once (the loader's cache misses) go through ``read_blobs()``: one
+short-lived ``cat-file --batch`` fed every id at once, which streams without waiting for us
+between blobs. A GitSource is not thread-safe: one per thread."""
 
 from __future__ import annotations
 
 import functools
 import shutil
+import subprocess
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -124,8 +127,10 @@ class GitSource:
 
     def files(self, sha: str) -> list[RepoFile]:
         """Every regular file of the commit's tree, keyed by blob id. Contents are read lazily,
-        through the source's one cat-file process, so unchanged files cost nothing."""
+        one by one or all the misses of a load at once (``read_many``), so unchanged files cost
+        nothing."""
         listing = self.repo.git.ls_tree("-r", "-z", "--full-tree", sha, stdout_as_string=False)
+        read_many = self.read_blobs
         files = []
         for entry in listing.split(b"\0"):
             if not entry:
@@ -134,11 +139,25 @@ class GitSource:
             mode, kind, blob = meta.decode("ascii").split(" ")
             if kind == "blob" and mode in _REGULAR_FILE_MODES:
                 read = functools.partial(self._read_blob, blob)
-                files.append(RepoFile(path=path.decode("utf-8", "surrogateescape"), key=blob, read=read))
+                files.append(RepoFile(path.decode("utf-8", "surrogateescape"), blob, read, read_many))
         return files
 
     def _read_blob(self, blob: str) -> bytes:
         return self.repo.git.get_object_data(blob)[3]
+
+    def read_blobs(self, blobs: Iterable[str]) -> dict[str, bytes]:
+        """The contents of many blobs by id, through one ``git cat-file --batch`` given every id
+        at once: git streams them back-to-back instead of waking up once per blob."""
+        wanted = list(dict.fromkeys(blobs))
+        if not wanted:
+            return {}
+        command = [git.Git.GIT_PYTHON_GIT_EXECUTABLE, "--git-dir", str(self.repo.git_dir), "cat-file", "--batch"]
+        ids = "".join(f"{blob}\n" for blob in wanted).encode("ascii")
+        done = subprocess.run(command, input=ids, capture_output=True, check=False)
+        if done.returncode != 0:
+            stderr = done.stderr.decode("utf-8", "replace").strip()
+            raise Stalled("SourceCacheCorrupt", f"git cat-file in {self.repo.git_dir}: {stderr}")
+        return dict(_batch_contents(done.stdout, wanted, self.repo.git_dir))
 
     def checkout(self, sha: str, dest: Path) -> Path:
         """The commit's tree as plain files under ``dest`` (for repo-relative artifact URIs). A
@@ -206,6 +225,20 @@ def open_revision(location: str, rev: str) -> Iterator[tuple[str, list[RepoFile]
             except GitCommandError as error:
                 raise Stalled("RevisionNotFound", f"{location} has no commit {rev!r}") from error
             yield sha, source.files(sha)
+
+
+def _batch_contents(output: bytes, blobs: list[str], git_dir: str) -> Iterator[tuple[str, bytes]]:
+    """Splits ``cat-file --batch`` output: per id a ``<id> <type> <size>`` line, the contents
+    and a newline, or ``<id> missing``."""
+    at = 0
+    for blob in blobs:
+        end = output.index(b"\n", at)
+        header = output[at:end].split(b" ")
+        if len(header) != 3:  # "<id> missing": the cache lacks an object of a tree it holds
+            raise Stalled("SourceCacheCorrupt", f"blob {blob} is missing from {git_dir}; delete the cache")
+        at = end + 1 + int(header[2])
+        yield blob, output[end + 1 : at]
+        at += 1
 
 
 def git_error_message(error: GitCommandError) -> str:

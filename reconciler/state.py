@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from reconciler.canary import CanaryProgress
 from reconciler.errors import Stalled, Transient
 from reconciler.manifests.models import ModelInterface
 
@@ -77,8 +78,9 @@ class DeploymentState(BaseModel):
     interface: ModelInterface  # kept so a restart serves the active version before the repo is read
     active: Installed | None = None
     previous: Installed | None = None
-    canary: Installed | None = None
-    weights: dict[str, int] = {}  # version -> percent of traffic
+    canary: Installed | None = None  # validated, taking canaryProgress.weight % of traffic
+    canaryProgress: CanaryProgress | None = None
+    rollout: str | None = None  # the rollout the active (or canary) version belongs to
     wave: str | None = None
     history: list[HistoryEntry] = []
 

@@ -221,7 +221,7 @@ def scripted_history(root: Path) -> ScriptedHistory:
 
     with GitSource(str(bare), "main", root / "status-cache") as source:
         refs = StatusRefs(source)
-        for at, record in sorted(_records(history), key=lambda item: item[0]):
+        for record in sorted(_records(history), key=lambda record: record.writtenAt):
             refs.write(record)
     return history
 
@@ -239,7 +239,7 @@ def _merge_branch(clone: Path, history: ScriptedHistory) -> None:
     history.commit_times["merge"] = minutes(300)
 
 
-def _records(history: ScriptedHistory) -> Iterator[tuple[datetime, StatusRecord]]:
+def _records(history: ScriptedHistory) -> Iterator[StatusRecord]:
     for site, events in SCORER_EVENTS.items():
         for at_minutes, state, served, desired in events:
             at = minutes(at_minutes)
@@ -251,7 +251,7 @@ def _records(history: ScriptedHistory) -> Iterator[tuple[datetime, StatusRecord]
             if site in RINGS["main"]:
                 deployments["ranker"] = DeploymentStatus(model="ranker", state="success", version="2.0.0",
                                                          activeVersion="2.0.0", reason="Converged", since=at)
-            yield at, StatusRecord(site=site, observedCommit=observed, appliedCommit=observed, state=state,
+            yield StatusRecord(site=site, observedCommit=observed, appliedCommit=observed, state=state,
                                    reason="Converged", deployments=deployments, agentVersion="test",
                                    writtenAt=at)
 

@@ -55,8 +55,12 @@ class FleetRemote:
         (self.clone / "models" / model / "model.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
-def start_fleet_remote(root: Path) -> FleetRemote:
-    bare = init_bare_repo(root / "srv", "fleet", source_dir=EXAMPLE)
+def start_fleet_remote(root: Path, progressive: bool = False) -> FleetRemote:
+    """The example fleet on a smart-HTTP remote. Unless ``progressive``, without waves and canary
+    steps: every targeted site switches as soon as it has validated (what the tests of the basic
+    path need; the progressive-delivery tests keep them)."""
+    source = EXAMPLE if progressive else without_progressive_delivery(copy_example(root / "example"))
+    bare = init_bare_repo(root / "srv", "fleet", source_dir=source)
     server = GitHttpServer(root / "srv")
     server.start()
     url = server.url("fleet")
@@ -65,6 +69,18 @@ def start_fleet_remote(root: Path) -> FleetRemote:
     return FleetRemote(server, url, bare, clone)
 
 
-def copy_example(dest: Path) -> Path:
+def copy_example(dest: Path, progressive: bool = True) -> Path:
     shutil.copytree(EXAMPLE, dest)
-    return dest
+    return dest if progressive else without_progressive_delivery(dest)
+
+
+def without_progressive_delivery(repo: Path) -> Path:
+    """Drop every rollout and canary (and the fleet's default rollout) from a copy of the fleet."""
+    for path in [repo / "fleet.yaml", *sorted((repo / "deployments").glob("*.yaml"))]:
+        documents = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        for document in documents:
+            document["spec"].pop("rollout", None)
+            document["spec"].pop("canary", None)
+            document["spec"].pop("defaultRollout", None)
+        path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
+    return repo

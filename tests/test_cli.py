@@ -17,7 +17,7 @@ def reconciler(*args: str, cwd=None) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def broken_repo(tmp_path):
-    repo = copy_example(tmp_path / "fleet")
+    repo = copy_example(tmp_path / "fleet", progressive=False)
     path = repo / "models" / "fraud-score" / "model.yaml"
     path.write_text(path.read_text().replace("digest: sha256:", "digest: sha512:", 1))
     return repo
@@ -61,7 +61,7 @@ def test_plan_for_a_fresh_site_text_and_json():
 
 
 def test_plan_at_a_revision_of_a_git_repo(tmp_path):
-    repo = copy_example(tmp_path / "fleet")
+    repo = copy_example(tmp_path / "fleet", progressive=False)
     git("init", "-q", "-b", "main", cwd=repo)
     git("add", "-A", cwd=repo)
     git("commit", "-qm", "first", cwd=repo)
@@ -79,7 +79,7 @@ def test_plan_at_a_revision_of_a_git_repo(tmp_path):
 
 
 def test_run_once_without_trust_refuses_every_artifact(tmp_path):
-    repo = copy_example(tmp_path / "fleet")
+    repo = copy_example(tmp_path / "fleet", progressive=False)
     git("init", "-q", "-b", "main", cwd=repo)
     git("add", "-A", cwd=repo)
     subprocess.run(["git", "commit", "-qm", "first"], cwd=repo, env=GIT_ENV, check=True)
@@ -92,7 +92,7 @@ def test_run_once_without_trust_refuses_every_artifact(tmp_path):
 
 
 def test_run_once_with_the_demo_key_converges_and_status_shows_it(tmp_path):
-    repo = copy_example(tmp_path / "fleet")
+    repo = copy_example(tmp_path / "fleet", progressive=False)
     git("init", "-q", "-b", "main", cwd=repo)
     git("add", "-A", cwd=repo)
     git("commit", "-qm", "first", cwd=repo)

@@ -3,18 +3,22 @@ name the file, line, column and field of every problem. Pydantic is the one vali
 in schemas/ are generated from the same models.
 
 Parsing is the expensive part, so each file's result is cached by its content key (a git blob id):
-an agent that keeps one DocumentCache re-parses only the files a commit changed."""
+an agent that keeps one DocumentCache re-parses only the files a commit changed. The files a load
+does parse are read in one go where their source allows it (``RepoFile.read_many``), parsed with
+the cyclic garbage collector paused, and then frozen out of its way (see ``load_tree``)."""
 
 from __future__ import annotations
 
 import difflib
+import gc
 import hashlib
 import json
 import os
 import re
 import types as pytypes
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -38,6 +42,9 @@ class RepoFile:
     path: str  # repo-relative, forward slashes
     key: str  # git blob id or content hash: equal keys mean equal content
     read: Callable[[], bytes]  # called only when the cache misses
+    # Reads many files of one source at once: keys -> contents. When set, a load reads all its
+    # cache misses with one call instead of calling ``read`` per file.
+    read_many: Callable[[list[str]], dict[str, bytes]] | None = None
 
 
 @dataclass(frozen=True)
@@ -91,17 +98,26 @@ class DocumentCache:
         self._previous: dict[str, ParsedFile] = {}
         self.misses = 0
 
-    def parse(self, file: RepoFile) -> ParsedFile:
-        key = f"{file.key}\0{file.path}"
+    def missing(self, files: Iterable[RepoFile]) -> list[RepoFile]:
+        """The files ``parse`` would have to read."""
+        return [f for f in files if _cache_key(f) not in self._current and _cache_key(f) not in self._previous]
+
+    def parse(self, file: RepoFile, data: bytes | None = None) -> ParsedFile:
+        """The file's parts, parsed from ``data`` (or what ``file.read()`` returns) on a miss."""
+        key = _cache_key(file)
         parsed = self._current.get(key) or self._previous.get(key)
         if parsed is None:
             self.misses += 1
-            parsed = parse_file(file.path, file.read())
+            parsed = parse_file(file.path, file.read() if data is None else data)
         self._current[key] = parsed
         return parsed
 
     def end_load(self) -> None:
         self._previous, self._current = self._current, {}
+
+
+def _cache_key(file: RepoFile) -> str:
+    return f"{file.key}\0{file.path}"
 
 
 def is_manifest_path(path: str) -> bool:
@@ -122,11 +138,53 @@ def load_directory(root: Path, cache: DocumentCache | None = None) -> LoadResult
 
 
 def load_tree(files: Iterable[RepoFile], cache: DocumentCache | None = None) -> LoadResult:
+    """Loads the manifest files among ``files``, parsing only those ``cache`` lacks.
+
+    A load that parsed anything ends with ``gc.collect()`` and ``gc.freeze()``: the parsed models
+    live as long as the cache, and a large repo has hundreds of thousands of them, which the
+    cyclic collector would otherwise walk on every full collection for the rest of the process
+    (two thirds of a warm agent load, measured). The collection first means that no garbage is
+    frozen; frozen objects are still freed by reference counting once the cache drops them, and
+    the models hold no reference cycles, so nothing leaks."""
     cache = cache or DocumentCache()
     selected = sorted((f for f in files if is_manifest_path(f.path)), key=lambda f: f.path)
-    parsed = [cache.parse(f) for f in selected]
-    cache.end_load()
-    return _assemble(parsed)
+    parsed_before = cache.misses
+    with _collector_paused():
+        contents = _read_in_bulk(cache.missing(selected))
+        parsed = [cache.parse(f, contents.get(f.key)) for f in selected]
+        cache.end_load()
+        result = _assemble(parsed)
+    if cache.misses > parsed_before:
+        gc.collect()
+        gc.freeze()
+    return result
+
+
+def _read_in_bulk(files: list[RepoFile]) -> dict[str, bytes]:
+    """Contents by key of the files whose source reads many at once, one call per source: a
+    read per file would wait for the source (a git process) to be scheduled again each time."""
+    keys_by_reader: dict[Callable[[list[str]], dict[str, bytes]], list[str]] = defaultdict(list)
+    for file in files:
+        if file.read_many is not None:
+            keys_by_reader[file.read_many].append(file.key)
+    contents: dict[str, bytes] = {}
+    for read_many, keys in keys_by_reader.items():
+        contents.update(read_many(keys))
+    return contents
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Parsing allocates objects that nearly all stay alive (the models), so collections during a
+    load would only walk the growing cache again and again (a fifth of a cold load, measured).
+    Restores only what it changed: overlapping loads in two threads leave the collector on."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _assemble(parsed: list[ParsedFile]) -> LoadResult:
