@@ -1,13 +1,12 @@
-"""Artifact fetching and the content-addressed blob store.
+"""The content-addressed blob store and the ingest of artifacts into it.
 
     <state>/blobs/sha256/<hex>   verified artifacts, read-only, named by their digest
     <state>/blobs/tmp/           downloads in progress (same file system, so the final rename is atomic)
 
 Bytes are hashed as they stream in and written to a temp file; only a file whose size and digest
 match the manifest is renamed into ``blobs/sha256``. So a blob that exists is a verified blob, and
-nothing partial or unverified is ever visible there.
-
-Sources by URI: a repo-relative path (confined to the repository), ``file://`` and ``http(s)://``.
+nothing partial or unverified is ever visible there. Where bytes come from, and how (timeouts,
+redirects, credentials, resume), is ``reconciler.fetch``.
 """
 
 from __future__ import annotations
@@ -15,44 +14,26 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import random
+import queue
 import re
-import stat
 import tempfile
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import threading
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import BinaryIO, TypeVar
-from urllib.parse import unquote, urlsplit
-
-import httpx
+from pathlib import Path
 
 from reconciler.errors import ReconcilerError, Stalled, Transient
+from reconciler.fetch import AuthConfig, Body, Deadline, FetchLimits, open_source, with_retries
 from reconciler.manifests.models import Artifact
 from reconciler.state import fsync_dir
 
-CHUNK_SIZE = 1 << 20
-MAX_REDIRECTS = 5
+__all__ = ["ArtifactStore", "AuthConfig", "FetchLimits", "Ingested", "fetch_bytes"]
+
+CHUNK_SIZE = 4 << 20  # large reads keep the per-chunk Python work negligible next to hashing
+BUFFERS = 4  # in flight between the network and the hashing thread
+WRITEBACK_STEP = 32 << 20
 COMPANION_MAX_BYTES = 64 << 10
+DEFAULT_LIMITS = FetchLimits()
 _DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
-# Failures of the source that another attempt may cure; a full disk is not one of them.
-_RETRIED = {"ArtifactUnavailable", "ArtifactTruncated"}
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class FetchLimits:
-    """Per-site limits on fetching. ``retries`` counts attempts in total when the source fails
-    transiently; the delay before attempt n+1 is ``backoff * 2**(n-1)`` plus up to ``backoff`` of jitter."""
-
-    max_bytes: int = 2 << 30
-    connect_timeout: float = 10.0
-    read_timeout: float = 30.0
-    retries: int = 3
-    backoff: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -77,8 +58,9 @@ class ArtifactStore:
     def has(self, digest: str) -> bool:
         return self.path_for(digest).is_file()
 
-    def ingest(self, artifact: Artifact, repo_root: Path | None, limits: FetchLimits = FetchLimits()) -> Ingested:
-        """Make the artifact present in the store, verified against its manifest size and digest."""
+    def ingest(self, artifact: Artifact, repo_root: Path | None, limits: FetchLimits = DEFAULT_LIMITS) -> Ingested:
+        """Make the artifact present in the store, verified against its manifest size and digest.
+        A download cut off midway is resumed by the next attempt when the server allows ranges."""
         path = self.path_for(artifact.digest)
         try:
             size = path.stat().st_size
@@ -94,7 +76,18 @@ class ArtifactStore:
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.blobs.mkdir(parents=True, exist_ok=True)
         self._ensure_room(artifact)
-        return _with_retries(limits, lambda: self._download(artifact, repo_root, limits))
+        deadline = Deadline(limits.deadline, artifact.uri)
+        with _Download(self.tmp, artifact) as download:
+            with_retries(limits, deadline, lambda: self._attempt(download, artifact, repo_root, limits, deadline))
+            sha = download.finish()
+            if f"sha256:{sha.hexdigest()}" != artifact.digest:
+                raise Stalled(
+                    "ArtifactDigestMismatch",
+                    f"{artifact.uri}: expected {artifact.digest}, got sha256:{sha.hexdigest()}",
+                )
+            path = download.publish(self.path_for(artifact.digest))
+        fsync_dir(self.blobs)
+        return Ingested(path, artifact.digest, sha.digest(), artifact.size, fetched=True)
 
     def garbage_collect(self, keep: set[str]) -> list[str]:
         """Remove blobs whose digest is not in ``keep`` and any download left by a crash; returns
@@ -118,94 +111,193 @@ class ArtifactStore:
         if free < artifact.size:
             raise Transient("DiskFull", f"{artifact.uri} needs {artifact.size} bytes, {self.tmp} has {free} free")
 
-    def _download(self, artifact: Artifact, repo_root: Path | None, limits: FetchLimits) -> Ingested:
-        with _open_source(artifact.uri, repo_root, limits, artifact.size) as chunks, self._temp_file() as (tmp, out):
-            sha, received = _receive(chunks, out, artifact.size, artifact.uri)
-            if received < artifact.size:
-                raise Stalled(
-                    "ArtifactSizeMismatch",
-                    f"{artifact.uri}: {received} bytes, the manifest says {artifact.size}",
-                )
-            if f"sha256:{sha.hexdigest()}" != artifact.digest:
-                raise Stalled(
-                    "ArtifactDigestMismatch",
-                    f"{artifact.uri}: expected {artifact.digest}, got sha256:{sha.hexdigest()}",
-                )
-            path = self._publish(tmp, out, artifact.digest)
-        return Ingested(path, artifact.digest, sha.digest(), received, fetched=True)
-
-    @contextmanager
-    def _temp_file(self) -> Iterator[tuple[Path, BinaryIO]]:
-        """A temp file in blobs/tmp that is gone again unless it was published."""
-        try:
-            fd, name = tempfile.mkstemp(dir=self.tmp, suffix=".part")
-        except OSError as exc:
-            raise _store_error(exc, self.tmp) from exc
-        tmp = Path(name)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                yield tmp, out
-        except OSError as exc:
-            raise _store_error(exc, tmp) from exc
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    def _publish(self, tmp: Path, out: BinaryIO, digest: str) -> Path:
-        out.flush()
-        os.fsync(out.fileno())
-        os.chmod(tmp, 0o444)
-        path = self.path_for(digest)
-        os.replace(tmp, path)
-        fsync_dir(self.blobs)
-        return path
+    @staticmethod
+    def _attempt(download: _Download, artifact: Artifact, repo_root: Path | None, limits: FetchLimits,
+                 deadline: Deadline) -> None:
+        offset = download.received if download.resumable else 0
+        with open_source(artifact.uri, repo_root, limits, deadline, offset, artifact.size) as opened:
+            if opened.start != download.received:
+                download.restart()
+            download.resumable = opened.resumable
+            download.fill(opened.body)
+        if download.received < artifact.size:
+            raise Stalled(
+                "ArtifactSizeMismatch", f"{artifact.uri}: {download.received} bytes, the manifest says {artifact.size}"
+            )
 
 
 def fetch_bytes(
     uri: str,
     repo_root: Path | None,
-    limits: FetchLimits = FetchLimits(),
+    limits: FetchLimits = DEFAULT_LIMITS,
     max_bytes: int = COMPANION_MAX_BYTES,
 ) -> bytes:
     """A small companion file (a signature, a bundle) by the same URI rules as artifacts."""
+    deadline = Deadline(limits.deadline, uri)
 
     def read_all() -> bytes:
-        parts, received = [], 0
-        with _open_source(uri, repo_root, limits, expected=None) as chunks:
-            for chunk in chunks:
-                received += len(chunk)
-                if received > max_bytes:
-                    raise Stalled("ArtifactTooLarge", f"{uri}: more than {max_bytes} bytes")
-                parts.append(bytes(chunk))
-        return b"".join(parts)
+        buffer = memoryview(bytearray(max_bytes + 1))
+        received = 0
+        with open_source(uri, repo_root, limits, deadline) as opened:
+            while received <= max_bytes and (n := opened.body.readinto(buffer[received:])):
+                received += n
+        if received > max_bytes:
+            raise Stalled("ArtifactTooLarge", f"{uri}: more than {max_bytes} bytes")
+        return bytes(buffer[:received])
 
-    return _with_retries(limits, read_all)
-
-
-# --- the copy loop --------------------------------------------------------------------------
-
-def _receive(chunks: Iterator[bytes | memoryview], out: BinaryIO, limit: int, uri: str) -> tuple[hashlib._Hash, int]:
-    sha = hashlib.sha256()
-    received = 0
-    for chunk in chunks:
-        received += len(chunk)
-        if received > limit:
-            raise Stalled("ArtifactTooLarge", f"{uri}: more than the {limit} bytes the manifest says")
-        sha.update(chunk)
-        out.write(chunk)
-    return sha, received
+    return with_retries(limits, deadline, read_all)
 
 
-def _with_retries(limits: FetchLimits, attempt: Callable[[], T]) -> T:
-    for n in range(max(1, limits.retries)):
-        if n:
-            time.sleep(limits.backoff * 2 ** (n - 1) + random.uniform(0, limits.backoff))
+# --- one download ---------------------------------------------------------------------------------
+
+class _Download:
+    """The temp file and running SHA-256 of one ingest. It outlives a failed attempt, so the next
+    one can resume where the bytes stopped.
+
+    While the network fills the next buffer, a helper thread hashes the previous one (hashlib lets
+    go of the GIL for large buffers) and another starts writing the file to disk, so the fsync
+    before publishing has only the tail left. The hash covers exactly the bytes written: each
+    buffer is written before it is queued for hashing, in order."""
+
+    def __init__(self, tmp_dir: Path, artifact: Artifact):
+        self.uri = artifact.uri
+        self.limit = artifact.size  # one byte more proves the source larger than the manifest says
         try:
-            return attempt()
-        except Transient as exc:
-            if exc.reason not in _RETRIED:
+            fd, name = tempfile.mkstemp(dir=tmp_dir, suffix=".part")
+        except OSError as exc:
+            raise _store_error(exc, tmp_dir) from exc
+        self.path = Path(name)
+        self._fd = fd
+        self.received = 0
+        self.resumable = False
+        self._sha = hashlib.sha256()
+        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        for _ in range(BUFFERS):
+            self._free.put(bytearray(min(CHUNK_SIZE, self.limit + 1)))
+        self._hashing: queue.SimpleQueue[tuple[hashlib._Hash, bytearray, int] | None] = queue.SimpleQueue()
+        self._hasher = threading.Thread(target=self._hash_queued, name="artifact-hash", daemon=True)
+        self._writeback = _Writeback(fd)
+
+    def __enter__(self) -> _Download:
+        self._hasher.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop_helpers()
+        os.close(self._fd)
+        self.path.unlink(missing_ok=True)
+
+    def fill(self, body: Body) -> None:
+        """Append what ``body`` yields, up to one byte past the limit."""
+        while True:
+            buffer = self._free.get()
+            try:
+                n = self._take(body, buffer)
+            except BaseException:
+                self._free.put(buffer)
                 raise
-            last = exc
-    raise last
+            if n == 0:
+                self._free.put(buffer)
+                return
+            self.received += n
+            self._hashing.put((self._sha, buffer, n))
+            self._writeback.wrote(self.received)
+
+    def restart(self) -> None:
+        """Start over from byte 0 (the source cannot resume); buffers still queued for hashing go
+        into the old hash object, which is dropped."""
+        self._sha = hashlib.sha256()
+        self.received = 0
+        self._writeback.restart()
+        try:
+            os.ftruncate(self._fd, 0)
+        except OSError as exc:
+            raise _store_error(exc, self.path) from exc
+
+    def finish(self) -> hashlib._Hash:
+        """The hash of everything received, once it is on disk."""
+        self._stop_helpers()
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise _store_error(exc, self.path) from exc
+        return self._sha
+
+    def publish(self, path: Path) -> Path:
+        try:
+            os.fchmod(self._fd, 0o444)
+            os.replace(self.path, path)
+        except OSError as exc:
+            raise _store_error(exc, path) from exc
+        return path
+
+    def _take(self, body: Body, buffer: bytearray) -> int:
+        """Read once into ``buffer`` and write what came to the file; returns the count."""
+        n = body.readinto(memoryview(buffer)[: self.limit + 1 - self.received])
+        if self.received + n > self.limit:
+            raise Stalled("ArtifactTooLarge", f"{self.uri}: more than the {self.limit} bytes the manifest says")
+        view = memoryview(buffer)[:n]
+        written = 0
+        try:
+            while written < n:
+                written += os.pwrite(self._fd, view[written:], self.received + written)
+        except OSError as exc:
+            raise _store_error(exc, self.path) from exc
+        return n
+
+    def _hash_queued(self) -> None:
+        while (item := self._hashing.get()) is not None:
+            sha, buffer, n = item
+            sha.update(memoryview(buffer)[:n])
+            self._free.put(buffer)
+
+    def _stop_helpers(self) -> None:
+        if self._hasher.is_alive():
+            self._hashing.put(None)
+            self._hasher.join()
+        self._writeback.stop()
+
+
+class _Writeback:
+    """fdatasync on a helper thread every WRITEBACK_STEP bytes: the disk writes while the network
+    reads. An error here shows again in the final fsync, which reports it."""
+
+    def __init__(self, fd: int):
+        self._fd = fd
+        self._due = threading.Event()
+        self._stopping = False
+        self._synced_at = 0
+        self._thread: threading.Thread | None = None
+
+    def wrote(self, total: int) -> None:
+        if total - self._synced_at < WRITEBACK_STEP:
+            return
+        self._synced_at = total
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="artifact-writeback", daemon=True)
+            self._thread.start()
+        self._due.set()
+
+    def restart(self) -> None:
+        self._synced_at = 0
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._stopping = True
+            self._due.set()
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while True:
+            self._due.wait()
+            self._due.clear()
+            if self._stopping:
+                return
+            try:
+                os.fdatasync(self._fd)
+            except OSError:
+                return
 
 
 def _hex_of(digest: str) -> str:
@@ -219,144 +311,3 @@ def _store_error(exc: OSError, where: Path) -> ReconcilerError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return Transient("DiskFull", f"writing {where}: {exc.strerror}")
     return Transient("StoreWriteFailed", f"writing {where}: {exc.strerror or exc}")
-
-
-# --- sources ----------------------------------------------------------------------------------
-# Each yields an iterator of chunks; a chunk may be a view of a reused buffer, valid until the next.
-
-@contextmanager
-def _open_source(
-    uri: str, repo_root: Path | None, limits: FetchLimits, expected: int | None
-) -> Iterator[Iterator[bytes | memoryview]]:
-    scheme = urlsplit(uri).scheme.lower()
-    if scheme == "":
-        source = _file_source(_repo_path(uri, repo_root), uri)
-    elif scheme == "file":
-        source = _file_source(_file_url_path(uri), uri)
-    elif scheme in ("http", "https"):
-        source = _http_source(uri, limits, expected)
-    else:
-        raise Stalled("ArtifactSchemeUnsupported", f"{uri}: scheme {scheme}:// is not supported")
-    with source as chunks:
-        yield chunks
-
-
-def _repo_path(uri: str, repo_root: Path | None) -> Path:
-    """A path inside the repository; neither '..', an absolute path nor a symlink may leave it."""
-    if repo_root is None:
-        raise Stalled("ArtifactUriInvalid", f"{uri}: a repo-relative path needs a repository")
-    if "\0" in uri:
-        raise Stalled("ArtifactUriInvalid", f"{uri!r}: contains a NUL byte")
-    if PurePosixPath(uri).is_absolute():
-        raise Stalled("ArtifactPathEscapes", f"{uri}: an absolute path is not repo-relative (use file://)")
-    root = Path(repo_root).resolve()
-    path = (root / uri).resolve()
-    if not path.is_relative_to(root):
-        raise Stalled("ArtifactPathEscapes", f"{uri}: resolves to {path}, outside the repository")
-    return path
-
-
-def _file_url_path(uri: str) -> Path:
-    parts = urlsplit(uri)
-    path = unquote(parts.path)
-    if parts.netloc not in ("", "localhost") or not path.startswith("/") or "\0" in path:
-        raise Stalled("ArtifactUriInvalid", f"{uri}: expected file:///absolute/path")
-    return Path(path)
-
-
-@contextmanager
-def _file_source(path: Path, uri: str) -> Iterator[Iterator[memoryview]]:
-    # O_NONBLOCK: opening a FIFO must not hang the agent; it is refused below as not a regular file.
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except (FileNotFoundError, NotADirectoryError):
-        raise Stalled("ArtifactNotFound", f"{uri}: no such file {path}") from None
-    except PermissionError:
-        raise Stalled("ArtifactUnreadable", f"{uri}: permission denied on {path}") from None
-    except OSError as exc:
-        raise Transient("ArtifactUnavailable", f"{uri}: {exc.strerror}") from exc
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise Stalled("ArtifactNotFound", f"{uri}: {path} is not a regular file")
-        yield _file_chunks(fd, uri)
-    finally:
-        os.close(fd)
-
-
-def _file_chunks(fd: int, uri: str) -> Iterator[memoryview]:
-    buffer = bytearray(CHUNK_SIZE)
-    view = memoryview(buffer)
-    while True:
-        try:
-            n = os.readv(fd, [buffer])
-        except OSError as exc:
-            raise Transient("ArtifactUnavailable", f"{uri}: reading failed: {exc.strerror}") from exc
-        if n == 0:
-            return
-        yield view[:n]
-
-
-@contextmanager
-def _http_source(uri: str, limits: FetchLimits, expected: int | None) -> Iterator[Iterator[bytes]]:
-    timeout = httpx.Timeout(limits.read_timeout, connect=limits.connect_timeout)
-    with httpx.Client(timeout=timeout, follow_redirects=True, max_redirects=MAX_REDIRECTS) as client:
-        try:
-            request = client.build_request("GET", uri, headers={"Accept-Encoding": "identity"})
-        except httpx.InvalidURL as exc:
-            raise Stalled("ArtifactUriInvalid", f"{uri}: {exc}") from exc
-        try:
-            response = client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise Transient("ArtifactUnavailable", f"{uri}: {_describe(exc)}") from exc
-        try:
-            _check_response(response, uri, expected)
-            yield _http_chunks(response, uri, expected)
-        finally:
-            response.close()
-
-
-def _check_response(response: httpx.Response, uri: str, expected: int | None) -> None:
-    code = response.status_code
-    if code in (404, 410):
-        raise Stalled("ArtifactNotFound", f"{uri}: HTTP {code}")
-    if code in (408, 429) or code >= 500:
-        raise Transient("ArtifactUnavailable", f"{uri}: HTTP {code}")
-    if code != 200:
-        raise Stalled("ArtifactRequestRejected", f"{uri}: HTTP {code}")
-    declared = _declared_length(response)
-    if expected is None or declared is None:
-        return
-    if declared > expected:
-        raise Stalled("ArtifactTooLarge", f"{uri}: server sends {declared} bytes, the manifest says {expected}")
-    if declared < expected:
-        raise Stalled("ArtifactSizeMismatch", f"{uri}: server sends {declared} bytes, the manifest says {expected}")
-
-
-def _declared_length(response: httpx.Response) -> int | None:
-    """Content-Length, when it counts the bytes we will hash (no content coding)."""
-    if response.headers.get("Content-Encoding", "identity").lower() != "identity":
-        return None
-    try:
-        return int(response.headers["Content-Length"])
-    except (KeyError, ValueError):
-        return None
-
-
-def _http_chunks(response: httpx.Response, uri: str, expected: int | None) -> Iterator[bytes]:
-    received = 0
-    try:
-        for chunk in response.iter_bytes():
-            received += len(chunk)
-            yield chunk
-    except httpx.TimeoutException as exc:
-        raise Transient("ArtifactUnavailable", f"{uri}: stalled after {received} bytes: {_describe(exc)}") from exc
-    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-        raise Transient("ArtifactTruncated", f"{uri}: connection lost after {received} bytes: {_describe(exc)}") from exc
-    except httpx.HTTPError as exc:
-        raise Transient("ArtifactUnavailable", f"{uri}: {_describe(exc)}") from exc
-    if expected is not None and received < expected:
-        raise Transient("ArtifactTruncated", f"{uri}: stream ended after {received} of {expected} bytes")
-
-
-def _describe(exc: httpx.HTTPError) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -234,7 +234,8 @@ def fleet_history(source: GitSource, head: str, cache: DocumentCache) -> Iterato
                 tree.pop(path, None)
             else:
                 tree[path] = blob
-        files = [RepoFile(path, blob, partial(_read_blob, source, blob)) for path, blob in tree.items()]
+        files = [RepoFile(path, blob, partial(_read_blob, source, blob), source.read_blobs)
+                 for path, blob in tree.items()]
         yield commit, load_tree(files, cache)
 
 

@@ -56,7 +56,7 @@ def run_demo(sites: int, workdir: Path | None, keep_running: bool) -> int:
         for site, (port, _) in agents.items():
             labels = fleet.sites[site].metadata.labels
             say(f"   {site:<22} http://127.0.0.1:{port}  labels {dict(sorted(labels.items()))}")
-        refs = StatusRefs(GitSource(url, "main", root / "observer.git"))
+        refs = StatusRefs(stack.enter_context(GitSource(url, "main", root / "observer.git")))
         head = _remote_head(url)
         say(f"\n3. Waiting for every site to converge on {head[:12]} (status records on refs/reconciler/status/<site>)")
         started = time.monotonic()

@@ -17,6 +17,7 @@ import http.client
 import os
 import random
 import re
+import socket
 import ssl
 import stat
 import time
@@ -25,9 +26,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal, Protocol, TypeVar
-from urllib.parse import quote, unquote, urljoin, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urljoin, urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from reconciler.errors import Stalled, Transient
@@ -111,11 +112,10 @@ class FetchLimits(BaseModel):
     auth: dict[str, AuthConfig] = {}
     ca_bundle: Path | None = None
 
-    @model_validator(mode="after")
-    def _hosts_lowercase(self) -> FetchLimits:
-        if any(host != host.lower() for host in self.auth):
-            raise ValueError(f"auth: host names are compared in lower case; write {sorted(h.lower() for h in self.auth)}")
-        return self
+    @field_validator("auth")
+    @classmethod
+    def _hosts_lowercase(cls, auth: dict[str, AuthConfig]) -> dict[str, AuthConfig]:
+        return {host.lower(): credentials for host, credentials in auth.items()}
 
 
 class Deadline:
@@ -128,6 +128,10 @@ class Deadline:
 
     def left(self) -> float:
         return self._at - time.monotonic()
+
+    def check(self) -> None:
+        if self.left() <= 0:
+            raise self.exceeded()
 
     def bound(self, timeout: float) -> float:
         """``timeout``, cut to what is left; raises once nothing is left."""
@@ -144,7 +148,7 @@ def with_retries(limits: FetchLimits, deadline: Deadline, attempt: Callable[[], 
     for n in range(limits.retries):
         if n:
             time.sleep(min(random.uniform(0, limits.backoff * 2 ** (n - 1)), max(0.0, deadline.left())))
-        deadline.bound(0)
+        deadline.check()
         try:
             return attempt()
         except Transient as exc:
@@ -249,11 +253,11 @@ class _FileBody:
 def _http_source(uri: str, limits: FetchLimits, deadline: Deadline, offset: int, expected: int | None) -> Iterator[Opened]:
     url = uri
     for _ in range(MAX_REDIRECTS + 1):
-        connection, response = _request(uri, url, limits, deadline, offset)
+        connection, sock, response = _request(uri, url, limits, deadline, offset)
         try:
             location = response.getheader("Location") if response.status in _REDIRECT_CODES else None
             if location is None:
-                yield _opened(uri, response, connection, limits, deadline, offset, expected)
+                yield _opened(uri, response, sock, limits, deadline, offset, expected)
                 return
         finally:
             response.close()
@@ -264,7 +268,7 @@ def _http_source(uri: str, limits: FetchLimits, deadline: Deadline, offset: int,
 
 def _request(
     uri: str, url: str, limits: FetchLimits, deadline: Deadline, offset: int
-) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+) -> tuple[http.client.HTTPConnection, socket.socket, http.client.HTTPResponse]:
     parts = urlsplit(url)
     if parts.username is not None or parts.password is not None:
         raise Stalled("ArtifactUriInvalid", f"{_shown(url)}: credentials in a URI are refused; configure fetch.auth for its host")
@@ -274,6 +278,7 @@ def _request(
         raise Stalled("ArtifactUriInvalid", f"{uri}: {exc}") from None
     if not host:
         raise Stalled("ArtifactUriInvalid", f"{uri}: no host")
+    headers = _headers(limits, host, offset)
     timeout = deadline.bound(limits.connect_timeout)
     if parts.scheme.lower() == "https":
         context = _tls_context(limits.ca_bundle)
@@ -282,9 +287,11 @@ def _request(
         connection = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         connection.connect()
-        connection.sock.settimeout(deadline.bound(limits.read_timeout))
-        connection.request("GET", _target(parts), headers=_headers(limits, host, offset))
-        return connection, connection.getresponse()
+        # Kept here: when the server closes after the body, getresponse() hands the socket to the response.
+        sock = connection.sock
+        sock.settimeout(deadline.bound(limits.read_timeout))
+        connection.request("GET", _target(parts), headers=headers)
+        return connection, sock, connection.getresponse()
     except BaseException as exc:
         connection.close()
         if isinstance(exc, OSError | http.client.HTTPException):
@@ -311,7 +318,7 @@ def _tls_context(ca_bundle: Path | None) -> ssl.SSLContext:
         raise Stalled("TlsCaBundleInvalid", f"fetch.caBundle {ca_bundle}: {_describe(exc)}") from None
 
 
-def _target(parts) -> str:
+def _target(parts: SplitResult) -> str:
     path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=-._~")
     return f"{path}?{parts.query}" if parts.query else path
 
@@ -357,7 +364,7 @@ def _shown(url: str) -> str:
 
 
 def _opened(
-    uri: str, response: http.client.HTTPResponse, connection: http.client.HTTPConnection,
+    uri: str, response: http.client.HTTPResponse, sock: socket.socket,
     limits: FetchLimits, deadline: Deadline, offset: int, expected: int | None,
 ) -> Opened:
     start = _start_of_body(uri, response, offset, expected)
@@ -371,7 +378,7 @@ def _opened(
         if total < expected:
             raise Stalled("ArtifactSizeMismatch", f"{uri}: server sends {total} bytes, the manifest says {expected}")
     resumable = response.status == 206 or response.getheader("Accept-Ranges", "").strip().lower() == "bytes"
-    return Opened(_HttpBody(uri, response, connection.sock, limits, deadline), start, resumable)
+    return Opened(_HttpBody(uri, response, sock, limits, deadline), start, resumable)
 
 
 def _start_of_body(uri: str, response: http.client.HTTPResponse, offset: int, expected: int | None) -> int:
@@ -402,7 +409,7 @@ class _HttpBody:
     """A response body read with one ``recv`` per call, into the caller's buffer, watched for
     stalls and the deadline between reads."""
 
-    def __init__(self, uri: str, response: http.client.HTTPResponse, sock, limits: FetchLimits, deadline: Deadline):
+    def __init__(self, uri: str, response: http.client.HTTPResponse, sock: socket.socket, limits: FetchLimits, deadline: Deadline):
         self._uri = uri
         self._response = response
         self._sock = sock

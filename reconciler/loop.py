@@ -78,6 +78,8 @@ class Agent:
 
     def stop(self) -> None:
         self.state_dir.unlock()
+        self.source.close()
+        self.status.close()
         if self.forge is not None:
             self.forge.close()
 

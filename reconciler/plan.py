@@ -162,6 +162,14 @@ def plan_site(repo: FleetRepo, site_name: str, actual: SiteState, now: datetime,
     return Plan(site_name, commit, tuple(actions), tuple(converged), watching)
 
 
+def _enabled_or_false(repo: FleetRepo, deployment: Deployment, site: Site, now: datetime) -> bool:
+    """A site whose flag does not evaluate takes no part in the rollout (it reports its error)."""
+    try:
+        return enabled_at(repo, deployment, site, now)
+    except Unplannable:
+        return False
+
+
 def _next_step(site: Site, current: DeploymentState | None, from_version: str | None, target: Target,
                gate: GateDecision | None, now: datetime) -> Action | None:
     """None when the site serves the target and nothing is asked of it."""
@@ -192,8 +200,8 @@ def _gate(repo: FleetRepo, deployment: Deployment, target: Target, site: str,
     if rollout is None or fleet_status is None:
         return None, True
     name = deployment.metadata.name
-    targeted = {s: repo.sites[s].metadata.labels for s in repo.sites
-                if matches(deployment.spec.targets, repo.sites[s].metadata.labels)}
+    targeted = {name: s.metadata.labels for name, s in repo.sites.items()
+                if matches(deployment.spec.targets, s.metadata.labels) and _enabled_or_false(repo, deployment, s, now)}
     reports = {s: report for s, record in fleet_status.items()
                if s in targeted and (report := site_report(record, name)) is not None}
     complete = all(s in reports and reports[s].rollout_id == target.rollout_id and reports[s].state == "success"
@@ -204,12 +212,9 @@ def _gate(repo: FleetRepo, deployment: Deployment, target: Target, site: str,
 def target_for(repo: FleetRepo, deployment: Deployment, site: Site, now: datetime) -> Target | None:
     """What the deployment asks of a site it targets; None when a flag switches it off there."""
     spec = deployment.spec
-    context = site_context(site.metadata.name, site.metadata.labels)
-    if isinstance(spec.enabled, FlagRef):
-        if not _flag_value(repo, spec.enabled.flag, context, now, bool):
-            return None
-    elif not spec.enabled:
+    if not enabled_at(repo, deployment, site, now):
         return None
+    context = site_context(site.metadata.name, site.metadata.labels)
     version = spec.version
     if isinstance(version, FlagRef):
         version = _flag_value(repo, version.flag, context, now, str)
@@ -233,6 +238,14 @@ def target_for(repo: FleetRepo, deployment: Deployment, site: Site, now: datetim
     return Target(deployment.metadata.name, spec.model, version, artifact, model.spec.interface,
                   tuple(model_version.validation), wave, _rollout_of_version(spec, version), model_version.signers,
                   steps)
+
+
+def enabled_at(repo: FleetRepo, deployment: Deployment, site: Site, now: datetime) -> bool:
+    """Whether the deployment is switched on at a site it targets (literally or by a flag)."""
+    enabled = deployment.spec.enabled
+    if isinstance(enabled, FlagRef):
+        return bool(_flag_value(repo, enabled.flag, site_context(site.metadata.name, site.metadata.labels), now, bool))
+    return enabled
 
 
 def _rollout_of_version(spec: DeploymentSpec, version: str) -> str:

@@ -85,8 +85,9 @@ def case_of(fleet, version: str) -> tuple[list, list[float]]:
     return case["inputs"]["features"], expected
 
 
-def test_two_sites_converge_bump_and_serve_the_new_version(fleet, agents, tmp_path):
+def test_two_sites_converge_bump_and_serve_the_new_version(fleet, agents, tmp_path, request):
     refs = StatusRefs(GitSource(fleet.url, "main", tmp_path / "observer.git"))
+    request.addfinalizer(refs.close)
     first = git("rev-parse", "HEAD", cwd=fleet.clone).strip()
     await_records(refs, first, "1.0.0")
     features, expected_old = case_of(fleet, "1.0.0")

@@ -115,3 +115,62 @@ def test_no_matching_artifact_is_a_per_site_error():
     action = plan_site(repo, "s1", SiteState(site="s1"), NOW, None).actions[0]
     assert (action.kind, action.reason) == ("error", "NoMatchingArtifact")
     assert "arch=amd64" in action.message
+
+
+# --- gating by the other sites' status records ------------------------------------------------
+
+from datetime import timedelta  # noqa: E402
+
+from reconciler.status.record import DeploymentStatus, StatusRecord  # noqa: E402
+
+TWO_WAVES = {"waves": [{"name": "pilot", "selector": {"matchLabels": {"ring": "pilot"}}},
+                       {"name": "rest", "percent": 100}],
+             "gate": {"bakeTime": "10m"}}
+
+
+def fleet_with_waves(flags=None, enabled=True):
+    sites = [site("p1", ring="pilot", region="eu"), site("p2", ring="pilot", region="us"), site("s1", region="eu")]
+    return fleet_repo(sites, [model()], [deployment(version="1.1.0", rollout=TWO_WAVES, enabled=enabled)], flags)
+
+
+def reported(site_name: str, repo, state: str, active: str, ago: timedelta) -> StatusRecord:
+    target = plan_site(repo, site_name, SiteState(site=site_name), NOW, None, {}).actions[0].target
+    status = DeploymentStatus(model="m", state=state, version="1.1.0", activeVersion=active, reason="r",
+                              rollout=target.rollout_id, since=NOW - ago)
+    return StatusRecord(site=site_name, state=state, reason="r", deployments={"d": status}, agentVersion="0",
+                        writtenAt=NOW - ago)
+
+
+@pytest.mark.parametrize("pilots,expected", [
+    ({}, ("wait", "WaitingForEarlierWaves")),
+    ({"p1": ("success", "1.1.0", 20)}, ("wait", "WaitingForEarlierWaves")),
+    ({"p1": ("success", "1.1.0", 20), "p2": ("success", "1.1.0", 5)}, ("wait", "Baking")),
+    ({"p1": ("success", "1.1.0", 20), "p2": ("success", "1.1.0", 11)}, ("deploy", "NewVersion")),
+    ({"p1": ("failure", "1.0.0", 20)}, ("halt", "FailureThresholdReached")),
+])
+def test_later_wave_waits_for_earlier_waves(pilots, expected):
+    repo = fleet_with_waves()
+    status = {name: reported(name, repo, state, active, timedelta(minutes=ago))
+              for name, (state, active, ago) in pilots.items()}
+    plan = plan_site(repo, "s1", serving("1.0.0", DIGEST_A), NOW, None, status)
+    assert [(a.kind, a.reason) for a in plan.actions] == [expected]
+    assert plan.watching
+
+
+def test_first_wave_proceeds_and_aborted_rollout_rolls_back_a_site_that_moved():
+    repo = fleet_with_waves()
+    assert plan_site(repo, "p1", serving("1.0.0", DIGEST_A), NOW, None, {}).actions[0].kind == "deploy"
+    moved = SiteState(site="p1", deployments={"d": DeploymentState(
+        model="m", interface=INTERFACE, active=Installed(version="1.1.0", digest=DIGEST_B, uri="u", installedAt=NOW),
+        previous=Installed(version="1.0.0", digest=DIGEST_A, uri="u", installedAt=NOW))})
+    status = {"p2": reported("p2", repo, "failure", "1.0.0", timedelta(minutes=1))}
+    assert [(a.kind, a.reason) for a in plan_site(repo, "p1", moved, NOW, None, status).actions] == [
+        ("rollback", "FailureThresholdReached")]
+
+
+def test_sites_switched_off_by_a_flag_take_no_part_in_the_gate():
+    only_eu = {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "off",
+               "targeting": {"if": [{"==": [{"var": "region"}, "eu"]}, "on", "off"]}}
+    repo = fleet_with_waves({"f": only_eu}, enabled={"flag": "f"})
+    status = {"p1": reported("p1", repo, "success", "1.1.0", timedelta(minutes=20))}  # p2 (us) never reports
+    assert [a.kind for a in plan_site(repo, "s1", serving("1.0.0", DIGEST_A), NOW, None, status).actions] == ["deploy"]

@@ -139,6 +139,7 @@ def fleet(tmp_path_factory):
             stdout=log, stderr=subprocess.STDOUT), log)
     refs = StatusRefs(GitSource(url, "main", root / "observer.git"))
     yield root, url, refs, ports
+    refs.close()
     for process, _ in agents.values():
         process.terminate()
     for process, log in agents.values():

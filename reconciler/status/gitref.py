@@ -40,6 +40,9 @@ class StatusRefs:
     def __init__(self, source: GitSource):
         self._source = source
 
+    def close(self) -> None:
+        self._source.close()
+
     @property
     def _repo(self) -> git.Repo:
         return self._source.repo

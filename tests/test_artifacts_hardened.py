@@ -1,0 +1,556 @@
+"""Hardened fetching against real HTTP(S) servers on loopback: redirect policy, per-host
+credentials, TLS trust from a CA bundle, resume with Range, stalls, the deadline and size caps
+while streaming. 127.0.0.2 is loopback too, and a different host for every policy here."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import ipaddress
+import logging
+import os
+import re
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from pydantic import ValidationError
+
+from reconciler import artifacts, fetch
+from reconciler.artifacts import ArtifactStore, AuthConfig, FetchLimits, fetch_bytes
+from reconciler.errors import ReconcilerError, Stalled, Transient
+from reconciler.manifests.models import Artifact
+
+PAYLOAD = os.urandom(600_000)
+DIGEST = "sha256:" + hashlib.sha256(PAYLOAD).hexdigest()
+TOKEN = "s3cr3t-token-value"
+PASSWORD = "hunter2-password"
+FAST = FetchLimits(connect_timeout=2.0, read_timeout=2.0, retries=3, backoff=0.01)
+
+
+def artifact(uri: str, size: int = len(PAYLOAD)) -> Artifact:
+    return Artifact(uri=uri, digest=DIGEST, size=size, signature={"uri": uri + ".sig"})
+
+
+# --- a scriptable artifact server -----------------------------------------------------------------
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = False  # server_close() joins every handler thread: nothing outlives the fixture
+
+    def __init__(self, host: str, tls: ssl.SSLContext | None = None):
+        super().__init__((host, 0), Handler)
+        self.tls = tls
+        self.stop = threading.Event()
+        self.seen: list[tuple[str, dict[str, str]]] = []  # (path, request headers) of every request
+        self.statuses: list[int] = []
+        self.sent = 0  # body bytes written, all requests
+        self.expected_auth: str | None = None  # the Authorization that /private wants
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"{'https' if self.tls else 'http'}://{host}:{port}"
+
+    def get_request(self):
+        conn, address = super().get_request()
+        if self.tls is not None:  # the handshake happens in the handler's thread, not the accept loop
+            conn = self.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+        return conn, address
+
+    def handle_error(self, request, client_address) -> None:
+        pass  # clients hanging up on refused, oversized or slow bodies are part of the tests
+
+    def headers_of(self, prefix: str) -> list[dict[str, str]]:
+        return [headers for path, headers in self.seen if path.startswith(prefix)]
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def setup(self) -> None:
+        if self.server.tls is not None:
+            self.request.do_handshake()
+        super().setup()
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self.server.statuses.append(code)
+        super().send_response(code, message)
+
+    def do_GET(self) -> None:
+        self.server.seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
+        first = len(self.server.headers_of(self.path)) == 1
+        route, _, rest = self.path.lstrip("/").partition("/")
+        if route == "file":
+            return self.ranged(PAYLOAD)
+        if route == "redirect":
+            self.send_response(302)
+            self.send_header("Location", unquote(rest))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        if route == "loop":
+            self.send_response(302)
+            self.send_header("Location", self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        if route == "status":
+            return self.refuse(int(rest))
+        if route == "private":
+            if self.headers.get("Authorization") != self.server.expected_auth:
+                return self.refuse(401)
+            return self.ranged(PAYLOAD)
+        if route in ("drop", "drop-then-full", "drop-no-ranges", "drop-then-wrong-range"):
+            cut = int(rest.partition("/")[0])
+            if first:
+                return self.body(PAYLOAD[:cut], length=len(PAYLOAD), ranges=route != "drop-no-ranges")
+            if route == "drop-then-wrong-range":
+                return self.partial(PAYLOAD, start=0)  # a 206, but not of the range asked for
+            if route in ("drop-then-full", "drop-no-ranges"):
+                return self.body(PAYLOAD)
+            return self.ranged(PAYLOAD)
+        if route == "trickle":  # one byte every `rest` seconds, forever
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(PAYLOAD)))
+            self.end_headers()
+            for byte in PAYLOAD:
+                if self.server.stop.wait(float(rest)):
+                    break
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+            return None
+        if route == "chunked-endless":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            return self.endless(lambda block: b"%x\r\n%s\r\n" % (len(block), block))
+        if route == "close-endless":  # no length: the body runs until the connection closes
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            return self.endless(lambda block: block)
+        if route == "gzip":
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(PAYLOAD)))
+            self.end_headers()
+            self.wfile.write(PAYLOAD)
+            return None
+        return self.refuse(404)
+
+    def ranged(self, data: bytes) -> None:
+        match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
+        if match:
+            return self.partial(data, start=int(match.group(1)))
+        return self.body(data)
+
+    def partial(self, data: bytes, start: int) -> None:
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        self.write(data[start:])
+
+    def body(self, data: bytes, length: int | None = None, ranges: bool = True) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data) if length is None else length))
+        if ranges:
+            self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        self.write(data)
+        if length is not None and length > len(data):
+            self.close_connection = True  # cut short: the client sees the connection drop
+
+    def write(self, data: bytes) -> None:
+        self.wfile.write(data)
+        self.server.sent += len(data)
+
+    def endless(self, frame) -> None:
+        block = os.urandom(64 << 10)
+        try:
+            while not self.server.stop.is_set():
+                self.wfile.write(frame(block))
+        except OSError:
+            pass
+        self.close_connection = True
+
+    def refuse(self, code: int) -> None:
+        self.send_response(code)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+def serve(host: str, tls: ssl.SSLContext | None = None) -> Iterator[Server]:
+    server = Server(host, tls)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.stop.set()
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture
+def here() -> Iterator[Server]:
+    yield from serve("127.0.0.1")
+
+
+@pytest.fixture
+def elsewhere() -> Iterator[Server]:
+    yield from serve("127.0.0.2")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A test CA and a server certificate it signed for 127.0.0.1."""
+    root = tmp_path_factory.mktemp("pki")
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "reconciler test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    leaf = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])).issuer_name(ca_name)
+            .public_key(server_key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    (root / "ca.pem").write_bytes(ca.public_bytes(pem))
+    (root / "server.pem").write_bytes(leaf.public_bytes(pem))
+    (root / "server.key").write_bytes(server_key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return {"ca": root / "ca.pem", "cert": root / "server.pem", "key": root / "server.key"}
+
+
+@pytest.fixture
+def tls_server(pki: dict[str, Path]) -> Iterator[Server]:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki["cert"], pki["key"])
+    yield from serve("127.0.0.1", context)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ArtifactStore]:
+    yield ArtifactStore(tmp_path / "state")
+    # Every download's helper threads are joined, whatever happened.
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("artifact-")]
+    assert list((tmp_path / "state" / "blobs" / "tmp").glob("*")) == []
+
+
+def ingested(store: ArtifactStore, uri: str, limits: FetchLimits = FAST) -> bytes:
+    got = store.ingest(artifact(uri), None, limits)
+    assert got.digest == DIGEST and got.fetched
+    return got.path.read_bytes()
+
+
+def refused(store: ArtifactStore, uri: str, limits: FetchLimits = FAST, size: int = len(PAYLOAD)) -> ReconcilerError:
+    with pytest.raises(ReconcilerError) as caught:
+        store.ingest(artifact(uri, size), None, limits)
+    assert list(store.blobs.glob("*")) == []
+    return caught.value
+
+
+def via(server: Server, target: str) -> str:
+    return f"{server.url}/redirect/{quote(target, safe='')}"
+
+
+# --- redirects ------------------------------------------------------------------------------------
+
+def test_redirect_within_the_host_is_followed(store: ArtifactStore, here: Server) -> None:
+    assert ingested(store, via(here, "/file/m.onnx")) == PAYLOAD
+
+
+@pytest.mark.parametrize("policy", ["same-host", "none"])
+def test_redirect_to_another_host_is_refused(store: ArtifactStore, here: Server, elsewhere: Server, policy: str) -> None:
+    error = refused(store, via(here, f"{elsewhere.url}/file/m.onnx"), FAST.model_copy(update={"redirects": policy}))
+
+    assert (type(error), error.reason) == (Stalled, "ArtifactRedirectRefused")
+    assert "127.0.0.1" in error.message and "127.0.0.2" in error.message
+    assert elsewhere.seen == []
+
+
+def test_no_redirect_at_all_under_policy_none(store: ArtifactStore, here: Server) -> None:
+    error = refused(store, via(here, "/file/m.onnx"), FAST.model_copy(update={"redirects": "none"}))
+    assert error.reason == "ArtifactRedirectRefused" and "redirects: none" in error.message
+
+
+def test_redirect_to_another_host_is_followed_under_policy_any(store: ArtifactStore, here: Server,
+                                                               elsewhere: Server) -> None:
+    limits = FAST.model_copy(update={"redirects": "any"})
+    assert ingested(store, via(here, f"{elsewhere.url}/file/m.onnx"), limits) == PAYLOAD
+
+
+def test_https_to_http_is_refused_even_under_policy_any(store: ArtifactStore, tls_server: Server, here: Server,
+                                                       pki: dict[str, Path]) -> None:
+    limits = FAST.model_copy(update={"redirects": "any", "ca_bundle": pki["ca"]})
+    error = refused(store, via(tls_server, f"{here.url}/file/m.onnx"), limits)
+
+    assert error.reason == "ArtifactRedirectRefused" and "downgrade" in error.message
+    assert here.seen == []
+
+
+def test_a_redirect_loop_ends(store: ArtifactStore, here: Server) -> None:
+    error = refused(store, via(here, "/file/m.onnx").replace("/redirect/", "/loop/"))
+    assert (error.reason, len(here.seen)) == ("ArtifactRedirectRefused", fetch.MAX_REDIRECTS + 1)
+
+
+# --- TLS ------------------------------------------------------------------------------------------
+
+def test_https_with_the_ca_bundle_is_trusted(store: ArtifactStore, tls_server: Server, pki: dict[str, Path]) -> None:
+    limits = FAST.model_copy(update={"ca_bundle": pki["ca"]})
+    assert ingested(store, f"{tls_server.url}/file/m.onnx", limits) == PAYLOAD
+
+
+def test_https_without_the_ca_bundle_is_refused(store: ArtifactStore, tls_server: Server) -> None:
+    error = refused(store, f"{tls_server.url}/file/m.onnx")
+    assert (type(error), error.reason) == (Stalled, "ArtifactTlsFailed")
+    assert "127.0.0.1" in error.message
+
+
+def test_unreadable_ca_bundle_is_refused(store: ArtifactStore, tls_server: Server, tmp_path: Path) -> None:
+    (tmp_path / "not-a-ca.pem").write_text("garbage")
+    error = refused(store, f"{tls_server.url}/file/m.onnx", FAST.model_copy(update={"ca_bundle": tmp_path / "not-a-ca.pem"}))
+    assert (type(error), error.reason) == (Stalled, "TlsCaBundleInvalid")
+
+
+# --- credentials ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ARTIFACT_TOKEN", TOKEN)
+    monkeypatch.setenv("ARTIFACT_PASSWORD", PASSWORD)
+
+
+BEARER = AuthConfig(tokenEnv="ARTIFACT_TOKEN")
+BASIC = AuthConfig(username="fleet", passwordEnv="ARTIFACT_PASSWORD")
+
+
+@pytest.mark.parametrize(("auth", "header"), [
+    (BEARER, f"Bearer {TOKEN}"),
+    (BASIC, "Basic " + base64.b64encode(f"fleet:{PASSWORD}".encode()).decode()),
+], ids=["bearer", "basic"])
+def test_credentials_go_to_their_host(store: ArtifactStore, here: Server, secrets: None, auth: AuthConfig,
+                                      header: str) -> None:
+    here.expected_auth = header
+    assert ingested(store, f"{here.url}/private/m.onnx", FAST.model_copy(update={"auth": {"127.0.0.1": auth}})) == PAYLOAD
+
+
+def test_credentials_never_follow_a_redirect_to_another_host(store: ArtifactStore, here: Server, elsewhere: Server,
+                                                             secrets: None) -> None:
+    limits = FAST.model_copy(update={"redirects": "any", "auth": {"127.0.0.1": BEARER}})
+    assert ingested(store, via(here, f"{elsewhere.url}/file/m.onnx"), limits) == PAYLOAD
+
+    assert here.headers_of("/redirect")[0]["authorization"] == f"Bearer {TOKEN}"
+    assert [h.get("authorization") for h in elsewhere.headers_of("/file")] == [None]
+
+
+def test_no_credentials_for_hosts_without_any(store: ArtifactStore, here: Server, secrets: None) -> None:
+    here.expected_auth = f"Bearer {TOKEN}"
+    error = refused(store, f"{here.url}/private/m.onnx", FAST.model_copy(update={"auth": {"127.0.0.2": BEARER}}))
+    assert (type(error), error.reason) == (Stalled, "ArtifactRequestRejected")
+    assert here.headers_of("/private")[0].get("authorization") is None
+
+
+def test_rejected_credentials_stall_without_showing_the_secret(
+    store: ArtifactStore, here: Server, secrets: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    here.expected_auth = "Bearer another-token"
+    caplog.set_level(logging.DEBUG)
+    error = refused(store, f"{here.url}/private/m.onnx", FAST.model_copy(update={"auth": {"127.0.0.1": BEARER}}))
+
+    assert (type(error), error.reason) == (Stalled, "ArtifactRequestRejected")
+    assert "HTTP 401" in error.message and "127.0.0.1" in error.message
+    shown = [str(error), repr(error), repr(error.__cause__), caplog.text, repr(FAST.model_copy(update={"auth": {"h": BEARER}}))]
+    assert not [text for text in shown if TOKEN in text]
+    assert len(here.seen) == 1  # a refusal is not retried
+
+
+@pytest.mark.parametrize(("env", "reason"), [(None, "ArtifactAuthMissing"), ("line\r\nX-Evil: 1", "ArtifactAuthInvalid")])
+def test_bad_credential_variables_are_named_not_shown(store: ArtifactStore, here: Server, monkeypatch: pytest.MonkeyPatch,
+                                                     env: str | None, reason: str) -> None:
+    if env is None:
+        monkeypatch.delenv("ARTIFACT_TOKEN", raising=False)
+    else:
+        monkeypatch.setenv("ARTIFACT_TOKEN", env)
+    error = refused(store, f"{here.url}/private/m.onnx", FAST.model_copy(update={"auth": {"127.0.0.1": BEARER}}))
+
+    assert (type(error), error.reason) == (Stalled, reason)
+    assert "$ARTIFACT_TOKEN" in error.message and (env is None or env not in error.message)
+    assert here.seen == []
+
+
+def test_credentials_in_the_uri_are_refused_and_not_shown(store: ArtifactStore, here: Server) -> None:
+    uri = here.url.replace("http://", f"http://fleet:{PASSWORD}@") + "/file/m.onnx"
+    error = refused(store, uri)
+    assert (type(error), error.reason) == (Stalled, "ArtifactUriInvalid")
+    assert PASSWORD not in str(error) and here.seen == []
+
+
+# --- resume ---------------------------------------------------------------------------------------
+
+CUT = 200_000
+
+
+def test_a_dropped_download_resumes_with_range(store: ArtifactStore, here: Server) -> None:
+    assert ingested(store, f"{here.url}/drop/{CUT}/m.onnx") == PAYLOAD
+
+    assert [h.get("range") for h in here.headers_of("/drop")] == [None, f"bytes={CUT}-"]
+    assert here.statuses == [200, 206]
+    assert here.sent == len(PAYLOAD)  # the first part was not sent twice
+
+
+def test_a_server_that_ignores_range_gets_a_clean_restart(store: ArtifactStore, here: Server) -> None:
+    assert ingested(store, f"{here.url}/drop-then-full/{CUT}/m.onnx") == PAYLOAD
+    assert [h.get("range") for h in here.headers_of("/drop")] == [None, f"bytes={CUT}-"]
+    assert here.statuses == [200, 200]
+
+
+def test_a_server_without_ranges_is_not_asked_for_one(store: ArtifactStore, here: Server) -> None:
+    assert ingested(store, f"{here.url}/drop-no-ranges/{CUT}/m.onnx") == PAYLOAD
+    assert [h.get("range") for h in here.headers_of("/drop")] == [None, None]
+
+
+def test_a_wrong_content_range_is_refused(store: ArtifactStore, here: Server) -> None:
+    error = refused(store, f"{here.url}/drop-then-wrong-range/{CUT}/m.onnx")
+    assert (type(error), error.reason) == (Stalled, "ArtifactRangeInvalid")
+    assert f"bytes from {CUT}" in error.message
+
+
+def test_resume_keeps_hashing_across_attempts_with_background_writeback(
+    store: ArtifactStore, here: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small chunks and an early writeback step put many buffers in flight on both helper threads."""
+    monkeypatch.setattr(artifacts, "CHUNK_SIZE", 16 << 10)
+    monkeypatch.setattr(artifacts, "WRITEBACK_STEP", 64 << 10)
+    assert ingested(store, f"{here.url}/drop/{CUT}/m.onnx") == PAYLOAD
+    assert here.statuses == [200, 206]
+
+
+# --- stalls and the deadline ----------------------------------------------------------------------
+
+def test_a_trickling_server_is_cut_off_by_the_minimum_rate(store: ArtifactStore, here: Server) -> None:
+    limits = FAST.model_copy(update={"stall_timeout": 0.5, "min_rate": 1000, "retries": 1})
+    start = time.monotonic()
+    error = refused(store, f"{here.url}/trickle/0.05", limits)
+
+    assert (type(error), error.reason) == (Transient, "ArtifactStalled")
+    assert "bytes/s" in error.message
+    assert time.monotonic() - start < 2
+
+
+def test_silence_after_the_headers_is_a_stall(store: ArtifactStore, here: Server) -> None:
+    limits = FAST.model_copy(update={"read_timeout": 0.3, "retries": 1})
+    start = time.monotonic()
+    error = refused(store, f"{here.url}/trickle/60", limits)
+
+    assert (type(error), error.reason) == (Transient, "ArtifactStalled")
+    assert "no data for 0.3s" in error.message
+    assert time.monotonic() - start < 2
+
+
+def test_stalls_are_retried(store: ArtifactStore, here: Server) -> None:
+    limits = FAST.model_copy(update={"read_timeout": 0.2, "retries": 2})
+    refused(store, f"{here.url}/trickle/60", limits)
+    assert len(here.seen) == 2
+
+
+def test_the_deadline_bounds_a_slow_but_steady_download(store: ArtifactStore, here: Server) -> None:
+    limits = FAST.model_copy(update={"deadline": 0.6, "min_rate": 0})
+    start = time.monotonic()
+    error = refused(store, f"{here.url}/trickle/0.01", limits)
+
+    assert (type(error), error.reason) == (Transient, "ArtifactDeadlineExceeded")
+    assert 0.5 < time.monotonic() - start < 2
+    assert len(here.seen) == 1  # a deadline is not retried within the ingest
+
+
+def test_the_deadline_bounds_the_retries_too(store: ArtifactStore, here: Server) -> None:
+    limits = FAST.model_copy(update={"deadline": 0.5, "retries": 1000, "backoff": 0.05})
+    start = time.monotonic()
+    error = refused(store, f"{here.url}/status/503", limits)
+
+    assert (type(error), error.reason) == (Transient, "ArtifactDeadlineExceeded")
+    assert time.monotonic() - start < 2
+    assert 2 < len(here.seen) < 100
+
+
+# --- size caps while streaming --------------------------------------------------------------------
+
+@pytest.mark.parametrize("route", ["chunked-endless", "close-endless"])
+def test_a_body_longer_than_the_manifest_is_cut_at_one_byte_more(
+    store: ArtifactStore, here: Server, monkeypatch: pytest.MonkeyPatch, route: str
+) -> None:
+    read = []
+    real_readinto = fetch._HttpBody.readinto
+
+    def counting_readinto(self, view: memoryview) -> int:
+        read.append(real_readinto(self, view))
+        return read[-1]
+
+    monkeypatch.setattr(fetch._HttpBody, "readinto", counting_readinto)
+    error = refused(store, f"{here.url}/{route}")
+
+    assert (type(error), error.reason) == (Stalled, "ArtifactTooLarge")
+    assert sum(read) == len(PAYLOAD) + 1
+
+
+def test_fetch_bytes_caps_a_chunked_body(here: Server) -> None:
+    with pytest.raises(Stalled) as caught:
+        fetch_bytes(f"{here.url}/chunked-endless", None, FAST, max_bytes=1000)
+    assert caught.value.reason == "ArtifactTooLarge"
+
+
+def test_a_content_encoding_is_refused(store: ArtifactStore, here: Server) -> None:
+    error = refused(store, f"{here.url}/gzip")
+    assert (type(error), error.reason) == (Stalled, "ArtifactEncodingUnsupported")
+
+
+# --- settings as site.yaml writes them -------------------------------------------------------------
+
+def test_site_yaml_settings_map_to_fetch_limits(tmp_path: Path) -> None:
+    limits = FetchLimits.model_validate({
+        "maxBytes": 1 << 20, "connectTimeout": "2s", "readTimeout": "500ms", "stallTimeout": "1m", "minRate": 10,
+        "deadline": "1h30m", "retries": 5, "backoff": "250ms", "redirects": "any",
+        "auth": {"Models.Example.com": {"tokenEnv": "T"}, "other": {"username": "u", "passwordEnv": "P"}},
+        "caBundle": str(tmp_path / "ca.pem"),
+    })
+    assert (limits.max_bytes, limits.connect_timeout, limits.read_timeout, limits.stall_timeout) == (1 << 20, 2, 0.5, 60)
+    assert (limits.min_rate, limits.deadline, limits.retries, limits.backoff) == (10, 5400, 5, 0.25)
+    assert limits.redirects == "any" and limits.ca_bundle == tmp_path / "ca.pem"
+    assert set(limits.auth) == {"models.example.com", "other"}
+
+
+@pytest.mark.parametrize("settings", [
+    {"redirects": "sometimes"},
+    {"readTimeout": "soon"},
+    {"retries": 0},
+    {"auth": {"h": {}}},
+    {"auth": {"h": {"tokenEnv": "T", "username": "u", "passwordEnv": "P"}}},
+    {"auth": {"h": {"username": "u"}}},
+    {"auth": {"h": {"token": "inline-secret"}}},
+], ids=["redirects", "duration", "retries", "auth-empty", "auth-both", "auth-no-password", "auth-inline-secret"])
+def test_bad_fetch_settings_are_refused(settings: dict) -> None:
+    with pytest.raises(ValidationError):
+        FetchLimits.model_validate(settings)
