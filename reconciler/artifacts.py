@@ -30,7 +30,7 @@ __all__ = ["ArtifactStore", "AuthConfig", "FetchLimits", "Ingested", "fetch_byte
 
 CHUNK_SIZE = 4 << 20  # large reads keep the per-chunk Python work negligible next to hashing
 BUFFERS = 4  # in flight between the network and the hashing thread
-WRITEBACK_STEP = 32 << 20
+WRITEBACK_STEP = 16 << 20
 COMPANION_MAX_BYTES = 64 << 10
 DEFAULT_LIMITS = FetchLimits()
 _DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
@@ -78,7 +78,7 @@ class ArtifactStore:
         self._ensure_room(artifact)
         deadline = Deadline(limits.deadline, artifact.uri)
         with _Download(self.tmp, artifact) as download:
-            with_retries(limits, deadline, lambda: self._attempt(download, artifact, repo_root, limits, deadline))
+            with_retries(limits, deadline, lambda: download.attempt(repo_root, limits, deadline))
             sha = download.finish()
             if f"sha256:{sha.hexdigest()}" != artifact.digest:
                 raise Stalled(
@@ -110,20 +110,6 @@ class ArtifactStore:
         free = fs.f_bavail * fs.f_frsize
         if free < artifact.size:
             raise Transient("DiskFull", f"{artifact.uri} needs {artifact.size} bytes, {self.tmp} has {free} free")
-
-    @staticmethod
-    def _attempt(download: _Download, artifact: Artifact, repo_root: Path | None, limits: FetchLimits,
-                 deadline: Deadline) -> None:
-        offset = download.received if download.resumable else 0
-        with open_source(artifact.uri, repo_root, limits, deadline, offset, artifact.size) as opened:
-            if opened.start != download.received:
-                download.restart()
-            download.resumable = opened.resumable
-            download.fill(opened.body)
-        if download.received < artifact.size:
-            raise Stalled(
-                "ArtifactSizeMismatch", f"{artifact.uri}: {download.received} bytes, the manifest says {artifact.size}"
-            )
 
 
 def fetch_bytes(
@@ -169,7 +155,7 @@ class _Download:
         self.path = Path(name)
         self._fd = fd
         self.received = 0
-        self.resumable = False
+        self._resumable = False
         self._sha = hashlib.sha256()
         self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
         for _ in range(BUFFERS):
@@ -187,7 +173,19 @@ class _Download:
         os.close(self._fd)
         self.path.unlink(missing_ok=True)
 
-    def fill(self, body: Body) -> None:
+    def attempt(self, repo_root: Path | None, limits: FetchLimits, deadline: Deadline) -> None:
+        """One try at the missing bytes: from where the last try stopped if the source can resume,
+        else from the start."""
+        offset = self.received if self._resumable else 0
+        with open_source(self.uri, repo_root, limits, deadline, offset, self.limit) as opened:
+            if opened.start != self.received:
+                self._restart()
+            self._resumable = opened.resumable
+            self._fill(opened.body)
+        if self.received < self.limit:
+            raise Stalled("ArtifactSizeMismatch", f"{self.uri}: {self.received} bytes, the manifest says {self.limit}")
+
+    def _fill(self, body: Body) -> None:
         """Append what ``body`` yields, up to one byte past the limit."""
         while True:
             buffer = self._free.get()
@@ -203,7 +201,7 @@ class _Download:
             self._hashing.put((self._sha, buffer, n))
             self._writeback.wrote(self.received)
 
-    def restart(self) -> None:
+    def _restart(self) -> None:
         """Start over from byte 0 (the source cannot resume); buffers still queued for hashing go
         into the old hash object, which is dropped."""
         self._sha = hashlib.sha256()

@@ -292,18 +292,24 @@ History = list[tuple[str, StatusRecord]]  # (status commit, record), oldest firs
 class StatusArchive:
     """Every site's status records, read in bulk. ``latest`` is each site's newest record."""
 
+    FIRST_WINDOW = 3600  # seconds before a moment asked about that the first walk reaches back
+
     def __init__(self, source: GitSource, sites: Collection[str] | None = None):
         self._source = source
         self.latest = StatusRefs(source).read_all()  # which also fetches every status ref
-        self._chains = self._read_chains(sites)
+        refs = source.repo.git.for_each_ref("--format=%(refname) %(objectname)", STATUS_REF_PREFIX).splitlines()
+        tips = {ref.removeprefix(STATUS_REF_PREFIX): sha for ref, sha in (line.split() for line in refs)}
+        self._tips = {site: sha for site, sha in tips.items() if sites is None or site in sites}
 
     @property
     def sites(self) -> list[str]:
-        return sorted(self._chains)
+        return sorted(self._tips)
 
     def histories(self, sites: Iterable[str] | None = None) -> dict[str, History]:
         """Every record of each site (default: every site read)."""
-        chains = {site: self._chains[site] for site in (self._chains if sites is None else sites)}
+        tips = {site: self._tips[site] for site in (self._tips if sites is None else sites)}
+        parent_of = self._log(tips.values())
+        chains = {site: _chain(tip, parent_of)[0] for site, tip in tips.items()}
         records = self._records({c.sha: site for site, chain in chains.items() for c in chain})
         return {site: [(c.sha, records[c.sha]) for c in reversed(chain) if c.sha in records]
                 for site, chain in chains.items()}
@@ -314,7 +320,7 @@ class StatusArchive:
         must bear their commits' dates out, else the site's whole history is read."""
         cutoff = at.timestamp()
         pairs: dict[str, tuple[StatusCommit | None, StatusCommit | None]] = {}
-        for site, chain in self._chains.items():  # newest first
+        for site, chain in self._chains_reaching(cutoff).items():  # newest first
             index = next((i for i, c in enumerate(chain) if c.time <= cutoff), len(chain))
             pairs[site] = (chain[index] if index < len(chain) else None, chain[index - 1] if index else None)
         records = self._records({c.sha: site for site, pair in pairs.items() for c in pair if c is not None})
@@ -330,29 +336,39 @@ class StatusArchive:
                 unsure.append(site)
         return found | self.histories(unsure)
 
-    def _read_chains(self, sites: Collection[str] | None) -> dict[str, list[StatusCommit]]:
-        """Per site, its ref's first-parent commits, newest first, from one ``git log``."""
-        repo = self._source.repo
-        refs = repo.git.for_each_ref("--format=%(refname) %(objectname)", STATUS_REF_PREFIX).splitlines()
-        tips = {ref.removeprefix(STATUS_REF_PREFIX): sha for ref, sha in (line.split() for line in refs)}
-        if sites is not None:
-            tips = {site: sha for site, sha in tips.items() if site in sites}
-        if not tips:
+    def _chains_reaching(self, cutoff: float) -> dict[str, list[StatusCommit]]:
+        """Per site, its newest commits down to the first one dated at or before ``cutoff`` (or
+        down to its first). ``git log --since`` stops each walk early; sites that wrote nothing in
+        the window are walked on from where they stopped, over a window four times as long."""
+        chains: dict[str, list[StatusCommit]] = {site: [] for site in self._tips}
+        pending = dict(self._tips)  # site -> the commit its walk goes on from
+        window = self.FIRST_WINDOW
+        while pending:
+            since = int(cutoff) - window
+            parent_of = self._log(pending.values(), since if since > 0 else None)
+            for site, start in list(pending.items()):
+                walked, stopped_at = _chain(start, parent_of, cutoff)
+                chains[site] += walked
+                if stopped_at is None:
+                    del pending[site]
+                else:
+                    pending[site] = stopped_at
+            window *= 4
+        return chains
+
+    def _log(self, starts: Iterable[str], since: int | None = None) -> dict[str, tuple[int, str | None]]:
+        """Commit date and first parent of every commit reachable from ``starts`` (dated at or
+        after ``since``), from one ``git log``."""
+        starts = list(starts)
+        if not starts:
             return {}
-        listing = repo.git.log("--format=%H %ct %P", *tips.values(), env=_ISOLATED_GIT)
+        limit = [f"--since=@{since}"] if since is not None else []
+        listing = self._source.repo.git.log("--format=%H %ct %P", *limit, *starts, env=_ISOLATED_GIT)
         parent_of: dict[str, tuple[int, str | None]] = {}
         for line in listing.splitlines():
             sha, time, *parents = line.split()
             parent_of[sha] = (int(time), parents[0] if parents else None)
-        chains = {}
-        for site, tip in tips.items():
-            chain, sha = [], tip
-            while sha is not None:
-                time, parent = parent_of[sha]
-                chain.append(StatusCommit(sha, time))
-                sha = parent
-            chains[site] = chain
-        return chains
+        return parent_of
 
     def _records(self, site_of: Mapping[str, str]) -> dict[str, StatusRecord]:
         """The records of these status commits (mapped to their sites), through one cat-file."""
@@ -368,6 +384,21 @@ class StatusArchive:
             if record is not None:
                 records[sha] = record
         return records
+
+
+def _chain(start: str, parent_of: Mapping[str, tuple[int, str | None]],
+           cutoff: float | None = None) -> tuple[list[StatusCommit], str | None]:
+    """The first-parent commits from ``start`` that ``parent_of`` knows, newest first, ending at
+    the first one dated by ``cutoff``; and the commit where the walk would go on (None: done)."""
+    chain: list[StatusCommit] = []
+    sha: str | None = start
+    while sha is not None and sha in parent_of:
+        time, parent = parent_of[sha]
+        chain.append(StatusCommit(sha, time))
+        if cutoff is not None and time <= cutoff:
+            return chain, None
+        sha = parent
+    return chain, sha
 
 
 def _batch_contents(output: bytes) -> Iterator[bytes | None]:
@@ -578,10 +609,13 @@ def _require_known(site: str | None, sites: Iterable[str], deployment: str | Non
 def open_fleet(location: str, branch: str) -> Iterator[tuple[GitSource, str]]:
     """A throwaway cache of the fleet repo, and its branch's head. A local repository lends the
     cache its objects (git alternates), so reading it copies nothing and writes nothing there."""
+    local = Path(location).is_dir()
+    # git runs inside the cache: a relative path would name the cache itself
+    url = str(Path(location).resolve()) if local else location
     with tempfile.TemporaryDirectory(prefix="reconciler-audit-") as cache, \
-            GitSource(location, branch, Path(cache)) as source:
-        if Path(location).is_dir():
-            objects = _objects_dir(Path(location))
+            GitSource(url, branch, Path(cache)) as source:
+        if local:
+            objects = _objects_dir(Path(url))
             (Path(source.repo.git_dir) / "objects" / "info" / "alternates").write_text(f"{objects}\n")
         try:
             head = source.fetch()

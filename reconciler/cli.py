@@ -81,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     status.set_defaults(handler=cmd_status)
 
     demo = commands.add_parser("demo", help="a local fleet converging from a local Git repo")
-    demo.add_argument("--sites", type=int, default=4, help="how many sites to start (default 4)")
+    demo.add_argument("--sites", type=int, help="start only this many sites (default: every site of the fleet)")
     demo.add_argument("--workdir", type=Path, help="keep the demo's files here (default: a temp dir)")
     demo.add_argument("--keep-running", action="store_true", help="keep the fleet up until Ctrl-C")
     demo.set_defaults(handler=cmd_demo)

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -24,6 +25,7 @@ from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.loader import load_directory
 from reconciler.source import GitSource
 from reconciler.status.gitref import StatusRefs
+from reconciler.status.matrix import build_matrix, render_text
 from reconciler.status.record import StatusRecord
 
 EXAMPLE_REPO = Path(__file__).resolve().parents[1] / "example-fleet-repo"
@@ -49,18 +51,21 @@ def run_demo(sites: int, workdir: Path | None, keep_running: bool) -> int:
         server = stack.enter_context(GitHttpServer(root / "srv"))
         url = server.url("fleet")
         say(f"   example-fleet-repo/ pushed to {bare}, served over git smart-HTTP at {url}")
-        say(f"   {len(fleet.sites)} sites, {len(fleet.models)} models, {len(fleet.deployments)} deployments defined\n")
+        say(f"   {len(fleet.sites)} sites, {len(fleet.models)} models, {len(fleet.deployments)} deployments")
+        _compress_time(root, url)
+        say("   demo commit: bake times and canary steps shortened to seconds, maintenance windows lifted,")
+        say("   so that a rollout of minutes fits in the demo (see `git log` of the repo)\n")
 
         say("2. Starting site agents (each: its own process, state directory and inference port)")
         agents = {site: _start_agent(stack, root, url, site) for site in chosen}
         for site, (port, _) in agents.items():
             labels = fleet.sites[site].metadata.labels
-            say(f"   {site:<22} http://127.0.0.1:{port}  labels {dict(sorted(labels.items()))}")
+            say(f"   {site:<22} http://127.0.0.1:{port}  {' '.join(f'{k}={v}' for k, v in sorted(labels.items()))}")
         refs = StatusRefs(stack.enter_context(GitSource(url, "main", root / "observer.git")))
         head = _remote_head(url)
-        say(f"\n3. Waiting for every site to converge on {head[:12]} (status records on refs/reconciler/status/<site>)")
+        say(f"\n3. Every site converges on {head[:12]}, wave after wave (read from refs/reconciler/status/<site>)")
         started = time.monotonic()
-        records = _await_convergence(refs, agents, head, started)
+        records = _await_convergence(refs, agents, head, started, watch=None)
         _print_records(records)
 
         say("\n4. Real predictions from each site (Open Inference Protocol v2)")
@@ -71,11 +76,14 @@ def run_demo(sites: int, workdir: Path | None, keep_running: bool) -> int:
             say("\n(no deployment has a newer version to roll out: the demo stops here)")
             return 0
         deployment, old, new = bump
-        say(f"\n5. A release engineer bumps {deployment} from {old} to {new} and pushes")
-        head = _commit_bump(root, url, fleet, deployment, old, new)
-        say(f"   new head {head[:12]}")
-        started = time.monotonic()
-        records = _await_convergence(refs, agents, head, started)
+        say(f"\n5. A release engineer bumps {deployment} from {old} to {new} and pushes. Live traffic flows to every")
+        say("   site; each wave runs the canary steps (weights, pauses, analysis of the canary's own metrics)")
+        say("   and the next wave starts only once the earlier ones report healthy and have baked:")
+        with _Traffic(fleet, records, agents, deployment):
+            head = _commit_bump(root, url, fleet, deployment, old, new)
+            say(f"   new head {head[:12]}")
+            started = time.monotonic()
+            records = _await_convergence(refs, agents, head, started, watch=deployment)
         _print_records(records)
 
         say("\n6. Predictions after the change")
@@ -83,13 +91,24 @@ def run_demo(sites: int, workdir: Path | None, keep_running: bool) -> int:
 
         first = next(site for site, record in sorted(records.items()) if deployment in record.deployments)
         say(f"\n7. The audit trail of {first}: its status ref history, one commit per change")
-        log = subprocess.run(["git", "--git-dir", str(bare), "log", "--format=   %h %ad %s", "--date=iso",
+        log = subprocess.run(["git", "--git-dir", str(bare), "log", "--format=   %h %ad %s", "--date=format:%H:%M:%S",
                               f"refs/reconciler/status/{first}"], capture_output=True, text=True, check=True)
         say(log.stdout.rstrip())
 
-        moved = sum(1 for r in records.values() if deployment in r.deployments)
-        say(f"\nSummary: {len(agents)} sites converged from Git, served real predictions, and {moved} of them moved "
-            f"{deployment} {old} -> {new} within {time.monotonic() - started:.1f}s of the push.")
+        say("\n8. `reconciler status`: the fleet matrix, from Git alone")
+        matrix = build_matrix(refs.read_all(), fleet.sites, datetime.now(UTC), timedelta(minutes=10))
+        say("\n".join("   " + line for line in render_text(matrix).splitlines()))
+
+        moved = sum(1 for r in records.values() if r.deployments.get(deployment, None) and
+                    r.deployments[deployment].activeVersion == new)
+        stopped = sorted({r.deployments[deployment].reason for r in records.values()
+                          if deployment in r.deployments and r.deployments[deployment].state in ("failure", "aborted")})
+        on_old = sum(1 for r in records.values() if deployment in r.deployments and
+                     r.deployments[deployment].activeVersion == old)
+        outcome = (f"the rollout was stopped ({', '.join(stopped)}); {on_old} sites serve {old}" if stopped else
+                   f"{moved} of them rolled {deployment} {old} -> {new} out in waves with in-site canaries")
+        say(f"\nSummary: {len(agents)} sites converged from Git and served real predictions; {outcome}, "
+            f"{time.monotonic() - started:.0f}s after the push.")
         if keep_running:
             say("The fleet keeps running (Ctrl-C stops it). Push to the repo and watch the sites follow:")
             say(f"   git clone {url}")
@@ -98,9 +117,58 @@ def run_demo(sites: int, workdir: Path | None, keep_running: bool) -> int:
     return 0
 
 
-def _choose_sites(fleet: FleetRepo, count: int) -> list[str]:
+def _compress_time(root: Path, url: str) -> None:
+    """Minutes of bake time and canary steps become seconds, and every site may activate now."""
+    clone = root / "clone"
+    env = {**os.environ, **GIT_IDENTITY}
+    subprocess.run(["git", "clone", "-q", url, str(clone)], check=True, env=env)
+    for path in sorted(clone.rglob("*.yaml")):
+        text = path.read_text()
+        text = re.sub(r"(?m)^(\s+(?:bakeTime|duration|window):\s*)\S+", r"\g<1>4s", text)
+        text = re.sub(r"(?m)^(\s+minRequests:\s*)\d+", r"\g<1>5", text)  # the traffic of 4 s, not of minutes
+        text = re.sub(r"(?m)^(\s+maxLatencyP99:\s*)\S+", r"\g<1>1s", text)  # twelve sites share two cores here
+        text = re.sub(r"(?ms)^  maintenanceWindows:\n(?:    .*\n|\s*\n)*", "", text)
+        path.write_text(text)
+    subprocess.run(["git", "-C", str(clone), "commit", "-qam", "demo: compress time (bake 4s, canary steps 4s with "
+                    "5 requests minimum, p99 up to 1s, no maintenance windows)"], check=True, env=env)
+    subprocess.run(["git", "-C", str(clone), "push", "-q", "origin", "HEAD:main"], check=True, env=env)
+
+
+class _Traffic:
+    """Requests to every site that serves ``deployment``, so its canaries have something to judge."""
+
+    def __init__(self, fleet: FleetRepo, records: dict[str, StatusRecord], agents: dict, deployment: str):
+        status = next(r.deployments[deployment] for r in records.values() if deployment in r.deployments)
+        model = fleet.models[status.model]
+        self.body = {"inputs": _inputs_of(model, model.spec.version(status.activeVersion).validation[0])}
+        urls = [f"http://127.0.0.1:{agents[s][0]}/v2/models/{deployment}/infer"
+                for s, r in sorted(records.items()) if deployment in r.deployments]
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(url,), daemon=True) for url in urls]
+
+    def _run(self, url: str) -> None:
+        with httpx.Client(timeout=5) as client:
+            while not self.stop.wait(0.02):
+                try:
+                    client.post(url, json=self.body)
+                except httpx.HTTPError:
+                    pass
+
+    def __enter__(self) -> _Traffic:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=10)
+
+
+def _choose_sites(fleet: FleetRepo, count: int | None) -> list[str]:
     """Sites that may activate at any hour first (the others wait for their maintenance window,
     which the demo shows as 'pending'), spread over tiers and regions."""
+    count = len(fleet.sites) if count is None else count
     by_group: dict[tuple[bool, str, str], list[str]] = {}
     for name in sorted(fleet.sites):
         site = fleet.sites[name]
@@ -151,8 +219,11 @@ def _remote_head(url: str) -> str:
     return out.stdout.split()[0]
 
 
-def _await_convergence(refs: StatusRefs, agents: dict, head: str, started: float) -> dict[str, StatusRecord]:
+def _await_convergence(refs: StatusRefs, agents: dict, head: str, started: float,
+                       watch: str | None) -> dict[str, StatusRecord]:
+    """Until every site is settled on ``head``; narrates each site's steps of ``watch``."""
     done: dict[str, StatusRecord] = {}
+    seen: dict[str, tuple] = {}
     deadline = started + CONVERGE_TIMEOUT
     while len(done) < len(agents):
         if time.monotonic() > deadline:
@@ -162,17 +233,32 @@ def _await_convergence(refs: StatusRefs, agents: dict, head: str, started: float
         for site, (_, process) in agents.items():
             if process.poll() is not None and site not in done:
                 raise SystemExit(f"demo: the agent of {site} exited with {process.returncode}; see its agent.log")
-        for site, record in refs.read_all().items():
-            if site in agents and site not in done and record.observedCommit == head and _settled(record):
+        for site, record in sorted(refs.read_all().items()):
+            if site not in agents or site in done:
+                continue
+            status = record.deployments.get(watch) if watch else None
+            if status is not None and record.observedCommit == head:
+                step = (status.state, status.reason, tuple(sorted(status.weights.items())))
+                if seen.get(site) != step:
+                    seen[site] = step
+                    weights = " ".join(f"{v}:{w}%" for v, w in sorted(status.weights.items()))
+                    say(f"   {time.monotonic() - started:5.1f}s  {site:<20} {status.state:<11} {status.reason:<24} "
+                        f"wave={status.wave or '-':<6} {weights}")
+            if record.observedCommit == head and _settled(record, watch):
                 done[site] = record
-                say(f"   {time.monotonic() - started:5.1f}s  {site} converged")
+                if watch is None:
+                    say(f"   {time.monotonic() - started:5.1f}s  {site} converged")
         time.sleep(0.3)
     return done
 
 
-def _settled(record: StatusRecord) -> bool:
-    """Serving what the commit asks, or waiting for its maintenance window to activate it."""
-    return all(d.state in ("success", "pending") for d in record.deployments.values()) and record.state != "error"
+def _settled(record: StatusRecord, watch: str | None) -> bool:
+    """Serving what the commit asks (or waiting for a maintenance window), or done with a rollout
+    of ``watch`` that failed or was aborted."""
+    def settled(name: str, status) -> bool:
+        ended = name == watch and status.state in ("failure", "aborted")
+        return ended or status.state == "success" or (status.state == "pending" and status.reason == "OutsideMaintenanceWindow")
+    return record.state != "error" and all(settled(name, status) for name, status in record.deployments.items())
 
 
 def _print_records(records: dict[str, StatusRecord]) -> None:
@@ -192,16 +278,20 @@ def _infer_everywhere(fleet: FleetRepo, records: dict[str, StatusRecord], agents
                     continue
                 model = fleet.models[status.model]
                 case = model.spec.version(status.activeVersion).validation[0]
-                inputs = [{"name": spec.name, "datatype": _oip_type(spec.dtype),
-                           "shape": _shape_of(case.inputs[spec.name]), "data": case.inputs[spec.name]}
-                          for spec in model.spec.interface.inputs]
-                reply = client.post(f"http://127.0.0.1:{port}/v2/models/{name}/infer", json={"inputs": inputs})
+                reply = client.post(f"http://127.0.0.1:{port}/v2/models/{name}/infer",
+                                    json={"inputs": _inputs_of(model, case)})
                 reply.raise_for_status()
                 body = reply.json()
                 output = body["outputs"][0]
                 shown = ", ".join(f"{v:.4f}" for v in output["data"][:4])
                 say(f"   {site:<22} {name:<26} v{body['model_version']:<8} {output['name']} = [{shown}"
                     f"{', ...' if len(output['data']) > 4 else ''}]")
+
+
+def _inputs_of(model, case) -> list[dict]:
+    """A validation case's inputs as an OIP v2 request body."""
+    return [{"name": spec.name, "datatype": _oip_type(spec.dtype), "shape": _shape_of(case.inputs[spec.name]),
+             "data": case.inputs[spec.name]} for spec in model.spec.interface.inputs]
 
 
 def _oip_type(dtype: str) -> str:
@@ -233,9 +323,6 @@ def _pick_bump(fleet: FleetRepo, records: dict[str, StatusRecord]) -> tuple[str,
 def _commit_bump(root: Path, url: str, fleet: FleetRepo, deployment: str, old: str, new: str) -> str:
     clone = root / "clone"
     env = {**os.environ, **GIT_IDENTITY}
-    if clone.exists():
-        shutil.rmtree(clone)
-    subprocess.run(["git", "clone", "-q", url, str(clone)], check=True, env=env)
     origin = fleet.origins[("Deployment", deployment)]
     path = clone / origin.path
     lines = path.read_text().splitlines(keepends=True)

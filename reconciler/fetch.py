@@ -129,10 +129,6 @@ class Deadline:
     def left(self) -> float:
         return self._at - time.monotonic()
 
-    def check(self) -> None:
-        if self.left() <= 0:
-            raise self.exceeded()
-
     def bound(self, timeout: float) -> float:
         """``timeout``, cut to what is left; raises once nothing is left."""
         left = self.left()
@@ -140,15 +136,18 @@ class Deadline:
             raise self.exceeded()
         return min(timeout, left)
 
-    def exceeded(self) -> Transient:
-        return Transient("ArtifactDeadlineExceeded", f"{self.uri}: not fetched within the deadline of {self.seconds:g}s")
+    def exceeded(self, last: Exception | None = None) -> Transient:
+        after = f"; the last attempt failed with {last}" if last else ""
+        return Transient("ArtifactDeadlineExceeded", f"{self.uri}: not fetched within the deadline of {self.seconds:g}s{after}")
 
 
 def with_retries(limits: FetchLimits, deadline: Deadline, attempt: Callable[[], T]) -> T:
+    last = None
     for n in range(limits.retries):
         if n:
             time.sleep(min(random.uniform(0, limits.backoff * 2 ** (n - 1)), max(0.0, deadline.left())))
-        deadline.check()
+        if deadline.left() <= 0:
+            raise deadline.exceeded(last) from last
         try:
             return attempt()
         except Transient as exc:
@@ -257,7 +256,7 @@ def _http_source(uri: str, limits: FetchLimits, deadline: Deadline, offset: int,
         try:
             location = response.getheader("Location") if response.status in _REDIRECT_CODES else None
             if location is None:
-                yield _opened(uri, response, sock, limits, deadline, offset, expected)
+                yield _opened(uri, url, response, sock, limits, deadline, offset, expected)
                 return
         finally:
             response.close()
@@ -307,7 +306,8 @@ def _request_error(exc: Exception, uri: str, host: str, limits: FetchLimits, dea
     if isinstance(exc, TimeoutError):
         if deadline.left() <= 0:
             return deadline.exceeded()
-        return Transient("ArtifactUnavailable", f"{uri}: no answer from {host} within {limits.read_timeout:g}s")
+        return Transient("ArtifactUnavailable", f"{uri}: {host} did not answer in time (connectTimeout "
+                                                f"{limits.connect_timeout:g}s, readTimeout {limits.read_timeout:g}s)")
     return Transient("ArtifactUnavailable", f"{uri}: {_describe(exc)}")
 
 
@@ -364,10 +364,10 @@ def _shown(url: str) -> str:
 
 
 def _opened(
-    uri: str, response: http.client.HTTPResponse, sock: socket.socket,
+    uri: str, url: str, response: http.client.HTTPResponse, sock: socket.socket,
     limits: FetchLimits, deadline: Deadline, offset: int, expected: int | None,
 ) -> Opened:
-    start = _start_of_body(uri, response, offset, expected)
+    start = _start_of_body(uri, urlsplit(url).hostname or "", response, offset, expected)
     encoding = response.getheader("Content-Encoding", "identity").strip().lower()
     if encoding != "identity":
         raise Stalled("ArtifactEncodingUnsupported", f"{uri}: the server sends Content-Encoding {encoding} though asked for identity")
@@ -381,7 +381,7 @@ def _opened(
     return Opened(_HttpBody(uri, response, sock, limits, deadline), start, resumable)
 
 
-def _start_of_body(uri: str, response: http.client.HTTPResponse, offset: int, expected: int | None) -> int:
+def _start_of_body(uri: str, host: str, response: http.client.HTTPResponse, offset: int, expected: int | None) -> int:
     code = response.status
     if code == 200:
         return 0  # a server that ignores Range sends everything again
@@ -400,7 +400,6 @@ def _start_of_body(uri: str, response: http.client.HTTPResponse, offset: int, ex
     if code == 416:
         raise Stalled("ArtifactRangeInvalid", f"{uri}: HTTP 416: the server has fewer than the {offset} bytes already received")
     if code in (401, 403):
-        host = urlsplit(uri).hostname
         raise Stalled("ArtifactRequestRejected", f"{uri}: HTTP {code}: check the credentials this site has for {host} (fetch.auth)")
     raise Stalled("ArtifactRequestRejected", f"{uri}: HTTP {code}")
 

@@ -15,11 +15,13 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import IO
+
+from pydantic import TypeAdapter
 
 from reconciler.source import GitSource
 from reconciler.status.gitref import STATUS_FILE, STATUS_REF_PREFIX, StatusRefs, record_json
@@ -300,13 +302,19 @@ def bulk_site(index: int) -> str:
 def bulk_record(site: str, index: int, start: datetime, step: timedelta) -> StatusRecord:
     """The ``index``-th record of a bulk site: versions move up every few records, a failure now
     and then; written at ``start + index × step`` plus a per-site offset of whole seconds."""
-    at = start + index * step + timedelta(seconds=int(site[-4:]) % 60)
-    served = BULK_VERSIONS[(index // 7) % len(BULK_VERSIONS)]
-    state = "failure" if index % 13 == 12 else "success"
+    return _bulk_status(site, *_bulk_fields(site, index, start, step))
+
+
+def _bulk_status(site: str, at: datetime, served: str, state: str) -> StatusRecord:
     deployment = DeploymentStatus(model="scorer", state=state, version=served, activeVersion=served, wave="rest",
                                   reason="Converged", since=at)
     return StatusRecord(site=site, observedCommit="f" * 40, appliedCommit="f" * 40, state=state, reason="Converged",
                         deployments={"scorer": deployment}, agentVersion="bench", writtenAt=at)
+
+
+def _bulk_fields(site: str, index: int, start: datetime, step: timedelta) -> tuple[datetime, str, str]:
+    at = start + index * step + timedelta(seconds=int(site[-4:]) % 60)
+    return at, BULK_VERSIONS[(index // 7) % len(BULK_VERSIONS)], "failure" if index % 13 == 12 else "success"
 
 
 def bulk_history(root: Path, sites: int, records: int, start: datetime = T0,
@@ -315,26 +323,46 @@ def bulk_history(root: Path, sites: int, records: int, start: datetime = T0,
     records per site, all written by one ``git fast-import``. Returns the repository's path."""
     bare = root / "bulk.git"
     _git(None, "init", "--quiet", "--bare", "--initial-branch=main", str(bare))
-    with tempfile.TemporaryFile() as stream:
+    importer = subprocess.Popen(["git", "fast-import", "--quiet", "--date-format=raw"], stdin=subprocess.PIPE,
+                                cwd=bare, env={**os.environ, **_ISOLATED})
+    assert importer.stdin is not None
+    with importer.stdin as stream:
         _fleet_commit_stream(stream, sites, start)
+        templates = _BulkTemplates()
         for number in range(1, sites + 1):
             site = bulk_site(number)
             for index in range(records):
-                record = bulk_record(site, index, start, step)
-                body = record_json(record)
-                message = f"{site}: {record.state}\n".encode()
-                stamp = int(record.writtenAt.timestamp())
-                stream.write(f"commit {STATUS_REF_PREFIX}{site}\n".encode())
-                stream.write(f"committer reconciler-agent <{site}@reconciler.local> {stamp} +0000\n".encode())
+                at, served, state = _bulk_fields(site, index, start, step)
+                body = templates.json(site, at, served, state)
+                message = f"{site}: {state}\n".encode()
+                stream.write(b"commit %s%s\ncommitter reconciler-agent <%s@reconciler.local> %d +0000\n"
+                             % (STATUS_REF_PREFIX.encode(), site.encode(), site.encode(), int(at.timestamp())))
                 stream.write(b"data %d\n%s" % (len(message), message))
                 stream.write(b"M 100644 inline " + STATUS_FILE.encode() + b"\ndata %d\n%s\n" % (len(body), body))
-        stream.seek(0)
-        subprocess.run(["git", "fast-import", "--quiet", "--date-format=raw"], stdin=stream, cwd=bare, check=True,
-                       env={**os.environ, **_ISOLATED})
+    if importer.wait() != 0:
+        raise RuntimeError(f"git fast-import failed in {bare}")
     return bare.resolve()
 
 
-def _fleet_commit_stream(stream, sites: int, start: datetime) -> None:
+class _BulkTemplates:
+    """record_json of bulk records, fast: one real record_json per (version, state), then only the
+    site and the time are put in. The tests read the records back and compare with bulk_record."""
+
+    _SITE, _AT = "site-template", datetime(2000, 1, 1, tzinfo=UTC)
+
+    def __init__(self) -> None:
+        self._texts: dict[tuple[str, str], str] = {}
+        self._time = TypeAdapter(datetime)
+
+    def json(self, site: str, at: datetime, served: str, state: str) -> bytes:
+        if (served, state) not in self._texts:
+            self._texts[served, state] = record_json(_bulk_status(self._SITE, self._AT, served, state)).decode()
+        sample_time = self._time.dump_python(self._AT, mode="json")
+        text = self._texts[served, state].replace(self._SITE, site)
+        return text.replace(sample_time, self._time.dump_python(at, mode="json")).encode()
+
+
+def _fleet_commit_stream(stream: IO[bytes], sites: int, start: datetime) -> None:
     files = {"fleet.yaml": FLEET, "models/scorer.yaml": model_yaml("scorer", ["1.0.0", "1.1.0"]),
              "deployments/scorer.yaml": json.dumps({"apiVersion": "reconciler/v1", "kind": "Deployment",
                                                     "metadata": {"name": "scorer"},

@@ -492,6 +492,7 @@ def test_the_deadline_bounds_the_retries_too(store: ArtifactStore, here: Server)
     error = refused(store, f"{here.url}/status/503", limits)
 
     assert (type(error), error.reason) == (Transient, "ArtifactDeadlineExceeded")
+    assert "the last attempt failed with ArtifactUnavailable" in error.message and "HTTP 503" in error.message
     assert time.monotonic() - start < 2
     assert 2 < len(here.seen) < 100
 

@@ -403,6 +403,15 @@ def test_a_remote_over_smart_http_reads_like_the_local_path(history: ScriptedHis
     assert len(trail.intervals) == 3
 
 
+def test_a_relative_path_and_a_working_clone_read_like_the_bare_repository(history: ScriptedHistory,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = audit_trail(str(history.bare), "main").changes
+    monkeypatch.chdir(history.bare.parent)
+    assert audit_trail("fleet.git", "main").changes == expected
+    monkeypatch.chdir(history.bare.parent / "clone")
+    assert audit_trail(".", "main").changes == expected  # a clone has no status refs: changes only
+
+
 def test_reading_a_local_repository_changes_nothing_in_it(history: ScriptedHistory) -> None:
     def snapshot() -> tuple[str, list[str]]:
         return git(history.bare, "for-each-ref"), sorted(p.name for p in history.bare.iterdir())

@@ -13,6 +13,7 @@ import pytest
 
 from reconciler.devtools.githttp import run_git
 from reconciler.errors import Stalled, Transient
+from reconciler.manifests.loader import DocumentCache, RepoFile, load_tree
 from reconciler.source import CHECKOUT_MARKER, GitSource
 
 if TYPE_CHECKING:
@@ -83,6 +84,59 @@ def test_fetch_then_files_lists_blob_ids_and_reads_contents(fleet_remote: FleetR
     for path, file in files.items():
         assert file.key == run_git(fleet_remote.workdir, "rev-parse", f"{sha}:{path}")
         assert file.read() == (fleet_remote.workdir / path).read_bytes()
+
+
+def test_read_blobs_reads_many_blobs_at_once(fleet_remote: FleetRemote, source: GitSource) -> None:
+    sha = source.fetch(fleet_remote.commit_and_push({"sites/empty.yaml": "", "sites/copy.yaml": "kind: Site\n"}))
+    files = source.files(sha)
+    keys = [f.key for f in files]
+
+    contents = source.read_blobs([*keys, keys[0]])  # asking twice for one blob is harmless
+
+    assert contents == {f.key: f.read() for f in files}
+    assert contents[run_git(fleet_remote.workdir, "rev-parse", f"{sha}:sites/empty.yaml")] == b""
+    assert source.read_blobs([]) == {}
+
+
+@pytest.mark.parametrize("blob", ["0" * 40, "no-such-object"])
+def test_read_blobs_refuses_what_the_cache_lacks(source: GitSource, blob: str) -> None:
+    sha = source.fetch()
+    present = source.files(sha)[0].key
+    with pytest.raises(Stalled) as refused:
+        source.read_blobs([present, blob])
+    assert refused.value.reason == "SourceCacheCorrupt"
+    assert blob in refused.value.message
+
+
+def site(name: str, region: str) -> str:
+    return f"apiVersion: reconciler/v1\nkind: Site\nmetadata:\n  name: {name}\n  labels: {{region: {region}}}\n"
+
+
+def test_a_load_reads_its_cache_misses_in_one_batch(fleet_remote: FleetRemote, source: GitSource) -> None:
+    first = source.fetch(fleet_remote.commit_and_push({"sites/store-1.yaml": site("store-1", "eu"),
+                                                       "sites/store-2.yaml": site("store-2", "eu")}))
+    second = source.fetch(fleet_remote.commit_and_push({"sites/store-2.yaml": site("store-2", "us")}))
+    batches: list[list[str]] = []
+
+    def batched_only(files: list[RepoFile]) -> list[RepoFile]:
+        def read_many(keys: list[str]) -> dict[str, bytes]:
+            batches.append(keys)
+            return source.read_blobs(keys)
+
+        def no_single_reads() -> bytes:
+            raise AssertionError("a file was read on its own")
+
+        return [RepoFile(f.path, f.key, no_single_reads, read_many) for f in files]
+
+    cache = DocumentCache()
+    assert load_tree(batched_only(source.files(first)), cache).findings == []
+    loaded = load_tree(batched_only(source.files(second)), cache)
+
+    assert loaded.repo.sites["store-2"].metadata.labels == {"region": "us"}
+    first_keys = {f.path: f.key for f in source.files(first)}
+    second_keys = {f.path: f.key for f in source.files(second)}
+    assert batches == [[first_keys["sites/store-1.yaml"], first_keys["sites/store-2.yaml"]],
+                       [second_keys["sites/store-2.yaml"]]]
 
 
 def test_files_leaves_out_symlinks(fleet_remote: FleetRemote, source: GitSource) -> None:

@@ -70,7 +70,7 @@ def test_write_publishes_a_commit_on_the_site_ref(fleet_remote: FleetRemote, ope
     run_git(fleet_remote.workdir, "fetch", "--quiet", "origin", f"{STATUS_REF_PREFIX}store-1")
     show = run_git(fleet_remote.workdir, "log", "-1", "--format=%an <%ae>|%cn <%ce>|%at|%s", commit)
     assert show == (f"reconciler-agent <store-1@reconciler.local>|reconciler-agent <store-1@reconciler.local>"
-                    f"|{int(T0.timestamp())}|store-1: success fraud@1.0.0 success")
+                    f"|{int(T0.timestamp())}|store-1: fraud 1.0.0 success (Converged)")
     assert run_git(fleet_remote.workdir, "ls-tree", "--name-only", commit) == "status.json"
     stored = run_git(fleet_remote.workdir, "cat-file", "blob", f"{commit}:status.json")
     assert stored + "\n" == record_json(written).decode()

@@ -237,6 +237,12 @@ def _assemble(parsed: list[ParsedFile]) -> LoadResult:
 
 _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _TAG = "tag:yaml.org,2002:"
+_STR, _MAP, _SEQ = _TAG + "str", _TAG + "map", _TAG + "seq"
+_PLAIN_SCALARS = frozenset(_TAG + t for t in ("int", "float", "bool", "null"))
+
+
+class _NotPlain(Exception):
+    """A document that needs PyYAML's general construction."""
 
 
 class YamlLoader(_Base):  # type: ignore[misc, valid-type]
@@ -248,6 +254,40 @@ class YamlLoader(_Base):  # type: ignore[misc, valid-type]
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.duplicate_keys: list[tuple[yaml.Node, int]] = []  # (second key, line of the first)
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        # PyYAML's constructor is general (any tag, aliases, recursion, merge keys) and pure
+        # Python: it was half of a cold load. Manifests are plain trees, which are built here
+        # directly; any other document goes PyYAML's way, so the result is always PyYAML's.
+        try:
+            return self._construct_plain(node, set())
+        except (_NotPlain, RecursionError):
+            return super().construct_document(node)
+
+    def _construct_plain(self, node: yaml.Node, collections: set[int]) -> Any:
+        """A tree of str-keyed mappings, sequences and plain scalars, each node met once (an
+        alias would meet one twice) and no key twice (PyYAML's way reports it)."""
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag == _STR:
+                return node.value
+            if node.tag in _PLAIN_SCALARS:
+                return self.yaml_constructors[node.tag](self, node)
+            raise _NotPlain
+        if id(node) in collections:
+            raise _NotPlain
+        collections.add(id(node))
+        if isinstance(node, yaml.SequenceNode) and node.tag == _SEQ:
+            return [self._construct_plain(item, collections) for item in node.value]
+        if isinstance(node, yaml.MappingNode) and node.tag == _MAP:
+            mapping: dict[str, Any] = {}
+            for key, value in node.value:
+                if not isinstance(key, yaml.ScalarNode) or key.tag != _STR:
+                    raise _NotPlain  # merge keys (<<) among them
+                mapping[key.value] = self._construct_plain(value, collections)
+            if len(mapping) < len(node.value):
+                raise _NotPlain
+            return mapping
+        raise _NotPlain
 
     def flatten_mapping(self, node: yaml.MappingNode) -> None:
         # Before merge keys (<<) are expanded: overriding a merged key is legitimate.
