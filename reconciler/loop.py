@@ -17,10 +17,10 @@ from reconciler.errors import ReconcilerError, Stalled
 from reconciler.flags import site_context
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.loader import DocumentCache, load_tree
-from reconciler.plan import Plan, Target, plan_site
+from reconciler.plan import Plan, Target, plan_site, wave_members
 from reconciler.source import GitSource
 from reconciler.state import SiteState, StateDir
-from reconciler.status.forge import ForgeStatuses, statuses_for_record
+from reconciler.status.forge import CommitStatus, ForgeStatuses, statuses_for_record, wave_status
 from reconciler.status.gitref import StatusRefs
 from reconciler.status.record import DeploymentStatus, State, StatusRecord
 from reconciler.trust import KeylessIdentity, TrustedKey, TrustRoots, load_public_key
@@ -102,11 +102,12 @@ class Agent:
                 raise Stalled("InvalidManifests", "; ".join(rendered) + (f"; and {more} more" if more > 0 else ""))
             repo_root = self.source.checkout(commit, self.config.state / "cache" / "tree")
             self._share_flags(loaded.repo)
-            plan = plan_site(loaded.repo, self.config.site, state, now, commit, self._fleet_status())
+            fleet_status = self._fleet_status()
+            plan = plan_site(loaded.repo, self.config.site, state, now, commit, fleet_status)
             state, outcomes = self.applier.apply(plan, state, repo_root, now)
             state = self._record_applied(state, commit, outcomes)
             record = self._record(now, commit, state, plan, outcomes)
-            self._publish(record)
+            self._publish(record, loaded.repo, fleet_status, now)
             retry = any(o.error and o.error.retry for o in outcomes) or any(a.kind == "prefetch" for a in plan.actions)
             self.reconciled_head = None if retry else head
             self.watching = plan.watching
@@ -246,7 +247,8 @@ class Agent:
     def _stale(self, now: datetime) -> bool:
         return self.last_contact is not None and now - self.last_contact > self.config.staleAfter
 
-    def _publish(self, record: StatusRecord) -> None:
+    def _publish(self, record: StatusRecord, fleet: FleetRepo | None = None,
+                 fleet_status: dict[str, StatusRecord] | None = None, now: datetime | None = None) -> None:
         if self.last_record is None:
             self.last_record = self.status.read_own(self.config.site)
         if record.same_as(self.last_record):
@@ -254,14 +256,32 @@ class Agent:
         written = self.status.write(record)
         self.last_record = record
         if written and self.forge is not None and record.observedCommit:
-            self._mirror_to_forge(record)
+            self._mirror_to_forge(record, fleet, fleet_status or {}, now)
 
-    def _mirror_to_forge(self, record: StatusRecord) -> None:
-        """The forge mirrors Git for people: its being down never fails a reconcile."""
+    def _mirror_to_forge(self, record: StatusRecord, fleet: FleetRepo | None,
+                         fleet_status: dict[str, StatusRecord], now: datetime | None) -> None:
+        """One status per deployment of this site, and the combined status of each wave in which
+        this site just finished its part. The forge mirrors Git for people: its being down never
+        fails a reconcile."""
+        statuses = statuses_for_record(record, self.config.forge.targetUrl)
+        if fleet is not None:
+            statuses += self._wave_statuses(record, fleet, {**fleet_status, record.site: record}, now)
         try:
-            self.forge.publish(record.observedCommit, statuses_for_record(record, self.config.forge.targetUrl))
+            self.forge.publish(record.observedCommit, statuses)
         except ReconcilerError as error:
             log.warning("%s: forge statuses not posted: %s", self.config.site, error)
+
+    @staticmethod
+    def _wave_statuses(record: StatusRecord, fleet: FleetRepo, fleet_status: dict[str, StatusRecord],
+                       now: datetime) -> list[CommitStatus]:
+        combined = []
+        for name, status in sorted(record.deployments.items()):
+            if status.wave is None or status.state not in ("success", "failure", "aborted") or name not in fleet.deployments:
+                continue
+            members = wave_members(fleet, fleet.deployments[name], now).get(status.wave, [])
+            reports = {site: fleet_status[site].deployments.get(name) if site in fleet_status else None for site in members}
+            combined.append(wave_status(name, status.wave, reports, len(members), version=status.version))
+        return combined
 
     def _log_plan(self, plan: Plan, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:

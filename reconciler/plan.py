@@ -162,6 +162,25 @@ def plan_site(repo: FleetRepo, site_name: str, actual: SiteState, now: datetime,
     return Plan(site_name, commit, tuple(actions), tuple(converged), watching)
 
 
+def targeted_sites(repo: FleetRepo, deployment: Deployment, now: datetime) -> dict[str, dict[str, str]]:
+    """The sites a deployment runs at (selector and flag), with their labels."""
+    return {name: s.metadata.labels for name, s in repo.sites.items()
+            if matches(deployment.spec.targets, s.metadata.labels) and _enabled_or_false(repo, deployment, s, now)}
+
+
+def wave_members(repo: FleetRepo, deployment: Deployment, now: datetime) -> dict[str, list[str]]:
+    """Each wave's sites, for the combined status of a wave."""
+    rollout = rollout_of(repo, deployment)
+    members: dict[str, list[str]] = {}
+    if rollout is None:
+        return members
+    for site, labels in targeted_sites(repo, deployment, now).items():
+        wave = wave_of(rollout, deployment.metadata.name, site, labels)
+        if wave is not None:
+            members.setdefault(wave.name, []).append(site)
+    return members
+
+
 def _enabled_or_false(repo: FleetRepo, deployment: Deployment, site: Site, now: datetime) -> bool:
     """A site whose flag does not evaluate takes no part in the rollout (it reports its error)."""
     try:
@@ -200,8 +219,7 @@ def _gate(repo: FleetRepo, deployment: Deployment, target: Target, site: str,
     if rollout is None or fleet_status is None:
         return None, True
     name = deployment.metadata.name
-    targeted = {name: s.metadata.labels for name, s in repo.sites.items()
-                if matches(deployment.spec.targets, s.metadata.labels) and _enabled_or_false(repo, deployment, s, now)}
+    targeted = targeted_sites(repo, deployment, now)
     reports = {s: report for s, record in fleet_status.items()
                if s in targeted and (report := site_report(record, name)) is not None}
     complete = all(s in reports and reports[s].rollout_id == target.rollout_id and reports[s].state == "success"

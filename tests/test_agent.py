@@ -173,3 +173,23 @@ def test_status_is_mirrored_to_the_forge_once_per_change(fleet, tmp_path, monkey
         agent.reconcile_once()
         assert len(forge.posts()) == posts
         agent.stop()
+
+
+def test_a_site_finishing_its_part_posts_the_combined_status_of_its_wave(tmp_path, monkeypatch):
+    from forge_fake import serve
+
+    progressive = start_fleet_remote(tmp_path / "progressive", progressive=True)
+    monkeypatch.setenv("FLEET_FORGE_TOKEN", "tok-secret-123")
+    with serve("github", "tok-secret-123") as forge:
+        settings = {"kind": "github", "apiUrl": forge.api_url, "repository": "fleet-org/fleet",
+                    "tokenEnv": "FLEET_FORGE_TOKEN"}
+        config = SiteConfig(site="store-berlin-01", repo=progressive.url, state=tmp_path / "berlin",
+                            trustKeys=[EXAMPLE / "keys" / "demo.pub"], forge=settings)
+        agent = Agent(config, None)
+        agent.start()
+        agent.reconcile_once()
+        head = git("rev-parse", "HEAD", cwd=progressive.clone).strip()
+        wave = forge.shown(head)["reconciler/demand-forecast/wave-pilot"]
+        assert (wave.state, wave.description) == ("pending", "1.0.0: 1/2 healthy, 1 pending")  # mumbai has not reported
+        agent.stop()
+    progressive.server.stop()

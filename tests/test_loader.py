@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import time
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import write_tree
 from manifest_texts import DEPLOYMENT, DIGEST_A, FLEET, GOOD_REPO, SITES, edit, load, repo_files
 
 from reconciler.manifests.fleet import Origin
-from reconciler.manifests.loader import DocumentCache, load_directory, load_tree
+from reconciler.manifests.loader import DocumentCache, RepoFile, YamlLoader, load_directory, load_tree
 
 
 def test_the_good_repo_loads_into_a_fleet_repo() -> None:
@@ -193,3 +197,102 @@ def test_load_directory_walks_a_working_tree(tmp_path: Path) -> None:
     again = load_directory(tmp_path, cache)
     assert cache.misses == 6
     assert again.repo.deployments["d"].spec.version == "1.1.0"
+
+
+class GeneralConstruction(YamlLoader):
+    """YamlLoader with PyYAML's own construction for every document: the reference."""
+
+    def construct_document(self, node):
+        return yaml.constructor.BaseConstructor.construct_document(self, node)
+
+
+CONSTRUCTION_CASES = [
+    # id, YAML text; every case must come out as PyYAML constructs it
+    ("plain-tree", "a: {b: [1, -2.5, true, null, ~, '', x]}\nc: [[], {}]\n"),
+    ("yaml-1-1-lookalikes", "a: yes\nb: 12:30\nc: 2024-05-01\nd: 0o17\ne: 010\nf: 0x1F\ng: .inf\nh: 1_000\n"),
+    ("several-documents", "a: 1\n---\n---\n- b\n---\nplain scalar\n"),
+    ("alias-of-a-mapping", "a: &x {k: v}\nb: *x\n"),
+    ("alias-of-a-scalar", "a: &x text\nb: *x\n"),
+    ("recursive-alias", "a: &x [1, *x]\n"),
+    ("merge-key", "base: &b {x: 1, y: 2}\nc:\n  <<: *b\n  y: 3\n"),
+    ("merge-list", "a: &a {x: 1}\nb: &b {y: 2}\nc: {<<: [*a, *b], z: 3}\n"),
+    ("explicit-tags", "a: !!str 123\nb: !!int '7'\nc: !!float '1'\nd: !!binary aGk=\ne: !!timestamp 2024-05-01\n"),
+    ("explicit-collection-tags", "a: !!set {x, y}\nb: !!omap [{x: 1}, {y: 2}]\nc: !!pairs [{x: 1}, {x: 2}]\n"),
+    ("non-string-keys", "1: one\ntrue: yes\n~: none\n1.5: f\n"),
+    ("key-that-equals-an-int-key", "1: a\n'1': b\n"),
+    ("complex-key", "? [a, b]\n: c\n"),  # refused: a list is no key
+    ("value-key", "=: v\n"),
+    ("duplicate-keys", "a: 1\nb: {c: 1, c: 2}\na: 3\n"),
+    ("deep-nesting", "[" * 700 + "]" * 700 + "\n"),  # deeper than Python's recursion limit allows here
+]
+
+
+@pytest.mark.parametrize("text", [case[1] for case in CONSTRUCTION_CASES], ids=[case[0] for case in CONSTRUCTION_CASES])
+def test_documents_are_constructed_as_pyyaml_constructs_them(text: str) -> None:
+    def construct(loader_class: type[YamlLoader]) -> tuple[str, ...]:
+        loader = loader_class(text)
+        documents = []
+        try:
+            while loader.check_node():
+                documents.append(loader.construct_document(loader.get_node()))
+        except yaml.YAMLError as error:
+            return "refused", str(error)
+        finally:
+            loader.dispose()
+        duplicates = [(key.start_mark.line, key.start_mark.column, first) for key, first in loader.duplicate_keys]
+        return repr(documents), repr(duplicates)  # repr: recursive lists compare too
+
+    assert construct(YamlLoader) == construct(GeneralConstruction)
+
+
+def test_a_load_reads_its_cache_misses_with_one_call_per_source() -> None:
+    single_reads: list[str] = []
+    bulk_reads: list[list[str]] = []
+
+    def read_many(keys: list[str]) -> dict[str, bytes]:
+        bulk_reads.append(keys)
+        return {key: contents[key] for key in keys}
+
+    def with_bulk_reader(files: list[RepoFile]) -> list[RepoFile]:
+        # The flag file has no bulk reader: it is read on its own.
+        return [f if f.path.endswith(".json") else replace(f, read_many=read_many) for f in files]
+
+    changed = {**GOOD_REPO, **edit("deployments/d.yaml", "version: 1.0.0", "version: 1.1.0")}
+    contents = {f.key: f.read() for f in repo_files({**GOOD_REPO, "deployments/d2.yaml": changed["deployments/d.yaml"]})}
+    cache = DocumentCache()
+    files = repo_files(GOOD_REPO, single_reads)
+    first = load_tree(with_bulk_reader(files), cache)
+    assert first.findings == [] and first.files == 5
+    assert single_reads == ["flags/fleet.flagd.json"]
+    yaml_files = sorted((f for f in files if f.path.endswith(".yaml")), key=lambda f: f.path)
+    assert bulk_reads == [[f.key for f in yaml_files]]
+
+    files = repo_files(changed, single_reads)
+    second = load_tree(with_bulk_reader(files), cache)
+    assert second.repo.deployments["d"].spec.version == "1.1.0"
+    assert single_reads == ["flags/fleet.flagd.json"]  # not read again
+    assert bulk_reads[1:] == [[next(f.key for f in files if f.path == "deployments/d.yaml")]]
+
+
+@pytest.fixture
+def unfrozen() -> Iterator[None]:
+    yield
+    gc.unfreeze()
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_load_leaves_the_collector_as_it_found_it(enabled: bool, unfrozen: None) -> None:
+    was_enabled = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        load(edit("sites/stores.yaml", "region: us", "region: eu"))
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was_enabled else gc.disable)()
+
+
+def test_parsed_models_are_moved_out_of_the_collectors_way(unfrozen: None) -> None:
+    model = load().repo.deployments["d"]
+    assert not any(tracked is model for tracked in gc.get_objects())
+    gc.unfreeze()
+    assert any(tracked is model for tracked in gc.get_objects())

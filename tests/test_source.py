@@ -119,9 +119,14 @@ def test_a_load_reads_its_cache_misses_in_one_batch(fleet_remote: FleetRemote, s
     batches: list[list[str]] = []
 
     def batched_only(files: list[RepoFile]) -> list[RepoFile]:
+        """The files as files() lists them, with their shared bulk reader logged and no single reads."""
+        bulk_readers = {f.read_many for f in files}
+        assert len(bulk_readers) == 1 and None not in bulk_readers
+        bulk = bulk_readers.pop()
+
         def read_many(keys: list[str]) -> dict[str, bytes]:
             batches.append(keys)
-            return source.read_blobs(keys)
+            return bulk(keys)
 
         def no_single_reads() -> bytes:
             raise AssertionError("a file was read on its own")
