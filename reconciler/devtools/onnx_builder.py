@@ -3,7 +3,7 @@ package (a dev dependency): sites never build models, they only load them."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import onnx
@@ -13,22 +13,84 @@ OPSET = 17
 _ACTIVATIONS = {"relu": "Relu", "sigmoid": "Sigmoid", "softmax": "Softmax", "tanh": "Tanh"}
 
 
+Layers = Sequence[tuple[np.ndarray, np.ndarray, str | None]]
+# (initializers, nodes, output name): how one layer's weights enter the graph
+EncodedWeights = tuple[list[onnx.TensorProto], list[onnx.NodeProto], str]
+INT8_MAX = 127  # symmetric quantization: -127..127, so negating a weight never overflows
+
+
 def dense_model(
-    layers: Sequence[tuple[np.ndarray, np.ndarray, str | None]],
+    layers: Layers,
     input_name: str = "input",
     output_name: str = "output",
     graph_name: str = "dense",
 ) -> bytes:
     """A stack of fully connected layers: each (weights [in, out], bias [out], activation or None).
     Input and output are float32 with a dynamic batch dimension."""
+    return _dense_graph(layers, input_name, output_name, graph_name, _float_weights)
+
+
+def quantized_dense_model(
+    layers: Layers,
+    input_name: str = "input",
+    output_name: str = "output",
+    graph_name: str = "dense-int8",
+) -> bytes:
+    """The network of ``dense_model`` with its weights stored as int8, one scale per output
+    column, and dequantized in the graph (DequantizeLinear before each Gemm): about a quarter of
+    the weight bytes. Biases stay float32. What it computes is ``quantized_dense_reference``."""
+    return _dense_graph(layers, input_name, output_name, graph_name, _int8_weights)
+
+
+def quantize_weights(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-column int8: ``weights ≈ q * scale`` with ``scale[column]`` chosen so the
+    column's largest magnitude maps to 127 (an all-zero column gets scale 1)."""
+    w = np.asarray(weights, dtype=np.float32)
+    peak = np.abs(w).max(axis=0)
+    scale = np.where(peak > 0, peak / INT8_MAX, 1.0).astype(np.float32)
+    q = np.clip(np.rint(w / scale), -INT8_MAX, INT8_MAX).astype(np.int8)
+    return q, scale
+
+
+def dequantized_layers(layers: Layers) -> list[tuple[np.ndarray, np.ndarray, str | None]]:
+    """The weights an int8 model really computes with: q * scale in float32, as DequantizeLinear does."""
+    dequantized = []
+    for weights, bias, activation in layers:
+        q, scale = quantize_weights(weights)
+        dequantized.append((q.astype(np.float32) * scale, np.asarray(bias, dtype=np.float32), activation))
+    return dequantized
+
+
+def quantized_dense_reference(layers: Layers, x: np.ndarray) -> np.ndarray:
+    """``quantized_dense_model`` in numpy, independently of onnxruntime."""
+    return dense_reference(dequantized_layers(layers), x)
+
+
+def _float_weights(name: str, weights: np.ndarray) -> EncodedWeights:
+    return [numpy_helper.from_array(np.asarray(weights, dtype=np.float32), name)], [], name
+
+
+def _int8_weights(name: str, weights: np.ndarray) -> EncodedWeights:
+    q, scale = quantize_weights(weights)
+    q_name, scale_name = f"{name}_int8", f"{name}_scale"
+    dequantize = helper.make_node("DequantizeLinear", [q_name, scale_name], [name], axis=1)
+    return [numpy_helper.from_array(q, q_name), numpy_helper.from_array(scale, scale_name)], [dequantize], name
+
+
+def _dense_graph(
+    layers: Layers,
+    input_name: str,
+    output_name: str,
+    graph_name: str,
+    encode_weights: Callable[[str, np.ndarray], EncodedWeights],
+) -> bytes:
     nodes, initializers = [], []
     current = input_name
     for index, (weights, bias, activation) in enumerate(layers):
-        w_name, b_name = f"w{index}", f"b{index}"
-        initializers += [
-            numpy_helper.from_array(np.asarray(weights, dtype=np.float32), w_name),
-            numpy_helper.from_array(np.asarray(bias, dtype=np.float32), b_name),
-        ]
+        weight_initializers, weight_nodes, w_name = encode_weights(f"w{index}", weights)
+        b_name = f"b{index}"
+        initializers += [*weight_initializers, numpy_helper.from_array(np.asarray(bias, dtype=np.float32), b_name)]
+        nodes += weight_nodes
         is_last = index == len(layers) - 1
         gemm_out = output_name if is_last and activation is None else f"gemm{index}"
         nodes.append(helper.make_node("Gemm", [current, w_name, b_name], [gemm_out]))
@@ -50,7 +112,7 @@ def dense_model(
     return _serialize(graph)
 
 
-def dense_reference(layers: Sequence[tuple[np.ndarray, np.ndarray, str | None]], x: np.ndarray) -> np.ndarray:
+def dense_reference(layers: Layers, x: np.ndarray) -> np.ndarray:
     """The same network in numpy: expected outputs computed independently of onnxruntime."""
     out = np.asarray(x, dtype=np.float64)
     for weights, bias, activation in layers:
