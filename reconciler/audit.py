@@ -55,11 +55,13 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+from git import GitCommandError
 from pydantic import ValidationError
 
 from reconciler.commitpolicy import CommitPolicy, signature_verdicts
-from reconciler.errors import ReconcilerError, UsageError
+from reconciler.errors import ReconcilerError, Stalled, UsageError
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.loader import DocumentCache, LoadResult, RepoFile, load_tree
 from reconciler.manifests.models import FlagRef
@@ -77,8 +79,11 @@ UNKNOWN = "unknown"
 
 _MANIFEST_PATHSPECS = ("*.yaml", "*.yml", "*.flagd.json")  # git pathspecs: '*' crosses directories
 _REGULAR_FILE_MODES = ("100644", "100755")  # symlinks and submodules are not fleet files
-# Output must not depend on the reader's git config (log.showSignature, diff.renames, ...).
+# Output must not depend on the reader's git config (log.showSignature, diff.renames, colours): the
+# user's and the system's are left out, and what a repository read in place may set in its own
+# config is overruled on the command line.
 _ISOLATED_GIT = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+_PLAIN_LOG = ("--no-show-signature", "--no-color")
 _LOG_FORMAT = "%x1e%H%x1f%an <%ae>%x1f%aI%x1f%cn <%ce>%x1f%cI%x1f%B"  # the message last: it may hold anything
 
 
@@ -224,7 +229,7 @@ def fleet_history(source: GitSource, head: str, cache: DocumentCache) -> Iterato
     """The first-parent commits of ``head`` that touched a manifest file, oldest first, each with
     its documents. One ``git log --raw`` tells which blobs each commit changed and the tree is
     kept up to date from it, so no commit costs a process of its own."""
-    output = source.repo.git.log("--first-parent", "--reverse", "--root", "--raw", "-z", "--no-renames",
+    output = source.repo.git.log(*_PLAIN_LOG, "--first-parent", "--reverse", "--root", "--raw", "-z", "--no-renames",
                                  "--no-abbrev", f"--format={_LOG_FORMAT}", head, "--", *_MANIFEST_PATHSPECS,
                                  env=_ISOLATED_GIT, stdout_as_string=False)
     tree: dict[str, str] = {}  # path -> blob
@@ -270,7 +275,7 @@ def _read_blob(source: GitSource, blob: str) -> bytes:
 
 def fleet_commit_at(source: GitSource, head: str, at: datetime) -> str | None:
     """The branch's commit at ``at``: the newest first-parent commit committed by then."""
-    listing = source.repo.git.log("--first-parent", "--format=%H %ct", head, env=_ISOLATED_GIT)
+    listing = source.repo.git.log(*_PLAIN_LOG, "--first-parent", "--format=%H %ct", head, env=_ISOLATED_GIT)
     for line in listing.splitlines():
         sha, committed = line.split()
         if int(committed) <= at.timestamp():
@@ -294,11 +299,17 @@ class StatusArchive:
 
     FIRST_WINDOW = 3600  # seconds before a moment asked about that the first walk reaches back
 
-    def __init__(self, source: GitSource, sites: Collection[str] | None = None):
+    def __init__(self, source: GitSource, sites: Collection[str] | None = None, fetch: bool = True):
+        """``fetch``: bring every status ref from the source's remote first (one fetch); without
+        it, the refs the source's repository holds are read."""
         self._source = source
-        self.latest = StatusRefs(source).read_all()  # which also fetches every status ref
+        fetched = StatusRefs(source).read_all() if fetch else None
         refs = source.repo.git.for_each_ref("--format=%(refname) %(objectname)", STATUS_REF_PREFIX).splitlines()
         tips = {ref.removeprefix(STATUS_REF_PREFIX): sha for ref, sha in (line.split() for line in refs)}
+        if fetched is None:  # as read_all reads them: each ref's newest record, if it parses
+            records = self._records({sha: site for site, sha in tips.items()})
+            fetched = {site: records[sha] for site, sha in tips.items() if sha in records}
+        self.latest = fetched
         self._tips = {site: sha for site, sha in tips.items() if sites is None or site in sites}
 
     @property
@@ -344,12 +355,14 @@ class StatusArchive:
         pending = dict(self._tips)  # site -> the commit its walk goes on from
         window = self.FIRST_WINDOW
         while pending:
-            since = int(cutoff) - window
-            parent_of = self._log(pending.values(), since if since > 0 else None)
+            since: int | None = int(cutoff) - window
+            if since is not None and since <= 0:
+                since = None
+            parent_of = self._log(pending.values(), since)
             for site, start in list(pending.items()):
                 walked, stopped_at = _chain(start, parent_of, cutoff)
                 chains[site] += walked
-                if stopped_at is None:
+                if stopped_at is None or since is None:  # done, or its history goes no further here
                     del pending[site]
                 else:
                     pending[site] = stopped_at
@@ -363,7 +376,7 @@ class StatusArchive:
         if not starts:
             return {}
         limit = [f"--since=@{since}"] if since is not None else []
-        listing = self._source.repo.git.log("--format=%H %ct %P", *limit, *starts, env=_ISOLATED_GIT)
+        listing = self._source.repo.git.log(*_PLAIN_LOG, "--format=%H %ct %P", *limit, *starts, env=_ISOLATED_GIT)
         parent_of: dict[str, tuple[int, str | None]] = {}
         for line in listing.splitlines():
             sha, time, *parents = line.split()
@@ -565,16 +578,16 @@ class FleetAt:
 def audit_trail(location: str, branch: str, policy: CommitPolicy | None = None, site: str | None = None,
                 deployment: str | None = None) -> AuditTrail:
     """The deployment changes and the site timelines (of ``site`` only, of ``deployment`` only)."""
-    with open_fleet(location, branch) as (source, head):
-        trail = fleet_trail(source, head, policy)
-        archive = StatusArchive(source, {site} if site else None)
+    with open_fleet(location, branch) as fleet:
+        trail = fleet_trail(fleet.source, fleet.head, policy)
+        archive = fleet.status({site} if site else None)
         sites = [*(trail.latest.sites if trail.latest else ()), *archive.sites]
         _require_known(site, sites, deployment, [c.deployment for c in trail.changes], archive)
         histories = archive.histories()
     intervals = [interval for name, history in sorted(histories.items()) for interval in site_timeline(name, history)
                  if deployment in (None, interval.deployment)]
     changes = [change for change in trail.changes if deployment in (None, change.deployment)]
-    return AuditTrail(location, branch, head, changes, trail.invalid, intervals)
+    return AuditTrail(shown_location(location), branch, fleet.head, changes, trail.invalid, intervals)
 
 
 def audit_at(location: str, branch: str, at: datetime, site: str | None = None,
@@ -582,17 +595,18 @@ def audit_at(location: str, branch: str, at: datetime, site: str | None = None,
     """What every site (or ``site``) served at ``at``, and what the branch asked for then. The
     inventory is the branch's Sites at that moment, plus every site with a status ref."""
     only = {deployment} if deployment else None
-    with open_fleet(location, branch) as (source, head):
-        fleet_commit = fleet_commit_at(source, head, at)
-        fleet = load_tree(source.files(fleet_commit)).repo if fleet_commit else None
-        archive = StatusArchive(source, {site} if site else None)
+    at = _utc(at)
+    with open_fleet(location, branch) as opened:
+        fleet_commit = fleet_commit_at(opened.source, opened.head, at)
+        fleet = load_tree(opened.source.files(fleet_commit)).repo if fleet_commit else None
+        archive = opened.status({site} if site else None)
         inventory = list(fleet.sites) if fleet else []
         asked = {name: version_text(d.spec.version) for name, d in (fleet.deployments if fleet else {}).items()}
         _require_known(site, [*inventory, *archive.sites], deployment, asked, archive)
         histories = archive.histories_as_of(at)
     rows = fleet_at(histories, [s for s in inventory if site in (None, s)], at, only)
     desired = {name: version for name, version in asked.items() if only is None or name in only}
-    return FleetAt(location, branch, at, fleet_commit, desired, rows)
+    return FleetAt(shown_location(location), branch, at, fleet_commit, desired, rows)
 
 
 def _require_known(site: str | None, sites: Iterable[str], deployment: str | None, deployments: Iterable[str],
@@ -605,31 +619,53 @@ def _require_known(site: str | None, sites: Iterable[str], deployment: str | Non
         raise UsageError(f"deployment {deployment!r}: not in the fleet's history and not in any status record")
 
 
+@dataclass(frozen=True)
+class OpenFleet:
+    source: GitSource
+    head: str  # the branch's commit
+    in_place: bool  # a local repository, read where it is: its refs are there, nothing to fetch
+
+    def status(self, sites: Collection[str] | None = None) -> StatusArchive:
+        return StatusArchive(self.source, sites, fetch=not self.in_place)
+
+
 @contextmanager
-def open_fleet(location: str, branch: str) -> Iterator[tuple[GitSource, str]]:
-    """A throwaway cache of the fleet repo, and its branch's head. A local repository lends the
-    cache its objects (git alternates), so reading it copies nothing and writes nothing there."""
-    local = Path(location).is_dir()
-    # git runs inside the cache: a relative path would name the cache itself
-    url = str(Path(location).resolve()) if local else location
-    with tempfile.TemporaryDirectory(prefix="reconciler-audit-") as cache, \
-            GitSource(url, branch, Path(cache)) as source:
-        if local:
-            objects = _objects_dir(Path(url))
-            (Path(source.repo.git_dir) / "objects" / "info" / "alternates").write_text(f"{objects}\n")
-        try:
-            head = source.fetch()
-        except ReconcilerError as error:
-            raise UsageError(f"cannot read {location}: {error}") from error
-        yield source, head
+def open_fleet(location: str, branch: str) -> Iterator[OpenFleet]:
+    """The fleet repo at ``location`` and its branch's head. A local repository is read in place,
+    and only read: nothing is fetched into it or written there. A URL is fetched into a
+    throwaway cache."""
+    local = Path(location)
+    with tempfile.TemporaryDirectory(prefix="reconciler-audit-") as scratch:
+        cache = Path(_git_output(local, "rev-parse", "--path-format=absolute", "--git-common-dir").strip()) \
+            if local.is_dir() else Path(scratch)
+        with GitSource(str(local.resolve()) if local.is_dir() else location, branch, cache) as source:
+            try:
+                head = _local_head(source, branch) if local.is_dir() else source.fetch()
+            except ReconcilerError as error:
+                raise UsageError(f"cannot read {location}: {error}") from error
+            yield OpenFleet(source, head, in_place=local.is_dir())
 
 
-def _objects_dir(local: Path) -> str:
-    done = subprocess.run(["git", "rev-parse", "--path-format=absolute", "--git-common-dir"], cwd=local,
-                          capture_output=True, text=True, env={**os.environ, **_ISOLATED_GIT})
+def _local_head(source: GitSource, branch: str) -> str:
+    try:
+        return source.repo.git.rev_parse("--verify", "--quiet", f"refs/heads/{branch}^{{commit}}")
+    except GitCommandError:
+        raise Stalled("BranchNotFound", f"{source.url} has no branch {branch!r}") from None
+
+
+def _git_output(repo: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, env={**os.environ, **_ISOLATED_GIT})
     if done.returncode != 0:
-        raise UsageError(f"{local} is not a git repository: {done.stderr.strip()}")
-    return str(Path(done.stdout.strip()) / "objects")
+        raise UsageError(f"{repo} is not a git repository: {done.stderr.strip()}")
+    return done.stdout
+
+
+def shown_location(location: str) -> str:
+    """A repository location fit to print: a URL loses any user name or token in it."""
+    parts = urlsplit(location)
+    if parts.scheme and "@" in parts.netloc:
+        return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return location
 
 
 def parse_time(text: str) -> datetime:

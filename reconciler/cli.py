@@ -89,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     from reconciler.signing import add_subcommands as add_signing_commands
 
     add_signing_commands(commands)  # keygen, sign, verify
+    from reconciler.report import add_subcommands as add_audit_commands
+
+    add_audit_commands(commands)  # audit, report
     return parser
 
 
@@ -218,18 +221,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    import tempfile
     from datetime import timedelta
 
+    from reconciler.audit import open_fleet
     from reconciler.manifests.loader import load_tree
-    from reconciler.source import GitSource
-    from reconciler.status.gitref import StatusRefs
     from reconciler.status.matrix import build_matrix, render_markdown, render_text
 
-    with tempfile.TemporaryDirectory(prefix="reconciler-status-") as cache, \
-            GitSource(args.repo, args.branch, Path(cache)) as source:
-        fleet = load_tree(source.files(source.fetch())).repo
-        records = StatusRefs(source).read_all()
+    with open_fleet(args.repo, args.branch) as opened:
+        fleet = load_tree(opened.source.files(opened.head)).repo
+        records = opened.status().latest
     stale_after = fleet.fleet.spec.staleAfter if fleet.fleet else timedelta(minutes=10)
     matrix = build_matrix(records, fleet.sites, datetime.now(UTC), stale_after)
     if args.format == "json":

@@ -158,7 +158,7 @@ def _verify(source: GitSource, signers: _Signers, revs: list[str], first_parent:
 
 
 def _signature_checks(source: GitSource, signers: _Signers, revs: list[str]) -> list[_Checked]:
-    output = source.repo.git.log("-z", "--reverse", f"--format={_FORMAT}", *revs, "--",
+    output = source.repo.git.log("-z", "--reverse", "--no-show-signature", f"--format={_FORMAT}", *revs, "--",
                                  env=signers.git_env(), stdout_as_string=False)
     checks = []
     for record in output.decode("utf-8", "replace").split("\0"):

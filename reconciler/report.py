@@ -37,13 +37,13 @@ from reconciler.audit import (
     FleetTrail,
     Interval,
     Signature,
-    StatusArchive,
     audit_at,
     audit_trail,
     describe_change,
     fleet_trail,
     open_fleet,
     parse_time,
+    shown_location,
     site_timeline,
     utc_text,
 )
@@ -219,7 +219,7 @@ def _csv(columns: Sequence[str], rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-# --- the HTML page: its data --------------------------------------------------------------------
+# --- the HTML page: its data -----------------------------------------------------------------
 
 RECENT_CHANGES = 50
 DEFAULT_STALE_AFTER = timedelta(minutes=10)  # a fleet without a Fleet document: the Fleet's default
@@ -289,16 +289,16 @@ def _wave_name(fleet: FleetRepo, deployment: Deployment, site: Site) -> str:
 
 
 def collect_report(location: str, branch: str, policy: CommitPolicy | None, now: datetime) -> ReportData:
-    with open_fleet(location, branch) as (source, head):
-        trail = fleet_trail(source, head, policy)
-        archive = StatusArchive(source)
+    with open_fleet(location, branch) as opened:
+        trail = fleet_trail(opened.source, opened.head, policy)
+        archive = opened.status()
         histories = archive.histories()
     fleet = trail.latest
     stale_after = fleet.fleet.spec.staleAfter if fleet and fleet.fleet else DEFAULT_STALE_AFTER
     matrix = build_matrix(archive.latest, fleet.sites if fleet else (), now, stale_after)
     intervals = [interval for site, history in sorted(histories.items()) for interval in site_timeline(site, history)]
     progress = rollout_progress(fleet, archive.latest, now) if fleet else []
-    return ReportData(location, branch, head, now, matrix, progress, intervals, trail)
+    return ReportData(shown_location(location), branch, opened.head, now, matrix, progress, intervals, trail)
 
 
 def write_report(directory: Path, location: str, branch: str, policy: CommitPolicy | None, now: datetime) -> Path:
@@ -308,7 +308,7 @@ def write_report(directory: Path, location: str, branch: str, policy: CommitPoli
     return path
 
 
-# --- the HTML page: rendering -----------------------------------------------------------------------------------
+# --- the HTML page: rendering ----------------------------------------------------------------
 
 def render_html(data: ReportData) -> str:
     """PURE: the whole page."""

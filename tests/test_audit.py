@@ -38,7 +38,6 @@ from audit_history import (
 from fleetfactory import DIGEST_A, DIGEST_B, artifact, deployment, fleet_repo, model, site
 
 from reconciler.audit import (
-    StatusArchive,
     audit_at,
     audit_trail,
     deployment_aspects,
@@ -48,6 +47,7 @@ from reconciler.audit import (
     open_fleet,
     parse_time,
     serving_at,
+    shown_location,
     site_timeline,
 )
 from reconciler.commitpolicy import CommitPolicy
@@ -201,6 +201,17 @@ def test_parse_time_refuses_what_is_not_a_time(text) -> None:
         parse_time(text)
 
 
+@pytest.mark.parametrize(("location", "shown"), [
+    ("https://ci:s3cret@git.example.com/fleet.git", "https://git.example.com/fleet.git"),
+    ("https://token@git.example.com:8443/fleet", "https://git.example.com:8443/fleet"),
+    ("https://git.example.com/fleet.git", "https://git.example.com/fleet.git"),
+    ("/srv/git/fleet.git", "/srv/git/fleet.git"),
+    ("git@example.com:fleet.git", "git@example.com:fleet.git"),  # scp-like: the user is no secret
+])
+def test_locations_are_shown_without_credentials(location, shown) -> None:
+    assert shown_location(location) == shown
+
+
 # --- deployment changes -------------------------------------------------------------------------
 
 def test_deployment_changes_name_author_versions_and_signatures(history: ScriptedHistory) -> None:
@@ -243,8 +254,8 @@ def test_a_commit_that_does_not_load_is_listed_apart_and_its_fix_changes_nothing
 
 def test_each_commit_parses_only_the_files_it_changed(history: ScriptedHistory) -> None:
     cache = DocumentCache()
-    with open_fleet(str(history.bare), "main") as (source, head):
-        fleet_trail(source, head, cache=cache)
+    with open_fleet(str(history.bare), "main") as opened:
+        fleet_trail(opened.source, opened.head, cache=cache)
     # 17 files at first, then one file per commit (the merge brings one, the broken commit and its
     # fix one each); a file put back as it was two commits ago is parsed again.
     assert cache.misses == 17 + 7
@@ -325,8 +336,8 @@ def test_at_reads_the_branch_as_it_was(history: ScriptedHistory) -> None:
 def test_one_record_per_site_gives_the_same_answer_as_the_whole_history(history: ScriptedHistory) -> None:
     """The quick read (commit dates as an index) against the pure rule over every record, at
     every record's time and a microsecond either side."""
-    with open_fleet(str(history.bare), "main") as (source, _):
-        archive = StatusArchive(source)
+    with open_fleet(str(history.bare), "main") as opened:
+        archive = opened.status()
         full = archive.histories()
         times = sorted({minutes(m) + timedelta(microseconds=d) for events in SCORER_EVENTS.values()
                         for m, *_ in events for d in (-1, 0, 1)})
@@ -410,6 +421,19 @@ def test_a_relative_path_and_a_working_clone_read_like_the_bare_repository(histo
     assert audit_trail("fleet.git", "main").changes == expected
     monkeypatch.chdir(history.bare.parent / "clone")
     assert audit_trail(".", "main").changes == expected  # a clone has no status refs: changes only
+
+
+def test_the_repositorys_own_git_config_does_not_change_the_answer(history: ScriptedHistory,
+                                                                   tmp_path: Path) -> None:
+    policy = CommitPolicy(sshAllowedSigners=history.allowed_signers) if history.signed else None
+    expected = audit_trail(str(history.bare), "main", policy)
+    bare = tmp_path / "configured.git"
+    shutil.copytree(history.bare, bare)
+    for key, value in [("log.showSignature", "true"), ("diff.renames", "copies"), ("color.ui", "always"),
+                       ("log.showRoot", "false"), ("core.quotePath", "true")]:
+        git(bare, "config", key, value)
+    trail = audit_trail(str(bare), "main", policy)
+    assert (trail.changes, trail.intervals) == (expected.changes, expected.intervals)
 
 
 def test_reading_a_local_repository_changes_nothing_in_it(history: ScriptedHistory) -> None:
