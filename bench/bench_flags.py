@@ -6,6 +6,8 @@ labels), and must agree on every value before anything is timed. Baseline: Flagd
 openfeature-provider-flagd (what its in-process resolver calls, without the OpenFeature client
 around it), fed the same file and pre-built contexts. A repetition is a batch of passes over all
 (flag, site) pairs, baseline and subject in turns. The ratio is ours over theirs: above 1 is faster.
+Both keep what they prepare per flag file across passes (we compile each flag's targeting once per
+FlagSet and keep a bounded cache of fractional buckets), as an agent or an OFREP server does.
 
     .venv/bin/python bench/bench_flags.py [--quick] [--repetitions N]"""
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
+from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
@@ -40,6 +41,13 @@ def enabled(
 
 
 COLORS = {"red": "#f00", "green": "#0f0", "blue": "#00f"}
+
+
+class Tier(StrEnum):
+    GOLD = "gold"
+    TIER = "tier"
+
+
 SAME = {name: name for name in ("one", "two", "true", "false", "fallback")}
 
 # --- reasons and error codes ---------------------------------------------------------------------
@@ -104,6 +112,26 @@ REASONS = [
         ErrorCode.INVALID_CONTEXT,
     ),
     ("matched", {1: "gold"}, "dflt", "dflt", None, Reason.ERROR, ErrorCode.INVALID_CONTEXT),
+    (
+        "matched",
+        {"tier": "gold", "x": float("inf")},
+        "dflt",
+        "dflt",
+        None,
+        Reason.ERROR,
+        ErrorCode.INVALID_CONTEXT,
+    ),
+    ("matched", {"tier": Tier.GOLD}, None, "#0f0", "green", Reason.TARGETING_MATCH, None),  # a str is JSON
+    ("matched", {Tier.TIER: "gold"}, None, "#0f0", "green", Reason.TARGETING_MATCH, None),
+    (
+        "matched",
+        {"tier": "gold", "score": 0.5, "user": {"tags": [1, None]}},
+        None,
+        "#0f0",
+        "green",
+        Reason.TARGETING_MATCH,
+        None,
+    ),
     ("static", {"tier": {1, 2}}, None, "#f00", "red", Reason.STATIC, None),  # no rule reads the context
 ]
 
@@ -295,6 +323,24 @@ def test_timestamp_is_whole_unix_seconds() -> None:
     assert resolution.error_message == f"targeting returned '{NOW_SECONDS}', which is not a variant of 't'"
 
 
+@pytest.mark.parametrize(
+    ("now", "seconds"),
+    [
+        (NOW, NOW_SECONDS),
+        (NOW + timedelta(seconds=1), NOW_SECONDS + 1),
+        (NOW.replace(tzinfo=None), NOW_SECONDS),
+        (NOW.astimezone(timezone(timedelta(hours=2))), NOW_SECONDS),
+        (NOW.replace(tzinfo=timezone(timedelta(hours=2))), NOW_SECONDS - 7200),
+        (NOW - timedelta(days=1), NOW_SECONDS - 86400),
+    ],
+)
+def test_each_evaluation_reads_its_own_now(now: datetime, seconds: int) -> None:
+    flags = flag_set({"t": enabled({"x": 1}, "x", {"cat": [{"var": "$flagd.timestamp"}]})})
+    for _ in range(2):
+        resolution = evaluate(flags, "t", {}, now)
+        assert resolution.error_message == f"targeting returned '{seconds}', which is not a variant of 't'"
+
+
 def test_the_callers_context_is_not_modified() -> None:
     context = MappingProxyType({"launch": 0})
     assert evaluate(CONTEXT_FLAGS, "after-launch", context, NOW).variant == "after"
@@ -463,6 +509,8 @@ FRACTIONAL_FLAGS = flag_set(
         "single": enabled(
             {"single": "single", "fallback": "fallback"}, "fallback", {"fractional": [["single", 1]]}
         ),
+        "literal-bucket-value": enabled(SAME, "fallback", {"fractional": ["fixed", ["one", 1], ["two", 1]]}),
+        "bucket-value-is-an-entry": enabled(SAME, "fallback", {"fractional": [{"var": "entry"}, ["two", 1]]}),
         "boolean-variants": enabled(
             {"true": "yes", "false": "no"}, "false", {"fractional": [[True, 1], [False, 1]]}
         ),
@@ -530,6 +578,27 @@ def test_fractional_boolean_variants_name_true_and_false(targeting_key: str) -> 
     resolution = evaluate(FRACTIONAL_FLAGS, "boolean-variants", {"targetingKey": targeting_key}, NOW)
     expected = "true" if bucket("boolean-variants" + targeting_key, 2) == 0 else "false"
     assert (resolution.variant, resolution.value) == (expected, {"true": "yes", "false": "no"}[expected])
+
+
+@pytest.mark.parametrize("targeting_key", ["a", "b", "c", "d"])
+def test_fractional_literal_bucketing_value_ignores_the_targeting_key(targeting_key: str) -> None:
+    resolution = evaluate(FRACTIONAL_FLAGS, "literal-bucket-value", {"targetingKey": targeting_key}, NOW)
+    assert resolution.variant == ("one" if bucket("fixed", 2) == 0 else "two")
+
+
+@pytest.mark.parametrize("targeting_key", ["a", "b", "c", "d", "e", "f"])
+def test_fractional_first_argument_that_is_an_array_is_an_entry(targeting_key: str) -> None:
+    # flagd reads a first argument that is no string and not null as the first [variant, weight].
+    context = {"targetingKey": targeting_key, "entry": ["one", 3]}
+    resolution = evaluate(FRACTIONAL_FLAGS, "bucket-value-is-an-entry", context, NOW)
+    expected = "one" if bucket("bucket-value-is-an-entry" + targeting_key, 4) < 3 else "two"
+    assert (resolution.variant, resolution.reason) == (expected, Reason.SPLIT)
+
+
+def test_fractional_first_argument_that_is_a_number_fails() -> None:
+    context = {"targetingKey": "a", "entry": 7}
+    resolution = evaluate(FRACTIONAL_FLAGS, "bucket-value-is-an-entry", context, NOW)
+    assert (resolution.variant, resolution.reason) == ("fallback", Reason.DEFAULT)
 
 
 def test_fractional_outside_the_taken_branch_is_a_plain_match() -> None:

@@ -6,7 +6,15 @@ from typing import Any
 import pytest
 
 from reconciler.flags import jsonlogic
-from reconciler.flags.jsonlogic import OperationFailed, UnknownOperation, apply, check, truthy
+from reconciler.flags.jsonlogic import (
+    OperationFailed,
+    Specializable,
+    UnknownOperation,
+    apply,
+    check,
+    compile_logic,
+    truthy,
+)
 
 NAN = object()  # marks an expected JavaScript NaN
 
@@ -38,6 +46,11 @@ CASES: list[tuple[str, Any, Any, Any]] = [
     ("var numeric path into array", {"var": 1}, ["p", "q"], "q"),
     ("var path from an expression", {"var": {"cat": ["us", "er.name"]}}, DATA, "ada"),
     ("var does not reach into strings", {"var": "s.length"}, DATA, None),
+    ("var top-level name into an array", {"var": "1"}, ["p", "q"], "q"),
+    ("var top-level name of a scalar", {"var": ["a", "dflt"]}, 5, "dflt"),
+    ("var top-level name of null data", {"var": "a"}, None, None),
+    ("var default from an expression", {"var": ["nope", {"cat": ["d", 1]}]}, DATA, "d1"),
+    ("var with extra arguments", {"var": ["a", 2, 3]}, DATA, 1),
     # missing, missing_some
     (
         "missing lists absent and empty",
@@ -164,6 +177,12 @@ CASES: list[tuple[str, Any, Any, Any]] = [
     ("in array is strict", {"in": ["1", [1, 2]]}, {}, False),
     ("in array of numbers", {"in": [2.0, [1, 2]]}, {}, True),
     ("in neither string nor array", {"in": ["a", None]}, {}, False),
+    ("in strings takes only a string", {"in": [1, ["1", "2"]]}, {}, False),
+    ("in strings takes no array", {"in": [["a"], ["a"]]}, {}, False),
+    ("in strings with a var", {"in": [{"var": "s"}, ["x", "abc"]]}, DATA, True),
+    ("in strings with a missing var", {"in": [{"var": "nope"}, ["x", "abc"]]}, DATA, False),
+    ("in no strings", {"in": [{"var": "s"}, []]}, DATA, False),
+    ("in mixed array", {"in": [{"var": "a"}, ["1", 1]]}, DATA, True),
     # strings
     ("cat", {"cat": ["I love ", "pie", 2, True, None]}, {}, "I love pie2true"),
     ("cat of floats and arrays", {"cat": [1.5, 2.0, [1, [2, 3]]]}, {}, "1.521,2,3"),
@@ -236,6 +255,40 @@ def test_operation(logic: Any, data: Any, expected: Any) -> None:
 )
 def test_truthy(value: Any, expected: bool) -> None:
     assert truthy(value) is expected
+
+
+@pytest.mark.parametrize(("logic", "data"), [case[1:3] for case in CASES], ids=[case[0] for case in CASES])
+def test_a_compiled_rule_gives_the_same_result_every_time(logic: Any, data: Any) -> None:
+    rule = compile_logic(logic)
+    assert repr(rule(data, None)) == repr(rule(data, None)) == repr(apply(logic, data))
+
+
+def test_a_compiled_rule_reads_the_data_of_each_call() -> None:
+    rule = compile_logic({"if": [{"in": [{"var": "region"}, ["eu", "us"]]}, {"var": "user.name"}, "none"]})
+    assert rule({"region": "eu", "user": {"name": "ada"}}, None) == "ada"
+    assert rule({"region": "ap", "user": {"name": "ada"}}, None) == "none"
+    assert rule({"region": "us", "user": {"name": "bob"}}, None) == "bob"
+
+
+def test_an_overridden_builtin_is_used_as_given() -> None:
+    seen: list[Any] = []
+
+    def contains(args: list[Any], _data: Any, _scratch: Any) -> str:
+        seen.append(args)
+        return "custom"
+
+    operations = {**jsonlogic.OPERATIONS, "in": contains}
+    assert apply({"in": [{"var": "s"}, ["abc"]]}, DATA, operations) == "custom"
+    assert seen == [["abc", ["abc"]]]
+
+
+@pytest.mark.parametrize(("logic", "expected"), [({"twice": [21]}, "special"), ({"twice": ["x"]}, "xx")])
+def test_a_specializable_operation_falls_back_to_its_general_way(logic: Any, expected: Any) -> None:
+    def specialize(args: list[Any], _operations: Any) -> Any:
+        return (lambda _data, _scratch: "special") if args == [21] else None
+
+    twice = Specializable(lambda args, _data, _scratch: args[0] * 2, specialize)
+    assert apply(logic, {}, {**jsonlogic.OPERATIONS, "twice": twice}) == expected
 
 
 def test_unknown_operation_is_refused() -> None:

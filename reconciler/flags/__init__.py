@@ -25,8 +25,8 @@ class FlagSet:
 
     flags: dict[str, FlagDefinition] = field(default_factory=dict)
     evaluators: dict[str, Any] = field(default_factory=dict)
-    # Targeting with $refs substituted and operations checked, filled on first evaluation of each
-    # flag; a FlagSet never changes, so neither does this.
+    # Each flag prepared for evaluation (targeting compiled, fixed resolutions made), filled on the
+    # first evaluation of each flag; a FlagSet never changes, so neither does this.
     _rules: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
 

@@ -13,11 +13,15 @@
   reason DEFAULT, even when its null would otherwise steer an ``if`` (testbed ``@operator-errors``).
 - An unknown operation, including a ``$ref`` to no evaluator, is ERROR / PARSE_ERROR, whichever branch
   it sits in, as flagd validates the rule before running it.
+
+Each flag is prepared once per flag set, on its first evaluation: ``$ref``s substituted, the rule
+checked and compiled to closures, and every resolution that does not depend on the call made ahead.
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import math
 from collections.abc import Mapping
@@ -72,11 +76,10 @@ class Resolution:
 _MAX_TOTAL_WEIGHT = 2**31 - 1  # flagd caps the sum of fractional weights at MaxInt32
 
 
-@dataclass(slots=True)
 class _Notes:
-    """What custom operations report about one evaluation."""
+    """What custom operations report about one evaluation. A bare class: one is made per evaluation."""
 
-    split: bool = False
+    split = False  # a fractional took part
 
 
 def _string_pair(name: str, args: list[Any]) -> tuple[str, str]:
@@ -95,6 +98,17 @@ def _ends_with(args: list[Any], _data: Any, _notes: _Notes) -> bool:
     return text.endswith(suffix)
 
 
+def _targeting_bucketing_value(data: Any) -> str:
+    """What flagd buckets on when the rule names nothing: flagKey + targetingKey."""
+    context = data if isinstance(data, dict) else {}
+    targeting_key = context.get("targetingKey")
+    if not isinstance(targeting_key, str):
+        raise OperationFailed("fractional has no bucketing value and the context no targetingKey")
+    flagd = context.get("$flagd")
+    flag_key = flagd.get("flagKey", "") if isinstance(flagd, dict) else ""
+    return f"{flag_key}{targeting_key}"
+
+
 def _bucketing(args: list[Any], data: Any) -> tuple[str, list[Any]]:
     """The bucketing value and the [variant, weight] entries. Without a string first argument
     (omitted, or an expression that came out null) flagd buckets on flagKey + targetingKey."""
@@ -102,14 +116,7 @@ def _bucketing(args: list[Any], data: Any) -> tuple[str, list[Any]]:
         raise OperationFailed("fractional needs at least one [variant, weight] entry")
     if isinstance(args[0], str):
         return args[0], args[1:]
-    entries = args[1:] if args[0] is None else args
-    context = data if isinstance(data, dict) else {}
-    targeting_key = context.get("targetingKey")
-    if not isinstance(targeting_key, str):
-        raise OperationFailed("fractional has no bucketing value and the context no targetingKey")
-    flagd = context.get("$flagd")
-    flag_key = flagd.get("flagKey", "") if isinstance(flagd, dict) else ""
-    return f"{flag_key}{targeting_key}", entries
+    return _targeting_bucketing_value(data), args[1:] if args[0] is None else args
 
 
 def _entry(entry: Any) -> tuple[Any, int]:
@@ -129,35 +136,89 @@ def _entry(entry: Any) -> tuple[Any, int]:
     return variant, max(int(weight), 0)
 
 
-def _fractional(args: list[Any], data: Any, notes: _Notes) -> Any:
-    bucketing_value, raw_entries = _bucketing(args, data)
+def _distribution(raw_entries: list[Any]) -> tuple[list[Any], list[int]]:
+    """The entries' variants, and the running sums of their weights."""
     entries = [_entry(entry) for entry in raw_entries]
     bounds = list(itertools.accumulate(weight for _, weight in entries))
     total = bounds[-1] if bounds else 0
     if not 0 < total <= _MAX_TOTAL_WEIGHT:
         raise OperationFailed(f"fractional weights sum to {total}, outside 1..{_MAX_TOTAL_WEIGHT}")
+    return [variant for variant, _ in entries], bounds
+
+
+# Bucketing values repeat (a site, a user, evaluated again and again) and murmur3 in Python costs
+# microseconds; the cache is bounded so that a stream of new keys cannot grow it.
+_bucket = functools.lru_cache(maxsize=4096)(bucket)
+
+
+def _pick(variants: list[Any], bounds: list[int], bucketing_value: str, notes: _Notes) -> Any:
     notes.split = True
-    return entries[bisect.bisect_right(bounds, bucket(bucketing_value, total))][0]
+    return variants[bisect.bisect_right(bounds, _bucket(bucketing_value, bounds[-1]))]
+
+
+def _fractional(args: list[Any], data: Any, notes: _Notes) -> Any:
+    bucketing_value, raw_entries = _bucketing(args, data)
+    return _pick(*_distribution(raw_entries), bucketing_value, notes)
+
+
+def _compile_fractional(
+    args: list[Any], operations: Mapping[str, jsonlogic.Operation]
+) -> jsonlogic.Compiled | None:
+    """Literal entries, the usual case, weighed once. What the first argument is only shows at run
+    time: a string is the bucketing value, null asks for the targetingKey, anything else is an entry
+    after all, for the general way. Invalid entries are left to the general way too, which fails on
+    them at run time, after evaluating the first argument, as before."""
+    if not args:
+        return None
+    # The shorthand (no bucketing argument) buckets exactly as a null bucketing value does.
+    first, raw_entries = (None, args) if isinstance(args[0], list) else (args[0], args[1:])
+    if not all(
+        isinstance(entry, list) and not any(isinstance(item, dict | list) for item in entry)
+        for entry in raw_entries
+    ):
+        return None
+    try:
+        variants, bounds = _distribution(raw_entries)
+    except OperationFailed:
+        return None
+    bucketing = jsonlogic.compile_logic(first, operations)
+
+    def fractional(data: Any, notes: _Notes) -> Any:
+        value = bucketing(data, notes)
+        if value is None:
+            value = _targeting_bucketing_value(data)
+        elif not isinstance(value, str):
+            return _fractional([value, *(list(entry) for entry in raw_entries)], data, notes)
+        return _pick(variants, bounds, value, notes)
+
+    return fractional
 
 
 _OPERATIONS: Mapping[str, jsonlogic.Operation] = {
     **jsonlogic.OPERATIONS,
-    "fractional": _fractional,
+    "fractional": jsonlogic.Specializable(_fractional, _compile_fractional),
     "sem_ver": sem_ver,
     "starts_with": _starts_with,
     "ends_with": _ends_with,
 }
 
 
-# --- rules, resolved once per flag set ---------------------------------------------------------
+# --- rules, prepared once per flag set ------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class _Rule:
-    """A flag's targeting with ``$ref``s substituted; ``logic`` None means no targeting."""
+    """A flag ready to evaluate: its targeting with ``$ref``s substituted and compiled (``run`` None
+    means no targeting), and the resolutions that depend on nothing but the flag, made once: they are
+    immutable, so every evaluation may hand out the same ones."""
 
-    logic: Any = None
-    error: str | None = None
+    flag: FlagDefinition
+    run: jsonlogic.Compiled | None
+    error: str | None  # why the targeting can never run
+    matched: Mapping[str, Resolution]  # by variant, reason TARGETING_MATCH
+    split: Mapping[str, Resolution]  # by variant, reason SPLIT
+    static: Resolution | None  # the default variant, reason STATIC; None without a default variant
+    fallback: Resolution | None  # the default variant, reason DEFAULT; None without a default variant
 
 
 def _substitute(node: Any, evaluators: Mapping[str, Any], expanding: frozenset[str]) -> Any:
@@ -175,39 +236,69 @@ def _substitute(node: Any, evaluators: Mapping[str, Any], expanding: frozenset[s
     return node
 
 
-def _build_rule(flag: FlagDefinition, evaluators: Mapping[str, Any]) -> _Rule:
+def _compile_targeting(
+    flag: FlagDefinition, evaluators: Mapping[str, Any]
+) -> tuple[jsonlogic.Compiled | None, str | None]:
+    """The compiled targeting, or None and why it can never run; (None, None) without targeting."""
     if not flag.targeting:
-        return _Rule()
+        return None, None
     try:
         logic = _substitute(flag.targeting, evaluators, frozenset())
         jsonlogic.check(logic, _OPERATIONS)
+        return jsonlogic.compile_logic(logic, _OPERATIONS), None
     except jsonlogic.UnknownOperation as exc:
-        return _Rule(error=f"targeting uses unknown operation {exc.args[0]!r}")
+        return None, f"targeting uses unknown operation {exc.args[0]!r}"
     except RecursionError:
-        return _Rule(error="targeting is nested too deeply")
-    return _Rule(logic=logic)
+        return None, "targeting is nested too deeply"
 
 
-def _rule(flags: FlagSet, key: str, flag: FlagDefinition) -> _Rule:
+def _build_rule(key: str, flag: FlagDefinition, evaluators: Mapping[str, Any]) -> _Rule:
+    run, error = _compile_targeting(flag, evaluators)
+
+    def resolution(variant: str, reason: Reason) -> Resolution:
+        return Resolution(key, flag.variants[variant], variant, reason, flag_metadata=flag.metadata)
+
+    default = flag.defaultVariant
+    return _Rule(
+        flag,
+        run,
+        error,
+        matched={variant: resolution(variant, Reason.TARGETING_MATCH) for variant in flag.variants},
+        split={variant: resolution(variant, Reason.SPLIT) for variant in flag.variants},
+        static=resolution(default, Reason.STATIC) if default is not None else None,
+        fallback=resolution(default, Reason.DEFAULT) if default is not None else None,
+    )
+
+
+def _rule(flags: FlagSet, key: str) -> _Rule | None:
+    """The prepared flag ``key``, or None if there is no such flag."""
     rule = flags._rules.get(key)
     if rule is None:
-        rule = flags._rules[key] = _build_rule(flag, flags.evaluators)
+        flag = flags.flags.get(key)
+        if flag is None:
+            return None
+        rule = flags._rules[key] = _build_rule(key, flag, flags.evaluators)
     return rule
 
 
 def targeting_errors(flags: FlagSet) -> dict[str, str]:
     """Flags whose targeting can never run (unknown operations, ``$ref`` to no evaluator), by key."""
-    problems = {key: _rule(flags, key, flag).error for key, flag in flags.flags.items()}
-    return {key: error for key, error in problems.items() if error is not None}
+    errors = {}
+    for key in flags.flags:
+        rule = _rule(flags, key)
+        if rule is not None and rule.error is not None:
+            errors[key] = rule.error
+    return errors
 
 
 # --- evaluation --------------------------------------------------------------------------------
 
-_JSON_SCALARS = frozenset({str, bool, int})
+_JSON_SCALARS = frozenset({str, bool, int, type(None)})  # JSON without looking further
+_STRING = frozenset({str})
 
 
 def _is_json(value: Any) -> bool:
-    if value is None or type(value) in _JSON_SCALARS or isinstance(value, str | int):
+    if type(value) in _JSON_SCALARS or isinstance(value, str | int):
         return True
     if isinstance(value, float):
         return math.isfinite(value)
@@ -219,6 +310,9 @@ def _is_json(value: Any) -> bool:
 
 
 def _context_problem(context: Mapping[str, Any]) -> str | None:
+    # Contexts are mostly flat: a look at the types of keys and values, at C speed, settles the usual case.
+    if _JSON_SCALARS.issuperset(map(type, context.values())) and _STRING.issuperset(map(type, context)):
+        return None
     for name, value in context.items():
         if not isinstance(name, str):
             return f"context key {name!r} is not a string"
@@ -227,8 +321,10 @@ def _context_problem(context: Mapping[str, Any]) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=64)
 def _unix_seconds(now: datetime) -> int:
-    """A naive ``now`` is taken as UTC: the evaluator must not depend on the host's timezone."""
+    """A naive ``now`` is taken as UTC: the evaluator must not depend on the host's timezone. Cached
+    because callers evaluate many flags at one ``now``."""
     return int((now if now.tzinfo else now.replace(tzinfo=UTC)).timestamp())
 
 
@@ -244,38 +340,37 @@ def _error(key: str, default: Any, code: ErrorCode, message: str, metadata: dict
     return Resolution(key, default, None, Reason.ERROR, code, message, metadata)
 
 
-def _default_variant(key: str, flag: FlagDefinition, default: Any, reason: Reason) -> Resolution:
-    variant = flag.defaultVariant
-    if variant is None:
-        return Resolution(key, default, None, Reason.DEFAULT, flag_metadata=flag.metadata)
-    return Resolution(key, flag.variants[variant], variant, reason, flag_metadata=flag.metadata)
+def _code_default(key: str, flag: FlagDefinition, default: Any) -> Resolution:
+    """A flag without a default variant hands out the caller's default."""
+    return Resolution(key, default, None, Reason.DEFAULT, flag_metadata=flag.metadata)
 
 
 def _targeted(
-    key: str, flag: FlagDefinition, logic: Any, context: Mapping[str, Any], now: datetime, default: Any
+    key: str, rule: _Rule, run: jsonlogic.Compiled, context: Mapping[str, Any], now: datetime, default: Any
 ) -> Resolution:
+    flag = rule.flag
     problem = _context_problem(context)
     if problem is not None:
         return _error(key, default, ErrorCode.INVALID_CONTEXT, problem, flag.metadata)
-    data = dict(context)
-    data["$flagd"] = {"flagKey": key, "timestamp": _unix_seconds(now)}
+    data = {**context, "$flagd": {"flagKey": key, "timestamp": _unix_seconds(now)}}
     notes = _Notes()
     try:
-        result = jsonlogic.apply(logic, data, _OPERATIONS, notes)
+        result = run(data, notes)
     except OperationFailed:
-        return _default_variant(key, flag, default, Reason.DEFAULT)
+        result = None
     except (ArithmeticError, ValueError, RecursionError) as exc:
         # A flag file is untrusted input: numbers too large to convert or rules nested too deeply
         # must cost one evaluation, not the agent.
         return _error(key, default, ErrorCode.GENERAL, f"targeting failed: {exc!r}", flag.metadata)
     if result is None:
-        return _default_variant(key, flag, default, Reason.DEFAULT)
+        return rule.fallback if rule.fallback is not None else _code_default(key, flag, default)
     variant = _variant_name(result)
-    if variant is None or variant not in flag.variants:
+    resolutions = rule.split if notes.split else rule.matched
+    resolution = resolutions.get(variant) if variant is not None else None
+    if resolution is None:
         message = f"targeting returned {result!r}, which is not a variant of {key!r}"
         return _error(key, default, ErrorCode.GENERAL, message, flag.metadata)
-    reason = Reason.SPLIT if notes.split else Reason.TARGETING_MATCH
-    return Resolution(key, flag.variants[variant], variant, reason, flag_metadata=flag.metadata)
+    return resolution
 
 
 def _matches(value: Any, expected: type) -> bool:
@@ -287,7 +382,7 @@ def _matches(value: Any, expected: type) -> bool:
 
 
 def _typed(resolution: Resolution, expected: type | None, default: Any) -> Resolution:
-    if expected is None or resolution.variant is None:
+    if expected is None or resolution.variant is None or type(resolution.value) is expected:
         return resolution  # errors and code defaults carry the caller's own default
     if not _matches(resolution.value, expected):
         message = f"flag {resolution.key!r} is {type(resolution.value).__name__}, not {expected.__name__}"
@@ -314,18 +409,18 @@ def evaluate(
     """Resolve flag ``key`` for ``context`` at ``now``; never raises for anything a flag file or a
     context can contain. ``expected_type`` (bool, str, int, float, dict, list) is checked against the
     resolved value; int satisfies float and comes back as float."""
-    flag = flags.flags.get(key)
-    if flag is None:
+    rule = _rule(flags, key)
+    if rule is None:
         return _error(key, default, ErrorCode.FLAG_NOT_FOUND, f"flag {key!r} not found", {})
+    flag = rule.flag
     if flag.state == "DISABLED":
         return Resolution(key, default, None, Reason.DISABLED, flag_metadata=flag.metadata)
-    rule = _rule(flags, key, flag)
     if rule.error is not None:
         return _error(key, default, ErrorCode.PARSE_ERROR, rule.error, flag.metadata)
-    if rule.logic is None:
-        resolution = _default_variant(key, flag, default, Reason.STATIC)
+    if rule.run is None:
+        resolution = rule.static if rule.static is not None else _code_default(key, flag, default)
     else:
-        resolution = _targeted(key, flag, rule.logic, context, now, default)
+        resolution = _targeted(key, rule, rule.run, context, now, default)
     return _typed(resolution, expected_type, default)
 
 

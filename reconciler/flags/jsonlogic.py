@@ -9,6 +9,9 @@ Semantics follow json-logic-js, because flagd's rules are written against it: Ja
 except that an empty array is false; ``==`` with JavaScript coercion; ``+`` and ``*`` through
 parseFloat; ``-``, ``/``, ``%`` and the comparisons through Number(). Built-in operations never raise on
 odd input: they return a falsy, NaN or null value, as flagd documents.
+
+A rule is compiled into nested closures (``compile_logic``) so that evaluating it again and again
+does not walk its dicts each time; ``apply`` compiles and runs in one go.
 """
 
 from __future__ import annotations
@@ -16,10 +19,26 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 Operation = Callable[[list[Any], Any, Any], Any]
 """An eager operation: (evaluated arguments, current data, caller's scratch object) -> result."""
+
+Compiled = Callable[[Any, Any], Any]
+"""A rule compiled into nested closures: (data, scratch) -> result."""
+
+
+@dataclass(frozen=True, slots=True)
+class Specializable:
+    """An eager operation that compiles a faster closure of its own for the argument shapes it knows
+    (``specialize`` returns None for the others, which are evaluated the general way)."""
+
+    operation: Operation
+    specialize: Callable[[list[Any], Mapping[str, Operation]], Compiled | None]
+
+    def __call__(self, args: list[Any], data: Any, scratch: Any) -> Any:
+        return self.operation(args, data, scratch)
 
 
 class UnknownOperation(ValueError):
@@ -31,10 +50,12 @@ class OperationFailed(Exception):
 
 
 def truthy(value: Any) -> bool:
+    if value is True or value is False:  # first: most values tested are the results of comparisons
+        return value
+    if value is None:
+        return False
     if isinstance(value, list):
         return bool(value)
-    if value is None or value is False:
-        return False
     if isinstance(value, int | float):
         return value != 0 and value == value  # NaN is falsy in JavaScript
     if isinstance(value, str):
@@ -162,12 +183,8 @@ def _chain(compare: Callable[[Any, Any], bool]) -> Operation:
     return operation
 
 
-def _var(args: list[Any], data: Any, _scratch: Any) -> Any:
-    path, fallback = _arg(args, 0), _arg(args, 1)
-    if path is None or path == "":
-        return data
-    node = data
-    for part in to_js_string(path).split("."):
+def _walk(node: Any, parts: list[str], fallback: Any) -> Any:
+    for part in parts:
         if isinstance(node, dict) and part in node:
             node = node[part]
         elif isinstance(node, list) and _INDEX.fullmatch(part) and int(part) < len(node):
@@ -175,6 +192,33 @@ def _var(args: list[Any], data: Any, _scratch: Any) -> Any:
         else:
             return fallback
     return node
+
+
+def _var(args: list[Any], data: Any, _scratch: Any) -> Any:
+    path, fallback = _arg(args, 0), _arg(args, 1)
+    if path is None or path == "":
+        return data
+    return _walk(data, to_js_string(path).split("."), fallback)
+
+
+def _compile_var(args: list[Any], _operations: Mapping[str, Operation]) -> Compiled | None:
+    """``var`` of a literal path, split once; a path built by an expression takes the general way."""
+    if len(args) > 2 or any(_is_logic(arg) for arg in args):
+        return None
+    path, fallback = _arg(args, 0), _arg(args, 1)
+    if path is None or path == "":
+        return lambda data, _scratch: data
+    if not isinstance(path, str):
+        return None
+    parts = path.split(".")
+    if len(parts) > 1:
+        return lambda data, _scratch: _walk(data, parts, fallback)
+
+    def top_level(data: Any, _scratch: Any) -> Any:
+        # A plain dict answers in one lookup what _walk finds in two.
+        return data.get(path, fallback) if type(data) is dict else _walk(data, parts, fallback)
+
+    return top_level
 
 
 def _missing(args: list[Any], data: Any, _scratch: Any) -> list[Any]:
@@ -249,6 +293,20 @@ def _contains(args: list[Any], _data: Any, _scratch: Any) -> bool:
     return False
 
 
+def _compile_in(args: list[Any], operations: Mapping[str, Operation]) -> Compiled | None:
+    """``in`` a literal array of strings, the usual shape of a targeting list, as one set lookup: only a
+    string is strictly equal to a string."""
+    if len(args) != 2 or not isinstance(args[1], list) or not all(type(item) is str for item in args[1]):
+        return None
+    needle, names = compile_logic(args[0], operations), frozenset(args[1])
+
+    def contained(data: Any, scratch: Any) -> bool:
+        value = needle(data, scratch)
+        return type(value) is str and value in names
+
+    return contained
+
+
 def _cat(args: list[Any], _data: Any, _scratch: Any) -> str:
     return "".join("" if value is None else to_js_string(value) for value in args)
 
@@ -281,7 +339,7 @@ def _merge(args: list[Any], _data: Any, _scratch: Any) -> list[Any]:
 
 
 OPERATIONS: Mapping[str, Operation] = {
-    "var": _var,
+    "var": Specializable(_var, _compile_var),
     "missing": _missing,
     "missing_some": _missing_some,
     "==": lambda args, _d, _s: loose_equal(_arg(args, 0), _arg(args, 1)),
@@ -301,7 +359,7 @@ OPERATIONS: Mapping[str, Operation] = {
     "*": _multiply,
     "/": _divide,
     "%": _remainder,
-    "in": _contains,
+    "in": Specializable(_contains, _compile_in),
     "cat": _cat,
     "substr": _substr,
     "merge": _merge,
@@ -309,80 +367,34 @@ OPERATIONS: Mapping[str, Operation] = {
 """The eager built-in operations; callers extend a copy of this mapping with their own."""
 
 
-# Operations that decide themselves which arguments to evaluate, and in which data.
-Control = Callable[[list[Any], Any, Mapping[str, Operation], Any], Any]
+# --- compilation --------------------------------------------------------------------------------------
+
+# Builds the closure of an operation that decides itself which arguments to evaluate, and in which data.
+Control = Callable[[list[Any], Mapping[str, Operation]], Compiled]
 
 
-def _if(args: list[Any], data: Any, operations: Mapping[str, Operation], scratch: Any) -> Any:
-    for index in range(0, len(args) - 1, 2):
-        if truthy(apply(args[index], data, operations, scratch)):
-            return apply(args[index + 1], data, operations, scratch)
-    return apply(args[-1], data, operations, scratch) if len(args) % 2 else None
-
-
-def _and(args: list[Any], data: Any, operations: Mapping[str, Operation], scratch: Any) -> Any:
-    value = None
-    for arg in args:
-        value = apply(arg, data, operations, scratch)
-        if not truthy(value):
-            return value
-    return value
-
-
-def _or(args: list[Any], data: Any, operations: Mapping[str, Operation], scratch: Any) -> Any:
-    value = None
-    for arg in args:
-        value = apply(arg, data, operations, scratch)
-        if truthy(value):
-            return value
-    return value
-
-
-def _items(args: list[Any], data: Any, operations: Mapping[str, Operation], scratch: Any) -> list[Any]:
-    items = apply(args[0], data, operations, scratch) if args else None
-    return items if isinstance(items, list) else []
-
-
-def _map(args: list[Any], data: Any, operations: Mapping[str, Operation], scratch: Any) -> list[Any]:
-    logic = _arg(args, 1)
-    return [apply(logic, item, operations, scratch) for item in _items(args, data, operations, scratch)]
-
-
-def _filter(args: list[Any], data: Any, operations: Mapping[str, Operation], scratch: Any) -> list[Any]:
-    logic = _arg(args, 1)
-    items = _items(args, data, operations, scratch)
-    return [item for item in items if truthy(apply(logic, item, operations, scratch))]
-
-
-def _all(args: list[Any], data: Any, operations: Mapping[str, Operation], scratch: Any) -> bool:
-    logic = _arg(args, 1)
-    items = _items(args, data, operations, scratch)
-    return bool(items) and all(truthy(apply(logic, item, operations, scratch)) for item in items)
-
-
-def _reduce(args: list[Any], data: Any, operations: Mapping[str, Operation], scratch: Any) -> Any:
-    logic = _arg(args, 1)
-    accumulator = apply(args[2], data, operations, scratch) if len(args) > 2 else None
-    items = apply(args[0], data, operations, scratch) if args else None
-    if not isinstance(items, list):
-        return accumulator
-    for item in items:
-        accumulator = apply(logic, {"current": item, "accumulator": accumulator}, operations, scratch)
-    return accumulator
-
-
-_CONTROL: Mapping[str, Control] = {
-    "if": _if,
-    "?:": _if,
-    "and": _and,
-    "or": _or,
-    "map": _map,
-    "filter": _filter,
-    "reduce": _reduce,
-    "all": _all,
-    "none": lambda args, data, ops, scratch: not _filter(args, data, ops, scratch),
-    "some": lambda args, data, ops, scratch: bool(_filter(args, data, ops, scratch)),
-}
+def compile_logic(logic: Any, operations: Mapping[str, Operation] = OPERATIONS) -> Compiled:
+    """``logic`` read once into closures that evaluate it as ``apply`` does, without re-reading its dicts
+    on every evaluation. An unknown operation compiles to a closure that raises UnknownOperation when
+    (and only when) it is reached."""
+    if isinstance(logic, list):
+        return _compile_items(logic, operations)
+    if not isinstance(logic, dict) or len(logic) != 1:
+        return _constant(logic)  # a scalar, or data: an object is an operation only with a single key
+    [(name, raw)] = logic.items()
+    args = raw if isinstance(raw, list) else [raw]
+    control = _CONTROL.get(name)
+    if control is not None:
+        return control(args, operations)
+    operation = operations.get(name)
+    if operation is None:
+        return _unknown(name)
+    if isinstance(operation, Specializable):
+        specialized = operation.specialize(args, operations)
+        if specialized is not None:
+            return specialized
+    arguments = _compile_items(args, operations)
+    return lambda data, scratch: operation(arguments(data, scratch), data, scratch)
 
 
 def apply(
@@ -391,29 +403,160 @@ def apply(
     """Evaluate ``logic`` against ``data``. ``scratch`` is handed, untouched, to every eager operation so
     that custom operations can leave notes for the caller. Raises UnknownOperation for an unknown name
     (call ``check`` first to find those regardless of which branches run), and lets OperationFailed
-    from custom operations through."""
-    if isinstance(logic, dict):
-        if len(logic) != 1:
-            return logic  # only a single-key object is an operation; others are data
-        [(name, raw)] = logic.items()
-        args = raw if isinstance(raw, list) else [raw]
-        control = _CONTROL.get(name)
-        if control is not None:
-            return control(args, data, operations, scratch)
-        operation = operations.get(name)
-        if operation is None:
-            raise UnknownOperation(name)
-        return operation(_evaluated(args, data, operations, scratch), data, scratch)
-    if isinstance(logic, list):
-        return _evaluated(logic, data, operations, scratch)
-    return logic
+    from custom operations through. To evaluate one rule many times, ``compile_logic`` it once."""
+    return compile_logic(logic, operations)(data, scratch)
 
 
-def _evaluated(items: list[Any], data: Any, operations: Mapping[str, Operation], scratch: Any) -> list[Any]:
-    # Scalars are most arguments; skipping the call for them makes evaluation markedly faster.
-    return [
-        apply(item, data, operations, scratch) if isinstance(item, dict | list) else item for item in items
-    ]
+def _constant(value: Any) -> Compiled:
+    return lambda _data, _scratch: value
+
+
+def _unknown(name: str) -> Compiled:
+    def fail(_data: Any, _scratch: Any) -> Any:
+        raise UnknownOperation(name)
+
+    return fail
+
+
+def _is_logic(item: Any) -> bool:
+    return isinstance(item, dict | list)
+
+
+def _compile_items(items: list[Any], operations: Mapping[str, Operation]) -> Compiled:
+    """A new list of the items evaluated: an array in a rule, or the arguments of an eager operation.
+    Scalars are the rule's own objects."""
+    if not any(_is_logic(item) for item in items):
+        scalars = tuple(items)
+        return lambda _data, _scratch: list(scalars)
+    if not any(_is_logic(item) for item in items[1:]):
+        # The usual arguments of a comparison: an expression, then literals ({"==": [{"var": ...}, 3]}).
+        head, tail = compile_logic(items[0], operations), tuple(items[1:])
+        return lambda data, scratch: [head(data, scratch), *tail]
+    compiled = [compile_logic(item, operations) for item in items]
+    if len(compiled) == 2:
+        first, second = compiled
+        return lambda data, scratch: [first(data, scratch), second(data, scratch)]
+    return lambda data, scratch: [item(data, scratch) for item in compiled]
+
+
+def _compile_if(args: list[Any], operations: Mapping[str, Operation]) -> Compiled:
+    compiled = [compile_logic(arg, operations) for arg in args]
+    if len(compiled) == 3:
+        condition, then, otherwise = compiled
+        return lambda data, scratch: (
+            then(data, scratch) if truthy(condition(data, scratch)) else otherwise(data, scratch)
+        )
+    branches = [(compiled[index], compiled[index + 1]) for index in range(0, len(compiled) - 1, 2)]
+    last = compiled[-1] if len(compiled) % 2 else _constant(None)
+
+    def choose(data: Any, scratch: Any) -> Any:
+        for condition, then in branches:
+            if truthy(condition(data, scratch)):
+                return then(data, scratch)
+        return last(data, scratch)
+
+    return choose
+
+
+def _compile_and(args: list[Any], operations: Mapping[str, Operation]) -> Compiled:
+    compiled = [compile_logic(arg, operations) for arg in args]
+
+    def all_of(data: Any, scratch: Any) -> Any:
+        value = None
+        for operand in compiled:
+            value = operand(data, scratch)
+            if not truthy(value):
+                return value
+        return value
+
+    return all_of
+
+
+def _compile_or(args: list[Any], operations: Mapping[str, Operation]) -> Compiled:
+    compiled = [compile_logic(arg, operations) for arg in args]
+
+    def any_of(data: Any, scratch: Any) -> Any:
+        value = None
+        for operand in compiled:
+            value = operand(data, scratch)
+            if truthy(value):
+                return value
+        return value
+
+    return any_of
+
+
+def _compile_iteration(args: list[Any], operations: Mapping[str, Operation]) -> tuple[Compiled, Compiled]:
+    """The array (anything else counts as empty) and the logic applied to each item of it."""
+    array = compile_logic(args[0], operations) if args else _constant(None)
+    logic = compile_logic(_arg(args, 1), operations)
+
+    def items(data: Any, scratch: Any) -> list[Any]:
+        value = array(data, scratch)
+        return value if isinstance(value, list) else []
+
+    return items, logic
+
+
+def _compile_map(args: list[Any], operations: Mapping[str, Operation]) -> Compiled:
+    items, logic = _compile_iteration(args, operations)
+    return lambda data, scratch: [logic(item, scratch) for item in items(data, scratch)]
+
+
+def _compile_filter(args: list[Any], operations: Mapping[str, Operation]) -> Compiled:
+    items, logic = _compile_iteration(args, operations)
+    return lambda data, scratch: [item for item in items(data, scratch) if truthy(logic(item, scratch))]
+
+
+def _compile_all(args: list[Any], operations: Mapping[str, Operation]) -> Compiled:
+    items, logic = _compile_iteration(args, operations)
+
+    def every(data: Any, scratch: Any) -> bool:
+        values = items(data, scratch)
+        return bool(values) and all(truthy(logic(item, scratch)) for item in values)
+
+    return every
+
+
+def _compile_none(args: list[Any], operations: Mapping[str, Operation]) -> Compiled:
+    matches = _compile_filter(args, operations)  # every item is tested, as json-logic-js does
+    return lambda data, scratch: not matches(data, scratch)
+
+
+def _compile_some(args: list[Any], operations: Mapping[str, Operation]) -> Compiled:
+    matches = _compile_filter(args, operations)
+    return lambda data, scratch: bool(matches(data, scratch))
+
+
+def _compile_reduce(args: list[Any], operations: Mapping[str, Operation]) -> Compiled:
+    logic = compile_logic(_arg(args, 1), operations)
+    initial = compile_logic(args[2], operations) if len(args) > 2 else _constant(None)
+    array = compile_logic(args[0], operations) if args else _constant(None)
+
+    def fold(data: Any, scratch: Any) -> Any:
+        accumulator = initial(data, scratch)
+        items = array(data, scratch)
+        if not isinstance(items, list):
+            return accumulator
+        for item in items:
+            accumulator = logic({"current": item, "accumulator": accumulator}, scratch)
+        return accumulator
+
+    return fold
+
+
+_CONTROL: Mapping[str, Control] = {
+    "if": _compile_if,
+    "?:": _compile_if,
+    "and": _compile_and,
+    "or": _compile_or,
+    "map": _compile_map,
+    "filter": _compile_filter,
+    "reduce": _compile_reduce,
+    "all": _compile_all,
+    "none": _compile_none,
+    "some": _compile_some,
+}
 
 
 def check(logic: Any, operations: Mapping[str, Operation] = OPERATIONS) -> None:
