@@ -67,6 +67,11 @@ class ArtifactStore:
         except FileNotFoundError:
             pass
         else:
+            # The bytes were proven once; a manifest that misstates their size is still refused,
+            # as it would be on a site that has to download them.
+            if size != artifact.size:
+                reason = "ArtifactTooLarge" if size > artifact.size else "ArtifactSizeMismatch"
+                raise Stalled(reason, f"{artifact.uri}: manifest size {artifact.size}, but {artifact.digest} has {size} bytes")
             return Ingested(path, artifact.digest, bytes.fromhex(path.name), size, fetched=False)
         if artifact.size > limits.max_bytes:
             raise Stalled(

@@ -10,6 +10,7 @@ from typing import Annotated
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from reconciler.artifacts import FetchLimits
 from reconciler.commitpolicy import CommitPolicy
 from reconciler.errors import UsageError
 from reconciler.manifests.types import DnsLabel, Duration
@@ -51,6 +52,7 @@ class SiteConfig(BaseModel):
     commitPolicy: CommitPolicy | None = None  # require signed fleet commits (SSH or GPG signers)
     forge: ForgeConfig | None = None  # mirror status records as forge commit statuses
     validation: ValidationLimits = ValidationLimits()
+    fetch: FetchLimits = FetchLimits()  # timeouts, retries, redirects, auth, CA bundle for artifacts
 
     @property
     def listen_address(self) -> tuple[str, int] | None:
@@ -81,6 +83,9 @@ def load_site_config(path: Path, overrides: dict[str, object]) -> SiteConfig:
         raw["trustKeys"] = [str((path.parent / k).resolve()) for k in raw["trustKeys"]]
     if raw.get("sigstoreTrustedRoot"):
         raw["sigstoreTrustedRoot"] = str((path.parent / raw["sigstoreTrustedRoot"]).resolve())
+    fetch = raw.get("fetch")
+    if isinstance(fetch, dict) and fetch.get("caBundle"):
+        fetch["caBundle"] = str((path.parent / fetch["caBundle"]).resolve())
     policy = raw.get("commitPolicy")
     if isinstance(policy, dict):
         for key in ("sshAllowedSigners", "gpgKeyring"):

@@ -61,8 +61,8 @@ class Agent:
             GitSource(config.statusRepo, config.branch, config.state / "cache" / "status.git")
         self.status = StatusRefs(status_source)
         self.forge = ForgeStatuses(config.forge) if config.forge else None
-        self.applier = Applier(self.state_dir, runtime, load_trust_roots(config), validation=config.validation,
-                               metrics=metrics)
+        self.applier = Applier(self.state_dir, runtime, load_trust_roots(config), limits=config.fetch,
+                               validation=config.validation, metrics=metrics)
         self.runtime = runtime
         self.documents = DocumentCache()
         self.reconciled_head: str | None = None  # head whose reconcile needs no retry

@@ -229,16 +229,16 @@ def open_revision(location: str, rev: str) -> Iterator[tuple[str, list[RepoFile]
 
 def _batch_contents(output: bytes, blobs: list[str], git_dir: str) -> Iterator[tuple[str, bytes]]:
     """Splits ``cat-file --batch`` output: per id a ``<id> <type> <size>`` line, the contents
-    and a newline, or ``<id> missing``."""
+    and a newline; or ``<id> missing`` (or ``ambiguous``) alone."""
     at = 0
     for blob in blobs:
         end = output.index(b"\n", at)
-        header = output[at:end].split(b" ")
-        if len(header) != 3:  # "<id> missing": the cache lacks an object of a tree it holds
+        size = output[at:end].rpartition(b" ")[2]
+        if not size.isdigit():  # the cache lacks an object of a tree it holds
             raise Stalled("SourceCacheCorrupt", f"blob {blob} is missing from {git_dir}; delete the cache")
-        at = end + 1 + int(header[2])
+        at = end + 1 + int(size)
         yield blob, output[end + 1 : at]
-        at += 1
+        at += 1  # the newline after the contents
 
 
 def git_error_message(error: GitCommandError) -> str:

@@ -98,7 +98,7 @@ def test_read_blobs_reads_many_blobs_at_once(fleet_remote: FleetRemote, source: 
     assert source.read_blobs([]) == {}
 
 
-@pytest.mark.parametrize("blob", ["0" * 40, "no-such-object"])
+@pytest.mark.parametrize("blob", ["0" * 40, "no-such-object", "two words"])
 def test_read_blobs_refuses_what_the_cache_lacks(source: GitSource, blob: str) -> None:
     sha = source.fetch()
     present = source.files(sha)[0].key

@@ -100,12 +100,12 @@ class DocumentCache:
 
     def missing(self, files: Iterable[RepoFile]) -> list[RepoFile]:
         """The files ``parse`` would have to read."""
-        return [f for f in files if _cache_key(f) not in self._current and _cache_key(f) not in self._previous]
+        return [f for f in files if self._cached(_cache_key(f)) is None]
 
     def parse(self, file: RepoFile, data: bytes | None = None) -> ParsedFile:
         """The file's parts, parsed from ``data`` (or what ``file.read()`` returns) on a miss."""
         key = _cache_key(file)
-        parsed = self._current.get(key) or self._previous.get(key)
+        parsed = self._cached(key)
         if parsed is None:
             self.misses += 1
             parsed = parse_file(file.path, file.read() if data is None else data)
@@ -114,6 +114,9 @@ class DocumentCache:
 
     def end_load(self) -> None:
         self._previous, self._current = self._current, {}
+
+    def _cached(self, key: str) -> ParsedFile | None:
+        return self._current.get(key) or self._previous.get(key)
 
 
 def _cache_key(file: RepoFile) -> str:
@@ -140,12 +143,14 @@ def load_directory(root: Path, cache: DocumentCache | None = None) -> LoadResult
 def load_tree(files: Iterable[RepoFile], cache: DocumentCache | None = None) -> LoadResult:
     """Loads the manifest files among ``files``, parsing only those ``cache`` lacks.
 
-    A load that parsed anything ends with ``gc.collect()`` and ``gc.freeze()``: the parsed models
-    live as long as the cache, and a large repo has hundreds of thousands of them, which the
-    cyclic collector would otherwise walk on every full collection for the rest of the process
-    (two thirds of a warm agent load, measured). The collection first means that no garbage is
-    frozen; frozen objects are still freed by reference counting once the cache drops them, and
-    the models hold no reference cycles, so nothing leaks."""
+    A load that parsed anything ends with ``gc.collect()`` and ``gc.freeze()``, which acts on the
+    whole process: the parsed models live as long as the cache, and a large repo has hundreds of
+    thousands of them, which the cyclic collector would otherwise walk on every full collection
+    for the rest of the process (two thirds of a warm agent load, measured). Collecting first
+    means that no garbage is frozen, and frozen objects are still freed by reference counting
+    once the cache drops them (the models hold no reference cycles). What is never collected is
+    a reference cycle that was alive at a freeze and dies later: in an agent, only the few
+    objects of requests in flight at that instant, once per commit that changed manifests."""
     cache = cache or DocumentCache()
     selected = sorted((f for f in files if is_manifest_path(f.path)), key=lambda f: f.path)
     parsed_before = cache.misses
@@ -257,16 +262,18 @@ class YamlLoader(_Base):  # type: ignore[misc, valid-type]
 
     def construct_document(self, node: yaml.Node) -> Any:
         # PyYAML's constructor is general (any tag, aliases, recursion, merge keys) and pure
-        # Python: it was half of a cold load. Manifests are plain trees, which are built here
-        # directly; any other document goes PyYAML's way, so the result is always PyYAML's.
+        # Python: it took about half of the YAML time, measured. Manifests are plain trees, which
+        # are built here directly; any other document goes PyYAML's way, so the result is
+        # always PyYAML's.
         try:
             return self._construct_plain(node, set())
         except (_NotPlain, RecursionError):
             return super().construct_document(node)
 
     def _construct_plain(self, node: yaml.Node, collections: set[int]) -> Any:
-        """A tree of str-keyed mappings, sequences and plain scalars, each node met once (an
-        alias would meet one twice) and no key twice (PyYAML's way reports it)."""
+        """A tree of str-keyed mappings, sequences and plain scalars: each node met once (an alias
+        would meet one twice, and aliases of aliases can stand for exponentially many nodes), and
+        no key twice (PyYAML's way reports it)."""
         if isinstance(node, yaml.ScalarNode):
             if node.tag == _STR:
                 return node.value
