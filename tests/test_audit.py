@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -556,3 +557,20 @@ def test_a_commit_altered_after_signing_is_bad_and_a_finding(history: ScriptedHi
     changes = json.loads(out)["changes"]
     assert code == 1
     assert (changes[-1]["subject"], changes[-1]["signature"]["state"]) == ("Roll out scorer 1.1.0 AGAIN", "bad")
+
+
+def test_status_matrix_of_the_scripted_history_matches_the_known_final_state(history: ScriptedHistory) -> None:
+    done = subprocess.run([sys.executable, "-m", "reconciler", "status", "--repo", str(history.bare), "--format", "json"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = {row["site"]: row for row in json.loads(done.stdout)["sites"]}
+    final = expected_served_at(datetime(2100, 1, 1, tzinfo=UTC))
+    assert sorted(rows) == SITES
+    for name in SITES:
+        if final[name] is None:
+            assert (rows[name]["state"], rows[name]["stale"]) == ("unknown", True)
+            continue
+        state, served, desired = final[name]
+        scorer = rows[name]["deployments"]["scorer"]
+        assert (scorer["state"], scorer["activeVersion"], scorer["version"]) == (state, served, desired)
+        assert rows[name]["stale"]  # written in 2024: far older than the fleet's staleAfter of 10m
