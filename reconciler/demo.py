@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from reconciler.devtools.githttp import GitHttpServer, init_bare_repo
+from reconciler.devtools.processes import free_port, stop_all
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.loader import load_directory
 from reconciler.source import GitSource
@@ -183,14 +183,8 @@ def _choose_sites(fleet: FleetRepo, count: int | None) -> list[str]:
     return chosen
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _start_agent(stack: ExitStack, root: Path, url: str, site: str) -> tuple[int, subprocess.Popen]:
-    port = _free_port()
+    port = free_port()
     config = root / "sites" / site / "site.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(
@@ -200,18 +194,9 @@ def _start_agent(stack: ExitStack, root: Path, url: str, site: str) -> tuple[int
     log = (config.parent / "agent.log").open("wb")
     process = subprocess.Popen([sys.executable, "-m", "reconciler", "run", "--config", str(config)],
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    stack.callback(_stop_process, process, log)
+    stack.callback(log.close)
+    stack.callback(stop_all, [process])
     return port, process
-
-
-def _stop_process(process: subprocess.Popen, log) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    log.close()
 
 
 def _remote_head(url: str) -> str:

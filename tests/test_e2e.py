@@ -4,7 +4,6 @@ real predictions from the new version, and the status records on their refs."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -13,17 +12,12 @@ import httpx
 import pytest
 from fleet_fixture import EXAMPLE, git, start_fleet_remote
 
+from reconciler.devtools.processes import free_port, stop_all
 from reconciler.source import GitSource
 from reconciler.status.gitref import StatusRefs
 
 SITES = ("store-berlin-01", "store-boston-01")  # stores that may activate at any hour
 TIMEOUT = 120
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
@@ -46,13 +40,8 @@ def agents(fleet, tmp_path):
             stdout=log, stderr=subprocess.STDOUT)
         running[site] = (port, process, log)
     yield {site: port for site, (port, _, _) in running.items()}
-    for _, process, log in running.values():
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    stop_all(process for _, process, _ in running.values())
+    for _, _, log in running.values():
         log.close()
 
 

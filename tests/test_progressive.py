@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from fleet_fixture import EXAMPLE, GIT_ENV, git
 from onnx import helper, numpy_helper
 
 from reconciler.devtools.githttp import GitHttpServer, init_bare_repo
+from reconciler.devtools.processes import free_port, stop_all
 from reconciler.manifests.models import Rollout
 from reconciler.rollout import wave_of
 from reconciler.source import GitSource
@@ -87,12 +87,6 @@ def add_bad_version(clone: Path) -> None:
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class Traffic:
     """Live requests (batches of two rows) to every site while a canary needs something to judge."""
 
@@ -140,14 +134,8 @@ def fleet(tmp_path_factory):
     refs = StatusRefs(GitSource(url, "main", root / "observer.git"))
     yield root, url, refs, ports
     refs.close()
-    for process, _ in agents.values():
-        process.terminate()
-    for process, log in agents.values():
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    stop_all(process for process, _ in agents.values())
+    for _, log in agents.values():
         log.close()
     server.stop()
 
