@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from reconciler.artifacts import FetchLimits
 from reconciler.commitpolicy import CommitPolicy
@@ -51,6 +51,13 @@ class SiteConfig(BaseModel):
     acceptHistory: str | None = None  # a commit an operator accepted after a history rewrite
     commitPolicy: CommitPolicy | None = None  # require signed fleet commits (SSH or GPG signers)
     forge: ForgeConfig | None = None  # mirror status records as forge commit statuses
+    gateSource: Literal["git", "forge"] = "git"  # forge: read other sites from commit statuses, never push refs
+
+    @model_validator(mode="after")
+    def _forge_gates_need_a_forge(self) -> SiteConfig:
+        if self.gateSource == "forge" and self.forge is None:
+            raise ValueError("gateSource: forge needs the forge settings")
+        return self
     validation: ValidationLimits = ValidationLimits()
     fetch: FetchLimits = FetchLimits()  # timeouts, retries, redirects, auth, CA bundle for artifacts
 

@@ -21,14 +21,13 @@ from reconciler.plan import Plan, Target, plan_site, wave_members
 from reconciler.source import GitSource
 from reconciler.state import SiteState, StateDir
 from reconciler.status.forge import CommitStatus, ForgeStatuses, statuses_for_record, wave_status
+from reconciler.status.forge_gate import fleet_status_from_forge
 from reconciler.status.gitref import StatusRefs
-from reconciler.status.record import DeploymentStatus, State, StatusRecord
+from reconciler.status.record import WORST_FIRST, DeploymentStatus, State, StatusRecord
 from reconciler.trust import KeylessIdentity, TrustedKey, TrustRoots, load_public_key
 
 log = logging.getLogger("reconciler.agent")
 
-# Worst first: the site's state is that of its worst deployment.
-SEVERITY: tuple[State, ...] = ("error", "failure", "aborted", "progressing", "pending", "success")
 FINDINGS_IN_MESSAGE = 5
 
 
@@ -102,7 +101,7 @@ class Agent:
                 raise Stalled("InvalidManifests", "; ".join(rendered) + (f"; and {more} more" if more > 0 else ""))
             repo_root = self.source.checkout(commit, self.config.state / "cache" / "tree")
             self._share_flags(loaded.repo)
-            fleet_status = self._fleet_status()
+            fleet_status = self._fleet_status(commit)
             plan = plan_site(loaded.repo, self.config.site, state, now, commit, fleet_status)
             state, outcomes = self.applier.apply(plan, state, repo_root, now)
             state = self._record_applied(state, commit, outcomes)
@@ -127,9 +126,11 @@ class Agent:
             delay = min(interval, 0.5 * 2**failures) if failures else interval
             stop.wait(delay * (1 + self.config.jitter * (2 * random.random() - 1)))
 
-    def _fleet_status(self) -> dict[str, StatusRecord]:
-        """Every site's newest record, this site's own as it stands in memory."""
-        records = self.status.read_all()
+    def _fleet_status(self, commit: str) -> dict[str, StatusRecord]:
+        """Every site's newest record (from Git refs, or from the forge's statuses on this commit),
+        this site's own as it stands in memory."""
+        records = fleet_status_from_forge(self.forge, commit) if self.config.gateSource == "forge" \
+            else self.status.read_all()
         if self.last_record is not None:
             records[self.config.site] = self.last_record
         return records
@@ -212,7 +213,7 @@ class Agent:
             if stale:
                 message += f" (no contact with the fleet repo since {self.last_contact:%Y-%m-%d %H:%M:%S}Z)"
         else:
-            site_state = min((d.state for d in deployments.values()), key=SEVERITY.index, default="success")
+            site_state = min((d.state for d in deployments.values()), key=WORST_FIRST.index, default="success")
             worst = next((d for d in deployments.values() if d.state == site_state and site_state != "success"), None)
             reason, message = (worst.reason, worst.message) if worst else ("Converged", "")
         return StatusRecord(
@@ -249,11 +250,12 @@ class Agent:
 
     def _publish(self, record: StatusRecord, fleet: FleetRepo | None = None,
                  fleet_status: dict[str, StatusRecord] | None = None, now: datetime | None = None) -> None:
-        if self.last_record is None:
+        by_forge = self.config.gateSource == "forge"  # an agent that may not push to the repo
+        if self.last_record is None and not by_forge:
             self.last_record = self.status.read_own(self.config.site)
         if record.same_as(self.last_record):
             return
-        written = self.status.write(record)
+        written = True if by_forge else self.status.write(record)
         self.last_record = record
         if written and self.forge is not None and record.observedCommit:
             self._mirror_to_forge(record, fleet, fleet_status or {}, now)

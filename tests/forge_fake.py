@@ -5,7 +5,11 @@ statuses per commit and context) and refuses anything else our client must not s
 headers, unknown fields or query parameters), so a test passing here means the requests have the
 documented shape. Listings paginate the way each forge does and order entries the way it does:
 GitHub newest first, Gitea by creation time in whole seconds (ties oldest first), GitLab oldest
-first and only the newest per name unless ``all`` is asked.
+first and only the newest per name unless ``all`` is asked. Each listed status carries the times
+its forge documents, in that forge's format (GitHub ``created_at``/``updated_at`` in UTC whole
+seconds, Gitea the same in the server's zone with its offset, GitLab ``created_at``/``started_at``/
+``finished_at`` with milliseconds, a job updated in place keeping its ``created_at``), read from
+``clock``, which tests may set.
 
 Tests can queue answers that bypass the API (``answer_next``: throttling, outages) and read the
 request log."""
@@ -18,9 +22,10 @@ import re
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
@@ -35,6 +40,8 @@ PAGE_SIZE = {"github": (30, 100), "gitea": (30, 50), "forgejo": (30, 50), "gitla
 GITHUB_DESCRIPTION_LIMIT = 140
 GITLAB_FIELD_LIMIT = 255
 SHA = re.compile(r"[0-9a-f]{40}")
+GITEA_ZONE = timezone(timedelta(hours=2))  # Gitea renders times in the server's zone
+GITLAB_FINISHED = {"success", "failed", "canceled", "skipped"}
 
 
 @dataclass
@@ -44,7 +51,9 @@ class Stored:
     state: str
     description: str | None
     target_url: str | None
-    created: int = field(default_factory=lambda: int(time.time()))  # whole seconds, as Gitea keeps it
+    created: float  # seconds since the epoch; GitHub and Gitea keep whole seconds
+    started: float | None = None  # GitLab: when the job went running
+    finished: float | None = None  # GitLab: when the job finished
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,7 @@ class FakeForge(ThreadingHTTPServer):
         self.link_origin: str | None = None  # where Link headers point; None: this server
         self.statuses: dict[str, list[Stored]] = defaultdict(list)
         self.log: list[Seen] = []
+        self.clock: Callable[[], float] = time.time
         self._scripted: deque[tuple[int, dict[str, str], object]] = deque()
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -90,7 +100,7 @@ class FakeForge(ThreadingHTTPServer):
 
     def seed(self, sha: str, context: str, state: str, description: str = "", target_url: str | None = None) -> None:
         with self._lock:
-            self.statuses[sha].append(Stored(next(self._ids), context, state, description, target_url))
+            self.statuses[sha].append(Stored(next(self._ids), context, state, description, target_url, self.clock()))
 
     def shown(self, sha: str) -> dict[str, Stored]:
         """The newest status per context, as the forge's UI shows it."""
@@ -98,6 +108,10 @@ class FakeForge(ThreadingHTTPServer):
         for status in self.statuses[sha]:
             newest[status.context] = status
         return newest
+
+    def listing(self, sha: str) -> list[dict[str, object]]:
+        """Every status of the commit as the forge lists it, on one page."""
+        return [self._render(status) for status in self._ordered(sha, all_statuses=True)]
 
     def posts(self) -> list[Seen]:
         return [seen for seen in self.log if seen.method == "POST"]
@@ -189,7 +203,8 @@ class FakeForge(ThreadingHTTPServer):
         if self.kind == "gitlab":
             return self._create_gitlab(sha, context, state, description, target_url)
         # Gitea trims the text fields before it stores them.
-        status = Stored(next(self._ids), context.strip(), state, (description or "").strip(), (target_url or "").strip())
+        status = Stored(next(self._ids), context.strip(), state, (description or "").strip(), (target_url or "").strip(),
+                        self.clock())
         self.statuses[sha].append(status)
         return status
 
@@ -203,7 +218,7 @@ class FakeForge(ThreadingHTTPServer):
             raise Refused(422, {"message": "Validation Failed", "errors": [{
                 "resource": "Status", "code": "custom",
                 "message": "This SHA and context has reached the maximum number of statuses."}]})
-        status = Stored(next(self._ids), context, state, description, target_url)
+        status = Stored(next(self._ids), context, state, description, target_url, self.clock())
         self.statuses[sha].append(status)
         return status
 
@@ -220,10 +235,15 @@ class FakeForge(ThreadingHTTPServer):
             event = "enqueue" if state == "pending" else "run"
             raise Refused(400, {"message": f"Cannot transition status via :{event} from :{job.state} "
                                            f"(Reason(s): Status cannot transition via \"{event}\")"})
+        now = self.clock()
         if job is None:
-            job = Stored(next(self._ids), name, state, description, target_url)
+            job = Stored(next(self._ids), name, state, description, target_url, now)
             self.statuses[sha].append(job)
         job.state, job.description, job.target_url = state, description, target_url
+        if state == "running":
+            job.started = now
+        if state in GITLAB_FINISHED:
+            job.finished = now
         return job
 
     def _list(self, path: str, sha: str, query: dict[str, str]) -> tuple[int, dict[str, str], object]:
@@ -246,7 +266,7 @@ class FakeForge(ThreadingHTTPServer):
             return sorted(statuses, key=lambda s: -s.id)
         if self.kind == "gitlab":
             return sorted(statuses if all_statuses else self.shown(sha).values(), key=lambda s: s.id)
-        return sorted(statuses, key=lambda s: (-s.created, s.id))
+        return sorted(statuses, key=lambda s: (-int(s.created), s.id))
 
     def _page_headers(self, path: str, size_param: str, size: int, page: int, pages: int, total: int
                       ) -> dict[str, str]:
@@ -263,13 +283,26 @@ class FakeForge(ThreadingHTTPServer):
         return headers
 
     def _render(self, status: Stored) -> dict[str, object]:
-        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(status.created))
         if self.kind == "gitlab":
+            times = {f"{name}_at": _gitlab_time(at) for name, at in
+                     (("created", status.created), ("started", status.started), ("finished", status.finished))}
             return {"id": status.id, "status": status.state, "name": status.context, "description": status.description,
-                    "target_url": status.target_url, "created_at": created, "allow_failure": False}
-        state_field = "state" if self.kind == "github" else "status"
+                    "target_url": status.target_url, **times, "allow_failure": False}
+        if self.kind == "github":
+            created = datetime.fromtimestamp(int(status.created), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            state_field = "state"
+        else:
+            created = datetime.fromtimestamp(int(status.created), GITEA_ZONE).isoformat()
+            state_field = "status"
         return {"id": status.id, state_field: status.state, "context": status.context,
-                "description": status.description, "target_url": status.target_url, "created_at": created}
+                "description": status.description, "target_url": status.target_url,
+                "created_at": created, "updated_at": created}
+
+
+def _gitlab_time(at: float | None) -> str | None:
+    if at is None:
+        return None
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class _Handler(BaseHTTPRequestHandler):

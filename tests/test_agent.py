@@ -193,3 +193,30 @@ def test_a_site_finishing_its_part_posts_the_combined_status_of_its_wave(tmp_pat
         assert (wave.state, wave.description) == ("pending", "1.0.0: 1/2 healthy, 1 pending")  # mumbai has not reported
         agent.stop()
     progressive.server.stop()
+
+
+def test_agents_that_may_not_push_gate_on_the_forge_statuses(tmp_path, monkeypatch):
+    from forge_fake import serve
+
+    progressive = start_fleet_remote(tmp_path / "progressive", progressive=True)
+    monkeypatch.setenv("FLEET_FORGE_TOKEN", "tok-secret-123")
+    with serve("gitlab", "tok-secret-123") as forge:
+        settings = {"kind": "gitlab", "apiUrl": forge.api_url, "repository": "fleet-org/fleet",
+                    "tokenEnv": "FLEET_FORGE_TOKEN"}
+
+        def agent_for(site: str) -> Agent:
+            config = SiteConfig(site=site, repo=progressive.url, state=tmp_path / site, gateSource="forge",
+                                trustKeys=[EXAMPLE / "keys" / "demo.pub"], forge=settings)
+            agent = Agent(config, None)
+            agent.start()
+            return agent
+
+        pilot, later = agent_for("store-berlin-01"), agent_for("store-boston-01")
+        assert pilot.reconcile_once().record.deployments["demand-forecast"].state == "success"
+        waiting = later.reconcile_once().record.deployments["demand-forecast"]
+        assert (waiting.state, waiting.reason) == ("pending", "WaitingForEarlierWaves")
+        assert "1/2" in waiting.message  # berlin healthy, read from the forge; mumbai silent
+        assert "refs/reconciler/status" not in git("ls-remote", progressive.url, cwd=tmp_path)
+        pilot.stop()
+        later.stop()
+    progressive.server.stop()

@@ -24,6 +24,9 @@ from reconciler.status.forge import (
     ForgeStatuses,
     deployment_context,
     describe_deployment,
+    fit_description,
+    gate_pairs,
+    split_description,
     statuses_for_record,
     target_url,
     truncate,
@@ -77,6 +80,12 @@ def client_for(forge: FakeForge, sleeps: Sleeps, **overrides: object) -> ForgeSt
 def status(state: State = "success", description: str = "1.1.0 serving (was 1.0.0)", context: str = CTX,
            url: str | None = None) -> CommitStatus:
     return CommitStatus(context=context, state=state, description=description, target_url=url)
+
+
+def read_back(client: ForgeStatuses) -> dict[str, CommitStatus]:
+    """What ``read_statuses`` gives, without the forge's times."""
+    return {context: CommitStatus.model_validate(shown.model_dump(exclude={"at"}))
+            for context, shown in client.read_statuses(SHA).items()}
 
 
 # --- publishing and deduplication -------------------------------------------------------------
@@ -145,15 +154,33 @@ STATE_TABLE = [
 ]
 
 
-@pytest.mark.parametrize(("kind", "ours", "theirs", "read_back"), STATE_TABLE)
+@pytest.mark.parametrize(("kind", "ours", "theirs", "lossy"), STATE_TABLE)
 def test_states_are_posted_in_each_forges_names_and_read_back(
-        kind: str, ours: State, theirs: str, read_back: State, start_forge: Callable[..., FakeForge],
+        kind: str, ours: State, theirs: str, lossy: State, start_forge: Callable[..., FakeForge],
         sleeps: Sleeps) -> None:
     forge = start_forge(kind)
     with client_for(forge, sleeps) as client:
         client.publish(SHA, [status(ours, f"{ours} here")])
         assert forge.shown(SHA)[CTX].state == theirs
-        assert client.read_statuses(SHA) == {CTX: status(read_back, f"{ours} here")}
+        assert read_back(client) == {CTX: status(lossy, f"{ours} here")}
+
+
+@pytest.mark.parametrize(("kind", "ours"), [(kind, ours) for kind in KINDS for ours in GITHUB_NAMES])
+def test_the_state_in_the_description_is_read_back_exactly(
+        kind: str, ours: State, start_forge: Callable[..., FakeForge], sleeps: Sleeps) -> None:
+    forge = start_forge(kind)
+    with client_for(forge, sleeps) as client:
+        client.publish(SHA, [status(ours, f"{ours} here · state={ours} rollout=3f2a1c9e0b7d")])
+        assert read_back(client) == {CTX: status(ours, f"{ours} here · state={ours} rollout=3f2a1c9e0b7d")}
+
+
+def test_a_description_contradicting_the_forges_state_gives_the_forges(
+        start_forge: Callable[..., FakeForge], sleeps: Sleeps, caplog: pytest.LogCaptureFixture) -> None:
+    forge = start_forge("github")
+    forge.seed(SHA, CTX, "failure", "1.1.0 serving · state=success rollout=3f2a1c9e0b7d")
+    with client_for(forge, sleeps) as client:
+        assert read_back(client)[CTX].state == "failure"
+    assert "says state=success but the forge shows 'failure'" in caplog.text
 
 
 @pytest.mark.parametrize(("kind", "limit"), [("github", 140), ("gitea", 255), ("forgejo", 255), ("gitlab", 255)])
@@ -209,8 +236,60 @@ def test_read_statuses_returns_only_our_contexts(start_forge: Callable[..., Fake
     forge.seed(SHA, CTX, "failure", "failure: Boom on 1.1.0")
     forge.seed(SHA, deployment_context("other", "store-1"), "warning", "not ours to read")
     with client_for(forge, sleeps) as client:
-        assert client.read_statuses(SHA) == {CTX: status("failure", "failure: Boom on 1.1.0")}
+        assert read_back(client) == {CTX: status("failure", "failure: Boom on 1.1.0")}
     assert "unknown state 'warning'" in caplog.text
+
+
+# --- the forge's own times --------------------------------------------------------------------
+
+T1, T2, T3 = 1_750_000_000, 1_750_000_060, 1_750_000_125
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_status_read_back_carries_the_forges_time_of_its_newest_change(
+        kind: str, start_forge: Callable[..., FakeForge], sleeps: Sleeps) -> None:
+    forge = start_forge(kind)
+    other = deployment_context("fraud", "store-1")
+    with client_for(forge, sleeps) as client:
+        for clock, state in ((T1, "pending"), (T2, "progressing"), (T3, "success")):
+            forge.clock = lambda clock=clock: clock + 0.25  # GitLab keeps the fraction, the others whole seconds
+            client.publish(SHA, [status(state, f"1.1.0 {state}"), status("pending", "2.0.0 pending", other)])
+            shown = client.read_statuses(SHA)
+            assert shown[CTX].at == datetime.fromtimestamp(clock + (0.25 if kind == "gitlab" else 0), UTC)
+            assert shown[other].at == datetime.fromtimestamp(T1 + (0.25 if kind == "gitlab" else 0), UTC)
+    [listed] = [entry for entry in forge.listing(SHA) if entry.get("id") == forge.shown(SHA)[CTX].id]
+    assert set(listed) >= ({"created_at", "started_at", "finished_at"} if kind == "gitlab" else
+                           {"created_at", "updated_at"})
+
+
+@pytest.mark.parametrize(("item", "expected"), [
+    ({"created_at": "2025-06-01T10:00:00Z", "updated_at": "2025-06-01T10:00:00Z"}, "2025-06-01T10:00:00+00:00"),
+    ({"created_at": "2025-06-01T12:00:00+02:00", "updated_at": "2025-06-01T12:00:00+02:00"},
+     "2025-06-01T10:00:00+00:00"),  # Gitea: the server's zone
+    ({"created_at": "2025-06-01T10:00:00.125Z", "started_at": "2025-06-01T10:01:00.500Z",
+      "finished_at": "2025-06-01T10:02:00.750Z"}, "2025-06-01T10:02:00.750000+00:00"),  # GitLab: the job's last step
+    ({"created_at": "2025-06-01T10:00:00.125Z", "started_at": None, "finished_at": None},
+     "2025-06-01T10:00:00.125000+00:00"),
+    ({"created_at": "2025-06-01T10:00:00Z", "updated_at": "yesterday"}, "2025-06-01T10:00:00+00:00"),
+])
+def test_the_forges_time_formats(item: dict[str, object], expected: str, start_forge: Callable[..., FakeForge],
+                                 sleeps: Sleeps) -> None:
+    forge = start_forge("github")
+    forge.answer_next(200, body=[{"id": 1, "state": "success", "context": CTX, "description": "ok", **item}])
+    with client_for(forge, sleeps) as client:
+        assert client.read_statuses(SHA)[CTX].at.isoformat() == expected
+
+
+@pytest.mark.parametrize("times", [{}, {"created_at": "2025-06-01T10:00:00"}, {"created_at": 1_750_000_000},
+                                   {"created_at": "last tuesday"}])
+def test_a_status_without_a_time_with_a_zone_is_skipped(
+        times: dict[str, object], start_forge: Callable[..., FakeForge], sleeps: Sleeps,
+        caplog: pytest.LogCaptureFixture) -> None:
+    forge = start_forge("github")
+    forge.answer_next(200, body=[{"id": 1, "state": "success", "context": CTX, "description": "ok", **times}])
+    with client_for(forge, sleeps) as client:
+        assert client.read_statuses(SHA) == {}
+    assert "gives no time" in caplog.text
 
 
 def test_gitlab_project_path_is_sent_url_encoded(start_forge: Callable[..., FakeForge], sleeps: Sleeps) -> None:
@@ -457,13 +536,82 @@ def test_a_record_gives_one_status_per_deployment_with_its_link() -> None:
     )
     template = "https://dash.example/{deployment}/{site}"
     assert statuses_for_record(record, template) == [
-        CommitStatus(context="reconciler/churn/store-1", state="success", description="1.1.0 serving (was 1.0.0)",
+        CommitStatus(context="reconciler/churn/store-1", state="success",
+                     description="1.1.0 serving (was 1.0.0) · state=success version=1.1.0 active=1.1.0",
                      target_url="https://dash.example/churn/store-1"),
         CommitStatus(context="reconciler/fraud/store-1", state="failure",
-                     description="failure: ValidationFailed on 1.1.0, serving 1.0.0",
+                     description="failure: ValidationFailed on 1.1.0, serving 1.0.0 · "
+                                 "state=failure version=1.1.0 active=1.0.0",
                      target_url="https://dash.example/fraud/store-1"),
     ]
     assert statuses_for_record(record)[0].target_url is None
+
+
+RID = "3f2a1c9e0b7d"
+LONG_VERSION = "1.1.0-rc.1+" + "b" * 117  # the longest a manifest allows: 128 characters
+
+
+@pytest.mark.parametrize(("deployment", "expected"), [
+    (dstatus("success", active="1.1.0").model_copy(update={"rollout": RID, "wave": "early"}),
+     "state=success rollout=3f2a1c9e0b7d version=1.1.0 active=1.1.0 wave=early"),
+    (dstatus("pending", active=None).model_copy(update={"rollout": RID}), "state=pending rollout=3f2a1c9e0b7d version=1.1.0"),
+    (dstatus("error", version=None, active=None), "state=error"),
+    (dstatus("aborted").model_copy(update={"rollout": "not a token"}), "state=aborted version=1.1.0 active=1.0.0"),
+])
+def test_gate_pairs(deployment: DeploymentStatus, expected: str) -> None:
+    assert gate_pairs(deployment) == expected
+
+
+@pytest.mark.parametrize(("text", "human", "fields"), [
+    ("1.1.0 serving · state=success rollout=3f2a1c9e0b7d", "1.1.0 serving", {"state": "success", "rollout": RID}),
+    ("state=success", "", {"state": "success"}),
+    ("x · state=failed · state=failure version=1.1.0+b_7", "x · state=failed",
+     {"state": "failure", "version": "1.1.0+b_7"}),
+    ("a: b · state=pending future=thing", "a: b", {"state": "pending", "future": "thing"}),  # newer keys pass
+    ("1.1.0 serving", "1.1.0 serving", {}),
+    ("a · state=success version=1 version=2", "a · state=success version=1 version=2", {}),  # a key twice
+    ("a · state=success but more words", "a · state=success but more words", {}),
+    ("a·state=success", "a·state=success", {}),
+    ("a · rollout=3f2a1c9e0b7d state=success", "a · rollout=3f2a1c9e0b7d state=success", {}),  # state first
+])
+def test_split_description(text: str, human: str, fields: dict[str, str]) -> None:
+    assert split_description(text) == (human, fields)
+
+
+PAIRS = "state=progressing rollout=3f2a1c9e0b7d version=1.1.0 active=1.0.0 wave=early"
+
+
+@pytest.mark.parametrize(("text", "limit", "expected"), [
+    (f"1.1.0 progressing · {PAIRS}", 140, f"1.1.0 progressing · {PAIRS}"),
+    (f"1.1.0 progressing at 20% (serving 1.0.0): Canary: step 1 · {PAIRS}", 100,
+     f"1.1.0 progressing at… · {PAIRS}"),  # the human part is cut, the pairs are whole
+    (f"1.1.0 progressing · {PAIRS}", len(PAIRS) + 4, PAIRS),  # no room for a word: no lone ellipsis
+    (f"1.1.0 progressing · {PAIRS}", 60, "1.1.… · state=progressing rollout=3f2a1c9e0b7d version=1.1.0"),  # pairs drop
+    (f"x · state=pending rollout={RID} version={LONG_VERSION}", 140, f"x · state=pending rollout={RID}"),
+    (f"x · state=pending rollout={RID} version={LONG_VERSION}", 255,
+     f"x · state=pending rollout={RID} version={LONG_VERSION}"),
+    ("x · state=progressing", 10, "x"),  # not even the state fits: the human part alone, unreadable to gates
+    ("no pairs " * 20, 20, "no pairs no pairs n…"),
+])
+def test_fit_description(text: str, limit: int, expected: str) -> None:
+    assert fit_description(text, limit) == expected
+    assert len(expected) <= limit
+
+
+@pytest.mark.parametrize(("kind", "limit"), [("github", 140), ("gitea", 255), ("gitlab", 255)])
+def test_a_long_record_keeps_its_pairs_on_every_forge(
+        kind: str, limit: int, start_forge: Callable[..., FakeForge], sleeps: Sleeps) -> None:
+    forge = start_forge(kind)
+    failing = dstatus("failure", reason="ValidationFailed", message="output 0 differs from the expected value; " * 9)
+    record = StatusRecord(site="store-1", observedCommit=SHA, state="failure", reason="ValidationFailed",
+                          agentVersion="0.1.0", writtenAt=SINCE,
+                          deployments={"churn": failing.model_copy(update={"rollout": RID, "wave": "early"})})
+    with client_for(forge, sleeps) as client:
+        [posted] = client.publish(SHA, statuses_for_record(record))
+        assert client.publish(SHA, statuses_for_record(record)) == []  # what the forge shows is what we post
+    human, fields = split_description(posted.description)
+    assert len(posted.description) <= limit and human.endswith("…")
+    assert fields == {"state": "failure", "rollout": RID, "version": "1.1.0", "active": "1.0.0", "wave": "early"}
 
 
 def test_context_names() -> None:

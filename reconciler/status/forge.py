@@ -1,6 +1,6 @@
 """Commit statuses on a forge (GitHub, Gitea/Forgejo, GitLab): a mirror of the status records for
-people reading pull requests. The Git status ref stays the source of truth; this module only
-shows it where people look.
+people reading pull requests, and for agents that may not push, the place where gates read the
+other sites (reconciler.status.forge_gate). The Git status ref stays the source of truth.
 
 One context per deployment and site (``reconciler/<deployment>/<site>``) and one per deployment
 wave (``reconciler/<deployment>/wave-<n>``). ``publish`` reads what the forge shows for the commit
@@ -16,8 +16,22 @@ State names per forge (ours -> GitHub / Gitea / Forgejo -> GitLab):
   aborted      failure   canceled   (the rollout refused the change: a failure of the change,
                                      not of the agent; GitLab has a word for a stopped job)
   error        error     failed     (the agent could not do its work)
-Reading back (``read_statuses``) is lossy where two of ours share a forge name: gates only need
-healthy / failed / not yet, which survive.
+
+The description of a deployment's status is what a person reads, then `` · `` and what a gate
+reads, as space-separated ``key=value`` pairs in this order:
+
+  1.1.0 progressing at 20% (serving 1.0.0): Canary · state=progressing rollout=3f2a1c9e0b7d version=1.1.0 active=1.0.0 wave=early
+
+``state`` (ours, exact: the forge's names above lose progressing, aborted and on GitLab error),
+then, when known, ``rollout`` (reconciler.gates.rollout_id), ``version`` (asked for), ``active``
+(served) and ``wave``. Values are names, versions and ids, which never hold spaces. A forge's
+length limit (GitHub 140, GitLab 255, Gitea 255 by our choice) cuts the human part first (with an
+ellipsis), and only if the pairs alone are too long does it drop pairs from the end (wave, then
+active, then version); ``state`` and ``rollout``, at most 38 characters, always fit. When the
+pairs' state agrees with the forge's state, ``read_statuses`` returns it; otherwise it returns the
+forge's state in our names, which is lossy where two of ours share a forge name (gates only need
+healthy / failed / not yet, which survive). Each status read back carries the forge's own instant
+of its newest change (``ShownStatus.at``), so a reader trusts no clock but the forge's.
 
 The token is read from the environment variable the config names. It goes into request headers
 and nowhere else: error messages carry the status code and the forge's message with the token cut
@@ -36,7 +50,8 @@ import time
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Literal, get_args
 from urllib.parse import quote, unquote, urlsplit
 
 import httpx
@@ -55,6 +70,12 @@ _COMMIT_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _GITLAB_PROJECT = re.compile(r"[0-9]+|[^/\s]+(/[^/\s]+)+")
 _OWNER_REPO = re.compile(r"[^/\s]+/[^/\s]+")
 _FAILED: frozenset[State] = frozenset({"failure", "aborted", "error"})
+_OUR_STATES: Mapping[str, State] = {state: state for state in get_args(State)}
+GATE_SEPARATOR = " · "
+# The pairs a gate reads, most needed first: a forge's length limit drops them from the end.
+GATE_KEYS = ("state", "rollout", "version", "active", "wave")
+_VALUE = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]*")  # versions, DNS labels, rollout ids
+_GATE_PAIRS = re.compile(rf"(?:^|{re.escape(GATE_SEPARATOR)})(state=[a-z]+(?: [a-z]+={_VALUE.pattern})*)$")
 
 
 class ForgeConfig(BaseModel):
@@ -125,6 +146,12 @@ class CommitStatus(BaseModel):
     target_url: str | None = None
 
 
+class ShownStatus(CommitStatus):
+    """A status as the forge shows it, with the forge's instant of its newest change."""
+
+    at: datetime
+
+
 def deployment_context(deployment: str, site: str) -> str:
     return f"{CONTEXT_PREFIX}{deployment}/{site}"
 
@@ -139,12 +166,13 @@ def target_url(template: str | None, site: str, deployment: str) -> str | None:
 
 
 def statuses_for_record(record: StatusRecord, target_url_template: str | None = None) -> list[CommitStatus]:
-    """One status per deployment of the site, in deployment order."""
+    """One status per deployment of the site, in deployment order; the description ends with the
+    pairs a gate reads (see the module's docstring)."""
     return [
         CommitStatus(
             context=deployment_context(name, record.site),
             state=status.state,
-            description=describe_deployment(status),
+            description=describe_deployment(status) + GATE_SEPARATOR + gate_pairs(status),
             target_url=target_url(target_url_template, record.site, name),
         )
         for name, status in sorted(record.deployments.items())
@@ -164,6 +192,44 @@ def describe_deployment(status: DeploymentStatus) -> str:
     share = f" at {status.weights[version]}%" if version in status.weights else ""
     where = f" (serving {serving})" if serving and serving != version else ""
     return f"{version} {status.state}{share}{where}: {status.reason}{message}"
+
+
+def gate_pairs(status: DeploymentStatus) -> str:
+    """``state=… rollout=… version=… active=… wave=…``, leaving out what is unknown. A value that
+    is not a plain token (only a hand-made record has one) is left out rather than misread."""
+    values = (status.state, status.rollout, status.version, status.activeVersion, status.wave)
+    return " ".join(f"{key}={value}" for key, value in zip(GATE_KEYS, values, strict=True)
+                    if value is not None and _VALUE.fullmatch(value))
+
+
+def split_description(description: str) -> tuple[str, dict[str, str]]:
+    """The human part and the gate's pairs of a description; no pairs: the whole text and {}.
+    A key given twice makes the pairs unreadable."""
+    match = _GATE_PAIRS.search(description)
+    if match is None:
+        return description, {}
+    pairs = [pair.split("=", 1) for pair in match[1].split(" ")]
+    fields = dict(pairs)
+    if len(fields) < len(pairs):
+        return description, {}
+    return description[:match.start()], fields
+
+
+def fit_description(description: str, limit: int) -> str:
+    """The description in at most ``limit`` characters: the human part is cut first; pairs are
+    dropped from the end only when they alone do not fit."""
+    human, fields = split_description(description)
+    if not fields:
+        return truncate(description, limit)
+    pairs = [f"{key}={value}" for key, value in fields.items()]
+    while pairs and len(" ".join(pairs)) > limit:
+        pairs.pop()
+    if not pairs:
+        return truncate(human, limit)
+    tail = " ".join(pairs)
+    room = limit - len(tail) - len(GATE_SEPARATOR)
+    human = truncate(human, room) if room > 1 else ""  # a lone ellipsis tells nobody anything
+    return human + GATE_SEPARATOR + tail if human else tail
 
 
 def wave_status(
@@ -251,6 +317,7 @@ class _Shown:
     state: str
     description: str
     target_url: str
+    at: datetime | None  # the forge's instant of the status's newest change
 
 
 class ForgeStatuses:
@@ -299,7 +366,7 @@ class ForgeStatuses:
         posted = []
         for status in {s.context: s for s in statuses}.values():
             status = status.model_copy(update={
-                "description": truncate(status.description, self._dialect.description_limit),
+                "description": fit_description(status.description, self._dialect.description_limit),
                 "target_url": status.target_url.strip() if status.target_url else None,
             })
             if not self._differs(shown.get(status.context), status):
@@ -308,8 +375,9 @@ class ForgeStatuses:
             posted.append(status)
         return posted
 
-    def read_statuses(self, commit_sha: str) -> dict[str, CommitStatus]:
-        """The newest status of every ``reconciler/`` context on the commit, in our state names."""
+    def read_statuses(self, commit_sha: str) -> dict[str, ShownStatus]:
+        """The newest status of every ``reconciler/`` context on the commit, in our state names
+        (exact when the description's pairs say it), with the forge's instant of it."""
         statuses = {}
         for context, shown in self._newest(commit_sha).items():
             if not context.startswith(CONTEXT_PREFIX):
@@ -317,9 +385,25 @@ class ForgeStatuses:
             if (state := self._dialect.read_back.get(shown.state)) is None:
                 log.warning("skipping forge status %s on %s: unknown state %r", context, commit_sha, shown.state)
                 continue
-            statuses[context] = CommitStatus(
-                context=context, state=state, description=shown.description, target_url=shown.target_url or None)
+            if shown.at is None:
+                log.warning("skipping forge status %s on %s: the forge gives no time for it", context, commit_sha)
+                continue
+            statuses[context] = ShownStatus(
+                context=context, state=self._exact_state(context, shown, state), description=shown.description,
+                target_url=shown.target_url or None, at=shown.at)
         return statuses
+
+    def _exact_state(self, context: str, shown: _Shown, read_back: State) -> State:
+        """Our state from the description's pairs when the forge's state agrees with it."""
+        said = split_description(shown.description)[1].get("state")
+        if said is None:
+            return read_back
+        ours = _OUR_STATES.get(said)
+        if ours is not None and self._dialect.states[ours] == shown.state:
+            return ours
+        log.warning("forge status %s says state=%s but the forge shows %r: reading %s", context, said, shown.state,
+                    read_back)
+        return read_back
 
     def _differs(self, shown: _Shown | None, wanted: CommitStatus) -> bool:
         if shown is None:
@@ -364,7 +448,7 @@ class ForgeStatuses:
         state, status_id = item.get(self._dialect.state_field), item.get("id")
         if not isinstance(state, str) or not isinstance(status_id, int):
             return None
-        return _Shown(status_id, state, item.get("description") or "", item.get("target_url") or "")
+        return _Shown(status_id, state, item.get("description") or "", item.get("target_url") or "", _forge_time(item))
 
     def _next_page(
         self, response: httpx.Response, url: str, params: dict[str, int] | None
@@ -446,6 +530,28 @@ def _throttled_or_failing(response: httpx.Response) -> bool:
         return True
     # GitHub answers an exhausted (primary or secondary) rate limit with 403 or 429.
     return code == 403 and ("retry-after" in response.headers or response.headers.get("x-ratelimit-remaining") == "0")
+
+
+# GitHub and Gitea never change a status (updated_at is created_at); GitLab updates a job in place
+# and stamps started_at and finished_at. The latest of them is when the status took its state.
+_TIME_FIELDS = ("updated_at", "finished_at", "started_at", "created_at")
+
+
+def _forge_time(item: dict) -> datetime | None:
+    """The latest ISO 8601 instant with a zone among the item's time fields (GitHub ``Z``,
+    Gitea the server's offset, GitLab milliseconds)."""
+    instants = []
+    for name in _TIME_FIELDS:
+        value = item.get(name)
+        if not isinstance(value, str):
+            continue
+        try:
+            instant = datetime.fromisoformat(value)
+        except ValueError:
+            continue
+        if instant.tzinfo is not None:
+            instants.append(instant.astimezone(UTC))
+    return max(instants, default=None)
 
 
 def _json_list(response: httpx.Response, url: str) -> list[dict]:

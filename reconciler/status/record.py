@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict
 
 State = Literal["pending", "progressing", "success", "failure", "aborted", "error"]
 
+# A site is as bad as its worst deployment.
+WORST_FIRST: tuple[State, ...] = ("error", "failure", "aborted", "progressing", "pending", "success")
+
 
 class DeploymentStatus(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
