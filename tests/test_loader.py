@@ -107,6 +107,10 @@ BAD_INPUTS = [
      "unsupported apiVersion 'reconciler/v2' (expected reconciler/v1)"),
     ("missing-api-version", edit("deployments/d.yaml", "apiVersion: reconciler/v1\n", ""), "deployments/d.yaml", 1, 1,
      "apiVersion: missing"),
+    ("tagged-value-not-an-int", edit("models/m.yaml", "size: 120", "size: !!int 12x"), "models/m.yaml", 14, 17,
+     "malformed YAML: '12x' is not a valid int"),
+    ("tagged-value-not-a-timestamp", edit("models/m.yaml", "size: 120", "size: !!timestamp soon"), "models/m.yaml",
+     14, 17, "malformed YAML: 'soon' is not a valid timestamp"),
     ("not-a-mapping", {"extra.yaml": "- a\n- list\n"}, "extra.yaml", 1, 1, "a document is a mapping"),
     ("not-utf8", {"extra.yaml": b"kind: \xff\n"}, "extra.yaml", 1, 1, "not UTF-8 text"),
     ("duplicate-key", edit("deployments/d.yaml", "  model: m\n", "  model: m\n  model: n\n"), "deployments/d.yaml", 7, 3,
@@ -305,8 +309,13 @@ def test_a_load_leaves_the_collector_as_it_found_it(enabled: bool, unfrozen: Non
         (gc.enable if was_enabled else gc.disable)()
 
 
-def test_parsed_models_are_moved_out_of_the_collectors_way(unfrozen: None) -> None:
-    model = load().repo.deployments["d"]
-    assert not any(tracked is model for tracked in gc.get_objects())
+def test_a_load_that_parsed_much_moves_the_models_out_of_the_collectors_way(unfrozen: None) -> None:
+    cache = DocumentCache()
+    first = load(cache=cache).repo.sites["store-1"]
+    # One file of five: its few objects are left to the collector.
+    changed = load(edit("deployments/d.yaml", "version: 1.0.0", "version: 1.1.0"), cache).repo.deployments["d"]
+
+    tracked = {id(obj) for obj in gc.get_objects()}
+    assert id(first) not in tracked and id(changed) in tracked
     gc.unfreeze()
-    assert any(tracked is model for tracked in gc.get_objects())
+    assert id(first) in {id(obj) for obj in gc.get_objects()}

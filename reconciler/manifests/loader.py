@@ -37,7 +37,7 @@ MANIFEST_SUFFIXES = (*YAML_SUFFIXES, FLAG_SUFFIX)
 KNOWN_KINDS = ", ".join(sorted(KINDS))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one object per file for the collector, not two
 class RepoFile:
     path: str  # repo-relative, forward slashes
     key: str  # git blob id or content hash: equal keys mean equal content
@@ -94,33 +94,23 @@ class DocumentCache:
     bounded by one tree while unchanged files are never parsed twice."""
 
     def __init__(self) -> None:
-        self._current: dict[str, ParsedFile] = {}
-        self._previous: dict[str, ParsedFile] = {}
+        self._parsed: dict[str, ParsedFile] = {}  # by content key and path
         self.misses = 0
 
-    def missing(self, files: Iterable[RepoFile]) -> list[RepoFile]:
-        """The files ``parse`` would have to read."""
-        return [f for f in files if self._cached(_cache_key(f)) is None]
-
-    def parse(self, file: RepoFile, data: bytes | None = None) -> ParsedFile:
-        """The file's parts, parsed from ``data`` (or what ``file.read()`` returns) on a miss."""
-        key = _cache_key(file)
-        parsed = self._cached(key)
-        if parsed is None:
-            self.misses += 1
-            parsed = parse_file(file.path, file.read() if data is None else data)
-        self._current[key] = parsed
+    def parse_all(self, files: list[RepoFile]) -> list[ParsedFile]:
+        """The parts of one load's files, in order: cached ones as they are, the others read (in
+        bulk where their source can) and parsed."""
+        keys = [f"{f.key}\0{f.path}" for f in files]
+        cached = [self._parsed.get(key) for key in keys]
+        contents = _read_in_bulk([f for f, part in zip(files, cached, strict=True) if part is None])
+        parsed = [part or self._parse(file, contents) for file, part in zip(files, cached, strict=True)]
+        self._parsed = dict(zip(keys, parsed, strict=True))
         return parsed
 
-    def end_load(self) -> None:
-        self._previous, self._current = self._current, {}
-
-    def _cached(self, key: str) -> ParsedFile | None:
-        return self._current.get(key) or self._previous.get(key)
-
-
-def _cache_key(file: RepoFile) -> str:
-    return f"{file.key}\0{file.path}"
+    def _parse(self, file: RepoFile, contents: dict[str, bytes]) -> ParsedFile:
+        self.misses += 1
+        data = contents.get(file.key)
+        return parse_file(file.path, file.read() if data is None else data)
 
 
 def is_manifest_path(path: str) -> bool:
@@ -143,23 +133,22 @@ def load_directory(root: Path, cache: DocumentCache | None = None) -> LoadResult
 def load_tree(files: Iterable[RepoFile], cache: DocumentCache | None = None) -> LoadResult:
     """Loads the manifest files among ``files``, parsing only those ``cache`` lacks.
 
-    A load that parsed anything ends with ``gc.collect()`` and ``gc.freeze()``, which acts on the
-    whole process: the parsed models live as long as the cache, and a large repo has hundreds of
-    thousands of them, which the cyclic collector would otherwise walk on every full collection
-    for the rest of the process (two thirds of a warm agent load, measured). Collecting first
-    means that no garbage is frozen, and frozen objects are still freed by reference counting
-    once the cache drops them (the models hold no reference cycles). What is never collected is
-    a reference cycle that was alive at a freeze and dies later: in an agent, only the few
-    objects of requests in flight at that instant, once per commit that changed manifests."""
+    The parsed models live as long as the cache, and a large repo has hundreds of thousands of
+    them, which the cyclic collector would otherwise walk on every full collection for the rest
+    of the process (up to two thirds of a warm agent load, measured). So a load that parsed more than
+    a quarter of the tree (the share at which CPython itself finds a full collection worth it)
+    ends with ``gc.collect()`` and ``gc.freeze()``, which act on the whole process. Collecting
+    first means that no garbage is frozen, and frozen objects are still freed by reference
+    counting once the cache drops them (the models hold no reference cycles). What is never
+    collected is a reference cycle that was alive at a freeze and dies later: in an agent, only
+    the few objects of requests in flight at that instant. Smaller changes leave their objects to
+    the collector, which walks them cheaply with the bulk frozen out of its way."""
     cache = cache or DocumentCache()
     selected = sorted((f for f in files if is_manifest_path(f.path)), key=lambda f: f.path)
-    parsed_before = cache.misses
+    misses_before = cache.misses
     with _collector_paused():
-        contents = _read_in_bulk(cache.missing(selected))
-        parsed = [cache.parse(f, contents.get(f.key)) for f in selected]
-        cache.end_load()
-        result = _assemble(parsed)
-    if cache.misses > parsed_before:
+        result = _assemble(cache.parse_all(selected))
+    if cache.misses - misses_before > len(selected) / 4:
         gc.collect()
         gc.freeze()
     return result
@@ -306,6 +295,23 @@ class YamlLoader(_Base):  # type: ignore[misc, valid-type]
                 first_line.setdefault(key.value, key.start_mark.line + 1)
         super().flatten_mapping(node)
 
+
+def _refusing_bad_values(construct: Callable[[Any, yaml.ScalarNode], Any]) -> Callable[[Any, yaml.ScalarNode], Any]:
+    """PyYAML reads explicitly tagged scalars (``size: !!int 12x``) with Python's own parsers,
+    whose errors are not YAML errors; this makes them one, at the scalar."""
+
+    def construct_or_refuse(loader: Any, node: yaml.ScalarNode) -> Any:
+        try:
+            return construct(loader, node)
+        except (ValueError, KeyError, AttributeError) as error:
+            problem = f"{node.value!r} is not a valid {node.tag.removeprefix(_TAG)}"
+            raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from error
+
+    return construct_or_refuse
+
+
+for _name in ("int", "float", "bool", "timestamp"):
+    YamlLoader.add_constructor(_TAG + _name, _refusing_bad_values(YamlLoader.yaml_constructors[_TAG + _name]))
 
 YamlLoader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag not in {_TAG + t for t in ("bool", "int", "float", "timestamp")}]
