@@ -189,8 +189,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def run_agent(config, once: bool) -> int:
     from reconciler.loop import Agent
 
-    with _serving(config.listen_address, config.site) as (registry, metrics):
-        agent = Agent(config, registry, metrics)
+    wake = threading.Event()
+    with _serving(config.listen_address, config.site, wake) as (registry, metrics):
+        agent = Agent(config, registry, metrics, wake)
         agent.start()
         try:
             if once:
@@ -198,7 +199,7 @@ def run_agent(config, once: bool) -> int:
                 if result.record is not None:
                     print(json.dumps(result.record.model_dump(mode="json"), indent=2))
                 return EXIT_FINDING if result.error or (result.record and result.record.state != "success") else EXIT_OK
-            stop = _stop_on_signals()
+            stop = _stop_on_signals(wake)
             agent.run(stop)
             return EXIT_OK
         finally:
@@ -256,13 +257,14 @@ class _serving:
     """The inference server of a site, in this process, for as long as the block runs: OIP v2,
     Prometheus metrics (which canary analyses read) and OFREP flags for local applications."""
 
-    def __init__(self, address: tuple[str, int] | None, site: str):
-        self.address, self.site = address, site
+    def __init__(self, address: tuple[str, int] | None, site: str, wake: threading.Event | None = None):
+        self.address, self.site, self.wake = address, site, wake
         self.server = None
 
     def __enter__(self):
         if self.address is None:
             return None, None
+        from reconciler.runtime.hooks import hook_routes
         from reconciler.runtime.metrics import RuntimeMetrics
         from reconciler.runtime.ofrep import ofrep_routes
         from reconciler.runtime.registry import ModelRegistry
@@ -270,7 +272,8 @@ class _serving:
 
         registry = ModelRegistry()
         metrics = RuntimeMetrics(registry)
-        app = build_app(registry, site=self.site, metrics=metrics, extra_routes=ofrep_routes(registry.flags))
+        routes = ofrep_routes(registry.flags) + (hook_routes(self.wake) if self.wake is not None else [])
+        app = build_app(registry, site=self.site, metrics=metrics, extra_routes=routes)
         self.server = RuntimeServer(app, *self.address)
         self.server.start()
         logging.getLogger("reconciler").info("%s: serving on http://%s:%d", self.site, self.address[0], self.server.port)
@@ -281,10 +284,17 @@ class _serving:
             self.server.stop()
 
 
-def _stop_on_signals() -> threading.Event:
+def _stop_on_signals(also: threading.Event | None = None) -> threading.Event:
+    """An event set on SIGINT/SIGTERM; ``also`` is set with it (to wake a sleeping loop)."""
     stop = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        stop.set()
+        if also is not None:
+            also.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, on_signal)
     return stop
 
 

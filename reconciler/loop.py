@@ -52,7 +52,8 @@ class ReconcileResult:
 
 
 class Agent:
-    def __init__(self, config: SiteConfig, runtime: Runtime | None, metrics: CanaryMetrics | None = None):
+    def __init__(self, config: SiteConfig, runtime: Runtime | None, metrics: CanaryMetrics | None = None,
+                 wake: threading.Event | None = None):
         self.config = config
         self.state_dir = StateDir(config.state)
         self.source = GitSource(config.repo, config.branch, config.state / "cache" / "fleet.git")
@@ -68,6 +69,7 @@ class Agent:
         self.last_record: StatusRecord | None = None
         self.last_contact: datetime | None = None  # when the fleet repo last answered
         self.watching = False  # a rollout or canary is in flight: plan each tick, not only on new commits
+        self.wake = wake or threading.Event()  # set by the push webhook (or a stop): reconcile now
 
     def start(self, now: datetime | None = None) -> None:
         """Lock the state directory and serve the last good state before the repo is read."""
@@ -116,15 +118,17 @@ class Agent:
             return self._report_site_error(error, head, now)
 
     def run(self, stop: threading.Event) -> None:
-        """Reconcile every interval (with jitter, so a fleet does not poll in step); after a
-        transient error back off exponentially, capped at the interval."""
+        """Reconcile every interval (with jitter, so a fleet does not poll in step), or at once
+        when woken (the push webhook); after a transient error back off exponentially, capped at
+        the interval. Whoever sets ``stop`` sets ``wake`` too."""
         failures = 0
         interval = self.config.interval_seconds
         while not stop.is_set():
+            self.wake.clear()
             result = self.reconcile_once()
             failures = failures + 1 if result.retry_soon else 0
             delay = min(interval, 0.5 * 2**failures) if failures else interval
-            stop.wait(delay * (1 + self.config.jitter * (2 * random.random() - 1)))
+            self.wake.wait(delay * (1 + self.config.jitter * (2 * random.random() - 1)))
 
     def _fleet_status(self, commit: str) -> dict[str, StatusRecord]:
         """Every site's newest record (from Git refs, or from the forge's statuses on this commit),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import threading
+import time
 from datetime import timedelta
 
 import numpy as np
@@ -220,3 +222,39 @@ def test_agents_that_may_not_push_gate_on_the_forge_statuses(tmp_path, monkeypat
         pilot.stop()
         later.stop()
     progressive.server.stop()
+
+
+def test_the_push_webhook_wakes_a_slow_polling_agent(fleet, tmp_path):
+    import httpx
+
+    from reconciler.runtime.hooks import HOOK_PATH, hook_routes
+    from reconciler.runtime.server import RuntimeServer, build_app
+
+    wake, stop = threading.Event(), threading.Event()
+    registry = ModelRegistry()
+    server = RuntimeServer(build_app(registry, site=SITE, extra_routes=hook_routes(wake)))
+    server.start()
+    config = SiteConfig(site=SITE, repo=fleet.url, state=tmp_path / "state", interval="10m",
+                        trustKeys=[EXAMPLE / "keys" / "demo.pub"])
+    agent = Agent(config, registry, wake=wake)
+    agent.start()
+    loop = threading.Thread(target=agent.run, args=(stop,))
+    loop.start()
+    try:
+        deadline = time.monotonic() + 60
+        while "demand-forecast" not in registry.deployments() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        fleet.bump("deployments/demand-forecast.yaml", "1.0.0", "1.1.0")
+        fleet.push("bump")
+        pushed = time.monotonic()
+        reply = httpx.post(f"http://127.0.0.1:{server.port}{HOOK_PATH}", json={"ref": "refs/heads/main"})
+        assert reply.status_code == 202
+        while registry.get("demand-forecast").version != "1.1.0" and time.monotonic() < pushed + 60:
+            time.sleep(0.1)
+        assert registry.get("demand-forecast").version == "1.1.0"  # long before the 10-minute poll
+    finally:
+        stop.set()
+        wake.set()
+        loop.join(timeout=30)
+        server.stop()
+        agent.stop()
