@@ -58,7 +58,6 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from git import GitCommandError
-from pydantic import ValidationError
 
 from reconciler.commitpolicy import CommitPolicy, signature_verdicts
 from reconciler.errors import ReconcilerError, Stalled, UsageError
@@ -67,7 +66,7 @@ from reconciler.manifests.loader import DocumentCache, LoadResult, RepoFile, loa
 from reconciler.manifests.models import FlagRef
 from reconciler.plan import rollout_of
 from reconciler.source import GitSource
-from reconciler.status.gitref import STATUS_FILE, STATUS_REF_PREFIX, StatusRefs
+from reconciler.status.gitref import STATUS_FILE, STATUS_REF_PREFIX, StatusRefs, parse_record
 from reconciler.status.record import DeploymentStatus, StatusRecord
 
 log = logging.getLogger(__name__)
@@ -393,7 +392,7 @@ class StatusArchive:
                               cwd=self._source.repo.git_dir, env={**os.environ, **_ISOLATED_GIT})
         records = {}
         for sha, data in zip(shas, _batch_contents(done.stdout), strict=True):
-            record = _parse_record(data, sha, site_of[sha])
+            record = parse_record(data, sha, site_of[sha])
             if record is not None:
                 records[sha] = record
         return records
@@ -427,23 +426,6 @@ def _batch_contents(output: bytes) -> Iterator[bytes | None]:
         size = int(header[2])
         yield output[end + 1:end + 1 + size]
         position = end + 1 + size + 1
-
-
-def _parse_record(data: bytes | None, commit: str, site: str) -> StatusRecord | None:
-    """As StatusRefs reads a record: one that does not parse, or names another site, is skipped
-    with a warning so that one broken site does not hide the rest."""
-    if data is None:
-        log.warning("skipping status commit %s of site %s: it has no %s", commit, site, STATUS_FILE)
-        return None
-    try:
-        record = StatusRecord.model_validate_json(data)
-    except ValidationError as error:
-        log.warning("skipping status record %s of site %s: %s", commit, site, error)
-        return None
-    if record.site != site:
-        log.warning("skipping status record %s: it is on %s's ref but names site %s", commit, site, record.site)
-        return None
-    return record
 
 
 def _utc(moment: datetime) -> datetime:

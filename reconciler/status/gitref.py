@@ -31,6 +31,23 @@ def status_ref(site: str) -> str:
     return STATUS_REF_PREFIX + site
 
 
+def parse_record(data: bytes | None, commit: str, site: str) -> StatusRecord | None:
+    """A record read from a site's ref. One that is missing, does not parse, or names another site
+    is skipped with a warning, so that one broken site does not hide the rest of the fleet."""
+    if data is None:
+        log.warning("skipping status commit %s of site %s: its %s is missing", commit, site, STATUS_FILE)
+        return None
+    try:
+        record = StatusRecord.model_validate_json(data)
+    except ValidationError as error:
+        log.warning("skipping status record %s of site %s: %s", commit, site, error)
+        return None
+    if record.site != site:
+        log.warning("skipping status record %s: it is on %s's ref but names site %s", commit, site, record.site)
+        return None
+    return record
+
+
 def record_json(record: StatusRecord) -> bytes:
     """The stored form: sorted keys and indented, so history diffs read line by line."""
     return (json.dumps(record.model_dump(mode="json"), sort_keys=True, indent=2) + "\n").encode()
@@ -123,14 +140,9 @@ class StatusRefs:
     def _record_at(self, rev: str, site: str) -> StatusRecord | None:
         try:
             data = self._repo.git.get_object_data(f"{rev}:{STATUS_FILE}")[3]
-            record = StatusRecord.model_validate_json(data)
-        except (ValueError, ValidationError) as error:  # ValueError: cat-file found no status.json
-            log.warning("skipping status record %s of site %s: %s", rev, site, error)
-            return None
-        if record.site != site:
-            log.warning("skipping status record %s: it is on %s's ref but names site %s", rev, site, record.site)
-            return None
-        return record
+        except ValueError:  # cat-file found no status.json
+            data = None
+        return parse_record(data, rev, site)
 
     def _commit(self, record: StatusRecord, parent: str | None) -> str:
         blob = self._store(b"blob", record_json(record))
