@@ -458,32 +458,23 @@ def _compile_if(args: list[Any], operations: Mapping[str, Operation]) -> Compile
     return choose
 
 
-def _compile_and(args: list[Any], operations: Mapping[str, Operation]) -> Compiled:
-    compiled = [compile_logic(arg, operations) for arg in args]
+def _short_circuit(stop_on_truthy: bool):
+    """``and`` stops at the first falsy operand, ``or`` at the first truthy one; both answer the
+    operand they stopped at, or the last one."""
+    def compile_(args: list[Any], operations: Mapping[str, Operation]) -> Compiled:
+        compiled = [compile_logic(arg, operations) for arg in args]
 
-    def all_of(data: Any, scratch: Any) -> Any:
-        value = None
-        for operand in compiled:
-            value = operand(data, scratch)
-            if not truthy(value):
-                return value
-        return value
+        def first_deciding(data: Any, scratch: Any) -> Any:
+            value = None
+            for operand in compiled:
+                value = operand(data, scratch)
+                if truthy(value) is stop_on_truthy:
+                    return value
+            return value
 
-    return all_of
+        return first_deciding
 
-
-def _compile_or(args: list[Any], operations: Mapping[str, Operation]) -> Compiled:
-    compiled = [compile_logic(arg, operations) for arg in args]
-
-    def any_of(data: Any, scratch: Any) -> Any:
-        value = None
-        for operand in compiled:
-            value = operand(data, scratch)
-            if truthy(value):
-                return value
-        return value
-
-    return any_of
+    return compile_
 
 
 def _compile_iteration(args: list[Any], operations: Mapping[str, Operation]) -> tuple[Compiled, Compiled]:
@@ -548,8 +539,8 @@ def _compile_reduce(args: list[Any], operations: Mapping[str, Operation]) -> Com
 _CONTROL: Mapping[str, Control] = {
     "if": _compile_if,
     "?:": _compile_if,
-    "and": _compile_and,
-    "or": _compile_or,
+    "and": _short_circuit(stop_on_truthy=False),
+    "or": _short_circuit(stop_on_truthy=True),
     "map": _compile_map,
     "filter": _compile_filter,
     "reduce": _compile_reduce,
