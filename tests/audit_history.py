@@ -11,6 +11,7 @@ StatusRefs writes them (same JSON, commit dated with ``writtenAt``)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -23,6 +24,8 @@ from typing import IO
 
 from pydantic import TypeAdapter
 
+from reconciler.errors import UsageError
+from reconciler.report import add_subcommands
 from reconciler.source import GitSource
 from reconciler.status.gitref import STATUS_FILE, STATUS_REF_PREFIX, StatusRefs, record_json
 from reconciler.status.record import DeploymentStatus, StatusRecord
@@ -376,3 +379,17 @@ def _fleet_commit_stream(stream: IO[bytes], sites: int, start: datetime) -> None
     for path, text in files.items():
         data = text.encode()
         stream.write(f"M 100644 inline {path}\n".encode() + b"data %d\n%s\n" % (len(data), data))
+
+
+def run_command(capsys, *argv: str) -> tuple[int, str]:
+    """``audit`` or ``report`` as reconciler.cli runs them (a UsageError is exit status 2), with
+    everything printed, the error included, captured from stdout."""
+    parser = argparse.ArgumentParser(prog="reconciler")
+    add_subcommands(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    try:
+        code = args.handler(args)
+    except UsageError as error:
+        print(f"reconciler: {error}")
+        code = 2
+    return code, capsys.readouterr().out

@@ -4,7 +4,6 @@ served at chosen moments, boundaries included; plus the pure parts, table-driven
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -34,6 +33,7 @@ from audit_history import (
     bulk_site,
     expected_served_at,
     minutes,
+    run_command,
     scripted_history,
 )
 from fleetfactory import DIGEST_A, DIGEST_B, artifact, deployment, fleet_repo, model, site
@@ -55,7 +55,7 @@ from reconciler.commitpolicy import CommitPolicy
 from reconciler.devtools.githttp import GitHttpServer
 from reconciler.errors import UsageError
 from reconciler.manifests.loader import DocumentCache
-from reconciler.report import AT_COLUMNS, TRAIL_COLUMNS, add_subcommands
+from reconciler.report import AT_COLUMNS, TRAIL_COLUMNS
 from reconciler.status.gitref import STATUS_REF_PREFIX
 from reconciler.status.record import DeploymentStatus, StatusRecord
 
@@ -68,17 +68,6 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> ScriptedHistory:
     return scripted_history(tmp_path_factory.mktemp("audit"))
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    """The commands as reconciler.cli runs them: a UsageError is exit status 2."""
-    parser = argparse.ArgumentParser(prog="reconciler")
-    add_subcommands(parser.add_subparsers())
-    args = parser.parse_args(argv)
-    try:
-        code = args.handler(args)
-    except UsageError as error:
-        print(f"reconciler: {error}")
-        code = 2
-    return code, capsys.readouterr().out
 
 
 def git(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
@@ -450,7 +439,7 @@ def test_reading_a_local_repository_changes_nothing_in_it(history: ScriptedHisto
 # --- the command --------------------------------------------------------------------------------
 
 def test_audit_json_is_the_documented_shape(history: ScriptedHistory, capsys) -> None:
-    code, out = run(capsys, "audit", "--repo", str(history.bare), "--format", "json")
+    code, out = run_command(capsys, "audit", "--repo", str(history.bare), "--format", "json")
     data = json.loads(out)
     assert code == 0
     assert set(data) == {"kind", "repo", "branch", "head", "changes", "timelines", "invalidCommits"}
@@ -466,7 +455,7 @@ def test_audit_json_is_the_documented_shape(history: ScriptedHistory, capsys) ->
 
 
 def test_audit_at_json_is_the_documented_shape(history: ScriptedHistory, capsys) -> None:
-    code, out = run(capsys, "audit", "--repo", str(history.bare), "--at", "2024-05-01 10:12", "--format", "json")
+    code, out = run_command(capsys, "audit", "--repo", str(history.bare), "--at", "2024-05-01 10:12", "--format", "json")
     data = json.loads(out)
     assert code == 0
     assert set(data) == {"kind", "at", "repo", "branch", "fleetCommit", "desired", "sites"}
@@ -481,7 +470,7 @@ def test_audit_at_json_is_the_documented_shape(history: ScriptedHistory, capsys)
 
 
 def test_audit_csv_has_a_row_per_change_and_interval(history: ScriptedHistory, capsys) -> None:
-    code, out = run(capsys, "audit", "--repo", str(history.bare), "--format", "csv")
+    code, out = run_command(capsys, "audit", "--repo", str(history.bare), "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(out)))
     assert code == 0 and tuple(csv.reader(io.StringIO(out)).__next__()) == TRAIL_COLUMNS
     changes = [r for r in rows if r["kind"] == "change"]
@@ -494,7 +483,7 @@ def test_audit_csv_has_a_row_per_change_and_interval(history: ScriptedHistory, c
 
 
 def test_audit_at_csv_has_a_row_per_site_and_deployment(history: ScriptedHistory, capsys) -> None:
-    code, out = run(capsys, "audit", "--repo", str(history.bare), "--at", "2024-05-01T11:03:00Z",
+    code, out = run_command(capsys, "audit", "--repo", str(history.bare), "--at", "2024-05-01T11:03:00Z",
                        "--format", "csv")
     reader = csv.reader(io.StringIO(out))
     assert tuple(next(reader)) == AT_COLUMNS
@@ -507,12 +496,12 @@ def test_audit_at_csv_has_a_row_per_site_and_deployment(history: ScriptedHistory
 
 
 def test_audit_text_tables(history: ScriptedHistory, capsys) -> None:
-    code, out = run(capsys, "audit", "--repo", str(history.bare), "--site", "site-02")
+    code, out = run_command(capsys, "audit", "--repo", str(history.bare), "--site", "site-02")
     assert code == 0
     assert "version 1.0.0 -> 1.1.0" in out and "Carol Release <carol@example.com>" in out
     assert "Commits whose manifests did not load" in out
     assert {line.split()[0] for line in out.split("Site timelines")[1].splitlines()[2:]} == {"site-02"}
-    code, out = run(capsys, "audit", "--repo", str(history.bare), "--at", "2024-05-01 11:03", "--site", FAILING_SITE)
+    code, out = run_command(capsys, "audit", "--repo", str(history.bare), "--at", "2024-05-01 11:03", "--site", FAILING_SITE)
     assert code == 0 and "1.0.0 (wants 1.1.0) failure" in out and "site-01" not in out
 
 
@@ -525,12 +514,12 @@ def test_audit_text_tables(history: ScriptedHistory, capsys) -> None:
     (["--allowed-signers", "/nonexistent/allowed"], "cannot read allowed signers"),
 ])
 def test_bad_usage_exits_2_with_a_clear_message(history: ScriptedHistory, capsys, argv, message) -> None:
-    code, out = run(capsys, "audit", "--repo", str(history.bare), *argv)
+    code, out = run_command(capsys, "audit", "--repo", str(history.bare), *argv)
     assert code == 2 and message in out
 
 
 def test_a_directory_that_is_not_a_repository_exits_2(tmp_path: Path, capsys) -> None:
-    code, out = run(capsys, "audit", "--repo", str(tmp_path))
+    code, out = run_command(capsys, "audit", "--repo", str(tmp_path))
     assert code == 2 and "is not a git repository" in out
 
 
@@ -552,7 +541,7 @@ def test_a_commit_altered_after_signing_is_bad_and_a_finding(history: ScriptedHi
     git(clone, "push", "--quiet", "origin", "HEAD:main")
     git(bare, "update-ref", "refs/heads/main", altered.stdout.decode().strip())
 
-    code, out = run(capsys, "audit", "--repo", str(bare), "--allowed-signers", str(history.allowed_signers),
+    code, out = run_command(capsys, "audit", "--repo", str(bare), "--allowed-signers", str(history.allowed_signers),
                        "--format", "json")
     changes = json.loads(out)["changes"]
     assert code == 1

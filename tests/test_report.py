@@ -3,7 +3,6 @@ from anywhere (checked statically, and in headless Chromium when it is installed
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -12,16 +11,14 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from audit_history import CAROL, SILENT_SITE, SITES, ScriptedHistory, minutes, scripted_history
+from audit_history import CAROL, SILENT_SITE, SITES, ScriptedHistory, minutes, run_command, scripted_history
 from fleetfactory import deployment, fleet_repo, model, site
 
 from reconciler.audit import DeploymentChange, FleetCommit, FleetTrail, Interval, Signature
 from reconciler.commitpolicy import CommitPolicy
-from reconciler.errors import UsageError
 from reconciler.report import (
     NO_WAVE,
     ReportData,
-    add_subcommands,
     render_html,
     rollout_progress,
     write_report,
@@ -184,20 +181,10 @@ def test_the_page_renders_in_a_browser_with_no_network_and_no_console_errors(pag
 
 # --- the command --------------------------------------------------------------------------------
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    parser = argparse.ArgumentParser(prog="reconciler")
-    add_subcommands(parser.add_subparsers())
-    args = parser.parse_args(argv)
-    try:
-        code = args.handler(args)
-    except UsageError as error:
-        print(f"reconciler: {error}")
-        code = 2
-    return code, capsys.readouterr().out
 
 
 def test_report_command_writes_index_html(history: ScriptedHistory, tmp_path: Path, capsys) -> None:
-    code, out = run(capsys, "report", "--html", str(tmp_path / "out"), "--repo", str(history.bare))
+    code, out = run_command(capsys, "report", "--html", str(tmp_path / "out"), "--repo", str(history.bare))
     assert code == 0 and out.strip() == f"wrote {tmp_path / 'out' / 'index.html'}"
     assert "site-05" in assert_self_contained((tmp_path / "out" / "index.html").read_text()).all_text
 
@@ -208,6 +195,6 @@ def test_report_command_writes_index_html(history: ScriptedHistory, tmp_path: Pa
 ])
 def test_report_refuses_what_it_cannot_read(history: ScriptedHistory, tmp_path: Path, capsys, argv,
                                             message) -> None:
-    code, out = run(capsys, "report", "--html", str(tmp_path / "out"), "--repo", str(history.bare), *argv)
+    code, out = run_command(capsys, "report", "--html", str(tmp_path / "out"), "--repo", str(history.bare), *argv)
     assert code == 2 and message in out
     assert not (tmp_path / "out").exists()
