@@ -3,6 +3,8 @@ the Open Inference Protocol bodies that ask them: what the runtime tests serve."
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +22,7 @@ INTERFACE = ModelInterface(
     outputs=[TensorSpec(name="output", dtype="float32", shape=[-1, 3])],
 )
 VERSIONS = ("1.0.0", "2.0.0", "3.0.0")
+INFER = "/v2/models/iris/infer"
 
 
 def layers(seed: int) -> list:
@@ -66,3 +69,48 @@ def serve(app: object) -> Iterator[httpx.Client]:
     with RuntimeServer(app) as server:
         with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=10) as client:
             yield client
+
+
+class Load:
+    """Four clients hammering ``/infer`` of deployment iris while the block runs. Every answer must
+    be the output of the version it names; what went wrong is in ``failures``, what each version
+    served in ``served``. With ``keyed``, half the clients send a sticky routing key."""
+
+    def __init__(self, base_url: str, x: np.ndarray, expected: Mapping[str, np.ndarray], keyed: bool = False):
+        self.base_url, self.x, self.expected, self.keyed = base_url, x, expected, keyed
+        self.failures: list[str] = []
+        self.served: Counter = Counter()
+        self._stop = threading.Event()
+        self._clients = [threading.Thread(target=self._hammer, args=(n,)) for n in range(4)]
+
+    def __enter__(self) -> Load:
+        for thread in self._clients:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._clients:
+            thread.join()
+
+    def _hammer(self, number: int) -> None:
+        tally: Counter = Counter()
+        with httpx.Client(base_url=self.base_url, timeout=10) as session:
+            while not self._stop.is_set():
+                keyed = self.keyed and number % 2
+                headers = {"x-routing-key": f"c{number}-{tally.total()}"} if keyed else {}
+                try:
+                    response = session.post(INFER, json=infer_body(self.x), headers=headers)
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+                    continue
+                if response.status_code != 200:
+                    self.failures.append(f"{response.status_code}: {response.text}")
+                    continue
+                version = response.json()["model_version"]
+                if response.headers["x-model-version"] != version or not np.allclose(
+                    output(response), self.expected[version], rtol=1e-5, atol=1e-6
+                ):
+                    self.failures.append(f"response labelled {version} does not match {version}'s output")
+                tally[version] += 1
+        self.served.update(tally)

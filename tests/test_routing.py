@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import random
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,7 +15,17 @@ import httpx
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from runtime_models import INTERFACE, LAYERS, VERSIONS, infer_body, output, registry_with, serve, write_models
+from runtime_models import (
+    INFER,
+    INTERFACE,
+    LAYERS,
+    VERSIONS,
+    Load,
+    infer_body,
+    registry_with,
+    serve,
+    write_models,
+)
 
 from reconciler.devtools.onnx_builder import dense_reference
 from reconciler.errors import ReconcilerError
@@ -27,7 +36,6 @@ from reconciler.runtime.routing import Router, ShadowRunner, agrees, choose
 from reconciler.runtime.server import build_app
 
 SITE = "store-1"
-INFER = "/v2/models/iris/infer"
 # 1.0.1 is 1.0.0's weights under a new version: a rebuild that must agree with it everywhere.
 WEIGHTS = {**LAYERS, "1.0.1": LAYERS["1.0.0"]}
 
@@ -348,36 +356,8 @@ def test_canary_cycles_under_load_fail_no_request(model_files: dict[str, Path]):
     registry = registry_with(model_files, "1.0.0")
     x = np.random.default_rng(9).normal(size=(3, 4)).astype(np.float32)
     expected = {version: dense_reference(LAYERS[version], x) for version in VERSIONS}
-    stop = threading.Event()
-    failures: list[str] = []
-    tallies: list[Counter] = []
-
-    def hammer(base_url: str, number: int) -> None:
-        tally: Counter = Counter()
-        tallies.append(tally)
-        with httpx.Client(base_url=base_url, timeout=10) as session:
-            while not stop.is_set():
-                headers = {"x-routing-key": f"c{number}-{tally.total()}"} if number % 2 else {}
-                try:
-                    response = session.post(INFER, json=infer_body(x), headers=headers)
-                except httpx.HTTPError as exc:
-                    failures.append(repr(exc))
-                    continue
-                if response.status_code != 200:
-                    failures.append(f"{response.status_code}: {response.text}")
-                    continue
-                version = response.json()["model_version"]
-                if response.headers["x-model-version"] != version or not np.allclose(
-                    output(response), expected[version], rtol=1e-5, atol=1e-6
-                ):
-                    failures.append(f"response labelled {version} does not match {version}'s output")
-                tally[version] += 1
-
     app = build_app(registry, site=SITE)
-    with serve(app) as client:
-        clients = [threading.Thread(target=hammer, args=(str(client.base_url), n)) for n in range(4)]
-        for thread in clients:
-            thread.start()
+    with serve(app) as client, Load(str(client.base_url), x, expected, keyed=True) as load:
         for cycle in range(100):
             stable = registry.get("iris").version
             candidate = [v for v in VERSIONS if v != stable][cycle % 2]
@@ -389,13 +369,10 @@ def test_canary_cycles_under_load_fail_no_request(model_files: dict[str, Path]):
                 registry.promote("iris")
             else:
                 registry.abort_canary("iris")
-        stop.set()
-        for thread in clients:
-            thread.join()
 
-    served = sum(tallies, Counter())
+    served = load.served
     print(f"\n{dict(served)} requests served across 100 canary cycles")
-    assert failures == []
+    assert load.failures == []
     assert set(served) == set(VERSIONS)
 
 

@@ -10,7 +10,6 @@ import socket
 import statistics
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,18 @@ import httpx
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from runtime_models import INTERFACE, LAYERS, VERSIONS, infer_body, output, registry_with, serve, write_models
+from runtime_models import (
+    INFER,
+    INTERFACE,
+    LAYERS,
+    VERSIONS,
+    Load,
+    infer_body,
+    output,
+    registry_with,
+    serve,
+    write_models,
+)
 
 from reconciler import __version__
 from reconciler.devtools.onnx_builder import dense_model, dense_reference, external_data_model
@@ -112,7 +122,6 @@ def _with_input(**changes: object) -> dict:
     return {"inputs": [{**GOOD_INPUT, **changes}]}
 
 
-INFER = "/v2/models/iris/infer"
 REFUSED = [
     ("unknown model", "/v2/models/nope/infer", _with_input(), 404, "model 'nope' is not served here"),
     ("unknown version", "/v2/models/iris/versions/9.9.9/infer", _with_input(), 404, "no version '9.9.9'"),
@@ -343,45 +352,15 @@ def test_version_swaps_under_load_fail_no_request(model_files: dict[str, Path], 
     registry = registry_with(model_files, versions[0])
     x = np.random.default_rng(9).normal(size=(3, 4)).astype(np.float32)
     expected = {version: dense_reference(LAYERS[version], x) for version in versions}
-    stop = threading.Event()
-    failures: list[str] = []
-    tallies: list[Counter] = []
-
-    def hammer(base_url: str) -> None:
-        tally: Counter = Counter()
-        tallies.append(tally)
-        with httpx.Client(base_url=base_url, timeout=10) as session:
-            while not stop.is_set():
-                try:
-                    response = session.post(INFER, json=infer_body(x))
-                except httpx.HTTPError as exc:
-                    failures.append(repr(exc))
-                    continue
-                if response.status_code != 200:
-                    failures.append(f"{response.status_code}: {response.text}")
-                    continue
-                version = response.json()["model_version"]
-                if response.headers["x-model-version"] != version or not np.allclose(
-                    output(response), expected[version], rtol=1e-5, atol=1e-6
-                ):
-                    failures.append(f"response labelled {version} does not match {version}'s output")
-                tally[version] += 1
-
-    with serve(build_app(registry, site=SITE)) as client:
-        clients = [threading.Thread(target=hammer, args=(str(client.base_url),)) for _ in range(4)]
-        for thread in clients:
-            thread.start()
+    with serve(build_app(registry, site=SITE)) as client, Load(str(client.base_url), x, expected) as load:
         for swap in range(1, 101):
             version = versions[swap % len(versions)]
             registry.activate("iris", "iris", version, model_files[version], INTERFACE)
             time.sleep(0.01)
-        stop.set()
-        for thread in clients:
-            thread.join()
 
-    served = sum(tallies, Counter())
+    served = load.served
     print(f"\n{dict(served)} requests served across 100 swaps ({'+'.join(versions)})")
-    assert failures == []
+    assert load.failures == []
     assert set(served) == set(versions)
 
 
