@@ -17,7 +17,7 @@ from reconciler.errors import ReconcilerError, Stalled
 from reconciler.flags import site_context
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.loader import DocumentCache, load_tree
-from reconciler.plan import Plan, Target, plan_site, wave_members
+from reconciler.plan import Plan, Target, plan_site, rollout_of, wave_members
 from reconciler.source import GitSource
 from reconciler.state import SiteState, StateDir
 from reconciler.status.forge import CommitStatus, ForgeStatuses, statuses_for_record, wave_status
@@ -103,7 +103,9 @@ class Agent:
                 raise Stalled("InvalidManifests", "; ".join(rendered) + (f"; and {more} more" if more > 0 else ""))
             repo_root = self.source.checkout(commit, self.config.state / "cache" / "tree")
             self._share_flags(loaded.repo)
-            fleet_status = self._fleet_status(commit)
+            # Other sites' records matter only to waves: without rollouts, no fetch of every status ref.
+            rollouts = any(rollout_of(loaded.repo, d) for d in loaded.repo.deployments.values())
+            fleet_status = self._fleet_status(commit) if rollouts else {}
             plan = plan_site(loaded.repo, self.config.site, state, now, commit, fleet_status)
             state, outcomes = self.applier.apply(plan, state, repo_root, now)
             state = self._record_applied(state, commit, outcomes)
