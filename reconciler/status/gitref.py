@@ -174,12 +174,8 @@ class StatusRefs:
 
 def _commit_message(record: StatusRecord) -> str:
     """Subject: each deployment's state and version, a move shown as ``old->new``, then why."""
-    def one(name: str, status) -> str:
-        version = status.activeVersion or "-"
-        if status.version and status.version != status.activeVersion:
-            version += f"->{status.version}"
-        return f"{name} {version} {status.state} ({status.reason})"
-    parts = [one(name, status) for name, status in sorted(record.deployments.items())]
+    parts = [f"{name} {status.version_shown} {status.state} ({status.reason})"
+             for name, status in sorted(record.deployments.items())]
     subject = f"{record.site}: {'; '.join(parts) if parts else f'{record.state} ({record.reason})'}"
     body = f"{record.reason}: {record.message}" if record.message else record.reason
     return f"{subject}\n\n{body}\n"

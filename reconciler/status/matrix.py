@@ -105,11 +105,8 @@ def _site_label(row: SiteRow) -> str:
 def _cell(status: DeploymentStatus | None) -> str:
     if status is None:
         return ""
-    shown = status.activeVersion or "-"
-    if status.version and status.version != status.activeVersion:
-        shown += f"->{status.version}"
     wave = f" [{status.wave}]" if status.wave else ""
-    return f"{shown}{wave}{MARK[status.state]}"
+    return f"{status.version_shown}{wave}{MARK[status.state]}"
 
 
 def _age(age: timedelta | None) -> str:

@@ -29,6 +29,12 @@ class DeploymentStatus(BaseModel):
     weights: dict[str, int] = {}
     since: datetime  # when this deployment entered ``state`` for ``version``
 
+    @property
+    def version_shown(self) -> str:
+        """What the site serves and, while it differs, what it is asked for: ``1.0.0->1.1.0``."""
+        shown = self.activeVersion or "-"
+        return f"{shown}->{self.version}" if self.version and self.version != self.activeVersion else shown
+
 
 class StatusRecord(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
