@@ -6,31 +6,29 @@
 Bytes are hashed as they stream in and written to a temp file; only a file whose size and digest
 match the manifest is renamed into ``blobs/sha256``. So a blob that exists is a verified blob, and
 nothing partial or unverified is ever visible there. Where bytes come from, and how (timeouts,
-redirects, credentials, resume), is ``reconciler.fetch``.
+redirects, credentials, resume), is ``reconciler.fetch``; how they are hashed and written (in
+chunks, on helper threads, with direct I/O), ``reconciler.sink``.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import mmap
 import os
-import queue
 import re
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.errors import ReconcilerError, Stalled, Transient
 from reconciler.fetch import AuthConfig, Body, Deadline, FetchLimits, open_source, with_retries
 from reconciler.manifests.models import Artifact
+from reconciler.sink import Sink, chunk_size_for
 from reconciler.state import fsync_dir
 
 __all__ = ["ArtifactStore", "AuthConfig", "FetchLimits", "Ingested", "fetch_bytes"]
 
-CHUNK_SIZE = 4 << 20  # large reads keep the per-chunk Python work negligible next to hashing
-BUFFERS = 4  # in flight between the network and the hashing thread
-WRITEBACK_STEP = 16 << 20
 COMPANION_MAX_BYTES = 64 << 10
 DEFAULT_LIMITS = FetchLimits()
 _DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
@@ -142,13 +140,9 @@ def fetch_bytes(
 # --- one download ---------------------------------------------------------------------------------
 
 class _Download:
-    """The temp file and running SHA-256 of one ingest. It outlives a failed attempt, so the next
-    one can resume where the bytes stopped.
-
-    While the network fills the next buffer, a helper thread hashes the previous one (hashlib lets
-    go of the GIL for large buffers) and another starts writing the file to disk, so the fsync
-    before publishing has only the tail left. The hash covers exactly the bytes written: each
-    buffer is written before it is queued for hashing, in order."""
+    """The temp file of one ingest and the chunk being filled. It outlives a failed attempt, so the
+    next one can resume at the very byte where the last one stopped: a chunk cut off midway is kept
+    and filled further. Full chunks go to the ``Sink``, which hashes them in order and writes them."""
 
     def __init__(self, tmp_dir: Path, artifact: Artifact):
         self.uri = artifact.uri
@@ -159,24 +153,22 @@ class _Download:
             raise _store_error(exc, tmp_dir) from exc
         self.path = Path(name)
         self._fd = fd
+        try:
+            self._sink = Sink(fd, chunk_size_for(self.limit + 1), lambda exc: _store_error(exc, self.path))
+        except OSError as exc:
+            self._discard()
+            raise _store_error(exc, self.path) from exc
         self.received = 0
         self._resumable = False
-        self._sha = hashlib.sha256()
-        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-        for _ in range(BUFFERS):
-            self._free.put(bytearray(min(CHUNK_SIZE, self.limit + 1)))
-        self._hashing: queue.SimpleQueue[tuple[hashlib._Hash, bytearray, int] | None] = queue.SimpleQueue()
-        self._hasher = threading.Thread(target=self._hash_queued, name="artifact-hash", daemon=True)
-        self._writeback = _Writeback(fd)
+        self._chunk: mmap.mmap | None = None
+        self._filled = 0  # bytes of the received ones that are in ``_chunk``
 
     def __enter__(self) -> _Download:
-        self._hasher.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._stop_helpers()
-        os.close(self._fd)
-        self.path.unlink(missing_ok=True)
+        self._sink.close()
+        self._discard()
 
     def attempt(self, repo_root: Path | None, limits: FetchLimits, deadline: Deadline) -> None:
         """One try at the missing bytes: from where the last try stopped if the source can resume,
@@ -191,27 +183,36 @@ class _Download:
             raise Stalled("ArtifactSizeMismatch", f"{self.uri}: {self.received} bytes, the manifest says {self.limit}")
 
     def _fill(self, body: Body) -> None:
-        """Append what ``body`` yields, up to one byte past the limit."""
+        """Append what ``body`` yields, up to one byte past the limit; a read that fails leaves
+        the chunk as it is for the next attempt."""
         while True:
-            buffer = self._free.get()
-            try:
-                n = self._take(body, buffer)
-            except BaseException:
-                self._free.put(buffer)
-                raise
+            if self._chunk is None:
+                self._chunk = self._sink.take()
+            with memoryview(self._chunk) as view:
+                n = body.readinto(view[self._filled : self._filled + self.limit + 1 - self.received])
             if n == 0:
-                self._free.put(buffer)
+                self._hand_over()
                 return
+            self._filled += n
             self.received += n
-            self._hashing.put((self._sha, buffer, n))
-            self._writeback.wrote(self.received)
+            if self.received > self.limit:
+                raise Stalled("ArtifactTooLarge", f"{self.uri}: more than the {self.limit} bytes the manifest says")
+            if self._filled == len(self._chunk):
+                self._hand_over()
+
+    def _hand_over(self) -> None:
+        if self._filled:
+            self._sink.put(self._chunk, self._filled, self.received - self._filled)
+        elif self._chunk is not None:
+            self._sink.give_back(self._chunk)
+        self._chunk, self._filled = None, 0
 
     def _restart(self) -> None:
-        """Start over from byte 0 (the source cannot resume); buffers still queued for hashing go
-        into the old hash object, which is dropped."""
-        self._sha = hashlib.sha256()
+        """Start over from byte 0 (the source cannot resume)."""
+        self._filled = 0
+        self._hand_over()
+        self._sink.restart()
         self.received = 0
-        self._writeback.restart()
         try:
             os.ftruncate(self._fd, 0)
         except OSError as exc:
@@ -219,12 +220,8 @@ class _Download:
 
     def finish(self) -> hashlib._Hash:
         """The hash of everything received, once it is on disk."""
-        self._stop_helpers()
-        try:
-            os.fsync(self._fd)
-        except OSError as exc:
-            raise _store_error(exc, self.path) from exc
-        return self._sha
+        self._sink.finish(self.received)
+        return self._sink.sha
 
     def publish(self, path: Path) -> Path:
         try:
@@ -232,75 +229,14 @@ class _Download:
             os.replace(self.path, path)
         except OSError as exc:
             raise _store_error(exc, path) from exc
+        if self._sink.direct:
+            # Direct writes left the page cache cold, and validation and activation read the blob next.
+            os.posix_fadvise(self._fd, 0, self.received, os.POSIX_FADV_WILLNEED)
         return path
 
-    def _take(self, body: Body, buffer: bytearray) -> int:
-        """Read once into ``buffer`` and write what came to the file; returns the count."""
-        n = body.readinto(memoryview(buffer)[: self.limit + 1 - self.received])
-        if self.received + n > self.limit:
-            raise Stalled("ArtifactTooLarge", f"{self.uri}: more than the {self.limit} bytes the manifest says")
-        view = memoryview(buffer)[:n]
-        written = 0
-        try:
-            while written < n:
-                written += os.pwrite(self._fd, view[written:], self.received + written)
-        except OSError as exc:
-            raise _store_error(exc, self.path) from exc
-        return n
-
-    def _hash_queued(self) -> None:
-        while (item := self._hashing.get()) is not None:
-            sha, buffer, n = item
-            sha.update(memoryview(buffer)[:n])
-            self._free.put(buffer)
-
-    def _stop_helpers(self) -> None:
-        if self._hasher.is_alive():
-            self._hashing.put(None)
-            self._hasher.join()
-        self._writeback.stop()
-
-
-class _Writeback:
-    """fdatasync on a helper thread every WRITEBACK_STEP bytes: the disk writes while the network
-    reads. An error here shows again in the final fsync, which reports it."""
-
-    def __init__(self, fd: int):
-        self._fd = fd
-        self._due = threading.Event()
-        self._stopping = False
-        self._synced_at = 0
-        self._thread: threading.Thread | None = None
-
-    def wrote(self, total: int) -> None:
-        if total - self._synced_at < WRITEBACK_STEP:
-            return
-        self._synced_at = total
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="artifact-writeback", daemon=True)
-            self._thread.start()
-        self._due.set()
-
-    def restart(self) -> None:
-        self._synced_at = 0
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._stopping = True
-            self._due.set()
-            self._thread.join()
-            self._thread = None
-
-    def _run(self) -> None:
-        while True:
-            self._due.wait()
-            self._due.clear()
-            if self._stopping:
-                return
-            try:
-                os.fdatasync(self._fd)
-            except OSError:
-                return
+    def _discard(self) -> None:
+        os.close(self._fd)
+        self.path.unlink(missing_ok=True)
 
 
 def _hex_of(digest: str) -> str:

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
-from reconciler import artifacts, fetch
+from reconciler import fetch, sink
 from reconciler.artifacts import ArtifactStore, AuthConfig, FetchLimits, fetch_bytes
 from reconciler.errors import ReconcilerError, Stalled, Transient
 from reconciler.manifests.models import Artifact
@@ -438,12 +438,12 @@ def test_a_wrong_content_range_is_refused(store: ArtifactStore, here: Server) ->
     assert f"bytes from {CUT}" in error.message
 
 
-def test_resume_keeps_hashing_across_attempts_with_background_writeback(
+def test_resume_keeps_hashing_across_attempts_with_many_chunks_in_flight(
     store: ArtifactStore, here: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Small chunks and an early writeback step put many buffers in flight on both helper threads."""
-    monkeypatch.setattr(artifacts, "CHUNK_SIZE", 16 << 10)
-    monkeypatch.setattr(artifacts, "WRITEBACK_STEP", 64 << 10)
+    """Small chunks put many buffers in flight on the hasher and both writers; the cut falls inside one."""
+    monkeypatch.setattr(sink, "CHUNK_SIZE", 16 << 10)
+    assert CUT % (16 << 10)
     assert ingested(store, f"{here.url}/drop/{CUT}/m.onnx") == PAYLOAD
     assert here.statuses == [200, 206]
 
