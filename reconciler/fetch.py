@@ -33,11 +33,13 @@ from pydantic.alias_generators import to_camel
 
 from reconciler.errors import Stalled, Transient
 from reconciler.manifests.types import parse_duration
+from reconciler.proxy import Proxy, proxy_for
 
 MAX_REDIRECTS = 5
 RETRIED = frozenset({"ArtifactUnavailable", "ArtifactTruncated", "ArtifactStalled"})
 _REDIRECT_CODES = {301, 302, 303, 307, 308}
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+_TUNNEL_REFUSED = re.compile(r"^Tunnel connection failed: (4\d\d)\b")  # http.client's words for a CONNECT refused
 
 T = TypeVar("T")
 
@@ -53,13 +55,16 @@ Seconds = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
 
 class AuthConfig(BaseModel):
     """Credentials for one host, named by environment variable so that no secret sits in a config
-    file, a repr or a log: a bearer token (``tokenEnv``) or HTTP basic (``username`` + ``passwordEnv``)."""
+    file, a repr or a log: a bearer token (``tokenEnv``) or HTTP basic (``username`` + ``passwordEnv``).
+    They go over https only, unless ``allowHttp`` says this host may have them in clear text (a
+    mirror on the site's own network), as container registries ask for an "insecure" opt-in."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     tokenEnv: str | None = None
     username: str | None = None
     passwordEnv: str | None = None
+    allowHttp: bool = False
 
     @model_validator(mode="after")
     def _one_scheme(self) -> AuthConfig:
@@ -70,8 +75,11 @@ class AuthConfig(BaseModel):
             return self
         raise ValueError("give either tokenEnv (bearer token) or both username and passwordEnv (basic)")
 
-    def header(self, host: str) -> str:
+    def header(self, scheme: str, host: str) -> str:
         """The Authorization header value, read from the environment now (so a restart picks up a rotated secret)."""
+        if scheme != "https" and not self.allowHttp:
+            raise Stalled("ArtifactAuthInsecure", f"this site has credentials for {host}, and sends them over https only; "
+                                                  f"use an https URI, or set fetch.auth.{host}.allowHttp")
         if self.tokenEnv is not None:
             return f"Bearer {_secret(self.tokenEnv, host)}"
         pair = f"{self.username}:{_secret(self.passwordEnv or '', host)}".encode()
@@ -277,28 +285,47 @@ def _request(
         raise Stalled("ArtifactUriInvalid", f"{uri}: {exc}") from None
     if not host:
         raise Stalled("ArtifactUriInvalid", f"{uri}: no host")
-    headers = _headers(limits, host, offset)
+    scheme = parts.scheme.lower()
+    headers = _headers(limits, scheme, host, offset)
+    target = _target(parts)
+    proxy = proxy_for(scheme, host, port)
     timeout = deadline.bound(limits.connect_timeout)
-    if parts.scheme.lower() == "https":
+    connection: http.client.HTTPConnection
+    if scheme == "https":
         context = _tls_context(limits.ca_bundle)
-        connection: http.client.HTTPConnection = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
-    else:
+        if proxy is None:
+            connection = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+        else:
+            connection = http.client.HTTPSConnection(proxy.host, proxy.port, timeout=timeout, context=context)
+            connection.set_tunnel(host, port or 443, headers=proxy.headers)
+    elif proxy is None:
         connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    else:
+        connection = http.client.HTTPConnection(proxy.host, proxy.port, timeout=timeout)
+        target = f"http://{parts.netloc}{target}"  # absolute form: the proxy forwards it
+        headers |= proxy.headers
     try:
         connection.connect()
         # Kept here: when the server closes after the body, getresponse() hands the socket to the response.
         sock = connection.sock
         sock.settimeout(deadline.bound(limits.read_timeout))
-        connection.request("GET", _target(parts), headers=headers)
+        connection.request("GET", target, headers=headers)
         return connection, sock, connection.getresponse()
     except BaseException as exc:
         connection.close()
         if isinstance(exc, OSError | http.client.HTTPException):
-            raise _request_error(exc, uri, host, limits, deadline) from exc
+            raise _request_error(exc, uri, host, proxy, limits, deadline) from exc
         raise
 
 
-def _request_error(exc: Exception, uri: str, host: str, limits: FetchLimits, deadline: Deadline) -> Exception:
+def _request_error(exc: Exception, uri: str, host: str, proxy: Proxy | None, limits: FetchLimits,
+                   deadline: Deadline) -> Exception:
+    refused_tunnel = _TUNNEL_REFUSED.match(str(exc)) if proxy is not None else None
+    if refused_tunnel:
+        # The proxy's own answer (its access rules, its credentials): another attempt gets the same one.
+        wants = "; it wants credentials: give them in the proxy URL of $https_proxy" if refused_tunnel[1] == "407" else ""
+        return Stalled("ArtifactProxyRejected", f"{uri}: the proxy {proxy.shown} refused the tunnel to {host} "
+                                                f"with HTTP {refused_tunnel[1]}{wants}")
     if isinstance(exc, ssl.SSLCertVerificationError):
         return Stalled("ArtifactTlsFailed", f"{uri}: the certificate of {host} is not trusted: {exc.verify_message}")
     if isinstance(exc, http.client.InvalidURL):
@@ -323,14 +350,14 @@ def _target(parts: SplitResult) -> str:
     return f"{path}?{parts.query}" if parts.query else path
 
 
-def _headers(limits: FetchLimits, host: str, offset: int) -> dict[str, str]:
+def _headers(limits: FetchLimits, scheme: str, host: str, offset: int) -> dict[str, str]:
     # identity: the digest is over the bytes as stored, so no transfer compression may change them.
     headers = {"Accept-Encoding": "identity", "User-Agent": "reconciler"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
     credentials = limits.auth.get(host.lower())
     if credentials is not None:
-        headers["Authorization"] = credentials.header(host)
+        headers["Authorization"] = credentials.header(scheme, host)
     return headers
 
 
@@ -399,6 +426,8 @@ def _start_of_body(uri: str, host: str, response: http.client.HTTPResponse, offs
         raise Transient("ArtifactUnavailable", f"{uri}: HTTP {code}")
     if code == 416:
         raise Stalled("ArtifactRangeInvalid", f"{uri}: HTTP 416: the server has fewer than the {offset} bytes already received")
+    if code == 407:
+        raise Stalled("ArtifactProxyRejected", f"{uri}: HTTP 407: the proxy wants credentials; give them in the proxy URL of $http_proxy")
     if code in (401, 403):
         raise Stalled("ArtifactRequestRejected", f"{uri}: HTTP {code}: check the credentials this site has for {host} (fetch.auth)")
     raise Stalled("ArtifactRequestRejected", f"{uri}: HTTP {code}")

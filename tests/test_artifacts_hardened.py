@@ -24,6 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from forward_proxy import forward_proxy
 from pydantic import ValidationError
 
 from reconciler import fetch, sink
@@ -343,8 +344,9 @@ def secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ARTIFACT_PASSWORD", PASSWORD)
 
 
-BEARER = AuthConfig(tokenEnv="ARTIFACT_TOKEN")
-BASIC = AuthConfig(username="fleet", passwordEnv="ARTIFACT_PASSWORD")
+# The servers here speak plain http on loopback: the opt-in a site's own mirror would need.
+BEARER = AuthConfig(tokenEnv="ARTIFACT_TOKEN", allowHttp=True)
+BASIC = AuthConfig(username="fleet", passwordEnv="ARTIFACT_PASSWORD", allowHttp=True)
 
 
 @pytest.mark.parametrize(("auth", "header"), [
@@ -355,6 +357,23 @@ def test_credentials_go_to_their_host(store: ArtifactStore, here: Server, secret
                                       header: str) -> None:
     here.expected_auth = header
     assert ingested(store, f"{here.url}/private/m.onnx", FAST.model_copy(update={"auth": {"127.0.0.1": auth}})) == PAYLOAD
+
+
+def test_credentials_go_over_https_without_an_opt_in(store: ArtifactStore, tls_server: Server, secrets: None,
+                                                   pki: dict[str, Path]) -> None:
+    tls_server.expected_auth = f"Bearer {TOKEN}"
+    limits = FAST.model_copy(update={"ca_bundle": pki["ca"], "auth": {"127.0.0.1": AuthConfig(tokenEnv="ARTIFACT_TOKEN")}})
+    assert ingested(store, f"{tls_server.url}/private/m.onnx", limits) == PAYLOAD
+
+
+def test_credentials_are_not_sent_over_plain_http_without_the_opt_in(store: ArtifactStore, here: Server,
+                                                                    secrets: None) -> None:
+    limits = FAST.model_copy(update={"auth": {"127.0.0.1": AuthConfig(tokenEnv="ARTIFACT_TOKEN")}})
+    error = refused(store, f"{here.url}/private/m.onnx", limits)
+
+    assert (type(error), error.reason) == (Stalled, "ArtifactAuthInsecure")
+    assert "https only" in error.message and "fetch.auth.127.0.0.1.allowHttp" in error.message
+    assert TOKEN not in str(error) and here.seen == []
 
 
 def test_credentials_never_follow_a_redirect_to_another_host(store: ArtifactStore, here: Server, elsewhere: Server,
@@ -406,6 +425,74 @@ def test_credentials_in_the_uri_are_refused_and_not_shown(store: ArtifactStore, 
     error = refused(store, uri)
     assert (type(error), error.reason) == (Stalled, "ArtifactUriInvalid")
     assert PASSWORD not in str(error) and here.seen == []
+
+
+# --- proxies --------------------------------------------------------------------------------------
+
+PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY")
+
+
+@pytest.fixture
+def proxy_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for variable in PROXY_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    return monkeypatch
+
+
+def test_plain_http_goes_through_the_proxy_in_absolute_form(store: ArtifactStore, here: Server,
+                                                            proxy_env: pytest.MonkeyPatch) -> None:
+    with forward_proxy() as proxy:
+        proxy_env.setenv("http_proxy", proxy.url)
+        assert ingested(store, f"{here.url}/file/m.onnx") == PAYLOAD
+    assert proxy.requests == [("GET", f"{here.url}/file/m.onnx")]
+    assert [path for path, _ in here.seen] == ["/file/m.onnx"]
+
+
+def test_https_goes_through_a_connect_tunnel_the_proxy_cannot_read(
+    store: ArtifactStore, tls_server: Server, pki: dict[str, Path], secrets: None, proxy_env: pytest.MonkeyPatch
+) -> None:
+    tls_server.expected_auth = f"Bearer {TOKEN}"
+    limits = FAST.model_copy(update={"ca_bundle": pki["ca"], "auth": {"127.0.0.1": AuthConfig(tokenEnv="ARTIFACT_TOKEN")}})
+    with forward_proxy() as proxy:
+        proxy_env.setenv("HTTPS_PROXY", proxy.url)
+        assert ingested(store, f"{tls_server.url}/private/m.onnx", limits) == PAYLOAD
+    assert proxy.requests == [("CONNECT", tls_server.url.removeprefix("https://"))]  # no path, no token
+
+
+def test_no_proxy_hosts_are_reached_directly(store: ArtifactStore, here: Server, proxy_env: pytest.MonkeyPatch) -> None:
+    with forward_proxy() as proxy:
+        proxy_env.setenv("http_proxy", proxy.url)
+        proxy_env.setenv("no_proxy", "localhost,127.0.0.1")
+        assert ingested(store, f"{here.url}/file/m.onnx") == PAYLOAD
+    assert proxy.requests == []
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_proxy_credentials_come_from_the_proxy_url_and_are_never_shown(
+    store: ArtifactStore, here: Server, tls_server: Server, pki: dict[str, Path], proxy_env: pytest.MonkeyPatch,
+    scheme: str,
+) -> None:
+    origin = here if scheme == "http" else tls_server
+    limits = FAST.model_copy(update={"ca_bundle": pki["ca"]})
+    with forward_proxy(credentials=f"fleet:{PASSWORD}") as proxy:
+        proxy_env.setenv(f"{scheme}_proxy", proxy.url)
+        error = refused(store, f"{origin.url}/file/m.onnx", limits)
+        assert (type(error), error.reason) == (Stalled, "ArtifactProxyRejected")
+        assert "407" in error.message
+
+        proxy_env.setenv(f"{scheme}_proxy", proxy.url.replace("http://", f"http://fleet:{PASSWORD}@"))
+        assert ingested(store, f"{origin.url}/file/m.onnx", limits) == PAYLOAD
+    assert len(proxy.requests) == 2  # the refusal was not retried
+
+
+def test_a_proxy_that_is_not_http_is_refused_without_showing_its_credentials(
+    store: ArtifactStore, here: Server, proxy_env: pytest.MonkeyPatch
+) -> None:
+    proxy_env.setenv("http_proxy", f"socks5://fleet:{PASSWORD}@127.0.0.1:1080")
+    error = refused(store, f"{here.url}/file/m.onnx")
+    assert (type(error), error.reason) == (Stalled, "ArtifactProxyInvalid")
+    assert "socks5://127.0.0.1:1080" in error.message and PASSWORD not in str(error)
+    assert here.seen == []
 
 
 # --- resume ---------------------------------------------------------------------------------------
