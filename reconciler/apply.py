@@ -5,6 +5,7 @@ a crash at any instant leaves the site on the old version or the new one."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -21,6 +22,8 @@ from reconciler.runtime.validation import run_validation
 from reconciler.state import DeploymentState, HistoryEntry, Installed, SiteState, StateDir
 from reconciler.status.record import State
 from reconciler.trust import TrustRoots, narrow, verify_artifact_signature
+
+log = logging.getLogger(__name__)
 
 SIGNATURE_MAX_BYTES = 256 * 1024  # a keyless bundle is ~6 KiB; model-signing grows ~150 B a file
 
@@ -93,7 +96,22 @@ class Applier:
             except ReconcilerError as error:
                 outcome = Outcome(action, error)
             outcomes.append(outcome)
+        self._collect_garbage(plan, state)
         return state, outcomes
+
+    def _collect_garbage(self, plan: Plan, state: SiteState) -> None:
+        """Blobs and part files nothing asks for any more go, so old versions do not fill a small
+        disk. Each deployment's previous version stays, for a rollback without a download."""
+        keep = {installed.digest for deployment in state.deployments.values()
+                for installed in (deployment.active, deployment.previous, deployment.canary) if installed is not None}
+        keep |= {action.target.artifact.digest for action in plan.actions if action.target is not None}
+        try:
+            removed = self.store.garbage_collect(keep)
+        except OSError as exc:  # the next apply tries again; serving is not at stake
+            log.warning("could not remove unused blobs: %s", exc)
+            return
+        if removed:
+            log.info("removed %d unused blob(s): %s", len(removed), ", ".join(removed))
 
     def restore(self, state: SiteState) -> None:
         """On start-up, serve what state.json says was active before (the last good state), and

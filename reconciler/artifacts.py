@@ -1,11 +1,13 @@
 """The content-addressed blob store and the ingest of artifacts into it.
 
     <state>/blobs/sha256/<hex>   verified artifacts, read-only, named by their digest
-    <state>/blobs/tmp/           downloads in progress (same file system, so the final rename is atomic)
+    <state>/blobs/tmp/<hex>.part downloads in progress (same file system, so the final rename is atomic)
 
 Bytes are hashed as they stream in and written to a temp file; only a file whose size and digest
 match the manifest is renamed into ``blobs/sha256``. So a blob that exists is a verified blob, and
-nothing partial or unverified is ever visible there. Where bytes come from, and how (timeouts,
+nothing partial or unverified is ever visible there. A download that fails for a reason that may
+pass (a lost connection, a deadline, a stopped agent) leaves its part file, and the next ingest of
+the same digest, in this run or after a restart, asks only for the rest. Where bytes come from, and how (timeouts,
 redirects, credentials, resume), is ``reconciler.fetch``; how they are hashed and written (in
 chunks, on helper threads, with direct I/O), ``reconciler.sink``.
 """
@@ -17,14 +19,13 @@ import hashlib
 import mmap
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.errors import ReconcilerError, Stalled, Transient
 from reconciler.fetch import AuthConfig, Body, Deadline, FetchLimits, open_source, with_retries
 from reconciler.manifests.models import Artifact
-from reconciler.sink import Sink, chunk_size_for
+from reconciler.sink import BUFFERS, Sink, chunk_size_for
 from reconciler.state import fsync_dir
 
 __all__ = ["ArtifactStore", "AuthConfig", "FetchLimits", "Ingested", "fetch_bytes"]
@@ -58,7 +59,8 @@ class ArtifactStore:
 
     def ingest(self, artifact: Artifact, repo_root: Path | None, limits: FetchLimits = DEFAULT_LIMITS) -> Ingested:
         """Make the artifact present in the store, verified against its manifest size and digest.
-        A download cut off midway is resumed by the next attempt when the server allows ranges."""
+        A download cut off midway is resumed, by the next attempt or the next ingest, when the
+        server allows ranges."""
         path = self.path_for(artifact.digest)
         try:
             size = path.stat().st_size
@@ -81,8 +83,12 @@ class ArtifactStore:
         self._ensure_room(artifact)
         deadline = Deadline(limits.deadline, artifact.uri)
         with _Download(self.tmp, artifact) as download:
-            with_retries(limits, deadline, lambda: download.attempt(repo_root, limits, deadline))
-            sha = download.finish()
+            sha = download.fetch(repo_root, limits, deadline)
+            if download.kept and f"sha256:{sha.hexdigest()}" != artifact.digest:
+                # Bytes kept from an earlier run may not be the server's: a crash before they reached
+                # the disk, or a file replaced on the server since. They decide nothing: once more from byte 0.
+                download.start_over()
+                sha = download.fetch(repo_root, limits, deadline)
             if f"sha256:{sha.hexdigest()}" != artifact.digest:
                 raise Stalled(
                     "ArtifactDigestMismatch",
@@ -93,8 +99,8 @@ class ArtifactStore:
         return Ingested(path, artifact.digest, sha.digest(), artifact.size, fetched=True)
 
     def garbage_collect(self, keep: set[str]) -> list[str]:
-        """Remove blobs whose digest is not in ``keep`` and any download left by a crash; returns
-        the removed digests. Call it only while no ingest runs (the agent holds the state lock)."""
+        """Remove blobs whose digest is not in ``keep`` and every part file but those of ``keep``;
+        returns the removed digests. Call it only while no ingest runs (the agent holds the state lock)."""
         keep_hex = {_hex_of(digest) for digest in keep}
         removed = []
         for blob in sorted(self.blobs.glob("*")):
@@ -102,7 +108,8 @@ class ArtifactStore:
                 blob.unlink()
                 removed.append(f"sha256:{blob.name}")
         for leftover in self.tmp.glob("*"):
-            leftover.unlink()
+            if leftover.name.removesuffix(".part") not in keep_hex or not leftover.name.endswith(".part"):
+                leftover.unlink()
         if removed:
             fsync_dir(self.blobs)
         return removed
@@ -111,8 +118,12 @@ class ArtifactStore:
         # Filling the disk would also break the atomic writes of state.json: refuse up front.
         fs = os.statvfs(self.tmp)
         free = fs.f_bavail * fs.f_frsize
-        if free < artifact.size:
-            raise Transient("DiskFull", f"{artifact.uri} needs {artifact.size} bytes, {self.tmp} has {free} free")
+        try:
+            needed = artifact.size - (self.tmp / f"{_hex_of(artifact.digest)}.part").stat().st_size
+        except FileNotFoundError:
+            needed = artifact.size
+        if free < needed:
+            raise Transient("DiskFull", f"{artifact.uri} needs {needed} more bytes, {self.tmp} has {free} free")
 
 
 def fetch_bytes(
@@ -140,35 +151,55 @@ def fetch_bytes(
 # --- one download ---------------------------------------------------------------------------------
 
 class _Download:
-    """The temp file of one ingest and the chunk being filled. It outlives a failed attempt, so the
+    """The part file of one ingest and the chunk being filled. It outlives a failed attempt, so the
     next one can resume at the very byte where the last one stopped: a chunk cut off midway is kept
-    and filled further. Full chunks go to the ``Sink``, which hashes them in order and writes them."""
+    and filled further. Full chunks go to the ``Sink``, which hashes them in order and writes them.
+
+    A part file left by an earlier ingest of the same digest is taken up, all but its last chunks:
+    those may not have been written when that run stopped (the writers run out of order, at most
+    ``BUFFERS`` chunks in flight). ``kept`` says how many bytes came from it."""
 
     def __init__(self, tmp_dir: Path, artifact: Artifact):
         self.uri = artifact.uri
         self.limit = artifact.size  # one byte more proves the source larger than the manifest says
+        self.path = tmp_dir / f"{_hex_of(artifact.digest)}.part"
         try:
-            fd, name = tempfile.mkstemp(dir=tmp_dir, suffix=".part")
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise _store_error(exc, tmp_dir) from exc
-        self.path = Path(name)
-        self._fd = fd
-        try:
-            self._sink = Sink(fd, chunk_size_for(self.limit + 1), lambda exc: _store_error(exc, self.path))
-        except OSError as exc:
-            self._discard()
-            raise _store_error(exc, self.path) from exc
         self.received = 0
         self._resumable = False
         self._chunk: mmap.mmap | None = None
         self._filled = 0  # bytes of the received ones that are in ``_chunk``
+        try:
+            self._sink = Sink(self._fd, chunk_size_for(self.limit + 1), lambda exc: _store_error(exc, self.path))
+        except OSError as exc:
+            self._discard()
+            raise _store_error(exc, self.path) from exc
+        try:
+            self.kept = self._take_up_leftover()
+        except BaseException:
+            self._sink.close()
+            self._discard()
+            raise
 
     def __enter__(self) -> _Download:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self._sink.close()
-        self._discard()
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        self._sink.close()  # writes everything handed over
+        if isinstance(exc, Transient) and self.received:
+            os.close(self._fd)  # kept for the next ingest
+        else:
+            self._discard()
+
+    def fetch(self, repo_root: Path | None, limits: FetchLimits, deadline: Deadline) -> hashlib._Hash:
+        with_retries(limits, deadline, lambda: self.attempt(repo_root, limits, deadline))
+        return self.finish()
+
+    def start_over(self) -> None:
+        self.kept = 0
+        self._restart()
 
     def attempt(self, repo_root: Path | None, limits: FetchLimits, deadline: Deadline) -> None:
         """One try at the missing bytes: from where the last try stopped if the source can resume,
@@ -206,6 +237,20 @@ class _Download:
         elif self._chunk is not None:
             self._sink.give_back(self._chunk)
         self._chunk, self._filled = None, 0
+
+    def _take_up_leftover(self) -> int:
+        chunk = self._sink.chunk_size
+        size = os.fstat(self._fd).st_size
+        # At least one byte is asked for, or a server could not say whether there are more.
+        kept = min(max(0, size - BUFFERS * chunk), self.limit - 1) // chunk * chunk
+        try:
+            os.ftruncate(self._fd, kept)
+            self._sink.hash_existing(kept)
+        except OSError as exc:
+            raise _store_error(exc, self.path) from exc
+        self.received = kept
+        self._resumable = kept > 0  # the first attempt asks for the rest; a source that cannot resume sends all
+        return kept
 
     def _restart(self) -> None:
         """Start over from byte 0 (the source cannot resume)."""

@@ -49,6 +49,7 @@ class Sink:
         self._wrap_error = wrap_error
         self._free: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
         # mmap: page-aligned memory, as direct I/O needs
+        self.chunk_size = chunk_size
         self._buffers = [mmap.mmap(-1, chunk_size) for _ in range(BUFFERS)]
         for buffer in self._buffers:
             self._free.put(buffer)
@@ -83,6 +84,22 @@ class Sink:
         with self._idle:
             self._idle.wait_for(lambda: self._in_flight == 0)
         self._raise_error()
+
+    def hash_existing(self, length: int) -> None:
+        """Hash the file's first ``length`` bytes (a multiple of the chunk size), written by an
+        earlier run; call it before anything is queued."""
+        buffer = self._free.get()
+        try:
+            with memoryview(buffer) as view:
+                done = 0
+                while done < length:
+                    n = os.preadv(self._fd, [view[: min(len(view), length - done)]], done)
+                    if n == 0:
+                        raise OSError(errno.EIO, f"the file ends at {done} bytes, before {length}")
+                    self.sha.update(view[:n])
+                    done += n
+        finally:
+            self._free.put(buffer)
 
     def restart(self) -> None:
         """Forget everything hashed so far (the bytes start again from offset 0)."""
@@ -146,19 +163,25 @@ class Sink:
 
 
 def _try_direct(fd: int, buffer: mmap.mmap) -> bool:
-    """Switch ``fd`` to direct I/O if a first aligned write proves the file system takes it."""
+    """Switch ``fd`` to direct I/O if a first aligned write proves the file system takes it. The
+    write puts back what the file holds there (a part file kept from an earlier run), unchanged."""
     if not _O_DIRECT:
         return False
+    size = os.fstat(fd).st_size
     flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-    try:
-        fcntl.fcntl(fd, fcntl.F_SETFL, flags | _O_DIRECT)
-        with memoryview(buffer) as view:
-            os.pwrite(fd, view[:ALIGNMENT], 0)
-        os.ftruncate(fd, 0)
-        return True
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
-            raise
-        fcntl.fcntl(fd, fcntl.F_SETFL, flags)
-        os.ftruncate(fd, 0)
-        return False
+    with memoryview(buffer) as view:
+        block = view[:ALIGNMENT]
+        held = os.preadv(fd, [block], 0)
+        block[held:] = bytes(ALIGNMENT - held)
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags | _O_DIRECT)
+            os.pwrite(fd, block, 0)
+            direct = True
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+            direct = False
+        block.release()
+    os.ftruncate(fd, size)
+    return direct

@@ -116,6 +116,24 @@ def test_removed_deployment_stops_being_served(fleet, tmp_path):
     agent.stop()
 
 
+def test_blobs_nothing_asks_for_are_removed_and_the_previous_version_is_kept(fleet, tmp_path):
+    agent = make_agent(fleet, tmp_path)
+    agent.reconcile_once()
+    first = agent.state_dir.load(SITE).deployments["demand-forecast"].active.digest
+    fleet.bump("deployments/demand-forecast.yaml", "1.0.0", "1.1.0")
+    fleet.push("bump")
+    agent.reconcile_once()
+    second = agent.state_dir.load(SITE).deployments["demand-forecast"].active.digest
+    assert agent.applier.store.has(first) and agent.applier.store.has(second)  # 1.0.0: a rollback needs no download
+
+    fleet.edit("deployments/demand-forecast.yaml", r"^      tier: store$", "      tier: warehouse")
+    fleet.push("retarget")
+    agent.reconcile_once()
+    assert agent.state_dir.load(SITE).deployments == {}  # demand-forecast was this site's only deployment
+    assert list(agent.applier.store.blobs.iterdir()) == []
+    agent.stop()
+
+
 def test_unreachable_fleet_repo_makes_the_site_stale_in_a_separate_status_repo(fleet, tmp_path):
     status_repo = tmp_path / "status.git"
     git("init", "-q", "--bare", str(status_repo), cwd=tmp_path)

@@ -29,6 +29,11 @@ def sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def part_of(wanted: Artifact) -> str:
+    """The name of the part file an interrupted download of ``wanted`` leaves for the next ingest."""
+    return wanted.digest.removeprefix("sha256:") + ".part"
+
+
 def artifact(uri: str, data: bytes = PAYLOAD, size: int | None = None, digest: str | None = None) -> Artifact:
     return Artifact(
         uri=uri,
@@ -239,9 +244,10 @@ BAD = [
 
 
 @pytest.mark.parametrize(("make", "kind", "reason"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
-def test_bad_input_is_refused_and_leaves_nothing(
+def test_bad_input_is_refused_and_nothing_is_published(
     world: World, make: Callable[[World], tuple[Artifact, Path | None]], kind: type, reason: str
 ) -> None:
+    """Only a failure that may pass keeps what it received, as a part file for the next ingest."""
     bad, repo_root = make(world)
     with pytest.raises(ReconcilerError) as caught:
         world.store.ingest(bad, repo_root, FAST)
@@ -249,7 +255,7 @@ def test_bad_input_is_refused_and_leaves_nothing(
     assert (type(caught.value), caught.value.reason) == (kind, reason), str(caught.value)
     assert bad.uri in caught.value.message
     assert world.blobs() == []
-    assert world.temps() == []
+    assert set(world.temps()) <= ({part_of(bad)} if kind is Transient else set())
 
 
 def test_digest_mismatch_names_both_digests(world: World) -> None:
@@ -279,7 +285,7 @@ def test_artifact_larger_than_free_space_is_refused_before_fetching(world: World
     assert world.server.hits["/ok/m"] == 0
 
 
-def test_disk_filling_up_while_writing_is_transient_and_cleaned(world: World) -> None:
+def test_disk_filling_up_while_writing_is_transient_and_publishes_nothing(world: World) -> None:
     """A real write failure: the child's file-size limit makes the temp file's write fail (EFBIG)."""
     script = (
         "import resource, signal, sys\n"
@@ -301,7 +307,7 @@ def test_disk_filling_up_while_writing_is_transient_and_cleaned(world: World) ->
         cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=60,
     )
     assert done.stdout.strip() == "DiskFull", done.stderr
-    assert world.blobs() == [] and world.temps() == []
+    assert world.blobs() == [] and set(world.temps()) <= {part_of(artifact("models/m.onnx"))}
 
 
 # --- companions and garbage collection ----------------------------------------------------------
@@ -328,11 +334,13 @@ def test_garbage_collect_keeps_only_what_is_wanted(world: World) -> None:
     world.store.ingest(artifact("models/m.onnx"), world.repo, FAST)
     world.store.ingest(artifact("other.onnx", data=other), world.repo, FAST)
     (world.store.tmp / "crashed.part").write_bytes(b"partial")
+    (world.store.tmp / part_of(artifact("x", data=b"unwanted"))).write_bytes(b"partial")
+    (world.store.tmp / part_of(artifact("x", data=b"wanted"))).write_bytes(b"partial")
     (world.store.blobs / "README").write_bytes(b"not ours")
 
-    removed = world.store.garbage_collect({sha(PAYLOAD)})
+    removed = world.store.garbage_collect({sha(PAYLOAD), sha(b"wanted")})
 
     assert removed == [sha(other)]
     assert world.blobs() == sorted([hashlib.sha256(PAYLOAD).hexdigest(), "README"])
-    assert world.temps() == []
+    assert world.temps() == [part_of(artifact("x", data=b"wanted"))]  # a download to resume
     assert not world.store.has(sha(other))

@@ -12,6 +12,8 @@ import logging
 import os
 import re
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -34,6 +36,7 @@ from reconciler.manifests.models import Artifact
 
 PAYLOAD = os.urandom(600_000)
 DIGEST = "sha256:" + hashlib.sha256(PAYLOAD).hexdigest()
+PART = DIGEST.removeprefix("sha256:") + ".part"
 TOKEN = "s3cr3t-token-value"
 PASSWORD = "hunter2-password"
 FAST = FetchLimits(connect_timeout=2.0, read_timeout=2.0, retries=3, backoff=0.01)
@@ -115,6 +118,17 @@ class Handler(BaseHTTPRequestHandler):
             if self.headers.get("Authorization") != self.server.expected_auth:
                 return self.refuse(401)
             return self.ranged(PAYLOAD)
+        if route == "hang-after":  # the first `rest` bytes, then silence until the test ends; later requests get ranges
+            if not first:
+                return self.ranged(PAYLOAD)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(PAYLOAD)))
+            self.send_header("Accept-Ranges", "bytes")
+            self.end_headers()
+            self.write(PAYLOAD[: int(rest.partition("/")[0])])
+            self.wfile.flush()
+            self.server.stop.wait()
+            return None
         if route in ("drop", "drop-then-full", "drop-no-ranges", "drop-then-wrong-range"):
             cut = int(rest.partition("/")[0])
             if first:
@@ -255,9 +269,9 @@ def tls_server(pki: dict[str, Path]) -> Iterator[Server]:
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[ArtifactStore]:
     yield ArtifactStore(tmp_path / "state")
-    # Every download's helper threads are joined, whatever happened.
+    # Every download's helper threads are joined, whatever happened; at most a part file to resume is left.
     assert not [t.name for t in threading.enumerate() if t.name.startswith("artifact-")]
-    assert list((tmp_path / "state" / "blobs" / "tmp").glob("*")) == []
+    assert {p.name for p in (tmp_path / "state" / "blobs" / "tmp").glob("*")} <= {PART}
 
 
 def ingested(store: ArtifactStore, uri: str, limits: FetchLimits = FAST) -> bytes:
@@ -533,6 +547,75 @@ def test_resume_keeps_hashing_across_attempts_with_many_chunks_in_flight(
     assert CUT % (16 << 10)
     assert ingested(store, f"{here.url}/drop/{CUT}/m.onnx") == PAYLOAD
     assert here.statuses == [200, 206]
+
+
+def test_a_download_cut_off_resumes_in_the_next_ingest_after_a_restart(
+    tmp_path: Path, here: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sink, "CHUNK_SIZE", 16 << 10)
+    once = FAST.model_copy(update={"retries": 1})
+    error = refused(ArtifactStore(tmp_path / "state"), f"{here.url}/drop/{CUT}/m.onnx", once)
+    assert (type(error), error.reason) == (Transient, "ArtifactTruncated")
+
+    # A new store on the same directory: what an agent finds after a restart.
+    assert ingested(ArtifactStore(tmp_path / "state"), f"{here.url}/drop/{CUT}/m.onnx", once) == PAYLOAD
+    kept = CUT - CUT % (16 << 10) - sink.BUFFERS * (16 << 10)  # the chunks that may have been in flight are fetched again
+    assert [h.get("range") for h in here.headers_of("/drop")] == [None, f"bytes={kept}-"]
+    assert here.sent == len(PAYLOAD) + (CUT - kept)
+    assert list((tmp_path / "state" / "blobs" / "tmp").glob("*")) == []
+
+
+def test_an_agent_killed_mid_download_resumes_after_it_restarts(tmp_path: Path, here: Server,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGKILL: no clean-up ran, chunks were written by two threads out of order."""
+    chunk = 16 << 10
+    uri = f"{here.url}/hang-after/{CUT}/m.onnx"
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from reconciler import sink\n"
+        "from reconciler.artifacts import ArtifactStore, FetchLimits\n"
+        "from reconciler.manifests.models import Artifact\n"
+        f"sink.CHUNK_SIZE = {chunk}\n"
+        "state, uri, digest, size = sys.argv[1:]\n"
+        "wanted = Artifact(uri=uri, digest=digest, size=int(size), signature={'uri': uri + '.sig'})\n"
+        "ArtifactStore(Path(state)).ingest(wanted, None, FetchLimits(read_timeout=60))\n"
+    )
+    agent = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "state"), uri, DIGEST, str(len(PAYLOAD))],
+                             cwd=Path(__file__).resolve().parent.parent)
+    part = tmp_path / "state" / "blobs" / "tmp" / PART
+    written = CUT - CUT % chunk  # every whole chunk of what the server sent
+    try:
+        deadline = time.monotonic() + 30
+        while not (part.exists() and part.stat().st_size >= written) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        agent.kill()
+        agent.wait(timeout=30)
+    assert part.stat().st_size == written
+
+    monkeypatch.setattr(sink, "CHUNK_SIZE", chunk)
+    assert ingested(ArtifactStore(tmp_path / "state"), uri) == PAYLOAD
+    assert [h.get("range") for h in here.headers_of("/hang-after")] == [None, f"bytes={written - sink.BUFFERS * chunk}-"]
+
+
+def test_a_stale_part_file_costs_one_download_and_decides_nothing(tmp_path: Path, here: Server,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bytes that are not the server's (a crash before they reached the disk, a file replaced since)."""
+    monkeypatch.setattr(sink, "CHUNK_SIZE", 16 << 10)
+    tmp = tmp_path / "state" / "blobs" / "tmp"
+    tmp.mkdir(parents=True)
+    (tmp / PART).write_bytes(os.urandom(len(PAYLOAD) - 1000))
+
+    assert ingested(ArtifactStore(tmp_path / "state"), f"{here.url}/file/m.onnx") == PAYLOAD
+    ranges = [h.get("range") for h in here.headers_of("/file")]
+    assert len(ranges) == 2 and ranges[0].startswith("bytes=") and ranges[1] is None
+
+
+def test_a_failure_that_will_not_pass_removes_the_part_file(store: ArtifactStore, here: Server) -> None:
+    error = refused(store, f"{here.url}/drop-then-wrong-range/{CUT}/m.onnx")
+    assert error.reason == "ArtifactRangeInvalid"
+    assert list(store.tmp.glob("*")) == []
 
 
 # --- stalls and the deadline ----------------------------------------------------------------------
