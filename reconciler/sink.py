@@ -12,6 +12,7 @@ final fsync took 1.3–2.4x as long as the direct writes, and varied far more. D
 block-aligned offsets and lengths: chunks are a multiple of ``ALIGNMENT`` long and sit at multiples
 of the chunk size, only the last one is padded, and ``finish`` cuts the file to its real length.
 A file system that refuses direct I/O (tmpfs, some network file systems) gets buffered writes.
+What else was tried for the ingest, and how it measured, is in bench/README.md.
 """
 
 from __future__ import annotations

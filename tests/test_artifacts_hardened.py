@@ -31,6 +31,7 @@ from pydantic import ValidationError
 
 from reconciler import fetch, sink
 from reconciler.artifacts import ArtifactStore, AuthConfig, FetchLimits, fetch_bytes
+from reconciler.config import load_site_config
 from reconciler.errors import ReconcilerError, Stalled, Transient
 from reconciler.manifests.models import Artifact
 
@@ -711,6 +712,15 @@ def test_site_yaml_settings_map_to_fetch_limits(tmp_path: Path) -> None:
     assert (limits.min_rate, limits.deadline, limits.retries, limits.backoff) == (10, 5400, 5, 0.25)
     assert limits.redirects == "any" and limits.ca_bundle == tmp_path / "ca.pem"
     assert set(limits.auth) == {"models.example.com", "other"}
+
+
+def test_the_site_yaml_in_the_readme_is_a_valid_one(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    example = re.search(r"`site.yaml`:\n\n```yaml\n(.*?)```", readme, re.S)
+    assert example, "README.md: the site.yaml example moved"
+    (tmp_path / "site.yaml").write_text(example.group(1))
+    config = load_site_config(tmp_path / "site.yaml", {})
+    assert config.fetch.auth["mirror.site.lan"].allowHttp and not config.fetch.auth["models.example.com"].allowHttp
 
 
 @pytest.mark.parametrize("settings", [
