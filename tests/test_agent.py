@@ -181,7 +181,7 @@ def test_status_is_mirrored_to_the_forge_once_per_change(fleet, tmp_path, monkey
 
     monkeypatch.setenv("FLEET_FORGE_TOKEN", "tok-secret-123")
     with serve("gitea", "tok-secret-123") as forge:
-        settings = {"kind": "gitea", "apiUrl": forge.api_url, "repository": "fleet-org/fleet",
+        settings = {"kind": "gitea", "apiUrl": forge.api_url, "allowHttp": True, "repository": "fleet-org/fleet",
                     "tokenEnv": "FLEET_FORGE_TOKEN"}
         agent = make_agent(fleet, tmp_path, forge=settings)
         head = git("rev-parse", "HEAD", cwd=fleet.clone).strip()
@@ -201,7 +201,7 @@ def test_a_site_finishing_its_part_posts_the_combined_status_of_its_wave(tmp_pat
     progressive = start_fleet_remote(tmp_path / "progressive", progressive=True)
     monkeypatch.setenv("FLEET_FORGE_TOKEN", "tok-secret-123")
     with serve("github", "tok-secret-123") as forge:
-        settings = {"kind": "github", "apiUrl": forge.api_url, "repository": "fleet-org/fleet",
+        settings = {"kind": "github", "apiUrl": forge.api_url, "allowHttp": True, "repository": "fleet-org/fleet",
                     "tokenEnv": "FLEET_FORGE_TOKEN"}
         config = SiteConfig(site="store-berlin-01", repo=progressive.url, state=tmp_path / "berlin",
                             trustKeys=[EXAMPLE / "keys" / "demo.pub"], forge=settings)
@@ -221,7 +221,7 @@ def test_agents_that_may_not_push_gate_on_the_forge_statuses(tmp_path, monkeypat
     progressive = start_fleet_remote(tmp_path / "progressive", progressive=True)
     monkeypatch.setenv("FLEET_FORGE_TOKEN", "tok-secret-123")
     with serve("gitlab", "tok-secret-123") as forge:
-        settings = {"kind": "gitlab", "apiUrl": forge.api_url, "repository": "fleet-org/fleet",
+        settings = {"kind": "gitlab", "apiUrl": forge.api_url, "allowHttp": True, "repository": "fleet-org/fleet",
                     "tokenEnv": "FLEET_FORGE_TOKEN"}
 
         def agent_for(site: str) -> Agent:

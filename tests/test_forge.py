@@ -64,7 +64,8 @@ def forge(request: pytest.FixtureRequest, start_forge: Callable[..., FakeForge])
 
 
 def config_for(forge: FakeForge, **overrides: object) -> ForgeConfig:
-    values = {"kind": forge.kind, "apiUrl": forge.api_url, "repository": forge.repository, "tokenEnv": TOKEN_ENV}
+    values = {"kind": forge.kind, "apiUrl": forge.api_url, "allowHttp": True, "repository": forge.repository,
+              "tokenEnv": TOKEN_ENV}
     return ForgeConfig.model_validate({**values, **overrides})
 
 
@@ -356,7 +357,8 @@ def test_an_unreachable_forge_is_transient(monkeypatch: pytest.MonkeyPatch, slee
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # closed when the block ends: nothing listens there
-    config = ForgeConfig(kind="github", apiUrl=f"http://127.0.0.1:{port}", repository="o/r", tokenEnv=TOKEN_ENV)
+    config = ForgeConfig(kind="github", apiUrl=f"http://127.0.0.1:{port}", allowHttp=True, repository="o/r",
+                         tokenEnv=TOKEN_ENV)
     with ForgeStatuses(config, sleep=sleeps) as client, pytest.raises(Transient) as caught:
         client.publish(SHA, [status()])
     assert caught.value.reason == "ForgeUnavailable" and "ConnectError" in caught.value.message
@@ -469,6 +471,7 @@ GOOD = {"kind": "github", "apiUrl": "https://api.github.com", "repository": "acm
     ({"apiUrl": "api.github.com"}, "http(s) URL"),
     ({"apiUrl": "https://bot:secret@api.github.com"}, "must not carry credentials"),
     ({"apiUrl": "https://api.github.com/?page=2"}, "query"),
+    ({"apiUrl": "http://gitea.lan/api/v1"}, "allowHttp: true"),
     ({"repository": "fleet"}, "owner/repo"),
     ({"repository": "acme/fleet/extra"}, "owner/repo"),
     ({"kind": "gitea", "repository": "acme fleet/x"}, "owner/repo"),

@@ -89,6 +89,7 @@ class ForgeConfig(BaseModel):
     tokenEnv: str  # the NAME of the environment variable that holds the token
     targetUrl: str | None = None  # link template; may use {site} and {deployment}
     timeout: Annotated[float, Field(gt=0)] = 10
+    allowHttp: bool = False  # the token may cross a plain http link (a forge on the site's own network)
 
     @field_validator("apiUrl")
     @classmethod
@@ -101,6 +102,13 @@ class ForgeConfig(BaseModel):
         if parts.query or parts.fragment:
             raise ValueError("apiUrl must not have a query or fragment")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _token_over_https(self) -> ForgeConfig:
+        if urlsplit(self.apiUrl).scheme == "http" and not self.allowHttp:
+            raise ValueError("apiUrl is http://, so the token would cross the network in clear text: "
+                             "use https, or set allowHttp: true for a forge on the site's own network")
+        return self
 
     @field_validator("tokenEnv")
     @classmethod
