@@ -21,7 +21,7 @@ from reconciler.plan import Plan, Target, plan_site, rollout_of, wave_members
 from reconciler.source import GitSource
 from reconciler.state import SiteState, StateDir
 from reconciler.status.forge import CommitStatus, ForgeStatuses, statuses_for_record, wave_status
-from reconciler.status.forge_gate import fleet_status_from_forge
+from reconciler.status.forge_gate import LOOKBACK, ForgeFleetStatus
 from reconciler.status.gitref import StatusRefs
 from reconciler.status.record import WORST_FIRST, DeploymentStatus, State, StatusRecord
 from reconciler.trust import KeylessIdentity, TrustedKey, TrustRoots, load_public_key
@@ -61,6 +61,7 @@ class Agent:
             GitSource(config.statusRepo, config.branch, config.state / "cache" / "status.git")
         self.status = StatusRefs(status_source)
         self.forge = ForgeStatuses(config.forge) if config.forge else None
+        self.forge_fleet = ForgeFleetStatus(self.forge) if self.forge else None
         self.applier = Applier(self.state_dir, runtime, load_trust_roots(config), limits=config.fetch,
                                validation=config.validation, metrics=metrics)
         self.runtime = runtime
@@ -133,10 +134,10 @@ class Agent:
             self.wake.wait(delay * (1 + self.config.jitter * (2 * random.random() - 1)))
 
     def _fleet_status(self, commit: str) -> dict[str, StatusRecord]:
-        """Every site's newest record (from Git refs, or from the forge's statuses on this commit),
-        this site's own as it stands in memory."""
-        records = fleet_status_from_forge(self.forge, commit) if self.config.gateSource == "forge" \
-            else self.status.read_all()
+        """Every site's newest record (from Git refs, or from the forge's statuses on this commit and,
+        for how long each has held, the commits before it), this site's own as it stands in memory."""
+        records = self.forge_fleet.read(self.source.first_parents(commit, LOOKBACK)) \
+            if self.config.gateSource == "forge" else self.status.read_all()
         if self.last_record is not None:
             records[self.config.site] = self.last_record
         return records

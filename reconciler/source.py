@@ -110,6 +110,11 @@ class GitSource:
         except ValueError:  # cat-file answered "missing"
             return False
 
+    def first_parents(self, commit: str, limit: int) -> list[str]:
+        """``commit`` and up to ``limit`` of its first-parent ancestors, newest first (the branch's
+        own history: a merged branch's commits are not in it)."""
+        return self.repo.git.rev_list("--first-parent", f"--max-count={limit + 1}", commit).split()
+
     def is_ancestor(self, old: str, new: str) -> bool:
         """Whether ``new`` descends from (or is) ``old``. ``new`` must be fetched; an ``old`` the
         cache has never seen is not in ``new``'s history, since fetches are never shallow."""

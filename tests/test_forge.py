@@ -84,8 +84,8 @@ def status(state: State = "success", description: str = "1.1.0 serving (was 1.0.
 
 
 def read_back(client: ForgeStatuses) -> dict[str, CommitStatus]:
-    """What ``read_statuses`` gives, without the forge's times."""
-    return {context: CommitStatus.model_validate(shown.model_dump(exclude={"at"}))
+    """What ``read_statuses`` gives, without the forge's times and counts."""
+    return {context: CommitStatus.model_validate(shown.model_dump(exclude={"at", "changes"}))
             for context, shown in client.read_statuses(SHA).items()}
 
 
@@ -238,6 +238,7 @@ def test_read_statuses_returns_only_our_contexts(start_forge: Callable[..., Fake
     forge.seed(SHA, deployment_context("other", "store-1"), "warning", "not ours to read")
     with client_for(forge, sleeps) as client:
         assert read_back(client) == {CTX: status("failure", "failure: Boom on 1.1.0")}
+        assert client.read_statuses(SHA)[CTX].changes == 2  # what a gate needs to know: it changed on this commit
     assert "unknown state 'warning'" in caplog.text
 
 

@@ -16,7 +16,7 @@ from reconciler.errors import Transient
 from reconciler.gates import GateDecision, SiteReport, decide_gate, site_report
 from reconciler.manifests.models import Rollout
 from reconciler.status.forge import ForgeConfig, ForgeStatuses, ShownStatus, statuses_for_record
-from reconciler.status.forge_gate import FORGE_REASON, fleet_status_from_forge, records_from_statuses
+from reconciler.status.forge_gate import FORGE_REASON, ForgeFleetStatus, carried_back, records_from_statuses
 from reconciler.status.record import DeploymentStatus, State, StatusRecord
 
 TOKEN = "tok-forge-gate-test"
@@ -83,7 +83,7 @@ def test_records_read_from_the_forge_give_the_gate_the_reports_of_the_git_record
         forge: FakeForge, client: ForgeStatuses) -> None:
     for original in RECORDS:
         post_at(forge, client, original)
-    read = fleet_status_from_forge(client, SHA)
+    read = ForgeFleetStatus(client).read([SHA])
     assert sorted(read) == sorted(r.site for r in RECORDS)
     for original in RECORDS:
         for name in original.deployments:
@@ -104,7 +104,7 @@ def test_what_a_record_read_from_the_forge_holds(
         client: ForgeStatuses) -> None:
     for original in RECORDS:
         post_at(forge, client, original)
-    read = fleet_status_from_forge(client, SHA, agent_version="0.2.0")[site]
+    read = ForgeFleetStatus(client, "0.2.0").read([SHA])[site]
     assert (read.state, read.writtenAt, read.observedCommit, read.agentVersion) == (state, at(written), SHA, "0.2.0")
     assert {name: (d.state, d.version, d.activeVersion, d.wave) for name, d in read.deployments.items()} == deployments
     assert all(d.reason == FORGE_REASON and d.since == at(written) for d in read.deployments.values())
@@ -112,7 +112,7 @@ def test_what_a_record_read_from_the_forge_holds(
 
 def test_the_message_is_what_the_status_tells_people(forge: FakeForge, client: ForgeStatuses) -> None:
     post_at(forge, client, RECORDS[4])
-    message = fleet_status_from_forge(client, SHA)["a2"].deployments[DEPLOYMENT].message
+    message = ForgeFleetStatus(client).read([SHA])["a2"].deployments[DEPLOYMENT].message
     assert message == "failure: Testing on 1.1.0, serving 1.0.0: output 0 differs"
 
 
@@ -121,7 +121,7 @@ def test_a_version_too_long_for_githubs_limit_is_dropped_the_rollout_kept(
     long_version = "1.1.0-rc.1+" + "b" * 117  # 128 characters, the most a manifest allows
     post_at(forge, client, record("p1", 3, **{DEPLOYMENT: deployment("success", long_version, long_version,
                                                                       minutes=3)}))
-    report = site_report(fleet_status_from_forge(client, SHA)["p1"], DEPLOYMENT)
+    report = site_report(ForgeFleetStatus(client).read([SHA])["p1"], DEPLOYMENT)
     assert report == SiteReport(RID, "success", None if forge.kind == "github" else long_version, at(3), at(3))
 
 
@@ -129,14 +129,14 @@ def test_a_later_change_is_read_with_the_forges_time_of_it(forge: FakeForge, cli
     post_at(forge, client, record("p1", 1, **{DEPLOYMENT: deployment("pending", minutes=1)}))
     post_at(forge, client, record("p1", 2, **{DEPLOYMENT: deployment("progressing", minutes=2)}))
     post_at(forge, client, record("p1", 4, **{DEPLOYMENT: deployment("success", active="1.1.0", minutes=4)}))
-    assert site_report(fleet_status_from_forge(client, SHA)["p1"], DEPLOYMENT) == \
+    assert site_report(ForgeFleetStatus(client).read([SHA])["p1"], DEPLOYMENT) == \
         SiteReport(RID, "success", "1.1.0", at(4), at(4))
 
 
 def test_an_unreachable_forge_raises_instead_of_reporting_no_sites(forge: FakeForge, client: ForgeStatuses) -> None:
     forge.answer_next(503, times=5)
     with pytest.raises(Transient) as caught:
-        fleet_status_from_forge(client, SHA)
+        ForgeFleetStatus(client).read([SHA])
     assert caught.value.reason == "ForgeUnavailable"
 
 
@@ -179,6 +179,92 @@ def test_a_site_named_like_a_wave_is_read_when_it_carries_pairs() -> None:
 
 def test_no_statuses_no_records() -> None:
     assert records_from_statuses({}, SHA) == {}
+
+
+# --- a status's time carried back through earlier commits ---------------------------------------
+
+CONTEXT = f"reconciler/{DEPLOYMENT}/p1"
+
+
+def on_commit(state: State = "success", minutes: float = 1, rollout: str = RID, version: str = "1.1.0",
+              changes: int = 1) -> dict[str, ShownStatus]:
+    status = shown(CONTEXT, f"x · state={state} rollout={rollout} version={version}", state, minutes)
+    return {CONTEXT: status.model_copy(update={"changes": changes})}
+
+
+@pytest.mark.parametrize(("case", "newest", "earlier", "since"), [
+    ("unchanged over three commits", on_commit(minutes=9), [on_commit(minutes=5), on_commit(minutes=2)], 2),
+    ("a commit the site never read is passed over", on_commit(minutes=9), [{}, on_commit(minutes=2)], 2),
+    ("another state ends the run", on_commit(minutes=9), [on_commit("progressing", 5), on_commit(minutes=2)], 9),
+    ("another version ends the run", on_commit(minutes=9), [on_commit(minutes=5, version="1.0.0")], 9),
+    ("another rollout ends the run", on_commit(minutes=9), [on_commit(minutes=5, rollout="0ddba11c0ffe")], 9),
+    ("a change on the newest commit: what came before is unknown", on_commit(minutes=9, changes=2),
+     [on_commit(minutes=5)], 9),
+    ("a change on an earlier commit ends the run there", on_commit(minutes=9),
+     [on_commit(minutes=5, changes=3), on_commit(minutes=2)], 5),
+    ("no earlier commit", on_commit(minutes=9), [], 9),
+])
+def test_a_status_is_carried_back_while_the_site_showed_it_unchanged(
+        case: str, newest: dict[str, ShownStatus], earlier: list[dict[str, ShownStatus]], since: float) -> None:
+    assert carried_back(newest, earlier)[CONTEXT].at == at(since)
+
+
+def test_a_status_without_a_rollout_is_not_carried_back() -> None:
+    no_rollout = {CONTEXT: shown(CONTEXT, "x · state=success version=1.1.0", minutes=9)}
+    assert carried_back(no_rollout, [on_commit(minutes=2)])[CONTEXT].at == at(9)
+
+
+def test_earlier_commits_are_read_only_while_a_run_goes_on() -> None:
+    read: list[int] = []
+
+    def commits():
+        for n, statuses in enumerate([on_commit(minutes=5), on_commit("failure", 3), on_commit(minutes=1)]):
+            read.append(n)
+            yield statuses
+
+    assert carried_back(on_commit(minutes=9), commits())[CONTEXT].at == at(5)
+    assert read == [0, 1]
+
+
+def test_an_unrelated_commit_during_the_bake_does_not_restart_it(forge: FakeForge, client: ForgeStatuses) -> None:
+    """Sites post again on every fleet commit they read; the wave still bakes from when it turned healthy."""
+    older, newer = SHA, hashlib.sha1(b"an unrelated commit").hexdigest()
+    for name, minutes in (("p1", 3), ("p2", 4)):
+        post_at(forge, client, event_record(name, minutes, "success"))
+    for name, minutes in (("p1", 7), ("p2", 7.5)):  # the same records, observed on the newer commit
+        forge.clock = lambda minutes=minutes: at(minutes).timestamp()
+        newer_record = event_record(name, minutes, "success").model_copy(update={"observedCommit": newer})
+        client.publish(newer, statuses_for_record(newer_record))
+
+    only_newest = ForgeFleetStatus(client).read([newer])
+    assert (decide("e1", only_newest, 9).kind, decide("e1", only_newest, 9).reason) == ("wait", "Baking")
+    carried = ForgeFleetStatus(client).read([newer, older])
+    assert decide("e1", carried, 9).kind == "proceed"  # baked 5 minutes from minute 4
+    assert site_report(carried["p2"], DEPLOYMENT).since == at(4)
+
+
+def test_earlier_commits_are_read_again_only_while_they_may_miss_a_post(
+        forge: FakeForge, client: ForgeStatuses) -> None:
+    older, newer = SHA, hashlib.sha1(b"an unrelated commit").hexdigest()
+    post_at(forge, client, event_record("p1", 3, "success"))
+    forge.clock = lambda: at(7).timestamp()
+    client.publish(newer, statuses_for_record(event_record("p1", 7, "success").model_copy(
+        update={"observedCommit": newer})))
+    clock = [at(8)]
+    reader = ForgeFleetStatus(client, now=lambda: clock[0])
+
+    def reads_of(commit: str) -> int:
+        return sum(1 for seen in forge.gets() if commit in seen.path)
+
+    before = reads_of(older), reads_of(newer)
+    reader.read([newer, older])
+    reader.read([newer, older])
+    assert reads_of(older) - before[0] == 2  # read at minute 8: a post on it may not be visible yet (clock skew)
+    clock[0] = at(7 + 6)
+    reader.read([newer, older])
+    reader.read([newer, older])
+    assert reads_of(older) - before[0] == 3  # read after the newest post plus the skew: kept from then on
+    assert reads_of(newer) - before[1] == 4
 
 
 # --- the gate decides the same from the forge as from Git ---------------------------------------
@@ -232,7 +318,7 @@ def test_the_gate_decides_the_same_from_the_forge_as_from_git(
     for minutes, name, state in sorted(events):
         in_git[name] = event_record(name, minutes, state)
         post_at(forge, client, in_git[name])
-    from_forge = fleet_status_from_forge(client, SHA)
+    from_forge = ForgeFleetStatus(client).read([SHA])
     from_git_decision = decide(site, in_git, now)
     assert (from_git_decision.kind, from_git_decision.reason) == (kind, reason), from_git_decision.message
     assert decide(site, from_forge, now) == from_git_decision

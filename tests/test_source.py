@@ -184,6 +184,24 @@ def test_is_ancestor_follows_history_and_sees_a_rewrite(fleet_remote: FleetRemot
     assert [(old, new, source.is_ancestor(old, new)) for old, new, _ in cases] == cases
 
 
+def test_first_parents_follow_the_branch_not_what_was_merged_into_it(fleet_remote: FleetRemote,
+                                                                     source: GitSource) -> None:
+    first = head(fleet_remote)
+    run_git(fleet_remote.workdir, "checkout", "--quiet", "-b", "topic")
+    topic = fleet_remote.commit_and_push({"topic.md": "on a branch\n"}, message="topic")
+    run_git(fleet_remote.workdir, "checkout", "--quiet", "main")
+    run_git(fleet_remote.workdir, "reset", "--quiet", "--hard", first)
+    second = fleet_remote.commit_and_push({"README.md": "two\n"}, force=True)
+    run_git(fleet_remote.workdir, "merge", "--quiet", "--no-ff", "-m", "merge topic", "topic")
+    merge = fleet_remote.commit_and_push({"README.md": "three\n"}, message="after the merge")
+    source.fetch()
+
+    history = source.first_parents(merge, 10)
+    assert history[:2] == [merge, run_git(fleet_remote.workdir, "rev-parse", "HEAD~1").strip()]
+    assert second in history and first in history and topic not in history
+    assert source.first_parents(merge, 1) == history[:2]
+
+
 def test_is_ancestor_refuses_an_unfetched_new_commit(source: GitSource) -> None:
     source.fetch()
     with pytest.raises(ValueError, match="fetch it first"):

@@ -48,8 +48,9 @@ import re
 import string
 import time
 import unicodedata
+from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Annotated, Literal, get_args
 from urllib.parse import quote, unquote, urlsplit
@@ -155,9 +156,11 @@ class CommitStatus(BaseModel):
 
 
 class ShownStatus(CommitStatus):
-    """A status as the forge shows it, with the forge's instant of its newest change."""
+    """A status as the forge shows it, with the forge's instant of its newest change and how many
+    statuses were posted for its context on the commit (1: it never changed there)."""
 
     at: datetime
+    changes: int = 1
 
 
 def deployment_context(deployment: str, site: str) -> str:
@@ -326,6 +329,7 @@ class _Shown:
     description: str
     target_url: str
     at: datetime | None  # the forge's instant of the status's newest change
+    changes: int = 1  # statuses posted for the context on the commit
 
 
 class ForgeStatuses:
@@ -398,7 +402,7 @@ class ForgeStatuses:
                 continue
             statuses[context] = ShownStatus(
                 context=context, state=self._exact_state(context, shown, state), description=shown.description,
-                target_url=shown.target_url or None, at=shown.at)
+                target_url=shown.target_url or None, at=shown.at, changes=shown.changes)
         return statuses
 
     def _exact_state(self, context: str, shown: _Shown, read_back: State) -> State:
@@ -437,6 +441,7 @@ class ForgeStatuses:
         if not _COMMIT_SHA.fullmatch(commit_sha):
             raise Stalled("InvalidCommitId", f"{commit_sha!r} is not a full commit id")
         newest: dict[str, _Shown] = {}
+        posted: Counter[str] = Counter()
         param, size = self._dialect.page_size
         commits = "repository/commits" if self._config.kind == "gitlab" else "commits"
         url: str | None = f"{self._repo_path}/{commits}/{commit_sha}/statuses"
@@ -446,11 +451,13 @@ class ForgeStatuses:
             for item in _json_list(response, url):
                 shown = self._shown(item)
                 context = item.get(self._dialect.name_field)
-                if shown is not None and isinstance(context, str) and (
-                        context not in newest or newest[context].id < shown.id):
+                if shown is None or not isinstance(context, str):
+                    continue
+                posted[context] += 1
+                if context not in newest or newest[context].id < shown.id:
                     newest[context] = shown
             url, params = self._next_page(response, url, params)
-        return newest
+        return {context: replace(shown, changes=posted[context]) for context, shown in newest.items()}
 
     def _shown(self, item: dict) -> _Shown | None:
         state, status_id = item.get(self._dialect.state_field), item.get("id")

@@ -12,9 +12,14 @@ statuses of one commit into one StatusRecord per site, so that ``gates.site_repo
   only the forge's names known, it would be seen failed, which still counts for the abort rule.
 - ``since`` of each deployment is the forge's instant of the newest change of that status, and
   ``writtenAt`` of the site the latest of them: no clock but the forge's is trusted. As a site
-  posts when its state changes, that is when it entered the state on this commit. It can be later
-  than the site's own ``since``, never earlier: a status reposted with a new description (or on
-  a new commit) restarts it, which can only delay a gate, never open it early.
+  posts when its state changes, that is when it entered the state on this commit. A site posts
+  again on every fleet commit it reads, so on its own that instant would restart with every
+  commit, even one that changes nothing for the rollout, and a busy repository would keep a wave
+  from ever baking. ``carried_back`` follows the status back through the earlier first-parent
+  commits on which the site showed the same state of the same rollout and version without a
+  change, and takes the forge's instant of the first of them. It can be later than the site's own
+  ``since``, never earlier: a change the forge recorded ends the run, which can only delay a gate,
+  never open it early.
 - ``model``, ``previousVersion``, ``weights`` are not on the forge; ``reason`` is ``ForgeStatus``
   and ``message`` what the status tells people.
 
@@ -28,8 +33,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 
 from reconciler.manifests.types import DNS_LABEL
 from reconciler.status.forge import CONTEXT_PREFIX, ForgeStatuses, ShownStatus, split_description
@@ -41,11 +46,81 @@ FORGE_REASON = "ForgeStatus"
 _NAME = re.compile(DNS_LABEL)
 
 
-def fleet_status_from_forge(forge: ForgeStatuses, commit_sha: str, agent_version: str = "forge"
-                            ) -> dict[str, StatusRecord]:
-    """Every site that posted on ``commit_sha``, as a status record. The forge being unreachable
-    raises as ``read_statuses`` does (Transient); a status it cannot read is skipped."""
-    return records_from_statuses(forge.read_statuses(commit_sha), commit_sha, agent_version)
+LOOKBACK = 50  # first-parent commits a status is followed back through, at most
+_CACHED = 4 * LOOKBACK
+_CLOCK_SKEW = timedelta(minutes=5)  # between the forge's clock and ours
+
+
+class ForgeFleetStatus:
+    """The fleet's records as the forge shows them on the newest fleet commit, with each status's
+    ``since`` carried back through the commits before it.
+
+    The newest commit is read on every call; an earlier one is read again only if the copy kept
+    of it may miss a post. A site posts on the commits it reads in order, so everything it posted
+    on earlier commits came before its status on the newest one: a copy read after the newest
+    status on the newest commit (plus the clocks' skew) misses nothing a run could pass through."""
+
+    def __init__(self, forge: ForgeStatuses, agent_version: str = "forge",
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)):
+        self._forge = forge
+        self._agent_version = agent_version
+        self._now = now
+        self._earlier: dict[str, tuple[datetime, dict[str, ShownStatus]]] = {}  # sha -> (read at, statuses)
+
+    def read(self, commits: Sequence[str]) -> dict[str, StatusRecord]:
+        """``commits``: the newest fleet commit, then its first-parent ancestors, newest first. The
+        forge being unreachable raises as ``read_statuses`` does (Transient); a status it cannot
+        read is skipped."""
+        newest, earlier = commits[0], commits[1:LOOKBACK + 1]
+        statuses = self._forge.read_statuses(newest)
+        if statuses:
+            complete_after = max(shown.at for shown in statuses.values()) + _CLOCK_SKEW
+            statuses = carried_back(statuses, (self._statuses_of(sha, complete_after) for sha in earlier))
+        return records_from_statuses(statuses, newest, self._agent_version)
+
+    def _statuses_of(self, commit_sha: str, complete_after: datetime) -> Mapping[str, ShownStatus]:
+        kept = self._earlier.pop(commit_sha, None)
+        if kept is None or kept[0] < complete_after:
+            kept = (self._now(), self._forge.read_statuses(commit_sha))
+        self._earlier[commit_sha] = kept  # re-inserted: the least recently used go first
+        if len(self._earlier) > _CACHED:
+            del self._earlier[next(iter(self._earlier))]
+        return kept[1]
+
+
+def carried_back(newest: Mapping[str, ShownStatus], earlier: Iterable[Mapping[str, ShownStatus]]
+                 ) -> dict[str, ShownStatus]:
+    """PURE: ``newest`` with each status's ``at`` moved back to the first of the earlier commits
+    (newest first) on which the site showed it unchanged. A commit without the status (the site
+    never read it) is passed over; one showing another state, rollout or version ends the run, and
+    so does one on which the status changed (only its newest change is visible, so whatever came
+    before it on that commit is unknown). Stops reading ``earlier`` once every run has ended."""
+    carried = dict(newest)
+    following = {context: _identity(shown) for context, shown in newest.items()
+                 if shown.changes == 1 and _identity(shown) is not None}
+    if not following:
+        return carried
+    for statuses in earlier:
+        for context, identity in list(following.items()):
+            shown = statuses.get(context)
+            if shown is None:
+                continue
+            if _identity(shown) != identity:
+                del following[context]
+                continue
+            carried[context] = carried[context].model_copy(update={"at": min(carried[context].at, shown.at)})
+            if shown.changes != 1:
+                del following[context]
+        if not following:
+            break
+    return carried
+
+
+def _identity(shown: ShownStatus) -> tuple[str, str, str | None] | None:
+    """What must stay the same for a status to count as one run: state, rollout and version."""
+    fields = split_description(shown.description)[1]
+    rollout = fields.get("rollout")
+    return None if rollout is None else (shown.state, rollout, fields.get("version"))
 
 
 def records_from_statuses(statuses: Mapping[str, ShownStatus], commit_sha: str, agent_version: str = "forge"
