@@ -289,21 +289,10 @@ def _request(
     headers = _headers(limits, scheme, host, offset)
     target = _target(parts)
     proxy = proxy_for(scheme, host, port)
-    timeout = deadline.bound(limits.connect_timeout)
-    connection: http.client.HTTPConnection
-    if scheme == "https":
-        context = _tls_context(limits.ca_bundle)
-        if proxy is None:
-            connection = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
-        else:
-            connection = http.client.HTTPSConnection(proxy.host, proxy.port, timeout=timeout, context=context)
-            connection.set_tunnel(host, port or 443, headers=proxy.headers)
-    elif proxy is None:
-        connection = http.client.HTTPConnection(host, port, timeout=timeout)
-    else:
-        connection = http.client.HTTPConnection(proxy.host, proxy.port, timeout=timeout)
+    if proxy is not None and scheme == "http":
         target = f"http://{parts.netloc}{target}"  # absolute form: the proxy forwards it
         headers |= proxy.headers
+    connection = _connection(scheme, host, port, proxy, limits, deadline.bound(limits.connect_timeout))
     try:
         connection.connect()
         # Kept here: when the server closes after the body, getresponse() hands the socket to the response.
@@ -316,6 +305,20 @@ def _request(
         if isinstance(exc, OSError | http.client.HTTPException):
             raise _request_error(exc, uri, host, proxy, limits, deadline) from exc
         raise
+
+
+def _connection(scheme: str, host: str, port: int | None, proxy: Proxy | None, limits: FetchLimits,
+                timeout: float) -> http.client.HTTPConnection:
+    """To the host, or to the proxy that reaches it: https through a CONNECT tunnel, so the proxy
+    sees the host and nothing of the request."""
+    if scheme == "http":
+        return http.client.HTTPConnection(*((host, port) if proxy is None else (proxy.host, proxy.port)), timeout=timeout)
+    context = _tls_context(limits.ca_bundle)
+    if proxy is None:
+        return http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+    connection = http.client.HTTPSConnection(proxy.host, proxy.port, timeout=timeout, context=context)
+    connection.set_tunnel(host, port or 443, headers=proxy.headers)
+    return connection
 
 
 def _request_error(exc: Exception, uri: str, host: str, proxy: Proxy | None, limits: FetchLimits,
