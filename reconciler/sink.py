@@ -49,9 +49,8 @@ class Sink:
         self._fd = fd
         self._wrap_error = wrap_error
         self._free: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
-        # mmap: page-aligned memory, as direct I/O needs
         self.chunk_size = chunk_size
-        self._buffers = [mmap.mmap(-1, chunk_size) for _ in range(BUFFERS)]
+        self._buffers = [mmap.mmap(-1, chunk_size) for _ in range(BUFFERS)]  # page-aligned, as direct I/O needs
         for buffer in self._buffers:
             self._free.put(buffer)
         self.direct = _try_direct(fd, self._buffers[0])
