@@ -6,6 +6,7 @@ a crash at any instant leaves the site on the old version or the new one."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -86,13 +87,16 @@ class Applier:
         self.metrics = metrics
         self._baselines: dict[tuple[str, datetime], object] = {}  # (deployment, step start) -> snapshot
 
-    def apply(self, plan: Plan, state: SiteState, repo_root: Path, now: datetime) -> tuple[SiteState, list[Outcome]]:
+    def apply(self, plan: Plan, state: SiteState, repo_tree: Callable[[], Path], now: datetime
+              ) -> tuple[SiteState, list[Outcome]]:
+        """``repo_tree`` gives the commit's files as a directory, for repo-relative artifact URIs;
+        it is called only when an artifact is fetched, so a plan that fetches nothing extracts nothing."""
         if self.runtime is not None:
             self.runtime.expect(plan.serving)
         outcomes = []
         for action in plan.actions:
             try:
-                state, outcome = self._apply_one(action, state, repo_root, plan.commit, now)
+                state, outcome = self._apply_one(action, state, repo_tree, plan.commit, now)
             except ReconcilerError as error:
                 outcome = Outcome(action, error)
             outcomes.append(outcome)
@@ -126,18 +130,18 @@ class Applier:
                                           self.store.path_for(deployment.canary.digest), deployment.interface,
                                           digest=deployment.canary.digest, weight=deployment.canaryProgress.weight)
 
-    def _apply_one(self, action: Action, state: SiteState, repo_root: Path, commit: str | None,
+    def _apply_one(self, action: Action, state: SiteState, repo_tree: Callable[[], Path], commit: str | None,
                    now: datetime) -> tuple[SiteState, Outcome]:
         match action.kind:
             case "deploy" | "prefetch" | "canary":
                 target = action.target
                 try:
                     if action.kind == "prefetch":
-                        self._verified_artifact(target, repo_root)
+                        self._verified_artifact(target, repo_tree)
                         return state, Outcome(action, state="pending", reason=action.reason, message=action.message)
                     if action.kind == "canary":
                         return self._advance_canary(target, state, commit, now, action)
-                    return self._deploy(target, state, repo_root, commit, now, action)
+                    return self._deploy(target, state, repo_tree, commit, now, action)
                 except ReconcilerError as error:
                     raise type(error)(error.reason, f"{target.model} {target.version}: {error.message}") from error
             case "wait":
@@ -156,9 +160,9 @@ class Applier:
                 raise Stalled(action.reason, action.message)
         raise AssertionError(f"unknown action kind {action.kind}")
 
-    def _deploy(self, target: Target, state: SiteState, repo_root: Path, commit: str | None, now: datetime,
+    def _deploy(self, target: Target, state: SiteState, repo_tree: Callable[[], Path], commit: str | None, now: datetime,
                 action: Action) -> tuple[SiteState, Outcome]:
-        ingested = self._verified_artifact(target, repo_root)
+        ingested = self._verified_artifact(target, repo_tree)
         run_validation(ingested.path, target.interface, target.cases,
                        timeout=self.validation.timeout.total_seconds(), memory_limit=self.validation.memoryBytes)
         current = state.deployments.get(target.deployment)
@@ -254,12 +258,13 @@ class Applier:
         return self._with(state, name, dropped, HistoryEntry(at=now, event="canaryRolledBack",
                                                             version=current.canary.version, reason=reason))
 
-    def _verified_artifact(self, target: Target, repo_root: Path) -> Ingested:
+    def _verified_artifact(self, target: Target, repo_tree: Callable[[], Path]) -> Ingested:
         """The bytes, hashed while they stream in, and a signature over them by a signer the
         site trusts (narrowed, never widened, by the version's own ``signers``)."""
         artifact = target.artifact
         signers = target.signers
         roots = narrow(self.trust_roots, signers.identities, signers.keys) if signers else self.trust_roots
+        repo_root = repo_tree()
         ingested = self.store.ingest(artifact, repo_root, self.limits)
         signature = fetch_bytes(artifact.signature.uri, repo_root, self.limits, SIGNATURE_MAX_BYTES)
         file_name = PurePosixPath(urlsplit(artifact.uri).path).name

@@ -3,6 +3,7 @@ like the data flow: source -> load -> plan -> apply -> report."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
@@ -102,13 +103,13 @@ class Agent:
                 rendered = [f.render() for f in loaded.errors[:FINDINGS_IN_MESSAGE]]
                 more = len(loaded.errors) - len(rendered)
                 raise Stalled("InvalidManifests", "; ".join(rendered) + (f"; and {more} more" if more > 0 else ""))
-            repo_root = self.source.checkout(commit, self.config.state / "cache" / "tree")
             self._share_flags(loaded.repo)
             # Other sites' records matter only to waves: without rollouts, no fetch of every status ref.
             rollouts = any(rollout_of(loaded.repo, d) for d in loaded.repo.deployments.values())
             fleet_status = self._fleet_status(commit) if rollouts else {}
             plan = plan_site(loaded.repo, self.config.site, state, now, commit, fleet_status)
-            state, outcomes = self.applier.apply(plan, state, repo_root, now)
+            repo_tree = functools.cache(lambda: self.source.checkout(commit, self.config.state / "cache" / "tree"))
+            state, outcomes = self.applier.apply(plan, state, repo_tree, now)
             state = self._record_applied(state, commit, outcomes)
             record = self._record(now, commit, state, plan, outcomes)
             self._publish(record, loaded.repo, fleet_status, now)
