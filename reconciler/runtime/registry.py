@@ -13,13 +13,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import onnxruntime as ort
 
 from reconciler.errors import Stalled, Transient
 from reconciler.flags import FlagSet
 from reconciler.manifests.models import ModelInterface
+
+V = TypeVar("V")
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,18 @@ class Served:
     interface: ModelInterface
     digest: str  # "sha256:<hex>" of the very bytes the session was built from
     source: Path
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    """A version a writer asks to serve: from this file, its bytes checked against ``digest``."""
+
+    deployment: str
+    model: str
+    version: str
+    model_path: Path
+    interface: ModelInterface
+    digest: str | None
 
 
 @dataclass(frozen=True)
@@ -125,12 +139,7 @@ class ModelRegistry:
         """Route each request of ``deployment`` to the version the flag's value names, evaluated
         per request; None stops it. Independent of which versions are loaded, so it survives swaps."""
         with self._write_lock:
-            mapping = dict(self._routing_flags)
-            if flag_key is None:
-                mapping.pop(deployment, None)
-            else:
-                mapping[deployment] = flag_key
-            self._routing_flags = MappingProxyType(mapping)
+            self._routing_flags = _with_entry(self._routing_flags, deployment, flag_key)
 
     def activate(
         self,
@@ -148,7 +157,7 @@ class ModelRegistry:
         checked against it before a session is built from them."""
         with self._write_lock:
             current = self._loaded.get(deployment)
-            served = self._reuse_or_load(current, deployment, model, version, model_path, interface, digest)
+            served = self._reuse_or_load(current, _Wanted(deployment, model, version, model_path, interface, digest))
             if current is None:
                 previous = None
             elif current.active.version == version:
@@ -179,7 +188,7 @@ class ModelRegistry:
                 raise Stalled(
                     "CanaryIsActive", f"{deployment}: version {version} is already active; it cannot be its own canary"
                 )
-            served = self._reuse_or_load(current, deployment, model, version, model_path, interface, digest)
+            served = self._reuse_or_load(current, _Wanted(deployment, model, version, model_path, interface, digest))
             self._publish(deployment, replace(current, canary=served, weight=weight, mirror=mirror))
 
     def set_weight(self, deployment: str, weight: int) -> None:
@@ -224,37 +233,16 @@ class ModelRegistry:
         return current, current.canary
 
     def _publish(self, deployment: str, loaded: Loaded | None) -> None:
-        mapping = dict(self._loaded)
-        if loaded is None:
-            mapping.pop(deployment, None)
-        else:
-            mapping[deployment] = loaded
-        self._loaded = MappingProxyType(mapping)  # the one assignment readers can observe
+        self._loaded = _with_entry(self._loaded, deployment, loaded)  # the one assignment readers can observe
 
-    def _reuse_or_load(
-        self,
-        current: Loaded | None,
-        deployment: str,
-        model: str,
-        version: str,
-        model_path: Path,
-        interface: ModelInterface,
-        digest: str | None,
-    ) -> Served:
-        reusable = _same_artifact(current, model, version, model_path, digest)
+    def _reuse_or_load(self, current: Loaded | None, wanted: _Wanted) -> Served:
+        reusable = _same_artifact(current, wanted)
         if reusable is not None:
-            return replace(reusable, interface=interface)
-        return self._load(deployment, model, version, model_path, interface, digest)
+            return replace(reusable, interface=wanted.interface)
+        return self._load(wanted)
 
-    def _load(
-        self,
-        deployment: str,
-        model: str,
-        version: str,
-        model_path: Path,
-        interface: ModelInterface,
-        digest: str | None,
-    ) -> Served:
+    def _load(self, wanted: _Wanted) -> Served:
+        model_path, digest = wanted.model_path, wanted.digest
         try:
             data = model_path.read_bytes()
         except OSError as exc:
@@ -271,9 +259,9 @@ class ModelRegistry:
             )
         except Exception as exc:  # onnxruntime's errors share no base class narrower than Exception
             raise Stalled(
-                "ModelLoadFailed", f"onnxruntime cannot load {model} {version} ({model_path}): {exc}"
+                "ModelLoadFailed", f"onnxruntime cannot load {wanted.model} {wanted.version} ({model_path}): {exc}"
             ) from None
-        return Served(deployment, model, version, session, interface, actual, model_path)
+        return Served(wanted.deployment, wanted.model, wanted.version, session, wanted.interface, actual, model_path)
 
     def _session_options(self) -> ort.SessionOptions:
         options = ort.SessionOptions()
@@ -289,11 +277,20 @@ def _check_weight(deployment: str, weight: int) -> None:
         raise Stalled("InvalidWeight", f"{deployment}: canary weight must be a whole percentage 0-100, got {weight!r}")
 
 
-def _same_artifact(
-    current: Loaded | None, model: str, version: str, model_path: Path, digest: str | None
-) -> Served | None:
+def _same_artifact(current: Loaded | None, wanted: _Wanted) -> Served | None:
     """The loaded session built from this very artifact, if there is one."""
-    served = current.find(version) if current else None
-    if served is None or served.model != model or served.source != model_path:
+    served = current.find(wanted.version) if current else None
+    if served is None or served.model != wanted.model or served.source != wanted.model_path:
         return None
-    return served if digest in (None, served.digest) else None
+    return served if wanted.digest in (None, served.digest) else None
+
+
+def _with_entry(mapping: Mapping[str, V], key: str, value: V | None) -> Mapping[str, V]:
+    """A new read-only mapping: ``mapping`` with ``key`` set to ``value``, or without it for None.
+    Readers hold the old one unchanged, so they take no lock."""
+    updated = dict(mapping)
+    if value is None:
+        updated.pop(key, None)
+    else:
+        updated[key] = value
+    return MappingProxyType(updated)
