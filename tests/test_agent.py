@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from datetime import timedelta
 
 import numpy as np
@@ -28,12 +29,23 @@ def fleet(tmp_path):
     remote.server.stop()
 
 
-def make_agent(fleet, tmp_path, registry=None, **settings) -> Agent:
-    config = SiteConfig(site=SITE, repo=fleet.url, state=tmp_path / "state", interval="1s",
+def make_agent(fleet, tmp_path, registry=None, site=SITE, **settings) -> Agent:
+    config = SiteConfig(site=site, repo=fleet.url, state=tmp_path / "state", interval="1s",
                         trustKeys=[EXAMPLE / "keys" / "demo.pub"], **settings)
     agent = Agent(config, registry)
     agent.start()
     return agent
+
+
+@contextmanager
+def fake_forge(kind: str, monkeypatch):
+    """A fake forge of ``kind`` on loopback and the ``forge`` settings of a site that posts to it."""
+    from forge_fake import serve
+
+    monkeypatch.setenv("FLEET_FORGE_TOKEN", "tok-secret-123")
+    with serve(kind, "tok-secret-123") as forge:
+        yield forge, {"kind": kind, "apiUrl": forge.api_url, "allowHttp": True, "repository": "fleet-org/fleet",
+                      "tokenEnv": "FLEET_FORGE_TOKEN"}
 
 
 def forecast(registry: ModelRegistry) -> tuple[str, float]:
@@ -177,12 +189,7 @@ def test_commit_policy_stalls_on_unsigned_commits_and_accepts_signed_ones(fleet,
 
 
 def test_status_is_mirrored_to_the_forge_once_per_change(fleet, tmp_path, monkeypatch):
-    from forge_fake import serve
-
-    monkeypatch.setenv("FLEET_FORGE_TOKEN", "tok-secret-123")
-    with serve("gitea", "tok-secret-123") as forge:
-        settings = {"kind": "gitea", "apiUrl": forge.api_url, "allowHttp": True, "repository": "fleet-org/fleet",
-                    "tokenEnv": "FLEET_FORGE_TOKEN"}
+    with fake_forge("gitea", monkeypatch) as (forge, settings):
         agent = make_agent(fleet, tmp_path, forge=settings)
         head = git("rev-parse", "HEAD", cwd=fleet.clone).strip()
         agent.reconcile_once()
@@ -196,17 +203,9 @@ def test_status_is_mirrored_to_the_forge_once_per_change(fleet, tmp_path, monkey
 
 
 def test_a_site_finishing_its_part_posts_the_combined_status_of_its_wave(tmp_path, monkeypatch):
-    from forge_fake import serve
-
     progressive = start_fleet_remote(tmp_path / "progressive", progressive=True)
-    monkeypatch.setenv("FLEET_FORGE_TOKEN", "tok-secret-123")
-    with serve("github", "tok-secret-123") as forge:
-        settings = {"kind": "github", "apiUrl": forge.api_url, "allowHttp": True, "repository": "fleet-org/fleet",
-                    "tokenEnv": "FLEET_FORGE_TOKEN"}
-        config = SiteConfig(site="store-berlin-01", repo=progressive.url, state=tmp_path / "berlin",
-                            trustKeys=[EXAMPLE / "keys" / "demo.pub"], forge=settings)
-        agent = Agent(config, None)
-        agent.start()
+    with fake_forge("github", monkeypatch) as (forge, settings):
+        agent = make_agent(progressive, tmp_path / "berlin", site="store-berlin-01", forge=settings)
         agent.reconcile_once()
         head = git("rev-parse", "HEAD", cwd=progressive.clone).strip()
         wave = forge.shown(head)["reconciler/demand-forecast/wave-pilot"]
@@ -216,22 +215,10 @@ def test_a_site_finishing_its_part_posts_the_combined_status_of_its_wave(tmp_pat
 
 
 def test_agents_that_may_not_push_gate_on_the_forge_statuses(tmp_path, monkeypatch):
-    from forge_fake import serve
-
     progressive = start_fleet_remote(tmp_path / "progressive", progressive=True)
-    monkeypatch.setenv("FLEET_FORGE_TOKEN", "tok-secret-123")
-    with serve("gitlab", "tok-secret-123") as forge:
-        settings = {"kind": "gitlab", "apiUrl": forge.api_url, "allowHttp": True, "repository": "fleet-org/fleet",
-                    "tokenEnv": "FLEET_FORGE_TOKEN"}
-
-        def agent_for(site: str) -> Agent:
-            config = SiteConfig(site=site, repo=progressive.url, state=tmp_path / site, gateSource="forge",
-                                trustKeys=[EXAMPLE / "keys" / "demo.pub"], forge=settings)
-            agent = Agent(config, None)
-            agent.start()
-            return agent
-
-        pilot, later = agent_for("store-berlin-01"), agent_for("store-boston-01")
+    with fake_forge("gitlab", monkeypatch) as (_, settings):
+        pilot, later = (make_agent(progressive, tmp_path / site, site=site, gateSource="forge", forge=settings)
+                        for site in ("store-berlin-01", "store-boston-01"))
         assert pilot.reconcile_once().record.deployments["demand-forecast"].state == "success"
         waiting = later.reconcile_once().record.deployments["demand-forecast"]
         assert (waiting.state, waiting.reason) == ("pending", "WaitingForEarlierWaves")
