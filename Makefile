@@ -1,22 +1,57 @@
-# Both entry points create .venv and install what they need; nothing is assumed installed by hand.
-PYTHON ?= python3
+# Both entry points create .venv and install what they need from the lock; nothing is assumed
+# installed by hand. What the tests run against is exactly what requirements.lock pins, with hashes.
+#
+# The main Python is Debian 12's own when the box has it (3.11.2, what edge boxes and Raspberry Pi
+# OS run, and the oldest we support); the other supported Pythons get a smoke test.
+PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
+OTHER_PYTHONS ?= python3.12 python3.13
+LOCK := requirements.lock
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint schemas example-models clean
+# The lock resolves for every supported Python at once (markers where they differ).
+LOCK_COMMAND = $(VENV)/bin/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
+	--generate-hashes --quiet -o $(LOCK)
 
-$(STAMP): pyproject.toml
+.PHONY: demo test test-suite smoke bench lint lock schemas example-models clean
+
+$(STAMP): $(LOCK) pyproject.toml
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/reconciler demo
 
-test: $(STAMP)
+test: test-suite smoke
+
+test-suite: $(STAMP)
 	$(PY) -m pytest -q
+
+# Under each other supported Python: a fresh venv from the lock, then two real sites converge,
+# move to a new version and serve it (tests/test_e2e.py), and the fleet cache reads trees.
+smoke:
+	@set -e; for python in $(OTHER_PYTHONS); do \
+	  if ! command -v $$python >/dev/null; then echo "smoke: SKIPPED $$python: not installed on this box"; continue; fi; \
+	  venv=.venv-$${python#python}; \
+	  if [ ! -f $$venv/.installed ] || [ $(LOCK) -nt $$venv/.installed ] || [ pyproject.toml -nt $$venv/.installed ]; then \
+	    rm -rf $$venv; $$python -m venv $$venv; \
+	    $$venv/bin/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK); \
+	    $$venv/bin/python -m pip install --quiet --no-deps -e .; \
+	    touch $$venv/.installed; \
+	  fi; \
+	  echo "smoke: $$($$venv/bin/python -V)"; \
+	  $$venv/bin/python -m pytest -q -p no:cacheprovider tests/test_e2e.py tests/test_source.py tests/test_lock.py; \
+	done
+
+# Refresh the lock to the newest releases pyproject's ranges admit; run `make test` after it.
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet uv==0.13.9
+	$(LOCK_COMMAND)
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py
@@ -31,4 +66,4 @@ example-models: $(STAMP)
 	$(PY) scripts/build_example_fleet.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-3.* .pytest_cache .ruff_cache

@@ -33,6 +33,31 @@ _REGULAR_FILE_MODES = ("100644", "100755")  # symlinks and submodules are not fl
 _NO_PROMPT = {"GIT_TERMINAL_PROMPT": "0"}
 
 
+# Extraction filters arrived in 3.11.4; Debian 12 and Raspberry Pi OS ship 3.11.2.
+_HAS_TAR_FILTERS = hasattr(tarfile, "data_filter")
+
+
+class _UnsafeMember(Exception):
+    pass
+
+
+def _inside(tar: tarfile.TarFile, dest: Path) -> Iterator[tarfile.TarInfo]:
+    """The members of a git archive, each checked as the "data" filter would for what git writes
+    (files, directories, symlinks): no absolute or escaping name, no link that resolves outside."""
+    root = dest.resolve()
+    for member in tar:
+        target = (root / member.name).resolve()
+        if member.name.startswith("/") or not target.is_relative_to(root):
+            raise _UnsafeMember(f"{member.name!r} would be extracted outside the tree")
+        if member.issym() or member.islnk():
+            link = (target.parent / member.linkname).resolve() if member.issym() else root / member.linkname
+            if member.linkname.startswith("/") or not link.resolve().is_relative_to(root):
+                raise _UnsafeMember(f"{member.name!r} links to {member.linkname!r}, outside the tree")
+        elif not (member.isfile() or member.isdir()):
+            raise _UnsafeMember(f"{member.name!r} is not a regular file, directory or link")
+        yield member
+
+
 @dataclass(frozen=True)
 class CommitInfo:
     author: str  # "Name <email>"
@@ -195,10 +220,13 @@ class GitSource:
         with archive.stdout:  # closing it stops a git archive we no longer read
             try:
                 with tarfile.open(fileobj=archive.stdout, mode="r|") as tar:
-                    # The "data" filter refuses links leaving dest: a fleet repo must not be able
-                    # to point an artifact path at a file elsewhere on the site.
-                    tar.extractall(dest, filter="data")
-            except tarfile.FilterError as error:
+                    # A fleet repo must not be able to point an artifact path at a file elsewhere
+                    # on the site: links that leave dest are refused.
+                    if _HAS_TAR_FILTERS:
+                        tar.extractall(dest, filter="data")
+                    else:
+                        tar.extractall(dest, members=_inside(tar, dest))
+            except (tarfile.FilterError if _HAS_TAR_FILTERS else _UnsafeMember) as error:
                 raise Stalled("UnsafeRepoPath", f"commit {sha}: {error}") from error
         archive.wait()
 

@@ -14,6 +14,7 @@ import pytest
 from reconciler.devtools.githttp import run_git
 from reconciler.errors import Stalled, Transient
 from reconciler.manifests.loader import DocumentCache, RepoFile, load_tree
+import reconciler.source as source_module
 from reconciler.source import CHECKOUT_MARKER, GitSource
 
 if TYPE_CHECKING:
@@ -228,9 +229,12 @@ def test_checkout_materializes_the_tree_and_reuses_it(
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".checkout")] == []
 
 
+@pytest.mark.parametrize("tar_filters", [True, False], ids=["tar-filters", "python-3.11.2-without-them"])
 def test_checkout_refuses_a_symlink_out_of_the_tree(
-    fleet_remote: FleetRemote, source: GitSource, tmp_path: Path
+    fleet_remote: FleetRemote, source: GitSource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tar_filters: bool,
 ) -> None:
+    monkeypatch.setattr(source_module, "_HAS_TAR_FILTERS", tar_filters and source_module._HAS_TAR_FILTERS)
     good = source.fetch()
     dest = source.checkout(good, tmp_path / "checkout")
     os.symlink("/etc/passwd", fleet_remote.workdir / "models/escape.onnx")

@@ -301,7 +301,8 @@ def test_child_that_dies_without_answer_is_a_crash(dense: Path) -> None:
     assert caught.value.reason == "ValidationCrashed"
     assert "exited with code 1 without an answer" in caught.value.message
     assert "(memory limit 48 MiB)" in caught.value.message
-    assert "import numpy failed" in caught.value.message  # the tail of the child's stderr
+    # The tail of the child's stderr: Python's own last line, whichever native module failed to map first.
+    assert "ImportError" in caught.value.message
 
 
 def test_agent_process_never_loads_onnxruntime(dense: Path) -> None:
