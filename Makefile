@@ -4,7 +4,7 @@
 # The main Python is Debian 12's own when the box has it (3.11.2, what edge boxes and Raspberry Pi
 # OS run, and the oldest we support); the other supported Pythons get a smoke test.
 PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
-OTHER_PYTHONS ?= python3.12 python3.13
+OTHER_PYTHONS ?= 3.12 3.13
 LOCK := requirements.lock
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -34,16 +34,16 @@ test-suite: $(STAMP)
 # Under each other supported Python: a fresh venv from the lock, then two real sites converge,
 # move to a new version and serve it (tests/test_e2e.py), and the fleet cache reads trees.
 smoke:
-	@set -e; for python in $(OTHER_PYTHONS); do \
-	  if ! command -v $$python >/dev/null; then echo "smoke: SKIPPED $$python: not installed on this box"; continue; fi; \
-	  venv=.venv-$${python#python}; \
+	@set -e; for version in $(OTHER_PYTHONS); do \
+	  python=$$(scripts/find-python $$version) || { echo "smoke: SKIPPED Python $$version: not installed on this box"; continue; }; \
+	  venv=.venv-$$version; \
 	  if [ ! -f $$venv/.installed ] || [ $(LOCK) -nt $$venv/.installed ] || [ pyproject.toml -nt $$venv/.installed ]; then \
 	    rm -rf $$venv; $$python -m venv $$venv; \
 	    $$venv/bin/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK); \
 	    $$venv/bin/python -m pip install --quiet --no-deps -e .; \
 	    touch $$venv/.installed; \
 	  fi; \
-	  echo "smoke: $$($$venv/bin/python -V)"; \
+	  echo "smoke: $$($$venv/bin/python -V) from $$python"; \
 	  $$venv/bin/python -m pytest -q -p no:cacheprovider tests/test_e2e.py tests/test_source.py tests/test_lock.py; \
 	done
 

@@ -28,7 +28,7 @@ from reconciler.status.gitref import StatusRefs
 from reconciler.status.matrix import build_matrix, render_text
 from reconciler.status.record import StatusRecord
 
-EXAMPLE_REPO = Path(__file__).resolve().parents[1] / "example-fleet-repo"
+EXAMPLE_REPO = Path(__file__).resolve().parent / "example_fleet"  # example-fleet-repo/, shipped in the wheel
 CONVERGE_TIMEOUT = 180.0
 GIT_IDENTITY = {"GIT_AUTHOR_NAME": "Release Engineer", "GIT_AUTHOR_EMAIL": "release@example.com",
                 "GIT_COMMITTER_NAME": "Release Engineer", "GIT_COMMITTER_EMAIL": "release@example.com"}
