@@ -4,16 +4,18 @@ interface is checked against the Model and its validation cases (from ``--cases`
 from the candidate itself) are run in the same limited child process a site uses; only then is the
 file copied next to the Model's other versions (or ``--uri`` recorded), the signature written
 beside it, and the version appended to the Model's file with its comments and layout kept
-(``model_yaml``). The resulting repo is validated; if that fails, every file is put back.
+(``model_yaml``). The resulting repo is then checked as a site would check it (``check_result``);
+if that fails, every file is put back.
 
 Nothing is written while any check can still refuse, and what is written is undone on a late
 refusal: a refused add-version leaves the repo as it found it."""
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import os
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
@@ -22,6 +24,8 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from reconciler import trust
+from reconciler.apply import SIGNATURE_MAX_BYTES
+from reconciler.artifacts import ArtifactStore, fetch_bytes
 from reconciler.errors import Stalled, UsageError
 from reconciler.manifests.loader import LoadResult, load_directory
 from reconciler.manifests.models import Model, ModelInterface, ValidationCase, VersionString
@@ -65,7 +69,7 @@ def add_version(release: Release) -> Added:
     _check_version_name(release, model)
     _check_file(release.file)
     cases = _read_cases(release.cases)
-    signed = _signed(release)
+    roots, signed = _signed(release)
     interface = model.spec.interface if model else read_interface(release.file)
     try:
         run_validation(release.file, interface, cases)
@@ -80,17 +84,29 @@ def add_version(release: Release) -> Added:
                 else new_model_document(release, interface, entry, model_file))
     signature = signed.cosign_signature if release.signature_format == "cosign" else signed.bundle
     writes = ([] if release.uri else [(home, release.file.read_bytes())]) + [(signature_path, signature)]
-    written = _write_all(release.repo, [*writes, (model_file.relative_to(release.repo), new_text.encode())])
+    written = _write_all(release.repo, [*writes, (model_file.relative_to(release.repo), new_text.encode())],
+                         lambda: check_result(release.repo, release.model, release.version, roots))
     return Added(model_file, written, entry)
 
 
-def check_fleet(repo: Path) -> None:
-    """The repo after the edit must validate. MERGE: switch this one call site to
-    ``validate --artifacts`` (the artifact checks of issue 10 item 1) once it exists."""
+def check_result(repo: Path, model: str, version: str, roots: trust.TrustRoots) -> None:
+    """The repo after the edit, checked as a site would check it: the fleet validates, and the new
+    version's repo-held artifacts stream in with the recorded size and digest and carry a
+    signature the roots accept. MERGE: this is the one call site to switch to
+    ``validate --artifacts`` (issue 10 item 1) once it exists; it does all of this and more."""
     _, findings = validate_path(repo)
     errors = [f.render() for f in findings if f.severity == "error"]
     if errors:
         raise Stalled("FleetInvalid", "the fleet would not validate: " + "; ".join(errors))
+    released = load_directory(repo).repo.models[model].spec.version(version)
+    with tempfile.TemporaryDirectory(prefix="reconciler-add-version-") as state:
+        for artifact in released.artifacts:
+            if urlsplit(artifact.uri).scheme:
+                continue  # uploaded by the user after this command; sites check it when they fetch it
+            ingested = ArtifactStore(Path(state)).ingest(artifact, repo)
+            signature = fetch_bytes(artifact.signature.uri, repo, max_bytes=SIGNATURE_MAX_BYTES)
+            trust.verify_artifact_signature(ingested.sha256, PurePosixPath(artifact.uri).name, signature,
+                                            artifact.signature.format, roots)
 
 
 def read_interface(file: Path) -> ModelInterface:
@@ -197,7 +213,7 @@ def _read_cases(path: Path | None) -> list[ValidationCase]:
                                       f"({{name, inputs, expected, tolerance}}): {exc}") from None
 
 
-def _signed(release: Release) -> SignResult:
+def _signed(release: Release) -> tuple[trust.TrustRoots, SignResult]:
     """The file's signature, verified at once with the code sites run, against ``--trust-key``
     when given (a key the sites do not trust is refused here, not after the merge)."""
     signed = sign_file(release.file, load_signing_key(release.key))
@@ -209,7 +225,7 @@ def _signed(release: Release) -> SignResult:
     except Stalled as exc:
         raise Stalled("SigningKeyNotTrusted", f"{release.key} signs, but not as the given trust keys expect: "
                                               f"{exc.message}") from None
-    return signed
+    return roots, signed
 
 
 def _read(path: Path) -> bytes:
@@ -250,9 +266,10 @@ def _version_entry(release: Release, signed: SignResult, home: PurePosixPath, si
     return entry
 
 
-def _write_all(repo: Path, writes: list[tuple[PurePosixPath | Path, bytes]]) -> tuple[Path, ...]:
-    """Writes the new files and then the Model file (the last write), checks the fleet, and on any
-    failure puts back what was there."""
+def _write_all(repo: Path, writes: list[tuple[PurePosixPath | Path, bytes]],
+               check: Callable[[], None]) -> tuple[Path, ...]:
+    """Writes the new files and then the Model file (the last write), runs ``check`` on the
+    result, and on any failure puts back what was there."""
     *new_files, _ = writes
     taken = [str(relative) for relative, _ in new_files if (repo / relative).exists()]
     if taken:
@@ -266,7 +283,7 @@ def _write_all(repo: Path, writes: list[tuple[PurePosixPath | Path, bytes]]) -> 
             made_dirs += reversed([d for d in path.parents if d.is_relative_to(repo) and not d.exists()])
             path.parent.mkdir(parents=True, exist_ok=True)
             _replace(path, content)
-        check_fleet(repo)
+        check()
     except BaseException:
         for path, previous in reversed(undo):
             if previous is None:
@@ -283,43 +300,3 @@ def _replace(path: Path, content: bytes) -> None:
     temporary = path.with_name(f".{path.name}.add-version")
     temporary.write_bytes(content)
     os.replace(temporary, path)
-
-
-# --- command ------------------------------------------------------------------------------------
-
-def add_subcommands(commands: argparse._SubParsersAction) -> None:
-    add = commands.add_parser("add-version", help="sign a model file and append it as a new version of a Model")
-    add.add_argument("model", help="the Model's metadata.name")
-    add.add_argument("version", help="the new version's name, e.g. 1.2.0")
-    add.add_argument("file", type=Path, help="the ONNX file")
-    add.add_argument("--key", required=True, type=Path,
-                     help="private signing key (cosign encrypted, password from COSIGN_PASSWORD, or PEM)")
-    add.add_argument("--repo", type=Path, default=Path("."), help="the fleet repo's working tree (default: .)")
-    add.add_argument("--uri", help="record this http(s):// or file:// URI instead of copying FILE into the repo")
-    add.add_argument("--cases", type=Path, help="YAML list of validation cases (expected outputs from a reference)")
-    add.add_argument("--trust-key", dest="trust_keys", action="append", type=Path, default=[],
-                     help="a public key the sites trust: the new signature must verify with it (repeatable)")
-    add.add_argument("--signature-format", choices=sorted(SIGNATURE_SUFFIX), default="cosign",
-                     help="cosign .sig (default) or a Sigstore bundle")
-    add.add_argument("--new-model", action="store_true",
-                     help="create the Model (models/MODEL/model.yaml), its interface read from FILE")
-    add.set_defaults(handler=cmd_add_version)
-
-
-def cmd_add_version(args: argparse.Namespace) -> int:
-    release = Release(repo=args.repo, model=args.model, version=args.version, file=args.file, key=args.key,
-                      uri=args.uri, cases=args.cases, trust_keys=tuple(args.trust_keys),
-                      signature_format=args.signature_format, new_model=args.new_model)
-    added = add_version(release)
-    artifact = added.entry["artifacts"][0]
-    print(f"Added {release.model} {release.version}: {artifact['digest']}, {artifact['size']} bytes, "
-          f"{len(added.entry.get('validation', []))} validation case(s)")
-    for path in added.written:
-        print(f"  wrote {path.relative_to(release.repo)}")
-    if release.uri:
-        print(f"Upload {release.file} to {release.uri}: sites fetch it from there and check the digest.")
-    if not release.cases:
-        print("No --cases: sites will check the interface only. Validation cases, with expected outputs from "
-              "a reference outside the model, catch far more.")
-    print(f"Next: point a Deployment at version {release.version}, then commit and open a pull request.")
-    return 0

@@ -92,11 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     from reconciler.report import add_subcommands as add_audit_commands
 
     add_audit_commands(commands)  # audit, report
-    from reconciler.add_version import add_subcommands as add_release_commands
-    from reconciler.scaffold import add_subcommands as add_scaffold_commands
+    from reconciler.scaffold import add_subcommands as add_release_commands
 
-    add_release_commands(commands)  # add-version
-    add_scaffold_commands(commands)  # init, schema
+    add_release_commands(commands)  # init, schema, add-version
     return parser
 
 

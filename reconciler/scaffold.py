@@ -1,4 +1,5 @@
-"""``reconciler init [DIR]`` and ``reconciler schema [KIND]``.
+"""``reconciler init [DIR]`` and ``reconciler schema [KIND]``, and the command line of
+``reconciler add-version`` (its work is in add_version.py, imported only when it runs).
 
 ``init`` writes a fleet repo that validates at once: a Fleet, one Site, the pull-request workflow,
 the JSON Schemas (so editors check every file offline, from each file's first-line modeline or
@@ -117,6 +118,23 @@ def add_subcommands(commands: argparse._SubParsersAction) -> None:
     schema.add_argument("kind", nargs="?", help=", ".join(schema_kinds()))
     schema.set_defaults(handler=cmd_schema)
 
+    add = commands.add_parser("add-version", help="sign a model file and append it as a new version of a Model")
+    add.add_argument("model", help="the Model's metadata.name")
+    add.add_argument("version", help="the new version's name, e.g. 1.2.0")
+    add.add_argument("file", type=Path, help="the ONNX file")
+    add.add_argument("--key", required=True, type=Path,
+                     help="private signing key (cosign encrypted, password from COSIGN_PASSWORD, or PEM)")
+    add.add_argument("--repo", type=Path, default=Path("."), help="the fleet repo's working tree (default: .)")
+    add.add_argument("--uri", help="record this http(s):// or file:// URI instead of copying FILE into the repo")
+    add.add_argument("--cases", type=Path, help="YAML list of validation cases (expected outputs from a reference)")
+    add.add_argument("--trust-key", dest="trust_keys", action="append", type=Path, default=[],
+                     help="a public key the sites trust: the new signature must verify with it (repeatable)")
+    add.add_argument("--signature-format", choices=["cosign", "sigstore-bundle"], default="cosign",
+                     help="cosign .sig (default) or a Sigstore bundle")
+    add.add_argument("--new-model", action="store_true",
+                     help="create the Model (models/MODEL/model.yaml), its interface read from FILE")
+    add.set_defaults(handler=cmd_add_version)
+
 
 def cmd_init(args: argparse.Namespace) -> int:
     directory = args.directory
@@ -133,4 +151,26 @@ def cmd_schema(args: argparse.Namespace) -> int:
             print(f"  {kind:<14} {kind}{SCHEMA_SUFFIX}")
         return 0
     print(schema_text(args.kind), end="")
+    return 0
+
+
+def cmd_add_version(args: argparse.Namespace) -> int:
+    # Imported when used: it loads onnxruntime and the site's artifact machinery.
+    from reconciler.add_version import Release, add_version
+
+    release = Release(repo=args.repo, model=args.model, version=args.version, file=args.file, key=args.key,
+                      uri=args.uri, cases=args.cases, trust_keys=tuple(args.trust_keys),
+                      signature_format=args.signature_format, new_model=args.new_model)
+    added = add_version(release)
+    artifact = added.entry["artifacts"][0]
+    print(f"Added {release.model} {release.version}: {artifact['digest']}, {artifact['size']} bytes, "
+          f"{len(added.entry.get('validation', []))} validation case(s)")
+    for path in added.written:
+        print(f"  wrote {path.relative_to(release.repo)}")
+    if release.uri:
+        print(f"Upload {release.file} to {release.uri}: sites fetch it from there and check the digest.")
+    if not release.cases:
+        print("No --cases: sites will check the interface only. Validation cases, with expected outputs from "
+              "a reference outside the model, catch far more.")
+    print(f"Next: point a Deployment at version {release.version}, then commit and open a pull request.")
     return 0

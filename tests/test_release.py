@@ -23,6 +23,7 @@ from reconciler.cli import main
 from reconciler.devtools.githttp import GitHttpServer, commit_and_push, init_bare_repo, run_git
 from reconciler.devtools.onnx_builder import dense_model, dense_reference
 from reconciler.devtools.processes import free_port, stop_all
+from reconciler.errors import Stalled
 from reconciler.signing import sign_file
 from reconciler.source import GitSource
 from reconciler.status.gitref import StatusRefs
@@ -258,6 +259,40 @@ def test_an_encrypted_key_with_the_wrong_password_is_refused(commented_fleet, ca
                       "--key", commented_fleet["tmp"] / "cosign.key") == 1
     assert "KeyPasswordWrong" in capsys.readouterr().err
     assert tree(fleet) == before
+
+
+def test_a_refusal_after_the_files_are_written_puts_every_file_back(commented_fleet, capsys, monkeypatch):
+    """The last check runs on the written repo; when it refuses, new files and directories go and
+    the Model file is restored."""
+    def refuse(*_):
+        raise Stalled("FleetInvalid", "the fleet would not validate")
+
+    monkeypatch.setattr("reconciler.add_version.check_result", refuse)
+    fleet = commented_fleet["fleet"]
+    before = tree(fleet)
+    dirs_before = sorted(p for p in fleet.rglob("*") if p.is_dir())
+    assert reconciler("add-version", "churn", "1.1.0", commented_fleet["candidate"], "--repo", fleet,
+                      "--key", commented_fleet["key"], "--cases", commented_fleet["cases"]) == 1
+    assert "FleetInvalid" in capsys.readouterr().err
+    assert tree(fleet) == before
+    assert sorted(p for p in fleet.rglob("*") if p.is_dir()) == dirs_before
+
+
+def test_the_last_check_reads_the_written_files_as_a_site_does(commented_fleet):
+    from reconciler.add_version import check_result
+
+    fleet = commented_fleet["fleet"]
+    roots = trust.TrustRoots(keys=(trust.load_public_key(commented_fleet["pub"].read_bytes(), "release.pub"),))
+    check_result(fleet, "churn", "1.0.0", roots)
+    other_roots = trust.TrustRoots(keys=(trust.load_public_key(key_pair(commented_fleet["tmp"], "x")[1].read_bytes(),
+                                                               "x.pub"),))
+    with pytest.raises(Stalled):
+        check_result(fleet, "churn", "1.0.0", other_roots)
+    artifact = fleet / "models" / "churn" / "1.0.0" / "churn.onnx"
+    artifact.write_bytes(artifact.read_bytes()[:-1] + b"\x00")
+    with pytest.raises(Stalled) as refused:
+        check_result(fleet, "churn", "1.0.0", roots)
+    assert refused.value.reason == "ArtifactDigestMismatch"
 
 
 # --- init + add-version + validate + two real agents ----------------------------------------------------
