@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import difflib
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
+import onnxruntime as ort
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
@@ -30,6 +32,7 @@ from reconciler.errors import Stalled, UsageError
 from reconciler.manifests.loader import LoadResult, load_directory
 from reconciler.manifests.models import Model, ModelInterface, ValidationCase, VersionString
 from reconciler.model_yaml import append_version, render_block
+from reconciler.runtime.validate_child import ORT_DTYPES
 from reconciler.runtime.validation import run_validation
 from reconciler.signing import SignResult, load_signing_key, sign_file
 from reconciler.validate import validate_path
@@ -82,8 +85,7 @@ def add_version(release: Release) -> Added:
                                  else f"models/{release.model}/model.yaml")
     new_text = (append_version(model_file.read_text(encoding="utf-8"), release.model, entry) if model
                 else new_model_document(release, interface, entry, model_file))
-    signature = signed.cosign_signature if release.signature_format == "cosign" else signed.bundle
-    writes = ([] if release.uri else [(home, release.file.read_bytes())]) + [(signature_path, signature)]
+    writes = ([] if release.uri else [(home, release.file)]) + [(signature_path, _signature_file(signed, release))]
     written = _write_all(release.repo, [*writes, (model_file.relative_to(release.repo), new_text.encode())],
                          lambda: check_result(release.repo, release.model, release.version, roots))
     return Added(model_file, written, entry)
@@ -111,10 +113,6 @@ def check_result(repo: Path, model: str, version: str, roots: trust.TrustRoots) 
 
 def read_interface(file: Path) -> ModelInterface:
     """A new Model's interface, as the ONNX file declares it (symbolic dimensions become -1)."""
-    import onnxruntime as ort
-
-    from reconciler.runtime.validate_child import ORT_DTYPES
-
     try:
         session = ort.InferenceSession(file.read_bytes(), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own types for every way a load fails
@@ -219,13 +217,17 @@ def _signed(release: Release) -> tuple[trust.TrustRoots, SignResult]:
     signed = sign_file(release.file, load_signing_key(release.key))
     keys = tuple(trust.load_public_key(_read(path), str(path)) for path in release.trust_keys)
     roots = trust.TrustRoots(keys=keys or (trust.TrustedKey(str(release.key), signed.public_key),))
-    signature = signed.cosign_signature if release.signature_format == "cosign" else signed.bundle
     try:
-        trust.verify_artifact_signature(signed.sha256, release.file.name, signature, release.signature_format, roots)
+        trust.verify_artifact_signature(signed.sha256, release.file.name, _signature_file(signed, release),
+                                        release.signature_format, roots)
     except Stalled as exc:
         raise Stalled("SigningKeyNotTrusted", f"{release.key} signs, but not as the given trust keys expect: "
                                               f"{exc.message}") from None
     return roots, signed
+
+
+def _signature_file(signed: SignResult, release: Release) -> bytes:
+    return signed.cosign_signature if release.signature_format == "cosign" else signed.bundle
 
 
 def _read(path: Path) -> bytes:
@@ -266,7 +268,7 @@ def _version_entry(release: Release, signed: SignResult, home: PurePosixPath, si
     return entry
 
 
-def _write_all(repo: Path, writes: list[tuple[PurePosixPath | Path, bytes]],
+def _write_all(repo: Path, writes: list[tuple[PurePosixPath | Path, bytes | Path]],
                check: Callable[[], None]) -> tuple[Path, ...]:
     """Writes the new files and then the Model file (the last write), runs ``check`` on the
     result, and on any failure puts back what was there."""
@@ -296,7 +298,11 @@ def _write_all(repo: Path, writes: list[tuple[PurePosixPath | Path, bytes]],
     return tuple(repo / relative for relative, _ in writes)
 
 
-def _replace(path: Path, content: bytes) -> None:
+def _replace(path: Path, content: bytes | Path) -> None:
+    """``path`` now holds ``content`` (bytes, or a file's bytes copied without reading it whole)."""
     temporary = path.with_name(f".{path.name}.add-version")
-    temporary.write_bytes(content)
+    if isinstance(content, Path):
+        shutil.copyfile(content, temporary)
+    else:
+        temporary.write_bytes(content)
     os.replace(temporary, path)

@@ -168,6 +168,25 @@ def test_add_version_changes_only_the_new_versions_lines_and_a_real_site_deploys
     assert record["deployments"]["churn"]["state"] == "success"
 
 
+def test_a_remote_artifact_is_recorded_and_a_bundle_signs_it(commented_fleet):
+    """With --uri the file stays where the user uploads it; the signature (here a Sigstore bundle)
+    goes into the repo beside where the version would live, and verifies with the sites' key."""
+    fleet = commented_fleet["fleet"]
+    uri = "https://models.example.com/churn/1.1.0/churn.onnx"
+    assert reconciler("add-version", "churn", "1.1.0", commented_fleet["candidate"], "--repo", fleet,
+                      "--key", commented_fleet["key"], "--uri", uri, "--signature-format", "sigstore-bundle") == 0
+    version = yaml.safe_load((fleet / "models" / "churn" / "model.yaml").read_text())["spec"]["versions"][-1]
+    [artifact] = version["artifacts"]
+    assert artifact["uri"] == uri and "validation" not in version
+    assert artifact["signature"] == {"uri": "models/churn/1.1.0/churn.onnx.sigstore.json", "format": "sigstore-bundle"}
+    assert sorted(p.name for p in (fleet / "models" / "churn" / "1.1.0").iterdir()) == ["churn.onnx.sigstore.json"]
+    roots = trust.TrustRoots(keys=(trust.load_public_key(commented_fleet["pub"].read_bytes(), "release.pub"),))
+    signature = (fleet / artifact["signature"]["uri"]).read_bytes()
+    digest = hashlib.sha256(commented_fleet["candidate"].read_bytes()).digest()
+    assert trust.verify_artifact_signature(digest, "churn.onnx", signature, "sigstore-bundle", roots).key is not None
+    assert reconciler("validate", fleet) == 0
+
+
 # --- bad inputs: refused with a reason, the repo unchanged ---------------------------------------------
 
 def wrong_width_model(ctx: dict) -> list:
