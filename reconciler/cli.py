@@ -92,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     from reconciler.report import add_subcommands as add_audit_commands
 
     add_audit_commands(commands)  # audit, report
+    from reconciler.scaffold import add_subcommands as add_release_commands
+
+    add_release_commands(commands)  # init, schema, add-version
     return parser
 
 

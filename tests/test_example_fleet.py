@@ -97,7 +97,7 @@ def test_yaml_file_names_and_satisfies_its_schema(path: Path):
     kinds = {doc["kind"] for doc in yaml.safe_load_all(path.read_text())}
     assert len(kinds) == 1
     schema_path = (path.parent / first_line.removeprefix(prefix)).resolve()
-    assert schema_path == PROJECT / "schemas" / f"{kinds.pop().lower()}.schema.json"
+    assert schema_path == (PROJECT / "schemas").resolve() / f"{kinds.pop().lower()}.schema.json"
     validator = jsonschema.Draft202012Validator(json.loads(schema_path.read_text()))
     for doc in yaml.safe_load_all(path.read_text()):
         assert [error.message for error in validator.iter_errors(doc)] == []

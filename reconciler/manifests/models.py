@@ -20,6 +20,8 @@ from reconciler.manifests.types import (
 )
 
 API_VERSION = "reconciler/v1"
+API_VERSION_HELP = "The language version of the document: reconciler/v1."
+METADATA_HELP = "The document's name (unique per kind), labels and annotations."
 
 
 class Strict(BaseModel):
@@ -27,17 +29,23 @@ class Strict(BaseModel):
 
 
 class Metadata(Strict):
-    name: DnsLabel
-    labels: dict[LabelKey, LabelValue] = {}
-    annotations: dict[str, str] = {}
+    name: DnsLabel = Field(description="Unique name among documents of this kind: lower-case letters, digits "
+                                       "and '-', at most 63 characters (a DNS label).")
+    labels: dict[LabelKey, LabelValue] = Field({}, description="Key/value labels that selectors match "
+                                                               "(Kubernetes label syntax).")
+    annotations: dict[str, str] = Field({}, description="Free-form notes for people and tools (owner, "
+                                                        "ticket, ...); reconciler ignores them.")
 
 
 # --- selectors (Kubernetes LabelSelector semantics) -------------------------------------------
 
 class Requirement(Strict):
-    key: LabelKey
-    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
-    values: list[LabelValue] = []
+    key: LabelKey = Field(description="The site label this requirement reads.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
+        description="In / NotIn: the label's value is / is not one of `values`; Exists / DoesNotExist: "
+                    "the site has / lacks the label.")
+    values: list[LabelValue] = Field([], description="The values In and NotIn compare with (at least one); "
+                                                     "empty for Exists and DoesNotExist.")
 
     @model_validator(mode="after")
     def _values_fit_operator(self) -> Requirement:
@@ -51,8 +59,10 @@ class Requirement(Strict):
 class Selector(Strict):
     """Empty selector matches every site, as in Kubernetes."""
 
-    matchLabels: dict[LabelKey, LabelValue] = {}
-    matchExpressions: list[Requirement] = []
+    matchLabels: dict[LabelKey, LabelValue] = Field({}, description="Labels a site must carry with exactly "
+                                                                    "these values.")
+    matchExpressions: list[Requirement] = Field([], description="Further requirements on the site's labels; "
+                                                                "all must hold.")
 
 
 # --- Fleet --------------------------------------------------------------------------------------
@@ -61,9 +71,13 @@ class Wave(Strict):
     """A wave holds the sites whose bucket falls below its cumulative ``percent``, or the sites its
     ``selector`` matches; a site belongs to the first wave that holds it."""
 
-    name: DnsLabel
-    percent: Annotated[int, Field(ge=1, le=100)] | None = None
-    selector: Selector | None = None
+    name: DnsLabel = Field(description="The wave's name, unique within the rollout; status records and "
+                                       "the plan name waves by it.")
+    percent: Annotated[int, Field(ge=1, le=100)] | None = Field(
+        None, description="Cumulative share of the targeted sites (1-100) in this and the earlier waves; "
+                          "a site's bucket comes from a hash of deployment and site names.")
+    selector: Selector | None = Field(None, description="The sites in this wave, by label (instead of "
+                                                         "`percent`).")
 
     @model_validator(mode="after")
     def _one_rule(self) -> Wave:
@@ -75,25 +89,36 @@ class Wave(Strict):
 class Gate(Strict):
     """When a wave may start, judged from the status records of the earlier waves' sites."""
 
-    minHealthyRatio: Annotated[float, Field(ge=0, le=1)] = 1.0
-    bakeTime: Duration = "0s"
-    progressDeadline: Duration = "1h"
+    minHealthyRatio: Annotated[float, Field(ge=0, le=1)] = Field(
+        1.0, description="Share (0-1) of the earlier waves' sites that must report the new version "
+                         "healthy before the next wave starts.")
+    bakeTime: Duration = Field("0s", description="How long the earlier waves must have held the new version "
+                                                  "healthy before the next wave starts, e.g. '30m'.")
+    progressDeadline: Duration = Field("1h", description="A site that has not reported the new version this "
+                                                          "long after its wave started counts as failed "
+                                                          "(or is ignored, see `unreported`).")
     # Failing closed is the safe default: a site that never reports has not proven the version.
-    unreported: Literal["fail", "ignore"] = "fail"
+    unreported: Literal["fail", "ignore"] = Field(
+        "fail", description="What a site that never reports counts as after the progress deadline: "
+                            "'fail' (it has not proven the version) or 'ignore' (left out).")
 
 
 class Abort(Strict):
     """AWS IoT Jobs style: abort once at least ``minExecuted`` sites ran and the failed share
     reaches ``failureThreshold``."""
 
-    failureThreshold: Annotated[float, Field(gt=0, le=1)] = 0.2
-    minExecuted: Annotated[int, Field(ge=1)] = 1
+    failureThreshold: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.2, description="Share (0-1] of the sites that ran the version which, once failed, aborts the "
+                         "rollout: every site that moved rolls back.")
+    minExecuted: Annotated[int, Field(ge=1)] = Field(
+        1, description="How many sites must have run the version before the failure share is judged.")
 
 
 class Rollout(Strict):
-    waves: Annotated[list[Wave], Field(min_length=1)]
-    gate: Gate = Gate()
-    abort: Abort = Abort()
+    waves: Annotated[list[Wave], Field(min_length=1)] = Field(
+        description="The waves in order; a site belongs to the first wave that holds it.")
+    gate: Gate = Field(Gate(), description="When a wave may start.")
+    abort: Abort = Field(Abort(), description="When the whole rollout stops and rolls back.")
 
     @field_validator("waves")
     @classmethod
@@ -106,16 +131,21 @@ class Rollout(Strict):
 
 
 class FleetSpec(Strict):
-    pollInterval: Duration = "30s"
-    staleAfter: Duration = "10m"
-    defaultRollout: Rollout | None = None
+    pollInterval: Duration = Field("30s", description="How often sites look for a new commit, e.g. '30s' "
+                                                       "(a site's own site.yaml may override it).")
+    staleAfter: Duration = Field("10m", description="A site silent for longer is reported stale by "
+                                                     "`reconciler status`.")
+    defaultRollout: Rollout | None = Field(None, description="The rollout of every Deployment that has none "
+                                                             "of its own; without it, all sites move at once.")
 
 
 class Fleet(Strict):
-    apiVersion: Literal["reconciler/v1"]
-    kind: Literal["Fleet"]
-    metadata: Metadata
-    spec: FleetSpec = FleetSpec()
+    """Fleet-wide settings and defaults; at most one per repo."""
+
+    apiVersion: Literal["reconciler/v1"] = Field(description=API_VERSION_HELP)
+    kind: Literal["Fleet"] = Field(description="The document's kind.")
+    metadata: Metadata = Field(description=METADATA_HELP)
+    spec: FleetSpec = Field(FleetSpec(), description="Fleet-wide defaults.")
 
 
 # --- Site ---------------------------------------------------------------------------------------
@@ -127,10 +157,12 @@ class MaintenanceWindow(Strict):
     """Activation may happen from ``start`` to ``end`` local time on ``days``; an ``end`` before
     ``start`` crosses midnight (the window belongs to the day it starts)."""
 
-    days: Annotated[list[Weekday], Field(min_length=1)] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-    start: ClockTime
-    end: ClockTime
-    timezone: str = "UTC"
+    days: Annotated[list[Weekday], Field(min_length=1)] = Field(
+        ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+        description="The days the window starts on (mon ... sun); default every day.")
+    start: ClockTime = Field(description="Local time the window opens, 24-hour 'HH:MM'.")
+    end: ClockTime = Field(description="Local time the window closes, 'HH:MM'; before `start`: the next day.")
+    timezone: str = Field("UTC", description="IANA time zone of `start` and `end`, e.g. 'Europe/Berlin'.")
 
     @field_validator("timezone")
     @classmethod
@@ -143,15 +175,20 @@ class MaintenanceWindow(Strict):
 
 
 class SiteSpec(Strict):
-    description: str | None = None
-    maintenanceWindows: list[MaintenanceWindow] = []
+    description: str | None = Field(None, description="What and where the site is, for people.")
+    maintenanceWindows: list[MaintenanceWindow] = Field(
+        [], description="When new versions may be activated; none: at any time. Downloads and checks "
+                        "happen at any time.")
 
 
 class Site(Strict):
-    apiVersion: Literal["reconciler/v1"]
-    kind: Literal["Site"]
-    metadata: Metadata
-    spec: SiteSpec = SiteSpec()
+    """One place that runs an agent; Deployments and waves select sites by its labels."""
+
+    apiVersion: Literal["reconciler/v1"] = Field(description=API_VERSION_HELP)
+    kind: Literal["Site"] = Field(description="The document's kind.")
+    metadata: Metadata = Field(description="The site's name (as the agent is told with `--site`) and its "
+                                           "labels (region, tier, arch, accelerator, ...).")
+    spec: SiteSpec = Field(SiteSpec(), description="The site's description and maintenance windows.")
 
 
 # --- Model --------------------------------------------------------------------------------------
@@ -160,78 +197,101 @@ TensorType = Literal["float32", "float64", "float16", "int64", "int32", "int16",
 
 
 class TensorSpec(Strict):
-    name: Annotated[str, Field(min_length=1)]
-    dtype: TensorType
-    shape: list[Annotated[int, Field(ge=-1)]]  # -1 marks a dynamic dimension
+    name: Annotated[str, Field(min_length=1)] = Field(description="The tensor's name in the ONNX graph.")
+    dtype: TensorType = Field(description="Element type, as the ONNX model declares it.")
+    shape: list[Annotated[int, Field(ge=-1)]] = Field(
+        description="Dimensions; -1 marks a dynamic one (such as the batch), which the model must leave "
+                    "dynamic too.")
 
 
 class ModelInterface(Strict):
-    inputs: Annotated[list[TensorSpec], Field(min_length=1)]
-    outputs: Annotated[list[TensorSpec], Field(min_length=1)]
+    inputs: Annotated[list[TensorSpec], Field(min_length=1)] = Field(
+        description="Every input of the model; each version's ONNX must declare exactly these.")
+    outputs: Annotated[list[TensorSpec], Field(min_length=1)] = Field(
+        description="The outputs clients read; each version's ONNX must declare them.")
 
 
 SignatureFormat = Literal["cosign", "sigstore-bundle", "model-signing"]
 
 
 class SignatureRef(Strict):
-    uri: Annotated[str, Field(min_length=1)]
-    format: SignatureFormat | None = None  # None: detected from the content
+    uri: Annotated[str, Field(min_length=1)] = Field(
+        description="Where the signature is: a path relative to the repo root, file://, or http(s)://.")
+    format: SignatureFormat | None = Field(
+        None, description="cosign (.sig), sigstore-bundle or model-signing; absent: read from the content.")
 
 
 class Platform(Strict):
     """Matched against the site's labels of the same names; an absent field matches any site."""
 
-    arch: LabelValue | None = None
-    accelerator: LabelValue | None = None
-    precision: LabelValue | None = None
+    arch: LabelValue | None = Field(None, description="Matches the site label `arch` (amd64, arm64, ...).")
+    accelerator: LabelValue | None = Field(None, description="Matches the site label `accelerator`.")
+    precision: LabelValue | None = Field(None, description="Matches the site label `precision`.")
 
 
 class Artifact(Strict):
-    uri: Annotated[str, Field(min_length=1)]
-    digest: Sha256Digest
-    size: Annotated[int, Field(gt=0)]
-    signature: SignatureRef
-    platform: Platform | None = None
+    uri: Annotated[str, Field(min_length=1)] = Field(
+        description="Where the ONNX file is: a path relative to the repo root, file://, or http(s)://. "
+                    "`reconciler add-version` fills it in.")
+    digest: Sha256Digest = Field(description="'sha256:' and the file's 64 lower-case hex digits; sites "
+                                             "refuse other bytes. `reconciler add-version` computes it.")
+    size: Annotated[int, Field(gt=0)] = Field(description="The file's size in bytes, enforced while it "
+                                                          "downloads.")
+    signature: SignatureRef = Field(description="The signature over the file, checked against each site's "
+                                                "own trust roots.")
+    platform: Platform | None = Field(None, description="Which sites this artifact is for; absent: any site.")
 
 
 TensorValue = Any  # nested lists of numbers or booleans, shaped as the interface says
 
 
 class ValidationCase(Strict):
-    name: Annotated[str, Field(min_length=1)]
-    inputs: dict[str, TensorValue]
-    expected: dict[str, TensorValue]
-    tolerance: Annotated[float, Field(ge=0)] = 1e-5  # absolute, per element
+    name: Annotated[str, Field(min_length=1)] = Field(description="Names the case in status messages.")
+    inputs: dict[str, TensorValue] = Field(
+        description="A value for every interface input, as nested lists shaped as the interface says.")
+    expected: dict[str, TensorValue] = Field(
+        description="What outputs must come out, from a reference outside the candidate model (never "
+                    "its own answers).")
+    tolerance: Annotated[float, Field(ge=0)] = Field(1e-5, description="Largest absolute difference "
+                                                                       "allowed per element.")
 
 
 class Signers(Strict):
     """Who may sign this version: narrows the site's own trust roots, never widens them."""
 
-    keys: list[str] | None = None  # names or ids of keys the site trusts
-    identities: list[str] | None = None  # keyless certificate identities the site trusts
+    keys: list[str] | None = Field(None, description="Names or ids of keys the site trusts that may sign "
+                                                     "this version.")
+    identities: list[str] | None = Field(None, description="Keyless certificate identities the site trusts "
+                                                           "that may sign this version.")
 
 
 class ModelVersion(Strict):
-    version: VersionString
-    artifacts: Annotated[list[Artifact], Field(min_length=1)]
-    validation: list[ValidationCase] = []
-    signers: Signers | None = None
+    version: VersionString = Field(description="The version's name, unique within the model, e.g. '1.2.0'.")
+    artifacts: Annotated[list[Artifact], Field(min_length=1)] = Field(
+        description="The ONNX file(s); several only for different platforms.")
+    validation: list[ValidationCase] = Field(
+        [], description="Cases every site runs before it serves the version; a failing case stops it.")
+    signers: Signers | None = Field(None, description="Narrows who may sign this version; absent: anyone "
+                                                      "the site trusts.")
 
 
 class ModelSpec(Strict):
-    description: str | None = None
-    interface: ModelInterface
-    versions: Annotated[list[ModelVersion], Field(min_length=1)]
+    description: str | None = Field(None, description="What the model does, for people.")
+    interface: ModelInterface = Field(description="The inputs and outputs every version must have.")
+    versions: Annotated[list[ModelVersion], Field(min_length=1)] = Field(
+        description="The model's versions; `reconciler add-version` appends one.")
 
     def version(self, name: str) -> ModelVersion | None:
         return next((v for v in self.versions if v.version == name), None)
 
 
 class Model(Strict):
-    apiVersion: Literal["reconciler/v1"]
-    kind: Literal["Model"]
-    metadata: Metadata
-    spec: ModelSpec
+    """An ONNX model: its interface and its signed versions."""
+
+    apiVersion: Literal["reconciler/v1"] = Field(description=API_VERSION_HELP)
+    kind: Literal["Model"] = Field(description="The document's kind.")
+    metadata: Metadata = Field(description=METADATA_HELP)
+    spec: ModelSpec = Field(description="Interface, versions and their artifacts.")
 
 
 # --- Deployment ---------------------------------------------------------------------------------
@@ -239,27 +299,32 @@ class Model(Strict):
 class FlagRef(Strict):
     """The value comes from a flagd flag evaluated with the site as context."""
 
-    flag: FlagKey
+    flag: FlagKey = Field(description="The flag's key in a *.flagd.json file of the repo.")
 
 
 class Pause(Strict):
-    duration: Duration
+    duration: Duration = Field(description="How long the canary holds its weight, e.g. '5m'.")
 
 
 class Analysis(Strict):
     """Judged over ``window`` of live traffic on the canary version."""
 
-    window: Duration = "1m"
-    minRequests: Annotated[int, Field(ge=0)] = 0
-    maxErrorRate: Annotated[float, Field(ge=0, le=1)] | None = None
-    maxLatencyP99: Duration | None = None
-    minAgreement: Annotated[float, Field(ge=0, le=1)] | None = None  # vs stable, on mirrored requests
+    window: Duration = Field("1m", description="How much live traffic the analysis judges.")
+    minRequests: Annotated[int, Field(ge=0)] = Field(0, description="Fewer canary requests in the window: "
+                                                                    "the analysis waits.")
+    maxErrorRate: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        None, description="Largest share (0-1) of canary requests that may fail.")
+    maxLatencyP99: Duration | None = Field(None, description="Largest 99th-percentile latency of the canary, "
+                                                             "e.g. '50ms'.")
+    minAgreement: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        None, description="Smallest share (0-1) of mirrored requests on which canary and stable agree.")
 
 
 class CanaryStep(Strict):
-    setWeight: Annotated[int, Field(ge=0, le=100)] | None = None
-    pause: Pause | None = None
-    analysis: Analysis | None = None
+    setWeight: Annotated[int, Field(ge=0, le=100)] | None = Field(
+        None, description="Send this percentage (0-100) of the site's traffic to the canary.")
+    pause: Pause | None = Field(None, description="Hold the current weight for a while.")
+    analysis: Analysis | None = Field(None, description="Judge the canary's live traffic; failure drops it.")
 
     @model_validator(mode="after")
     def _one_action(self) -> CanaryStep:
@@ -270,23 +335,30 @@ class CanaryStep(Strict):
 
 
 class Canary(Strict):
-    steps: list[CanaryStep] = []
+    steps: list[CanaryStep] = Field([], description="Steps inside each site, in order (one of setWeight, "
+                                                    "pause, analysis each); success promotes the canary.")
 
 
 class DeploymentSpec(Strict):
-    model: DnsLabel
-    version: VersionString | FlagRef
-    enabled: bool | FlagRef = True
-    targets: Selector = Selector()
-    rollout: Rollout | None = None  # None: the Fleet's defaultRollout, else all sites at once
-    canary: Canary | None = None  # None or no steps: validate, then switch at once
+    model: DnsLabel = Field(description="The Model's metadata.name.")
+    version: VersionString | FlagRef = Field(description="The version to run, or {flag: KEY} to take it "
+                                                         "from a flag evaluated per site.")
+    enabled: bool | FlagRef = Field(True, description="false (or a flag that says false) removes the "
+                                                      "deployment from the targeted sites.")
+    targets: Selector = Field(Selector(), description="The sites that run it, by label; empty: every site.")
+    rollout: Rollout | None = Field(None, description="Waves across sites; absent: the Fleet's "
+                                                      "defaultRollout, else all sites at once.")
+    canary: Canary | None = Field(None, description="Steps inside each site; absent or no steps: "
+                                                    "validate, then switch at once.")
 
 
 class Deployment(Strict):
-    apiVersion: Literal["reconciler/v1"]
-    kind: Literal["Deployment"]
-    metadata: Metadata
-    spec: DeploymentSpec
+    """Which version of a Model runs on which sites, and how it rolls out."""
+
+    apiVersion: Literal["reconciler/v1"] = Field(description=API_VERSION_HELP)
+    kind: Literal["Deployment"] = Field(description="The document's kind.")
+    metadata: Metadata = Field(description=METADATA_HELP)
+    spec: DeploymentSpec = Field(description="Model, version, target sites, rollout and canary.")
 
 
 KINDS: dict[str, type[Strict]] = {"Fleet": Fleet, "Site": Site, "Model": Model, "Deployment": Deployment}

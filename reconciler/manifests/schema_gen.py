@@ -1,6 +1,8 @@
-"""Generates schemas/*.json from the pydantic models, so the schemas and the validator are one
-source of truth. ``python -m reconciler.manifests.schema_gen`` (``make schemas``) rewrites them; a
-test fails when a committed schema differs from what the models generate."""
+"""Generates reconciler/schemas/*.json from the pydantic models, so the schemas and the validator
+are one source of truth. ``python -m reconciler.manifests.schema_gen`` (``make schemas``) rewrites
+them; a test fails when a committed schema differs from what the models generate. They are package
+data, so an installed reconciler has them (``reconciler schema``, ``reconciler init``); ``schemas/``
+at the project root is a link to them, for the example fleet's modelines."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from reconciler.status.record import StatusRecord
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 ID_BASE = "https://reconciler.dev/schemas/v1/"
-SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"
 
 SCHEMAS: dict[str, tuple[type[BaseModel], str]] = {
     "fleet.schema.json": (Fleet, "reconciler Fleet"),

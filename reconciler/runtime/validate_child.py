@@ -21,7 +21,7 @@ import resource
 import sys
 from typing import Any
 
-_ORT_DTYPES = {
+ORT_DTYPES = {
     "tensor(float)": "float32",
     "tensor(double)": "float64",
     "tensor(float16)": "float16",
@@ -98,7 +98,7 @@ def _compare(kind: str, specs: list[dict[str, Any]], args: list[Any]) -> list[st
         if arg is None:
             problems.append(f"{kind} '{spec['name']}' is not in the model (it has {', '.join(sorted(by_name))})")
             continue
-        dtype = _ORT_DTYPES.get(arg.type, arg.type)
+        dtype = ORT_DTYPES.get(arg.type, arg.type)
         if dtype != spec["dtype"]:
             problems.append(f"{kind} '{spec['name']}': dtype {spec['dtype']} expected, model has {dtype}")
         if not _shape_fits(kind, spec["shape"], arg.shape):
