@@ -3,7 +3,6 @@ like the data flow: source -> load -> plan -> apply -> report."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import random
 import threading
@@ -108,8 +107,7 @@ class Agent:
             rollouts = any(rollout_of(loaded.repo, d) for d in loaded.repo.deployments.values())
             fleet_status = self._fleet_status(commit) if rollouts else {}
             plan = plan_site(loaded.repo, self.config.site, state, now, commit, fleet_status)
-            repo_tree = functools.cache(lambda: self.source.checkout(commit, self.config.state / "cache" / "tree"))
-            state, outcomes = self.applier.apply(plan, state, repo_tree, now)
+            state, outcomes = self.applier.apply(plan, state, self.source.tree(commit), now)
             state = self._record_applied(state, commit, outcomes)
             record = self._record(now, commit, state, plan, outcomes)
             self._publish(record, loaded.repo, fleet_status, now)
