@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -75,6 +76,8 @@ class Agent:
     def start(self, now: datetime | None = None) -> None:
         """Lock the state directory and serve the last good state before the repo is read."""
         self.state_dir.lock()
+        # Sites before partial clones kept the whole tree of the fleet repo there; nothing reads it now.
+        shutil.rmtree(self.config.state / "cache" / "tree", ignore_errors=True)
         self.applier.restore(self.state_dir.load(self.config.site))
         self.last_contact = now or utcnow()  # staleness counts from the agent's start
 

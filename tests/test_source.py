@@ -7,19 +7,14 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
+from conftest import SEED_FILES, FleetRemote, write_tree
 
 from reconciler.devtools.githttp import GitHttpServer, init_bare_repo, run_git
 from reconciler.errors import Stalled, Transient
 from reconciler.manifests.loader import DocumentCache, RepoFile, load_tree
 from reconciler.source import GitSource
-
-from conftest import SEED_FILES, write_tree
-
-if TYPE_CHECKING:
-    from conftest import FleetRemote
 
 
 @pytest.fixture
