@@ -127,6 +127,10 @@ class GitSource:
                            (f"remote.{_REMOTE}.partialCloneFilter", _BLOB_FILTER)):
             self.repo.git.config(key, value)
 
+    def _is_partial_clone(self) -> bool:
+        config = self.repo.config_reader("repository")
+        return config.has_section("extensions") and config.get_value("extensions", "partialClone", "") == _REMOTE
+
     def has_commit(self, sha: str) -> bool:
         """Whether the cache holds the commit; asking is local (git's lazy fetch would download
         a commit the partial clone lacks, with its whole history)."""
@@ -135,11 +139,15 @@ class GitSource:
         return self.repo.git.rev_list("--no-walk", "--ignore-missing", "--missing=allow-any", sha) == sha
 
     def fetch_missing(self, blobs: Iterable[str]) -> None:
-        """Bring the blobs the cache lacks, all in one fetch. Ids that name no object are left
-        for the reader to refuse."""
+        """Bring the blobs the partial clone lacks, all in one fetch. Ids that name no object,
+        and objects missing from a repository that is no partial clone, are left for the reader
+        to refuse."""
+        if not self._is_partial_clone():
+            return
         ids = [blob for blob in dict.fromkeys(blobs) if _OBJECT_ID.fullmatch(blob)]
-        missing = set(ids) - set(self._git_lines("rev-list", "--objects", "--no-walk", "--ignore-missing",
-                                                 "--missing=allow-any", "--stdin", given=ids))
+        present = self._git_lines("rev-list", "--objects", "--no-walk", "--ignore-missing", "--missing=allow-any",
+                                  "--stdin", given=ids)
+        missing = set(ids) - {line.split(" ")[0] for line in present}
         if not missing:
             return
         # As git's own lazy fetch: no negotiation, for the blobs are reachable from commits the
@@ -163,7 +171,7 @@ class GitSource:
         command = [git.Git.GIT_PYTHON_GIT_EXECUTABLE, "--git-dir", str(self.repo.git_dir), *args]
         done = subprocess.run(command, input="".join(f"{line}\n" for line in given).encode("ascii"),
                               capture_output=True, check=True, timeout=timeout, env={**os.environ, **_NO_PROMPT})
-        return [line.strip() for line in done.stdout.decode("ascii").splitlines()]
+        return done.stdout.decode("utf-8", "surrogateescape").splitlines()
 
     def first_parents(self, commit: str, limit: int) -> list[str]:
         """``commit`` and up to ``limit`` of its first-parent ancestors, newest first (the branch's
