@@ -38,11 +38,12 @@ class CommitTree:
         self.commit = commit
 
     @contextmanager
-    def open_file(self, path: str) -> Iterator[int]:
+    def open_file(self, path: str, timeout: float) -> Iterator[int]:
         """The blob at ``path``, streamed by ``git cat-file`` through a pipe (its read end is what
-        this yields); a blob the cache lacks is fetched first, alone."""
+        this yields); a blob the cache lacks is fetched first, alone, within ``timeout`` seconds
+        (an artifact's deadline, not the short one of a manifest fetch)."""
         blob = self._resolve(path)
-        self._source.fetch_missing([blob])
+        self._source.fetch_missing([blob], timeout)
         command = [git.Git.GIT_PYTHON_GIT_EXECUTABLE, "--git-dir", str(self._source.repo.git_dir),
                    "cat-file", "blob", blob]
         reader = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -183,8 +183,9 @@ class Opened:
 class RepoTree(Protocol):
     """A commit's files read straight from Git, without a checkout (``reconciler.committree``)."""
 
-    def open_file(self, path: str) -> AbstractContextManager[int]:
-        """A readable file descriptor of the file's bytes, at ``path`` relative to the tree's root."""
+    def open_file(self, path: str, timeout: float) -> AbstractContextManager[int]:
+        """A readable file descriptor of the file's bytes, at ``path`` relative to the tree's root;
+        bringing the bytes from elsewhere first may take ``timeout`` seconds."""
         ...
 
 
@@ -200,7 +201,7 @@ def open_source(
     ``expected`` is the artifact's full size when the manifest says it."""
     scheme = urlsplit(uri).scheme.lower()
     if scheme == "":
-        source = _repo_source(uri, repo_root)
+        source = _repo_source(uri, repo_root, deadline)
     elif scheme == "file":
         source = _file_source(_file_url_path(uri), uri)
     elif scheme in ("http", "https"):
@@ -211,7 +212,7 @@ def open_source(
         yield opened
 
 
-def _repo_source(uri: str, repo_root: RepoRoot) -> AbstractContextManager[Opened]:
+def _repo_source(uri: str, repo_root: RepoRoot, deadline: Deadline) -> AbstractContextManager[Opened]:
     """A path inside the repository; neither '..', an absolute path nor a symlink may leave it."""
     if repo_root is None:
         raise Stalled("ArtifactUriInvalid", f"{uri}: a repo-relative path needs a repository")
@@ -221,12 +222,12 @@ def _repo_source(uri: str, repo_root: RepoRoot) -> AbstractContextManager[Opened
         raise Stalled("ArtifactPathEscapes", f"{uri}: an absolute path is not repo-relative (use file://)")
     if isinstance(repo_root, Path):
         return _file_source(_repo_path(uri, repo_root), uri)
-    return _tree_source(repo_root, uri)
+    return _tree_source(repo_root, uri, deadline)
 
 
 @contextmanager
-def _tree_source(tree: RepoTree, uri: str) -> Iterator[Opened]:
-    with tree.open_file(uri) as fd:
+def _tree_source(tree: RepoTree, uri: str, deadline: Deadline) -> Iterator[Opened]:
+    with tree.open_file(uri, deadline.bound(deadline.seconds)) as fd:
         yield Opened(_FileBody(fd, uri), start=0, resumable=False)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -138,10 +139,10 @@ class GitSource:
             return False
         return self.repo.git.rev_list("--no-walk", "--ignore-missing", "--missing=allow-any", sha) == sha
 
-    def fetch_missing(self, blobs: Iterable[str]) -> None:
-        """Bring the blobs the partial clone lacks, all in one fetch. Ids that name no object,
-        and objects missing from a repository that is no partial clone, are left for the reader
-        to refuse."""
+    def fetch_missing(self, blobs: Iterable[str], timeout: float | None = None) -> None:
+        """Bring the blobs the partial clone lacks, all in one fetch (within ``timeout`` seconds,
+        by default the source's). Ids that name no object, and objects missing from a repository
+        that is no partial clone, are left for the reader to refuse."""
         if not self._is_partial_clone():
             return
         ids = [blob for blob in dict.fromkeys(blobs) if _OBJECT_ID.fullmatch(blob)]
@@ -154,8 +155,9 @@ class GitSource:
         # cache has, and a server told about those would think the cache has the blobs too.
         command = ["-c", "fetch.negotiationAlgorithm=noop", "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
                    "--recurse-submodules=no", f"--filter={_BLOB_FILTER}", "--stdin", _REMOTE]
+        timeout = timeout or self.timeout
         try:
-            self._git_lines(*command, given=sorted(missing), timeout=self.timeout)
+            self._git_lines(*command, given=sorted(missing), timeout=timeout)
         except subprocess.CalledProcessError as error:
             message = _last_line(error.stderr)
             if "not our ref" in message:
@@ -164,14 +166,23 @@ class GitSource:
                                                     f"does not have them: {message}; delete the cache") from error
             raise Transient("SourceFetchFailed", f"git fetch {self.url} (blobs): {message}") from error
         except subprocess.TimeoutExpired as error:
-            raise Transient("SourceFetchFailed", f"git fetch {self.url} (blobs): no answer in {self.timeout:g}s") from error
+            raise Transient("SourceFetchFailed", f"git fetch {self.url} (blobs): not done in {timeout:g}s") from error
 
     def _git_lines(self, *args: str, given: list[str], timeout: float | None = None) -> list[str]:
-        """The lines git writes, with ``given`` as its standard input, one a line."""
+        """The lines git writes, with ``given`` as its standard input, one a line. Past ``timeout``,
+        git and the helpers it started (a fetch's transport, index-pack) are killed together."""
         command = [git.Git.GIT_PYTHON_GIT_EXECUTABLE, "--git-dir", str(self.repo.git_dir), *args]
-        done = subprocess.run(command, input="".join(f"{line}\n" for line in given).encode("ascii"),
-                              capture_output=True, check=True, timeout=timeout, env={**os.environ, **_NO_PROMPT})
-        return done.stdout.decode("utf-8", "surrogateescape").splitlines()
+        with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              start_new_session=True, env={**os.environ, **_NO_PROMPT}) as process:
+            try:
+                out, err = process.communicate("".join(f"{line}\n" for line in given).encode("ascii"), timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.communicate()
+                raise
+        if process.returncode != 0:
+            raise subprocess.CalledProcessError(process.returncode, command, out, err)
+        return out.decode("utf-8", "surrogateescape").splitlines()
 
     def first_parents(self, commit: str, limit: int) -> list[str]:
         """``commit`` and up to ``limit`` of its first-parent ancestors, newest first (the branch's

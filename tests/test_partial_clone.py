@@ -9,6 +9,7 @@ import pytest
 from fleet_fixture import EXAMPLE, git, start_fleet_remote
 
 from reconciler.config import SiteConfig
+from reconciler.devtools.githttp import GitHttpServer
 from reconciler.loop import Agent
 
 STORE = "store-boston-01"  # deploys demand-forecast 1.0.0 (and fraud-score, where its flag is on)
@@ -21,8 +22,8 @@ def fleet(tmp_path):
     remote.server.stop()
 
 
-def agent_for(fleet, state, site=STORE) -> Agent:
-    agent = Agent(SiteConfig(site=site, repo=fleet.url, state=state, interval="1s",
+def agent_for(fleet, state, site=STORE, url=None) -> Agent:
+    agent = Agent(SiteConfig(site=site, repo=url or fleet.url, state=state, interval="1s",
                              trustKeys=[EXAMPLE / "keys" / "demo.pub"]), None)
     agent.start()
     return agent
@@ -89,3 +90,15 @@ def test_a_site_upgraded_from_whole_tree_checkouts_drops_its_old_checkout(fleet,
     agent_for(fleet, tmp_path / "state").stop()
 
     assert not (tmp_path / "state" / "cache" / "tree").exists()
+
+
+def test_a_server_that_refuses_filters_sends_everything_and_the_site_deploys(fleet, tmp_path):
+    fleet.server.stop()
+    with GitHttpServer(fleet.server.root, allow_filter=False) as refusing:
+        agent = agent_for(fleet, tmp_path / "state", url=refusing.url("fleet"))
+        result = agent.reconcile_once()
+        agent.stop()
+
+    assert result.error is None and result.record.deployments["demand-forecast"].state == "success"
+    held = held_blobs(tmp_path / "state" / "cache" / "fleet.git")
+    assert set(model_blobs(fleet, result.head).values()) <= held  # a full fetch, as before partial clones

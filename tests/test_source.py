@@ -206,7 +206,7 @@ def test_is_ancestor_refuses_an_unfetched_new_commit(source: GitSource) -> None:
 
 
 def read_path(source: GitSource, commit: str, path: str) -> bytes:
-    with source.tree(commit).open_file(path) as fd:
+    with source.tree(commit).open_file(path, timeout=30) as fd:
         chunks = []
         while chunk := os.read(fd, 1 << 16):
             chunks.append(chunk)
@@ -316,6 +316,20 @@ def test_a_blob_the_remote_lacks_is_refused_as_a_corrupt_cache(fleet_remote: Fle
     with pytest.raises(Stalled) as refused:
         source.fetch_missing(["0123456789" * 4])
     assert refused.value.reason == "SourceCacheCorrupt"
+
+
+def test_a_blob_fetch_that_does_not_finish_in_time_is_stopped(fleet_remote: FleetRemote, source: GitSource) -> None:
+    sha = source.fetch()
+    with socket.socket() as silent:  # takes the connection, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        run_git(None, "--git-dir", str(source.cache_dir), "config", "remote.origin.url",
+                f"http://127.0.0.1:{silent.getsockname()[1]}/fleet.git")
+        started = time.monotonic()
+        with pytest.raises(Transient) as stopped, source.tree(sha).open_file("models/weights.bin", timeout=1):
+            pass
+    assert stopped.value.reason == "SourceFetchFailed" and "not done in 1s" in stopped.value.message
+    assert time.monotonic() - started < 10
 
 
 def test_blobs_cannot_be_fetched_from_a_server_that_is_gone(fleet_remote: FleetRemote, source: GitSource) -> None:
