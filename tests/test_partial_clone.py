@@ -102,3 +102,20 @@ def test_a_server_that_refuses_filters_sends_everything_and_the_site_deploys(fle
     assert result.error is None and result.record.deployments["demand-forecast"].state == "success"
     held = held_blobs(tmp_path / "state" / "cache" / "fleet.git")
     assert set(model_blobs(fleet, result.head).values()) <= held  # a full fetch, as before partial clones
+
+
+def test_an_artifact_behind_a_symlink_out_of_the_tree_is_refused_and_the_site_stays(fleet, tmp_path):
+    agent = agent_for(fleet, tmp_path / "state")
+    assert agent.reconcile_once().record.deployments["demand-forecast"].activeVersion == "1.0.0"
+    artifact = fleet.clone / "models/demand-forecast/1.1.0/model.onnx"
+    artifact.unlink()
+    artifact.symlink_to("/etc/passwd")
+    fleet.bump("deployments/demand-forecast.yaml", "1.0.0", "1.1.0")
+    fleet.push("1.1.0, its model a link out of the repository")
+
+    status = agent.reconcile_once().record.deployments["demand-forecast"]
+    agent.stop()
+
+    assert (status.state, status.reason) == ("failure", "UnsafeRepoPath")
+    assert "models/demand-forecast/1.1.0/model.onnx" in status.message
+    assert status.activeVersion == "1.0.0"
