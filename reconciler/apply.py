@@ -6,7 +6,6 @@ a crash at any instant leaves the site on the old version or the new one."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -17,6 +16,7 @@ from reconciler.artifacts import ArtifactStore, FetchLimits, Ingested, fetch_byt
 from reconciler.canary import CanaryDecision, CanaryProgress, decide_canary, measured_since
 from reconciler.config import ValidationLimits
 from reconciler.errors import ReconcilerError, Stalled, Transient
+from reconciler.fetch import RepoRoot
 from reconciler.plan import Action, Plan, Target
 from reconciler.runtime.metrics import Snapshot, window_stats
 from reconciler.runtime.validation import run_validation
@@ -87,10 +87,10 @@ class Applier:
         self.metrics = metrics
         self._baselines: dict[tuple[str, datetime], object] = {}  # (deployment, step start) -> snapshot
 
-    def apply(self, plan: Plan, state: SiteState, repo_tree: Callable[[], Path], now: datetime
+    def apply(self, plan: Plan, state: SiteState, repo_tree: RepoRoot, now: datetime
               ) -> tuple[SiteState, list[Outcome]]:
-        """``repo_tree`` gives the commit's files as a directory, for repo-relative artifact URIs;
-        it is called only when an artifact is fetched, so a plan that fetches nothing extracts nothing."""
+        """``repo_tree`` holds the commit's files, for repo-relative artifact URIs; only the
+        files an artifact names are read from it."""
         if self.runtime is not None:
             self.runtime.expect(plan.serving)
         outcomes = []
@@ -130,7 +130,7 @@ class Applier:
                                           self.store.path_for(deployment.canary.digest), deployment.interface,
                                           digest=deployment.canary.digest, weight=deployment.canaryProgress.weight)
 
-    def _apply_one(self, action: Action, state: SiteState, repo_tree: Callable[[], Path], commit: str | None,
+    def _apply_one(self, action: Action, state: SiteState, repo_tree: RepoRoot, commit: str | None,
                    now: datetime) -> tuple[SiteState, Outcome]:
         match action.kind:
             case "deploy" | "prefetch" | "canary":
@@ -160,7 +160,7 @@ class Applier:
                 raise Stalled(action.reason, action.message)
         raise AssertionError(f"unknown action kind {action.kind}")
 
-    def _deploy(self, target: Target, state: SiteState, repo_tree: Callable[[], Path], commit: str | None, now: datetime,
+    def _deploy(self, target: Target, state: SiteState, repo_tree: RepoRoot, commit: str | None, now: datetime,
                 action: Action) -> tuple[SiteState, Outcome]:
         ingested = self._verified_artifact(target, repo_tree)
         run_validation(ingested.path, target.interface, target.cases,
@@ -258,15 +258,14 @@ class Applier:
         return self._with(state, name, dropped, HistoryEntry(at=now, event="canaryRolledBack",
                                                             version=current.canary.version, reason=reason))
 
-    def _verified_artifact(self, target: Target, repo_tree: Callable[[], Path]) -> Ingested:
+    def _verified_artifact(self, target: Target, repo_tree: RepoRoot) -> Ingested:
         """The bytes, hashed while they stream in, and a signature over them by a signer the
         site trusts (narrowed, never widened, by the version's own ``signers``)."""
         artifact = target.artifact
         signers = target.signers
         roots = narrow(self.trust_roots, signers.identities, signers.keys) if signers else self.trust_roots
-        repo_root = repo_tree()
-        ingested = self.store.ingest(artifact, repo_root, self.limits)
-        signature = fetch_bytes(artifact.signature.uri, repo_root, self.limits, SIGNATURE_MAX_BYTES)
+        ingested = self.store.ingest(artifact, repo_tree, self.limits)
+        signature = fetch_bytes(artifact.signature.uri, repo_tree, self.limits, SIGNATURE_MAX_BYTES)
         file_name = PurePosixPath(urlsplit(artifact.uri).path).name
         verify_artifact_signature(ingested.sha256, file_name, signature, artifact.signature.format, roots)
         return ingested

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.errors import ReconcilerError, Stalled, Transient
-from reconciler.fetch import AuthConfig, Body, Deadline, FetchLimits, open_source, with_retries
+from reconciler.fetch import AuthConfig, Body, Deadline, FetchLimits, RepoRoot, open_source, with_retries
 from reconciler.manifests.models import Artifact
 from reconciler.sink import BUFFERS, Sink, chunk_size_for
 from reconciler.state import fsync_dir
@@ -57,7 +57,7 @@ class ArtifactStore:
     def has(self, digest: str) -> bool:
         return self.path_for(digest).is_file()
 
-    def ingest(self, artifact: Artifact, repo_root: Path | None, limits: FetchLimits = DEFAULT_LIMITS) -> Ingested:
+    def ingest(self, artifact: Artifact, repo_root: RepoRoot, limits: FetchLimits = DEFAULT_LIMITS) -> Ingested:
         """Make the artifact present in the store, verified against its manifest size and digest.
         A download cut off midway is resumed, by the next attempt or the next ingest, when the
         server allows ranges."""
@@ -128,7 +128,7 @@ class ArtifactStore:
 
 def fetch_bytes(
     uri: str,
-    repo_root: Path | None,
+    repo_root: RepoRoot,
     limits: FetchLimits = DEFAULT_LIMITS,
     max_bytes: int = COMPANION_MAX_BYTES,
 ) -> bytes:
@@ -193,7 +193,7 @@ class _Download:
         else:
             self._discard()
 
-    def fetch(self, repo_root: Path | None, limits: FetchLimits, deadline: Deadline) -> hashlib._Hash:
+    def fetch(self, repo_root: RepoRoot, limits: FetchLimits, deadline: Deadline) -> hashlib._Hash:
         with_retries(limits, deadline, lambda: self.attempt(repo_root, limits, deadline))
         return self.finish()
 
@@ -201,7 +201,7 @@ class _Download:
         self.kept = 0
         self._restart()
 
-    def attempt(self, repo_root: Path | None, limits: FetchLimits, deadline: Deadline) -> None:
+    def attempt(self, repo_root: RepoRoot, limits: FetchLimits, deadline: Deadline) -> None:
         """One try at the missing bytes: from where the last try stopped if the source can resume,
         else from the start."""
         offset = self.received if self._resumable else 0

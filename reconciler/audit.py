@@ -231,8 +231,11 @@ def fleet_history(source: GitSource, head: str, cache: DocumentCache) -> Iterato
     output = source.repo.git.log(*_PLAIN_LOG, "--first-parent", "--reverse", "--root", "--raw", "-z", "--no-renames",
                                  "--no-abbrev", f"--format={_LOG_FORMAT}", head, "--", *_MANIFEST_PATHSPECS,
                                  env=_ISOLATED_GIT, stdout_as_string=False)
+    history = list(_parse_raw_log(output))
+    # A partial clone gets every manifest version of the history in one fetch, not one per commit.
+    source.fetch_missing(blob for _, changed in history for _, blob in changed if blob is not None)
     tree: dict[str, str] = {}  # path -> blob
-    for commit, changed in _parse_raw_log(output):
+    for commit, changed in history:
         for path, blob in changed:
             if blob is None:
                 tree.pop(path, None)

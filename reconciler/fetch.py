@@ -22,7 +22,7 @@ import ssl
 import stat
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal, Protocol, TypeVar
@@ -180,16 +180,28 @@ class Opened:
     resumable: bool  # a later attempt may ask for the rest with Range
 
 
+class RepoTree(Protocol):
+    """A commit's files read straight from Git, without a checkout (``reconciler.committree``)."""
+
+    def open_file(self, path: str, timeout: float) -> AbstractContextManager[int]:
+        """A readable file descriptor of the file's bytes, at ``path`` relative to the tree's root;
+        bringing the bytes from elsewhere first may take ``timeout`` seconds."""
+        ...
+
+
+RepoRoot = Path | RepoTree | None  # where repo-relative URIs are read: a directory, a commit, or nowhere
+
+
 @contextmanager
 def open_source(
-    uri: str, repo_root: Path | None, limits: FetchLimits, deadline: Deadline,
+    uri: str, repo_root: RepoRoot, limits: FetchLimits, deadline: Deadline,
     offset: int = 0, expected: int | None = None,
 ) -> Iterator[Opened]:
     """The bytes of ``uri`` from ``offset`` on if the source can, else from 0 (see ``Opened.start``);
     ``expected`` is the artifact's full size when the manifest says it."""
     scheme = urlsplit(uri).scheme.lower()
     if scheme == "":
-        source = _file_source(_repo_path(uri, repo_root), uri)
+        source = _repo_source(uri, repo_root, deadline)
     elif scheme == "file":
         source = _file_source(_file_url_path(uri), uri)
     elif scheme in ("http", "https"):
@@ -200,7 +212,7 @@ def open_source(
         yield opened
 
 
-def _repo_path(uri: str, repo_root: Path | None) -> Path:
+def _repo_source(uri: str, repo_root: RepoRoot, deadline: Deadline) -> AbstractContextManager[Opened]:
     """A path inside the repository; neither '..', an absolute path nor a symlink may leave it."""
     if repo_root is None:
         raise Stalled("ArtifactUriInvalid", f"{uri}: a repo-relative path needs a repository")
@@ -208,7 +220,19 @@ def _repo_path(uri: str, repo_root: Path | None) -> Path:
         raise Stalled("ArtifactUriInvalid", f"{uri!r}: contains a NUL byte")
     if PurePosixPath(uri).is_absolute():
         raise Stalled("ArtifactPathEscapes", f"{uri}: an absolute path is not repo-relative (use file://)")
-    root = Path(repo_root).resolve()
+    if isinstance(repo_root, Path):
+        return _file_source(_repo_path(uri, repo_root), uri)
+    return _tree_source(repo_root, uri, deadline)
+
+
+@contextmanager
+def _tree_source(tree: RepoTree, uri: str, deadline: Deadline) -> Iterator[Opened]:
+    with tree.open_file(uri, deadline.bound(deadline.seconds)) as fd:
+        yield Opened(_FileBody(fd, uri), start=0, resumable=False)
+
+
+def _repo_path(uri: str, repo_root: Path) -> Path:
+    root = repo_root.resolve()
     path = (root / uri).resolve()
     if not path.is_relative_to(root):
         raise Stalled("ArtifactPathEscapes", f"{uri}: resolves to {path}, outside the repository")

@@ -3,9 +3,9 @@ like the data flow: source -> load -> plan -> apply -> report."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import random
+import shutil
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -76,6 +76,8 @@ class Agent:
     def start(self, now: datetime | None = None) -> None:
         """Lock the state directory and serve the last good state before the repo is read."""
         self.state_dir.lock()
+        # Sites before partial clones kept the whole tree of the fleet repo there; nothing reads it now.
+        shutil.rmtree(self.config.state / "cache" / "tree", ignore_errors=True)
         self.applier.restore(self.state_dir.load(self.config.site))
         self.last_contact = now or utcnow()  # staleness counts from the agent's start
 
@@ -108,8 +110,7 @@ class Agent:
             rollouts = any(rollout_of(loaded.repo, d) for d in loaded.repo.deployments.values())
             fleet_status = self._fleet_status(commit) if rollouts else {}
             plan = plan_site(loaded.repo, self.config.site, state, now, commit, fleet_status)
-            repo_tree = functools.cache(lambda: self.source.checkout(commit, self.config.state / "cache" / "tree"))
-            state, outcomes = self.applier.apply(plan, state, repo_tree, now)
+            state, outcomes = self.applier.apply(plan, state, self.source.tree(commit), now)
             state = self._record_applied(state, commit, outcomes)
             record = self._record(now, commit, state, plan, outcomes)
             self._publish(record, loaded.repo, fleet_status, now)

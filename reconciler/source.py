@@ -1,6 +1,12 @@
 """The fleet repository as a site sees it: one cheap remote check per reconcile, a bare cache
 fetched with full history (the no-rollback rule needs ancestry), and trees read blob by blob.
 
+The cache is a partial clone (``--filter=blob:none``): a fetch brings commits and trees, and a
+blob comes when it is first read, so a site downloads the manifests and the artifacts it deploys,
+never the models of the rest of the fleet. Blobs are fetched in batches (``fetch_missing``: every
+cache miss of a load in one request) rather than by git's one-at-a-time lazy fetch. A server
+that refuses filters sends everything, as a plain fetch would, and the site works the same.
+
 One ``git cat-file --batch`` process, started on the first read and kept by the cache repository,
 serves single blob reads (``RepoFile.read``, ``commit_info()``, the status refs), so reading a
 few files costs a few pipe round trips, not a few processes. It ends with ``close()`` (or the
@@ -11,9 +17,10 @@ between blobs. A GitSource is not thread-safe: one per thread."""
 from __future__ import annotations
 
 import functools
-import shutil
+import os
+import re
+import signal
 import subprocess
-import tarfile
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -24,38 +31,16 @@ from pathlib import Path
 import git
 from git.exc import GitCommandError
 
+from reconciler.committree import CommitTree
 from reconciler.errors import Stalled, Transient
 from reconciler.manifests.loader import RepoFile
 
-CHECKOUT_MARKER = ".reconciler-commit"  # inside a checkout: the commit it holds
 _REGULAR_FILE_MODES = ("100644", "100755")  # symlinks and submodules are not fleet files
 # A site has no one to type a password: fail at once instead of waiting on a prompt.
 _NO_PROMPT = {"GIT_TERMINAL_PROMPT": "0"}
-
-
-# Extraction filters arrived in 3.11.4; Debian 12 and Raspberry Pi OS ship 3.11.2.
-_HAS_TAR_FILTERS = hasattr(tarfile, "data_filter")
-
-
-class _UnsafeMember(Exception):
-    pass
-
-
-def _inside(tar: tarfile.TarFile, dest: Path) -> Iterator[tarfile.TarInfo]:
-    """The members of a git archive, each checked as the "data" filter would for what git writes
-    (files, directories, symlinks): no absolute or escaping name, no link that resolves outside."""
-    root = dest.resolve()
-    for member in tar:
-        target = (root / member.name).resolve()
-        if member.name.startswith("/") or not target.is_relative_to(root):
-            raise _UnsafeMember(f"{member.name!r} would be extracted outside the tree")
-        if member.issym() or member.islnk():
-            link = (target.parent / member.linkname).resolve() if member.issym() else root / member.linkname
-            if member.linkname.startswith("/") or not link.resolve().is_relative_to(root):
-                raise _UnsafeMember(f"{member.name!r} links to {member.linkname!r}, outside the tree")
-        elif not (member.isfile() or member.isdir()):
-            raise _UnsafeMember(f"{member.name!r} is not a regular file, directory or link")
-        yield member
+_REMOTE = "origin"  # the promisor remote: where the blobs the partial clone left out come from
+_BLOB_FILTER = "blob:none"
+_OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -120,8 +105,10 @@ class GitSource:
             return sha
         tracking = f"refs/remotes/origin/{self.branch}"
         refspec = f"+refs/heads/{self.branch}:{tracking}"
+        self._clone_partially()
         try:
-            self.repo.git.fetch("--quiet", "--no-tags", "--", self.url, refspec, kill_after_timeout=self.timeout)
+            self.repo.git.fetch("--quiet", "--no-tags", f"--filter={_BLOB_FILTER}", "--", _REMOTE, refspec,
+                                kill_after_timeout=self.timeout)
         except GitCommandError as error:
             message = git_error_message(error)
             if "couldn't find remote ref" in message:
@@ -129,11 +116,73 @@ class GitSource:
             raise Transient("SourceFetchFailed", f"git fetch {self.url}: {message}") from error
         return self.repo.git.rev_parse("--verify", f"{tracking}^{{commit}}")
 
+    def _clone_partially(self) -> None:
+        """Make the cache a partial clone of ``url`` (what ``git clone --filter`` sets up), so git
+        knows where a blob it lacks can be had. Only fetched caches: a local repository read in
+        place is left as it is."""
+        config, section = self.repo.config_reader("repository"), f'remote "{_REMOTE}"'
+        if config.has_section(section) and config.get_value(section, "url", default=None) == self.url:
+            return
+        for key, value in (("core.repositoryformatversion", "1"), ("extensions.partialClone", _REMOTE),
+                           (f"remote.{_REMOTE}.url", self.url), (f"remote.{_REMOTE}.promisor", "true"),
+                           (f"remote.{_REMOTE}.partialCloneFilter", _BLOB_FILTER)):
+            self.repo.git.config(key, value)
+
+    def _is_partial_clone(self) -> bool:
+        config = self.repo.config_reader("repository")
+        return config.has_section("extensions") and config.get_value("extensions", "partialClone", "") == _REMOTE
+
     def has_commit(self, sha: str) -> bool:
-        try:
-            return self.repo.git.get_object_data(f"{sha}^{{commit}}")[1] == b"commit"
-        except ValueError:  # cat-file answered "missing"
+        """Whether the cache holds the commit; asking is local (git's lazy fetch would download
+        a commit the partial clone lacks, with its whole history)."""
+        if not _OBJECT_ID.fullmatch(sha):
             return False
+        return self.repo.git.rev_list("--no-walk", "--ignore-missing", "--missing=allow-any", sha) == sha
+
+    def fetch_missing(self, blobs: Iterable[str], timeout: float | None = None) -> None:
+        """Bring the blobs the partial clone lacks, all in one fetch (within ``timeout`` seconds,
+        by default the source's). Ids that name no object, and objects missing from a repository
+        that is no partial clone, are left for the reader to refuse."""
+        if not self._is_partial_clone():
+            return
+        ids = [blob for blob in dict.fromkeys(blobs) if _OBJECT_ID.fullmatch(blob)]
+        present = self._git_lines("rev-list", "--objects", "--no-walk", "--ignore-missing", "--missing=allow-any",
+                                  "--stdin", given=ids)
+        missing = set(ids) - {line.split(" ")[0] for line in present}
+        if not missing:
+            return
+        # As git's own lazy fetch: no negotiation, for the blobs are reachable from commits the
+        # cache has, and a server told about those would think the cache has the blobs too.
+        command = ["-c", "fetch.negotiationAlgorithm=noop", "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
+                   "--recurse-submodules=no", f"--filter={_BLOB_FILTER}", "--stdin", _REMOTE]
+        timeout = timeout or self.timeout
+        try:
+            self._git_lines(*command, given=sorted(missing), timeout=timeout)
+        except subprocess.CalledProcessError as error:
+            message = _last_line(error.stderr)
+            if "not our ref" in message:
+                named = ", ".join(sorted(missing)[:3]) + (", ..." if len(missing) > 3 else "")
+                raise Stalled("SourceCacheCorrupt", f"blob(s) {named} missing from {self.repo.git_dir}, and {self.url} "
+                                                    f"does not have them: {message}; delete the cache") from error
+            raise Transient("SourceFetchFailed", f"git fetch {self.url} (blobs): {message}") from error
+        except subprocess.TimeoutExpired as error:
+            raise Transient("SourceFetchFailed", f"git fetch {self.url} (blobs): not done in {timeout:g}s") from error
+
+    def _git_lines(self, *args: str, given: list[str], timeout: float | None = None) -> list[str]:
+        """The lines git writes, with ``given`` as its standard input, one a line. Past ``timeout``,
+        git and the helpers it started (a fetch's transport, index-pack) are killed together."""
+        command = [git.Git.GIT_PYTHON_GIT_EXECUTABLE, "--git-dir", str(self.repo.git_dir), *args]
+        with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              start_new_session=True, env={**os.environ, **_NO_PROMPT}) as process:
+            try:
+                out, err = process.communicate("".join(f"{line}\n" for line in given).encode("ascii"), timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.communicate()
+                raise
+        if process.returncode != 0:
+            raise subprocess.CalledProcessError(process.returncode, command, out, err)
+        return out.decode("utf-8", "surrogateescape").splitlines()
 
     def first_parents(self, commit: str, limit: int) -> list[str]:
         """``commit`` and up to ``limit`` of its first-parent ancestors, newest first (the branch's
@@ -181,6 +230,7 @@ class GitSource:
         wanted = list(dict.fromkeys(blobs))
         if not wanted:
             return {}
+        self.fetch_missing(wanted)
         command = [git.Git.GIT_PYTHON_GIT_EXECUTABLE, "--git-dir", str(self.repo.git_dir), "cat-file", "--batch"]
         ids = "".join(f"{blob}\n" for blob in wanted).encode("ascii")
         done = subprocess.run(command, input=ids, capture_output=True, check=False)
@@ -189,46 +239,12 @@ class GitSource:
             raise Stalled("SourceCacheCorrupt", f"git cat-file in {self.repo.git_dir}: {stderr}")
         return dict(_batch_contents(done.stdout, wanted, self.repo.git_dir))
 
-    def checkout(self, sha: str, dest: Path) -> Path:
-        """The commit's tree as plain files under ``dest`` (for repo-relative artifact URIs). A
-        ``dest`` that already holds ``sha`` is reused; otherwise the tree is extracted beside it
-        and swapped in, so ``dest`` never holds a mix of two commits."""
-        dest = Path(dest)
-        marker = dest / CHECKOUT_MARKER
-        if marker.is_file() and marker.read_text() == sha:
-            return dest
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-        try:
-            self._extract_tree(sha, staging)
-            (staging / CHECKOUT_MARKER).write_text(sha)
-            if dest.exists():
-                retired = staging.with_name(staging.name + ".old")
-                dest.rename(retired)
-                staging.rename(dest)
-                shutil.rmtree(retired)
-            else:
-                staging.rename(dest)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return dest
-
-    def _extract_tree(self, sha: str, dest: Path) -> None:
+    def tree(self, sha: str) -> CommitTree:
+        """The commit's files by path, for repo-relative artifact URIs: each read fetches and
+        streams one blob, nothing is extracted."""
         if not self.has_commit(sha):
             raise ValueError(f"commit {sha} is not in the cache; fetch it first")
-        archive = self.repo.git.archive("--format=tar", sha, as_process=True)
-        with archive.stdout:  # closing it stops a git archive we no longer read
-            try:
-                with tarfile.open(fileobj=archive.stdout, mode="r|") as tar:
-                    # A fleet repo must not be able to point an artifact path at a file elsewhere
-                    # on the site: links that leave dest are refused.
-                    if _HAS_TAR_FILTERS:
-                        tar.extractall(dest, filter="data")
-                    else:
-                        tar.extractall(dest, members=_inside(tar, dest))
-            except (tarfile.FilterError if _HAS_TAR_FILTERS else _UnsafeMember) as error:
-                raise Stalled("UnsafeRepoPath", f"commit {sha}: {error}") from error
-        archive.wait()
+        return CommitTree(self, sha)
 
     def commit_info(self, sha: str) -> CommitInfo:
         commit = git.Commit(self.repo, bytes.fromhex(sha))
@@ -276,6 +292,10 @@ def _batch_contents(output: bytes, blobs: list[str], git_dir: str) -> Iterator[t
 
 def git_error_message(error: GitCommandError) -> str:
     """git's own words: the last non-empty line of its stderr."""
-    lines = [line.strip() for line in str(error.stderr).splitlines() if line.strip()]
-    text = lines[-1] if lines else f"exit status {error.status}"
-    return text.removeprefix("stderr: ").strip("'")
+    return _last_line(str(error.stderr)) or f"exit status {error.status}"
+
+
+def _last_line(stderr: str | bytes) -> str:
+    text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1].removeprefix("stderr: ").strip("'") if lines else ""

@@ -398,10 +398,15 @@ def test_many_sites_written_by_fast_import_read_back_exactly(tmp_path: Path) -> 
 def test_a_remote_over_smart_http_reads_like_the_local_path(history: ScriptedHistory) -> None:
     with GitHttpServer(history.bare.parent) as server:
         remote = audit_at(server.url("fleet"), "main", minutes(183))
+        requests = server.requests
         trail = audit_trail(server.url("fleet"), "main", site="site-04")
+        trail_requests = server.requests - requests
     local = audit_at(str(history.bare), "main", minutes(183))
     assert remote.sites == local.sites and remote.fleet_commit == local.fleet_commit
     assert len(trail.intervals) == 3
+    # The throwaway cache is a partial clone: the manifests of every change come in one fetch
+    # (two requests), not one fetch per change.
+    assert len(trail.changes) == 5 and trail_requests < 2 * len(trail.changes)
 
 
 def test_a_relative_path_and_a_working_clone_read_like_the_bare_repository(history: ScriptedHistory,

@@ -120,6 +120,8 @@ class History:
     def __init__(self, root: Path):
         self.workdir = root / "work"
         run_git(None, "init", "--quiet", "--initial-branch=main", str(self.workdir))
+        # A site's cache is a partial clone: the checks must need commits and trees alone.
+        run_git(self.workdir, "config", "uploadpack.allowFilter", "true")
         self.source = GitSource(str(self.workdir), "main", root / "cache")
 
     def commit(self, name: str, signer: Signer | None = None) -> str:
@@ -146,6 +148,12 @@ class History:
 
     def fetch(self) -> str:
         return self.source.fetch()
+
+    def cached_blobs(self) -> list[str]:
+        """The blobs the cache holds, listed without fetching any."""
+        listing = run_git(None, "--git-dir", str(self.source.cache_dir), "cat-file", "--batch-all-objects",
+                          "--batch-check=%(objectname) %(objecttype)")
+        return [line for line in listing.splitlines() if line.endswith(" blob")]
 
     def _git_commit(self, signer: Signer | None, *args: str) -> None:
         if signer is None:
@@ -278,6 +286,7 @@ def test_unsigned_forge_merge_of_signed_commits_passes_when_allowed(history: His
     policy = CommitPolicy(mode=mode, sshAllowedSigners=allowed, allowUnsignedMerges=True)
     verified = verify_commits(history.source, policy, applied, merge)
     assert feature in verified and verified[-1] == merge and len(verified) == 3
+    assert history.cached_blobs() == []  # signatures and the clean-merge check read no file
 
     strict = CommitPolicy(mode=mode, sshAllowedSigners=allowed)
     error = refusal(history, strict, applied, merge)

@@ -7,18 +7,14 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
+from conftest import SEED_FILES, FleetRemote, write_tree
 
-from reconciler.devtools.githttp import run_git
+from reconciler.devtools.githttp import GitHttpServer, init_bare_repo, run_git
 from reconciler.errors import Stalled, Transient
 from reconciler.manifests.loader import DocumentCache, RepoFile, load_tree
-import reconciler.source as source_module
-from reconciler.source import CHECKOUT_MARKER, GitSource
-
-if TYPE_CHECKING:
-    from conftest import FleetRemote
+from reconciler.source import GitSource
 
 
 @pytest.fixture
@@ -209,43 +205,140 @@ def test_is_ancestor_refuses_an_unfetched_new_commit(source: GitSource) -> None:
         source.is_ancestor(source.remote_head(), "0123456789" * 4)
 
 
-def test_checkout_materializes_the_tree_and_reuses_it(
-    fleet_remote: FleetRemote, source: GitSource, tmp_path: Path
-) -> None:
-    first = source.fetch()
-    dest = tmp_path / "checkout"
-
-    assert source.checkout(first, dest) == dest
-    assert (dest / "models/weights.bin").read_bytes() == (fleet_remote.workdir / "models/weights.bin").read_bytes()
-    assert (dest / CHECKOUT_MARKER).read_text() == first
-
-    (dest / "sentinel").write_text("left by the test")
-    source.checkout(first, dest)
-    assert (dest / "sentinel").exists()  # same commit: the directory was reused, not rebuilt
-
-    second = source.fetch(fleet_remote.commit_and_push({"README.md": None, "new.txt": "new\n"}))
-    source.checkout(second, dest)
-    assert sorted(p.name for p in dest.iterdir()) == [CHECKOUT_MARKER, "models", "new.txt", "sites"]
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".checkout")] == []
+def read_path(source: GitSource, commit: str, path: str) -> bytes:
+    with source.tree(commit).open_file(path, timeout=30) as fd:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+    return b"".join(chunks)
 
 
-@pytest.mark.parametrize("tar_filters", [True, False], ids=["tar-filters", "python-3.11.2-without-them"])
-def test_checkout_refuses_a_symlink_out_of_the_tree(
-    fleet_remote: FleetRemote, source: GitSource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    tar_filters: bool,
-) -> None:
-    monkeypatch.setattr(source_module, "_HAS_TAR_FILTERS", tar_filters and source_module._HAS_TAR_FILTERS)
-    good = source.fetch()
-    dest = source.checkout(good, tmp_path / "checkout")
-    os.symlink("/etc/passwd", fleet_remote.workdir / "models/escape.onnx")
+def absent_blobs(cache: Path) -> set[str]:
+    """The blobs of the cache's commits that it does not hold (asked without fetching them)."""
+    listing = run_git(None, "--git-dir", str(cache), "rev-list", "--objects", "--all", "--missing=print")
+    return {line[1:] for line in listing.splitlines() if line.startswith("?")}
+
+
+def blob_of(fleet_remote: FleetRemote, commit: str, path: str) -> str:
+    return run_git(fleet_remote.workdir, "rev-parse", f"{commit}:{path}")
+
+
+def test_tree_reads_files_by_path_following_links_inside_it(fleet_remote: FleetRemote, source: GitSource) -> None:
+    (fleet_remote.workdir / "models/v1").mkdir()
+    os.symlink("v1", fleet_remote.workdir / "models/current")
+    os.symlink("../weights.bin", fleet_remote.workdir / "models/v1/model.bin")
+    os.symlink("models/current/model.bin", fleet_remote.workdir / "latest.bin")
+    sha = source.fetch(fleet_remote.commit_and_push({}, "links inside the tree"))
+    weights = (fleet_remote.workdir / "models/weights.bin").read_bytes()
+
+    for path in ["models/weights.bin", "models/current/model.bin", "latest.bin", "models/../models/./weights.bin",
+                 "models/current/../weights.bin"]:
+        assert read_path(source, sha, path) == weights, path
+    assert read_path(source, sha, "sites/store-1.yaml") == (fleet_remote.workdir / "sites/store-1.yaml").read_bytes()
+
+
+@pytest.mark.parametrize(("path", "reason"), [
+    ("models/nothing.bin", "ArtifactNotFound"),
+    ("models", "ArtifactNotFound"),  # a directory
+    ("models/weights.bin/inside", "ArtifactNotFound"),  # a file used as a directory
+    ("../fleet.git/config", "ArtifactPathEscapes"),
+    ("models/../../x", "ArtifactPathEscapes"),
+])
+def test_tree_refuses_what_is_no_file_of_the_commit(source: GitSource, path: str, reason: str) -> None:
+    sha = source.fetch()
+    with pytest.raises(Stalled) as refused:
+        read_path(source, sha, path)
+    assert refused.value.reason == reason
+    assert path in refused.value.message
+
+
+@pytest.mark.parametrize("target", ["/etc/passwd", "../../outside.onnx", "../../../../../../etc/passwd", "escape.onnx"],
+                         ids=["absolute", "relative", "far", "loop"])
+def test_tree_refuses_a_symlink_out_of_the_tree(fleet_remote: FleetRemote, source: GitSource, target: str) -> None:
+    os.symlink(target, fleet_remote.workdir / "models/escape.onnx")
     bad = source.fetch(fleet_remote.commit_and_push({}, "point outside"))
 
     with pytest.raises(Stalled) as refused:
-        source.checkout(bad, dest)
+        read_path(source, bad, "models/escape.onnx")
 
     assert refused.value.reason == "UnsafeRepoPath"
-    assert (dest / CHECKOUT_MARKER).read_text() == good
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".checkout")] == []
+    assert "models/escape.onnx" in refused.value.message
+    # The link spoils nothing else: the commit's other files still read.
+    assert read_path(source, bad, "models/weights.bin") == (fleet_remote.workdir / "models/weights.bin").read_bytes()
+
+
+def test_tree_of_an_unfetched_commit_is_refused(source: GitSource) -> None:
+    source.fetch()
+    with pytest.raises(ValueError, match="fetch it first"):
+        source.tree("0123456789" * 4)
+
+
+def test_a_partial_clone_fetches_a_blob_only_when_it_is_read(fleet_remote: FleetRemote, source: GitSource) -> None:
+    sha = source.fetch(fleet_remote.commit_and_push({"models/other.bin": b"another site's model"}))
+    blobs = {path: blob_of(fleet_remote, sha, path)
+             for path in ["README.md", "sites/store-1.yaml", "models/weights.bin", "models/other.bin"]}
+    assert absent_blobs(source.cache_dir) == set(blobs.values())  # commits and trees, no blob
+
+    source.read_blobs([blobs["sites/store-1.yaml"]])
+    read_path(source, sha, "models/weights.bin")
+
+    assert absent_blobs(source.cache_dir) == {blobs["README.md"], blobs["models/other.bin"]}
+    sent = fleet_remote.server.bytes_sent
+    assert read_path(source, sha, "models/weights.bin") == b"\x00\x01\x02\xff"
+    assert fleet_remote.server.bytes_sent == sent  # read again from the cache
+
+
+def test_a_load_fetches_its_missing_blobs_in_one_request(fleet_remote: FleetRemote, source: GitSource) -> None:
+    sha = source.fetch(fleet_remote.commit_and_push({f"sites/store-{n}.yaml": site(f"store-{n}", "eu")
+                                                     for n in range(2, 12)}))
+    requests = fleet_remote.server.requests
+
+    loaded = load_tree(source.files(sha), DocumentCache())
+
+    assert loaded.files == 11 and len(loaded.repo.sites) == 10  # the seed's store-1 has no apiVersion
+    # One fetch: the capabilities and the one batch of wants (protocol v2 over HTTP).
+    assert fleet_remote.server.requests - requests == 2
+
+
+def test_a_server_that_refuses_filters_sends_everything_and_the_site_works(tmp_path: Path) -> None:
+    with GitHttpServer(tmp_path / "srv", allow_filter=False) as server:
+        init_bare_repo(server.root, "fleet", write_tree(tmp_path / "seed", SEED_FILES))
+        with GitSource(server.url("fleet"), "main", tmp_path / "cache") as source:
+            sha = source.fetch()
+            assert absent_blobs(source.cache_dir) == set()  # a full fetch, as before partial clones
+            server.stop()  # everything is local: no read needs the server
+            assert read_path(source, sha, "models/weights.bin") == SEED_FILES["models/weights.bin"]
+            assert {f.path: f.read() for f in source.files(sha)}["README.md"] == SEED_FILES["README.md"].encode()
+
+
+def test_a_blob_the_remote_lacks_is_refused_as_a_corrupt_cache(fleet_remote: FleetRemote, source: GitSource) -> None:
+    source.fetch()
+    with pytest.raises(Stalled) as refused:
+        source.fetch_missing(["0123456789" * 4])
+    assert refused.value.reason == "SourceCacheCorrupt"
+
+
+def test_a_blob_fetch_that_does_not_finish_in_time_is_stopped(fleet_remote: FleetRemote, source: GitSource) -> None:
+    sha = source.fetch()
+    with socket.socket() as silent:  # takes the connection, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        run_git(None, "--git-dir", str(source.cache_dir), "config", "remote.origin.url",
+                f"http://127.0.0.1:{silent.getsockname()[1]}/fleet.git")
+        started = time.monotonic()
+        with pytest.raises(Transient) as stopped, source.tree(sha).open_file("models/weights.bin", timeout=1):
+            pass
+    assert stopped.value.reason == "SourceFetchFailed" and "not done in 1s" in stopped.value.message
+    assert time.monotonic() - started < 10
+
+
+def test_blobs_cannot_be_fetched_from_a_server_that_is_gone(fleet_remote: FleetRemote, source: GitSource) -> None:
+    sha = source.fetch()
+    fleet_remote.server.stop()
+    with pytest.raises(Transient) as unreachable:
+        read_path(source, sha, "models/weights.bin")
+    assert unreachable.value.reason == "SourceFetchFailed"
+    assert fleet_remote.url in unreachable.value.message
 
 
 def test_commit_info(fleet_remote: FleetRemote, source: GitSource) -> None:

@@ -1,12 +1,11 @@
 """A real git smart-HTTP server for tests, benchmarks and the demo: every bare repository under a
 root directory, served by running ``git http-backend`` as a CGI program for each request, with
-pushes enabled. Standard library and the git command only."""
+pushes and partial clones (``--filter``) enabled. Standard library and the git command only."""
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import subprocess
 import tempfile
 import threading
@@ -76,16 +75,28 @@ def commit_and_push(
 
 
 class GitHttpServer:
-    """``with GitHttpServer(root) as server: git clone server.url("fleet")``."""
+    """``with GitHttpServer(root) as server: git clone server.url("fleet")``. ``allow_filter=False``
+    is a server that refuses partial clones, as some still do; ``requests`` and ``bytes_sent`` (the
+    response bodies) count what clients asked for and fetched so far."""
 
-    def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0, allow_filter: bool = True):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._httpd = ThreadingHTTPServer((host, port), _CgiHandler)
         # Request threads are joined on stop, so no request outlives the server.
         self._httpd.daemon_threads = False
         self._httpd.project_root = self.root  # type: ignore[attr-defined]
+        self._httpd.allow_filter = allow_filter  # type: ignore[attr-defined]
+        self._httpd.traffic = _Traffic()  # type: ignore[attr-defined]
         self._thread: threading.Thread | None = None
+
+    @property
+    def requests(self) -> int:
+        return self._httpd.traffic.requests  # type: ignore[attr-defined]
+
+    @property
+    def bytes_sent(self) -> int:
+        return self._httpd.traffic.bytes_sent  # type: ignore[attr-defined]
 
     @property
     def port(self) -> int:
@@ -175,9 +186,12 @@ class _CgiHandler(BaseHTTPRequestHandler):
             "GIT_PROJECT_ROOT": str(self.server.project_root),  # type: ignore[attr-defined]
             "GIT_HTTP_EXPORT_ALL": "1",
             # Anonymous pushes are refused unless http.receivepack is true; set it for every repo.
-            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_COUNT": "2",
             "GIT_CONFIG_KEY_0": "http.receivepack",
             "GIT_CONFIG_VALUE_0": "true",
+            # Partial clones (--filter=blob:none) need the server's consent, off by default.
+            "GIT_CONFIG_KEY_1": "uploadpack.allowFilter",
+            "GIT_CONFIG_VALUE_1": "true" if self.server.allow_filter else "false",  # type: ignore[attr-defined]
             "GATEWAY_INTERFACE": "CGI/1.1",
             "SERVER_PROTOCOL": self.request_version,
             "REQUEST_METHOD": self.command,
@@ -211,4 +225,22 @@ class _CgiHandler(BaseHTTPRequestHandler):
         for name, value in headers:
             self.send_header(name, value)
         self.end_headers()
-        shutil.copyfileobj(stdout, self.wfile, _COPY_CHUNK)
+        sent = 0
+        while chunk := stdout.read(_COPY_CHUNK):
+            self.wfile.write(chunk)
+            sent += len(chunk)
+        self.server.traffic.count(sent)  # type: ignore[attr-defined]
+
+
+class _Traffic:
+    """Totals that request threads add to."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.bytes_sent = 0
+        self._lock = threading.Lock()
+
+    def count(self, sent: int) -> None:
+        with self._lock:
+            self.requests += 1
+            self.bytes_sent += sent
