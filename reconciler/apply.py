@@ -14,8 +14,8 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from reconciler.artifacts import ArtifactStore, FetchLimits, Ingested, fetch_bytes
-from reconciler.cancel import CancelToken
 from reconciler.canary import CanaryDecision, CanaryProgress, decide_canary, measured_since
+from reconciler.cancel import CancelToken
 from reconciler.config import ValidationLimits
 from reconciler.errors import Cancelled, ReconcilerError, Stalled, Transient
 from reconciler.plan import Action, Plan, Target

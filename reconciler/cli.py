@@ -10,10 +10,14 @@ import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reconciler.cancel import CancelToken, cancel_on_signals
 from reconciler.errors import Cancelled, ReconcilerError, UsageError
 from reconciler.logs import FORMATS, LEVELS, configure_logging
+
+if TYPE_CHECKING:
+    from reconciler.telemetry import SiteTelemetry
 
 EXIT_OK, EXIT_FINDING, EXIT_USAGE = 0, 1, 2
 
@@ -266,7 +270,7 @@ class _serving:
     Prometheus metrics (which canary analyses read) and OFREP flags for local applications."""
 
     def __init__(self, address: tuple[str, int] | None, site: str, wake: threading.Event | None = None,
-                 telemetry=None):
+                 telemetry: SiteTelemetry | None = None):
         self.address, self.site, self.wake, self.telemetry = address, site, wake, telemetry
         self.server = None
 

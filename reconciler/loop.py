@@ -314,7 +314,8 @@ class Agent:
             action = outcome.action
             verdict = "ok" if outcome.ok else f"{outcome.error.reason}: {outcome.error.message}"
             target = action.target.version if action.target else "-"
-            log.log(logging.INFO if outcome.ok else logging.WARNING, "%s: %s %s %s -> %s: %s", self.config.site,
+            went_well = outcome.ok and outcome.state not in ("failure", "aborted")
+            log.log(logging.INFO if went_well else logging.WARNING, "%s: %s %s %s -> %s: %s", self.config.site,
                     action.kind, action.deployment, action.from_version or "nothing", target, verdict,
                     extra={"deployment": action.deployment, "reason": outcome.error.reason if outcome.error else
                            outcome.reason or action.reason})

@@ -28,6 +28,7 @@ from reconciler.errors import Cancelled, Stalled
 from reconciler.logs import JsonFormatter, TextFormatter, configure_logging
 from reconciler.loop import Agent
 from reconciler.manifests.models import ModelInterface
+from reconciler.progress import DownloadProgress
 from reconciler.runtime.registry import ModelRegistry
 from reconciler.runtime.validation import run_validation
 from reconciler.status.record import DeploymentStatus, StatusRecord
@@ -252,3 +253,24 @@ def test_a_model_that_fails_to_load_is_still_refused_clearly(tmp_path):
     with pytest.raises(Stalled) as refused:
         run_validation(path, INTERFACE, [])
     assert refused.value.reason == "ModelLoadFailed"
+
+
+# --- download progress ------------------------------------------------------------------------------
+
+def test_a_long_download_logs_progress_every_few_seconds_and_its_rate_at_the_end(caplog):
+    now = [0.0]
+    counted: list[int] = []
+    caplog.set_level(logging.INFO, logger="reconciler.download")
+    with DownloadProgress("https://user:pw@h/m.onnx?sig=secret", 100 << 20, counted.append, clock=lambda: now[0]) as progress:
+        progress.begin(20 << 20)
+        for second in range(1, 13):
+            now[0] = float(second)
+            progress.update((20 << 20) + second * (5 << 20))
+        now[0] = 16.0
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[0] == "resuming https://h/m.onnx?… at 20.0 MiB of 100.0 MiB"
+    assert messages[1:3] == ["downloading https://h/m.onnx?…: 45.0 MiB of 100.0 MiB (45%) at 5.0 MiB/s",
+                             "downloading https://h/m.onnx?…: 70.0 MiB of 100.0 MiB (70%) at 5.0 MiB/s"]
+    assert messages[3] == "fetched https://h/m.onnx?…: 100.0 MiB in 16.0s (3.8 MiB/s), resumed at 20.0 MiB"
+    assert (caplog.records[3].bytes, caplog.records[3].seconds) == (60 << 20, 16.0)
+    assert sum(counted) == 60 << 20 and len(counted) == 3  # the metric hears of the bytes at each line
