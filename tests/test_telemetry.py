@@ -274,3 +274,11 @@ def test_a_long_download_logs_progress_every_few_seconds_and_its_rate_at_the_end
     assert messages[3] == "fetched https://h/m.onnx?…: 100.0 MiB in 16.0s (3.8 MiB/s), resumed at 20.0 MiB"
     assert (caplog.records[3].bytes, caplog.records[3].seconds) == (60 << 20, 16.0)
     assert sum(counted) == 60 << 20 and len(counted) == 3  # the metric hears of the bytes at each line
+
+
+def test_the_web_server_logs_through_the_agents_handlers():
+    from reconciler.runtime.server import RuntimeServer, build_app
+
+    with RuntimeServer(build_app(ModelRegistry(), site=SITE)):
+        for name in ("uvicorn", "uvicorn.error"):
+            assert logging.getLogger(name).handlers == [] and logging.getLogger(name).propagate
