@@ -282,3 +282,22 @@ def test_the_web_server_logs_through_the_agents_handlers():
     with RuntimeServer(build_app(ModelRegistry(), site=SITE)):
         for name in ("uvicorn", "uvicorn.error"):
             assert logging.getLogger(name).handlers == [] and logging.getLogger(name).propagate
+
+
+def test_on_a_terminal_the_progress_is_one_line_drawn_over_and_cleared(monkeypatch, capsys, caplog):
+    from reconciler import progress as progress_module
+
+    monkeypatch.setattr(progress_module, "live_progress", lambda: True)
+    now = [0.0]
+    caplog.set_level(logging.INFO, logger="reconciler.download")
+    with DownloadProgress("models/m.onnx", 4 << 20, clock=lambda: now[0]) as progress:
+        progress.begin(0)
+        for step in range(1, 5):
+            now[0] = step * 0.5
+            progress.update(step << 20)
+    drawn = capsys.readouterr().err
+    assert drawn.split("\r\x1b[K") == ["", "models/m.onnx: 1.0 MiB of 4.0 MiB (25%) at 2.0 MiB/s",
+                                       "models/m.onnx: 2.0 MiB of 4.0 MiB (50%) at 2.0 MiB/s",
+                                       "models/m.onnx: 3.0 MiB of 4.0 MiB (75%) at 2.0 MiB/s",
+                                       "models/m.onnx: 4.0 MiB of 4.0 MiB (100%) at 2.0 MiB/s", ""]
+    assert [r.getMessage() for r in caplog.records] == ["fetched models/m.onnx: 4.0 MiB in 2.0s (2.0 MiB/s)"]
