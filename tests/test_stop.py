@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fleet_fixture import EXAMPLE, start_fleet_remote
+from fleet_versions import DEPLOYMENT, publish_version
 from slow_server import SlowServer
 
 from reconciler.artifacts import ArtifactStore, FetchLimits
@@ -24,10 +25,8 @@ from reconciler.devtools.processes import free_port, stop_all
 from reconciler.errors import Cancelled
 from reconciler.manifests.models import Artifact, ModelInterface
 from reconciler.runtime.validation import run_validation
-from reconciler.signing import load_signing_key, sign_file
 
 SITE = "store-boston-01"
-DEPLOYMENT = "demand-forecast"
 BIG = 40 << 20  # enough that a resumed download keeps bytes (all but the last chunks in flight)
 FAST = 34 << 20  # sent at full speed before the trickle: the part file then holds bytes to resume from
 STOP_WITHIN = 2.0
@@ -49,27 +48,6 @@ def _varint(n: int) -> bytes:
         n >>= 7
         if not n:
             return bytes(out)
-
-
-def publish_big_version(fleet, body: bytes, url: str) -> str:
-    """Version 1.0.1 of demand-forecast, its bytes at ``url``, signed with the demo key; deployed."""
-    version_dir = fleet.clone / "models" / DEPLOYMENT / "1.0.1"
-    version_dir.mkdir()
-    (version_dir / "model.onnx").write_bytes(body)
-    signature = sign_file(version_dir / "model.onnx", load_signing_key(EXAMPLE / "keys" / "demo.key"))
-    (version_dir / "model.onnx.sig").write_bytes(signature.cosign_signature)
-    (version_dir / "model.onnx").unlink()  # the repo has the signature; the bytes live on the server
-    doc = fleet.model_doc(DEPLOYMENT)
-    first = doc["spec"]["versions"][0]
-    doc["spec"]["versions"].append({
-        "version": "1.0.1",
-        "artifacts": [{"uri": url, "digest": "sha256:" + hashlib.sha256(body).hexdigest(), "size": len(body),
-                       "signature": {"uri": f"models/{DEPLOYMENT}/1.0.1/model.onnx.sig", "format": "cosign"}}],
-        "validation": first["validation"],
-    })
-    fleet.write_model_doc(DEPLOYMENT, doc)
-    fleet.bump(f"deployments/{DEPLOYMENT}.yaml", "1.0.0", "1.0.1")
-    return fleet.push("demand-forecast 1.0.1, 40 MiB, from an artifact server")
 
 
 def start_agent(fleet, state: Path, port: int, log: Path) -> subprocess.Popen:
@@ -109,7 +87,7 @@ def test_sigterm_mid_download_exits_at_once_and_the_next_start_resumes(tmp_path)
         try:
             agents.append(start_agent(fleet, state, port, log))
             wait_for("1.0.0 served", lambda: served_version(port) == "1.0.0", agents[0], log)
-            publish_big_version(fleet, body, server.url)
+            publish_version(fleet, "1.0.1", body, server.url)
             wait_for("download in its slow part", server.throttling.is_set, agents[0], log)
             time.sleep(0.3)  # the agent blocks in a read of the trickle
 

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import onnx
 import pytest
 from fleet_fixture import EXAMPLE, git, start_fleet_remote
+from fleet_versions import publish_version
 from onnx import TensorProto, helper, numpy_helper
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -301,3 +303,21 @@ def test_on_a_terminal_the_progress_is_one_line_drawn_over_and_cleared(monkeypat
                                        "models/m.onnx: 3.0 MiB of 4.0 MiB (75%) at 2.0 MiB/s",
                                        "models/m.onnx: 4.0 MiB of 4.0 MiB (100%) at 2.0 MiB/s", ""]
     assert [r.getMessage() for r in caplog.records] == ["fetched models/m.onnx: 4.0 MiB in 2.0s (2.0 MiB/s)"]
+
+
+def test_what_onnxruntime_says_about_a_new_version_is_logged_as_a_warning_of_its_deployment(fleet, tmp_path, caplog):
+    model = onnx.load_from_string((EXAMPLE / "models" / "demand-forecast" / "1.0.0" / "model.onnx").read_bytes())
+    model.graph.initializer.append(numpy_helper.from_array(np.zeros(3, np.float32), "unused"))
+    publish_version(fleet, "1.0.1", model.SerializeToString())
+    config = SiteConfig(site=SITE, repo=fleet.url, state=tmp_path / "state", trustKeys=[EXAMPLE / "keys" / "demo.pub"])
+    agent = Agent(config, ModelRegistry())
+    agent.start()
+    caplog.set_level(logging.WARNING)
+    try:
+        assert agent.reconcile_once().record.state == "success"
+    finally:
+        agent.stop()
+    said = [r for r in caplog.records if getattr(r, "reason", None) == "OnnxRuntimeWarning"]
+    assert [(r.levelname, r.deployment, r.getMessage()) for r in said] == [
+        ("WARNING", "demand-forecast", "demand-forecast 1.0.1: onnxruntime: Removing initializer 'unused'. "
+                                       "It is not used by any node and should be removed from the model.")]
