@@ -182,3 +182,29 @@ def test_a_stop_kills_the_validation_child_at_once(tmp_path, monkeypatch):
         run_validation(model, interface, [], timeout=30, stop=token)
     timer.join()
     assert time.monotonic() - started < STOP_WITHIN
+
+
+def test_a_stopped_once_run_exits_0_and_activates_nothing(tmp_path):
+    fleet = start_fleet_remote(tmp_path)
+    state, log = tmp_path / "state", tmp_path / "once.log"
+    body = padded_model(BIG)
+    started: list[subprocess.Popen] = []
+    with SlowServer(body, FAST) as server:
+        try:
+            publish_version(fleet, "1.0.1", body, server.url)
+            once = subprocess.Popen(
+                [sys.executable, "-m", "reconciler", "run", "--once", "--repo", fleet.url, "--site", SITE,
+                 "--state", str(state), "--trust-key", str(EXAMPLE / "keys" / "demo.pub")],
+                stdout=subprocess.PIPE, stderr=log.open("wb"))
+            started.append(once)
+            wait_for("download in its slow part", server.throttling.is_set, once, log)
+            once.send_signal(signal.SIGINT)
+            out, _ = once.communicate(timeout=TIMEOUT)
+        finally:
+            stop_all(started)
+            fleet.server.stop()
+    assert once.returncode == 0, log.read_text()
+    assert out == b""  # no status record: the reconcile did not finish
+    saved = json.loads((state / "state.json").read_text()) if (state / "state.json").exists() else {}
+    assert not saved.get("deployments")
+    assert "received SIGINT" in log.read_text()
