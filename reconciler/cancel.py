@@ -34,7 +34,7 @@ class CancelToken(threading.Event):
         self._callbacks: dict[int, Callable[[], None]] = {}
         self._ids = itertools.count()
 
-    def set(self, reason: str = "a stop was asked") -> None:  # noqa: A003 - Event's own name
+    def set(self, reason: str = "a stop was asked") -> None:
         if not self.is_set():
             self.reason = reason
         super().set()
