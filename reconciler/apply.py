@@ -14,8 +14,9 @@ from urllib.parse import urlsplit
 
 from reconciler.artifacts import ArtifactStore, FetchLimits, Ingested, fetch_bytes
 from reconciler.canary import CanaryDecision, CanaryProgress, decide_canary, measured_since
+from reconciler.cancel import CancelToken
 from reconciler.config import ValidationLimits
-from reconciler.errors import ReconcilerError, Stalled, Transient
+from reconciler.errors import Cancelled, ReconcilerError, Stalled, Transient
 from reconciler.fetch import RepoRoot
 from reconciler.plan import Action, Plan, Target
 from reconciler.runtime.metrics import Snapshot, window_stats
@@ -43,6 +44,13 @@ class Runtime(Protocol):
     def remove(self, deployment: str) -> None: ...
     def expect(self, deployments: list[str]) -> None: ...
     def set_flags(self, flags, site_context) -> None: ...
+
+
+class FetchMeter(Protocol):
+    """What apply tells the agent's metrics about downloads (telemetry.SiteTelemetry)."""
+
+    def count_bytes(self, size: int) -> None: ...
+    def fetch_failed(self, reason: str) -> None: ...
 
 
 class CanaryMetrics(Protocol):
@@ -77,9 +85,13 @@ class Applier:
         limits: FetchLimits | None = None,
         validation: ValidationLimits | None = None,
         metrics: CanaryMetrics | None = None,
+        stop: CancelToken | None = None,
+        meter: FetchMeter | None = None,
     ):
         self.state_dir = state_dir
-        self.store = ArtifactStore(state_dir.root)
+        self.store = ArtifactStore(state_dir.root, meter.count_bytes if meter else None)
+        self.stop = stop or CancelToken()  # once set, nothing more is fetched, validated or activated
+        self.meter = meter
         self.runtime = runtime
         self.trust_roots = trust_roots
         self.limits = limits or FetchLimits()
@@ -95,8 +107,11 @@ class Applier:
             self.runtime.expect(plan.serving)
         outcomes = []
         for action in plan.actions:
+            self.stop.check(f"{action.kind} {action.deployment}")
             try:
                 state, outcome = self._apply_one(action, state, repo_tree, plan.commit, now)
+            except Cancelled:
+                raise
             except ReconcilerError as error:
                 outcome = Outcome(action, error)
             outcomes.append(outcome)
@@ -163,8 +178,12 @@ class Applier:
     def _deploy(self, target: Target, state: SiteState, repo_tree: RepoRoot, commit: str | None, now: datetime,
                 action: Action) -> tuple[SiteState, Outcome]:
         ingested = self._verified_artifact(target, repo_tree)
-        run_validation(ingested.path, target.interface, target.cases,
-                       timeout=self.validation.timeout.total_seconds(), memory_limit=self.validation.memoryBytes)
+        report = run_validation(ingested.path, target.interface, target.cases, stop=self.stop,
+                                timeout=self.validation.timeout.total_seconds(), memory_limit=self.validation.memoryBytes)
+        for warning in report.warnings:
+            log.warning("%s %s: onnxruntime: %s", target.model, target.version, warning,
+                        extra={"deployment": target.deployment, "reason": "OnnxRuntimeWarning"})
+        self.stop.check(f"activating {target.model} {target.version}")
         current = state.deployments.get(target.deployment)
         installed = Installed(version=target.version, digest=target.artifact.digest,
                               uri=target.artifact.uri, installedAt=now)
@@ -264,8 +283,13 @@ class Applier:
         artifact = target.artifact
         signers = target.signers
         roots = narrow(self.trust_roots, signers.identities, signers.keys) if signers else self.trust_roots
-        ingested = self.store.ingest(artifact, repo_tree, self.limits)
-        signature = fetch_bytes(artifact.signature.uri, repo_tree, self.limits, SIGNATURE_MAX_BYTES)
+        try:
+            ingested = self.store.ingest(artifact, repo_tree, self.limits, self.stop)
+            signature = fetch_bytes(artifact.signature.uri, repo_tree, self.limits, SIGNATURE_MAX_BYTES, self.stop)
+        except ReconcilerError as error:
+            if self.meter is not None and not isinstance(error, Cancelled):
+                self.meter.fetch_failed(error.reason)
+            raise
         file_name = PurePosixPath(urlsplit(artifact.uri).path).name
         verify_artifact_signature(ingested.sha256, file_name, signature, artifact.signature.format, roots)
         return ingested

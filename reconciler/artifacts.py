@@ -19,12 +19,15 @@ import hashlib
 import mmap
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.cancel import CancelToken
 from reconciler.errors import ReconcilerError, Stalled, Transient
 from reconciler.fetch import AuthConfig, Body, Deadline, FetchLimits, RepoRoot, open_source, with_retries
 from reconciler.manifests.models import Artifact
+from reconciler.progress import DownloadProgress
 from reconciler.sink import BUFFERS, Sink, chunk_size_for
 from reconciler.state import fsync_dir
 
@@ -45,11 +48,13 @@ class Ingested:
 
 
 class ArtifactStore:
-    """The verified blobs of one state directory (``root`` is the state directory)."""
+    """The verified blobs of one state directory (``root`` is the state directory).
+    ``count_bytes`` is told every downloaded byte (the agent's metrics)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, count_bytes: Callable[[int], None] | None = None):
         self.blobs = Path(root) / "blobs" / "sha256"
         self.tmp = Path(root) / "blobs" / "tmp"
+        self.count_bytes = count_bytes
 
     def path_for(self, digest: str) -> Path:
         return self.blobs / _hex_of(digest)
@@ -57,10 +62,11 @@ class ArtifactStore:
     def has(self, digest: str) -> bool:
         return self.path_for(digest).is_file()
 
-    def ingest(self, artifact: Artifact, repo_root: RepoRoot, limits: FetchLimits = DEFAULT_LIMITS) -> Ingested:
+    def ingest(self, artifact: Artifact, repo_root: RepoRoot, limits: FetchLimits = DEFAULT_LIMITS,
+               stop: CancelToken | None = None) -> Ingested:
         """Make the artifact present in the store, verified against its manifest size and digest.
         A download cut off midway is resumed, by the next attempt or the next ingest, when the
-        server allows ranges."""
+        server allows ranges; ``stop`` cuts it off within a read (Cancelled)."""
         path = self.path_for(artifact.digest)
         try:
             size = path.stat().st_size
@@ -81,8 +87,10 @@ class ArtifactStore:
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.blobs.mkdir(parents=True, exist_ok=True)
         self._ensure_room(artifact)
-        deadline = Deadline(limits.deadline, artifact.uri)
-        with _Download(self.tmp, artifact) as download:
+        deadline = Deadline(limits.deadline, artifact.uri, stop)
+        progress = DownloadProgress(artifact.uri, artifact.size, self.count_bytes)
+        with progress, _Download(self.tmp, artifact, progress.update) as download:
+            progress.begin(download.kept)
             sha = download.fetch(repo_root, limits, deadline)
             if download.kept and f"sha256:{sha.hexdigest()}" != artifact.digest:
                 # Bytes kept from an earlier run may not be the server's: a crash before they reached
@@ -131,9 +139,10 @@ def fetch_bytes(
     repo_root: RepoRoot,
     limits: FetchLimits = DEFAULT_LIMITS,
     max_bytes: int = COMPANION_MAX_BYTES,
+    stop: CancelToken | None = None,
 ) -> bytes:
     """A small companion file (a signature, a bundle) by the same URI rules as artifacts."""
-    deadline = Deadline(limits.deadline, uri)
+    deadline = Deadline(limits.deadline, uri, stop)
 
     def read_all() -> bytes:
         buffer = memoryview(bytearray(max_bytes + 1))
@@ -159,8 +168,9 @@ class _Download:
     those may not have been written when that run stopped (the writers run out of order, at most
     ``BUFFERS`` chunks in flight). ``kept`` says how many bytes came from it."""
 
-    def __init__(self, tmp_dir: Path, artifact: Artifact):
+    def __init__(self, tmp_dir: Path, artifact: Artifact, report: Callable[[int], None]):
         self.uri = artifact.uri
+        self._report = report  # told the bytes received so far
         self.limit = artifact.size  # one byte more proves the source larger than the manifest says
         self.path = tmp_dir / f"{_hex_of(artifact.digest)}.part"
         try:
@@ -209,14 +219,15 @@ class _Download:
             if opened.start != self.received:
                 self._restart()
             self._resumable = opened.resumable
-            self._fill(opened.body)
+            self._fill(opened.body, deadline)
         if self.received < self.limit:
             raise Stalled("ArtifactSizeMismatch", f"{self.uri}: {self.received} bytes, the manifest says {self.limit}")
 
-    def _fill(self, body: Body) -> None:
+    def _fill(self, body: Body, deadline: Deadline) -> None:
         """Append what ``body`` yields, up to one byte past the limit; a read that fails leaves
         the chunk as it is for the next attempt."""
         while True:
+            deadline.check()
             if self._chunk is None:
                 self._chunk = self._sink.take()
             with memoryview(self._chunk) as view:
@@ -226,6 +237,7 @@ class _Download:
                 return
             self._filled += n
             self.received += n
+            self._report(self.received)
             if self.received > self.limit:
                 raise Stalled("ArtifactTooLarge", f"{self.uri}: more than the {self.limit} bytes the manifest says")
             if self._filled == len(self._chunk):
@@ -258,6 +270,7 @@ class _Download:
         self._hand_over()
         self._sink.restart()
         self.received = 0
+        self._report(0)
         try:
             os.ftruncate(self._fd, 0)
         except OSError as exc:

@@ -6,13 +6,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from reconciler.errors import ReconcilerError, UsageError
+from reconciler.cancel import CancelToken, cancel_on_signals
+from reconciler.errors import Cancelled, ReconcilerError, UsageError
+from reconciler.logs import FORMATS, LEVELS, configure_logging
+
+if TYPE_CHECKING:
+    from reconciler.telemetry import SiteTelemetry
 
 EXIT_OK, EXIT_FINDING, EXIT_USAGE = 0, 1, 2
 
@@ -23,9 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return EXIT_USAGE
-    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", True) else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    configure_logging("info" if getattr(args, "verbose", True) else "warning")
     try:
         return args.handler(args)
     except UsageError as exc:
@@ -67,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="PEM public key trusted to sign artifacts (repeatable)")
     run.add_argument("--accept-history", help="accept this commit after a history rewrite")
     run.add_argument("--once", action="store_true", help="reconcile once and exit (1 if it failed)")
+    run.add_argument("--log-level", choices=LEVELS, default="info", help="least severe log lines shown (default: info)")
+    run.add_argument("--log-format", choices=FORMATS, default="text",
+                     help="text for people, json for log pipelines: one object a line (default: text)")
     run.set_defaults(handler=cmd_run)
 
     serve = commands.add_parser("serve", help="serve a state directory's active models without reconciling")
@@ -186,23 +192,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         if missing:
             raise UsageError(f"run needs --config, or {', '.join(missing)}")
         config = build_site_config({k: v for k, v in overrides.items() if v not in (None, [])})
+    configure_logging(args.log_level, args.log_format, config.site)
     return run_agent(config, once=args.once)
 
 
 def run_agent(config, once: bool) -> int:
     from reconciler.loop import Agent
+    from reconciler.telemetry import SiteTelemetry
 
-    wake = threading.Event()
-    with _serving(config.listen_address, config.site, wake) as (registry, metrics):
-        agent = Agent(config, registry, metrics, wake)
+    wake, stop, telemetry = threading.Event(), CancelToken(), SiteTelemetry(config.site)
+    cancel_on_signals(stop, also=wake)
+    with _serving(config.listen_address, config.site, wake, telemetry) as (registry, metrics):
+        agent = Agent(config, registry, metrics, wake, stop, telemetry)
         agent.start()
         try:
             if once:
                 result = agent.reconcile_once()
+                if isinstance(result.error, Cancelled):
+                    return EXIT_OK  # asked to stop: not a failed reconcile
                 if result.record is not None:
                     print(json.dumps(result.record.model_dump(mode="json"), indent=2))
                 return EXIT_FINDING if result.error or (result.record and result.record.state != "success") else EXIT_OK
-            stop = _stop_on_signals(wake)
             agent.run(stop)
             return EXIT_OK
         finally:
@@ -219,8 +229,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     site = _site_of_state(args.state)
     config = build_site_config({"site": site, "repo": "-", "state": str(args.state), "listen": args.listen})
     with _serving(config.listen_address, site) as (registry, _):
+        stop = CancelToken()
+        cancel_on_signals(stop)
         Applier(state_dir, registry, TrustRoots()).restore(state_dir.load(site))
-        _stop_on_signals().wait()
+        stop.wait()
     return EXIT_OK
 
 
@@ -260,8 +272,9 @@ class _serving:
     """The inference server of a site, in this process, for as long as the block runs: OIP v2,
     Prometheus metrics (which canary analyses read) and OFREP flags for local applications."""
 
-    def __init__(self, address: tuple[str, int] | None, site: str, wake: threading.Event | None = None):
-        self.address, self.site, self.wake = address, site, wake
+    def __init__(self, address: tuple[str, int] | None, site: str, wake: threading.Event | None = None,
+                 telemetry: SiteTelemetry | None = None):
+        self.address, self.site, self.wake, self.telemetry = address, site, wake, telemetry
         self.server = None
 
     def __enter__(self):
@@ -276,6 +289,9 @@ class _serving:
         registry = ModelRegistry()
         metrics = RuntimeMetrics(registry)
         routes = ofrep_routes(registry.flags) + (hook_routes(self.wake) if self.wake is not None else [])
+        if self.telemetry is not None:
+            routes += self.telemetry.routes()
+            metrics.collectors.register(self.telemetry)
         app = build_app(registry, site=self.site, metrics=metrics, extra_routes=routes)
         self.server = RuntimeServer(app, *self.address)
         self.server.start()
@@ -285,20 +301,6 @@ class _serving:
     def __exit__(self, *exc) -> None:
         if self.server is not None:
             self.server.stop()
-
-
-def _stop_on_signals(also: threading.Event | None = None) -> threading.Event:
-    """An event set on SIGINT/SIGTERM; ``also`` is set with it (to wake a sleeping loop)."""
-    stop = threading.Event()
-
-    def on_signal(*_: object) -> None:
-        stop.set()
-        if also is not None:
-            also.set()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, on_signal)
-    return stop
 
 
 if __name__ == "__main__":

@@ -34,3 +34,8 @@ class Stalled(ReconcilerError):
 
 class UsageError(Exception):
     """Bad command-line use or local environment; the CLI exits 2."""
+
+
+class Cancelled(Transient):
+    """The agent was asked to stop (SIGTERM, Ctrl-C) while this work was in flight. Nothing was
+    activated; a download keeps its part file and the next start resumes it. Reason: AgentStopping."""

@@ -31,6 +31,7 @@ from urllib.parse import SplitResult, quote, unquote, urljoin, urlsplit
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from reconciler.cancel import CancelToken, shut_down
 from reconciler.errors import Stalled, Transient
 from reconciler.manifests.types import parse_duration
 from reconciler.proxy import Proxy, proxy_for
@@ -127,18 +128,47 @@ class FetchLimits(BaseModel):
 
 
 class Deadline:
-    """The time one ingest (or companion fetch) may take, attempts included."""
+    """The time one ingest (or companion fetch) may take, attempts included, and the agent's
+    stop, which ends it sooner: every wait of the fetch is cut short by it."""
 
-    def __init__(self, seconds: float, uri: str):
+    def __init__(self, seconds: float, uri: str, stop: CancelToken | None = None):
         self.seconds = seconds
         self.uri = uri
         self._at = time.monotonic() + seconds
+        self._stop = stop or CancelToken()
 
     def left(self) -> float:
         return self._at - time.monotonic()
 
+    def check(self) -> None:
+        """Raise Cancelled once the agent was asked to stop."""
+        self._stop.check(self.uri)
+
+    def pause(self, seconds: float) -> None:
+        self._stop.wait(seconds)
+        self.check()
+
+    @contextmanager
+    def cutting_on_stop(self) -> Iterator[Callable[[socket.socket], None]]:
+        """A function that puts a socket under watch for the block: a stop shuts it down, so a
+        read blocked on it returns at once rather than after its timeout."""
+        watched: list[socket.socket] = []
+
+        def cut() -> None:
+            for sock in watched:
+                shut_down(sock)
+
+        def watch(sock: socket.socket) -> None:
+            watched.append(sock)
+            if self._stop.is_set():
+                shut_down(sock)
+
+        with self._stop.on_cancel(cut):
+            yield watch
+
     def bound(self, timeout: float) -> float:
-        """``timeout``, cut to what is left; raises once nothing is left."""
+        """``timeout``, cut to what is left; raises once nothing is left or a stop was asked."""
+        self.check()
         left = self.left()
         if left <= 0:
             raise self.exceeded()
@@ -153,7 +183,7 @@ def with_retries(limits: FetchLimits, deadline: Deadline, attempt: Callable[[], 
     last = None
     for n in range(limits.retries):
         if n:
-            time.sleep(min(random.uniform(0, limits.backoff * 2 ** (n - 1)), max(0.0, deadline.left())))
+            deadline.pause(min(random.uniform(0, limits.backoff * 2 ** (n - 1)), max(0.0, deadline.left())))
         if deadline.left() <= 0:
             raise deadline.exceeded(last) from last
         try:
@@ -284,25 +314,26 @@ class _FileBody:
 def _http_source(uri: str, limits: FetchLimits, deadline: Deadline, offset: int, expected: int | None) -> Iterator[Opened]:
     url = uri
     for _ in range(MAX_REDIRECTS + 1):
-        connection, sock, response = _request(uri, url, limits, deadline, offset)
-        try:
-            location = response.getheader("Location") if response.status in _REDIRECT_CODES else None
-            if location is None:
-                yield _opened(uri, url, response, sock, limits, deadline, offset, expected)
-                return
-        finally:
-            response.close()
-            connection.close()
+        with deadline.cutting_on_stop() as watch:
+            connection, sock, response = _request(uri, url, limits, deadline, offset, watch)
+            try:
+                location = response.getheader("Location") if response.status in _REDIRECT_CODES else None
+                if location is None:
+                    yield _opened(uri, url, response, sock, limits, deadline, offset, expected)
+                    return
+            finally:
+                response.close()
+                connection.close()
         url = _follow(uri, url, urljoin(url, location), limits.redirects)
     raise Stalled("ArtifactRedirectRefused", f"{uri}: more than {MAX_REDIRECTS} redirects")
 
 
 def _request(
-    uri: str, url: str, limits: FetchLimits, deadline: Deadline, offset: int
+    uri: str, url: str, limits: FetchLimits, deadline: Deadline, offset: int, watch: Callable[[socket.socket], None]
 ) -> tuple[http.client.HTTPConnection, socket.socket, http.client.HTTPResponse]:
     parts = urlsplit(url)
     if parts.username is not None or parts.password is not None:
-        raise Stalled("ArtifactUriInvalid", f"{_shown(url)}: credentials in a URI are refused; configure fetch.auth for its host")
+        raise Stalled("ArtifactUriInvalid", f"{shown_url(url)}: credentials in a URI are refused; configure fetch.auth for its host")
     try:
         host, port = parts.hostname, parts.port
     except ValueError as exc:
@@ -321,12 +352,14 @@ def _request(
         connection.connect()
         # Kept here: when the server closes after the body, getresponse() hands the socket to the response.
         sock = connection.sock
+        watch(sock)
         sock.settimeout(deadline.bound(limits.read_timeout))
         connection.request("GET", target, headers=headers)
         return connection, sock, connection.getresponse()
     except BaseException as exc:
         connection.close()
         if isinstance(exc, OSError | http.client.HTTPException):
+            deadline.check()  # a stop cut the connection: that, not the connection, is the cause
             raise _request_error(exc, uri, host, proxy, limits, deadline) from exc
         raise
 
@@ -392,7 +425,7 @@ def _follow(uri: str, current: str, target: str, policy: str) -> str:
     """``target`` if the site's redirect policy allows the hop from ``current``; credentials are
     chosen per hop by host, so they never follow a redirect to another host."""
     source, dest = urlsplit(current), urlsplit(target)
-    hop = f"{_shown(current)} redirects to {_shown(target)}"
+    hop = f"{shown_url(current)} redirects to {shown_url(target)}"
     if dest.scheme.lower() not in ("http", "https"):
         raise Stalled("ArtifactRedirectRefused", f"{uri}: {hop}, which is not http(s)")
     if source.scheme.lower() == "https" and dest.scheme.lower() == "http":
@@ -408,7 +441,7 @@ def _follow(uri: str, current: str, target: str, policy: str) -> str:
     return target
 
 
-def _shown(url: str) -> str:
+def shown_url(url: str) -> str:
     """A URL without credentials or query (pre-signed URLs carry their signature in the query)."""
     parts = urlsplit(url)
     netloc = parts.hostname or ""
@@ -483,13 +516,16 @@ class _HttpBody:
         try:
             n = self._read(view)
         except TimeoutError as exc:
+            self._deadline.check()
             if self._deadline.left() <= 0:
                 raise self._deadline.exceeded() from exc
             raise Transient("ArtifactStalled", f"{self._uri}: no data for {self._limits.read_timeout:g}s "
                                                f"after {self.received} bytes") from exc
         except (OSError, http.client.HTTPException) as exc:
+            self._deadline.check()
             raise Transient("ArtifactTruncated", f"{self._uri}: connection lost after {self.received} bytes: {_describe(exc)}") from exc
         if n == 0 and self._left:
+            self._deadline.check()
             raise Transient("ArtifactTruncated", f"{self._uri}: the body ended after {self.received} bytes, "
                                                  f"{self._left} short of its Content-Length")
         self.received += n

@@ -7,14 +7,16 @@ import logging
 import random
 import shutil
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from reconciler import __version__
 from reconciler.apply import Applier, CanaryMetrics, Outcome, Runtime
+from reconciler.cancel import CancelToken
 from reconciler.commitpolicy import verify_commits
 from reconciler.config import SiteConfig
-from reconciler.errors import ReconcilerError, Stalled
+from reconciler.errors import Cancelled, ReconcilerError, Stalled
 from reconciler.flags import site_context
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.loader import DocumentCache, load_tree
@@ -25,6 +27,7 @@ from reconciler.status.forge import CommitStatus, ForgeStatuses, statuses_for_re
 from reconciler.status.forge_gate import LOOKBACK, ForgeFleetStatus
 from reconciler.status.gitref import StatusRefs
 from reconciler.status.record import WORST_FIRST, DeploymentStatus, State, StatusRecord
+from reconciler.telemetry import SiteTelemetry
 from reconciler.trust import KeylessIdentity, TrustedKey, TrustRoots, load_public_key
 
 log = logging.getLogger("reconciler.agent")
@@ -54,8 +57,11 @@ class ReconcileResult:
 
 class Agent:
     def __init__(self, config: SiteConfig, runtime: Runtime | None, metrics: CanaryMetrics | None = None,
-                 wake: threading.Event | None = None):
+                 wake: threading.Event | None = None, stop: CancelToken | None = None,
+                 telemetry: SiteTelemetry | None = None):
         self.config = config
+        self.stopping = stop or CancelToken()  # set on SIGTERM: cut the work in flight short
+        self.telemetry = telemetry or SiteTelemetry(config.site)
         self.state_dir = StateDir(config.state)
         self.source = GitSource(config.repo, config.branch, config.state / "cache" / "fleet.git")
         status_source = self.source if config.statusRepo is None else \
@@ -64,7 +70,8 @@ class Agent:
         self.forge = ForgeStatuses(config.forge) if config.forge else None
         self.forge_fleet = ForgeFleetStatus(self.forge) if self.forge else None
         self.applier = Applier(self.state_dir, runtime, load_trust_roots(config), limits=config.fetch,
-                               validation=config.validation, metrics=metrics)
+                               validation=config.validation, metrics=metrics, stop=self.stopping,
+                               meter=self.telemetry)
         self.runtime = runtime
         self.documents = DocumentCache()
         self.reconciled_head: str | None = None  # head whose reconcile needs no retry
@@ -89,7 +96,12 @@ class Agent:
             self.forge.close()
 
     def reconcile_once(self, now: datetime | None = None) -> ReconcileResult:
-        now = now or utcnow()
+        started = time.monotonic()
+        result = self._reconcile(now or utcnow())
+        self.telemetry.reconciled(time.monotonic() - started, utcnow(), result.record, result.plan, result.error)
+        return result
+
+    def _reconcile(self, now: datetime) -> ReconcileResult:
         head = None
         try:
             head = self.source.remote_head()
@@ -119,6 +131,9 @@ class Agent:
             self.watching = plan.watching
             self._log_plan(plan, outcomes)
             return ReconcileResult(head, plan, record)
+        except Cancelled as error:
+            log.info("%s: reconcile stopped, nothing more applied: %s", self.config.site, error.message)
+            return ReconcileResult(head, error=error)
         except ReconcilerError as error:
             return self._report_site_error(error, head, now)
 
@@ -134,6 +149,7 @@ class Agent:
             failures = failures + 1 if result.retry_soon else 0
             delay = min(interval, 0.5 * 2**failures) if failures else interval
             self.wake.wait(delay * (1 + self.config.jitter * (2 * random.random() - 1)))
+        log.info("%s: stopped", self.config.site)
 
     def _fleet_status(self, commit: str) -> dict[str, StatusRecord]:
         """Every site's newest record (from Git refs, or from the forge's statuses on this commit and,
@@ -241,7 +257,7 @@ class Agent:
     def _report_site_error(self, error: ReconcilerError, head: str | None, now: datetime) -> ReconcileResult:
         """The repo or the remote is unusable: keep serving, keep the per-deployment picture of the
         last record, and say why at the site level."""
-        log.warning("%s: %s", self.config.site, error)
+        log.warning("%s: %s", self.config.site, error, extra={"reason": error.reason})
         if isinstance(error, Stalled):
             self.reconciled_head = head  # the same inputs give the same answer: wait for a new commit
         state = self.state_dir.load(self.config.site)
@@ -299,8 +315,11 @@ class Agent:
             action = outcome.action
             verdict = "ok" if outcome.ok else f"{outcome.error.reason}: {outcome.error.message}"
             target = action.target.version if action.target else "-"
-            log.info("%s: %s %s %s -> %s: %s", self.config.site, action.kind, action.deployment,
-                     action.from_version or "nothing", target, verdict)
+            went_well = outcome.ok and outcome.state not in ("failure", "aborted")
+            log.log(logging.INFO if went_well else logging.WARNING, "%s: %s %s %s -> %s: %s", self.config.site,
+                    action.kind, action.deployment, action.from_version or "nothing", target, verdict,
+                    extra={"deployment": action.deployment, "reason": outcome.error.reason if outcome.error else
+                           outcome.reason or action.reason})
 
 
 def load_trust_roots(config: SiteConfig) -> TrustRoots:

@@ -93,9 +93,11 @@ class Plan:
 
     @property
     def serving(self) -> list[str]:
-        """Deployments this site serves once the plan is applied: what readiness waits for."""
+        """Deployments the fleet plans for this site: what readiness waits for. Every one but those
+        it stops serving, including one the site cannot serve yet (a wave that has not reached it, a
+        maintenance window, an error): until it serves them all, the site is not ready."""
         wanted = {t.deployment for t in self.converged}
-        wanted |= {a.deployment for a in self.actions if a.kind == "deploy" or (a.kind != "remove" and a.from_version)}
+        wanted |= {a.deployment for a in self.actions if a.kind != "remove"}
         return sorted(wanted)
 
     def to_json(self) -> dict[str, Any]:

@@ -23,6 +23,12 @@ from reconciler.manifests.models import ModelInterface
 
 V = TypeVar("V")
 
+# onnxruntime writes its warnings, coloured, straight to stderr, between the agent's log lines. In
+# the serving process it says only errors (which also come back as exceptions); what it says about
+# a model is logged by the agent, as its own warnings, when the model is validated (validation.py).
+ONNXRUNTIME_ERRORS_ONLY = 3
+ort.set_default_logger_severity(ONNXRUNTIME_ERRORS_ONLY)
+
 
 @dataclass(frozen=True)
 class Served:
@@ -267,6 +273,7 @@ class ModelRegistry:
         options = ort.SessionOptions()
         options.intra_op_num_threads = self._intra_op_threads
         options.inter_op_num_threads = 1
+        options.log_severity_level = ONNXRUNTIME_ERRORS_ONLY
         # Spinning workers would steal the cores the HTTP server runs on between requests.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return options

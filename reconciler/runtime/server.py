@@ -209,6 +209,7 @@ class RuntimeServer:
         config = uvicorn.Config(
             self.app,
             log_level="warning",
+            log_config=None,  # no handlers of its own: its lines go out as the agent's (text or JSON)
             access_log=False,
             lifespan="on",  # the app's lifespan runs the worker of mirrored requests
             timeout_graceful_shutdown=self._shutdown_grace,

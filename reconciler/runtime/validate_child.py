@@ -66,7 +66,7 @@ def _validate(request: dict[str, Any]) -> dict[str, Any]:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
-    options.log_severity_level = 3
+    options.log_severity_level = 2  # its warnings go to stderr, which the agent logs as its own
     try:
         with open(request["model"], "rb") as model:
             # From bytes, not from a path: external data files next to the model are not found.

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reconciler.cancel import CancelToken
 from reconciler.errors import Stalled
 from reconciler.manifests.models import ModelInterface, ValidationCase
 
@@ -29,6 +30,9 @@ CHILD = Path(__file__).with_name("validate_child.py")
 MESSAGE_LIMIT = 1000
 STDERR_TAIL = 1000
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# onnxruntime's own log line: "<date> <time> [W:onnxruntime:<logid>, <file:line> <function>] <message>"
+_ORT_LOG_LINE = re.compile(r"\[[VIWEF]:onnxruntime:[^\]]*\]\s*(.*)")
+POLL_SECONDS = 0.1  # how often the wait on the child looks at the agent's stop
 # Lower-case fragments of onnxruntime's and Python's messages, matched case-insensitively.
 _EXTERNAL_DATA = ("external data", "model_path must not be empty")
 _UNKNOWN_OP = ("not a registered function/op", "no opset import for domain", "could not find an implementation")
@@ -47,6 +51,7 @@ class CaseResult:
 class ValidationReport:
     cases: list[CaseResult]
     seconds: float
+    warnings: tuple[str, ...] = ()  # what onnxruntime said while loading and running the model
 
 
 def run_validation(
@@ -55,8 +60,10 @@ def run_validation(
     cases: Sequence[ValidationCase],
     timeout: float = 30.0,
     memory_limit: int = 1 << 30,
+    stop: CancelToken | None = None,
 ) -> ValidationReport:
-    """Load the model and run every case in a child process; a report only when all cases pass."""
+    """Load the model and run every case in a child process; a report only when all cases pass.
+    A ``stop`` kills the child within POLL_SECONDS and raises Cancelled."""
     request = {
         "model": str(Path(model_path).resolve()),
         "memoryLimit": memory_limit,
@@ -65,7 +72,7 @@ def run_validation(
         "cases": [case.model_dump(mode="json") for case in cases],
     }
     started = time.monotonic()
-    returncode, stdout, stderr = _run_child(request, timeout)
+    returncode, stdout, stderr = _run_child(request, timeout, stop or CancelToken())
     seconds = time.monotonic() - started
     answer = _answer(returncode, stdout)
     if answer is None:
@@ -80,10 +87,10 @@ def run_validation(
     failed = [f"case '{r.name}': {r.detail}" for r in results if not r.passed]
     if failed:
         raise Stalled("ValidationFailed", _explain(_clean("; ".join(failed))[:MESSAGE_LIMIT], memory_limit))
-    return ValidationReport(results, seconds)
+    return ValidationReport(results, seconds, _warnings(stderr))
 
 
-def _run_child(request: dict[str, Any], timeout: float) -> tuple[int, bytes, bytes]:
+def _run_child(request: dict[str, Any], timeout: float, stop: CancelToken) -> tuple[int, bytes, bytes]:
     # -I: no PYTHON* variables, no user site, no cwd on sys.path. An empty working directory:
     # nothing for a model's relative external-data path to find.
     with tempfile.TemporaryDirectory(prefix="reconciler-validate-") as workdir:
@@ -96,15 +103,26 @@ def _run_child(request: dict[str, Any], timeout: float) -> tuple[int, bytes, byt
             start_new_session=True,  # its own process group, killed as a whole
         )
         try:
-            stdout, stderr = child.communicate(json.dumps(request).encode(), timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise Stalled(
-                "ValidationTimeout", f"loading and validating the model took longer than {timeout:g} s"
-            ) from None
+            stdout, stderr = _wait_for(child, json.dumps(request).encode(), timeout, stop)
         finally:
             if child.returncode is None:
                 _kill(child)
     return child.returncode, stdout, stderr
+
+
+def _wait_for(child: subprocess.Popen[bytes], request: bytes, timeout: float, stop: CancelToken) -> tuple[bytes, bytes]:
+    """The child's output once it exits; raises when it takes too long or the agent stops."""
+    give_up = time.monotonic() + timeout
+    sent: bytes | None = request  # communicate() takes the input once; later calls continue it
+    while True:
+        stop.check("validation")
+        left = give_up - time.monotonic()
+        if left <= 0:
+            raise Stalled("ValidationTimeout", f"loading and validating the model took longer than {timeout:g} s")
+        try:
+            return child.communicate(sent, timeout=min(left, POLL_SECONDS))
+        except subprocess.TimeoutExpired:
+            sent = None
 
 
 def _kill(child: subprocess.Popen[bytes]) -> None:
@@ -149,6 +167,12 @@ def _explain(message: str, memory_limit: int) -> str:
     if any(needle in lowered for needle in _OUT_OF_MEMORY):
         return f"the model needs more than the validation memory limit of {_mib(memory_limit)}: {message}"
     return message
+
+
+def _warnings(stderr: bytes) -> tuple[str, ...]:
+    """The child's stderr of a clean run, line by line, onnxruntime's prefixes dropped."""
+    lines = (_ANSI.sub("", line).strip() for line in stderr.decode(errors="replace").splitlines())
+    return tuple(match[1] if (match := _ORT_LOG_LINE.search(line)) else line for line in lines if line)
 
 
 def _mib(size: int) -> str:
