@@ -43,6 +43,14 @@ def _parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a fleet repo: schema and references")
     validate.add_argument("path", nargs="?", default=".", type=Path)
     validate.add_argument("--format", choices=["text", "json", "github"], default="text")
+    validate.add_argument("--artifacts", action="store_true",
+                          help="also check what the sites would of each version deployments ask for")
+    validate.add_argument("--trust-key", dest="trust_keys", action="append", type=Path, default=[],
+                          help="with --artifacts: PEM public key trusted to sign artifacts (repeatable)")
+    validate.add_argument("--identity", help="with --artifacts: keyless signer identity (with --issuer)")
+    validate.add_argument("--issuer", help="with --artifacts: OIDC issuer of --identity")
+    validate.add_argument("--all-versions", action="store_true", help="with --artifacts: every version of every Model")
+    validate.add_argument("--fetch", action="store_true", help="with --artifacts: download http(s) artifacts too")
     validate.set_defaults(handler=cmd_validate)
 
     plan = commands.add_parser("plan", help="what one site would do at a revision, or a change's fleet impact")
@@ -96,9 +104,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from reconciler.artifact_check import ArtifactOptions
     from reconciler.validate import render, validate_path
 
-    loaded, findings = validate_path(args.path)
+    artifacts = ArtifactOptions.from_cli(args.trust_keys, args.identity, args.issuer, args.fetch,
+                                         args.all_versions) if args.artifacts else None
+    loaded, findings = validate_path(args.path, artifacts)
     print(render(findings, args.format, files=loaded.files, documents=loaded.documents).rstrip("\n"))
     return EXIT_FINDING if any(f.severity == "error" for f in findings) else EXIT_OK
 
