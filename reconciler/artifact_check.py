@@ -9,6 +9,7 @@ Every finding names the Model's file and the field at fault, with what to do abo
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -48,14 +49,23 @@ class ArtifactOptions:
     validation: ValidationLimits = field(default_factory=ValidationLimits)
 
     @classmethod
-    def from_cli(cls, trust_keys: list[Path], identity: str | None, issuer: str | None, fetch: bool,
-                 all_versions: bool) -> ArtifactOptions:
-        if bool(identity) != bool(issuer):
+    def from_args(cls, args: argparse.Namespace) -> ArtifactOptions:
+        """From the options ``add_artifact_arguments`` adds."""
+        if bool(args.identity) != bool(args.issuer):
             raise UsageError("--identity and --issuer go together")
-        keys = tuple(load_public_key(_read_key(path), str(path)) for path in trust_keys)
-        identities = (KeylessIdentity(identity, issuer),) if identity and issuer else ()
+        keys = tuple(load_public_key(_read_key(path), str(path)) for path in args.trust_keys)
+        identities = (KeylessIdentity(args.identity, args.issuer),) if args.identity else ()
         roots = TrustRoots(keys=keys, identities=identities) if keys or identities else None
-        return cls(roots=roots, fetch=fetch, all_versions=all_versions)
+        return cls(roots=roots, fetch=args.fetch, all_versions=args.all_versions)
+
+
+def add_artifact_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust-key", dest="trust_keys", action="append", type=Path, default=[],
+                        help="artifacts: PEM public key the sites trust to sign them (repeatable)")
+    parser.add_argument("--identity", help="artifacts: keyless signer identity the sites trust (with --issuer)")
+    parser.add_argument("--issuer", help="artifacts: OIDC issuer of --identity")
+    parser.add_argument("--all-versions", action="store_true", help="artifacts: every version of every Model")
+    parser.add_argument("--fetch", action="store_true", help="artifacts: download http(s) ones too")
 
 
 @dataclass(frozen=True)

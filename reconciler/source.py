@@ -244,6 +244,14 @@ class GitSource:
 def open_revision(location: str, rev: str) -> Iterator[tuple[str, list[RepoFile]]]:
     """One commit of a fleet repo for a one-shot read (``plan --rev``): a local repository is
     read in place, a URL through a throwaway cache. Files must be read inside the block."""
+    with open_commit(location, rev) as (source, sha):
+        yield sha, source.files(sha)
+
+
+@contextmanager
+def open_commit(location: str, rev: str) -> Iterator[tuple[GitSource, str]]:
+    """The source holding one commit of a fleet repo, and the commit: ``open_revision`` for
+    readers that also check the tree out or read status refs."""
     local = Path(location)
     with tempfile.TemporaryDirectory(prefix="reconciler-rev-") as scratch:
         if local.is_dir():
@@ -257,7 +265,7 @@ def open_revision(location: str, rev: str) -> Iterator[tuple[str, list[RepoFile]
                     else source.fetch()
             except GitCommandError as error:
                 raise Stalled("RevisionNotFound", f"{location} has no commit {rev!r}") from error
-            yield sha, source.files(sha)
+            yield source, sha
 
 
 def _batch_contents(output: bytes, blobs: list[str], git_dir: str) -> Iterator[tuple[str, bytes]]:

@@ -61,6 +61,9 @@ def test_renderings_name_waves_rules_and_verdict():
     markdown = render_markdown(impact)
     assert "| pilot | 1.0.0 | 1.1.0 | s1 |" in markdown
     assert "canary: 20% → pause 1m" in markdown and "waves pilot (selector), all (100%)" in markdown
-    assert markdown.rstrip().endswith("every site that moves can apply the change.")
-    assert render_text(impact).splitlines()[-1] == "ok"
+    # Issue 10: the verdict says which checks ran, never "validation passes" for checks it did not run.
+    assert "Validation passes" not in markdown
+    assert markdown.rstrip().endswith("No problem found by the checks above; not checked: the artifacts.")
+    assert "not known: no status records were read" in markdown
+    assert render_text(impact).splitlines()[-1] == "ok: No problem found by the checks above; not checked: the artifacts."
     assert impact.to_json()["deployments"][0]["sitesMoving"] == 2
