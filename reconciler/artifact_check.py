@@ -98,41 +98,39 @@ def check_artifacts(repo: FleetRepo, repo_root: Path, options: ArtifactOptions,
                     if options.all_versions else versions_in_use(repo))
     findings: list[Finding] = []
     checked = []
-    with tempfile.TemporaryDirectory(prefix="reconciler-check-") as scratch:
-        store = ArtifactStore(Path(scratch))
-        for model_name, version_name in sorted(versions):
-            model = repo.models[model_name]
-            check = _VersionCheck(repo, model, version_name, repo_root, options, store)
-            findings += check.run()
-            checked.append(f"{model_name} {version_name}")
+    for model_name, version_name in sorted(versions):
+        findings += _VersionCheck(repo, repo.models[model_name], version_name, repo_root, options).run()
+        checked.append(f"{model_name} {version_name}")
     return ArtifactReport(findings, tuple(checked))
 
 
 class _VersionCheck:
     """One version of one Model, each of its artifacts (platform variants) as a site would."""
 
-    def __init__(self, repo: FleetRepo, model: Model, version: str, repo_root: Path, options: ArtifactOptions,
-                 store: ArtifactStore):
+    def __init__(self, repo: FleetRepo, model: Model, version: str, repo_root: Path, options: ArtifactOptions):
         self.model = model
         self.index = next(i for i, v in enumerate(model.spec.versions) if v.version == version)
         self.version: ModelVersion = model.spec.versions[self.index]
         self.origin = origin_of(repo, "Model", model.metadata.name)
-        self.repo_root, self.options, self.store = repo_root, options, store
+        self.repo_root, self.options = repo_root, options
         self.findings: list[Finding] = []
 
     def run(self) -> list[Finding]:
         for j, artifact in enumerate(self.version.artifacts):
-            self._artifact(f"spec.versions[{self.index}].artifacts[{j}]", artifact)
+            # Each artifact into a store of its own, as on a new site: a blob another version
+            # already brought would not prove this URI's bytes.
+            with tempfile.TemporaryDirectory(prefix="reconciler-check-") as scratch:
+                self._artifact(f"spec.versions[{self.index}].artifacts[{j}]", artifact, ArtifactStore(Path(scratch)))
         return self.findings
 
-    def _artifact(self, at: str, artifact: Artifact) -> None:
+    def _artifact(self, at: str, artifact: Artifact, store: ArtifactStore) -> None:
         scheme = urlsplit(artifact.uri).scheme.lower()
         if scheme in ("http", "https") and not self.options.fetch:
             self._report(f"{at}.uri", f"not checked: {artifact.uri} is fetched over {scheme}; "
                                       "give --fetch to check it as a site would", "warning")
             return
         try:
-            ingested = ingest(self.store, artifact, self.repo_root, self.options.limits)
+            ingested = ingest(store, artifact, self.repo_root, self.options.limits)
         except ReconcilerError as error:
             self._ingest_failed(at, artifact, error)
             return
