@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any
 
 from reconciler.fleet_checks import sites_in_no_wave
-from reconciler.gates import site_report
 from reconciler.manifests.fleet import Finding, FleetRepo
 from reconciler.manifests.models import Canary, Rollout
 from reconciler.manifests.selectors import matches
@@ -156,8 +155,8 @@ def _next_step(head: FleetRepo, name: str, site_name: str, target: Target, statu
     gate, _ = wave_gate(head, head.deployments[name], target, site_name, status, now)
     if gate is not None and gate.kind == "abort":
         record = status.get(site_name)
-        report = site_report(record, name) if record is not None else None
-        moved = report is not None and report.rollout_id == target.rollout_id and report.version == target.version
+        reported = record.deployments.get(name) if record is not None else None
+        moved = reported is not None and reported.rollout == target.rollout_id and reported.activeVersion == target.version
         return f"{'rollback' if moved else 'halt'} ({gate.reason})"
     if gate is not None and gate.kind == "wait":
         return f"wait ({gate.reason})"
