@@ -20,7 +20,12 @@ from conftest import write_tree
 
 from reconciler import trust
 from reconciler.cli import main
-from reconciler.devtools.onnx_builder import custom_op_model, dense_model, dense_reference, external_data_model
+from reconciler.devtools.onnx_builder import (
+    custom_op_model,
+    dense_model,
+    dense_reference,
+    external_data_model,
+)
 
 Files = dict[str, str | bytes]
 ONE = [(np.array([[0.5], [0.25]]), np.array([0.1]), None)]

@@ -161,7 +161,7 @@ def _check_shapes(at: str, values: Mapping[str, Any], specs: list[TensorSpec], r
         declared = f"{spec.shape} (-1: any size)" if -1 in spec.shape else str(spec.shape)
         if shape is None:
             report(field, f"is not a rectangular array of numbers; the interface declares '{spec.name}' as {declared}")
-        elif len(shape) != len(spec.shape) or any(want not in (-1, have) for want, have in zip(spec.shape, shape)):
+        elif len(shape) != len(spec.shape) or any(want not in (-1, have) for want, have in zip(spec.shape, shape, strict=True)):
             report(field, f"has shape {shape}, but the interface declares '{spec.name}' as {declared}: "
                           "give the case values of that shape, or correct the interface")
 
