@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from conftest import write_tree
+from fleet_fixture import EXAMPLE
 
 from reconciler import trust
 from reconciler.cli import main
@@ -313,3 +317,30 @@ def base_and_head(repo: Path, base: Files, head: Files) -> None:
 
 def git(repo: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+
+def test_the_example_pull_request_workflow_validates_artifacts_and_plans_with_the_trust_key(tmp_path: Path) -> None:
+    """The workflow's own commands, run on a change to the example fleet with the demo key as the
+    repository setting: validate checks the artifacts, the plan checks the version that changes."""
+    workflow = yaml.safe_load((EXAMPLE / ".github" / "workflows" / "pull-request.yml").read_text())
+    steps = {step.get("name"): step for step in workflow["jobs"]["validate-and-plan"]["steps"]}
+    assert "vars.RECONCILER_TRUST_KEY" in steps["trust key"]["env"]["TRUST_KEY"]
+    repo = tmp_path / "fleet"
+    shutil.copytree(EXAMPLE, repo)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "base")
+    bumped = (repo / "deployments/demand-forecast.yaml").read_text().replace("version: 1.0.0", "version: 1.1.0", 1)
+    (repo / "deployments/demand-forecast.yaml").write_text(bumped)
+    git(repo, "commit", "-qam", "bump")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "RUNNER_TEMP": str(tmp_path),
+           "TRUST_KEY": (EXAMPLE / "keys" / "demo.pub").read_text(), "GITHUB_OUTPUT": str(tmp_path / "output"),
+           "GITHUB_STEP_SUMMARY": str(tmp_path / "summary")}
+    for name in ("trust key", "validate manifests and artifacts", "fleet impact"):
+        script = steps[name]["run"].replace("${{ github.base_ref }}", "main").replace("origin/main", "HEAD~1")
+        done = subprocess.run(["bash", "-e", "-c", script], cwd=repo, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, (name, done.stdout, done.stderr)
+    assert (tmp_path / "output").read_text() == "exit=0\n"
+    plan = (repo / "plan.md").read_text()
+    assert "checked as the sites would: demand-forecast 1.1.0; signatures verified against keys: " in plan
+    assert "| pilot | 1.0.0 | 1.1.0 | store-berlin-01, store-mumbai-01 |" in plan
