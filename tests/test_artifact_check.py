@@ -7,13 +7,16 @@ real git repository for the plan, and validation in the sites' own child process
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -344,3 +347,49 @@ def test_the_example_pull_request_workflow_validates_artifacts_and_plans_with_th
     plan = (repo / "plan.md").read_text()
     assert "checked as the sites would: demand-forecast 1.1.0; signatures verified against keys: " in plan
     assert "| pilot | 1.0.0 | 1.1.0 | store-berlin-01, store-mumbai-01 |" in plan
+
+
+@pytest.fixture
+def http_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A directory served over real HTTP on loopback, as a model store would serve it."""
+    root = tmp_path / "served"
+    root.mkdir()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietFiles, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+class _QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("change", "fetch", "expected"), [
+    (None, False, ("warning", 28, "give --fetch to check it")),
+    (None, True, None),
+    (v2("digest", "sha256:" + "1" * 64), True, ("error", 29, "ArtifactDigestMismatch")),
+    (v2("- uri", "{url}/models/m/2.0.0/gone.onnx"), True, ("error", 28, "HTTP 404")),
+])
+def test_http_artifacts_are_fetched_only_when_asked(tmp_path: Path, http_root, trust_key: Path, capsys,
+                                                    change, fetch, expected) -> None:
+    served, url = http_root
+    fleet = v2("- uri", f"{url}/models/m/2.0.0/model.onnx")(good_fleet())
+    write_tree(served, {k: v for k, v in fleet.items() if k.startswith("models/m/2.0.0/")})
+    fleet = change(fleet) if change else fleet
+    fleet[MODEL] = fleet[MODEL].replace("{url}", url)
+    repo = write_tree(tmp_path / "fleet", fleet)
+    code, report = run(capsys, "validate", str(repo), "--artifacts", "--trust-key", str(trust_key), "--format", "json",
+                       *(["--fetch"] if fetch else []))
+    found = [(f["severity"], f["line"], f["message"]) for f in report["findings"]]
+    if expected is None:
+        assert (code, found) == (0, [])
+    else:
+        severity, line, words = expected
+        assert code == (1 if severity == "error" else 0)
+        assert [(s, n) for s, n, _ in found] == [(severity, line)] and words in found[0][2], found
