@@ -53,6 +53,7 @@ class Manifest:
     ident: tuple[str, str]  # (kind, name)
     model: Strict
     origin: Origin
+    name_at: tuple[int, int]  # line and column of metadata.name, where a second definition is reported
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,7 @@ def _assemble(parsed: list[ParsedFile]) -> LoadResult:
                 origins[m.ident] = m.origin
                 tables[kind][name] = m.model
                 continue
-            findings.append(Finding(part.path, m.origin.line, 1, f"metadata.name: {message}", field="metadata.name"))
+            findings.append(Finding(part.path, *m.name_at, f"metadata.name: {message}", field="metadata.name"))
         for table, entries in ((flags, part.flags), (evaluators, part.evaluators)):
             for entry in entries:
                 first_at = defined_at.get(entry.field)
@@ -396,7 +397,8 @@ def _manifest(path: str, node: yaml.Node, data: Any) -> Manifest | list[Finding]
         model = KINDS[kind].model_validate(data)
     except ValidationError as e:
         return validation_findings(path, node, KINDS[kind], e)
-    return Manifest((kind, model.metadata.name), model, Origin(path, node.start_mark.line + 1))
+    name_node = _child(_child(node, "metadata")[1], "name")[1]
+    return Manifest((kind, model.metadata.name), model, Origin(path, node.start_mark.line + 1), _line_col(name_node))
 
 
 def _parse_flag_file(path: str, text: str) -> ParsedFile:
