@@ -51,19 +51,24 @@ class ArtifactOptions:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ArtifactOptions:
         """From the options ``add_artifact_arguments`` adds."""
+        if not getattr(args, "artifacts", True) and (args.trust_keys or args.identity or args.fetch or args.all_versions):
+            raise UsageError("--trust-key, --identity, --fetch and --all-versions go with --artifacts")
         if bool(args.identity) != bool(args.issuer):
             raise UsageError("--identity and --issuer go together")
         keys = tuple(load_public_key(_read_key(path), str(path)) for path in args.trust_keys)
         identities = (KeylessIdentity(args.identity, args.issuer),) if args.identity else ()
-        roots = TrustRoots(keys=keys, identities=identities) if keys or identities else None
+        roots = TrustRoots(keys=keys, identities=identities, sigstore_trusted_root=args.trusted_root) \
+            if keys or identities else None
         return cls(roots=roots, fetch=args.fetch, all_versions=args.all_versions)
 
 
 def add_artifact_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--trust-key", dest="trust_keys", action="append", type=Path, default=[],
+    parser.add_argument("--trust-key", dest="trust_keys", action="append", type=Path, default=[], metavar="PUB",
                         help="artifacts: PEM public key the sites trust to sign them (repeatable)")
-    parser.add_argument("--identity", help="artifacts: keyless signer identity the sites trust (with --issuer)")
-    parser.add_argument("--issuer", help="artifacts: OIDC issuer of --identity")
+    parser.add_argument("--identity", metavar="ID", help="artifacts: keyless signer identity the sites trust (with --issuer)")
+    parser.add_argument("--issuer", metavar="URL", help="artifacts: OIDC issuer of --identity")
+    parser.add_argument("--trusted-root", type=Path, metavar="JSON",
+                        help="artifacts, keyless: Sigstore trusted_root.json (default: the public Sigstore root)")
     parser.add_argument("--all-versions", action="store_true", help="artifacts: every version of every Model")
     parser.add_argument("--fetch", action="store_true", help="artifacts: download http(s) ones too")
 

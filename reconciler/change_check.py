@@ -36,7 +36,7 @@ def check_change(location: str, base_rev: str, head_rev: str, options: ArtifactO
 
         def check(repo: FleetRepo):
             tree = source.checkout(head_sha, Path(scratch) / "tree")
-            return check_artifacts(repo, tree, options, changed_versions(base, repo))
+            return check_artifacts(repo, tree, options, None if options.all_versions else changed_versions(base, repo))
 
         findings, report = fleet_findings(head, lambda path: files[path].read() if path in files else None, now, check)
         status = _status_records(source, local=Path(location).is_dir())

@@ -105,7 +105,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from reconciler.artifact_check import ArtifactOptions
     from reconciler.validate import render, validate_path
 
-    loaded, findings = validate_path(args.path, ArtifactOptions.from_args(args) if args.artifacts else None)
+    options = ArtifactOptions.from_args(args)
+    loaded, findings = validate_path(args.path, options if args.artifacts else None)
     print(render(findings, args.format, files=loaded.files, documents=loaded.documents).rstrip("\n"))
     return EXIT_FINDING if any(f.severity == "error" for f in findings) else EXIT_OK
 

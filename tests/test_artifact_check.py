@@ -24,6 +24,7 @@ import pytest
 import yaml
 from conftest import write_tree
 from fleet_fixture import EXAMPLE
+from trust_fixtures import IDENTITY, ISSUER, LocalSigstore
 
 from reconciler import trust
 from reconciler.cli import main
@@ -393,3 +394,33 @@ def test_http_artifacts_are_fetched_only_when_asked(tmp_path: Path, http_root, t
         severity, line, words = expected
         assert code == (1 if severity == "error" else 0)
         assert [(s, n) for s, n, _ in found] == [(severity, line)] and words in found[0][2], found
+
+
+def test_keyless_signatures_are_verified_against_the_given_identity(tmp_path: Path, capsys) -> None:
+    sigstore = LocalSigstore()
+    root = sigstore.write_trusted_root(tmp_path / "trusted_root.json")
+    fleet = good_fleet()
+    for version in ("1.0.0", "2.0.0"):
+        bundle = sigstore.sign_blob(fleet[f"models/m/{version}/model.onnx"])
+        fleet[f"models/m/{version}/model.onnx.sig"] = json.dumps(bundle).encode()
+    repo = write_tree(tmp_path / "fleet", fleet)
+    common = ["validate", str(repo), "--artifacts", "--issuer", ISSUER, "--trusted-root", str(root), "--format", "json"]
+    code, report = run(capsys, *common, "--identity", IDENTITY)
+    assert (code, report["findings"]) == (0, [])
+    code, report = run(capsys, *common, "--identity", "someone-else@example.com")
+    assert code == 1
+    assert [(f["line"], f["field"]) for f in report["findings"]] == [(32, "spec.versions[1].artifacts[0].signature.uri")]
+    assert "unsigned by any given root" in report["findings"][0]["message"]
+    assert "CertificateIdentityMismatch" in report["findings"][0]["message"]
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["--artifacts", "--identity", IDENTITY], "--identity and --issuer go together"),
+    (["--artifacts", "--trust-key", "/nonexistent/release.pub"], "cannot read trust key /nonexistent/release.pub"),
+    (["--trust-key", "/nonexistent/release.pub"], "go with --artifacts"),
+    (["--fetch"], "go with --artifacts"),
+])
+def test_artifact_options_are_refused_when_they_cannot_work(tmp_path: Path, capsys, argv, words) -> None:
+    repo = write_tree(tmp_path / "fleet", good_fleet())
+    assert main(["validate", str(repo), *argv]) == 2
+    assert words in capsys.readouterr().err
