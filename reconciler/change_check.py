@@ -41,7 +41,8 @@ def check_change(location: str, base_rev: str, head_rev: str, options: ArtifactO
         findings, report = fleet_findings(head, lambda path: files[path].read() if path in files else None, now, check)
         status = _status_records(source, local=Path(location).is_dir())
     return fleet_impact(base, head.repo, base_sha, head_sha, now, findings, status,
-                        report.checked if report is not None else None, describe_roots(options.roots))
+                        report.checked if report is not None else None, describe_roots(options.roots),
+                        signatures_verified=options.roots is not None)
 
 
 def changed_versions(base: FleetRepo, head: FleetRepo) -> set[VersionKey]:

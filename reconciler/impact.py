@@ -59,6 +59,7 @@ class Impact:
     findings: tuple[Finding, ...] = field(default=())  # what validate says of the head
     checked: tuple[str, ...] | None = None  # versions whose artifacts were checked; None: no artifact check ran
     signatures: str = ""  # against what the signatures were verified, or why they were not
+    signatures_verified: bool = False
     unreported: tuple[str, ...] | None = None  # moving sites with no status record; None: records not read
 
     @property
@@ -90,7 +91,8 @@ class Impact:
 
 def fleet_impact(base: FleetRepo, head: FleetRepo, base_rev: str, head_rev: str, now: datetime,
                  findings: list[Finding] | None = None, status: Mapping[str, StatusRecord] | None = None,
-                 checked: tuple[str, ...] | None = None, signatures: str = "") -> Impact:
+                 checked: tuple[str, ...] | None = None, signatures: str = "", signatures_verified: bool = False,
+                 ) -> Impact:
     """``status``: every site's newest status record, as read (None: none were read, and the
     gates are judged as if no site had reported)."""
     impacts = []
@@ -107,7 +109,8 @@ def fleet_impact(base: FleetRepo, head: FleetRepo, base_rev: str, head_rev: str,
                                         after.spec.canary if after else None, no_wave))
     unreported = None if status is None else tuple(sorted(
         {s for d in impacts for m in d.moves if m.to_version != NONE for s in m.sites if s not in status}))
-    return Impact(base_rev, head_rev, tuple(impacts), tuple(findings or ()), checked, signatures, unreported)
+    return Impact(base_rev, head_rev, tuple(impacts), tuple(findings or ()), checked, signatures,
+                  signatures_verified, unreported)
 
 
 def _differs(base: FleetRepo, head: FleetRepo, name: str) -> bool:
@@ -220,6 +223,8 @@ def render_text(impact: Impact) -> str:
 
 def _artifacts(impact: Impact) -> str:
     if impact.checked is None:
+        if any(f.severity == "error" for f in impact.findings):
+            return "not checked: the head's manifests do not load (see below)"
         return "not checked (this plan ran without the artifact checks)"
     if not impact.checked:
         return "no version changes, so no artifact to check"
@@ -236,7 +241,7 @@ def _verdict(impact: Impact) -> str:
     """What the checks that ran found, and which did not run: never more than was checked."""
     unchecked = [what for what, missing in (
         ("the artifacts", impact.checked is None),
-        ("the signatures", impact.checked is not None and bool(impact.checked) and not impact.signatures.startswith("verified")),
+        ("the signatures", bool(impact.checked) and not impact.signatures_verified),
     ) if missing]
     warnings = sum(f.severity == "warning" for f in impact.findings)
     verdict = "No problem found by the checks above" + (f" ({warnings} warning(s))" if warnings else "")

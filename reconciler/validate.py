@@ -1,5 +1,7 @@
-"""``reconciler validate``: load a fleet repo directory, run the semantic checks and print the
+"""``reconciler validate``: load a fleet repo directory, run the semantic checks (and, with
+``--artifacts``, the sites' own checks of the artifacts: ``artifact_check.py``) and print the
 findings for a person (text), a program (json) or a pull request (GitHub Actions annotations).
+Every finding points at the line and column of the field at fault.
 
 The json format is stable::
 
