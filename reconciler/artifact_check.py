@@ -10,6 +10,7 @@ Every finding names the Model's file and the field at fault, with what to do abo
 from __future__ import annotations
 
 import argparse
+import posixpath
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from reconciler.manifests.loader import field_path
 from reconciler.manifests.models import Artifact, FlagRef, Model, ModelVersion
 from reconciler.manifests.semantics import origin_of
 from reconciler.runtime.validation import ModelRefused, run_validation
+from reconciler.source import not_committable
 from reconciler.trust import KeylessIdentity, TrustRoots, load_public_key
 from reconciler.verification import ingest, signature_bytes, signature_roots, verify_signature
 
@@ -101,23 +103,30 @@ def check_artifacts(repo: FleetRepo, repo_root: Path, options: ArtifactOptions,
     if versions is None:
         versions = ({(m.metadata.name, v.version) for m in repo.models.values() for v in m.spec.versions}
                     if options.all_versions else versions_in_use(repo))
+    versions = sorted(versions)
+    uncommitted = not_committable(repo_root, [path for m, v in versions for path in _repo_paths(repo.models[m].spec.version(v))])
     findings: list[Finding] = []
-    checked = []
-    for model_name, version_name in sorted(versions):
-        findings += _VersionCheck(repo, repo.models[model_name], version_name, repo_root, options).run()
-        checked.append(f"{model_name} {version_name}")
-    return ArtifactReport(findings, tuple(checked))
+    for model_name, version_name in versions:
+        findings += _VersionCheck(repo, repo.models[model_name], version_name, repo_root, options, uncommitted).run()
+    return ArtifactReport(findings, tuple(f"{model} {version}" for model, version in versions))
+
+
+def _repo_paths(version: ModelVersion) -> list[str]:
+    """The repo-relative paths a version's artifacts and signatures name."""
+    uris = [uri for a in version.artifacts for uri in (a.uri, a.signature.uri)]
+    return [posixpath.normpath(uri) for uri in uris if not urlsplit(uri).scheme]
 
 
 class _VersionCheck:
     """One version of one Model, each of its artifacts (platform variants) as a site would."""
 
-    def __init__(self, repo: FleetRepo, model: Model, version: str, repo_root: Path, options: ArtifactOptions):
+    def __init__(self, repo: FleetRepo, model: Model, version: str, repo_root: Path, options: ArtifactOptions,
+                 uncommitted: dict[str, str]):
         self.model = model
         self.index = next(i for i, v in enumerate(model.spec.versions) if v.version == version)
         self.version: ModelVersion = model.spec.versions[self.index]
         self.origin = origin_of(repo, "Model", model.metadata.name)
-        self.repo_root, self.options = repo_root, options
+        self.repo_root, self.options, self.uncommitted = repo_root, options, uncommitted
         self.findings: list[Finding] = []
 
     def run(self) -> list[Finding]:
@@ -134,6 +143,10 @@ class _VersionCheck:
             self._report(f"{at}.uri", f"not checked: {artifact.uri} is fetched over {scheme}; "
                                       "give --fetch to check it as a site would", "warning")
             return
+        uncommitted = [self._uncommitted(f"{at}.uri", artifact.uri),
+                       self._uncommitted(f"{at}.signature.uri", artifact.signature.uri)]
+        if any(uncommitted):
+            return
         try:
             ingested = ingest(store, artifact, self.repo_root, self.options.limits)
         except ReconcilerError as error:
@@ -141,6 +154,18 @@ class _VersionCheck:
             return
         if self._signature(at, artifact, ingested):
             self._model(at, artifact, ingested)
+
+    def _uncommitted(self, at: str, uri: str) -> bool:
+        """A file here that a commit would not carry to the sites as it is: reported, not checked."""
+        state = self.uncommitted.get(posixpath.normpath(uri)) if not urlsplit(uri).scheme else None
+        if state == "untracked":
+            self._report(at, f"{uri} is here but not in Git (untracked or ignored), and sites read only what is "
+                             "committed: git add it (check .gitignore), then commit")
+        elif state == "lfs":
+            self._report(at, f"{uri} is stored with Git LFS, so the commit holds a pointer, and sites read only the "
+                             f"Git tree: untrack it (git lfs untrack {uri}; git add --renormalize {uri}), or publish "
+                             "it over https and point uri there")
+        return state is not None
 
     def _ingest_failed(self, at: str, artifact: Artifact, error: ReconcilerError) -> None:
         if error.reason in _SIZE:

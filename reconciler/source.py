@@ -287,3 +287,24 @@ def git_error_message(error: GitCommandError) -> str:
     lines = [line.strip() for line in str(error.stderr).splitlines() if line.strip()]
     text = lines[-1] if lines else f"exit status {error.status}"
     return text.removeprefix("stderr: ").strip("'")
+
+
+def not_committable(root: Path, paths: Iterable[str]) -> dict[str, str]:
+    """Which of ``paths`` (relative to ``root``, a git working tree) a commit would not give a
+    site as they are here: ``untracked`` (never added, or ignored) or ``lfs`` (Git LFS stores a
+    pointer in their place). Empty when ``root`` is no git working tree."""
+    paths = sorted(set(paths))
+    if not paths:
+        return {}
+    try:
+        untracked = _git_lines(root, "ls-files", "-z", "--others", "--", *paths)
+        attributes = _git_lines(root, "check-attr", "-z", "filter", "--", *paths)
+    except (OSError, subprocess.CalledProcessError):
+        return {}
+    lfs = {attributes[i] for i in range(0, len(attributes) - 2, 3) if attributes[i + 2] == "lfs"}
+    return {**{path: "lfs" for path in lfs}, **{path: "untracked" for path in untracked if path}}
+
+
+def _git_lines(root: Path, *args: str) -> list[str]:
+    done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, check=True)
+    return done.stdout.decode("utf-8", "surrogateescape").split("\0")

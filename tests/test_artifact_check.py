@@ -424,3 +424,25 @@ def test_artifact_options_are_refused_when_they_cannot_work(tmp_path: Path, caps
     repo = write_tree(tmp_path / "fleet", good_fleet())
     assert main(["validate", str(repo), *argv]) == 2
     assert words in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("prepare", "line", "words"), [
+    (lambda repo: None, 28, "is here but not in Git (untracked or ignored)"),
+    (lambda repo: (repo / ".gitignore").write_text("*.onnx\n"), 28, "git add it (check .gitignore)"),
+    (lambda repo: (repo / ".gitattributes").write_text("*.onnx filter=lfs diff=lfs merge=lfs -text\n"), 28,
+     "stored with Git LFS"),
+])
+def test_a_working_tree_file_that_a_commit_would_not_carry_is_caught(tmp_path: Path, trust_key: Path, capsys,
+                                                                     prepare, line, words) -> None:
+    """validate runs on a working tree: a model that is there but not committed as it is would
+    pass a look at the files and still fail at every site."""
+    repo = write_tree(tmp_path / "fleet", good_fleet())
+    git(repo, "init", "-q", "-b", "main")
+    prepare(repo)
+    git(repo, "add", "-A")
+    if words != "stored with Git LFS":
+        git(repo, "rm", "-q", "--cached", "--ignore-unmatch", "models/m/2.0.0/model.onnx")
+    code, report = run(capsys, "validate", str(repo), "--artifacts", "--trust-key", str(trust_key), "--format", "json")
+    assert code == 1
+    assert [(f["line"], f["field"]) for f in report["findings"]] == [(line, "spec.versions[1].artifacts[0].uri")]
+    assert words in report["findings"][0]["message"]
