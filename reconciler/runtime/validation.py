@@ -98,12 +98,11 @@ def run_validation(
     results = [
         CaseResult(c["name"], c["passed"], float(c["maxAbsError"]), c["detail"], tuple(c["at"])) for c in answer["cases"]
     ]
-    failed = [Problem(r.at, f"case '{r.name}': {_explain(_clean(r.detail), memory_limit)}", index)
-              for index, r in enumerate(results) if not r.passed]
+    failed = [Problem(r.at, f"case '{r.name}': {r.detail}", index) for index, r in enumerate(results) if not r.passed]
     if failed:
-        message = _explain(_clean("; ".join(f"case '{r.name}': {r.detail}" for r in results if not r.passed)),
-                           memory_limit)
-        raise ModelRefused("ValidationFailed", message[:MESSAGE_LIMIT], failed)
+        message = _explain(_clean("; ".join(p.message for p in failed))[:MESSAGE_LIMIT], memory_limit)
+        explained = [Problem(p.at, _explain(_clean(p.message), memory_limit), p.case) for p in failed]
+        raise ModelRefused("ValidationFailed", message, explained)
     return ValidationReport(results, seconds)
 
 
