@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -34,6 +35,10 @@ from reconciler.devtools.onnx_builder import (
     dense_reference,
     external_data_model,
 )
+from reconciler.manifests.loader import load_directory
+from reconciler.plan import target_for
+from reconciler.status.gitref import STATUS_FILE, record_json, status_ref
+from reconciler.status.record import DeploymentStatus, StatusRecord
 
 Files = dict[str, str | bytes]
 ONE = [(np.array([[0.5], [0.25]]), np.array([0.1]), None)]
@@ -446,3 +451,29 @@ def test_a_working_tree_file_that_a_commit_would_not_carry_is_caught(tmp_path: P
     assert code == 1
     assert [(f["line"], f["field"]) for f in report["findings"]] == [(line, "spec.versions[1].artifacts[0].uri")]
     assert words in report["findings"][0]["message"]
+
+
+def test_the_plan_reads_the_status_refs_to_say_what_each_site_does_next(tmp_path: Path, trust_key: Path, capsys) -> None:
+    """A status record in the repository (as a site writes it) makes the plan's answer: s1 reports
+    the new rollout failed, so the abort rule holds it and s2 back (halt), and s2 never reported."""
+    repo = tmp_path / "fleet"
+    repo.mkdir()
+    base_and_head(repo, good_fleet(version="1.0.0"), good_fleet())
+    head = load_directory(repo).repo
+    rollout = target_for(head, head.deployments["d"], head.sites["s1"], datetime.now(UTC)).rollout_id
+    status = DeploymentStatus(model="m", state="failure", version="2.0.0", activeVersion="1.0.0", reason="ValidationFailed",
+                              rollout=rollout, since=datetime.now(UTC) - timedelta(minutes=1))
+    record = StatusRecord(site="s1", state="failure", reason="ValidationFailed", deployments={"d": status},
+                          agentVersion="test", writtenAt=datetime.now(UTC))
+    blob = git_out(repo, "hash-object", "-w", "--stdin", data=record_json(record))
+    tree = git_out(repo, "mktree", data=f"100644 blob {blob}\t{STATUS_FILE}\n".encode())
+    git(repo, "update-ref", status_ref("s1"), git_out(repo, "commit-tree", tree, "-m", "s1: failure"))
+    code, impact = run(capsys, "plan", "--repo", str(repo), "--base", "HEAD~1", "--head", "HEAD",
+                       "--trust-key", str(trust_key), "--format", "json")
+    assert (code, impact["blocked"], impact["unreported"]) == (0, False, ["s2"])
+    assert [(m["sites"], m["next"]) for m in impact["deployments"][0]["moves"]] == [
+        (["s1"], "halt (FailureThresholdReached)"), (["s2"], "halt (FailureThresholdReached)")]
+
+
+def git_out(repo: Path, *args: str, data: bytes | None = None) -> str:
+    return subprocess.run(["git", *args], cwd=repo, input=data, check=True, capture_output=True).stdout.decode().strip()
