@@ -8,11 +8,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Protocol
-from urllib.parse import urlsplit
 
-from reconciler.artifacts import ArtifactStore, FetchLimits, Ingested, fetch_bytes
+from reconciler.artifacts import ArtifactStore, FetchLimits, Ingested
 from reconciler.canary import CanaryDecision, CanaryProgress, decide_canary, measured_since
 from reconciler.cancel import CancelToken
 from reconciler.config import ValidationLimits
@@ -23,11 +22,10 @@ from reconciler.runtime.metrics import Snapshot, window_stats
 from reconciler.runtime.validation import run_validation
 from reconciler.state import DeploymentState, HistoryEntry, Installed, SiteState, StateDir
 from reconciler.status.record import State
-from reconciler.trust import TrustRoots, narrow, verify_artifact_signature
+from reconciler.trust import TrustRoots
+from reconciler.verification import verified_artifact
 
 log = logging.getLogger(__name__)
-
-SIGNATURE_MAX_BYTES = 256 * 1024  # a keyless bundle is ~6 KiB; model-signing grows ~150 B a file
 
 
 class Runtime(Protocol):
@@ -278,21 +276,13 @@ class Applier:
                                                             version=current.canary.version, reason=reason))
 
     def _verified_artifact(self, target: Target, repo_tree: RepoRoot) -> Ingested:
-        """The bytes, hashed while they stream in, and a signature over them by a signer the
-        site trusts (narrowed, never widened, by the version's own ``signers``)."""
-        artifact = target.artifact
-        signers = target.signers
-        roots = narrow(self.trust_roots, signers.identities, signers.keys) if signers else self.trust_roots
         try:
-            ingested = self.store.ingest(artifact, repo_tree, self.limits, self.stop)
-            signature = fetch_bytes(artifact.signature.uri, repo_tree, self.limits, SIGNATURE_MAX_BYTES, self.stop)
+            return verified_artifact(self.store, target.artifact, target.signers, self.trust_roots, repo_tree,
+                                     self.limits, self.stop)
         except ReconcilerError as error:
             if self.meter is not None and not isinstance(error, Cancelled):
                 self.meter.fetch_failed(error.reason)
             raise
-        file_name = PurePosixPath(urlsplit(artifact.uri).path).name
-        verify_artifact_signature(ingested.sha256, file_name, signature, artifact.signature.format, roots)
-        return ingested
 
     def _undo_activation(self, deployment: str, previous: DeploymentState | None) -> None:
         if self.runtime is None:

@@ -40,12 +40,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from reconciler.artifact_check import add_artifact_arguments
+
     parser = argparse.ArgumentParser(prog="reconciler", description="GitOps for machine-learning model fleets.")
     commands = parser.add_subparsers(metavar="COMMAND")
 
     validate = commands.add_parser("validate", help="check a fleet repo: schema and references")
     validate.add_argument("path", nargs="?", default=".", type=Path)
     validate.add_argument("--format", choices=["text", "json", "github"], default="text")
+    validate.add_argument("--artifacts", action="store_true",
+                          help="also check what the sites would of each version deployments ask for")
+    add_artifact_arguments(validate)
     validate.set_defaults(handler=cmd_validate)
 
     plan = commands.add_parser("plan", help="what one site would do at a revision, or a change's fleet impact")
@@ -56,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--rev", help="branch, tag or commit (default: the working tree, or main for a URL)")
     plan.add_argument("--state", type=Path, help="the site's state directory (default: a fresh site)")
     plan.add_argument("--format", choices=["text", "json", "markdown"], default="text")
+    add_artifact_arguments(plan)  # for --base/--head: the artifacts of the versions that change
     plan.set_defaults(handler=cmd_plan)
 
     run = commands.add_parser("run", help="run a site agent: converge and serve")
@@ -105,9 +111,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from reconciler.artifact_check import ArtifactOptions
     from reconciler.validate import render, validate_path
 
-    loaded, findings = validate_path(args.path)
+    options = ArtifactOptions.from_args(args)
+    loaded, findings = validate_path(args.path, options if args.artifacts else None)
     print(render(findings, args.format, files=loaded.files, documents=loaded.documents).rstrip("\n"))
     return EXIT_FINDING if any(f.severity == "error" for f in findings) else EXIT_OK
 
@@ -143,19 +151,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _plan_impact(args: argparse.Namespace, now: datetime) -> int:
-    from reconciler.impact import fleet_impact, render_markdown, render_text
-    from reconciler.manifests import semantics
-    from reconciler.manifests.loader import load_tree
-    from reconciler.source import open_revision
+    from reconciler.artifact_check import ArtifactOptions
+    from reconciler.change_check import check_change
+    from reconciler.impact import render_markdown, render_text
 
     if not (args.base and args.head):
         raise UsageError("the fleet impact needs both --base REV and --head REV")
-    with open_revision(args.repo, args.base) as (base_sha, files):
-        base = load_tree(files)
-    with open_revision(args.repo, args.head) as (head_sha, files):
-        head = load_tree(files)
-    findings = head.findings or semantics.check(head.repo)
-    impact = fleet_impact(base.repo, head.repo, base_sha, head_sha, now, findings)
+    impact = check_change(args.repo, args.base, args.head, ArtifactOptions.from_args(args), now)
     if args.format == "json":
         print(json.dumps(impact.to_json(), indent=2))
     else:

@@ -237,7 +237,9 @@ def open_source(
     elif scheme in ("http", "https"):
         source = _http_source(uri, limits, deadline, offset, expected)
     else:
-        raise Stalled("ArtifactSchemeUnsupported", f"{uri}: scheme {scheme}:// is not supported")
+        raise Stalled("ArtifactSchemeUnsupported",
+                      f"{uri}: sites cannot fetch {scheme}:// URIs; give a repo-relative path, "
+                      "file:///absolute/path or an http(s):// URL")
     with source as opened:
         yield opened
 

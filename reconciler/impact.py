@@ -1,19 +1,25 @@
 """PURE: the fleet impact of a change, for a pull request. Compares two loaded commits of the
 fleet repo: which deployments change, which sites move from which version to which and in which
-wave, what the rollout and canary rules are, and what the head would fail on."""
+wave, what each of them will do next given the status records read (deploy, wait, halt, roll
+back), which sites fall in no wave or never reported, what the rollout and canary rules are, and
+what the head would fail on. It says what was checked and what was not, never more."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from reconciler.fleet_checks import sites_in_no_wave
 from reconciler.manifests.fleet import Finding, FleetRepo
 from reconciler.manifests.models import Canary, Rollout
 from reconciler.manifests.selectors import matches
 from reconciler.manifests.types import format_duration
-from reconciler.plan import Unplannable, rollout_of, target_for
+from reconciler.plan import Target, Unplannable, rollout_of, target_for, wave_gate
+from reconciler.rollout import in_maintenance_window
+from reconciler.status.record import StatusRecord
 
 NONE = "-"  # not served at the site
 
@@ -27,6 +33,7 @@ class Move:
     to_version: str
     sites: tuple[str, ...]
     problem: str | None = None  # the reason the head cannot be applied at these sites
+    next: str | None = None  # what these sites do next, e.g. "deploy (FirstWave)", "wait (Baking)"
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,7 @@ class DeploymentImpact:
     moves: tuple[Move, ...]
     rollout: Rollout | None
     canary: Canary | None
+    no_wave: tuple[str, ...] = ()  # targeted sites none of the waves holds: they never move
 
     @property
     def sites_moving(self) -> int:
@@ -49,44 +57,60 @@ class Impact:
     head: str
     deployments: tuple[DeploymentImpact, ...]
     findings: tuple[Finding, ...] = field(default=())  # what validate says of the head
+    checked: tuple[str, ...] | None = None  # versions whose artifacts were checked; None: no artifact check ran
+    signatures: str = ""  # against what the signatures were verified, or why they were not
+    signatures_verified: bool = False
+    unreported: tuple[str, ...] | None = None  # moving sites with no status record; None: records not read
 
     @property
     def blocked(self) -> bool:
         return any(f.severity == "error" for f in self.findings) or any(
-            m.problem for d in self.deployments for m in d.moves)
+            m.problem for d in self.deployments for m in d.moves) or any(d.no_wave for d in self.deployments)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "base": self.base,
             "head": self.head,
             "blocked": self.blocked,
-            "findings": [{"path": f.path, "line": f.line, "severity": f.severity, "message": f.message}
-                         for f in self.findings],
+            "findings": [{"path": f.path, "line": f.line, "col": f.col, "severity": f.severity,
+                          "message": f.message, "field": f.field} for f in self.findings],
+            "artifactsChecked": list(self.checked) if self.checked is not None else None,
+            "signatures": self.signatures,
+            "unreported": list(self.unreported) if self.unreported is not None else None,
             "deployments": [
                 {"name": d.name, "change": d.change, "model": d.model, "sitesMoving": d.sites_moving,
                  "rollout": d.rollout.model_dump(mode="json") if d.rollout else None,
                  "canary": d.canary.model_dump(mode="json", exclude_none=True) if d.canary else None,
+                 "noWave": list(d.no_wave),
                  "moves": [{"wave": m.wave, "from": m.from_version, "to": m.to_version, "sites": list(m.sites),
-                            "problem": m.problem} for m in d.moves]}
+                            "problem": m.problem, "next": m.next} for m in d.moves]}
                 for d in self.deployments
             ],
         }
 
 
 def fleet_impact(base: FleetRepo, head: FleetRepo, base_rev: str, head_rev: str, now: datetime,
-                 findings: list[Finding] | None = None) -> Impact:
+                 findings: list[Finding] | None = None, status: Mapping[str, StatusRecord] | None = None,
+                 checked: tuple[str, ...] | None = None, signatures: str = "", signatures_verified: bool = False,
+                 ) -> Impact:
+    """``status``: every site's newest status record, as read (None: none were read, and the
+    gates are judged as if no site had reported)."""
     impacts = []
     for name in sorted(set(base.deployments) | set(head.deployments)):
         before, after = base.deployments.get(name), head.deployments.get(name)
         if before is not None and after is not None and not _differs(base, head, name):
             continue
         change = "added" if before is None else "removed" if after is None else "changed"
-        moves = _moves(base, head, name, now)
+        moves = _moves(base, head, name, now, status or {})
         current = after or before
         rollout = rollout_of(head, after) if after is not None else None
+        no_wave = tuple(sites_in_no_wave(head, after, now)) if after is not None else ()
         impacts.append(DeploymentImpact(name, change, current.spec.model, moves, rollout,
-                                        after.spec.canary if after else None))
-    return Impact(base_rev, head_rev, tuple(impacts), tuple(findings or ()))
+                                        after.spec.canary if after else None, no_wave))
+    unreported = None if status is None else tuple(sorted(
+        {s for d in impacts for m in d.moves if m.to_version != NONE for s in m.sites if s not in status}))
+    return Impact(base_rev, head_rev, tuple(impacts), tuple(findings or ()), checked, signatures,
+                  signatures_verified, unreported)
 
 
 def _differs(base: FleetRepo, head: FleetRepo, name: str) -> bool:
@@ -99,28 +123,49 @@ def _differs(base: FleetRepo, head: FleetRepo, name: str) -> bool:
         base.sites != head.sites
 
 
-def _moves(base: FleetRepo, head: FleetRepo, name: str, now: datetime) -> tuple[Move, ...]:
-    groups: dict[tuple[str | None, str, str, str | None], list[str]] = defaultdict(list)
+def _moves(base: FleetRepo, head: FleetRepo, name: str, now: datetime,
+           status: Mapping[str, StatusRecord]) -> tuple[Move, ...]:
+    groups: dict[tuple[str | None, str, str, str | None, str | None], list[str]] = defaultdict(list)
     for site in sorted(set(base.sites) | set(head.sites)):
-        before, _, _ = _position(base, name, site, now)
-        after, wave, problem = _position(head, name, site, now)
+        before, _, _, _ = _position(base, name, site, now)
+        after, wave, problem, target = _position(head, name, site, now)
         if before != after or problem is not None:
-            groups[(wave, before, after, problem)].append(site)
+            step = _next_step(head, name, site, target, status, now) if target is not None else \
+                "remove" if after == NONE else None
+            groups[(wave, before, after, problem, step)].append(site)
     order = _wave_order(head, name)
-    return tuple(Move(wave, frm, to, tuple(sites), problem)
-                 for (wave, frm, to, problem), sites in sorted(groups.items(), key=lambda g: (order(g[0][0]), g[0][1:3])))
+    return tuple(Move(wave, frm, to, tuple(sites), problem, step)
+                 for (wave, frm, to, problem, step), sites in sorted(groups.items(),
+                                                                     key=lambda g: (order(g[0][0]), g[0][1:3])))
 
 
-def _position(repo: FleetRepo, name: str, site_name: str, now: datetime) -> tuple[str, str | None, str | None]:
-    """(version, wave, problem) of a deployment at a site in one commit."""
+def _position(repo: FleetRepo, name: str, site_name: str, now: datetime
+              ) -> tuple[str, str | None, str | None, Target | None]:
+    """(version, wave, problem, target) of a deployment at a site in one commit."""
     deployment, site = repo.deployments.get(name), repo.sites.get(site_name)
     if deployment is None or site is None or not matches(deployment.spec.targets, site.metadata.labels):
-        return NONE, None, None
+        return NONE, None, None, None
     try:
         target = target_for(repo, deployment, site, now)
     except Unplannable as why:
-        return "?", None, f"{why.reason}: {why.message}"
-    return (target.version, target.wave, None) if target else (NONE, None, None)
+        return "?", None, f"{why.reason}: {why.message}", None
+    return (target.version, target.wave, None, target) if target else (NONE, None, None, None)
+
+
+def _next_step(head: FleetRepo, name: str, site_name: str, target: Target, status: Mapping[str, StatusRecord],
+               now: datetime) -> str:
+    """What the site does next, judged as it would judge: its wave's gate over the records read."""
+    gate, _ = wave_gate(head, head.deployments[name], target, site_name, status, now)
+    if gate is not None and gate.kind == "abort":
+        record = status.get(site_name)
+        reported = record.deployments.get(name) if record is not None else None
+        moved = reported is not None and reported.rollout == target.rollout_id and reported.activeVersion == target.version
+        return f"{'rollback' if moved else 'halt'} ({gate.reason})"
+    if gate is not None and gate.kind == "wait":
+        return f"wait ({gate.reason})"
+    if not in_maintenance_window(head.sites[site_name].spec.maintenanceWindows, now):
+        return "prefetch (OutsideMaintenanceWindow)"
+    return f"deploy ({gate.reason})" if gate is not None else "deploy"
 
 
 def _wave_order(repo: FleetRepo, name: str):
@@ -139,18 +184,22 @@ def render_markdown(impact: Impact, max_sites: int = 8) -> str:
     for d in impact.deployments:
         lines += [f"#### `{d.name}` ({d.change}, model `{d.model}`): {d.sites_moving} site(s) move", ""]
         if d.moves:
-            lines += ["| wave | from | to | sites |", "|---|---|---|---|"]
+            lines += ["| wave | from | to | sites | next |", "|---|---|---|---|---|"]
             for m in d.moves:
                 to = f"**cannot apply**: {m.problem}" if m.problem else m.to_version
-                lines.append(f"| {m.wave or '—'} | {m.from_version} | {to} | {_site_list(m.sites, max_sites)} |")
+                lines.append(f"| {m.wave or '—'} | {m.from_version} | {to} | {_site_list(m.sites, max_sites)} "
+                             f"| {m.next or '—'} |")
             lines.append("")
+        if d.no_wave:
+            lines.append(f"- **in no wave** (never move): {_site_list(d.no_wave, max_sites)}")
         lines += [f"- {rule}" for rule in _rules(d)] + [""]
+    lines += ["#### Artifacts", "", _artifacts(impact), ""]
+    lines += ["#### Sites that never reported", "", _unreported(impact, max_sites), ""]
     errors = [f for f in impact.findings if f.severity == "error"]
     if impact.findings:
         lines += [f"#### Validation: {len(errors)} error(s)", ""]
-        lines += [f"- `{f.path}:{f.line}`: {f.severity}: {f.message}" for f in impact.findings] + [""]
-    lines.append("**Blocked:** fix the problems above before merging." if impact.blocked else
-                 "Validation passes; every site that moves can apply the change.")
+        lines += [f"- `{f.path}:{f.line}:{f.col}`: {f.severity}: {f.message}" for f in impact.findings] + [""]
+    lines.append("**Blocked:** fix the problems above before merging." if impact.blocked else _verdict(impact))
     return "\n".join(lines)
 
 
@@ -160,11 +209,43 @@ def render_text(impact: Impact) -> str:
         lines.append(f"  {d.name} ({d.change}, model {d.model}): {d.sites_moving} site(s) move")
         for m in d.moves:
             to = f"CANNOT APPLY ({m.problem})" if m.problem else m.to_version
-            lines.append(f"    wave {m.wave or '-':<10} {m.from_version:>8} -> {to}  {_site_list(m.sites, 6)}")
+            then = f"  next: {m.next}" if m.next else ""
+            lines.append(f"    wave {m.wave or '-':<10} {m.from_version:>8} -> {to}  {_site_list(m.sites, 6)}{then}")
+        if d.no_wave:
+            lines.append(f"    in no wave (never move): {_site_list(d.no_wave, 6)}")
         lines += [f"    {rule}" for rule in _rules(d)]
+    lines.append(f"  artifacts: {_artifacts(impact)}")
+    lines.append(f"  never reported: {_unreported(impact, 6)}")
     lines += [f"  {f.render()}" for f in impact.findings]
-    lines.append("blocked" if impact.blocked else "ok")
+    lines.append("blocked" if impact.blocked else "ok: " + _verdict(impact))
     return "\n".join(lines)
+
+
+def _artifacts(impact: Impact) -> str:
+    if impact.checked is None:
+        if any(f.severity == "error" for f in impact.findings):
+            return "not checked: the head's manifests do not load (see below)"
+        return "not checked (this plan ran without the artifact checks)"
+    if not impact.checked:
+        return "no version changes, so no artifact to check"
+    return f"checked as the sites would: {', '.join(impact.checked)}; signatures {impact.signatures}"
+
+
+def _unreported(impact: Impact, limit: int) -> str:
+    if impact.unreported is None:
+        return "not known: no status records were read"
+    return _site_list(impact.unreported, limit) if impact.unreported else "none of the sites that move"
+
+
+def _verdict(impact: Impact) -> str:
+    """What the checks that ran found, and which did not run: never more than was checked."""
+    unchecked = [what for what, missing in (
+        ("the artifacts", impact.checked is None),
+        ("the signatures", bool(impact.checked) and not impact.signatures_verified),
+    ) if missing]
+    warnings = sum(f.severity == "warning" for f in impact.findings)
+    verdict = "No problem found by the checks above" + (f" ({warnings} warning(s))" if warnings else "")
+    return verdict + (f"; not checked: {' and '.join(unchecked)}." if unchecked else ".")
 
 
 def _rules(d: DeploymentImpact) -> list[str]:

@@ -148,7 +148,7 @@ def plan_site(repo: FleetRepo, site_name: str, actual: SiteState, now: datetime,
         if target is None:
             continue
         wanted.add(name)
-        gate, complete = _gate(repo, deployment, target, site_name, fleet_status, now)
+        gate, complete = wave_gate(repo, deployment, target, site_name, fleet_status, now)
         watching |= not complete
         action = _next_step(site, current, from_version, target, gate, now)
         if action is None:
@@ -240,7 +240,7 @@ def _next_step(site: Site, current: DeploymentState | None, from_version: str | 
     return Action("deploy", name, model, from_version, target, "NewVersion", f"{from_version or 'nothing'} -> {target.version}")
 
 
-def _gate(repo: FleetRepo, deployment: Deployment, target: Target, site: str,
+def wave_gate(repo: FleetRepo, deployment: Deployment, target: Target, site: str,
           fleet_status: Mapping[str, StatusRecord] | None, now: datetime) -> tuple[GateDecision | None, bool]:
     """The wave gate for this site, and whether every targeted site already reports the rollout
     healthy (then nothing about it can change any more)."""

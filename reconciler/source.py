@@ -260,6 +260,14 @@ class GitSource:
 def open_revision(location: str, rev: str) -> Iterator[tuple[str, list[RepoFile]]]:
     """One commit of a fleet repo for a one-shot read (``plan --rev``): a local repository is
     read in place, a URL through a throwaway cache. Files must be read inside the block."""
+    with open_commit(location, rev) as (source, sha):
+        yield sha, source.files(sha)
+
+
+@contextmanager
+def open_commit(location: str, rev: str) -> Iterator[tuple[GitSource, str]]:
+    """The source holding one commit of a fleet repo, and the commit: ``open_revision`` for
+    readers that also check the tree out or read status refs."""
     local = Path(location)
     with tempfile.TemporaryDirectory(prefix="reconciler-rev-") as scratch:
         if local.is_dir():
@@ -273,7 +281,7 @@ def open_revision(location: str, rev: str) -> Iterator[tuple[str, list[RepoFile]
                     else source.fetch()
             except GitCommandError as error:
                 raise Stalled("RevisionNotFound", f"{location} has no commit {rev!r}") from error
-            yield sha, source.files(sha)
+            yield source, sha
 
 
 def _batch_contents(output: bytes, blobs: list[str], git_dir: str) -> Iterator[tuple[str, bytes]]:
@@ -299,3 +307,25 @@ def _last_line(stderr: str | bytes) -> str:
     text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1].removeprefix("stderr: ").strip("'") if lines else ""
+
+
+
+def not_committable(root: Path, paths: Iterable[str]) -> dict[str, str]:
+    """Which of ``paths`` (relative to ``root``, a git working tree) a commit would not give a
+    site as they are here: ``untracked`` (never added, or ignored) or ``lfs`` (Git LFS stores a
+    pointer in their place). Empty when ``root`` is no git working tree."""
+    paths = sorted(set(paths))
+    if not paths:
+        return {}
+    try:
+        untracked = _git_lines(root, "ls-files", "-z", "--others", "--", *paths)
+        attributes = _git_lines(root, "check-attr", "-z", "filter", "--", *paths)
+    except (OSError, subprocess.CalledProcessError):
+        return {}
+    lfs = {attributes[i] for i in range(0, len(attributes) - 2, 3) if attributes[i + 2] == "lfs"}
+    return {**{path: "lfs" for path in lfs}, **{path: "untracked" for path in untracked if path}}
+
+
+def _git_lines(root: Path, *args: str) -> list[str]:
+    done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, check=True)
+    return done.stdout.decode("utf-8", "surrogateescape").split("\0")

@@ -1,5 +1,7 @@
-"""``reconciler validate``: load a fleet repo directory, run the semantic checks and print the
+"""``reconciler validate``: load a fleet repo directory, run the semantic checks (and, with
+``--artifacts``, the sites' own checks of the artifacts: ``artifact_check.py``) and print the
 findings for a person (text), a program (json) or a pull request (GitHub Actions annotations).
+Every finding points at the line and column of the field at fault.
 
 The json format is stable::
 
@@ -13,28 +15,60 @@ The json format is stable::
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from reconciler import fleet_checks
+from reconciler.artifact_check import ArtifactOptions, ArtifactReport, check_artifacts
 from reconciler.errors import UsageError
 from reconciler.manifests import semantics
-from reconciler.manifests.fleet import Finding
-from reconciler.manifests.loader import LoadResult, load_directory
+from reconciler.manifests.fleet import Finding, FleetRepo
+from reconciler.manifests.loader import LoadResult, load_directory, place_findings
 
 Format = Literal["text", "json", "github"]
 FORMATS: tuple[Format, ...] = ("text", "json", "github")
 ANNOTATION_TITLE = "reconciler validate"
 
 
-def validate_path(root: Path) -> tuple[LoadResult, list[Finding]]:
-    """Every finding of the repo at ``root``, schema and semantic, sorted by place."""
+def validate_path(root: Path, artifacts: ArtifactOptions | None = None,
+                  now: datetime | None = None) -> tuple[LoadResult, list[Finding]]:
+    """Every finding of the repo at ``root``, schema and semantic (and of the artifacts, with
+    ``artifacts``), sorted by place."""
     if not root.is_dir():
         raise UsageError(f"{root} is not a directory")
     result = load_directory(root)
+    check = (lambda repo: check_artifacts(repo, root, artifacts)) if artifacts is not None else None
+    findings, _ = fleet_findings(result, lambda path: _read_or_none(root / path), now or datetime.now(UTC), check)
+    return result, findings
+
+
+def fleet_findings(loaded: LoadResult, read: Callable[[str], bytes | None], now: datetime,
+                   artifact_check: Callable[[FleetRepo], ArtifactReport] | None = None,
+                   ) -> tuple[list[Finding], ArtifactReport | None]:
+    """The loader's findings, then the checks across documents, of the whole fleet and of its
+    artifacts, each pointed at its field (``read`` gives a file's bytes by repo path)."""
     # A document that failed its schema is missing from the fleet, so cross-document checks would
     # only echo it as dangling references: they run once every document loads.
-    findings = result.findings if result.errors else [*result.findings, *semantics.check(result.repo)]
-    return result, sorted(findings, key=lambda f: (f.path, f.line, f.col))
+    if loaded.errors:
+        return _by_place(loaded.findings), None
+    checks = [*semantics.check(loaded.repo), *fleet_checks.check(loaded.repo, now)]
+    report = artifact_check(loaded.repo) if artifact_check is not None else None
+    if report is not None:
+        checks += report.findings
+    return _by_place([*loaded.findings, *place_findings(checks, read)]), report
+
+
+def _by_place(findings: list[Finding]) -> list[Finding]:
+    return sorted(findings, key=lambda f: (f.path, f.line, f.col))
+
+
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 def render(findings: list[Finding], fmt: Format, *, files: int = 0, documents: int = 0) -> str:

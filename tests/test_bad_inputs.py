@@ -134,6 +134,14 @@ def statement_without(fleet: FleetRemote) -> None:
     with_v11_artifact(set_artifact(signature={"uri": "v11.dsse.json", "format": "model-signing"}))(fleet)
 
 
+def lfs_pointer_at_v11(fleet: FleetRemote) -> None:
+    """What a clone without git-lfs installed commits: the pointer, with the manifest unchanged."""
+    data = (fleet.clone / V11).read_bytes()
+    pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{hashlib.sha256(data).hexdigest()}\nsize {len(data)}\n"
+    (fleet.clone / V11).write_text(pointer)
+    bump(fleet)
+
+
 def narrowed_to_a_stranger(version: dict) -> None:
     version["signers"] = {"keys": ["someone-else.pub"]}
 
@@ -188,6 +196,10 @@ BAD_INPUTS = [
      "ValidationTimeout", ""),
     ("model exhausts memory in validation", replace_v11_bytes(hostile_forecast_model("memory")), "deployment",
      "Validation", "memory"),
+    ("Git LFS pointer in place of the model", lfs_pointer_at_v11, "deployment", "ArtifactIsLfsPointer",
+     "this is a Git LFS pointer"),
+    ("oci:// artifact", with_v11_artifact(set_artifact(uri="oci://registry.example/forecast:1.1.0")), "deployment",
+     "ArtifactSchemeUnsupported", "sites cannot fetch oci://"),
 ]
 
 

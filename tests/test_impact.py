@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fleetfactory import DIGEST_ARM, artifact, deployment, fleet_repo, model, site
 
 from reconciler.impact import fleet_impact, render_markdown, render_text
+from reconciler.plan import target_for
+from reconciler.status.record import DeploymentStatus, StatusRecord
 
 NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
 SITES = [site("s1", tier="store", ring="pilot"), site("s2", tier="store"), site("f1", tier="factory")]
@@ -61,6 +63,43 @@ def test_renderings_name_waves_rules_and_verdict():
     markdown = render_markdown(impact)
     assert "| pilot | 1.0.0 | 1.1.0 | s1 |" in markdown
     assert "canary: 20% → pause 1m" in markdown and "waves pilot (selector), all (100%)" in markdown
-    assert markdown.rstrip().endswith("every site that moves can apply the change.")
-    assert render_text(impact).splitlines()[-1] == "ok"
+    # Issue 10: the verdict says which checks ran, never "validation passes" for checks it did not run.
+    assert "Validation passes" not in markdown
+    assert markdown.rstrip().endswith("No problem found by the checks above; not checked: the artifacts.")
+    assert "not known: no status records were read" in markdown
+    assert render_text(impact).splitlines()[-1] == "ok: No problem found by the checks above; not checked: the artifacts."
     assert impact.to_json()["deployments"][0]["sitesMoving"] == 2
+
+
+def record(site_name: str, state: str, active: str, rollout: str) -> StatusRecord:
+    status = DeploymentStatus(model="m", state=state, version="1.1.0", activeVersion=active, reason="r",
+                              rollout=rollout, since=NOW - timedelta(minutes=10))
+    return StatusRecord(site=site_name, state=state, reason="r", deployments={"d": status}, agentVersion="0",
+                        writtenAt=NOW - timedelta(minutes=10))
+
+
+@pytest.mark.parametrize(("records", "expected", "unreported"), [
+    ({}, {"s1": "deploy (FirstWave)", "s2": "wait (WaitingForEarlierWaves)"}, ("s1", "s2")),
+    ({"s1": ("success", "1.1.0")}, {"s1": "deploy (FirstWave)", "s2": "deploy (GateHeld)"}, ("s2",)),
+    ({"s1": ("failure", "1.0.0")},
+     {"s1": "halt (FailureThresholdReached)", "s2": "halt (FailureThresholdReached)"}, ("s2",)),
+    ({"s1": ("success", "1.1.0"), "s2": ("failure", "1.0.0")},
+     {"s1": "rollback (FailureThresholdReached)", "s2": "halt (FailureThresholdReached)"}, ()),
+])
+def test_what_each_moving_site_does_next_follows_the_status_records(records, expected, unreported):
+    base = fleet_repo(SITES, [model()], [deployment(targets=STORES, rollout=WAVES)])
+    head = fleet_repo(SITES, [model()], [deployment(version="1.1.0", targets=STORES, rollout=WAVES)])
+    rollout = target_for(head, head.deployments["d"], head.sites["s1"], NOW).rollout_id
+    status = {site: record(site, state, active, rollout) for site, (state, active) in records.items()}
+    impact = fleet_impact(base, head, "a" * 40, "b" * 40, NOW, status=status)
+    assert {site: m.next for m in impact.deployments[0].moves for site in m.sites} == expected
+    assert impact.unreported == unreported
+    assert not impact.blocked
+
+
+def test_a_site_in_no_wave_blocks_the_change():
+    waves = {"waves": [{"name": "pilot", "selector": {"matchLabels": {"ring": "pilot"}}}]}
+    impact = impact_of([deployment(targets=STORES)], [deployment(version="1.1.0", targets=STORES, rollout=waves)])
+    assert impact.deployments[0].no_wave == ("s2",)
+    assert impact.blocked
+    assert "**in no wave** (never move): s2" in render_markdown(impact)

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 from fleetfactory import deployment, fleet_repo, model, site
-from manifest_texts import DIGEST_A, FLAGS, edit, load
+from manifest_texts import DIGEST_A, FLAGS, GOOD_REPO, edit, load
 
 from reconciler.manifests import semantics
+from reconciler.manifests.loader import place_findings
 
 EXTRA_ARTIFACT = f"uri: b.onnx, digest: {DIGEST_A}, size: 1, signature: {{uri: b.onnx.sig}}"
 
@@ -98,3 +101,42 @@ def test_sites_with_equal_labels_are_matched_as_one_group_without_losing_the_odd
     assert [(f.path, f.severity, f.field) for f in semantics.check(repo)] == [
         ("<Deployment nowhere>", "warning", "spec.targets"),
     ]
+
+
+@pytest.mark.parametrize(("overrides", "path", "field"), [(c[1], c[2], c[5]) for c in CASES], ids=[c[0] for c in CASES])
+def test_placed_findings_point_at_the_line_of_their_field(overrides, path, field) -> None:
+    """Issue 10: not at the document's first line; at the field itself, or where the nearest
+    enclosing field the document writes begins."""
+    files = {**GOOD_REPO, **overrides}
+    [finding] = place_findings(findings_of(overrides), lambda p: files[p].encode() if p in files else None)
+    line = files[path].splitlines()[finding.line - 1]
+    assert finding.line > 1 and finding.col > 1, finding.render()
+    item = line[: finding.col - 1].strip() == "-"  # a list item that leaves the field out (a default)
+    assert item or any(f"{part}:" in line for part in re.findall(r"[A-Za-z]+", field)), (finding.render(), line)
+
+
+def test_a_placed_finding_names_the_value_at_fault() -> None:
+    overrides = edit("deployments/d.yaml", "version: 1.0.0", "version: 9.9.9")
+    files = {**GOOD_REPO, **overrides}
+    [finding] = place_findings(findings_of(overrides), lambda p: files[p].encode())
+    assert (finding.path, finding.line, finding.col) == ("deployments/d.yaml", 7, 12)
+
+
+@pytest.mark.parametrize(("inputs", "expected", "field", "message"), [
+    ("{x: [[1.0, 2.0, 3.0]]}", "{y: [[3.0]]}", "spec.versions[0].validation[0].inputs.x", "has shape [1, 3]"),
+    ("{x: [1.0, 2.0]}", "{y: [[3.0]]}", "spec.versions[0].validation[0].inputs.x", "has shape [2]"),
+    ("{x: [[1.0, 2.0], [1.0]]}", "{y: [[3.0]]}", "spec.versions[0].validation[0].inputs.x", "not a rectangular array"),
+    ("{x: [[1.0, 2.0]]}", "{y: [[3.0, 4.0]]}", "spec.versions[0].validation[0].expected.y", "has shape [1, 2]"),
+    ("{x: [[1.0, 2.0]]}", "{y: [[yes]]}", "spec.versions[0].validation[0].expected.y", "not a rectangular array"),
+])
+def test_validation_cases_have_the_declared_shapes(inputs, expected, field, message) -> None:
+    overrides = edit("models/m.yaml", "inputs: {x: [[1.0, 2.0]]}\n          expected: {y: [[3.0]]}",
+                     f"inputs: {inputs}\n          expected: {expected}")
+    [finding] = findings_of(overrides)
+    assert finding.field == field and message in finding.message and "the interface declares" in finding.message
+
+
+def test_many_rows_of_the_declared_width_are_fine() -> None:
+    overrides = edit("models/m.yaml", "inputs: {x: [[1.0, 2.0]]}\n          expected: {y: [[3.0]]}",
+                     "inputs: {x: [[1.0, 2.0], [3, 4], [5, 6]]}\n          expected: {y: [[3.0], [7], [11]]}")
+    assert findings_of(overrides) == []

@@ -66,7 +66,8 @@ def test_validate_path_checks_references_once_every_document_loads(tmp_path: Pat
 
     write_tree(tmp_path, {**GOOD_REPO, **dangling})
     _, findings = validate_path(tmp_path)
-    assert [(f.path, f.line, f.severity) for f in findings] == [("deployments/d.yaml", 1, "error")]
+    # The finding points at the field at fault (issue 10), no longer at the document's first line.
+    assert [(f.path, f.line, f.col, f.severity) for f in findings] == [("deployments/d.yaml", 6, 10, "error")]
     assert "model 'nope' is not defined" in findings[0].message
 
 

@@ -9,6 +9,7 @@ the cyclic garbage collector paused, and then frozen out of its way (see ``load_
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import gc
 import hashlib
@@ -52,6 +53,7 @@ class Manifest:
     ident: tuple[str, str]  # (kind, name)
     model: Strict
     origin: Origin
+    name_at: tuple[int, int]  # line and column of metadata.name, where a second definition is reported
 
 
 @dataclass(frozen=True)
@@ -205,7 +207,7 @@ def _assemble(parsed: list[ParsedFile]) -> LoadResult:
                 origins[m.ident] = m.origin
                 tables[kind][name] = m.model
                 continue
-            findings.append(Finding(part.path, m.origin.line, 1, f"metadata.name: {message}", field="metadata.name"))
+            findings.append(Finding(part.path, *m.name_at, f"metadata.name: {message}", field="metadata.name"))
         for table, entries in ((flags, part.flags), (evaluators, part.evaluators)):
             for entry in entries:
                 first_at = defined_at.get(entry.field)
@@ -395,7 +397,8 @@ def _manifest(path: str, node: yaml.Node, data: Any) -> Manifest | list[Finding]
         model = KINDS[kind].model_validate(data)
     except ValidationError as e:
         return validation_findings(path, node, KINDS[kind], e)
-    return Manifest((kind, model.metadata.name), model, Origin(path, node.start_mark.line + 1))
+    name_node = _child(_child(node, "metadata")[1], "name")[1]
+    return Manifest((kind, model.metadata.name), model, Origin(path, node.start_mark.line + 1), _line_col(name_node))
 
 
 def _parse_flag_file(path: str, text: str) -> ParsedFile:
@@ -412,7 +415,7 @@ def _parse_flag_file(path: str, text: str) -> ParsedFile:
     def entries(section: str, items: dict[str, Any]) -> tuple[Entry, ...]:
         section_node = _child(root, section)[1]
         return tuple(
-            Entry(key, value, _field_path([section, key]), *_line_col(_child(section_node, key)[0] or root))
+            Entry(key, value, field_path([section, key]), *_line_col(_child(section_node, key)[0] or root))
             for key, value in items.items()
         )
 
@@ -512,7 +515,7 @@ def _locate(root: yaml.Node, error: dict[str, Any]) -> _Located:
         node = key_node if pointing_at_key and key_node is not None else child
     if error["type"] == "missing":
         parts.append(loc[-1])
-    return _Located(error, node, _field_path(parts), union)
+    return _Located(error, node, field_path(parts), union)
 
 
 def _child(node: yaml.Node | None, part: Any) -> tuple[yaml.Node | None, yaml.Node | None]:
@@ -525,8 +528,9 @@ def _child(node: yaml.Node | None, part: Any) -> tuple[yaml.Node | None, yaml.No
     return None, None
 
 
-def _field_path(parts: list[Any]) -> str:
-    text = ""
+def field_path(parts: list[Any], prefix: str = "") -> str:
+    """``spec.versions[0].validation[1].inputs["input:0"]``: parts joined onto ``prefix``."""
+    text = prefix
     for part in parts:
         if isinstance(part, int):
             text += f"[{part}]"
@@ -608,3 +612,64 @@ def _step(tp: Any, part: Any) -> Any:
     if origin in (Union, pytypes.UnionType):
         return next((a for a in get_args(tp) if getattr(a, "__name__", None) == part), None)
     return None
+
+
+# --- pointing findings at their field -----------------------------------------------------------
+
+_FIELD_PART = re.compile(r'\.?([A-Za-z_$][\w$-]*)|\[(\d+)\]|\[("(?:[^"\\]|\\.)*")\]')
+
+
+def place_findings(findings: Iterable[Finding], read: Callable[[str], bytes | None]) -> list[Finding]:
+    """Checks across documents know a document (its first line) and a field path; this points
+    each such finding at the field's own line and column, reading again only the files that have
+    findings (``read`` gives a file's bytes, or None). A field the document leaves out (a default)
+    is pointed at the nearest enclosing field it has."""
+    roots: dict[str, dict[int, yaml.Node]] = {}
+    placed = []
+    for finding in findings:
+        if finding.field is None:
+            placed.append(finding)
+            continue
+        if finding.path not in roots:
+            roots[finding.path] = _document_roots(read(finding.path))
+        root = roots[finding.path].get(finding.line)
+        if root is None:
+            placed.append(finding)
+            continue
+        line, col = _line_col(_field_node(root, finding.field))
+        placed.append(dataclasses.replace(finding, line=line, col=col))
+    return placed
+
+
+def _document_roots(data: bytes | None) -> dict[int, yaml.Node]:
+    """Each document's root node by its first line, as ``Origin.line`` names documents."""
+    if data is None:
+        return {}
+    loader = YamlLoader(data.decode("utf-8-sig", "replace"))
+    roots = {}
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is not None:
+                roots[node.start_mark.line + 1] = node
+    except yaml.YAMLError:
+        pass  # a file that no longer parses keeps its findings where they were
+    finally:
+        loader.dispose()
+    return roots
+
+
+def _field_node(root: yaml.Node, field: str) -> yaml.Node:
+    """The value of a scalar field, the key of a mapping or list field (where it starts to be
+    written), or the deepest enclosing field present."""
+    node, key = root, None
+    for match in _FIELD_PART.finditer(field):
+        name, index, quoted = match.groups()
+        part: Any = int(index) if index is not None else json.loads(quoted) if quoted is not None else name
+        key_node, child = _child(node, part)
+        if child is None:
+            break
+        node, key = child, key_node
+    if key is not None and not isinstance(node, yaml.ScalarNode):
+        return key
+    return node

@@ -11,7 +11,8 @@ from typing import Any, Literal
 
 from reconciler.flags import FlagDefinition
 from reconciler.manifests.fleet import Finding, FleetRepo, Origin
-from reconciler.manifests.models import Deployment, FlagRef, Model, Rollout, Selector, Site
+from reconciler.manifests.loader import field_path
+from reconciler.manifests.models import Deployment, FlagRef, Model, Rollout, Selector, Site, TensorSpec
 from reconciler.manifests.selectors import matches
 
 
@@ -19,12 +20,12 @@ def check(repo: FleetRepo) -> list[Finding]:
     sites = _LabelSets(repo.sites.values())
     findings: list[Finding] = []
     if repo.fleet is not None and repo.fleet.spec.defaultRollout is not None:
-        report = _Report(_origin(repo, "Fleet", repo.fleet.metadata.name), findings)
+        report = _Report(origin_of(repo, "Fleet", repo.fleet.metadata.name), findings)
         _check_rollout(repo.fleet.spec.defaultRollout, "spec.defaultRollout", sites, sites.all, report)
     for model in repo.models.values():
-        _check_model(model, _Report(_origin(repo, "Model", model.metadata.name), findings))
+        _check_model(model, _Report(origin_of(repo, "Model", model.metadata.name), findings))
     for deployment in repo.deployments.values():
-        report = _Report(_origin(repo, "Deployment", deployment.metadata.name), findings)
+        report = _Report(origin_of(repo, "Deployment", deployment.metadata.name), findings)
         _check_deployment(deployment, repo, sites, report)
     return sorted(findings, key=lambda f: (f.path, f.line, f.col))
 
@@ -38,7 +39,7 @@ class _Report:
         self.findings.append(Finding(self.origin.path, self.origin.line, 1, f"{at}: {message}", severity, at))
 
 
-def _origin(repo: FleetRepo, kind: str, name: str) -> Origin:
+def origin_of(repo: FleetRepo, kind: str, name: str) -> Origin:
     return repo.origins.get((kind, name)) or Origin(f"<{kind} {name}>", 1)
 
 
@@ -146,6 +147,33 @@ def _check_model(model: Model, report: _Report) -> None:
             case_at = f"{at}.validation[{j}]"
             _check_names(f"{case_at}.inputs", set(case.inputs), input_names, "input", report, exact=True)
             _check_names(f"{case_at}.expected", set(case.expected), output_names, "output", report, exact=False)
+            _check_shapes(f"{case_at}.inputs", case.inputs, interface.inputs, report)
+            _check_shapes(f"{case_at}.expected", case.expected, interface.outputs, report)
+
+
+def _check_shapes(at: str, values: Mapping[str, Any], specs: list[TensorSpec], report: _Report) -> None:
+    """A case's tensors have the rank and the fixed dimensions the interface declares (-1: any size)."""
+    for spec in specs:
+        if spec.name not in values:
+            continue
+        shape = _shape_of(values[spec.name])
+        field = field_path([spec.name], at)
+        declared = f"{spec.shape} (-1: any size)" if -1 in spec.shape else str(spec.shape)
+        if shape is None:
+            report(field, f"is not a rectangular array of numbers; the interface declares '{spec.name}' as {declared}")
+        elif len(shape) != len(spec.shape) or any(want not in (-1, have) for want, have in zip(spec.shape, shape, strict=True)):
+            report(field, f"has shape {shape}, but the interface declares '{spec.name}' as {declared}: "
+                          "give the case values of that shape, or correct the interface")
+
+
+def _shape_of(value: Any) -> list[int] | None:
+    """The shape of nested lists of scalars; None when ragged or not numbers."""
+    if not isinstance(value, list):
+        return [] if isinstance(value, int | float) else None
+    shapes = [_shape_of(item) for item in value]
+    if any(shape is None or shape != shapes[0] for shape in shapes):
+        return None
+    return [len(value), *(shapes[0] if shapes else [])]
 
 
 def _check_names(at: str, given: set[str], known: set[str], what: str, report: _Report, *, exact: bool) -> None:

@@ -8,8 +8,10 @@ load, so a hostile or broken model can only hurt this process.
 Request:  {"model": path, "memoryLimit": bytes, "cpuSeconds": n,
            "interface": {"inputs": [TensorSpec], "outputs": [TensorSpec]}, "cases": [ValidationCase]}
 Answer:   {"outcome": "loadFailed", "message": str}
-        | {"outcome": "interfaceMismatch", "problems": [str]}
-        | {"outcome": "ran", "cases": [{"name", "passed", "maxAbsError", "detail"}]}
+        | {"outcome": "interfaceMismatch", "problems": [{"at": [part], "message": str}]}
+        | {"outcome": "ran", "cases": [{"name", "passed", "maxAbsError", "detail", "at": [part]}]}
+"at" is where the fault lies: in the interface (e.g. ["inputs", 0, "dtype"]) or in the case
+(e.g. ["expected", "y"]), so a check before the merge can point at the manifest's line.
 """
 
 from __future__ import annotations
@@ -80,30 +82,39 @@ def _validate(request: dict[str, Any]) -> dict[str, Any]:
     return {"outcome": "ran", "cases": [_run_case(session, interface, case) for case in request["cases"]]}
 
 
-def _interface_problems(session: Any, interface: dict[str, Any]) -> list[str]:
+def _interface_problems(session: Any, interface: dict[str, Any]) -> list[dict[str, Any]]:
     problems = _compare("input", interface["inputs"], session.get_inputs())
     problems += _compare("output", interface["outputs"], session.get_outputs())
     declared = {spec["name"] for spec in interface["inputs"]}
     problems += [
-        f"model input '{arg.name}' is not in the interface" for arg in session.get_inputs() if arg.name not in declared
+        _problem(["inputs"], f"model input '{arg.name}' is not in the interface")
+        for arg in session.get_inputs() if arg.name not in declared
     ]
     return problems
 
 
-def _compare(kind: str, specs: list[dict[str, Any]], args: list[Any]) -> list[str]:
+def _compare(kind: str, specs: list[dict[str, Any]], args: list[Any]) -> list[dict[str, Any]]:
     by_name = {arg.name: arg for arg in args}
     problems = []
-    for spec in specs:
+    for index, spec in enumerate(specs):
+        at = [f"{kind}s", index]
         arg = by_name.get(spec["name"])
         if arg is None:
-            problems.append(f"{kind} '{spec['name']}' is not in the model (it has {', '.join(sorted(by_name))})")
+            problems.append(_problem([*at, "name"], f"{kind} '{spec['name']}' is not in the model "
+                                                    f"(it has {', '.join(sorted(by_name))})"))
             continue
         dtype = ORT_DTYPES.get(arg.type, arg.type)
         if dtype != spec["dtype"]:
-            problems.append(f"{kind} '{spec['name']}': dtype {spec['dtype']} expected, model has {dtype}")
+            problems.append(_problem([*at, "dtype"], f"{kind} '{spec['name']}': dtype {spec['dtype']} expected, "
+                                                     f"model has {dtype}"))
         if not _shape_fits(kind, spec["shape"], arg.shape):
-            problems.append(f"{kind} '{spec['name']}': shape {spec['shape']} expected, model has {arg.shape}")
+            problems.append(_problem([*at, "shape"], f"{kind} '{spec['name']}': shape {spec['shape']} expected, "
+                                                     f"model has {arg.shape}"))
     return problems
+
+
+def _problem(at: list[Any], message: str) -> dict[str, Any]:
+    return {"at": at, "message": message}
 
 
 def _shape_fits(kind: str, declared: list[int], actual: list[int | str | None] | None) -> bool:
@@ -130,20 +141,21 @@ def _run_case(session: Any, interface: dict[str, Any], case: dict[str, Any]) -> 
     missing = sorted(set(dtypes) - set(case["inputs"]))
     unknown = sorted(set(case["inputs"]) - set(dtypes)) + sorted(set(case["expected"]) - outputs)
     if missing or unknown:
-        problems = [f"no value for input '{name}'" for name in missing]
-        problems += [f"'{name}' is not in the interface" for name in unknown]
+        problems = [_problem(["inputs"], f"no value for input '{name}'") for name in missing]
+        problems += [_problem(["inputs" if name in case["inputs"] else "expected", name],
+                              f"'{name}' is not in the interface") for name in unknown]
         return _result(case, math.inf, problems)
     try:
         feeds = {name: np.asarray(value, dtype=dtypes[name]) for name, value in case["inputs"].items()}
         names = list(case["expected"])
         got = dict(zip(names, session.run(names, feeds), strict=True))
     except Exception as exc:  # bad case data or onnxruntime refusing the run: the case fails
-        return _result(case, math.inf, [f"inference failed: {_describe(exc)}"])
+        return _result(case, math.inf, [_problem(["inputs"], f"inference failed: {_describe(exc)}")])
     worst, problems = 0.0, []
     for name, expected in case["expected"].items():
         error, problem = _difference(name, got[name], expected, case["tolerance"])
         worst = error if math.isnan(error) or error > worst else worst
-        problems += [problem] if problem else []
+        problems += [_problem(["expected", name], problem)] if problem else []
     return _result(case, worst, problems)
 
 
@@ -163,8 +175,9 @@ def _difference(name: str, got: Any, expected: Any, tolerance: float) -> tuple[f
     return error, f"output '{name}' differs by {error:.3g} > tolerance {tolerance:g}"
 
 
-def _result(case: dict[str, Any], worst: float, problems: list[str]) -> dict[str, Any]:
-    return {"name": case["name"], "passed": not problems, "maxAbsError": worst, "detail": "; ".join(problems)}
+def _result(case: dict[str, Any], worst: float, problems: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"name": case["name"], "passed": not problems, "maxAbsError": worst,
+            "detail": "; ".join(p["message"] for p in problems), "at": problems[0]["at"] if problems else []}
 
 
 def _describe(exc: BaseException) -> str:

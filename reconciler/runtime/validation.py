@@ -45,6 +45,26 @@ class CaseResult:
     passed: bool
     max_abs_error: float  # inf when outputs could not be compared at all
     detail: str = ""  # why it failed
+    at: tuple[str | int, ...] = ()  # where in the case it failed, e.g. ("expected", "y")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One fault the child found: in the Model's interface (``case`` None; ``at`` e.g.
+    ("inputs", 0, "dtype")) or in the version's validation case number ``case``."""
+
+    at: tuple[str | int, ...]
+    message: str
+    case: int | None = None
+
+
+class ModelRefused(Stalled):
+    """The model does not fit its interface or fails its cases; ``problems`` say where, for a
+    check before the merge that points at the manifest's lines."""
+
+    def __init__(self, reason: str, message: str, problems: Sequence[Problem] = ()):
+        super().__init__(reason, message)
+        self.problems = tuple(problems)
 
 
 @dataclass(frozen=True)
@@ -80,13 +100,16 @@ def run_validation(
     if answer["outcome"] == "loadFailed":
         raise Stalled("ModelLoadFailed", _explain(_clean(answer["message"])[:MESSAGE_LIMIT], memory_limit))
     if answer["outcome"] == "interfaceMismatch":
-        raise Stalled("ModelInterfaceMismatch", "; ".join(answer["problems"]))
+        problems = [Problem(tuple(p["at"]), p["message"]) for p in answer["problems"]]
+        raise ModelRefused("ModelInterfaceMismatch", "; ".join(p.message for p in problems), problems)
     results = [
-        CaseResult(c["name"], c["passed"], float(c["maxAbsError"]), c["detail"]) for c in answer["cases"]
+        CaseResult(c["name"], c["passed"], float(c["maxAbsError"]), c["detail"], tuple(c["at"])) for c in answer["cases"]
     ]
-    failed = [f"case '{r.name}': {r.detail}" for r in results if not r.passed]
+    failed = [Problem(r.at, f"case '{r.name}': {r.detail}", index) for index, r in enumerate(results) if not r.passed]
     if failed:
-        raise Stalled("ValidationFailed", _explain(_clean("; ".join(failed))[:MESSAGE_LIMIT], memory_limit))
+        message = _explain(_clean("; ".join(p.message for p in failed))[:MESSAGE_LIMIT], memory_limit)
+        explained = [Problem(p.at, _explain(_clean(p.message), memory_limit), p.case) for p in failed]
+        raise ModelRefused("ValidationFailed", message, explained)
     return ValidationReport(results, seconds, _warnings(stderr))
 
 

@@ -1,0 +1,70 @@
+"""``reconciler plan --base REV --head REV``: the fleet impact of a change, for a pull request,
+with the head checked as a site would check it: the manifests, the fleet (sites in no wave), and
+the artifacts of every version the change makes sites run (``artifact_check.py``, on the head's
+own tree). What each moving site does next is judged from the status records the repository
+holds (``refs/reconciler/status/*``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+
+from reconciler.artifact_check import ArtifactOptions, VersionKey, check_artifacts, versions_in_use
+from reconciler.audit import StatusArchive
+from reconciler.errors import ReconcilerError
+from reconciler.impact import Impact, fleet_impact
+from reconciler.manifests.fleet import FleetRepo
+from reconciler.manifests.loader import load_tree
+from reconciler.source import GitSource, open_commit, open_revision
+from reconciler.status.record import StatusRecord
+from reconciler.trust import TrustRoots
+from reconciler.validate import fleet_findings
+
+log = logging.getLogger(__name__)
+
+
+def check_change(location: str, base_rev: str, head_rev: str, options: ArtifactOptions, now: datetime) -> Impact:
+    with open_revision(location, base_rev) as (base_sha, files):
+        base = load_tree(files).repo
+    with open_commit(location, head_rev) as (source, head_sha):
+        files = {file.path: file for file in source.files(head_sha)}
+        head = load_tree(files.values())
+
+        def check(repo: FleetRepo):
+            return check_artifacts(repo, source.tree(head_sha), options, None if options.all_versions else changed_versions(base, repo))
+
+        findings, report = fleet_findings(head, lambda path: files[path].read() if path in files else None, now, check)
+        status = _status_records(source, local=Path(location).is_dir())
+    return fleet_impact(base, head.repo, base_sha, head_sha, now, findings, status,
+                        report.checked if report is not None else None, describe_roots(options.roots),
+                        signatures_verified=options.roots is not None)
+
+
+def changed_versions(base: FleetRepo, head: FleetRepo) -> set[VersionKey]:
+    """Versions the head's Deployments ask for that the base did not ask for, or that the change
+    redefines (their artifacts, cases or signers, or their Model's interface)."""
+    asked_before = versions_in_use(base)
+    changed = set()
+    for model_name, version in versions_in_use(head):
+        before, after = base.models.get(model_name), head.models[model_name]
+        if (model_name, version) not in asked_before or before is None or \
+                before.spec.interface != after.spec.interface or before.spec.version(version) != after.spec.version(version):
+            changed.add((model_name, version))
+    return changed
+
+
+def describe_roots(roots: TrustRoots | None) -> str:
+    if roots is None:
+        return "not verified: no trust root given (--trust-key PUB, or --identity ID --issuer URL)"
+    return f"verified against {roots.describe()}"
+
+
+def _status_records(source: GitSource, local: bool) -> Mapping[str, StatusRecord] | None:
+    """Every site's newest record: from the local repository's refs, or fetched from a URL."""
+    try:
+        return StatusArchive(source, fetch=not local).latest
+    except ReconcilerError as error:
+        log.warning("status records not read: %s", error)
+        return None
