@@ -15,7 +15,6 @@ from __future__ import annotations
 import difflib
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -26,8 +25,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from reconciler import trust
-from reconciler.apply import SIGNATURE_MAX_BYTES
-from reconciler.artifacts import ArtifactStore, fetch_bytes
+from reconciler.artifact_check import ArtifactOptions, check_artifacts
 from reconciler.errors import Stalled, UsageError
 from reconciler.manifests.loader import LoadResult, load_directory
 from reconciler.manifests.models import Model, ModelInterface, ValidationCase, VersionString
@@ -36,8 +34,8 @@ from reconciler.runtime.validate_child import ORT_DTYPES
 from reconciler.runtime.validation import run_validation
 from reconciler.signing import SignResult, load_signing_key, sign_file
 from reconciler.validate import validate_path
+from reconciler.verification import LFS_POINTER_MAX_BYTES, parse_lfs_pointer
 
-LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 SIGNATURE_SUFFIX = {"cosign": ".sig", "sigstore-bundle": ".sigstore.json"}
 REMOTE_SCHEMES = ("http", "https", "file")  # what a site fetches (reconciler.fetch)
 
@@ -92,23 +90,18 @@ def add_version(release: Release) -> Added:
 
 
 def check_result(repo: Path, model: str, version: str, roots: trust.TrustRoots) -> None:
-    """The repo after the edit, checked as a site would check it: the fleet validates, and the new
-    version's repo-held artifacts stream in with the recorded size and digest and carry a
-    signature the roots accept. MERGE: this is the one call site to switch to
-    ``validate --artifacts`` (issue 10 item 1) once it exists; it does all of this and more."""
+    """The repo after the edit, checked as ``validate --artifacts`` checks it, with the code the
+    sites run: the fleet validates, and the new version's artifacts stream in with the recorded
+    size and digest, carry a signature the roots accept, load, match the interface and pass the
+    cases. An artifact recorded by ``--uri`` is uploaded after this command: the sites check it."""
     _, findings = validate_path(repo)
     errors = [f.render() for f in findings if f.severity == "error"]
     if errors:
         raise Stalled("FleetInvalid", "the fleet would not validate: " + "; ".join(errors))
-    released = load_directory(repo).repo.models[model].spec.version(version)
-    with tempfile.TemporaryDirectory(prefix="reconciler-add-version-") as state:
-        for artifact in released.artifacts:
-            if urlsplit(artifact.uri).scheme:
-                continue  # uploaded by the user after this command; sites check it when they fetch it
-            ingested = ArtifactStore(Path(state)).ingest(artifact, repo)
-            signature = fetch_bytes(artifact.signature.uri, repo, max_bytes=SIGNATURE_MAX_BYTES)
-            trust.verify_artifact_signature(ingested.sha256, PurePosixPath(artifact.uri).name, signature,
-                                            artifact.signature.format, roots)
+    report = check_artifacts(load_directory(repo).repo, repo, ArtifactOptions(roots=roots, uncommitted_ok=True), {(model, version)})
+    refused = [f.render() for f in report.findings if f.severity == "error"]
+    if refused:
+        raise Stalled("ArtifactCheckFailed", f"{model} {version} would be refused by the sites: " + "; ".join(refused))
 
 
 def read_interface(file: Path) -> ModelInterface:
@@ -187,8 +180,8 @@ def _check_file(file: Path) -> None:
     if not file.is_file():
         raise Stalled("ArtifactMissing", f"{file} is not a file")
     with file.open("rb") as head:
-        start = head.read(len(LFS_POINTER))
-    if start == LFS_POINTER:
+        start = head.read(LFS_POINTER_MAX_BYTES)
+    if parse_lfs_pointer(start) is not None:
         raise Stalled("ArtifactIsLfsPointer", f"{file} is a Git LFS pointer, not the model: "
                                               "run `git lfs pull` (or give the real file)")
     if not start:

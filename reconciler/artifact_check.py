@@ -50,6 +50,8 @@ class ArtifactOptions:
     all_versions: bool = False  # every version of every Model, not only those Deployments ask for
     limits: FetchLimits = field(default_factory=FetchLimits)
     validation: ValidationLimits = field(default_factory=ValidationLimits)
+    # add-version checks files it has just written, which the user commits next
+    uncommitted_ok: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ArtifactOptions:
@@ -108,7 +110,7 @@ def check_artifacts(repo: FleetRepo, repo_root: RepoRoot, options: ArtifactOptio
                     if options.all_versions else versions_in_use(repo))
     versions = sorted(versions)
     paths = [path for m, v in versions for path in _repo_paths(repo.models[m].spec.version(v))]
-    uncommitted = not_committable(repo_root, paths) if isinstance(repo_root, Path) else {}
+    uncommitted = not_committable(repo_root, paths) if isinstance(repo_root, Path) and not options.uncommitted_ok else {}
     findings: list[Finding] = []
     for model_name, version_name in versions:
         findings += _VersionCheck(repo, repo.models[model_name], version_name, repo_root, options, uncommitted).run()
