@@ -7,8 +7,11 @@ import functools
 import logging
 import random
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from git import GitCommandError
 
 from reconciler import __version__
 from reconciler.apply import Applier, CanaryMetrics, Outcome, Runtime
@@ -19,7 +22,8 @@ from reconciler.flags import site_context
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.loader import DocumentCache, load_tree
 from reconciler.plan import Plan, Target, plan_site, rollout_of, wave_members
-from reconciler.source import GitSource
+from reconciler.selfheal import heal_after_failure, heal_at_start
+from reconciler.source import GitSource, cache_failure
 from reconciler.state import SiteState, StateDir
 from reconciler.status.forge import CommitStatus, ForgeStatuses, statuses_for_record, wave_status
 from reconciler.status.forge_gate import LOOKBACK, ForgeFleetStatus
@@ -61,6 +65,7 @@ class Agent:
         status_source = self.source if config.statusRepo is None else \
             GitSource(config.statusRepo, config.branch, config.state / "cache" / "status.git")
         self.status = StatusRefs(status_source)
+        self.caches = [self.source] if status_source is self.source else [self.source, status_source]
         self.forge = ForgeStatuses(config.forge) if config.forge else None
         self.forge_fleet = ForgeFleetStatus(self.forge) if self.forge else None
         self.applier = Applier(self.state_dir, runtime, load_trust_roots(config), limits=config.fetch,
@@ -76,6 +81,7 @@ class Agent:
     def start(self, now: datetime | None = None) -> None:
         """Lock the state directory and serve the last good state before the repo is read."""
         self.state_dir.lock()
+        heal_at_start(self.config.state, self.caches, started=time.time())
         self.applier.restore(self.state_dir.load(self.config.site))
         self.last_contact = now or utcnow()  # staleness counts from the agent's start
 
@@ -120,6 +126,8 @@ class Agent:
             return ReconcileResult(head, plan, record)
         except ReconcilerError as error:
             return self._report_site_error(error, head, now)
+        except GitCommandError as error:  # a git command no door turned into a typed error
+            return self._report_site_error(cache_failure(error, self.source.cache_dir), head, now)
 
     def run(self, stop: threading.Event) -> None:
         """Reconcile every interval (with jitter, so a fleet does not poll in step), or at once
@@ -241,7 +249,8 @@ class Agent:
         """The repo or the remote is unusable: keep serving, keep the per-deployment picture of the
         last record, and say why at the site level."""
         log.warning("%s: %s", self.config.site, error)
-        if isinstance(error, Stalled):
+        repaired = heal_after_failure(self.caches, error)
+        if isinstance(error, Stalled) and not repaired:
             self.reconciled_head = head  # the same inputs give the same answer: wait for a new commit
         state = self.state_dir.load(self.config.site)
         deployments = dict(self.last_record.deployments) if self.last_record else {}
@@ -249,7 +258,7 @@ class Agent:
         record = self._site_record(now, observed, state, deployments, error)
         try:
             self._publish(record)
-        except ReconcilerError as push_error:
+        except (ReconcilerError, GitCommandError) as push_error:
             log.warning("%s: status not written: %s", self.config.site, push_error)
         return ReconcileResult(head, None, record, error)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import git
 from git.exc import GitCommandError
 
-from reconciler.errors import Stalled, Transient
+from reconciler.errors import ReconcilerError, Stalled, Transient
 from reconciler.manifests.loader import RepoFile
 
 CHECKOUT_MARKER = ".reconciler-commit"  # inside a checkout: the commit it holds
@@ -105,7 +105,7 @@ class GitSource:
         try:
             listing = self._remote_git.ls_remote("--", self.url, ref, kill_after_timeout=self.timeout)
         except GitCommandError as error:
-            raise Transient("SourceUnreachable", f"git ls-remote {self.url}: {git_error_message(error)}") from error
+            raise git_failure(error, f"git ls-remote {self.url}", "SourceUnreachable") from error
         for line in listing.splitlines():
             sha, _, name = line.partition("\t")
             if name == ref:  # ls-remote patterns match on the tail; only the exact ref counts
@@ -123,10 +123,9 @@ class GitSource:
         try:
             self.repo.git.fetch("--quiet", "--no-tags", "--", self.url, refspec, kill_after_timeout=self.timeout)
         except GitCommandError as error:
-            message = git_error_message(error)
-            if "couldn't find remote ref" in message:
+            if "couldn't find remote ref" in git_error_message(error):
                 raise Stalled("BranchNotFound", f"{self.url} has no branch {self.branch!r}") from error
-            raise Transient("SourceFetchFailed", f"git fetch {self.url}: {message}") from error
+            raise git_failure(error, f"git fetch {self.url}", "SourceFetchFailed") from error
         return self.repo.git.rev_parse("--verify", f"{tracking}^{{commit}}")
 
     def has_commit(self, sha: str) -> bool:
@@ -152,7 +151,7 @@ class GitSource:
         except GitCommandError as error:
             if error.status == 1:
                 return False
-            raise
+            raise cache_failure(error, self.repo.git_dir) from error
         return True
 
     def files(self, sha: str) -> list[RepoFile]:
@@ -275,7 +274,58 @@ def _batch_contents(output: bytes, blobs: list[str], git_dir: str) -> Iterator[t
 
 
 def git_error_message(error: GitCommandError) -> str:
-    """git's own words: the last non-empty line of its stderr."""
-    lines = [line.strip() for line in str(error.stderr).splitlines() if line.strip()]
-    text = lines[-1] if lines else f"exit status {error.status}"
-    return text.removeprefix("stderr: ").strip("'")
+    """git's own words for a failed command (see ``git_words``)."""
+    # GitPython keeps stderr as "\n  stderr: '<text>'".
+    stderr = str(error.stderr or "").strip().removeprefix("stderr: '").removesuffix("'")
+    return git_words(stderr) or f"exit status {error.status}"
+
+
+def git_words(stderr: str) -> str:
+    """What git said went wrong: its ``fatal:`` and ``error:`` lines (a remote's too), each once,
+    in order; the last line when it said neither. Hints and advice around them are left out."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    said = [line for line in lines if line.removeprefix("remote: ").startswith(("fatal:", "error:"))]
+    return "; ".join(dict.fromkeys(said)) if said else (lines[-1] if lines else "")
+
+
+# Problems of who may use a repository, which no retry solves: git's words -> reason, what to do.
+_ACCESS_PROBLEMS = (
+    (("dubious ownership",), "DubiousOwnership",
+     "the repository belongs to another user than the agent's; run the agent as the repository's owner, "
+     "or mark it safe for the agent's user: git config --global --add safe.directory <path>"),
+    (("permission denied", "insufficient permission", "unable to create temporary object directory",
+      "read-only file system", "returned error: 403", "returned error: 401"), "PermissionDenied",
+     "the agent's user may not {access} this repository: grant it access (file permissions, or credentials "
+     "the server accepts){where}"),
+)
+_CORRUPT_CACHE = ("corrupt", "bad object", "bad tree", "not a git repository", "unable to read", "is empty",
+                  "missing blob", "missing tree", "did not send all necessary objects")
+
+
+def git_failure(error: GitCommandError, doing: str, reason: str, kind: type[ReconcilerError] = Transient,
+                access: str = "read") -> ReconcilerError:
+    """A typed error for a failed git command, in git's own words. Access problems get their own
+    reason and what to do; ``access`` says what was denied ("read", or "write to" for a push)."""
+    return describe_git_failure(git_error_message(error), doing, reason, kind, access)
+
+
+def describe_git_failure(words: str, doing: str, reason: str, kind: type[ReconcilerError] = Transient,
+                         access: str = "read") -> ReconcilerError:
+    lowered = words.lower()
+    for needles, access_reason, advice in _ACCESS_PROBLEMS:
+        if any(needle in lowered for needle in needles):
+            where = ", or give the site a statusRepo it may push to" if access != "read" else ""
+            return Transient(access_reason, f"{doing}: {words}; {advice.format(access=access, where=where)}")
+    ours = " ".join(line for line in lowered.split("; ") if not line.startswith("remote:"))
+    if any(needle in ours for needle in _CORRUPT_CACHE):
+        # Retried once the agent rebuilt its cache from the remote.
+        return Transient("SourceCacheCorrupt", f"{doing}: {words}")
+    return kind(reason, f"{doing}: {words}")
+
+
+def cache_failure(error: GitCommandError, git_dir: str | Path) -> ReconcilerError:
+    """A typed error for a failed git command on a local cache (one whose failure no caller
+    expects)."""
+    command = error.command[1] if isinstance(error.command, list) and len(error.command) > 1 else ""
+    doing = f"git {command} in {git_dir}" if command else f"git in {git_dir}"
+    return describe_git_failure(git_error_message(error), doing, "GitCommandFailed")
