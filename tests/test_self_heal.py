@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
+from pathlib import Path
 
+import httpx
 import pytest
-from fleet_fixture import EXAMPLE, start_fleet_remote
+from fleet_fixture import EXAMPLE, copy_example, git, start_fleet_remote
 
 from reconciler.config import SiteConfig
+from reconciler.devtools.githttp import init_bare_repo
+from reconciler.devtools.processes import free_port, stop_all
 from reconciler.errors import Stalled, Transient
 from reconciler.loop import Agent
 from reconciler.runtime.validation import WORKDIR_PREFIX
@@ -182,3 +188,105 @@ def test_a_stalled_error_is_not_mistaken_for_a_repair(fleet, tmp_path):
     result = agent.reconcile_once()
     agent.stop()
     assert isinstance(result.error, Stalled) and agent.reconciled_head == head
+
+
+def test_kill_9_while_git_holds_its_locks_then_the_next_start_converges(fleet, tmp_path):
+    state = tmp_path / "state"
+    command = [sys.executable, "-m", "reconciler", "run", "--repo", fleet.url, "--site", SITE, "--state", str(state),
+               "--trust-key", str(EXAMPLE / "keys" / "demo.pub")]
+    agent = subprocess.Popen([*command, "--interval", "200ms"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: (remote_record(fleet) or None) and remote_record(fleet).state == "success")
+    finally:
+        agent.kill()
+        agent.wait()
+    cache = state / "cache" / "fleet.git"
+    for lock in GIT_LOCKS:  # what git leaves when it dies holding each of its locks
+        (cache / lock).write_text("")
+    (state / ".state.json.k1ll3d.tmp").write_text("{")
+    fleet.bump("deployments/demand-forecast.yaml", "1.0.0", "1.1.0")
+    fleet.push("bump")
+
+    restarted = subprocess.run([*command, "--once"], capture_output=True, text=True, timeout=120)
+    assert restarted.returncode == 0, restarted.stderr
+    assert all(f"removed {cache / lock}: a lock a killed git left" in restarted.stderr for lock in GIT_LOCKS)
+    assert remote_record(fleet).deployments["demand-forecast"].activeVersion == "1.1.0"
+    assert not any(cache.rglob("*.lock")) and not (state / ".state.json.k1ll3d.tmp").exists()
+
+
+NOBODY = 65534
+
+
+@pytest.fixture
+def unwritable_fleet():
+    """The example fleet in a local bare repository the agent may read but not write: as root the
+    agent runs as nobody (setpriv), otherwise the repository is made read-only. Outside pytest's
+    private temp dir, which nobody could not enter."""
+    root = Path(tempfile.mkdtemp(prefix="reconciler-unwritable-"))
+    root.chmod(0o755)
+    bare = init_bare_repo(root, "fleet", source_dir=copy_example(root / "example", progressive=False))
+    home, state = root / "home", root / "state"
+    home.mkdir()
+    state.mkdir()
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv: cannot start the agent as another user")
+        os.chown(home, NOBODY, NOBODY)
+        os.chown(state, NOBODY, NOBODY)
+        as_agent = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    else:
+        for path in [bare, *bare.rglob("*")]:
+            path.chmod(path.stat().st_mode & ~0o222)
+        as_agent = []
+    # Its own global git config: pytest's isolated one is in a directory the agent may not enter.
+    yield bare, home, state, [*as_agent, "env", f"HOME={home}", f"GIT_CONFIG_GLOBAL={home / '.gitconfig'}"]
+    for path in [bare, *bare.rglob("*")]:
+        path.chmod(path.stat().st_mode | 0o200)
+    shutil.rmtree(root)
+
+
+def test_an_agent_that_may_not_write_the_repo_says_so_and_still_converges_and_serves(unwritable_fleet):
+    bare, home, state, as_agent = unwritable_fleet
+    port = free_port()
+    (home / ".gitconfig").write_text("[safe]\n\tdirectory = *\n")  # ownership is the next test's
+    log = state.parent / "agent.log"
+    with log.open("wb") as out:
+        agent = subprocess.Popen(
+            [*as_agent, sys.executable, "-m", "reconciler", "run", "--repo", str(bare),
+             "--site", SITE, "--state", str(state), "--listen", f"127.0.0.1:{port}", "--interval", "300ms",
+             "--trust-key", str(EXAMPLE / "keys" / "demo.pub")], stdout=out, stderr=subprocess.STDOUT)
+        try:
+            _wait_for(lambda: _ready(port, "demand-forecast") and "PermissionDenied" in log.read_text(), log)
+        finally:
+            stop_all([agent])
+    text = log.read_text()
+    assert f"git push {bare}: error: remote unpack failed" in text or f"git push {bare}: " in text
+    assert "the agent's user may not write to this repository: grant it access" in text
+    assert "Traceback" not in text
+    assert not git("for-each-ref", "refs/reconciler/", cwd=bare).strip()  # nothing written, nothing broken
+
+
+def test_a_repo_of_another_owner_is_named_as_such(unwritable_fleet):
+    bare, home, state, as_agent = unwritable_fleet
+    if "setpriv" not in as_agent:
+        pytest.skip("the repository is this user's own: git's ownership check needs another user")
+    done = subprocess.run(
+        [*as_agent, sys.executable, "-m", "reconciler", "run", "--once", "--repo", str(bare),
+         "--site", SITE, "--state", str(state)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert f"DubiousOwnership: git ls-remote {bare}: fatal: detected dubious ownership" in done.stderr
+    assert "git config --global --add safe.directory" in done.stderr and "Traceback" not in done.stderr
+
+
+def _ready(port: int, model: str) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/v2/models/{model}/ready", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _wait_for(condition, log: Path | None = None, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out; the agent said: {log.read_text() if log else '-'}"
+        time.sleep(0.3)
