@@ -12,6 +12,7 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
+from reconciler import __version__
 from reconciler.errors import ReconcilerError, UsageError
 
 EXIT_OK, EXIT_FINDING, EXIT_USAGE = 0, 1, 2
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reconciler", description="GitOps for machine-learning model fleets.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(metavar="COMMAND")
 
     validate = commands.add_parser("validate", help="check a fleet repo: schema and references")
@@ -55,18 +57,31 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--format", choices=["text", "json", "markdown"], default="text")
     plan.set_defaults(handler=cmd_plan)
 
-    run = commands.add_parser("run", help="run a site agent: converge and serve")
-    run.add_argument("--config", type=Path, help="site.yaml with the site's local settings")
-    run.add_argument("--repo", help="fleet repo URL or path")
-    run.add_argument("--branch")
-    run.add_argument("--site")
-    run.add_argument("--state", type=Path)
-    run.add_argument("--listen", help="HOST:PORT for the inference server")
-    run.add_argument("--interval", help="poll interval, e.g. 30s")
-    run.add_argument("--trust-key", dest="trust_keys", action="append", type=Path, default=[],
-                     help="PEM public key trusted to sign artifacts (repeatable)")
-    run.add_argument("--accept-history", help="accept this commit after a history rewrite")
-    run.add_argument("--once", action="store_true", help="reconcile once and exit (1 if it failed)")
+    run = commands.add_parser(
+        "run", help="run a site agent: converge and serve", epilog=RUN_EXAMPLE,
+        description="Run one site's agent: poll the fleet repo, verify and validate the models planned for\n"
+                    "this site, roll them out, serve them, and write the site's status back to Git.\n"
+                    "Options given here override the same settings of --config.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("--config", type=Path, metavar="SITE_YAML",
+                     help="site.yaml with the site's local settings (paths in it are relative to its folder)")
+    run.add_argument("--repo", help="fleet repo URL or path (required without --config)")
+    run.add_argument("--branch", help="branch of the fleet repo to follow (default: main)")
+    run.add_argument("--site", help="this site's name, as in the fleet's Site manifests (required without --config)")
+    run.add_argument("--state", type=Path, help="state directory: verified models, state.json, git cache "
+                                                "(required without --config)")
+    run.add_argument("--listen", metavar="HOST:PORT",
+                     help="serve the models (Open Inference Protocol), metrics and flags here (default: do not serve)")
+    run.add_argument("--interval", help="poll interval, e.g. 30s or 5m (default: 30s)")
+    run.add_argument("--trust-key", dest="trust_keys", action="append", type=Path, default=[], metavar="PEM",
+                     help="public key trusted to sign artifacts (repeatable; default: the keys of --config, none "
+                          "without it, and then every artifact is refused)")
+    run.add_argument("--accept-history", metavar="COMMIT",
+                     help="accept this commit although it does not descend from the last applied one (after a "
+                          "history rewrite an operator checked)")
+    run.add_argument("--once", action="store_true",
+                     help="reconcile once, print the status record and exit (1 if it failed; default: run until "
+                          "SIGTERM or Ctrl-C)")
     run.set_defaults(handler=cmd_run)
 
     serve = commands.add_parser("serve", help="serve a state directory's active models without reconciling")
@@ -75,7 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=cmd_serve)
 
     status = commands.add_parser("status", help="the fleet matrix from the sites' status records in Git")
-    status.add_argument("--repo", default=".", help="fleet repo URL or path (status refs live there)")
+    status.add_argument("--repo", default=".", help="fleet repo URL or path (status refs live there; a clone's "
+                        "are fetched from its origin)")
     status.add_argument("--branch", default="main", help="the branch whose Sites make the inventory")
     status.add_argument("--format", choices=["text", "json", "markdown"], default="text")
     status.set_defaults(handler=cmd_status)
@@ -93,6 +109,15 @@ def _parser() -> argparse.ArgumentParser:
 
     add_audit_commands(commands)  # audit, report
     return parser
+
+
+RUN_EXAMPLE = """example:
+  reconciler run --repo https://git.example.com/fleet.git --site store-berlin-01 \\
+      --state /var/lib/reconciler --listen 127.0.0.1:8080 --trust-key /etc/reconciler/fleet.pub
+
+  or with every setting in a file (see README.md, "Configuring a site"):
+  reconciler run --config /etc/reconciler/site.yaml
+"""
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -227,10 +252,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     from reconciler.audit import open_fleet
     from reconciler.manifests.loader import load_tree
     from reconciler.status.matrix import build_matrix, render_markdown, render_text
+    from reconciler.status.origin import status_records
 
     with open_fleet(args.repo, args.branch) as opened:
         fleet = load_tree(opened.source.files(opened.head)).repo
-        records = opened.status().latest
+        records, note = status_records(opened, args.repo)
+    if note:
+        print(f"reconciler: {note}", file=sys.stderr)
     stale_after = fleet.fleet.spec.staleAfter if fleet.fleet else timedelta(minutes=10)
     matrix = build_matrix(records, fleet.sites, datetime.now(UTC), stale_after)
     if args.format == "json":
