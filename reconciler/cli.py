@@ -1,5 +1,6 @@
 """The ``reconciler`` command: parsing and printing only. Exit codes: 0 ok, 1 a finding
-(invalid manifests, failed verification, a failed reconcile), 2 usage or environment error."""
+(invalid manifests, failed verification, a failed reconcile), 2 usage or environment error,
+3 a bug (an exception nothing turned into a refusal: one line, the traceback at debug level)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 from reconciler import __version__
 from reconciler.errors import ReconcilerError, UsageError
 
-EXIT_OK, EXIT_FINDING, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FINDING, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     except ReconcilerError as exc:
         print(f"reconciler: {exc}", file=sys.stderr)
         return EXIT_FINDING
+    except Exception as exc:  # noqa: BLE001 -- the last net: a user sees a sentence, not a traceback
+        logging.getLogger("reconciler").debug("unexpected error", exc_info=True)
+        print(f"reconciler: unexpected {type(exc).__name__}: {exc}; this is a bug, please report it with the "
+              "command that caused it", file=sys.stderr)
+        return EXIT_BUG
 
 
 def _parser() -> argparse.ArgumentParser:

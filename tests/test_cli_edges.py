@@ -86,3 +86,20 @@ def test_status_of_the_fleet_repo_itself_reads_its_refs(reported_fleet):
     bare, _ = reported_fleet
     done = reconciler("status", "--repo", str(bare), "--format", "json")
     assert rows(done)[SITE]["state"] == "success" and done.stderr == ""
+
+
+def test_verify_refuses_a_bundle_whose_timestamp_does_not_parse(tmp_path):
+    from trust_fixtures import IDENTITY, ISSUER, LocalSigstore
+
+    sigstore = LocalSigstore()
+    (tmp_path / "model.onnx").write_bytes(b"model bytes")
+    bundle = sigstore.sign_blob(b"model bytes")
+    bundle["verificationMaterial"]["tlogEntries"][0].pop("inclusionPromise")
+    bundle["verificationMaterial"]["timestampVerificationData"] = {
+        "rfc3161Timestamps": [{"signedTimestamp": "bm90IGEgdGltZXN0YW1w"}]}
+    (tmp_path / "model.onnx.bundle").write_text(json.dumps(bundle))
+    done = reconciler("verify", str(tmp_path / "model.onnx"), "--bundle", str(tmp_path / "model.onnx.bundle"),
+                      "--identity", IDENTITY, "--issuer", ISSUER,
+                      "--trusted-root", str(sigstore.write_trusted_root(tmp_path / "root.json")))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "SignatureMalformed" in done.stderr and "Invalid Timestamp Response" in done.stderr
