@@ -34,11 +34,7 @@ def stale_git_locks(git_dir: Path) -> list[Path]:
 
 
 def remove_git_locks(sources: Iterable[GitSource]) -> list[Path]:
-    removed = []
-    for source in sources:
-        for lock in stale_git_locks(source.cache_dir):
-            lock.unlink(missing_ok=True)
-            removed.append(lock)
+    removed = [lock for source in sources for lock in stale_git_locks(source.cache_dir) if _remove(lock)]
     for lock in removed:
         log.warning("removed %s: a lock a killed git left in this agent's cache", lock)
     return removed
@@ -56,11 +52,8 @@ def heal_at_start(state_root: Path, sources: Iterable[GitSource], started: float
     """Before the first reconcile: a killed run's git locks and its own files."""
     remove_git_locks(sources)
     for leftover in _leftovers(state_root, started):
-        if leftover.is_dir():
-            shutil.rmtree(leftover, ignore_errors=True)
-        else:
-            leftover.unlink(missing_ok=True)
-        log.info("removed %s, left by a killed run", leftover)
+        if _remove(leftover):
+            log.info("removed %s, left by a killed run", leftover)
 
 
 def heal_after_failure(sources: Iterable[GitSource], error: ReconcilerError) -> bool:
@@ -73,6 +66,19 @@ def heal_after_failure(sources: Iterable[GitSource], error: ReconcilerError) -> 
             rebuild_cache(source)
         repaired = True
     return repaired
+
+
+def _remove(path: Path) -> bool:
+    """Whether ``path`` is gone now; a path this user may not remove is said, not raised."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError as error:
+        log.warning("cannot remove %s, left by a killed run: %s", path, error.strerror or error)
+        return False
+    return True
 
 
 def _leftovers(state_root: Path, started: float) -> list[Path]:

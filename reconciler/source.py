@@ -24,7 +24,7 @@ from pathlib import Path
 import git
 from git.exc import GitCommandError
 
-from reconciler.errors import ReconcilerError, Stalled, Transient
+from reconciler.errors import ReconcilerError, Stalled, Transient, UsageError
 from reconciler.manifests.loader import RepoFile
 
 CHECKOUT_MARKER = ".reconciler-commit"  # inside a checkout: the commit it holds
@@ -246,7 +246,10 @@ def open_revision(location: str, rev: str) -> Iterator[tuple[str, list[RepoFile]
     local = Path(location)
     with tempfile.TemporaryDirectory(prefix="reconciler-rev-") as scratch:
         if local.is_dir():
-            git_dir = Path(git.Repo(local, search_parent_directories=True).git_dir)
+            try:
+                git_dir = Path(git.Repo(local, search_parent_directories=True).git_dir)
+            except git.InvalidGitRepositoryError:
+                raise UsageError(f"{location} is not in a git repository; --rev, --base and --head read commits") from None
             source = GitSource(location, rev, git_dir)
         else:
             source = GitSource(location, rev, Path(scratch))

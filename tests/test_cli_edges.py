@@ -103,3 +103,20 @@ def test_verify_refuses_a_bundle_whose_timestamp_does_not_parse(tmp_path):
                       "--trusted-root", str(sigstore.write_trusted_root(tmp_path / "root.json")))
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "SignatureMalformed" in done.stderr and "Invalid Timestamp Response" in done.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["plan", "--site", "x", "--repo", "{tmp}", "--rev", "main"],
+    ["plan", "--base", "a", "--head", "b", "--repo", "{tmp}"],
+    ["status", "--repo", "{tmp}"],
+    ["status", "--repo", "{tmp}/missing"],
+    ["run", "--config", "{tmp}/missing.yaml"],
+    ["run", "--once", "--repo", "{tmp}/missing", "--site", "a", "--state", "{tmp}/state", "--listen", "127.0.0.1:99999"],
+    ["serve", "--state", "{tmp}", "--listen", "127.0.0.1:0"],
+    ["verify", "{tmp}/missing", "--key", "{tmp}/missing.pub"],
+])
+def test_bad_command_lines_are_refused_in_a_sentence(tmp_path, args):
+    done = reconciler(*(arg.replace("{tmp}", str(tmp_path)) for arg in args))
+    assert done.returncode in (1, 2), done.stderr
+    assert done.stderr.startswith("reconciler: ") and "Traceback" not in done.stderr
+    assert "unexpected" not in done.stderr
