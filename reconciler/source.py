@@ -24,7 +24,7 @@ from pathlib import Path
 import git
 from git.exc import GitCommandError
 
-from reconciler.errors import ReconcilerError, Stalled, Transient, UsageError
+from reconciler.errors import Stalled, Transient, UsageError
 from reconciler.manifests.loader import RepoFile
 
 CHECKOUT_MARKER = ".reconciler-commit"  # inside a checkout: the commit it holds
@@ -302,18 +302,18 @@ _ACCESS_PROBLEMS = (
      "the server accepts){where}"),
 )
 _CORRUPT_CACHE = ("corrupt", "bad object", "bad tree", "not a git repository", "unable to read", "is empty",
-                  "missing blob", "missing tree", "did not send all necessary objects")
+                  "missing blob", "missing tree")
 
 
-def git_failure(error: GitCommandError, doing: str, reason: str, kind: type[ReconcilerError] = Transient,
-                access: str = "read") -> ReconcilerError:
-    """A typed error for a failed git command, in git's own words. Access problems get their own
-    reason and what to do; ``access`` says what was denied ("read", or "write to" for a push)."""
-    return describe_git_failure(git_error_message(error), doing, reason, kind, access)
+def git_failure(error: GitCommandError, doing: str, reason: str) -> Transient:
+    """A typed error for a failed git command, in git's own words (see ``describe_git_failure``)."""
+    return describe_git_failure(git_error_message(error), doing, reason)
 
 
-def describe_git_failure(words: str, doing: str, reason: str, kind: type[ReconcilerError] = Transient,
-                         access: str = "read") -> ReconcilerError:
+def describe_git_failure(words: str, doing: str, reason: str, access: str = "read") -> Transient:
+    """``reason`` for what git said, unless it names a problem of its own: access problems get
+    their own reason and what to do (``access``: what was denied, "read" or "write to" for a
+    push), and a corrupt local cache SourceCacheCorrupt, which the agent rebuilds."""
     lowered = words.lower()
     for needles, access_reason, advice in _ACCESS_PROBLEMS:
         if any(needle in lowered for needle in needles):
@@ -321,12 +321,11 @@ def describe_git_failure(words: str, doing: str, reason: str, kind: type[Reconci
             return Transient(access_reason, f"{doing}: {words}; {advice.format(access=access, where=where)}")
     ours = " ".join(line for line in lowered.split("; ") if not line.startswith("remote:"))
     if any(needle in ours for needle in _CORRUPT_CACHE):
-        # Retried once the agent rebuilt its cache from the remote.
         return Transient("SourceCacheCorrupt", f"{doing}: {words}")
-    return kind(reason, f"{doing}: {words}")
+    return Transient(reason, f"{doing}: {words}")
 
 
-def cache_failure(error: GitCommandError, git_dir: str | Path) -> ReconcilerError:
+def cache_failure(error: GitCommandError, git_dir: str | Path) -> Transient:
     """A typed error for a failed git command on a local cache (one whose failure no caller
     expects)."""
     command = error.command[1] if isinstance(error.command, list) and len(error.command) > 1 else ""
