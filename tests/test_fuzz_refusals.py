@@ -12,6 +12,7 @@ import hashlib
 import json
 import tempfile
 import types as pytypes
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
@@ -24,15 +25,20 @@ from trust_fixtures import IDENTITY, ISSUER, LocalSigstore, attest_statement, ds
 from reconciler import trust
 from reconciler.config import SiteConfig, load_site_config
 from reconciler.errors import ReconcilerError, UsageError
+from reconciler.flags import FlagFile
+from reconciler.manifests import semantics
 from reconciler.manifests.loader import RepoFile, load_tree, parse_file
 from reconciler.manifests.models import API_VERSION, KINDS
+from reconciler.plan import plan_site
 from reconciler.signing import decrypt_private_key
+from reconciler.state import SiteState
 from reconciler.trust import KeylessIdentity, TrustRoots
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 BLOB = b"model bytes"
 DIGEST = hashlib.sha256(BLOB).digest()
 NAME = "model.onnx"
+NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
 # --- values -------------------------------------------------------------------------------------
 
@@ -200,12 +206,18 @@ MANIFESTS = st.sampled_from(sorted(KINDS)).flatmap(
 
 
 @FUZZ
-@given(st.lists(MANIFESTS, min_size=1, max_size=4))
-def test_any_manifests_become_a_fleet_or_findings(documents):
+@given(st.lists(MANIFESTS, min_size=1, max_size=4), shaped_like(FlagFile))
+def test_any_manifests_become_a_fleet_or_findings_and_a_plan(documents, flag_file):
     texts = [yaml.safe_dump(doc, allow_unicode=True).encode() for doc in documents]
     files = [RepoFile(f"m{i}.yaml", str(i), lambda text=text: text) for i, text in enumerate(texts)]
-    loaded = load_tree(files)
+    flags = json.dumps(flag_file).encode()
+    loaded = load_tree([*files, RepoFile("flags/f.flagd.json", "flags", lambda: flags)])
     assert all(f.message and f.line >= 1 for f in loaded.findings)
+    if loaded.errors:
+        return
+    assert all(f.message for f in semantics.check(loaded.repo))  # what `validate` adds
+    for site in loaded.repo.sites:  # and what an agent does with a fleet that loads
+        plan_site(loaded.repo, site, SiteState(site=site), NOW, "c0ffee")
 
 
 @FUZZ
@@ -213,3 +225,30 @@ def test_any_manifests_become_a_fleet_or_findings(documents):
 def test_any_bytes_as_a_manifest_become_findings(path, data):
     parsed = parse_file(path, data)
     assert all(f.message for f in parsed.findings)
+
+
+@functools.cache
+def example_fleet() -> tuple[list[dict[str, Any]], list[RepoFile]]:
+    """The example fleet's documents, and its flag files as they are."""
+    root = Path(__file__).resolve().parents[1] / "example-fleet-repo"
+    documents = [doc for path in sorted(root.rglob("*.yaml")) if ".github" not in path.parts
+                 for doc in yaml.safe_load_all(path.read_text()) if doc]
+    flags = [RepoFile(path.relative_to(root).as_posix(), path.name, path.read_bytes)
+             for path in sorted(root.rglob("*.flagd.json"))]
+    return documents, flags
+
+
+@FUZZ
+@given(st.data())
+def test_a_damaged_example_fleet_becomes_findings_or_a_plan(data):
+    documents, flags = example_fleet()
+    index = data.draw(st.integers(0, len(documents) - 1))
+    damaged = [data.draw(mutated(doc)) if i == index else doc for i, doc in enumerate(documents)]
+    texts = [yaml.safe_dump(doc, allow_unicode=True).encode() for doc in damaged]
+    loaded = load_tree([*(RepoFile(f"d{i}.yaml", str(i), lambda text=text: text) for i, text in enumerate(texts)),
+                        *flags])
+    if loaded.errors:
+        return
+    assert all(f.message for f in semantics.check(loaded.repo))
+    for site in loaded.repo.sites:
+        plan_site(loaded.repo, site, SiteState(site=site), NOW, "c0ffee")
