@@ -28,6 +28,11 @@ _GIT_LOCKS = ("packed-refs.lock", "index.lock", "HEAD.lock", "config.lock", "sha
 
 
 def stale_git_locks(git_dir: Path) -> list[Path]:
+    """The lock files in ``git_dir``; none while a ``git gc`` a fetch started in the background
+    still runs there (it names itself in gc.pid) and may hold some."""
+    if _gc_running(git_dir):
+        log.info("a git gc is running in %s: its locks are left alone", git_dir)
+        return []
     refs = git_dir / "refs"
     ref_locks = sorted(refs.rglob("*.lock")) if refs.is_dir() else []
     return [git_dir / name for name in _GIT_LOCKS if (git_dir / name).exists()] + ref_locks
@@ -94,6 +99,14 @@ def _leftovers(state_root: Path, started: float) -> list[Path]:
         if owner.isdigit() and made < started and not _alive(int(owner)):
             found.append(workdir)
     return found
+
+
+def _gc_running(git_dir: Path) -> bool:
+    try:
+        pid = (git_dir / "gc.pid").read_text().split()[0]  # "<pid> <host name>"
+    except (OSError, IndexError):
+        return False
+    return pid.isdigit() and _alive(int(pid))
 
 
 def _alive(pid: int) -> bool:

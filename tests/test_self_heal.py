@@ -290,3 +290,20 @@ def _wait_for(condition, log: Path | None = None, timeout: float = 90) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out; the agent said: {log.read_text() if log else '-'}"
         time.sleep(0.3)
+
+
+def test_locks_are_left_alone_while_a_background_gc_runs(tmp_path):
+    from reconciler.selfheal import stale_git_locks
+
+    git_dir = tmp_path / "fleet.git"
+    (git_dir / "refs" / "heads").mkdir(parents=True)
+    (git_dir / "packed-refs.lock").write_text("")
+    (git_dir / "refs" / "heads" / "main.lock").write_text("")
+    gc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (git_dir / "gc.pid").write_text(f"{gc.pid} this-host")
+        assert stale_git_locks(git_dir) == []
+    finally:
+        gc.kill()
+        gc.wait()
+    assert stale_git_locks(git_dir) == [git_dir / "packed-refs.lock", git_dir / "refs" / "heads" / "main.lock"]
