@@ -106,6 +106,8 @@ def load_site_config(path: Path, overrides: dict[str, object]) -> SiteConfig:
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read site config {path}: {exc}") from exc
     node, raw, findings = parse_yaml_document(str(path), text)
+    findings += [Finding(str(path), scalar.start_mark.line + 1, scalar.start_mark.column + 1,
+                         "a NUL character cannot be in a setting (nor in a path)") for scalar in _with_nul(node)]
     if node is not None and not findings and not isinstance(raw, dict):
         findings = [Finding(str(path), 1, 1, "a site config is a mapping of settings")]
     if findings:
@@ -134,6 +136,23 @@ def _resolved(raw: dict[str, Any], base: Path) -> dict[str, Any]:
         if isinstance(raw.get(section), dict):
             raw[section] = {**raw[section], **{k: resolve(raw[section][k]) for k in keys if raw[section].get(k)}}
     return raw
+
+
+def _with_nul(root: yaml.Node | None) -> list[yaml.ScalarNode]:
+    """The scalars holding a NUL character, each node visited once (aliases may form cycles)."""
+    found, seen, todo = [], set(), [root] if root is not None else []
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode) and "\0" in node.value:
+            found.append(node)
+        elif isinstance(node, yaml.MappingNode):
+            todo += [part for pair in node.value for part in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            todo += node.value
+    return found
 
 
 _EMPTY = yaml.MappingNode("tag:yaml.org,2002:map", [], start_mark=yaml.Mark("", 0, 0, 0, None, None))
