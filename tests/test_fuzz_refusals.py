@@ -153,6 +153,19 @@ def test_any_signature_file_is_refused_or_verified(signature_file):
         verdict(signature_file, signature_format)
 
 
+@FUZZ
+@given(st.data())
+def test_a_damaged_trusted_root_is_refused_with_a_reason(data):
+    from reconciler.trust.keyless import _verifier
+
+    path = signed()["roots"].sigstore_trusted_root.with_name("damaged_root.json")
+    path.write_text(json.dumps(data.draw(mutated(json.loads(signed()["roots"].sigstore_trusted_root.read_text())))))
+    try:
+        _verifier.__wrapped__(path)  # the uncached loader: one root per example
+    except ReconcilerError:
+        pass
+
+
 PEM_LABELS = ["PUBLIC KEY", "PRIVATE KEY", "EC PRIVATE KEY", "ENCRYPTED COSIGN PRIVATE KEY", "ENCRYPTED SIGSTORE PRIVATE KEY"]
 
 
