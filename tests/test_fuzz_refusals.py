@@ -10,12 +10,14 @@ import copy
 import functools
 import hashlib
 import json
+import shutil
 import tempfile
 import types as pytypes
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -103,11 +105,25 @@ def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> Any:
 # --- bundles, signatures, keys --------------------------------------------------------------------
 
 @functools.cache
+def scratch() -> Path:
+    return Path(tempfile.mkdtemp(prefix="reconciler-fuzz-"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _scratch_removed():
+    yield
+    if scratch.cache_info().currsize:
+        shutil.rmtree(scratch(), ignore_errors=True)
+        for cached in (scratch, signed):
+            cached.cache_clear()
+
+
+@functools.cache
 def signed() -> dict[str, Any]:
     """Valid bundles of every kind the site accepts, and the roots that trust them."""
     key = trust.generate_private_key()
     sigstore = LocalSigstore()
-    root = Path(tempfile.mkdtemp(prefix="reconciler-fuzz-")) / "trusted_root.json"
+    root = scratch() / "trusted_root.json"
     return {
         "roots": TrustRoots(keys=(trust.load_public_key(trust.public_key_pem(key), "k.pub"),),
                             identities=(KeylessIdentity(IDENTITY, ISSUER),),
@@ -184,15 +200,11 @@ def test_any_key_file_is_refused_or_read(label, body):
 
 # --- site.yaml ------------------------------------------------------------------------------------
 
-@functools.cache
-def site_file() -> Path:
-    return Path(tempfile.mkdtemp(prefix="reconciler-fuzz-")) / "site.yaml"
-
-
 def site_verdict(text: str) -> None:
-    site_file().write_text(text)
+    site_file = scratch() / "site.yaml"
+    site_file.write_text(text)
     try:
-        config = load_site_config(site_file(), {})
+        config = load_site_config(site_file, {})
     except UsageError as refused:
         assert str(refused).strip()
     else:
