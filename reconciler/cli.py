@@ -1,5 +1,6 @@
 """The ``reconciler`` command: parsing and printing only. Exit codes: 0 ok, 1 a finding
-(invalid manifests, failed verification, a failed reconcile), 2 usage or environment error."""
+(invalid manifests, failed verification, a failed reconcile), 2 usage or environment error,
+3 a bug (an exception nothing turned into a refusal: one line, the traceback at debug level)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from reconciler import __version__
 from reconciler.cancel import CancelToken, cancel_on_signals
 from reconciler.errors import Cancelled, ReconcilerError, UsageError
 from reconciler.logs import FORMATS, LEVELS, configure_logging
@@ -19,7 +21,7 @@ from reconciler.logs import FORMATS, LEVELS, configure_logging
 if TYPE_CHECKING:
     from reconciler.telemetry import SiteTelemetry
 
-EXIT_OK, EXIT_FINDING, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FINDING, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,12 +39,18 @@ def main(argv: list[str] | None = None) -> int:
     except ReconcilerError as exc:
         print(f"reconciler: {exc}", file=sys.stderr)
         return EXIT_FINDING
+    except Exception as exc:  # noqa: BLE001 -- the last net: a user sees a sentence, not a traceback
+        logging.getLogger("reconciler").debug("unexpected error", exc_info=True)
+        print(f"reconciler: unexpected {type(exc).__name__}: {exc}; this is a bug, please report it with the "
+              "command that caused it", file=sys.stderr)
+        return EXIT_BUG
 
 
 def _parser() -> argparse.ArgumentParser:
     from reconciler.artifact_check import add_artifact_arguments
 
     parser = argparse.ArgumentParser(prog="reconciler", description="GitOps for machine-learning model fleets.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(metavar="COMMAND")
 
     validate = commands.add_parser("validate", help="check a fleet repo: schema and references")
@@ -64,18 +72,31 @@ def _parser() -> argparse.ArgumentParser:
     add_artifact_arguments(plan)  # for --base/--head: the artifacts of the versions that change
     plan.set_defaults(handler=cmd_plan)
 
-    run = commands.add_parser("run", help="run a site agent: converge and serve")
-    run.add_argument("--config", type=Path, help="site.yaml with the site's local settings")
-    run.add_argument("--repo", help="fleet repo URL or path")
-    run.add_argument("--branch")
-    run.add_argument("--site")
-    run.add_argument("--state", type=Path)
-    run.add_argument("--listen", help="HOST:PORT for the inference server")
-    run.add_argument("--interval", help="poll interval, e.g. 30s")
-    run.add_argument("--trust-key", dest="trust_keys", action="append", type=Path, default=[],
-                     help="PEM public key trusted to sign artifacts (repeatable)")
-    run.add_argument("--accept-history", help="accept this commit after a history rewrite")
-    run.add_argument("--once", action="store_true", help="reconcile once and exit (1 if it failed)")
+    run = commands.add_parser(
+        "run", help="run a site agent: converge and serve", epilog=RUN_EXAMPLE,
+        description="Run one site's agent: poll the fleet repo, verify and validate the models planned for\n"
+                    "this site, roll them out, serve them, and write the site's status back to Git.\n"
+                    "Options given here override the same settings of --config.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("--config", type=Path, metavar="SITE_YAML",
+                     help="site.yaml with the site's local settings (paths in it are relative to its folder)")
+    run.add_argument("--repo", help="fleet repo URL or path (required without --config)")
+    run.add_argument("--branch", help="branch of the fleet repo to follow (default: main)")
+    run.add_argument("--site", help="this site's name, as in the fleet's Site manifests (required without --config)")
+    run.add_argument("--state", type=Path, help="state directory: verified models, state.json, git cache "
+                                                "(required without --config)")
+    run.add_argument("--listen", metavar="HOST:PORT",
+                     help="serve the models (Open Inference Protocol), metrics and flags here (default: do not serve)")
+    run.add_argument("--interval", help="poll interval, e.g. 30s or 5m (default: 30s)")
+    run.add_argument("--trust-key", dest="trust_keys", action="append", type=Path, default=[], metavar="PEM",
+                     help="public key trusted to sign artifacts (repeatable; default: the keys of --config, none "
+                          "without it, and then every artifact is refused)")
+    run.add_argument("--accept-history", metavar="COMMIT",
+                     help="accept this commit although it does not descend from the last applied one (after a "
+                          "history rewrite an operator checked)")
+    run.add_argument("--once", action="store_true",
+                     help="reconcile once, print the status record and exit (1 if it failed; default: run until "
+                          "SIGTERM or Ctrl-C)")
     run.add_argument("--log-level", choices=LEVELS, default="info", help="least severe log lines shown (default: info)")
     run.add_argument("--log-format", choices=FORMATS, default="text",
                      help="text for people, json for log pipelines: one object a line (default: text)")
@@ -87,7 +108,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=cmd_serve)
 
     status = commands.add_parser("status", help="the fleet matrix from the sites' status records in Git")
-    status.add_argument("--repo", default=".", help="fleet repo URL or path (status refs live there)")
+    status.add_argument("--repo", default=".", help="fleet repo URL or path (status refs live there; a clone's "
+                        "are fetched from its origin)")
     status.add_argument("--branch", default="main", help="the branch whose Sites make the inventory")
     status.add_argument("--format", choices=["text", "json", "markdown"], default="text")
     status.set_defaults(handler=cmd_status)
@@ -108,6 +130,15 @@ def _parser() -> argparse.ArgumentParser:
 
     add_release_commands(commands)  # init, schema, add-version
     return parser
+
+
+RUN_EXAMPLE = """example:
+  reconciler run --repo https://git.example.com/fleet.git --site store-berlin-01 \\
+      --state /var/lib/reconciler --listen 127.0.0.1:8080 --trust-key /etc/reconciler/fleet.pub
+
+  or with every setting in a file (see README.md, "Configuring a site"):
+  reconciler run --config /etc/reconciler/site.yaml
+"""
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -244,10 +275,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     from reconciler.audit import open_fleet
     from reconciler.manifests.loader import load_tree
     from reconciler.status.matrix import build_matrix, render_markdown, render_text
+    from reconciler.status.origin import status_records
 
     with open_fleet(args.repo, args.branch) as opened:
         fleet = load_tree(opened.source.files(opened.head)).repo
-        records = opened.status().latest
+        records, note = status_records(opened, args.repo)
+    if note:
+        print(f"reconciler: {note}", file=sys.stderr)
     stale_after = fleet.fleet.spec.staleAfter if fleet.fleet else timedelta(minutes=10)
     matrix = build_matrix(records, fleet.sites, datetime.now(UTC), stale_after)
     if args.format == "json":

@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from git import GitCommandError
+
 from reconciler import __version__
 from reconciler.apply import Applier, CanaryMetrics, Outcome, Runtime
 from reconciler.cancel import CancelToken
@@ -21,7 +23,8 @@ from reconciler.flags import site_context
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.loader import DocumentCache, load_tree
 from reconciler.plan import Plan, Target, plan_site, rollout_of, wave_members
-from reconciler.source import GitSource
+from reconciler.selfheal import heal_after_failure, heal_at_start
+from reconciler.source import GitSource, cache_failure
 from reconciler.state import SiteState, StateDir
 from reconciler.status.forge import CommitStatus, ForgeStatuses, statuses_for_record, wave_status
 from reconciler.status.forge_gate import LOOKBACK, ForgeFleetStatus
@@ -67,6 +70,7 @@ class Agent:
         status_source = self.source if config.statusRepo is None else \
             GitSource(config.statusRepo, config.branch, config.state / "cache" / "status.git")
         self.status = StatusRefs(status_source)
+        self.caches = [self.source] if status_source is self.source else [self.source, status_source]
         self.forge = ForgeStatuses(config.forge) if config.forge else None
         self.forge_fleet = ForgeFleetStatus(self.forge) if self.forge else None
         self.applier = Applier(self.state_dir, runtime, load_trust_roots(config), limits=config.fetch,
@@ -85,6 +89,7 @@ class Agent:
         self.state_dir.lock()
         # Sites before partial clones kept the whole tree of the fleet repo there; nothing reads it now.
         shutil.rmtree(self.config.state / "cache" / "tree", ignore_errors=True)
+        heal_at_start(self.config.state, self.caches, started=time.time())
         self.applier.restore(self.state_dir.load(self.config.site))
         self.last_contact = now or utcnow()  # staleness counts from the agent's start
 
@@ -136,6 +141,8 @@ class Agent:
             return ReconcileResult(head, error=error)
         except ReconcilerError as error:
             return self._report_site_error(error, head, now)
+        except GitCommandError as error:  # a git command no door turned into a typed error
+            return self._report_site_error(cache_failure(error, self.source.cache_dir), head, now)
 
     def run(self, stop: threading.Event) -> None:
         """Reconcile every interval (with jitter, so a fleet does not poll in step), or at once
@@ -258,7 +265,8 @@ class Agent:
         """The repo or the remote is unusable: keep serving, keep the per-deployment picture of the
         last record, and say why at the site level."""
         log.warning("%s: %s", self.config.site, error, extra={"reason": error.reason})
-        if isinstance(error, Stalled):
+        repaired = heal_after_failure(self.caches, error)
+        if isinstance(error, Stalled) and not repaired:
             self.reconciled_head = head  # the same inputs give the same answer: wait for a new commit
         state = self.state_dir.load(self.config.site)
         deployments = dict(self.last_record.deployments) if self.last_record else {}
@@ -266,7 +274,7 @@ class Agent:
         record = self._site_record(now, observed, state, deployments, error)
         try:
             self._publish(record)
-        except ReconcilerError as push_error:
+        except (ReconcilerError, GitCommandError) as push_error:
             log.warning("%s: status not written: %s", self.config.site, push_error)
         return ReconcileResult(head, None, record, error)
 

@@ -32,7 +32,7 @@ import git
 from git.exc import GitCommandError
 
 from reconciler.committree import CommitTree
-from reconciler.errors import Stalled, Transient
+from reconciler.errors import Stalled, Transient, UsageError
 from reconciler.manifests.loader import RepoFile
 
 _REGULAR_FILE_MODES = ("100644", "100755")  # symlinks and submodules are not fleet files
@@ -90,7 +90,7 @@ class GitSource:
         try:
             listing = self._remote_git.ls_remote("--", self.url, ref, kill_after_timeout=self.timeout)
         except GitCommandError as error:
-            raise Transient("SourceUnreachable", f"git ls-remote {self.url}: {git_error_message(error)}") from error
+            raise git_failure(error, f"git ls-remote {self.url}", "SourceUnreachable") from error
         for line in listing.splitlines():
             sha, _, name = line.partition("\t")
             if name == ref:  # ls-remote patterns match on the tail; only the exact ref counts
@@ -110,10 +110,9 @@ class GitSource:
             self.repo.git.fetch("--quiet", "--no-tags", f"--filter={_BLOB_FILTER}", "--", _REMOTE, refspec,
                                 kill_after_timeout=self.timeout)
         except GitCommandError as error:
-            message = git_error_message(error)
-            if "couldn't find remote ref" in message:
+            if "couldn't find remote ref" in git_error_message(error):
                 raise Stalled("BranchNotFound", f"{self.url} has no branch {self.branch!r}") from error
-            raise Transient("SourceFetchFailed", f"git fetch {self.url}: {message}") from error
+            raise git_failure(error, f"git fetch {self.url}", "SourceFetchFailed") from error
         return self.repo.git.rev_parse("--verify", f"{tracking}^{{commit}}")
 
     def _clone_partially(self) -> None:
@@ -159,12 +158,13 @@ class GitSource:
         try:
             self._git_lines(*command, given=sorted(missing), timeout=timeout)
         except subprocess.CalledProcessError as error:
-            message = _last_line(error.stderr)
+            stderr = error.stderr.decode("utf-8", "replace") if isinstance(error.stderr, bytes) else str(error.stderr)
+            message = git_words(stderr) or f"exit status {error.returncode}"
             if "not our ref" in message:
                 named = ", ".join(sorted(missing)[:3]) + (", ..." if len(missing) > 3 else "")
                 raise Stalled("SourceCacheCorrupt", f"blob(s) {named} missing from {self.repo.git_dir}, and {self.url} "
                                                     f"does not have them: {message}; delete the cache") from error
-            raise Transient("SourceFetchFailed", f"git fetch {self.url} (blobs): {message}") from error
+            raise describe_git_failure(message, f"git fetch {self.url} (blobs)", "SourceFetchFailed") from error
         except subprocess.TimeoutExpired as error:
             raise Transient("SourceFetchFailed", f"git fetch {self.url} (blobs): not done in {timeout:g}s") from error
 
@@ -201,7 +201,7 @@ class GitSource:
         except GitCommandError as error:
             if error.status == 1:
                 return False
-            raise
+            raise cache_failure(error, self.repo.git_dir) from error
         return True
 
     def files(self, sha: str) -> list[RepoFile]:
@@ -271,7 +271,10 @@ def open_commit(location: str, rev: str) -> Iterator[tuple[GitSource, str]]:
     local = Path(location)
     with tempfile.TemporaryDirectory(prefix="reconciler-rev-") as scratch:
         if local.is_dir():
-            git_dir = Path(git.Repo(local, search_parent_directories=True).git_dir)
+            try:
+                git_dir = Path(git.Repo(local, search_parent_directories=True).git_dir)
+            except git.InvalidGitRepositoryError:
+                raise UsageError(f"{location} is not in a git repository; --rev, --base and --head read commits") from None
             source = GitSource(location, rev, git_dir)
         else:
             source = GitSource(location, rev, Path(scratch))
@@ -299,15 +302,60 @@ def _batch_contents(output: bytes, blobs: list[str], git_dir: str) -> Iterator[t
 
 
 def git_error_message(error: GitCommandError) -> str:
-    """git's own words: the last non-empty line of its stderr."""
-    return _last_line(str(error.stderr)) or f"exit status {error.status}"
+    """git's own words for a failed command (see ``git_words``)."""
+    # GitPython keeps stderr as "\n  stderr: '<text>'".
+    stderr = str(error.stderr or "").strip().removeprefix("stderr: '").removesuffix("'")
+    return git_words(stderr) or f"exit status {error.status}"
 
 
-def _last_line(stderr: str | bytes) -> str:
-    text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1].removeprefix("stderr: ").strip("'") if lines else ""
+def git_words(stderr: str) -> str:
+    """What git said went wrong: its ``fatal:`` and ``error:`` lines (a remote's too), each once,
+    in order; the last line when it said neither. Hints and advice around them are left out."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    said = [line for line in lines if line.removeprefix("remote: ").startswith(("fatal:", "error:"))]
+    return "; ".join(dict.fromkeys(said)) if said else (lines[-1] if lines else "")
 
+
+# Problems of who may use a repository, which no retry solves: git's words -> reason, what to do.
+_ACCESS_PROBLEMS = (
+    (("dubious ownership",), "DubiousOwnership",
+     "the repository belongs to another user than the agent's; run the agent as the repository's owner, "
+     "or mark it safe for the agent's user: git config --global --add safe.directory <path>"),
+    (("permission denied", "insufficient permission", "unable to create temporary object directory",
+      "read-only file system", "returned error: 403", "returned error: 401"), "PermissionDenied",
+     "the agent's user may not {access} this repository: grant it access (file permissions, or credentials "
+     "the server accepts){where}"),
+)
+_CORRUPT_CACHE = ("corrupt", "bad object", "bad tree", "not a git repository", "unable to read", "is empty",
+                  "missing blob", "missing tree")
+
+
+def git_failure(error: GitCommandError, doing: str, reason: str) -> Transient:
+    """A typed error for a failed git command, in git's own words (see ``describe_git_failure``)."""
+    return describe_git_failure(git_error_message(error), doing, reason)
+
+
+def describe_git_failure(words: str, doing: str, reason: str, access: str = "read") -> Transient:
+    """``reason`` for what git said, unless it names a problem of its own: access problems get
+    their own reason and what to do (``access``: what was denied, "read" or "write to" for a
+    push), and a corrupt local cache SourceCacheCorrupt, which the agent rebuilds."""
+    lowered = words.lower()
+    for needles, access_reason, advice in _ACCESS_PROBLEMS:
+        if any(needle in lowered for needle in needles):
+            where = ", or give the site a statusRepo it may push to" if access != "read" else ""
+            return Transient(access_reason, f"{doing}: {words}; {advice.format(access=access, where=where)}")
+    ours = " ".join(line for line in lowered.split("; ") if not line.startswith("remote:"))
+    if any(needle in ours for needle in _CORRUPT_CACHE):
+        return Transient("SourceCacheCorrupt", f"{doing}: {words}")
+    return Transient(reason, f"{doing}: {words}")
+
+
+def cache_failure(error: GitCommandError, git_dir: str | Path) -> Transient:
+    """A typed error for a failed git command on a local cache (one whose failure no caller
+    expects)."""
+    command = error.command[1] if isinstance(error.command, list) and len(error.command) > 1 else ""
+    doing = f"git {command} in {git_dir}" if command else f"git in {git_dir}"
+    return describe_git_failure(git_error_message(error), doing, "GitCommandFailed")
 
 
 def not_committable(root: Path, paths: Iterable[str]) -> dict[str, str]:
@@ -318,14 +366,14 @@ def not_committable(root: Path, paths: Iterable[str]) -> dict[str, str]:
     if not paths:
         return {}
     try:
-        untracked = _git_lines(root, "ls-files", "-z", "--others", "--", *paths)
-        attributes = _git_lines(root, "check-attr", "-z", "filter", "--", *paths)
+        untracked = _worktree_lines(root, "ls-files", "-z", "--others", "--", *paths)
+        attributes = _worktree_lines(root, "check-attr", "-z", "filter", "--", *paths)
     except (OSError, subprocess.CalledProcessError):
         return {}
     lfs = {attributes[i] for i in range(0, len(attributes) - 2, 3) if attributes[i + 2] == "lfs"}
     return {**{path: "lfs" for path in lfs}, **{path: "untracked" for path in untracked if path}}
 
 
-def _git_lines(root: Path, *args: str) -> list[str]:
+def _worktree_lines(root: Path, *args: str) -> list[str]:
     done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, check=True)
     return done.stdout.decode("utf-8", "surrogateescape").split("\0")

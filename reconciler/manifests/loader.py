@@ -365,16 +365,36 @@ def _parse_yaml_file(path: str, text: str) -> ParsedFile:
                 manifests.append(found)
             else:
                 findings.extend(found)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        context = f" ({e.context})" if e.context else ""
-        findings.append(Finding(path, line, col, f"malformed YAML: {e.problem}{context}"))
     except yaml.YAMLError as e:
-        findings.append(Finding(path, 1, 1, f"malformed YAML: {e}"))
+        findings.append(_malformed(path, e))
     finally:
         loader.dispose()
     return ParsedFile(path, documents, tuple(manifests), findings=tuple(findings))
+
+
+def parse_yaml_document(path: str, text: str) -> tuple[yaml.Node | None, Any, list[Finding]]:
+    """A file of one YAML document (a site's settings), read as manifests are: its root node
+    (None when empty), its data, and what is malformed in it, with line and column."""
+    loader = YamlLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = None if node is None else loader.construct_document(node)
+    except yaml.YAMLError as e:
+        return None, None, [_malformed(path, e)]
+    finally:
+        loader.dispose()
+    duplicates = [Finding(path, *_line_col(key), f"duplicate key '{key.value}' (first at line {first})")
+                  for key, first in loader.duplicate_keys]
+    return node, data, duplicates
+
+
+def _malformed(path: str, error: yaml.YAMLError) -> Finding:
+    if isinstance(error, yaml.MarkedYAMLError):
+        mark = error.problem_mark or error.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        context = f" ({error.context})" if error.context else ""
+        return Finding(path, line, col, f"malformed YAML: {error.problem}{context}")
+    return Finding(path, 1, 1, f"malformed YAML: {error}")
 
 
 def _manifest(path: str, node: yaml.Node, data: Any) -> Manifest | list[Finding]:
@@ -477,7 +497,12 @@ class _Located:
 
 
 def validation_findings(path: str, root: yaml.Node, model: type[BaseModel], error: ValidationError) -> list[Finding]:
-    located = [_locate(root, e) for e in error.errors(include_url=False)]
+    return error_findings(path, root, model, error.errors(include_url=False))
+
+
+def error_findings(path: str, root: yaml.Node, model: type[BaseModel], errors: list[Any]) -> list[Finding]:
+    """Findings for some of a ValidationError's ``errors()`` (say, those about values a file gave)."""
+    located = [_locate(root, e) for e in errors]
     by_union: dict[tuple[Any, ...], list[_Located]] = defaultdict(list)
     findings = []
     for item in located:

@@ -38,14 +38,21 @@ def parse_duration(value: object) -> timedelta:
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError("a duration cannot be negative")
-        return timedelta(seconds=value)
+        return _timedelta(value, seconds=value)
     if not isinstance(value, str) or not value:
         raise ValueError("a duration is a string like '30s', '5m' or '1h30m'")
     match = _DURATION.match(value)
     if not match or not any(match.groups()):
         raise ValueError(f"{value!r} is not a duration like '30s', '5m' or '1h30m'")
     hours, minutes, seconds, millis = (int(g) if g else 0 for g in match.groups())
-    return timedelta(hours=hours, minutes=minutes, seconds=seconds, milliseconds=millis)
+    return _timedelta(value, hours=hours, minutes=minutes, seconds=seconds, milliseconds=millis)
+
+
+def _timedelta(value: object, **parts: float) -> timedelta:
+    try:
+        return timedelta(**parts)
+    except OverflowError:  # beyond timedelta's 999999999 days, or infinite
+        raise ValueError(f"{value!r} is longer than any duration this can wait") from None
 
 
 def format_duration(value: timedelta) -> str:

@@ -28,6 +28,9 @@ from reconciler.manifests.models import ModelInterface, ValidationCase
 
 CHILD = Path(__file__).with_name("validate_child.py")
 MESSAGE_LIMIT = 1000
+# Each child's working directory: "<prefix><agent pid>-<random>", so a later agent can tell the
+# ones a killed agent left (reconciler/selfheal.py) from those of agents still running.
+WORKDIR_PREFIX = "reconciler-validate-"
 STDERR_TAIL = 1000
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # onnxruntime's own log line: "<date> <time> [W:onnxruntime:<logid>, <file:line> <function>] <message>"
@@ -116,7 +119,7 @@ def run_validation(
 def _run_child(request: dict[str, Any], timeout: float, stop: CancelToken) -> tuple[int, bytes, bytes]:
     # -I: no PYTHON* variables, no user site, no cwd on sys.path. An empty working directory:
     # nothing for a model's relative external-data path to find.
-    with tempfile.TemporaryDirectory(prefix="reconciler-validate-") as workdir:
+    with tempfile.TemporaryDirectory(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-") as workdir:
         child = subprocess.Popen(
             [sys.executable, "-I", str(CHILD)],
             stdin=subprocess.PIPE,

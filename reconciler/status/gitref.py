@@ -18,7 +18,14 @@ from gitdb import IStream
 from pydantic import ValidationError
 
 from reconciler.errors import Transient
-from reconciler.source import GitSource, git_error_message
+from reconciler.source import (
+    GitSource,
+    cache_failure,
+    describe_git_failure,
+    git_error_message,
+    git_failure,
+    git_words,
+)
 from reconciler.status.record import StatusRecord
 
 log = logging.getLogger(__name__)
@@ -83,7 +90,7 @@ class StatusRefs:
                 return None
             commit = self._commit(record, parent=tip)
             if self._push(commit, site):
-                self._repo.git.update_ref(status_ref(site), commit)
+                self._in_cache("update_ref", status_ref(site), commit)
                 return commit
             if attempt == 0:
                 self._fetch_own(site)
@@ -93,7 +100,7 @@ class StatusRefs:
         """Every site's newest record: one fetch of all status refs, then reads through the
         source's one cat-file process, so thousands of sites cost one network round trip."""
         self._fetch(f"+{STATUS_REF_PREFIX}*:{STATUS_REF_PREFIX}*", "--prune")
-        refs = self._repo.git.for_each_ref("--format=%(refname)", STATUS_REF_PREFIX).splitlines()
+        refs = self._in_cache("for_each_ref", "--format=%(refname)", STATUS_REF_PREFIX).splitlines()
         records = {}
         for ref in refs:
             site = ref.removeprefix(STATUS_REF_PREFIX)
@@ -106,7 +113,7 @@ class StatusRefs:
         self._fetch_own(site)
         if self._local_tip(site) is None:
             return []
-        commits = self._repo.git.log("--first-parent", "--reverse", "--format=%H", status_ref(site)).split()
+        commits = self._in_cache("log", "--first-parent", "--reverse", "--format=%H", status_ref(site)).split()
         entries = ((commit, self._record_at(commit, site)) for commit in commits)
         return [(commit, record) for commit, record in entries if record is not None]
 
@@ -115,7 +122,7 @@ class StatusRefs:
         if not self._fetch(f"+{ref}:{ref}"):
             # The remote has no record (any more): forget ours so the next one starts afresh.
             if self._local_tip(site) is not None:
-                self._repo.git.update_ref("-d", ref)
+                self._in_cache("update_ref", "-d", ref)
 
     def _fetch(self, refspec: str, *options: str) -> bool:
         """False when the remote lacks a ref the refspec names exactly."""
@@ -125,11 +132,18 @@ class StatusRefs:
                 kill_after_timeout=self._source.timeout,
             )
         except git.GitCommandError as error:
-            message = git_error_message(error)
-            if "couldn't find remote ref" in message:
+            if "couldn't find remote ref" in git_error_message(error):
                 return False
-            raise Transient("StatusFetchFailed", f"git fetch {self._source.url}: {message}") from error
+            raise git_failure(error, f"git fetch {self._source.url}", "StatusFetchFailed") from error
         return True
+
+    def _in_cache(self, command: str, *args: str) -> str:
+        """A git command on the local cache, its failure a typed error (say, a lock a killed git
+        left, which the agent removes before it tries again)."""
+        try:
+            return getattr(self._repo.git, command)(*args)
+        except git.GitCommandError as error:
+            raise cache_failure(error, self._repo.git_dir) from error
 
     def _local_tip(self, site: str) -> str | None:
         try:  # read from the ref files, no process: write() asks on every reconcile that changed
@@ -160,16 +174,24 @@ class StatusRefs:
         return self._repo.odb.store(IStream(kind, len(data), io.BytesIO(data))).binsha
 
     def _push(self, commit: str, site: str) -> bool:
-        """True when pushed; False when the remote refused to fast-forward."""
+        """True when pushed; False when the remote refused to fast-forward (the ref moved). Any
+        other refusal (permissions, a hook, a full disk) is an error in git's words."""
         status, out, err = self._repo.git.push(
             "--porcelain", "--", self._source.url, f"{commit}:{status_ref(site)}",
             with_extended_output=True, with_exceptions=False, kill_after_timeout=self._source.timeout,
         )
         if status == 0:
             return True
-        if any(line.startswith("!") for line in out.splitlines()):
+        if any(line.startswith("!") and "[rejected]" in line for line in out.splitlines()):
             return False
-        raise Transient("StatusPushFailed", f"git push {self._source.url}: {err.strip() or out.strip()}")
+        words = "; ".join(filter(None, (git_words(err), *_refusals(out))))
+        raise describe_git_failure(words or f"exit status {status}", f"git push {self._source.url}",
+                                   "StatusPushFailed", access="write to")
+
+
+def _refusals(porcelain: str) -> list[str]:
+    """The refs a push could not update, with the remote's reason: ``[remote rejected] (why)``."""
+    return [line.split("\t")[-1] for line in porcelain.splitlines() if line.startswith("!")]
 
 
 def _commit_message(record: StatusRecord) -> str:

@@ -74,7 +74,7 @@ def parse_bundle(signature_file: bytes) -> Bundle:
     if not isinstance(document, dict):
         raise Stalled("SignatureMalformed", "the signature bundle is not a JSON object")
     media_type = document.get("mediaType")
-    if media_type not in BUNDLE_MEDIA_TYPES:
+    if not isinstance(media_type, str) or media_type not in BUNDLE_MEDIA_TYPES:
         raise Stalled("SignatureFormatUnsupported",
                       f"the signature is not a Sigstore bundle of a known version: mediaType {media_type!r}; "
                       f"known: {', '.join(sorted(BUNDLE_MEDIA_TYPES))}")
@@ -175,7 +175,7 @@ def pae(payload_type: str, payload: bytes) -> bytes:
 
 def _hinted(keys: tuple[TrustedKey, ...], hint: object) -> tuple[TrustedKey, ...]:
     """The key the unauthenticated hint names, if it names one; otherwise every trusted key."""
-    named = tuple(key for key in keys if hint in key.hints)
+    named = tuple(key for key in keys if isinstance(hint, str) and hint in key.hints)
     return named or keys
 
 
@@ -184,7 +184,8 @@ def _statement(payload: bytes) -> dict[str, Any]:
         statement = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise Stalled("SignatureMalformed", f"the DSSE payload is not JSON ({exc})") from None
-    if not isinstance(statement, dict) or statement.get("_type") not in IN_TOTO_STATEMENT_TYPES:
+    if not isinstance(statement, dict) or not isinstance(statement.get("_type"), str) \
+            or statement["_type"] not in IN_TOTO_STATEMENT_TYPES:
         raise Stalled("SignatureMalformed", "the DSSE payload is not an in-toto Statement")
     return statement
 

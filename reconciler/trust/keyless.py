@@ -20,7 +20,7 @@ from sigstore.errors import Error as SigstoreError
 from sigstore.errors import VerificationError
 from sigstore.hashes import Hashed
 from sigstore.models import Bundle as SigstoreBundle
-from sigstore.models import InvalidBundle, TrustedRoot
+from sigstore.models import TrustedRoot
 from sigstore.verify import Verifier
 from sigstore.verify.policy import AllOf, Identity, OIDCIssuer, OIDCIssuerV2
 from sigstore_models.common.v1 import HashAlgorithm
@@ -44,7 +44,8 @@ def verify_keyless(sha256_digest: bytes, file_name: str, signature_file: bytes, 
         raise Stalled("NoTrustedIdentities", "the bundle is signed keyless (by a certificate), and the site trusts no identities")
     try:
         parsed = SigstoreBundle.from_json(signature_file)
-    except (InvalidBundle, ValueError) as exc:
+    except (SigstoreError, ValueError) as exc:
+        # Parsing checks too: an unreadable timestamp response is a VerificationError from here.
         raise Stalled("SignatureMalformed", f"the keyless bundle is not valid: {exc}") from None
     signer = _trusted_signer(parsed.signing_certificate, identities)
     policy = _policy(parsed.signing_certificate, signer)

@@ -1,0 +1,91 @@
+"""site.yaml is refused as the manifests are: file:line:col, what is wrong, did you mean; paths
+resolve against its folder; command-line settings win and are refused as such."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reconciler.config import build_site_config, host_and_port, load_site_config
+from reconciler.errors import UsageError
+
+GOOD = "site: store-boston-01\nrepo: https://git.example/fleet.git\nstate: state\n"
+
+
+def refusal(tmp_path: Path, text: str, **overrides: object) -> list[str]:
+    path = tmp_path / "site.yaml"
+    path.write_text(text)
+    with pytest.raises(UsageError) as refused:
+        load_site_config(path, overrides)
+    return str(refused.value).replace(f"{path}:", "site.yaml:").splitlines()
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    (GOOD + "listen: 127.0.0.1:99999\n",
+     "site.yaml:4:9: error: listen: port 99999 of '127.0.0.1:99999' is not a TCP port (0 to 65535)"),
+    (GOOD + "listen: 8080\n", "site.yaml:4:9: error: listen: should be a string (got 8080); quote it to keep it a string"),
+    (GOOD + "listen: localhost\n",
+     "site.yaml:4:9: error: listen: should be HOST:PORT, e.g. 127.0.0.1:8080 (got 'localhost')"),
+    (GOOD + "listen: 'bad host!:80'\n",
+     "site.yaml:4:9: error: listen: 'bad host!' of 'bad host!:80' is neither an IP address nor a host name"),
+    (GOOD + "trustKeys: /etc/k.pub\n", "site.yaml:4:12: error: trustKeys: should be a list (got '/etc/k.pub')"),
+    (GOOD + "intervall: 30s\n", "site.yaml:4:1: error: intervall: unknown field (did you mean 'interval'?)"),
+    (GOOD + "validation:\n  timeot: 5s\n",
+     "site.yaml:5:3: error: validation.timeot: unknown field (did you mean 'timeout'?)"),
+    (GOOD + "jitter: 2\n", "site.yaml:4:9: error: jitter: should be less than or equal to 1 (got 2)"),
+    (GOOD + "site: other\n", "site.yaml:4:1: error: duplicate key 'site' (first at line 1)"),
+    ("site: [store\n", "site.yaml:2:1: error: malformed YAML: did not find expected ',' or ']' "
+                       "(while parsing a flow sequence)"),
+    ("- site\n", "site.yaml:1:1: error: a site config is a mapping of settings"),
+    ("repo: x\nstate: s\n", "site.yaml:1:1: error: site: required field is missing"),
+    ("a: &loop [*loop]\n", "site.yaml:1:1: error: a: unknown field (allowed: site, repo, branch, state, listen, "
+                            "statusRepo, interval, staleAfter, jitter, trustKeys, trustIdentities, sigstoreTrustedRoot, "
+                            "acceptHistory, commitPolicy, forge, gateSource, validation, fetch)"),
+    (GOOD + 'trustKeys: ["k\\x00.pub"]\n', "site.yaml:4:13: error: a NUL character cannot be in a setting (nor in a path)"),
+])
+def test_a_mistake_in_site_yaml_is_refused_at_its_line(tmp_path, text, said):
+    assert said in refusal(tmp_path, text)
+
+
+def test_every_mistake_is_said_at_once(tmp_path):
+    said = refusal(tmp_path, GOOD + "listen: 127.0.0.1:99999\ntrustKeys: /etc/k.pub\nintervall: 1s\n")
+    assert [line.split(": error:")[0] for line in said] == ["site.yaml:4:9", "site.yaml:5:12", "site.yaml:6:1"]
+
+
+def test_a_command_line_setting_is_refused_as_such(tmp_path):
+    said = refusal(tmp_path, GOOD + "intervall: 1s\n", listen="127.0.0.1:70000")
+    assert said == ["site.yaml:4:1: error: intervall: unknown field (did you mean 'interval'?)",
+                    "invalid site settings (command line): listen: port 70000 of '127.0.0.1:70000' is not "
+                    "a TCP port (0 to 65535)"]
+
+
+def test_a_command_line_setting_replaces_a_bad_one_of_the_file(tmp_path):
+    path = tmp_path / "site.yaml"
+    path.write_text(GOOD + "listen: nonsense\n")
+    assert load_site_config(path, {"listen": "127.0.0.1:8080"}).listen_address == ("127.0.0.1", 8080)
+
+
+def test_paths_resolve_against_the_files_folder(tmp_path):
+    path = tmp_path / "conf" / "site.yaml"
+    path.parent.mkdir()
+    path.write_text(GOOD + "trustKeys: [keys/a.pub]\nfetch:\n  caBundle: ca.pem\n")
+    config = load_site_config(path, {})
+    assert config.state == tmp_path / "conf" / "state"
+    assert config.trustKeys == [tmp_path / "conf" / "keys" / "a.pub"]
+    assert config.fetch.ca_bundle == tmp_path / "conf" / "ca.pem"
+
+
+@pytest.mark.parametrize(("address", "parsed"), [
+    ("127.0.0.1:8080", ("127.0.0.1", 8080)), ("[::1]:9000", ("::1", 9000)), ("localhost:0", ("localhost", 0)),
+    ("edge-7.example.org:65535", ("edge-7.example.org", 65535)),
+])
+def test_listen_addresses(address, parsed):
+    assert host_and_port(address) == parsed
+    assert build_site_config({"site": "s", "repo": "r", "state": "/s", "listen": address}).listen_address == parsed
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:99999", ":8080", "127.0.0.1:", "127.0.0.1:-1", "exa mple:80"])
+def test_bad_listen_addresses_are_usage_errors(address):
+    with pytest.raises(UsageError, match="invalid site settings \\(command line\\): listen: "):
+        build_site_config({"site": "s", "repo": "r", "state": "/s", "listen": address})
