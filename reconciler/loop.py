@@ -15,6 +15,7 @@ from reconciler.apply import Applier, CanaryMetrics, Outcome, Runtime
 from reconciler.commitpolicy import verify_commits
 from reconciler.config import SiteConfig
 from reconciler.errors import ReconcilerError, Stalled
+from reconciler.evidence import FailureKind, failure_kind
 from reconciler.flags import site_context
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.loader import DocumentCache, load_tree
@@ -181,18 +182,20 @@ class Agent:
             action = outcome.action
             if action.kind == "remove" and outcome.ok:
                 continue
+            kind = None
             if outcome.error is not None:
-                state_name: State = "error" if outcome.error.retry or action.kind == "error" else "failure"
-                reason, message = outcome.error.reason, outcome.error.message
+                reason, message, kind = outcome.error.reason, outcome.error.message, failure_kind(outcome.error.reason)
+                state_name: State = "failure" if kind == "version" else "error"
             else:
                 state_name, reason, message = outcome.state or "success", outcome.reason or action.reason, outcome.message
             deployments[action.deployment] = self._deployment_status(
-                now, state, action.deployment, action.model, state_name, action.target, reason, message, outcome.weights)
+                now, state, action.deployment, action.model, state_name, action.target, reason, message, outcome.weights,
+                kind)
         return self._site_record(now, commit, state, deployments)
 
     def _deployment_status(self, now: datetime, state: SiteState, name: str, model: str, state_name: State,
                            target: Target | None, reason: str, message: str,
-                           weights: dict[str, int] | None = None) -> DeploymentStatus:
+                           weights: dict[str, int] | None = None, kind: FailureKind | None = None) -> DeploymentStatus:
         installed = state.deployments.get(name)
         version = target.version if target else None
         rollout = target.rollout_id if target else None
@@ -208,6 +211,7 @@ class Agent:
             rollout=rollout,
             reason=reason,
             message=message,
+            failureKind=kind,
             weights=weights or {},
             since=before.since if keep_since else now,
         )

@@ -78,16 +78,18 @@ class Gate(Strict):
     minHealthyRatio: Annotated[float, Field(ge=0, le=1)] = 1.0
     bakeTime: Duration = "0s"
     progressDeadline: Duration = "1h"
-    # Failing closed is the safe default: a site that never reports has not proven the version.
-    unreported: Literal["fail", "ignore"] = "fail"
+    # A silent site (offline, not yet installed) has proven nothing either way: by default it only
+    # drops out of the count at its deadline. Strict fleets count it as failed with ``fail``.
+    unreported: Literal["fail", "ignore"] = "ignore"
 
 
 class Abort(Strict):
     """AWS IoT Jobs style: abort once at least ``minExecuted`` sites ran and the failed share
-    reaches ``failureThreshold``."""
+    reaches ``failureThreshold``. Without ``minExecuted``: once three sites ran, or every site
+    that may run by now did (reconciler.gates)."""
 
     failureThreshold: Annotated[float, Field(gt=0, le=1)] = 0.2
-    minExecuted: Annotated[int, Field(ge=1)] = 1
+    minExecuted: Annotated[int, Field(ge=1)] | None = None
 
 
 class Rollout(Strict):
