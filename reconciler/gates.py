@@ -52,12 +52,12 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
 from typing import Literal
 
-from reconciler.evidence import failure_kind
+from reconciler.evidence import FailureKind, failure_kind
 from reconciler.manifests.models import Gate, Rollout
 from reconciler.manifests.types import format_duration
 from reconciler.rollout import wave_index
@@ -65,6 +65,7 @@ from reconciler.status.record import State, StatusRecord
 
 GateKind = Literal["proceed", "wait", "abort"]
 
+ABORT_REASONS = ("FailureThresholdReached", "RolloutAborted")
 DEFAULT_MIN_EXECUTED = 3  # without ``abort.minExecuted``: see README, "Defaults of a rollout"
 
 
@@ -77,13 +78,14 @@ class SiteReport:
     version: str | None
     since: datetime  # when the site entered ``state`` in this rollout
     written_at: datetime
-    reason: str = ""
-    message: str = ""
+    reason: str = field(default="", compare=False)  # a gate read from the forge sees neither of these two
+    message: str = field(default="", compare=False)
+    kind: FailureKind | None = None  # as the record says; records of older agents have only the reason
 
     @property
     def failed(self) -> bool:
         """A failure that is evidence against the version; a site condition is not."""
-        return self.state == "failure" and failure_kind(self.reason) == "version"
+        return self.state == "failure" and (self.kind or failure_kind(self.reason)) == "version"
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,7 @@ def site_report(record: StatusRecord, deployment: str) -> SiteReport | None:
     if status is None or status.rollout is None:
         return None
     return SiteReport(status.rollout, status.state, status.version, status.since, record.writtenAt,
-                      status.reason, status.message)
+                      status.reason, status.message, status.failureKind)
 
 
 def decide_gate(rollout: Rollout, deployment: str, rollout_id: str, site: str,
@@ -240,9 +242,10 @@ def _abort(rollout: Rollout, deployment: str, progress: _Progress, now: datetime
     aborted = sorted((r.since, s) for s, r in progress.reports.items() if r.state == "aborted")
     if aborted:
         first = progress.reports[aborted[0][1]]
-        return GateDecision("abort", "RolloutAborted", first.message or
-                            f"the rollout is aborted: {_list([s for _, s in aborted])} reported it aborted; "
-                            f"{retry_hint(deployment)}", wave, None)
+        if first.reason in ABORT_REASONS and first.message:  # the first abort's cause and how to retry
+            return GateDecision("abort", "RolloutAborted", first.message, wave, None)
+        return GateDecision("abort", "RolloutAborted", f"the rollout is aborted: {_list([s for _, s in aborted])} "
+                            f"reported it aborted; {retry_hint(deployment)}", wave, None)
     gate, rule = rollout.gate, rollout.abort
     failed = sorted(s for s, r in progress.reports.items() if r.failed)
     succeeded = sum(1 for r in progress.reports.values() if r.state == "success")

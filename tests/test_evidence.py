@@ -119,7 +119,8 @@ def test_the_abort_names_its_cause_and_how_to_retry_and_the_cause_sticks():
                              "`reconciler rollout retry demand-forecast` (a commit that bumps spec.rollout.attempt)")
     # Every site reports the abort; the failed one rolls back and its record changes: the first
     # abort's message is what every later decision says.
-    later = {s: SiteReport(RID, "aborted", "1.1.0", at(6 + i), at(6 + i), "FailureThresholdReached",  # type: ignore[arg-type]
+    later = {s: SiteReport(RID, "aborted", "1.1.0", at(6 + i), at(6 + i),  # type: ignore[arg-type]
+                           "FailureThresholdReached" if i == 0 else "RolloutAborted",
                            first.message if i == 0 else "something later") for i, s in enumerate(STORES)}
     decision = decide(later, 9)
     assert (decision.kind, decision.reason, decision.message) == ("abort", "RolloutAborted", first.message)

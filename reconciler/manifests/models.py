@@ -96,6 +96,8 @@ class Rollout(Strict):
     waves: Annotated[list[Wave], Field(min_length=1)]
     gate: Gate = Gate()
     abort: Abort = Abort()
+    # Part of the rollout's id: bumping it (`reconciler rollout retry`) retries an aborted rollout on purpose.
+    attempt: Annotated[int, Field(ge=0)] = 0
 
     @field_validator("waves")
     @classmethod
@@ -256,6 +258,10 @@ class Analysis(Strict):
     maxErrorRate: Annotated[float, Field(ge=0, le=1)] | None = None
     maxLatencyP99: Duration | None = None
     minAgreement: Annotated[float, Field(ge=0, le=1)] | None = None  # vs stable, on mirrored requests
+    # Too little traffic proves nothing either way: the analysis waits for it, at most ``maxWait``
+    # from the start of its measurement when set, then ``onMaxWait`` decides.
+    maxWait: Duration | None = None
+    onMaxWait: Literal["promote", "fail"] = "fail"
 
 
 class CanaryStep(Strict):
@@ -282,6 +288,9 @@ class DeploymentSpec(Strict):
     targets: Selector = Selector()
     rollout: Rollout | None = None  # None: the Fleet's defaultRollout, else all sites at once
     canary: Canary | None = None  # None or no steps: validate, then switch at once
+    # Going back to the version a site served before its current one is a rollback: no canary, no
+    # wave gate, from the kept blob. None: whenever that was; a duration: only that long after the switch.
+    rollbackWindow: Duration | None = None
 
 
 class Deployment(Strict):
