@@ -92,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     from reconciler.report import add_subcommands as add_audit_commands
 
     add_audit_commands(commands)  # audit, report
+    from reconciler.retry import add_subcommands as add_rollout_commands
+
+    add_rollout_commands(commands)  # rollout retry
     return parser
 
 
