@@ -66,7 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--trust-key", dest="trust_keys", action="append", type=Path, default=[],
                      help="PEM public key trusted to sign artifacts (repeatable)")
     run.add_argument("--accept-history", help="accept this commit after a history rewrite")
-    run.add_argument("--once", action="store_true", help="reconcile once and exit (1 if it failed)")
+    run.add_argument("--once", action="store_true",
+                     help="reconcile once and exit (1 if it failed); like the agent it applies the plan and "
+                          "publishes the site's status record to the fleet, which the other sites' gates read")
+    run.add_argument("--dry-run", action="store_true",
+                     help="with --once: print what the site would do, and write nothing anywhere")
     run.set_defaults(handler=cmd_run)
 
     serve = commands.add_parser("serve", help="serve a state directory's active models without reconciling")
@@ -186,6 +190,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         if missing:
             raise UsageError(f"run needs --config, or {', '.join(missing)}")
         config = build_site_config({k: v for k, v in overrides.items() if v not in (None, [])})
+    if args.dry_run:
+        if not args.once:
+            raise UsageError("--dry-run goes with --once")
+        from reconciler.trial import dry_run
+
+        return dry_run(config)
     return run_agent(config, once=args.once)
 
 
