@@ -113,11 +113,12 @@ class Agent:
             state, outcomes = self.applier.apply(plan, state, repo_tree, now)
             state = self._record_applied(state, commit, outcomes)
             record = self._record(now, commit, state, plan, outcomes)
+            before = self.last_record
             self._publish(record, loaded.repo, fleet_status, now)
             retry = any(o.error and o.error.retry for o in outcomes) or any(a.kind == "prefetch" for a in plan.actions)
             self.reconciled_head = None if retry else head
             self.watching = plan.watching
-            self._log_plan(plan, outcomes)
+            self._log_plan(outcomes, record, before)
             return ReconcileResult(head, plan, record)
         except ReconcilerError as error:
             return self._report_site_error(error, head, now)
@@ -297,13 +298,21 @@ class Agent:
             combined.append(wave_status(name, status.wave, reports, len(members), version=status.version))
         return combined
 
-    def _log_plan(self, plan: Plan, outcomes: list[Outcome]) -> None:
+    def _log_plan(self, outcomes: list[Outcome], record: StatusRecord, before: StatusRecord | None) -> None:
+        """One line per action whose status changed, with the reason and message the record
+        carries: failures at WARNING; an abort at ERROR, with its first cause (gates.py)."""
         for outcome in outcomes:
             action = outcome.action
-            verdict = "ok" if outcome.ok else f"{outcome.error.reason}: {outcome.error.message}"
+            status = record.deployments.get(action.deployment)
+            if status is not None and before is not None and before.deployments.get(action.deployment) == status:
+                continue
+            reason, message = (outcome.error.reason, outcome.error.message) if outcome.error else \
+                (outcome.reason or action.reason, outcome.message or action.message)
+            state = status.state if status is not None else None
+            level = logging.ERROR if state == "aborted" else logging.WARNING if state in ("failure", "error") else logging.INFO
             target = action.target.version if action.target else "-"
-            log.info("%s: %s %s %s -> %s: %s", self.config.site, action.kind, action.deployment,
-                     action.from_version or "nothing", target, verdict)
+            log.log(level, "%s: %s %s %s -> %s: %s: %s", self.config.site, action.kind, action.deployment,
+                    action.from_version or "nothing", target, reason, message)
 
 
 def load_trust_roots(config: SiteConfig) -> TrustRoots:

@@ -234,3 +234,13 @@ def test_mistakes_do_not_freeze_the_fleet_and_going_back_is_fast(fleet):
             assert status.state == "aborted"
             assert "store-lyon-01 failed (ValidationFailed)" in status.message
             assert "reconciler rollout retry demand-forecast" in status.message
+    # the logs say why: the failure at WARNING, the abort at ERROR with its first cause, never "ok"
+    pilot_log = (fleet.root / f"{PILOT}.log").read_text()
+    assert "WARNING store-lyon-01: deploy demand-forecast 1.0.0 -> 1.3.0: ValidationFailed: " in pilot_log
+    for site in STORES:
+        lines = (fleet.root / f"{site}.log").read_text().splitlines()
+        assert not [line for line in lines if line.endswith(": ok")], site
+        halts = [line for line in lines if " halt demand-forecast 1.0.0 -> 1.3.0: " in line]
+        assert len(halts) == 1 and f" ERROR {site}: " in halts[0], (site, halts)  # once, not every tick
+        assert "the rollout is aborted: 1 of 1 executed sites failed, threshold 20% (store-lyon-01 failed " \
+               "(ValidationFailed))" in halts[0]
