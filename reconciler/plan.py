@@ -4,8 +4,9 @@ run and what has to happen to get there. No I/O, no clock: everything comes in a
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -152,6 +153,8 @@ def plan_site(repo: FleetRepo, site_name: str, actual: SiteState, now: datetime,
         gate, complete = _gate(repo, deployment, target, site_name, fleet_status, now)
         watching |= not complete
         action = _next_step(site, current, from_version, target, gate, now)
+        if action is not None and action.kind == "wait" and from_version is None:
+            action = _serve_proven(repo, deployment, site, target, action, fleet_status or {}, now)
         if action is None:
             converged.append(target)
         else:
@@ -261,6 +264,31 @@ def _going_back(current: DeploymentState | None, target: Target, now: datetime) 
             "activated again from the kept blob, without canary or wave gate")
 
 
+def _serve_proven(repo: FleetRepo, deployment: Deployment, site: Site, target: Target, wait: Action,
+                  fleet_status: Mapping[str, StatusRecord], now: datetime) -> Action:
+    """A site with nothing installed whose wave waits serves the rollout's *from* version meanwhile:
+    the version the sites that report this rollout ran before it (the one most of them name). It
+    is a rollout of its own (another id), so it never counts as this rollout's progress."""
+    before = Counter(
+        status.previousVersion if status.activeVersion == target.version else status.activeVersion
+        for record in fleet_status.values()
+        if (status := record.deployments.get(target.deployment)) is not None and status.rollout == target.rollout_id)
+    proven = [version for version, _ in sorted(before.items(), key=lambda item: (-item[1], item[0]))
+              if version is not None and version != target.version]
+    if not proven:
+        return wait
+    try:
+        meanwhile = target_for(repo, deployment, site, now, version=proven[0])
+    except Unplannable:
+        return wait  # the fleet no longer defines it: nothing proven to serve
+    if meanwhile is None:
+        return wait
+    meanwhile = replace(meanwhile, wave=target.wave, canary_steps=())
+    return Action("deploy", target.deployment, target.model, None, meanwhile, wait.reason,
+                  f"serving {meanwhile.version}, what the earlier waves ran before this rollout, until wave "
+                  f"{target.wave} may move to {target.version}")
+
+
 def _gate(repo: FleetRepo, deployment: Deployment, target: Target, site: str,
           fleet_status: Mapping[str, StatusRecord] | None, now: datetime) -> tuple[GateDecision | None, bool]:
     """The wave gate for this site, and whether every targeted site already reports the rollout
@@ -277,13 +305,15 @@ def _gate(repo: FleetRepo, deployment: Deployment, target: Target, site: str,
     return decide_gate(rollout, name, target.rollout_id, site, targeted, reports, now), complete
 
 
-def target_for(repo: FleetRepo, deployment: Deployment, site: Site, now: datetime) -> Target | None:
-    """What the deployment asks of a site it targets; None when a flag switches it off there."""
+def target_for(repo: FleetRepo, deployment: Deployment, site: Site, now: datetime,
+               version: str | None = None) -> Target | None:
+    """What the deployment asks of a site it targets (or, given ``version``, what serving that
+    version would take); None when a flag switches it off there."""
     spec = deployment.spec
     if not enabled_at(repo, deployment, site, now):
         return None
     context = site_context(site.metadata.name, site.metadata.labels)
-    version = spec.version
+    version = version or spec.version
     if isinstance(version, FlagRef):
         version = _flag_value(repo, version.flag, context, now, str)
     model = repo.models.get(spec.model)

@@ -4,7 +4,8 @@
     reaches every store; (b) a store down for a whole rollout does not stop the other two;
 (c) a revert under zero traffic brings every store back to the version it served before, without
     canary, gate or download; (c') a revert while a canary runs stops the canary, every answer comes
-    from the previous version and the record says so; (e) a real bad model (validation fails)
+    from the previous version and the record says so; (d) a store that joins while its wave waits
+    serves the rollout's from-version at once; (e) a real bad model (validation fails)
     still aborts the rollout everywhere, with its first cause and how to retry."""
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from reconciler.trust import load_private_key, sign_digest
 
 DEPLOYMENT = "demand-forecast"
 PILOT, STORES = "store-lyon-01", ("store-lyon-01", "store-paris-01", "store-nice-01")
+JOINER = "store-nantes-01"  # opens while a rollout runs
 ROLLOUT = {"waves": [{"name": "pilot", "selector": {"matchLabels": {"ring": "pilot"}}}, {"name": "all", "percent": 100}],
            "gate": {"progressDeadline": "5s"}}  # the defaults otherwise: unreported ignore, minExecuted unset
 ANALYSIS = {"steps": [{"setWeight": 50}, {"analysis": {"window": "2s", "minRequests": 5, "maxErrorRate": 0.05}}]}
@@ -40,13 +42,17 @@ TIMEOUT = 120
 
 
 def write_fleet(root: Path) -> None:
-    (root / "sites").mkdir(parents=True)
     for name in STORES:
-        labels = {"tier": "store", "arch": "amd64", **({"ring": "pilot"} if name == PILOT else {})}
-        doc = {"apiVersion": "reconciler/v1", "kind": "Site", "metadata": {"name": name, "labels": labels}}
-        (root / "sites" / f"{name}.yaml").write_text(yaml.safe_dump(doc))
+        write_site(root, name)
     shutil.copytree(EXAMPLE / "models" / "demand-forecast", root / "models" / "demand-forecast")
     write_deployment(root, "1.0.0", ANALYSIS)
+
+
+def write_site(root: Path, name: str) -> None:
+    labels = {"tier": "store", "arch": "amd64", **({"ring": "pilot"} if name == PILOT else {})}
+    doc = {"apiVersion": "reconciler/v1", "kind": "Site", "metadata": {"name": name, "labels": labels}}
+    (root / "sites").mkdir(parents=True, exist_ok=True)
+    (root / "sites" / f"{name}.yaml").write_text(yaml.safe_dump(doc))
 
 
 def write_deployment(root: Path, version: str, canary: dict | None) -> None:
@@ -94,7 +100,7 @@ class Fleet:
         subprocess.run(["git", "clone", "-q", self.url, str(self.clone)], env=GIT_ENV, check=True)
         self.refs = StatusRefs(GitSource(self.url, "main", root / "observer.git"))
         self.agents: dict[str, subprocess.Popen] = {}
-        self.ports = {site: free_port() for site in STORES}
+        self.ports = {site: free_port() for site in (*STORES, JOINER)}
 
     def command(self, site: str, *extra: str) -> list[str]:
         return [sys.executable, "-m", "reconciler", "run", "--repo", self.url, "--site", site,
@@ -117,8 +123,8 @@ class Fleet:
         git("push", "-q", "origin", "HEAD:main", cwd=self.clone)
         return git("rev-parse", "HEAD", cwd=self.clone).strip()
 
-    def revert(self, message: str) -> str:
-        git("revert", "--no-edit", "HEAD", cwd=self.clone)
+    def revert(self, commit: str) -> str:
+        git("revert", "--no-edit", commit, cwd=self.clone)
         git("push", "-q", "origin", "HEAD:main", cwd=self.clone)
         return git("rev-parse", "HEAD", cwd=self.clone).strip()
 
@@ -189,7 +195,7 @@ def test_mistakes_do_not_freeze_the_fleet_and_going_back_is_fast(fleet):
     # (c) a revert under zero traffic (its commit brings the canary block back): every store goes
     # back at once, from the blob it kept
     kept = {site: blob(fleet, site, "1.0.0").stat() for site in STORES}
-    fleet.revert("Revert to demand-forecast 1.0.0")
+    fleet.revert("HEAD")  # back to demand-forecast 1.0.0
     pushed = time.monotonic()
     fleet.await_sites(STORES, serving("1.0.0"), "1.0.0 everywhere after the revert")
     assert time.monotonic() - pushed < 30  # an interval of 1 s and a reconcile, with room for a loaded machine
@@ -206,11 +212,20 @@ def test_mistakes_do_not_freeze_the_fleet_and_going_back_is_fast(fleet):
     # (c') a revert while the pilot runs the canary of 1.2.0: the canary stops
     add_version(fleet.clone, "1.2.0")
     write_deployment(fleet.clone, "1.2.0", LONG_PAUSE)
-    fleet.push("Roll out demand-forecast 1.2.0 behind a canary")
+    canary_commit = fleet.push("Roll out demand-forecast 1.2.0 behind a canary")
     fleet.await_sites([PILOT], lambda d: d is not None and d.state == "progressing" and d.weights.get("1.2.0") == 50,
                       "the pilot's canary at 50%")
-    fleet.revert("Revert demand-forecast 1.2.0")
-    fleet.await_sites(STORES, serving("1.0.0"), "1.0.0 everywhere after the revert")
+
+    # (d) a new store opens while its wave waits for the pilot: it serves 1.0.0 meanwhile
+    write_site(fleet.clone, JOINER)
+    fleet.push("Open store-nantes-01")
+    fleet.start(JOINER)
+    fleet.await_sites([JOINER], lambda d: d is not None and d.activeVersion == "1.0.0" and d.version == "1.2.0"
+                      and (d.state, d.reason) == ("pending", "WaitingForEarlierWaves"), "the new store waiting on 1.0.0")
+    assert predict(fleet.ports[JOINER]) == "1.0.0"
+
+    fleet.revert(canary_commit)
+    fleet.await_sites((*STORES, JOINER), serving("1.0.0"), "1.0.0 everywhere after the revert")
     after_canary = fleet.history(PILOT)[[d.weights.get("1.2.0") for d in fleet.history(PILOT)].index(50):]
     stopped = next(d for d in after_canary if d.version == "1.0.0")  # the first record after the revert
     assert (stopped.state, stopped.reason, stopped.activeVersion, stopped.weights) == ("success", "RolledBack", "1.0.0", {})
@@ -241,6 +256,7 @@ def test_mistakes_do_not_freeze_the_fleet_and_going_back_is_fast(fleet):
         lines = (fleet.root / f"{site}.log").read_text().splitlines()
         assert not [line for line in lines if line.endswith(": ok")], site
         halts = [line for line in lines if " halt demand-forecast 1.0.0 -> 1.3.0: " in line]
-        assert len(halts) == 1 and f" ERROR {site}: " in halts[0], (site, halts)  # once, not every tick
-        assert "the rollout is aborted: 1 of 1 executed sites failed, threshold 20% (store-lyon-01 failed " \
-               "(ValidationFailed))" in halts[0]
+        assert halts and all(f" ERROR {site}: " in line for line in halts), (site, halts)
+        assert len({line.split(" ", 1)[1] for line in halts}) == len(halts), halts  # on a change, not every tick
+        assert all("the rollout is aborted: 1 of 1 executed sites failed, threshold 20% (store-lyon-01 failed "
+                   "(ValidationFailed))" in line for line in halts), halts

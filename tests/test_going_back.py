@@ -11,6 +11,7 @@ from fleetfactory import DIGEST_A, DIGEST_B, deployment, fleet_repo, model, site
 from reconciler.canary import CanaryProgress
 from reconciler.plan import plan_site
 from reconciler.state import DeploymentState, Installed, SiteState
+from reconciler.status.record import DeploymentStatus, StatusRecord
 
 NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
 INTERFACE = model().spec.interface
@@ -65,3 +66,31 @@ def test_the_revert_says_what_the_site_does():
     back = plan_site(repo, "s1", site_state(ON_1_1, WAS_1_0), NOW, None).actions[0]
     assert back.message == ("1.1.0 -> 1.0.0: served here until 2026-11-18 11:30:00Z, activated again from the "
                             "kept blob, without canary or wave gate")
+
+
+def pilot_record(state: str, active: str, previous: str | None, rollout: str) -> StatusRecord:
+    status = DeploymentStatus(model="m", state=state, version="1.1.0", activeVersion=active, previousVersion=previous,
+                              rollout=rollout, reason="r", since=NOW - timedelta(minutes=1))
+    return StatusRecord(site="s1", state=state, reason="r", deployments={"d": status}, agentVersion="0",
+                        writtenAt=NOW - timedelta(minutes=1))
+
+
+@pytest.mark.parametrize("case,pilot,kind,reason,version", [
+    ("the pilot runs the canary: the joining site serves what it ran before", ("progressing", "1.0.0", None),
+     "deploy", "WaitingForEarlierWaves", "1.0.0"),
+    ("the pilot moved, the gate bakes: its previous version", ("success", "1.1.0", "1.0.0"),
+     "deploy", "Baking", "1.0.0"),
+    ("nothing known of the version before", ("success", "1.1.0", None), "wait", "Baking", "1.1.0"),
+])
+def test_a_joining_site_serves_the_from_version_while_its_wave_waits(case, pilot, kind, reason, version):
+    repo = fleet_repo([site("s1", ring="pilot"), site("s2")], [model()],
+                      [deployment(version="1.1.0", rollout={**TWO_WAVES, "gate": {"bakeTime": "1h"}})])
+    rollout = plan_site(repo, "s1", SiteState(site="s1"), NOW, None, {}).actions[0].target.rollout_id
+    plan = plan_site(repo, "s2", SiteState(site="s2"), NOW, None, {"s1": pilot_record(*pilot, rollout)})
+    [action] = plan.actions
+    assert (action.kind, action.reason, action.target.version) == (kind, reason, version)
+    if kind == "deploy":
+        assert action.target.rollout_id != rollout  # serving the old version is not progress of this rollout
+        assert action.message == "serving 1.0.0, what the earlier waves ran before this rollout, until wave rest " \
+                                 "may move to 1.1.0"
+        assert plan.serving == ["d"]
