@@ -225,6 +225,9 @@ def _gate(rollout: Rollout, progress: _Progress, index: int, now: datetime) -> G
     names = [rollout.waves[w].name for w in earlier if progress.members[w]]
     message = (f"wave {wave} waits: {healthy}/{counted} sites of wave{'s' if len(names) > 1 else ''} "
                f"{', '.join(names)} healthy, need {gate.minHealthyRatio:.0%}")
+    silent = [s for w in earlier for s in progress.silent(w) if s not in late]
+    if silent:  # silent is not failed: they have not reported for this rollout yet
+        message += f"; silent: {_list(silent)}"
     if late and gate.unreported == "fail":
         return GateDecision("wait", "ProgressDeadlineExceeded",
                             f"{message}; {_list(late)} did not report within {format_duration(gate.progressDeadline)}",

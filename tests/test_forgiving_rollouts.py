@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -22,13 +21,12 @@ import httpx
 import onnx
 import pytest
 import yaml
-from fleet_fixture import EXAMPLE, GIT_ENV, git
+from fleet_fixture import EXAMPLE, GIT_ENV, add_signed_version, git
 
 from reconciler.devtools.githttp import GitHttpServer, init_bare_repo
 from reconciler.devtools.processes import free_port, stop_all
 from reconciler.source import GitSource
 from reconciler.status.gitref import StatusRefs
-from reconciler.trust import load_private_key, sign_digest
 
 DEPLOYMENT = "demand-forecast"
 PILOT, STORES = "store-lyon-01", ("store-lyon-01", "store-paris-01", "store-nice-01")
@@ -68,25 +66,10 @@ def add_version(clone: Path, version: str, off_by: float = 0.0) -> None:
     validation cases expect 1.0.0's answers plus ``off_by`` (so a non-zero one fails validation)."""
     model = onnx.load_from_string((clone / "models/demand-forecast/1.0.0/model.onnx").read_bytes())
     model.graph.name = f"demand-forecast-{version}"
-    data = model.SerializeToString(deterministic=True)
-    folder = clone / "models/demand-forecast" / version
-    folder.mkdir()
-    (folder / "model.onnx").write_bytes(data)
-    key = load_private_key((EXAMPLE / "keys" / "demo.key").read_bytes())
-    (folder / "model.onnx.sig").write_bytes(sign_digest(key, hashlib.sha256(data).digest()))
-    path = clone / "models/demand-forecast/model.yaml"
-    doc = yaml.safe_load(path.read_text())
-    cases = json.loads(json.dumps(doc["spec"]["versions"][0]["validation"]))
+    cases = yaml.safe_load((clone / "models/demand-forecast/model.yaml").read_text())["spec"]["versions"][0]["validation"]
     for case in cases:
         case["expected"]["forecast"] = [[x + off_by for x in row] for row in case["expected"]["forecast"]]
-    doc["spec"]["versions"].append({
-        "version": version,
-        "artifacts": [{"uri": f"models/demand-forecast/{version}/model.onnx",
-                       "digest": "sha256:" + hashlib.sha256(data).hexdigest(), "size": len(data),
-                       "signature": {"uri": f"models/demand-forecast/{version}/model.onnx.sig", "format": "cosign"}}],
-        "validation": cases,
-    })
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    add_signed_version(clone, version, model.SerializeToString(deterministic=True), cases)
 
 
 class Fleet:

@@ -108,7 +108,7 @@ def test_wait_message_counts_the_earlier_waves():
     decision = decide("e1", reports(p1=("success", 3), p2=("progressing", 1)), 60)
     assert decision.message == "wave early waits: 1/2 sites of wave pilot healthy, need 100%"
     decision = decide("a1", {**PILOT_HEALTHY, **reports(e1=("success", 12))}, 30)
-    assert decision.message == "wave all waits: 3/5 sites of waves pilot, early healthy, need 100%"
+    assert decision.message == "wave all waits: 3/5 sites of waves pilot, early healthy, need 100%; silent: e2, e3"
 
 
 # p2 never reports: pilot opened at 3 (p1's report), so p2 is late from 33 on
