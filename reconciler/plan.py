@@ -153,7 +153,7 @@ def plan_site(repo: FleetRepo, site_name: str, actual: SiteState, now: datetime,
         gate, complete = _gate(repo, deployment, target, site_name, fleet_status, now)
         watching |= not complete
         action = _next_step(site, current, from_version, target, gate, now)
-        if action is not None and action.kind == "wait" and from_version is None:
+        if action is not None and action.kind == "wait" and from_version is None and action.reason != "NotInAnyWave":
             action = _serve_proven(repo, deployment, site, target, action, fleet_status or {}, now)
         if action is None:
             converged.append(target)

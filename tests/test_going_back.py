@@ -94,3 +94,12 @@ def test_a_joining_site_serves_the_from_version_while_its_wave_waits(case, pilot
         assert action.message == "serving 1.0.0, what the earlier waves ran before this rollout, until wave rest " \
                                  "may move to 1.1.0"
         assert plan.serving == ["d"]
+
+
+def test_a_site_in_no_wave_is_not_given_the_from_version():
+    pilot_only = {"waves": [{"name": "pilot", "selector": {"matchLabels": {"ring": "pilot"}}}]}
+    repo = fleet_repo([site("s1", ring="pilot"), site("s2")], [model()], [deployment(version="1.1.0", rollout=pilot_only)])
+    rollout = plan_site(repo, "s1", SiteState(site="s1"), NOW, None, {}).actions[0].target.rollout_id
+    plan = plan_site(repo, "s2", SiteState(site="s2"), NOW, None,
+                     {"s1": pilot_record("progressing", "1.0.0", None, rollout)})
+    assert [(a.kind, a.reason) for a in plan.actions] == [("wait", "NotInAnyWave")]
