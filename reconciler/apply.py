@@ -159,6 +159,9 @@ class Applier:
                     raise type(error)(error.reason, f"{target.model} {target.version}: {error.message}") from error
             case "wait":
                 return state, Outcome(action, state="pending", reason=action.reason, message=action.message)
+            case "revert":
+                return self._revert(action, state, commit, now), Outcome(action, state="success", reason=action.reason,
+                                                                         message=action.message)
             case "rollback":
                 return self._roll_back(action, state, now), Outcome(action, state="aborted", reason=action.reason,
                                                                      message=action.message)
@@ -266,6 +269,22 @@ class Applier:
         back = current.model_copy(update={"active": current.previous, "previous": None})
         entry = HistoryEntry(at=now, event="rolledBack", version=current.previous.version, reason=action.reason)
         return self._save(self._with(state, action.deployment, back, entry))
+
+    def _revert(self, action: Action, state: SiteState, commit: str | None, now: datetime) -> SiteState:
+        """Back to a version this site served: stop a canary, and unless the target is active
+        already, activate the previous version from its kept blob (the runtime checks its digest)."""
+        name, target = action.deployment, action.target
+        if state.deployments[name].canary is not None:
+            state = self._drop_canary(state, name, now, action.reason)
+        current = state.deployments[name]
+        if current.active.digest == target.artifact.digest:
+            back = current.model_copy(update={"rollout": target.rollout_id, "wave": target.wave})
+            return self._save(self._with(state, name, back))
+        self._activate(name, current.model, current.previous, current.interface)
+        back = current.model_copy(update={"active": current.previous, "previous": current.active,
+                                          "rollout": target.rollout_id, "wave": target.wave})
+        entry = HistoryEntry(at=now, event="rolledBack", version=target.version, commit=commit, reason=action.reason)
+        return self._save(self._with(state, name, back, entry))
 
     def _drop_canary(self, state: SiteState, name: str, now: datetime, reason: str) -> SiteState:
         current = state.deployments[name]

@@ -36,11 +36,12 @@ that a flag picks reads ``flag:KEY``.
                 "subject", "message", "signature": {"state", "signer", "key"}, "model",
                 "versionFrom", "versionTo", "changed": [aspect]}
   Interval:    {"site", "deployment", "from", "to", "version", "desiredVersion", "state", "wave",
+                "failureKind" (on failure or error: "version" evidence or "site" condition, else null),
                 "observedCommit", "statusCommit"}
   FleetAt (``--at``): {"kind": "FleetAt", "at", "repo", "branch", "fleetCommit", "desired":
                 {deployment: version}, "sites": [{"site", "state" ("unknown": no record by then),
                 "writtenAt", "statusCommit", "observedCommit", "deployments": {name: {"version",
-                "desiredVersion", "state", "wave"}}}]}"""
+                "desiredVersion", "state", "wave", "failureKind"}}}]}"""
 
 from __future__ import annotations
 
@@ -457,12 +458,14 @@ class Interval:
     wave: str | None
     observed_commit: str | None
     status_commit: str  # the record that began the interval
+    failure_kind: str | None = None  # on failure or error: version evidence or a site condition
 
     def to_json(self) -> dict[str, Any]:
         return {"site": self.site, "deployment": self.deployment, "from": self.start.isoformat(),
                 "to": self.end.isoformat() if self.end else None, "version": self.version,
                 "desiredVersion": self.desired, "state": self.state, "wave": self.wave,
-                "observedCommit": self.observed_commit, "statusCommit": self.status_commit}
+                "failureKind": self.failure_kind, "observedCommit": self.observed_commit,
+                "statusCommit": self.status_commit}
 
 
 def site_timeline(site: str, history: Sequence[tuple[str, StatusRecord]]) -> list[Interval]:
@@ -480,7 +483,7 @@ def site_timeline(site: str, history: Sequence[tuple[str, StatusRecord]]) -> lis
         for name, status in record.deployments.items():
             if name not in current:
                 current[name] = Interval(site, name, written, None, status.activeVersion, status.version,
-                                         status.state, status.wave, record.observedCommit, commit)
+                                         status.state, status.wave, record.observedCommit, commit, status.failureKind)
     return sorted([*closed, *current.values()], key=lambda i: (i.start, i.deployment))
 
 
@@ -506,7 +509,7 @@ class SiteAt:
                 "writtenAt": _utc(record.writtenAt).isoformat() if record else None,
                 "statusCommit": self.status_commit, "observedCommit": record.observedCommit if record else None,
                 "deployments": {name: {"version": status.activeVersion, "desiredVersion": status.version,
-                                       "state": status.state, "wave": status.wave}
+                                       "state": status.state, "wave": status.wave, "failureKind": status.failureKind}
                                 for name, status in sorted(self.deployments.items())}}
 
 

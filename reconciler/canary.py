@@ -11,9 +11,10 @@ version and the canary version side by side; the steps move traffic to the canar
   * it passes only once the whole ``window`` has elapsed with enough traffic and no limit crossed;
   * enough traffic is at least ``minRequests`` live requests for the live limits (at least one when
     there is a live limit) and at least ``minRequests`` mirrored requests (at least one) for the
-    agreement limit. Without it the window is extended, up to TRAFFIC_PATIENCE x ``window`` from
-    the start of the measurement; then the step fails with InsufficientTraffic: a canary nobody
-    used has proven nothing.
+    agreement limit. Without it the analysis is inconclusive and waits (WaitingForTraffic, with
+    the counts): a canary nobody used has proven nothing, neither good nor bad. With ``maxWait``
+    it waits that long from the start of the measurement, then ``onMaxWait`` decides: ``promote``
+    passes the step, ``fail`` rolls back with InsufficientTraffic.
   * while an analysis with ``minAgreement`` is the current step, stable's traffic is mirrored to
     the canary (``mirror``), and the canary's answers are compared, never returned.
 - After the last step the canary is promoted; with no steps it is promoted at once (blue/green:
@@ -34,8 +35,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from reconciler.errors import Stalled
 from reconciler.manifests.models import Analysis, CanaryStep, Pause
 from reconciler.manifests.types import format_duration
-
-TRAFFIC_PATIENCE = 3  # an analysis short of traffic waits up to this many windows in all
 
 CanaryKind = Literal["set_weight", "wait", "promote", "rollback"]
 
@@ -81,7 +80,7 @@ class CanaryDecision:
     #              InsufficientTraffic, ErrorRateTooHigh, LatencyTooHigh, DisagreesWithStable
     message: str
     mirror: bool  # mirror stable's traffic to the canary while this decision stands
-    due: datetime | None = None  # when waiting: the instant the step next changes on its own
+    due: datetime | None = None  # when waiting: the instant the step next changes on its own, if any
 
 
 def decide_canary(steps: list[CanaryStep], progress: CanaryProgress, stats: WindowStats | None,
@@ -147,13 +146,18 @@ def _analysis(steps: list[CanaryStep], progress: CanaryProgress, analysis: Analy
                      f"{format_duration(analysis.window)}", since + analysis.window)
     if shortfall is None:
         return None
-    cap = since + TRAFFIC_PATIENCE * analysis.window
+    if analysis.maxWait is None:
+        return _wait(steps, progress, "WaitingForTraffic", f"{shortfall} after {format_duration(elapsed)}; "
+                     "waiting for traffic", None)
+    cap = since + analysis.maxWait
     if now < cap:
         return _wait(steps, progress, "WaitingForTraffic", f"{shortfall} after {format_duration(elapsed)}; "
-                     f"waiting up to {format_duration(cap - since)}", cap)
+                     f"waiting up to {format_duration(analysis.maxWait)}, then {analysis.onMaxWait}", cap)
+    if analysis.onMaxWait == "promote":
+        return None
     return CanaryDecision("rollback", 0, progress.model_copy(update={"weight": 0}), "InsufficientTraffic",
-                          f"{_where(steps, progress)}: {shortfall} after {format_duration(elapsed)}; "
-                          "the stable version takes all traffic", False)
+                          f"{_where(steps, progress)}: {shortfall} after {format_duration(elapsed)} "
+                          "(maxWait, onMaxWait: fail); the stable version takes all traffic", False)
 
 
 def _shortfall(analysis: Analysis, stats: WindowStats | None) -> str | None:
@@ -190,7 +194,8 @@ def _breach(analysis: Analysis, stats: WindowStats) -> tuple[str, str] | None:
     return None
 
 
-def _wait(steps: list[CanaryStep], progress: CanaryProgress, reason: str, what: str, due: datetime) -> CanaryDecision:
+def _wait(steps: list[CanaryStep], progress: CanaryProgress, reason: str, what: str,
+          due: datetime | None) -> CanaryDecision:
     return CanaryDecision("wait", progress.weight, progress, reason, f"{_where(steps, progress)}: {what}",
                           _mirrors(steps, progress), due)
 

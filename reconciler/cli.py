@@ -96,7 +96,10 @@ def _parser() -> argparse.ArgumentParser:
                           "history rewrite an operator checked)")
     run.add_argument("--once", action="store_true",
                      help="reconcile once, print the status record and exit (1 if it failed; default: run until "
-                          "SIGTERM or Ctrl-C)")
+                          "SIGTERM or Ctrl-C); like the agent it applies the plan and publishes the site's status "
+                          "record to the fleet, which the other sites' gates read")
+    run.add_argument("--dry-run", action="store_true",
+                     help="with --once: print what the site would do, and write nothing anywhere")
     run.add_argument("--log-level", choices=LEVELS, default="info", help="least severe log lines shown (default: info)")
     run.add_argument("--log-format", choices=FORMATS, default="text",
                      help="text for people, json for log pipelines: one object a line (default: text)")
@@ -129,6 +132,9 @@ def _parser() -> argparse.ArgumentParser:
     from reconciler.scaffold import add_subcommands as add_release_commands
 
     add_release_commands(commands)  # init, schema, add-version
+    from reconciler.retry import add_subcommands as add_rollout_commands
+
+    add_rollout_commands(commands)  # rollout retry
     return parser
 
 
@@ -225,6 +231,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         if missing:
             raise UsageError(f"run needs --config, or {', '.join(missing)}")
         config = build_site_config({k: v for k, v in overrides.items() if v not in (None, [])})
+    if args.dry_run:
+        if not args.once:
+            raise UsageError("--dry-run goes with --once")
+        from reconciler.trial import dry_run
+
+        return dry_run(config)
     configure_logging(args.log_level, args.log_format, config.site)
     return run_agent(config, once=args.once)
 

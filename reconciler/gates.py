@@ -28,11 +28,18 @@ Rules (the vocabulary of Argo Rollouts and AWS IoT Jobs):
 - Sites reporting pending, progressing or error are counted, neither healthy nor failed, and never
   timed out here: they are alive and say why (a maintenance window, a retry), and the in-site
   canary bounds its own time.
+- Only version evidence fails a site (``reconciler.evidence``): a ``failure`` whose reason is a
+  condition of the site (no trust roots, disk full, network) counts like ``error``.
 - Abort (AWS IoT Jobs ``abortConfig``), over every targeted site of any wave: executed = success +
-  failure (+ silent past their deadline under ``fail``); the rollout aborts once executed >=
-  ``minExecuted`` and failed >= ``failureThreshold`` x executed. A site reporting ``aborted`` for
-  this rollout aborts it for everyone, so the abort sticks after the failed sites roll back and
-  their records change.
+  failure (+ silent past their deadline under ``fail``); the rollout aborts once the evidence is
+  real and failed >= ``failureThreshold`` x executed. The evidence is real once executed >=
+  ``minExecuted``; without one, once DEFAULT_MIN_EXECUTED sites ran, or every site that may run by
+  now: the sites of the open waves, less those reporting a site condition and those silent past
+  their deadline under ``ignore`` (so a one-site first wave that fails still aborts, and one
+  failing store of three waits for the other two).
+  A site reporting ``aborted`` for this rollout aborts it for everyone, so the abort sticks after
+  the failed sites roll back and their records change; the first abort's message (its cause and
+  how to retry) travels with it.
 - Abort is judged first, because it concerns every site that moved, whatever its wave.
 
 A site that has already started the rollout needs only the abort verdict: a later ``wait`` (a gate
@@ -45,17 +52,21 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
 from typing import Literal
 
+from reconciler.evidence import FailureKind, failure_kind
 from reconciler.manifests.models import Gate, Rollout
 from reconciler.manifests.types import format_duration
 from reconciler.rollout import wave_index
 from reconciler.status.record import State, StatusRecord
 
 GateKind = Literal["proceed", "wait", "abort"]
+
+ABORT_REASONS = ("FailureThresholdReached", "RolloutAborted")
+DEFAULT_MIN_EXECUTED = 3  # without ``abort.minExecuted``: see README, "Defaults of a rollout"
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,14 @@ class SiteReport:
     version: str | None
     since: datetime  # when the site entered ``state`` in this rollout
     written_at: datetime
+    reason: str = field(default="", compare=False)  # a gate read from the forge sees neither of these two
+    message: str = field(default="", compare=False)
+    kind: FailureKind | None = None  # as the record says; records of older agents have only the reason
+
+    @property
+    def failed(self) -> bool:
+        """A failure that is evidence against the version; a site condition is not."""
+        return self.state == "failure" and (self.kind or failure_kind(self.reason)) == "version"
 
 
 @dataclass(frozen=True)
@@ -91,7 +110,8 @@ def site_report(record: StatusRecord, deployment: str) -> SiteReport | None:
     status = record.deployments.get(deployment)
     if status is None or status.rollout is None:
         return None
-    return SiteReport(status.rollout, status.state, status.version, status.since, record.writtenAt)
+    return SiteReport(status.rollout, status.state, status.version, status.since, record.writtenAt,
+                      status.reason, status.message, status.failureKind)
 
 
 def decide_gate(rollout: Rollout, deployment: str, rollout_id: str, site: str,
@@ -107,7 +127,7 @@ def decide_gate(rollout: Rollout, deployment: str, rollout_id: str, site: str,
     progress = _Progress.of(rollout, deployment, rollout_id, sites, records)
     index = wave_index(rollout, deployment, site, sites[site])
     wave = None if index is None else rollout.waves[index].name
-    aborted = _abort(rollout, progress, now, wave)
+    aborted = _abort(rollout, deployment, progress, now, wave)
     if aborted is not None:
         return aborted
     if index is None:
@@ -205,6 +225,9 @@ def _gate(rollout: Rollout, progress: _Progress, index: int, now: datetime) -> G
     names = [rollout.waves[w].name for w in earlier if progress.members[w]]
     message = (f"wave {wave} waits: {healthy}/{counted} sites of wave{'s' if len(names) > 1 else ''} "
                f"{', '.join(names)} healthy, need {gate.minHealthyRatio:.0%}")
+    silent = [s for w in earlier for s in progress.silent(w) if s not in late]
+    if silent:  # silent is not failed: they have not reported for this rollout yet
+        message += f"; silent: {_list(silent)}"
     if late and gate.unreported == "fail":
         return GateDecision("wait", "ProgressDeadlineExceeded",
                             f"{message}; {_list(late)} did not report within {format_duration(gate.progressDeadline)}",
@@ -212,23 +235,56 @@ def _gate(rollout: Rollout, progress: _Progress, index: int, now: datetime) -> G
     return GateDecision("wait", "WaitingForEarlierWaves", message, wave, opened)
 
 
-def _abort(rollout: Rollout, progress: _Progress, now: datetime, wave: str | None) -> GateDecision | None:
-    aborted = sorted(s for s, r in progress.reports.items() if r.state == "aborted")
+def retry_hint(deployment: str) -> str:
+    return (f"retry it on purpose with `reconciler rollout retry {deployment}` "
+            "(a commit that bumps spec.rollout.attempt)")
+
+
+def _abort(rollout: Rollout, deployment: str, progress: _Progress, now: datetime,
+           wave: str | None) -> GateDecision | None:
+    aborted = sorted((r.since, s) for s, r in progress.reports.items() if r.state == "aborted")
     if aborted:
-        return GateDecision("abort", "RolloutAborted",
-                            f"the rollout is aborted: {_list(aborted)} reported it aborted", wave, None)
+        first = progress.reports[aborted[0][1]]
+        if first.reason in ABORT_REASONS and first.message:  # the first abort's cause and how to retry
+            return GateDecision("abort", "RolloutAborted", first.message, wave, None)
+        return GateDecision("abort", "RolloutAborted", f"the rollout is aborted: {_list([s for _, s in aborted])} "
+                            f"reported it aborted; {retry_hint(deployment)}", wave, None)
     gate, rule = rollout.gate, rollout.abort
-    failed = sorted(s for s, r in progress.reports.items() if r.state == "failure")
+    failed = sorted(s for s, r in progress.reports.items() if r.failed)
     succeeded = sum(1 for r in progress.reports.values() if r.state == "success")
     late = progress.late(gate, range(len(rollout.waves)), now) if gate.unreported == "fail" else []
     executed = succeeded + len(failed) + len(late)
-    if executed < rule.minExecuted or len(failed) + len(late) < _exact(rule.failureThreshold) * executed:
+    if executed < _evidence_needed(rollout, progress, now) or \
+            len(failed) + len(late) < _exact(rule.failureThreshold) * executed:
         return None
-    why = [f"{_list(failed)} failed"] if failed else []
+    why = [f"{_list(failed)} failed ({_reasons(progress, failed)})"] if failed else []
     why += [f"{_list(late)} did not report within {format_duration(gate.progressDeadline)}"] if late else []
     return GateDecision("abort", "FailureThresholdReached",
                         f"the rollout is aborted: {len(failed) + len(late)} of {executed} executed sites failed, "
-                        f"threshold {rule.failureThreshold:.0%} ({'; '.join(why)})", wave, None)
+                        f"threshold {rule.failureThreshold:.0%} ({'; '.join(why)}); {retry_hint(deployment)}",
+                        wave, None)
+
+
+def _evidence_needed(rollout: Rollout, progress: _Progress, now: datetime) -> int:
+    """``minExecuted`` when the rollout sets it. By default DEFAULT_MIN_EXECUTED, or fewer when
+    fewer sites may run by now: every site of the open waves that neither reports a site condition
+    nor stays silent past its deadline under ``ignore``."""
+    if rollout.abort.minExecuted is not None:
+        return rollout.abort.minExecuted
+    ignored = set(progress.late(rollout.gate, range(len(rollout.waves)), now)) \
+        if rollout.gate.unreported == "ignore" else set()
+    may_run = [s for w, members in enumerate(progress.members)
+               if (opened := progress.opened[w]) is not None and opened <= now for s in members
+               if s not in ignored and not _site_condition(progress.reports.get(s))]
+    return max(1, min(DEFAULT_MIN_EXECUTED, len(may_run)))
+
+
+def _site_condition(report: SiteReport | None) -> bool:
+    return report is not None and report.state in ("error", "failure") and not report.failed
+
+
+def _reasons(progress: _Progress, sites: list[str]) -> str:
+    return ", ".join(sorted({progress.reports[s].reason for s in sites if progress.reports[s].reason})) or "failure"
 
 
 def _exact(ratio: float) -> Fraction:

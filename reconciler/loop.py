@@ -19,6 +19,7 @@ from reconciler.cancel import CancelToken
 from reconciler.commitpolicy import verify_commits
 from reconciler.config import SiteConfig
 from reconciler.errors import Cancelled, ReconcilerError, Stalled
+from reconciler.evidence import FailureKind, failure_kind
 from reconciler.flags import site_context
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.loader import DocumentCache, load_tree
@@ -130,11 +131,12 @@ class Agent:
             state, outcomes = self.applier.apply(plan, state, self.source.tree(commit), now)
             state = self._record_applied(state, commit, outcomes)
             record = self._record(now, commit, state, plan, outcomes)
+            before = self.last_record
             self._publish(record, loaded.repo, fleet_status, now)
             retry = any(o.error and o.error.retry for o in outcomes) or any(a.kind == "prefetch" for a in plan.actions)
             self.reconciled_head = None if retry else head
             self.watching = plan.watching
-            self._log_plan(plan, outcomes)
+            self._log_plan(outcomes, record, before)
             return ReconcileResult(head, plan, record)
         except Cancelled as error:
             log.info("%s: reconcile stopped, nothing more applied: %s", self.config.site, error.message)
@@ -205,18 +207,20 @@ class Agent:
             action = outcome.action
             if action.kind == "remove" and outcome.ok:
                 continue
+            kind = None
             if outcome.error is not None:
-                state_name: State = "error" if outcome.error.retry or action.kind == "error" else "failure"
-                reason, message = outcome.error.reason, outcome.error.message
+                reason, message, kind = outcome.error.reason, outcome.error.message, failure_kind(outcome.error.reason)
+                state_name: State = "failure" if kind == "version" else "error"
             else:
                 state_name, reason, message = outcome.state or "success", outcome.reason or action.reason, outcome.message
             deployments[action.deployment] = self._deployment_status(
-                now, state, action.deployment, action.model, state_name, action.target, reason, message, outcome.weights)
+                now, state, action.deployment, action.model, state_name, action.target, reason, message, outcome.weights,
+                kind)
         return self._site_record(now, commit, state, deployments)
 
     def _deployment_status(self, now: datetime, state: SiteState, name: str, model: str, state_name: State,
                            target: Target | None, reason: str, message: str,
-                           weights: dict[str, int] | None = None) -> DeploymentStatus:
+                           weights: dict[str, int] | None = None, kind: FailureKind | None = None) -> DeploymentStatus:
         installed = state.deployments.get(name)
         version = target.version if target else None
         rollout = target.rollout_id if target else None
@@ -232,6 +236,7 @@ class Agent:
             rollout=rollout,
             reason=reason,
             message=message,
+            failureKind=kind,
             weights=weights or {},
             since=before.since if keep_since else now,
         )
@@ -318,16 +323,22 @@ class Agent:
             combined.append(wave_status(name, status.wave, reports, len(members), version=status.version))
         return combined
 
-    def _log_plan(self, plan: Plan, outcomes: list[Outcome]) -> None:
+    def _log_plan(self, outcomes: list[Outcome], record: StatusRecord, before: StatusRecord | None) -> None:
+        """One line per action whose status changed, with the reason and message the record
+        carries: failures at WARNING; an abort at ERROR, with its first cause (gates.py)."""
         for outcome in outcomes:
             action = outcome.action
-            verdict = "ok" if outcome.ok else f"{outcome.error.reason}: {outcome.error.message}"
+            status = record.deployments.get(action.deployment)
+            if status is not None and before is not None and before.deployments.get(action.deployment) == status:
+                continue
+            reason, message = (outcome.error.reason, outcome.error.message) if outcome.error else \
+                (outcome.reason or action.reason, outcome.message or action.message)
+            state = status.state if status is not None else None
+            level = logging.ERROR if state == "aborted" else logging.WARNING if state in ("failure", "error") else logging.INFO
             target = action.target.version if action.target else "-"
-            went_well = outcome.ok and outcome.state not in ("failure", "aborted")
-            log.log(logging.INFO if went_well else logging.WARNING, "%s: %s %s %s -> %s: %s", self.config.site,
-                    action.kind, action.deployment, action.from_version or "nothing", target, verdict,
-                    extra={"deployment": action.deployment, "reason": outcome.error.reason if outcome.error else
-                           outcome.reason or action.reason})
+            log.log(level, "%s: %s %s %s -> %s: %s: %s", self.config.site, action.kind, action.deployment,
+                    action.from_version or "nothing", target, reason, message,
+                    extra={"deployment": action.deployment, "reason": reason})
 
 
 def load_trust_roots(config: SiteConfig) -> TrustRoots:

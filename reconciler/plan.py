@@ -4,9 +4,10 @@ run and what has to happen to get there. No I/O, no clock: everything comes in a
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from reconciler.flags import evaluate, site_context
@@ -30,7 +31,7 @@ from reconciler.rollout import in_maintenance_window, wave_of
 from reconciler.state import DeploymentState, SiteState
 from reconciler.status.record import StatusRecord
 
-ActionKind = Literal["deploy", "prefetch", "canary", "wait", "rollback", "halt", "remove", "error"]
+ActionKind = Literal["deploy", "prefetch", "canary", "wait", "revert", "rollback", "halt", "remove", "error"]
 
 
 @dataclass(frozen=True)
@@ -47,13 +48,16 @@ class Target:
     rollout_id: str  # one rollout = one spec of the Deployment; the status records carry it
     signers: Signers | None = None
     canary_steps: tuple[CanaryStep, ...] = ()
+    rollback_window: timedelta | None = None  # DeploymentSpec.rollbackWindow
 
 
 @dataclass(frozen=True)
 class Action:
     """deploy: fetch, verify, validate, then activate or start a canary. prefetch: fetch and verify
     now, activate in the maintenance window. canary: take the running canary a step further.
-    wait: an earlier wave has not proven the version yet. rollback: the rollout is aborted and
+    wait: an earlier wave has not proven the version yet. revert: the fleet asks again for the
+    version this site served before (``rollbackWindow``): stop a canary, or activate that version
+    from the kept blob, with no canary and no gate. rollback: the rollout is aborted and
     this site moved: back to the previous version. halt: aborted, and this site never moved.
     remove: stop serving. error: the fleet asks for something this site cannot do; keep serving."""
 
@@ -151,6 +155,8 @@ def plan_site(repo: FleetRepo, site_name: str, actual: SiteState, now: datetime,
         gate, complete = wave_gate(repo, deployment, target, site_name, fleet_status, now)
         watching |= not complete
         action = _next_step(site, current, from_version, target, gate, now)
+        if action is not None and action.kind == "wait" and from_version is None and action.reason != "NotInAnyWave":
+            action = _serve_proven(repo, deployment, site, target, action, fleet_status or {}, now)
         if action is None:
             converged.append(target)
         else:
@@ -224,6 +230,9 @@ def _next_step(site: Site, current: DeploymentState | None, from_version: str | 
     name, model, digest = target.deployment, target.model, target.artifact.digest
     moved = current is not None and current.active is not None and current.active.digest == digest
     canarying = current is not None and current.canary is not None and current.canary.digest == digest
+    going_back = _going_back(current, target, now)
+    if going_back is not None:
+        return Action("revert", name, model, from_version, target, "RolledBack", going_back)
     if gate is not None and gate.kind == "abort":
         if canarying or (moved and current.previous is not None):
             return Action("rollback", name, model, from_version, target, gate.reason, gate.message)
@@ -238,6 +247,48 @@ def _next_step(site: Site, current: DeploymentState | None, from_version: str | 
         return Action("prefetch", name, model, from_version, target, "OutsideMaintenanceWindow",
                       f"{target.version} is fetched and verified now, activated in the next window")
     return Action("deploy", name, model, from_version, target, "NewVersion", f"{from_version or 'nothing'} -> {target.version}")
+
+
+def _going_back(current: DeploymentState | None, target: Target, now: datetime) -> str | None:
+    """Why going to ``target`` is a rollback, or None when it is not: the site serves it and runs
+    a canary of another version, or it is the version the site served before its current one
+    (within the rollback window), whose blob the site kept."""
+    if current is None or current.active is None:
+        return None
+    digest, active, canary = target.artifact.digest, current.active, current.canary
+    if active.digest == digest:
+        return None if canary is None else (f"the canary of {canary.version} stopped: the fleet asks for "
+                                            f"{active.version} again, which serves all traffic")
+    previous, window = current.previous, target.rollback_window
+    if previous is None or previous.digest != digest or (window is not None and now - active.installedAt > window):
+        return None
+    return (f"{active.version} -> {previous.version}: served here until {active.installedAt:%Y-%m-%d %H:%M:%S}Z, "
+            "activated again from the kept blob, without canary or wave gate")
+
+
+def _serve_proven(repo: FleetRepo, deployment: Deployment, site: Site, target: Target, wait: Action,
+                  fleet_status: Mapping[str, StatusRecord], now: datetime) -> Action:
+    """A site with nothing installed whose wave waits serves the rollout's *from* version meanwhile:
+    the version the sites that report this rollout ran before it (the one most of them name). It
+    is a rollout of its own (another id), so it never counts as this rollout's progress."""
+    before = Counter(
+        status.previousVersion if status.activeVersion == target.version else status.activeVersion
+        for record in fleet_status.values()
+        if (status := record.deployments.get(target.deployment)) is not None and status.rollout == target.rollout_id)
+    proven = [version for version, _ in sorted(before.items(), key=lambda item: (-item[1], item[0]))
+              if version is not None and version != target.version]
+    if not proven:
+        return wait
+    try:
+        meanwhile = target_for(repo, deployment, site, now, version=proven[0])
+    except Unplannable:
+        return wait  # the fleet no longer defines it: nothing proven to serve
+    if meanwhile is None:
+        return wait
+    meanwhile = replace(meanwhile, wave=target.wave, canary_steps=())
+    return Action("deploy", target.deployment, target.model, None, meanwhile, wait.reason,
+                  f"serving {meanwhile.version}, what the earlier waves ran before this rollout, until wave "
+                  f"{target.wave} may move to {target.version}")
 
 
 def wave_gate(repo: FleetRepo, deployment: Deployment, target: Target, site: str,
@@ -256,13 +307,15 @@ def wave_gate(repo: FleetRepo, deployment: Deployment, target: Target, site: str
     return decide_gate(rollout, name, target.rollout_id, site, targeted, reports, now), complete
 
 
-def target_for(repo: FleetRepo, deployment: Deployment, site: Site, now: datetime) -> Target | None:
-    """What the deployment asks of a site it targets; None when a flag switches it off there."""
+def target_for(repo: FleetRepo, deployment: Deployment, site: Site, now: datetime,
+               version: str | None = None) -> Target | None:
+    """What the deployment asks of a site it targets (or, given ``version``, what serving that
+    version would take); None when a flag switches it off there."""
     spec = deployment.spec
     if not enabled_at(repo, deployment, site, now):
         return None
     context = site_context(site.metadata.name, site.metadata.labels)
-    version = spec.version
+    version = version or spec.version
     if isinstance(version, FlagRef):
         version = _flag_value(repo, version.flag, context, now, str)
     model = repo.models.get(spec.model)
@@ -284,7 +337,7 @@ def target_for(repo: FleetRepo, deployment: Deployment, site: Site, now: datetim
     steps = tuple(spec.canary.steps) if spec.canary else ()
     return Target(deployment.metadata.name, spec.model, version, artifact, model.spec.interface,
                   tuple(model_version.validation), wave, _rollout_of_version(spec, version), model_version.signers,
-                  steps)
+                  steps, spec.rollbackWindow)
 
 
 def enabled_at(repo: FleetRepo, deployment: Deployment, site: Site, now: datetime) -> bool:

@@ -3,6 +3,7 @@ changes from: what the integration tests and benchmarks push to."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -13,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from reconciler.devtools.githttp import GitHttpServer, init_bare_repo
+from reconciler.trust import load_private_key, sign_digest
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "example-fleet-repo"
 GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "Test Engineer", "GIT_AUTHOR_EMAIL": "test@example.com",
@@ -53,6 +55,26 @@ class FleetRemote:
 
     def write_model_doc(self, model: str, doc: dict) -> None:
         (self.clone / "models" / model / "model.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def add_signed_version(clone: Path, version: str, data: bytes, validation: list[dict]) -> None:
+    """A new version of demand-forecast in ``clone``: its ONNX bytes, a cosign signature by the
+    demo key, and its entry in model.yaml with ``validation`` cases."""
+    folder = clone / "models/demand-forecast" / version
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(data)
+    key = load_private_key((EXAMPLE / "keys" / "demo.key").read_bytes())
+    (folder / "model.onnx.sig").write_bytes(sign_digest(key, hashlib.sha256(data).digest()))
+    path = clone / "models/demand-forecast/model.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["spec"]["versions"].append({
+        "version": version,
+        "artifacts": [{"uri": f"models/demand-forecast/{version}/model.onnx",
+                       "digest": "sha256:" + hashlib.sha256(data).hexdigest(), "size": len(data),
+                       "signature": {"uri": f"models/demand-forecast/{version}/model.onnx.sig", "format": "cosign"}}],
+        "validation": validation,
+    })
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
 def start_fleet_remote(root: Path, progressive: bool = False) -> FleetRemote:

@@ -151,6 +151,15 @@ def test_site_timeline_splits_where_served_desired_or_state_change(records, expe
     assert all(i.site == "s" for i in intervals)
 
 
+def test_a_failure_interval_says_its_kind():
+    failed = status(at(2), "error", "1.0.0", "1.1.0")
+    cell = failed.deployments["d"].model_copy(update={"reason": "NoTrustedKeys", "failureKind": "site"})
+    history = [("c0", status(at(0))), ("c2", failed.model_copy(update={"deployments": {"d": cell}}))]
+    intervals = site_timeline("s", history)
+    assert [(i.state, i.failure_kind) for i in intervals] == [("success", None), ("error", "site")]
+    assert intervals[1].to_json()["failureKind"] == "site"
+
+
 HISTORY = [("c1", status(at(10))), ("c2", status(at(20), active="1.1.0")), ("c3", status(at(30), active="1.2.0"))]
 
 
@@ -454,7 +463,7 @@ def test_audit_json_is_the_documented_shape(history: ScriptedHistory, capsys) ->
                                        "changed"}
     assert set(data["changes"][0]["signature"]) == {"state", "signer", "key"}
     assert set(data["timelines"][0]) == {"site", "deployment", "from", "to", "version", "desiredVersion", "state",
-                                         "wave", "observedCommit", "statusCommit"}
+                                         "wave", "failureKind", "observedCommit", "statusCommit"}
     assert set(data["invalidCommits"][0]) == {"commit", "committerDate", "author", "subject", "errors", "firstError"}
     assert data["changes"][2]["versionTo"] == "1.1.0" and data["changes"][2]["committerDate"] == minutes(120).isoformat()
 
@@ -468,7 +477,7 @@ def test_audit_at_json_is_the_documented_shape(history: ScriptedHistory, capsys)
     by_site = {row["site"]: row for row in data["sites"]}
     assert set(by_site["site-01"]) == {"site", "state", "writtenAt", "statusCommit", "observedCommit", "deployments"}
     assert by_site["site-01"]["deployments"]["scorer"] == {"version": "1.1.0", "desiredVersion": "1.1.0",
-                                                           "state": "success", "wave": "canary"}
+                                                           "state": "success", "wave": "canary", "failureKind": None}
     assert by_site["site-02"]["deployments"]["scorer"]["state"] == "progressing"
     assert by_site[SILENT_SITE] == {"site": SILENT_SITE, "state": "unknown", "writtenAt": None, "statusCommit": None,
                                     "observedCommit": None, "deployments": {}}

@@ -10,7 +10,7 @@ import pydantic
 import pytest
 import yaml
 
-from reconciler.canary import TRAFFIC_PATIENCE, CanaryProgress, decide_canary, measured_since
+from reconciler.canary import CanaryProgress, decide_canary, measured_since
 from reconciler.errors import Stalled
 from reconciler.manifests.models import CanaryStep, Deployment
 
@@ -50,6 +50,10 @@ def progress(step: int, started: float = 0, weight: int = 0, baseline: float | N
 CHECKED = {"analysis": {"window": "30s", "minRequests": 20, "maxErrorRate": 0.01, "maxLatencyP99": "50ms"}}
 MIRRORED = {"analysis": {"window": "30s", "minRequests": 20, "minAgreement": 0.99}}
 CANARY = steps({"setWeight": 20}, {"pause": {"duration": "30s"}}, CHECKED, {"setWeight": 50})
+PATIENT = {"analysis": {**CHECKED["analysis"], "maxWait": "90s"}}
+WAIT_THEN_FAIL = steps({"setWeight": 20}, {"pause": {"duration": "30s"}}, PATIENT, {"setWeight": 50})
+WAIT_THEN_PROMOTE = steps({"setWeight": 20}, {"pause": {"duration": "30s"}},
+                          {"analysis": {**PATIENT["analysis"], "onMaxWait": "promote"}}, {"setWeight": 50})
 
 
 @pytest.mark.parametrize("case,steps_,progress_,stats,now,kind,reason,weight,next_step", [
@@ -77,12 +81,20 @@ CANARY = steps({"setWeight": 20}, {"pause": {"duration": "30s"}}, CHECKED, {"set
      "DisagreesWithStable", 0, 0),
     ("agreement at the limit", steps(MIRRORED), progress(0), traffic(0, shadow=40, agreement=0.99), 30, "promote",
      "Promoted", 100, 1),
-    # too little traffic: the window stretches to TRAFFIC_PATIENCE windows, then the canary fails
+    # too little traffic is inconclusive: the analysis waits for it, without end unless maxWait is set
     ("short of traffic", CANARY, progress(2, 30, 20), traffic(19), 60, "wait", "WaitingForTraffic", 20, 2),
     ("still short", CANARY, progress(2, 30, 20), traffic(19), 119.999, "wait", "WaitingForTraffic", 20, 2),
     ("traffic came late", CANARY, progress(2, 30, 20), traffic(20), 100, "set_weight", "WeightSet", 50, 4),
-    ("patience spent", CANARY, progress(2, 30, 20), traffic(19), 120, "rollback", "InsufficientTraffic", 0, 2),
-    ("no stats is no traffic", CANARY, progress(2, 30, 20), None, 120, "rollback", "InsufficientTraffic", 0, 2),
+    ("no maxWait: a day later it still waits", CANARY, progress(2, 30, 20), traffic(19), 86400, "wait",
+     "WaitingForTraffic", 20, 2),
+    ("no stats is no traffic", CANARY, progress(2, 30, 20), None, 120, "wait", "WaitingForTraffic", 20, 2),
+    ("before maxWait", WAIT_THEN_FAIL, progress(2, 30, 20), traffic(19), 119.999, "wait", "WaitingForTraffic", 20, 2),
+    ("maxWait spent, onMaxWait fail (the default)", WAIT_THEN_FAIL, progress(2, 30, 20), traffic(19), 120,
+     "rollback", "InsufficientTraffic", 0, 2),
+    ("maxWait spent, onMaxWait promote", WAIT_THEN_PROMOTE, progress(2, 30, 20), None, 120, "set_weight",
+     "WeightSet", 50, 4),
+    ("a breach still fails before maxWait", WAIT_THEN_PROMOTE, progress(2, 30, 20), traffic(20, 5), 119,
+     "rollback", "ErrorRateTooHigh", 0, 2),
     ("a live limit needs a request", steps({"analysis": {"window": "10s", "maxErrorRate": 0.1}}), progress(0),
      traffic(0), 10, "wait", "WaitingForTraffic", 0, 0),
     ("latency needs a measurement", CANARY, progress(2, 30, 20), traffic(25, p99=None), 60, "wait",
@@ -120,12 +132,13 @@ def test_a_step_entered_now_starts_now_and_waits_with_a_due_time():
 @pytest.mark.parametrize("progress_,now,due", [
     (progress(1, 0, 20), 10, 30),  # pause: its end
     (progress(2, 30, 20), 40, 60),  # analysis: the window's end
-    (progress(2, 30, 20), 70, 30 + TRAFFIC_PATIENCE * 30),  # short of traffic: the end of patience
+    (progress(2, 30, 20), 70, None),  # short of traffic: whenever traffic comes
 ])
 def test_waits_say_when_to_look_again(progress_, now, due):
     decision = decide_canary(CANARY, progress_, traffic(3), at(now))
-    assert decision.kind == "wait" and decision.due == at(due)
+    assert decision.kind == "wait" and decision.due == (None if due is None else at(due))
     assert decision.next == progress_
+    assert decide_canary(WAIT_THEN_FAIL, progress(2, 30, 20), traffic(3), at(70)).due == at(120)  # maxWait's end
 
 
 def test_messages_say_what_failed():
@@ -133,7 +146,12 @@ def test_messages_say_what_failed():
     assert decision.message == ("step 3/4: error rate 3.00% over 100 requests is above 1.00%; "
                                 "the stable version takes all traffic")
     decision = decide_canary(CANARY, progress(2, 30, 20), traffic(7), at(120))
-    assert "7 of 20 requests after 1m30s" in decision.message
+    assert decision.message == "step 3/4: 7 of 20 requests after 1m30s; waiting for traffic"
+    decision = decide_canary(WAIT_THEN_FAIL, progress(2, 30, 20), traffic(7), at(70))
+    assert decision.message == "step 3/4: 7 of 20 requests after 40s; waiting up to 1m30s, then fail"
+    decision = decide_canary(WAIT_THEN_FAIL, progress(2, 30, 20), traffic(7), at(120))
+    assert decision.message == ("step 3/4: 7 of 20 requests after 1m30s (maxWait, onMaxWait: fail); "
+                                "the stable version takes all traffic")
 
 
 MIRROR_STEPS = steps({"setWeight": 0}, MIRRORED, {"setWeight": 20}, CHECKED)
@@ -189,8 +207,6 @@ def demand_forecast_steps() -> list[CanaryStep]:
     (2.0, 0.0, 0.010, [("set_weight", 20, 0), ("set_weight", 50, 60), ("promote", 100, 120)]),
     # thin traffic: each analysis waits until it has seen 20 requests (40 s at 0.5/s)
     (0.5, 0.0, 0.010, [("set_weight", 20, 0), ("set_weight", 50, 70), ("promote", 100, 140)]),
-    # no traffic at all: the first analysis gives up after three windows
-    (0.0, 0.0, 0.010, [("set_weight", 20, 0), ("rollback", 0, 120)]),
     # a broken version fails as soon as it has had 20 requests
     (2.0, 0.5, 0.010, [("set_weight", 20, 0), ("rollback", 0, 40)]),
     # a slow version fails its first analysis as well
@@ -198,6 +214,13 @@ def demand_forecast_steps() -> list[CanaryStep]:
 ])
 def test_demand_forecast_canary_from_the_example_fleet(rate, error_rate, p99, events):
     assert run(demand_forecast_steps(), rate, error_rate, p99) == events
+
+
+def test_demand_forecast_canary_without_traffic_waits_and_never_fails():
+    with pytest.raises(AssertionError, match=r"did not finish: \[\('set_weight', 20, 0.0\)\]"):
+        run(demand_forecast_steps(), rate=0.0, limit=7200)
+    waiting = decide_canary(demand_forecast_steps(), progress(2, 30, 20), None, at(86400))
+    assert (waiting.kind, waiting.reason, waiting.weight) == ("wait", "WaitingForTraffic", 20)
 
 
 def test_progress_from_other_steps_is_refused():

@@ -87,7 +87,8 @@ def test_run_once_without_trust_refuses_every_artifact(tmp_path):
     assert done.returncode == 1
     record = json.loads(done.stdout)
     status = record["deployments"]["demand-forecast"]
-    assert (status["state"], status["reason"]) == ("failure", "NoTrustedKeys")
+    # a site condition (issue 9): reported as an error, never evidence against the version
+    assert (status["state"], status["reason"], status["failureKind"]) == ("error", "NoTrustedKeys", "site")
     assert status["activeVersion"] is None
 
 

@@ -57,7 +57,8 @@ def deployment(state: State, version: str | None = "1.1.0", active: str | None =
                rollout: str | None = RID, minutes: float = 0, message: str = "") -> DeploymentStatus:
     return DeploymentStatus(model="forecaster", state=state, version=version, activeVersion=active,
                             previousVersion="1.0.0" if active == version else None, wave=wave, rollout=rollout,
-                            reason="Converged" if state == "success" else "Testing", message=message,
+                            reason={"success": "Converged", "failure": "ValidationFailed"}.get(state, "Testing"),
+                            failureKind="version" if state == "failure" else None, message=message,
                             weights={"1.0.0": 80, "1.1.0": 20} if state == "progressing" else {}, since=at(minutes))
 
 
@@ -112,8 +113,10 @@ def test_what_a_record_read_from_the_forge_holds(
 
 def test_the_message_is_what_the_status_tells_people(forge: FakeForge, client: ForgeStatuses) -> None:
     post_at(forge, client, RECORDS[4])
-    message = ForgeFleetStatus(client).read([SHA])["a2"].deployments[DEPLOYMENT].message
-    assert message == "failure: Testing on 1.1.0, serving 1.0.0: output 0 differs"
+    read = ForgeFleetStatus(client).read([SHA])["a2"].deployments[DEPLOYMENT]
+    # on GitHub's 140 characters the pairs (with the failure's kind and reason) come first, the human part is cut
+    assert "failure: ValidationFailed on 1.1.0, serving 1.0.0: output 0 differs".startswith(read.message.rstrip("…"))
+    assert (read.reason, read.failureKind) == ("ValidationFailed", "version")
 
 
 def test_a_version_too_long_for_githubs_limit_is_dropped_the_rollout_kept(

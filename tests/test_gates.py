@@ -43,7 +43,8 @@ def at(minutes: float) -> datetime:
 
 
 def report(state: str, minutes: float, rid: str = RID) -> SiteReport:
-    return SiteReport(rid, state, "1.1.0", at(minutes), at(minutes))  # type: ignore[arg-type]
+    reason = "ValidationFailed" if state == "failure" else ""  # failures here are evidence against the version
+    return SiteReport(rid, state, "1.1.0", at(minutes), at(minutes), reason)  # type: ignore[arg-type]
 
 
 def reports(**states: tuple[str, float]) -> dict[str, SiteReport]:
@@ -107,7 +108,7 @@ def test_wait_message_counts_the_earlier_waves():
     decision = decide("e1", reports(p1=("success", 3), p2=("progressing", 1)), 60)
     assert decision.message == "wave early waits: 1/2 sites of wave pilot healthy, need 100%"
     decision = decide("a1", {**PILOT_HEALTHY, **reports(e1=("success", 12))}, 30)
-    assert decision.message == "wave all waits: 3/5 sites of waves pilot, early healthy, need 100%"
+    assert decision.message == "wave all waits: 3/5 sites of waves pilot, early healthy, need 100%; silent: e2, e3"
 
 
 # p2 never reports: pilot opened at 3 (p1's report), so p2 is late from 33 on
@@ -180,10 +181,13 @@ def test_abort_messages():
     # p2 is late from 33 (pilot opened at 3); early never opened, so its silent sites are not late
     decision = decide("a1", reports(p1=("success", 3), e1=("failure", 9), a1=("failure", 10)), 33,
                       abort={"failureThreshold": 0.25, "minExecuted": 1})
+    retry = ("retry it on purpose with `reconciler rollout retry demand-forecast` "
+             "(a commit that bumps spec.rollout.attempt)")
     assert decision.message == ("the rollout is aborted: 3 of 4 executed sites failed, threshold 25% "
-                                "(a1, e1 failed; p2 did not report within 30m)")
+                                f"(a1, e1 failed (ValidationFailed); p2 did not report within 30m); {retry}")
+    # records without a message (an older agent's) still name who aborted
     decision = decide("p1", {**EARLY_HEALTHY, **reports(e3=("aborted", 20), e1=("aborted", 21))}, 30)
-    assert decision.message == "the rollout is aborted: e1, e3 reported it aborted"
+    assert decision.message == f"the rollout is aborted: e3, e1 reported it aborted; {retry}"
     assert decision.wave == "pilot"
 
 
@@ -250,7 +254,7 @@ def test_site_report_from_a_status_record():
     record = StatusRecord(site="p1", state="success", reason="Converged", agentVersion="0.1.0", writtenAt=at(4),
                           deployments={DEPLOYMENT: status,
                                         "legacy": status.model_copy(update={"rollout": None})})
-    assert site_report(record, DEPLOYMENT) == SiteReport(RID, "success", "1.1.0", at(3), at(4))
+    assert site_report(record, DEPLOYMENT) == SiteReport(RID, "success", "1.1.0", at(3), at(4), "Converged")
     assert site_report(record, "legacy") is None  # written before rollouts had ids: counts for none
     assert site_report(record, "other") is None
     assert StatusRecord.model_validate_json(record.model_dump_json()) == record

@@ -51,3 +51,18 @@ def test_markdown_and_json_are_complete():
     data = json.loads(json.dumps(matrix.to_json()))
     assert data["sites"][1]["deployments"]["forecast"]["version"] == "1.1.0"
     assert data["sites"][0]["ageSeconds"] == 30
+
+
+def test_a_failure_says_whether_it_is_version_evidence_or_a_site_condition():
+    def failing(state: str, reason: str, kind: str) -> StatusRecord:
+        cell = DeploymentStatus(model="m", state=state, version="1.1.0", activeVersion="1.0.0", reason=reason,
+                                failureKind=kind, since=NOW)
+        return StatusRecord(site=f"store-{kind}", state=state, reason=reason, deployments={"forecast": cell},
+                            agentVersion="0", writtenAt=NOW)
+    records = {"store-site": failing("error", "NoTrustedKeys", "site"),
+               "store-version": failing("failure", "ValidationFailed", "version")}
+    matrix = build_matrix(records, list(records), NOW, timedelta(minutes=10))
+    lines = render_text(matrix).splitlines()
+    assert "1.0.0->1.1.0 ERROR (site: NoTrustedKeys)" in lines[1]
+    assert "1.0.0->1.1.0 FAILED (version: ValidationFailed)" in lines[2]
+    assert matrix.to_json()["sites"][0]["deployments"]["forecast"]["failureKind"] == "site"

@@ -135,7 +135,8 @@ def fleet_with_waves(flags=None, enabled=True):
 
 def reported(site_name: str, repo, state: str, active: str, ago: timedelta) -> StatusRecord:
     target = plan_site(repo, site_name, SiteState(site=site_name), NOW, None, {}).actions[0].target
-    status = DeploymentStatus(model="m", state=state, version="1.1.0", activeVersion=active, reason="r",
+    reason = "ValidationFailed" if state == "failure" else "r"  # a failure here is evidence against the version
+    status = DeploymentStatus(model="m", state=state, version="1.1.0", activeVersion=active, reason=reason,
                               rollout=target.rollout_id, since=NOW - ago)
     return StatusRecord(site=site_name, state=state, reason="r", deployments={"d": status}, agentVersion="0",
                         writtenAt=NOW - ago)
@@ -146,7 +147,9 @@ def reported(site_name: str, repo, state: str, active: str, ago: timedelta) -> S
     ({"p1": ("success", "1.1.0", 20)}, ("wait", "WaitingForEarlierWaves")),
     ({"p1": ("success", "1.1.0", 20), "p2": ("success", "1.1.0", 5)}, ("wait", "Baking")),
     ({"p1": ("success", "1.1.0", 20), "p2": ("success", "1.1.0", 11)}, ("deploy", "NewVersion")),
-    ({"p1": ("failure", "1.0.0", 20)}, ("halt", "FailureThresholdReached")),
+    # without minExecuted the evidence is real once both pilots ran
+    ({"p1": ("failure", "1.0.0", 20)}, ("wait", "WaitingForEarlierWaves")),
+    ({"p1": ("failure", "1.0.0", 20), "p2": ("success", "1.1.0", 5)}, ("halt", "FailureThresholdReached")),
 ])
 def test_later_wave_waits_for_earlier_waves(pilots, expected):
     repo = fleet_with_waves()
@@ -163,7 +166,8 @@ def test_first_wave_proceeds_and_aborted_rollout_rolls_back_a_site_that_moved():
     moved = SiteState(site="p1", deployments={"d": DeploymentState(
         model="m", interface=INTERFACE, active=Installed(version="1.1.0", digest=DIGEST_B, uri="u", installedAt=NOW),
         previous=Installed(version="1.0.0", digest=DIGEST_A, uri="u", installedAt=NOW))})
-    status = {"p2": reported("p2", repo, "failure", "1.0.0", timedelta(minutes=1))}
+    status = {"p2": reported("p2", repo, "failure", "1.0.0", timedelta(minutes=1)),
+              "p1": reported("p1", repo, "success", "1.1.0", timedelta(minutes=2))}
     assert [(a.kind, a.reason) for a in plan_site(repo, "p1", moved, NOW, None, status).actions] == [
         ("rollback", "FailureThresholdReached")]
 

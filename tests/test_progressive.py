@@ -5,7 +5,6 @@ later wave ever activates it and every first-wave site is back on the previous v
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import httpx
 import onnx
 import pytest
 import yaml
-from fleet_fixture import EXAMPLE, GIT_ENV, git
+from fleet_fixture import EXAMPLE, GIT_ENV, add_signed_version, git
 from onnx import helper, numpy_helper
 
 from reconciler.devtools.githttp import GitHttpServer, init_bare_repo
@@ -27,7 +26,6 @@ from reconciler.manifests.models import Rollout
 from reconciler.rollout import wave_of
 from reconciler.source import GitSource
 from reconciler.status.gitref import StatusRefs
-from reconciler.trust import load_private_key, sign_digest
 
 DEPLOYMENT = "demand-forecast"
 BAKE = timedelta(seconds=3)
@@ -69,22 +67,8 @@ def add_bad_version(clone: Path) -> None:
         node.input[:] = ["fixed" if name == input_name else name for name in node.input]
     graph.initializer.append(numpy_helper.from_array(__import__("numpy").array([1, 4], dtype="int64"), "one_row"))
     graph.node.insert(0, helper.make_node("Reshape", [input_name, "one_row"], ["fixed"]))
-    data = model.SerializeToString(deterministic=True)
-    folder = clone / "models/demand-forecast/1.2.0"
-    folder.mkdir()
-    (folder / "model.onnx").write_bytes(data)
-    key = load_private_key((EXAMPLE / "keys" / "demo.key").read_bytes())
-    (folder / "model.onnx.sig").write_bytes(sign_digest(key, hashlib.sha256(data).digest()))
-    path = clone / "models/demand-forecast/model.yaml"
-    doc = yaml.safe_load(path.read_text())
-    first = doc["spec"]["versions"][0]
-    doc["spec"]["versions"].append({
-        "version": "1.2.0",
-        "artifacts": [{"uri": "models/demand-forecast/1.2.0/model.onnx", "digest": "sha256:" + hashlib.sha256(data).hexdigest(),
-                       "size": len(data), "signature": {"uri": "models/demand-forecast/1.2.0/model.onnx.sig", "format": "cosign"}}],
-        "validation": first["validation"][:1],
-    })
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    first = yaml.safe_load((clone / "models/demand-forecast/model.yaml").read_text())["spec"]["versions"][0]
+    add_signed_version(clone, "1.2.0", model.SerializeToString(deterministic=True), first["validation"][:1])
 
 
 class Traffic:

@@ -97,21 +97,25 @@ class Gate(Strict):
     progressDeadline: Duration = Field("1h", description="A site that has not reported the new version this "
                                                           "long after its wave started counts as failed "
                                                           "(or is ignored, see `unreported`).")
-    # Failing closed is the safe default: a site that never reports has not proven the version.
+    # A silent site (offline, not yet installed) has proven nothing either way: by default it only
+    # drops out of the count at its deadline. Strict fleets count it as failed with ``fail``.
     unreported: Literal["fail", "ignore"] = Field(
-        "fail", description="What a site that never reports counts as after the progress deadline: "
-                            "'fail' (it has not proven the version) or 'ignore' (left out).")
+        "ignore", description="What a site that never reports counts as after the progress deadline: "
+                              "'ignore' (left out of the count) or 'fail' (for strict fleets: it has not "
+                              "proven the version).")
 
 
 class Abort(Strict):
     """AWS IoT Jobs style: abort once at least ``minExecuted`` sites ran and the failed share
-    reaches ``failureThreshold``."""
+    reaches ``failureThreshold``. Without ``minExecuted``: once three sites ran, or every site
+    that may run by now did (reconciler.gates)."""
 
     failureThreshold: Annotated[float, Field(gt=0, le=1)] = Field(
         0.2, description="Share (0-1] of the sites that ran the version which, once failed, aborts the "
                          "rollout: every site that moved rolls back.")
-    minExecuted: Annotated[int, Field(ge=1)] = Field(
-        1, description="How many sites must have run the version before the failure share is judged.")
+    minExecuted: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="How many sites must have run the version before the failure share is judged; "
+                          "unset: three, or every site that may run by now if fewer.")
 
 
 class Rollout(Strict):
@@ -119,6 +123,10 @@ class Rollout(Strict):
         description="The waves in order; a site belongs to the first wave that holds it.")
     gate: Gate = Field(Gate(), description="When a wave may start.")
     abort: Abort = Field(Abort(), description="When the whole rollout stops and rolls back.")
+    # Part of the rollout's id: bumping it (`reconciler rollout retry`) retries an aborted rollout on purpose.
+    attempt: Annotated[int, Field(ge=0)] = Field(
+        0, description="Bumped by `reconciler rollout retry` to retry an aborted rollout on purpose "
+                       "(part of the rollout's id).")
 
     @field_validator("waves")
     @classmethod
@@ -318,6 +326,12 @@ class Analysis(Strict):
                                                              "e.g. '50ms'.")
     minAgreement: Annotated[float, Field(ge=0, le=1)] | None = Field(
         None, description="Smallest share (0-1) of mirrored requests on which canary and stable agree.")
+    # Too little traffic proves nothing either way: the analysis waits for it, at most ``maxWait``
+    # from the start of its measurement when set, then ``onMaxWait`` decides.
+    maxWait: Duration | None = Field(None, description="How long to wait for `minRequests` of traffic; "
+                                                       "unset: as long as it takes.")
+    onMaxWait: Literal["promote", "fail"] = Field("fail", description="What happens when `maxWait` passes "
+                                                                     "without enough traffic.")
 
 
 class CanaryStep(Strict):
@@ -350,6 +364,12 @@ class DeploymentSpec(Strict):
                                                       "defaultRollout, else all sites at once.")
     canary: Canary | None = Field(None, description="Steps inside each site; absent or no steps: "
                                                     "validate, then switch at once.")
+    # Going back to the version a site served before its current one is a rollback: no canary, no
+    # wave gate, from the kept blob. None: whenever that was; a duration: only that long after the switch.
+    rollbackWindow: Duration | None = Field(
+        None, description="Going back to the version a site served before its current one is a rollback "
+                          "(no canary, no wave gate, from the kept blob); a duration limits it to that long "
+                          "after the switch; unset: always.")
 
 
 class Deployment(Strict):

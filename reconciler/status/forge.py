@@ -74,7 +74,7 @@ _FAILED: frozenset[State] = frozenset({"failure", "aborted", "error"})
 _OUR_STATES: Mapping[str, State] = {state: state for state in get_args(State)}
 GATE_SEPARATOR = " · "
 # The pairs a gate reads, most needed first: a forge's length limit drops them from the end.
-GATE_KEYS = ("state", "rollout", "version", "active", "wave")
+GATE_KEYS = ("state", "rollout", "version", "active", "wave", "kind", "reason")
 _VALUE = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]*")  # versions, DNS labels, rollout ids
 _GATE_PAIRS = re.compile(rf"(?:^|{re.escape(GATE_SEPARATOR)})(state=[a-z]+(?: [a-z]+={_VALUE.pattern})*)$")
 
@@ -206,9 +206,13 @@ def describe_deployment(status: DeploymentStatus) -> str:
 
 
 def gate_pairs(status: DeploymentStatus) -> str:
-    """``state=… rollout=… version=… active=… wave=…``, leaving out what is unknown. A value that
-    is not a plain token (only a hand-made record has one) is left out rather than misread."""
-    values = (status.state, status.rollout, status.version, status.activeVersion, status.wave)
+    """``state=… rollout=… version=… active=… wave=… kind=… reason=…``, leaving out what is unknown
+    (the failure's kind and reason are there only on a failure or an error: the abort rule counts
+    only version evidence). A value that is not a plain token (only a hand-made record has one) is
+    left out rather than misread."""
+    failed = status.failureKind is not None
+    values = (status.state, status.rollout, status.version, status.activeVersion, status.wave, status.failureKind,
+              status.reason if failed else None)
     return " ".join(f"{key}={value}" for key, value in zip(GATE_KEYS, values, strict=True)
                     if value is not None and _VALUE.fullmatch(value))
 

@@ -21,7 +21,8 @@ statuses of one commit into one StatusRecord per site, so that ``gates.site_repo
   ``since``, never earlier: a change the forge recorded ends the run, which can only delay a gate,
   never open it early.
 - ``model``, ``previousVersion``, ``weights`` are not on the forge; ``reason`` is ``ForgeStatus``
-  and ``message`` what the status tells people.
+  (a failure's or error's own, with its ``failureKind``, from the pairs) and ``message`` what the
+  status tells people.
 
 What the forge does not show counts as silence, as a missing status ref would: a status without
 readable pairs (a wave's combined status, one posted by an older agent, one whose pairs a length
@@ -155,8 +156,9 @@ def _deployment_status(context: str, shown: ShownStatus, commit_sha: str
         activeVersion=fields.get("active"),
         wave=fields.get("wave"),
         rollout=fields.get("rollout"),
-        reason=FORGE_REASON,
+        reason=fields.get("reason", FORGE_REASON),
         message=human,
+        failureKind=fields.get("kind") if fields.get("kind") in ("version", "site") else None,
         since=shown.at,
     )
     return deployment, site, status

@@ -106,7 +106,8 @@ def _cell(status: DeploymentStatus | None) -> str:
     if status is None:
         return ""
     wave = f" [{status.wave}]" if status.wave else ""
-    return f"{status.version_shown}{wave}{MARK[status.state]}"
+    kind = f" ({status.failureKind}: {status.reason})" if status.failureKind else ""  # version evidence or site condition
+    return f"{status.version_shown}{wave}{MARK[status.state]}{kind}"
 
 
 def _age(age: timedelta | None) -> str:

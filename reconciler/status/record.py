@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from reconciler.evidence import FailureKind
+
 State = Literal["pending", "progressing", "success", "failure", "aborted", "error"]
 
 # A site is as bad as its worst deployment.
@@ -26,6 +28,9 @@ class DeploymentStatus(BaseModel):
     rollout: str | None = None  # the rollout this state belongs to: reconciler.gates.rollout_id of the spec
     reason: str
     message: str = ""
+    # On failure or error: is the reason evidence against the version, or a condition of this site?
+    # Only version evidence counts toward a rollout's abort (reconciler.evidence).
+    failureKind: FailureKind | None = None
     weights: dict[str, int] = {}
     since: datetime  # when this deployment entered ``state`` for ``version``
 
