@@ -30,8 +30,8 @@ VERSION_EVIDENCE: frozenset[str] = frozenset({
     "ArtifactDigestMismatch", "ArtifactSizeMismatch", "ArtifactTooLarge", "DigestMismatch", "DigestInvalid",
     "BundleDigestMismatch", "StatementMissingFile", "SignatureMalformed", "SignatureFormatUnsupported",
     "BundleVerificationFailed",
-    # the version's URI itself is wrong (artifacts.py)
-    "ArtifactUriInvalid", "ArtifactPathEscapes",
+    # the version's URI itself is wrong (artifacts.py), or names a Git LFS pointer (verification.py)
+    "ArtifactUriInvalid", "ArtifactPathEscapes", "ArtifactIsLfsPointer",
 })
 
 SITE_CONDITIONS: frozenset[str] = frozenset({
