@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return EXIT_USAGE
-    configure_logging("info" if getattr(args, "verbose", True) else "warning")
+    # Commands that keep running (an agent, a server, the demo) say what they do; one-shot commands
+    # print their answer and log only what went wrong.
+    configure_logging(getattr(args, "log_level", "warning"))
     try:
         return args.handler(args)
     except UsageError as exc:
@@ -108,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve a state directory's active models without reconciling")
     serve.add_argument("--state", type=Path, required=True)
     serve.add_argument("--listen", required=True)
-    serve.set_defaults(handler=cmd_serve)
+    serve.set_defaults(handler=cmd_serve, log_level="info")
 
     status = commands.add_parser("status", help="the fleet matrix from the sites' status records in Git")
     status.add_argument("--repo", default=".", help="fleet repo URL or path (status refs live there; a clone's "
@@ -121,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--sites", type=int, help="start only this many sites (default: every site of the fleet)")
     demo.add_argument("--workdir", type=Path, help="keep the demo's files here (default: a temp dir)")
     demo.add_argument("--keep-running", action="store_true", help="keep the fleet up until Ctrl-C")
-    demo.set_defaults(handler=cmd_demo)
+    demo.set_defaults(handler=cmd_demo, log_level="info")
 
     from reconciler.signing import add_subcommands as add_signing_commands
 

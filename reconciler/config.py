@@ -61,15 +61,27 @@ def _checked_address(address: str) -> str:
     return address
 
 
+def is_local_path(location: str) -> bool:
+    """Whether git reads ``location`` as a path on this machine: neither a URL (``scheme://``) nor
+    scp-like ``[user@]host:path`` (a colon before any slash)."""
+    colon, slash = location.find(":"), location.find("/")
+    return "://" not in location and (colon < 0 or 0 <= slash < colon)
+
+
+def _absolute_if_local(location: str | None) -> str | None:
+    # git resolves a relative path against its own working directory, which is not ours
+    return str(Path(location).resolve()) if location and is_local_path(location) else location
+
+
 class SiteConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
     site: DnsLabel
-    repo: str  # URL or path of the fleet repo
+    repo: Annotated[str, AfterValidator(_absolute_if_local)]  # URL or path of the fleet repo
     branch: str = "main"
     state: Path
     listen: Annotated[str, AfterValidator(_checked_address)] | None = None  # HOST:PORT of the inference server; None: do not serve
-    statusRepo: str | None = None  # where status refs go when not the fleet repo (agents that may not push there)
+    statusRepo: Annotated[str | None, AfterValidator(_absolute_if_local)] = None  # where status refs go when not the fleet repo (agents that may not push there)
     interval: Duration = "30s"
     staleAfter: Duration = "10m"  # out of reach of the fleet repo for longer: the status says stale
     jitter: Annotated[float, Field(ge=0, le=1)] = 0.1  # share of the interval, spreads fleet load
@@ -129,7 +141,11 @@ def _resolved(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     def resolve(value: Any) -> Any:
         return str((base / value).resolve()) if isinstance(value, str) and value else value
 
-    raw = {key: resolve(value) if key in ("state", "sigstoreTrustedRoot") else value for key, value in raw.items()}
+    def resolve_location(value: Any) -> Any:
+        return resolve(value) if isinstance(value, str) and is_local_path(value) else value
+
+    raw = {key: resolve(value) if key in ("state", "sigstoreTrustedRoot") else
+           resolve_location(value) if key in ("repo", "statusRepo") else value for key, value in raw.items()}
     if isinstance(raw.get("trustKeys"), list):
         raw["trustKeys"] = [resolve(key) for key in raw["trustKeys"]]
     for section, keys in (("fetch", ("caBundle",)), ("commitPolicy", ("sshAllowedSigners", "gpgKeyring"))):

@@ -89,3 +89,24 @@ def test_listen_addresses(address, parsed):
 def test_bad_listen_addresses_are_usage_errors(address):
     with pytest.raises(UsageError, match="invalid site settings \\(command line\\): listen: "):
         build_site_config({"site": "s", "repo": "r", "state": "/s", "listen": address})
+
+
+@pytest.mark.parametrize(("given", "local"), [
+    ("fleet", True), ("../fleet", True), ("/srv/git/fleet.git", True), ("./a:b", True),
+    ("https://git.example/fleet.git", False), ("file:///srv/fleet.git", False),
+    ("git@git.example:org/fleet.git", False), ("git.example:fleet.git", False),
+])
+def test_a_relative_repo_path_resolves_where_it_was_given(tmp_path, monkeypatch, given, local):
+    """git resolves a relative path against its own working directory, the cache's: a path in
+    site.yaml resolves against its folder, one on the command line against ours; URLs stay."""
+    path = tmp_path / "conf" / "site.yaml"
+    path.parent.mkdir()
+    path.write_text(f"site: store-boston-01\nrepo: '{given}'\nstatusRepo: '{given}'\nstate: state\n")
+    from_file = load_site_config(path, {})
+    monkeypatch.chdir(tmp_path)
+    from_command_line = build_site_config({"site": "store-boston-01", "repo": given, "state": tmp_path})
+    if local:
+        assert from_file.repo == from_file.statusRepo == str((path.parent / given).resolve())
+        assert from_command_line.repo == str((tmp_path / given).resolve())
+    else:
+        assert from_file.repo == from_file.statusRepo == from_command_line.repo == given
