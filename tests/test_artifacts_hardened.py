@@ -616,6 +616,38 @@ def test_a_stale_part_file_costs_one_download_and_decides_nothing(tmp_path: Path
     assert len(ranges) == 2 and ranges[0].startswith("bytes=") and ranges[1] is None
 
 
+@pytest.mark.parametrize(("recorded", "resumed_at"), [
+    (str(CUT - 1000), CUT - CUT % (16 << 10) - sink.BUFFERS * (16 << 10)),  # not the file's size: as after a crash
+    ("garbage", CUT - CUT % (16 << 10) - sink.BUFFERS * (16 << 10)),  # half written
+    (str(CUT), CUT),  # the file's size: taken up whole
+])
+def test_the_kept_record_is_trusted_only_when_it_matches_the_part_file(
+    tmp_path: Path, here: Server, monkeypatch: pytest.MonkeyPatch, recorded: str, resumed_at: int
+) -> None:
+    monkeypatch.setattr(sink, "CHUNK_SIZE", 16 << 10)
+    tmp = tmp_path / "state" / "blobs" / "tmp"
+    tmp.mkdir(parents=True)
+    (tmp / PART).write_bytes(PAYLOAD[:CUT])
+    (tmp / KEPT).write_text(recorded)
+
+    assert ingested(ArtifactStore(tmp_path / "state"), f"{here.url}/file/m.onnx") == PAYLOAD
+    assert [h.get("range") for h in here.headers_of("/file")] == [f"bytes={resumed_at}-"]
+    assert list(tmp.glob("*")) == []
+
+
+def test_recorded_bytes_that_are_not_the_servers_cost_one_download(tmp_path: Path, here: Server,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record proves the bytes reached the disk, not that they are right: the digest still decides."""
+    monkeypatch.setattr(sink, "CHUNK_SIZE", 16 << 10)
+    tmp = tmp_path / "state" / "blobs" / "tmp"
+    tmp.mkdir(parents=True)
+    (tmp / PART).write_bytes(os.urandom(CUT))
+    (tmp / KEPT).write_text(str(CUT))
+
+    assert ingested(ArtifactStore(tmp_path / "state"), f"{here.url}/file/m.onnx") == PAYLOAD
+    assert [h.get("range") for h in here.headers_of("/file")] == [f"bytes={CUT}-", None]
+
+
 def test_a_failure_that_will_not_pass_removes_the_part_file(store: ArtifactStore, here: Server) -> None:
     error = refused(store, f"{here.url}/drop-then-wrong-range/{CUT}/m.onnx")
     assert error.reason == "ArtifactRangeInvalid"
