@@ -9,9 +9,9 @@ match the manifest is renamed into ``blobs/sha256``. So a blob that exists is a 
 nothing partial or unverified is ever visible there. A download that fails for a reason that may
 pass (a lost connection, a deadline, a stopped agent) leaves its part file, and the next ingest of
 the same digest, in this run or after a restart, asks only for the rest: from the very byte where
-it stopped, or, after a crash, from a few chunks before the end of what it finds. Where bytes come from, and how (timeouts,
-redirects, credentials, resume), is ``reconciler.fetch``; how they are hashed and written (in
-chunks, on helper threads, with direct I/O), ``reconciler.sink``.
+it stopped, or, after a crash, from a few chunks before the end of what it finds. Where bytes come
+from, and how (timeouts, redirects, credentials, resume), is ``reconciler.fetch``; how they are
+hashed and written (in chunks, on helper threads, with direct I/O), ``reconciler.sink``.
 """
 
 from __future__ import annotations
@@ -207,27 +207,11 @@ class _Download:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        if not (isinstance(exc, Transient) and self.received):
+        if isinstance(exc, Transient) and self.received:
+            self._left(self._keep())
+        else:
             self._sink.close()
             self._discard()
-            return
-        try:
-            self._hand_over()
-            self._sink.finish(self.received)
-        except ReconcilerError:
-            recorded = False  # the disk failed: the next ingest takes the part file up as after a crash
-        else:
-            recorded = True
-        finally:
-            self._sink.close()
-        try:
-            if recorded:
-                atomic_write_bytes(self._kept_record, str(self.received).encode(), 0o600)
-            self._left(self._resume_point(recorded))
-        except OSError:
-            self._left(self._resume_point(recorded=False))  # nothing is claimed that is not on disk
-        finally:
-            os.close(self._fd)  # kept for the next ingest
 
     def fetch(self, repo_root: RepoRoot, limits: FetchLimits, deadline: Deadline) -> hashlib._Hash:
         with_retries(limits, deadline, lambda: self.attempt(repo_root, limits, deadline))
@@ -276,15 +260,35 @@ class _Download:
             self._sink.give_back(self._chunk)
         self._chunk, self._filled = None, 0
 
+    def _keep(self) -> int:
+        """Put everything received on disk and record how much that is, for the next ingest of this
+        digest; returns where that one will resume. The part file is closed, not removed."""
+        try:
+            self._hand_over()
+            self._sink.finish(self.received)
+            atomic_write_bytes(self._kept_record, str(self.received).encode(), 0o600)
+            recorded = True
+        except (ReconcilerError, OSError):
+            recorded = False  # the disk failed: the next ingest takes the part file up as after a crash
+        finally:
+            self._sink.close()
+        try:
+            return self._resume_point(recorded)
+        finally:
+            os.close(self._fd)
+
     def _take_up_leftover(self) -> int:
         try:
             recorded = self._kept_record.read_bytes()
+            # Gone before anything is written again: it speaks only of the bytes it found.
+            self._kept_record.unlink()
         except FileNotFoundError:
             recorded = b""
-        # Gone before anything is written again: it speaks only of the bytes it found.
-        self._kept_record.unlink(missing_ok=True)
-        kept = self._resume_point(recorded=recorded.isdigit() and int(recorded) == os.fstat(self._fd).st_size)
+        except OSError as exc:
+            raise _store_error(exc, self._kept_record) from exc
         try:
+            size = os.fstat(self._fd).st_size
+            kept = self._resume_point(recorded=recorded.isdigit() and int(recorded) == size)
             os.ftruncate(self._fd, kept)
             self._chunk = self._sink.take_up(kept)
         except OSError as exc:
@@ -295,12 +299,13 @@ class _Download:
         return kept
 
     def _resume_point(self, recorded: bool) -> int:
-        """Where the next ingest starts in the part file: at its end if ``recorded`` (everything in it
-        was on disk), else a whole chunk before the last ``BUFFERS`` ones."""
+        """Where an ingest starts in the part file: at its end if ``recorded`` (all of it reached the
+        disk), else at a chunk boundary before the last ``BUFFERS`` chunks, which may have holes."""
         size = os.fstat(self._fd).st_size
         chunk = self._sink.chunk_size
         usable = size if recorded else max(0, size - BUFFERS * chunk) // chunk * chunk
-        return min(usable, self.limit - 1)  # at least one byte is asked for, or a server could not say whether there are more
+        # At least one byte is asked for, or a server could not say whether there are more.
+        return min(usable, self.limit - 1)
 
     def _restart(self) -> None:
         """Start over from byte 0 (the source cannot resume)."""
