@@ -2,14 +2,16 @@
 
     <state>/blobs/sha256/<hex>   verified artifacts, read-only, named by their digest
     <state>/blobs/tmp/<hex>.part downloads in progress (same file system, so the final rename is atomic)
+    <state>/blobs/tmp/<hex>.kept how many bytes of that part file a stopped download left on disk
 
 Bytes are hashed as they stream in and written to a temp file; only a file whose size and digest
 match the manifest is renamed into ``blobs/sha256``. So a blob that exists is a verified blob, and
 nothing partial or unverified is ever visible there. A download that fails for a reason that may
 pass (a lost connection, a deadline, a stopped agent) leaves its part file, and the next ingest of
-the same digest, in this run or after a restart, asks only for the rest. Where bytes come from, and how (timeouts,
-redirects, credentials, resume), is ``reconciler.fetch``; how they are hashed and written (in
-chunks, on helper threads, with direct I/O), ``reconciler.sink``.
+the same digest, in this run or after a restart, asks only for the rest: from the very byte where
+it stopped, or, after a crash, from a few chunks before the end of what it finds. Where bytes come
+from, and how (timeouts, redirects, credentials, resume), is ``reconciler.fetch``; how they are
+hashed and written (in chunks, on helper threads, with direct I/O), ``reconciler.sink``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from reconciler.fetch import AuthConfig, Body, Deadline, FetchLimits, RepoRoot, 
 from reconciler.manifests.models import Artifact
 from reconciler.progress import DownloadProgress
 from reconciler.sink import BUFFERS, Sink, chunk_size_for
-from reconciler.state import fsync_dir
+from reconciler.state import atomic_write_bytes, fsync_dir
 
 __all__ = ["ArtifactStore", "AuthConfig", "FetchLimits", "Ingested", "fetch_bytes"]
 
@@ -89,7 +91,7 @@ class ArtifactStore:
         self._ensure_room(artifact)
         deadline = Deadline(limits.deadline, artifact.uri, stop)
         progress = DownloadProgress(artifact.uri, artifact.size, self.count_bytes)
-        with progress, _Download(self.tmp, artifact, progress.update) as download:
+        with progress, _Download(self.tmp, artifact, progress.update, progress.left) as download:
             progress.begin(download.kept)
             sha = download.fetch(repo_root, limits, deadline)
             if download.kept and f"sha256:{sha.hexdigest()}" != artifact.digest:
@@ -116,7 +118,8 @@ class ArtifactStore:
                 blob.unlink()
                 removed.append(f"sha256:{blob.name}")
         for leftover in self.tmp.glob("*"):
-            if leftover.name.removesuffix(".part") not in keep_hex or not leftover.name.endswith(".part"):
+            name, dot, suffix = leftover.name.partition(".")
+            if name not in keep_hex or dot + suffix not in (".part", ".kept"):
                 leftover.unlink()
         if removed:
             fsync_dir(self.blobs)
@@ -164,15 +167,22 @@ class _Download:
     next one can resume at the very byte where the last one stopped: a chunk cut off midway is kept
     and filled further. Full chunks go to the ``Sink``, which hashes them in order and writes them.
 
-    A part file left by an earlier ingest of the same digest is taken up, all but its last chunks:
-    those may not have been written when that run stopped (the writers run out of order, at most
-    ``BUFFERS`` chunks in flight). ``kept`` says how many bytes came from it."""
+    When the ingest ends with a failure that may pass (a stop, a connection lost for good), the chunk
+    being filled is written too and, once everything is on disk, the ``.kept`` file beside the part
+    file records how many bytes it holds. The next ingest of the same digest takes all of them up:
+    it hashes them again (reading is far cheaper than downloading) and asks for the rest. A part
+    file without that record is what a crash left: its last chunks may not have been written (the
+    writers run out of order, at most ``BUFFERS`` chunks in flight), so all but those are taken up.
+    ``kept`` says how many bytes came from the part file."""
 
-    def __init__(self, tmp_dir: Path, artifact: Artifact, report: Callable[[int], None]):
+    def __init__(self, tmp_dir: Path, artifact: Artifact, report: Callable[[int], None],
+                 left: Callable[[int], None]):
         self.uri = artifact.uri
         self._report = report  # told the bytes received so far
+        self._left = left  # told, when the ingest fails, how many bytes the next one starts from
         self.limit = artifact.size  # one byte more proves the source larger than the manifest says
         self.path = tmp_dir / f"{_hex_of(artifact.digest)}.part"
+        self._kept_record = self.path.with_suffix(".kept")
         try:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
@@ -197,10 +207,10 @@ class _Download:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        self._sink.close()  # writes everything handed over
         if isinstance(exc, Transient) and self.received:
-            os.close(self._fd)  # kept for the next ingest
+            self._left(self._keep())
         else:
+            self._sink.close()
             self._discard()
 
     def fetch(self, repo_root: RepoRoot, limits: FetchLimits, deadline: Deadline) -> hashlib._Hash:
@@ -250,19 +260,52 @@ class _Download:
             self._sink.give_back(self._chunk)
         self._chunk, self._filled = None, 0
 
-    def _take_up_leftover(self) -> int:
-        chunk = self._sink.chunk_size
-        size = os.fstat(self._fd).st_size
-        # At least one byte is asked for, or a server could not say whether there are more.
-        kept = min(max(0, size - BUFFERS * chunk), self.limit - 1) // chunk * chunk
+    def _keep(self) -> int:
+        """Put everything received on disk and record how much that is, for the next ingest of this
+        digest; returns where that one will resume. The part file is closed, not removed."""
         try:
+            self._hand_over()
+            self._sink.finish(self.received)
+            atomic_write_bytes(self._kept_record, str(self.received).encode(), 0o600)
+            recorded = True
+        except (ReconcilerError, OSError):
+            recorded = False  # the disk failed: the next ingest takes the part file up as after a crash
+        finally:
+            self._sink.close()
+        try:
+            return self._resume_point(recorded)
+        finally:
+            os.close(self._fd)
+
+    def _take_up_leftover(self) -> int:
+        try:
+            recorded = self._kept_record.read_bytes()
+            # Gone before anything is written again: it speaks only of the bytes it found.
+            self._kept_record.unlink()
+        except FileNotFoundError:
+            recorded = b""
+        except OSError as exc:
+            raise _store_error(exc, self._kept_record) from exc
+        try:
+            size = os.fstat(self._fd).st_size
+            kept = self._resume_point(recorded=recorded.isdigit() and int(recorded) == size)
             os.ftruncate(self._fd, kept)
-            self._sink.hash_existing(kept)
+            self._chunk = self._sink.take_up(kept)
         except OSError as exc:
             raise _store_error(exc, self.path) from exc
+        self._filled = kept % self._sink.chunk_size
         self.received = kept
         self._resumable = kept > 0  # the first attempt asks for the rest; a source that cannot resume sends all
         return kept
+
+    def _resume_point(self, recorded: bool) -> int:
+        """Where an ingest starts in the part file: at its end if ``recorded`` (all of it reached the
+        disk), else at a chunk boundary before the last ``BUFFERS`` chunks, which may have holes."""
+        size = os.fstat(self._fd).st_size
+        chunk = self._sink.chunk_size
+        usable = size if recorded else max(0, size - BUFFERS * chunk) // chunk * chunk
+        # At least one byte is asked for, or a server could not say whether there are more.
+        return min(usable, self.limit - 1)
 
     def _restart(self) -> None:
         """Start over from byte 0 (the source cannot resume)."""

@@ -22,7 +22,8 @@ DRAW_EVERY = 0.25  # seconds between redraws of the live line
 
 class DownloadProgress:
     """Fed the bytes received so far (``update``), which may fall back to 0 when a source cannot
-    resume; ``begin`` says how many a kept part file already held."""
+    resume; ``begin`` says how many a kept part file already held, ``left`` how many the next
+    ingest will start from when this one fails for a reason that may pass."""
 
     def __init__(self, uri: str, total: int, count_bytes: Callable[[int], None] | None = None,
                  clock: Callable[[], float] = time.monotonic):
@@ -33,6 +34,7 @@ class DownloadProgress:
         self._started = clock()
         self._kept = 0
         self._received = 0
+        self._left = 0  # bytes a failed ingest leaves for the next one
         self._fresh = 0  # received in this run
         self._uncounted = 0  # fresh bytes not yet handed to the metrics
         self._live = live_progress()
@@ -42,6 +44,9 @@ class DownloadProgress:
         self._kept = self._received = kept
         if kept:
             log.info("resuming %s at %s of %s", self.url, size_text(kept), size_text(self.total), extra=self._fields())
+
+    def left(self, kept: int) -> None:
+        self._left = kept
 
     def update(self, received: int) -> None:
         if received > self._received:
@@ -73,8 +78,13 @@ class DownloadProgress:
                      size_text(self._rate(seconds)), f", resumed at {size_text(self._kept)}" if self._kept else "",
                      extra=self._fields(seconds))
         elif isinstance(exc, Cancelled):
-            log.info("download of %s stopped at %s of %s; the part file is kept, the next start resumes it",
-                     self.url, size_text(self._received), size_text(self.total), extra=self._fields(seconds))
+            log.info("download of %s stopped at %s of %s; %s", self.url, size_text(self._received),
+                     size_text(self.total), self._next_start(), extra=self._fields(seconds))
+
+    def _next_start(self) -> str:
+        if self._left:
+            return f"the part file is kept, the next start resumes at {size_text(self._left)}"
+        return "nothing usable is kept, the next start downloads from byte 0"
 
     def _fields(self, seconds: float | None = None) -> dict[str, object]:
         fields: dict[str, object] = {"url": self.url, "bytes": self._fresh}

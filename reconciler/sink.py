@@ -85,21 +85,32 @@ class Sink:
             self._idle.wait_for(lambda: self._in_flight == 0)
         self._raise_error()
 
-    def hash_existing(self, length: int) -> None:
-        """Hash the file's first ``length`` bytes (a multiple of the chunk size), written by an
-        earlier run; call it before anything is queued."""
+    def take_up(self, length: int) -> mmap.mmap:
+        """Hash the whole chunks among the file's first ``length`` bytes, written by an earlier run,
+        and return a chunk buffer holding the bytes after them, to be filled further and ``put`` at
+        their offset. Call it before anything is queued."""
+        whole = length - length % self.chunk_size
         buffer = self._free.get()
         try:
             with memoryview(buffer) as view:
-                done = 0
-                while done < length:
-                    n = os.preadv(self._fd, [view[: min(len(view), length - done)]], done)
-                    if n == 0:
-                        raise OSError(errno.EIO, f"the file ends at {done} bytes, before {length}")
-                    self.sha.update(view[:n])
-                    done += n
-        finally:
+                for offset in range(0, whole, self.chunk_size):
+                    self._read(view, offset, self.chunk_size)
+                    self.sha.update(view)
+                self._read(view, whole, length - whole)
+        except BaseException:
             self._free.put(buffer)
+            raise
+        return buffer
+
+    def _read(self, view: memoryview, offset: int, length: int) -> None:
+        # Whole blocks are asked for, as direct I/O needs; at the end of the file the read comes back short.
+        asked = min(len(view), -(-length // ALIGNMENT) * ALIGNMENT)
+        done = 0
+        while done < length:
+            n = os.preadv(self._fd, [view[done:asked]], offset + done)
+            if n == 0:
+                raise OSError(errno.EIO, f"the file ends at {offset + done} bytes, before {offset + length}")
+            done += n
 
     def restart(self) -> None:
         """Forget everything hashed so far (the bytes start again from offset 0)."""

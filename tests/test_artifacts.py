@@ -34,6 +34,11 @@ def part_of(wanted: Artifact) -> str:
     return wanted.digest.removeprefix("sha256:") + ".part"
 
 
+def left_by(wanted: Artifact) -> set[str]:
+    """What an interrupted download of ``wanted`` may leave: its part file and the record of how much it holds."""
+    return {part_of(wanted), wanted.digest.removeprefix("sha256:") + ".kept"}
+
+
 def artifact(uri: str, data: bytes = PAYLOAD, size: int | None = None, digest: str | None = None) -> Artifact:
     return Artifact(
         uri=uri,
@@ -255,7 +260,7 @@ def test_bad_input_is_refused_and_nothing_is_published(
     assert (type(caught.value), caught.value.reason) == (kind, reason), str(caught.value)
     assert bad.uri in caught.value.message
     assert world.blobs() == []
-    assert set(world.temps()) <= ({part_of(bad)} if kind is Transient else set())
+    assert set(world.temps()) <= (left_by(bad) if kind is Transient else set())
 
 
 def test_digest_mismatch_names_both_digests(world: World) -> None:
@@ -307,7 +312,7 @@ def test_disk_filling_up_while_writing_is_transient_and_publishes_nothing(world:
         cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=60,
     )
     assert done.stdout.strip() == "DiskFull", done.stderr
-    assert world.blobs() == [] and set(world.temps()) <= {part_of(artifact("models/m.onnx"))}
+    assert world.blobs() == [] and set(world.temps()) <= left_by(artifact("models/m.onnx"))
 
 
 # --- companions and garbage collection ----------------------------------------------------------
@@ -334,13 +339,16 @@ def test_garbage_collect_keeps_only_what_is_wanted(world: World) -> None:
     world.store.ingest(artifact("models/m.onnx"), world.repo, FAST)
     world.store.ingest(artifact("other.onnx", data=other), world.repo, FAST)
     (world.store.tmp / "crashed.part").write_bytes(b"partial")
-    (world.store.tmp / part_of(artifact("x", data=b"unwanted"))).write_bytes(b"partial")
-    (world.store.tmp / part_of(artifact("x", data=b"wanted"))).write_bytes(b"partial")
+    wanted_hex = hashlib.sha256(b"wanted").hexdigest()
+    for leftover in left_by(artifact("x", data=b"unwanted")) | left_by(artifact("x", data=b"wanted")):
+        (world.store.tmp / leftover).write_bytes(b"7")
+    (world.store.tmp / f"{wanted_hex}.other").write_bytes(b"not ours")
+    (world.store.tmp / f".{wanted_hex}.kept.x1y2.tmp").write_bytes(b"7")  # a record half written at a crash
     (world.store.blobs / "README").write_bytes(b"not ours")
 
     removed = world.store.garbage_collect({sha(PAYLOAD), sha(b"wanted")})
 
     assert removed == [sha(other)]
     assert world.blobs() == sorted([hashlib.sha256(PAYLOAD).hexdigest(), "README"])
-    assert world.temps() == [part_of(artifact("x", data=b"wanted"))]  # a download to resume
+    assert set(world.temps()) == left_by(artifact("x", data=b"wanted"))  # a download to resume
     assert not world.store.has(sha(other))

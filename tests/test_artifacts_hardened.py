@@ -38,6 +38,7 @@ from reconciler.manifests.models import Artifact
 PAYLOAD = os.urandom(600_000)
 DIGEST = "sha256:" + hashlib.sha256(PAYLOAD).hexdigest()
 PART = DIGEST.removeprefix("sha256:") + ".part"
+KEPT = DIGEST.removeprefix("sha256:") + ".kept"  # how many bytes of PART a failed ingest left on disk
 TOKEN = "s3cr3t-token-value"
 PASSWORD = "hunter2-password"
 FAST = FetchLimits(connect_timeout=2.0, read_timeout=2.0, retries=3, backoff=0.01)
@@ -272,7 +273,7 @@ def store(tmp_path: Path) -> Iterator[ArtifactStore]:
     yield ArtifactStore(tmp_path / "state")
     # Every download's helper threads are joined, whatever happened; at most a part file to resume is left.
     assert not [t.name for t in threading.enumerate() if t.name.startswith("artifact-")]
-    assert {p.name for p in (tmp_path / "state" / "blobs" / "tmp").glob("*")} <= {PART}
+    assert {p.name for p in (tmp_path / "state" / "blobs" / "tmp").glob("*")} <= {PART, KEPT}
 
 
 def ingested(store: ArtifactStore, uri: str, limits: FetchLimits = FAST) -> bytes:
@@ -560,9 +561,11 @@ def test_a_download_cut_off_resumes_in_the_next_ingest_after_a_restart(
 
     # A new store on the same directory: what an agent finds after a restart.
     assert ingested(ArtifactStore(tmp_path / "state"), f"{here.url}/drop/{CUT}/m.onnx", once) == PAYLOAD
-    kept = CUT - CUT % (16 << 10) - sink.BUFFERS * (16 << 10)  # the chunks that may have been in flight are fetched again
-    assert [h.get("range") for h in here.headers_of("/drop")] == [None, f"bytes={kept}-"]
-    assert here.sent == len(PAYLOAD) + (CUT - kept)
+    # The failed ingest wrote all it received, the chunk it was filling too, and said so: the next one
+    # resumes at the very byte, in the middle of a chunk, and nothing is sent twice.
+    assert CUT % (16 << 10)
+    assert [h.get("range") for h in here.headers_of("/drop")] == [None, f"bytes={CUT}-"]
+    assert here.sent == len(PAYLOAD)
     assert list((tmp_path / "state" / "blobs" / "tmp").glob("*")) == []
 
 
@@ -611,6 +614,38 @@ def test_a_stale_part_file_costs_one_download_and_decides_nothing(tmp_path: Path
     assert ingested(ArtifactStore(tmp_path / "state"), f"{here.url}/file/m.onnx") == PAYLOAD
     ranges = [h.get("range") for h in here.headers_of("/file")]
     assert len(ranges) == 2 and ranges[0].startswith("bytes=") and ranges[1] is None
+
+
+@pytest.mark.parametrize(("recorded", "resumed_at"), [
+    (str(CUT - 1000), CUT - CUT % (16 << 10) - sink.BUFFERS * (16 << 10)),  # not the file's size: as after a crash
+    ("garbage", CUT - CUT % (16 << 10) - sink.BUFFERS * (16 << 10)),  # half written
+    (str(CUT), CUT),  # the file's size: taken up whole
+])
+def test_the_kept_record_is_trusted_only_when_it_matches_the_part_file(
+    tmp_path: Path, here: Server, monkeypatch: pytest.MonkeyPatch, recorded: str, resumed_at: int
+) -> None:
+    monkeypatch.setattr(sink, "CHUNK_SIZE", 16 << 10)
+    tmp = tmp_path / "state" / "blobs" / "tmp"
+    tmp.mkdir(parents=True)
+    (tmp / PART).write_bytes(PAYLOAD[:CUT])
+    (tmp / KEPT).write_text(recorded)
+
+    assert ingested(ArtifactStore(tmp_path / "state"), f"{here.url}/file/m.onnx") == PAYLOAD
+    assert [h.get("range") for h in here.headers_of("/file")] == [f"bytes={resumed_at}-"]
+    assert list(tmp.glob("*")) == []
+
+
+def test_recorded_bytes_that_are_not_the_servers_cost_one_download(tmp_path: Path, here: Server,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record proves the bytes reached the disk, not that they are right: the digest still decides."""
+    monkeypatch.setattr(sink, "CHUNK_SIZE", 16 << 10)
+    tmp = tmp_path / "state" / "blobs" / "tmp"
+    tmp.mkdir(parents=True)
+    (tmp / PART).write_bytes(os.urandom(CUT))
+    (tmp / KEPT).write_text(str(CUT))
+
+    assert ingested(ArtifactStore(tmp_path / "state"), f"{here.url}/file/m.onnx") == PAYLOAD
+    assert [h.get("range") for h in here.headers_of("/file")] == [f"bytes={CUT}-", None]
 
 
 def test_a_failure_that_will_not_pass_removes_the_part_file(store: ArtifactStore, here: Server) -> None:

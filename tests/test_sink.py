@@ -77,3 +77,41 @@ def test_chunk_sizes_are_aligned_and_hold_small_artifacts_whole() -> None:
     assert sink.chunk_size_for(sink.ALIGNMENT + 1) == 2 * sink.ALIGNMENT
     assert sink.chunk_size_for(1 << 40) == sink.CHUNK_SIZE
     assert sink.CHUNK_SIZE % sink.ALIGNMENT == 0
+
+
+TAKE_UP = [0, 1, 4095, 4096, CHUNK - 1, CHUNK, CHUNK + 1, CHUNK * 3 + 4097]
+
+
+@pytest.mark.parametrize("length", TAKE_UP)
+def test_take_up_hashes_the_whole_chunks_and_holds_the_rest_to_fill(tmp_path: Path, mode: str, length: int) -> None:
+    """What a part file kept by a stopped download gives the next one: its whole chunks hashed, the
+    bytes after them in the chunk buffer that is filled next (so later writes stay aligned)."""
+    data = os.urandom(length)
+    (tmp_path / "part").write_bytes(data)
+    fd = os.open(tmp_path / "part", os.O_RDWR)
+    try:
+        chunks = sink.Sink(fd, sink.chunk_size_for(CHUNK * 10), OSError)
+        try:
+            buffer = chunks.take_up(length)
+            whole = length - length % CHUNK
+            assert chunks.sha.digest() == hashlib.sha256(data[:whole]).digest()
+            assert buffer[: length - whole] == data[whole:]
+        finally:
+            chunks.close()
+    finally:
+        os.close(fd)
+
+
+def test_take_up_of_a_file_shorter_than_asked_is_an_error(tmp_path: Path, mode: str) -> None:
+    (tmp_path / "part").write_bytes(os.urandom(CHUNK + 100))
+    fd = os.open(tmp_path / "part", os.O_RDWR)
+    try:
+        chunks = sink.Sink(fd, CHUNK, OSError)
+        try:
+            with pytest.raises(OSError):
+                chunks.take_up(CHUNK + 2 * sink.ALIGNMENT)
+        finally:
+            chunks.close()
+    finally:
+        os.close(fd)
+

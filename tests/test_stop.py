@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import signal
 import subprocess
 import sys
@@ -19,15 +21,17 @@ from fleet_fixture import EXAMPLE, start_fleet_remote
 from fleet_versions import DEPLOYMENT, publish_version
 from slow_server import SlowServer
 
+from reconciler import sink
 from reconciler.artifacts import ArtifactStore, FetchLimits
 from reconciler.cancel import CancelToken
 from reconciler.devtools.processes import free_port, stop_all
 from reconciler.errors import Cancelled
 from reconciler.manifests.models import Artifact, ModelInterface
+from reconciler.progress import size_text
 from reconciler.runtime.validation import run_validation
 
 SITE = "store-boston-01"
-BIG = 40 << 20  # enough that a resumed download keeps bytes (all but the last chunks in flight)
+BIG = 40 << 20  # several chunks, most of them received before the stop
 FAST = 34 << 20  # sent at full speed before the trickle: the part file then holds bytes to resume from
 STOP_WITHIN = 2.0
 TIMEOUT = 90
@@ -113,7 +117,8 @@ def test_sigterm_mid_download_exits_at_once_and_the_next_start_resumes(tmp_path)
         finally:
             stop_all(agents, grace=10)
             fleet.server.stop()
-    assert server.starts[0] == 0 and 0 < server.starts[1] < BIG
+    # Everything received before the stop is kept (the trickle adds some bytes after FAST): within a chunk.
+    assert server.starts[0] == 0 and FAST - sink.CHUNK_SIZE <= server.starts[1] < BIG
     assert active_version(state) == "1.0.1"
     assert "resuming" in log.read_text()
 
@@ -151,6 +156,46 @@ def test_a_stop_cuts_a_blocked_read_short_and_keeps_the_part_file(tmp_path):
     assert took < STOP_WITHIN
     assert (store.tmp / (artifact.digest.removeprefix("sha256:") + ".part")).stat().st_size > 0
     assert not store.has(artifact.digest)
+
+
+MiB = 1 << 20
+STOPS = {  # where the server goes silent and the stop comes, in a 34 MiB artifact of 4 MiB chunks
+    "before the first full chunk": int(1.5 * MiB),
+    "mid-chunk": int(10.3 * MiB),
+    "at a chunk boundary, after several": 28 * MiB,
+    "mid-chunk, after several": int(28.4 * MiB),
+}
+
+
+@pytest.mark.parametrize("mode", ["direct", "buffered"])
+@pytest.mark.parametrize("at", STOPS.values(), ids=STOPS.keys())
+def test_a_stop_keeps_every_byte_received_and_the_next_ingest_resumes_there(tmp_path, monkeypatch, caplog, at, mode):
+    if mode == "buffered":
+        monkeypatch.setattr(sink, "_O_DIRECT", 0)  # as on a file system that refuses direct I/O
+    body = os.urandom(34 * MiB)
+    assert sink.chunk_size_for(len(body) + 1) == sink.CHUNK_SIZE == 4 * MiB
+    limits = FetchLimits(read_timeout=60, stall_timeout=60, retries=1)
+    caplog.set_level(logging.INFO, logger="reconciler.download")
+    with SlowServer(body, fast=at, trickle=False) as server:
+        artifact = Artifact(uri=server.url, digest="sha256:" + hashlib.sha256(body).hexdigest(), size=len(body),
+                            signature={"uri": "x.sig"})
+        token = CancelToken()
+        timer = stop_after(token, 0.3, once=server.throttling)
+        with pytest.raises(Cancelled):
+            ArtifactStore(tmp_path).ingest(artifact, None, limits, token)
+        timer.join()
+        server.gate.set()
+
+        got = ArtifactStore(tmp_path).ingest(artifact, None, limits)  # as after a restart
+
+    assert server.starts[0] == 0 and at - sink.CHUNK_SIZE <= server.starts[1] <= at
+    assert server.starts[1] == at  # the silence came after exactly ``at`` bytes, all of them received
+    assert server.sent == len(body)  # nothing was sent twice
+    assert f"stopped at {size_text(at)}" in caplog.text
+    assert f"the next start resumes at {size_text(at)}" in caplog.text
+    assert f"resuming {server.url} at {size_text(at)}" in caplog.text
+    assert got.fetched and got.path.read_bytes() == body and got.sha256 == hashlib.sha256(body).digest()
+    assert list((tmp_path / "blobs" / "tmp").glob("*")) == []
 
 
 def test_a_stop_before_the_fetch_fetches_nothing(tmp_path):

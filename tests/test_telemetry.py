@@ -278,6 +278,19 @@ def test_a_long_download_logs_progress_every_few_seconds_and_its_rate_at_the_end
     assert sum(counted) == 60 << 20 and len(counted) == 3  # the metric hears of the bytes at each line
 
 
+@pytest.mark.parametrize(("left", "said"), [
+    (10 << 20, "the part file is kept, the next start resumes at 10.0 MiB"),
+    (0, "nothing usable is kept, the next start downloads from byte 0"),
+])
+def test_a_stopped_download_says_where_the_next_start_resumes(caplog, left, said):
+    caplog.set_level(logging.INFO, logger="reconciler.download")
+    with pytest.raises(Cancelled), DownloadProgress("models/m.onnx", 34 << 20, clock=lambda: 0.0) as progress:
+        progress.update((10 << 20) + 300)
+        progress.left(left)
+        raise Cancelled("AgentStopping", "stopped")
+    assert [r.getMessage() for r in caplog.records] == [f"download of models/m.onnx stopped at 10.0 MiB of 34.0 MiB; {said}"]
+
+
 def test_the_web_server_logs_through_the_agents_handlers():
     from reconciler.runtime.server import RuntimeServer, build_app
 
