@@ -224,6 +224,9 @@ def test_mistakes_do_not_freeze_the_fleet_and_going_back_is_fast(fleet):
     fleet.push("Roll out demand-forecast 1.3.0")
     records = fleet.await_sites(STORES, lambda d: d is not None and d.version == "1.3.0" and
                                 d.state in ("failure", "aborted"), "1.3.0 aborted everywhere")
+    # the pilot, which failed first, halts too once it reads the abort (a tick later)
+    fleet.await_sites([PILOT], lambda d: d is not None and d.version == "1.3.0" and d.state == "aborted",
+                      "the pilot halted too")
     failed = [d for d in fleet.history(PILOT) if d.version == "1.3.0" and d.state == "failure"]
     assert failed and failed[0].reason == "ValidationFailed" and failed[0].failureKind == "version"
     for site in STORES:
