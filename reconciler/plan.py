@@ -265,6 +265,8 @@ def _going_back(current: DeploymentState | None, target: Target, now: datetime) 
     previous, window = current.previous, target.rollback_window
     if previous is None or previous.digest != digest or (window is not None and now - active.installedAt > window):
         return None
+    if active.version == target.version:  # the active version redefined with the previous one's bytes
+        return None
     return (f"{active.version} -> {previous.version}: served here until {active.installedAt:%Y-%m-%d %H:%M:%S}Z, "
             "activated again from the kept blob, without canary or wave gate")
 

@@ -51,6 +51,8 @@ PLANS = [
      ("deploy", "VersionRedefined")),
     ("redefined outside the maintenance window: fetched now", REDEFINED_1_0_0, NIGHT_WINDOW,
      installed("1.0.0", DIGEST_A), ("prefetch", "OutsideMaintenanceWindow")),
+    ("redefined with the previous version's bytes: no rollback", model(versions={"1.0.0": [artifact(DIGEST_ARM)]}),
+     None, installed("1.0.0", DIGEST_A), ("deploy", "VersionRedefined")),
     ("another version: new", model(), None, installed("0.9.0", DIGEST_ARM), ("deploy", "NewVersion")),
 ]
 
@@ -58,7 +60,7 @@ PLANS = [
 @pytest.mark.parametrize("fleet_model,windows,active,expected", [p[1:] for p in PLANS], ids=[p[0] for p in PLANS])
 def test_plan_of_a_version_changed_under_its_name(fleet_model, windows, active, expected):
     repo = fleet_repo([site("s1", windows)], [fleet_model], [deployment()])
-    plan = plan_site(repo, "s1", serving(active), NOW, "c0")
+    plan = plan_site(repo, "s1", serving(active, installed("0.9.0", DIGEST_ARM)), NOW, "c0")
     got = [(a.kind, a.reason) for a in plan.actions]
     assert got == ([] if expected is None else [expected])
     assert [t.deployment for t in plan.converged] == ([] if expected else ["d"])
