@@ -6,49 +6,28 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-import numpy as np
 import pytest
-from fleet_fixture import EXAMPLE, git, start_fleet_remote
+import test_agent as agent_tests
+from fleet_fixture import EXAMPLE
+from test_agent import SITE, forecast, make_agent
 
 from reconciler.artifact_check import ArtifactOptions
 from reconciler.change_check import check_change
-from reconciler.config import SiteConfig
-from reconciler.loop import Agent
 from reconciler.runtime.registry import ModelRegistry
 from reconciler.trust import TrustRoots, load_public_key
 
-SITE = "store-boston-01"
 DEPLOYMENT = "demand-forecast"
 MODEL_FILE = f"models/{DEPLOYMENT}/model.yaml"
+fleet = agent_tests.fleet  # the example fleet on a git remote, as the agent's own tests use it
 ROOTS = TrustRoots(keys=(load_public_key((EXAMPLE / "keys" / "demo.pub").read_bytes(), name="demo.pub"),))
-
-
-@pytest.fixture
-def fleet(tmp_path):
-    remote = start_fleet_remote(tmp_path)
-    yield remote
-    remote.server.stop()
 
 
 @pytest.fixture
 def site(fleet, tmp_path):
     registry = ModelRegistry()
-    config = SiteConfig(site=SITE, repo=fleet.url, state=tmp_path / "state", interval="1s",
-                        trustKeys=[EXAMPLE / "keys" / "demo.pub"])
-    agent = Agent(config, registry)
-    agent.start()
+    agent = make_agent(fleet, tmp_path, registry)
     yield agent, registry
     agent.stop()
-
-
-def forecast(registry: ModelRegistry) -> tuple[str, float]:
-    served = registry.get(DEPLOYMENT)
-    out = served.session.run(None, {"features": np.array([[0.8, 1.0, 0.0, 0.0]], dtype=np.float32)})
-    return served.version, round(float(out[0][0, 0]), 4)
-
-
-def head(fleet) -> str:
-    return git("rev-parse", "HEAD", cwd=fleet.clone).strip()
 
 
 def test_a_redefined_version_is_blocked_in_review_and_reported_honestly_at_the_site(fleet, site, caplog):
