@@ -179,6 +179,8 @@ class Applier:
 
     def _deploy(self, target: Target, state: SiteState, repo_tree: RepoRoot, commit: str | None, now: datetime,
                 action: Action) -> tuple[SiteState, Outcome]:
+        """Also the same version again (same_version.py): redefined bytes are deployed, with a
+        warning, or the kept blob is validated against changed checks; either switches at once."""
         ingested = self._verified_artifact(target, repo_tree)
         report = run_validation(ingested.path, target.interface, target.cases, stop=self.stop,
                                 timeout=self.validation.timeout.total_seconds(), memory_limit=self.validation.memoryBytes)
