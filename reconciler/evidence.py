@@ -32,6 +32,8 @@ VERSION_EVIDENCE: frozenset[str] = frozenset({
     "BundleVerificationFailed",
     # the version's URI itself is wrong (artifacts.py), or names a Git LFS pointer (verification.py)
     "ArtifactUriInvalid", "ArtifactPathEscapes", "ArtifactIsLfsPointer",
+    # the artifact's path in the commit leads out of the repository through a link (committree.py)
+    "UnsafeRepoPath",
 })
 
 SITE_CONDITIONS: frozenset[str] = frozenset({
@@ -51,7 +53,7 @@ SITE_CONDITIONS: frozenset[str] = frozenset({
     "SiteNotInFleet", "ModelNotFound", "VersionNotFound", "NoMatchingArtifact", "FlagEvaluationFailed",
     # the fleet repo, the status channels and local keys: the site as a whole, never one version
     "SourceUnreachable", "SourceFetchFailed", "SourceCacheCorrupt", "BranchNotFound", "RevisionNotFound",
-    "InvalidCommitId", "UnsafeRepoPath", "FileUnreadable", "InvalidManifests", "HistoryRewritten",
+    "InvalidCommitId", "FileUnreadable", "InvalidManifests", "HistoryRewritten",
     "CommitUnsigned", "CommitSignatureInvalid", "CommitPolicyInvalid", "StatusFetchFailed", "StatusPushFailed", "ForgeRejected",
     "ForgeTokenMissing", "ForgeUnavailable", "SigningKeyInvalid", "KeyPasswordWrong",
 })

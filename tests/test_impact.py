@@ -72,9 +72,11 @@ def test_renderings_name_waves_rules_and_verdict():
 
 
 def record(site_name: str, state: str, active: str, rollout: str) -> StatusRecord:
-    status = DeploymentStatus(model="m", state=state, version="1.1.0", activeVersion=active, reason="r",
+    # a failure is evidence against the version (a site condition would not count toward the abort)
+    reason = "ValidationFailed" if state == "failure" else "Converged"
+    status = DeploymentStatus(model="m", state=state, version="1.1.0", activeVersion=active, reason=reason,
                               rollout=rollout, since=NOW - timedelta(minutes=10))
-    return StatusRecord(site=site_name, state=state, reason="r", deployments={"d": status}, agentVersion="0",
+    return StatusRecord(site=site_name, state=state, reason=reason, deployments={"d": status}, agentVersion="0",
                         writtenAt=NOW - timedelta(minutes=10))
 
 
