@@ -44,9 +44,10 @@ def checks_digest(interface: ModelInterface, cases: Sequence[ValidationCase]) ->
 
 
 def needs_recheck(active: Installed | None, target: Target) -> bool:
-    """The site serves the target's bytes, validated against another interface or other cases.
-    A state written before checks were recorded (``checks`` None) is taken as validated."""
-    return (active is not None and active.digest == target.artifact.digest and active.checks is not None
+    """The site serves the target's bytes, validated against another interface or other cases, or
+    against checks it did not record (a state written by an older agent: validated once more, so a
+    site that took a changed interface for converged before the upgrade finds out)."""
+    return (active is not None and active.digest == target.artifact.digest
             and active.checks != checks_digest(target.interface, target.cases))
 
 
@@ -54,8 +55,9 @@ def why_deploy(active: Installed | None, target: Target) -> tuple[str, str]:
     """The reason and message of a deploy of ``target`` at a site serving ``active``."""
     version, digest = target.version, target.artifact.digest
     if active is not None and active.digest == digest:
-        return CHECKS_CHANGED, (f"{version}: its interface or validation cases changed in the fleet repo; "
-                                "the kept blob is validated again, without a download")
+        why = "an older agent validated it without recording against which interface and cases" \
+            if active.checks is None else "its interface or validation cases changed in the fleet repo"
+        return CHECKS_CHANGED, f"{version}: {why}; the kept blob is validated again, without a download"
     if active is not None and active.version == version:
         return VERSION_REDEFINED, (f"{version} was redefined in the fleet repo: it now pins {digest}, this site "
                                    f"serves {active.digest} under that name; deploying the fleet's bytes (release "

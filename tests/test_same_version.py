@@ -44,7 +44,8 @@ REDEFINED_1_0_0 = model(versions={"1.0.0": [artifact(DIGEST_B)], "1.1.0": [artif
 PLANS = [
     # (id, model in the fleet, site windows, what the site serves, expected (kind, reason) or None)
     ("same bytes, same checks: converged", model(), None, installed("1.0.0", DIGEST_A), None),
-    ("a state from before checks were recorded: converged", model(), None, installed("1.0.0", DIGEST_A, None), None),
+    ("a state from before checks were recorded: validated once more", model(), None,
+     installed("1.0.0", DIGEST_A, None), ("deploy", "ChecksChanged")),
     ("interface changed: validate the kept blob again", with_float64_input(model()), None,
      installed("1.0.0", DIGEST_A), ("deploy", "ChecksChanged")),
     ("same name, other bytes: redefined", REDEFINED_1_0_0, None, installed("1.0.0", DIGEST_A),
