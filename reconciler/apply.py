@@ -20,6 +20,7 @@ from reconciler.fetch import RepoRoot
 from reconciler.plan import Action, Plan, Target
 from reconciler.runtime.metrics import Snapshot, window_stats
 from reconciler.runtime.validation import run_validation
+from reconciler.same_version import CHECKS_CHANGED, VERSION_REDEFINED, checks_digest, rollback_target
 from reconciler.state import DeploymentState, HistoryEntry, Installed, SiteState, StateDir
 from reconciler.status.record import State
 from reconciler.trust import TrustRoots
@@ -178,6 +179,8 @@ class Applier:
 
     def _deploy(self, target: Target, state: SiteState, repo_tree: RepoRoot, commit: str | None, now: datetime,
                 action: Action) -> tuple[SiteState, Outcome]:
+        """Also the same version again (same_version.py): redefined bytes are deployed, with a
+        warning, or the kept blob is validated against changed checks; either switches at once."""
         ingested = self._verified_artifact(target, repo_tree)
         report = run_validation(ingested.path, target.interface, target.cases, stop=self.stop,
                                 timeout=self.validation.timeout.total_seconds(), memory_limit=self.validation.memoryBytes)
@@ -186,11 +189,18 @@ class Applier:
                         extra={"deployment": target.deployment, "reason": "OnnxRuntimeWarning"})
         self.stop.check(f"activating {target.model} {target.version}")
         current = state.deployments.get(target.deployment)
-        installed = Installed(version=target.version, digest=target.artifact.digest,
-                              uri=target.artifact.uri, installedAt=now)
-        if target.canary_steps and current is not None and current.active is not None and self.runtime is not None:
+        same_bytes = current is not None and current.active is not None and current.active.digest == target.artifact.digest
+        installed = Installed(version=target.version, digest=target.artifact.digest, uri=target.artifact.uri,
+                              installedAt=current.active.installedAt if same_bytes else now,
+                              checks=checks_digest(target.interface, target.cases))
+        if action.reason == VERSION_REDEFINED:
+            log.warning("%s: %s", target.model, action.message,
+                        extra={"deployment": target.deployment, "reason": VERSION_REDEFINED})
+        if target.canary_steps and current is not None and current.active is not None and self.runtime is not None \
+                and current.active.version != target.version:
             # A stable version serves beside the canary; with nothing to compare against (a new
-            # site) or no traffic to measure (no runtime) the version switches at once.
+            # site), no traffic to measure (no runtime) or a version of the same name (redefined,
+            # or its checks changed: same_version.py) the version switches at once.
             self.runtime.start_canary(target.deployment, target.model, target.version, ingested.path,
                                       target.interface, digest=installed.digest)
             started = current.model_copy(update={"canary": installed, "canaryProgress": CanaryProgress.start(now),
@@ -198,14 +208,14 @@ class Applier:
             state = self._with(state, target.deployment, started, HistoryEntry(at=now, event="canaryStarted",
                                                                                version=target.version, commit=commit))
             return self._advance_canary(target, state, commit, now, action)
-        return self._switch(target, state, installed, commit, now), Outcome(action, reason="Activated",
-                                                                             message=action.message)
+        reason = action.reason if action.reason in (VERSION_REDEFINED, CHECKS_CHANGED) else "Activated"
+        return self._switch(target, state, installed, commit, now), Outcome(action, reason=reason, message=action.message)
 
     def _switch(self, target: Target, state: SiteState, installed: Installed, commit: str | None,
                 now: datetime) -> SiteState:
         current = state.deployments.get(target.deployment)
         updated = DeploymentState(model=target.model, interface=target.interface, active=installed,
-                                  previous=current.active if current else None, rollout=target.rollout_id,
+                                  previous=rollback_target(current, installed), rollout=target.rollout_id,
                                   wave=target.wave, history=current.history if current else [])
         self._activate(target.deployment, target.model, installed, target.interface)
         try:

@@ -1,13 +1,15 @@
 """``reconciler plan --base REV --head REV``: the fleet impact of a change, for a pull request,
 with the head checked as a site would check it: the manifests, the fleet (sites in no wave), and
 the artifacts of every version the change makes sites run (``artifact_check.py``, on the head's
-own tree). What each moving site does next is judged from the status records the repository
+own tree), and a change that redefines a released version (other bytes under its name) is an
+error. What each moving site does next is judged from the status records the repository
 holds (``refs/reconciler/status/*``)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -15,8 +17,11 @@ from reconciler.artifact_check import ArtifactOptions, VersionKey, check_artifac
 from reconciler.audit import StatusArchive
 from reconciler.errors import ReconcilerError
 from reconciler.impact import Impact, fleet_impact
-from reconciler.manifests.fleet import FleetRepo
+from reconciler.manifests.fleet import Finding, FleetRepo
 from reconciler.manifests.loader import load_tree
+from reconciler.manifests.models import Artifact
+from reconciler.manifests.semantics import origin_of
+from reconciler.plan import Unplannable, pick_artifact, target_for, targeted_sites
 from reconciler.source import GitSource, open_commit, open_revision
 from reconciler.status.record import StatusRecord
 from reconciler.trust import TrustRoots
@@ -33,7 +38,8 @@ def check_change(location: str, base_rev: str, head_rev: str, options: ArtifactO
         head = load_tree(files.values())
 
         def check(repo: FleetRepo):
-            return check_artifacts(repo, source.tree(head_sha), options, None if options.all_versions else changed_versions(base, repo))
+            report = check_artifacts(repo, source.tree(head_sha), options, None if options.all_versions else changed_versions(base, repo))
+            return replace(report, findings=[*report.findings, *redefined_versions(base, repo, now)])
 
         findings, report = fleet_findings(head, lambda path: files[path].read() if path in files else None, now, check)
         status = _status_records(source, local=Path(location).is_dir())
@@ -53,6 +59,55 @@ def changed_versions(base: FleetRepo, head: FleetRepo) -> set[VersionKey]:
                 before.spec.interface != after.spec.interface or before.spec.version(version) != after.spec.version(version):
             changed.add((model_name, version))
     return changed
+
+
+def redefined_versions(base: FleetRepo, head: FleetRepo, now: datetime) -> list[Finding]:
+    """An error for each version the base defines whose artifacts the head changes: a released
+    version never changes (sites would serve other bytes under the same name, same_version.py),
+    at the first artifact that differs, naming the sites that would swap bytes."""
+    findings = []
+    for name, after in sorted(head.models.items()):
+        before = base.models.get(name)
+        for index, version in enumerate(after.spec.versions):
+            released = before.spec.version(version.version) if before is not None else None
+            if released is None or released.artifacts == version.artifacts:
+                continue
+            at = _first_changed_artifact(f"spec.versions[{index}]", released.artifacts, version.artifacts)
+            swapping = _sites_swapping_bytes(head, name, version.version, released.artifacts, now)
+            origin = origin_of(head, "Model", name)
+            findings.append(Finding(origin.path, origin.line, 1, (
+                f"{at}: model {name} version {version.version} is already released with other artifacts; a "
+                "released version never changes: release a new version instead (reconciler add-version) and "
+                "point the Deployment at it. Sites that would swap bytes under the same version: "
+                f"{', '.join(swapping) or 'none now'}"), "error", at))
+    return findings
+
+
+def _first_changed_artifact(at: str, released: list[Artifact], head: list[Artifact]) -> str:
+    released_digests = {artifact.digest for artifact in released}
+    for index, artifact in enumerate(head):
+        if artifact not in released:
+            field = f"{at}.artifacts[{index}]"
+            return field if artifact.digest in released_digests else f"{field}.digest"
+    return f"{at}.artifacts"
+
+
+def _sites_swapping_bytes(head: FleetRepo, model: str, version: str, released: list[Artifact],
+                          now: datetime) -> list[str]:
+    """Sites the head runs ``version`` at with other bytes than the released version picked there."""
+    sites = set()
+    for deployment in head.deployments.values():
+        if deployment.spec.model != model:
+            continue
+        for site_name, labels in targeted_sites(head, deployment, now).items():
+            try:
+                target = target_for(head, deployment, head.sites[site_name], now)
+            except Unplannable:
+                continue
+            old = pick_artifact(released, labels)
+            if target is not None and target.version == version and (old is None or old.digest != target.artifact.digest):
+                sites.add(site_name)
+    return sorted(sites)
 
 
 def describe_roots(roots: TrustRoots | None) -> str:

@@ -19,6 +19,7 @@ from reconciler.manifests.selectors import matches
 from reconciler.manifests.types import format_duration
 from reconciler.plan import Target, Unplannable, rollout_of, target_for, wave_gate
 from reconciler.rollout import in_maintenance_window
+from reconciler.same_version import same_version_change
 from reconciler.status.record import StatusRecord
 
 NONE = "-"  # not served at the site
@@ -127,10 +128,11 @@ def _moves(base: FleetRepo, head: FleetRepo, name: str, now: datetime,
            status: Mapping[str, StatusRecord]) -> tuple[Move, ...]:
     groups: dict[tuple[str | None, str, str, str | None, str | None], list[str]] = defaultdict(list)
     for site in sorted(set(base.sites) | set(head.sites)):
-        before, _, _, _ = _position(base, name, site, now)
+        before, _, _, was = _position(base, name, site, now)
         after, wave, problem, target = _position(head, name, site, now)
-        if before != after or problem is not None:
-            step = _next_step(head, name, site, target, status, now) if target is not None else \
+        same_version = same_version_change(was, target)  # other bytes or checks under the same name
+        if before != after or problem is not None or same_version is not None:
+            step = _next_step(head, name, site, target, status, now, same_version) if target is not None else \
                 "remove" if after == NONE else None
             groups[(wave, before, after, problem, step)].append(site)
     order = _wave_order(head, name)
@@ -153,8 +155,9 @@ def _position(repo: FleetRepo, name: str, site_name: str, now: datetime
 
 
 def _next_step(head: FleetRepo, name: str, site_name: str, target: Target, status: Mapping[str, StatusRecord],
-               now: datetime) -> str:
-    """What the site does next, judged as it would judge: its wave's gate over the records read."""
+               now: datetime, same_version: str | None = None) -> str:
+    """What the site does next, judged as it would judge: its wave's gate over the records read
+    (``same_version``: why a site deploys the version it serves again, same_version.py)."""
     gate, _ = wave_gate(head, head.deployments[name], target, site_name, status, now)
     if gate is not None and gate.kind == "abort":
         record = status.get(site_name)
@@ -165,7 +168,8 @@ def _next_step(head: FleetRepo, name: str, site_name: str, target: Target, statu
         return f"wait ({gate.reason})"
     if not in_maintenance_window(head.sites[site_name].spec.maintenanceWindows, now):
         return "prefetch (OutsideMaintenanceWindow)"
-    return f"deploy ({gate.reason})" if gate is not None else "deploy"
+    why = same_version or (gate.reason if gate is not None else None)
+    return f"deploy ({why})" if why else "deploy"
 
 
 def _wave_order(repo: FleetRepo, name: str):

@@ -28,6 +28,7 @@ from reconciler.manifests.models import (
 )
 from reconciler.manifests.selectors import matches
 from reconciler.rollout import in_maintenance_window, wave_of
+from reconciler.same_version import needs_recheck, why_deploy
 from reconciler.state import DeploymentState, SiteState
 from reconciler.status.record import StatusRecord
 
@@ -226,9 +227,11 @@ def _enabled_or_false(repo: FleetRepo, deployment: Deployment, site: Site, now: 
 
 def _next_step(site: Site, current: DeploymentState | None, from_version: str | None, target: Target,
                gate: GateDecision | None, now: datetime) -> Action | None:
-    """None when the site serves the target and nothing is asked of it."""
+    """None when the site serves the target, validated as the fleet defines it, and nothing is
+    asked of it. The same version with other bytes or other checks is deployed again (same_version.py)."""
     name, model, digest = target.deployment, target.model, target.artifact.digest
-    moved = current is not None and current.active is not None and current.active.digest == digest
+    active = current.active if current is not None else None
+    moved = active is not None and active.digest == digest
     canarying = current is not None and current.canary is not None and current.canary.digest == digest
     going_back = _going_back(current, target, now)
     if going_back is not None:
@@ -237,7 +240,7 @@ def _next_step(site: Site, current: DeploymentState | None, from_version: str | 
         if canarying or (moved and current.previous is not None):
             return Action("rollback", name, model, from_version, target, gate.reason, gate.message)
         return Action("halt", name, model, from_version, target, gate.reason, gate.message)
-    if moved:
+    if moved and not needs_recheck(active, target):
         return None
     if canarying:
         return Action("canary", name, model, from_version, target, "CanaryInProgress", "")
@@ -246,7 +249,7 @@ def _next_step(site: Site, current: DeploymentState | None, from_version: str | 
     if not in_maintenance_window(site.spec.maintenanceWindows, now):
         return Action("prefetch", name, model, from_version, target, "OutsideMaintenanceWindow",
                       f"{target.version} is fetched and verified now, activated in the next window")
-    return Action("deploy", name, model, from_version, target, "NewVersion", f"{from_version or 'nothing'} -> {target.version}")
+    return Action("deploy", name, model, from_version, target, *why_deploy(active, target))
 
 
 def _going_back(current: DeploymentState | None, target: Target, now: datetime) -> str | None:
@@ -261,6 +264,8 @@ def _going_back(current: DeploymentState | None, target: Target, now: datetime) 
                                             f"{active.version} again, which serves all traffic")
     previous, window = current.previous, target.rollback_window
     if previous is None or previous.digest != digest or (window is not None and now - active.installedAt > window):
+        return None
+    if active.version == target.version:  # the active version redefined with the previous one's bytes
         return None
     return (f"{active.version} -> {previous.version}: served here until {active.installedAt:%Y-%m-%d %H:%M:%S}Z, "
             "activated again from the kept blob, without canary or wave gate")

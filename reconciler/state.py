@@ -59,6 +59,7 @@ class Installed(BaseModel):
     digest: str
     uri: str
     installedAt: datetime
+    checks: str | None = None  # same_version.checks_digest of the interface and cases it was validated against
 
 
 class HistoryEntry(BaseModel):

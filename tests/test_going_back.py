@@ -10,6 +10,7 @@ from fleetfactory import DIGEST_A, DIGEST_B, deployment, fleet_repo, model, site
 
 from reconciler.canary import CanaryProgress
 from reconciler.plan import plan_site
+from reconciler.same_version import checks_digest
 from reconciler.state import DeploymentState, Installed, SiteState
 from reconciler.status.record import DeploymentStatus, StatusRecord
 
@@ -21,7 +22,8 @@ TWO_WAVES = {"waves": [{"name": "pilot", "selector": {"matchLabels": {"ring": "p
 
 
 def installed(version: str, digest: str, minutes_ago: float = 0) -> Installed:
-    return Installed(version=version, digest=digest, uri="u", installedAt=NOW - timedelta(minutes=minutes_ago))
+    return Installed(version=version, digest=digest, uri="u", installedAt=NOW - timedelta(minutes=minutes_ago),
+                     checks=checks_digest(INTERFACE, []))  # validated against the fleet's checks
 
 
 def site_state(active: Installed, previous: Installed | None = None, canary: Installed | None = None) -> SiteState:

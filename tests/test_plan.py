@@ -8,6 +8,7 @@ import pytest
 from fleetfactory import DIGEST_A, DIGEST_ARM, DIGEST_B, artifact, deployment, fleet_repo, model, site
 
 from reconciler.plan import pick_artifact, plan_site
+from reconciler.same_version import checks_digest
 from reconciler.state import DeploymentState, Installed, SiteState
 
 NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)  # a Wednesday, 12:00 UTC
@@ -15,7 +16,7 @@ INTERFACE = model().spec.interface
 
 
 def serving(version: str, digest: str, name: str = "d") -> SiteState:
-    installed = Installed(version=version, digest=digest, uri="u", installedAt=NOW)
+    installed = Installed(version=version, digest=digest, uri="u", installedAt=NOW, checks=checks_digest(INTERFACE, []))
     return SiteState(site="s1", deployments={name: DeploymentState(model="m", interface=INTERFACE, active=installed)})
 
 
