@@ -60,7 +60,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check reconciler tests bench scripts
 
 schemas: $(STAMP)
-	$(PY) -m reconciler.manifests.schema_gen
+	$(PY) -m reconciler.devtools.schema_gen
 
 example-models: $(STAMP)
 	$(PY) scripts/build_example_fleet.py
