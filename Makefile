@@ -28,7 +28,9 @@ demo: $(STAMP)
 
 test: test-suite smoke
 
+# The layers first (.importlinter draws them): a pure core that imports a door fails here, in seconds.
 test-suite: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 # Under each other supported Python: a fresh venv from the lock, then two real sites converge,
@@ -60,7 +62,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check reconciler tests bench scripts
 
 schemas: $(STAMP)
-	$(PY) -m reconciler.manifests.schema_gen
+	$(PY) -m reconciler.devtools.schema_gen
 
 example-models: $(STAMP)
 	$(PY) scripts/build_example_fleet.py

@@ -21,8 +21,8 @@ import httpx
 from common import Stats, arguments, emit, machine  # first: puts the repo root on sys.path
 
 from reconciler.devtools.processes import free_port, stop_all
+from reconciler.gitdoor.source import GitSource
 from reconciler.runtime.hooks import HOOK_PATH
-from reconciler.source import GitSource
 from reconciler.status.gitref import StatusRefs
 from tests.fleet_fixture import EXAMPLE, git, start_fleet_remote
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from common import Stats, arguments, emit, machine, timed  # first: puts the repo root on sys.path
 
-from reconciler.artifacts import ArtifactStore, FetchLimits, fetch_bytes
+from reconciler.ingest.artifacts import ArtifactStore, FetchLimits, fetch_bytes
 from reconciler.manifests.models import Artifact
 from reconciler.trust import (
     TrustedKey,

@@ -44,7 +44,7 @@ from common import ROOT, emit, machine  # first: puts the repo root on sys.path
 from reconciler import trust
 from reconciler.devtools.githttp import GitHttpServer, init_bare_repo, run_git
 from reconciler.devtools.onnx_builder import dense_model, dense_reference
-from reconciler.signing import load_signing_key
+from reconciler.trust.signing import load_signing_key
 from tests.fleet_fixture import EXAMPLE, copy_example
 
 BASELINE = "fda8d09dd037a1901281930a508094639269c091"  # main before partial clones: full fetch + extraction
@@ -59,8 +59,8 @@ DRIVER = """
 import json, sys, time
 from pathlib import Path
 import reconciler
-from reconciler.config import SiteConfig
-from reconciler.loop import Agent
+from reconciler.agent.config import SiteConfig
+from reconciler.agent.loop import Agent
 url, site, state, key = sys.argv[1:5]
 agent = Agent(SiteConfig(site=site, repo=url, state=Path(state), trustKeys=[Path(key)]), None)
 agent.start()

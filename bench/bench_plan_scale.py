@@ -30,12 +30,12 @@ from typing import Any
 import yaml
 from common import Stats, arguments, emit, interleaved, machine  # first: puts the repo root on sys.path
 
+from reconciler.delivery.model import SiteState
+from reconciler.delivery.plan import Plan, plan_site
 from reconciler.devtools.githttp import run_git
+from reconciler.gitdoor.source import GitSource
 from reconciler.manifests.loader import DocumentCache, YamlLoader, is_manifest_path, load_tree
 from reconciler.manifests.selectors import matches
-from reconciler.plan import Plan, plan_site
-from reconciler.source import GitSource
-from reconciler.state import SiteState
 
 SITES, MODELS, DEPLOYMENTS = 10_000, 50, 500
 WARM_TARGET_S = 1.0

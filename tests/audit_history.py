@@ -25,8 +25,8 @@ from typing import IO
 from pydantic import TypeAdapter
 
 from reconciler.errors import UsageError
-from reconciler.report import add_subcommands
-from reconciler.source import GitSource
+from reconciler.gitdoor.source import GitSource
+from reconciler.history.report import add_subcommands
 from reconciler.status.gitref import STATUS_FILE, STATUS_REF_PREFIX, StatusRefs, record_json
 from reconciler.status.record import DeploymentStatus, StatusRecord
 
@@ -382,7 +382,7 @@ def _fleet_commit_stream(stream: IO[bytes], sites: int, start: datetime) -> None
 
 
 def run_command(capsys, *argv: str) -> tuple[int, str]:
-    """``audit`` or ``report`` as reconciler.cli runs them (a UsageError is exit status 2), with
+    """``audit`` or ``report`` as reconciler.cli.main runs them (a UsageError is exit status 2), with
     everything printed, the error included, captured from stdout."""
     parser = argparse.ArgumentParser(prog="reconciler")
     add_subcommands(parser.add_subparsers())

@@ -8,7 +8,7 @@ import hashlib
 
 from fleet_fixture import EXAMPLE, FleetRemote
 
-from reconciler.signing import load_signing_key, sign_file
+from reconciler.trust.signing import load_signing_key, sign_file
 
 DEPLOYMENT = "demand-forecast"
 

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from fleet_fixture import EXAMPLE, git, start_fleet_remote
 
-from reconciler.config import SiteConfig
+from reconciler.agent.config import SiteConfig
+from reconciler.agent.loop import Agent
 from reconciler.errors import Transient
-from reconciler.loop import Agent
 from reconciler.runtime.registry import ModelRegistry
 
 SITE = "store-boston-01"

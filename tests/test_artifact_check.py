@@ -28,7 +28,8 @@ from fleet_fixture import EXAMPLE
 from trust_fixtures import IDENTITY, ISSUER, LocalSigstore
 
 from reconciler import trust
-from reconciler.cli import main
+from reconciler.cli.main import main
+from reconciler.delivery.plan import target_for
 from reconciler.devtools.onnx_builder import (
     custom_op_model,
     dense_model,
@@ -36,7 +37,6 @@ from reconciler.devtools.onnx_builder import (
     external_data_model,
 )
 from reconciler.manifests.loader import load_directory
-from reconciler.plan import target_for
 from reconciler.status.gitref import STATUS_FILE, record_json, status_ref
 from reconciler.status.record import DeploymentStatus, StatusRecord
 

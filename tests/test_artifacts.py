@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.artifacts import ArtifactStore, FetchLimits, fetch_bytes
 from reconciler.errors import ReconcilerError, Stalled, Transient
+from reconciler.ingest.artifacts import ArtifactStore, FetchLimits, fetch_bytes
 from reconciler.manifests.models import Artifact
 
 PAYLOAD = os.urandom(300_000)  # spans several network reads
@@ -295,7 +295,7 @@ def test_disk_filling_up_while_writing_is_transient_and_publishes_nothing(world:
     script = (
         "import resource, signal, sys\n"
         "from pathlib import Path\n"
-        "from reconciler.artifacts import ArtifactStore, FetchLimits\n"
+        "from reconciler.ingest.artifacts import ArtifactStore, FetchLimits\n"
         "from reconciler.errors import ReconcilerError\n"
         "from reconciler.manifests.models import Artifact\n"
         "state, repo, digest, size = sys.argv[1:]\n"

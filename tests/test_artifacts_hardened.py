@@ -29,10 +29,10 @@ from cryptography.x509.oid import NameOID
 from forward_proxy import forward_proxy
 from pydantic import ValidationError
 
-from reconciler import fetch, sink
-from reconciler.artifacts import ArtifactStore, AuthConfig, FetchLimits, fetch_bytes
-from reconciler.config import load_site_config
+from reconciler.agent.config import load_site_config
 from reconciler.errors import ReconcilerError, Stalled, Transient
+from reconciler.ingest import fetch, sink
+from reconciler.ingest.artifacts import ArtifactStore, AuthConfig, FetchLimits, fetch_bytes
 from reconciler.manifests.models import Artifact
 
 PAYLOAD = os.urandom(600_000)
@@ -577,8 +577,8 @@ def test_an_agent_killed_mid_download_resumes_after_it_restarts(tmp_path: Path, 
     script = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from reconciler import sink\n"
-        "from reconciler.artifacts import ArtifactStore, FetchLimits\n"
+        "from reconciler.ingest import sink\n"
+        "from reconciler.ingest.artifacts import ArtifactStore, FetchLimits\n"
         "from reconciler.manifests.models import Artifact\n"
         f"sink.CHUNK_SIZE = {chunk}\n"
         "state, uri, digest, size = sys.argv[1:]\n"

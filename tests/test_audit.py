@@ -38,7 +38,9 @@ from audit_history import (
 )
 from fleetfactory import DIGEST_A, DIGEST_B, artifact, deployment, fleet_repo, model, site
 
-from reconciler.audit import (
+from reconciler.devtools.githttp import GitHttpServer
+from reconciler.errors import UsageError
+from reconciler.history.audit import (
     audit_at,
     audit_trail,
     deployment_aspects,
@@ -51,13 +53,11 @@ from reconciler.audit import (
     shown_location,
     site_timeline,
 )
-from reconciler.commitpolicy import CommitPolicy
-from reconciler.devtools.githttp import GitHttpServer
-from reconciler.errors import UsageError
+from reconciler.history.report import AT_COLUMNS, TRAIL_COLUMNS
 from reconciler.manifests.loader import DocumentCache
-from reconciler.report import AT_COLUMNS, TRAIL_COLUMNS
 from reconciler.status.gitref import STATUS_REF_PREFIX
 from reconciler.status.record import DeploymentStatus, StatusRecord
+from reconciler.trust.commitpolicy import CommitPolicy
 
 needs_ssh = pytest.mark.skipif(shutil.which("ssh-keygen") is None,
                                reason="ssh-keygen is not installed (Debian package openssh-client)")

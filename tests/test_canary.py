@@ -10,7 +10,7 @@ import pydantic
 import pytest
 import yaml
 
-from reconciler.canary import CanaryProgress, decide_canary, measured_since
+from reconciler.delivery.canary import CanaryProgress, decide_canary, measured_since
 from reconciler.errors import Stalled
 from reconciler.manifests.models import CanaryStep, Deployment
 

@@ -28,7 +28,7 @@ def test_version():
 
 
 def test_run_help_describes_every_option_with_its_default_and_an_example():
-    from reconciler.cli import _parser
+    from reconciler.cli.main import _parser
 
     commands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
     run = commands.choices["run"]

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from reconciler.commitpolicy import CommitPolicy, verify_commits
 from reconciler.devtools.githttp import run_git
 from reconciler.errors import Stalled
-from reconciler.source import GitSource
+from reconciler.gitdoor.source import GitSource
+from reconciler.trust.commitpolicy import CommitPolicy, verify_commits
 
 AUTHOR = "reconciler demo <demo@localhost>"  # the identity tests/conftest.py gives every commit
 

@@ -13,7 +13,7 @@ import pytest
 from fleet_fixture import EXAMPLE, git, start_fleet_remote
 
 from reconciler.devtools.processes import free_port, stop_all
-from reconciler.source import GitSource
+from reconciler.gitdoor.source import GitSource
 from reconciler.status.gitref import StatusRefs
 
 SITES = ("store-berlin-01", "store-boston-01")  # stores that may activate at any hour

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.evidence import SITE_CONDITIONS, VERSION_EVIDENCE, failure_kind
-from reconciler.gates import SiteReport, decide_gate
+from reconciler.delivery.evidence import SITE_CONDITIONS, VERSION_EVIDENCE, failure_kind
+from reconciler.delivery.gates import SiteReport, decide_gate
 from reconciler.manifests.models import Rollout
 
 PACKAGE = Path(__file__).resolve().parents[1] / "reconciler"

@@ -19,10 +19,10 @@ import pytest
 import yaml
 
 from reconciler import trust
+from reconciler.delivery.plan import pick_artifact
 from reconciler.flags.model import FlagFile
 from reconciler.manifests.models import KINDS, Deployment, Fleet, Model, Site
 from reconciler.manifests.selectors import matches
-from reconciler.plan import pick_artifact
 
 PROJECT = Path(__file__).resolve().parents[1]
 REPO = PROJECT / "example-fleet-repo"

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from forge_fake import FakeForge, serve
 
+from reconciler.delivery.gates import GateDecision, SiteReport, decide_gate, site_report
 from reconciler.errors import Transient
-from reconciler.gates import GateDecision, SiteReport, decide_gate, site_report
 from reconciler.manifests.models import Rollout
 from reconciler.status.forge import ForgeConfig, ForgeStatuses, ShownStatus, statuses_for_record
 from reconciler.status.forge_gate import FORGE_REASON, ForgeFleetStatus, carried_back, records_from_statuses

@@ -26,7 +26,7 @@ from fleet_fixture import EXAMPLE, GIT_ENV, add_signed_version, git
 
 from reconciler.devtools.githttp import GitHttpServer, init_bare_repo
 from reconciler.devtools.processes import free_port, stop_all
-from reconciler.source import GitSource
+from reconciler.gitdoor.source import GitSource
 from reconciler.status.gitref import StatusRefs
 
 DEPLOYMENT = "demand-forecast"

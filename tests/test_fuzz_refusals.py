@@ -25,16 +25,16 @@ from pydantic import BaseModel
 from trust_fixtures import IDENTITY, ISSUER, LocalSigstore, attest_statement, dsse_bundle, message_bundle
 
 from reconciler import trust
-from reconciler.config import SiteConfig, load_site_config
+from reconciler.agent.config import SiteConfig, load_site_config
+from reconciler.delivery.model import SiteState
+from reconciler.delivery.plan import plan_site
 from reconciler.errors import ReconcilerError, UsageError
 from reconciler.flags import FlagFile
 from reconciler.manifests import semantics
 from reconciler.manifests.loader import RepoFile, load_tree, parse_file
 from reconciler.manifests.models import API_VERSION, KINDS
-from reconciler.plan import plan_site
-from reconciler.signing import decrypt_private_key
-from reconciler.state import SiteState
 from reconciler.trust import KeylessIdentity, TrustRoots
+from reconciler.trust.signing import decrypt_private_key
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 BLOB = b"model bytes"

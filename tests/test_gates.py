@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from reconciler.gates import GateDecision, SiteReport, decide_gate, rollout_id, site_report
+from reconciler.delivery.gates import GateDecision, SiteReport, decide_gate, rollout_id, site_report
+from reconciler.delivery.rollout import wave_index
 from reconciler.manifests.models import Deployment, Rollout
-from reconciler.rollout import wave_index
 from reconciler.status.record import DeploymentStatus, StatusRecord
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fleetfactory import DIGEST_A, DIGEST_B, deployment, fleet_repo, model, site
 
-from reconciler.canary import CanaryProgress
-from reconciler.plan import plan_site
-from reconciler.same_version import checks_digest
-from reconciler.state import DeploymentState, Installed, SiteState
+from reconciler.delivery.canary import CanaryProgress
+from reconciler.delivery.model import DeploymentState, Installed, SiteState
+from reconciler.delivery.plan import plan_site
+from reconciler.delivery.same_version import checks_digest
 from reconciler.status.record import DeploymentStatus, StatusRecord
 
 NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)

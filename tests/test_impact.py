@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fleetfactory import DIGEST_ARM, artifact, deployment, fleet_repo, model, site
 
-from reconciler.impact import fleet_impact, render_markdown, render_text
-from reconciler.plan import target_for
+from reconciler.delivery.impact import fleet_impact, render_markdown, render_text
+from reconciler.delivery.plan import target_for
 from reconciler.status.record import DeploymentStatus, StatusRecord
 
 NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)

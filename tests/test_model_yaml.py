@@ -9,8 +9,8 @@ import textwrap
 import pytest
 import yaml
 
+from reconciler.cli.model_yaml import append_version
 from reconciler.errors import Stalled
-from reconciler.model_yaml import append_version
 
 DIGEST = "sha256:" + "c" * 64
 ENTRY = {

@@ -46,7 +46,7 @@ def test_an_installed_wheel_validates_its_example_fleet_outside_the_source_tree(
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(wheel)],
                    check=True, capture_output=True, timeout=300)
     env = {**os.environ, "PYTHONPATH": str(target)}
-    where = subprocess.run([sys.executable, "-c", "import reconciler.demo as d; print(d.EXAMPLE_REPO)"],
+    where = subprocess.run([sys.executable, "-c", "import reconciler.devtools.demo as d; print(d.EXAMPLE_REPO)"],
                            cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
     example = Path(where.stdout.strip())
     assert example.is_relative_to(target) and (example / "fleet.yaml").is_file()

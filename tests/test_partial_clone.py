@@ -8,9 +8,9 @@ import subprocess
 import pytest
 from fleet_fixture import EXAMPLE, git, start_fleet_remote
 
-from reconciler.config import SiteConfig
+from reconciler.agent.config import SiteConfig
+from reconciler.agent.loop import Agent
 from reconciler.devtools.githttp import GitHttpServer
-from reconciler.loop import Agent
 
 STORE = "store-boston-01"  # deploys demand-forecast 1.0.0 (and fraud-score, where its flag is on)
 

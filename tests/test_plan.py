@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import pytest
 from fleetfactory import DIGEST_A, DIGEST_ARM, DIGEST_B, artifact, deployment, fleet_repo, model, site
 
-from reconciler.plan import pick_artifact, plan_site
-from reconciler.same_version import checks_digest
-from reconciler.state import DeploymentState, Installed, SiteState
+from reconciler.delivery.model import DeploymentState, Installed, SiteState
+from reconciler.delivery.plan import pick_artifact, plan_site
+from reconciler.delivery.same_version import checks_digest
 
 NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)  # a Wednesday, 12:00 UTC
 INTERFACE = model().spec.interface

@@ -13,7 +13,8 @@ import onnxruntime as ort
 import pytest
 from fleet_fixture import EXAMPLE, git, start_fleet_remote
 
-from reconciler.config import SiteConfig
+from reconciler.agent.config import SiteConfig
+from reconciler.agent.loop import Agent
 from reconciler.devtools.onnx_builder import (
     dense_model,
     dense_reference,
@@ -21,7 +22,6 @@ from reconciler.devtools.onnx_builder import (
     quantized_dense_model,
     quantized_dense_reference,
 )
-from reconciler.loop import Agent
 from reconciler.runtime.registry import ModelRegistry
 from reconciler.status.record import StatusRecord
 

@@ -20,11 +20,11 @@ import yaml
 from fleet_fixture import EXAMPLE, GIT_ENV, add_signed_version, git
 from onnx import helper, numpy_helper
 
+from reconciler.delivery.rollout import wave_of
 from reconciler.devtools.githttp import GitHttpServer, init_bare_repo
 from reconciler.devtools.processes import free_port, stop_all
+from reconciler.gitdoor.source import GitSource
 from reconciler.manifests.models import Rollout
-from reconciler.rollout import wave_of
-from reconciler.source import GitSource
 from reconciler.status.gitref import StatusRefs
 
 DEPLOYMENT = "demand-forecast"

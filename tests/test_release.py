@@ -19,14 +19,14 @@ import pytest
 import yaml
 
 from reconciler import trust
-from reconciler.cli import main
+from reconciler.cli.main import main
 from reconciler.devtools.githttp import GitHttpServer, commit_and_push, init_bare_repo, run_git
 from reconciler.devtools.onnx_builder import dense_model, dense_reference
 from reconciler.devtools.processes import free_port, stop_all
 from reconciler.errors import Stalled
-from reconciler.signing import sign_file
-from reconciler.source import GitSource
+from reconciler.gitdoor.source import GitSource
 from reconciler.status.gitref import StatusRefs
+from reconciler.trust.signing import sign_file
 
 N_IN, N_OUT = 3, 2
 ROWS = [[0.1, 0.2, 0.3], [1.0, -0.5, 0.25]]
@@ -286,7 +286,7 @@ def test_a_refusal_after_the_files_are_written_puts_every_file_back(commented_fl
     def refuse(*_):
         raise Stalled("FleetInvalid", "the fleet would not validate")
 
-    monkeypatch.setattr("reconciler.add_version.check_result", refuse)
+    monkeypatch.setattr("reconciler.cli.add_version.check_result", refuse)
     fleet = commented_fleet["fleet"]
     before = tree(fleet)
     dirs_before = sorted(p for p in fleet.rglob("*") if p.is_dir())
@@ -298,7 +298,7 @@ def test_a_refusal_after_the_files_are_written_puts_every_file_back(commented_fl
 
 
 def test_the_last_check_reads_the_written_files_as_a_site_does(commented_fleet):
-    from reconciler.add_version import check_result
+    from reconciler.cli.add_version import check_result
 
     fleet = commented_fleet["fleet"]
     roots = trust.TrustRoots(keys=(trust.load_public_key(commented_fleet["pub"].read_bytes(), "release.pub"),))

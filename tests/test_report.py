@@ -14,9 +14,8 @@ import pytest
 from audit_history import CAROL, SILENT_SITE, SITES, ScriptedHistory, minutes, run_command, scripted_history
 from fleetfactory import deployment, fleet_repo, model, site
 
-from reconciler.audit import DeploymentChange, FleetCommit, FleetTrail, Interval, Signature
-from reconciler.commitpolicy import CommitPolicy
-from reconciler.report import (
+from reconciler.history.audit import DeploymentChange, FleetCommit, FleetTrail, Interval, Signature
+from reconciler.history.report import (
     NO_WAVE,
     ReportData,
     render_html,
@@ -25,6 +24,7 @@ from reconciler.report import (
 )
 from reconciler.status.matrix import build_matrix
 from reconciler.status.record import DeploymentStatus, StatusRecord
+from reconciler.trust.commitpolicy import CommitPolicy
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or \

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from fleet_fixture import copy_example, git
 
-from reconciler.cli import main
+from reconciler.cli.main import main
+from reconciler.delivery.model import SiteState
+from reconciler.delivery.plan import plan_site
 from reconciler.manifests.loader import load_directory
-from reconciler.plan import plan_site
-from reconciler.state import SiteState
 
 SITE = "store-berlin-01"
 NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from reconciler.delivery.rollout import in_maintenance_window, site_bucket, wave_of
 from reconciler.manifests.models import MaintenanceWindow, Rollout
-from reconciler.rollout import in_maintenance_window, site_bucket, wave_of
 
 
 def rollout(*percents: int) -> Rollout:

@@ -9,13 +9,13 @@ from datetime import UTC, datetime
 import pytest
 from fleetfactory import DIGEST_A, DIGEST_ARM, DIGEST_B, artifact, deployment, fleet_repo, model, site
 
-from reconciler.change_check import redefined_versions
-from reconciler.impact import fleet_impact
+from reconciler.cli.change_check import redefined_versions
+from reconciler.delivery.impact import fleet_impact
+from reconciler.delivery.model import DeploymentState, Installed, SiteState
+from reconciler.delivery.plan import plan_site
+from reconciler.delivery.same_version import checks_digest, rollback_target
 from reconciler.manifests.fleet import Origin
 from reconciler.manifests.models import ValidationCase
-from reconciler.plan import plan_site
-from reconciler.same_version import checks_digest, rollback_target
-from reconciler.state import DeploymentState, Installed, SiteState
 
 NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)  # a Wednesday, 12:00 UTC
 INTERFACE = model().spec.interface

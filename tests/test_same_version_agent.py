@@ -11,8 +11,8 @@ import test_agent as agent_tests
 from fleet_fixture import EXAMPLE
 from test_agent import SITE, forecast, make_agent
 
-from reconciler.artifact_check import ArtifactOptions
-from reconciler.change_check import check_change
+from reconciler.cli.artifact_check import ArtifactOptions
+from reconciler.cli.change_check import check_change
 from reconciler.runtime.registry import ModelRegistry
 from reconciler.trust import TrustRoots, load_public_key
 
@@ -52,7 +52,7 @@ def test_a_redefined_version_is_blocked_in_review_and_reported_honestly_at_the_s
     assert impact.blocked
     assert [m.next for d in impact.deployments for m in d.moves if SITE in m.sites] == ["deploy (VersionRedefined)"]
 
-    with caplog.at_level(logging.WARNING, logger="reconciler.apply"):
+    with caplog.at_level(logging.WARNING, logger="reconciler.agent.apply"):
         result = agent.reconcile_once()
     status = result.record.deployments[DEPLOYMENT]
     assert (status.state, status.reason) == ("success", "VersionRedefined")

@@ -10,8 +10,8 @@ import jsonschema
 import pytest
 import yaml
 
-from reconciler.cli import main
-from reconciler.manifests.schema_gen import SCHEMAS, SCHEMAS_DIR
+from reconciler.cli.main import main
+from reconciler.devtools.schema_gen import SCHEMAS, SCHEMAS_DIR
 
 PROJECT = Path(__file__).resolve().parents[1]
 MODELINE = "# yaml-language-server: $schema="

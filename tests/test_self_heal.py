@@ -16,13 +16,13 @@ import httpx
 import pytest
 from fleet_fixture import EXAMPLE, copy_example, git, start_fleet_remote
 
-from reconciler.config import SiteConfig
+from reconciler.agent.config import SiteConfig
+from reconciler.agent.loop import Agent
 from reconciler.devtools.githttp import init_bare_repo
 from reconciler.devtools.processes import free_port, stop_all
 from reconciler.errors import Stalled, Transient
-from reconciler.loop import Agent
+from reconciler.gitdoor.source import describe_git_failure, git_words
 from reconciler.runtime.validation import WORKDIR_PREFIX
-from reconciler.source import describe_git_failure, git_words
 from reconciler.status.gitref import StatusRefs, status_ref
 
 SITE = "store-boston-01"
@@ -95,7 +95,7 @@ def remote_record(fleet):
 
 
 def _remote_source(fleet):
-    from reconciler.source import GitSource
+    from reconciler.gitdoor.source import GitSource
 
     return GitSource(fleet.url, "main", fleet.bare.parent / "reader.git")
 
@@ -299,7 +299,7 @@ def _wait_for(condition, log: Path | None = None, timeout: float = 90) -> None:
 
 
 def test_locks_are_left_alone_while_a_background_gc_runs(tmp_path):
-    from reconciler.selfheal import stale_git_locks
+    from reconciler.agent.selfheal import stale_git_locks
 
     git_dir = tmp_path / "fleet.git"
     (git_dir / "refs" / "heads").mkdir(parents=True)

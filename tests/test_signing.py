@@ -24,9 +24,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 from trust_fixtures import IDENTITY, ISSUER, LocalSigstore
 
-from reconciler import signing, trust
-from reconciler.cli import main as cli_main
+from reconciler import trust
+from reconciler.cli.main import main as cli_main
 from reconciler.errors import Stalled, UsageError
+from reconciler.trust import signing
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_KEYS = REPO / "example-fleet-repo" / "keys"

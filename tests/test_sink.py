@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import sink
-from reconciler.artifacts import ArtifactStore
+from reconciler.ingest import sink
+from reconciler.ingest.artifacts import ArtifactStore
 from reconciler.manifests.models import Artifact
 
 CHUNK = 16 << 10  # small chunks: many of them in flight, and every buffer reused several times

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.config import build_site_config, host_and_port, load_site_config
+from reconciler.agent.config import build_site_config, host_and_port, load_site_config
 from reconciler.errors import UsageError
 
 GOOD = "site: store-boston-01\nrepo: https://git.example/fleet.git\nstate: state\n"

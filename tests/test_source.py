@@ -13,8 +13,8 @@ from conftest import SEED_FILES, FleetRemote, write_tree
 
 from reconciler.devtools.githttp import GitHttpServer, init_bare_repo, run_git
 from reconciler.errors import Stalled, Transient
+from reconciler.gitdoor.source import GitSource
 from reconciler.manifests.loader import DocumentCache, RepoFile, load_tree
-from reconciler.source import GitSource
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 
 from reconciler.devtools.githttp import run_git
 from reconciler.errors import Transient
-from reconciler.source import GitSource
+from reconciler.gitdoor.source import GitSource
 from reconciler.status.gitref import STATUS_REF_PREFIX, StatusRefs, record_json
 from reconciler.status.record import DeploymentStatus, StatusRecord
 

@@ -21,13 +21,13 @@ from fleet_fixture import EXAMPLE, start_fleet_remote
 from fleet_versions import DEPLOYMENT, publish_version
 from slow_server import SlowServer
 
-from reconciler import sink
-from reconciler.artifacts import ArtifactStore, FetchLimits
 from reconciler.cancel import CancelToken
 from reconciler.devtools.processes import free_port, stop_all
 from reconciler.errors import Cancelled
+from reconciler.ingest import sink
+from reconciler.ingest.artifacts import ArtifactStore, FetchLimits
+from reconciler.ingest.progress import size_text
 from reconciler.manifests.models import Artifact, ModelInterface
-from reconciler.progress import size_text
 from reconciler.runtime.validation import run_validation
 
 SITE = "store-boston-01"
@@ -256,9 +256,9 @@ def test_a_stopped_once_run_exits_0_and_activates_nothing(tmp_path):
 
 
 def test_a_stop_during_validation_activates_nothing_and_the_next_run_does(tmp_path, monkeypatch):
-    from reconciler import apply
-    from reconciler.config import SiteConfig
-    from reconciler.loop import Agent
+    from reconciler.agent import apply
+    from reconciler.agent.config import SiteConfig
+    from reconciler.agent.loop import Agent
     from reconciler.runtime.registry import ModelRegistry
 
     fleet = start_fleet_remote(tmp_path)

@@ -24,17 +24,17 @@ from fleet_versions import publish_version
 from onnx import TensorProto, helper, numpy_helper
 from prometheus_client.parser import text_string_to_metric_families
 
-from reconciler.config import SiteConfig
+from reconciler.agent.config import SiteConfig
+from reconciler.agent.loop import Agent
+from reconciler.agent.telemetry import SiteTelemetry
 from reconciler.devtools.processes import free_port, stop_all
 from reconciler.errors import Cancelled, Stalled
+from reconciler.ingest.progress import DownloadProgress
 from reconciler.logs import JsonFormatter, TextFormatter, configure_logging
-from reconciler.loop import Agent
 from reconciler.manifests.models import ModelInterface
-from reconciler.progress import DownloadProgress
 from reconciler.runtime.registry import ModelRegistry
 from reconciler.runtime.validation import run_validation
 from reconciler.status.record import DeploymentStatus, StatusRecord
-from reconciler.telemetry import SiteTelemetry
 
 SITE = "store-boston-01"
 TIMEOUT = 60
@@ -300,7 +300,7 @@ def test_the_web_server_logs_through_the_agents_handlers():
 
 
 def test_on_a_terminal_the_progress_is_one_line_drawn_over_and_cleared(monkeypatch, capsys, caplog):
-    from reconciler import progress as progress_module
+    from reconciler.ingest import progress as progress_module
 
     monkeypatch.setattr(progress_module, "live_progress", lambda: True)
     now = [0.0]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from fleet_fixture import EXAMPLE, git, start_fleet_remote
 
-from reconciler.cli import main
+from reconciler.cli.main import main
 
 SITE = "store-berlin-01"
 

@@ -7,9 +7,9 @@ import pytest
 from conftest import write_tree
 from manifest_texts import GOOD_REPO, edit
 
+from reconciler.cli.validate import render, validate_path
 from reconciler.errors import UsageError
 from reconciler.manifests.fleet import Finding
-from reconciler.validate import render, validate_path
 
 DIGEST_ERROR = Finding("models/m.yaml", 13, 19, "spec.versions[0].artifacts[0].digest: should be 'sha256:' …",
                        field="spec.versions[0].artifacts[0].digest")

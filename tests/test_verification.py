@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.artifacts import ArtifactStore, FetchLimits
 from reconciler.errors import Stalled
+from reconciler.ingest.artifacts import ArtifactStore, FetchLimits
+from reconciler.ingest.verification import LfsPointer, ingest, parse_lfs_pointer
 from reconciler.manifests.models import Artifact
-from reconciler.verification import LfsPointer, ingest, parse_lfs_pointer
 
 MODEL = b"\x08\x07 pretend this is an ONNX model" * 10
 OID = "sha256:" + hashlib.sha256(MODEL).hexdigest()

@@ -108,7 +108,7 @@ class Gate(Strict):
 class Abort(Strict):
     """AWS IoT Jobs style: abort once at least ``minExecuted`` sites ran and the failed share
     reaches ``failureThreshold``. Without ``minExecuted``: once three sites ran, or every site
-    that may run by now did (reconciler.gates)."""
+    that may run by now did (reconciler.delivery.gates)."""
 
     failureThreshold: Annotated[float, Field(gt=0, le=1)] = Field(
         0.2, description="Share (0-1] of the sites that ran the version which, once failed, aborts the "

@@ -23,7 +23,7 @@ reads, as space-separated ``key=value`` pairs in this order:
   1.1.0 progressing at 20% (serving 1.0.0): Canary · state=progressing rollout=3f2a1c9e0b7d version=1.1.0 active=1.0.0 wave=early
 
 ``state`` (ours, exact: the forge's names above lose progressing, aborted and on GitLab error),
-then, when known, ``rollout`` (reconciler.gates.rollout_id), ``version`` (asked for), ``active``
+then, when known, ``rollout`` (reconciler.delivery.gates.rollout_id), ``version`` (asked for), ``active``
 (served) and ``wave``. Values are names, versions and ids, which never hold spaces. A forge's
 length limit (GitHub 140, GitLab 255, Gitea 255 by our choice) cuts the human part first (with an
 ellipsis), and only if the pairs alone are too long does it drop pairs from the end (wave, then

@@ -18,7 +18,7 @@ from gitdb import IStream
 from pydantic import ValidationError
 
 from reconciler.errors import Transient
-from reconciler.source import (
+from reconciler.gitdoor.source import (
     GitSource,
     cache_failure,
     describe_git_failure,

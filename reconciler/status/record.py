@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from reconciler.evidence import FailureKind
+from reconciler.delivery.evidence import FailureKind
 
 State = Literal["pending", "progressing", "success", "failure", "aborted", "error"]
 
@@ -25,11 +25,11 @@ class DeploymentStatus(BaseModel):
     activeVersion: str | None = None  # what the site serves now
     previousVersion: str | None = None
     wave: str | None = None
-    rollout: str | None = None  # the rollout this state belongs to: reconciler.gates.rollout_id of the spec
+    rollout: str | None = None  # the rollout this state belongs to: reconciler.delivery.gates.rollout_id of the spec
     reason: str
     message: str = ""
     # On failure or error: is the reason evidence against the version, or a condition of this site?
-    # Only version evidence counts toward a rollout's abort (reconciler.evidence).
+    # Only version evidence counts toward a rollout's abort (reconciler.delivery.evidence).
     failureKind: FailureKind | None = None
     weights: dict[str, int] = {}
     since: datetime  # when this deployment entered ``state`` for ``version``

@@ -1,0 +1,2 @@
+"""The site's agent: the reconcile loop, applying a plan, the state directory, self-healing and
+telemetry, wired from site.yaml's settings."""

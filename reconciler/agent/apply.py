@@ -1,0 +1,339 @@
+"""Executes a Plan against the state directory and the runtime. Each action is idempotent and
+crash-safe: a version is served only after its bytes are hashed, its signature verified and its
+validation cases passed in a child process, and state.json is replaced atomically afterwards, so
+a crash at any instant leaves the site on the old version or the new one."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from reconciler.agent.config import ValidationLimits
+from reconciler.agent.statedir import StateDir
+from reconciler.cancel import CancelToken
+from reconciler.delivery.canary import CanaryDecision, CanaryProgress, decide_canary, measured_since
+from reconciler.delivery.model import DeploymentState, HistoryEntry, Installed, SiteState
+from reconciler.delivery.plan import Action, Plan, Target
+from reconciler.delivery.same_version import CHECKS_CHANGED, VERSION_REDEFINED, checks_digest, rollback_target
+from reconciler.errors import Cancelled, ReconcilerError, Stalled, Transient
+from reconciler.ingest.artifacts import ArtifactStore, FetchLimits, Ingested
+from reconciler.ingest.fetch import RepoRoot
+from reconciler.ingest.verification import verified_artifact
+from reconciler.runtime.metrics import Snapshot, window_stats
+from reconciler.runtime.validation import run_validation
+from reconciler.status.record import State
+from reconciler.trust import TrustRoots
+
+log = logging.getLogger(__name__)
+
+
+class Runtime(Protocol):
+    """What apply needs of the serving side (runtime.registry.ModelRegistry)."""
+
+    def activate(self, deployment: str, model: str, version: str, model_path: Path, interface, *,
+                 digest: str | None = None) -> None: ...
+    def start_canary(self, deployment: str, model: str, version: str, model_path: Path, interface, *,
+                     digest: str, weight: int = 0, mirror: bool = False) -> None: ...
+    def set_weight(self, deployment: str, weight: int) -> None: ...
+    def set_mirror(self, deployment: str, mirror: bool) -> None: ...
+    def promote(self, deployment: str) -> None: ...
+    def abort_canary(self, deployment: str) -> None: ...
+    def remove(self, deployment: str) -> None: ...
+    def expect(self, deployments: list[str]) -> None: ...
+    def set_flags(self, flags, site_context) -> None: ...
+
+
+class FetchMeter(Protocol):
+    """What apply tells the agent's metrics about downloads (telemetry.SiteTelemetry)."""
+
+    def count_bytes(self, size: int) -> None: ...
+    def fetch_failed(self, reason: str) -> None: ...
+
+
+class CanaryMetrics(Protocol):
+    """What a canary analysis reads of the runtime (runtime.metrics.RuntimeMetrics)."""
+
+    def snapshot(self) -> Snapshot: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one action; loop.py turns outcomes into the status record. ``state`` and
+    ``reason`` are set where the action itself decides them (a canary step, a rollback)."""
+
+    action: Action
+    error: ReconcilerError | None = None
+    state: State | None = None
+    reason: str | None = None
+    message: str = ""
+    weights: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Applier:
+    def __init__(
+        self,
+        state_dir: StateDir,
+        runtime: Runtime | None,
+        trust_roots: TrustRoots,
+        limits: FetchLimits | None = None,
+        validation: ValidationLimits | None = None,
+        metrics: CanaryMetrics | None = None,
+        stop: CancelToken | None = None,
+        meter: FetchMeter | None = None,
+    ):
+        self.state_dir = state_dir
+        self.store = ArtifactStore(state_dir.root, meter.count_bytes if meter else None)
+        self.stop = stop or CancelToken()  # once set, nothing more is fetched, validated or activated
+        self.meter = meter
+        self.runtime = runtime
+        self.trust_roots = trust_roots
+        self.limits = limits or FetchLimits()
+        self.validation = validation or ValidationLimits()
+        self.metrics = metrics
+        self._baselines: dict[tuple[str, datetime], object] = {}  # (deployment, step start) -> snapshot
+
+    def apply(self, plan: Plan, state: SiteState, repo_tree: RepoRoot, now: datetime
+              ) -> tuple[SiteState, list[Outcome]]:
+        """``repo_tree`` holds the commit's files, for repo-relative artifact URIs; only the
+        files an artifact names are read from it."""
+        if self.runtime is not None:
+            self.runtime.expect(plan.serving)
+        outcomes = []
+        for action in plan.actions:
+            self.stop.check(f"{action.kind} {action.deployment}")
+            try:
+                state, outcome = self._apply_one(action, state, repo_tree, plan.commit, now)
+            except Cancelled:
+                raise
+            except ReconcilerError as error:
+                outcome = Outcome(action, error)
+            outcomes.append(outcome)
+        self._collect_garbage(plan, state)
+        return state, outcomes
+
+    def _collect_garbage(self, plan: Plan, state: SiteState) -> None:
+        """Blobs and part files nothing asks for any more go, so old versions do not fill a small
+        disk. Each deployment's previous version stays, for a rollback without a download."""
+        keep = {installed.digest for deployment in state.deployments.values()
+                for installed in (deployment.active, deployment.previous, deployment.canary) if installed is not None}
+        keep |= {action.target.artifact.digest for action in plan.actions if action.target is not None}
+        try:
+            removed = self.store.garbage_collect(keep)
+        except OSError as exc:  # the next apply tries again; serving is not at stake
+            log.warning("could not remove unused blobs: %s", exc)
+            return
+        if removed:
+            log.info("removed %d unused blob(s): %s", len(removed), ", ".join(removed))
+
+    def restore(self, state: SiteState) -> None:
+        """On start-up, serve what state.json says was active before (the last good state), and
+        resume a running canary at its weight; its analysis measures afresh from here."""
+        if self.runtime is None:
+            return
+        for name, deployment in state.deployments.items():
+            if deployment.active is not None:
+                self._activate(name, deployment.model, deployment.active, deployment.interface)
+            if deployment.canary is not None and deployment.canaryProgress is not None:
+                self.runtime.start_canary(name, deployment.model, deployment.canary.version,
+                                          self.store.path_for(deployment.canary.digest), deployment.interface,
+                                          digest=deployment.canary.digest, weight=deployment.canaryProgress.weight)
+
+    def _apply_one(self, action: Action, state: SiteState, repo_tree: RepoRoot, commit: str | None,
+                   now: datetime) -> tuple[SiteState, Outcome]:
+        match action.kind:
+            case "deploy" | "prefetch" | "canary":
+                target = action.target
+                try:
+                    if action.kind == "prefetch":
+                        self._verified_artifact(target, repo_tree)
+                        return state, Outcome(action, state="pending", reason=action.reason, message=action.message)
+                    if action.kind == "canary":
+                        return self._advance_canary(target, state, commit, now, action)
+                    return self._deploy(target, state, repo_tree, commit, now, action)
+                except ReconcilerError as error:
+                    raise type(error)(error.reason, f"{target.model} {target.version}: {error.message}") from error
+            case "wait":
+                return state, Outcome(action, state="pending", reason=action.reason, message=action.message)
+            case "revert":
+                return self._revert(action, state, commit, now), Outcome(action, state="success", reason=action.reason,
+                                                                         message=action.message)
+            case "rollback":
+                return self._roll_back(action, state, now), Outcome(action, state="aborted", reason=action.reason,
+                                                                     message=action.message)
+            case "halt":
+                return state, Outcome(action, state="aborted", reason=action.reason, message=action.message)
+            case "remove":
+                if self.runtime is not None:
+                    self.runtime.remove(action.deployment)
+                remaining = {k: v for k, v in state.deployments.items() if k != action.deployment}
+                return self._save(state.model_copy(update={"deployments": remaining})), Outcome(action)
+            case "error":
+                raise Stalled(action.reason, action.message)
+        raise AssertionError(f"unknown action kind {action.kind}")
+
+    def _deploy(self, target: Target, state: SiteState, repo_tree: RepoRoot, commit: str | None, now: datetime,
+                action: Action) -> tuple[SiteState, Outcome]:
+        """Also the same version again (same_version.py): redefined bytes are deployed, with a
+        warning, or the kept blob is validated against changed checks; either switches at once."""
+        ingested = self._verified_artifact(target, repo_tree)
+        report = run_validation(ingested.path, target.interface, target.cases, stop=self.stop,
+                                timeout=self.validation.timeout.total_seconds(), memory_limit=self.validation.memoryBytes)
+        for warning in report.warnings:
+            log.warning("%s %s: onnxruntime: %s", target.model, target.version, warning,
+                        extra={"deployment": target.deployment, "reason": "OnnxRuntimeWarning"})
+        self.stop.check(f"activating {target.model} {target.version}")
+        current = state.deployments.get(target.deployment)
+        same_bytes = current is not None and current.active is not None and current.active.digest == target.artifact.digest
+        installed = Installed(version=target.version, digest=target.artifact.digest, uri=target.artifact.uri,
+                              installedAt=current.active.installedAt if same_bytes else now,
+                              checks=checks_digest(target.interface, target.cases))
+        if action.reason == VERSION_REDEFINED:
+            log.warning("%s: %s", target.model, action.message,
+                        extra={"deployment": target.deployment, "reason": VERSION_REDEFINED})
+        if target.canary_steps and current is not None and current.active is not None and self.runtime is not None \
+                and current.active.version != target.version:
+            # A stable version serves beside the canary; with nothing to compare against (a new
+            # site), no traffic to measure (no runtime) or a version of the same name (redefined,
+            # or its checks changed: same_version.py) the version switches at once.
+            self.runtime.start_canary(target.deployment, target.model, target.version, ingested.path,
+                                      target.interface, digest=installed.digest)
+            started = current.model_copy(update={"canary": installed, "canaryProgress": CanaryProgress.start(now),
+                                                 "rollout": target.rollout_id, "wave": target.wave})
+            state = self._with(state, target.deployment, started, HistoryEntry(at=now, event="canaryStarted",
+                                                                               version=target.version, commit=commit))
+            return self._advance_canary(target, state, commit, now, action)
+        reason = action.reason if action.reason in (VERSION_REDEFINED, CHECKS_CHANGED) else "Activated"
+        return self._switch(target, state, installed, commit, now), Outcome(action, reason=reason, message=action.message)
+
+    def _switch(self, target: Target, state: SiteState, installed: Installed, commit: str | None,
+                now: datetime) -> SiteState:
+        current = state.deployments.get(target.deployment)
+        updated = DeploymentState(model=target.model, interface=target.interface, active=installed,
+                                  previous=rollback_target(current, installed), rollout=target.rollout_id,
+                                  wave=target.wave, history=current.history if current else [])
+        self._activate(target.deployment, target.model, installed, target.interface)
+        try:
+            return self._save(self._with(state, target.deployment, updated,
+                                         HistoryEntry(at=now, event="activated", version=target.version, commit=commit)))
+        except OSError as exc:
+            self._undo_activation(target.deployment, current)
+            raise Stalled("StateWriteFailed", f"cannot record the activation of {target.version}: {exc}") from exc
+
+    def _advance_canary(self, target: Target, state: SiteState, commit: str | None, now: datetime,
+                        action: Action) -> tuple[SiteState, Outcome]:
+        """One or more steps of the canary: set weights at once, wait out pauses and analysis
+        windows, promote at the end or roll back to the stable version."""
+        name = target.deployment
+        if self.runtime is None:
+            raise Transient("RuntimeNotServing", "a running canary needs this site's inference server (--listen)")
+        current = state.deployments[name]
+        decision = self._decide(name, target, current.canaryProgress, now)
+        while decision.kind == "set_weight":
+            self.runtime.set_weight(name, decision.weight)
+            decision = self._decide(name, target, decision.next, now)
+        self.runtime.set_mirror(name, decision.mirror)
+        if decision.kind == "promote":
+            self.runtime.set_weight(name, 100)
+            self.runtime.promote(name)
+            promoted = current.model_copy(update={"active": current.canary, "previous": current.active,
+                                                  "canary": None, "canaryProgress": None})
+            state = self._with(state, name, promoted, HistoryEntry(at=now, event="promoted", version=target.version,
+                                                                   commit=commit, reason=decision.reason))
+            return self._save(state), Outcome(action, state="success", reason=decision.reason, message=decision.message)
+        if decision.kind == "rollback":
+            self._save(self._drop_canary(state, name, now, decision.reason))
+            raise Stalled(decision.reason, decision.message)
+        waiting = current.model_copy(update={"canaryProgress": decision.next})
+        weights = {current.active.version: 100 - decision.weight, target.version: decision.weight}
+        return self._save(self._with(state, name, waiting)), Outcome(action, state="progressing", reason=decision.reason,
+                                                                     message=decision.message, weights=weights)
+
+    def _decide(self, name: str, target: Target, progress: CanaryProgress, now: datetime) -> CanaryDecision:
+        """The step machine on the traffic since the current step began. Without a snapshot of
+        that instant (the agent restarted and the counters with it) the analysis measures from now."""
+        stats = None
+        if self.metrics is not None:
+            if (name, measured_since(progress)) not in self._baselines:
+                progress = progress.model_copy(update={"baseline": now})
+                self._baselines[(name, now)] = self.metrics.snapshot()
+            before = self._baselines[(name, measured_since(progress))]
+            stats = window_stats(before, self.metrics.snapshot(), name, target.version)
+        decision = decide_canary(list(target.canary_steps), progress, stats, now)
+        if self.metrics is not None and measured_since(decision.next) != measured_since(progress):
+            self._baselines = {k: v for k, v in self._baselines.items() if k[0] != name}
+            self._baselines[(name, measured_since(decision.next))] = self.metrics.snapshot()
+        return decision
+
+    def _roll_back(self, action: Action, state: SiteState, now: datetime) -> SiteState:
+        """The rollout was aborted: drop a running canary, or go back to the previous version."""
+        current = state.deployments[action.deployment]
+        if current.canary is not None:
+            return self._save(self._drop_canary(state, action.deployment, now, action.reason))
+        self._activate(action.deployment, current.model, current.previous, current.interface)
+        back = current.model_copy(update={"active": current.previous, "previous": None})
+        entry = HistoryEntry(at=now, event="rolledBack", version=current.previous.version, reason=action.reason)
+        return self._save(self._with(state, action.deployment, back, entry))
+
+    def _revert(self, action: Action, state: SiteState, commit: str | None, now: datetime) -> SiteState:
+        """Back to a version this site served: stop a canary, and unless the target is active
+        already, activate the previous version from its kept blob (the runtime checks its digest)."""
+        name, target = action.deployment, action.target
+        if state.deployments[name].canary is not None:
+            state = self._drop_canary(state, name, now, action.reason)
+        current = state.deployments[name]
+        if current.active.digest == target.artifact.digest:
+            back = current.model_copy(update={"rollout": target.rollout_id, "wave": target.wave})
+            return self._save(self._with(state, name, back))
+        self._activate(name, current.model, current.previous, current.interface)
+        back = current.model_copy(update={"active": current.previous, "previous": current.active,
+                                          "rollout": target.rollout_id, "wave": target.wave})
+        entry = HistoryEntry(at=now, event="rolledBack", version=target.version, commit=commit, reason=action.reason)
+        return self._save(self._with(state, name, back, entry))
+
+    def _drop_canary(self, state: SiteState, name: str, now: datetime, reason: str) -> SiteState:
+        current = state.deployments[name]
+        if self.runtime is not None:
+            self.runtime.abort_canary(name)
+        dropped = current.model_copy(update={"canary": None, "canaryProgress": None})
+        return self._with(state, name, dropped, HistoryEntry(at=now, event="canaryRolledBack",
+                                                            version=current.canary.version, reason=reason))
+
+    def _verified_artifact(self, target: Target, repo_tree: RepoRoot) -> Ingested:
+        try:
+            return verified_artifact(self.store, target.artifact, target.signers, self.trust_roots, repo_tree,
+                                     self.limits, self.stop)
+        except ReconcilerError as error:
+            if self.meter is not None and not isinstance(error, Cancelled):
+                self.meter.fetch_failed(error.reason)
+            raise
+
+    def _undo_activation(self, deployment: str, previous: DeploymentState | None) -> None:
+        if self.runtime is None:
+            return
+        if previous is None or previous.active is None:
+            self.runtime.remove(deployment)
+        else:
+            self._activate(deployment, previous.model, previous.active, previous.interface)
+
+    def _activate(self, deployment: str, model: str, installed: Installed, interface) -> None:
+        """The runtime loads the very bytes that were hashed, and checks the digest once more."""
+        if self.runtime is not None:
+            self.runtime.activate(deployment, model, installed.version, self.store.path_for(installed.digest),
+                                  interface, digest=installed.digest)
+
+    def _save(self, state: SiteState) -> SiteState:
+        self.state_dir.save(state)
+        return state
+
+    @staticmethod
+    def _with(state: SiteState, name: str, deployment: DeploymentState, entry: HistoryEntry | None = None) -> SiteState:
+        if entry is not None:
+            deployment = deployment.model_copy(update={"history": [*deployment.history, entry]})
+        return state.model_copy(update={"deployments": {**state.deployments, name: deployment}})

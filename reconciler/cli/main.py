@@ -1,0 +1,358 @@
+"""The ``reconciler`` command: parsing and printing only. Exit codes: 0 ok, 1 a finding
+(invalid manifests, failed verification, a failed reconcile), 2 usage or environment error,
+3 a bug (an exception nothing turned into a refusal: one line, the traceback at debug level)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from reconciler import __version__
+from reconciler.cancel import CancelToken, cancel_on_signals
+from reconciler.errors import Cancelled, ReconcilerError, UsageError
+from reconciler.logs import FORMATS, LEVELS, configure_logging
+
+if TYPE_CHECKING:
+    from reconciler.agent.telemetry import SiteTelemetry
+
+EXIT_OK, EXIT_FINDING, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_USAGE
+    # Commands that keep running (an agent, a server, the demo) say what they do; one-shot commands
+    # print their answer and log only what went wrong.
+    configure_logging(getattr(args, "log_level", "warning"))
+    try:
+        return args.handler(args)
+    except UsageError as exc:
+        print(f"reconciler: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ReconcilerError as exc:
+        print(f"reconciler: {exc}", file=sys.stderr)
+        return EXIT_FINDING
+    except Exception as exc:  # noqa: BLE001 -- the last net: a user sees a sentence, not a traceback
+        logging.getLogger("reconciler").debug("unexpected error", exc_info=True)
+        print(f"reconciler: unexpected {type(exc).__name__}: {exc}; this is a bug, please report it with the "
+              "command that caused it", file=sys.stderr)
+        return EXIT_BUG
+
+
+def _parser() -> argparse.ArgumentParser:
+    from reconciler.cli.artifact_check import add_artifact_arguments
+
+    parser = argparse.ArgumentParser(prog="reconciler", description="GitOps for machine-learning model fleets.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(metavar="COMMAND")
+
+    validate = commands.add_parser("validate", help="check a fleet repo: schema and references")
+    validate.add_argument("path", nargs="?", default=".", type=Path)
+    validate.add_argument("--format", choices=["text", "json", "github"], default="text")
+    validate.add_argument("--artifacts", action="store_true",
+                          help="also check what the sites would of each version deployments ask for")
+    add_artifact_arguments(validate)
+    validate.set_defaults(handler=cmd_validate)
+
+    plan = commands.add_parser("plan", help="what one site would do at a revision, or a change's fleet impact")
+    plan.add_argument("--site", help="plan for this site")
+    plan.add_argument("--base", help="with --head: the fleet impact of a change (for a pull request)")
+    plan.add_argument("--head")
+    plan.add_argument("--repo", default=".", help="fleet repo: a path (working tree unless --rev) or a URL")
+    plan.add_argument("--rev", help="branch, tag or commit (default: the working tree, or main for a URL)")
+    plan.add_argument("--state", type=Path, help="the site's state directory (default: a fresh site)")
+    plan.add_argument("--format", choices=["text", "json", "markdown"], default="text")
+    add_artifact_arguments(plan)  # for --base/--head: the artifacts of the versions that change
+    plan.set_defaults(handler=cmd_plan)
+
+    run = commands.add_parser(
+        "run", help="run a site agent: converge and serve", epilog=RUN_EXAMPLE,
+        description="Run one site's agent: poll the fleet repo, verify and validate the models planned for\n"
+                    "this site, roll them out, serve them, and write the site's status back to Git.\n"
+                    "Options given here override the same settings of --config.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("--config", type=Path, metavar="SITE_YAML",
+                     help="site.yaml with the site's local settings (paths in it are relative to its folder)")
+    run.add_argument("--repo", help="fleet repo URL or path (required without --config)")
+    run.add_argument("--branch", help="branch of the fleet repo to follow (default: main)")
+    run.add_argument("--site", help="this site's name, as in the fleet's Site manifests (required without --config)")
+    run.add_argument("--state", type=Path, help="state directory: verified models, state.json, git cache "
+                                                "(required without --config)")
+    run.add_argument("--listen", metavar="HOST:PORT",
+                     help="serve the models (Open Inference Protocol), metrics and flags here (default: do not serve)")
+    run.add_argument("--interval", help="poll interval, e.g. 30s or 5m (default: 30s)")
+    run.add_argument("--trust-key", dest="trust_keys", action="append", type=Path, default=[], metavar="PEM",
+                     help="public key trusted to sign artifacts (repeatable; default: the keys of --config, none "
+                          "without it, and then every artifact is refused)")
+    run.add_argument("--accept-history", metavar="COMMIT",
+                     help="accept this commit although it does not descend from the last applied one (after a "
+                          "history rewrite an operator checked)")
+    run.add_argument("--once", action="store_true",
+                     help="reconcile once, print the status record and exit (1 if it failed; default: run until "
+                          "SIGTERM or Ctrl-C); like the agent it applies the plan and publishes the site's status "
+                          "record to the fleet, which the other sites' gates read")
+    run.add_argument("--dry-run", action="store_true",
+                     help="with --once: print what the site would do, and write nothing anywhere")
+    run.add_argument("--log-level", choices=LEVELS, default="info", help="least severe log lines shown (default: info)")
+    run.add_argument("--log-format", choices=FORMATS, default="text",
+                     help="text for people, json for log pipelines: one object a line (default: text)")
+    run.set_defaults(handler=cmd_run)
+
+    serve = commands.add_parser("serve", help="serve a state directory's active models without reconciling")
+    serve.add_argument("--state", type=Path, required=True)
+    serve.add_argument("--listen", required=True)
+    serve.set_defaults(handler=cmd_serve, log_level="info")
+
+    status = commands.add_parser("status", help="the fleet matrix from the sites' status records in Git")
+    status.add_argument("--repo", default=".", help="fleet repo URL or path (status refs live there; a clone's "
+                        "are fetched from its origin)")
+    status.add_argument("--branch", default="main", help="the branch whose Sites make the inventory")
+    status.add_argument("--format", choices=["text", "json", "markdown"], default="text")
+    status.set_defaults(handler=cmd_status)
+
+    demo = commands.add_parser("demo", help="a local fleet converging from a local Git repo")
+    demo.add_argument("--sites", type=int, help="start only this many sites (default: every site of the fleet)")
+    demo.add_argument("--workdir", type=Path, help="keep the demo's files here (default: a temp dir)")
+    demo.add_argument("--keep-running", action="store_true", help="keep the fleet up until Ctrl-C")
+    demo.set_defaults(handler=cmd_demo, log_level="info")
+
+    from reconciler.trust.signing import add_subcommands as add_signing_commands
+
+    add_signing_commands(commands)  # keygen, sign, verify
+    from reconciler.history.report import add_subcommands as add_audit_commands
+
+    add_audit_commands(commands)  # audit, report
+    from reconciler.cli.scaffold import add_subcommands as add_release_commands
+
+    add_release_commands(commands)  # init, schema, add-version
+    from reconciler.cli.retry import add_subcommands as add_rollout_commands
+
+    add_rollout_commands(commands)  # rollout retry
+    return parser
+
+
+RUN_EXAMPLE = """example:
+  reconciler run --repo https://git.example.com/fleet.git --site store-berlin-01 \\
+      --state /var/lib/reconciler --listen 127.0.0.1:8080 --trust-key /etc/reconciler/fleet.pub
+
+  or with every setting in a file (see README.md, "Configuring a site"):
+  reconciler run --config /etc/reconciler/site.yaml
+"""
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from reconciler.cli.artifact_check import ArtifactOptions
+    from reconciler.cli.validate import render, validate_path
+
+    options = ArtifactOptions.from_args(args)
+    loaded, findings = validate_path(args.path, options if args.artifacts else None)
+    print(render(findings, args.format, files=loaded.files, documents=loaded.documents).rstrip("\n"))
+    return EXIT_FINDING if any(f.severity == "error" for f in findings) else EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from reconciler.agent.statedir import StateDir
+    from reconciler.delivery.model import SiteState
+    from reconciler.delivery.plan import plan_site
+    from reconciler.gitdoor.source import open_revision
+    from reconciler.manifests.loader import load_directory, load_tree
+
+    now = datetime.now(UTC)
+    if args.base or args.head:
+        return _plan_impact(args, now)
+    if not args.site:
+        raise UsageError("plan needs --site NAME, or --base REV --head REV")
+    local = Path(args.repo)
+    if local.is_dir() and args.rev is None:
+        loaded, commit = load_directory(local), None
+    else:
+        with open_revision(args.repo, args.rev or "main") as (commit, files):
+            loaded = load_tree(files)
+    if loaded.errors:
+        for finding in loaded.errors:
+            print(finding.render(), file=sys.stderr)
+        return EXIT_FINDING
+    state = StateDir(args.state).load(args.site) if args.state else SiteState(site=args.site)
+    plan = plan_site(loaded.repo, args.site, state, now, commit)
+    if args.format == "json":
+        print(json.dumps(plan.to_json(), indent=2))
+    else:
+        print(render_plan_text(plan))  # a site's plan is short: markdown is the same text
+    return EXIT_FINDING if any(a.kind == "error" for a in plan.actions) else EXIT_OK
+
+
+def _plan_impact(args: argparse.Namespace, now: datetime) -> int:
+    from reconciler.cli.artifact_check import ArtifactOptions
+    from reconciler.cli.change_check import check_change
+    from reconciler.delivery.impact import render_markdown, render_text
+
+    if not (args.base and args.head):
+        raise UsageError("the fleet impact needs both --base REV and --head REV")
+    impact = check_change(args.repo, args.base, args.head, ArtifactOptions.from_args(args), now)
+    if args.format == "json":
+        print(json.dumps(impact.to_json(), indent=2))
+    else:
+        print(render_markdown(impact) if args.format == "markdown" else render_text(impact))
+    return EXIT_FINDING if impact.blocked else EXIT_OK
+
+
+def render_plan_text(plan) -> str:
+    at = f" at {plan.commit[:12]}" if plan.commit else " (working tree)"
+    lines = [f"site {plan.site}{at}: {len(plan.actions)} change(s), {len(plan.converged)} converged"]
+    for action in plan.actions:
+        to = action.target.version if action.target else "-"
+        wave = f" wave={action.target.wave}" if action.target and action.target.wave else ""
+        lines.append(f"  {action.kind:<8} {action.deployment:<28} {action.from_version or '-':>8} -> {to:<8}"
+                     f"{wave}  {action.reason}: {action.message}")
+    for target in plan.converged:
+        wave = f" wave={target.wave}" if target.wave else ""
+        lines.append(f"  {'ok':<8} {target.deployment:<28} {target.version:>8}{wave}")
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from reconciler.agent.config import build_site_config, load_site_config
+
+    overrides = {"repo": args.repo, "branch": args.branch, "site": args.site,
+                 "state": str(args.state) if args.state else None, "listen": args.listen,
+                 "interval": args.interval, "acceptHistory": args.accept_history,
+                 "trustKeys": [str(p.resolve()) for p in args.trust_keys]}
+    if args.config:
+        config = load_site_config(args.config, overrides)
+    else:
+        missing = [flag for flag, key in (("--repo", "repo"), ("--site", "site"), ("--state", "state"))
+                   if not overrides[key]]
+        if missing:
+            raise UsageError(f"run needs --config, or {', '.join(missing)}")
+        config = build_site_config({k: v for k, v in overrides.items() if v not in (None, [])})
+    if args.dry_run:
+        if not args.once:
+            raise UsageError("--dry-run goes with --once")
+        from reconciler.cli.trial import dry_run
+
+        return dry_run(config)
+    configure_logging(args.log_level, args.log_format, config.site)
+    return run_agent(config, once=args.once)
+
+
+def run_agent(config, once: bool) -> int:
+    from reconciler.agent.loop import Agent
+    from reconciler.agent.telemetry import SiteTelemetry
+
+    wake, stop, telemetry = threading.Event(), CancelToken(), SiteTelemetry(config.site)
+    cancel_on_signals(stop, also=wake)
+    with _serving(config.listen_address, config.site, wake, telemetry) as (registry, metrics):
+        agent = Agent(config, registry, metrics, wake, stop, telemetry)
+        agent.start()
+        try:
+            if once:
+                result = agent.reconcile_once()
+                if isinstance(result.error, Cancelled):
+                    return EXIT_OK  # asked to stop: not a failed reconcile
+                if result.record is not None:
+                    print(json.dumps(result.record.model_dump(mode="json"), indent=2))
+                return EXIT_FINDING if result.error or (result.record and result.record.state != "success") else EXIT_OK
+            agent.run(stop)
+            return EXIT_OK
+        finally:
+            agent.stop()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from reconciler.agent.apply import Applier
+    from reconciler.agent.config import build_site_config
+    from reconciler.agent.statedir import StateDir
+    from reconciler.trust import TrustRoots
+
+    state_dir = StateDir(args.state)
+    site = _site_of_state(args.state)
+    config = build_site_config({"site": site, "repo": "-", "state": str(args.state), "listen": args.listen})
+    with _serving(config.listen_address, site) as (registry, _):
+        stop = CancelToken()
+        cancel_on_signals(stop)
+        Applier(state_dir, registry, TrustRoots()).restore(state_dir.load(site))
+        stop.wait()
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from reconciler.history.audit import open_fleet
+    from reconciler.history.origin import status_records
+    from reconciler.manifests.loader import load_tree
+    from reconciler.status.matrix import build_matrix, render_markdown, render_text
+
+    with open_fleet(args.repo, args.branch) as opened:
+        fleet = load_tree(opened.source.files(opened.head)).repo
+        records, note = status_records(opened, args.repo)
+    if note:
+        print(f"reconciler: {note}", file=sys.stderr)
+    stale_after = fleet.fleet.spec.staleAfter if fleet.fleet else timedelta(minutes=10)
+    matrix = build_matrix(records, fleet.sites, datetime.now(UTC), stale_after)
+    if args.format == "json":
+        print(json.dumps(matrix.to_json(), indent=2))
+    else:
+        print(render_markdown(matrix) if args.format == "markdown" else render_text(matrix))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from reconciler.devtools.demo import run_demo
+
+    return run_demo(sites=args.sites, workdir=args.workdir, keep_running=args.keep_running)
+
+
+def _site_of_state(state: Path) -> str:
+    try:
+        return json.loads((state / "state.json").read_text())["site"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise UsageError(f"{state} holds no readable state.json: {exc}") from exc
+
+
+class _serving:
+    """The inference server of a site, in this process, for as long as the block runs: OIP v2,
+    Prometheus metrics (which canary analyses read) and OFREP flags for local applications."""
+
+    def __init__(self, address: tuple[str, int] | None, site: str, wake: threading.Event | None = None,
+                 telemetry: SiteTelemetry | None = None):
+        self.address, self.site, self.wake, self.telemetry = address, site, wake, telemetry
+        self.server = None
+
+    def __enter__(self):
+        if self.address is None:
+            return None, None
+        from reconciler.runtime.hooks import hook_routes
+        from reconciler.runtime.metrics import RuntimeMetrics
+        from reconciler.runtime.ofrep import ofrep_routes
+        from reconciler.runtime.registry import ModelRegistry
+        from reconciler.runtime.server import RuntimeServer, build_app
+
+        registry = ModelRegistry()
+        metrics = RuntimeMetrics(registry)
+        routes = ofrep_routes(registry.flags) + (hook_routes(self.wake) if self.wake is not None else [])
+        if self.telemetry is not None:
+            routes += self.telemetry.routes()
+            metrics.collectors.register(self.telemetry)
+        app = build_app(registry, site=self.site, metrics=metrics, extra_routes=routes)
+        self.server = RuntimeServer(app, *self.address)
+        self.server.start()
+        logging.getLogger("reconciler").info("%s: serving on http://%s:%d", self.site, self.address[0], self.server.port)
+        return registry, metrics
+
+    def __exit__(self, *exc) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

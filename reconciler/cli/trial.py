@@ -1,0 +1,46 @@
+"""`reconciler run --once --dry-run`: what this site would do now, from its config, its state
+directory and the fleet's status records (so the wave gates are the agent's), and nothing
+written anywhere: no status record, no forge status, no state change, no download, no lock. A
+trial run on a site that is not set up yet (no trust key, say) can therefore never tell the rest
+of the fleet anything."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+
+from reconciler.agent.config import SiteConfig
+from reconciler.agent.statedir import StateDir
+from reconciler.delivery.plan import Plan, plan_site, rollout_of
+from reconciler.history.audit import open_fleet
+from reconciler.manifests.loader import load_tree
+
+
+def dry_run(config: SiteConfig, as_json: bool = False) -> int:
+    """Prints the plan; 1 when the site could not do what the fleet asks (an ``error`` action)."""
+    from reconciler.cli.main import EXIT_FINDING, EXIT_OK, render_plan_text
+
+    with open_fleet(config.repo, config.branch) as opened:
+        loaded = load_tree(opened.source.files(opened.head))
+        if loaded.errors:
+            for finding in loaded.errors:
+                print(finding.render(), file=sys.stderr)
+            return EXIT_FINDING
+        rollouts = any(rollout_of(loaded.repo, d) for d in loaded.repo.deployments.values())
+        records = opened.status().latest if rollouts and config.statusRepo is None else {}
+        head = opened.head
+    if rollouts and config.statusRepo is not None:
+        with open_fleet(config.statusRepo, config.branch) as status:
+            records = status.status().latest
+    if not (config.trustKeys or config.trustIdentities):
+        print(f"{config.site}: no trust keys or identities configured: every artifact signature would be refused "
+              "(NoTrustedKeys, a site condition)", file=sys.stderr)
+    state = StateDir(config.state).load(config.site)  # read only: no lock, no write
+    plan = plan_site(loaded.repo, config.site, state, datetime.now(UTC), head, records)
+    print(json.dumps(plan.to_json(), indent=2) if as_json else render_plan_text(plan) + "\n(dry run: nothing written)")
+    return EXIT_FINDING if _has_error(plan) else EXIT_OK
+
+
+def _has_error(plan: Plan) -> bool:
+    return any(action.kind == "error" for action in plan.actions)

@@ -1,0 +1,2 @@
+"""The door to git: the fleet repository as a source of revisions and trees. (Not named `git`, which
+would shadow GitPython's package.)"""

@@ -1,0 +1,107 @@
+"""One commit's files read by path straight from the site's Git cache, for repo-relative artifact
+URIs: no checkout, so a site reads (and, in a partial clone, downloads) only the blobs it
+deploys, not every other site's models.
+
+A path is resolved entry by entry through the commit's trees, as the kernel would walk a
+checkout: a symlink is followed within the tree, relative to the directory that holds it, and a
+link that leaves the tree (an absolute target, or more ``..`` than there are directories) is
+refused, as is a ``..`` in the URI itself that climbs above the root."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
+
+import git
+
+from reconciler.errors import Stalled
+
+if TYPE_CHECKING:
+    from reconciler.gitdoor.source import GitSource
+
+MAX_SYMLINK_HOPS = 40  # Linux's limit before ELOOP
+_SYMLINK = 0o120000
+_REGULAR_FILES = (0o100644, 0o100755)
+
+
+class CommitTree:
+    """``fetch.RepoTree`` over one commit of a ``GitSource``'s cache."""
+
+    def __init__(self, source: GitSource, commit: str):
+        self._source = source
+        self.commit = commit
+
+    @contextmanager
+    def open_file(self, path: str, timeout: float) -> Iterator[int]:
+        """The blob at ``path``, streamed by ``git cat-file`` through a pipe (its read end is what
+        this yields); a blob the cache lacks is fetched first, alone, within ``timeout`` seconds
+        (an artifact's deadline, not the short one of a manifest fetch)."""
+        blob = self._resolve(path)
+        self._source.fetch_missing([blob], timeout)
+        command = [git.Git.GIT_PYTHON_GIT_EXECUTABLE, "--git-dir", str(self._source.repo.git_dir),
+                   "cat-file", "blob", blob]
+        reader = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert reader.stdout is not None and reader.stderr is not None
+        try:
+            yield reader.stdout.fileno()
+        except BaseException:
+            reader.kill()
+            raise
+        finally:
+            reader.stdout.close()  # a git still writing gets SIGPIPE: the reader had all it wanted
+            stderr = reader.stderr.read().decode("utf-8", "replace").strip()
+            reader.stderr.close()
+            status = reader.wait()
+        if status not in (0, -signal.SIGPIPE):
+            raise Stalled("SourceCacheCorrupt", f"git cat-file {blob} ({path}) in {self._source.repo.git_dir}: {stderr}")
+
+    def _resolve(self, path: str) -> str:
+        """The id of the regular file ``path`` names, links followed."""
+        root = git.Commit(self._source.repo, bytes.fromhex(self.commit)).tree
+        trees = [root]  # the directories walked into, the root first
+        parts = deque(PurePosixPath(path).parts)
+        hops = 0
+        while parts:
+            name = parts.popleft()
+            if name == "..":
+                if len(trees) == 1:
+                    raise _escape(path, hops)
+                trees.pop()
+                continue
+            entry = _entry(trees[-1], name)
+            if entry is None:
+                raise Stalled("ArtifactNotFound", f"{path}: no such file in commit {self.commit}")
+            if entry.mode == _SYMLINK:
+                hops += 1
+                if hops > MAX_SYMLINK_HOPS:
+                    raise Stalled("UnsafeRepoPath", f"{path}: more than {MAX_SYMLINK_HOPS} symbolic links in a row")
+                target = os.fsdecode(self._source.read_blobs([entry.hexsha])[entry.hexsha])
+                if target.startswith("/"):
+                    raise _escape(path, hops, f"{entry.path} links to {target!r}")
+                parts.extendleft(reversed(PurePosixPath(target).parts))
+            elif entry.type == "tree":
+                trees.append(entry)
+            elif entry.mode in _REGULAR_FILES and not parts:
+                return entry.hexsha
+            else:  # a file used as a directory, or a submodule
+                raise Stalled("ArtifactNotFound", f"{path}: {entry.path} is not a regular file in commit {self.commit}")
+        raise Stalled("ArtifactNotFound", f"{path}: a directory, not a file, in commit {self.commit}")
+
+
+def _entry(tree: git.Tree, name: str) -> git.objects.base.IndexObject | None:
+    for entry in tree:
+        if entry.name == name:
+            return entry
+    return None
+
+
+def _escape(path: str, hops: int, how: str = "") -> Stalled:
+    if hops:  # the repository holds a link out of itself
+        return Stalled("UnsafeRepoPath", f"{path}: {how or 'a symbolic link leads'} outside the repository")
+    return Stalled("ArtifactPathEscapes", f"{path}: '..' leads outside the repository")

@@ -1,0 +1,361 @@
+"""The content-addressed blob store and the ingest of artifacts into it.
+
+    <state>/blobs/sha256/<hex>   verified artifacts, read-only, named by their digest
+    <state>/blobs/tmp/<hex>.part downloads in progress (same file system, so the final rename is atomic)
+    <state>/blobs/tmp/<hex>.kept how many bytes of that part file a stopped download left on disk
+
+Bytes are hashed as they stream in and written to a temp file; only a file whose size and digest
+match the manifest is renamed into ``blobs/sha256``. So a blob that exists is a verified blob, and
+nothing partial or unverified is ever visible there. A download that fails for a reason that may
+pass (a lost connection, a deadline, a stopped agent) leaves its part file, and the next ingest of
+the same digest, in this run or after a restart, asks only for the rest: from the very byte where
+it stopped, or, after a crash, from a few chunks before the end of what it finds. Where bytes come
+from, and how (timeouts, redirects, credentials, resume), is ``reconciler.ingest.fetch``; how they are
+hashed and written (in chunks, on helper threads, with direct I/O), ``reconciler.ingest.sink``.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import mmap
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.atomicfile import atomic_write_bytes, fsync_dir
+from reconciler.cancel import CancelToken
+from reconciler.errors import ReconcilerError, Stalled, Transient
+from reconciler.ingest.fetch import (
+    AuthConfig,
+    Body,
+    Deadline,
+    FetchLimits,
+    RepoRoot,
+    open_source,
+    with_retries,
+)
+from reconciler.ingest.progress import DownloadProgress
+from reconciler.ingest.sink import BUFFERS, Sink, chunk_size_for
+from reconciler.manifests.models import Artifact
+
+__all__ = ["ArtifactStore", "AuthConfig", "FetchLimits", "Ingested", "fetch_bytes"]
+
+COMPANION_MAX_BYTES = 64 << 10
+DEFAULT_LIMITS = FetchLimits()
+_DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
+
+
+@dataclass(frozen=True)
+class Ingested:
+    path: Path
+    digest: str  # "sha256:<hex>"
+    sha256: bytes  # the raw 32-byte digest, for signature checks over the blob's hash
+    size: int
+    fetched: bool  # False: the blob was already in the store
+
+
+class ArtifactStore:
+    """The verified blobs of one state directory (``root`` is the state directory).
+    ``count_bytes`` is told every downloaded byte (the agent's metrics)."""
+
+    def __init__(self, root: Path, count_bytes: Callable[[int], None] | None = None):
+        self.blobs = Path(root) / "blobs" / "sha256"
+        self.tmp = Path(root) / "blobs" / "tmp"
+        self.count_bytes = count_bytes
+
+    def path_for(self, digest: str) -> Path:
+        return self.blobs / _hex_of(digest)
+
+    def has(self, digest: str) -> bool:
+        return self.path_for(digest).is_file()
+
+    def ingest(self, artifact: Artifact, repo_root: RepoRoot, limits: FetchLimits = DEFAULT_LIMITS,
+               stop: CancelToken | None = None) -> Ingested:
+        """Make the artifact present in the store, verified against its manifest size and digest.
+        A download cut off midway is resumed, by the next attempt or the next ingest, when the
+        server allows ranges; ``stop`` cuts it off within a read (Cancelled)."""
+        path = self.path_for(artifact.digest)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            pass
+        else:
+            # The bytes were proven once; a manifest that misstates their size is still refused,
+            # as it would be on a site that has to download them.
+            if size != artifact.size:
+                reason = "ArtifactTooLarge" if size > artifact.size else "ArtifactSizeMismatch"
+                raise Stalled(reason, f"{artifact.uri}: manifest size {artifact.size}, but {artifact.digest} has {size} bytes")
+            return Ingested(path, artifact.digest, bytes.fromhex(path.name), size, fetched=False)
+        if artifact.size > limits.max_bytes:
+            raise Stalled(
+                "ArtifactTooLarge",
+                f"{artifact.uri}: manifest size {artifact.size} exceeds this site's limit of {limits.max_bytes} bytes",
+            )
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        self._ensure_room(artifact)
+        deadline = Deadline(limits.deadline, artifact.uri, stop)
+        progress = DownloadProgress(artifact.uri, artifact.size, self.count_bytes)
+        with progress, _Download(self.tmp, artifact, progress.update, progress.left) as download:
+            progress.begin(download.kept)
+            sha = download.fetch(repo_root, limits, deadline)
+            if download.kept and f"sha256:{sha.hexdigest()}" != artifact.digest:
+                # Bytes kept from an earlier run may not be the server's: a crash before they reached
+                # the disk, or a file replaced on the server since. They decide nothing: once more from byte 0.
+                download.start_over()
+                sha = download.fetch(repo_root, limits, deadline)
+            if f"sha256:{sha.hexdigest()}" != artifact.digest:
+                raise Stalled(
+                    "ArtifactDigestMismatch",
+                    f"{artifact.uri}: expected {artifact.digest}, got sha256:{sha.hexdigest()}",
+                )
+            path = download.publish(self.path_for(artifact.digest))
+        fsync_dir(self.blobs)
+        return Ingested(path, artifact.digest, sha.digest(), artifact.size, fetched=True)
+
+    def garbage_collect(self, keep: set[str]) -> list[str]:
+        """Remove blobs whose digest is not in ``keep`` and every part file but those of ``keep``;
+        returns the removed digests. Call it only while no ingest runs (the agent holds the state lock)."""
+        keep_hex = {_hex_of(digest) for digest in keep}
+        removed = []
+        for blob in sorted(self.blobs.glob("*")):
+            if _DIGEST.match(f"sha256:{blob.name}") and blob.name not in keep_hex:
+                blob.unlink()
+                removed.append(f"sha256:{blob.name}")
+        for leftover in self.tmp.glob("*"):
+            name, dot, suffix = leftover.name.partition(".")
+            if name not in keep_hex or dot + suffix not in (".part", ".kept"):
+                leftover.unlink()
+        if removed:
+            fsync_dir(self.blobs)
+        return removed
+
+    def _ensure_room(self, artifact: Artifact) -> None:
+        # Filling the disk would also break the atomic writes of state.json: refuse up front.
+        fs = os.statvfs(self.tmp)
+        free = fs.f_bavail * fs.f_frsize
+        try:
+            needed = artifact.size - (self.tmp / f"{_hex_of(artifact.digest)}.part").stat().st_size
+        except FileNotFoundError:
+            needed = artifact.size
+        if free < needed:
+            raise Transient("DiskFull", f"{artifact.uri} needs {needed} more bytes, {self.tmp} has {free} free")
+
+
+def fetch_bytes(
+    uri: str,
+    repo_root: RepoRoot,
+    limits: FetchLimits = DEFAULT_LIMITS,
+    max_bytes: int = COMPANION_MAX_BYTES,
+    stop: CancelToken | None = None,
+) -> bytes:
+    """A small companion file (a signature, a bundle) by the same URI rules as artifacts."""
+    deadline = Deadline(limits.deadline, uri, stop)
+
+    def read_all() -> bytes:
+        buffer = memoryview(bytearray(max_bytes + 1))
+        received = 0
+        with open_source(uri, repo_root, limits, deadline) as opened:
+            while received <= max_bytes and (n := opened.body.readinto(buffer[received:])):
+                received += n
+        if received > max_bytes:
+            raise Stalled("ArtifactTooLarge", f"{uri}: more than {max_bytes} bytes")
+        return bytes(buffer[:received])
+
+    return with_retries(limits, deadline, read_all)
+
+
+# --- one download ---------------------------------------------------------------------------------
+
+class _Download:
+    """The part file of one ingest and the chunk being filled. It outlives a failed attempt, so the
+    next one can resume at the very byte where the last one stopped: a chunk cut off midway is kept
+    and filled further. Full chunks go to the ``Sink``, which hashes them in order and writes them.
+
+    When the ingest ends with a failure that may pass (a stop, a connection lost for good), the chunk
+    being filled is written too and, once everything is on disk, the ``.kept`` file beside the part
+    file records how many bytes it holds. The next ingest of the same digest takes all of them up:
+    it hashes them again (reading is far cheaper than downloading) and asks for the rest. A part
+    file without that record is what a crash left: its last chunks may not have been written (the
+    writers run out of order, at most ``BUFFERS`` chunks in flight), so all but those are taken up.
+    ``kept`` says how many bytes came from the part file."""
+
+    def __init__(self, tmp_dir: Path, artifact: Artifact, report: Callable[[int], None],
+                 left: Callable[[int], None]):
+        self.uri = artifact.uri
+        self._report = report  # told the bytes received so far
+        self._left = left  # told, when the ingest fails, how many bytes the next one starts from
+        self.limit = artifact.size  # one byte more proves the source larger than the manifest says
+        self.path = tmp_dir / f"{_hex_of(artifact.digest)}.part"
+        self._kept_record = self.path.with_suffix(".kept")
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise _store_error(exc, tmp_dir) from exc
+        self.received = 0
+        self._resumable = False
+        self._chunk: mmap.mmap | None = None
+        self._filled = 0  # bytes of the received ones that are in ``_chunk``
+        try:
+            self._sink = Sink(self._fd, chunk_size_for(self.limit + 1), lambda exc: _store_error(exc, self.path))
+        except OSError as exc:
+            self._discard()
+            raise _store_error(exc, self.path) from exc
+        try:
+            self.kept = self._take_up_leftover()
+        except BaseException:
+            self._sink.close()
+            self._discard()
+            raise
+
+    def __enter__(self) -> _Download:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, Transient) and self.received:
+            self._left(self._keep())
+        else:
+            self._sink.close()
+            self._discard()
+
+    def fetch(self, repo_root: RepoRoot, limits: FetchLimits, deadline: Deadline) -> hashlib._Hash:
+        with_retries(limits, deadline, lambda: self.attempt(repo_root, limits, deadline))
+        return self.finish()
+
+    def start_over(self) -> None:
+        self.kept = 0
+        self._restart()
+
+    def attempt(self, repo_root: RepoRoot, limits: FetchLimits, deadline: Deadline) -> None:
+        """One try at the missing bytes: from where the last try stopped if the source can resume,
+        else from the start."""
+        offset = self.received if self._resumable else 0
+        with open_source(self.uri, repo_root, limits, deadline, offset, self.limit) as opened:
+            if opened.start != self.received:
+                self._restart()
+            self._resumable = opened.resumable
+            self._fill(opened.body, deadline)
+        if self.received < self.limit:
+            raise Stalled("ArtifactSizeMismatch", f"{self.uri}: {self.received} bytes, the manifest says {self.limit}")
+
+    def _fill(self, body: Body, deadline: Deadline) -> None:
+        """Append what ``body`` yields, up to one byte past the limit; a read that fails leaves
+        the chunk as it is for the next attempt."""
+        while True:
+            deadline.check()
+            if self._chunk is None:
+                self._chunk = self._sink.take()
+            with memoryview(self._chunk) as view:
+                n = body.readinto(view[self._filled : self._filled + self.limit + 1 - self.received])
+            if n == 0:
+                self._hand_over()
+                return
+            self._filled += n
+            self.received += n
+            self._report(self.received)
+            if self.received > self.limit:
+                raise Stalled("ArtifactTooLarge", f"{self.uri}: more than the {self.limit} bytes the manifest says")
+            if self._filled == len(self._chunk):
+                self._hand_over()
+
+    def _hand_over(self) -> None:
+        if self._filled:
+            self._sink.put(self._chunk, self._filled, self.received - self._filled)
+        elif self._chunk is not None:
+            self._sink.give_back(self._chunk)
+        self._chunk, self._filled = None, 0
+
+    def _keep(self) -> int:
+        """Put everything received on disk and record how much that is, for the next ingest of this
+        digest; returns where that one will resume. The part file is closed, not removed."""
+        try:
+            self._hand_over()
+            self._sink.finish(self.received)
+            atomic_write_bytes(self._kept_record, str(self.received).encode(), 0o600)
+            recorded = True
+        except (ReconcilerError, OSError):
+            recorded = False  # the disk failed: the next ingest takes the part file up as after a crash
+        finally:
+            self._sink.close()
+        try:
+            return self._resume_point(recorded)
+        finally:
+            os.close(self._fd)
+
+    def _take_up_leftover(self) -> int:
+        try:
+            recorded = self._kept_record.read_bytes()
+            # Gone before anything is written again: it speaks only of the bytes it found.
+            self._kept_record.unlink()
+        except FileNotFoundError:
+            recorded = b""
+        except OSError as exc:
+            raise _store_error(exc, self._kept_record) from exc
+        try:
+            size = os.fstat(self._fd).st_size
+            kept = self._resume_point(recorded=recorded.isdigit() and int(recorded) == size)
+            os.ftruncate(self._fd, kept)
+            self._chunk = self._sink.take_up(kept)
+        except OSError as exc:
+            raise _store_error(exc, self.path) from exc
+        self._filled = kept % self._sink.chunk_size
+        self.received = kept
+        self._resumable = kept > 0  # the first attempt asks for the rest; a source that cannot resume sends all
+        return kept
+
+    def _resume_point(self, recorded: bool) -> int:
+        """Where an ingest starts in the part file: at its end if ``recorded`` (all of it reached the
+        disk), else at a chunk boundary before the last ``BUFFERS`` chunks, which may have holes."""
+        size = os.fstat(self._fd).st_size
+        chunk = self._sink.chunk_size
+        usable = size if recorded else max(0, size - BUFFERS * chunk) // chunk * chunk
+        # At least one byte is asked for, or a server could not say whether there are more.
+        return min(usable, self.limit - 1)
+
+    def _restart(self) -> None:
+        """Start over from byte 0 (the source cannot resume)."""
+        self._filled = 0
+        self._hand_over()
+        self._sink.restart()
+        self.received = 0
+        self._report(0)
+        try:
+            os.ftruncate(self._fd, 0)
+        except OSError as exc:
+            raise _store_error(exc, self.path) from exc
+
+    def finish(self) -> hashlib._Hash:
+        """The hash of everything received, once it is on disk."""
+        self._sink.finish(self.received)
+        return self._sink.sha
+
+    def publish(self, path: Path) -> Path:
+        try:
+            os.fchmod(self._fd, 0o444)
+            os.replace(self.path, path)
+        except OSError as exc:
+            raise _store_error(exc, path) from exc
+        if self._sink.direct:
+            # Direct writes left the page cache cold, and validation and activation read the blob next.
+            os.posix_fadvise(self._fd, 0, self.received, os.POSIX_FADV_WILLNEED)
+        return path
+
+    def _discard(self) -> None:
+        os.close(self._fd)
+        self.path.unlink(missing_ok=True)
+
+
+def _hex_of(digest: str) -> str:
+    match = _DIGEST.match(digest)
+    if not match:
+        raise Stalled("DigestInvalid", f"{digest!r} is not a sha256:<64 hex> digest")
+    return match.group(1)
+
+
+def _store_error(exc: OSError, where: Path) -> ReconcilerError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return Transient("DiskFull", f"writing {where}: {exc.strerror}")
+    return Transient("StoreWriteFailed", f"writing {where}: {exc.strerror or exc}")

@@ -1,0 +1,90 @@
+"""What a site proves of an artifact before it may serve it: the bytes, hashed while they stream
+in, match the manifest's size and digest, and a signer the site trusts signed them. The agent
+(``apply.py``) and ``reconciler validate --artifacts`` (``artifact_check.py``) run these same
+functions, so a fleet that passes the check passes the sites' checks too.
+
+Each step raises the site's own Stalled or Transient error. A file that is a Git LFS pointer
+rather than the model is named as such: a site reads the Git tree, where only the pointer lives."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from urllib.parse import urlsplit
+
+from reconciler.cancel import CancelToken
+from reconciler.errors import ReconcilerError, Stalled
+from reconciler.ingest.artifacts import ArtifactStore, FetchLimits, Ingested, fetch_bytes
+from reconciler.ingest.fetch import RepoRoot
+from reconciler.manifests.models import Artifact, Signers
+from reconciler.trust import TrustRoots, Verified, narrow, verify_artifact_signature
+
+SIGNATURE_MAX_BYTES = 256 * 1024  # a keyless bundle is ~6 KiB; model-signing grows ~150 B a file
+LFS_POINTER_MAX_BYTES = 1024  # the spec caps a pointer file at 1024 bytes
+_SIZE_OR_DIGEST = frozenset({"ArtifactSizeMismatch", "ArtifactTooLarge", "ArtifactDigestMismatch"})
+_LFS_POINTER = re.compile(rb"^version https://git-lfs\.github\.com/spec/v1\n(?:.*\n)*?oid (\S+)\nsize (\d+)\n")
+
+
+@dataclass(frozen=True)
+class LfsPointer:
+    oid: str  # "sha256:<hex>"
+    size: int
+
+
+def verified_artifact(store: ArtifactStore, artifact: Artifact, signers: Signers | None, roots: TrustRoots,
+                      repo_root: RepoRoot, limits: FetchLimits, stop: CancelToken | None = None) -> Ingested:
+    """The artifact's bytes in the store, and a signature over them by a signer the site trusts
+    (narrowed, never widened, by the version's own ``signers``)."""
+    ingested = ingest(store, artifact, repo_root, limits, stop)
+    verify_signature(ingested, artifact, signature_roots(roots, signers), repo_root, limits, stop)
+    return ingested
+
+
+def ingest(store: ArtifactStore, artifact: Artifact, repo_root: RepoRoot, limits: FetchLimits,
+           stop: CancelToken | None = None) -> Ingested:
+    try:
+        return store.ingest(artifact, repo_root, limits, stop)
+    except Stalled as error:
+        pointer = lfs_pointer_at(artifact.uri, repo_root, limits) if error.reason in _SIZE_OR_DIGEST else None
+        if pointer is None:
+            raise
+        raise Stalled("ArtifactIsLfsPointer", lfs_message(artifact, pointer)) from error
+
+
+def signature_roots(roots: TrustRoots, signers: Signers | None) -> TrustRoots:
+    return narrow(roots, signers.identities, signers.keys) if signers else roots
+
+
+def signature_bytes(artifact: Artifact, repo_root: RepoRoot, limits: FetchLimits,
+                    stop: CancelToken | None = None) -> bytes:
+    return fetch_bytes(artifact.signature.uri, repo_root, limits, SIGNATURE_MAX_BYTES, stop)
+
+
+def verify_signature(ingested: Ingested, artifact: Artifact, roots: TrustRoots, repo_root: RepoRoot,
+                     limits: FetchLimits, stop: CancelToken | None = None) -> Verified:
+    signature = signature_bytes(artifact, repo_root, limits, stop)
+    file_name = PurePosixPath(urlsplit(artifact.uri).path).name
+    return verify_artifact_signature(ingested.sha256, file_name, signature, artifact.signature.format, roots)
+
+
+def lfs_pointer_at(uri: str, repo_root: RepoRoot, limits: FetchLimits) -> LfsPointer | None:
+    """The Git LFS pointer at ``uri``, if the file there is one (read no further than a pointer can be)."""
+    try:
+        return parse_lfs_pointer(fetch_bytes(uri, repo_root, limits, LFS_POINTER_MAX_BYTES))
+    except ReconcilerError:
+        return None
+
+
+def parse_lfs_pointer(data: bytes) -> LfsPointer | None:
+    match = _LFS_POINTER.match(data)
+    if match is None:
+        return None
+    return LfsPointer(match.group(1).decode("ascii", "replace"), int(match.group(2)))
+
+
+def lfs_message(artifact: Artifact, pointer: LfsPointer) -> str:
+    same = " (the object the manifest pins)" if pointer.oid == artifact.digest else ""
+    return (f"{artifact.uri}: this is a Git LFS pointer: the repository holds a pointer to {pointer.oid}"
+            f"{same}, {pointer.size} bytes, not the model, and sites read only the Git tree; commit the file "
+            f"itself (git lfs migrate export --include={artifact.uri}), or publish it over https and point uri there")
