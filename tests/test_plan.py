@@ -82,6 +82,16 @@ def test_unknown_site_is_an_error_not_a_removal():
     assert [(a.kind, a.reason) for a in plan.actions] == [("error", "SiteNotInFleet")]
 
 
+@pytest.mark.parametrize(("given", "said"), [
+    ("store-lyon-1", "no Site named 'store-lyon-1' in the fleet repo (did you mean 'store-lyon-01'?)"),
+    ("factory-x", "no Site named 'factory-x' in the fleet repo"),
+])
+def test_an_unknown_site_name_gets_a_did_you_mean(given, said):
+    repo = fleet_repo([site("store-lyon-01"), site("store-paris-01")], [model()], [deployment()])
+    (error,) = plan_site(repo, given, serving("1.0.0", DIGEST_A), NOW, None).actions
+    assert error.message == said
+
+
 def test_plan_records_wave_and_reports_converged():
     rollout = {"waves": [{"name": "canary", "selector": {"matchLabels": {"ring": "0"}}},
                          {"name": "all", "percent": 100}]}

@@ -14,7 +14,7 @@ import pytest
 from reconciler.devtools.githttp import run_git
 from reconciler.errors import Transient
 from reconciler.gitdoor.source import GitSource
-from reconciler.status.gitref import STATUS_REF_PREFIX, StatusRefs, record_json
+from reconciler.status.gitref import STATUS_REF_PREFIX, StatusRefs, _commit_message, record_json
 from reconciler.status.record import DeploymentStatus, StatusRecord
 
 if TYPE_CHECKING:
@@ -231,3 +231,15 @@ def test_read_all_scales_to_a_thousand_sites(fleet_remote: FleetRemote, open_ref
 
     assert sorted(fleet) == sites and fleet["site-0999"] == record("site-0999")
     print(f"\nread_all of {len(sites)} sites: {elapsed * 1000:.0f} ms")
+
+
+@pytest.mark.parametrize(("state", "reason", "subject"), [
+    ("success", "Converged", "store-1: fraud 1.0.0 success (Converged)"),
+    ("error", "InvalidManifests", "store-1: error (InvalidManifests); fraud 1.0.0 success (Converged)"),
+    ("error", "Converged", "store-1: fraud 1.0.0 success (Converged)"),  # a deployment's own error says it
+])
+def test_a_site_level_error_leads_the_subject(state: str, reason: str, subject: str) -> None:
+    """git log of a status ref is the audit trail: its one-line subjects must not read as all well
+    while the site could not even read the fleet repo."""
+    site_record = record("store-1").model_copy(update={"state": state, "reason": reason})
+    assert _commit_message(site_record).splitlines()[0] == subject

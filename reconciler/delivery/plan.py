@@ -3,6 +3,7 @@ run and what has to happen to get there. No I/O, no clock: everything comes in a
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections import Counter
 from collections.abc import Mapping
@@ -132,7 +133,10 @@ def plan_site(repo: FleetRepo, site_name: str, actual: SiteState, now: datetime,
     (every targeted site may move at once), as for a plan read from a repo alone."""
     site = repo.sites.get(site_name)
     if site is None:
-        error = Action("error", "*", "*", None, None, "SiteNotInFleet", f"no Site named {site_name!r} in the fleet repo")
+        close = difflib.get_close_matches(site_name, repo.sites, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        error = Action("error", "*", "*", None, None, "SiteNotInFleet",
+                       f"no Site named {site_name!r} in the fleet repo{hint}")
         return Plan(site_name, commit, (error,), ())
     actions: list[Action] = []
     converged: list[Target] = []

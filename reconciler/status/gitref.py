@@ -195,9 +195,13 @@ def _refusals(porcelain: str) -> list[str]:
 
 
 def _commit_message(record: StatusRecord) -> str:
-    """Subject: each deployment's state and version, a move shown as ``old->new``, then why."""
+    """Subject: each deployment's state and version, a move shown as ``old->new``, then why; a
+    site-level error (the repo unreadable, manifests invalid) first, for the deployments keep the
+    picture of the last record and would read as if all were well."""
     parts = [f"{name} {status.version_shown} {status.state} ({status.reason})"
              for name, status in sorted(record.deployments.items())]
+    if parts and record.state == "error" and all(s.reason != record.reason for s in record.deployments.values()):
+        parts.insert(0, f"error ({record.reason})")
     subject = f"{record.site}: {'; '.join(parts) if parts else f'{record.state} ({record.reason})'}"
     body = f"{record.reason}: {record.message}" if record.message else record.reason
     return f"{subject}\n\n{body}\n"
