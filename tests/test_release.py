@@ -390,3 +390,12 @@ def test_a_fleet_from_scratch_converges_and_serves_the_users_own_model(tmp_path,
                 assert version == "1.1.0" and output == pytest.approx(want, abs=1e-4)
         finally:
             stop_all(process for _, process in agents.values())
+
+
+def test_cases_that_are_no_list_are_refused_in_a_sentence(commented_fleet, capsys):
+    fleet = commented_fleet["fleet"]
+    args = not_cases(commented_fleet)
+    assert reconciler("add-version", *args, "--repo", fleet, "--key", commented_fleet["key"]) == 1
+    err = capsys.readouterr().err
+    assert "must hold a list of validation cases" in err and "the file: Input should be a valid list" in err
+    assert "errors.pydantic.dev" not in err and "validation error for" not in err

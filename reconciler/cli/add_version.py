@@ -200,8 +200,10 @@ def _read_cases(path: Path | None) -> list[ValidationCase]:
     except yaml.YAMLError as exc:
         raise Stalled("CasesInvalid", f"{path} is not YAML: {exc}") from None
     except ValidationError as exc:
+        said = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'the file'}: {e['msg']}"
+                         for e in exc.errors(include_url=False)[:5])
         raise Stalled("CasesInvalid", f"{path} must hold a list of validation cases "
-                                      f"({{name, inputs, expected, tolerance}}): {exc}") from None
+                                      f"({{name, inputs, expected, tolerance}}): {said}") from None
 
 
 def _signed(release: Release) -> tuple[trust.TrustRoots, SignResult]:
