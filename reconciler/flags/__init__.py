@@ -40,6 +40,7 @@ __all__ = [
     "bucket",
     "evaluate",
     "evaluate_all",
+    "murmur",  # the module: the canary's bucketing reads it directly
     "murmur3_x86_32",
     "site_context",
     "targeting_errors",

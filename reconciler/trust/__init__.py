@@ -32,6 +32,8 @@ __all__ = [
     "KeylessIdentity", "TrustRoots", "TrustedKey", "Verified", "detect_format", "generate_private_key",
     "load_private_key", "load_public_key", "narrow", "private_key_pem", "public_key_pem", "sign_digest",
     "verify_artifact_signature", "verify_cosign", "verify_signature",
+    # Modules: the commit signature policy, and `reconciler sign` with its key handling.
+    "commitpolicy", "signing",
 ]
 
 
