@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 LOCK_COMMAND = $(VENV)/bin/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
 	--generate-hashes --quiet -o $(LOCK)
 
-.PHONY: demo test test-suite smoke bench lint lock schemas example-models clean
+.PHONY: demo test test-suite test-fast smoke bench lint lock schemas example-models clean
 
 $(STAMP): $(LOCK) pyproject.toml
 	rm -rf $(VENV)
@@ -33,8 +33,13 @@ test-suite: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
+# The unit suite alone (tests/unit: the pure core and seams with tiny fakes; no git server, agent
+# process, onnxruntime session or HTTP server): under a minute on 2 cores. tests/integration has the rest.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q tests/unit
+
 # Under each other supported Python: a fresh venv from the lock, then two real sites converge,
-# move to a new version and serve it (tests/test_e2e.py), and the fleet cache reads trees.
+# move to a new version and serve it (tests/integration/test_e2e.py), and the fleet cache reads trees.
 smoke:
 	@set -e; for version in $(OTHER_PYTHONS); do \
 	  python=$$(scripts/find-python $$version) || { echo "smoke: SKIPPED Python $$version: not installed on this box"; continue; }; \
@@ -46,7 +51,7 @@ smoke:
 	    touch $$venv/.installed; \
 	  fi; \
 	  echo "smoke: $$($$venv/bin/python -V) from $$python"; \
-	  $$venv/bin/python -m pytest -q -p no:cacheprovider tests/test_e2e.py tests/test_source.py tests/test_lock.py; \
+	  $$venv/bin/python -m pytest -q -p no:cacheprovider tests/integration/test_e2e.py tests/integration/test_source.py tests/unit/test_lock.py; \
 	done
 
 # Refresh the lock to the newest releases pyproject's ranges admit; run `make test` after it.

@@ -15,7 +15,7 @@ from reconciler.errors import Stalled
 from reconciler.manifests.models import CanaryStep, Deployment
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
-EXAMPLE = Path(__file__).resolve().parents[1] / "example-fleet-repo"
+EXAMPLE = Path(__file__).resolve().parents[3] / "example-fleet-repo"
 
 
 @dataclass(frozen=True)

@@ -567,7 +567,7 @@ def test_keyless_bundle_v03_alias_uses_single_certificate(sigstore, keyless_root
 
 # --- a real bundle from the public Sigstore staging instance -------------------------------------------
 
-STAGING_BUNDLE = (Path(__file__).parent / "data" / "trust" / "staging-keyless.sigstore.json").read_bytes()
+STAGING_BUNDLE = (Path(__file__).resolve().parents[2] / "data" / "trust" / "staging-keyless.sigstore.json").read_bytes()
 STAGING_DIGEST = bytes.fromhex("5e6ae9de58c1177bea615b4fcbfb2fd688e8c4b51c2e56b6a38e817833ec24a2")
 STAGING_SIGNER = KeylessIdentity("william@yossarian.net", "https://github.com/login/oauth")
 

@@ -29,7 +29,7 @@ from reconciler.cli.main import main as cli_main
 from reconciler.errors import Stalled, UsageError
 from reconciler.trust import signing
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEMO_KEYS = REPO / "example-fleet-repo" / "keys"
 PASSWORD = b"correct horse battery staple"
 BLOB = os.urandom(1 << 20) + b"tail past one chunk" * 1000  # more than one 1 MiB read

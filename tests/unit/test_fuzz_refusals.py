@@ -255,7 +255,7 @@ def test_any_bytes_as_a_manifest_become_findings(path, data):
 @functools.cache
 def example_fleet() -> tuple[list[dict[str, Any]], list[RepoFile]]:
     """The example fleet's documents, and its flag files as they are."""
-    root = Path(__file__).resolve().parents[1] / "example-fleet-repo"
+    root = Path(__file__).resolve().parents[2] / "example-fleet-repo"
     documents = [doc for path in sorted(root.rglob("*.yaml")) if ".github" not in path.parts
                  for doc in yaml.safe_load_all(path.read_text()) if doc]
     flags = [RepoFile(path.relative_to(root).as_posix(), path.name, path.read_bytes)

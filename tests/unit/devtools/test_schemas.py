@@ -14,7 +14,7 @@ from reconciler.flags import FlagFile
 from reconciler.manifests.loader import YamlLoader, is_manifest_path
 from reconciler.manifests.models import KINDS
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "example-fleet-repo"
+EXAMPLE = Path(__file__).resolve().parents[3] / "example-fleet-repo"
 KIND_SCHEMA = {"Fleet": "fleet.schema.json", "Site": "site.schema.json", "Model": "model.schema.json",
                "Deployment": "deployment.schema.json"}
 
@@ -170,7 +170,7 @@ def test_the_wheel_takes_the_schemas_and_templates_along() -> None:
     built wheel: `pip wheel --no-deps .` lists reconciler/schemas/*.json and reconciler/templates/*)."""
     import tomllib
 
-    package = Path(__file__).resolve().parents[1] / "reconciler"
+    package = Path(__file__).resolve().parents[3] / "reconciler"
     patterns = tomllib.loads((package.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     covered = {p for pattern in patterns["reconciler"] for p in package.glob(pattern)}
     shipped = {*SCHEMAS_DIR.glob("*.json"), *(package / "templates").iterdir()}

@@ -316,6 +316,6 @@ def test_agent_process_never_loads_onnxruntime(dense: Path) -> None:
     )
     done = subprocess.run(
         [sys.executable, "-c", script, str(dense), json.dumps(INTERFACE)],
-        cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=60,
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60,
     )
     assert done.stdout.strip() == "False", done.stderr

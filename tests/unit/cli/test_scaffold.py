@@ -13,7 +13,7 @@ import yaml
 from reconciler.cli.main import main
 from reconciler.devtools.schema_gen import SCHEMAS, SCHEMAS_DIR
 
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[3]
 MODELINE = "# yaml-language-server: $schema="
 
 

@@ -309,7 +309,7 @@ def test_disk_filling_up_while_writing_is_transient_and_publishes_nothing(world:
     )
     done = subprocess.run(
         [sys.executable, "-c", script, str(world.state), str(world.repo), sha(PAYLOAD), str(len(PAYLOAD))],
-        cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=60,
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60,
     )
     assert done.stdout.strip() == "DiskFull", done.stderr
     assert world.blobs() == [] and set(world.temps()) <= left_by(artifact("models/m.onnx"))

@@ -24,7 +24,7 @@ from reconciler.flags.model import FlagFile
 from reconciler.manifests.models import KINDS, Deployment, Fleet, Model, Site
 from reconciler.manifests.selectors import matches
 
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 REPO = PROJECT / "example-fleet-repo"
 
 

@@ -17,7 +17,7 @@ from reconciler.delivery.evidence import SITE_CONDITIONS, VERSION_EVIDENCE, fail
 from reconciler.delivery.gates import SiteReport, decide_gate
 from reconciler.manifests.models import Rollout
 
-PACKAGE = Path(__file__).resolve().parents[1] / "reconciler"
+PACKAGE = Path(__file__).resolve().parents[3] / "reconciler"
 RAISED = re.compile(r'(?:Stalled|Transient|Unplannable|ModelRefused)\(\s*"([A-Za-z]+)"')
 ASSIGNED = re.compile(r'reason = "([A-Za-z]+)"(?: if .* else "([A-Za-z]+)")?')
 CANARY_FAILURES = re.compile(r'return "([A-Za-z]+)", \(')

@@ -586,7 +586,7 @@ def test_an_agent_killed_mid_download_resumes_after_it_restarts(tmp_path: Path, 
         "ArtifactStore(Path(state)).ingest(wanted, None, FetchLimits(read_timeout=60))\n"
     )
     agent = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "state"), uri, DIGEST, str(len(PAYLOAD))],
-                             cwd=Path(__file__).resolve().parent.parent)
+                             cwd=Path(__file__).resolve().parents[2])
     part = tmp_path / "state" / "blobs" / "tmp" / PART
     written = CUT - CUT % chunk  # every whole chunk of what the server sent
     try:
@@ -750,7 +750,7 @@ def test_site_yaml_settings_map_to_fetch_limits(tmp_path: Path) -> None:
 
 
 def test_the_site_yaml_in_the_readme_is_a_valid_one(tmp_path: Path) -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     example = re.search(r"`site.yaml`:\n\n```yaml\n(.*?)```", readme, re.S)
     assert example, "README.md: the site.yaml example moved"
     (tmp_path / "site.yaml").write_text(example.group(1))
