@@ -12,7 +12,7 @@ keys or identities is a site condition: the digest pinned in Git was checked bef
 bytes are the ones the manifest names; whether the site trusts their signer is its own config.
 
 A reason missing from the table is a site condition: a new kind of failure must be added here on
-purpose before it can abort a rollout (tests/test_evidence.py checks every reason the code raises).
+purpose before it can abort a rollout (tests/unit/delivery/test_evidence.py checks every reason the code raises).
 """
 
 from __future__ import annotations
