@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fleet_fixture import start_fleet_remote
 
 from reconciler.devtools.githttp import DEMO_IDENTITY, GitHttpServer, commit_and_push, init_bare_repo, run_git
 
@@ -63,3 +64,13 @@ def fleet_remote(git_http: GitHttpServer, tmp_path: Path) -> FleetRemote:
     workdir = tmp_path / "work"
     run_git(None, "clone", "--quiet", url, str(workdir))
     return FleetRemote(git_http, url, workdir)
+
+
+@pytest.fixture
+def fleet(tmp_path: Path):
+    """The example fleet behind a real git smart-HTTP server, with a clone to commit from; the
+    agent, end-to-end, telemetry, self-healing, trial and partial-clone tests share it (a module
+    with a fleet of another shape defines its own)."""
+    remote = start_fleet_remote(tmp_path)
+    yield remote
+    remote.server.stop()

@@ -22,13 +22,6 @@ from reconciler.runtime.registry import ModelRegistry
 SITE = "store-boston-01"
 
 
-@pytest.fixture
-def fleet(tmp_path):
-    remote = start_fleet_remote(tmp_path)
-    yield remote
-    remote.server.stop()
-
-
 def make_agent(fleet, tmp_path, registry=None, site=SITE, **settings) -> Agent:
     config = SiteConfig(site=site, repo=fleet.url, state=tmp_path / "state", interval="1s",
                         trustKeys=[EXAMPLE / "keys" / "demo.pub"], **settings)

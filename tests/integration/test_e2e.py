@@ -10,7 +10,7 @@ import time
 
 import httpx
 import pytest
-from fleet_fixture import EXAMPLE, git, start_fleet_remote
+from fleet_fixture import EXAMPLE, git
 
 from reconciler.devtools.processes import free_port, stop_all
 from reconciler.gitdoor.source import GitSource
@@ -18,13 +18,6 @@ from reconciler.status.gitref import StatusRefs
 
 SITES = ("store-berlin-01", "store-boston-01")  # stores that may activate at any hour
 TIMEOUT = 120
-
-
-@pytest.fixture
-def fleet(tmp_path):
-    remote = start_fleet_remote(tmp_path)
-    yield remote
-    remote.server.stop()
 
 
 @pytest.fixture

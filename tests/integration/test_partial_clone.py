@@ -5,21 +5,13 @@ from __future__ import annotations
 
 import subprocess
 
-import pytest
-from fleet_fixture import EXAMPLE, git, start_fleet_remote
+from fleet_fixture import EXAMPLE, git
 
 from reconciler.agent.config import SiteConfig
 from reconciler.agent.loop import Agent
 from reconciler.devtools.githttp import GitHttpServer
 
 STORE = "store-boston-01"  # deploys demand-forecast 1.0.0 (and fraud-score, where its flag is on)
-
-
-@pytest.fixture
-def fleet(tmp_path):
-    remote = start_fleet_remote(tmp_path)
-    yield remote
-    remote.server.stop()
 
 
 def agent_for(fleet, state, site=STORE, url=None) -> Agent:

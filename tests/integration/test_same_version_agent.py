@@ -7,7 +7,6 @@ import logging
 from datetime import UTC, datetime
 
 import pytest
-import test_agent as agent_tests
 from fleet_fixture import EXAMPLE
 from test_agent import SITE, forecast, make_agent
 
@@ -18,7 +17,6 @@ from reconciler.trust import TrustRoots, load_public_key
 
 DEPLOYMENT = "demand-forecast"
 MODEL_FILE = f"models/{DEPLOYMENT}/model.yaml"
-fleet = agent_tests.fleet  # the example fleet on a git remote, as the agent's own tests use it
 ROOTS = TrustRoots(keys=(load_public_key((EXAMPLE / "keys" / "demo.pub").read_bytes(), name="demo.pub"),))
 
 

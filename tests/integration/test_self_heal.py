@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fleet_fixture import EXAMPLE, copy_example, git, start_fleet_remote
+from fleet_fixture import EXAMPLE, copy_example, git
 
 from reconciler.agent.config import SiteConfig
 from reconciler.agent.loop import Agent
@@ -73,13 +73,6 @@ def test_access_problems_are_named_with_what_to_do(words, access, reason, advice
     error = describe_git_failure(words, "git fetch x", "StatusFetchFailed", access=access)
     assert isinstance(error, Transient) and error.reason == reason
     assert words in error.message and advice in error.message
-
-
-@pytest.fixture
-def fleet(tmp_path):
-    remote = start_fleet_remote(tmp_path)
-    yield remote
-    remote.server.stop()
 
 
 def make_agent(fleet, tmp_path) -> Agent:

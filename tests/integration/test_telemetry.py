@@ -19,7 +19,7 @@ import httpx
 import numpy as np
 import onnx
 import pytest
-from fleet_fixture import EXAMPLE, git, start_fleet_remote
+from fleet_fixture import EXAMPLE, git
 from fleet_versions import publish_version
 from onnx import TensorProto, helper, numpy_helper
 from prometheus_client.parser import text_string_to_metric_families
@@ -126,13 +126,6 @@ def test_fetch_errors_are_counted_by_reason():
 
 
 # --- a real agent process -----------------------------------------------------------------------
-
-@pytest.fixture
-def fleet(tmp_path):
-    remote = start_fleet_remote(tmp_path)
-    yield remote
-    remote.server.stop()
-
 
 def get(port: int, path: str) -> httpx.Response:
     return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5)

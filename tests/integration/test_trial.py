@@ -4,18 +4,11 @@ nothing anywhere (no state directory, no status ref, no change to the fleet repo
 from __future__ import annotations
 
 import pytest
-from fleet_fixture import EXAMPLE, git, start_fleet_remote
+from fleet_fixture import EXAMPLE, git
 
 from reconciler.cli.main import main
 
 SITE = "store-berlin-01"
-
-
-@pytest.fixture
-def fleet(tmp_path):
-    remote = start_fleet_remote(tmp_path)
-    yield remote
-    remote.server.stop()
 
 
 def refs(repo) -> str:
