@@ -28,7 +28,8 @@ from reconciler.flags import site_context
 from reconciler.gitdoor.source import GitSource, cache_failure
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.loader import DocumentCache, load_tree
-from reconciler.status.forge import CommitStatus, ForgeStatuses, statuses_for_record, wave_status
+from reconciler.status.forge import CommitStatus, statuses_for_record, wave_status
+from reconciler.status.forge_client import ForgeStatuses
 from reconciler.status.forge_gate import LOOKBACK, ForgeFleetStatus
 from reconciler.status.gitref import StatusRefs
 from reconciler.status.record import WORST_FIRST, DeploymentStatus, State, StatusRecord

@@ -38,7 +38,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from reconciler.manifests.types import DNS_LABEL
-from reconciler.status.forge import CONTEXT_PREFIX, ForgeStatuses, ShownStatus, split_description
+from reconciler.status.forge import CONTEXT_PREFIX, ShownStatus, split_description
+from reconciler.status.forge_client import ForgeStatuses
 from reconciler.status.record import WORST_FIRST, DeploymentStatus, StatusRecord
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,6 @@ from reconciler.errors import ReconcilerError, Stalled, Transient
 from reconciler.status.forge import (
     CommitStatus,
     ForgeConfig,
-    ForgeStatuses,
     deployment_context,
     describe_deployment,
     fit_description,
@@ -33,6 +32,7 @@ from reconciler.status.forge import (
     wave_context,
     wave_status,
 )
+from reconciler.status.forge_client import ForgeStatuses
 from reconciler.status.record import DeploymentStatus, State, StatusRecord
 
 TOKEN = "tok_" + secrets.token_hex(20)  # unique per run, so a leak cannot hide among other text
