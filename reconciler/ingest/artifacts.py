@@ -10,7 +10,8 @@ nothing partial or unverified is ever visible there. A download that fails for a
 pass (a lost connection, a deadline, a stopped agent) leaves its part file, and the next ingest of
 the same digest, in this run or after a restart, asks only for the rest: from the very byte where
 it stopped, or, after a crash, from a few chunks before the end of what it finds. Where bytes come
-from, and how (timeouts, redirects, credentials, resume), is ``reconciler.ingest.fetch``; how they are
+from, and how (timeouts, redirects, credentials, resume), is ``reconciler.ingest.sources`` (over HTTP,
+``reconciler.ingest.httpsource``) under the settings of ``reconciler.ingest.fetch``; how they are
 hashed and written (in chunks, on helper threads, with direct I/O), ``reconciler.ingest.sink``.
 """
 
@@ -34,11 +35,11 @@ from reconciler.ingest.fetch import (
     Deadline,
     FetchLimits,
     RepoRoot,
-    open_source,
     with_retries,
 )
 from reconciler.ingest.progress import DownloadProgress
 from reconciler.ingest.sink import BUFFERS, Sink, chunk_size_for
+from reconciler.ingest.sources import open_source
 from reconciler.manifests.models import Artifact
 
 __all__ = ["ArtifactStore", "AuthConfig", "FetchLimits", "Ingested", "fetch_bytes"]

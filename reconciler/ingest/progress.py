@@ -11,7 +11,7 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from reconciler.errors import Cancelled
-from reconciler.ingest.fetch import shown_url
+from reconciler.ingest.httpsource import shown_url
 from reconciler.logs import live_progress
 
 log = logging.getLogger("reconciler.download")

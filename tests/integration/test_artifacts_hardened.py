@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from reconciler.agent.config import load_site_config
 from reconciler.errors import ReconcilerError, Stalled, Transient
-from reconciler.ingest import fetch, sink
+from reconciler.ingest import httpsource, sink
 from reconciler.ingest.artifacts import ArtifactStore, AuthConfig, FetchLimits, fetch_bytes
 from reconciler.manifests.models import Artifact
 
@@ -330,7 +330,7 @@ def test_https_to_http_is_refused_even_under_policy_any(store: ArtifactStore, tl
 
 def test_a_redirect_loop_ends(store: ArtifactStore, here: Server) -> None:
     error = refused(store, f"{here.url}/loop/m.onnx")
-    assert (error.reason, len(here.seen)) == ("ArtifactRedirectRefused", fetch.MAX_REDIRECTS + 1)
+    assert (error.reason, len(here.seen)) == ("ArtifactRedirectRefused", httpsource.MAX_REDIRECTS + 1)
 
 
 # --- TLS ------------------------------------------------------------------------------------------
@@ -710,13 +710,13 @@ def test_a_body_longer_than_the_manifest_is_cut_at_one_byte_more(
     store: ArtifactStore, here: Server, monkeypatch: pytest.MonkeyPatch, route: str
 ) -> None:
     read = []
-    real_readinto = fetch._HttpBody.readinto
+    real_readinto = httpsource._HttpBody.readinto
 
     def counting_readinto(self, view: memoryview) -> int:
         read.append(real_readinto(self, view))
         return read[-1]
 
-    monkeypatch.setattr(fetch._HttpBody, "readinto", counting_readinto)
+    monkeypatch.setattr(httpsource._HttpBody, "readinto", counting_readinto)
     error = refused(store, f"{here.url}/{route}")
 
     assert (type(error), error.reason) == (Stalled, "ArtifactTooLarge")

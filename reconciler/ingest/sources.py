@@ -1,0 +1,107 @@
+"""Reading artifact bytes from where a manifest points — a repo-relative path, ``file://`` or
+``http(s)://`` (``reconciler.ingest.httpsource``) — under the site's fetch settings.
+
+A source is opened at an offset and gives a ``Body`` that reads straight into the caller's buffer
+(one kernel copy, no Python-level copies)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path, PurePosixPath
+from urllib.parse import unquote, urlsplit
+
+from reconciler.errors import Stalled, Transient
+from reconciler.ingest.fetch import Deadline, FetchLimits, Opened, RepoRoot, RepoTree
+from reconciler.ingest.httpsource import http_source
+
+
+@contextmanager
+def open_source(
+    uri: str, repo_root: RepoRoot, limits: FetchLimits, deadline: Deadline,
+    offset: int = 0, expected: int | None = None,
+) -> Iterator[Opened]:
+    """The bytes of ``uri`` from ``offset`` on if the source can, else from 0 (see ``Opened.start``);
+    ``expected`` is the artifact's full size when the manifest says it."""
+    scheme = urlsplit(uri).scheme.lower()
+    if scheme == "":
+        source = _repo_source(uri, repo_root, deadline)
+    elif scheme == "file":
+        source = _file_source(_file_url_path(uri), uri)
+    elif scheme in ("http", "https"):
+        source = http_source(uri, limits, deadline, offset, expected)
+    else:
+        raise Stalled("ArtifactSchemeUnsupported",
+                      f"{uri}: sites cannot fetch {scheme}:// URIs; give a repo-relative path, "
+                      "file:///absolute/path or an http(s):// URL")
+    with source as opened:
+        yield opened
+
+
+def _repo_source(uri: str, repo_root: RepoRoot, deadline: Deadline) -> AbstractContextManager[Opened]:
+    """A path inside the repository; neither '..', an absolute path nor a symlink may leave it."""
+    if repo_root is None:
+        raise Stalled("ArtifactUriInvalid", f"{uri}: a repo-relative path needs a repository")
+    if "\0" in uri:
+        raise Stalled("ArtifactUriInvalid", f"{uri!r}: contains a NUL byte")
+    if PurePosixPath(uri).is_absolute():
+        raise Stalled("ArtifactPathEscapes", f"{uri}: an absolute path is not repo-relative (use file://)")
+    if isinstance(repo_root, Path):
+        return _file_source(_repo_path(uri, repo_root), uri)
+    return _tree_source(repo_root, uri, deadline)
+
+
+@contextmanager
+def _tree_source(tree: RepoTree, uri: str, deadline: Deadline) -> Iterator[Opened]:
+    with tree.open_file(uri, deadline.bound(deadline.seconds)) as fd:
+        yield Opened(_FileBody(fd, uri), start=0, resumable=False)
+
+
+def _repo_path(uri: str, repo_root: Path) -> Path:
+    root = repo_root.resolve()
+    path = (root / uri).resolve()
+    if not path.is_relative_to(root):
+        raise Stalled("ArtifactPathEscapes", f"{uri}: resolves to {path}, outside the repository")
+    return path
+
+
+def _file_url_path(uri: str) -> Path:
+    parts = urlsplit(uri)
+    path = unquote(parts.path)
+    if parts.netloc not in ("", "localhost") or not path.startswith("/") or "\0" in path:
+        raise Stalled("ArtifactUriInvalid", f"{uri}: expected file:///absolute/path")
+    return Path(path)
+
+
+@contextmanager
+def _file_source(path: Path, uri: str) -> Iterator[Opened]:
+    # O_NONBLOCK: opening a FIFO must not hang the agent; it is refused below as not a regular file.
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        raise Stalled("ArtifactNotFound", f"{uri}: no such file {path}") from None
+    except PermissionError:
+        raise Stalled("ArtifactUnreadable", f"{uri}: permission denied on {path}") from None
+    except OSError as exc:
+        raise Transient("ArtifactUnavailable", f"{uri}: {exc.strerror}") from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise Stalled("ArtifactNotFound", f"{uri}: {path} is not a regular file")
+        yield Opened(_FileBody(fd, uri), start=0, resumable=False)
+    finally:
+        os.close(fd)
+
+
+class _FileBody:
+    def __init__(self, fd: int, uri: str):
+        self._fd = fd
+        self._uri = uri
+
+    def readinto(self, view: memoryview) -> int:
+        try:
+            return os.readv(self._fd, [view])
+        except OSError as exc:
+            raise Transient("ArtifactUnavailable", f"{self._uri}: reading failed: {exc.strerror}") from exc
+
