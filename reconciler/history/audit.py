@@ -1,6 +1,7 @@
 """History from Git alone, for auditors: who changed which deployment and when (and whether a
 trusted signer signed that commit), which version every site served over time, and what the whole
-fleet served at any moment. reconciler.history.report shows it (text, JSON, CSV, HTML).
+fleet served at any moment. reconciler.history.report shows it (text, JSON, CSV),
+reconciler.history.html_report as an HTML page.
 
 Two sources, both in the fleet repository:
 - the fleet branch, walked with ``git log --first-parent`` over the manifest files; each commit's

@@ -15,7 +15,7 @@ from audit_history import CAROL, SILENT_SITE, SITES, ScriptedHistory, minutes, r
 from fleetfactory import deployment, fleet_repo, model, site
 
 from reconciler.history.audit import DeploymentChange, FleetCommit, FleetTrail, Interval, Signature
-from reconciler.history.report import (
+from reconciler.history.html_report import (
     NO_WAVE,
     ReportData,
     render_html,
