@@ -1,4 +1,4 @@
-"""How the audit is shown: ``reconciler audit`` as text, JSON (documented in reconciler.history.audit) or
+"""How the audit is shown: ``reconciler audit`` as text, JSON (documented in reconciler.history.timeline) or
 CSV, and ``reconciler report --html DIR``, one self-contained page (DIR/index.html) with the fleet
 matrix (stale sites flagged), rollout progress per deployment and wave, every site's timeline as
 SVG version bands over time, and the recent deployment changes with authors and signature states.
@@ -35,21 +35,23 @@ from reconciler.delivery.plan import Unplannable, rollout_of, target_for
 from reconciler.delivery.rollout import wave_of
 from reconciler.errors import ReconcilerError, UsageError
 from reconciler.history.audit import (
-    AuditTrail,
     DeploymentChange,
-    FleetAt,
     FleetTrail,
-    Interval,
     Signature,
-    audit_at,
-    audit_trail,
     describe_change,
     fleet_trail,
+    utc_text,
+)
+from reconciler.history.timeline import (
+    AuditTrail,
+    FleetAt,
+    Interval,
+    audit_at,
+    audit_trail,
     open_fleet,
     parse_time,
     shown_location,
     site_timeline,
-    utc_text,
 )
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.models import Deployment, Site
