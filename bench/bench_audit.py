@@ -4,11 +4,11 @@ ratios to a bare `git log` of the same status refs measured in the same run.
 The history is one `git fast-import` stream (tests/audit_history.bulk_history): a fleet branch
 with 1 000 Sites, and per site 200 status records as StatusRefs writes them, 10 minutes apart.
 Subjects, in process, reading the repository by its path as the CLI does:
-- audit --at near the start of the history, its middle and near its end (reconciler.history.audit.audit_at:
+- audit --at near the start of the history, its middle and near its end (reconciler.history.timeline.audit_at:
   the branch as it was, every site's record in force then; the walk back from each site's newest
   record stops at that moment, so the earlier the moment, the more of the log it reads);
 - status: every site's newest record and the fleet matrix, read in place as audit reads a local
-  repository (reconciler.history.audit.open_fleet: no fetch, one cat-file for every ref's tip), and as
+  repository (reconciler.history.timeline.open_fleet: no fetch, one cat-file for every ref's tip), and as
   `reconciler status --repo PATH` reads today (a fresh cache: git fetch of every status ref,
   then StatusRefs.read_all).
 Baseline: `git for-each-ref refs/reconciler/status/` and `git log --format=%H%x00%ct
@@ -30,7 +30,7 @@ from pathlib import Path
 from common import Stats, arguments, emit, machine, timed  # first: puts the repo root on sys.path
 
 from reconciler.gitdoor.source import GitSource
-from reconciler.history.audit import audit_at, open_fleet
+from reconciler.history.timeline import audit_at, open_fleet
 from reconciler.manifests.loader import load_tree
 from reconciler.status.gitref import STATUS_REF_PREFIX, StatusRefs
 from reconciler.status.matrix import build_matrix

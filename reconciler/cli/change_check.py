@@ -19,7 +19,7 @@ from reconciler.delivery.impact import Impact, fleet_impact
 from reconciler.delivery.plan import Unplannable, pick_artifact, target_for, targeted_sites
 from reconciler.errors import ReconcilerError
 from reconciler.gitdoor.source import GitSource, open_commit, open_revision
-from reconciler.history.audit import StatusArchive
+from reconciler.history.archive import StatusArchive
 from reconciler.manifests.fleet import Finding, FleetRepo
 from reconciler.manifests.loader import load_tree
 from reconciler.manifests.models import Artifact

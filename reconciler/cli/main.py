@@ -287,8 +287,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
-    from reconciler.history.audit import open_fleet
     from reconciler.history.origin import status_records
+    from reconciler.history.timeline import open_fleet
     from reconciler.manifests.loader import load_tree
     from reconciler.status.matrix import build_matrix, render_markdown, render_text
 

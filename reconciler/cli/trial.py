@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from reconciler.agent.config import SiteConfig
 from reconciler.agent.statedir import StateDir
 from reconciler.delivery.plan import Plan, plan_site, rollout_of
-from reconciler.history.audit import open_fleet
+from reconciler.history.timeline import open_fleet
 from reconciler.manifests.loader import load_tree
 
 

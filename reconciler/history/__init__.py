@@ -1,4 +1,4 @@
 """What happened, read back from git: the audit of the fleet's commits and status records, its
 reports, and status records fetched from a clone's origin."""
 
-__all__ = ["audit", "origin", "report"]
+__all__ = ["archive", "audit", "origin", "report", "timeline"]

@@ -18,17 +18,8 @@ from pathlib import Path
 from reconciler.atomicfile import atomic_write_bytes
 from reconciler.delivery.plan import Unplannable, rollout_of, target_for
 from reconciler.delivery.rollout import wave_of
-from reconciler.history.audit import (
-    DeploymentChange,
-    FleetTrail,
-    Interval,
-    describe_change,
-    fleet_trail,
-    open_fleet,
-    shown_location,
-    site_timeline,
-    utc_text,
-)
+from reconciler.history.audit import DeploymentChange, FleetTrail, describe_change, fleet_trail, utc_text
+from reconciler.history.timeline import Interval, open_fleet, shown_location, site_timeline
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.models import Deployment, Site
 from reconciler.manifests.selectors import matches

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from reconciler.errors import ReconcilerError
 from reconciler.gitdoor.source import GitSource
-from reconciler.history.audit import OpenFleet
+from reconciler.history.timeline import OpenFleet
 from reconciler.status.gitref import STATUS_REF_PREFIX, StatusRefs
 from reconciler.status.record import StatusRecord
 

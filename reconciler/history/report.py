@@ -1,5 +1,5 @@
 """The ``reconciler audit`` and ``reconciler report`` subcommands, and how the audit is shown: as text,
-JSON (documented in reconciler.history.audit) or CSV. ``report --html DIR`` writes the page that
+JSON (documented in reconciler.history.timeline) or CSV. ``report --html DIR`` writes the page that
 reconciler.history.html_report renders.
 
 CSV: ``audit`` gives one row per change (kind ``change``) and per timeline interval (kind
@@ -24,16 +24,18 @@ from typing import Any
 
 from reconciler.errors import ReconcilerError, UsageError
 from reconciler.history.audit import (
-    AuditTrail,
-    FleetAt,
     Signature,
-    audit_at,
-    audit_trail,
     describe_change,
-    parse_time,
     utc_text,
 )
 from reconciler.history.html_report import write_report
+from reconciler.history.timeline import (
+    AuditTrail,
+    FleetAt,
+    audit_at,
+    audit_trail,
+    parse_time,
+)
 from reconciler.status.record import DeploymentStatus
 from reconciler.trust.commitpolicy import CommitPolicy
 

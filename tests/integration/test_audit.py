@@ -40,20 +40,18 @@ from fleetfactory import DIGEST_A, DIGEST_B, artifact, deployment, fleet_repo, m
 
 from reconciler.devtools.githttp import GitHttpServer
 from reconciler.errors import UsageError
-from reconciler.history.audit import (
+from reconciler.history.audit import deployment_aspects, diff_deployments, fleet_trail
+from reconciler.history.report import AT_COLUMNS, TRAIL_COLUMNS
+from reconciler.history.timeline import (
     audit_at,
     audit_trail,
-    deployment_aspects,
-    diff_deployments,
     fleet_at,
-    fleet_trail,
     open_fleet,
     parse_time,
     serving_at,
     shown_location,
     site_timeline,
 )
-from reconciler.history.report import AT_COLUMNS, TRAIL_COLUMNS
 from reconciler.manifests.loader import DocumentCache
 from reconciler.status.gitref import STATUS_REF_PREFIX
 from reconciler.status.record import DeploymentStatus, StatusRecord

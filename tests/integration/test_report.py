@@ -14,7 +14,7 @@ import pytest
 from audit_history import CAROL, SILENT_SITE, SITES, ScriptedHistory, minutes, run_command, scripted_history
 from fleetfactory import deployment, fleet_repo, model, site
 
-from reconciler.history.audit import DeploymentChange, FleetCommit, FleetTrail, Interval, Signature
+from reconciler.history.audit import DeploymentChange, FleetCommit, FleetTrail, Signature
 from reconciler.history.html_report import (
     NO_WAVE,
     ReportData,
@@ -22,6 +22,7 @@ from reconciler.history.html_report import (
     rollout_progress,
     write_report,
 )
+from reconciler.history.timeline import Interval
 from reconciler.status.matrix import build_matrix
 from reconciler.status.record import DeploymentStatus, StatusRecord
 from reconciler.trust.commitpolicy import CommitPolicy
