@@ -15,8 +15,7 @@ does not walk its dicts each time; ``apply`` compiles and runs in one go.
 
 JavaScript's value semantics live in ``jsvalues`` and the eager operations on plain values in
 ``jsoperations``; this module holds the operations that read data (``var``, ``missing``), the set
-lookup compiled for ``in`` a literal list, the
-``OPERATIONS`` table and the compiler.
+lookup compiled for ``in`` a literal list, the ``OPERATIONS`` table and the compiler.
 """
 
 from __future__ import annotations
