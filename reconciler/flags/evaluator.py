@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler.flags import jsonlogic
 from reconciler.flags.jsonlogic import OperationFailed
+from reconciler.flags.jsoperations import Operation
+from reconciler.flags.jsvalues import to_js_string
 from reconciler.flags.murmur import bucket
 from reconciler.flags.semver import sem_ver
 
@@ -162,7 +164,7 @@ def _fractional(args: list[Any], data: Any, notes: _Notes) -> Any:
 
 
 def _compile_fractional(
-    args: list[Any], operations: Mapping[str, jsonlogic.Operation]
+    args: list[Any], operations: Mapping[str, Operation]
 ) -> jsonlogic.Compiled | None:
     """Literal entries, the usual case, weighed once. What the first argument is only shows at run
     time: a string is the bucketing value, null asks for the targetingKey, anything else is an entry
@@ -194,7 +196,7 @@ def _compile_fractional(
     return fractional
 
 
-_OPERATIONS: Mapping[str, jsonlogic.Operation] = {
+_OPERATIONS: Mapping[str, Operation] = {
     **jsonlogic.OPERATIONS,
     "fractional": jsonlogic.Specializable(_fractional, _compile_fractional),
     "sem_ver": sem_ver,
@@ -332,7 +334,7 @@ def _variant_name(result: Any) -> str | None:
     if isinstance(result, str):
         return result
     if isinstance(result, bool | int | float):
-        return jsonlogic.to_js_string(result)
+        return to_js_string(result)
     return None
 
 

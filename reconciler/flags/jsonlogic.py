@@ -12,6 +12,10 @@ odd input: they return a falsy, NaN or null value, as flagd documents.
 
 A rule is compiled into nested closures (``compile_logic``) so that evaluating it again and again
 does not walk its dicts each time; ``apply`` compiles and runs in one go.
+
+JavaScript's value semantics live in ``jsvalues`` and the eager operations on plain values in
+``jsoperations``; this module holds the operations that read data (``var``, ``missing``), the set
+lookup compiled for ``in`` a literal list, the ``OPERATIONS`` table and the compiler.
 """
 
 from __future__ import annotations
@@ -22,8 +26,30 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-Operation = Callable[[list[Any], Any, Any], Any]
-"""An eager operation: (evaluated arguments, current data, caller's scratch object) -> result."""
+from reconciler.flags.jsoperations import (
+    Operation,
+    add,
+    argument,
+    cat,
+    chain,
+    contains,
+    divide,
+    extreme,
+    merge,
+    multiply,
+    remainder,
+    substr,
+    subtract,
+)
+from reconciler.flags.jsvalues import (
+    less,
+    less_or_equal,
+    loose_equal,
+    strict_equal,
+    to_js_string,
+    to_number,
+    truthy,
+)
 
 Compiled = Callable[[Any, Any], Any]
 """A rule compiled into nested closures: (data, scratch) -> result."""
@@ -49,138 +75,7 @@ class OperationFailed(Exception):
     """Raised by a custom operation whose arguments make no sense; the caller decides what follows."""
 
 
-def truthy(value: Any) -> bool:
-    if value is True or value is False:  # first: most values tested are the results of comparisons
-        return value
-    if value is None:
-        return False
-    if isinstance(value, list):
-        return bool(value)
-    if isinstance(value, int | float):
-        return value != 0 and value == value  # NaN is falsy in JavaScript
-    if isinstance(value, str):
-        return value != ""
-    return True  # objects, even empty ones, are truthy in JavaScript
-
-
-def to_js_string(value: Any) -> str:
-    """JavaScript's String(value)."""
-    if isinstance(value, str):
-        return value
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if value != value:
-            return "NaN"
-        if math.isinf(value):
-            return "Infinity" if value > 0 else "-Infinity"
-        return str(int(value)) if value.is_integer() and abs(value) < 1e21 else repr(value)
-    if isinstance(value, list):
-        return ",".join("" if item is None else to_js_string(item) for item in value)
-    return "[object Object]"
-
-
-_INTEGER = re.compile(r"[+-]?[0-9]+")
 _INDEX = re.compile(r"0|[1-9][0-9]*")  # "01" is a property name, not an index, in JavaScript
-_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_RADIX = re.compile(r"0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+")
-_FLOAT_PREFIX = re.compile(r"[+-]?(?:Infinity|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)")
-
-
-def _number_from_text(text: str) -> int | float:
-    if _INTEGER.fullmatch(text):
-        return int(text)
-    if _DECIMAL.fullmatch(text):
-        return float(text)
-    if _RADIX.fullmatch(text):
-        return int(text, 0)
-    if text in ("Infinity", "+Infinity", "-Infinity"):
-        return -math.inf if text[0] == "-" else math.inf
-    return math.nan
-
-
-def to_number(value: Any) -> int | float:
-    """JavaScript's Number(value)."""
-    if isinstance(value, int | float):
-        return int(value) if isinstance(value, bool) else value
-    if value is None:
-        return 0
-    if isinstance(value, list):
-        value = to_js_string(value)
-    if isinstance(value, str):
-        text = value.strip()
-        return _number_from_text(text) if text else 0
-    return math.nan
-
-
-def parse_float(value: Any) -> int | float:
-    """JavaScript's parseFloat(value): the longest numeric prefix of String(value)."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return value
-    match = _FLOAT_PREFIX.match(to_js_string(value).lstrip())
-    if match is None:
-        return math.nan
-    return _number_from_text(match.group())
-
-
-def _primitive(value: Any) -> Any:
-    return to_js_string(value) if isinstance(value, list | dict) else value
-
-
-def loose_equal(left: Any, right: Any) -> bool:
-    """JavaScript's ``==``."""
-    if left is None or right is None:
-        return left is None and right is None
-    if isinstance(left, list | dict) and isinstance(right, list | dict):
-        return left is right
-    left, right = _primitive(left), _primitive(right)
-    if isinstance(left, str) and isinstance(right, str):
-        return left == right
-    return to_number(left) == to_number(right)
-
-
-def strict_equal(left: Any, right: Any) -> bool:
-    """JavaScript's ``===``: numbers by value, other primitives by type and value, objects by identity."""
-    if isinstance(left, list | dict) or isinstance(right, list | dict):
-        return left is right
-    if isinstance(left, bool) or isinstance(right, bool):
-        return left is right
-    if isinstance(left, int | float) and isinstance(right, int | float):
-        return left == right
-    return type(left) is type(right) and left == right
-
-
-def _less(left: Any, right: Any) -> bool:
-    left, right = _primitive(left), _primitive(right)
-    if isinstance(left, str) and isinstance(right, str):
-        return left < right
-    return to_number(left) < to_number(right)
-
-
-def _less_or_equal(left: Any, right: Any) -> bool:
-    left, right = _primitive(left), _primitive(right)
-    if isinstance(left, str) and isinstance(right, str):
-        return left <= right
-    return to_number(left) <= to_number(right)
-
-
-def _arg(args: list[Any], index: int) -> Any:
-    return args[index] if len(args) > index else None
-
-
-def _chain(compare: Callable[[Any, Any], bool]) -> Operation:
-    """``<`` and ``<=`` take a third argument: ``{"<": [1, x, 10]}`` is 1 < x < 10."""
-
-    def operation(args: list[Any], _data: Any, _scratch: Any) -> bool:
-        if len(args) > 2:
-            return compare(args[0], args[1]) and compare(args[1], args[2])
-        return compare(_arg(args, 0), _arg(args, 1))
-
-    return operation
 
 
 def _walk(node: Any, parts: list[str], fallback: Any) -> Any:
@@ -195,7 +90,7 @@ def _walk(node: Any, parts: list[str], fallback: Any) -> Any:
 
 
 def _var(args: list[Any], data: Any, _scratch: Any) -> Any:
-    path, fallback = _arg(args, 0), _arg(args, 1)
+    path, fallback = argument(args, 0), argument(args, 1)
     if path is None or path == "":
         return data
     return _walk(data, to_js_string(path).split("."), fallback)
@@ -205,7 +100,7 @@ def _compile_var(args: list[Any], _operations: Mapping[str, Operation]) -> Compi
     """``var`` of a literal path, split once; a path built by an expression takes the general way."""
     if len(args) > 2 or any(_is_logic(arg) for arg in args):
         return None
-    path, fallback = _arg(args, 0), _arg(args, 1)
+    path, fallback = argument(args, 0), argument(args, 1)
     if path is None or path == "":
         return lambda data, _scratch: data
     if not isinstance(path, str):
@@ -227,70 +122,9 @@ def _missing(args: list[Any], data: Any, _scratch: Any) -> list[Any]:
 
 
 def _missing_some(args: list[Any], data: Any, _scratch: Any) -> list[Any]:
-    names = _arg(args, 1) if isinstance(_arg(args, 1), list) else []
+    names = argument(args, 1) if isinstance(argument(args, 1), list) else []
     absent = _missing([names], data, None)
-    return [] if len(names) - len(absent) >= to_number(_arg(args, 0)) else absent
-
-
-def _add(args: list[Any], _data: Any, _scratch: Any) -> int | float:
-    total: int | float = 0
-    for value in args:
-        total += parse_float(value)
-    return total
-
-
-def _multiply(args: list[Any], _data: Any, _scratch: Any) -> int | float | None:
-    if not args:
-        return None
-    product: int | float = 1
-    for value in args:
-        product *= parse_float(value)
-    return product
-
-
-def _subtract(args: list[Any], _data: Any, _scratch: Any) -> int | float:
-    if len(args) < 2:
-        return -to_number(_arg(args, 0)) if args else math.nan
-    return to_number(args[0]) - to_number(args[1])
-
-
-def _divide(args: list[Any], _data: Any, _scratch: Any) -> float:
-    dividend, divisor = to_number(_arg(args, 0)), to_number(_arg(args, 1))
-    if divisor == 0:  # JavaScript gives ±Infinity or NaN where Python would raise
-        if dividend == 0 or dividend != dividend:
-            return math.nan
-        return math.copysign(math.inf, dividend) * math.copysign(1.0, divisor)
-    return dividend / divisor
-
-
-def _remainder(args: list[Any], _data: Any, _scratch: Any) -> int | float:
-    dividend, divisor = to_number(_arg(args, 0)), to_number(_arg(args, 1))
-    if isinstance(dividend, int) and isinstance(divisor, int) and divisor != 0:
-        magnitude = abs(dividend) % abs(divisor)  # JavaScript keeps the dividend's sign
-        return -magnitude if dividend < 0 else magnitude
-    try:
-        return math.fmod(dividend, divisor)
-    except ValueError:  # zero divisor or infinite dividend
-        return math.nan
-
-
-def _extreme(pick: Callable[..., Any], empty: float) -> Operation:
-    def operation(args: list[Any], _data: Any, _scratch: Any) -> int | float:
-        numbers = [to_number(value) for value in args]
-        if any(number != number for number in numbers):
-            return math.nan
-        return pick(numbers) if numbers else empty
-
-    return operation
-
-
-def _contains(args: list[Any], _data: Any, _scratch: Any) -> bool:
-    needle, haystack = _arg(args, 0), _arg(args, 1)
-    if isinstance(haystack, str):
-        return bool(haystack) and to_js_string(needle) in haystack
-    if isinstance(haystack, list):
-        return any(strict_equal(needle, item) for item in haystack)
-    return False
+    return [] if len(names) - len(absent) >= to_number(argument(args, 0)) else absent
 
 
 def _compile_in(args: list[Any], operations: Mapping[str, Operation]) -> Compiled | None:
@@ -307,62 +141,31 @@ def _compile_in(args: list[Any], operations: Mapping[str, Operation]) -> Compile
     return contained
 
 
-def _cat(args: list[Any], _data: Any, _scratch: Any) -> str:
-    return "".join("" if value is None else to_js_string(value) for value in args)
-
-
-def _to_index(value: Any) -> int:
-    number = to_number(value)
-    if number != number:
-        return 0
-    return int(max(min(number, 2**53), -(2**53)))
-
-
-def _substr(args: list[Any], _data: Any, _scratch: Any) -> str:
-    text = to_js_string(_arg(args, 0))
-    start = _to_index(_arg(args, 1))
-    text = text[max(len(text) + start, 0) :] if start < 0 else text[start:]
-    if len(args) < 3:
-        return text
-    length = _to_index(args[2])
-    return text[: max(len(text) + length, 0)] if length < 0 else text[:length]
-
-
-def _merge(args: list[Any], _data: Any, _scratch: Any) -> list[Any]:
-    merged: list[Any] = []
-    for value in args:
-        if isinstance(value, list):
-            merged.extend(value)
-        else:
-            merged.append(value)
-    return merged
-
-
 OPERATIONS: Mapping[str, Operation] = {
     "var": Specializable(_var, _compile_var),
     "missing": _missing,
     "missing_some": _missing_some,
-    "==": lambda args, _d, _s: loose_equal(_arg(args, 0), _arg(args, 1)),
-    "!=": lambda args, _d, _s: not loose_equal(_arg(args, 0), _arg(args, 1)),
-    "===": lambda args, _d, _s: strict_equal(_arg(args, 0), _arg(args, 1)),
-    "!==": lambda args, _d, _s: not strict_equal(_arg(args, 0), _arg(args, 1)),
-    "!": lambda args, _d, _s: not truthy(_arg(args, 0)),
-    "!!": lambda args, _d, _s: truthy(_arg(args, 0)),
-    "<": _chain(_less),
-    "<=": _chain(_less_or_equal),
-    ">": lambda args, _d, _s: _less(_arg(args, 1), _arg(args, 0)),
-    ">=": lambda args, _d, _s: _less_or_equal(_arg(args, 1), _arg(args, 0)),
-    "max": _extreme(max, -math.inf),
-    "min": _extreme(min, math.inf),
-    "+": _add,
-    "-": _subtract,
-    "*": _multiply,
-    "/": _divide,
-    "%": _remainder,
-    "in": Specializable(_contains, _compile_in),
-    "cat": _cat,
-    "substr": _substr,
-    "merge": _merge,
+    "==": lambda args, _d, _s: loose_equal(argument(args, 0), argument(args, 1)),
+    "!=": lambda args, _d, _s: not loose_equal(argument(args, 0), argument(args, 1)),
+    "===": lambda args, _d, _s: strict_equal(argument(args, 0), argument(args, 1)),
+    "!==": lambda args, _d, _s: not strict_equal(argument(args, 0), argument(args, 1)),
+    "!": lambda args, _d, _s: not truthy(argument(args, 0)),
+    "!!": lambda args, _d, _s: truthy(argument(args, 0)),
+    "<": chain(less),
+    "<=": chain(less_or_equal),
+    ">": lambda args, _d, _s: less(argument(args, 1), argument(args, 0)),
+    ">=": lambda args, _d, _s: less_or_equal(argument(args, 1), argument(args, 0)),
+    "max": extreme(max, -math.inf),
+    "min": extreme(min, math.inf),
+    "+": add,
+    "-": subtract,
+    "*": multiply,
+    "/": divide,
+    "%": remainder,
+    "in": Specializable(contains, _compile_in),
+    "cat": cat,
+    "substr": substr,
+    "merge": merge,
 }
 """The eager built-in operations; callers extend a copy of this mapping with their own."""
 
@@ -480,7 +283,7 @@ def _short_circuit(stop_on_truthy: bool):
 def _compile_iteration(args: list[Any], operations: Mapping[str, Operation]) -> tuple[Compiled, Compiled]:
     """The array (anything else counts as empty) and the logic applied to each item of it."""
     array = compile_logic(args[0], operations) if args else _constant(None)
-    logic = compile_logic(_arg(args, 1), operations)
+    logic = compile_logic(argument(args, 1), operations)
 
     def items(data: Any, scratch: Any) -> list[Any]:
         value = array(data, scratch)
@@ -520,7 +323,7 @@ def _compile_some(args: list[Any], operations: Mapping[str, Operation]) -> Compi
 
 
 def _compile_reduce(args: list[Any], operations: Mapping[str, Operation]) -> Compiled:
-    logic = compile_logic(_arg(args, 1), operations)
+    logic = compile_logic(argument(args, 1), operations)
     initial = compile_logic(args[2], operations) if len(args) > 2 else _constant(None)
     array = compile_logic(args[0], operations) if args else _constant(None)
 

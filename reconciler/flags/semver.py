@@ -12,7 +12,8 @@ import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from reconciler.flags.jsonlogic import OperationFailed, to_js_string
+from reconciler.flags.jsonlogic import OperationFailed
+from reconciler.flags.jsvalues import to_js_string
 
 _NUMBER = r"0|[1-9][0-9]*"
 _IDENTIFIERS = r"[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*"

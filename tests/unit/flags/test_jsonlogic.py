@@ -13,8 +13,8 @@ from reconciler.flags.jsonlogic import (
     apply,
     check,
     compile_logic,
-    truthy,
 )
+from reconciler.flags.jsvalues import truthy
 
 NAN = object()  # marks an expected JavaScript NaN
 
