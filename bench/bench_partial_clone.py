@@ -60,9 +60,9 @@ import json, sys, time
 from pathlib import Path
 import reconciler
 from reconciler.agent.config import SiteConfig
-from reconciler.agent.loop import Agent
+from reconciler.agent.wiring import build_agent
 url, site, state, key = sys.argv[1:5]
-agent = Agent(SiteConfig(site=site, repo=url, state=Path(state), trustKeys=[Path(key)]), None)
+agent = build_agent(SiteConfig(site=site, repo=url, state=Path(state), trustKeys=[Path(key)]), None)
 agent.start()
 started = time.perf_counter()
 try:
