@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from reconciler.agent.apply import Applier
+from reconciler.agent.config import SiteConfig
 from reconciler.agent.loop import Agent
 from reconciler.agent.statedir import StateDir
 from reconciler.delivery.plan import Target
@@ -216,11 +217,10 @@ class FakeSite:
 
 
 def fake_site(state: Path, clock: Callable[[], datetime], site: str = "store-1", runtime: bool = True,
-              **settings: object) -> FakeSite:
-    """The agent of ``site`` with its state directory at ``state``, every collaborator a fake."""
-    from reconciler.agent.config import SiteConfig
-
-    source, status, fake_runtime = MemorySource(), MemoryStatus(), FakeRuntime()
+              source: MemorySource | None = None, **settings: object) -> FakeSite:
+    """The agent of ``site`` with its state directory at ``state``, every collaborator a fake
+    (``source``: a branch another fake site reads too)."""
+    source, status, fake_runtime = source or MemorySource(), MemoryStatus(), FakeRuntime()
     state_dir = StateDir(state)
     store = ArtifactStore(state)
     vetting = FakeVetting(store)

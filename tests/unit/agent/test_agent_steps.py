@@ -83,8 +83,7 @@ def test_a_rewritten_history_stalls_until_an_operator_accepts_it(tmp_path, clock
     assert site.runtime.active == {"d": "1.0.0"}
     site.agent.stop()
 
-    accepting = fake_site(tmp_path / "state", clock, acceptHistory=forced)
-    accepting.source.commits, accepting.source.head = site.source.commits, forced
+    accepting = fake_site(tmp_path / "state", clock, source=site.source, acceptHistory=forced)
     accepting.agent.start()
     assert accepting.agent.reconcile_once().record.state == "success" and accepting.runtime.active == {"d": "1.1.0"}
     accepting.agent.stop()
