@@ -18,6 +18,7 @@ from common import Stats, arguments, emit, interleaved, machine  # first: puts t
 
 from reconciler.agent.config import SiteConfig
 from reconciler.agent.loop import Agent
+from reconciler.agent.wiring import build_agent
 from tests.fleet_fixture import EXAMPLE, start_fleet_remote
 
 TARGET = 1.5
@@ -39,7 +40,7 @@ def noop_reconcile(agent: Agent) -> None:
 def converged_agent(url: str, state: Path) -> Agent:
     """An agent that has done its first, real reconcile of ``url``."""
     config = SiteConfig(site=SITE, repo=url, state=state, trustKeys=[EXAMPLE / "keys" / "demo.pub"])
-    agent = Agent(config, runtime=None)
+    agent = build_agent(config, runtime=None)
     agent.start()
     first = agent.reconcile_once()
     if first.error is not None or first.plan is None:

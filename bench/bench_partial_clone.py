@@ -59,10 +59,14 @@ DRIVER = """
 import json, sys, time
 from pathlib import Path
 import reconciler
-from reconciler.agent.config import SiteConfig
-from reconciler.agent.loop import Agent
+try:
+    from reconciler.agent.config import SiteConfig
+    from reconciler.agent.wiring import build_agent
+except ImportError:  # the baseline's flat layout, whose Agent built its own collaborators
+    from reconciler.config import SiteConfig
+    from reconciler.loop import Agent as build_agent
 url, site, state, key = sys.argv[1:5]
-agent = Agent(SiteConfig(site=site, repo=url, state=Path(state), trustKeys=[Path(key)]), None)
+agent = build_agent(SiteConfig(site=site, repo=url, state=Path(state), trustKeys=[Path(key)]), None)
 agent.start()
 started = time.perf_counter()
 try:

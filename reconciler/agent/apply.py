@@ -11,7 +11,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from reconciler.agent.config import ValidationLimits
 from reconciler.agent.statedir import StateDir
 from reconciler.cancel import CancelToken
 from reconciler.delivery.canary import CanaryDecision, CanaryProgress, decide_canary, measured_since
@@ -19,13 +18,10 @@ from reconciler.delivery.model import DeploymentState, HistoryEntry, Installed, 
 from reconciler.delivery.plan import Action, Plan, Target
 from reconciler.delivery.same_version import CHECKS_CHANGED, VERSION_REDEFINED, checks_digest, rollback_target
 from reconciler.errors import Cancelled, ReconcilerError, Stalled, Transient
-from reconciler.ingest.artifacts import ArtifactStore, FetchLimits, Ingested
+from reconciler.ingest.artifacts import ArtifactStore, Ingested
 from reconciler.ingest.fetch import RepoRoot
-from reconciler.ingest.verification import verified_artifact
 from reconciler.runtime.metrics import Snapshot, window_stats
-from reconciler.runtime.validation import run_validation
 from reconciler.status.record import State
-from reconciler.trust import TrustRoots
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +42,12 @@ class Runtime(Protocol):
     def set_flags(self, flags, site_context) -> None: ...
 
 
-class FetchMeter(Protocol):
-    """What apply tells the agent's metrics about downloads (telemetry.SiteTelemetry)."""
+class Vetting(Protocol):
+    """How a version's bytes earn the right to be served (agent.vetting.ArtifactVetting): fetched
+    into the store with their digest and signature checked, then their validation cases passed."""
 
-    def count_bytes(self, size: int) -> None: ...
-    def fetch_failed(self, reason: str) -> None: ...
+    def verified(self, target: Target, repo_tree: RepoRoot) -> Ingested: ...
+    def validate(self, target: Target, ingested: Ingested) -> None: ...
 
 
 class CanaryMetrics(Protocol):
@@ -61,8 +58,9 @@ class CanaryMetrics(Protocol):
 
 @dataclass(frozen=True)
 class Outcome:
-    """What became of one action; loop.py turns outcomes into the status record. ``state`` and
-    ``reason`` are set where the action itself decides them (a canary step, a rollback)."""
+    """What became of one action; summary.py turns outcomes into the status record. ``state`` and
+    ``reason`` are set where the action itself decides them (a canary step, a rollback); a failed
+    canary is ``failure`` with the analysis's reason, returned like an aborted gate, not raised."""
 
     action: Action
     error: ReconcilerError | None = None
@@ -73,29 +71,21 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        return self.error is None
+        return self.error is None and self.state != "failure"
 
 
 class Applier:
-    def __init__(
-        self,
-        state_dir: StateDir,
-        runtime: Runtime | None,
-        trust_roots: TrustRoots,
-        limits: FetchLimits | None = None,
-        validation: ValidationLimits | None = None,
-        metrics: CanaryMetrics | None = None,
-        stop: CancelToken | None = None,
-        meter: FetchMeter | None = None,
-    ):
+    """Receives its collaborators (agent/wiring.py builds them): the state directory, the blob
+    store, the vetting of new bytes, the runtime that serves (None: a site without ``--listen``)
+    and the metrics a canary analysis reads."""
+
+    def __init__(self, state_dir: StateDir, store: ArtifactStore, vetting: Vetting, runtime: Runtime | None = None,
+                 metrics: CanaryMetrics | None = None, stop: CancelToken | None = None):
         self.state_dir = state_dir
-        self.store = ArtifactStore(state_dir.root, meter.count_bytes if meter else None)
+        self.store = store
+        self.vetting = vetting
         self.stop = stop or CancelToken()  # once set, nothing more is fetched, validated or activated
-        self.meter = meter
         self.runtime = runtime
-        self.trust_roots = trust_roots
-        self.limits = limits or FetchLimits()
-        self.validation = validation or ValidationLimits()
         self.metrics = metrics
         self._baselines: dict[tuple[str, datetime], object] = {}  # (deployment, step start) -> snapshot
 
@@ -152,7 +142,7 @@ class Applier:
                 target = action.target
                 try:
                     if action.kind == "prefetch":
-                        self._verified_artifact(target, repo_tree)
+                        self.vetting.verified(target, repo_tree)
                         return state, Outcome(action, state="pending", reason=action.reason, message=action.message)
                     if action.kind == "canary":
                         return self._advance_canary(target, state, commit, now, action)
@@ -182,12 +172,8 @@ class Applier:
                 action: Action) -> tuple[SiteState, Outcome]:
         """Also the same version again (same_version.py): redefined bytes are deployed, with a
         warning, or the kept blob is validated against changed checks; either switches at once."""
-        ingested = self._verified_artifact(target, repo_tree)
-        report = run_validation(ingested.path, target.interface, target.cases, stop=self.stop,
-                                timeout=self.validation.timeout.total_seconds(), memory_limit=self.validation.memoryBytes)
-        for warning in report.warnings:
-            log.warning("%s %s: onnxruntime: %s", target.model, target.version, warning,
-                        extra={"deployment": target.deployment, "reason": "OnnxRuntimeWarning"})
+        ingested = self.vetting.verified(target, repo_tree)
+        self.vetting.validate(target, ingested)
         self.stop.check(f"activating {target.model} {target.version}")
         current = state.deployments.get(target.deployment)
         same_bytes = current is not None and current.active is not None and current.active.digest == target.artifact.digest
@@ -248,8 +234,9 @@ class Applier:
                                                                    commit=commit, reason=decision.reason))
             return self._save(state), Outcome(action, state="success", reason=decision.reason, message=decision.message)
         if decision.kind == "rollback":
-            self._save(self._drop_canary(state, name, now, decision.reason))
-            raise Stalled(decision.reason, decision.message)
+            state = self._save(self._drop_canary(state, name, now, decision.reason))
+            return state, Outcome(action, state="failure", reason=decision.reason,
+                                  message=f"{target.model} {target.version}: {decision.message}")
         waiting = current.model_copy(update={"canaryProgress": decision.next})
         weights = {current.active.version: 100 - decision.weight, target.version: decision.weight}
         return self._save(self._with(state, name, waiting)), Outcome(action, state="progressing", reason=decision.reason,
@@ -304,15 +291,6 @@ class Applier:
         dropped = current.model_copy(update={"canary": None, "canaryProgress": None})
         return self._with(state, name, dropped, HistoryEntry(at=now, event="canaryRolledBack",
                                                             version=current.canary.version, reason=reason))
-
-    def _verified_artifact(self, target: Target, repo_tree: RepoRoot) -> Ingested:
-        try:
-            return verified_artifact(self.store, target.artifact, target.signers, self.trust_roots, repo_tree,
-                                     self.limits, self.stop)
-        except ReconcilerError as error:
-            if self.meter is not None and not isinstance(error, Cancelled):
-                self.meter.fetch_failed(error.reason)
-            raise
 
     def _undo_activation(self, deployment: str, previous: DeploymentState | None) -> None:
         if self.runtime is None:

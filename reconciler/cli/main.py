@@ -11,15 +11,11 @@ import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from reconciler import __version__
 from reconciler.cancel import CancelToken, cancel_on_signals
 from reconciler.errors import Cancelled, ReconcilerError, UsageError
 from reconciler.logs import FORMATS, LEVELS, configure_logging
-
-if TYPE_CHECKING:
-    from reconciler.agent.telemetry import SiteTelemetry
 
 EXIT_OK, EXIT_FINDING, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
 
@@ -245,13 +241,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def run_agent(config, once: bool) -> int:
-    from reconciler.agent.loop import Agent
     from reconciler.agent.telemetry import SiteTelemetry
+    from reconciler.agent.wiring import build_agent, serving
 
     wake, stop, telemetry = threading.Event(), CancelToken(), SiteTelemetry(config.site)
     cancel_on_signals(stop, also=wake)
-    with _serving(config.listen_address, config.site, wake, telemetry) as (registry, metrics):
-        agent = Agent(config, registry, metrics, wake, stop, telemetry)
+    with serving(config.listen_address, config.site, wake, telemetry) as (registry, metrics):
+        agent = build_agent(config, registry, metrics, wake, stop, telemetry)
         agent.start()
         try:
             if once:
@@ -268,18 +264,15 @@ def run_agent(config, once: bool) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from reconciler.agent.apply import Applier
     from reconciler.agent.config import build_site_config
-    from reconciler.agent.statedir import StateDir
-    from reconciler.trust import TrustRoots
+    from reconciler.agent.wiring import serve_last_good, serving
 
-    state_dir = StateDir(args.state)
     site = _site_of_state(args.state)
     config = build_site_config({"site": site, "repo": "-", "state": str(args.state), "listen": args.listen})
-    with _serving(config.listen_address, site) as (registry, _):
+    with serving(config.listen_address, site) as (registry, _):
         stop = CancelToken()
         cancel_on_signals(stop)
-        Applier(state_dir, registry, TrustRoots()).restore(state_dir.load(site))
+        serve_last_good(args.state, site, registry)
         stop.wait()
     return EXIT_OK
 
@@ -317,41 +310,6 @@ def _site_of_state(state: Path) -> str:
         return json.loads((state / "state.json").read_text())["site"]
     except (OSError, ValueError, KeyError) as exc:
         raise UsageError(f"{state} holds no readable state.json: {exc}") from exc
-
-
-class _serving:
-    """The inference server of a site, in this process, for as long as the block runs: OIP v2,
-    Prometheus metrics (which canary analyses read) and OFREP flags for local applications."""
-
-    def __init__(self, address: tuple[str, int] | None, site: str, wake: threading.Event | None = None,
-                 telemetry: SiteTelemetry | None = None):
-        self.address, self.site, self.wake, self.telemetry = address, site, wake, telemetry
-        self.server = None
-
-    def __enter__(self):
-        if self.address is None:
-            return None, None
-        from reconciler.runtime.hooks import hook_routes
-        from reconciler.runtime.metrics import RuntimeMetrics
-        from reconciler.runtime.ofrep import ofrep_routes
-        from reconciler.runtime.registry import ModelRegistry
-        from reconciler.runtime.server import RuntimeServer, build_app
-
-        registry = ModelRegistry()
-        metrics = RuntimeMetrics(registry)
-        routes = ofrep_routes(registry.flags) + (hook_routes(self.wake) if self.wake is not None else [])
-        if self.telemetry is not None:
-            routes += self.telemetry.routes()
-            metrics.collectors.register(self.telemetry)
-        app = build_app(registry, site=self.site, metrics=metrics, extra_routes=routes)
-        self.server = RuntimeServer(app, *self.address)
-        self.server.start()
-        logging.getLogger("reconciler").info("%s: serving on http://%s:%d", self.site, self.address[0], self.server.port)
-        return registry, metrics
-
-    def __exit__(self, *exc) -> None:
-        if self.server is not None:
-            self.server.stop()
 
 
 if __name__ == "__main__":

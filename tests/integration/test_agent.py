@@ -16,6 +16,7 @@ from fleet_fixture import EXAMPLE, git, start_fleet_remote
 
 from reconciler.agent.config import SiteConfig
 from reconciler.agent.loop import Agent
+from reconciler.agent.wiring import build_agent
 from reconciler.errors import Transient
 from reconciler.runtime.registry import ModelRegistry
 
@@ -25,7 +26,7 @@ SITE = "store-boston-01"
 def make_agent(fleet, tmp_path, registry=None, site=SITE, **settings) -> Agent:
     config = SiteConfig(site=site, repo=fleet.url, state=tmp_path / "state", interval="1s",
                         trustKeys=[EXAMPLE / "keys" / "demo.pub"], **settings)
-    agent = Agent(config, registry)
+    agent = build_agent(config, registry)
     agent.start()
     return agent
 
@@ -234,7 +235,7 @@ def test_the_push_webhook_wakes_a_slow_polling_agent(fleet, tmp_path):
     server.start()
     config = SiteConfig(site=SITE, repo=fleet.url, state=tmp_path / "state", interval="10m",
                         trustKeys=[EXAMPLE / "keys" / "demo.pub"])
-    agent = Agent(config, registry, wake=wake)
+    agent = build_agent(config, registry, wake=wake)
     agent.start()
     loop = threading.Thread(target=agent.run, args=(stop,))
     loop.start()

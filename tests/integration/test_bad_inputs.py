@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from trust_fixtures import dsse_bundle, encode, message_bundle, model_signing_statement
 
 from reconciler.agent.config import SiteConfig
-from reconciler.agent.loop import Agent
+from reconciler.agent.wiring import build_agent
 from reconciler.devtools.onnx_builder import custom_op_model, external_data_model
 from reconciler.runtime.registry import ModelRegistry
 from reconciler.trust import load_private_key, sign_digest
@@ -211,7 +211,7 @@ def world(tmp_path_factory):
     config = SiteConfig(site=SITE, repo=fleet.url, state=root / "state", interval="1s",
                         trustKeys=[EXAMPLE / "keys" / "demo.pub"],
                         validation={"timeout": "8s", "memoryBytes": 1 << 30})
-    agent = Agent(config, registry)
+    agent = build_agent(config, registry)
     agent.start()
     good = git("rev-parse", "HEAD", cwd=fleet.clone).strip()
     result = agent.reconcile_once()

@@ -9,13 +9,14 @@ from fleet_fixture import EXAMPLE, git
 
 from reconciler.agent.config import SiteConfig
 from reconciler.agent.loop import Agent
+from reconciler.agent.wiring import build_agent
 from reconciler.devtools.githttp import GitHttpServer
 
 STORE = "store-boston-01"  # deploys demand-forecast 1.0.0 (and fraud-score, where its flag is on)
 
 
 def agent_for(fleet, state, site=STORE, url=None) -> Agent:
-    agent = Agent(SiteConfig(site=site, repo=url or fleet.url, state=state, interval="1s",
+    agent = build_agent(SiteConfig(site=site, repo=url or fleet.url, state=state, interval="1s",
                              trustKeys=[EXAMPLE / "keys" / "demo.pub"]), None)
     agent.start()
     return agent

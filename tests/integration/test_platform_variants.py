@@ -15,6 +15,7 @@ from fleet_fixture import EXAMPLE, git, start_fleet_remote
 
 from reconciler.agent.config import SiteConfig
 from reconciler.agent.loop import Agent
+from reconciler.agent.wiring import build_agent
 from reconciler.devtools.onnx_builder import (
     dense_model,
     dense_reference,
@@ -112,7 +113,7 @@ def agents(fleet, tmp_path):
         config = SiteConfig(site=site, repo=fleet.url, state=tmp_path / site,
                             trustKeys=[EXAMPLE / "keys" / "demo.pub"])
         registry = ModelRegistry()
-        agent = Agent(config, registry)
+        agent = build_agent(config, registry)
         agent.start(NOW)
         started[site] = (agent, registry)
     yield started

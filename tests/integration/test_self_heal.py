@@ -18,6 +18,7 @@ from fleet_fixture import EXAMPLE, copy_example, git
 
 from reconciler.agent.config import SiteConfig
 from reconciler.agent.loop import Agent
+from reconciler.agent.wiring import build_agent
 from reconciler.devtools.githttp import init_bare_repo
 from reconciler.devtools.processes import free_port, stop_all
 from reconciler.errors import Stalled, Transient
@@ -78,7 +79,7 @@ def test_access_problems_are_named_with_what_to_do(words, access, reason, advice
 def make_agent(fleet, tmp_path) -> Agent:
     config = SiteConfig(site=SITE, repo=fleet.url, state=tmp_path / "state", interval="1s",
                         trustKeys=[EXAMPLE / "keys" / "demo.pub"])
-    agent = Agent(config, None)
+    agent = build_agent(config, None)
     agent.start()
     return agent
 

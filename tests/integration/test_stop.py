@@ -256,28 +256,28 @@ def test_a_stopped_once_run_exits_0_and_activates_nothing(tmp_path):
 
 
 def test_a_stop_during_validation_activates_nothing_and_the_next_run_does(tmp_path, monkeypatch):
-    from reconciler.agent import apply
+    from reconciler.agent import vetting
     from reconciler.agent.config import SiteConfig
-    from reconciler.agent.loop import Agent
+    from reconciler.agent.wiring import build_agent
     from reconciler.runtime.registry import ModelRegistry
 
     fleet = start_fleet_remote(tmp_path)
     config = SiteConfig(site=SITE, repo=fleet.url, state=tmp_path / "state", trustKeys=[EXAMPLE / "keys" / "demo.pub"])
     registry, stop = ModelRegistry(), CancelToken()
-    agent = Agent(config, registry, stop=stop)
+    agent = build_agent(config, registry, stop=stop)
     agent.start()
     try:
         assert agent.reconcile_once().record.state == "success"
         fleet.bump(f"deployments/{DEPLOYMENT}.yaml", "1.0.0", "1.1.0")
         fleet.push("1.1.0")
-        validate = apply.run_validation
+        validate = vetting.run_validation
 
         def validated_then_stopped(*args, **kwargs):
             report = validate(*args, **kwargs)
             stop.set(reason="SIGTERM while validating")
             return report
 
-        monkeypatch.setattr(apply, "run_validation", validated_then_stopped)
+        monkeypatch.setattr(vetting, "run_validation", validated_then_stopped)
         stopped = agent.reconcile_once()
         assert isinstance(stopped.error, Cancelled) and "activating demand-forecast 1.1.0" in stopped.error.message
         assert registry.get(DEPLOYMENT).version == "1.0.0" and active_version(config.state) == "1.0.0"
@@ -285,7 +285,7 @@ def test_a_stop_during_validation_activates_nothing_and_the_next_run_does(tmp_pa
         agent.stop()
         monkeypatch.undo()
 
-    again = Agent(config, registry)
+    again = build_agent(config, registry)
     again.start()
     try:
         assert again.reconcile_once().record.state == "success"

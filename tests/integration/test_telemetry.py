@@ -25,8 +25,8 @@ from onnx import TensorProto, helper, numpy_helper
 from prometheus_client.parser import text_string_to_metric_families
 
 from reconciler.agent.config import SiteConfig
-from reconciler.agent.loop import Agent
 from reconciler.agent.telemetry import SiteTelemetry
+from reconciler.agent.wiring import build_agent
 from reconciler.devtools.processes import free_port, stop_all
 from reconciler.errors import Cancelled, Stalled
 from reconciler.ingest.progress import DownloadProgress
@@ -194,7 +194,7 @@ def test_not_ready_until_every_planned_deployment_is_served(fleet, tmp_path):
     registry = ModelRegistry()
     config = SiteConfig(site=SITE, repo=fleet.url, state=tmp_path / "state", interval="1s",
                         trustKeys=[EXAMPLE / "keys" / "demo.pub"])
-    agent = Agent(config, registry)
+    agent = build_agent(config, registry)
     agent.start()
     try:
         assert not registry.ready()  # nothing loaded yet
@@ -316,7 +316,7 @@ def test_what_onnxruntime_says_about_a_new_version_is_logged_as_a_warning_of_its
     model.graph.initializer.append(numpy_helper.from_array(np.zeros(3, np.float32), "unused"))
     publish_version(fleet, "1.0.1", model.SerializeToString())
     config = SiteConfig(site=SITE, repo=fleet.url, state=tmp_path / "state", trustKeys=[EXAMPLE / "keys" / "demo.pub"])
-    agent = Agent(config, ModelRegistry())
+    agent = build_agent(config, ModelRegistry())
     agent.start()
     caplog.set_level(logging.WARNING)
     try:

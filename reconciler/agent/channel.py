@@ -1,0 +1,57 @@
+"""The site's status channel: records as Git refs (status/gitref.py), mirrored as a forge's commit
+statuses when the site has a forge (status/forge_client.py); with ``gateSource: forge`` the forge
+is the only channel, and other sites' records are read from its statuses."""
+
+from __future__ import annotations
+
+import logging
+
+from reconciler.agent.ports import FleetSource
+from reconciler.errors import ReconcilerError
+from reconciler.status.forge import CommitStatus, statuses_for_record
+from reconciler.status.forge_client import ForgeStatuses
+from reconciler.status.forge_gate import LOOKBACK, ForgeFleetStatus
+from reconciler.status.gitref import StatusRefs
+from reconciler.status.record import StatusRecord
+
+log = logging.getLogger("reconciler.agent")
+
+
+class GitStatusChannel:
+    def __init__(self, refs: StatusRefs, forge: ForgeStatuses | None = None, *, by_forge: bool = False,
+                 target_url: str | None = None):
+        self.refs = refs
+        self.forge = forge
+        self.by_forge = by_forge  # an agent that may not push to the repo
+        self.target_url = target_url
+        self.forge_fleet = ForgeFleetStatus(forge) if forge is not None else None
+
+    @property
+    def mirrors_waves(self) -> bool:
+        return self.forge is not None
+
+    def read_own(self, site: str) -> StatusRecord | None:
+        return None if self.by_forge else self.refs.read_own(site)
+
+    def read_fleet(self, source: FleetSource, commit: str) -> dict[str, StatusRecord]:
+        """Every site's newest record: from Git refs, or from the forge's statuses on this commit and,
+        for how long each has held, the commits before it."""
+        if self.by_forge:
+            return self.forge_fleet.read(source.first_parents(commit, LOOKBACK))
+        return self.refs.read_all()
+
+    def publish(self, record: StatusRecord, waves: list[CommitStatus]) -> None:
+        """The record to Git, then one forge status per deployment and ``waves``. The forge mirrors
+        Git for people: its being down never fails a reconcile."""
+        written = True if self.by_forge else self.refs.write(record)
+        if not written or self.forge is None or not record.observedCommit:
+            return
+        try:
+            self.forge.publish(record.observedCommit, statuses_for_record(record, self.target_url) + waves)
+        except ReconcilerError as error:
+            log.warning("%s: forge statuses not posted: %s", record.site, error)
+
+    def close(self) -> None:
+        self.refs.close()
+        if self.forge is not None:
+            self.forge.close()

@@ -1,0 +1,55 @@
+"""How a version's bytes earn the right to be served, before apply.py switches to them: fetched
+into the store with their digest pinned by the manifest, a signature by a signer this site trusts,
+then the version's validation cases passed in a child process (runtime/validation.py)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from reconciler.agent.config import ValidationLimits
+from reconciler.cancel import CancelToken
+from reconciler.delivery.plan import Target
+from reconciler.errors import Cancelled, ReconcilerError
+from reconciler.ingest.artifacts import ArtifactStore, FetchLimits, Ingested
+from reconciler.ingest.fetch import RepoRoot
+from reconciler.ingest.verification import verified_artifact
+from reconciler.runtime.validation import run_validation
+from reconciler.trust import TrustRoots
+
+log = logging.getLogger(__name__)
+
+
+class FetchMeter(Protocol):
+    """What vetting tells the agent's metrics about failed downloads (telemetry.SiteTelemetry)."""
+
+    def fetch_failed(self, reason: str) -> None: ...
+
+
+class ArtifactVetting:
+    def __init__(self, store: ArtifactStore, trust_roots: TrustRoots, limits: FetchLimits | None = None,
+                 validation: ValidationLimits | None = None, stop: CancelToken | None = None,
+                 meter: FetchMeter | None = None):
+        self.store = store
+        self.trust_roots = trust_roots
+        self.limits = limits or FetchLimits()
+        self.validation = validation or ValidationLimits()
+        self.stop = stop or CancelToken()
+        self.meter = meter
+
+    def verified(self, target: Target, repo_tree: RepoRoot) -> Ingested:
+        """``repo_tree`` holds the commit's files, for repo-relative artifact URIs."""
+        try:
+            return verified_artifact(self.store, target.artifact, target.signers, self.trust_roots, repo_tree,
+                                     self.limits, self.stop)
+        except ReconcilerError as error:
+            if self.meter is not None and not isinstance(error, Cancelled):
+                self.meter.fetch_failed(error.reason)
+            raise
+
+    def validate(self, target: Target, ingested: Ingested) -> None:
+        report = run_validation(ingested.path, target.interface, target.cases, stop=self.stop,
+                                timeout=self.validation.timeout.total_seconds(), memory_limit=self.validation.memoryBytes)
+        for warning in report.warnings:
+            log.warning("%s %s: onnxruntime: %s", target.model, target.version, warning,
+                        extra={"deployment": target.deployment, "reason": "OnnxRuntimeWarning"})

@@ -1,0 +1,113 @@
+"""The one composition root: the real collaborators of a site's agent, built from its config
+(``build_agent``), and the inference server the agent's runtime serves from (``serving``). The
+agent, the applier and the CLI build nothing themselves; unit tests wire fakes instead
+(devtools/fakes.py)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from reconciler.agent.apply import Applier, CanaryMetrics, Runtime
+from reconciler.agent.channel import GitStatusChannel
+from reconciler.agent.config import SiteConfig
+from reconciler.agent.loop import Agent, utcnow
+from reconciler.agent.statedir import StateDir
+from reconciler.agent.telemetry import SiteTelemetry
+from reconciler.agent.vetting import ArtifactVetting
+from reconciler.cancel import CancelToken
+from reconciler.errors import Stalled
+from reconciler.gitdoor.source import GitSource
+from reconciler.ingest.artifacts import ArtifactStore
+from reconciler.status.forge_client import ForgeStatuses
+from reconciler.status.gitref import StatusRefs
+from reconciler.trust import KeylessIdentity, TrustedKey, TrustRoots, load_public_key
+
+
+def build_agent(config: SiteConfig, runtime: Runtime | None, metrics: CanaryMetrics | None = None,
+                wake: threading.Event | None = None, stop: CancelToken | None = None,
+                telemetry: SiteTelemetry | None = None, clock: Callable[[], datetime] = utcnow) -> Agent:
+    """``runtime`` and ``metrics`` come from ``serving`` (None: a site without ``--listen``); ``stop``
+    (set on SIGTERM) cuts the work in flight short."""
+    telemetry = telemetry or SiteTelemetry(config.site)
+    source = GitSource(config.repo, config.branch, config.state / "cache" / "fleet.git")
+    status_source = source if config.statusRepo is None else \
+        GitSource(config.statusRepo, config.branch, config.state / "cache" / "status.git")
+    forge = ForgeStatuses(config.forge) if config.forge else None
+    status = GitStatusChannel(StatusRefs(status_source), forge, by_forge=config.gateSource == "forge",
+                              target_url=config.forge.targetUrl if config.forge else None)
+    applier = build_applier(StateDir(config.state), runtime, load_trust_roots(config), config, metrics, stop, telemetry)
+    caches = [source] if status_source is source else [source, status_source]
+    return Agent(config, source=source, status=status, applier=applier, runtime=runtime, clock=clock,
+                 caches=caches, telemetry=telemetry, wake=wake)
+
+
+def build_applier(state_dir: StateDir, runtime: Runtime | None, trust_roots: TrustRoots,
+                  config: SiteConfig | None = None, metrics: CanaryMetrics | None = None,
+                  stop: CancelToken | None = None, telemetry: SiteTelemetry | None = None) -> Applier:
+    stop = stop or CancelToken()
+    store = ArtifactStore(state_dir.root, telemetry.count_bytes if telemetry else None)
+    vetting = ArtifactVetting(store, trust_roots, config.fetch if config else None,
+                              config.validation if config else None, stop, telemetry)
+    return Applier(state_dir, store, vetting, runtime, metrics, stop)
+
+
+def serve_last_good(state: Path, site: str, runtime: Runtime) -> None:
+    """What ``reconciler serve`` does: serve what state.json says was active, with no repo read
+    (and so no trust roots: nothing new is admitted)."""
+    state_dir = StateDir(state)
+    build_applier(state_dir, runtime, TrustRoots()).restore(state_dir.load(site))
+
+
+def load_trust_roots(config: SiteConfig) -> TrustRoots:
+    identities = tuple(KeylessIdentity(t.identity, t.issuer) for t in config.trustIdentities)
+    return TrustRoots(keys=tuple(load_trust_keys(config)), identities=identities,
+                      sigstore_trusted_root=config.sigstoreTrustedRoot)
+
+
+def load_trust_keys(config: SiteConfig) -> list[TrustedKey]:
+    keys = []
+    for path in config.trustKeys:
+        try:
+            keys.append(load_public_key(path.read_bytes(), name=path.name))
+        except OSError as exc:
+            raise Stalled("TrustKeyUnreadable", f"cannot read trust key {path}: {exc}") from exc
+    return keys
+
+
+class serving:
+    """The inference server of a site, in this process, for as long as the block runs: OIP v2,
+    Prometheus metrics (which canary analyses read) and OFREP flags for local applications."""
+
+    def __init__(self, address: tuple[str, int] | None, site: str, wake: threading.Event | None = None,
+                 telemetry: SiteTelemetry | None = None):
+        self.address, self.site, self.wake, self.telemetry = address, site, wake, telemetry
+        self.server = None
+
+    def __enter__(self):
+        if self.address is None:
+            return None, None
+        from reconciler.runtime.hooks import hook_routes
+        from reconciler.runtime.metrics import RuntimeMetrics
+        from reconciler.runtime.ofrep import ofrep_routes
+        from reconciler.runtime.registry import ModelRegistry
+        from reconciler.runtime.server import RuntimeServer, build_app
+
+        registry = ModelRegistry()
+        metrics = RuntimeMetrics(registry)
+        routes = ofrep_routes(registry.flags) + (hook_routes(self.wake) if self.wake is not None else [])
+        if self.telemetry is not None:
+            routes += self.telemetry.routes()
+            metrics.collectors.register(self.telemetry)
+        app = build_app(registry, site=self.site, metrics=metrics, extra_routes=routes)
+        self.server = RuntimeServer(app, *self.address)
+        self.server.start()
+        logging.getLogger("reconciler").info("%s: serving on http://%s:%d", self.site, self.address[0], self.server.port)
+        return registry, metrics
+
+    def __exit__(self, *exc) -> None:
+        if self.server is not None:
+            self.server.stop()
