@@ -166,13 +166,18 @@ def plan_site(repo: FleetRepo, site_name: str, actual: SiteState, now: datetime,
             converged.append(target)
         else:
             actions.append(action)
-            watching |= action.kind in ("canary", "wait")
+            watching |= action.kind in ("canary", "wait") or _starts_canary(action)
     for name in sorted(set(actual.deployments) - wanted):
         current = actual.deployments[name]
         from_version = current.active.version if current.active else None
         actions.append(Action("remove", name, current.model, from_version, None, "NotTargeted",
                               "the fleet no longer asks this site to serve this deployment"))
     return Plan(site_name, commit, tuple(actions), tuple(converged), watching)
+
+
+def _starts_canary(action: Action) -> bool:
+    """A deploy with canary steps starts a canary whose later steps come with time, not commits."""
+    return action.kind == "deploy" and action.target is not None and bool(action.target.canary_steps)
 
 
 def targeted_sites(repo: FleetRepo, deployment: Deployment, now: datetime) -> dict[str, dict[str, str]]:

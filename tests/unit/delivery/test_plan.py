@@ -189,3 +189,18 @@ def test_sites_switched_off_by_a_flag_take_no_part_in_the_gate():
     repo = fleet_with_waves({"f": only_eu}, enabled={"flag": "f"})
     status = {"p1": reported("p1", repo, "success", "1.1.0", timedelta(minutes=20))}  # p2 (us) never reports
     assert [a.kind for a in plan_site(repo, "s1", serving("1.0.0", DIGEST_A), NOW, None, status).actions] == ["deploy"]
+
+
+@pytest.mark.parametrize("canary,watching", [
+    (None, False),
+    ({"steps": []}, False),
+    ({"steps": [{"setWeight": 20}, {"pause": {"duration": "5m"}}]}, True),
+])
+def test_a_deploy_that_starts_a_canary_is_watched_without_any_rollout(canary, watching):
+    """Starting a canary is a deploy; its next steps come with time, not with a commit, so the
+    agent must plan again every tick even when no rollout makes it watch (found by the fakes)."""
+    spec = {"version": "1.1.0"} | ({"canary": canary} if canary is not None else {})
+    repo = fleet_repo([site("s1")], [model()], [deployment(**spec)])
+    plan = plan_site(repo, "s1", serving("1.0.0", DIGEST_A), NOW, None, {})
+    assert [a.kind for a in plan.actions] == ["deploy"]
+    assert plan.watching is watching
