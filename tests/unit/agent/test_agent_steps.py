@@ -123,6 +123,16 @@ def test_a_failed_canary_fails_the_version_and_leaves_the_commit_unapplied(site:
     assert result.record.appliedCommit != site.source.head and site.runtime.active == {"d": "1.0.0"}
 
 
+def test_a_canary_without_a_rollout_is_judged_as_time_passes_with_no_new_commit(site: FakeSite, clock: Clock):
+    site.agent.reconcile_once()
+    site.source.commit(fleet_files("1.1.0", canary=FAILING_CANARY))
+    assert site.agent.reconcile_once().record.state == "progressing"
+    clock.now += timedelta(minutes=4)
+    result = site.agent.reconcile_once()
+    assert not result.noop and result.record.reason == "InsufficientTraffic"
+    assert site.runtime.active == {"d": "1.0.0"}
+
+
 @pytest.mark.parametrize("reason", ["ErrorRateTooHigh", "LatencyTooHigh", "DisagreesWithStable", "InsufficientTraffic"])
 def test_a_failed_canary_returned_as_an_outcome_reads_as_it_did_when_raised(reason):
     action = Action("canary", "d", "m", "1.0.0", None, "CanaryInProgress", "")
