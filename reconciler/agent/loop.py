@@ -252,8 +252,13 @@ class Agent:
         return self.last_contact is not None and now - self.last_contact > self.config.staleAfter
 
     def _publish(self, record: StatusRecord, run: Run) -> None:
-        """Unless it says what the last one said; with wave statuses wherever the run got as far as
+        """Unless it says what the last one said, or the fleet names no such site; with wave statuses wherever the run got as far as
         the fleet and its records, on success and error paths alike."""
+        if run.fleet is not None and self.config.site not in run.fleet.sites:
+            # A typo in --site must not leave a status ref in everyone's fleet repo, for ever.
+            log.warning("%s: no status written: the fleet repo names no such Site", self.config.site,
+                        extra={"reason": "SiteNotInFleet"})
+            return
         if self.last_record is None:
             self.last_record = self.status.read_own(self.config.site)
         if record.same_as(self.last_record):

@@ -197,3 +197,15 @@ def test_every_path_publishes_at_most_one_record(site: FakeSite, path):
     before = len(site.status.published)
     site.agent.reconcile_once()
     assert len(site.status.published) - before == expected
+
+
+def test_a_site_the_fleet_does_not_name_reports_its_error_but_writes_no_status(tmp_path, clock: Clock):
+    site = fake_site(tmp_path / "state", clock)
+    site.source.commit(fleet_files("1.0.0", site="store-2"))  # the fleet names store-2; this agent is store-1
+    site.agent.start()
+    try:
+        result = site.agent.reconcile_once()
+    finally:
+        site.agent.stop()
+    assert result.record.reason == "SiteNotInFleet" and "did you mean 'store-2'" in result.record.message
+    assert site.status.published == [] and site.runtime.active == {}
