@@ -36,9 +36,11 @@ class DeploymentStatus(BaseModel):
 
     @property
     def version_shown(self) -> str:
-        """What the site serves and, while it differs, what it is asked for: ``1.0.0->1.1.0``."""
-        shown = self.activeVersion or "-"
-        return f"{shown}->{self.version}" if self.version and self.version != self.activeVersion else shown
+        """What the site serves and, while it differs, what it is asked for: ``1.0.0->1.1.0``, or
+        ``->1.0.0`` on a site that serves nothing yet; ``-``: nothing served, nothing asked."""
+        if self.version and self.version != self.activeVersion:
+            return f"{self.activeVersion or ''}->{self.version}"
+        return self.activeVersion or "-"
 
 
 class StatusRecord(BaseModel):

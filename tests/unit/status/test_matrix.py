@@ -66,3 +66,12 @@ def test_a_failure_says_whether_it_is_version_evidence_or_a_site_condition():
     assert "1.0.0->1.1.0 ERROR (site: NoTrustedKeys)" in lines[1]
     assert "1.0.0->1.1.0 FAILED (version: ValidationFailed)" in lines[2]
     assert matrix.to_json()["sites"][0]["deployments"]["forecast"]["failureKind"] == "site"
+
+
+def test_a_version_shows_what_is_served_and_what_is_asked():
+    shown = {(active, version): DeploymentStatus(model="m", state="progressing", version=version, activeVersion=active,
+                                                 reason="r", since=NOW).version_shown
+             for active, version in [("1.0.0", "1.1.0"), ("1.1.0", "1.1.0"), (None, "1.0.0"), ("1.0.0", None),
+                                     (None, None)]}
+    assert shown == {("1.0.0", "1.1.0"): "1.0.0->1.1.0", ("1.1.0", "1.1.0"): "1.1.0", (None, "1.0.0"): "->1.0.0",
+                     ("1.0.0", None): "1.0.0", (None, None): "-"}
