@@ -282,7 +282,8 @@ class Agent:
             state = status.state if status is not None else None
             level = logging.ERROR if state == "aborted" else logging.WARNING if state in ("failure", "error") else logging.INFO
             target = action.target.version if action.target else "-"
-            log.log(level, "%s: %s %s %s -> %s: %s: %s", self.config.site, action.kind, action.deployment,
-                    action.from_version or "nothing", target, reason, message,
+            split = " (traffic " + ", ".join(f"{v} {w}%" for v, w in outcome.weights.items()) + ")" if outcome.weights else ""
+            log.log(level, "%s: %s %s %s -> %s: %s: %s%s", self.config.site, action.kind, action.deployment,
+                    action.from_version or "nothing", target, reason, message, split,
                     extra={"deployment": action.deployment, "reason": reason})
 

@@ -209,3 +209,12 @@ def test_a_site_the_fleet_does_not_name_reports_its_error_but_writes_no_status(t
         site.agent.stop()
     assert result.record.reason == "SiteNotInFleet" and "did you mean 'store-2'" in result.record.message
     assert site.status.published == [] and site.runtime.active == {}
+
+
+def test_a_canary_step_is_logged_with_its_traffic_split(site: FakeSite, caplog):
+    site.agent.reconcile_once()
+    site.source.commit(fleet_files("1.1.0", canary=FAILING_CANARY))
+    with caplog.at_level("INFO", logger="reconciler"):
+        site.agent.reconcile_once()
+    line = next(r.getMessage() for r in caplog.records if " canary d " in r.getMessage() or " deploy d " in r.getMessage())
+    assert "(traffic 1.0.0 50%, 1.1.0 50%)" in line, line
