@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 
+from reconciler.delivery.plan import rollout_of
 from reconciler.devtools.githttp import GitHttpServer, init_bare_repo
 from reconciler.devtools.processes import free_port, stop_all
 from reconciler.gitdoor.source import GitSource
@@ -106,7 +107,7 @@ def run_demo(sites: int, workdir: Path | None, keep_running: bool) -> int:
         on_old = sum(1 for r in records.values() if deployment in r.deployments and
                      r.deployments[deployment].activeVersion == old)
         outcome = (f"the rollout was stopped ({', '.join(stopped)}); {on_old} sites serve {old}" if stopped else
-                   f"{moved} of them rolled {deployment} {old} -> {new} out in waves with in-site canaries")
+                   _rolled_out(fleet, deployment, old, new, moved))
         say(f"\nSummary: {len(agents)} sites converged from Git and served real predictions; {outcome}, "
             f"{time.monotonic() - started:.0f}s after the push.")
         if keep_running:
@@ -115,6 +116,17 @@ def run_demo(sites: int, workdir: Path | None, keep_running: bool) -> int:
             _wait_for_interrupt()
         say("Stopping the site agents.")
     return 0
+
+
+def _rolled_out(fleet: FleetRepo, deployment: str, old: str, new: str, moved: int) -> str:
+    """What the bump did, claiming waves and canaries only where the deployment has them."""
+    if moved == 0:
+        return f"none of them moved {deployment} to {new}"
+    spec = fleet.deployments[deployment].spec
+    how = [what for what, present in (("in waves", rollout_of(fleet, fleet.deployments[deployment]) is not None),
+                                      ("with in-site canaries", spec.canary is not None and spec.canary.steps))
+           if present]
+    return f"{moved} of them rolled {deployment} {old} -> {new} out" + "".join(f" {h}" for h in how)
 
 
 def _compress_time(root: Path, url: str) -> None:
