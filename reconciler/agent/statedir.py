@@ -30,7 +30,10 @@ class StateDir:
         self._lock_fd: int | None = None
 
     def lock(self) -> None:
-        """Take the directory for this process; a second agent on it fails at once."""
+        """Take the directory for this process; a second agent on it fails at once. Taking it
+        again from this process is a no-op (the CLI takes it before it opens the listen port)."""
+        if self._lock_fd is not None:
+            return
         self.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:

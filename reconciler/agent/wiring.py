@@ -29,9 +29,10 @@ from reconciler.trust import KeylessIdentity, TrustedKey, TrustRoots, load_publi
 
 def build_agent(config: SiteConfig, runtime: Runtime | None, metrics: CanaryMetrics | None = None,
                 wake: threading.Event | None = None, stop: CancelToken | None = None,
-                telemetry: SiteTelemetry | None = None, clock: Callable[[], datetime] = utcnow) -> Agent:
+                telemetry: SiteTelemetry | None = None, clock: Callable[[], datetime] = utcnow,
+                state_dir: StateDir | None = None) -> Agent:
     """``runtime`` and ``metrics`` come from ``serving`` (None: a site without ``--listen``); ``stop``
-    (set on SIGTERM) cuts the work in flight short."""
+    (set on SIGTERM) cuts the work in flight short; ``state_dir``: one the caller has locked already."""
     telemetry = telemetry or SiteTelemetry(config.site)
     source = GitSource(config.repo, config.branch, config.state / "cache" / "fleet.git")
     status_source = source if config.statusRepo is None else \
@@ -39,7 +40,7 @@ def build_agent(config: SiteConfig, runtime: Runtime | None, metrics: CanaryMetr
     forge = ForgeStatuses(config.forge) if config.forge else None
     status = GitStatusChannel(StatusRefs(status_source), forge, by_forge=config.gateSource == "forge",
                               target_url=config.forge.targetUrl if config.forge else None)
-    applier = build_applier(StateDir(config.state), runtime, load_trust_roots(config), config, metrics, stop, telemetry)
+    applier = build_applier(state_dir or StateDir(config.state), runtime, load_trust_roots(config), config, metrics, stop, telemetry)
     caches = [source] if status_source is source else [source, status_source]
     return Agent(config, source=source, status=status, applier=applier, runtime=runtime, clock=clock,
                  caches=caches, telemetry=telemetry, wake=wake)

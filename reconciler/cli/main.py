@@ -241,13 +241,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def run_agent(config, once: bool) -> int:
+    from reconciler.agent.statedir import StateDir
     from reconciler.agent.telemetry import SiteTelemetry
     from reconciler.agent.wiring import build_agent, serving
 
     wake, stop, telemetry = threading.Event(), CancelToken(), SiteTelemetry(config.site)
     cancel_on_signals(stop, also=wake)
+    state_dir = StateDir(config.state)
+    state_dir.lock()  # before the port opens: a second agent on this state says so, and serves nothing
     with serving(config.listen_address, config.site, wake, telemetry) as (registry, metrics):
-        agent = build_agent(config, registry, metrics, wake, stop, telemetry)
+        agent = build_agent(config, registry, metrics, wake, stop, telemetry, state_dir=state_dir)
         agent.start()
         try:
             if once:

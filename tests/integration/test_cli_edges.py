@@ -120,3 +120,18 @@ def test_bad_command_lines_are_refused_in_a_sentence(tmp_path, args):
     assert done.returncode in (1, 2), done.stderr
     assert done.stderr.startswith("reconciler: ") and "Traceback" not in done.stderr
     assert "unexpected" not in done.stderr
+
+
+def test_a_second_agent_on_a_held_state_directory_is_refused_before_it_opens_its_port(tmp_path):
+    from reconciler.agent.statedir import StateDir
+    from reconciler.devtools.processes import free_port
+
+    held = StateDir(tmp_path / "state")
+    held.lock()
+    try:
+        done = reconciler("run", "--once", "--repo", str(tmp_path / "fleet"), "--site", SITE,
+                          "--state", str(tmp_path / "state"), "--listen", f"127.0.0.1:{free_port()}")
+    finally:
+        held.unlock()
+    assert done.returncode != 0 and "StateLocked" in done.stderr
+    assert "serving on" not in done.stderr
