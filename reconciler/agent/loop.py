@@ -19,6 +19,7 @@ from reconciler.agent.config import SiteConfig
 from reconciler.agent.selfheal import heal_after_failure, heal_at_start
 from reconciler.agent.statedir import StateDir
 from reconciler.agent.telemetry import SiteTelemetry
+from reconciler.batch.scheduler import ActiveModels, BatchScheduler
 from reconciler.cancel import CancelToken
 from reconciler.delivery.evidence import FailureKind, failure_kind
 from reconciler.delivery.model import SiteState
@@ -86,6 +87,8 @@ class Agent:
         self.last_contact: datetime | None = None  # when the fleet repo last answered
         self.watching = False  # a rollout or canary is in flight: plan each tick, not only on new commits
         self.wake = wake or threading.Event()  # set by the push webhook (or a stop): reconcile now
+        self.batch = BatchScheduler(config.state, config.batch, ActiveModels(config.state, runtime),
+                                    lambda: self.state_dir.load(config.site), on_run=self._batch_ran)
 
     def start(self, now: datetime | None = None) -> None:
         """Lock the state directory and serve the last good state before the repo is read."""
@@ -95,8 +98,10 @@ class Agent:
         heal_at_start(self.config.state, self.caches, started=time.time())
         self.applier.restore(self.state_dir.load(self.config.site))
         self.last_contact = now or utcnow()  # staleness counts from the agent's start
+        self.batch.start()
 
     def stop(self) -> None:
+        self.batch.stop()
         self.state_dir.unlock()
         self.source.close()
         self.status.close()
@@ -132,6 +137,7 @@ class Agent:
             plan = plan_site(loaded.repo, self.config.site, state, now, commit, fleet_status)
             state, outcomes = self.applier.apply(plan, state, self.source.tree(commit), now)
             state = self._record_applied(state, commit, outcomes)
+            self.batch.update(loaded.repo, state, now)
             record = self._record(now, commit, state, plan, outcomes)
             before = self.last_record
             self._publish(record, loaded.repo, fleet_status, now)
@@ -161,6 +167,11 @@ class Agent:
             delay = min(interval, 0.5 * 2**failures) if failures else interval
             self.wake.wait(delay * (1 + self.config.jitter * (2 * random.random() - 1)))
         log.info("%s: stopped", self.config.site)
+
+    def _batch_ran(self) -> None:
+        """A batch run's summary goes into the status record: reconcile again, new commit or not."""
+        self.reconciled_head = None
+        self.wake.set()
 
     def _fleet_status(self, commit: str) -> dict[str, StatusRecord]:
         """Every site's newest record (from Git refs, or from the forge's statuses on this commit and,
@@ -240,6 +251,7 @@ class Agent:
             message=message,
             failureKind=kind,
             weights=weights or {},
+            lastBatchRun=self.batch.last_run(name),
             since=before.since if keep_since else now,
         )
 
