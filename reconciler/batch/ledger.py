@@ -75,7 +75,7 @@ class Ledger:
 
     def append(self, entry: Entry) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             end = os.lseek(fd, 0, os.SEEK_END)
             torn = end > 0 and os.pread(fd, 1, end - 1) != b"\n"
