@@ -108,3 +108,11 @@ def test_batch_run_of_an_unknown_deployment_says_so(installed):
     refused = reconciler("batch", "run", "nope", "--config", str(installed.site_yaml))
     assert refused.returncode == 1
     assert "BatchNotScheduled: nope is no batch deployment of this site" in refused.stderr
+
+
+def test_site_yaml_maps_logical_names_to_directories_beside_it(installed):
+    from reconciler.agent.config import load_site_config
+
+    directories = load_site_config(installed.site_yaml, {}).batch
+    assert (directories.inputs, directories.outputs) == ({"readings": installed.inputs.resolve()},
+                                                         {"scores": installed.outputs.resolve()})
