@@ -145,3 +145,22 @@ def test_a_version_change_reruns_files_only_because_the_model_digest_changed(sit
     done = [(e.file, e.model) for e in Ledger(site.state / "batch" / "iris").entries() if e.result == "done"]
     assert len(done) == len(set(done)) == 5  # a, b with each model; c with the new one
     assert run_batch(site.job(spec()), active(site), "schedule").filesAlreadyDone == 3
+
+
+def test_result_lines_are_json_that_gives_back_the_exact_outputs():
+    from reconciler.batch.runner import _lines
+
+    rng = np.random.default_rng(11)
+    scores = (rng.normal(size=(5, 3)) * 10.0 ** rng.integers(-12, 12, size=(5, 3))).astype(np.float32)
+    extra = rng.normal(size=(5, 2)).astype(np.float32)
+    doubles = rng.normal(size=(5, 2, 2))
+    labels = rng.integers(-5, 5, size=(5,))
+    odd = np.array([[np.nan], [np.inf], [1.0], [-0.0], [2.5]], dtype=np.float32)
+    cases = [(["scores", "extra%d"], [scores, extra]), (["doubles", "labels", "odd"], [doubles, labels, odd])]
+    for names, outputs in cases:
+        lines = [json.loads(line) for line in _lines('1.0"%s', names, [3, 4, 5, 6, 7], outputs).splitlines()]
+        assert [line["record"] for line in lines] == [3, 4, 5, 6, 7]
+        assert {line["version"] for line in lines} == {'1.0"%s'}
+        for name, output in zip(names, outputs, strict=True):
+            back = np.array([line["outputs"][name] for line in lines], dtype=output.dtype)
+            np.testing.assert_array_equal(back, output)  # bit for bit, NaN included
