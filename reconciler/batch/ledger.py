@@ -23,7 +23,7 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from reconciler.atomicfile import atomic_write_bytes
+from reconciler.atomicfile import atomic_write_bytes, fsync_dir
 from reconciler.status.record import BatchRunSummary
 
 log = logging.getLogger(__name__)
@@ -55,11 +55,14 @@ class Ledger:
         self.done: set[tuple[str, str]] = set()
         self.failures: Counter[tuple[str, str]] = Counter()
         for entry in self._read():
-            key = (entry.input, entry.model)
-            if entry.result == "done":
-                self.done.add(key)
-            else:
-                self.failures[key] += 1
+            self._count(entry)
+
+    def _count(self, entry: Entry) -> None:
+        key = (entry.input, entry.model)
+        if entry.result == "done":
+            self.done.add(key)
+        else:
+            self.failures[key] += 1
 
     def _read(self) -> Iterator[Entry]:
         try:
@@ -75,6 +78,7 @@ class Ledger:
 
     def append(self, entry: Entry) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
+        created = not self.path.exists()
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             end = os.lseek(fd, 0, os.SEEK_END)
@@ -83,11 +87,9 @@ class Ledger:
             os.fsync(fd)
         finally:
             os.close(fd)
-        key = (entry.input, entry.model)
-        if entry.result == "done":
-            self.done.add(key)
-        else:
-            self.failures[key] += 1
+        if created:
+            fsync_dir(self.folder)  # the new file's name survives a power cut too
+        self._count(entry)
 
     def entries(self) -> list[Entry]:
         return list(self._read())
