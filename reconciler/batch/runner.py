@@ -16,7 +16,8 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -141,9 +142,9 @@ def _score_file(data: bytes, job: BatchJob, served: Served, relative: str) -> tu
     good = 0
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            for chunk in read_chunks(data, job.spec.input, served.interface, job.spec.max_records_per_batch):
+            chunks = read_chunks(data, job.spec.input, served.interface, job.spec.max_records_per_batch)
+            for chunk, lines, failed in _scored_ahead(served, names, chunks):
                 refused += chunk.errors
-                lines, failed = _scored_lines(served, names, chunk)
                 out.write(lines)
                 refused += failed
                 good += len(chunk.records) - len(failed)
@@ -158,14 +159,31 @@ def _score_file(data: bytes, job: BatchJob, served: Served, relative: str) -> tu
     return good, len(refused)
 
 
-def _scored_lines(served: Served, names: list[str], chunk: Chunk) -> tuple[str, list[RecordError]]:
-    if not chunk.records:
-        return "", []
+def _scored_ahead(served: Served, names: list[str], chunks: Iterable[Chunk]
+                  ) -> Iterator[tuple[Chunk, str, list[RecordError]]]:
+    """Each chunk with its result lines and the records onnxruntime refused. The session scores the
+    next chunk on a second thread (onnxruntime lets go of the GIL) while this one reads records
+    and writes text, which costs as much as the scoring."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-score") as pool:
+        ahead: tuple[Chunk, Future] | None = None
+        for chunk in chunks:
+            scoring = (chunk, pool.submit(served.session.run, names, chunk.feeds) if chunk.records else None)
+            if ahead is not None:
+                yield _finished(served, names, *ahead)
+            ahead = scoring
+        if ahead is not None:
+            yield _finished(served, names, *ahead)
+
+
+def _finished(served: Served, names: list[str], chunk: Chunk, scoring: Future | None
+              ) -> tuple[Chunk, str, list[RecordError]]:
+    if scoring is None:
+        return chunk, "", []
     try:
-        outputs = served.session.run(names, chunk.feeds)
+        outputs = scoring.result()
     except Exception:  # noqa: BLE001 -- onnxruntime's errors share no narrower base: find the records at fault
-        return _one_by_one(served, names, chunk)
-    return _lines(served.version, names, chunk.records, outputs), []
+        return chunk, *_one_by_one(served, names, chunk)
+    return chunk, _lines(served.version, names, chunk.records, outputs), []
 
 
 def _one_by_one(served: Served, names: list[str], chunk: Chunk) -> tuple[str, list[RecordError]]:

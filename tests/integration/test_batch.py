@@ -164,3 +164,31 @@ def test_result_lines_are_json_that_gives_back_the_exact_outputs():
         for name, output in zip(names, outputs, strict=True):
             back = np.array([line["outputs"][name] for line in lines], dtype=output.dtype)
             np.testing.assert_array_equal(back, output)  # bit for bit, NaN included
+
+
+class PickySession:
+    """Refuses any call holding a negative first feature, as a model's own checks might."""
+
+    def __init__(self, session):
+        self.session = session
+
+    def run(self, names, feeds):
+        if (feeds["input"][:, 0] < 0).any():
+            raise RuntimeError("negative first feature")
+        return self.session.run(names, feeds)
+
+
+def test_records_onnxruntime_refuses_are_found_one_by_one_and_the_rest_is_scored(site):
+    from dataclasses import replace
+
+    write_jsonl(site.inputs / "a.jsonl", ROWS)
+    real = active(site)
+    summary = run_batch(site.job(spec()), replace(real, session=PickySession(real.session)), "manual")
+    refused = [i for i, row in enumerate(ROWS) if row[0] < 0]
+    assert refused and summary.recordErrors == len(refused) and summary.records == len(ROWS) - len(refused)
+    errors = read_jsonl(site.outputs / "a.jsonl.errors.jsonl")
+    assert [e["record"] for e in errors] == refused
+    assert all("onnxruntime refused the record: negative first feature" in e["error"] for e in errors)
+    kept = [i for i in range(len(ROWS)) if i not in refused]
+    assert [line["record"] for line in read_jsonl(site.outputs / "a.jsonl.out.jsonl")] == kept
+    np.testing.assert_allclose(outputs_of(site.outputs / "a.jsonl.out.jsonl"), expected("1.0.0", ROWS[kept]), atol=1e-5)
