@@ -116,3 +116,14 @@ def test_site_yaml_maps_logical_names_to_directories_beside_it(installed):
     directories = load_site_config(installed.site_yaml, {}).batch
     assert (directories.inputs, directories.outputs) == ({"readings": installed.inputs.resolve()},
                                                          {"scores": installed.outputs.resolve()})
+
+
+def test_no_batch_run_before_a_version_is_active_here(installed):
+    from reconciler.delivery.model import SiteState
+    from reconciler.errors import Stalled
+
+    scheduler = BatchScheduler(installed.state, installed.directories(), ActiveModels(installed.state),
+                               lambda: SiteState(site=SITE))  # deployed, not yet validated and activated
+    with pytest.raises(Stalled, match="BatchNotInstalled"):
+        scheduler.run_now("iris", "manual")
+    assert not installed.outputs.exists()
