@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from reconciler.batch.jobs import BatchDirectories
 from reconciler.errors import UsageError
 from reconciler.ingest.artifacts import FetchLimits
 from reconciler.manifests.fleet import Finding
@@ -100,6 +101,7 @@ class SiteConfig(BaseModel):
         return self
     validation: ValidationLimits = ValidationLimits()
     fetch: FetchLimits = FetchLimits()  # timeouts, retries, redirects, auth, CA bundle for artifacts
+    batch: BatchDirectories = BatchDirectories()  # logical batch input/output names -> local directories
 
     @property
     def listen_address(self) -> tuple[str, int] | None:
@@ -151,6 +153,9 @@ def _resolved(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     for section, keys in (("fetch", ("caBundle",)), ("commitPolicy", ("sshAllowedSigners", "gpgKeyring"))):
         if isinstance(raw.get(section), dict):
             raw[section] = {**raw[section], **{k: resolve(raw[section][k]) for k in keys if raw[section].get(k)}}
+    if isinstance(raw.get("batch"), dict):
+        raw["batch"] = {kind: {name: resolve(d) for name, d in names.items()} if isinstance(names, dict) else names
+                        for kind, names in raw["batch"].items()}
     return raw
 
 

@@ -22,6 +22,7 @@ from reconciler.agent.ports import FleetSource, StatusChannel
 from reconciler.agent.selfheal import heal_after_failure, heal_at_start
 from reconciler.agent.summary import deployment_statuses, site_record, wave_statuses
 from reconciler.agent.telemetry import SiteTelemetry
+from reconciler.batch.scheduler import ActiveModels, BatchScheduler
 from reconciler.delivery.model import SiteState
 from reconciler.delivery.plan import Plan, plan_site, rollout_of
 from reconciler.errors import Cancelled, ReconcilerError, Stalled
@@ -97,6 +98,8 @@ class Agent:
         self.last_contact: datetime | None = None  # when the fleet repo last answered
         self.watching = False  # a rollout or canary is in flight: plan each tick, not only on new commits
         self.wake = wake or threading.Event()  # set by the push webhook (or a stop): reconcile now
+        self.batch = BatchScheduler(config.state, config.batch, ActiveModels(config.state, runtime),
+                                    lambda: self.state_dir.load(config.site), on_run=self._batch_ran)
 
     def start(self, now: datetime | None = None) -> None:
         """Lock the state directory and serve the last good state before the repo is read."""
@@ -106,8 +109,10 @@ class Agent:
         heal_at_start(self.config.state, self.caches, started=time.time())
         self.applier.restore(self.state_dir.load(self.config.site))
         self.last_contact = now or self.clock()  # staleness counts from the agent's start
+        self.batch.start()
 
     def stop(self) -> None:
+        self.batch.stop()
         self.state_dir.unlock()
         self.source.close()
         self.status.close()
@@ -144,6 +149,11 @@ class Agent:
             delay = min(interval, 0.5 * 2**failures) if failures else interval
             self.wake.wait(delay * (1 + self.config.jitter * (2 * random.random() - 1)))
         log.info("%s: stopped", self.config.site)
+
+    def _batch_ran(self) -> None:
+        """A batch run's summary goes into the status record: reconcile again, new commit or not."""
+        self.reconciled_head = None
+        self.wake.set()
 
     # --- the steps, in order ---------------------------------------------------------------------
 
@@ -199,6 +209,7 @@ class Agent:
         if all(o.ok for o in run.outcomes) and run.state.appliedCommit != run.commit:
             run.state = run.state.model_copy(update={"appliedCommit": run.commit})
             self.state_dir.save(run.state)
+        self.batch.update(run.fleet, run.state, run.now)
 
     # --- the one exit ----------------------------------------------------------------------------
 
@@ -230,7 +241,8 @@ class Agent:
         return ReconcileResult(run.head, run.plan, record)
 
     def _record(self, run: Run) -> StatusRecord:
-        deployments = deployment_statuses(run.now, run.state, run.plan, run.outcomes, self.last_record)
+        deployments = deployment_statuses(run.now, run.state, run.plan, run.outcomes, self.last_record,
+                                          self.batch.last_run)
         return site_record(self.config.site, run.now, run.commit, run.state, deployments,
                            stale=self._stale(run.now), last_contact=self.last_contact)
 

@@ -18,6 +18,7 @@ record's deployments. A deployment's ``since`` holds while its state, version an
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from reconciler import __version__
@@ -28,7 +29,7 @@ from reconciler.delivery.plan import Plan, Target, wave_members
 from reconciler.errors import ReconcilerError
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.status.forge import CommitStatus, wave_status
-from reconciler.status.record import WORST_FIRST, DeploymentStatus, State, StatusRecord
+from reconciler.status.record import WORST_FIRST, BatchRunSummary, DeploymentStatus, State, StatusRecord
 
 
 def outcome_status(outcome: Outcome) -> tuple[State, str, str, FailureKind | None]:
@@ -43,7 +44,16 @@ def outcome_status(outcome: Outcome) -> tuple[State, str, str, FailureKind | Non
 
 
 def deployment_statuses(now: datetime, state: SiteState, plan: Plan, outcomes: list[Outcome],
-                        before: StatusRecord | None) -> dict[str, DeploymentStatus]:
+                        before: StatusRecord | None,
+                        batch_run: Callable[[str], BatchRunSummary | None] = lambda name: None,
+                        ) -> dict[str, DeploymentStatus]:
+    """Per deployment, as the table above says, with the last batch run of a batch deployment."""
+    deployments = _deployment_statuses(now, state, plan, outcomes, before)
+    return {name: status.model_copy(update={"lastBatchRun": batch_run(name)}) for name, status in deployments.items()}
+
+
+def _deployment_statuses(now: datetime, state: SiteState, plan: Plan, outcomes: list[Outcome],
+                         before: StatusRecord | None) -> dict[str, DeploymentStatus]:
     deployments: dict[str, DeploymentStatus] = {}
     for target in plan.converged:
         deployments[target.deployment] = _deployment_status(

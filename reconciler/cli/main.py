@@ -133,6 +133,9 @@ def _parser() -> argparse.ArgumentParser:
     from reconciler.cli.retry import add_subcommands as add_rollout_commands
 
     add_rollout_commands(commands)  # rollout retry
+    from reconciler.cli.batch import add_subcommands as add_batch_commands
+
+    add_batch_commands(commands)  # batch run
     return parser
 
 

@@ -56,6 +56,9 @@ SITE_CONDITIONS: frozenset[str] = frozenset({
     "InvalidCommitId", "FileUnreadable", "InvalidManifests", "HistoryRewritten",
     "CommitUnsigned", "CommitSignatureInvalid", "CommitPolicyInvalid", "StatusFetchFailed", "StatusPushFailed", "ForgeRejected",
     "ForgeTokenMissing", "ForgeUnavailable", "SigningKeyInvalid", "KeyPasswordWrong",
+    # batch runs: the site's directories and the Deployment's batch section (batch/)
+    "BatchDirectoryUnmapped", "BatchInputMissing", "BatchInputMisfit", "BatchNotInstalled", "BatchNotScheduled",
+    "BatchRunInProgress",
 })
 
 

@@ -4,4 +4,4 @@
 Nothing is re-exported here: reconciler.flags imports manifests.types, so importing the loader from
 this package's __init__ would make that import circular. ``__all__`` lists the public modules."""
 
-__all__ = ["fleet", "loader", "models", "selectors", "semantics", "types"]
+__all__ = ["batch", "fleet", "loader", "models", "selectors", "semantics", "types"]

@@ -4,10 +4,10 @@ once and everything downstream trusts them. The JSON Schemas in schemas/ are gen
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from reconciler.manifests.batch import BatchSpec
 from reconciler.manifests.types import (
     ClockTime,
     DnsLabel,
@@ -17,6 +17,7 @@ from reconciler.manifests.types import (
     LabelValue,
     Sha256Digest,
     VersionString,
+    iana_zone,
 )
 
 API_VERSION = "reconciler/v1"
@@ -175,11 +176,7 @@ class MaintenanceWindow(Strict):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, name: str) -> str:
-        try:
-            ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{name!r} is not an IANA time zone") from None
-        return name
+        return iana_zone(name)
 
 
 class SiteSpec(Strict):
@@ -370,6 +367,9 @@ class DeploymentSpec(Strict):
         None, description="Going back to the version a site served before its current one is a rollback "
                           "(no canary, no wave gate, from the kept blob); a duration limits it to that long "
                           "after the switch; unset: always.")
+    batch: BatchSpec | None = Field(
+        None, description="Also run the model as a scheduled job over a site's input files (beside serving "
+                          "it); absent: serving only.")
 
 
 class Deployment(Strict):

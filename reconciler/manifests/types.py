@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from datetime import time, timedelta
 from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BeforeValidator, PlainSerializer, StringConstraints, WithJsonSchema
 
@@ -87,3 +88,12 @@ ClockTime = Annotated[
     PlainSerializer(lambda t: t.strftime("%H:%M"), return_type=str),
     WithJsonSchema({"type": "string", "pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9]$"}),
 ]
+
+
+def iana_zone(name: str) -> str:
+    """``name`` if the IANA time zone database has it (the system's, or the tzdata package's)."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{name!r} is not an IANA time zone, e.g. 'Europe/Berlin'") from None
+    return name

@@ -107,7 +107,10 @@ def _cell(status: DeploymentStatus | None) -> str:
         return ""
     wave = f" [{status.wave}]" if status.wave else ""
     kind = f" ({status.failureKind}: {status.reason})" if status.failureKind else ""  # version evidence or site condition
-    return f"{status.version_shown}{wave}{MARK[status.state]}{kind}"
+    run = status.lastBatchRun
+    batch = f" (batch {run.state}: {run.files} files, {run.records} records, {run.recordErrors} record errors)" \
+        if run else ""
+    return f"{status.version_shown}{wave}{MARK[status.state]}{kind}{batch}"
 
 
 def _age(age: timedelta | None) -> str:

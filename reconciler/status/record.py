@@ -16,6 +16,28 @@ State = Literal["pending", "progressing", "success", "failure", "aborted", "erro
 WORST_FIRST: tuple[State, ...] = ("error", "failure", "aborted", "progressing", "pending", "success")
 
 
+class BatchRunSummary(BaseModel):
+    """The newest run of a batch deployment (reconciler.batch): the record carries counts, never data."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    state: Literal["Succeeded", "PartiallySucceeded", "Failed"]  # partially: some records or files failed
+    trigger: Literal["schedule", "manual"]
+    scheduledFor: datetime | None = None  # the schedule's time this run is for (None: by hand)
+    started: datetime
+    durationSeconds: float
+    version: str | None = None  # the model version that scored
+    modelDigest: str | None = None
+    files: int = 0  # scored in this run
+    filesAlreadyDone: int = 0  # done before with these model bytes: not scored again
+    filesFailed: int = 0  # failed as a whole this run (retried next run)
+    filesMovedAside: int = 0  # failed as a whole too often: moved out of the input directory
+    records: int = 0  # scored
+    recordErrors: int = 0  # refused one by one, in the output's .errors.jsonl
+    reason: str = "BatchRunFinished"
+    message: str = ""
+
+
 class DeploymentStatus(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -32,6 +54,7 @@ class DeploymentStatus(BaseModel):
     # Only version evidence counts toward a rollout's abort (reconciler.delivery.evidence).
     failureKind: FailureKind | None = None
     weights: dict[str, int] = {}
+    lastBatchRun: BatchRunSummary | None = None  # batch deployments only
     since: datetime  # when this deployment entered ``state`` for ``version``
 
     @property

@@ -85,7 +85,7 @@ BAD_INPUTS = [
      "spec.versions[0].artifacts[0].sigature: unknown field (did you mean 'signature'?)"),
     ("extra-field-no-close-match", edit("deployments/d.yaml", "  model: m", "  model: m\n  zzz: 1"),
      "deployments/d.yaml", 7, 3,
-     "spec.zzz: unknown field (allowed: model, version, enabled, targets, rollout, canary, rollbackWindow)"),
+     "spec.zzz: unknown field (allowed: model, version, enabled, targets, rollout, canary, rollbackWindow, batch)"),
     ("wrong-type", edit("models/m.yaml", "size: 120", "size: big"), "models/m.yaml", 14, 17,
      "spec.versions[0].artifacts[0].size: should be an integer (got 'big')"),
     ("too-small", edit("models/m.yaml", "size: 120", "size: 0"), "models/m.yaml", 14, 17,

@@ -1,0 +1,46 @@
+"""Where a batch deployment reads and writes on this site: the fleet repo names its input and
+output logically, the site's site.yaml (``batch``) says which local directory each name is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from reconciler.errors import Stalled
+from reconciler.manifests.batch import BatchSpec
+
+
+class BatchDirectories(BaseModel):
+    """site.yaml ``batch``: the local directory of each logical input and output name the fleet's
+    batch deployments use (relative paths resolve against site.yaml's folder)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    inputs: dict[str, Path] = {}
+    outputs: dict[str, Path] = {}
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    deployment: str
+    spec: BatchSpec
+    input_dir: Path
+    output_dir: Path
+    folder: Path  # <state>/batch/<deployment>: ledger, lock, last run, spec
+
+
+def batch_folder(state_root: Path, deployment: str) -> Path:
+    return state_root / "batch" / deployment
+
+
+def job_for(state_root: Path, directories: BatchDirectories, deployment: str, spec: BatchSpec) -> BatchJob:
+    unmapped = [f"{kind} {name!r}" for kind, name, mapping in (("input", spec.input.name, directories.inputs),
+                                                                ("output", spec.output, directories.outputs))
+                if name not in mapping]
+    if unmapped:
+        raise Stalled("BatchDirectoryUnmapped", f"{deployment}: this site's site.yaml maps no directory to "
+                                                f"{' nor '.join(unmapped)} (batch.inputs / batch.outputs)")
+    return BatchJob(deployment, spec, directories.inputs[spec.input.name], directories.outputs[spec.output],
+                    batch_folder(state_root, deployment))

@@ -1,0 +1,234 @@
+"""One run of one batch deployment: every input file not yet done with these model bytes is read,
+scored in batches of ``maxRecordsPerBatch`` through the onnxruntime session the site has active
+for the deployment, and written as one JSON Lines result beside a JSON Lines of refused records.
+
+    <output>/<file>.out.jsonl      {"record": N, "version": V, "outputs": {NAME: VALUE}} per good record
+    <output>/<file>.errors.jsonl   {"record": N, "error": MESSAGE} per refused record (absent: none)
+    <input>/.failed/<file>         a file that failed as a whole more than ``maxRetries`` times
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from reconciler.atomicfile import atomic_write_bytes, fsync_dir
+from reconciler.batch.jobs import BatchJob
+from reconciler.batch.ledger import Entry, Ledger, run_lock
+from reconciler.batch.records import Chunk, FileRejected, RecordError, read_chunks
+from reconciler.errors import ReconcilerError, Stalled
+from reconciler.runtime.registry import Served
+from reconciler.status.record import BatchRunSummary
+
+log = logging.getLogger(__name__)
+
+ASIDE = ".failed"
+TEMP_PATTERN = ".*.tmp"  # atomic writes' temp files (atomicfile.py, _score_file)
+Trigger = Literal["schedule", "manual"]
+
+
+@dataclass
+class _Tally:
+    files: int = 0
+    already_done: int = 0
+    failed: int = 0
+    moved_aside: int = 0
+    records: int = 0
+    record_errors: int = 0
+
+
+def run_batch(job: BatchJob, served: Served, trigger: Trigger, scheduled_for: datetime | None = None,
+              stop: threading.Event | None = None) -> BatchRunSummary:
+    """Raises ledger.RunInProgress when another run holds the lock; every other problem ends in
+    the summary (a run-level one as state Failed with its reason)."""
+    started, clock = datetime.now(UTC), time.monotonic()
+    tally = _Tally()
+    with run_lock(job.folder):
+        try:
+            _run_files(job, served, tally, stop or threading.Event())
+            reason, message = "BatchRunFinished", ""
+            state = "PartiallySucceeded" if tally.failed or tally.moved_aside or tally.record_errors else "Succeeded"
+        except ReconcilerError as error:
+            log.warning("%s: batch run stopped: %s", job.deployment, error, extra={"deployment": job.deployment})
+            reason, message, state = error.reason, error.message, "Failed"
+    return BatchRunSummary(
+        state=state, trigger=trigger, scheduledFor=scheduled_for, started=started,
+        durationSeconds=round(time.monotonic() - clock, 3), version=served.version, modelDigest=served.digest,
+        files=tally.files, filesAlreadyDone=tally.already_done, filesFailed=tally.failed,
+        filesMovedAside=tally.moved_aside, records=tally.records, recordErrors=tally.record_errors,
+        reason=reason, message=message)
+
+
+def input_files(job: BatchJob) -> list[Path]:
+    """The inputs the glob matches, in name order, without those moved aside."""
+    if not job.input_dir.is_dir():
+        raise Stalled("BatchInputMissing", f"input directory {job.input_dir} does not exist")
+    return sorted(path for path in job.input_dir.glob(job.spec.input.glob)
+                  if path.is_file() and ASIDE not in path.relative_to(job.input_dir).parts)
+
+
+def _run_files(job: BatchJob, served: Served, tally: _Tally, stop: threading.Event) -> None:
+    ledger = Ledger(job.folder)
+    job.output_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in job.output_dir.rglob(TEMP_PATTERN):  # outputs a crash cut short
+        leftover.unlink(missing_ok=True)
+    for path in input_files(job):
+        if stop.is_set():
+            break
+        relative = path.relative_to(job.input_dir).as_posix()
+        try:
+            data = path.read_bytes()
+        except OSError as exc:  # gone or unreadable since the listing: the next run sees it again
+            log.warning("%s: cannot read %s: %s", job.deployment, path, exc.strerror)
+            tally.failed += 1
+            continue
+        entry = Entry(relative, "sha256:" + hashlib.sha256(data).hexdigest(), served.digest, served.version, "done")
+        if (entry.input, entry.model) in ledger.done:
+            tally.already_done += 1
+            continue
+        try:
+            records, errors = _score_file(data, job, served, relative)
+        except FileRejected as rejected:
+            _file_failed(job, ledger, entry, path, str(rejected), tally)
+            continue
+        ledger.append(_with(entry, records=records, errors=errors))
+        tally.files, tally.records, tally.record_errors = tally.files + 1, tally.records + records, \
+            tally.record_errors + errors
+
+
+def _with(entry: Entry, **changes: object) -> Entry:
+    return Entry(**{**entry.__dict__, "at": datetime.now(UTC).isoformat(), **changes})
+
+
+def _file_failed(job: BatchJob, ledger: Ledger, entry: Entry, path: Path, reason: str, tally: _Tally) -> None:
+    ledger.append(_with(entry, result="failed", reason=reason))
+    tally.failed += 1
+    tries = ledger.failures[(entry.input, entry.model)]
+    if tries <= job.spec.max_retries:
+        log.warning("%s: %s failed (try %d of %d): %s", job.deployment, entry.file, tries, job.spec.max_retries + 1,
+                    reason, extra={"deployment": job.deployment, "reason": "BatchFileFailed"})
+        return
+    aside = job.input_dir / ASIDE / entry.file
+    aside.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(aside.with_name(aside.name + ".reason.txt"), f"{reason}\n".encode())
+    os.replace(path, aside)
+    fsync_dir(aside.parent)
+    ledger.append(_with(entry, result="movedAside", reason=reason))
+    tally.moved_aside += 1
+    log.error("%s: %s failed %d times, moved to %s: %s", job.deployment, entry.file, tries, aside, reason,
+              extra={"deployment": job.deployment, "reason": "BatchFileMovedAside"})
+
+
+def _score_file(data: bytes, job: BatchJob, served: Served, relative: str) -> tuple[int, int]:
+    """Writes the file's results (temp file, fsync, rename); the counts of good and refused records."""
+    names = [t.name for t in served.interface.outputs]
+    refused: list[RecordError] = []
+    target = job.output_dir / f"{relative}.out.jsonl"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    good = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            chunks = read_chunks(data, job.spec.input, served.interface, job.spec.max_records_per_batch)
+            for chunk, lines, failed in _scored_ahead(served, names, chunks):
+                refused += chunk.errors
+                out.write(lines)
+                refused += failed
+                good += len(chunk.records) - len(failed)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    fsync_dir(target.parent)
+    _write_errors(job.output_dir / f"{relative}.errors.jsonl", refused)
+    return good, len(refused)
+
+
+def _scored_ahead(served: Served, names: list[str], chunks: Iterable[Chunk]
+                  ) -> Iterator[tuple[Chunk, str, list[RecordError]]]:
+    """Each chunk with its result lines and the records onnxruntime refused. The session scores the
+    next chunk on a second thread (onnxruntime lets go of the GIL) while this one reads records
+    and writes text, which costs as much as the scoring."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-score") as pool:
+        ahead: tuple[Chunk, Future] | None = None
+        for chunk in chunks:
+            scoring = (chunk, pool.submit(served.session.run, names, chunk.feeds) if chunk.records else None)
+            if ahead is not None:
+                yield _finished(served, names, *ahead)
+            ahead = scoring
+        if ahead is not None:
+            yield _finished(served, names, *ahead)
+
+
+def _finished(served: Served, names: list[str], chunk: Chunk, scoring: Future | None
+              ) -> tuple[Chunk, str, list[RecordError]]:
+    if scoring is None:
+        return chunk, "", []
+    try:
+        outputs = scoring.result()
+    except Exception:  # noqa: BLE001 -- onnxruntime's errors share no narrower base: find the records at fault
+        return chunk, *_one_by_one(served, names, chunk)
+    return chunk, _lines(served.version, names, chunk.records, outputs), []
+
+
+def _one_by_one(served: Served, names: list[str], chunk: Chunk) -> tuple[str, list[RecordError]]:
+    text, refused = [], []
+    for i, record in enumerate(chunk.records):
+        try:
+            outputs = served.session.run(names, {name: feed[i:i + 1] for name, feed in chunk.feeds.items()})
+        except Exception as exc:  # noqa: BLE001 -- see above
+            refused.append(RecordError(record, f"onnxruntime refused the record: {exc}"))
+            continue
+        text.append(_lines(served.version, names, [record], outputs))
+    return "".join(text), refused
+
+
+def _lines(version: str, names: list[str], records: list[int], outputs: list[np.ndarray]) -> str:
+    """One JSON line per record. Writing the text costs more than the model's arithmetic (a float's
+    text is dearer than its multiply-adds), so float32 rows take one %-template per line: '%.9g'
+    gives back the very float32 (9 significant digits), at a third of repr's cost."""
+    head = f'{{"record": %d, "version": {json.dumps(version).replace("%", "%%")}, "outputs": {{'
+    if all(_finite(output) and output.dtype == np.float32 and output.ndim == 2 for output in outputs):
+        slots = ", ".join(f'{json.dumps(name).replace("%", "%%")}: [{", ".join(["%.9g"] * output.shape[1])}]'
+                          for name, output in zip(names, outputs, strict=True))
+        template = head + slots + "}}\n"
+        rows = np.concatenate(outputs, axis=1).tolist()
+        return "".join(template % (record, *row) for record, row in zip(records, rows, strict=True))
+    # repr of finite numbers is the text json.dumps writes for them, without its per-call cost
+    encoders = [repr if _finite(output) else json.dumps for output in outputs]
+    keys = [json.dumps(name) for name in names]
+    columns = [output.tolist() for output in outputs]
+    return "".join(
+        head % record
+        + ", ".join(f"{key}: {encode(column[i])}" for key, encode, column in zip(keys, encoders, columns, strict=True))
+        + "}}\n"
+        for i, record in enumerate(records))
+
+
+def _finite(output: np.ndarray) -> bool:
+    """Ints and finite floats, whose repr is JSON (a bool's, a NaN's or a string's is not)."""
+    return output.dtype.kind in "iu" or (output.dtype.kind == "f" and bool(np.isfinite(output).all()))
+
+
+def _write_errors(path: Path, refused: Iterable[RecordError]) -> None:
+    lines = "".join(json.dumps({"record": e.record, "error": e.message}) + "\n"
+                    for e in sorted(refused, key=lambda e: e.record))
+    if lines:
+        atomic_write_bytes(path, lines.encode())
+    else:
+        path.unlink(missing_ok=True)  # the errors of an earlier model's run of this file
