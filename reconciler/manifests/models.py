@@ -201,7 +201,7 @@ class Site(Strict):
 
 # --- Model --------------------------------------------------------------------------------------
 
-TensorType = Literal["float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool"]
+TensorType = Literal["float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool", "string"]
 
 
 class TensorSpec(Strict):

@@ -28,6 +28,7 @@ class VersionStats:
     shadow_requests: int = 0  # mirrored requests this version (a canary) answered beside stable
     shadow_agreements: int = 0  # of those, the ones whose answer agreed with stable's
     shadow_dropped: int = 0  # mirrored requests dropped because the shadow queue was full
+    success_seconds: float = 0.0  # the summed latency of the successful requests
 
 
 Snapshot = Mapping[tuple[str, str], VersionStats]  # keyed by (deployment, version)
@@ -138,9 +139,12 @@ class RuntimeMetrics:
             for labels, value in _totals(counter):
                 shadow.setdefault(_key(labels), {})[name] = value
         buckets: dict[tuple[str, str], list[tuple[float, int]]] = {}
+        seconds: dict[tuple[str, str], float] = {}
         for sample in self._duration.collect()[0].samples:
             if sample.name.endswith("_bucket"):
                 buckets.setdefault(_key(sample.labels), []).append((float(sample.labels["le"]), int(sample.value)))
+            elif sample.name.endswith("_sum"):
+                seconds[_key(sample.labels)] = sample.value
         return {
             key: VersionStats(
                 requests=sum(outcomes.get(key, {}).values()),
@@ -150,6 +154,7 @@ class RuntimeMetrics:
                 shadow_requests=shadow.get(key, {}).get("requests", 0),
                 shadow_agreements=shadow.get(key, {}).get("agreements", 0),
                 shadow_dropped=shadow.get(key, {}).get("dropped", 0),
+                success_seconds=seconds.get(key, 0.0),
             )
             for key in outcomes.keys() | shadow.keys()
         }

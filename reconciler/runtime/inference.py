@@ -1,0 +1,79 @@
+"""One inference request, whatever protocol carried it (REST in server.py, gRPC beside it): route it
+to a version (pinned, flag, canary split), decode its tensors against that version's interface, run
+the model, mirror it to a shadowing canary, and count it in the metrics. The protocol only parses
+its envelope before and encodes the Answer after."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from reconciler.manifests.models import ModelInterface
+from reconciler.runtime.metrics import RuntimeMetrics
+from reconciler.runtime.oip import InferenceRequest, RequestError
+from reconciler.runtime.registry import Served
+from reconciler.runtime.routing import Router, ShadowRunner
+
+SUCCESS, INVALID, ERROR = "success", "invalid", "error"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What became of one request: ``success`` with the request and its outputs, ``invalid`` (the
+    client's fault) or ``error`` (the model's) with a message; charged to ``served``."""
+
+    served: Served
+    outcome: str
+    request: InferenceRequest | None = None
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    message: str = ""
+    started: float = field(default_factory=time.perf_counter)
+
+
+Decode = Callable[[ModelInterface], InferenceRequest]  # raises RequestError
+
+
+class Inference:
+    """The protocol-neutral request path. ``infer`` blocks on the model: call it from a worker
+    thread. It raises NotServed for a deployment or pinned version that is not loaded."""
+
+    def __init__(self, router: Router, metrics: RuntimeMetrics, shadow: ShadowRunner):
+        self._router = router
+        self._metrics = metrics
+        self._shadow = shadow
+
+    def infer(self, deployment: str, decode: Decode, *, pinned: str | None = None, key: str | None = None) -> Answer:
+        started = time.perf_counter()
+        decision = self._router.route(deployment, pinned=pinned, key=key)
+        served = decision.served
+        try:
+            request = decode(served.interface)
+        except RequestError as exc:
+            return Answer(served, INVALID, message=str(exc), started=started)
+        try:
+            arrays = served.session.run(request.output_names, request.feeds)
+        except Exception as exc:  # onnxruntime's run errors share no narrower base class
+            return self.failed(Answer(served, SUCCESS, request, started=started), exc)
+        if decision.shadow is not None:
+            self._shadow.submit(decision.shadow, request.feeds, request.output_names, arrays)
+        outputs = dict(zip(request.output_names, arrays, strict=True))
+        return Answer(served, SUCCESS, request, outputs, started=started)
+
+    def refuse(self, deployment: str, message: str, *, pinned: str | None = None, key: str | None = None) -> Answer:
+        """A request too broken to decode at all, still charged to the version it routes to."""
+        return Answer(self._router.route(deployment, pinned=pinned, key=key).served, INVALID, message=message)
+
+    @staticmethod
+    def failed(answer: Answer, exc: Exception) -> Answer:
+        """``answer`` turned into the model's failure (its run, or encoding what it returned)."""
+        served = answer.served
+        message = f"model {served.deployment} version {served.version} failed: {exc}"
+        return Answer(served, ERROR, answer.request, message=message, started=answer.started)
+
+    def record(self, answer: Answer) -> None:
+        """Counts the answer once it is encoded; a success's latency runs from routing until now."""
+        seconds = time.perf_counter() - answer.started if answer.outcome == SUCCESS else None
+        self._metrics.record(answer.served, answer.outcome, seconds)
