@@ -1,6 +1,6 @@
 """One inference request, whatever protocol carried it (REST in server.py, gRPC beside it): route it
 to a version (pinned, flag, canary split), decode its tensors against that version's interface, run
-the model, mirror it to a shadowing canary, and count it in the metrics. The protocol only parses
+the model (batched with others: batching.py), mirror it to a shadowing canary, and count it in the metrics. The protocol only parses
 its envelope before and encodes the Answer after."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from reconciler.manifests.models import ModelInterface
+from reconciler.runtime.batching import Batchers
 from reconciler.runtime.metrics import RuntimeMetrics
 from reconciler.runtime.oip import InferenceRequest, RequestError
 from reconciler.runtime.registry import Served
@@ -40,10 +41,11 @@ class Inference:
     """The protocol-neutral request path. ``infer`` blocks on the model: call it from a worker
     thread. It raises NotServed for a deployment or pinned version that is not loaded."""
 
-    def __init__(self, router: Router, metrics: RuntimeMetrics, shadow: ShadowRunner):
+    def __init__(self, router: Router, metrics: RuntimeMetrics, shadow: ShadowRunner, batchers: Batchers):
         self._router = router
         self._metrics = metrics
         self._shadow = shadow
+        self._batchers = batchers
 
     def infer(self, deployment: str, decode: Decode, *, pinned: str | None = None, key: str | None = None) -> Answer:
         started = time.perf_counter()
@@ -54,7 +56,7 @@ class Inference:
         except RequestError as exc:
             return Answer(served, INVALID, message=str(exc), started=started)
         try:
-            arrays = served.session.run(request.output_names, request.feeds)
+            arrays = self._batchers.run(served, request.output_names, request.feeds)
         except Exception as exc:  # onnxruntime's run errors share no narrower base class
             return self.failed(Answer(served, SUCCESS, request, started=started), exc)
         if decision.shadow is not None:

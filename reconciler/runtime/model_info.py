@@ -9,8 +9,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from reconciler.manifests.models import TensorSpec
+from reconciler.runtime.batching import batchable
 from reconciler.runtime.metrics import Snapshot
-from reconciler.runtime.registry import Loaded, Served
+from reconciler.runtime.registry import BatchPolicy, Loaded, Served
 
 PLATFORM = "onnxruntime_onnx"  # Triton's name for an ONNX model run by onnxruntime
 _CONFIG_TYPES = {
@@ -28,19 +29,24 @@ _CONFIG_TYPES = {
 _NS = 1_000_000_000
 
 
-def model_config(served: Served) -> dict[str, Any]:
-    """Triton's model configuration of one loaded version. ``max_batch_size`` is 0: a tensor's
-    batch dimension, where it has one, is part of its ``dims`` (as -1), as in a Triton model
-    without a batching scheduler."""
-    return {
+def model_config(served: Served, batching: BatchPolicy | None) -> dict[str, Any]:
+    """Triton's model configuration of one loaded version. Batched dynamically, it has Triton's
+    ``max_batch_size`` and ``dynamic_batching`` and its tensors' ``dims`` leave out the batch
+    dimension; otherwise ``max_batch_size`` is 0 and a batch dimension is in ``dims`` as -1."""
+    batched = batching if batching is not None and batchable(served.interface) else None
+    skip = 1 if batched else 0
+    config: dict[str, Any] = {
         "name": served.deployment,
         "platform": PLATFORM,
         "backend": "onnxruntime",
-        "max_batch_size": 0,
-        "input": [_tensor_config(spec) for spec in served.interface.inputs],
-        "output": [_tensor_config(spec) for spec in served.interface.outputs],
+        "max_batch_size": batched.max_batch_size if batched else 0,
+        "input": [_tensor_config(spec, skip) for spec in served.interface.inputs],
+        "output": [_tensor_config(spec, skip) for spec in served.interface.outputs],
         "parameters": {"version": {"string_value": served.version}, "digest": {"string_value": served.digest}},
     }
+    if batched:
+        config["dynamic_batching"] = {"max_queue_delay_microseconds": round(batched.max_queue_delay * 1e6)}
+    return config
 
 
 def repository_index(state: Mapping[str, Loaded]) -> list[dict[str, str]]:
@@ -69,7 +75,7 @@ def _version_statistics(snapshot: Snapshot, served: Served) -> dict[str, Any]:
         "version": served.version,
         "last_inference": 0,
         "inference_count": succeeded,
-        "execution_count": succeeded,
+        "execution_count": stats.executions if stats else 0,
         "inference_stats": {
             "success": {"count": succeeded, "ns": success_ns},
             "fail": {"count": failed, "ns": 0},
@@ -82,5 +88,5 @@ def _version_statistics(snapshot: Snapshot, served: Served) -> dict[str, Any]:
     }
 
 
-def _tensor_config(spec: TensorSpec) -> dict[str, Any]:
-    return {"name": spec.name, "data_type": _CONFIG_TYPES[spec.dtype], "dims": list(spec.shape)}
+def _tensor_config(spec: TensorSpec, skip: int) -> dict[str, Any]:
+    return {"name": spec.name, "data_type": _CONFIG_TYPES[spec.dtype], "dims": list(spec.shape[skip:])}

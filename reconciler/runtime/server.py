@@ -28,6 +28,7 @@ from starlette.routing import BaseRoute, Route
 from reconciler import __version__
 from reconciler.errors import Stalled, Transient
 from reconciler.runtime import binary, model_info, oip
+from reconciler.runtime.batching import Batchers
 from reconciler.runtime.inference import ERROR, INVALID, SUCCESS, Answer, Inference
 from reconciler.runtime.metrics import RuntimeMetrics
 from reconciler.runtime.registry import ModelRegistry, NotServed, Served
@@ -59,7 +60,8 @@ def build_app(
     ``extra_routes`` mount other endpoints (OFREP flags) beside the inference API."""
     metrics = metrics or RuntimeMetrics(registry)
     shadow = ShadowRunner(metrics.record_shadow, metrics.record_shadow_dropped)
-    inference = Inference(router or Router(registry), metrics, shadow)
+    batchers = Batchers(registry, metrics.record_batch)
+    inference = Inference(router or Router(registry), metrics, shadow, batchers)
     api = _InferenceApi(registry, inference, metrics, site)
     routes = [
         Route("/v2", api.server_metadata),
@@ -146,7 +148,8 @@ class _InferenceApi:
             served = self._lookup(request)
         except NotServed as exc:
             return _error(404, str(exc))
-        return JSONResponse(model_info.model_config(served), headers={VERSION_HEADER: served.version})
+        config = model_info.model_config(served, self._registry.batching(served.deployment))
+        return JSONResponse(config, headers={VERSION_HEADER: served.version})
 
     async def statistics(self, request: Request) -> Response:
         """Every loaded version's, one deployment's (each of its versions) or one version's."""
