@@ -19,7 +19,7 @@ import onnxruntime as ort
 
 from reconciler.errors import Stalled, Transient
 from reconciler.flags import FlagSet
-from reconciler.manifests.models import ModelInterface
+from reconciler.manifests.models import DeploymentSpec, ModelInterface
 
 V = TypeVar("V")
 
@@ -84,6 +84,14 @@ class BatchPolicy:
 
     max_batch_size: int
     max_queue_delay: float
+
+    @classmethod
+    def of(cls, spec: DeploymentSpec) -> BatchPolicy | None:
+        """The policy a Deployment asks for (``maxBatchSize``, ``maxQueueDelay``), if any."""
+        if spec.max_batch_size is None:
+            return None
+        delay = spec.max_queue_delay.total_seconds() if spec.max_queue_delay is not None else 0.0
+        return cls(spec.max_batch_size, delay)
 
 
 class NotServed(LookupError):
@@ -160,11 +168,10 @@ class ModelRegistry:
         with self._write_lock:
             self._routing_flags = _with_entry(self._routing_flags, deployment, flag_key)
 
-    def set_batching(self, deployment: str, policy: BatchPolicy | None) -> None:
-        """Batch the requests of ``deployment`` (each version apart); None runs each by itself.
-        Independent of which versions are loaded, so it survives swaps."""
-        with self._write_lock:
-            self._batching = _with_entry(self._batching, deployment, policy)
+    def set_batching(self, policies: Mapping[str, BatchPolicy]) -> None:
+        """Batch the requests of these deployments (each version apart), and no others. Independent
+        of which versions are loaded, so it survives swaps."""
+        self._batching = MappingProxyType(dict(policies))
 
     def activate(
         self,
