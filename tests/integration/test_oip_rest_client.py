@@ -5,7 +5,6 @@ and statistics calls, errors it can parse, and 100 version swaps under its load.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 from runtime_models import INTERFACE, LAYERS, VERSIONS, registry_with, write_models
+from triton_load import TritonLoad
 from tritonclient.utils import InferenceServerException
 
 from reconciler.devtools.onnx_builder import dense_reference, echo_model
@@ -245,58 +245,13 @@ def test_compressed_requests_are_read(client: triton.InferenceServerClient, algo
 # --- version swaps under load ---------------------------------------------------------------------
 
 
-class TritonLoad:
-    """Four threads, each with its own tritonclient, sending binary requests until the block ends;
-    every answer must be the output of the version it names."""
-
-    def __init__(self, url: str, expected: dict[str, np.ndarray]):
-        self.url, self.expected = url, expected
-        self.failures: list[str] = []
-        self.served: dict[str, int] = {}
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._hammer) for _ in range(4)]
-
-    def __enter__(self) -> TritonLoad:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join()
-
-    def _hammer(self) -> None:
-        client = triton.InferenceServerClient(url=self.url, network_timeout=10)
-        try:
-            while not self._stop.is_set():
-                self._one(client)
-        finally:
-            client.close()
-
-    def _one(self, client: triton.InferenceServerClient) -> None:
-        try:
-            result = client.infer("iris", iris_inputs(True))
-        except Exception as exc:  # whatever the client raises is a failed request
-            with self._lock:
-                self.failures.append(repr(exc))
-            return
-        version = result.get_response()["model_version"]
-        agrees = np.allclose(result.as_numpy("output"), self.expected[version], rtol=1e-5, atol=1e-6)
-        with self._lock:
-            self.served[version] = self.served.get(version, 0) + 1
-            if not agrees:
-                self.failures.append(f"response labelled {version} does not match {version}'s output")
-
-
 def test_version_swaps_under_binary_load_fail_no_request(model_files: dict[str, Path]):
     """Three versions in a cycle: every swap builds a new session and drops one that requests may
     still be running on."""
     registry = registry_with(model_files, VERSIONS[0])
     expected = {version: dense_reference(LAYERS[version], X) for version in VERSIONS}
     with RuntimeServer(build_app(registry, site="store-1")) as server:
-        with TritonLoad(f"127.0.0.1:{server.port}", expected) as load:
+        with TritonLoad(f"127.0.0.1:{server.port}", X, expected) as load:
             for swap in range(1, 101):
                 version = VERSIONS[swap % len(VERSIONS)]
                 registry.activate("iris", "iris", version, model_files[version], INTERFACE)
