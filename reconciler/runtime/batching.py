@@ -37,6 +37,7 @@ class _Pending:
     output_names: list[str]
     feeds: dict[str, np.ndarray]
     rows: int
+    queued_at: float = field(default_factory=time.monotonic)
     done: threading.Event = field(default_factory=threading.Event)
     outputs: Sequence[np.ndarray] = ()
     error: Exception | None = None
@@ -86,13 +87,13 @@ class Batcher:
             _answer(self._run, batch)
 
     def _next_batch(self) -> list[_Pending] | None:
-        """The requests of the next run, once the first has waited ``max_queue_delay`` or they
+        """The requests of the next run, once the oldest has waited ``max_queue_delay`` or they
         fill ``max_batch_size``; None when the queue stayed empty for IDLE_SECONDS (the thread ends)."""
         with self._changed:
             if not self._changed.wait_for(lambda: self._queue, timeout=IDLE_SECONDS):
                 self._working = False
                 return None
-            deadline = time.monotonic() + self._policy.max_queue_delay
+            deadline = self._queue[0].queued_at + self._policy.max_queue_delay  # Triton's: from the oldest request
             while (remaining := deadline - time.monotonic()) > 0 and not self._full():
                 self._changed.wait(remaining)
             return self._take()
