@@ -1,11 +1,19 @@
-"""Load on deployment iris from the real ``tritonclient.http``, checking every answer."""
+"""Load on deployment iris from the real ``tritonclient.http``, checking every answer, and version
+swaps under it."""
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import tritonclient.http as triton
+from runtime_models import INTERFACE, VERSIONS
+
+from reconciler.runtime.registry import ModelRegistry
+from reconciler.runtime.server import RuntimeServer, build_app
 
 
 class TritonLoad:
@@ -52,3 +60,18 @@ class TritonLoad:
             self.served[version] = self.served.get(version, 0) + 1
             if not agrees:
                 self.failures.append(f"response labelled {version} does not match {version}'s output")
+
+
+def swaps_under_load(
+    registry: ModelRegistry, model_files: Mapping[str, Path], x: np.ndarray, expected: dict[str, np.ndarray],
+    clients: int = 4,
+) -> TritonLoad:
+    """100 version swaps of iris through VERSIONS in a cycle (each builds a new session and drops
+    one that requests may still be running on) while ``clients`` send ``x``; the finished load."""
+    with RuntimeServer(build_app(registry, site="store-1")) as server:
+        with TritonLoad(f"127.0.0.1:{server.port}", x, expected, clients) as load:
+            for swap in range(1, 101):
+                version = VERSIONS[swap % len(VERSIONS)]
+                registry.activate("iris", "iris", version, model_files[version], INTERFACE)
+                time.sleep(0.01)
+    return load

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 from runtime_models import INTERFACE, LAYERS, VERSIONS, registry_with, write_models
-from triton_load import TritonLoad
+from triton_load import TritonLoad, swaps_under_load
 
 from reconciler.devtools.onnx_builder import dense_reference
 from reconciler.runtime.registry import BatchPolicy, ModelRegistry
@@ -107,12 +107,7 @@ def test_a_canary_split_holds_per_request_under_batching(model_files: dict[str, 
 def test_version_swaps_under_batched_load_fail_no_request(model_files: dict[str, Path]):
     registry = batched(registry_with(model_files, VERSIONS[0]))
     expected = {version: dense_reference(LAYERS[version], X) for version in VERSIONS}
-    with RuntimeServer(build_app(registry, site="store-1")) as server:
-        with TritonLoad(f"127.0.0.1:{server.port}", X, expected, clients=8) as load:
-            for swap in range(1, 101):
-                version = VERSIONS[swap % len(VERSIONS)]
-                registry.activate("iris", "iris", version, model_files[version], INTERFACE)
-                time.sleep(0.01)
+    load = swaps_under_load(registry, model_files, X, expected, clients=8)
     print(f"\n{load.served} requests served across 100 swaps, batched")
     assert load.failures == []
     assert set(load.served) == set(VERSIONS)

@@ -5,7 +5,6 @@ and statistics calls, errors it can parse, and 100 version swaps under its load.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,8 +12,8 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from runtime_models import INTERFACE, LAYERS, VERSIONS, registry_with, write_models
-from triton_load import TritonLoad
+from runtime_models import LAYERS, VERSIONS, registry_with, write_models
+from triton_load import swaps_under_load
 from tritonclient.utils import InferenceServerException
 
 from reconciler.devtools.onnx_builder import dense_reference, echo_model
@@ -246,17 +245,8 @@ def test_compressed_requests_are_read(client: triton.InferenceServerClient, algo
 
 
 def test_version_swaps_under_binary_load_fail_no_request(model_files: dict[str, Path]):
-    """Three versions in a cycle: every swap builds a new session and drops one that requests may
-    still be running on."""
-    registry = registry_with(model_files, VERSIONS[0])
     expected = {version: dense_reference(LAYERS[version], X) for version in VERSIONS}
-    with RuntimeServer(build_app(registry, site="store-1")) as server:
-        with TritonLoad(f"127.0.0.1:{server.port}", X, expected) as load:
-            for swap in range(1, 101):
-                version = VERSIONS[swap % len(VERSIONS)]
-                registry.activate("iris", "iris", version, model_files[version], INTERFACE)
-                time.sleep(0.01)
-
+    load = swaps_under_load(registry_with(model_files, VERSIONS[0]), model_files, X, expected)
     print(f"\n{load.served} requests served across 100 swaps")
     assert load.failures == []
     assert set(load.served) == set(VERSIONS)
