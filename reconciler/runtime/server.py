@@ -91,7 +91,8 @@ def build_app(
         finally:
             shadow.close()
 
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
+    handlers = {HTTPException: _http_error, Exception: _internal_error}
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.state.metrics = metrics
     app.state.shadow = shadow
     app.state.inference = inference
@@ -209,7 +210,7 @@ class _InferenceApi:
                 answer.served.deployment, answer.served.version, request.id, answer.outputs, request.binary_outputs
             )
         except TypeError as exc:  # an output of a type the protocol has no datatype for
-            return _Encoded(self._inference.failed(answer, exc))
+            return _Encoded(answer.failure(exc))
         return _Encoded(answer, content)
 
     async def metrics(self, request: Request) -> Response:
@@ -248,6 +249,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     message = f"{request.method} {request.url.path}: {exc.detail}"
     return _error(exc.status_code, message, dict(exc.headers or {}))
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """A fault of the runtime itself, in the protocol's error shape (uvicorn logs the traceback)."""
+    return _error(500, f"{request.method} {request.url.path}: internal error: {type(exc).__name__}: {exc}")
 
 
 # --- the server thread ----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 from runtime_models import LAYERS, VERSIONS, registry_with, write_models
+from starlette.routing import Route
 from triton_load import swaps_under_load
 from tritonclient.utils import InferenceServerException
 
@@ -250,3 +251,14 @@ def test_version_swaps_under_binary_load_fail_no_request(model_files: dict[str, 
     print(f"\n{load.served} requests served across 100 swaps")
     assert load.failures == []
     assert set(load.served) == set(VERSIONS)
+
+
+def test_a_fault_of_the_runtime_itself_is_a_json_500(model_files: dict[str, Path]):
+    def broken(request: object) -> None:
+        raise RuntimeError("wires crossed")
+
+    app = build_app(site_registry(model_files), site="store-1", extra_routes=[Route("/broken", broken)])
+    with RuntimeServer(app) as server:
+        response = httpx.get(f"http://127.0.0.1:{server.port}/broken")
+    assert response.status_code == 500
+    assert response.json() == {"error": "GET /broken: internal error: RuntimeError: wires crossed"}
