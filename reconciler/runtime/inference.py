@@ -52,8 +52,18 @@ class Inference:
         self._shadow = shadow
         self._batchers = batchers
 
-    def infer(self, deployment: str, decode: Decode, *, pinned: str | None = None, key: str | None = None) -> Answer:
-        started = time.perf_counter()
+    def infer(
+        self,
+        deployment: str,
+        decode: Decode,
+        *,
+        pinned: str | None = None,
+        key: str | None = None,
+        started: float | None = None,
+    ) -> Answer:
+        """``started`` (time.perf_counter) is when the request arrived, if before this call: the
+        latency recorded for a success runs from then."""
+        started = time.perf_counter() if started is None else started
         decision = self._router.route(deployment, pinned=pinned, key=key)
         served = decision.served
         try:
@@ -74,6 +84,6 @@ class Inference:
         return Answer(self._router.route(deployment, pinned=pinned, key=key).served, INVALID, message=message)
 
     def record(self, answer: Answer) -> None:
-        """Counts the answer once it is encoded; a success's latency runs from routing until now."""
+        """Counts the answer once it is encoded; a success's latency runs from its start until now."""
         seconds = time.perf_counter() - answer.started if answer.outcome == SUCCESS else None
         self._metrics.record(answer.served, answer.outcome, seconds)

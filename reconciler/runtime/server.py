@@ -42,7 +42,7 @@ VERSION_HEADER = "x-model-version"
 # What GET /v2 lists: only what is served. Triton's model_repository extension also loads and
 # unloads models, which only the agent does here; its index endpoint alone is served.
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics"]
-_DECOMPRESS = {"gzip": lambda data: gzip.decompress(data), "deflate": lambda data: zlib.decompress(data)}
+_DECOMPRESS = {"gzip": gzip.decompress, "deflate": zlib.decompress}
 
 
 def build_app(
@@ -170,10 +170,11 @@ class _InferenceApi:
         return JSONResponse(model_info.repository_index(self._registry.state()))
 
     async def infer(self, request: Request) -> Response:
+        started = time.perf_counter()
         body = await request.body()
         name, pinned = request.path_params["name"], request.path_params.get("version")
         try:
-            encoded = await run_in_threadpool(self._answer, name, pinned, request.headers, body)
+            encoded = await run_in_threadpool(self._answer, name, pinned, request.headers, body, started)
         except NotServed as exc:
             return _error(404, str(exc))
         answer = encoded.answer
@@ -187,7 +188,7 @@ class _InferenceApi:
         headers[binary.HEADER_LENGTH] = str(header_length)
         return Response(content, media_type="application/octet-stream", headers=headers)
 
-    def _answer(self, name: str, pinned: str | None, headers: Headers, body: bytes) -> _Encoded:
+    def _answer(self, name: str, pinned: str | None, headers: Headers, body: bytes, started: float) -> _Encoded:
         """Runs in a worker thread: decoding, routing, the model and encoding all stay off the
         event loop. A body too broken to read a routing key from is still charged to the version
         the rest of the request routes to."""
@@ -201,6 +202,7 @@ class _InferenceApi:
             lambda interface: oip.decode_document(envelope, interface),
             pinned=pinned,
             key=header_key or envelope.routing_key,
+            started=started,
         )
         if answer.outcome != SUCCESS or answer.request is None:
             return _Encoded(answer)

@@ -236,6 +236,22 @@ def test_a_binary_body_with_a_broken_header_length_is_refused(server: RuntimeSer
     assert response.json() == {"error": "Inference-Header-Content-Length 999 does not fit a body of 29 bytes"}
 
 
+@pytest.mark.parametrize(
+    "encoding, body, message",
+    [
+        ("br", b"{}", "Content-Encoding 'br' is not supported (gzip, deflate)"),
+        ("gzip", b"not gzip at all", "request body is not valid gzip"),
+        ("deflate", b"not zlib at all", "request body is not valid deflate"),
+    ],
+)
+def test_a_body_in_an_unknown_or_broken_encoding_is_refused(server: RuntimeServer, encoding: str, body: bytes,
+                                                           message: str):
+    response = httpx.post(f"http://127.0.0.1:{server.port}/v2/models/iris/infer", content=body,
+                          headers={"Content-Encoding": encoding})
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+
+
 @pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
 def test_compressed_requests_are_read(client: triton.InferenceServerClient, algorithm: str):
     result = client.infer("iris", iris_inputs(True), request_compression_algorithm=algorithm)
