@@ -30,6 +30,7 @@ from reconciler.flags import site_context
 from reconciler.gitdoor.source import GitSource, cache_failure
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.loader import DocumentCache, load_tree
+from reconciler.runtime.registry import BatchPolicy
 from reconciler.status.record import StatusRecord
 from reconciler.trust.commitpolicy import verify_commits
 
@@ -183,7 +184,8 @@ class Agent:
 
     def _load(self, run: Run) -> None:
         """The commit's manifests, every finding refused at once; the runtime then evaluates the
-        same flags per request (routing, OFREP) as the plan does."""
+        same flags per request (routing, OFREP) as the plan does, and batches the requests of the
+        deployments that ask for it."""
         loaded = load_tree(self.source.files(run.commit), self.documents)
         if loaded.errors:
             rendered = [f.render() for f in loaded.errors[:FINDINGS_IN_MESSAGE]]
@@ -193,6 +195,8 @@ class Agent:
         site = run.fleet.sites.get(self.config.site)
         if self.runtime is not None and site is not None:
             self.runtime.set_flags(run.fleet.flags, site_context(site.metadata.name, site.metadata.labels))
+            policies = {name: BatchPolicy.of(d.spec) for name, d in run.fleet.deployments.items()}
+            self.runtime.set_batching({name: policy for name, policy in policies.items() if policy is not None})
 
     def _plan(self, run: Run) -> None:
         """Other sites' records matter only to waves: without rollouts, no read of every record."""

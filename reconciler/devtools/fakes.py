@@ -139,6 +139,7 @@ class FakeRuntime:
         self.calls: list[tuple] = []
         self.failing: dict[str, ReconcilerError] = {}
         self.flags = None
+        self.batching: dict = {}  # deployment -> BatchPolicy
 
     def _called(self, method: str, *args: object) -> None:
         if method in self.failing:
@@ -178,6 +179,9 @@ class FakeRuntime:
 
     def set_flags(self, flags, site_context) -> None:
         self.flags = flags
+
+    def set_batching(self, policies) -> None:
+        self.batching = dict(policies)
 
 
 def fleet_files(version: str = "1.0.0", site: str = "store-1", canary: list[dict] | None = None,

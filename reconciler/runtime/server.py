@@ -5,9 +5,11 @@ own process."""
 
 from __future__ import annotations
 
+import gzip
 import socket
 import threading
 import time
+import zlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,13 +19,17 @@ import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from reconciler import __version__
 from reconciler.errors import Stalled, Transient
-from reconciler.runtime import oip
+from reconciler.runtime import binary, model_info, oip
+from reconciler.runtime.batching import Batchers
+from reconciler.runtime.inference import ERROR, INVALID, SUCCESS, Answer, Inference
 from reconciler.runtime.metrics import RuntimeMetrics
 from reconciler.runtime.registry import ModelRegistry, NotServed, Served
 from reconciler.runtime.routing import Router, ShadowRunner
@@ -32,6 +38,11 @@ ROUTING_KEY_HEADER = "x-routing-key"
 VERSION_HEADER = "x-model-version"
 
 # --- the OIP v2 application ---------------------------------------------------------------------
+
+# What GET /v2 lists: only what is served. Triton's model_repository extension also loads and
+# unloads models, which only the agent does here; its index endpoint alone is served.
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics"]
+_DECOMPRESS = {"gzip": gzip.decompress, "deflate": zlib.decompress}
 
 
 def build_app(
@@ -42,23 +53,32 @@ def build_app(
     router: Router | None = None,
     extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
-    """The app; ``app.state.metrics`` is its RuntimeMetrics and ``app.state.shadow`` the runner of
-    mirrored requests, which runs while the app is served. ``router`` decides which version answers
-    (a seeded one makes weighted routing repeatable); ``extra_routes`` mount other endpoints (OFREP
-    flags) beside the inference API."""
+    """The app; ``app.state.metrics`` is its RuntimeMetrics, ``app.state.shadow`` the runner of
+    mirrored requests, which runs while the app is served, and ``app.state.inference`` the
+    protocol-neutral request path (inference.py) another protocol's server can share. ``router``
+    decides which version answers (a seeded one makes weighted routing repeatable);
+    ``extra_routes`` mount other endpoints (OFREP flags) beside the inference API."""
     metrics = metrics or RuntimeMetrics(registry)
     shadow = ShadowRunner(metrics.record_shadow, metrics.record_shadow_dropped)
-    api = _InferenceApi(registry, router or Router(registry), metrics, shadow, site)
+    batchers = Batchers(registry, metrics.record_batch)
+    inference = Inference(router or Router(registry), metrics, shadow, batchers)
+    api = _InferenceApi(registry, inference, metrics, site)
     routes = [
         Route("/v2", api.server_metadata),
         Route("/v2/health/live", api.live),
         Route("/v2/health/ready", api.ready),
+        Route("/v2/models/stats", api.statistics),
         Route("/v2/models/{name}", api.model_metadata),
         Route("/v2/models/{name}/versions/{version}", api.model_metadata),
         Route("/v2/models/{name}/ready", api.model_ready),
         Route("/v2/models/{name}/versions/{version}/ready", api.model_ready),
+        Route("/v2/models/{name}/config", api.model_config),
+        Route("/v2/models/{name}/versions/{version}/config", api.model_config),
+        Route("/v2/models/{name}/stats", api.statistics),
+        Route("/v2/models/{name}/versions/{version}/stats", api.statistics),
         Route("/v2/models/{name}/infer", api.infer, methods=["POST"]),
         Route("/v2/models/{name}/versions/{version}/infer", api.infer, methods=["POST"]),
+        Route("/v2/repository/index", api.repository_index, methods=["POST"]),
         Route("/metrics", api.metrics),
         *extra_routes,
     ]
@@ -71,34 +91,26 @@ def build_app(
         finally:
             shadow.close()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    handlers = {HTTPException: _http_error, Exception: _internal_error}
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.state.metrics = metrics
     app.state.shadow = shadow
+    app.state.inference = inference
     return app
 
 
-@dataclass(frozen=True)
-class _Answer:
-    served: Served
-    outcome: str  # success (content is the response body), invalid or error (content is the message)
-    content: bytes | str
-
-
-_STATUS = {"success": 200, "invalid": 400, "error": 500}
+_STATUS = {SUCCESS: 200, INVALID: 400, ERROR: 500}
 
 
 class _InferenceApi:
-    def __init__(
-        self, registry: ModelRegistry, router: Router, metrics: RuntimeMetrics, shadow: ShadowRunner, site: str
-    ):
+    def __init__(self, registry: ModelRegistry, inference: Inference, metrics: RuntimeMetrics, site: str):
         self._registry = registry
-        self._router = router
+        self._inference = inference
         self._metrics = metrics
-        self._shadow = shadow
         self._site = site
 
     async def server_metadata(self, request: Request) -> Response:
-        metadata = {"name": "reconciler", "version": __version__, "extensions": [], "site": self._site}
+        metadata = {"name": "reconciler", "version": __version__, "extensions": EXTENSIONS, "site": self._site}
         return JSONResponse(metadata)
 
     async def live(self, request: Request) -> Response:
@@ -132,46 +144,76 @@ class _InferenceApi:
             return _error(404, str(exc))
         return JSONResponse({"name": served.deployment, "ready": True})
 
-    async def infer(self, request: Request) -> Response:
-        body = await request.body()
-        name, pinned = request.path_params["name"], request.path_params.get("version")
-        key = request.headers.get(ROUTING_KEY_HEADER)
-        started = time.perf_counter()
+    async def model_config(self, request: Request) -> Response:
         try:
-            answer = await run_in_threadpool(self._answer, name, pinned, key, body)
+            served = self._lookup(request)
         except NotServed as exc:
             return _error(404, str(exc))
-        headers = {VERSION_HEADER: answer.served.version}
-        if answer.outcome != "success":
-            self._metrics.record(answer.served, answer.outcome)
-            return _error(_STATUS[answer.outcome], str(answer.content), headers)
-        self._metrics.record(answer.served, "success", time.perf_counter() - started)
-        return Response(answer.content, media_type="application/json", headers=headers)
+        config = model_info.model_config(served, self._registry.batching(served.deployment))
+        return JSONResponse(config, headers={VERSION_HEADER: served.version})
 
-    def _answer(self, name: str, pinned: str | None, header_key: str | None, body: bytes) -> _Answer:
+    async def statistics(self, request: Request) -> Response:
+        """Every loaded version's, one deployment's (each of its versions) or one version's."""
+        name, version = request.path_params.get("name"), request.path_params.get("version")
+        try:
+            if name is None:
+                versions = [s for loaded in self._registry.state().values() for s in loaded.versions()]
+            elif version is None:
+                versions = self._registry.loaded(name).versions()
+            else:
+                versions = [self._registry.get(name, version)]
+        except NotServed as exc:
+            return _error(404, str(exc))
+        return JSONResponse(model_info.statistics(self._metrics.snapshot(), versions))
+
+    async def repository_index(self, request: Request) -> Response:
+        return JSONResponse(model_info.repository_index(self._registry.state()))
+
+    async def infer(self, request: Request) -> Response:
+        started = time.perf_counter()
+        body = await request.body()
+        name, pinned = request.path_params["name"], request.path_params.get("version")
+        try:
+            encoded = await run_in_threadpool(self._answer, name, pinned, request.headers, body, started)
+        except NotServed as exc:
+            return _error(404, str(exc))
+        answer = encoded.answer
+        headers = {VERSION_HEADER: answer.served.version}
+        self._inference.record(answer)
+        if answer.outcome != SUCCESS:
+            return _error(_STATUS[answer.outcome], answer.message, headers)
+        content, header_length = encoded.content
+        if header_length is None:
+            return Response(content, media_type="application/json", headers=headers)
+        headers[binary.HEADER_LENGTH] = str(header_length)
+        return Response(content, media_type="application/octet-stream", headers=headers)
+
+    def _answer(self, name: str, pinned: str | None, headers: Headers, body: bytes, started: float) -> _Encoded:
         """Runs in a worker thread: decoding, routing, the model and encoding all stay off the
         event loop. A body too broken to read a routing key from is still charged to the version
         the rest of the request routes to."""
+        header_key = headers.get(ROUTING_KEY_HEADER)
         try:
-            document = oip.parse_document(body)
+            envelope = oip.parse_document(_decompressed(body, headers), headers.get(binary.HEADER_LENGTH))
         except oip.RequestError as exc:
-            return _Answer(self._router.route(name, pinned=pinned, key=header_key).served, "invalid", str(exc))
-        decision = self._router.route(name, pinned=pinned, key=header_key or oip.routing_key(document))
-        served = decision.served
+            return _Encoded(self._inference.refuse(name, str(exc), pinned=pinned, key=header_key))
+        answer = self._inference.infer(
+            name,
+            lambda interface: oip.decode_document(envelope, interface),
+            pinned=pinned,
+            key=header_key or envelope.routing_key,
+            started=started,
+        )
+        if answer.outcome != SUCCESS or answer.request is None:
+            return _Encoded(answer)
+        request = answer.request
         try:
-            request = oip.decode_document(document, served.interface)
-        except oip.RequestError as exc:
-            return _Answer(served, "invalid", str(exc))
-        try:
-            arrays = served.session.run(request.output_names, request.feeds)
             content = oip.encode_response(
-                served.deployment, served.version, request.id, dict(zip(request.output_names, arrays, strict=True))
+                answer.served.deployment, answer.served.version, request.id, answer.outputs, request.binary_outputs
             )
-        except Exception as exc:  # onnxruntime's run errors share no narrower base class
-            return _Answer(served, "error", f"model {served.deployment} version {served.version} failed: {exc}")
-        if decision.shadow is not None:
-            self._shadow.submit(decision.shadow, request.feeds, request.output_names, arrays)
-        return _Answer(served, "success", content)
+        except TypeError as exc:  # an output of a type the protocol has no datatype for
+            return _Encoded(answer.failure(exc))
+        return _Encoded(answer, content)
 
     async def metrics(self, request: Request) -> Response:
         return Response(self._metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
@@ -180,8 +222,40 @@ class _InferenceApi:
         return self._registry.get(request.path_params["name"], request.path_params.get("version"))
 
 
+@dataclass(frozen=True)
+class _Encoded:
+    """An Answer with its response body and, for binary tensor data, the JSON header's length."""
+
+    answer: Answer
+    content: tuple[bytes, int | None] = (b"", None)
+
+
+def _decompressed(body: bytes, headers: Headers) -> bytes:
+    encoding = headers.get("content-encoding", "identity").strip().lower()
+    if encoding == "identity":
+        return body
+    if encoding not in _DECOMPRESS:
+        raise oip.RequestError(f"Content-Encoding {encoding!r} is not supported (gzip, deflate)")
+    try:
+        return _DECOMPRESS[encoding](body)
+    except (OSError, zlib.error, EOFError) as exc:
+        raise oip.RequestError(f"request body is not valid {encoding}: {exc}") from None
+
+
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no such route, method not allowed) in the protocol's error shape."""
+    assert isinstance(exc, HTTPException)
+    message = f"{request.method} {request.url.path}: {exc.detail}"
+    return _error(exc.status_code, message, dict(exc.headers or {}))
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """A fault of the runtime itself, in the protocol's error shape (uvicorn logs the traceback)."""
+    return _error(500, f"{request.method} {request.url.path}: internal error: {type(exc).__name__}: {exc}")
 
 
 # --- the server thread ----------------------------------------------------------------------------
