@@ -81,6 +81,7 @@ class SiteConfig(BaseModel):
     branch: str = "main"
     state: Path
     listen: Annotated[str, AfterValidator(_checked_address)] | None = None  # HOST:PORT of the inference server; None: do not serve
+    grpc_listen: Annotated[str, AfterValidator(_checked_address)] | None = Field(None, alias="grpcListen")  # HOST:PORT of OIP over gRPC; None: no gRPC
     statusRepo: Annotated[str | None, AfterValidator(_absolute_if_local)] = None  # where status refs go when not the fleet repo (agents that may not push there)
     interval: Duration = "30s"
     staleAfter: Duration = "10m"  # out of reach of the fleet repo for longer: the status says stale
@@ -94,6 +95,12 @@ class SiteConfig(BaseModel):
     gateSource: Literal["git", "forge"] = "git"  # forge: read other sites from commit statuses, never push refs
 
     @model_validator(mode="after")
+    def _grpc_beside_http(self) -> SiteConfig:
+        if self.grpc_listen is not None and self.listen is None:
+            raise ValueError("grpcListen needs listen: health, metrics and flags are served over HTTP")
+        return self
+
+    @model_validator(mode="after")
     def _forge_gates_need_a_forge(self) -> SiteConfig:
         if self.gateSource == "forge" and self.forge is None:
             raise ValueError("gateSource: forge needs the forge settings")
@@ -104,6 +111,10 @@ class SiteConfig(BaseModel):
     @property
     def listen_address(self) -> tuple[str, int] | None:
         return None if self.listen is None else host_and_port(self.listen)
+
+    @property
+    def grpc_address(self) -> tuple[str, int] | None:
+        return None if self.grpc_listen is None else host_and_port(self.grpc_listen)
 
     @property
     def interval_seconds(self) -> float:

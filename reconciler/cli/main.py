@@ -89,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
                                                 "(required without --config)")
     run.add_argument("--listen", metavar="HOST:PORT",
                      help="serve the models (Open Inference Protocol), metrics and flags here (default: do not serve)")
+    run.add_argument("--grpc-listen", metavar="HOST:PORT",
+                     help="also serve the models over gRPC (Open Inference Protocol) here (default: no gRPC)")
     run.add_argument("--interval", help="poll interval, e.g. 30s or 5m (default: 30s)")
     run.add_argument("--trust-key", dest="trust_keys", action="append", type=Path, default=[], metavar="PEM",
                      help="public key trusted to sign artifacts (repeatable; default: the keys of --config, none "
@@ -110,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve a state directory's active models without reconciling")
     serve.add_argument("--state", type=Path, required=True)
     serve.add_argument("--listen", required=True)
+    serve.add_argument("--grpc-listen", metavar="HOST:PORT", help="also serve the models over gRPC here")
     serve.set_defaults(handler=cmd_serve, log_level="info")
 
     status = commands.add_parser("status", help="the fleet matrix from the sites' status records in Git")
@@ -224,7 +227,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     overrides = {"repo": args.repo, "branch": args.branch, "site": args.site,
                  "state": str(args.state) if args.state else None, "listen": args.listen,
-                 "interval": args.interval, "acceptHistory": args.accept_history,
+                 "grpcListen": args.grpc_listen, "interval": args.interval, "acceptHistory": args.accept_history,
                  "trustKeys": [str(p.resolve()) for p in args.trust_keys]}
     if args.config:
         config = load_site_config(args.config, overrides)
@@ -250,7 +253,7 @@ def run_agent(config, once: bool) -> int:
 
     wake, stop, telemetry = threading.Event(), CancelToken(), SiteTelemetry(config.site)
     cancel_on_signals(stop, also=wake)
-    with _serving(config.listen_address, config.site, wake, telemetry) as (registry, metrics):
+    with _serving(config.listen_address, config.site, wake, telemetry, config.grpc_address) as (registry, metrics):
         agent = Agent(config, registry, metrics, wake, stop, telemetry)
         agent.start()
         try:
@@ -275,8 +278,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     state_dir = StateDir(args.state)
     site = _site_of_state(args.state)
-    config = build_site_config({"site": site, "repo": "-", "state": str(args.state), "listen": args.listen})
-    with _serving(config.listen_address, site) as (registry, _):
+    config = build_site_config({"site": site, "repo": "-", "state": str(args.state), "listen": args.listen,
+                                **({"grpcListen": args.grpc_listen} if args.grpc_listen else {})})
+    with _serving(config.listen_address, site, grpc_address=config.grpc_address) as (registry, _):
         stop = CancelToken()
         cancel_on_signals(stop)
         Applier(state_dir, registry, TrustRoots()).restore(state_dir.load(site))
@@ -324,9 +328,10 @@ class _serving:
     Prometheus metrics (which canary analyses read) and OFREP flags for local applications."""
 
     def __init__(self, address: tuple[str, int] | None, site: str, wake: threading.Event | None = None,
-                 telemetry: SiteTelemetry | None = None):
+                 telemetry: SiteTelemetry | None = None, grpc_address: tuple[str, int] | None = None):
         self.address, self.site, self.wake, self.telemetry = address, site, wake, telemetry
-        self.server = None
+        self.grpc_address = grpc_address
+        self.server = self.grpc_server = None
 
     def __enter__(self):
         if self.address is None:
@@ -347,9 +352,22 @@ class _serving:
         self.server = RuntimeServer(app, *self.address)
         self.server.start()
         logging.getLogger("reconciler").info("%s: serving on http://%s:%d", self.site, self.address[0], self.server.port)
+        if self.grpc_address is not None:
+            from reconciler.runtime.grpc_server import GrpcServer
+
+            self.grpc_server = GrpcServer(registry, *self.grpc_address, metrics=metrics)
+            try:
+                self.grpc_server.start()
+            except BaseException:
+                self.server.stop()
+                raise
+            logging.getLogger("reconciler").info("%s: serving gRPC on %s:%d", self.site, self.grpc_address[0],
+                                                 self.grpc_server.port)
         return registry, metrics
 
     def __exit__(self, *exc) -> None:
+        if self.grpc_server is not None:
+            self.grpc_server.stop()
         if self.server is not None:
             self.server.stop()
 

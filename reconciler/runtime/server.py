@@ -10,7 +10,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
@@ -23,7 +22,7 @@ from starlette.routing import BaseRoute, Route
 
 from reconciler import __version__
 from reconciler.errors import Stalled, Transient
-from reconciler.runtime import oip
+from reconciler.runtime import inference, oip
 from reconciler.runtime.metrics import RuntimeMetrics
 from reconciler.runtime.registry import ModelRegistry, NotServed, Served
 from reconciler.runtime.routing import Router, ShadowRunner
@@ -75,13 +74,6 @@ def build_app(
     app.state.metrics = metrics
     app.state.shadow = shadow
     return app
-
-
-@dataclass(frozen=True)
-class _Answer:
-    served: Served
-    outcome: str  # success (content is the response body), invalid or error (content is the message)
-    content: bytes | str
 
 
 _STATUS = {"success": 200, "invalid": 400, "error": 500}
@@ -148,30 +140,25 @@ class _InferenceApi:
         self._metrics.record(answer.served, "success", time.perf_counter() - started)
         return Response(answer.content, media_type="application/json", headers=headers)
 
-    def _answer(self, name: str, pinned: str | None, header_key: str | None, body: bytes) -> _Answer:
+    def _answer(self, name: str, pinned: str | None, header_key: str | None, body: bytes) -> inference.Answer[bytes]:
         """Runs in a worker thread: decoding, routing, the model and encoding all stay off the
         event loop. A body too broken to read a routing key from is still charged to the version
         the rest of the request routes to."""
         try:
             document = oip.parse_document(body)
         except oip.RequestError as exc:
-            return _Answer(self._router.route(name, pinned=pinned, key=header_key).served, "invalid", str(exc))
-        decision = self._router.route(name, pinned=pinned, key=header_key or oip.routing_key(document))
-        served = decision.served
-        try:
-            request = oip.decode_document(document, served.interface)
-        except oip.RequestError as exc:
-            return _Answer(served, "invalid", str(exc))
-        try:
-            arrays = served.session.run(request.output_names, request.feeds)
-            content = oip.encode_response(
-                served.deployment, served.version, request.id, dict(zip(request.output_names, arrays, strict=True))
-            )
-        except Exception as exc:  # onnxruntime's run errors share no narrower base class
-            return _Answer(served, "error", f"model {served.deployment} version {served.version} failed: {exc}")
-        if decision.shadow is not None:
-            self._shadow.submit(decision.shadow, request.feeds, request.output_names, arrays)
-        return _Answer(served, "success", content)
+            return inference.Answer(self._router.route(name, pinned=pinned, key=header_key).served, "invalid", str(exc))
+        return inference.answer(
+            self._router,
+            self._shadow,
+            name,
+            pinned=pinned,
+            key=header_key or oip.routing_key(document),
+            decode=lambda served: oip.decode_document(document, served.interface),
+            encode=lambda served, request, outputs: oip.encode_response(
+                served.deployment, served.version, request.id, outputs
+            ),
+        )
 
     async def metrics(self, request: Request) -> Response:
         return Response(self._metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
