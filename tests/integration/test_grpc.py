@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as triton
 from fleet_fixture import EXAMPLE
-from onnx import TensorProto, helper
+from onnx import helper
 from runtime_models import INFER, INTERFACE, LAYERS, VERSIONS, infer_body, registry_with, serve, write_models
 from tritonclient.utils import InferenceServerException
 
