@@ -10,7 +10,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from reconciler.errors import UsageError
 from reconciler.ingest.artifacts import FetchLimits
@@ -94,11 +103,12 @@ class SiteConfig(BaseModel):
     forge: ForgeConfig | None = None  # mirror status records as forge commit statuses
     gateSource: Literal["git", "forge"] = "git"  # forge: read other sites from commit statuses, never push refs
 
-    @model_validator(mode="after")
-    def _grpc_beside_http(self) -> SiteConfig:
-        if self.grpc_listen is not None and self.listen is None:
-            raise ValueError("grpcListen needs listen: health, metrics and flags are served over HTTP")
-        return self
+    @field_validator("grpc_listen")
+    @classmethod
+    def _grpc_beside_http(cls, grpc_listen: str | None, info: ValidationInfo) -> str | None:
+        if grpc_listen is not None and info.data.get("listen", "invalid") is None:  # an invalid one is refused already
+            raise ValueError("needs listen too: health, metrics and flags are served over HTTP")
+        return grpc_listen
 
     @model_validator(mode="after")
     def _forge_gates_need_a_forge(self) -> SiteConfig:

@@ -220,6 +220,19 @@ def test_errors_come_back_as_status_codes(site: Site):
     assert invalid == 3  # the malformed requests were charged to the version they routed to
 
 
+def test_a_model_that_fails_is_internal_and_counted_as_its_error(model_files: dict[str, Path]):
+    """The manifest says 5 features, the ONNX takes 4: the request fits, the run fails."""
+    wrong = ModelInterface(inputs=[TensorSpec(name="input", dtype="float32", shape=[-1, 5])], outputs=INTERFACE.outputs)
+    registry = ModelRegistry()
+    registry.activate("iris", "iris", "1.0.0", model_files["1.0.0"], wrong)
+    metrics = RuntimeMetrics(registry)
+    with GrpcServer(registry, metrics=metrics) as server:
+        with triton.InferenceServerClient(f"127.0.0.1:{server.port}") as client:
+            status, message = refusal(lambda: client.infer("iris", [iris_input(np.zeros((1, 5), np.float32))]))
+    assert status == str(grpc.StatusCode.INTERNAL) and message.startswith("model iris version 1.0.0 failed: ")
+    assert metrics.snapshot()[("iris", "1.0.0")].errors == 1
+
+
 def test_a_deployment_still_loading_is_unavailable_not_missing(model_files: dict[str, Path]):
     registry = ModelRegistry(expected=["iris"])
     with GrpcServer(registry, metrics=RuntimeMetrics(registry)) as server:

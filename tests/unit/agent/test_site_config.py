@@ -32,7 +32,8 @@ def refusal(tmp_path: Path, text: str, **overrides: object) -> list[str]:
     (GOOD + "listen: 127.0.0.1:8080\ngrpcListen: localhost\n",
      "site.yaml:5:13: error: grpcListen: should be HOST:PORT, e.g. 127.0.0.1:8080 (got 'localhost')"),
     (GOOD + "grpcListen: 127.0.0.1:9000\n",
-     "site.yaml:1:1: error: grpcListen needs listen: health, metrics and flags are served over HTTP"),
+     "site.yaml:4:13: error: grpcListen: needs listen too: health, metrics and flags are served over HTTP "
+     "(got '127.0.0.1:9000')"),
     (GOOD + "trustKeys: /etc/k.pub\n", "site.yaml:4:12: error: trustKeys: should be a list (got '/etc/k.pub')"),
     (GOOD + "intervall: 30s\n", "site.yaml:4:1: error: intervall: unknown field (did you mean 'interval'?)"),
     (GOOD + "validation:\n  timeot: 5s\n",
