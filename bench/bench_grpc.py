@@ -21,8 +21,8 @@ from common import Stats, arguments, emit, interleaved, machine  # first: puts t
 
 from reconciler.runtime import grpc_codec
 from reconciler.runtime.grpc_server import GrpcServer
-from reconciler.runtime.metrics import RuntimeMetrics
 from reconciler.runtime.registry import ModelRegistry
+from reconciler.runtime.server import build_app
 
 TARGET_MS = 1.0
 X = np.asarray([[0.1, 0.2, 0.3, 0.4]], dtype=np.float32)
@@ -31,7 +31,7 @@ X = np.asarray([[0.1, 0.2, 0.3, 0.4]], dtype=np.float32)
 def infer_request() -> bytes:
     request = grpc_codec.ModelInferRequest(model_name="iris")
     request.inputs.add(name="input", datatype="FP32", shape=X.shape)
-    request.raw_input_contents.append(grpc_codec.raw_contents("FP32", X))
+    request.raw_input_contents.append(X.astype("<f4").tobytes())  # raw contents are little-endian
     return request.SerializeToString()
 
 
@@ -61,7 +61,8 @@ def main() -> None:
         files = model_files(Path(scratch))
         registry = ModelRegistry()
         registry.activate("iris", "iris", "1.0.0", files["1.0.0"], INTERFACE)
-        with GrpcServer(registry, metrics=RuntimeMetrics(registry)) as server:
+        # The REST app's request path, as the agent shares it; no canary, so its shadow runner stays idle.
+        with GrpcServer(registry, build_app(registry, site="bench").state.inference) as server:
             runs = against_in_process(registry, server.port, args.repetitions)
 
     print(f"OIP v2 ModelInfer over gRPC vs in-process session.run, 4-8-3 model, batch 1 ({machine()})")

@@ -28,6 +28,7 @@ from reconciler.flags import site_context
 from reconciler.gitdoor.source import GitSource, cache_failure
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.loader import DocumentCache, load_tree
+from reconciler.runtime.registry import BatchPolicy
 from reconciler.status.forge import CommitStatus, statuses_for_record, wave_status
 from reconciler.status.forge_client import ForgeStatuses
 from reconciler.status.forge_gate import LOOKBACK, ForgeFleetStatus
@@ -172,10 +173,13 @@ class Agent:
         return records
 
     def _share_flags(self, fleet: FleetRepo) -> None:
-        """The runtime evaluates the same flags per request (routing, OFREP) as the plan did."""
+        """The runtime evaluates the same flags per request (routing, OFREP) as the plan did, and
+        batches the requests of the deployments that ask for it."""
         site = fleet.sites.get(self.config.site)
         if self.runtime is not None and site is not None:
             self.runtime.set_flags(fleet.flags, site_context(site.metadata.name, site.metadata.labels))
+            policies = {name: BatchPolicy.of(d.spec) for name, d in fleet.deployments.items()}
+            self.runtime.set_batching({name: policy for name, policy in policies.items() if policy is not None})
 
     def _refuse_rollback(self, state: SiteState, commit: str) -> None:
         applied = state.appliedCommit

@@ -355,7 +355,7 @@ class _serving:
         if self.grpc_address is not None:
             from reconciler.runtime.grpc_server import GrpcServer
 
-            self.grpc_server = GrpcServer(registry, *self.grpc_address, metrics=metrics)
+            self.grpc_server = GrpcServer(registry, app.state.inference, *self.grpc_address)
             try:
                 self.grpc_server.start()
             except BaseException:

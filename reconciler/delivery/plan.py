@@ -359,8 +359,10 @@ def enabled_at(repo: FleetRepo, deployment: Deployment, site: Site, now: datetim
 
 def _rollout_of_version(spec: DeploymentSpec, version: str) -> str:
     """A rollout is one spec of the Deployment and the version it resolves to, so a version
-    chosen by a flag starts a new rollout when the flag moves it."""
-    return rollout_id(json.dumps({"spec": spec.model_dump(mode="json"), "version": version}))
+    chosen by a flag starts a new rollout when the flag moves it. How requests are batched is no
+    rollout: the runtime applies it at once (and ids stay those of specs written before it existed)."""
+    serving_only = {"max_batch_size", "max_queue_delay"}
+    return rollout_id(json.dumps({"spec": spec.model_dump(mode="json", exclude=serving_only), "version": version}))
 
 
 def rollout_of(repo: FleetRepo, deployment: Deployment) -> Rollout | None:

@@ -129,6 +129,32 @@ def dense_reference(layers: Layers, x: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
+# The manifest's TensorSpec.dtype names -> ONNX element types.
+ELEMENT_TYPES = {
+    "bool": TensorProto.BOOL,
+    "uint8": TensorProto.UINT8,
+    "int8": TensorProto.INT8,
+    "int16": TensorProto.INT16,
+    "int32": TensorProto.INT32,
+    "int64": TensorProto.INT64,
+    "float16": TensorProto.FLOAT16,
+    "float32": TensorProto.FLOAT,
+    "float64": TensorProto.DOUBLE,
+    "string": TensorProto.STRING,
+}
+
+
+def echo_model(dtypes: Sequence[str], width: int = 2) -> bytes:
+    """One input ``x_<dtype>`` [batch, width] per element type, each returned unchanged as
+    ``y_<dtype>``: every datatype a client can send, checked value for value."""
+    inputs, outputs, nodes = [], [], []
+    for dtype in dtypes:
+        inputs.append(helper.make_tensor_value_info(f"x_{dtype}", ELEMENT_TYPES[dtype], ["batch", width]))
+        outputs.append(helper.make_tensor_value_info(f"y_{dtype}", ELEMENT_TYPES[dtype], ["batch", width]))
+        nodes.append(helper.make_node("Identity", [f"x_{dtype}"], [f"y_{dtype}"]))
+    return _serialize(helper.make_graph(nodes, "echo", inputs, outputs))
+
+
 def custom_op_model(domain: str = "com.example.untrusted") -> bytes:
     """A model whose only node is in an unregistered custom-op domain."""
     node = helper.make_node("Mystery", ["input"], ["output"], domain=domain)

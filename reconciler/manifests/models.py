@@ -3,6 +3,7 @@ once and everything downstream trusts them. The JSON Schemas in schemas/ are gen
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -201,7 +202,7 @@ class Site(Strict):
 
 # --- Model --------------------------------------------------------------------------------------
 
-TensorType = Literal["float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool"]
+TensorType = Literal["float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool", "string"]
 
 
 class TensorSpec(Strict):
@@ -353,6 +354,10 @@ class Canary(Strict):
                                                     "pause, analysis each); success promotes the canary.")
 
 
+MAX_BATCH_SIZE = 4096
+MAX_QUEUE_DELAY_MS = 1000
+
+
 class DeploymentSpec(Strict):
     model: DnsLabel = Field(description="The Model's metadata.name.")
     version: VersionString | FlagRef = Field(description="The version to run, or {flag: KEY} to take it "
@@ -370,6 +375,27 @@ class DeploymentSpec(Strict):
         None, description="Going back to the version a site served before its current one is a rollback "
                           "(no canary, no wave gate, from the kept blob); a duration limits it to that long "
                           "after the switch; unset: always.")
+    # Dynamic batching (Triton's max_batch_size / max_queue_delay): throughput for models whose
+    # first dimension is the batch; the runtime runs each request alone for models without one.
+    max_batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE, strict=True)] | None = Field(
+        None, alias="maxBatchSize",
+        description="Merge concurrent requests into one model run of at most this many rows (first "
+                    "dimension); unset: each request runs alone. Only models whose inputs and outputs all "
+                    "have a dynamic first dimension are batched.")
+    max_queue_delay: Duration | None = Field(
+        None, alias="maxQueueDelay",
+        description="How long the first queued request may wait for others to fill the batch, e.g. '2ms' "
+                    f"(at most {MAX_QUEUE_DELAY_MS}ms); unset: 0s, only requests already waiting are merged. "
+                    "Needs `maxBatchSize`.")
+
+    @model_validator(mode="after")
+    def _delay_needs_batching(self) -> DeploymentSpec:
+        if self.max_queue_delay is not None and self.max_batch_size is None:
+            raise ValueError("maxQueueDelay needs maxBatchSize: without it requests are not batched")
+        if self.max_queue_delay is not None and self.max_queue_delay > timedelta(milliseconds=MAX_QUEUE_DELAY_MS):
+            raise ValueError(f"maxQueueDelay is at most {MAX_QUEUE_DELAY_MS}ms: every batched request may wait "
+                             "that long")
+        return self
 
 
 class Deployment(Strict):

@@ -1,14 +1,13 @@
 """Open Inference Protocol v2 over gRPC: the protocol's messages (from the vendored .proto, see
-proto/SOURCE.md) and the codec between them and numpy. A request's tensors, read from typed
-``contents`` or from ``raw_input_contents``, go through the JSON codec's checks (oip.py), so both
-protocols refuse the same mistakes with the same words; outputs go back as ``raw_output_contents``
-(little-endian, row-major; BYTES elements each after a 4-byte little-endian length)."""
+proto/SOURCE.md) and the codec between them and numpy. A request is read as the REST codec's
+envelope (oip.py): typed ``contents`` as a tensor's JSON ``data``, ``raw_input_contents`` as binary
+tensor data (binary.py: the same bytes, little-endian, row-major, BYTES elements each after a 4-byte
+little-endian length), so both protocols check the same things and refuse with the same words.
+Outputs go back as ``raw_output_contents``."""
 
 from __future__ import annotations
 
-import math
-import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
 
 from reconciler.manifests.models import ModelInterface
-from reconciler.runtime import oip
+from reconciler.runtime import binary, oip
 from reconciler.runtime.oip import InferenceRequest, RequestError
 
 SERVICE_NAME = "inference.GRPCInferenceService"
@@ -58,7 +57,6 @@ CONTENTS_FIELD = {
     "FP64": "fp64_contents",
     "BYTES": "bytes_contents",
 }
-_LENGTH = struct.Struct("<I")
 _DATATYPE_OF = {dtype: name for name, dtype in oip.DATATYPES.items()}
 
 
@@ -67,9 +65,12 @@ def decode_request(request: Message, interface: ModelInterface) -> InferenceRequ
     raw = list(request.raw_input_contents)
     if raw and len(raw) != len(request.inputs):
         raise RequestError(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs")
-    tensors = [_tensor(tensor, raw[index] if raw else None) for index, tensor in enumerate(request.inputs)]
-    outputs = [{"name": output.name} for output in request.outputs] or None
-    return oip.decode_document({"id": request.id or None, "inputs": tensors, "outputs": outputs}, interface)
+    document = {
+        "id": request.id or None,
+        "inputs": [_tensor(tensor, raw[index] if raw else None) for index, tensor in enumerate(request.inputs)],
+        "outputs": [{"name": output.name} for output in request.outputs] or None,
+    }
+    return oip.decode_document(oip.Envelope(document, memoryview(b"".join(raw))), interface)
 
 
 def routing_key(request: Message) -> str | None:
@@ -87,66 +88,23 @@ def encode_response(
 ) -> Message:
     response = ModelInferResponse(model_name=model_name, model_version=model_version, id=request_id or "")
     for name, array in outputs.items():
-        tensor = response.outputs.add(name=name, datatype=_datatype_of(name, array), shape=array.shape)
-        response.raw_output_contents.append(raw_contents(tensor.datatype, array))
+        response.outputs.add(name=name, datatype=_datatype_of(name, array), shape=array.shape)
+        response.raw_output_contents.append(binary.tensor_to_bytes(array))
     return response
 
 
-def raw_contents(datatype: str, array: np.ndarray) -> bytes:
-    """The raw form of ``array``: little-endian elements in row-major order; BYTES length-prefixed."""
-    if datatype == "BYTES":
-        return join_bytes(array.ravel().tolist())
-    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
-
-
-def join_bytes(items: Sequence[bytes]) -> bytes:
-    return b"".join(_LENGTH.pack(len(item)) + item for item in items)
-
-
-def split_bytes(raw: bytes, name: str) -> list[bytes]:
-    """BYTES elements from their raw form; refuses a length that runs past the end."""
-    items, offset = [], 0
-    while offset < len(raw):
-        if offset + _LENGTH.size > len(raw):
-            raise RequestError(f"input {name!r}: BYTES raw contents end inside an element's 4-byte length")
-        (length,) = _LENGTH.unpack_from(raw, offset)
-        offset += _LENGTH.size
-        if offset + length > len(raw):
-            raise RequestError(
-                f"input {name!r}: BYTES element {len(items)} says {length} bytes, {len(raw) - offset} are left"
-            )
-        items.append(raw[offset : offset + length])
-        offset += length
-    return items
-
-
 def _tensor(tensor: Message, raw: bytes | None) -> dict[str, Any]:
-    """One input as the JSON codec's tensor object, its ``data`` already an array (or list)."""
+    """One input as the REST codec's tensor object: its raw contents as binary data, or its typed
+    contents as JSON data."""
     name, datatype = tensor.name, tensor.datatype
     document: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(tensor.shape)}
     if raw is not None:
         if tensor.HasField("contents"):
             raise RequestError(f"input {name!r} has both contents and raw_input_contents; send one")
-        document["data"] = _from_raw(name, datatype, document["shape"], raw)
+        document["parameters"] = {"binary_data_size": len(raw)}
     else:
         document["data"] = _from_contents(name, datatype, tensor.contents)
     return document
-
-
-def _from_raw(name: str, datatype: str, shape: list[int], raw: bytes) -> Any:
-    if datatype == "BYTES":
-        return np.array(split_bytes(raw, name), dtype=object)
-    dtype = oip.DATATYPES.get(datatype)
-    if dtype is None or any(dim < 0 for dim in shape):
-        return []  # the JSON codec refuses the datatype or the shape, saying what the model wants
-    dtype = dtype.newbyteorder("<")
-    count = math.prod(shape)
-    if len(raw) != count * dtype.itemsize:
-        raise RequestError(
-            f"input {name!r}: shape {shape} of {datatype} needs {count * dtype.itemsize} bytes of raw contents, "
-            f"got {len(raw)}"
-        )
-    return np.frombuffer(raw, dtype=dtype)
 
 
 def _from_contents(name: str, datatype: str, contents: Message) -> list[Any]:
@@ -154,15 +112,21 @@ def _from_contents(name: str, datatype: str, contents: Message) -> list[Any]:
     if wanted is None:
         if datatype in oip.DATATYPES:
             raise RequestError(f"input {name!r}: {datatype} has no typed contents; send it as raw_input_contents")
-        return []  # the JSON codec refuses the datatype, naming the one the model wants
+        return []  # the REST codec refuses the datatype, naming the one the model wants
     stray = [field.name for field, _ in contents.ListFields() if field.name != wanted]
     if stray:
         raise RequestError(f"input {name!r}: {datatype} values go in contents.{wanted}, got {', '.join(stray)}")
-    return list(getattr(contents, wanted))
+    values = list(getattr(contents, wanted))
+    if datatype != "BYTES":
+        return values
+    try:  # JSON carries BYTES as text, and so the REST codec takes them
+        return [value.decode() for value in values]
+    except UnicodeDecodeError as exc:
+        raise RequestError(f"input {name!r}: a BYTES element is not UTF-8 text: {exc}") from None
 
 
 def _datatype_of(name: str, array: np.ndarray) -> str:
-    if array.dtype == object:
+    if array.dtype.kind in "US":
         return "BYTES"
     if array.dtype not in _DATATYPE_OF:
         raise TypeError(f"output {name!r} has dtype {array.dtype}, which this runtime cannot send")

@@ -1,39 +1,36 @@
 """The site's inference server over gRPC: the Open Inference Protocol's GRPCInferenceService (health,
-metadata and ModelInfer) beside the REST one, over the same registry, routing (canary split, routing
-keys and flags, shadow traffic) and metrics, labelled protocol="grpc". grpcio serves it from its own
-threads in the agent's process; ``stop`` lets calls in flight finish and leaves no thread behind."""
+metadata and ModelInfer) beside the REST one, sharing its request path (inference.py: registry,
+routing with canary split and shadow traffic, dynamic batching, metrics, counted with
+protocol="grpc"). grpcio serves it from threads of its own in the agent's process; ``stop`` lets
+calls in flight finish and leaves no thread behind."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import grpc
 from google.protobuf.message import Message
 
 from reconciler import __version__
 from reconciler.errors import Stalled
-from reconciler.runtime import grpc_codec, inference, oip
-from reconciler.runtime.metrics import RuntimeMetrics
-from reconciler.runtime.registry import ModelRegistry, NotLoadedYet, NotServed, Served
-from reconciler.runtime.routing import Router, ShadowRunner
+from reconciler.runtime import grpc_codec, oip
+from reconciler.runtime.inference import INVALID, SUCCESS, Answer, Inference
+from reconciler.runtime.registry import ModelRegistry, NotLoadedYet, NotServed
 
 ROUTING_KEY_METADATA = "x-routing-key"  # as REST's header; wins over parameters.routing_key
 MAX_MESSAGE_BYTES = 64 * 1024**2  # a request or response beyond it is refused with RESOURCE_EXHAUSTED
-_FAILED = {"invalid": grpc.StatusCode.INVALID_ARGUMENT, "error": grpc.StatusCode.INTERNAL}
+_FAILED = {INVALID: grpc.StatusCode.INVALID_ARGUMENT}  # else the model's failure: INTERNAL
 
 
 class InferenceService:
     """The RPCs, named as the proto names them (so the handler is found from the descriptor); each
     takes the request message and grpc's context."""
 
-    def __init__(self, registry: ModelRegistry, metrics: RuntimeMetrics, shadow: ShadowRunner, router: Router):
+    def __init__(self, registry: ModelRegistry, inference: Inference):
         self._registry = registry
-        self._metrics = metrics
-        self._shadow = shadow
-        self._router = router
+        self._inference = inference
         self._message = grpc_codec.message_class
 
     def ServerLive(self, request: Message, context: grpc.ServicerContext) -> Message:
@@ -70,36 +67,33 @@ class InferenceService:
         )
 
     def ModelInfer(self, request: Message, context: grpc.ServicerContext) -> Message:
-        started = time.perf_counter()
-        name, pinned = request.model_name, request.model_version or None
-        header_key = dict(context.invocation_metadata()).get(ROUTING_KEY_METADATA)
         try:
-            try:
-                key = header_key or grpc_codec.routing_key(request)
-            except oip.RequestError as exc:
-                served = self._router.route(name, pinned=pinned, key=header_key).served
-                answer: inference.Answer[Message] = inference.Answer(served, "invalid", str(exc))
-            else:
-                answer = inference.answer(
-                    self._router,
-                    self._shadow,
-                    name,
-                    pinned=pinned,
-                    key=key,
-                    decode=lambda served: grpc_codec.decode_request(request, served.interface),
-                    encode=_encode,
-                )
+            answer, response = self._answer(request, dict(context.invocation_metadata()).get(ROUTING_KEY_METADATA))
         except NotServed as exc:
             _abort(context, exc)
-        if answer.outcome != "success":
-            self._metrics.record(answer.served, answer.outcome, protocol="grpc")
-            context.abort(_FAILED[answer.outcome], str(answer.content))
-        self._metrics.record(answer.served, "success", time.perf_counter() - started, protocol="grpc")
-        return answer.content  # type: ignore[return-value]  # success: the encoded response
+        self._inference.record(answer, protocol="grpc")
+        if response is None:
+            context.abort(_FAILED.get(answer.outcome, grpc.StatusCode.INTERNAL), answer.message)
+        return response
 
-
-def _encode(served: Served, request: oip.InferenceRequest, outputs: dict[str, Any]) -> Message:
-    return grpc_codec.encode_response(served.deployment, served.version, request.id, outputs)
+    def _answer(self, request: Message, header_key: str | None) -> tuple[Answer, Message | None]:
+        """The answer, and the response when it succeeded. A routing key of the wrong type is still
+        charged to the version the rest of the request routes to."""
+        name, pinned = request.model_name, request.model_version or None
+        try:
+            key = header_key or grpc_codec.routing_key(request)
+        except oip.RequestError as exc:
+            return self._inference.refuse(name, str(exc), pinned=pinned, key=header_key), None
+        answer = self._inference.infer(
+            name, lambda interface: grpc_codec.decode_request(request, interface), pinned=pinned, key=key
+        )
+        if answer.outcome != SUCCESS or answer.request is None:
+            return answer, None
+        served, request_id = answer.served, answer.request.id
+        try:
+            return answer, grpc_codec.encode_response(served.deployment, served.version, request_id, answer.outputs)
+        except TypeError as exc:  # an output of a type the protocol has no datatype for
+            return self._inference.failed(answer, exc), None
 
 
 def _abort(context: grpc.ServicerContext, exc: NotServed) -> NoReturn:
@@ -125,23 +119,21 @@ def service_handler(service: InferenceService) -> grpc.GenericRpcHandler:
 
 class GrpcServer:
     """The service on ``host:port`` (0: an ephemeral port; after ``start()`` ``port`` is the bound
-    one), with a shadow runner of its own that records into the same metrics as REST's."""
+    one), answering through ``inference``, the REST app's (``app.state.inference``): one request
+    path, one shadow runner and one batch queue per version, whichever protocol a request came by."""
 
     def __init__(
         self,
         registry: ModelRegistry,
+        inference: Inference,
         host: str = "127.0.0.1",
         port: int = 0,
         *,
-        metrics: RuntimeMetrics,
-        router: Router | None = None,
         workers: int = 8,
         shutdown_grace: float = 5.0,
     ):
         self.host, self.port = host, port
-        self.metrics = metrics
-        self.shadow = ShadowRunner(metrics.record_shadow, metrics.record_shadow_dropped)
-        self._service = InferenceService(registry, metrics, self.shadow, router or Router(registry))
+        self._service = InferenceService(registry, inference)
         self._workers = workers
         self._shutdown_grace = shutdown_grace
         self._server: grpc.Server | None = None
@@ -169,17 +161,15 @@ class GrpcServer:
             self.stop()
             raise Stalled("ListenFailed", f"cannot listen for gRPC on {address}: in use or not an address of this host")
         self.port = bound
-        self.shadow.start()
         self._server.start()
 
     def stop(self) -> None:
         """Stops accepting, lets calls in flight finish (up to the grace period), then joins the
-        worker threads and the shadow runner."""
+        worker threads."""
         if self._server is not None:
             self._server.stop(self._shutdown_grace).wait()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
-        self.shadow.close()
         self._server = self._executor = None
 
     def __enter__(self) -> GrpcServer:

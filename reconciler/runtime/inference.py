@@ -1,54 +1,81 @@
-"""One inference request, whichever protocol brought it (REST in server.py, gRPC in grpc_server.py):
-routed to a version, decoded against that version's interface, run, encoded, and mirrored to the
-canary when the route says so. The protocol reads its request and writes its answer; the rest is
-here, once."""
+"""One inference request, whatever protocol carried it (REST in server.py, gRPC beside it): route it
+to a version (pinned, flag, canary split), decode its tensors against that version's interface, run
+the model (batched with others: batching.py), mirror it to a shadowing canary, and count it in the metrics. The protocol only parses
+its envelope before and encodes the Answer after."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from reconciler.manifests.models import ModelInterface
+from reconciler.runtime.batching import Batchers
+from reconciler.runtime.metrics import RuntimeMetrics
 from reconciler.runtime.oip import InferenceRequest, RequestError
 from reconciler.runtime.registry import Served
 from reconciler.runtime.routing import Router, ShadowRunner
 
-Encoded = TypeVar("Encoded")
+SUCCESS, INVALID, ERROR = "success", "invalid", "error"
 
 
 @dataclass(frozen=True)
-class Answer(Generic[Encoded]):
+class Answer:
+    """What became of one request: ``success`` with the request and its outputs, ``invalid`` (the
+    client's fault) or ``error`` (the model's) with a message; charged to ``served``."""
+
     served: Served
-    outcome: str  # success (content is the encoded response), invalid or error (content is the message)
-    content: Encoded | str
+    outcome: str
+    request: InferenceRequest | None = None
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    message: str = ""
+    started: float = field(default_factory=time.perf_counter)
 
 
-def answer(
-    router: Router,
-    shadow: ShadowRunner,
-    deployment: str,
-    *,
-    pinned: str | None,
-    key: str | None,
-    decode: Callable[[Served], InferenceRequest],
-    encode: Callable[[Served, InferenceRequest, dict[str, np.ndarray]], Encoded],
-) -> Answer[Encoded]:
-    """Raises NotServed when nothing answers for ``deployment`` (or its ``pinned`` version). The
-    request holds the Served it was routed to from start to end, so a version swap meanwhile
-    does not touch it."""
-    decision = router.route(deployment, pinned=pinned, key=key)
-    served = decision.served
-    try:
-        request = decode(served)
-    except RequestError as exc:
-        return Answer(served, "invalid", str(exc))
-    try:
-        arrays = served.session.run(request.output_names, request.feeds)
-        content = encode(served, request, dict(zip(request.output_names, arrays, strict=True)))
-    except Exception as exc:  # onnxruntime's run errors share no narrower base class
-        return Answer(served, "error", f"model {served.deployment} version {served.version} failed: {exc}")
-    if decision.shadow is not None:
-        shadow.submit(decision.shadow, request.feeds, request.output_names, arrays)
-    return Answer(served, "success", content)
+Decode = Callable[[ModelInterface], InferenceRequest]  # raises RequestError
+
+
+class Inference:
+    """The protocol-neutral request path. ``infer`` blocks on the model: call it from a worker
+    thread. It raises NotServed for a deployment or pinned version that is not loaded."""
+
+    def __init__(self, router: Router, metrics: RuntimeMetrics, shadow: ShadowRunner, batchers: Batchers):
+        self._router = router
+        self._metrics = metrics
+        self._shadow = shadow
+        self._batchers = batchers
+
+    def infer(self, deployment: str, decode: Decode, *, pinned: str | None = None, key: str | None = None) -> Answer:
+        started = time.perf_counter()
+        decision = self._router.route(deployment, pinned=pinned, key=key)
+        served = decision.served
+        try:
+            request = decode(served.interface)
+        except RequestError as exc:
+            return Answer(served, INVALID, message=str(exc), started=started)
+        try:
+            arrays = self._batchers.run(served, request.output_names, request.feeds)
+        except Exception as exc:  # onnxruntime's run errors share no narrower base class
+            return self.failed(Answer(served, SUCCESS, request, started=started), exc)
+        if decision.shadow is not None:
+            self._shadow.submit(decision.shadow, request.feeds, request.output_names, arrays)
+        outputs = dict(zip(request.output_names, arrays, strict=True))
+        return Answer(served, SUCCESS, request, outputs, started=started)
+
+    def refuse(self, deployment: str, message: str, *, pinned: str | None = None, key: str | None = None) -> Answer:
+        """A request too broken to decode at all, still charged to the version it routes to."""
+        return Answer(self._router.route(deployment, pinned=pinned, key=key).served, INVALID, message=message)
+
+    @staticmethod
+    def failed(answer: Answer, exc: Exception) -> Answer:
+        """``answer`` turned into the model's failure (its run, or encoding what it returned)."""
+        served = answer.served
+        message = f"model {served.deployment} version {served.version} failed: {exc}"
+        return Answer(served, ERROR, answer.request, message=message, started=answer.started)
+
+    def record(self, answer: Answer, protocol: str = "rest") -> None:
+        """Counts the answer once it is encoded; a success's latency runs from routing until now."""
+        seconds = time.perf_counter() - answer.started if answer.outcome == SUCCESS else None
+        self._metrics.record(answer.served, answer.outcome, seconds, protocol=protocol)

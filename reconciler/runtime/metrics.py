@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 
 from reconciler.runtime.registry import ModelRegistry, Served
 
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
 
@@ -29,6 +30,8 @@ class VersionStats:
     shadow_requests: int = 0  # mirrored requests this version (a canary) answered beside stable
     shadow_agreements: int = 0  # of those, the ones whose answer agreed with stable's
     shadow_dropped: int = 0  # mirrored requests dropped because the shadow queue was full
+    success_seconds: float = 0.0  # the summed latency of the successful requests
+    executions: int = 0  # model runs: fewer than the requests run when dynamic batching merges them
 
 
 Snapshot = Mapping[tuple[str, str], VersionStats]  # keyed by (deployment, version)
@@ -104,6 +107,13 @@ class RuntimeMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.collectors,
         )
+        self._batch = Histogram(
+            "reconciler_inference_batch_requests",
+            "Requests answered by each model run (more than 1 when dynamic batching merged them).",
+            ["deployment", "version"],
+            buckets=BATCH_BUCKETS,
+            registry=self.collectors,
+        )
         self._shadow = {
             name: Counter(f"reconciler_shadow_{name}", help_text, ["deployment", "version"], registry=self.collectors)
             for name, help_text in (
@@ -118,6 +128,9 @@ class RuntimeMetrics:
         self._requests.labels(served.deployment, served.version, outcome, protocol).inc()
         if seconds is not None:
             self._duration.labels(served.deployment, served.version, protocol).observe(seconds)
+
+    def record_batch(self, served: Served, requests: int) -> None:
+        self._batch.labels(served.deployment, served.version).observe(requests)
 
     def record_shadow(self, canary: Served, agreed: bool) -> None:
         self._shadow["requests"].labels(canary.deployment, canary.version).inc()
@@ -140,9 +153,17 @@ class RuntimeMetrics:
             for labels, value in _totals(counter):
                 shadow.setdefault(_key(labels), {})[name] = value
         buckets: dict[tuple[str, str], Tally[float]] = {}
+        seconds: Tally[tuple[str, str]] = Tally()
         for sample in self._duration.collect()[0].samples:
             if sample.name.endswith("_bucket"):
                 buckets.setdefault(_key(sample.labels), Tally())[float(sample.labels["le"])] += int(sample.value)
+            elif sample.name.endswith("_sum"):
+                seconds[_key(sample.labels)] += sample.value
+        executions = {
+            _key(sample.labels): int(sample.value)
+            for sample in self._batch.collect()[0].samples
+            if sample.name.endswith("_count")
+        }
         return {
             key: VersionStats(
                 requests=sum(outcomes.get(key, {}).values()),
@@ -152,6 +173,8 @@ class RuntimeMetrics:
                 shadow_requests=shadow.get(key, {}).get("requests", 0),
                 shadow_agreements=shadow.get(key, {}).get("agreements", 0),
                 shadow_dropped=shadow.get(key, {}).get("dropped", 0),
+                success_seconds=seconds.get(key, 0.0),
+                executions=executions.get(key, 0),
             )
             for key in outcomes.keys() | shadow.keys()
         }

@@ -19,7 +19,7 @@ import onnxruntime as ort
 
 from reconciler.errors import Stalled, Transient
 from reconciler.flags import FlagSet
-from reconciler.manifests.models import ModelInterface
+from reconciler.manifests.models import DeploymentSpec, ModelInterface
 
 V = TypeVar("V")
 
@@ -77,6 +77,23 @@ class Loaded:
         return next((served for served in self.versions() if served.version == version), None)
 
 
+@dataclass(frozen=True)
+class BatchPolicy:
+    """Dynamic batching of a deployment (batching.py): at most ``max_batch_size`` rows per model run,
+    the first queued request waiting at most ``max_queue_delay`` seconds for others."""
+
+    max_batch_size: int
+    max_queue_delay: float
+
+    @classmethod
+    def of(cls, spec: DeploymentSpec) -> BatchPolicy | None:
+        """The policy a Deployment asks for (``maxBatchSize``, ``maxQueueDelay``), if any."""
+        if spec.max_batch_size is None:
+            return None
+        delay = spec.max_queue_delay.total_seconds() if spec.max_queue_delay is not None else 0.0
+        return cls(spec.max_batch_size, delay)
+
+
 class NotServed(LookupError):
     """The request names a deployment or version this site does not serve (HTTP 404)."""
 
@@ -93,6 +110,7 @@ class ModelRegistry:
         self._loaded: Mapping[str, Loaded] = MappingProxyType({})
         self._expected: frozenset[str] | None = None if expected is None else frozenset(expected)
         self._routing_flags: Mapping[str, str] = MappingProxyType({})
+        self._batching: Mapping[str, BatchPolicy] = MappingProxyType({})
         self._flags: tuple[FlagSet, Mapping[str, Any]] = (FlagSet(), MappingProxyType({}))
         self._write_lock = threading.Lock()
 
@@ -134,6 +152,9 @@ class ModelRegistry:
     def routing_flag(self, deployment: str) -> str | None:
         return self._routing_flags.get(deployment)
 
+    def batching(self, deployment: str) -> BatchPolicy | None:
+        return self._batching.get(deployment)
+
     def flags(self) -> tuple[FlagSet, Mapping[str, Any]]:
         """The fleet's flags and the site's evaluation context, published together."""
         return self._flags
@@ -152,6 +173,11 @@ class ModelRegistry:
         per request; None stops it. Independent of which versions are loaded, so it survives swaps."""
         with self._write_lock:
             self._routing_flags = _with_entry(self._routing_flags, deployment, flag_key)
+
+    def set_batching(self, policies: Mapping[str, BatchPolicy]) -> None:
+        """Batch the requests of these deployments (each version apart), and no others. Independent
+        of which versions are loaded, so it survives swaps."""
+        self._batching = MappingProxyType(dict(policies))
 
     def activate(
         self,

@@ -5,24 +5,31 @@ own process."""
 
 from __future__ import annotations
 
+import gzip
 import socket
 import threading
 import time
+import zlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from reconciler import __version__
 from reconciler.errors import Stalled, Transient
-from reconciler.runtime import inference, oip
+from reconciler.runtime import binary, model_info, oip
+from reconciler.runtime.batching import Batchers
+from reconciler.runtime.inference import ERROR, INVALID, SUCCESS, Answer, Inference
 from reconciler.runtime.metrics import RuntimeMetrics
 from reconciler.runtime.registry import ModelRegistry, NotServed, Served
 from reconciler.runtime.routing import Router, ShadowRunner
@@ -31,6 +38,11 @@ ROUTING_KEY_HEADER = "x-routing-key"
 VERSION_HEADER = "x-model-version"
 
 # --- the OIP v2 application ---------------------------------------------------------------------
+
+# What GET /v2 lists: only what is served. Triton's model_repository extension also loads and
+# unloads models, which only the agent does here; its index endpoint alone is served.
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics"]
+_DECOMPRESS = {"gzip": lambda data: gzip.decompress(data), "deflate": lambda data: zlib.decompress(data)}
 
 
 def build_app(
@@ -41,23 +53,32 @@ def build_app(
     router: Router | None = None,
     extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
-    """The app; ``app.state.metrics`` is its RuntimeMetrics and ``app.state.shadow`` the runner of
-    mirrored requests, which runs while the app is served. ``router`` decides which version answers
-    (a seeded one makes weighted routing repeatable); ``extra_routes`` mount other endpoints (OFREP
-    flags) beside the inference API."""
+    """The app; ``app.state.metrics`` is its RuntimeMetrics, ``app.state.shadow`` the runner of
+    mirrored requests, which runs while the app is served, and ``app.state.inference`` the
+    protocol-neutral request path (inference.py) another protocol's server can share. ``router``
+    decides which version answers (a seeded one makes weighted routing repeatable);
+    ``extra_routes`` mount other endpoints (OFREP flags) beside the inference API."""
     metrics = metrics or RuntimeMetrics(registry)
     shadow = ShadowRunner(metrics.record_shadow, metrics.record_shadow_dropped)
-    api = _InferenceApi(registry, router or Router(registry), metrics, shadow, site)
+    batchers = Batchers(registry, metrics.record_batch)
+    inference = Inference(router or Router(registry), metrics, shadow, batchers)
+    api = _InferenceApi(registry, inference, metrics, site)
     routes = [
         Route("/v2", api.server_metadata),
         Route("/v2/health/live", api.live),
         Route("/v2/health/ready", api.ready),
+        Route("/v2/models/stats", api.statistics),
         Route("/v2/models/{name}", api.model_metadata),
         Route("/v2/models/{name}/versions/{version}", api.model_metadata),
         Route("/v2/models/{name}/ready", api.model_ready),
         Route("/v2/models/{name}/versions/{version}/ready", api.model_ready),
+        Route("/v2/models/{name}/config", api.model_config),
+        Route("/v2/models/{name}/versions/{version}/config", api.model_config),
+        Route("/v2/models/{name}/stats", api.statistics),
+        Route("/v2/models/{name}/versions/{version}/stats", api.statistics),
         Route("/v2/models/{name}/infer", api.infer, methods=["POST"]),
         Route("/v2/models/{name}/versions/{version}/infer", api.infer, methods=["POST"]),
+        Route("/v2/repository/index", api.repository_index, methods=["POST"]),
         Route("/metrics", api.metrics),
         *extra_routes,
     ]
@@ -70,27 +91,25 @@ def build_app(
         finally:
             shadow.close()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
     app.state.metrics = metrics
     app.state.shadow = shadow
+    app.state.inference = inference
     return app
 
 
-_STATUS = {"success": 200, "invalid": 400, "error": 500}
+_STATUS = {SUCCESS: 200, INVALID: 400, ERROR: 500}
 
 
 class _InferenceApi:
-    def __init__(
-        self, registry: ModelRegistry, router: Router, metrics: RuntimeMetrics, shadow: ShadowRunner, site: str
-    ):
+    def __init__(self, registry: ModelRegistry, inference: Inference, metrics: RuntimeMetrics, site: str):
         self._registry = registry
-        self._router = router
+        self._inference = inference
         self._metrics = metrics
-        self._shadow = shadow
         self._site = site
 
     async def server_metadata(self, request: Request) -> Response:
-        metadata = {"name": "reconciler", "version": __version__, "extensions": [], "site": self._site}
+        metadata = {"name": "reconciler", "version": __version__, "extensions": EXTENSIONS, "site": self._site}
         return JSONResponse(metadata)
 
     async def live(self, request: Request) -> Response:
@@ -124,41 +143,74 @@ class _InferenceApi:
             return _error(404, str(exc))
         return JSONResponse({"name": served.deployment, "ready": True})
 
+    async def model_config(self, request: Request) -> Response:
+        try:
+            served = self._lookup(request)
+        except NotServed as exc:
+            return _error(404, str(exc))
+        config = model_info.model_config(served, self._registry.batching(served.deployment))
+        return JSONResponse(config, headers={VERSION_HEADER: served.version})
+
+    async def statistics(self, request: Request) -> Response:
+        """Every loaded version's, one deployment's (each of its versions) or one version's."""
+        name, version = request.path_params.get("name"), request.path_params.get("version")
+        try:
+            if name is None:
+                versions = [s for loaded in self._registry.state().values() for s in loaded.versions()]
+            elif version is None:
+                versions = self._registry.loaded(name).versions()
+            else:
+                versions = [self._registry.get(name, version)]
+        except NotServed as exc:
+            return _error(404, str(exc))
+        return JSONResponse(model_info.statistics(self._metrics.snapshot(), versions))
+
+    async def repository_index(self, request: Request) -> Response:
+        return JSONResponse(model_info.repository_index(self._registry.state()))
+
     async def infer(self, request: Request) -> Response:
         body = await request.body()
         name, pinned = request.path_params["name"], request.path_params.get("version")
-        key = request.headers.get(ROUTING_KEY_HEADER)
-        started = time.perf_counter()
         try:
-            answer = await run_in_threadpool(self._answer, name, pinned, key, body)
+            encoded = await run_in_threadpool(self._answer, name, pinned, request.headers, body)
         except NotServed as exc:
             return _error(404, str(exc))
+        answer = encoded.answer
         headers = {VERSION_HEADER: answer.served.version}
-        if answer.outcome != "success":
-            self._metrics.record(answer.served, answer.outcome)
-            return _error(_STATUS[answer.outcome], str(answer.content), headers)
-        self._metrics.record(answer.served, "success", time.perf_counter() - started)
-        return Response(answer.content, media_type="application/json", headers=headers)
+        self._inference.record(answer)
+        if answer.outcome != SUCCESS:
+            return _error(_STATUS[answer.outcome], answer.message, headers)
+        content, header_length = encoded.content
+        if header_length is None:
+            return Response(content, media_type="application/json", headers=headers)
+        headers[binary.HEADER_LENGTH] = str(header_length)
+        return Response(content, media_type="application/octet-stream", headers=headers)
 
-    def _answer(self, name: str, pinned: str | None, header_key: str | None, body: bytes) -> inference.Answer[bytes]:
+    def _answer(self, name: str, pinned: str | None, headers: Headers, body: bytes) -> _Encoded:
         """Runs in a worker thread: decoding, routing, the model and encoding all stay off the
         event loop. A body too broken to read a routing key from is still charged to the version
         the rest of the request routes to."""
+        header_key = headers.get(ROUTING_KEY_HEADER)
         try:
-            document = oip.parse_document(body)
+            envelope = oip.parse_document(_decompressed(body, headers), headers.get(binary.HEADER_LENGTH))
         except oip.RequestError as exc:
-            return inference.Answer(self._router.route(name, pinned=pinned, key=header_key).served, "invalid", str(exc))
-        return inference.answer(
-            self._router,
-            self._shadow,
+            return _Encoded(self._inference.refuse(name, str(exc), pinned=pinned, key=header_key))
+        answer = self._inference.infer(
             name,
+            lambda interface: oip.decode_document(envelope, interface),
             pinned=pinned,
-            key=header_key or oip.routing_key(document),
-            decode=lambda served: oip.decode_document(document, served.interface),
-            encode=lambda served, request, outputs: oip.encode_response(
-                served.deployment, served.version, request.id, outputs
-            ),
+            key=header_key or envelope.routing_key,
         )
+        if answer.outcome != SUCCESS or answer.request is None:
+            return _Encoded(answer)
+        request = answer.request
+        try:
+            content = oip.encode_response(
+                answer.served.deployment, answer.served.version, request.id, answer.outputs, request.binary_outputs
+            )
+        except TypeError as exc:  # an output of a type the protocol has no datatype for
+            return _Encoded(self._inference.failed(answer, exc))
+        return _Encoded(answer, content)
 
     async def metrics(self, request: Request) -> Response:
         return Response(self._metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
@@ -167,8 +219,35 @@ class _InferenceApi:
         return self._registry.get(request.path_params["name"], request.path_params.get("version"))
 
 
+@dataclass(frozen=True)
+class _Encoded:
+    """An Answer with its response body and, for binary tensor data, the JSON header's length."""
+
+    answer: Answer
+    content: tuple[bytes, int | None] = (b"", None)
+
+
+def _decompressed(body: bytes, headers: Headers) -> bytes:
+    encoding = headers.get("content-encoding", "identity").strip().lower()
+    if encoding == "identity":
+        return body
+    if encoding not in _DECOMPRESS:
+        raise oip.RequestError(f"Content-Encoding {encoding!r} is not supported (gzip, deflate)")
+    try:
+        return _DECOMPRESS[encoding](body)
+    except (OSError, zlib.error, EOFError) as exc:
+        raise oip.RequestError(f"request body is not valid {encoding}: {exc}") from None
+
+
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no such route, method not allowed) in the protocol's error shape."""
+    assert isinstance(exc, HTTPException)
+    message = f"{request.method} {request.url.path}: {exc.detail}"
+    return _error(exc.status_code, message, dict(exc.headers or {}))
 
 
 # --- the server thread ----------------------------------------------------------------------------

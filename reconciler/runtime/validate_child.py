@@ -33,6 +33,7 @@ ORT_DTYPES = {
     "tensor(int8)": "int8",
     "tensor(uint8)": "uint8",
     "tensor(bool)": "bool",
+    "tensor(string)": "string",
 }
 
 

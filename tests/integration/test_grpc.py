@@ -12,6 +12,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as triton
 from fleet_fixture import EXAMPLE
-from onnx import helper
+from onnx import TensorProto, helper
 from runtime_models import INFER, INTERFACE, LAYERS, VERSIONS, infer_body, registry_with, serve, write_models
 from tritonclient.utils import InferenceServerException
 
@@ -31,10 +33,10 @@ from reconciler.devtools.processes import free_port, stop_all
 from reconciler.errors import Stalled
 from reconciler.flags import bucket
 from reconciler.manifests.models import ModelInterface, TensorSpec
-from reconciler.runtime import grpc_codec
+from reconciler.runtime import binary, grpc_codec
 from reconciler.runtime.grpc_server import GrpcServer
 from reconciler.runtime.metrics import RuntimeMetrics, window_stats
-from reconciler.runtime.registry import ModelRegistry
+from reconciler.runtime.registry import BatchPolicy, ModelRegistry
 from reconciler.runtime.server import build_app
 
 SITE = "store-1"
@@ -50,12 +52,24 @@ DATATYPES = {
     "float16": "FP16",
     "float32": "FP32",
     "float64": "FP64",
+    "string": "BYTES",
 }
 
 
 @pytest.fixture(scope="module")
 def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return write_models(tmp_path_factory.mktemp("models"))
+
+
+@contextmanager
+def grpc_beside_rest(
+    registry: ModelRegistry, metrics: RuntimeMetrics | None = None
+) -> Iterator[tuple[GrpcServer, RuntimeMetrics, httpx.Client]]:
+    """gRPC on an ephemeral loopback port beside the REST app whose request path it shares (the
+    app's lifespan runs the shadow runner), for the block."""
+    app = build_app(registry, site=SITE, metrics=metrics)
+    with serve(app) as rest, GrpcServer(registry, app.state.inference) as server:
+        yield server, app.state.metrics, rest
 
 
 @dataclass
@@ -72,7 +86,7 @@ def site(model_files: dict[str, Path]) -> Iterator[Site]:
     """iris 1.0.0 then 2.0.0 activated, served over REST and gRPC with one set of metrics."""
     registry = registry_with(model_files, "1.0.0", "2.0.0")
     metrics = RuntimeMetrics(registry)
-    with serve(build_app(registry, site=SITE, metrics=metrics)) as rest, GrpcServer(registry, metrics=metrics) as server:
+    with grpc_beside_rest(registry, metrics) as (server, _, rest):
         client = triton.InferenceServerClient(f"127.0.0.1:{server.port}")
         yield Site(registry, metrics, rest, client, server)
         client.close()
@@ -124,7 +138,7 @@ def test_infer_answers_as_rest_does_and_pins_versions(site: Site):
 
 
 def identity_model(dtype: str) -> bytes:
-    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    elem = TensorProto.STRING if dtype == "string" else helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     graph = helper.make_graph(
         [helper.make_node("Identity", ["x"], ["y"])],
         f"identity-{dtype}",
@@ -145,11 +159,13 @@ def every_datatype(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         spec = {"dtype": dtype, "shape": [-1, 3]}
         interface = ModelInterface(inputs=[TensorSpec(name="x", **spec)], outputs=[TensorSpec(name="y", **spec)])
         registry.activate(f"id-{dtype}", f"id-{dtype}", "1", path, interface)
-    with GrpcServer(registry, metrics=RuntimeMetrics(registry)) as server:
+    with grpc_beside_rest(registry) as (server, _, _):
         yield server.port
 
 
 def values_of(dtype: str) -> np.ndarray:
+    if dtype == "string":
+        return np.array([[b"", b"one", "zw\u00f6lf".encode()], [b"x" * 300, b"a\x00b", b"end"]], dtype=object)
     info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None
     if dtype == "bool":
         return np.array([[True, False, True], [False, False, True]])
@@ -167,7 +183,7 @@ def test_every_datatype_over_tritonclient_raw_contents(every_datatype: int, dtyp
         answer = client.infer(f"id-{dtype}", [tensor])
     assert answer.get_output("y").datatype == DATATYPES[dtype]
     np.testing.assert_array_equal(answer.as_numpy("y"), x)
-    assert answer.as_numpy("y").dtype == np.dtype(dtype)
+    assert answer.as_numpy("y").dtype == x.dtype
 
 
 @pytest.mark.parametrize("dtype", [dtype for dtype, datatype in DATATYPES.items() if datatype != "FP16"])
@@ -184,7 +200,7 @@ def test_every_datatype_as_typed_contents(every_datatype: int, dtype: str):
         )
         response = infer(request, timeout=10)
     [raw] = response.raw_output_contents
-    np.testing.assert_array_equal(np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).reshape(x.shape), x)
+    assert raw == binary.tensor_to_bytes(x)
 
 
 def test_errors_come_back_as_status_codes(site: Site):
@@ -225,8 +241,7 @@ def test_a_model_that_fails_is_internal_and_counted_as_its_error(model_files: di
     wrong = ModelInterface(inputs=[TensorSpec(name="input", dtype="float32", shape=[-1, 5])], outputs=INTERFACE.outputs)
     registry = ModelRegistry()
     registry.activate("iris", "iris", "1.0.0", model_files["1.0.0"], wrong)
-    metrics = RuntimeMetrics(registry)
-    with GrpcServer(registry, metrics=metrics) as server:
+    with grpc_beside_rest(registry) as (server, metrics, _):
         with triton.InferenceServerClient(f"127.0.0.1:{server.port}") as client:
             status, message = refusal(lambda: client.infer("iris", [iris_input(np.zeros((1, 5), np.float32))]))
     assert status == str(grpc.StatusCode.INTERNAL) and message.startswith("model iris version 1.0.0 failed: ")
@@ -235,7 +250,7 @@ def test_a_model_that_fails_is_internal_and_counted_as_its_error(model_files: di
 
 def test_a_deployment_still_loading_is_unavailable_not_missing(model_files: dict[str, Path]):
     registry = ModelRegistry(expected=["iris"])
-    with GrpcServer(registry, metrics=RuntimeMetrics(registry)) as server:
+    with grpc_beside_rest(registry) as (server, _, _):
         with triton.InferenceServerClient(f"127.0.0.1:{server.port}") as client:
             before = (client.is_server_ready(), client.is_model_ready("iris"))
             refused = refusal(lambda: client.infer("iris", [iris_input()]))
@@ -295,6 +310,34 @@ def test_shadow_traffic_from_grpc_is_measured_as_from_rest(site: Site, model_fil
     assert 0 < agreements < 60 and agreements % 2 == 0  # each row agreed, or not, over both protocols alike
 
 
+def test_grpc_and_rest_requests_are_batched_together(model_files: dict[str, Path]):
+    """With dynamic batching, concurrent requests over both protocols share one queue: fewer model
+    runs than requests, and each caller gets its own rows back."""
+    registry = registry_with(model_files, "1.0.0")
+    registry.set_batching({"iris": BatchPolicy(max_batch_size=16, max_queue_delay=0.05)})
+    rows = np.random.default_rng(6).normal(size=(12, 1, 4)).astype(np.float32)
+    start = threading.Barrier(len(rows))
+
+    with grpc_beside_rest(registry) as (server, metrics, rest):
+        def call(number: int) -> np.ndarray:
+            x = rows[number]
+            start.wait()
+            if number % 2:
+                with triton.InferenceServerClient(f"127.0.0.1:{server.port}") as client:
+                    return client.infer("iris", [iris_input(x)]).as_numpy("output")
+            with httpx.Client(base_url=str(rest.base_url), timeout=10) as client:
+                return np.asarray(client.post(INFER, json=infer_body(x)).json()["outputs"][0]["data"]).reshape(1, 3)
+
+        with ThreadPoolExecutor(len(rows)) as pool:
+            answers = list(pool.map(call, range(len(rows))))
+        stats = metrics.snapshot()[("iris", "1.0.0")]
+    for x, answer in zip(rows, answers, strict=True):
+        np.testing.assert_allclose(answer, dense_reference(LAYERS["1.0.0"], x), rtol=1e-5, atol=1e-6)
+    assert stats.requests == len(rows) and stats.executions < len(rows)
+    by_protocol = _requests_by_protocol(metrics.exposition().decode())
+    assert by_protocol[("grpc", "1.0.0")] == by_protocol[("rest", "1.0.0")] == 6
+
+
 def test_100_version_swaps_under_grpc_load_fail_no_request(model_files: dict[str, Path]):
     """Four tritonclient.grpc clients infer while the active version changes 100 times over three
     versions (each swap builds a new session): every call is answered, by the version it names."""
@@ -318,7 +361,7 @@ def test_100_version_swaps_under_grpc_load_fail_no_request(model_files: dict[str
                     failures.append(f"response labelled {version} does not match {version}'s output")
                 served[version] += 1
 
-    with GrpcServer(registry, metrics=RuntimeMetrics(registry)) as server:
+    with grpc_beside_rest(registry) as (server, _, _):
         clients = [threading.Thread(target=hammer, args=(server.port,)) for _ in range(4)]
         for thread in clients:
             thread.start()
@@ -338,24 +381,27 @@ def test_100_version_swaps_under_grpc_load_fail_no_request(model_files: dict[str
 
 def test_stop_finishes_cleanly_and_leaves_no_thread(model_files: dict[str, Path]):
     registry = registry_with(model_files, "1.0.0")
-    before = set(threading.enumerate())
-    server = GrpcServer(registry, metrics=RuntimeMetrics(registry))
-    server.start()
-    with triton.InferenceServerClient(f"127.0.0.1:{server.port}") as client:
-        assert client.infer("iris", [iris_input()]).get_response().model_version == "1.0.0"
-        server.stop()
-        code, _ = refusal(lambda: client.infer("iris", [iris_input()], client_timeout=5))
+    app = build_app(registry, site=SITE)
+    with serve(app):
+        before = set(threading.enumerate())
+        server = GrpcServer(registry, app.state.inference)
+        server.start()
+        with triton.InferenceServerClient(f"127.0.0.1:{server.port}") as client:
+            assert client.infer("iris", [iris_input()]).get_response().model_version == "1.0.0"
+            server.stop()
+            code, _ = refusal(lambda: client.infer("iris", [iris_input()], client_timeout=5))
+        deadline = time.monotonic() + 5
+        while set(threading.enumerate()) - before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        left = set(threading.enumerate()) - before
     assert code == str(grpc.StatusCode.UNAVAILABLE)
-    deadline = time.monotonic() + 5
-    while set(threading.enumerate()) - before and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert set(threading.enumerate()) - before == set()
+    assert left == set()
 
 
 def test_a_port_in_use_is_refused(model_files: dict[str, Path]):
     registry = registry_with(model_files, "1.0.0")
-    with GrpcServer(registry, metrics=RuntimeMetrics(registry)) as first:
-        second = GrpcServer(registry, port=first.port, metrics=RuntimeMetrics(registry))
+    with grpc_beside_rest(registry) as (first, _, _):
+        second = GrpcServer(registry, build_app(registry, site=SITE).state.inference, port=first.port)
         with pytest.raises(Stalled) as raised:
             second.start()
     assert raised.value.reason == "ListenFailed" and str(first.port) in str(raised.value)

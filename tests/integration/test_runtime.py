@@ -103,7 +103,7 @@ MODEL_METADATA = {
 @pytest.mark.parametrize(
     "path, expected",
     [
-        ("/v2", {"name": "reconciler", "version": __version__, "extensions": [], "site": SITE}),
+        ("/v2", {"name": "reconciler", "version": __version__, "extensions": ["binary_tensor_data", "model_configuration", "statistics"], "site": SITE}),
         ("/v2/health/live", {"live": True}),
         ("/v2/health/ready", {"ready": True}),
         ("/v2/models/iris", MODEL_METADATA),
@@ -249,7 +249,9 @@ def test_values_that_do_not_fit_the_datatype_are_refused(dtype: str, datatype: s
 
 def test_outputs_encode_with_their_datatype_and_flat_data():
     outputs = {"y": np.arange(6, dtype=np.int32).reshape(2, 3)}
-    body = json.loads(oip.encode_response("iris", "1.0.0", "r", outputs))
+    content, header_length = oip.encode_response("iris", "1.0.0", "r", outputs)
+    body = json.loads(content)
+    assert header_length is None
     assert body == {
         "model_name": "iris",
         "model_version": "1.0.0",

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from reconciler.manifests.models import ModelInterface, TensorSpec
-from reconciler.runtime import grpc_codec, oip
+from reconciler.runtime import binary, grpc_codec, oip
 from reconciler.runtime.grpc_codec import ModelInferRequest
 from reconciler.runtime.oip import RequestError
 
@@ -40,7 +40,7 @@ def interface(dtype: str = "float32", shape: tuple[int, ...] = (-1, 2)) -> Model
 def raw_request(datatype: str, array: np.ndarray, name: str = "x") -> ModelInferRequest:
     request = ModelInferRequest(model_name="m", id="r1")
     request.inputs.add(name=name, datatype=datatype, shape=array.shape)
-    request.raw_input_contents.append(grpc_codec.raw_contents(datatype, array))
+    request.raw_input_contents.append(binary.tensor_to_bytes(array))
     return request
 
 
@@ -90,17 +90,21 @@ def test_only_the_requested_outputs_in_the_order_asked():
     assert grpc_codec.decode_request(request, two).output_names == ["b"]
 
 
-@pytest.mark.parametrize(
-    "items", [[], [b""], [b"one"], [b"", b"two", b"\x00\xff"], ["ü".encode() * 300]], ids=lambda items: str(len(items))
-)
-def test_bytes_elements_round_trip_with_4_byte_little_endian_lengths(items: list[bytes]):
-    raw = grpc_codec.join_bytes(items)
-    assert len(raw) == sum(4 + len(item) for item in items)
-    assert grpc_codec.split_bytes(raw, "x") == items
-    if items:
-        assert raw[:4] == len(items[0]).to_bytes(4, "little")
-    output = grpc_codec.encode_response("m", "1", None, {"y": np.array(items, dtype=object)})
-    assert output.outputs[0].datatype == "BYTES" and output.raw_output_contents[0] == raw
+TEXTS = [[], [""], ["one"], ["", "two", "zw\u00f6lf"], ["\u00fc" * 300]]
+
+
+@pytest.mark.parametrize("texts", TEXTS, ids=lambda texts: str(len(texts)))
+def test_bytes_in_raw_and_typed_contents_and_out_with_4_byte_little_endian_lengths(texts: list[str]):
+    """A string tensor: BYTES elements in, onnxruntime's str out, length-prefixed bytes back."""
+    encoded = [text.encode() for text in texts]
+    raw = b"".join(len(item).to_bytes(4, "little") + item for item in encoded)
+    from_raw = raw_request("BYTES", np.array(encoded, dtype=object).reshape(1, -1))
+    from_contents = typed_request("BYTES", [1, len(texts)], bytes_contents=encoded)
+    for request in (from_raw, from_contents):
+        [feed] = grpc_codec.decode_request(request, interface("string", (1, -1))).feeds.values()
+        assert feed.dtype == object and feed.ravel().tolist() == texts
+    response = grpc_codec.encode_response("m", "1", None, {"y": np.array(texts, dtype=object)})
+    assert response.outputs[0].datatype == "BYTES" and response.raw_output_contents[0] == raw
 
 
 def _two_inputs_one_raw() -> ModelInferRequest:
@@ -115,16 +119,18 @@ def _raw_and_contents() -> ModelInferRequest:
     return request
 
 
-def _raw_of_length(length: int, datatype: str = "FP32", shape: tuple[int, ...] = (1, 2)) -> ModelInferRequest:
+def _raw_of_length(
+    length: int, datatype: str = "FP32", shape: tuple[int, ...] = (1, 2), fill: bytes = b"\x01"
+) -> ModelInferRequest:
     request = ModelInferRequest(model_name="m")
     request.inputs.add(name="x", datatype=datatype, shape=shape)
-    request.raw_input_contents.append(b"\x01" * length)
+    request.raw_input_contents.append(fill * length)
     return request
 
 
 def _bytes_raw(raw: bytes) -> ModelInferRequest:
     request = ModelInferRequest(model_name="m")
-    request.inputs.add(name="x", datatype="BYTES", shape=[1, 1])
+    request.inputs.add(name="x", datatype="BYTES", shape=[1, 2])
     request.raw_input_contents.append(raw)
     return request
 
@@ -145,12 +151,20 @@ REFUSED = [
     ("no inputs", ModelInferRequest(model_name="m"), "float32", "'inputs' must be a non-empty list"),
     ("raw for some inputs", _two_inputs_one_raw(), "float32", "raw_input_contents has 1 entries for 2 inputs"),
     ("raw and contents", _raw_and_contents(), "float32", "input 'x' has both contents and raw_input_contents"),
-    ("raw too short", _raw_of_length(7), "float32", "shape [1, 2] of FP32 needs 8 bytes of raw contents, got 7"),
-    ("raw too long", _raw_of_length(9), "float32", "needs 8 bytes of raw contents, got 9"),
+    ("raw too short", _raw_of_length(7), "float32", "input 'x': shape [1, 2] of float32 needs 8 bytes, got 7"),
+    ("raw too long", _raw_of_length(9), "float32", "needs 8 bytes, got 9"),
+    ("BOOL neither 0 nor 1", _raw_of_length(2, "BOOL", fill=b"\x02"), "bool", "input 'x': BOOL elements must be the bytes 0 or 1"),
     ("raw of FP64 for FP32", _raw_of_length(16, "FP64"), "float32", "input 'x' has datatype FP32, got 'FP64'"),
     ("raw of a negative shape", _raw_of_length(8, "FP32", (-1, 2)), "float32", "'shape' must be a list of non-negative"),
-    ("BYTES cut in a length", _bytes_raw(b"\x05\x00"), "float32", "BYTES raw contents end inside an element's 4-byte"),
-    ("BYTES cut in a value", _bytes_raw(b"\x05\x00\x00\x00abc"), "float32", "BYTES element 0 says 5 bytes, 3 are left"),
+    ("BYTES cut in a length", _bytes_raw(b"\x05\x00"), "string", "BYTES element 0 has no 4-byte length"),
+    ("BYTES cut in a value", _bytes_raw(b"\x05\x00\x00\x00abc"), "string", "element 0 says 5 bytes but only 3 remain"),
+    ("BYTES not text", _bytes_raw(b"\x01\x00\x00\x00\xff" * 2), "string", "a BYTES element is not UTF-8 text"),
+    (
+        "typed BYTES not text",
+        typed_request("BYTES", [1, 2], bytes_contents=[b"ok", b"\xff"]),
+        "string",
+        "input 'x': a BYTES element is not UTF-8 text",
+    ),
     ("BYTES for a number", _bytes_raw(b"\x01\x00\x00\x00a"), "float32", "input 'x' has datatype FP32, got 'BYTES'"),
     ("unknown datatype", typed_request("FP8", [1, 2]), "float32", "input 'x' has datatype FP32, got 'FP8'"),
     ("FP16 typed", typed_request("FP16", [1, 2]), "float16", "FP16 has no typed contents; send it as raw_input"),
@@ -189,8 +203,8 @@ def test_an_output_of_a_type_the_protocol_lacks_is_an_error_not_a_guess():
         grpc_codec.encode_response("m", "1", None, {"y": np.zeros(2, np.complex64)})
 
 
-def test_codec_and_json_codec_share_the_datatypes():
-    assert set(oip.DATATYPES) <= set(grpc_codec.CONTENTS_FIELD) | {"FP16"}
+def test_every_datatype_of_the_rest_codec_has_its_typed_contents_but_fp16():
+    assert set(oip.DATATYPES) - set(grpc_codec.CONTENTS_FIELD) == {"FP16"}
 
 
 def test_the_checked_in_descriptor_set_is_what_the_pinned_grpcio_tools_generates(tmp_path: Path):
