@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import grpc
 import httpx
@@ -32,8 +33,8 @@ from reconciler.devtools.onnx_builder import dense_reference
 from reconciler.devtools.processes import free_port, stop_all
 from reconciler.errors import Stalled
 from reconciler.flags import bucket
-from reconciler.manifests.models import ModelInterface, TensorSpec
-from reconciler.runtime import binary, grpc_codec
+from reconciler.manifests.models import ModelInterface, TensorSpec, TensorType
+from reconciler.runtime import binary, grpc_codec, oip
 from reconciler.runtime.grpc_server import GrpcServer
 from reconciler.runtime.metrics import RuntimeMetrics, window_stats
 from reconciler.runtime.registry import BatchPolicy, ModelRegistry
@@ -41,19 +42,8 @@ from reconciler.runtime.server import build_app
 
 SITE = "store-1"
 X = np.asarray([[0.5, -0.2, 0.1, 0.9], [1.5, 0.3, -0.7, 0.2]], dtype=np.float32)
-# Every element type a model's interface may declare (manifests' TensorType), as OIP datatypes.
-DATATYPES = {
-    "bool": "BOOL",
-    "uint8": "UINT8",
-    "int8": "INT8",
-    "int16": "INT16",
-    "int32": "INT32",
-    "int64": "INT64",
-    "float16": "FP16",
-    "float32": "FP32",
-    "float64": "FP64",
-    "string": "BYTES",
-}
+# Every element type a model's interface may declare, and its OIP datatype.
+DATATYPES = {dtype: oip.datatype(TensorSpec(name="x", dtype=dtype, shape=[-1])) for dtype in get_args(TensorType)}
 
 
 @pytest.fixture(scope="module")
