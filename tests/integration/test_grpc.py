@@ -328,10 +328,13 @@ def test_grpc_and_rest_requests_are_batched_together(model_files: dict[str, Path
     assert by_protocol[("grpc", "1.0.0")] == by_protocol[("rest", "1.0.0")] == 6
 
 
-def test_100_version_swaps_under_grpc_load_fail_no_request(model_files: dict[str, Path]):
+@pytest.mark.parametrize("batching", [None, BatchPolicy(max_batch_size=16, max_queue_delay=0.002)], ids=["alone", "batched"])
+def test_100_version_swaps_under_grpc_load_fail_no_request(model_files: dict[str, Path], batching: BatchPolicy | None):
     """Four tritonclient.grpc clients infer while the active version changes 100 times over three
-    versions (each swap builds a new session): every call is answered, by the version it names."""
+    versions (each swap builds a new session): every call is answered, by the version it names,
+    whether it ran alone or merged with others."""
     registry = registry_with(model_files, VERSIONS[0])
+    registry.set_batching({"iris": batching} if batching else {})
     x = np.random.default_rng(9).normal(size=(3, 4)).astype(np.float32)
     expected = {version: dense_reference(LAYERS[version], x) for version in VERSIONS}
     failures: list[str] = []
