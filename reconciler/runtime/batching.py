@@ -174,9 +174,12 @@ class Batchers:
         self._registry = registry
         self._on_batch = on_batch
         self._batchers: dict[tuple[str, str, int, BatchPolicy], Batcher] = {}
+        self._seen: object = None  # the registry's published state when the batchers were last pruned
         self._lock = threading.Lock()
 
     def run(self, served: Served, output_names: list[str], feeds: dict[str, np.ndarray]) -> Sequence[np.ndarray]:
+        if self._batchers and self._registry.state() is not self._seen:
+            self._forget_unloaded()
         policy = self._registry.batching(served.deployment)
         if policy is None or not batchable(served.interface):
             if self._on_batch is not None:
@@ -191,7 +194,6 @@ class Batchers:
             return batcher
         with self._lock:
             if key not in self._batchers:
-                self._forget_unloaded()
                 listener = self._on_batch
                 on_batch = None if listener is None else (lambda size: listener(served, size))
                 self._batchers[key] = Batcher(
@@ -200,11 +202,15 @@ class Batchers:
             return self._batchers[key]
 
     def _forget_unloaded(self) -> None:
-        """Drops the batchers of sessions no longer loaded; requests they hold still finish."""
-        loaded = {
-            (served.deployment, served.version, id(served.session))
-            for loaded in self._registry.state().values()
-            for served in loaded.versions()
-        }
-        for key in [key for key in self._batchers if key[:3] not in loaded]:
-            del self._batchers[key]
+        """Once the registry publishes a change, drops the batchers of sessions no longer loaded
+        (so they can be freed); the requests such a batcher holds still finish on it."""
+        with self._lock:
+            state = self._registry.state()
+            loaded = {
+                (served.deployment, served.version, id(served.session))
+                for loaded in state.values()
+                for served in loaded.versions()
+            }
+            for key in [key for key in self._batchers if key[:3] not in loaded]:
+                del self._batchers[key]
+            self._seen = state

@@ -6,6 +6,7 @@ calls in flight finish and leaves no thread behind."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import NoReturn
@@ -67,8 +68,10 @@ class InferenceService:
         )
 
     def ModelInfer(self, request: Message, context: grpc.ServicerContext) -> Message:
+        started = time.perf_counter()
+        key = dict(context.invocation_metadata()).get(ROUTING_KEY_METADATA)
         try:
-            answer, response = self._answer(request, dict(context.invocation_metadata()).get(ROUTING_KEY_METADATA))
+            answer, response = self._answer(request, key, started)
         except NotServed as exc:
             _abort(context, exc)
         self._inference.record(answer, protocol="grpc")
@@ -76,7 +79,7 @@ class InferenceService:
             context.abort(_FAILED.get(answer.outcome, grpc.StatusCode.INTERNAL), answer.message)
         return response
 
-    def _answer(self, request: Message, header_key: str | None) -> tuple[Answer, Message | None]:
+    def _answer(self, request: Message, header_key: str | None, started: float) -> tuple[Answer, Message | None]:
         """The answer, and the response when it succeeded. A routing key of the wrong type is still
         charged to the version the rest of the request routes to."""
         name, pinned = request.model_name, request.model_version or None
@@ -85,7 +88,7 @@ class InferenceService:
         except oip.RequestError as exc:
             return self._inference.refuse(name, str(exc), pinned=pinned, key=header_key), None
         answer = self._inference.infer(
-            name, lambda interface: grpc_codec.decode_request(request, interface), pinned=pinned, key=key
+            name, lambda interface: grpc_codec.decode_request(request, interface), pinned=pinned, key=key, started=started
         )
         if answer.outcome != SUCCESS or answer.request is None:
             return answer, None
@@ -93,7 +96,7 @@ class InferenceService:
         try:
             return answer, grpc_codec.encode_response(served.deployment, served.version, request_id, answer.outputs)
         except TypeError as exc:  # an output of a type the protocol has no datatype for
-            return self._inference.failed(answer, exc), None
+            return answer.failure(exc), None
 
 
 def _abort(context: grpc.ServicerContext, exc: NotServed) -> NoReturn:

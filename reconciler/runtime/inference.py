@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -33,6 +33,11 @@ class Answer:
     message: str = ""
     started: float = field(default_factory=time.perf_counter)
 
+    def failure(self, exc: Exception) -> Answer:
+        """This answer as the model's failure: its run failed, or what it returned cannot be sent."""
+        message = f"model {self.served.deployment} version {self.served.version} failed: {exc}"
+        return replace(self, outcome=ERROR, outputs={}, message=message)
+
 
 Decode = Callable[[ModelInterface], InferenceRequest]  # raises RequestError
 
@@ -47,35 +52,38 @@ class Inference:
         self._shadow = shadow
         self._batchers = batchers
 
-    def infer(self, deployment: str, decode: Decode, *, pinned: str | None = None, key: str | None = None) -> Answer:
-        started = time.perf_counter()
+    def infer(
+        self,
+        deployment: str,
+        decode: Decode,
+        *,
+        pinned: str | None = None,
+        key: str | None = None,
+        started: float | None = None,
+    ) -> Answer:
+        """``started`` (time.perf_counter) is when the request arrived, if before this call: the
+        latency recorded for a success runs from then."""
+        started = time.perf_counter() if started is None else started
         decision = self._router.route(deployment, pinned=pinned, key=key)
         served = decision.served
         try:
             request = decode(served.interface)
         except RequestError as exc:
             return Answer(served, INVALID, message=str(exc), started=started)
+        answer = Answer(served, SUCCESS, request, started=started)
         try:
             arrays = self._batchers.run(served, request.output_names, request.feeds)
         except Exception as exc:  # onnxruntime's run errors share no narrower base class
-            return self.failed(Answer(served, SUCCESS, request, started=started), exc)
+            return answer.failure(exc)
         if decision.shadow is not None:
             self._shadow.submit(decision.shadow, request.feeds, request.output_names, arrays)
-        outputs = dict(zip(request.output_names, arrays, strict=True))
-        return Answer(served, SUCCESS, request, outputs, started=started)
+        return replace(answer, outputs=dict(zip(request.output_names, arrays, strict=True)))
 
     def refuse(self, deployment: str, message: str, *, pinned: str | None = None, key: str | None = None) -> Answer:
         """A request too broken to decode at all, still charged to the version it routes to."""
         return Answer(self._router.route(deployment, pinned=pinned, key=key).served, INVALID, message=message)
 
-    @staticmethod
-    def failed(answer: Answer, exc: Exception) -> Answer:
-        """``answer`` turned into the model's failure (its run, or encoding what it returned)."""
-        served = answer.served
-        message = f"model {served.deployment} version {served.version} failed: {exc}"
-        return Answer(served, ERROR, answer.request, message=message, started=answer.started)
-
     def record(self, answer: Answer, protocol: str = "rest") -> None:
-        """Counts the answer once it is encoded; a success's latency runs from routing until now."""
+        """Counts the answer once it is encoded; a success's latency runs from its start until now."""
         seconds = time.perf_counter() - answer.started if answer.outcome == SUCCESS else None
         self._metrics.record(answer.served, answer.outcome, seconds, protocol=protocol)

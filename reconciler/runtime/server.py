@@ -42,7 +42,7 @@ VERSION_HEADER = "x-model-version"
 # What GET /v2 lists: only what is served. Triton's model_repository extension also loads and
 # unloads models, which only the agent does here; its index endpoint alone is served.
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics"]
-_DECOMPRESS = {"gzip": lambda data: gzip.decompress(data), "deflate": lambda data: zlib.decompress(data)}
+_DECOMPRESS = {"gzip": gzip.decompress, "deflate": zlib.decompress}
 
 
 def build_app(
@@ -91,7 +91,8 @@ def build_app(
         finally:
             shadow.close()
 
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
+    handlers = {HTTPException: _http_error, Exception: _internal_error}
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.state.metrics = metrics
     app.state.shadow = shadow
     app.state.inference = inference
@@ -169,10 +170,11 @@ class _InferenceApi:
         return JSONResponse(model_info.repository_index(self._registry.state()))
 
     async def infer(self, request: Request) -> Response:
+        started = time.perf_counter()
         body = await request.body()
         name, pinned = request.path_params["name"], request.path_params.get("version")
         try:
-            encoded = await run_in_threadpool(self._answer, name, pinned, request.headers, body)
+            encoded = await run_in_threadpool(self._answer, name, pinned, request.headers, body, started)
         except NotServed as exc:
             return _error(404, str(exc))
         answer = encoded.answer
@@ -186,7 +188,7 @@ class _InferenceApi:
         headers[binary.HEADER_LENGTH] = str(header_length)
         return Response(content, media_type="application/octet-stream", headers=headers)
 
-    def _answer(self, name: str, pinned: str | None, headers: Headers, body: bytes) -> _Encoded:
+    def _answer(self, name: str, pinned: str | None, headers: Headers, body: bytes, started: float) -> _Encoded:
         """Runs in a worker thread: decoding, routing, the model and encoding all stay off the
         event loop. A body too broken to read a routing key from is still charged to the version
         the rest of the request routes to."""
@@ -200,6 +202,7 @@ class _InferenceApi:
             lambda interface: oip.decode_document(envelope, interface),
             pinned=pinned,
             key=header_key or envelope.routing_key,
+            started=started,
         )
         if answer.outcome != SUCCESS or answer.request is None:
             return _Encoded(answer)
@@ -209,7 +212,7 @@ class _InferenceApi:
                 answer.served.deployment, answer.served.version, request.id, answer.outputs, request.binary_outputs
             )
         except TypeError as exc:  # an output of a type the protocol has no datatype for
-            return _Encoded(self._inference.failed(answer, exc))
+            return _Encoded(answer.failure(exc))
         return _Encoded(answer, content)
 
     async def metrics(self, request: Request) -> Response:
@@ -248,6 +251,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     message = f"{request.method} {request.url.path}: {exc.detail}"
     return _error(exc.status_code, message, dict(exc.headers or {}))
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """A fault of the runtime itself, in the protocol's error shape (uvicorn logs the traceback)."""
+    return _error(500, f"{request.method} {request.url.path}: internal error: {type(exc).__name__}: {exc}")
 
 
 # --- the server thread ----------------------------------------------------------------------------

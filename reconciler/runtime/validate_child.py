@@ -35,6 +35,7 @@ ORT_DTYPES = {
     "tensor(bool)": "bool",
     "tensor(string)": "string",
 }
+_NUMPY_DTYPES = {"string": object}  # onnxruntime takes string tensors as numpy arrays of str objects
 
 
 def main() -> int:
@@ -147,7 +148,8 @@ def _run_case(session: Any, interface: dict[str, Any], case: dict[str, Any]) -> 
                               f"'{name}' is not in the interface") for name in unknown]
         return _result(case, math.inf, problems)
     try:
-        feeds = {name: np.asarray(value, dtype=dtypes[name]) for name, value in case["inputs"].items()}
+        feeds = {name: np.asarray(value, dtype=_NUMPY_DTYPES.get(dtypes[name], dtypes[name]))
+                 for name, value in case["inputs"].items()}
         names = list(case["expected"])
         got = dict(zip(names, session.run(names, feeds), strict=True))
     except Exception as exc:  # bad case data or onnxruntime refusing the run: the case fails
@@ -163,6 +165,10 @@ def _run_case(session: Any, interface: dict[str, Any], case: dict[str, Any]) -> 
 def _difference(name: str, got: Any, expected: Any, tolerance: float) -> tuple[float, str | None]:
     import numpy as np
 
+    if np.asarray(got).dtype.kind == "O":  # a string tensor: its text must be exactly what is expected
+        have_text, want_text = np.asarray(got).tolist(), np.asarray(expected, dtype=object).tolist()
+        return (0.0, None) if have_text == want_text else (math.inf, f"output '{name}' is {have_text!r}, "
+                                                                      f"expected {want_text!r}")
     try:
         want = np.asarray(expected, dtype=np.float64)
     except (TypeError, ValueError):

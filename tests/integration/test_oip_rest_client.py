@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 from runtime_models import LAYERS, VERSIONS, registry_with, write_models
+from starlette.routing import Route
 from triton_load import swaps_under_load
 from tritonclient.utils import InferenceServerException
 
@@ -235,6 +236,22 @@ def test_a_binary_body_with_a_broken_header_length_is_refused(server: RuntimeSer
     assert response.json() == {"error": "Inference-Header-Content-Length 999 does not fit a body of 29 bytes"}
 
 
+@pytest.mark.parametrize(
+    "encoding, body, message",
+    [
+        ("br", b"{}", "Content-Encoding 'br' is not supported (gzip, deflate)"),
+        ("gzip", b"not gzip at all", "request body is not valid gzip"),
+        ("deflate", b"not zlib at all", "request body is not valid deflate"),
+    ],
+)
+def test_a_body_in_an_unknown_or_broken_encoding_is_refused(server: RuntimeServer, encoding: str, body: bytes,
+                                                           message: str):
+    response = httpx.post(f"http://127.0.0.1:{server.port}/v2/models/iris/infer", content=body,
+                          headers={"Content-Encoding": encoding})
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+
+
 @pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
 def test_compressed_requests_are_read(client: triton.InferenceServerClient, algorithm: str):
     result = client.infer("iris", iris_inputs(True), request_compression_algorithm=algorithm)
@@ -250,3 +267,14 @@ def test_version_swaps_under_binary_load_fail_no_request(model_files: dict[str, 
     print(f"\n{load.served} requests served across 100 swaps")
     assert load.failures == []
     assert set(load.served) == set(VERSIONS)
+
+
+def test_a_fault_of_the_runtime_itself_is_a_json_500(model_files: dict[str, Path]):
+    def broken(request: object) -> None:
+        raise RuntimeError("wires crossed")
+
+    app = build_app(site_registry(model_files), site="store-1", extra_routes=[Route("/broken", broken)])
+    with RuntimeServer(app) as server:
+        response = httpx.get(f"http://127.0.0.1:{server.port}/broken")
+    assert response.status_code == 500
+    assert response.json() == {"error": "GET /broken: internal error: RuntimeError: wires crossed"}

@@ -4,8 +4,10 @@ kept from the others."""
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
@@ -190,14 +192,21 @@ def test_only_models_with_a_dynamic_first_dimension_are_batchable(interface: Mod
 
 
 class FakeRegistry:
+    """Serves ``served`` (deployment m) with ``policy``; ``publish`` swaps in other versions, as a
+    new published mapping, like ModelRegistry."""
+
     def __init__(self, served: SimpleNamespace, policy: BatchPolicy | None):
-        self.served, self.policy = served, policy
+        self.policy = policy
+        self.publish(served)
+
+    def publish(self, *versions: SimpleNamespace) -> None:
+        self._state = {"m": SimpleNamespace(versions=lambda: list(versions))}
 
     def batching(self, deployment: str) -> BatchPolicy | None:
         return self.policy
 
     def state(self) -> dict:
-        return {"m": SimpleNamespace(versions=lambda: [self.served])}
+        return self._state
 
 
 @pytest.mark.parametrize(
@@ -226,3 +235,23 @@ def test_batchers_batch_only_deployments_with_a_policy_and_a_batch_dimension(
         expect_answers(list(pool.map(one, range(4))), [rows(1, start=n) for n in range(4)])
     assert (session.batches == [4]) is merged
     assert counted == ([4] if merged else [1, 1, 1, 1])
+
+
+def test_a_swapped_out_versions_session_can_be_freed(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(batching, "IDLE_SECONDS", 0.05)
+    policy = BatchPolicy(max_batch_size=4, max_queue_delay=0.0)
+    old = SimpleNamespace(deployment="m", version="1", session=FakeSession(), interface=BATCHED)
+    new = SimpleNamespace(deployment="m", version="2", session=FakeSession(), interface=BATCHED)
+    registry = FakeRegistry(old, policy)
+    batchers = Batchers(registry)  # type: ignore[arg-type]
+    batchers.run(old, OUTPUTS, {"x": rows(1)})  # type: ignore[arg-type]
+    freed = weakref.ref(old.session)
+
+    registry.publish(new)
+    del old
+    expect_answers([batchers.run(new, OUTPUTS, {"x": rows(1)})], [rows(1)])  # type: ignore[arg-type]
+    deadline = time.monotonic() + 5
+    while freed() is not None:  # once the old batcher's thread has ended
+        assert time.monotonic() < deadline, "the swapped-out session is still held"
+        time.sleep(0.01)
+        gc.collect()
