@@ -402,37 +402,40 @@ def test_a_port_in_use_is_refused(model_files: dict[str, Path]):
 
 def test_an_agent_serves_its_fleet_over_grpc_and_stops_cleanly(fleet, tmp_path: Path):
     """`reconciler run --grpc-listen`: the site converges, tritonclient.grpc gets the validated
-    forecast from the version the fleet names, and SIGTERM ends the process with status 0."""
-    http_port, grpc_port = free_port(), free_port()
-    log = (tmp_path / "agent.log").open("wb")
-    agent = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "run", "--repo", fleet.url, "--site", "store-berlin-01",
-         "--state", str(tmp_path / "state"), "--listen", f"127.0.0.1:{http_port}",
-         "--grpc-listen", f"127.0.0.1:{grpc_port}", "--interval", "500ms",
-         "--trust-key", str(EXAMPLE / "keys" / "demo.pub")],
-        stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-    try:
-        doc = fleet.model_doc("demand-forecast")
-        case = next(v for v in doc["spec"]["versions"] if v["version"] == "1.0.0")["validation"][0]
-        features = np.asarray(case["inputs"]["features"], dtype=np.float32)
-        with triton.InferenceServerClient(f"127.0.0.1:{grpc_port}") as client:
-            _await_model(client, "demand-forecast", agent, tmp_path / "agent.log")
-            tensor = triton.InferInput("features", list(features.shape), "FP32")
-            tensor.set_data_from_numpy(features)
-            answer = client.infer("demand-forecast", [tensor])
-        assert answer.get_response().model_version == "1.0.0"
-        np.testing.assert_allclose(answer.as_numpy("forecast"), case["expected"]["forecast"], atol=1e-4)
-        agent.send_signal(signal.SIGTERM)
-        assert agent.wait(timeout=30) == 0
-    finally:
-        stop_all([agent])
-        log.close()
+    forecast from the version the fleet names, and SIGTERM ends the process with status 0; then
+    `reconciler serve --grpc-listen` serves the same from the state it left."""
+    doc = fleet.model_doc("demand-forecast")
+    case = next(v for v in doc["spec"]["versions"] if v["version"] == "1.0.0")["validation"][0]
+    features = np.asarray(case["inputs"]["features"], dtype=np.float32)
+    state = str(tmp_path / "state")
+    run = ["run", "--repo", fleet.url, "--site", "store-berlin-01", "--state", state, "--interval", "500ms",
+           "--trust-key", str(EXAMPLE / "keys" / "demo.pub")]  # fmt: skip
+    for command in (run, ["serve", "--state", state]):
+        grpc_port = free_port()
+        log_path = tmp_path / f"{command[0]}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "reconciler", *command, "--listen", f"127.0.0.1:{free_port()}",
+                 "--grpc-listen", f"127.0.0.1:{grpc_port}"],
+                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+            try:
+                with triton.InferenceServerClient(f"127.0.0.1:{grpc_port}") as client:
+                    _await_model(client, "demand-forecast", process, log_path)
+                    tensor = triton.InferInput("features", list(features.shape), "FP32")
+                    tensor.set_data_from_numpy(features)
+                    answer = client.infer("demand-forecast", [tensor])
+                assert answer.get_response().model_version == "1.0.0", command[0]
+                np.testing.assert_allclose(answer.as_numpy("forecast"), case["expected"]["forecast"], atol=1e-4)
+                process.send_signal(signal.SIGTERM)
+                assert process.wait(timeout=30) == 0, log_path.read_text()
+            finally:
+                stop_all([process])
 
 
-def _await_model(client: triton.InferenceServerClient, name: str, agent: subprocess.Popen, log: Path) -> None:
+def _await_model(client: triton.InferenceServerClient, name: str, process: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        assert agent.poll() is None, log.read_text()
+        assert process.poll() is None, log.read_text()
         try:
             if client.is_model_ready(name):
                 return
