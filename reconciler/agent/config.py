@@ -10,7 +10,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from reconciler.batch.jobs import BatchDirectories
 from reconciler.errors import UsageError
@@ -82,6 +91,7 @@ class SiteConfig(BaseModel):
     branch: str = "main"
     state: Path
     listen: Annotated[str, AfterValidator(_checked_address)] | None = None  # HOST:PORT of the inference server; None: do not serve
+    grpc_listen: Annotated[str, AfterValidator(_checked_address)] | None = Field(None, alias="grpcListen")  # HOST:PORT of OIP over gRPC; None: no gRPC
     statusRepo: Annotated[str | None, AfterValidator(_absolute_if_local)] = None  # where status refs go when not the fleet repo (agents that may not push there)
     interval: Duration = "30s"
     staleAfter: Duration = "10m"  # out of reach of the fleet repo for longer: the status says stale
@@ -93,6 +103,13 @@ class SiteConfig(BaseModel):
     commitPolicy: CommitPolicy | None = None  # require signed fleet commits (SSH or GPG signers)
     forge: ForgeConfig | None = None  # mirror status records as forge commit statuses
     gateSource: Literal["git", "forge"] = "git"  # forge: read other sites from commit statuses, never push refs
+
+    @field_validator("grpc_listen")
+    @classmethod
+    def _grpc_beside_http(cls, grpc_listen: str | None, info: ValidationInfo) -> str | None:
+        if grpc_listen is not None and info.data.get("listen", "invalid") is None:  # an invalid one is refused already
+            raise ValueError("needs listen too: health, metrics and flags are served over HTTP")
+        return grpc_listen
 
     @model_validator(mode="after")
     def _forge_gates_need_a_forge(self) -> SiteConfig:
@@ -106,6 +123,10 @@ class SiteConfig(BaseModel):
     @property
     def listen_address(self) -> tuple[str, int] | None:
         return None if self.listen is None else host_and_port(self.listen)
+
+    @property
+    def grpc_address(self) -> tuple[str, int] | None:
+        return None if self.grpc_listen is None else host_and_port(self.grpc_listen)
 
     @property
     def interval_seconds(self) -> float:

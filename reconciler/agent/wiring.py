@@ -80,13 +80,15 @@ def load_trust_keys(config: SiteConfig) -> list[TrustedKey]:
 
 
 class serving:
-    """The inference server of a site, in this process, for as long as the block runs: OIP v2,
-    Prometheus metrics (which canary analyses read) and OFREP flags for local applications."""
+    """The inference server of a site, in this process, for as long as the block runs: OIP v2 over
+    REST (and gRPC at ``grpc_address``), Prometheus metrics (which canary analyses read) and OFREP
+    flags for local applications."""
 
     def __init__(self, address: tuple[str, int] | None, site: str, wake: threading.Event | None = None,
-                 telemetry: SiteTelemetry | None = None):
+                 telemetry: SiteTelemetry | None = None, grpc_address: tuple[str, int] | None = None):
         self.address, self.site, self.wake, self.telemetry = address, site, wake, telemetry
-        self.server = None
+        self.grpc_address = grpc_address
+        self.server = self.grpc_server = None
 
     def __enter__(self):
         if self.address is None:
@@ -107,8 +109,21 @@ class serving:
         self.server = RuntimeServer(app, *self.address)
         self.server.start()
         logging.getLogger("reconciler").info("%s: serving on http://%s:%d", self.site, self.address[0], self.server.port)
+        if self.grpc_address is not None:
+            from reconciler.runtime.grpc_server import GrpcServer
+
+            self.grpc_server = GrpcServer(registry, app.state.inference, *self.grpc_address)
+            try:
+                self.grpc_server.start()
+            except BaseException:
+                self.server.stop()
+                raise
+            logging.getLogger("reconciler").info("%s: serving gRPC on %s:%d", self.site, self.grpc_address[0],
+                                                 self.grpc_server.port)
         return registry, metrics
 
     def __exit__(self, *exc) -> None:
+        if self.grpc_server is not None:
+            self.grpc_server.stop()
         if self.server is not None:
             self.server.stop()

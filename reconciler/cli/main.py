@@ -85,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
                                                 "(required without --config)")
     run.add_argument("--listen", metavar="HOST:PORT",
                      help="serve the models (Open Inference Protocol), metrics and flags here (default: do not serve)")
+    run.add_argument("--grpc-listen", metavar="HOST:PORT",
+                     help="also serve the models over gRPC (Open Inference Protocol) here (default: no gRPC)")
     run.add_argument("--interval", help="poll interval, e.g. 30s or 5m (default: 30s)")
     run.add_argument("--trust-key", dest="trust_keys", action="append", type=Path, default=[], metavar="PEM",
                      help="public key trusted to sign artifacts (repeatable; default: the keys of --config, none "
@@ -106,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve a state directory's active models without reconciling")
     serve.add_argument("--state", type=Path, required=True)
     serve.add_argument("--listen", required=True)
+    serve.add_argument("--grpc-listen", metavar="HOST:PORT", help="also serve the models over gRPC here")
     serve.set_defaults(handler=cmd_serve, log_level="info")
 
     status = commands.add_parser("status", help="the fleet matrix from the sites' status records in Git")
@@ -223,7 +226,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     overrides = {"repo": args.repo, "branch": args.branch, "site": args.site,
                  "state": str(args.state) if args.state else None, "listen": args.listen,
-                 "interval": args.interval, "acceptHistory": args.accept_history,
+                 "grpcListen": args.grpc_listen, "interval": args.interval, "acceptHistory": args.accept_history,
                  "trustKeys": [str(p.resolve()) for p in args.trust_keys]}
     if args.config:
         config = load_site_config(args.config, overrides)
@@ -252,7 +255,7 @@ def run_agent(config, once: bool) -> int:
     cancel_on_signals(stop, also=wake)
     state_dir = StateDir(config.state)
     state_dir.lock()  # before the port opens: a second agent on this state says so, and serves nothing
-    with serving(config.listen_address, config.site, wake, telemetry) as (registry, metrics):
+    with serving(config.listen_address, config.site, wake, telemetry, config.grpc_address) as (registry, metrics):
         agent = build_agent(config, registry, metrics, wake, stop, telemetry, state_dir=state_dir)
         agent.start()
         try:
@@ -274,8 +277,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from reconciler.agent.wiring import serve_last_good, serving
 
     site = _site_of_state(args.state)
-    config = build_site_config({"site": site, "repo": "-", "state": str(args.state), "listen": args.listen})
-    with serving(config.listen_address, site) as (registry, _):
+    config = build_site_config({"site": site, "repo": "-", "state": str(args.state), "listen": args.listen,
+                                **({"grpcListen": args.grpc_listen} if args.grpc_listen else {})})
+    with serving(config.listen_address, site, grpc_address=config.grpc_address) as (registry, _):
         stop = CancelToken()
         cancel_on_signals(stop)
         serve_last_good(args.state, site, registry)

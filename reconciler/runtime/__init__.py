@@ -1,3 +1,15 @@
-"""The site's inference runtime: onnxruntime sessions behind Open Inference Protocol v2 REST."""
+"""The site's inference runtime: onnxruntime sessions behind Open Inference Protocol v2, over REST
+and gRPC."""
 
-__all__ = ["hooks", "metrics", "ofrep", "registry", "routing", "server", "validate_child", "validation"]
+__all__ = [
+    "grpc_codec",
+    "grpc_server",
+    "hooks",
+    "metrics",
+    "ofrep",
+    "registry",
+    "routing",
+    "server",
+    "validate_child",
+    "validation",
+]

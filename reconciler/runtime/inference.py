@@ -83,7 +83,7 @@ class Inference:
         """A request too broken to decode at all, still charged to the version it routes to."""
         return Answer(self._router.route(deployment, pinned=pinned, key=key).served, INVALID, message=message)
 
-    def record(self, answer: Answer) -> None:
+    def record(self, answer: Answer, protocol: str = "rest") -> None:
         """Counts the answer once it is encoded; a success's latency runs from its start until now."""
         seconds = time.perf_counter() - answer.started if answer.outcome == SUCCESS else None
-        self._metrics.record(answer.served, answer.outcome, seconds)
+        self._metrics.record(answer.served, answer.outcome, seconds, protocol=protocol)

@@ -5,6 +5,7 @@ judges the version on the difference (window_stats)."""
 from __future__ import annotations
 
 import math
+from collections import Counter as Tally
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -95,14 +96,14 @@ class RuntimeMetrics:
         self.collectors = CollectorRegistry()
         self._requests = Counter(
             "reconciler_inference_requests",
-            "Inference requests answered, by outcome (success, invalid, error).",
-            ["deployment", "version", "outcome"],
+            "Inference requests answered, by outcome (success, invalid, error) and protocol (rest, grpc).",
+            ["deployment", "version", "outcome", "protocol"],
             registry=self.collectors,
         )
         self._duration = Histogram(
             "reconciler_inference_request_duration_seconds",
             "Time to decode, run and encode a successful inference request.",
-            ["deployment", "version"],
+            ["deployment", "version", "protocol"],
             buckets=LATENCY_BUCKETS,
             registry=self.collectors,
         )
@@ -123,10 +124,10 @@ class RuntimeMetrics:
         }
         self.collectors.register(_ModelInfo(registry))
 
-    def record(self, served: Served, outcome: str, seconds: float | None = None) -> None:
-        self._requests.labels(served.deployment, served.version, outcome).inc()
+    def record(self, served: Served, outcome: str, seconds: float | None = None, *, protocol: str = "rest") -> None:
+        self._requests.labels(served.deployment, served.version, outcome, protocol).inc()
         if seconds is not None:
-            self._duration.labels(served.deployment, served.version).observe(seconds)
+            self._duration.labels(served.deployment, served.version, protocol).observe(seconds)
 
     def record_batch(self, served: Served, requests: int) -> None:
         self._batch.labels(served.deployment, served.version).observe(requests)
@@ -143,20 +144,21 @@ class RuntimeMetrics:
         return generate_latest(self.collectors)
 
     def snapshot(self) -> dict[tuple[str, str], VersionStats]:
-        outcomes: dict[tuple[str, str], dict[str, int]] = {}
+        """Per version, whichever protocol the requests came by."""
+        outcomes: dict[tuple[str, str], Tally[str]] = {}
         for labels, value in _totals(self._requests):
-            outcomes.setdefault(_key(labels), {})[labels["outcome"]] = value
+            outcomes.setdefault(_key(labels), Tally())[labels["outcome"]] += value
         shadow: dict[tuple[str, str], dict[str, int]] = {}
         for name, counter in self._shadow.items():
             for labels, value in _totals(counter):
                 shadow.setdefault(_key(labels), {})[name] = value
-        buckets: dict[tuple[str, str], list[tuple[float, int]]] = {}
-        seconds: dict[tuple[str, str], float] = {}
+        buckets: dict[tuple[str, str], Tally[float]] = {}
+        seconds: Tally[tuple[str, str]] = Tally()
         for sample in self._duration.collect()[0].samples:
             if sample.name.endswith("_bucket"):
-                buckets.setdefault(_key(sample.labels), []).append((float(sample.labels["le"]), int(sample.value)))
+                buckets.setdefault(_key(sample.labels), Tally())[float(sample.labels["le"])] += int(sample.value)
             elif sample.name.endswith("_sum"):
-                seconds[_key(sample.labels)] = sample.value
+                seconds[_key(sample.labels)] += sample.value
         executions = {
             _key(sample.labels): int(sample.value)
             for sample in self._batch.collect()[0].samples
@@ -167,7 +169,7 @@ class RuntimeMetrics:
                 requests=sum(outcomes.get(key, {}).values()),
                 errors=outcomes.get(key, {}).get("error", 0),
                 invalid=outcomes.get(key, {}).get("invalid", 0),
-                latency_buckets=tuple(buckets.get(key, ())),
+                latency_buckets=tuple(sorted(buckets.get(key, Tally()).items())),
                 shadow_requests=shadow.get(key, {}).get("requests", 0),
                 shadow_agreements=shadow.get(key, {}).get("agreements", 0),
                 shadow_dropped=shadow.get(key, {}).get("dropped", 0),

@@ -98,6 +98,10 @@ class NotServed(LookupError):
     """The request names a deployment or version this site does not serve (HTTP 404)."""
 
 
+class NotLoadedYet(NotServed):
+    """The agent expects the deployment here but has not loaded it yet: worth retrying."""
+
+
 class ModelRegistry:
     def __init__(self, expected: Iterable[str] | None = None, *, intra_op_threads: int = 1):
         # Small models on small boxes: one thread per run beats a pool, and concurrent requests
@@ -125,6 +129,8 @@ class ModelRegistry:
     def loaded(self, deployment: str) -> Loaded:
         loaded = self._loaded.get(deployment)
         if loaded is None:
+            if self._expected is not None and deployment in self._expected:
+                raise NotLoadedYet(f"model {deployment!r} is not loaded yet")
             raise NotServed(f"model {deployment!r} is not served here")
         return loaded
 

@@ -112,6 +112,9 @@ def test_verify_refuses_a_bundle_whose_timestamp_does_not_parse(tmp_path):
     ["status", "--repo", "{tmp}/missing"],
     ["run", "--config", "{tmp}/missing.yaml"],
     ["run", "--once", "--repo", "{tmp}/missing", "--site", "a", "--state", "{tmp}/state", "--listen", "127.0.0.1:99999"],
+    ["run", "--once", "--repo", "{tmp}/missing", "--site", "a", "--state", "{tmp}/state", "--listen", "127.0.0.1:0",
+     "--grpc-listen", "nope"],
+    ["run", "--once", "--repo", "{tmp}/missing", "--site", "a", "--state", "{tmp}/state", "--grpc-listen", "127.0.0.1:0"],
     ["serve", "--state", "{tmp}", "--listen", "127.0.0.1:0"],
     ["verify", "{tmp}/missing", "--key", "{tmp}/missing.pub"],
 ])

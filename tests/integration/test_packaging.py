@@ -41,6 +41,12 @@ def test_the_wheel_carries_the_example_fleet(wheel: Path) -> None:
     assert wheel.name.startswith("reconciler_fleet-")
 
 
+def test_the_wheel_carries_the_grpc_definition_the_runtime_loads(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    proto = "reconciler/runtime/proto/grpc_predict_v2"
+    assert {f"{proto}.proto", f"{proto}.binpb", "reconciler/runtime/proto/SOURCE.md"} <= names
+
+
 def test_an_installed_wheel_validates_its_example_fleet_outside_the_source_tree(wheel: Path, tmp_path: Path) -> None:
     target = tmp_path / "site-packages"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(wheel)],

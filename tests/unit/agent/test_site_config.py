@@ -29,6 +29,11 @@ def refusal(tmp_path: Path, text: str, **overrides: object) -> list[str]:
      "site.yaml:4:9: error: listen: should be HOST:PORT, e.g. 127.0.0.1:8080 (got 'localhost')"),
     (GOOD + "listen: 'bad host!:80'\n",
      "site.yaml:4:9: error: listen: 'bad host!' of 'bad host!:80' is neither an IP address nor a host name"),
+    (GOOD + "listen: 127.0.0.1:8080\ngrpcListen: localhost\n",
+     "site.yaml:5:13: error: grpcListen: should be HOST:PORT, e.g. 127.0.0.1:8080 (got 'localhost')"),
+    (GOOD + "grpcListen: 127.0.0.1:9000\n",
+     "site.yaml:4:13: error: grpcListen: needs listen too: health, metrics and flags are served over HTTP "
+     "(got '127.0.0.1:9000')"),
     (GOOD + "trustKeys: /etc/k.pub\n", "site.yaml:4:12: error: trustKeys: should be a list (got '/etc/k.pub')"),
     (GOOD + "intervall: 30s\n", "site.yaml:4:1: error: intervall: unknown field (did you mean 'interval'?)"),
     (GOOD + "validation:\n  timeot: 5s\n",
@@ -40,7 +45,7 @@ def refusal(tmp_path: Path, text: str, **overrides: object) -> list[str]:
     ("- site\n", "site.yaml:1:1: error: a site config is a mapping of settings"),
     ("repo: x\nstate: s\n", "site.yaml:1:1: error: site: required field is missing"),
     ("a: &loop [*loop]\n", "site.yaml:1:1: error: a: unknown field (allowed: site, repo, branch, state, listen, "
-                            "statusRepo, interval, staleAfter, jitter, trustKeys, trustIdentities, sigstoreTrustedRoot, "
+                            "grpcListen, statusRepo, interval, staleAfter, jitter, trustKeys, trustIdentities, sigstoreTrustedRoot, "
                             "acceptHistory, commitPolicy, forge, gateSource, validation, fetch, batch)"),
     (GOOD + 'trustKeys: ["k\\x00.pub"]\n', "site.yaml:4:13: error: a NUL character cannot be in a setting (nor in a path)"),
 ])
@@ -110,3 +115,12 @@ def test_a_relative_repo_path_resolves_where_it_was_given(tmp_path, monkeypatch,
         assert from_command_line.repo == str((tmp_path / given).resolve())
     else:
         assert from_file.repo == from_file.statusRepo == from_command_line.repo == given
+
+
+def test_grpc_listen_from_site_yaml_or_the_command_line(tmp_path):
+    path = tmp_path / "site.yaml"
+    path.write_text(GOOD + "listen: 127.0.0.1:8080\ngrpcListen: '[::1]:9000'\n")
+    assert load_site_config(path, {}).grpc_address == ("::1", 9000)
+    assert load_site_config(path, {"grpcListen": "127.0.0.1:9001"}).grpc_address == ("127.0.0.1", 9001)
+    path.write_text(GOOD + "listen: 127.0.0.1:8080\n")
+    assert load_site_config(path, {}).grpc_address is None
