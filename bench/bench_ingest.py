@@ -32,8 +32,9 @@ from pathlib import Path
 
 from common import Stats, arguments, emit, machine, timed  # first: puts the repo root on sys.path
 
-from reconciler.ingest.artifacts import ArtifactStore, FetchLimits, fetch_bytes
+from reconciler.ingest.artifacts import ArtifactStore, fetch_bytes
 from reconciler.manifests.models import Artifact
+from reconciler.settings import FetchLimits
 from reconciler.trust import (
     TrustedKey,
     generate_private_key,

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from common import Stats, arguments, emit, interleaved, machine  # first: puts the repo root on sys.path
 
-from reconciler.agent.config import SiteConfig
 from reconciler.agent.loop import Agent
+from reconciler.settings import SiteConfig
 from tests.fleet_fixture import EXAMPLE, start_fleet_remote
 
 TARGET = 1.5

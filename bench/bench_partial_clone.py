@@ -59,7 +59,7 @@ DRIVER = """
 import json, sys, time
 from pathlib import Path
 import reconciler
-from reconciler.agent.config import SiteConfig
+from reconciler.settings import SiteConfig
 from reconciler.agent.loop import Agent
 url, site, state, key = sys.argv[1:5]
 agent = Agent(SiteConfig(site=site, repo=url, state=Path(state), trustKeys=[Path(key)]), None)

@@ -11,7 +11,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from reconciler.agent.config import ValidationLimits
 from reconciler.agent.statedir import StateDir
 from reconciler.cancel import CancelToken
 from reconciler.delivery.canary import CanaryDecision, CanaryProgress, decide_canary, measured_since
@@ -19,11 +18,12 @@ from reconciler.delivery.model import DeploymentState, HistoryEntry, Installed, 
 from reconciler.delivery.plan import Action, Plan, Target
 from reconciler.delivery.same_version import CHECKS_CHANGED, VERSION_REDEFINED, checks_digest, rollback_target
 from reconciler.errors import Cancelled, ReconcilerError, Stalled, Transient
-from reconciler.ingest.artifacts import ArtifactStore, FetchLimits, Ingested
+from reconciler.ingest.artifacts import ArtifactStore, Ingested
 from reconciler.ingest.fetch import RepoRoot
 from reconciler.ingest.verification import verified_artifact
 from reconciler.runtime.metrics import Snapshot, window_stats
 from reconciler.runtime.validation import run_validation
+from reconciler.settings import FetchLimits, ValidationLimits
 from reconciler.status.record import State
 from reconciler.trust import TrustRoots
 
@@ -184,7 +184,7 @@ class Applier:
         warning, or the kept blob is validated against changed checks; either switches at once."""
         ingested = self._verified_artifact(target, repo_tree)
         report = run_validation(ingested.path, target.interface, target.cases, stop=self.stop,
-                                timeout=self.validation.timeout.total_seconds(), memory_limit=self.validation.memoryBytes)
+                                timeout=self.validation.timeout.total_seconds(), memory_limit=self.validation.memory_bytes)
         for warning in report.warnings:
             log.warning("%s %s: onnxruntime: %s", target.model, target.version, warning,
                         extra={"deployment": target.deployment, "reason": "OnnxRuntimeWarning"})

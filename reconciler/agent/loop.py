@@ -15,7 +15,6 @@ from git import GitCommandError
 
 from reconciler import __version__
 from reconciler.agent.apply import Applier, CanaryMetrics, Outcome, Runtime
-from reconciler.agent.config import SiteConfig
 from reconciler.agent.selfheal import heal_after_failure, heal_at_start
 from reconciler.agent.statedir import StateDir
 from reconciler.agent.telemetry import SiteTelemetry
@@ -28,6 +27,7 @@ from reconciler.flags import site_context
 from reconciler.gitdoor.source import GitSource, cache_failure
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.loader import DocumentCache, load_tree
+from reconciler.settings import SiteConfig
 from reconciler.status.forge import CommitStatus, statuses_for_record, wave_status
 from reconciler.status.forge_client import ForgeStatuses
 from reconciler.status.forge_gate import LOOKBACK, ForgeFleetStatus
@@ -70,8 +70,8 @@ class Agent:
         self.telemetry = telemetry or SiteTelemetry(config.site)
         self.state_dir = StateDir(config.state)
         self.source = GitSource(config.repo, config.branch, config.state / "cache" / "fleet.git")
-        status_source = self.source if config.statusRepo is None else \
-            GitSource(config.statusRepo, config.branch, config.state / "cache" / "status.git")
+        status_source = self.source if config.status_repo is None else \
+            GitSource(config.status_repo, config.branch, config.state / "cache" / "status.git")
         self.status = StatusRefs(status_source)
         self.caches = [self.source] if status_source is self.source else [self.source, status_source]
         self.forge = ForgeStatuses(config.forge) if config.forge else None
@@ -166,7 +166,7 @@ class Agent:
         """Every site's newest record (from Git refs, or from the forge's statuses on this commit and,
         for how long each has held, the commits before it), this site's own as it stands in memory."""
         records = self.forge_fleet.read(self.source.first_parents(commit, LOOKBACK)) \
-            if self.config.gateSource == "forge" else self.status.read_all()
+            if self.config.gate_source == "forge" else self.status.read_all()
         if self.last_record is not None:
             records[self.config.site] = self.last_record
         return records
@@ -179,7 +179,7 @@ class Agent:
 
     def _refuse_rollback(self, state: SiteState, commit: str) -> None:
         applied = state.appliedCommit
-        if applied is None or applied == commit or commit == self.config.acceptHistory:
+        if applied is None or applied == commit or commit == self.config.accept_history:
             return
         if not self.source.is_ancestor(applied, commit):
             raise Stalled("HistoryRewritten",
@@ -189,9 +189,9 @@ class Agent:
     def _require_signed(self, state: SiteState, commit: str) -> None:
         """Under a commit policy, every commit the site is about to apply must be signed by an
         allowed signer; an operator-accepted commit restarts the chain at itself."""
-        if self.config.commitPolicy is not None:
-            applied = None if commit == self.config.acceptHistory else state.appliedCommit
-            verify_commits(self.source, self.config.commitPolicy, applied, commit)
+        if self.config.commit_policy is not None:
+            applied = None if commit == self.config.accept_history else state.appliedCommit
+            verify_commits(self.source, self.config.commit_policy, applied, commit)
 
     def _record_applied(self, state: SiteState, commit: str, outcomes: list[Outcome]) -> SiteState:
         if all(o.ok for o in outcomes) and state.appliedCommit != commit:
@@ -286,11 +286,11 @@ class Agent:
         return ReconcileResult(head, None, record, error)
 
     def _stale(self, now: datetime) -> bool:
-        return self.last_contact is not None and now - self.last_contact > self.config.staleAfter
+        return self.last_contact is not None and now - self.last_contact > self.config.stale_after
 
     def _publish(self, record: StatusRecord, fleet: FleetRepo | None = None,
                  fleet_status: dict[str, StatusRecord] | None = None, now: datetime | None = None) -> None:
-        by_forge = self.config.gateSource == "forge"  # an agent that may not push to the repo
+        by_forge = self.config.gate_source == "forge"  # an agent that may not push to the repo
         if self.last_record is None and not by_forge:
             self.last_record = self.status.read_own(self.config.site)
         if record.same_as(self.last_record):
@@ -305,7 +305,7 @@ class Agent:
         """One status per deployment of this site, and the combined status of each wave in which
         this site just finished its part. The forge mirrors Git for people: its being down never
         fails a reconcile."""
-        statuses = statuses_for_record(record, self.config.forge.targetUrl)
+        statuses = statuses_for_record(record, self.config.forge.target_url)
         if fleet is not None:
             statuses += self._wave_statuses(record, fleet, {**fleet_status, record.site: record}, now)
         try:
@@ -344,14 +344,14 @@ class Agent:
 
 
 def load_trust_roots(config: SiteConfig) -> TrustRoots:
-    identities = tuple(KeylessIdentity(t.identity, t.issuer) for t in config.trustIdentities)
+    identities = tuple(KeylessIdentity(t.identity, t.issuer) for t in config.trust_identities)
     return TrustRoots(keys=tuple(load_trust_keys(config)), identities=identities,
-                      sigstore_trusted_root=config.sigstoreTrustedRoot)
+                      sigstore_trusted_root=config.sigstore_trusted_root)
 
 
 def load_trust_keys(config: SiteConfig) -> list[TrustedKey]:
     keys = []
-    for path in config.trustKeys:
+    for path in config.trust_keys:
         try:
             keys.append(load_public_key(path.read_bytes(), name=path.name))
         except OSError as exc:

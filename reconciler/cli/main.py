@@ -250,7 +250,7 @@ def run_agent(config, once: bool) -> int:
 
     wake, stop, telemetry = threading.Event(), CancelToken(), SiteTelemetry(config.site)
     cancel_on_signals(stop, also=wake)
-    with _serving(config.listen_address, config.site, wake, telemetry) as (registry, metrics):
+    with _serving(config.listen, config.site, wake, telemetry) as (registry, metrics):
         agent = Agent(config, registry, metrics, wake, stop, telemetry)
         agent.start()
         try:
@@ -276,7 +276,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     state_dir = StateDir(args.state)
     site = _site_of_state(args.state)
     config = build_site_config({"site": site, "repo": "-", "state": str(args.state), "listen": args.listen})
-    with _serving(config.listen_address, site) as (registry, _):
+    with _serving(config.listen, site) as (registry, _):
         stop = CancelToken()
         cancel_on_signals(stop)
         Applier(state_dir, registry, TrustRoots()).restore(state_dir.load(site))
@@ -285,8 +285,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from datetime import timedelta
-
     from reconciler.history.origin import status_records
     from reconciler.history.timeline import open_fleet
     from reconciler.manifests.loader import load_tree
@@ -297,8 +295,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         records, note = status_records(opened, args.repo)
     if note:
         print(f"reconciler: {note}", file=sys.stderr)
-    stale_after = fleet.fleet.spec.staleAfter if fleet.fleet else timedelta(minutes=10)
-    matrix = build_matrix(records, fleet.sites, datetime.now(UTC), stale_after)
+    matrix = build_matrix(records, fleet.sites, datetime.now(UTC), fleet.spec.staleAfter)
     if args.format == "json":
         print(json.dumps(matrix.to_json(), indent=2))
     else:

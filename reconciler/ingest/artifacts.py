@@ -29,20 +29,14 @@ from pathlib import Path
 from reconciler.atomicfile import atomic_write_bytes, fsync_dir
 from reconciler.cancel import CancelToken
 from reconciler.errors import ReconcilerError, Stalled, Transient
-from reconciler.ingest.fetch import (
-    AuthConfig,
-    Body,
-    Deadline,
-    FetchLimits,
-    RepoRoot,
-    with_retries,
-)
+from reconciler.ingest.fetch import Body, Deadline, RepoRoot, with_retries
 from reconciler.ingest.progress import DownloadProgress
 from reconciler.ingest.sink import BUFFERS, Sink, chunk_size_for
 from reconciler.ingest.sources import open_source
 from reconciler.manifests.models import Artifact
+from reconciler.settings import FetchLimits
 
-__all__ = ["ArtifactStore", "AuthConfig", "FetchLimits", "Ingested", "fetch_bytes"]
+__all__ = ["ArtifactStore", "Ingested", "fetch_bytes"]
 
 COMPANION_MAX_BYTES = 64 << 10
 DEFAULT_LIMITS = FetchLimits()

@@ -15,9 +15,10 @@ from urllib.parse import urlsplit
 
 from reconciler.cancel import CancelToken
 from reconciler.errors import ReconcilerError, Stalled
-from reconciler.ingest.artifacts import ArtifactStore, FetchLimits, Ingested, fetch_bytes
+from reconciler.ingest.artifacts import ArtifactStore, Ingested, fetch_bytes
 from reconciler.ingest.fetch import RepoRoot
 from reconciler.manifests.models import Artifact, Signers
+from reconciler.settings import FetchLimits
 from reconciler.trust import TrustRoots, Verified, narrow, verify_artifact_signature
 
 SIGNATURE_MAX_BYTES = 256 * 1024  # a keyless bundle is ~6 KiB; model-signing grows ~150 B a file

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from reconciler.flags import FlagSet
-from reconciler.manifests.models import Deployment, Fleet, Model, Site
+from reconciler.manifests.models import Deployment, Fleet, FleetSpec, Model, Site
 
 
 @dataclass(frozen=True)
@@ -38,3 +38,8 @@ class FleetRepo:
     deployments: dict[str, Deployment]
     flags: FlagSet
     origins: dict[tuple[str, str], Origin] = field(default_factory=dict)  # (kind, name) -> origin
+
+    @property
+    def spec(self) -> FleetSpec:
+        """The Fleet document's spec, or the defaults of a fleet that has none."""
+        return self.fleet.spec if self.fleet else FleetSpec()

@@ -22,6 +22,9 @@ from reconciler.manifests.types import (
 API_VERSION = "reconciler/v1"
 API_VERSION_HELP = "The language version of the document: reconciler/v1."
 METADATA_HELP = "The document's name (unique per kind), labels and annotations."
+# Defaults of the Fleet document, and of a site's own settings (site.yaml) that may override them.
+POLL_INTERVAL = "30s"
+STALE_AFTER = "10m"
 
 
 class Strict(BaseModel):
@@ -139,9 +142,9 @@ class Rollout(Strict):
 
 
 class FleetSpec(Strict):
-    pollInterval: Duration = Field("30s", description="How often sites look for a new commit, e.g. '30s' "
+    pollInterval: Duration = Field(POLL_INTERVAL, description="How often sites look for a new commit, e.g. '30s' "
                                                        "(a site's own site.yaml may override it).")
-    staleAfter: Duration = Field("10m", description="A site silent for longer is reported stale by "
+    staleAfter: Duration = Field(STALE_AFTER, description="A site silent for longer is reported stale by "
                                                      "`reconciler status`.")
     defaultRollout: Rollout | None = Field(None, description="The rollout of every Deployment that has none "
                                                              "of its own; without it, all sites move at once.")

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from fleet_fixture import EXAMPLE, git, start_fleet_remote
 
-from reconciler.agent.config import SiteConfig
 from reconciler.agent.loop import Agent
 from reconciler.errors import Transient
 from reconciler.runtime.registry import ModelRegistry
+from reconciler.settings import SiteConfig
 
 SITE = "store-boston-01"
 

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from reconciler.errors import ReconcilerError, Stalled, Transient
-from reconciler.ingest.artifacts import ArtifactStore, FetchLimits, fetch_bytes
+from reconciler.ingest.artifacts import ArtifactStore, fetch_bytes
 from reconciler.manifests.models import Artifact
+from reconciler.settings import FetchLimits
 
 PAYLOAD = os.urandom(300_000)  # spans several network reads
 FAST = FetchLimits(connect_timeout=1.0, read_timeout=0.3, retries=3, backoff=0.01)
@@ -295,7 +296,8 @@ def test_disk_filling_up_while_writing_is_transient_and_publishes_nothing(world:
     script = (
         "import resource, signal, sys\n"
         "from pathlib import Path\n"
-        "from reconciler.ingest.artifacts import ArtifactStore, FetchLimits\n"
+        "from reconciler.ingest.artifacts import ArtifactStore\n"
+        "from reconciler.settings import FetchLimits\n"
         "from reconciler.errors import ReconcilerError\n"
         "from reconciler.manifests.models import Artifact\n"
         "state, repo, digest, size = sys.argv[1:]\n"

@@ -32,8 +32,9 @@ from pydantic import ValidationError
 from reconciler.agent.config import load_site_config
 from reconciler.errors import ReconcilerError, Stalled, Transient
 from reconciler.ingest import httpsource, sink
-from reconciler.ingest.artifacts import ArtifactStore, AuthConfig, FetchLimits, fetch_bytes
+from reconciler.ingest.artifacts import ArtifactStore, fetch_bytes
 from reconciler.manifests.models import Artifact
+from reconciler.settings import AuthConfig, FetchLimits
 
 PAYLOAD = os.urandom(600_000)
 DIGEST = "sha256:" + hashlib.sha256(PAYLOAD).hexdigest()
@@ -578,7 +579,8 @@ def test_an_agent_killed_mid_download_resumes_after_it_restarts(tmp_path: Path, 
         "import sys\n"
         "from pathlib import Path\n"
         "from reconciler.ingest import sink\n"
-        "from reconciler.ingest.artifacts import ArtifactStore, FetchLimits\n"
+        "from reconciler.ingest.artifacts import ArtifactStore\n"
+        "from reconciler.settings import FetchLimits\n"
         "from reconciler.manifests.models import Artifact\n"
         f"sink.CHUNK_SIZE = {chunk}\n"
         "state, uri, digest, size = sys.argv[1:]\n"
@@ -755,7 +757,7 @@ def test_the_site_yaml_in_the_readme_is_a_valid_one(tmp_path: Path) -> None:
     assert example, "README.md: the site.yaml example moved"
     (tmp_path / "site.yaml").write_text(example.group(1))
     config = load_site_config(tmp_path / "site.yaml", {})
-    assert config.fetch.auth["mirror.site.lan"].allowHttp and not config.fetch.auth["models.example.com"].allowHttp
+    assert config.fetch.auth["mirror.site.lan"].allow_http and not config.fetch.auth["models.example.com"].allow_http
 
 
 @pytest.mark.parametrize("settings", [

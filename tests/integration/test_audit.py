@@ -53,9 +53,9 @@ from reconciler.history.timeline import (
     site_timeline,
 )
 from reconciler.manifests.loader import DocumentCache
+from reconciler.settings import CommitPolicy
 from reconciler.status.gitref import STATUS_REF_PREFIX
 from reconciler.status.record import DeploymentStatus, StatusRecord
-from reconciler.trust.commitpolicy import CommitPolicy
 
 needs_ssh = pytest.mark.skipif(shutil.which("ssh-keygen") is None,
                                reason="ssh-keygen is not installed (Debian package openssh-client)")

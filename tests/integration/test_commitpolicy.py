@@ -17,7 +17,8 @@ from pydantic import ValidationError
 from reconciler.devtools.githttp import run_git
 from reconciler.errors import Stalled
 from reconciler.gitdoor.source import GitSource
-from reconciler.trust.commitpolicy import CommitPolicy, verify_commits
+from reconciler.settings import CommitPolicy
+from reconciler.trust.commitpolicy import verify_commits
 
 AUTHOR = "reconciler demo <demo@localhost>"  # the identity tests/conftest.py gives every commit
 
@@ -409,7 +410,7 @@ def test_the_machines_own_git_and_gpg_config_do_not_widen_the_signers(
     monkeypatch.setenv("GNUPGHOME", gpg_keys["mallory"].home)
     keyring = tmp_path / "keyring.asc"
     keyring.write_bytes(gpg_keys["carol"].public)
-    policy = CommitPolicy(sshAllowedSigners=ssh_policy.sshAllowedSigners, gpgKeyring=keyring)
+    policy = CommitPolicy(sshAllowedSigners=ssh_policy.ssh_allowed_signers, gpgKeyring=keyring)
     for head in (ssh_signed, gpg_signed):
         assert refusal(history, policy, None, head).reason == "CommitSignerNotAllowed"
 

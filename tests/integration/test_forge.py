@@ -501,7 +501,7 @@ def test_bad_forge_settings_are_refused(change: dict[str, object], complaint: st
 ])
 def test_good_forge_settings_are_accepted(change: dict[str, object]) -> None:
     config = ForgeConfig.model_validate({**GOOD, **change})
-    assert not config.apiUrl.endswith("/")
+    assert not config.api_url.endswith("/")
 
 
 # --- what the statuses say ----------------------------------------------------------------------

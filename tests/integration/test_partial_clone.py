@@ -7,9 +7,9 @@ import subprocess
 
 from fleet_fixture import EXAMPLE, git
 
-from reconciler.agent.config import SiteConfig
 from reconciler.agent.loop import Agent
 from reconciler.devtools.githttp import GitHttpServer
+from reconciler.settings import SiteConfig
 
 STORE = "store-boston-01"  # deploys demand-forecast 1.0.0 (and fraud-score, where its flag is on)
 

@@ -13,7 +13,6 @@ import onnxruntime as ort
 import pytest
 from fleet_fixture import EXAMPLE, git, start_fleet_remote
 
-from reconciler.agent.config import SiteConfig
 from reconciler.agent.loop import Agent
 from reconciler.devtools.onnx_builder import (
     dense_model,
@@ -23,6 +22,7 @@ from reconciler.devtools.onnx_builder import (
     quantized_dense_reference,
 )
 from reconciler.runtime.registry import ModelRegistry
+from reconciler.settings import SiteConfig
 from reconciler.status.record import StatusRecord
 
 # --- the int8 builder ----------------------------------------------------------------------------

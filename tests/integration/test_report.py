@@ -23,9 +23,9 @@ from reconciler.history.html_report import (
     write_report,
 )
 from reconciler.history.timeline import Interval
+from reconciler.settings import CommitPolicy
 from reconciler.status.matrix import build_matrix
 from reconciler.status.record import DeploymentStatus, StatusRecord
-from reconciler.trust.commitpolicy import CommitPolicy
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or \

@@ -25,10 +25,11 @@ from reconciler.cancel import CancelToken
 from reconciler.devtools.processes import free_port, stop_all
 from reconciler.errors import Cancelled
 from reconciler.ingest import sink
-from reconciler.ingest.artifacts import ArtifactStore, FetchLimits
+from reconciler.ingest.artifacts import ArtifactStore
 from reconciler.ingest.progress import size_text
 from reconciler.manifests.models import Artifact, ModelInterface
 from reconciler.runtime.validation import run_validation
+from reconciler.settings import FetchLimits
 
 SITE = "store-boston-01"
 BIG = 40 << 20  # several chunks, most of them received before the stop
@@ -257,9 +258,9 @@ def test_a_stopped_once_run_exits_0_and_activates_nothing(tmp_path):
 
 def test_a_stop_during_validation_activates_nothing_and_the_next_run_does(tmp_path, monkeypatch):
     from reconciler.agent import apply
-    from reconciler.agent.config import SiteConfig
     from reconciler.agent.loop import Agent
     from reconciler.runtime.registry import ModelRegistry
+    from reconciler.settings import SiteConfig
 
     fleet = start_fleet_remote(tmp_path)
     config = SiteConfig(site=SITE, repo=fleet.url, state=tmp_path / "state", trustKeys=[EXAMPLE / "keys" / "demo.pub"])

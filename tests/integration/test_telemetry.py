@@ -24,7 +24,6 @@ from fleet_versions import publish_version
 from onnx import TensorProto, helper, numpy_helper
 from prometheus_client.parser import text_string_to_metric_families
 
-from reconciler.agent.config import SiteConfig
 from reconciler.agent.loop import Agent
 from reconciler.agent.telemetry import SiteTelemetry
 from reconciler.devtools.processes import free_port, stop_all
@@ -34,6 +33,7 @@ from reconciler.logs import JsonFormatter, TextFormatter, configure_logging
 from reconciler.manifests.models import ModelInterface
 from reconciler.runtime.registry import ModelRegistry
 from reconciler.runtime.validation import run_validation
+from reconciler.settings import SiteConfig
 from reconciler.status.record import DeploymentStatus, StatusRecord
 
 SITE = "store-boston-01"

@@ -1,0 +1,71 @@
+"""SiteConfig: the local, out-of-band settings of one site (site.yaml). Never read from the fleet
+repo: trust comes from here, not from the repository it protects. Plain data: reading the file and
+saying what is wrong with it at its line is reconciler.agent.config's."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from reconciler.manifests.models import POLL_INTERVAL, STALE_AFTER
+from reconciler.manifests.types import DnsLabel, Duration
+from reconciler.settings.address import Address
+from reconciler.settings.commits import CommitPolicy
+from reconciler.settings.fetch import FetchLimits
+from reconciler.settings.forge import ForgeConfig
+from reconciler.settings.paths import SETTINGS, LocalPath, Location
+
+_SHORTEST_INTERVAL = timedelta(milliseconds=100)
+
+
+class ValidationLimits(BaseModel):
+    """What a model's test cases may take, in a child process, before it is refused."""
+
+    model_config = ConfigDict(**SETTINGS, validate_default=True)
+
+    timeout: Duration = "60s"
+    memory_bytes: Annotated[int, Field(gt=0)] = 2 * 1024**3
+
+
+class TrustIdentity(BaseModel):
+    """A keyless signer: the certificate's identity (SAN) and the OIDC issuer that vouched for it."""
+
+    model_config = SETTINGS
+
+    identity: str
+    issuer: str
+
+
+class SiteConfig(BaseModel):
+    model_config = ConfigDict(**SETTINGS, validate_default=True)
+
+    site: DnsLabel
+    repo: Location  # URL or path of the fleet repo
+    branch: str = "main"
+    state: LocalPath
+    listen: Address | None = None  # HOST:PORT of the inference server; None: do not serve
+    status_repo: Location | None = None  # where status refs go when not the fleet repo (agents that may not push there)
+    interval: Duration = POLL_INTERVAL
+    stale_after: Duration = STALE_AFTER  # out of reach of the fleet repo for longer: the status says stale
+    jitter: Annotated[float, Field(ge=0, le=1)] = 0.1  # share of the interval, spreads fleet load
+    trust_keys: list[LocalPath] = []  # PEM public keys that may sign artifacts
+    trust_identities: list[TrustIdentity] = []  # keyless Sigstore signers
+    sigstore_trusted_root: LocalPath | None = None  # trusted_root.json; None: the public-good root shipped with sigstore
+    accept_history: str | None = None  # a commit an operator accepted after a history rewrite
+    commit_policy: CommitPolicy | None = None  # require signed fleet commits (SSH or GPG signers)
+    forge: ForgeConfig | None = None  # mirror status records as forge commit statuses
+    gate_source: Literal["git", "forge"] = "git"  # forge: read other sites from commit statuses, never push refs
+    validation: ValidationLimits = ValidationLimits()
+    fetch: FetchLimits = FetchLimits()  # timeouts, retries, redirects, auth, CA bundle for artifacts
+
+    @model_validator(mode="after")
+    def _forge_gates_need_a_forge(self) -> SiteConfig:
+        if self.gate_source == "forge" and self.forge is None:
+            raise ValueError("gateSource: forge needs the forge settings")
+        return self
+
+    @property
+    def interval_seconds(self) -> float:
+        return max(self.interval, _SHORTEST_INTERVAL).total_seconds()
