@@ -152,7 +152,7 @@ def ingest_and_verify(store: ArtifactStore, artifact: Artifact, trusted: list[Tr
     ingested = store.ingest(artifact, None, LIMITS)
     if not ingested.fetched:
         raise RuntimeError("the blob was already in the store: the subject did not download")
-    verify_cosign(ingested.sha256, fetch_bytes(artifact.signature.uri, None, LIMITS), trusted)
+    verify_cosign(ingested.digest.raw, fetch_bytes(artifact.signature.uri, None, LIMITS), trusted)
 
 
 class FsyncClock:

@@ -10,8 +10,9 @@ import yaml
 from pydantic import ValidationError
 
 from reconciler.errors import UsageError
+from reconciler.manifests.findings import error_findings
 from reconciler.manifests.fleet import Finding
-from reconciler.manifests.loader import error_findings, parse_yaml_document
+from reconciler.manifests.yamlreader import parse_yaml_document
 from reconciler.settings import PathsFrom, SiteConfig
 
 

@@ -66,7 +66,7 @@ def verify_signature(ingested: Ingested, artifact: Artifact, roots: TrustRoots, 
                      limits: FetchLimits, stop: CancelToken | None = None) -> Verified:
     signature = signature_bytes(artifact, repo_root, limits, stop)
     file_name = PurePosixPath(urlsplit(artifact.uri).path).name
-    return verify_artifact_signature(ingested.sha256, file_name, signature, artifact.signature.format, roots)
+    return verify_artifact_signature(ingested.digest.raw, file_name, signature, artifact.signature.format, roots)
 
 
 def lfs_pointer_at(uri: str, repo_root: RepoRoot, limits: FetchLimits) -> LfsPointer | None:

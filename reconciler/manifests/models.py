@@ -9,22 +9,21 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from reconciler.manifests.types import (
+    POLL_INTERVAL,
+    STALE_AFTER,
     ClockTime,
+    Digest,
     DnsLabel,
     Duration,
     FlagKey,
     LabelKey,
     LabelValue,
-    Sha256Digest,
     VersionString,
 )
 
 API_VERSION = "reconciler/v1"
 API_VERSION_HELP = "The language version of the document: reconciler/v1."
 METADATA_HELP = "The document's name (unique per kind), labels and annotations."
-# Defaults of the Fleet document, and of a site's own settings (site.yaml) that may override them.
-POLL_INTERVAL = "30s"
-STALE_AFTER = "10m"
 
 
 class Strict(BaseModel):
@@ -244,7 +243,7 @@ class Artifact(Strict):
     uri: Annotated[str, Field(min_length=1)] = Field(
         description="Where the ONNX file is: a path relative to the repo root, file://, or http(s)://. "
                     "`reconciler add-version` fills it in.")
-    digest: Sha256Digest = Field(description="'sha256:' and the file's 64 lower-case hex digits; sites "
+    digest: Digest = Field(description="'sha256:' and the file's 64 lower-case hex digits; sites "
                                              "refuse other bytes. `reconciler add-version` computes it.")
     size: Annotated[int, Field(gt=0)] = Field(description="The file's size in bytes, enforced while it "
                                                           "downloads.")

@@ -9,8 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from reconciler.manifests.models import POLL_INTERVAL, STALE_AFTER
-from reconciler.manifests.types import DnsLabel, Duration
+from reconciler.manifests.types import POLL_INTERVAL, STALE_AFTER, DnsLabel, Duration
 from reconciler.settings.address import Address
 from reconciler.settings.commits import CommitPolicy
 from reconciler.settings.fetch import FetchLimits

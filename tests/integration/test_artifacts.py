@@ -174,7 +174,7 @@ def test_ingest_verifies_and_stores_read_only(world: World, uri: Callable[[World
     assert got.fetched is True
     assert got.path == world.store.blobs / hashlib.sha256(PAYLOAD).hexdigest()
     assert got.path.read_bytes() == PAYLOAD
-    assert got.sha256 == hashlib.sha256(PAYLOAD).digest()
+    assert got.digest.raw == hashlib.sha256(PAYLOAD).digest()
     assert (got.digest, got.size) == (sha(PAYLOAD), len(PAYLOAD))
     assert stat.S_IMODE(got.path.stat().st_mode) == 0o444
     assert world.temps() == []

@@ -195,7 +195,7 @@ def test_a_stop_keeps_every_byte_received_and_the_next_ingest_resumes_there(tmp_
     assert f"stopped at {size_text(at)}" in caplog.text
     assert f"the next start resumes at {size_text(at)}" in caplog.text
     assert f"resuming {server.url} at {size_text(at)}" in caplog.text
-    assert got.fetched and got.path.read_bytes() == body and got.sha256 == hashlib.sha256(body).digest()
+    assert got.fetched and got.path.read_bytes() == body and got.digest.raw == hashlib.sha256(body).digest()
     assert list((tmp_path / "blobs" / "tmp").glob("*")) == []
 
 

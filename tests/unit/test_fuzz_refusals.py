@@ -31,7 +31,8 @@ from reconciler.delivery.plan import plan_site
 from reconciler.errors import ReconcilerError, UsageError
 from reconciler.flags import FlagFile
 from reconciler.manifests import semantics
-from reconciler.manifests.loader import RepoFile, load_tree, parse_file
+from reconciler.manifests.documents import parse_file
+from reconciler.manifests.loader import RepoFile, load_tree
 from reconciler.manifests.models import API_VERSION, KINDS
 from reconciler.settings import SiteConfig
 from reconciler.trust import KeylessIdentity, TrustRoots
