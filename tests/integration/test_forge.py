@@ -18,9 +18,9 @@ from forge_fake import FakeForge, serve
 from pydantic import ValidationError
 
 from reconciler.errors import ReconcilerError, Stalled, Transient
+from reconciler.settings import ForgeConfig
 from reconciler.status.forge import (
     CommitStatus,
-    ForgeConfig,
     deployment_context,
     describe_deployment,
     fit_description,
