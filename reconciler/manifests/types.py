@@ -34,10 +34,10 @@ class Digest(str):
     compares, hashes and serialises as that string), with its parts at hand instead of re-parsed."""
 
     __slots__ = ()
-    _FORM = re.compile(DIGEST_PATTERN)
+    _FORM = re.compile(DIGEST_PATTERN.removeprefix("^").removesuffix("$"))
 
     def __new__(cls, text: str) -> Digest:
-        if not cls._FORM.match(text):
+        if not cls._FORM.fullmatch(text):  # not match: Python's $ also matches before a final newline
             raise ValueError(f"{text!r} is not a sha256:<64 hex> digest")
         return super().__new__(cls, text)
 

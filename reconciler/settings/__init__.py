@@ -8,8 +8,8 @@ from reconciler.settings.address import Address
 from reconciler.settings.commits import CommitPolicy
 from reconciler.settings.fetch import AuthConfig, FetchLimits
 from reconciler.settings.forge import ForgeConfig
-from reconciler.settings.paths import PathsFrom, is_local_path
+from reconciler.settings.paths import PathsFrom
 from reconciler.settings.site import SiteConfig, TrustIdentity, ValidationLimits
 
 __all__ = ["Address", "AuthConfig", "CommitPolicy", "FetchLimits", "ForgeConfig", "PathsFrom",
-           "SiteConfig", "TrustIdentity", "ValidationLimits", "is_local_path"]
+           "SiteConfig", "TrustIdentity", "ValidationLimits"]

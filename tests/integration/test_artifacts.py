@@ -192,7 +192,7 @@ def test_second_ingest_does_no_io(world: World) -> None:
 
     assert again.fetched is False
     assert world.server.hits["/ok/m.onnx"] == 1
-    assert (again.sha256, again.size) == (hashlib.sha256(PAYLOAD).digest(), len(PAYLOAD))
+    assert (again.digest.raw, again.size) == (hashlib.sha256(PAYLOAD).digest(), len(PAYLOAD))
     assert world.store.has(sha(PAYLOAD))
 
 
