@@ -38,7 +38,7 @@ def noop_reconcile(agent: Agent) -> None:
 
 def converged_agent(url: str, state: Path) -> Agent:
     """An agent that has done its first, real reconcile of ``url``."""
-    config = SiteConfig(site=SITE, repo=url, state=state, trustKeys=[EXAMPLE / "keys" / "demo.pub"])
+    config = SiteConfig(site=SITE, repo=url, state=state, trust_keys=[EXAMPLE / "keys" / "demo.pub"])
     agent = Agent(config, runtime=None)
     agent.start()
     first = agent.reconcile_once()

@@ -62,7 +62,7 @@ import reconciler
 from reconciler.settings import SiteConfig
 from reconciler.agent.loop import Agent
 url, site, state, key = sys.argv[1:5]
-agent = Agent(SiteConfig(site=site, repo=url, state=Path(state), trustKeys=[Path(key)]), None)
+agent = Agent(SiteConfig(site=site, repo=url, state=Path(state), trust_keys=[Path(key)]), None)
 agent.start()
 started = time.perf_counter()
 try:

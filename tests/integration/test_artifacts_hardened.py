@@ -362,8 +362,8 @@ def secrets(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # The servers here speak plain http on loopback: the opt-in a site's own mirror would need.
-BEARER = AuthConfig(tokenEnv="ARTIFACT_TOKEN", allowHttp=True)
-BASIC = AuthConfig(username="fleet", passwordEnv="ARTIFACT_PASSWORD", allowHttp=True)
+BEARER = AuthConfig(token_env="ARTIFACT_TOKEN", allow_http=True)
+BASIC = AuthConfig(username="fleet", password_env="ARTIFACT_PASSWORD", allow_http=True)
 
 
 @pytest.mark.parametrize(("auth", "header"), [
@@ -379,13 +379,13 @@ def test_credentials_go_to_their_host(store: ArtifactStore, here: Server, secret
 def test_credentials_go_over_https_without_an_opt_in(store: ArtifactStore, tls_server: Server, secrets: None,
                                                    pki: dict[str, Path]) -> None:
     tls_server.expected_auth = f"Bearer {TOKEN}"
-    limits = FAST.model_copy(update={"ca_bundle": pki["ca"], "auth": {"127.0.0.1": AuthConfig(tokenEnv="ARTIFACT_TOKEN")}})
+    limits = FAST.model_copy(update={"ca_bundle": pki["ca"], "auth": {"127.0.0.1": AuthConfig(token_env="ARTIFACT_TOKEN")}})
     assert ingested(store, f"{tls_server.url}/private/m.onnx", limits) == PAYLOAD
 
 
 def test_credentials_are_not_sent_over_plain_http_without_the_opt_in(store: ArtifactStore, here: Server,
                                                                     secrets: None) -> None:
-    limits = FAST.model_copy(update={"auth": {"127.0.0.1": AuthConfig(tokenEnv="ARTIFACT_TOKEN")}})
+    limits = FAST.model_copy(update={"auth": {"127.0.0.1": AuthConfig(token_env="ARTIFACT_TOKEN")}})
     error = refused(store, f"{here.url}/private/m.onnx", limits)
 
     assert (type(error), error.reason) == (Stalled, "ArtifactAuthInsecure")
@@ -469,7 +469,7 @@ def test_https_goes_through_a_connect_tunnel_the_proxy_cannot_read(
     store: ArtifactStore, tls_server: Server, pki: dict[str, Path], secrets: None, proxy_env: pytest.MonkeyPatch
 ) -> None:
     tls_server.expected_auth = f"Bearer {TOKEN}"
-    limits = FAST.model_copy(update={"ca_bundle": pki["ca"], "auth": {"127.0.0.1": AuthConfig(tokenEnv="ARTIFACT_TOKEN")}})
+    limits = FAST.model_copy(update={"ca_bundle": pki["ca"], "auth": {"127.0.0.1": AuthConfig(token_env="ARTIFACT_TOKEN")}})
     with forward_proxy() as proxy:
         proxy_env.setenv("HTTPS_PROXY", proxy.url)
         assert ingested(store, f"{tls_server.url}/private/m.onnx", limits) == PAYLOAD

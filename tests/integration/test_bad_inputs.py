@@ -209,7 +209,7 @@ def world(tmp_path_factory):
     fleet = start_fleet_remote(root)
     registry = ModelRegistry()
     config = SiteConfig(site=SITE, repo=fleet.url, state=root / "state", interval="1s",
-                        trustKeys=[EXAMPLE / "keys" / "demo.pub"],
+                        trust_keys=[EXAMPLE / "keys" / "demo.pub"],
                         validation={"timeout": "8s", "memoryBytes": 1 << 30})
     agent = Agent(config, registry)
     agent.start()

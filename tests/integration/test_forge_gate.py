@@ -43,8 +43,8 @@ def forge(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> It
 
 @pytest.fixture
 def client(forge: FakeForge) -> Iterator[ForgeStatuses]:
-    config = ForgeConfig(kind=forge.kind, apiUrl=forge.api_url, allowHttp=True, repository=forge.repository,
-                         tokenEnv=TOKEN_ENV)
+    config = ForgeConfig(kind=forge.kind, api_url=forge.api_url, allow_http=True, repository=forge.repository,
+                         token_env=TOKEN_ENV)
     with ForgeStatuses(config, sleep=lambda _: None) as forge_client:
         yield forge_client
 

@@ -16,7 +16,7 @@ STORE = "store-boston-01"  # deploys demand-forecast 1.0.0 (and fraud-score, whe
 
 def agent_for(fleet, state, site=STORE, url=None) -> Agent:
     agent = Agent(SiteConfig(site=site, repo=url or fleet.url, state=state, interval="1s",
-                             trustKeys=[EXAMPLE / "keys" / "demo.pub"]), None)
+                             trust_keys=[EXAMPLE / "keys" / "demo.pub"]), None)
     agent.start()
     return agent
 

@@ -110,7 +110,7 @@ def agents(fleet, tmp_path):
     started: dict[str, tuple[Agent, ModelRegistry]] = {}
     for site in (ARM64, AMD64, RISCV):
         config = SiteConfig(site=site, repo=fleet.url, state=tmp_path / site,
-                            trustKeys=[EXAMPLE / "keys" / "demo.pub"])
+                            trust_keys=[EXAMPLE / "keys" / "demo.pub"])
         registry = ModelRegistry()
         agent = Agent(config, registry)
         agent.start(NOW)

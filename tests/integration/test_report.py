@@ -39,7 +39,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> ScriptedHistory:
 
 @pytest.fixture(scope="module")
 def page(history: ScriptedHistory, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    policy = CommitPolicy(sshAllowedSigners=history.allowed_signers) if history.signed else None
+    policy = CommitPolicy(ssh_allowed_signers=history.allowed_signers) if history.signed else None
     return write_report(tmp_path_factory.mktemp("html"), str(history.bare), "main", policy, minutes(250))
 
 

@@ -77,7 +77,7 @@ def test_access_problems_are_named_with_what_to_do(words, access, reason, advice
 
 def make_agent(fleet, tmp_path) -> Agent:
     config = SiteConfig(site=SITE, repo=fleet.url, state=tmp_path / "state", interval="1s",
-                        trustKeys=[EXAMPLE / "keys" / "demo.pub"])
+                        trust_keys=[EXAMPLE / "keys" / "demo.pub"])
     agent = Agent(config, None)
     agent.start()
     return agent

@@ -263,7 +263,7 @@ def test_a_stop_during_validation_activates_nothing_and_the_next_run_does(tmp_pa
     from reconciler.settings import SiteConfig
 
     fleet = start_fleet_remote(tmp_path)
-    config = SiteConfig(site=SITE, repo=fleet.url, state=tmp_path / "state", trustKeys=[EXAMPLE / "keys" / "demo.pub"])
+    config = SiteConfig(site=SITE, repo=fleet.url, state=tmp_path / "state", trust_keys=[EXAMPLE / "keys" / "demo.pub"])
     registry, stop = ModelRegistry(), CancelToken()
     agent = Agent(config, registry, stop=stop)
     agent.start()
