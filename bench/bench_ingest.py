@@ -32,8 +32,9 @@ from pathlib import Path
 
 from common import Stats, arguments, emit, machine, timed  # first: puts the repo root on sys.path
 
-from reconciler.ingest.artifacts import ArtifactStore, FetchLimits, fetch_bytes
+from reconciler.ingest.artifacts import ArtifactStore, fetch_bytes
 from reconciler.manifests.models import Artifact
+from reconciler.settings import FetchLimits
 from reconciler.trust import (
     TrustedKey,
     generate_private_key,
@@ -151,7 +152,7 @@ def ingest_and_verify(store: ArtifactStore, artifact: Artifact, trusted: list[Tr
     ingested = store.ingest(artifact, None, LIMITS)
     if not ingested.fetched:
         raise RuntimeError("the blob was already in the store: the subject did not download")
-    verify_cosign(ingested.sha256, fetch_bytes(artifact.signature.uri, None, LIMITS), trusted)
+    verify_cosign(ingested.digest.raw, fetch_bytes(artifact.signature.uri, None, LIMITS), trusted)
 
 
 class FsyncClock:

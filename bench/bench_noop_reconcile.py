@@ -16,9 +16,9 @@ from pathlib import Path
 
 from common import Stats, arguments, emit, interleaved, machine  # first: puts the repo root on sys.path
 
-from reconciler.agent.config import SiteConfig
 from reconciler.agent.loop import Agent
 from reconciler.agent.wiring import build_agent
+from reconciler.settings import SiteConfig
 from tests.fleet_fixture import EXAMPLE, start_fleet_remote
 
 TARGET = 1.5
@@ -39,7 +39,7 @@ def noop_reconcile(agent: Agent) -> None:
 
 def converged_agent(url: str, state: Path) -> Agent:
     """An agent that has done its first, real reconcile of ``url``."""
-    config = SiteConfig(site=SITE, repo=url, state=state, trustKeys=[EXAMPLE / "keys" / "demo.pub"])
+    config = SiteConfig(site=SITE, repo=url, state=state, trust_keys=[EXAMPLE / "keys" / "demo.pub"])
     agent = build_agent(config, runtime=None)
     agent.start()
     first = agent.reconcile_once()

@@ -60,9 +60,9 @@ import json, sys, time
 from pathlib import Path
 import reconciler
 try:
-    from reconciler.agent.config import SiteConfig
+    from reconciler.settings import SiteConfig
     from reconciler.agent.wiring import build_agent
-except ImportError:  # the baseline's flat layout, whose Agent built its own collaborators
+except ImportError:  # the baseline's flat layout, whose Agent built its own collaborators (trustKeys: an alias now)
     from reconciler.config import SiteConfig
     from reconciler.loop import Agent as build_agent
 url, site, state, key = sys.argv[1:5]

@@ -34,8 +34,9 @@ from reconciler.delivery.model import SiteState
 from reconciler.delivery.plan import Plan, plan_site
 from reconciler.devtools.githttp import run_git
 from reconciler.gitdoor.source import GitSource
-from reconciler.manifests.loader import DocumentCache, YamlLoader, is_manifest_path, load_tree
+from reconciler.manifests.loader import DocumentCache, is_manifest_path, load_tree
 from reconciler.manifests.selectors import matches
+from reconciler.manifests.yamlreader import YamlLoader
 
 SITES, MODELS, DEPLOYMENTS = 10_000, 50, 500
 WARM_TARGET_S = 1.0

@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from git import GitCommandError
 
 from reconciler.agent.apply import Applier, Outcome, Runtime
-from reconciler.agent.config import SiteConfig
 from reconciler.agent.ports import FleetSource, StatusChannel
 from reconciler.agent.selfheal import heal_after_failure, heal_at_start
 from reconciler.agent.summary import deployment_statuses, site_record, wave_statuses
@@ -31,6 +30,7 @@ from reconciler.gitdoor.source import GitSource, cache_failure
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.loader import DocumentCache, load_tree
 from reconciler.runtime.registry import BatchPolicy
+from reconciler.settings import SiteConfig
 from reconciler.status.record import StatusRecord
 from reconciler.trust.commitpolicy import verify_commits
 
@@ -174,13 +174,13 @@ class Agent:
         accepted it), and under a commit policy every new commit signed by an allowed signer; an
         operator-accepted commit restarts the chain at itself."""
         applied, commit = run.state.appliedCommit, run.commit
-        accepted = commit == self.config.acceptHistory
+        accepted = commit == self.config.accept_history
         if applied is not None and applied != commit and not accepted and not self.source.is_ancestor(applied, commit):
             raise Stalled("HistoryRewritten",
                           f"new head {commit[:12]} does not descend from the last applied commit {applied[:12]}; "
                           f"an operator can accept it with --accept-history {commit}")
-        if self.config.commitPolicy is not None:
-            verify_commits(self.source, self.config.commitPolicy, None if accepted else applied, commit)
+        if self.config.commit_policy is not None:
+            verify_commits(self.source, self.config.commit_policy, None if accepted else applied, commit)
 
     def _load(self, run: Run) -> None:
         """The commit's manifests, every finding refused at once; the runtime then evaluates the
@@ -265,7 +265,7 @@ class Agent:
                            stale=self._stale(run.now), last_contact=self.last_contact, error=error)
 
     def _stale(self, now: datetime) -> bool:
-        return self.last_contact is not None and now - self.last_contact > self.config.staleAfter
+        return self.last_contact is not None and now - self.last_contact > self.config.stale_after
 
     def _publish(self, record: StatusRecord, run: Run) -> None:
         """Unless it says what the last one said, or the fleet names no such site; with wave statuses wherever the run got as far as

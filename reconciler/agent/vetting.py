@@ -7,14 +7,14 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from reconciler.agent.config import ValidationLimits
 from reconciler.cancel import CancelToken
 from reconciler.delivery.plan import Target
 from reconciler.errors import Cancelled, ReconcilerError
-from reconciler.ingest.artifacts import ArtifactStore, FetchLimits, Ingested
+from reconciler.ingest.artifacts import ArtifactStore, Ingested
 from reconciler.ingest.fetch import RepoRoot
 from reconciler.ingest.verification import verified_artifact
 from reconciler.runtime.validation import run_validation
+from reconciler.settings import FetchLimits, ValidationLimits
 from reconciler.trust import TrustRoots
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class ArtifactVetting:
 
     def validate(self, target: Target, ingested: Ingested) -> None:
         report = run_validation(ingested.path, target.interface, target.cases, stop=self.stop,
-                                timeout=self.validation.timeout.total_seconds(), memory_limit=self.validation.memoryBytes)
+                                timeout=self.validation.timeout.total_seconds(), memory_limit=self.validation.memory_bytes)
         for warning in report.warnings:
             log.warning("%s %s: onnxruntime: %s", target.model, target.version, warning,
                         extra={"deployment": target.deployment, "reason": "OnnxRuntimeWarning"})

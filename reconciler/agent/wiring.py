@@ -13,7 +13,6 @@ from pathlib import Path
 
 from reconciler.agent.apply import Applier, CanaryMetrics, Runtime
 from reconciler.agent.channel import GitStatusChannel
-from reconciler.agent.config import SiteConfig
 from reconciler.agent.loop import Agent, utcnow
 from reconciler.agent.statedir import StateDir
 from reconciler.agent.telemetry import SiteTelemetry
@@ -22,6 +21,7 @@ from reconciler.cancel import CancelToken
 from reconciler.errors import Stalled
 from reconciler.gitdoor.source import GitSource
 from reconciler.ingest.artifacts import ArtifactStore
+from reconciler.settings import SiteConfig
 from reconciler.status.forge_client import ForgeStatuses
 from reconciler.status.gitref import StatusRefs
 from reconciler.trust import KeylessIdentity, TrustedKey, TrustRoots, load_public_key
@@ -35,11 +35,11 @@ def build_agent(config: SiteConfig, runtime: Runtime | None, metrics: CanaryMetr
     (set on SIGTERM) cuts the work in flight short; ``state_dir``: one the caller has locked already."""
     telemetry = telemetry or SiteTelemetry(config.site)
     source = GitSource(config.repo, config.branch, config.state / "cache" / "fleet.git")
-    status_source = source if config.statusRepo is None else \
-        GitSource(config.statusRepo, config.branch, config.state / "cache" / "status.git")
+    status_source = source if config.status_repo is None else \
+        GitSource(config.status_repo, config.branch, config.state / "cache" / "status.git")
     forge = ForgeStatuses(config.forge) if config.forge else None
-    status = GitStatusChannel(StatusRefs(status_source), forge, by_forge=config.gateSource == "forge",
-                              target_url=config.forge.targetUrl if config.forge else None)
+    status = GitStatusChannel(StatusRefs(status_source), forge, by_forge=config.gate_source == "forge",
+                              target_url=config.forge.target_url if config.forge else None)
     applier = build_applier(state_dir or StateDir(config.state), runtime, load_trust_roots(config), config, metrics, stop, telemetry)
     caches = [source] if status_source is source else [source, status_source]
     return Agent(config, source=source, status=status, applier=applier, runtime=runtime, clock=clock,
@@ -64,14 +64,14 @@ def serve_last_good(state: Path, site: str, runtime: Runtime) -> None:
 
 
 def load_trust_roots(config: SiteConfig) -> TrustRoots:
-    identities = tuple(KeylessIdentity(t.identity, t.issuer) for t in config.trustIdentities)
+    identities = tuple(KeylessIdentity(t.identity, t.issuer) for t in config.trust_identities)
     return TrustRoots(keys=tuple(load_trust_keys(config)), identities=identities,
-                      sigstore_trusted_root=config.sigstoreTrustedRoot)
+                      sigstore_trusted_root=config.sigstore_trusted_root)
 
 
 def load_trust_keys(config: SiteConfig) -> list[TrustedKey]:
     keys = []
-    for path in config.trustKeys:
+    for path in config.trust_keys:
         try:
             keys.append(load_public_key(path.read_bytes(), name=path.name))
         except OSError as exc:

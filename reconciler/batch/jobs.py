@@ -6,20 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
-
 from reconciler.errors import Stalled
 from reconciler.manifests.batch import BatchSpec
-
-
-class BatchDirectories(BaseModel):
-    """site.yaml ``batch``: the local directory of each logical input and output name the fleet's
-    batch deployments use (relative paths resolve against site.yaml's folder)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    inputs: dict[str, Path] = {}
-    outputs: dict[str, Path] = {}
+from reconciler.settings import BatchDirectories
 
 
 @dataclass(frozen=True)

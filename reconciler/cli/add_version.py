@@ -32,6 +32,7 @@ from reconciler.errors import Stalled, UsageError
 from reconciler.ingest.verification import LFS_POINTER_MAX_BYTES, parse_lfs_pointer
 from reconciler.manifests.loader import LoadResult, load_directory
 from reconciler.manifests.models import Model, ModelInterface, ValidationCase, VersionString
+from reconciler.manifests.types import Digest
 from reconciler.runtime.validate_child import ORT_DTYPES
 from reconciler.runtime.validation import run_validation
 from reconciler.trust.signing import SignResult, load_signing_key, sign_file
@@ -254,7 +255,7 @@ def _artifact_home(fleet: LoadResult, model: Model | None, release: Release) -> 
 
 def _version_entry(release: Release, signed: SignResult, home: PurePosixPath, signature_path: PurePosixPath,
                    cases: list[ValidationCase]) -> dict:
-    artifact = {"uri": release.uri or str(home), "digest": f"sha256:{signed.sha256.hex()}",
+    artifact = {"uri": release.uri or str(home), "digest": str(Digest.from_hex(signed.sha256.hex())),
                 "size": release.file.stat().st_size,
                 "signature": {"uri": str(signature_path), "format": release.signature_format}}
     entry: dict = {"version": release.version, "artifacts": [artifact]}

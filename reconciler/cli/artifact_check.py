@@ -17,17 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from reconciler.agent.config import ValidationLimits
 from reconciler.errors import ReconcilerError, Stalled, UsageError
 from reconciler.gitdoor.source import not_committable
-from reconciler.ingest.artifacts import ArtifactStore, FetchLimits, Ingested
+from reconciler.ingest.artifacts import ArtifactStore, Ingested
 from reconciler.ingest.fetch import RepoRoot
 from reconciler.ingest.verification import ingest, signature_bytes, signature_roots, verify_signature
+from reconciler.manifests.findings import field_path
 from reconciler.manifests.fleet import Finding, FleetRepo
-from reconciler.manifests.loader import field_path
 from reconciler.manifests.models import Artifact, FlagRef, Model, ModelVersion
 from reconciler.manifests.semantics import origin_of
 from reconciler.runtime.validation import ModelRefused, run_validation
+from reconciler.settings import FetchLimits, ValidationLimits
 from reconciler.trust import KeylessIdentity, TrustRoots, load_public_key
 
 VersionKey = tuple[str, str]  # (model, version)
@@ -214,7 +214,7 @@ class _VersionCheck:
         limits = self.options.validation
         try:
             run_validation(ingested.path, self.model.spec.interface, self.version.validation,
-                           timeout=limits.timeout.total_seconds(), memory_limit=limits.memoryBytes)
+                           timeout=limits.timeout.total_seconds(), memory_limit=limits.memory_bytes)
         except ModelRefused as refused:
             for problem in refused.problems:
                 if problem.case is None:

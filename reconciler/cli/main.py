@@ -255,7 +255,7 @@ def run_agent(config, once: bool) -> int:
     cancel_on_signals(stop, also=wake)
     state_dir = StateDir(config.state)
     state_dir.lock()  # before the port opens: a second agent on this state says so, and serves nothing
-    with serving(config.listen_address, config.site, wake, telemetry, config.grpc_address) as (registry, metrics):
+    with serving(config.listen, config.site, wake, telemetry, config.grpc_listen) as (registry, metrics):
         agent = build_agent(config, registry, metrics, wake, stop, telemetry, state_dir=state_dir)
         agent.start()
         try:
@@ -279,7 +279,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     site = _site_of_state(args.state)
     config = build_site_config({"site": site, "repo": "-", "state": str(args.state), "listen": args.listen,
                                 **({"grpcListen": args.grpc_listen} if args.grpc_listen else {})})
-    with serving(config.listen_address, site, grpc_address=config.grpc_address) as (registry, _):
+    with serving(config.listen, site, grpc_address=config.grpc_listen) as (registry, _):
         stop = CancelToken()
         cancel_on_signals(stop)
         serve_last_good(args.state, site, registry)
@@ -288,8 +288,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from datetime import timedelta
-
     from reconciler.history.origin import status_records
     from reconciler.history.timeline import open_fleet
     from reconciler.manifests.loader import load_tree
@@ -300,8 +298,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         records, note = status_records(opened, args.repo)
     if note:
         print(f"reconciler: {note}", file=sys.stderr)
-    stale_after = fleet.fleet.spec.staleAfter if fleet.fleet else timedelta(minutes=10)
-    matrix = build_matrix(records, fleet.sites, datetime.now(UTC), stale_after)
+    matrix = build_matrix(records, fleet.sites, datetime.now(UTC), fleet.spec.staleAfter)
     if args.format == "json":
         print(json.dumps(matrix.to_json(), indent=2))
     else:

@@ -10,11 +10,11 @@ import json
 import sys
 from datetime import UTC, datetime
 
-from reconciler.agent.config import SiteConfig
 from reconciler.agent.statedir import StateDir
 from reconciler.delivery.plan import Plan, plan_site, rollout_of
 from reconciler.history.timeline import open_fleet
 from reconciler.manifests.loader import load_tree
+from reconciler.settings import SiteConfig
 
 
 def dry_run(config: SiteConfig, as_json: bool = False) -> int:
@@ -28,12 +28,12 @@ def dry_run(config: SiteConfig, as_json: bool = False) -> int:
                 print(finding.render(), file=sys.stderr)
             return EXIT_FINDING
         rollouts = any(rollout_of(loaded.repo, d) for d in loaded.repo.deployments.values())
-        records = opened.status().latest if rollouts and config.statusRepo is None else {}
+        records = opened.status().latest if rollouts and config.status_repo is None else {}
         head = opened.head
-    if rollouts and config.statusRepo is not None:
-        with open_fleet(config.statusRepo, config.branch) as status:
+    if rollouts and config.status_repo is not None:
+        with open_fleet(config.status_repo, config.branch) as status:
             records = status.status().latest
-    if not (config.trustKeys or config.trustIdentities):
+    if not (config.trust_keys or config.trust_identities):
         print(f"{config.site}: no trust keys or identities configured: every artifact signature would be refused "
               "(NoTrustedKeys, a site condition)", file=sys.stderr)
     state = StateDir(config.state).load(config.site)  # read only: no lock, no write

@@ -24,8 +24,9 @@ from reconciler.cli.artifact_check import ArtifactOptions, ArtifactReport, check
 from reconciler.delivery import fleet_checks
 from reconciler.errors import UsageError
 from reconciler.manifests import semantics
+from reconciler.manifests.findings import place_findings
 from reconciler.manifests.fleet import Finding, FleetRepo
-from reconciler.manifests.loader import LoadResult, load_directory, place_findings
+from reconciler.manifests.loader import LoadResult, load_directory
 
 Format = Literal["text", "json", "github"]
 FORMATS: tuple[Format, ...] = ("text", "json", "github")

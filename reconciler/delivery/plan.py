@@ -187,30 +187,12 @@ def targeted_sites(repo: FleetRepo, deployment: Deployment, now: datetime) -> di
         return {}
     by_flag = isinstance(deployment.spec.enabled, FlagRef)
     targeted = {}
-    for labels, names in _label_groups(repo.sites):
+    for labels, names in repo.label_groups:
         if matches(deployment.spec.targets, labels):
             for name in names:
                 if not by_flag or _enabled_or_false(repo, deployment, repo.sites[name], now):
                     targeted[name] = labels
     return targeted
-
-
-_label_groups_memo: dict[int, tuple[dict[str, Site], list[tuple[dict[str, str], list[str]]]]] = {}
-
-
-def _label_groups(sites: dict[str, Site]) -> list[tuple[dict[str, str], list[str]]]:
-    """Sites grouped by identical labels, remembered for the latest sites mapping (a pure memo:
-    the mapping is kept alive with its groups, so its id cannot be reused meanwhile)."""
-    memo = _label_groups_memo.get(id(sites))
-    if memo is not None and memo[0] is sites:
-        return memo[1]
-    groups: dict[tuple[tuple[str, str], ...], tuple[dict[str, str], list[str]]] = {}
-    for name, site in sites.items():
-        labels = site.metadata.labels
-        groups.setdefault(tuple(sorted(labels.items())), (labels, []))[1].append(name)
-    _label_groups_memo.clear()
-    _label_groups_memo[id(sites)] = (sites, list(groups.values()))
-    return _label_groups_memo[id(sites)][1]
 
 
 def wave_members(repo: FleetRepo, deployment: Deployment, now: datetime) -> dict[str, list[str]]:

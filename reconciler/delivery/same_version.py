@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from reconciler.manifests.models import ModelInterface, ValidationCase
+from reconciler.manifests.types import Digest
 
 if TYPE_CHECKING:
     from reconciler.delivery.model import DeploymentState, Installed
@@ -40,7 +41,7 @@ NEW_VERSION = "NewVersion"
 def checks_digest(interface: ModelInterface, cases: Sequence[ValidationCase]) -> str:
     """One digest of everything a version is validated against, recorded when it validates."""
     checks = {"interface": interface.model_dump(mode="json"), "cases": [c.model_dump(mode="json") for c in cases]}
-    return "sha256:" + hashlib.sha256(json.dumps(checks, sort_keys=True).encode()).hexdigest()
+    return str(Digest.of(hashlib.sha256(json.dumps(checks, sort_keys=True).encode())))
 
 
 def needs_recheck(active: Installed | None, target: Target) -> bool:

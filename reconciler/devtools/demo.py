@@ -14,7 +14,7 @@ import threading
 import time
 from collections import Counter
 from contextlib import ExitStack
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -97,7 +97,7 @@ def run_demo(sites: int, workdir: Path | None, keep_running: bool) -> int:
         say(log.stdout.rstrip())
 
         say("\n8. `reconciler status`: the fleet matrix, from Git alone")
-        matrix = build_matrix(refs.read_all(), fleet.sites, datetime.now(UTC), timedelta(minutes=10))
+        matrix = build_matrix(refs.read_all(), fleet.sites, datetime.now(UTC), fleet.spec.staleAfter)
         say("\n".join("   " + line for line in render_text(matrix).splitlines()))
 
         moved = sum(1 for r in records.values() if r.deployments.get(deployment, None) and

@@ -13,7 +13,6 @@ from datetime import datetime
 from pathlib import Path
 
 from reconciler.agent.apply import Applier
-from reconciler.agent.config import SiteConfig
 from reconciler.agent.loop import Agent
 from reconciler.agent.statedir import StateDir
 from reconciler.delivery.plan import Target
@@ -21,6 +20,8 @@ from reconciler.errors import ReconcilerError, Stalled
 from reconciler.ingest.artifacts import ArtifactStore, Ingested
 from reconciler.ingest.fetch import RepoRoot
 from reconciler.manifests.loader import RepoFile
+from reconciler.manifests.types import Digest
+from reconciler.settings import SiteConfig
 from reconciler.status.forge import CommitStatus
 from reconciler.status.record import StatusRecord
 
@@ -121,7 +122,7 @@ class FakeVetting:
         if target.version in self.refused:
             raise self.refused[target.version]
         digest = target.artifact.digest
-        return Ingested(self.store.path_for(digest), digest, bytes.fromhex(digest[7:]), target.artifact.size, False)
+        return Ingested(self.store.path_for(digest), digest, target.artifact.size, False)
 
     def validate(self, target: Target, ingested: Ingested) -> None:
         if target.version in self.invalid:
@@ -205,7 +206,7 @@ def fleet_files(version: str = "1.0.0", site: str = "store-1", canary: list[dict
 
 
 def _digest(version: str) -> str:
-    return "sha256:" + hashlib.sha256(version.encode()).hexdigest()
+    return Digest.of(hashlib.sha256(version.encode()))
 
 
 @dataclass

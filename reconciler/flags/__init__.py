@@ -5,17 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.flags.evaluator import (
-    ErrorCode,
-    Reason,
-    Resolution,
-    evaluate,
-    evaluate_all,
-    site_context,
-    targeting_errors,
-)
+from reconciler.flags.evaluator import evaluate, evaluate_all, site_context
 from reconciler.flags.model import FlagDefinition, FlagFile
 from reconciler.flags.murmur import bucket, murmur3_x86_32
+from reconciler.flags.resolution import ErrorCode, Reason, Resolution
+from reconciler.flags.rules import targeting_errors
 
 
 @dataclass(frozen=True)

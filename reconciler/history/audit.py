@@ -37,7 +37,8 @@ from reconciler.gitdoor.source import GitSource
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.loader import DocumentCache, LoadResult, RepoFile, load_tree
 from reconciler.manifests.models import FlagRef
-from reconciler.trust.commitpolicy import CommitPolicy, signature_verdicts
+from reconciler.settings import CommitPolicy
+from reconciler.trust.commitpolicy import signature_verdicts
 
 log = logging.getLogger(__name__)
 

@@ -21,16 +21,15 @@ from reconciler.delivery.rollout import wave_of
 from reconciler.history.audit import DeploymentChange, FleetTrail, describe_change, fleet_trail, utc_text
 from reconciler.history.timeline import Interval, open_fleet, shown_location, site_timeline
 from reconciler.manifests.fleet import FleetRepo
-from reconciler.manifests.models import Deployment, Site
+from reconciler.manifests.models import Deployment, FleetSpec, Site
 from reconciler.manifests.selectors import matches
+from reconciler.settings import CommitPolicy
 from reconciler.status.matrix import FleetMatrix, build_matrix
 from reconciler.status.record import DeploymentStatus, StatusRecord
-from reconciler.trust.commitpolicy import CommitPolicy
 
 # --- the HTML page: its data -----------------------------------------------------------------
 
 RECENT_CHANGES = 50
-DEFAULT_STALE_AFTER = timedelta(minutes=10)  # a fleet without a Fleet document: the Fleet's default
 NO_WAVE = "(no wave)"
 FAILING = ("failure", "aborted", "error")
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#ff9da7", "#9c755f", "#e15759",
@@ -102,7 +101,7 @@ def collect_report(location: str, branch: str, policy: CommitPolicy | None, now:
         archive = opened.status()
         histories = archive.histories()
     fleet = trail.latest
-    stale_after = fleet.fleet.spec.staleAfter if fleet and fleet.fleet else DEFAULT_STALE_AFTER
+    stale_after = (fleet.spec if fleet else FleetSpec()).staleAfter
     matrix = build_matrix(archive.latest, fleet.sites if fleet else (), now, stale_after)
     intervals = [interval for site, history in sorted(histories.items()) for interval in site_timeline(site, history)]
     progress = rollout_progress(fleet, archive.latest, now) if fleet else []

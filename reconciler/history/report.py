@@ -36,8 +36,8 @@ from reconciler.history.timeline import (
     audit_trail,
     parse_time,
 )
+from reconciler.settings import CommitPolicy
 from reconciler.status.record import DeploymentStatus
-from reconciler.trust.commitpolicy import CommitPolicy
 
 EXIT_OK, EXIT_FINDING = 0, 1
 TRAIL_COLUMNS = ("kind", "time", "end", "site", "deployment", "version_from", "version", "desired_version", "state",
@@ -77,7 +77,7 @@ def _repo_arguments(parser: argparse.ArgumentParser) -> None:
 def trust_policy(allowed_signers: Path | None, gpg_keyring: Path | None) -> CommitPolicy | None:
     if allowed_signers is None and gpg_keyring is None:
         return None
-    return CommitPolicy(sshAllowedSigners=allowed_signers, gpgKeyring=gpg_keyring)
+    return CommitPolicy(ssh_allowed_signers=allowed_signers, gpg_keyring=gpg_keyring)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

@@ -51,8 +51,8 @@ from reconciler.history.audit import (
     version_text,
 )
 from reconciler.manifests.loader import load_tree
+from reconciler.settings import CommitPolicy
 from reconciler.status.record import DeploymentStatus, StatusRecord
-from reconciler.trust.commitpolicy import CommitPolicy
 
 UNKNOWN = "unknown"
 

@@ -21,7 +21,6 @@ import errno
 import hashlib
 import mmap
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,31 +28,24 @@ from pathlib import Path
 from reconciler.atomicfile import atomic_write_bytes, fsync_dir
 from reconciler.cancel import CancelToken
 from reconciler.errors import ReconcilerError, Stalled, Transient
-from reconciler.ingest.fetch import (
-    AuthConfig,
-    Body,
-    Deadline,
-    FetchLimits,
-    RepoRoot,
-    with_retries,
-)
+from reconciler.ingest.fetch import Body, Deadline, RepoRoot, with_retries
 from reconciler.ingest.progress import DownloadProgress
 from reconciler.ingest.sink import BUFFERS, Sink, chunk_size_for
 from reconciler.ingest.sources import open_source
 from reconciler.manifests.models import Artifact
+from reconciler.manifests.types import Digest
+from reconciler.settings import FetchLimits
 
-__all__ = ["ArtifactStore", "AuthConfig", "FetchLimits", "Ingested", "fetch_bytes"]
+__all__ = ["ArtifactStore", "Ingested", "fetch_bytes"]
 
 COMPANION_MAX_BYTES = 64 << 10
 DEFAULT_LIMITS = FetchLimits()
-_DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
 
 
 @dataclass(frozen=True)
 class Ingested:
     path: Path
-    digest: str  # "sha256:<hex>"
-    sha256: bytes  # the raw 32-byte digest, for signature checks over the blob's hash
+    digest: Digest
     size: int
     fetched: bool  # False: the blob was already in the store
 
@@ -89,7 +81,7 @@ class ArtifactStore:
             if size != artifact.size:
                 reason = "ArtifactTooLarge" if size > artifact.size else "ArtifactSizeMismatch"
                 raise Stalled(reason, f"{artifact.uri}: manifest size {artifact.size}, but {artifact.digest} has {size} bytes")
-            return Ingested(path, artifact.digest, bytes.fromhex(path.name), size, fetched=False)
+            return Ingested(path, artifact.digest, size, fetched=False)
         if artifact.size > limits.max_bytes:
             raise Stalled(
                 "ArtifactTooLarge",
@@ -103,19 +95,16 @@ class ArtifactStore:
         with progress, _Download(self.tmp, artifact, progress.update, progress.left) as download:
             progress.begin(download.kept)
             sha = download.fetch(repo_root, limits, deadline)
-            if download.kept and f"sha256:{sha.hexdigest()}" != artifact.digest:
+            if download.kept and Digest.of(sha) != artifact.digest:
                 # Bytes kept from an earlier run may not be the server's: a crash before they reached
                 # the disk, or a file replaced on the server since. They decide nothing: once more from byte 0.
                 download.start_over()
                 sha = download.fetch(repo_root, limits, deadline)
-            if f"sha256:{sha.hexdigest()}" != artifact.digest:
-                raise Stalled(
-                    "ArtifactDigestMismatch",
-                    f"{artifact.uri}: expected {artifact.digest}, got sha256:{sha.hexdigest()}",
-                )
+            if (got := Digest.of(sha)) != artifact.digest:
+                raise Stalled("ArtifactDigestMismatch", f"{artifact.uri}: expected {artifact.digest}, got {got}")
             path = download.publish(self.path_for(artifact.digest))
         fsync_dir(self.blobs)
-        return Ingested(path, artifact.digest, sha.digest(), artifact.size, fetched=True)
+        return Ingested(path, artifact.digest, artifact.size, fetched=True)
 
     def garbage_collect(self, keep: set[str]) -> list[str]:
         """Remove blobs whose digest is not in ``keep`` and every part file but those of ``keep``;
@@ -123,9 +112,9 @@ class ArtifactStore:
         keep_hex = {_hex_of(digest) for digest in keep}
         removed = []
         for blob in sorted(self.blobs.glob("*")):
-            if _DIGEST.match(f"sha256:{blob.name}") and blob.name not in keep_hex:
+            if blob.name not in keep_hex and (digest := _digest_named(blob.name)) is not None:
                 blob.unlink()
-                removed.append(f"sha256:{blob.name}")
+                removed.append(digest)
         for leftover in self.tmp.glob("*"):
             name, dot, suffix = leftover.name.partition(".")
             if name not in keep_hex or dot + suffix not in (".part", ".kept"):
@@ -350,10 +339,19 @@ class _Download:
 
 
 def _hex_of(digest: str) -> str:
-    match = _DIGEST.match(digest)
-    if not match:
-        raise Stalled("DigestInvalid", f"{digest!r} is not a sha256:<64 hex> digest")
-    return match.group(1)
+    """The hex digits that name a digest's blob; a digest from state.json is parsed here."""
+    try:
+        return Digest(digest).hex
+    except ValueError as exc:
+        raise Stalled("DigestInvalid", str(exc)) from None
+
+
+def _digest_named(name: str) -> Digest | None:
+    """The digest a file in blobs/sha256 is named for; None for any other file."""
+    try:
+        return Digest.from_hex(name)
+    except ValueError:
+        return None
 
 
 def _store_error(exc: OSError, where: Path) -> ReconcilerError:

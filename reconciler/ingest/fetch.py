@@ -1,6 +1,6 @@
-"""How a site fetches artifacts, and what every source of their bytes shares: the ``fetch:``
-settings of site.yaml (``FetchLimits``, ``AuthConfig``), the ``Deadline`` of one ingest, retries
-(``with_retries``), and the ``Body`` a source gives (``Opened``). Where the bytes come from is
+"""How a site fetches artifacts, and what every source of their bytes shares: the credentials of
+site.yaml's ``fetch:`` settings (reconciler.settings.FetchLimits) as a header, the ``Deadline`` of
+one ingest, retries (``with_retries``), and the ``Body`` a source gives (``Opened``). Where the bytes come from is
 ``reconciler.ingest.sources``; over HTTP, ``reconciler.ingest.httpsource``.
 
 Every failure is a ReconcilerError whose reason says what happens next; ``RETRIED`` lists the
@@ -17,60 +17,29 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, Protocol, TypeVar
-
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
-from pydantic.alias_generators import to_camel
+from typing import Protocol, TypeVar
 
 from reconciler.cancel import CancelToken, shut_down
 from reconciler.errors import Stalled, Transient
-from reconciler.manifests.types import parse_duration
+from reconciler.settings import AuthConfig, FetchLimits
 
 RETRIED = frozenset({"ArtifactUnavailable", "ArtifactTruncated", "ArtifactStalled"})
 
 T = TypeVar("T")
 
 
-# --- settings -----------------------------------------------------------------------------------
+# --- credentials ---------------------------------------------------------------------------------
 
-def _seconds(value: object) -> float:
-    return parse_duration(value).total_seconds()
-
-
-Seconds = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
-
-
-class AuthConfig(BaseModel):
-    """Credentials for one host, named by environment variable so that no secret sits in a config
-    file, a repr or a log: a bearer token (``tokenEnv``) or HTTP basic (``username`` + ``passwordEnv``).
-    They go over https only, unless ``allowHttp`` says this host may have them in clear text (a
-    mirror on the site's own network), as container registries ask for an "insecure" opt-in."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    tokenEnv: str | None = None
-    username: str | None = None
-    passwordEnv: str | None = None
-    allowHttp: bool = False
-
-    @model_validator(mode="after")
-    def _one_scheme(self) -> AuthConfig:
-        basic = (self.username, self.passwordEnv)
-        if self.tokenEnv is not None and basic == (None, None):
-            return self
-        if self.tokenEnv is None and None not in basic:
-            return self
-        raise ValueError("give either tokenEnv (bearer token) or both username and passwordEnv (basic)")
-
-    def header(self, scheme: str, host: str) -> str:
-        """The Authorization header value, read from the environment now (so a restart picks up a rotated secret)."""
-        if scheme != "https" and not self.allowHttp:
-            raise Stalled("ArtifactAuthInsecure", f"this site has credentials for {host}, and sends them over https only; "
-                                                  f"use an https URI, or set fetch.auth.{host}.allowHttp")
-        if self.tokenEnv is not None:
-            return f"Bearer {_secret(self.tokenEnv, host)}"
-        pair = f"{self.username}:{_secret(self.passwordEnv or '', host)}".encode()
-        return f"Basic {base64.b64encode(pair).decode('ascii')}"
+def authorization(credentials: AuthConfig, scheme: str, host: str) -> str:
+    """The Authorization header value for ``host``, its secret read from the environment now (so a
+    restart picks up a rotated secret); over https only, unless the site allows this host http."""
+    if scheme != "https" and not credentials.allow_http:
+        raise Stalled("ArtifactAuthInsecure", f"this site has credentials for {host}, and sends them over https only; "
+                                              f"use an https URI, or set fetch.auth.{host}.allowHttp")
+    if credentials.token_env is not None:
+        return f"Bearer {_secret(credentials.token_env, host)}"
+    pair = f"{credentials.username}:{_secret(credentials.password_env or '', host)}".encode()
+    return f"Basic {base64.b64encode(pair).decode('ascii')}"
 
 
 def _secret(variable: str, host: str) -> str:
@@ -81,36 +50,6 @@ def _secret(variable: str, host: str) -> str:
         # http.client would echo the value in its error; say which variable instead.
         raise Stalled("ArtifactAuthInvalid", f"${variable} (credentials for {host}) contains control characters")
     return value
-
-
-class FetchLimits(BaseModel):
-    """How a site fetches artifacts: ``fetch:`` in site.yaml (camelCase keys there, durations like
-    "30s"), snake_case and seconds in code.
-
-    Stalls: no byte at all for ``read_timeout``, or fewer than ``min_rate`` bytes/s on average over
-    ``stall_timeout`` (a server that trickles). ``deadline`` bounds one whole ingest, attempts and
-    pauses included. ``retries`` counts attempts in total; before attempt n+1 the agent sleeps a
-    random time in [0, backoff * 2**(n-1)] (exponential backoff, full jitter). ``auth`` maps host
-    names to credentials, sent to that host only. ``ca_bundle`` replaces the system's CAs for https."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True)
-
-    max_bytes: Annotated[int, Field(gt=0)] = 2 << 30
-    connect_timeout: Seconds = 10.0
-    read_timeout: Seconds = 30.0
-    stall_timeout: Seconds = 60.0
-    min_rate: Annotated[int, Field(ge=0)] = 1024
-    deadline: Seconds = 3600.0
-    retries: Annotated[int, Field(ge=1)] = 3
-    backoff: Seconds = 0.5
-    redirects: Literal["none", "same-host", "any"] = "same-host"
-    auth: dict[str, AuthConfig] = {}
-    ca_bundle: Path | None = None
-
-    @field_validator("auth")
-    @classmethod
-    def _hosts_lowercase(cls, auth: dict[str, AuthConfig]) -> dict[str, AuthConfig]:
-        return {host.lower(): credentials for host, credentials in auth.items()}
 
 
 class Deadline:

@@ -19,8 +19,9 @@ from pathlib import Path
 from urllib.parse import SplitResult, quote, urljoin, urlsplit
 
 from reconciler.errors import Stalled, Transient
-from reconciler.ingest.fetch import Deadline, FetchLimits, Opened
+from reconciler.ingest.fetch import Deadline, Opened, authorization
 from reconciler.ingest.proxy import Proxy, proxy_for
+from reconciler.settings import FetchLimits
 
 MAX_REDIRECTS = 5
 _REDIRECT_CODES = {301, 302, 303, 307, 308}
@@ -135,7 +136,7 @@ def _headers(limits: FetchLimits, scheme: str, host: str, offset: int) -> dict[s
         headers["Range"] = f"bytes={offset}-"
     credentials = limits.auth.get(host.lower())
     if credentials is not None:
-        headers["Authorization"] = credentials.header(scheme, host)
+        headers["Authorization"] = authorization(credentials, scheme, host)
     return headers
 
 

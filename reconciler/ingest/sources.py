@@ -14,8 +14,9 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
 from reconciler.errors import Stalled, Transient
-from reconciler.ingest.fetch import Deadline, FetchLimits, Opened, RepoRoot, RepoTree
+from reconciler.ingest.fetch import Deadline, Opened, RepoRoot, RepoTree
 from reconciler.ingest.httpsource import http_source
+from reconciler.settings import FetchLimits
 
 
 @contextmanager

@@ -15,9 +15,10 @@ from urllib.parse import urlsplit
 
 from reconciler.cancel import CancelToken
 from reconciler.errors import ReconcilerError, Stalled
-from reconciler.ingest.artifacts import ArtifactStore, FetchLimits, Ingested, fetch_bytes
+from reconciler.ingest.artifacts import ArtifactStore, Ingested, fetch_bytes
 from reconciler.ingest.fetch import RepoRoot
 from reconciler.manifests.models import Artifact, Signers
+from reconciler.settings import FetchLimits
 from reconciler.trust import TrustRoots, Verified, narrow, verify_artifact_signature
 
 SIGNATURE_MAX_BYTES = 256 * 1024  # a keyless bundle is ~6 KiB; model-signing grows ~150 B a file
@@ -65,7 +66,7 @@ def verify_signature(ingested: Ingested, artifact: Artifact, roots: TrustRoots, 
                      limits: FetchLimits, stop: CancelToken | None = None) -> Verified:
     signature = signature_bytes(artifact, repo_root, limits, stop)
     file_name = PurePosixPath(urlsplit(artifact.uri).path).name
-    return verify_artifact_signature(ingested.sha256, file_name, signature, artifact.signature.format, roots)
+    return verify_artifact_signature(ingested.digest.raw, file_name, signature, artifact.signature.format, roots)
 
 
 def lfs_pointer_at(uri: str, repo_root: RepoRoot, limits: FetchLimits) -> LfsPointer | None:

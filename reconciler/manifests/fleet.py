@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 from reconciler.flags import FlagSet
-from reconciler.manifests.models import Deployment, Fleet, Model, Site
+from reconciler.manifests.models import Deployment, Fleet, FleetSpec, Model, Site
 
 
 @dataclass(frozen=True)
@@ -38,3 +39,19 @@ class FleetRepo:
     deployments: dict[str, Deployment]
     flags: FlagSet
     origins: dict[tuple[str, str], Origin] = field(default_factory=dict)  # (kind, name) -> origin
+
+    @cached_property
+    def label_groups(self) -> list[tuple[dict[str, str], list[str]]]:
+        """The sites grouped by identical labels, with their names, in the sites' order: fleets have
+        thousands of sites but few kinds of site, so selectors are matched once per group. Built on
+        first use, once per loaded fleet (a FleetRepo is never changed)."""
+        groups: dict[tuple[tuple[str, str], ...], tuple[dict[str, str], list[str]]] = {}
+        for name, site in self.sites.items():
+            labels = site.metadata.labels
+            groups.setdefault(tuple(sorted(labels.items())), (labels, []))[1].append(name)
+        return list(groups.values())
+
+    @property
+    def spec(self) -> FleetSpec:
+        """The Fleet document's spec, or the defaults of a fleet that has none."""
+        return self.fleet.spec if self.fleet else FleetSpec()

@@ -10,13 +10,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from reconciler.manifests.batch import BatchSpec
 from reconciler.manifests.types import (
+    POLL_INTERVAL,
+    STALE_AFTER,
     ClockTime,
+    Digest,
     DnsLabel,
     Duration,
     FlagKey,
     LabelKey,
     LabelValue,
-    Sha256Digest,
     VersionString,
     iana_zone,
 )
@@ -141,9 +143,9 @@ class Rollout(Strict):
 
 
 class FleetSpec(Strict):
-    pollInterval: Duration = Field("30s", description="How often sites look for a new commit, e.g. '30s' "
+    pollInterval: Duration = Field(POLL_INTERVAL, description="How often sites look for a new commit, e.g. '30s' "
                                                        "(a site's own site.yaml may override it).")
-    staleAfter: Duration = Field("10m", description="A site silent for longer is reported stale by "
+    staleAfter: Duration = Field(STALE_AFTER, description="A site silent for longer is reported stale by "
                                                      "`reconciler status`.")
     defaultRollout: Rollout | None = Field(None, description="The rollout of every Deployment that has none "
                                                              "of its own; without it, all sites move at once.")
@@ -239,7 +241,7 @@ class Artifact(Strict):
     uri: Annotated[str, Field(min_length=1)] = Field(
         description="Where the ONNX file is: a path relative to the repo root, file://, or http(s)://. "
                     "`reconciler add-version` fills it in.")
-    digest: Sha256Digest = Field(description="'sha256:' and the file's 64 lower-case hex digits; sites "
+    digest: Digest = Field(description="'sha256:' and the file's 64 lower-case hex digits; sites "
                                              "refuse other bytes. `reconciler add-version` computes it.")
     size: Annotated[int, Field(gt=0)] = Field(description="The file's size in bytes, enforced while it "
                                                           "downloads.")

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from reconciler.flags import FlagDefinition
+from reconciler.manifests.findings import field_path
 from reconciler.manifests.fleet import Finding, FleetRepo, Origin
-from reconciler.manifests.loader import field_path
 from reconciler.manifests.models import Deployment, FlagRef, Model, Rollout, Selector, Site, TensorSpec
 from reconciler.manifests.selectors import matches
 

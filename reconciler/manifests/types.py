@@ -4,12 +4,14 @@ re-checks strings."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import time, timedelta
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BeforeValidator, PlainSerializer, StringConstraints, WithJsonSchema
+from pydantic import BeforeValidator, GetCoreSchemaHandler, PlainSerializer, StringConstraints, WithJsonSchema
+from pydantic_core import core_schema
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DnsLabel = Annotated[str, StringConstraints(pattern=DNS_LABEL, max_length=63)]
@@ -23,8 +25,48 @@ LabelValue = Annotated[
 ]
 
 VersionString = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,127}$")]
-Sha256Digest = Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]
+DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 FlagKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+
+
+class Digest(str):
+    """A content digest, parsed once (as sigstore's ``Hashed``): ``sha256:`` and 64 lower-case hex
+    digits. It is the very string that manifests, state.json and status records hold (so it
+    compares, hashes and serialises as that string), with its parts at hand instead of re-parsed."""
+
+    __slots__ = ()
+    _FORM = re.compile(DIGEST_PATTERN.removeprefix("^").removesuffix("$"))
+
+    def __new__(cls, text: str) -> Digest:
+        if not cls._FORM.fullmatch(text):  # not match: Python's $ also matches before a final newline
+            raise ValueError(f"{text!r} is not a sha256:<64 hex> digest")
+        return super().__new__(cls, text)
+
+    @classmethod
+    def of(cls, hashed: hashlib._Hash) -> Digest:
+        """The digest a finished ``hashlib.sha256()`` computed."""
+        return cls(f"{hashed.name}:{hashed.hexdigest()}")
+
+    @classmethod
+    def from_hex(cls, hex_digits: str) -> Digest:
+        return cls(f"sha256:{hex_digits}")
+
+    @property
+    def algorithm(self) -> str:
+        return self.partition(":")[0]
+
+    @property
+    def hex(self) -> str:
+        return self.partition(":")[2]
+
+    @property
+    def raw(self) -> bytes:
+        """The 32 bytes, for signature checks over the blob's hash."""
+        return bytes.fromhex(self.hex)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: object, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(cls, core_schema.str_schema(pattern=DIGEST_PATTERN))
 
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$")
 DURATION_PATTERN = r"^(\d+h)?(\d+m)?(\d+s)?(\d+ms)?$"
@@ -71,6 +113,10 @@ Duration = Annotated[
     PlainSerializer(format_duration, return_type=str),
     WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "examples": ["30s", "5m", "1h30m"]}),
 ]
+
+# Defaults of the Fleet document, and of a site's own settings (site.yaml) that may override them.
+POLL_INTERVAL: str = "30s"  # how often a site looks for a new commit
+STALE_AFTER: str = "10m"  # a site silent (or out of reach of the fleet repo) for longer is stale
 
 
 def parse_clock(value: object) -> time:

@@ -20,6 +20,7 @@ import onnxruntime as ort
 from reconciler.errors import Stalled, Transient
 from reconciler.flags import FlagSet
 from reconciler.manifests.models import DeploymentSpec, ModelInterface
+from reconciler.manifests.types import Digest
 
 V = TypeVar("V")
 
@@ -285,7 +286,7 @@ class ModelRegistry:
             data = model_path.read_bytes()
         except OSError as exc:
             raise Transient("ArtifactUnreadable", f"cannot read {model_path}: {exc.strerror}") from None
-        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        actual = Digest.of(hashlib.sha256(data))
         if digest is not None and actual != digest:
             raise Stalled(
                 "DigestMismatch", f"{model_path} has digest {actual}, expected {digest}; refusing to load it"

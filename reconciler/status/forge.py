@@ -1,8 +1,9 @@
 """What a forge commit status says (GitHub, Gitea/Forgejo, GitLab): a mirror of the status records
 for people reading pull requests, and for agents that may not push, the place where gates read the
 other sites (reconciler.status.forge_gate). The Git status ref stays the source of truth. This
-module is the forge's section of a site config and the statuses' contexts and descriptions; the
-HTTP client that posts and reads them is reconciler.status.forge_client.
+module is the statuses' contexts and descriptions; the forge's section of a site config is
+reconciler.settings.ForgeConfig, and the HTTP client that posts and reads the statuses is
+reconciler.status.forge_client.
 
 One context per deployment and site (``reconciler/<deployment>/<site>``) and one per deployment
 wave (``reconciler/<deployment>/wave-<n>``).
@@ -22,94 +23,21 @@ active, then version); ``state`` and ``rollout``, at most 38 characters, always 
 from __future__ import annotations
 
 import re
-import string
 import unicodedata
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Literal
-from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict
 
 from reconciler.status.record import DeploymentStatus, State, StatusRecord
 
 CONTEXT_PREFIX = "reconciler/"
-ForgeKind = Literal["github", "gitea", "forgejo", "gitlab"]
-
-_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
-_GITLAB_PROJECT = re.compile(r"[0-9]+|[^/\s]+(/[^/\s]+)+")
-_OWNER_REPO = re.compile(r"[^/\s]+/[^/\s]+")
 _FAILED: frozenset[State] = frozenset({"failure", "aborted", "error"})
 GATE_SEPARATOR = " · "
 # The pairs a gate reads, most needed first: a forge's length limit drops them from the end.
 GATE_KEYS = ("state", "rollout", "version", "active", "wave", "kind", "reason")
 _VALUE = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]*")  # versions, DNS labels, rollout ids
 _GATE_PAIRS = re.compile(rf"(?:^|{re.escape(GATE_SEPARATOR)})(state=[a-z]+(?: [a-z]+={_VALUE.pattern})*)$")
-
-
-class ForgeConfig(BaseModel):
-    """The ``forge:`` section of a site config."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: ForgeKind
-    apiUrl: str  # https://api.github.com, https://gitea.example/api/v1, https://gitlab.example/api/v4
-    repository: str  # owner/repo; GitLab: project id or path (group/project, plain or URL-encoded)
-    tokenEnv: str  # the NAME of the environment variable that holds the token
-    targetUrl: str | None = None  # link template; may use {site} and {deployment}
-    timeout: Annotated[float, Field(gt=0)] = 10
-    allowHttp: bool = False  # the token may cross a plain http link (a forge on the site's own network)
-
-    @field_validator("apiUrl")
-    @classmethod
-    def _api_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("apiUrl must be an http(s) URL such as https://api.github.com")
-        if parts.username is not None or parts.password is not None:
-            raise ValueError("apiUrl must not carry credentials: name the token's variable in tokenEnv")
-        if parts.query or parts.fragment:
-            raise ValueError("apiUrl must not have a query or fragment")
-        return value.rstrip("/")
-
-    @model_validator(mode="after")
-    def _token_over_https(self) -> ForgeConfig:
-        if urlsplit(self.apiUrl).scheme == "http" and not self.allowHttp:
-            raise ValueError("apiUrl is http://, so the token would cross the network in clear text: "
-                             "use https, or set allowHttp: true for a forge on the site's own network")
-        return self
-
-    @field_validator("tokenEnv")
-    @classmethod
-    def _token_env(cls, value: str) -> str:
-        # The message never repeats the value: a token pasted here by mistake must not reach a log.
-        if not _ENV_NAME.fullmatch(value):
-            raise ValueError("tokenEnv must be the name of an environment variable (A-Z, 0-9, _), not the token")
-        return value
-
-    @field_validator("targetUrl")
-    @classmethod
-    def _target_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if urlsplit(value).scheme not in ("http", "https"):
-            raise ValueError("targetUrl must be an http(s) URL template")
-        try:
-            fields = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
-        except ValueError as exc:
-            raise ValueError(f"targetUrl is not a valid template: {exc}") from None
-        if unknown := fields - {"site", "deployment"}:
-            raise ValueError(f"targetUrl may use {{site}} and {{deployment}}, not {', '.join(sorted(unknown))}")
-        return value
-
-    @model_validator(mode="after")
-    def _repository(self) -> ForgeConfig:
-        if self.kind == "gitlab":
-            if not _GITLAB_PROJECT.fullmatch(unquote(self.repository)):
-                raise ValueError("repository must be a GitLab project id or path such as group/project")
-        elif not _OWNER_REPO.fullmatch(self.repository):
-            raise ValueError(f"repository must be owner/repo for {self.kind}")
-        return self
 
 
 class CommitStatus(BaseModel):
@@ -140,7 +68,7 @@ def wave_context(deployment: str, wave: int | str) -> str:
 
 
 def target_url(template: str | None, site: str, deployment: str) -> str | None:
-    """``ForgeConfig.targetUrl`` filled in; None without a template."""
+    """``ForgeConfig.target_url`` filled in; None without a template."""
     return template.format(site=site, deployment=deployment) if template else None
 
 

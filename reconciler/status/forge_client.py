@@ -43,10 +43,10 @@ from urllib.parse import quote, unquote, urlsplit
 import httpx
 
 from reconciler.errors import Stalled, Transient
+from reconciler.settings import ForgeConfig
 from reconciler.status.forge import (
     CONTEXT_PREFIX,
     CommitStatus,
-    ForgeConfig,
     ShownStatus,
     fit_description,
     split_description,
@@ -127,9 +127,9 @@ class ForgeStatuses:
     ):
         self._config = config
         self._dialect = _DIALECTS[config.kind]
-        self._token = os.environ.get(config.tokenEnv, "").strip()
+        self._token = os.environ.get(config.token_env, "").strip()
         if not self._token:
-            raise Stalled("ForgeTokenMissing", f"environment variable {config.tokenEnv} holds no {config.kind} token")
+            raise Stalled("ForgeTokenMissing", f"environment variable {config.token_env} holds no {config.kind} token")
         self._headers = _auth_headers(config.kind, self._token)
         self._owns_client = client is None
         self._client = client or httpx.Client(timeout=config.timeout)
@@ -250,15 +250,15 @@ class ForgeStatuses:
         following = response.links.get("next", {}).get("url")
         if following is None:
             return None, None
-        api = urlsplit(self._config.apiUrl)
+        api = urlsplit(self._config.api_url)
         link = urlsplit(following)
         # The token goes with every request: never follow a link off the API's origin.
         if (link.scheme, link.netloc) != (api.scheme, api.netloc):
-            raise Stalled("ForgeRejected", f"{self._config.apiUrl}: next-page link leaves the API: {following}")
+            raise Stalled("ForgeRejected", f"{self._config.api_url}: next-page link leaves the API: {following}")
         return following, None
 
     def _request(self, method: str, path_or_url: str, **kwargs: object) -> httpx.Response:
-        url = path_or_url if path_or_url.startswith(("http://", "https://")) else self._config.apiUrl + path_or_url
+        url = path_or_url if path_or_url.startswith(("http://", "https://")) else self._config.api_url + path_or_url
         attempt = 0
         while True:
             attempt += 1

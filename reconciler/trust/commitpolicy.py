@@ -45,13 +45,12 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from git.exc import GitCommandError
-from pydantic import BaseModel, ConfigDict, model_validator
 
 from reconciler.errors import Stalled
 from reconciler.gitdoor.source import GitSource, git_error_message
+from reconciler.settings import CommitPolicy
 
 # The signature check must depend on the policy alone: no user or system git config
 # (gpg.program, gpg.minTrustLevel, merge settings) may change its answer.
@@ -67,24 +66,6 @@ _BROKEN = {
     "R": "is signed by a revoked key",
 }
 _GPG_TIMEOUT = 60.0
-
-
-class CommitPolicy(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    mode: Literal["head", "first-parent", "all"] = "head"
-    sshAllowedSigners: Path | None = None  # ssh-keygen ALLOWED SIGNERS format
-    gpgKeyring: Path | None = None  # OpenPGP public keys, ASCII-armored or binary
-    allowUnsignedMerges: bool = False
-
-    @model_validator(mode="after")
-    def _names_signers(self) -> CommitPolicy:
-        if self.sshAllowedSigners is None and self.gpgKeyring is None:
-            raise ValueError("a commit policy needs sshAllowedSigners, gpgKeyring or both")
-        if self.allowUnsignedMerges and self.mode == "head":
-            raise ValueError("allowUnsignedMerges needs mode first-parent or all: "
-                             "in mode head an unsigned merge would leave nothing verified")
-        return self
 
 
 def verify_commits(source: GitSource, policy: CommitPolicy, applied: str | None, head: str) -> list[str]:
@@ -146,7 +127,7 @@ def _verify(source: GitSource, signers: _Signers, revs: list[str], first_parent:
             verified.append(commit.sha)
             continue
         describe = f"commit {commit.sha[:12]} by {source.commit_info(commit.sha).author}"
-        if commit.result != "N" or not signers.policy.allowUnsignedMerges or len(commit.parents) != 2:
+        if commit.result != "N" or not signers.policy.allow_unsigned_merges or len(commit.parents) != 2:
             raise Stalled(problem[0], f"{describe} {problem[1]}")
         _require_clean_merge(source, commit, describe)
         if first_parent:  # in "all" mode the merged commits are in the walk already
@@ -190,8 +171,8 @@ class _Signers:
 
     @classmethod
     def load(cls, policy: CommitPolicy) -> _Signers:
-        allowed = _checked_allowed_signers(policy.sshAllowedSigners) if policy.sshAllowedSigners else os.devnull
-        return cls(policy, allowed, _keyring(policy.gpgKeyring))
+        allowed = _checked_allowed_signers(policy.ssh_allowed_signers) if policy.ssh_allowed_signers else os.devnull
+        return cls(policy, allowed, _keyring(policy.gpg_keyring))
 
     def git_env(self) -> dict[str, str]:
         return {
@@ -215,12 +196,12 @@ class _Signers:
         if commit.key.startswith("SHA256:"):
             if commit.result == "G" and commit.signer:
                 return None
-            where = (f"allowed signers {self.policy.sshAllowedSigners}" if self.policy.sshAllowedSigners
+            where = (f"allowed signers {self.policy.ssh_allowed_signers}" if self.policy.ssh_allowed_signers
                      else "the policy (it has no sshAllowedSigners)")
         else:
             if commit.result in ("G", "U") and commit.key in self.keyring.fingerprints:
                 return None
-            where = (f"keyring {self.policy.gpgKeyring}" if self.policy.gpgKeyring
+            where = (f"keyring {self.policy.gpg_keyring}" if self.policy.gpg_keyring
                      else "the policy (it has no gpgKeyring)")
         return "CommitSignerNotAllowed", f"is signed by key {commit.key}, which is not in {where}"
 

@@ -14,18 +14,18 @@ import numpy as np
 import pytest
 from fleet_fixture import EXAMPLE, git, start_fleet_remote
 
-from reconciler.agent.config import SiteConfig
 from reconciler.agent.loop import Agent
 from reconciler.agent.wiring import build_agent
 from reconciler.errors import Transient
 from reconciler.runtime.registry import ModelRegistry
+from reconciler.settings import SiteConfig
 
 SITE = "store-boston-01"
 
 
 def make_agent(fleet, tmp_path, registry=None, site=SITE, **settings) -> Agent:
     config = SiteConfig(site=site, repo=fleet.url, state=tmp_path / "state", interval="1s",
-                        trustKeys=[EXAMPLE / "keys" / "demo.pub"], **settings)
+                        trust_keys=[EXAMPLE / "keys" / "demo.pub"], **settings)
     agent = build_agent(config, registry)
     agent.start()
     return agent
@@ -101,7 +101,7 @@ def test_rewritten_history_stalls_until_accepted(fleet, tmp_path):
     assert forecast(registry)[0] == "1.1.0"
     agent.stop()
 
-    accepting = make_agent(fleet, tmp_path, registry, acceptHistory=rewritten)
+    accepting = make_agent(fleet, tmp_path, registry, accept_history=rewritten)
     accepted = accepting.reconcile_once()
     assert accepted.record.state == "success" and accepted.record.appliedCommit == rewritten
     assert forecast(registry) == ("1.0.0", 24.7041)
@@ -144,7 +144,7 @@ def test_unreachable_fleet_repo_makes_the_site_stale_in_a_separate_status_repo(f
     status_repo = tmp_path / "status.git"
     git("init", "-q", "--bare", str(status_repo), cwd=tmp_path)
     registry = ModelRegistry()
-    agent = make_agent(fleet, tmp_path, registry, statusRepo=str(status_repo), staleAfter="1s")
+    agent = make_agent(fleet, tmp_path, registry, status_repo=str(status_repo), stale_after="1s")
     assert agent.reconcile_once().record.state == "success"
     fleet.server.stop()
     later = agent.last_contact + timedelta(seconds=5)
@@ -167,7 +167,7 @@ def test_commit_policy_stalls_on_unsigned_commits_and_accepts_signed_ones(fleet,
     allowed = tmp_path / "allowed_signers"
     allowed.write_text(f"release@example.com {key.with_suffix('.pub').read_text().strip()}\n")
     registry = ModelRegistry()
-    agent = make_agent(fleet, tmp_path, registry, commitPolicy={"sshAllowedSigners": allowed})
+    agent = make_agent(fleet, tmp_path, registry, commit_policy={"sshAllowedSigners": allowed})
 
     unsigned = agent.reconcile_once()
     assert (unsigned.record.state, unsigned.record.reason) == ("error", "CommitUnsigned")
@@ -211,7 +211,7 @@ def test_a_site_finishing_its_part_posts_the_combined_status_of_its_wave(tmp_pat
 def test_agents_that_may_not_push_gate_on_the_forge_statuses(tmp_path, monkeypatch):
     progressive = start_fleet_remote(tmp_path / "progressive", progressive=True)
     with fake_forge("gitlab", monkeypatch) as (_, settings):
-        pilot, later = (make_agent(progressive, tmp_path / site, site=site, gateSource="forge", forge=settings)
+        pilot, later = (make_agent(progressive, tmp_path / site, site=site, gate_source="forge", forge=settings)
                         for site in ("store-berlin-01", "store-boston-01"))
         assert pilot.reconcile_once().record.deployments["demand-forecast"].state == "success"
         waiting = later.reconcile_once().record.deployments["demand-forecast"]
@@ -234,7 +234,7 @@ def test_the_push_webhook_wakes_a_slow_polling_agent(fleet, tmp_path):
     server = RuntimeServer(build_app(registry, site=SITE, extra_routes=hook_routes(wake)))
     server.start()
     config = SiteConfig(site=SITE, repo=fleet.url, state=tmp_path / "state", interval="10m",
-                        trustKeys=[EXAMPLE / "keys" / "demo.pub"])
+                        trust_keys=[EXAMPLE / "keys" / "demo.pub"])
     agent = build_agent(config, registry, wake=wake)
     agent.start()
     loop = threading.Thread(target=agent.run, args=(stop,))

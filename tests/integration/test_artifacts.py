@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from reconciler.errors import ReconcilerError, Stalled, Transient
-from reconciler.ingest.artifacts import ArtifactStore, FetchLimits, fetch_bytes
+from reconciler.ingest.artifacts import ArtifactStore, fetch_bytes
 from reconciler.manifests.models import Artifact
+from reconciler.settings import FetchLimits
 
 PAYLOAD = os.urandom(300_000)  # spans several network reads
 FAST = FetchLimits(connect_timeout=1.0, read_timeout=0.3, retries=3, backoff=0.01)
@@ -173,7 +174,7 @@ def test_ingest_verifies_and_stores_read_only(world: World, uri: Callable[[World
     assert got.fetched is True
     assert got.path == world.store.blobs / hashlib.sha256(PAYLOAD).hexdigest()
     assert got.path.read_bytes() == PAYLOAD
-    assert got.sha256 == hashlib.sha256(PAYLOAD).digest()
+    assert got.digest.raw == hashlib.sha256(PAYLOAD).digest()
     assert (got.digest, got.size) == (sha(PAYLOAD), len(PAYLOAD))
     assert stat.S_IMODE(got.path.stat().st_mode) == 0o444
     assert world.temps() == []
@@ -191,7 +192,7 @@ def test_second_ingest_does_no_io(world: World) -> None:
 
     assert again.fetched is False
     assert world.server.hits["/ok/m.onnx"] == 1
-    assert (again.sha256, again.size) == (hashlib.sha256(PAYLOAD).digest(), len(PAYLOAD))
+    assert (again.digest.raw, again.size) == (hashlib.sha256(PAYLOAD).digest(), len(PAYLOAD))
     assert world.store.has(sha(PAYLOAD))
 
 
@@ -295,7 +296,8 @@ def test_disk_filling_up_while_writing_is_transient_and_publishes_nothing(world:
     script = (
         "import resource, signal, sys\n"
         "from pathlib import Path\n"
-        "from reconciler.ingest.artifacts import ArtifactStore, FetchLimits\n"
+        "from reconciler.ingest.artifacts import ArtifactStore\n"
+        "from reconciler.settings import FetchLimits\n"
         "from reconciler.errors import ReconcilerError\n"
         "from reconciler.manifests.models import Artifact\n"
         "state, repo, digest, size = sys.argv[1:]\n"

@@ -32,8 +32,9 @@ from pydantic import ValidationError
 from reconciler.agent.config import load_site_config
 from reconciler.errors import ReconcilerError, Stalled, Transient
 from reconciler.ingest import httpsource, sink
-from reconciler.ingest.artifacts import ArtifactStore, AuthConfig, FetchLimits, fetch_bytes
+from reconciler.ingest.artifacts import ArtifactStore, fetch_bytes
 from reconciler.manifests.models import Artifact
+from reconciler.settings import AuthConfig, FetchLimits
 
 PAYLOAD = os.urandom(600_000)
 DIGEST = "sha256:" + hashlib.sha256(PAYLOAD).hexdigest()
@@ -361,8 +362,8 @@ def secrets(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # The servers here speak plain http on loopback: the opt-in a site's own mirror would need.
-BEARER = AuthConfig(tokenEnv="ARTIFACT_TOKEN", allowHttp=True)
-BASIC = AuthConfig(username="fleet", passwordEnv="ARTIFACT_PASSWORD", allowHttp=True)
+BEARER = AuthConfig(token_env="ARTIFACT_TOKEN", allow_http=True)
+BASIC = AuthConfig(username="fleet", password_env="ARTIFACT_PASSWORD", allow_http=True)
 
 
 @pytest.mark.parametrize(("auth", "header"), [
@@ -378,13 +379,13 @@ def test_credentials_go_to_their_host(store: ArtifactStore, here: Server, secret
 def test_credentials_go_over_https_without_an_opt_in(store: ArtifactStore, tls_server: Server, secrets: None,
                                                    pki: dict[str, Path]) -> None:
     tls_server.expected_auth = f"Bearer {TOKEN}"
-    limits = FAST.model_copy(update={"ca_bundle": pki["ca"], "auth": {"127.0.0.1": AuthConfig(tokenEnv="ARTIFACT_TOKEN")}})
+    limits = FAST.model_copy(update={"ca_bundle": pki["ca"], "auth": {"127.0.0.1": AuthConfig(token_env="ARTIFACT_TOKEN")}})
     assert ingested(store, f"{tls_server.url}/private/m.onnx", limits) == PAYLOAD
 
 
 def test_credentials_are_not_sent_over_plain_http_without_the_opt_in(store: ArtifactStore, here: Server,
                                                                     secrets: None) -> None:
-    limits = FAST.model_copy(update={"auth": {"127.0.0.1": AuthConfig(tokenEnv="ARTIFACT_TOKEN")}})
+    limits = FAST.model_copy(update={"auth": {"127.0.0.1": AuthConfig(token_env="ARTIFACT_TOKEN")}})
     error = refused(store, f"{here.url}/private/m.onnx", limits)
 
     assert (type(error), error.reason) == (Stalled, "ArtifactAuthInsecure")
@@ -468,7 +469,7 @@ def test_https_goes_through_a_connect_tunnel_the_proxy_cannot_read(
     store: ArtifactStore, tls_server: Server, pki: dict[str, Path], secrets: None, proxy_env: pytest.MonkeyPatch
 ) -> None:
     tls_server.expected_auth = f"Bearer {TOKEN}"
-    limits = FAST.model_copy(update={"ca_bundle": pki["ca"], "auth": {"127.0.0.1": AuthConfig(tokenEnv="ARTIFACT_TOKEN")}})
+    limits = FAST.model_copy(update={"ca_bundle": pki["ca"], "auth": {"127.0.0.1": AuthConfig(token_env="ARTIFACT_TOKEN")}})
     with forward_proxy() as proxy:
         proxy_env.setenv("HTTPS_PROXY", proxy.url)
         assert ingested(store, f"{tls_server.url}/private/m.onnx", limits) == PAYLOAD
@@ -578,7 +579,8 @@ def test_an_agent_killed_mid_download_resumes_after_it_restarts(tmp_path: Path, 
         "import sys\n"
         "from pathlib import Path\n"
         "from reconciler.ingest import sink\n"
-        "from reconciler.ingest.artifacts import ArtifactStore, FetchLimits\n"
+        "from reconciler.ingest.artifacts import ArtifactStore\n"
+        "from reconciler.settings import FetchLimits\n"
         "from reconciler.manifests.models import Artifact\n"
         f"sink.CHUNK_SIZE = {chunk}\n"
         "state, uri, digest, size = sys.argv[1:]\n"
@@ -755,7 +757,7 @@ def test_the_site_yaml_in_the_readme_is_a_valid_one(tmp_path: Path) -> None:
     assert example, "README.md: the site.yaml example moved"
     (tmp_path / "site.yaml").write_text(example.group(1))
     config = load_site_config(tmp_path / "site.yaml", {})
-    assert config.fetch.auth["mirror.site.lan"].allowHttp and not config.fetch.auth["models.example.com"].allowHttp
+    assert config.fetch.auth["mirror.site.lan"].allow_http and not config.fetch.auth["models.example.com"].allow_http
 
 
 @pytest.mark.parametrize("settings", [

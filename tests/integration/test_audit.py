@@ -53,9 +53,9 @@ from reconciler.history.timeline import (
     site_timeline,
 )
 from reconciler.manifests.loader import DocumentCache
+from reconciler.settings import CommitPolicy
 from reconciler.status.gitref import STATUS_REF_PREFIX
 from reconciler.status.record import DeploymentStatus, StatusRecord
-from reconciler.trust.commitpolicy import CommitPolicy
 
 needs_ssh = pytest.mark.skipif(shutil.which("ssh-keygen") is None,
                                reason="ssh-keygen is not installed (Debian package openssh-client)")
@@ -212,7 +212,7 @@ def test_locations_are_shown_without_credentials(location, shown) -> None:
 # --- deployment changes -------------------------------------------------------------------------
 
 def test_deployment_changes_name_author_versions_and_signatures(history: ScriptedHistory) -> None:
-    policy = CommitPolicy(sshAllowedSigners=history.allowed_signers) if history.signed else None
+    policy = CommitPolicy(ssh_allowed_signers=history.allowed_signers) if history.signed else None
     trail = audit_trail(str(history.bare), "main", policy)
     got = [(c.deployment, c.commit.sha, c.commit.author, c.version_from, c.version_to, c.changed, c.signature.state)
            for c in trail.changes]
@@ -233,7 +233,7 @@ def test_deployment_changes_name_author_versions_and_signatures(history: Scripte
 
 @needs_ssh
 def test_a_good_signature_names_its_signer_and_needs_a_trust_root(history: ScriptedHistory) -> None:
-    trusted = audit_trail(str(history.bare), "main", CommitPolicy(sshAllowedSigners=history.allowed_signers))
+    trusted = audit_trail(str(history.bare), "main", CommitPolicy(ssh_allowed_signers=history.allowed_signers))
     signature = trusted.changes[2].signature
     assert (signature.state, signature.signer) == ("good", CAROL.email) and signature.key.startswith("SHA256:")
     untrusted = audit_trail(str(history.bare), "main")
@@ -427,7 +427,7 @@ def test_a_relative_path_and_a_working_clone_read_like_the_bare_repository(histo
 
 def test_the_repositorys_own_git_config_does_not_change_the_answer(history: ScriptedHistory,
                                                                    tmp_path: Path) -> None:
-    policy = CommitPolicy(sshAllowedSigners=history.allowed_signers) if history.signed else None
+    policy = CommitPolicy(ssh_allowed_signers=history.allowed_signers) if history.signed else None
     expected = audit_trail(str(history.bare), "main", policy)
     bare = tmp_path / "configured.git"
     shutil.copytree(history.bare, bare)

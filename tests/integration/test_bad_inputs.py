@@ -14,10 +14,10 @@ from fleet_fixture import EXAMPLE, FleetRemote, git, start_fleet_remote
 from onnx import TensorProto, helper, numpy_helper
 from trust_fixtures import dsse_bundle, encode, message_bundle, model_signing_statement
 
-from reconciler.agent.config import SiteConfig
 from reconciler.agent.wiring import build_agent
 from reconciler.devtools.onnx_builder import custom_op_model, external_data_model
 from reconciler.runtime.registry import ModelRegistry
+from reconciler.settings import SiteConfig
 from reconciler.trust import load_private_key, sign_digest
 
 SITE = "store-berlin-01"
@@ -209,7 +209,7 @@ def world(tmp_path_factory):
     fleet = start_fleet_remote(root)
     registry = ModelRegistry()
     config = SiteConfig(site=SITE, repo=fleet.url, state=root / "state", interval="1s",
-                        trustKeys=[EXAMPLE / "keys" / "demo.pub"],
+                        trust_keys=[EXAMPLE / "keys" / "demo.pub"],
                         validation={"timeout": "8s", "memoryBytes": 1 << 30})
     agent = build_agent(config, registry)
     agent.start()

@@ -17,7 +17,8 @@ from pydantic import ValidationError
 from reconciler.devtools.githttp import run_git
 from reconciler.errors import Stalled
 from reconciler.gitdoor.source import GitSource
-from reconciler.trust.commitpolicy import CommitPolicy, verify_commits
+from reconciler.settings import CommitPolicy
+from reconciler.trust.commitpolicy import verify_commits
 
 AUTHOR = "reconciler demo <demo@localhost>"  # the identity tests/conftest.py gives every commit
 
@@ -176,7 +177,7 @@ def allowed_signers(path: Path, *entries: str) -> Path:
 
 @pytest.fixture
 def ssh_policy(tmp_path: Path, ssh_keys: dict[str, SshKey]) -> CommitPolicy:
-    return CommitPolicy(sshAllowedSigners=allowed_signers(tmp_path / "allowed", f"alice@example.org {ssh_keys['alice'].public}"))
+    return CommitPolicy(ssh_allowed_signers=allowed_signers(tmp_path / "allowed", f"alice@example.org {ssh_keys['alice'].public}"))
 
 
 def refusal(history: History, policy: CommitPolicy, applied: str | None, head: str) -> Stalled:
@@ -210,7 +211,7 @@ def test_unsigned_head_is_refused_naming_the_commit_and_its_author(history: Hist
 ])
 def test_ssh_signer_not_allowed_at_commit_time_is_refused(history: History, ssh_keys: dict[str, SshKey],
                                                           tmp_path: Path, signer: str, entry: str) -> None:
-    policy = CommitPolicy(sshAllowedSigners=allowed_signers(tmp_path / "allowed",
+    policy = CommitPolicy(ssh_allowed_signers=allowed_signers(tmp_path / "allowed",
                                                             entry.format(alice=ssh_keys["alice"].public)))
     head = history.commit("signed", ssh_keys[signer].signer)
     history.fetch()
@@ -238,7 +239,7 @@ def test_tampered_commit_has_an_invalid_signature(history: History, ssh_keys: di
 @pytest.mark.parametrize("mode, refused", [("head", False), ("first-parent", True), ("all", True)])
 def test_an_unsigned_commit_since_the_applied_one(history: History, ssh_keys: dict[str, SshKey],
                                                   tmp_path: Path, mode: str, refused: bool) -> None:
-    policy = CommitPolicy(mode=mode, sshAllowedSigners=allowed_signers(
+    policy = CommitPolicy(mode=mode, ssh_allowed_signers=allowed_signers(
         tmp_path / "allowed", f"alice@example.org {ssh_keys['alice'].public}"))
     applied = history.commit("applied", ssh_keys["alice"].signer)
     middle = history.commit("pushed-unsigned")
@@ -255,7 +256,7 @@ def test_an_unsigned_commit_since_the_applied_one(history: History, ssh_keys: di
 @pytest.mark.parametrize("applied", [None, "f" * 40])  # first reconcile; a commit the cache never had
 def test_without_a_known_applied_commit_only_head_is_checked(history: History, ssh_keys: dict[str, SshKey],
                                                              tmp_path: Path, applied: str | None) -> None:
-    policy = CommitPolicy(mode="all", sshAllowedSigners=allowed_signers(
+    policy = CommitPolicy(mode="all", ssh_allowed_signers=allowed_signers(
         tmp_path / "allowed", f"alice@example.org {ssh_keys['alice'].public}"))
     history.commit("old-unsigned")
     head = history.commit("head", ssh_keys["alice"].signer)
@@ -283,12 +284,12 @@ def test_unsigned_forge_merge_of_signed_commits_passes_when_allowed(history: His
     alice = ssh_keys["alice"].signer
     applied, feature, merge = forge_merge(history, alice, branch_signer=alice)
     allowed = allowed_signers(tmp_path / "allowed", f"alice@example.org {ssh_keys['alice'].public}")
-    policy = CommitPolicy(mode=mode, sshAllowedSigners=allowed, allowUnsignedMerges=True)
+    policy = CommitPolicy(mode=mode, ssh_allowed_signers=allowed, allow_unsigned_merges=True)
     verified = verify_commits(history.source, policy, applied, merge)
     assert feature in verified and verified[-1] == merge and len(verified) == 3
     assert history.cached_blobs() == []  # signatures and the clean-merge check read no file
 
-    strict = CommitPolicy(mode=mode, sshAllowedSigners=allowed)
+    strict = CommitPolicy(mode=mode, ssh_allowed_signers=allowed)
     error = refusal(history, strict, applied, merge)
     assert (error.reason, error.message) == ("CommitUnsigned", f"commit {merge[:12]} by {AUTHOR} is not signed")
 
@@ -298,7 +299,7 @@ def test_unsigned_forge_merge_of_signed_commits_passes_when_allowed(history: His
 def test_unsigned_merge_does_not_vouch_for_the_unsigned_commits_it_brings(
         history: History, tmp_path: Path, ssh_keys: dict[str, SshKey], mode: str) -> None:
     applied, feature, merge = forge_merge(history, ssh_keys["alice"].signer, branch_signer=None)
-    policy = CommitPolicy(mode=mode, allowUnsignedMerges=True, sshAllowedSigners=allowed_signers(
+    policy = CommitPolicy(mode=mode, allow_unsigned_merges=True, ssh_allowed_signers=allowed_signers(
         tmp_path / "allowed", f"alice@example.org {ssh_keys['alice'].public}"))
     error = refusal(history, policy, applied, merge)
     assert (error.reason, error.message) == ("CommitUnsigned", f"commit {feature[:12]} by {AUTHOR} is not signed")
@@ -310,7 +311,7 @@ def test_a_signed_merge_vouches_for_its_second_parent_in_first_parent_mode_only(
         history: History, tmp_path: Path, ssh_keys: dict[str, SshKey], mode: str, refused: bool) -> None:
     alice = ssh_keys["alice"].signer
     applied, feature, merge = forge_merge(history, alice, branch_signer=None, merge_signer=alice)
-    policy = CommitPolicy(mode=mode, sshAllowedSigners=allowed_signers(
+    policy = CommitPolicy(mode=mode, ssh_allowed_signers=allowed_signers(
         tmp_path / "allowed", f"alice@example.org {ssh_keys['alice'].public}"))
     if refused:
         assert feature[:12] in refusal(history, policy, applied, merge).message
@@ -323,7 +324,7 @@ def test_unsigned_merge_with_changes_of_its_own_is_refused(history: History, tmp
                                                            ssh_keys: dict[str, SshKey]) -> None:
     alice = ssh_keys["alice"].signer
     applied, _, merge = forge_merge(history, alice, branch_signer=alice, extra_change=True)
-    policy = CommitPolicy(mode="first-parent", allowUnsignedMerges=True, sshAllowedSigners=allowed_signers(
+    policy = CommitPolicy(mode="first-parent", allow_unsigned_merges=True, ssh_allowed_signers=allowed_signers(
         tmp_path / "allowed", f"alice@example.org {ssh_keys['alice'].public}"))
     error = refusal(history, policy, applied, merge)
     assert error.reason == "CommitUnsigned"
@@ -337,7 +338,7 @@ def test_gpg_signature_by_a_key_in_the_keyring_passes(history: History, tmp_path
     keyring.write_bytes(gpg_keys["carol"].public)
     history.commit("signed", gpg_keys["carol"].signer)
     head = history.fetch()
-    assert verify_commits(history.source, CommitPolicy(gpgKeyring=keyring), None, head) == [head]
+    assert verify_commits(history.source, CommitPolicy(gpg_keyring=keyring), None, head) == [head]
     assert not verifier_daemons(), "verifying must not leave a gpg-agent or dirmngr running"
 
 
@@ -348,12 +349,12 @@ def test_gpg_signature_by_a_key_not_in_the_keyring_is_refused(history: History, 
     keyring.write_bytes(gpg_keys["carol"].public)
     head = history.commit("signed", gpg_keys["mallory"].signer)
     history.fetch()
-    error = refusal(history, CommitPolicy(gpgKeyring=keyring), None, head)
+    error = refusal(history, CommitPolicy(gpg_keyring=keyring), None, head)
     assert error.reason == "CommitSignerNotAllowed"
     assert gpg_keys["mallory"].fingerprint[-16:] in error.message and str(keyring) in error.message
 
     keyring.write_bytes(gpg_keys["carol"].public + gpg_keys["mallory"].public)  # the keyring file changes
-    assert verify_commits(history.source, CommitPolicy(gpgKeyring=keyring), None, head) == [head]
+    assert verify_commits(history.source, CommitPolicy(gpg_keyring=keyring), None, head) == [head]
 
 
 @needs_gpg
@@ -363,7 +364,7 @@ def test_gpg_signature_by_a_revoked_key_is_refused(history: History, tmp_path: P
     keyring.write_bytes(revoked_copy(gpg_keys["revoked"]))
     head = history.commit("signed", gpg_keys["revoked"].signer)
     history.fetch()
-    error = refusal(history, CommitPolicy(gpgKeyring=keyring), None, head)
+    error = refusal(history, CommitPolicy(gpg_keyring=keyring), None, head)
     assert error.reason == "CommitSignatureInvalid" and "revoked" in error.message
 
 
@@ -376,15 +377,15 @@ def test_each_kind_of_signature_needs_its_own_trust_root(history: History, tmp_p
     keyring.write_bytes(gpg_keys["carol"].public)
     ssh_signed = history.commit("ssh-signed", ssh_keys["alice"].signer)
     history.fetch()
-    error = refusal(history, CommitPolicy(gpgKeyring=keyring), None, ssh_signed)
+    error = refusal(history, CommitPolicy(gpg_keyring=keyring), None, ssh_signed)
     assert error.reason == "CommitSignerNotAllowed" and "it has no sshAllowedSigners" in error.message
 
     gpg_signed = history.commit("gpg-signed", gpg_keys["carol"].signer)
     history.fetch()
     allowed = allowed_signers(tmp_path / "allowed", f"alice@example.org {ssh_keys['alice'].public}")
-    error = refusal(history, CommitPolicy(sshAllowedSigners=allowed), None, gpg_signed)
+    error = refusal(history, CommitPolicy(ssh_allowed_signers=allowed), None, gpg_signed)
     assert error.reason == "CommitSignerNotAllowed" and "it has no gpgKeyring" in error.message
-    both = CommitPolicy(mode="all", sshAllowedSigners=allowed, gpgKeyring=keyring)
+    both = CommitPolicy(mode="all", ssh_allowed_signers=allowed, gpg_keyring=keyring)
     assert verify_commits(history.source, both, ssh_signed, gpg_signed) == [gpg_signed]
 
 
@@ -409,7 +410,7 @@ def test_the_machines_own_git_and_gpg_config_do_not_widen_the_signers(
     monkeypatch.setenv("GNUPGHOME", gpg_keys["mallory"].home)
     keyring = tmp_path / "keyring.asc"
     keyring.write_bytes(gpg_keys["carol"].public)
-    policy = CommitPolicy(sshAllowedSigners=ssh_policy.sshAllowedSigners, gpgKeyring=keyring)
+    policy = CommitPolicy(ssh_allowed_signers=ssh_policy.ssh_allowed_signers, gpg_keyring=keyring)
     for head in (ssh_signed, gpg_signed):
         assert refusal(history, policy, None, head).reason == "CommitSignerNotAllowed"
 
@@ -438,7 +439,7 @@ def test_unusable_policy_files_are_refused(history: History, tmp_path: Path, ssh
             paths[name].write_bytes(content)
         else:
             paths[name].write_text(content.replace("{alice}", f"alice@example.org {ssh_keys['alice'].public}"))
-    policy = CommitPolicy(sshAllowedSigners=paths["allowed"], gpgKeyring=paths["keyring"] if "keyring" in files else None)
+    policy = CommitPolicy(ssh_allowed_signers=paths["allowed"], gpg_keyring=paths["keyring"] if "keyring" in files else None)
     error = refusal(history, policy, None, head)
     assert error.reason == "CommitPolicyInvalid"
     assert problem in error.message

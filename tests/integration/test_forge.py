@@ -18,9 +18,9 @@ from forge_fake import FakeForge, serve
 from pydantic import ValidationError
 
 from reconciler.errors import ReconcilerError, Stalled, Transient
+from reconciler.settings import ForgeConfig
 from reconciler.status.forge import (
     CommitStatus,
-    ForgeConfig,
     deployment_context,
     describe_deployment,
     fit_description,
@@ -358,8 +358,8 @@ def test_an_unreachable_forge_is_transient(monkeypatch: pytest.MonkeyPatch, slee
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # closed when the block ends: nothing listens there
-    config = ForgeConfig(kind="github", apiUrl=f"http://127.0.0.1:{port}", allowHttp=True, repository="o/r",
-                         tokenEnv=TOKEN_ENV)
+    config = ForgeConfig(kind="github", api_url=f"http://127.0.0.1:{port}", allow_http=True, repository="o/r",
+                         token_env=TOKEN_ENV)
     with ForgeStatuses(config, sleep=sleeps) as client, pytest.raises(Transient) as caught:
         client.publish(SHA, [status()])
     assert caught.value.reason == "ForgeUnavailable" and "ConnectError" in caught.value.message
@@ -450,7 +450,7 @@ def test_the_token_never_reaches_an_error_or_a_log(start_forge: Callable[..., Fa
 
 def test_a_missing_token_stalls_and_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(TOKEN_ENV, raising=False)
-    config = ForgeConfig(kind="gitea", apiUrl="https://gitea.example/api/v1", repository="o/r", tokenEnv=TOKEN_ENV)
+    config = ForgeConfig(kind="gitea", api_url="https://gitea.example/api/v1", repository="o/r", token_env=TOKEN_ENV)
     with pytest.raises(Stalled) as caught:
         ForgeStatuses(config)
     assert caught.value.reason == "ForgeTokenMissing" and TOKEN_ENV in caught.value.message
@@ -458,7 +458,7 @@ def test_a_missing_token_stalls_and_names_the_variable(monkeypatch: pytest.Monke
 
 def test_a_token_pasted_as_the_variable_name_is_refused_without_repeating_it() -> None:
     with pytest.raises(ValidationError) as caught:
-        ForgeConfig(kind="github", apiUrl="https://api.github.com", repository="o/r", tokenEnv=TOKEN)
+        ForgeConfig(kind="github", api_url="https://api.github.com", repository="o/r", token_env=TOKEN)
     assert all(TOKEN not in error["msg"] for error in caught.value.errors())
 
 
@@ -501,7 +501,7 @@ def test_bad_forge_settings_are_refused(change: dict[str, object], complaint: st
 ])
 def test_good_forge_settings_are_accepted(change: dict[str, object]) -> None:
     config = ForgeConfig.model_validate({**GOOD, **change})
-    assert not config.apiUrl.endswith("/")
+    assert not config.api_url.endswith("/")
 
 
 # --- what the statuses say ----------------------------------------------------------------------

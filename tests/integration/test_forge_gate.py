@@ -15,7 +15,8 @@ from forge_fake import FakeForge, serve
 from reconciler.delivery.gates import GateDecision, SiteReport, decide_gate, site_report
 from reconciler.errors import Transient
 from reconciler.manifests.models import Rollout
-from reconciler.status.forge import ForgeConfig, ShownStatus, statuses_for_record
+from reconciler.settings import ForgeConfig
+from reconciler.status.forge import ShownStatus, statuses_for_record
 from reconciler.status.forge_client import ForgeStatuses
 from reconciler.status.forge_gate import FORGE_REASON, ForgeFleetStatus, carried_back, records_from_statuses
 from reconciler.status.record import DeploymentStatus, State, StatusRecord
@@ -42,8 +43,8 @@ def forge(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> It
 
 @pytest.fixture
 def client(forge: FakeForge) -> Iterator[ForgeStatuses]:
-    config = ForgeConfig(kind=forge.kind, apiUrl=forge.api_url, allowHttp=True, repository=forge.repository,
-                         tokenEnv=TOKEN_ENV)
+    config = ForgeConfig(kind=forge.kind, api_url=forge.api_url, allow_http=True, repository=forge.repository,
+                         token_env=TOKEN_ENV)
     with ForgeStatuses(config, sleep=lambda _: None) as forge_client:
         yield forge_client
 

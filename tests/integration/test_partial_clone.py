@@ -7,17 +7,17 @@ import subprocess
 
 from fleet_fixture import EXAMPLE, git
 
-from reconciler.agent.config import SiteConfig
 from reconciler.agent.loop import Agent
 from reconciler.agent.wiring import build_agent
 from reconciler.devtools.githttp import GitHttpServer
+from reconciler.settings import SiteConfig
 
 STORE = "store-boston-01"  # deploys demand-forecast 1.0.0 (and fraud-score, where its flag is on)
 
 
 def agent_for(fleet, state, site=STORE, url=None) -> Agent:
     agent = build_agent(SiteConfig(site=site, repo=url or fleet.url, state=state, interval="1s",
-                             trustKeys=[EXAMPLE / "keys" / "demo.pub"]), None)
+                             trust_keys=[EXAMPLE / "keys" / "demo.pub"]), None)
     agent.start()
     return agent
 

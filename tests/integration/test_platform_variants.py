@@ -13,7 +13,6 @@ import onnxruntime as ort
 import pytest
 from fleet_fixture import EXAMPLE, git, start_fleet_remote
 
-from reconciler.agent.config import SiteConfig
 from reconciler.agent.loop import Agent
 from reconciler.agent.wiring import build_agent
 from reconciler.devtools.onnx_builder import (
@@ -24,6 +23,7 @@ from reconciler.devtools.onnx_builder import (
     quantized_dense_reference,
 )
 from reconciler.runtime.registry import ModelRegistry
+from reconciler.settings import SiteConfig
 from reconciler.status.record import StatusRecord
 
 # --- the int8 builder ----------------------------------------------------------------------------
@@ -111,7 +111,7 @@ def agents(fleet, tmp_path):
     started: dict[str, tuple[Agent, ModelRegistry]] = {}
     for site in (ARM64, AMD64, RISCV):
         config = SiteConfig(site=site, repo=fleet.url, state=tmp_path / site,
-                            trustKeys=[EXAMPLE / "keys" / "demo.pub"])
+                            trust_keys=[EXAMPLE / "keys" / "demo.pub"])
         registry = ModelRegistry()
         agent = build_agent(config, registry)
         agent.start(NOW)

@@ -23,9 +23,9 @@ from reconciler.history.html_report import (
     write_report,
 )
 from reconciler.history.timeline import Interval
+from reconciler.settings import CommitPolicy
 from reconciler.status.matrix import build_matrix
 from reconciler.status.record import DeploymentStatus, StatusRecord
-from reconciler.trust.commitpolicy import CommitPolicy
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or \
@@ -39,7 +39,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> ScriptedHistory:
 
 @pytest.fixture(scope="module")
 def page(history: ScriptedHistory, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    policy = CommitPolicy(sshAllowedSigners=history.allowed_signers) if history.signed else None
+    policy = CommitPolicy(ssh_allowed_signers=history.allowed_signers) if history.signed else None
     return write_report(tmp_path_factory.mktemp("html"), str(history.bare), "main", policy, minutes(250))
 
 

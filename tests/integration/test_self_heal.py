@@ -16,7 +16,6 @@ import httpx
 import pytest
 from fleet_fixture import EXAMPLE, copy_example, git
 
-from reconciler.agent.config import SiteConfig
 from reconciler.agent.loop import Agent
 from reconciler.agent.wiring import build_agent
 from reconciler.devtools.githttp import init_bare_repo
@@ -24,6 +23,7 @@ from reconciler.devtools.processes import free_port, stop_all
 from reconciler.errors import Stalled, Transient
 from reconciler.gitdoor.source import describe_git_failure, git_words
 from reconciler.runtime.validation import WORKDIR_PREFIX
+from reconciler.settings import SiteConfig
 from reconciler.status.gitref import StatusRefs, status_ref
 
 SITE = "store-boston-01"
@@ -78,7 +78,7 @@ def test_access_problems_are_named_with_what_to_do(words, access, reason, advice
 
 def make_agent(fleet, tmp_path) -> Agent:
     config = SiteConfig(site=SITE, repo=fleet.url, state=tmp_path / "state", interval="1s",
-                        trustKeys=[EXAMPLE / "keys" / "demo.pub"])
+                        trust_keys=[EXAMPLE / "keys" / "demo.pub"])
     agent = build_agent(config, None)
     agent.start()
     return agent

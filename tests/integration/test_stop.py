@@ -25,10 +25,11 @@ from reconciler.cancel import CancelToken
 from reconciler.devtools.processes import free_port, stop_all
 from reconciler.errors import Cancelled
 from reconciler.ingest import sink
-from reconciler.ingest.artifacts import ArtifactStore, FetchLimits
+from reconciler.ingest.artifacts import ArtifactStore
 from reconciler.ingest.progress import size_text
 from reconciler.manifests.models import Artifact, ModelInterface
 from reconciler.runtime.validation import run_validation
+from reconciler.settings import FetchLimits
 
 SITE = "store-boston-01"
 BIG = 40 << 20  # several chunks, most of them received before the stop
@@ -194,7 +195,7 @@ def test_a_stop_keeps_every_byte_received_and_the_next_ingest_resumes_there(tmp_
     assert f"stopped at {size_text(at)}" in caplog.text
     assert f"the next start resumes at {size_text(at)}" in caplog.text
     assert f"resuming {server.url} at {size_text(at)}" in caplog.text
-    assert got.fetched and got.path.read_bytes() == body and got.sha256 == hashlib.sha256(body).digest()
+    assert got.fetched and got.path.read_bytes() == body and got.digest.raw == hashlib.sha256(body).digest()
     assert list((tmp_path / "blobs" / "tmp").glob("*")) == []
 
 
@@ -257,12 +258,12 @@ def test_a_stopped_once_run_exits_0_and_activates_nothing(tmp_path):
 
 def test_a_stop_during_validation_activates_nothing_and_the_next_run_does(tmp_path, monkeypatch):
     from reconciler.agent import vetting
-    from reconciler.agent.config import SiteConfig
     from reconciler.agent.wiring import build_agent
     from reconciler.runtime.registry import ModelRegistry
+    from reconciler.settings import SiteConfig
 
     fleet = start_fleet_remote(tmp_path)
-    config = SiteConfig(site=SITE, repo=fleet.url, state=tmp_path / "state", trustKeys=[EXAMPLE / "keys" / "demo.pub"])
+    config = SiteConfig(site=SITE, repo=fleet.url, state=tmp_path / "state", trust_keys=[EXAMPLE / "keys" / "demo.pub"])
     registry, stop = ModelRegistry(), CancelToken()
     agent = build_agent(config, registry, stop=stop)
     agent.start()

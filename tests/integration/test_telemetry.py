@@ -24,7 +24,6 @@ from fleet_versions import publish_version
 from onnx import TensorProto, helper, numpy_helper
 from prometheus_client.parser import text_string_to_metric_families
 
-from reconciler.agent.config import SiteConfig
 from reconciler.agent.telemetry import SiteTelemetry
 from reconciler.agent.wiring import build_agent
 from reconciler.devtools.processes import free_port, stop_all
@@ -34,6 +33,7 @@ from reconciler.logs import JsonFormatter, TextFormatter, configure_logging
 from reconciler.manifests.models import ModelInterface
 from reconciler.runtime.registry import ModelRegistry
 from reconciler.runtime.validation import run_validation
+from reconciler.settings import SiteConfig
 from reconciler.status.record import DeploymentStatus, StatusRecord
 
 SITE = "store-boston-01"
@@ -193,7 +193,7 @@ def test_one_reconcile_shows_in_metrics_status_readiness_and_json_logs(fleet, tm
 def test_not_ready_until_every_planned_deployment_is_served(fleet, tmp_path):
     registry = ModelRegistry()
     config = SiteConfig(site=SITE, repo=fleet.url, state=tmp_path / "state", interval="1s",
-                        trustKeys=[EXAMPLE / "keys" / "demo.pub"])
+                        trust_keys=[EXAMPLE / "keys" / "demo.pub"])
     agent = build_agent(config, registry)
     agent.start()
     try:
@@ -315,7 +315,7 @@ def test_what_onnxruntime_says_about_a_new_version_is_logged_as_a_warning_of_its
     model = onnx.load_from_string((EXAMPLE / "models" / "demand-forecast" / "1.0.0" / "model.onnx").read_bytes())
     model.graph.initializer.append(numpy_helper.from_array(np.zeros(3, np.float32), "unused"))
     publish_version(fleet, "1.0.1", model.SerializeToString())
-    config = SiteConfig(site=SITE, repo=fleet.url, state=tmp_path / "state", trustKeys=[EXAMPLE / "keys" / "demo.pub"])
+    config = SiteConfig(site=SITE, repo=fleet.url, state=tmp_path / "state", trust_keys=[EXAMPLE / "keys" / "demo.pub"])
     agent = build_agent(config, ModelRegistry())
     agent.start()
     caplog.set_level(logging.WARNING)

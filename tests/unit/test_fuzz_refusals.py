@@ -25,14 +25,16 @@ from pydantic import BaseModel
 from trust_fixtures import IDENTITY, ISSUER, LocalSigstore, attest_statement, dsse_bundle, message_bundle
 
 from reconciler import trust
-from reconciler.agent.config import SiteConfig, load_site_config
+from reconciler.agent.config import load_site_config
 from reconciler.delivery.model import SiteState
 from reconciler.delivery.plan import plan_site
 from reconciler.errors import ReconcilerError, UsageError
 from reconciler.flags import FlagFile
 from reconciler.manifests import semantics
-from reconciler.manifests.loader import RepoFile, load_tree, parse_file
+from reconciler.manifests.documents import parse_file
+from reconciler.manifests.loader import RepoFile, load_tree
 from reconciler.manifests.models import API_VERSION, KINDS
+from reconciler.settings import SiteConfig
 from reconciler.trust import KeylessIdentity, TrustRoots
 from reconciler.trust.signing import decrypt_private_key
 
@@ -208,7 +210,7 @@ def site_verdict(text: str) -> None:
     except UsageError as refused:
         assert str(refused).strip()
     else:
-        config.listen_address  # noqa: B018 -- a config that loads also tells where to listen
+        assert config.listen is None or 0 <= config.listen.port <= 65535  # parsed on load
 
 
 @FUZZ

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.agent.config import build_site_config, host_and_port, load_site_config
+from reconciler.agent.config import build_site_config, load_site_config
 from reconciler.errors import UsageError
+from reconciler.settings import Address
 
 GOOD = "site: store-boston-01\nrepo: https://git.example/fleet.git\nstate: state\n"
 
@@ -68,7 +69,7 @@ def test_a_command_line_setting_is_refused_as_such(tmp_path):
 def test_a_command_line_setting_replaces_a_bad_one_of_the_file(tmp_path):
     path = tmp_path / "site.yaml"
     path.write_text(GOOD + "listen: nonsense\n")
-    assert load_site_config(path, {"listen": "127.0.0.1:8080"}).listen_address == ("127.0.0.1", 8080)
+    assert load_site_config(path, {"listen": "127.0.0.1:8080"}).listen == ("127.0.0.1", 8080)
 
 
 def test_paths_resolve_against_the_files_folder(tmp_path):
@@ -77,7 +78,7 @@ def test_paths_resolve_against_the_files_folder(tmp_path):
     path.write_text(GOOD + "trustKeys: [keys/a.pub]\nfetch:\n  caBundle: ca.pem\n")
     config = load_site_config(path, {})
     assert config.state == tmp_path / "conf" / "state"
-    assert config.trustKeys == [tmp_path / "conf" / "keys" / "a.pub"]
+    assert config.trust_keys == [tmp_path / "conf" / "keys" / "a.pub"]
     assert config.fetch.ca_bundle == tmp_path / "conf" / "ca.pem"
 
 
@@ -86,8 +87,8 @@ def test_paths_resolve_against_the_files_folder(tmp_path):
     ("edge-7.example.org:65535", ("edge-7.example.org", 65535)),
 ])
 def test_listen_addresses(address, parsed):
-    assert host_and_port(address) == parsed
-    assert build_site_config({"site": "s", "repo": "r", "state": "/s", "listen": address}).listen_address == parsed
+    assert Address.parse(address) == parsed
+    assert build_site_config({"site": "s", "repo": "r", "state": "/s", "listen": address}).listen == parsed
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1:99999", ":8080", "127.0.0.1:", "127.0.0.1:-1", "exa mple:80"])
@@ -111,16 +112,16 @@ def test_a_relative_repo_path_resolves_where_it_was_given(tmp_path, monkeypatch,
     monkeypatch.chdir(tmp_path)
     from_command_line = build_site_config({"site": "store-boston-01", "repo": given, "state": tmp_path})
     if local:
-        assert from_file.repo == from_file.statusRepo == str((path.parent / given).resolve())
+        assert from_file.repo == from_file.status_repo == str((path.parent / given).resolve())
         assert from_command_line.repo == str((tmp_path / given).resolve())
     else:
-        assert from_file.repo == from_file.statusRepo == from_command_line.repo == given
+        assert from_file.repo == from_file.status_repo == from_command_line.repo == given
 
 
 def test_grpc_listen_from_site_yaml_or_the_command_line(tmp_path):
     path = tmp_path / "site.yaml"
     path.write_text(GOOD + "listen: 127.0.0.1:8080\ngrpcListen: '[::1]:9000'\n")
-    assert load_site_config(path, {}).grpc_address == ("::1", 9000)
-    assert load_site_config(path, {"grpcListen": "127.0.0.1:9001"}).grpc_address == ("127.0.0.1", 9001)
+    assert load_site_config(path, {}).grpc_listen == ("::1", 9000)
+    assert load_site_config(path, {"grpcListen": "127.0.0.1:9001"}).grpc_listen == ("127.0.0.1", 9001)
     path.write_text(GOOD + "listen: 127.0.0.1:8080\n")
-    assert load_site_config(path, {}).grpc_address is None
+    assert load_site_config(path, {}).grpc_listen is None

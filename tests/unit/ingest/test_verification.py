@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from reconciler.errors import Stalled
-from reconciler.ingest.artifacts import ArtifactStore, FetchLimits
+from reconciler.ingest.artifacts import ArtifactStore
 from reconciler.ingest.verification import LfsPointer, ingest, parse_lfs_pointer
 from reconciler.manifests.models import Artifact
+from reconciler.settings import FetchLimits
 
 MODEL = b"\x08\x07 pretend this is an ONNX model" * 10
 OID = "sha256:" + hashlib.sha256(MODEL).hexdigest()

@@ -14,7 +14,8 @@ from conftest import write_tree
 from manifest_texts import DEPLOYMENT, DIGEST_A, FLEET, GOOD_REPO, SITES, edit, load, repo_files
 
 from reconciler.manifests.fleet import Origin
-from reconciler.manifests.loader import DocumentCache, RepoFile, YamlLoader, load_directory, load_tree
+from reconciler.manifests.loader import DocumentCache, RepoFile, load_directory, load_tree
+from reconciler.manifests.yamlreader import YamlLoader
 
 
 def test_the_good_repo_loads_into_a_fleet_repo() -> None:

@@ -7,7 +7,7 @@ from fleetfactory import deployment, fleet_repo, model, site
 from manifest_texts import DIGEST_A, FLAGS, GOOD_REPO, edit, load
 
 from reconciler.manifests import semantics
-from reconciler.manifests.loader import place_findings
+from reconciler.manifests.findings import place_findings
 
 EXTRA_ARTIFACT = f"uri: b.onnx, digest: {DIGEST_A}, size: 1, signature: {{uri: b.onnx.sig}}"
 

@@ -1,0 +1,16 @@
+"""A site's settings (site.yaml) as plain data: pydantic models with snake_case attributes and the
+camelCase keys users write as aliases, relative paths resolved once by their field's type, each
+default defined once. They depend on nothing but pydantic and the fleet language's scalar types
+(as python-tuf's UpdaterConfig and kopf's OperatorSettings do); reading site.yaml from disk is
+reconciler.agent.config's."""
+
+from reconciler.settings.address import Address
+from reconciler.settings.batch import BatchDirectories
+from reconciler.settings.commits import CommitPolicy
+from reconciler.settings.fetch import AuthConfig, FetchLimits
+from reconciler.settings.forge import ForgeConfig
+from reconciler.settings.paths import PathsFrom
+from reconciler.settings.site import SiteConfig, TrustIdentity, ValidationLimits
+
+__all__ = ["Address", "AuthConfig", "BatchDirectories", "CommitPolicy", "FetchLimits", "ForgeConfig", "PathsFrom",
+           "SiteConfig", "TrustIdentity", "ValidationLimits"]

@@ -1,0 +1,80 @@
+"""SiteConfig: the local, out-of-band settings of one site (site.yaml). Never read from the fleet
+repo: trust comes from here, not from the repository it protects. Plain data: reading the file and
+saying what is wrong with it at its line is reconciler.agent.config's."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from reconciler.manifests.types import POLL_INTERVAL, STALE_AFTER, DnsLabel, Duration
+from reconciler.settings.address import Address
+from reconciler.settings.batch import BatchDirectories
+from reconciler.settings.commits import CommitPolicy
+from reconciler.settings.fetch import FetchLimits
+from reconciler.settings.forge import ForgeConfig
+from reconciler.settings.paths import SETTINGS, LocalPath, Location
+
+_SHORTEST_INTERVAL = timedelta(milliseconds=100)
+
+
+class ValidationLimits(BaseModel):
+    """What a model's test cases may take, in a child process, before it is refused."""
+
+    model_config = ConfigDict(**SETTINGS, validate_default=True)
+
+    timeout: Duration = "60s"
+    memory_bytes: Annotated[int, Field(gt=0)] = 2 * 1024**3
+
+
+class TrustIdentity(BaseModel):
+    """A keyless signer: the certificate's identity (SAN) and the OIDC issuer that vouched for it."""
+
+    model_config = SETTINGS
+
+    identity: str
+    issuer: str
+
+
+class SiteConfig(BaseModel):
+    model_config = ConfigDict(**SETTINGS, validate_default=True)
+
+    site: DnsLabel
+    repo: Location  # URL or path of the fleet repo
+    branch: str = "main"
+    state: LocalPath
+    listen: Address | None = None  # HOST:PORT of the inference server; None: do not serve
+    grpc_listen: Address | None = None  # HOST:PORT of OIP over gRPC; None: no gRPC
+    status_repo: Location | None = None  # where status refs go when not the fleet repo (agents that may not push there)
+    interval: Duration = POLL_INTERVAL
+    stale_after: Duration = STALE_AFTER  # out of reach of the fleet repo for longer: the status says stale
+    jitter: Annotated[float, Field(ge=0, le=1)] = 0.1  # share of the interval, spreads fleet load
+    trust_keys: list[LocalPath] = []  # PEM public keys that may sign artifacts
+    trust_identities: list[TrustIdentity] = []  # keyless Sigstore signers
+    sigstore_trusted_root: LocalPath | None = None  # trusted_root.json; None: the public-good root shipped with sigstore
+    accept_history: str | None = None  # a commit an operator accepted after a history rewrite
+    commit_policy: CommitPolicy | None = None  # require signed fleet commits (SSH or GPG signers)
+    forge: ForgeConfig | None = None  # mirror status records as forge commit statuses
+    gate_source: Literal["git", "forge"] = "git"  # forge: read other sites from commit statuses, never push refs
+    validation: ValidationLimits = ValidationLimits()
+    fetch: FetchLimits = FetchLimits()  # timeouts, retries, redirects, auth, CA bundle for artifacts
+    batch: BatchDirectories = BatchDirectories()  # logical batch input/output names -> local directories
+
+    @field_validator("grpc_listen")
+    @classmethod
+    def _grpc_beside_http(cls, grpc_listen: Address | None, info: ValidationInfo) -> Address | None:
+        if grpc_listen is not None and info.data.get("listen", "invalid") is None:  # an invalid one is refused already
+            raise ValueError("needs listen too: health, metrics and flags are served over HTTP")
+        return grpc_listen
+
+    @model_validator(mode="after")
+    def _forge_gates_need_a_forge(self) -> SiteConfig:
+        if self.gate_source == "forge" and self.forge is None:
+            raise ValueError("gateSource: forge needs the forge settings")
+        return self
+
+    @property
+    def interval_seconds(self) -> float:
+        return max(self.interval, _SHORTEST_INTERVAL).total_seconds()
