@@ -11,8 +11,6 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from git import GitCommandError
-
 from reconciler import __version__
 from reconciler.agent.apply import Applier, CanaryMetrics, Outcome, Runtime
 from reconciler.agent.config import SiteConfig
@@ -25,9 +23,11 @@ from reconciler.delivery.model import SiteState
 from reconciler.delivery.plan import Plan, Target, plan_site, rollout_of, wave_members
 from reconciler.errors import Cancelled, ReconcilerError, Stalled
 from reconciler.flags import site_context
+from reconciler.gitdoor.git import GitError
 from reconciler.gitdoor.source import GitSource, cache_failure
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.loader import DocumentCache, load_tree
+from reconciler.retrying import exponential
 from reconciler.status.forge import CommitStatus, statuses_for_record, wave_status
 from reconciler.status.forge_client import ForgeStatuses
 from reconciler.status.forge_gate import LOOKBACK, ForgeFleetStatus
@@ -145,7 +145,7 @@ class Agent:
             return ReconcileResult(head, error=error)
         except ReconcilerError as error:
             return self._report_site_error(error, head, now)
-        except GitCommandError as error:  # a git command no door turned into a typed error
+        except GitError as error:  # a git command no door turned into a typed error
             return self._report_site_error(cache_failure(error, self.source.cache_dir), head, now)
 
     def run(self, stop: threading.Event) -> None:
@@ -158,7 +158,7 @@ class Agent:
             self.wake.clear()
             result = self.reconcile_once()
             failures = failures + 1 if result.retry_soon else 0
-            delay = min(interval, 0.5 * 2**failures) if failures else interval
+            delay = exponential(1.0, failures, cap=interval) if failures else interval
             self.wake.wait(delay * (1 + self.config.jitter * (2 * random.random() - 1)))
         log.info("%s: stopped", self.config.site)
 
@@ -281,7 +281,7 @@ class Agent:
         record = self._site_record(now, observed, state, deployments, error)
         try:
             self._publish(record)
-        except (ReconcilerError, GitCommandError) as push_error:
+        except (ReconcilerError, GitError) as push_error:
             log.warning("%s: status not written: %s", self.config.site, push_error)
         return ReconcileResult(head, None, record, error)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import os
-import random
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ from pydantic.alias_generators import to_camel
 from reconciler.cancel import CancelToken, shut_down
 from reconciler.errors import Stalled, Transient
 from reconciler.manifests.types import parse_duration
+from reconciler.retrying import retry
 
 RETRIED = frozenset({"ArtifactUnavailable", "ArtifactTruncated", "ArtifactStalled"})
 
@@ -166,19 +166,8 @@ class Deadline:
 
 
 def with_retries(limits: FetchLimits, deadline: Deadline, attempt: Callable[[], T]) -> T:
-    last = None
-    for n in range(limits.retries):
-        if n:
-            deadline.pause(min(random.uniform(0, limits.backoff * 2 ** (n - 1)), max(0.0, deadline.left())))
-        if deadline.left() <= 0:
-            raise deadline.exceeded(last) from last
-        try:
-            return attempt()
-        except Transient as exc:
-            if exc.reason not in RETRIED:
-                raise
-            last = exc
-    raise last
+    return retry(attempt, attempts=limits.retries, backoff=limits.backoff, deadline=deadline,
+                 retried=lambda failure: isinstance(failure, Transient) and failure.reason in RETRIED)
 
 
 # --- what a source gives -------------------------------------------------------------------------
