@@ -10,13 +10,13 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from fleet_fixture import EXAMPLE, FleetRemote, git, start_fleet_remote
 from onnx import TensorProto, helper, numpy_helper
-from trust_fixtures import dsse_bundle, encode, message_bundle, model_signing_statement
 
 from reconciler.agent.config import SiteConfig
 from reconciler.agent.loop import Agent
 from reconciler.devtools.onnx_builder import custom_op_model, external_data_model
+from reconciler.devtools.testing import EXAMPLE, FleetRemote, git, start_fleet_remote
+from reconciler.devtools.trust_fixtures import dsse_bundle, encode, message_bundle, model_signing_statement
 from reconciler.runtime.registry import ModelRegistry
 from reconciler.trust import load_private_key, sign_digest
 

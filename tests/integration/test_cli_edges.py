@@ -9,10 +9,10 @@ import subprocess
 import sys
 
 import pytest
-from fleet_fixture import EXAMPLE, copy_example, git
 
 from reconciler import __version__
 from reconciler.devtools.githttp import init_bare_repo
+from reconciler.devtools.testing import EXAMPLE, copy_example, git
 
 SITE = "store-boston-01"
 

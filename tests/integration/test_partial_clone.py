@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import subprocess
 
-from fleet_fixture import EXAMPLE, git
-
 from reconciler.agent.config import SiteConfig
 from reconciler.agent.loop import Agent
 from reconciler.devtools.githttp import GitHttpServer
+from reconciler.devtools.testing import EXAMPLE, git
 
 STORE = "store-boston-01"  # deploys demand-forecast 1.0.0 (and fraud-score, where its flag is on)
 

@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 import sigstore as sigstore_package
 from cryptography.hazmat.primitives.asymmetric import ec
-from trust_fixtures import (
+
+from reconciler import trust
+from reconciler.devtools.trust_fixtures import (
     BUNDLE_V03,
     IDENTITY,
     ISSUER,
@@ -31,8 +33,6 @@ from trust_fixtures import (
     model_signing_hint,
     model_signing_statement,
 )
-
-from reconciler import trust
 from reconciler.errors import Stalled
 from reconciler.trust import KeylessIdentity, TrustRoots
 
