@@ -173,10 +173,11 @@ class GitSource:
         except subprocess.CalledProcessError as error:
             stderr = error.stderr.decode("utf-8", "replace").strip()
             raise Stalled("SourceCacheCorrupt", f"git cat-file in {self.git.git_dir}: {stderr}") from error
-        for blob, data in zip(wanted, contents, strict=True):
-            if data is None:  # the cache lacks an object of a tree it holds
-                raise Stalled("SourceCacheCorrupt", f"blob {blob} is missing from {self.git.git_dir}; delete the cache")
-        return dict(zip(wanted, contents, strict=True))  # type: ignore[arg-type]
+        found = {blob: data for blob, data in zip(wanted, contents, strict=True) if data is not None}
+        if len(found) < len(wanted):  # the cache lacks an object of a tree it holds
+            blob = next(blob for blob in wanted if blob not in found)
+            raise Stalled("SourceCacheCorrupt", f"blob {blob} is missing from {self.git.git_dir}; delete the cache")
+        return found
 
     def tree(self, sha: str) -> CommitTree:
         """The commit's files by path, for repo-relative artifact URIs: each read fetches and
