@@ -60,7 +60,8 @@ def in_worktree(root: Path, *args: str, isolated: bool = False) -> str:
 
 def common_git_dir(root: Path) -> Path:
     """The repository that holds ``root`` (its objects and refs, shared by its worktrees)."""
-    return Path(in_worktree(root, "rev-parse", "--path-format=absolute", "--git-common-dir", isolated=True).strip())
+    found = in_worktree(root, "rev-parse", "--path-format=absolute", "--git-common-dir", isolated=True)
+    return Path(found.strip())
 
 
 class Git:
@@ -85,14 +86,16 @@ class Git:
     # --- the network ------------------------------------------------------------------------------
 
     def fetch(self, remote: str, *refspecs: str, options: Iterable[str] = (), timeout: float) -> None:
-        self._repo.git.fetch("--quiet", "--no-tags", *options, "--", remote, *refspecs, kill_after_timeout=timeout)
+        self._repo.git.fetch("--quiet", "--no-tags", *options, "--", remote, *refspecs,
+                             kill_after_timeout=timeout)
 
     def fetch_objects(self, remote: str, ids: list[str], options: Iterable[str], timeout: float) -> None:
         """Fetch these objects by id. As git's own lazy fetch: no negotiation, for they are
         reachable from commits the cache has, and a server told about those would think the cache
         has the objects too."""
-        self._lines("-c", "fetch.negotiationAlgorithm=noop", "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
-                    "--recurse-submodules=no", *options, "--stdin", remote, given=ids, timeout=timeout)
+        self._lines("-c", "fetch.negotiationAlgorithm=noop", "fetch", "--quiet", "--no-tags",
+                    "--no-write-fetch-head", "--recurse-submodules=no", *options, "--stdin", remote,
+                    given=ids, timeout=timeout)
 
     def push(self, url: str, refspec: str, timeout: float) -> tuple[int, str, str]:
         """``git push --porcelain``: its exit status, standard output and standard error."""
@@ -172,7 +175,8 @@ class Git:
             return []
         command = [_executable(), "--git-dir", self.git_dir, "cat-file", "--batch"]
         request = "".join(f"{name}\n" for name in names).encode("utf-8", "surrogateescape")
-        done = subprocess.run(command, input=request, capture_output=True, check=True, env={**os.environ, **NO_PROMPT})
+        done = subprocess.run(command, input=request, capture_output=True, check=True,
+                              env={**os.environ, **NO_PROMPT})
         return list(batch_contents(done.stdout, len(names)))
 
     @contextmanager
@@ -246,7 +250,8 @@ class Git:
         with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               start_new_session=True, env={**os.environ, **NO_PROMPT}) as process:
             try:
-                out, err = process.communicate("".join(f"{line}\n" for line in given).encode("ascii"), timeout)
+                request = "".join(f"{line}\n" for line in given).encode("ascii")
+                out, err = process.communicate(request, timeout)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.communicate()

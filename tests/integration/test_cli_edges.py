@@ -89,7 +89,7 @@ def test_status_of_the_fleet_repo_itself_reads_its_refs(reported_fleet):
 
 
 def test_verify_refuses_a_bundle_whose_timestamp_does_not_parse(tmp_path):
-    from trust_fixtures import IDENTITY, ISSUER, LocalSigstore
+    from reconciler.devtools.trust_fixtures import IDENTITY, ISSUER, LocalSigstore
 
     sigstore = LocalSigstore()
     (tmp_path / "model.onnx").write_bytes(b"model bytes")

@@ -51,7 +51,8 @@ def test_commits_ancestry_and_walks(history: tuple[Path, list[str]]) -> None:
     assert repo.first_parents(third, 1) == [third, second]
     assert repo.is_ancestor(first, third) and not repo.is_ancestor(third, first)
     assert repo.log("--format=%s", "main").split("\n") == ["third", "second", "first"]
-    assert repo.log_bytes("-z", "--format=%H", "main").split(b"\0") == [third.encode(), second.encode(), first.encode(), b""]
+    walked = repo.log_bytes("-z", "--format=%H", "main").split(b"\0")
+    assert walked == [third.encode(), second.encode(), first.encode(), b""]
     assert repo.commit_info(first).message.strip() == "first"
     with pytest.raises(GitError):
         repo.resolve_commit("no-such-branch")
@@ -70,7 +71,8 @@ def test_log_leaves_the_users_git_config_out(history: tuple[Path, list[str]], tm
     repo.close()
 
 
-def test_regular_files_leave_symlinks_out_and_objects_read_one_or_many(history: tuple[Path, list[str]]) -> None:
+def test_regular_files_leave_symlinks_out_and_objects_read_one_or_many(
+        history: tuple[Path, list[str]]) -> None:
     bare, (_, second, _) = history
     repo = Git(bare)
     files = dict(repo.regular_files(second))
@@ -91,8 +93,9 @@ def test_a_blob_streams_through_a_pipe_and_a_missing_one_is_refused(history: tup
     blob = dict(repo.regular_files(first))["a.yaml"]
     with repo.stream_blob(blob, "a.yaml") as fd:
         assert os.read(fd, 100) == b"a: 1\n"
-    with pytest.raises(Stalled, match="SourceCacheCorrupt|missing.yaml"), repo.stream_blob("0" * 40, "missing.yaml"):
+    with pytest.raises(Stalled, match="missing.yaml") as refused, repo.stream_blob("0" * 40, "missing.yaml"):
         pass
+    assert refused.value.reason == "SourceCacheCorrupt"
     repo.close()
 
 
@@ -115,7 +118,8 @@ def test_a_written_commit_moves_a_ref_only_when_asked(history: tuple[Path, list[
     repo.close()
 
 
-def test_fetch_ls_remote_and_push_against_a_repository_on_disk(history: tuple[Path, list[str]], tmp_path: Path) -> None:
+def test_fetch_ls_remote_and_push_against_a_repository_on_disk(
+        history: tuple[Path, list[str]], tmp_path: Path) -> None:
     bare, (first, _, third) = history
     assert ls_remote(str(bare), "refs/heads/main", 30) == f"{third}\trefs/heads/main"
     cache = Git(tmp_path / "cache")
@@ -170,5 +174,6 @@ def test_a_directory_outside_any_repository_is_no_git_dir(tmp_path: Path) -> Non
     (b"abc missing\nd blob 2\n\n\n\n", 2, [None, b"\n\n"]),  # contents may hold newlines
     (b"x:y ambiguous\nabc blob 1\nz\n", 2, [None, b"z"]),
 ])
-def test_batch_contents_splits_cat_file_output(output: bytes, count: int, contents: list[bytes | None]) -> None:
+def test_batch_contents_splits_cat_file_output(output: bytes, count: int,
+                                               contents: list[bytes | None]) -> None:
     assert list(batch_contents(output, count)) == contents

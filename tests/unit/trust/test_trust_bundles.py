@@ -1,6 +1,7 @@
 """Sigstore bundles (key-signed and keyless), DSSE in-toto statements, model_signing manifests,
 format detection and narrowing of trust roots. Bundles are built from the documented JSON shapes
-in trust_fixtures.py; keyless ones come from a local Sigstore (own CA, CT log and Rekor keys)."""
+in reconciler/devtools/trust_fixtures.py; keyless ones come from a local Sigstore (own CA, CT log
+and Rekor keys)."""
 
 from __future__ import annotations
 
