@@ -1,7 +1,7 @@
 """Audit at scale: `audit --at` and `status` over 1 000 sites x 200 status records each, as
 ratios to a bare `git log` of the same status refs measured in the same run.
 
-The history is one `git fast-import` stream (tests/audit_history.bulk_history): a fleet branch
+The history is one `git fast-import` stream (reconciler.devtools.audit_history.bulk_history): a fleet branch
 with 1 000 Sites, and per site 200 status records as StatusRefs writes them, 10 minutes apart.
 Subjects, in process, reading the repository by its path as the CLI does:
 - audit --at near the start of the history, its middle and near its end (reconciler.history.timeline.audit_at:
@@ -29,13 +29,13 @@ from pathlib import Path
 
 from common import Stats, arguments, emit, machine, timed  # first: puts the repo root on sys.path
 
+from reconciler.devtools.audit_history import T0, bulk_history
 from reconciler.gitdoor.source import GitSource
 from reconciler.history.timeline import audit_at, open_fleet
 from reconciler.manifests.loader import load_tree
 from reconciler.status.gitref import STATUS_REF_PREFIX, StatusRefs
 from reconciler.status.matrix import build_matrix
 from reconciler.status.record import StatusRecord
-from tests.audit_history import T0, bulk_history
 
 SITES, RECORDS, STEP = 1000, 200, timedelta(minutes=10)
 TARGET = 1.5  # audit --at the middle of the history: at most half as much again as reading the log once

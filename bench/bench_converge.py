@@ -21,10 +21,10 @@ import httpx
 from common import Stats, arguments, emit, machine  # first: puts the repo root on sys.path
 
 from reconciler.devtools.processes import free_port, stop_all
+from reconciler.devtools.testing import EXAMPLE, git, start_fleet_remote
 from reconciler.gitdoor.source import GitSource
 from reconciler.runtime.hooks import HOOK_PATH
 from reconciler.status.gitref import StatusRefs
-from tests.fleet_fixture import EXAMPLE, git, start_fleet_remote
 
 SITES = ("store-berlin-01", "store-boston-01", "store-mumbai-01")  # stores with no maintenance window
 INTERVAL = 2.0

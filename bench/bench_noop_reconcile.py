@@ -18,8 +18,8 @@ from common import Stats, arguments, emit, interleaved, machine  # first: puts t
 
 from reconciler.agent.loop import Agent
 from reconciler.agent.wiring import build_agent
+from reconciler.devtools.testing import EXAMPLE, start_fleet_remote
 from reconciler.settings import SiteConfig
-from tests.fleet_fixture import EXAMPLE, start_fleet_remote
 
 TARGET = 1.5
 SITE = "store-berlin-01"  # a pilot store without maintenance windows: its first reconcile activates

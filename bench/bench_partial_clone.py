@@ -44,8 +44,8 @@ from common import ROOT, emit, machine  # first: puts the repo root on sys.path
 from reconciler import trust
 from reconciler.devtools.githttp import GitHttpServer, init_bare_repo, run_git
 from reconciler.devtools.onnx_builder import dense_model, dense_reference
+from reconciler.devtools.testing import EXAMPLE, copy_example
 from reconciler.trust.signing import load_signing_key
-from tests.fleet_fixture import EXAMPLE, copy_example
 
 BASELINE = "fda8d09dd037a1901281930a508094639269c091"  # main before partial clones: full fetch + extraction
 TARGET = 0.25

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
 from reconciler import trust
-from tests.trust_fixtures import (
+from reconciler.devtools.trust_fixtures import (
     IDENTITY,
     ISSUER,
     LocalSigstore,

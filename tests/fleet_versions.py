@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import hashlib
 
-from fleet_fixture import EXAMPLE, FleetRemote
-
+from reconciler.devtools.testing import EXAMPLE, FleetRemote
 from reconciler.trust.signing import load_signing_key, sign_file
 
 DEPLOYMENT = "demand-forecast"

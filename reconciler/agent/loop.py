@@ -14,8 +14,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from git import GitCommandError
-
 from reconciler.agent.apply import Applier, Outcome, Runtime
 from reconciler.agent.ports import FleetSource, StatusChannel
 from reconciler.agent.selfheal import heal_after_failure, heal_at_start
@@ -26,9 +24,11 @@ from reconciler.delivery.model import SiteState
 from reconciler.delivery.plan import Plan, plan_site, rollout_of
 from reconciler.errors import Cancelled, ReconcilerError, Stalled
 from reconciler.flags import site_context
+from reconciler.gitdoor.git import GitError
 from reconciler.gitdoor.source import GitSource, cache_failure
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.loader import DocumentCache, load_tree
+from reconciler.retrying import exponential
 from reconciler.runtime.registry import BatchPolicy
 from reconciler.settings import SiteConfig
 from reconciler.status.record import StatusRecord
@@ -133,7 +133,7 @@ class Agent:
                     break
         except ReconcilerError as error:
             run.error = error
-        except GitCommandError as error:  # a git command no door turned into a typed error
+        except GitError as error:  # a git command no door turned into a typed error
             run.error = cache_failure(error, self.source.cache_dir)
         return self._summarise(run)
 
@@ -147,7 +147,7 @@ class Agent:
             self.wake.clear()
             result = self.reconcile_once()
             failures = failures + 1 if result.retry_soon else 0
-            delay = min(interval, 0.5 * 2**failures) if failures else interval
+            delay = exponential(1.0, failures, cap=interval) if failures else interval
             self.wake.wait(delay * (1 + self.config.jitter * (2 * random.random() - 1)))
         log.info("%s: stopped", self.config.site)
 
@@ -229,7 +229,7 @@ class Agent:
         before = self.last_record
         try:
             self._publish(record, run)
-        except (ReconcilerError, GitCommandError) as push_error:
+        except (ReconcilerError, GitError) as push_error:
             if run.error is not None:
                 log.warning("%s: status not written: %s", self.config.site, push_error)
             else:  # the status channel failed a reconcile that had gone well: it is this run's error

@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 from reconciler.errors import UsageError
+from reconciler.gitdoor.git import in_worktree
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.loader import load_directory
 from reconciler.manifests.models import Deployment
@@ -111,7 +112,8 @@ def _indent(line: str) -> int:
 
 
 def _git(repo: Path, *args: str) -> None:
-    done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise UsageError(f"git {args[0]} in {repo}: {done.stderr.strip()}")
+    try:
+        in_worktree(repo, *args)
+    except subprocess.CalledProcessError as error:
+        raise UsageError(f"git {args[0]} in {repo}: {error.stderr.decode('utf-8', 'replace').strip()}") from None
 

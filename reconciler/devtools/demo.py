@@ -5,7 +5,6 @@ move. Everything stops by itself at the end unless --keep-running."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -20,8 +19,9 @@ from pathlib import Path
 import httpx
 
 from reconciler.delivery.plan import rollout_of
-from reconciler.devtools.githttp import GitHttpServer, init_bare_repo
+from reconciler.devtools.githttp import GitHttpServer, init_bare_repo, run_git
 from reconciler.devtools.processes import free_port, stop_all
+from reconciler.gitdoor.git import ls_remote
 from reconciler.gitdoor.source import GitSource
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.loader import load_directory
@@ -92,9 +92,9 @@ def run_demo(sites: int, workdir: Path | None, keep_running: bool) -> int:
 
         first = next(site for site, record in sorted(records.items()) if deployment in record.deployments)
         say(f"\n7. The audit trail of {first}: its status ref history, one commit per change")
-        log = subprocess.run(["git", "--git-dir", str(bare), "log", "--format=   %h %ad %s", "--date=format:%H:%M:%S",
-                              f"refs/reconciler/status/{first}"], capture_output=True, text=True, check=True)
-        say(log.stdout.rstrip())
+        log = run_git(None, "--git-dir", str(bare), "log", "--format=%h %ad %s", "--date=format:%H:%M:%S",
+                      f"refs/reconciler/status/{first}")
+        say("\n".join("   " + line for line in log.splitlines()))
 
         say("\n8. `reconciler status`: the fleet matrix, from Git alone")
         matrix = build_matrix(refs.read_all(), fleet.sites, datetime.now(UTC), fleet.spec.staleAfter)
@@ -132,8 +132,7 @@ def _rolled_out(fleet: FleetRepo, deployment: str, old: str, new: str, moved: in
 def _compress_time(root: Path, url: str) -> None:
     """Minutes of bake time and canary steps become seconds, and every site may activate now."""
     clone = root / "clone"
-    env = {**os.environ, **GIT_IDENTITY}
-    subprocess.run(["git", "clone", "-q", url, str(clone)], check=True, env=env)
+    run_git(None, "clone", "-q", url, str(clone), env=GIT_IDENTITY)
     for path in sorted(clone.rglob("*.yaml")):
         text = path.read_text()
         text = re.sub(r"(?m)^(\s+(?:bakeTime|duration|window):\s*)\S+", r"\g<1>4s", text)
@@ -141,9 +140,9 @@ def _compress_time(root: Path, url: str) -> None:
         text = re.sub(r"(?m)^(\s+maxLatencyP99:\s*)\S+", r"\g<1>1s", text)  # twelve sites share two cores here
         text = re.sub(r"(?ms)^  maintenanceWindows:\n(?:    .*\n|\s*\n)*", "", text)
         path.write_text(text)
-    subprocess.run(["git", "-C", str(clone), "commit", "-qam", "demo: compress time (bake 4s, canary steps 4s with "
-                    "5 requests minimum, p99 up to 1s, no maintenance windows)"], check=True, env=env)
-    subprocess.run(["git", "-C", str(clone), "push", "-q", "origin", "HEAD:main"], check=True, env=env)
+    run_git(clone, "commit", "-qam", "demo: compress time (bake 4s, canary steps 4s with 5 requests minimum, "
+            "p99 up to 1s, no maintenance windows)", env=GIT_IDENTITY)
+    run_git(clone, "push", "-q", "origin", "HEAD:main", env=GIT_IDENTITY)
 
 
 class _Traffic:
@@ -212,8 +211,7 @@ def _start_agent(stack: ExitStack, root: Path, url: str, site: str) -> tuple[int
 
 
 def _remote_head(url: str) -> str:
-    out = subprocess.run(["git", "ls-remote", url, "refs/heads/main"], capture_output=True, text=True, check=True)
-    return out.stdout.split()[0]
+    return ls_remote(url, "refs/heads/main", timeout=60).split()[0]
 
 
 def _await_convergence(refs: StatusRefs, agents: dict, head: str, started: float,
@@ -319,7 +317,6 @@ def _pick_bump(fleet: FleetRepo, records: dict[str, StatusRecord]) -> tuple[str,
 
 def _commit_bump(root: Path, url: str, fleet: FleetRepo, deployment: str, old: str, new: str) -> str:
     clone = root / "clone"
-    env = {**os.environ, **GIT_IDENTITY}
     origin = fleet.origins[("Deployment", deployment)]
     path = clone / origin.path
     lines = path.read_text().splitlines(keepends=True)
@@ -330,8 +327,8 @@ def _commit_bump(root: Path, url: str, fleet: FleetRepo, deployment: str, old: s
         raise SystemExit(f"demo: cannot find 'version: {old}' in {path}")
     lines[index] = pattern.sub(rf"\g<1>\g<2>{new}\g<2>", lines[index].rstrip("\n")) + "\n"
     path.write_text("".join(lines))
-    subprocess.run(["git", "-C", str(clone), "commit", "-qam", f"Roll out {deployment} {new}"], check=True, env=env)
-    subprocess.run(["git", "-C", str(clone), "push", "-q", "origin", "HEAD:main"], check=True, env=env)
+    run_git(clone, "commit", "-qam", f"Roll out {deployment} {new}", env=GIT_IDENTITY)
+    run_git(clone, "push", "-q", "origin", "HEAD:main", env=GIT_IDENTITY)
     return _remote_head(url)
 
 

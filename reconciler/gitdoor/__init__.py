@@ -1,4 +1,5 @@
-"""The door to git: the fleet repository as a source of revisions and trees. (Not named `git`, which
-would shadow GitPython's package.)"""
+"""The door to git: every git command reconciler runs (``git``), and the fleet repository as a
+source of revisions and trees (``source``). (The package is not named `git`, which would shadow
+GitPython's package.)"""
 
-__all__ = ["source"]
+__all__ = ["git", "source"]

@@ -10,24 +10,23 @@ refused, as is a ``..`` in the URI itself that climbs above the root."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
-import git
-
 from reconciler.errors import Stalled
+from reconciler.gitdoor.git import REGULAR_FILE_MODES
 
 if TYPE_CHECKING:
+    import git
+
     from reconciler.gitdoor.source import GitSource
 
 MAX_SYMLINK_HOPS = 40  # Linux's limit before ELOOP
 _SYMLINK = 0o120000
-_REGULAR_FILES = (0o100644, 0o100755)
+_REGULAR_FILES = tuple(int(mode, 8) for mode in REGULAR_FILE_MODES)
 
 
 class CommitTree:
@@ -44,26 +43,12 @@ class CommitTree:
         (an artifact's deadline, not the short one of a manifest fetch)."""
         blob = self._resolve(path)
         self._source.fetch_missing([blob], timeout)
-        command = [git.Git.GIT_PYTHON_GIT_EXECUTABLE, "--git-dir", str(self._source.repo.git_dir),
-                   "cat-file", "blob", blob]
-        reader = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        assert reader.stdout is not None and reader.stderr is not None
-        try:
-            yield reader.stdout.fileno()
-        except BaseException:
-            reader.kill()
-            raise
-        finally:
-            reader.stdout.close()  # a git still writing gets SIGPIPE: the reader had all it wanted
-            stderr = reader.stderr.read().decode("utf-8", "replace").strip()
-            reader.stderr.close()
-            status = reader.wait()
-        if status not in (0, -signal.SIGPIPE):
-            raise Stalled("SourceCacheCorrupt", f"git cat-file {blob} ({path}) in {self._source.repo.git_dir}: {stderr}")
+        with self._source.git.stream_blob(blob, path) as fd:
+            yield fd
 
     def _resolve(self, path: str) -> str:
         """The id of the regular file ``path`` names, links followed."""
-        root = git.Commit(self._source.repo, bytes.fromhex(self.commit)).tree
+        root = self._source.git.root_tree(self.commit)
         trees = [root]  # the directories walked into, the root first
         parts = deque(PurePosixPath(path).parts)
         hops = 0

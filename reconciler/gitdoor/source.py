@@ -17,38 +17,21 @@ between blobs. A GitSource is not thread-safe: one per thread."""
 from __future__ import annotations
 
 import functools
-import os
 import re
-import signal
 import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-
-import git
-from git.exc import GitCommandError
 
 from reconciler.errors import Stalled, Transient, UsageError
 from reconciler.gitdoor.committree import CommitTree
+from reconciler.gitdoor.git import CommitInfo, Git, GitError, common_git_dir, in_worktree, ls_remote
 from reconciler.manifests.loader import RepoFile
 
-_REGULAR_FILE_MODES = ("100644", "100755")  # symlinks and submodules are not fleet files
-# A site has no one to type a password: fail at once instead of waiting on a prompt.
-_NO_PROMPT = {"GIT_TERMINAL_PROMPT": "0"}
 _REMOTE = "origin"  # the promisor remote: where the blobs the partial clone left out come from
 _BLOB_FILTER = "blob:none"
 _OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
-
-
-@dataclass(frozen=True)
-class CommitInfo:
-    author: str  # "Name <email>"
-    committer: str
-    date: datetime  # committer date, with its offset
-    message: str
 
 
 class GitSource:
@@ -57,25 +40,19 @@ class GitSource:
         self.branch = branch
         self.cache_dir = Path(cache_dir)
         self.timeout = timeout
-        self._remote_git = git.Git()
-        self._remote_git.update_environment(**_NO_PROMPT)
-        self._repo: git.Repo | None = None
+        self._git: Git | None = None
 
     @property
-    def repo(self) -> git.Repo:
+    def git(self) -> Git:
         """The bare cache repository, created on first use."""
-        if self._repo is None:
-            if (self.cache_dir / "HEAD").is_file():
-                self._repo = git.Repo(self.cache_dir)
-            else:
-                self._repo = git.Repo.init(self.cache_dir, bare=True, mkdir=True)
-            self._repo.git.update_environment(**_NO_PROMPT)
-        return self._repo
+        if self._git is None:
+            self._git = Git(self.cache_dir)
+        return self._git
 
     def close(self) -> None:
-        if self._repo is not None:
-            self._repo.close()
-            self._repo = None
+        if self._git is not None:
+            self._git.close()
+            self._git = None
 
     def __enter__(self) -> GitSource:
         return self
@@ -88,8 +65,8 @@ class GitSource:
         all a no-op reconcile costs."""
         ref = f"refs/heads/{self.branch}"
         try:
-            listing = self._remote_git.ls_remote("--", self.url, ref, kill_after_timeout=self.timeout)
-        except GitCommandError as error:
+            listing = ls_remote(self.url, ref, self.timeout)
+        except GitError as error:
             raise git_failure(error, f"git ls-remote {self.url}", "SourceUnreachable") from error
         for line in listing.splitlines():
             sha, _, name = line.partition("\t")
@@ -107,36 +84,31 @@ class GitSource:
         refspec = f"+refs/heads/{self.branch}:{tracking}"
         self._clone_partially()
         try:
-            self.repo.git.fetch("--quiet", "--no-tags", f"--filter={_BLOB_FILTER}", "--", _REMOTE, refspec,
-                                kill_after_timeout=self.timeout)
-        except GitCommandError as error:
+            self.git.fetch(_REMOTE, refspec, options=[f"--filter={_BLOB_FILTER}"], timeout=self.timeout)
+        except GitError as error:
             if "couldn't find remote ref" in git_error_message(error):
                 raise Stalled("BranchNotFound", f"{self.url} has no branch {self.branch!r}") from error
             raise git_failure(error, f"git fetch {self.url}", "SourceFetchFailed") from error
-        return self.repo.git.rev_parse("--verify", f"{tracking}^{{commit}}")
+        return self.git.resolve_commit(tracking)
 
     def _clone_partially(self) -> None:
         """Make the cache a partial clone of ``url`` (what ``git clone --filter`` sets up), so git
         knows where a blob it lacks can be had. Only fetched caches: a local repository read in
         place is left as it is."""
-        config, section = self.repo.config_reader("repository"), f'remote "{_REMOTE}"'
-        if config.has_section(section) and config.get_value(section, "url", default=None) == self.url:
+        if self.git.config_value(f'remote "{_REMOTE}"', "url") == self.url:
             return
         for key, value in (("core.repositoryformatversion", "1"), ("extensions.partialClone", _REMOTE),
                            (f"remote.{_REMOTE}.url", self.url), (f"remote.{_REMOTE}.promisor", "true"),
                            (f"remote.{_REMOTE}.partialCloneFilter", _BLOB_FILTER)):
-            self.repo.git.config(key, value)
+            self.git.set_config(key, value)
 
     def _is_partial_clone(self) -> bool:
-        config = self.repo.config_reader("repository")
-        return config.has_section("extensions") and config.get_value("extensions", "partialClone", "") == _REMOTE
+        return self.git.config_value("extensions", "partialClone") == _REMOTE
 
     def has_commit(self, sha: str) -> bool:
         """Whether the cache holds the commit; asking is local (git's lazy fetch would download
         a commit the partial clone lacks, with its whole history)."""
-        if not _OBJECT_ID.fullmatch(sha):
-            return False
-        return self.repo.git.rev_list("--no-walk", "--ignore-missing", "--missing=allow-any", sha) == sha
+        return bool(_OBJECT_ID.fullmatch(sha)) and self.git.has_commit(sha)
 
     def fetch_missing(self, blobs: Iterable[str], timeout: float | None = None) -> None:
         """Bring the blobs the partial clone lacks, all in one fetch (within ``timeout`` seconds,
@@ -145,49 +117,27 @@ class GitSource:
         if not self._is_partial_clone():
             return
         ids = [blob for blob in dict.fromkeys(blobs) if _OBJECT_ID.fullmatch(blob)]
-        present = self._git_lines("rev-list", "--objects", "--no-walk", "--ignore-missing", "--missing=allow-any",
-                                  "--stdin", given=ids)
-        missing = set(ids) - {line.split(" ")[0] for line in present}
+        missing = set(ids) - self.git.present(ids)
         if not missing:
             return
-        # As git's own lazy fetch: no negotiation, for the blobs are reachable from commits the
-        # cache has, and a server told about those would think the cache has the blobs too.
-        command = ["-c", "fetch.negotiationAlgorithm=noop", "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
-                   "--recurse-submodules=no", f"--filter={_BLOB_FILTER}", "--stdin", _REMOTE]
         timeout = timeout or self.timeout
         try:
-            self._git_lines(*command, given=sorted(missing), timeout=timeout)
+            self.git.fetch_objects(_REMOTE, sorted(missing), [f"--filter={_BLOB_FILTER}"], timeout)
         except subprocess.CalledProcessError as error:
             stderr = error.stderr.decode("utf-8", "replace") if isinstance(error.stderr, bytes) else str(error.stderr)
             message = git_words(stderr) or f"exit status {error.returncode}"
             if "not our ref" in message:
                 named = ", ".join(sorted(missing)[:3]) + (", ..." if len(missing) > 3 else "")
-                raise Stalled("SourceCacheCorrupt", f"blob(s) {named} missing from {self.repo.git_dir}, and {self.url} "
+                raise Stalled("SourceCacheCorrupt", f"blob(s) {named} missing from {self.git.git_dir}, and {self.url} "
                                                     f"does not have them: {message}; delete the cache") from error
             raise describe_git_failure(message, f"git fetch {self.url} (blobs)", "SourceFetchFailed") from error
         except subprocess.TimeoutExpired as error:
             raise Transient("SourceFetchFailed", f"git fetch {self.url} (blobs): not done in {timeout:g}s") from error
 
-    def _git_lines(self, *args: str, given: list[str], timeout: float | None = None) -> list[str]:
-        """The lines git writes, with ``given`` as its standard input, one a line. Past ``timeout``,
-        git and the helpers it started (a fetch's transport, index-pack) are killed together."""
-        command = [git.Git.GIT_PYTHON_GIT_EXECUTABLE, "--git-dir", str(self.repo.git_dir), *args]
-        with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              start_new_session=True, env={**os.environ, **_NO_PROMPT}) as process:
-            try:
-                out, err = process.communicate("".join(f"{line}\n" for line in given).encode("ascii"), timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.communicate()
-                raise
-        if process.returncode != 0:
-            raise subprocess.CalledProcessError(process.returncode, command, out, err)
-        return out.decode("utf-8", "surrogateescape").splitlines()
-
     def first_parents(self, commit: str, limit: int) -> list[str]:
         """``commit`` and up to ``limit`` of its first-parent ancestors, newest first (the branch's
         own history: a merged branch's commits are not in it)."""
-        return self.repo.git.rev_list("--first-parent", f"--max-count={limit + 1}", commit).split()
+        return self.git.first_parents(commit, limit)
 
     def is_ancestor(self, old: str, new: str) -> bool:
         """Whether ``new`` descends from (or is) ``old``. ``new`` must be fetched; an ``old`` the
@@ -197,32 +147,19 @@ class GitSource:
         if not self.has_commit(old):
             return False
         try:
-            self.repo.git.merge_base("--is-ancestor", old, new)
-        except GitCommandError as error:
-            if error.status == 1:
-                return False
-            raise cache_failure(error, self.repo.git_dir) from error
-        return True
+            return self.git.is_ancestor(old, new)
+        except GitError as error:
+            raise cache_failure(error, self.git.git_dir) from error
 
     def files(self, sha: str) -> list[RepoFile]:
         """Every regular file of the commit's tree, keyed by blob id. Contents are read lazily,
         one by one or all the misses of a load at once (``read_many``), so unchanged files cost
         nothing."""
-        listing = self.repo.git.ls_tree("-r", "-z", "--full-tree", sha, stdout_as_string=False)
-        read_many = self.read_blobs
-        files = []
-        for entry in listing.split(b"\0"):
-            if not entry:
-                continue
-            meta, _, path = entry.partition(b"\t")
-            mode, kind, blob = meta.decode("ascii").split(" ")
-            if kind == "blob" and mode in _REGULAR_FILE_MODES:
-                read = functools.partial(self._read_blob, blob)
-                files.append(RepoFile(path.decode("utf-8", "surrogateescape"), blob, read, read_many))
-        return files
+        return [self.repo_file(path, blob) for path, blob in self.git.regular_files(sha)]
 
-    def _read_blob(self, blob: str) -> bytes:
-        return self.repo.git.get_object_data(blob)[3]
+    def repo_file(self, path: str, blob: str) -> RepoFile:
+        """The file ``path`` with contents ``blob``, read when asked."""
+        return RepoFile(path, blob, functools.partial(self.git.read_object, blob), self.read_blobs)
 
     def read_blobs(self, blobs: Iterable[str]) -> dict[str, bytes]:
         """The contents of many blobs by id, through one ``git cat-file --batch`` given every id
@@ -231,13 +168,16 @@ class GitSource:
         if not wanted:
             return {}
         self.fetch_missing(wanted)
-        command = [git.Git.GIT_PYTHON_GIT_EXECUTABLE, "--git-dir", str(self.repo.git_dir), "cat-file", "--batch"]
-        ids = "".join(f"{blob}\n" for blob in wanted).encode("ascii")
-        done = subprocess.run(command, input=ids, capture_output=True, check=False)
-        if done.returncode != 0:
-            stderr = done.stderr.decode("utf-8", "replace").strip()
-            raise Stalled("SourceCacheCorrupt", f"git cat-file in {self.repo.git_dir}: {stderr}")
-        return dict(_batch_contents(done.stdout, wanted, self.repo.git_dir))
+        try:
+            contents = self.git.read_objects(wanted)
+        except subprocess.CalledProcessError as error:
+            stderr = error.stderr.decode("utf-8", "replace").strip()
+            raise Stalled("SourceCacheCorrupt", f"git cat-file in {self.git.git_dir}: {stderr}") from error
+        found = {blob: data for blob, data in zip(wanted, contents, strict=True) if data is not None}
+        if len(found) < len(wanted):  # the cache lacks an object of a tree it holds
+            blob = next(blob for blob in wanted if blob not in found)
+            raise Stalled("SourceCacheCorrupt", f"blob {blob} is missing from {self.git.git_dir}; delete the cache")
+        return found
 
     def tree(self, sha: str) -> CommitTree:
         """The commit's files by path, for repo-relative artifact URIs: each read fetches and
@@ -247,13 +187,27 @@ class GitSource:
         return CommitTree(self, sha)
 
     def commit_info(self, sha: str) -> CommitInfo:
-        commit = git.Commit(self.repo, bytes.fromhex(sha))
-        return CommitInfo(
-            author=f"{commit.author.name} <{commit.author.email}>",
-            committer=f"{commit.committer.name} <{commit.committer.email}>",
-            date=commit.committed_datetime,
-            message=str(commit.message),
-        )
+        return self.git.commit_info(sha)
+
+
+@contextmanager
+def open_location(location: str, branch: str) -> Iterator[tuple[GitSource, bool]]:
+    """A fleet repo for a one-shot read, and whether it is read in place: a local repository is
+    read where it is, and only read (nothing is fetched into it or written there); a URL is
+    fetched into a throwaway cache, when the caller asks."""
+    local = Path(location)
+    with tempfile.TemporaryDirectory(prefix="reconciler-read-") as scratch:
+        if not local.is_dir():
+            with GitSource(location, branch, Path(scratch)) as source:
+                yield source, False
+            return
+        try:
+            git_dir = common_git_dir(local)
+        except subprocess.CalledProcessError as error:
+            stderr = error.stderr.decode("utf-8", "replace").strip()
+            raise UsageError(f"{location} is not a git repository: {stderr}") from None
+        with GitSource(str(local.resolve()), branch, git_dir) as source:
+            yield source, True
 
 
 @contextmanager
@@ -268,40 +222,15 @@ def open_revision(location: str, rev: str) -> Iterator[tuple[str, list[RepoFile]
 def open_commit(location: str, rev: str) -> Iterator[tuple[GitSource, str]]:
     """The source holding one commit of a fleet repo, and the commit: ``open_revision`` for
     readers that also check the tree out or read status refs."""
-    local = Path(location)
-    with tempfile.TemporaryDirectory(prefix="reconciler-rev-") as scratch:
-        if local.is_dir():
-            try:
-                git_dir = Path(git.Repo(local, search_parent_directories=True).git_dir)
-            except git.InvalidGitRepositoryError:
-                raise UsageError(f"{location} is not in a git repository; --rev, --base and --head read commits") from None
-            source = GitSource(location, rev, git_dir)
-        else:
-            source = GitSource(location, rev, Path(scratch))
-        with source:
-            try:
-                sha = source.repo.git.rev_parse("--verify", "--quiet", f"{rev}^{{commit}}") if local.is_dir() \
-                    else source.fetch()
-            except GitCommandError as error:
-                raise Stalled("RevisionNotFound", f"{location} has no commit {rev!r}") from error
-            yield source, sha
+    with open_location(location, rev) as (source, in_place):
+        try:
+            sha = source.git.resolve_commit(rev) if in_place else source.fetch()
+        except GitError as error:
+            raise Stalled("RevisionNotFound", f"{location} has no commit {rev!r}") from error
+        yield source, sha
 
 
-def _batch_contents(output: bytes, blobs: list[str], git_dir: str) -> Iterator[tuple[str, bytes]]:
-    """Splits ``cat-file --batch`` output: per id a ``<id> <type> <size>`` line, the contents
-    and a newline; or ``<id> missing`` (or ``ambiguous``) alone."""
-    at = 0
-    for blob in blobs:
-        end = output.index(b"\n", at)
-        size = output[at:end].rpartition(b" ")[2]
-        if not size.isdigit():  # the cache lacks an object of a tree it holds
-            raise Stalled("SourceCacheCorrupt", f"blob {blob} is missing from {git_dir}; delete the cache")
-        at = end + 1 + int(size)
-        yield blob, output[end + 1 : at]
-        at += 1  # the newline after the contents
-
-
-def git_error_message(error: GitCommandError) -> str:
+def git_error_message(error: GitError) -> str:
     """git's own words for a failed command (see ``git_words``)."""
     # GitPython keeps stderr as "\n  stderr: '<text>'".
     stderr = str(error.stderr or "").strip().removeprefix("stderr: '").removesuffix("'")
@@ -330,7 +259,7 @@ _CORRUPT_CACHE = ("corrupt", "bad object", "bad tree", "not a git repository", "
                   "missing blob", "missing tree")
 
 
-def git_failure(error: GitCommandError, doing: str, reason: str) -> Transient:
+def git_failure(error: GitError, doing: str, reason: str) -> Transient:
     """A typed error for a failed git command, in git's own words (see ``describe_git_failure``)."""
     return describe_git_failure(git_error_message(error), doing, reason)
 
@@ -350,7 +279,7 @@ def describe_git_failure(words: str, doing: str, reason: str, access: str = "rea
     return Transient(reason, f"{doing}: {words}")
 
 
-def cache_failure(error: GitCommandError, git_dir: str | Path) -> Transient:
+def cache_failure(error: GitError, git_dir: str | Path) -> Transient:
     """A typed error for a failed git command on a local cache (one whose failure no caller
     expects)."""
     command = error.command[1] if isinstance(error.command, list) and len(error.command) > 1 else ""
@@ -366,14 +295,10 @@ def not_committable(root: Path, paths: Iterable[str]) -> dict[str, str]:
     if not paths:
         return {}
     try:
-        untracked = _worktree_lines(root, "ls-files", "-z", "--others", "--", *paths)
-        attributes = _worktree_lines(root, "check-attr", "-z", "filter", "--", *paths)
+        untracked = in_worktree(root, "ls-files", "-z", "--others", "--", *paths).split("\0")
+        attributes = in_worktree(root, "check-attr", "-z", "filter", "--", *paths).split("\0")
     except (OSError, subprocess.CalledProcessError):
         return {}
     lfs = {attributes[i] for i in range(0, len(attributes) - 2, 3) if attributes[i + 2] == "lfs"}
     return {**{path: "lfs" for path in lfs}, **{path: "untracked" for path in untracked if path}}
 
-
-def _worktree_lines(root: Path, *args: str) -> list[str]:
-    done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, check=True)
-    return done.stdout.decode("utf-8", "surrogateescape").split("\0")

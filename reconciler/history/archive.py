@@ -6,14 +6,12 @@ record per site, checks ``writtenAt`` itself, and reads a site's whole ref where
 
 from __future__ import annotations
 
-import os
-import subprocess
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
 from reconciler.gitdoor.source import GitSource
-from reconciler.history.audit import _ISOLATED_GIT, _PLAIN_LOG, _utc
+from reconciler.history.audit import as_utc
 from reconciler.status.gitref import STATUS_FILE, STATUS_REF_PREFIX, StatusRefs, parse_record
 from reconciler.status.record import StatusRecord
 
@@ -37,7 +35,7 @@ class StatusArchive:
         it, the refs the source's repository holds are read."""
         self._source = source
         fetched = StatusRefs(source).read_all() if fetch else None
-        refs = source.repo.git.for_each_ref("--format=%(refname) %(objectname)", STATUS_REF_PREFIX).splitlines()
+        refs = source.git.for_each_ref(STATUS_REF_PREFIX, "%(refname) %(objectname)")
         tips = {ref.removeprefix(STATUS_REF_PREFIX): sha for ref, sha in (line.split() for line in refs)}
         if fetched is None:  # as read_all reads them: each ref's newest record, if it parses
             records = self._records({sha: site for site, sha in tips.items()})
@@ -74,7 +72,7 @@ class StatusArchive:
             dated_right = all(c is None or (c.sha in records and _seconds(records[c.sha]) == c.time)
                               for c in (candidate, newer))
             # Within the second of ``at`` the candidate may still be after it: then read on.
-            if dated_right and (candidate is None or _utc(records[candidate.sha].writtenAt) <= at):
+            if dated_right and (candidate is None or as_utc(records[candidate.sha].writtenAt) <= at):
                 found[site] = [(candidate.sha, records[candidate.sha])] if candidate else []
             else:
                 unsure.append(site)
@@ -109,7 +107,7 @@ class StatusArchive:
         if not starts:
             return {}
         limit = [f"--since=@{since}"] if since is not None else []
-        listing = self._source.repo.git.log(*_PLAIN_LOG, "--format=%H %ct %P", *limit, *starts, env=_ISOLATED_GIT)
+        listing = self._source.git.log("--format=%H %ct %P", *limit, *starts)
         parent_of: dict[str, tuple[int, str | None]] = {}
         for line in listing.splitlines():
             sha, time, *parents = line.split()
@@ -121,11 +119,9 @@ class StatusArchive:
         shas = list(site_of)
         if not shas:
             return {}
-        request = "".join(f"{sha}:{STATUS_FILE}\n" for sha in shas).encode()
-        done = subprocess.run(["git", "cat-file", "--batch"], input=request, capture_output=True, check=True,
-                              cwd=self._source.repo.git_dir, env={**os.environ, **_ISOLATED_GIT})
+        contents = self._source.git.read_objects([f"{sha}:{STATUS_FILE}" for sha in shas])
         records = {}
-        for sha, data in zip(shas, _batch_contents(done.stdout), strict=True):
+        for sha, data in zip(shas, contents, strict=True):
             record = parse_record(data, sha, site_of[sha])
             if record is not None:
                 records[sha] = record
@@ -147,20 +143,5 @@ def _chain(start: str, parent_of: Mapping[str, tuple[int, str | None]],
     return chain, sha
 
 
-def _batch_contents(output: bytes) -> Iterator[bytes | None]:
-    """The objects of ``git cat-file --batch`` output, in order; None for a missing one."""
-    position = 0
-    while position < len(output):
-        end = output.index(b"\n", position)
-        header = output[position:end].split()
-        if len(header) != 3:  # "<name> missing"
-            yield None
-            position = end + 1
-            continue
-        size = int(header[2])
-        yield output[end + 1:end + 1 + size]
-        position = end + 1 + size + 1
-
-
 def _seconds(record: StatusRecord) -> int:
-    return int(_utc(record.writtenAt).timestamp())
+    return int(as_utc(record.writtenAt).timestamp())

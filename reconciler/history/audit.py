@@ -25,17 +25,16 @@ unsigned, unknown-key (valid, by a signer not trusted), expired, revoked, cannot
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 from reconciler.delivery.plan import rollout_of
+from reconciler.gitdoor.git import REGULAR_FILE_MODES
 from reconciler.gitdoor.source import GitSource
 from reconciler.manifests.fleet import FleetRepo
-from reconciler.manifests.loader import DocumentCache, LoadResult, RepoFile, load_tree
+from reconciler.manifests.loader import DocumentCache, LoadResult, load_tree
 from reconciler.manifests.models import FlagRef
 from reconciler.settings import CommitPolicy
 from reconciler.trust.commitpolicy import signature_verdicts
@@ -47,12 +46,6 @@ SIGNATURE_WORDS = {"N": "unsigned", "B": "bad", "U": "unknown-key", "G": "unknow
                    "Y": "expired", "R": "revoked", "E": "cannot-check"}
 
 _MANIFEST_PATHSPECS = ("*.yaml", "*.yml", "*.flagd.json")  # git pathspecs: '*' crosses directories
-_REGULAR_FILE_MODES = ("100644", "100755")  # symlinks and submodules are not fleet files
-# Output must not depend on the reader's git config (log.showSignature, diff.renames, colours): the
-# user's and the system's are left out, and what a repository read in place may set in its own
-# config is overruled on the command line.
-_ISOLATED_GIT = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
-_PLAIN_LOG = ("--no-show-signature", "--no-color")
 _LOG_FORMAT = "%x1e%H%x1f%an <%ae>%x1f%aI%x1f%cn <%ce>%x1f%cI%x1f%B"  # the message last: it may hold anything
 
 
@@ -198,9 +191,8 @@ def fleet_history(source: GitSource, head: str, cache: DocumentCache) -> Iterato
     """The first-parent commits of ``head`` that touched a manifest file, oldest first, each with
     its documents. One ``git log --raw`` tells which blobs each commit changed and the tree is
     kept up to date from it, so no commit costs a process of its own."""
-    output = source.repo.git.log(*_PLAIN_LOG, "--first-parent", "--reverse", "--root", "--raw", "-z", "--no-renames",
-                                 "--no-abbrev", f"--format={_LOG_FORMAT}", head, "--", *_MANIFEST_PATHSPECS,
-                                 env=_ISOLATED_GIT, stdout_as_string=False)
+    output = source.git.log_bytes("--first-parent", "--reverse", "--root", "--raw", "-z", "--no-renames", "--no-abbrev",
+                                  f"--format={_LOG_FORMAT}", head, "--", *_MANIFEST_PATHSPECS)
     history = list(_parse_raw_log(output))
     # A partial clone gets every manifest version of the history in one fetch, not one per commit.
     source.fetch_missing(blob for _, changed in history for _, blob in changed if blob is not None)
@@ -211,8 +203,7 @@ def fleet_history(source: GitSource, head: str, cache: DocumentCache) -> Iterato
                 tree.pop(path, None)
             else:
                 tree[path] = blob
-        files = [RepoFile(path, blob, partial(_read_blob, source, blob), source.read_blobs)
-                 for path, blob in tree.items()]
+        files = [source.repo_file(path, blob) for path, blob in tree.items()]
         yield commit, load_tree(files, cache)
 
 
@@ -230,7 +221,7 @@ def _parse_raw_log(output: bytes) -> Iterator[tuple[FleetCommit, list[tuple[str,
         elif token.lstrip(b"\n").startswith(b":"):
             _, new_mode, _, blob, status = token.lstrip(b"\n")[1:].decode("ascii").split()
             path = next(tokens).decode("utf-8", "surrogateescape")
-            changed.append((path, None if status == "D" or new_mode not in _REGULAR_FILE_MODES else blob))
+            changed.append((path, None if status == "D" or new_mode not in REGULAR_FILE_MODES else blob))
     if commit is not None:
         yield commit, changed
 
@@ -241,13 +232,9 @@ def _fleet_commit(header: str) -> FleetCommit:
                        message.strip("\n"))
 
 
-def _read_blob(source: GitSource, blob: str) -> bytes:
-    return source.repo.git.get_object_data(blob)[3]
-
-
 def fleet_commit_at(source: GitSource, head: str, at: datetime) -> str | None:
     """The branch's commit at ``at``: the newest first-parent commit committed by then."""
-    listing = source.repo.git.log(*_PLAIN_LOG, "--first-parent", "--format=%H %ct", head, env=_ISOLATED_GIT)
+    listing = source.git.log("--first-parent", "--format=%H %ct", head)
     for line in listing.splitlines():
         sha, committed = line.split()
         if int(committed) <= at.timestamp():
@@ -255,9 +242,10 @@ def fleet_commit_at(source: GitSource, head: str, at: datetime) -> str | None:
     return None
 
 
-def _utc(moment: datetime) -> datetime:
+def as_utc(moment: datetime) -> datetime:
+    """``moment``, read as UTC when it carries no offset."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def utc_text(moment: datetime) -> str:
-    return _utc(moment).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return as_utc(moment).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")

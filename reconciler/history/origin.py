@@ -41,9 +41,8 @@ def status_records(opened: OpenFleet, location: str) -> tuple[dict[str, StatusRe
 
 
 def _origin_url(opened: OpenFleet, location: Path) -> str | None:
-    status, url, _ = opened.source.repo.git.config(
-        "--get", f"remote.{REMOTE}.url", with_extended_output=True, with_exceptions=False)
-    if status != 0 or not url.strip():
+    url = opened.source.git.config_value(f'remote "{REMOTE}"', "url")
+    if url is None or not url.strip():
         return None
     url = url.strip()
     return url if _URL.match(url) or Path(url).is_absolute() else str((location / url).resolve())

@@ -25,27 +25,21 @@ that a flag picks reads ``flag:KEY``.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import tempfile
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from git import GitCommandError
-
 from reconciler.errors import ReconcilerError, Stalled, UsageError
-from reconciler.gitdoor.source import GitSource
+from reconciler.gitdoor.git import GitError
+from reconciler.gitdoor.source import GitSource, open_location
 from reconciler.history.archive import StatusArchive
 from reconciler.history.audit import (
-    _ISOLATED_GIT,
     DeploymentChange,
     InvalidCommit,
-    _utc,
+    as_utc,
     fleet_commit_at,
     fleet_trail,
     version_text,
@@ -86,7 +80,7 @@ def site_timeline(site: str, history: Sequence[tuple[str, StatusRecord]]) -> lis
     current: dict[str, Interval] = {}
     closed: list[Interval] = []
     for commit, record in history:
-        written = _utc(record.writtenAt)
+        written = as_utc(record.writtenAt)
         for name, interval in list(current.items()):
             status = record.deployments.get(name)
             if status is None or (status.activeVersion, status.version, status.state) != \
@@ -102,7 +96,7 @@ def site_timeline(site: str, history: Sequence[tuple[str, StatusRecord]]) -> lis
 
 def serving_at(history: Sequence[tuple[str, StatusRecord]], at: datetime) -> tuple[str, StatusRecord] | None:
     """PURE: the record in force at ``at``: the newest one written at or before it."""
-    return next(((c, r) for c, r in reversed(history) if _utc(r.writtenAt) <= at), None)
+    return next(((c, r) for c, r in reversed(history) if as_utc(r.writtenAt) <= at), None)
 
 
 @dataclass(frozen=True)
@@ -119,7 +113,7 @@ class SiteAt:
     def to_json(self) -> dict[str, Any]:
         record = self.record
         return {"site": self.site, "state": self.state,
-                "writtenAt": _utc(record.writtenAt).isoformat() if record else None,
+                "writtenAt": as_utc(record.writtenAt).isoformat() if record else None,
                 "statusCommit": self.status_commit, "observedCommit": record.observedCommit if record else None,
                 "deployments": {name: {"version": status.activeVersion, "desiredVersion": status.version,
                                        "state": status.state, "wave": status.wave, "failureKind": status.failureKind}
@@ -196,7 +190,7 @@ def audit_at(location: str, branch: str, at: datetime, site: str | None = None,
     """What every site (or ``site``) served at ``at``, and what the branch asked for then. The
     inventory is the branch's Sites at that moment, plus every site with a status ref."""
     only = {deployment} if deployment else None
-    at = _utc(at)
+    at = as_utc(at)
     with open_fleet(location, branch) as opened:
         fleet_commit = fleet_commit_at(opened.source, opened.head, at)
         fleet = load_tree(opened.source.files(fleet_commit)).repo if fleet_commit else None
@@ -235,30 +229,19 @@ def open_fleet(location: str, branch: str) -> Iterator[OpenFleet]:
     """The fleet repo at ``location`` and its branch's head. A local repository is read in place,
     and only read: nothing is fetched into it or written there. A URL is fetched into a
     throwaway cache."""
-    local = Path(location)
-    with tempfile.TemporaryDirectory(prefix="reconciler-audit-") as scratch:
-        cache = Path(_git_output(local, "rev-parse", "--path-format=absolute", "--git-common-dir").strip()) \
-            if local.is_dir() else Path(scratch)
-        with GitSource(str(local.resolve()) if local.is_dir() else location, branch, cache) as source:
-            try:
-                head = _local_head(source, branch) if local.is_dir() else source.fetch()
-            except ReconcilerError as error:
-                raise UsageError(f"cannot read {location}: {error}") from error
-            yield OpenFleet(source, head, in_place=local.is_dir())
+    with open_location(location, branch) as (source, in_place):
+        try:
+            head = _local_head(source, branch) if in_place else source.fetch()
+        except ReconcilerError as error:
+            raise UsageError(f"cannot read {location}: {error}") from error
+        yield OpenFleet(source, head, in_place)
 
 
 def _local_head(source: GitSource, branch: str) -> str:
     try:
-        return source.repo.git.rev_parse("--verify", "--quiet", f"refs/heads/{branch}^{{commit}}")
-    except GitCommandError:
+        return source.git.resolve_commit(f"refs/heads/{branch}")
+    except GitError:
         raise Stalled("BranchNotFound", f"{source.url} has no branch {branch!r}") from None
-
-
-def _git_output(repo: Path, *args: str) -> str:
-    done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, env={**os.environ, **_ISOLATED_GIT})
-    if done.returncode != 0:
-        raise UsageError(f"{repo} is not a git repository: {done.stderr.strip()}")
-    return done.stdout
 
 
 def shown_location(location: str) -> str:
@@ -277,4 +260,4 @@ def parse_time(text: str) -> datetime:
     except ValueError:
         raise UsageError(f"{text!r} is not a time (want ISO 8601 or 'YYYY-MM-DD HH:MM', UTC unless an offset "
                          "is given)") from None
-    return _utc(moment)
+    return as_utc(moment)

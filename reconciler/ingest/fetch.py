@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import os
-import random
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +20,7 @@ from typing import Protocol, TypeVar
 
 from reconciler.cancel import CancelToken, shut_down
 from reconciler.errors import Stalled, Transient
+from reconciler.retrying import retry
 from reconciler.settings import AuthConfig, FetchLimits
 
 RETRIED = frozenset({"ArtifactUnavailable", "ArtifactTruncated", "ArtifactStalled"})
@@ -105,19 +105,8 @@ class Deadline:
 
 
 def with_retries(limits: FetchLimits, deadline: Deadline, attempt: Callable[[], T]) -> T:
-    last = None
-    for n in range(limits.retries):
-        if n:
-            deadline.pause(min(random.uniform(0, limits.backoff * 2 ** (n - 1)), max(0.0, deadline.left())))
-        if deadline.left() <= 0:
-            raise deadline.exceeded(last) from last
-        try:
-            return attempt()
-        except Transient as exc:
-            if exc.reason not in RETRIED:
-                raise
-            last = exc
-    raise last
+    return retry(attempt, attempts=limits.retries, backoff=limits.backoff, deadline=deadline,
+                 retried=lambda failure: isinstance(failure, Transient) and failure.reason in RETRIED)
 
 
 # --- what a source gives -------------------------------------------------------------------------

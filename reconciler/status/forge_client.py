@@ -43,6 +43,7 @@ from urllib.parse import quote, unquote, urlsplit
 import httpx
 
 from reconciler.errors import Stalled, Transient
+from reconciler.retrying import exponential
 from reconciler.settings import ForgeConfig
 from reconciler.status.forge import (
     CONTEXT_PREFIX,
@@ -297,7 +298,7 @@ class ForgeStatuses:
 
     def _exponential(self, attempt: int) -> float:
         # Jitter spreads a fleet of sites that all met the same outage.
-        return self._backoff * 2 ** (attempt - 1) + random.uniform(0, self._backoff)
+        return exponential(self._backoff, attempt) + random.uniform(0, self._backoff)
 
     def _forge_message(self, response: httpx.Response) -> str:
         try:

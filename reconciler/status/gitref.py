@@ -8,16 +8,16 @@ rest of the fleet's gates."""
 
 from __future__ import annotations
 
-import io
 import json
 import logging
+from collections.abc import Callable
 from datetime import UTC
+from typing import TypeVar
 
-import git
-from gitdb import IStream
 from pydantic import ValidationError
 
 from reconciler.errors import Transient
+from reconciler.gitdoor.git import Git, GitError
 from reconciler.gitdoor.source import (
     GitSource,
     cache_failure,
@@ -29,6 +29,7 @@ from reconciler.gitdoor.source import (
 from reconciler.status.record import StatusRecord
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 STATUS_REF_PREFIX = "refs/reconciler/status/"
 STATUS_FILE = "status.json"
@@ -68,8 +69,8 @@ class StatusRefs:
         self._source.close()
 
     @property
-    def _repo(self) -> git.Repo:
-        return self._source.repo
+    def _git(self) -> Git:
+        return self._source.git
 
     def read_own(self, site: str) -> StatusRecord | None:
         """The newest record on the site's ref, as the remote has it now."""
@@ -90,7 +91,7 @@ class StatusRefs:
                 return None
             commit = self._commit(record, parent=tip)
             if self._push(commit, site):
-                self._in_cache("update_ref", status_ref(site), commit)
+                self._in_cache(self._git.update_ref, status_ref(site), commit)
                 return commit
             if attempt == 0:
                 self._fetch_own(site)
@@ -100,7 +101,7 @@ class StatusRefs:
         """Every site's newest record: one fetch of all status refs, then reads through the
         source's one cat-file process, so thousands of sites cost one network round trip."""
         self._fetch(f"+{STATUS_REF_PREFIX}*:{STATUS_REF_PREFIX}*", "--prune")
-        refs = self._in_cache("for_each_ref", "--format=%(refname)", STATUS_REF_PREFIX).splitlines()
+        refs = self._in_cache(self._git.for_each_ref, STATUS_REF_PREFIX, "%(refname)")
         records = {}
         for ref in refs:
             site = ref.removeprefix(STATUS_REF_PREFIX)
@@ -113,7 +114,7 @@ class StatusRefs:
         self._fetch_own(site)
         if self._local_tip(site) is None:
             return []
-        commits = self._in_cache("log", "--first-parent", "--reverse", "--format=%H", status_ref(site)).split()
+        commits = self._in_cache(self._git.log, "--first-parent", "--reverse", "--format=%H", status_ref(site)).split()
         entries = ((commit, self._record_at(commit, site)) for commit in commits)
         return [(commit, record) for commit, record in entries if record is not None]
 
@@ -122,64 +123,46 @@ class StatusRefs:
         if not self._fetch(f"+{ref}:{ref}"):
             # The remote has no record (any more): forget ours so the next one starts afresh.
             if self._local_tip(site) is not None:
-                self._in_cache("update_ref", "-d", ref)
+                self._in_cache(self._git.delete_ref, ref)
 
     def _fetch(self, refspec: str, *options: str) -> bool:
         """False when the remote lacks a ref the refspec names exactly."""
         try:
-            self._repo.git.fetch(
-                "--quiet", "--no-tags", *options, "--", self._source.url, refspec,
-                kill_after_timeout=self._source.timeout,
-            )
-        except git.GitCommandError as error:
+            self._git.fetch(self._source.url, refspec, options=options, timeout=self._source.timeout)
+        except GitError as error:
             if "couldn't find remote ref" in git_error_message(error):
                 return False
             raise git_failure(error, f"git fetch {self._source.url}", "StatusFetchFailed") from error
         return True
 
-    def _in_cache(self, command: str, *args: str) -> str:
+    def _in_cache(self, command: Callable[..., T], *args: str) -> T:
         """A git command on the local cache, its failure a typed error (say, a lock a killed git
         left, which the agent removes before it tries again)."""
         try:
-            return getattr(self._repo.git, command)(*args)
-        except git.GitCommandError as error:
-            raise cache_failure(error, self._repo.git_dir) from error
+            return command(*args)
+        except GitError as error:
+            raise cache_failure(error, self._git.git_dir) from error
 
     def _local_tip(self, site: str) -> str | None:
-        try:  # read from the ref files, no process: write() asks on every reconcile that changed
-            return git.SymbolicReference.dereference_recursive(self._repo, status_ref(site))
-        except ValueError:
-            return None
+        # read from the ref files, no process: write() asks on every reconcile that changed
+        return self._git.ref_tip(status_ref(site))
 
     def _record_at(self, rev: str, site: str) -> StatusRecord | None:
         try:
-            data = self._repo.git.get_object_data(f"{rev}:{STATUS_FILE}")[3]
+            data: bytes | None = self._git.read_object(f"{rev}:{STATUS_FILE}")
         except ValueError:  # cat-file found no status.json
             data = None
         return parse_record(data, rev, site)
 
     def _commit(self, record: StatusRecord, parent: str | None) -> str:
-        blob = self._store(b"blob", record_json(record))
-        tree = self._store(b"tree", b"100644 " + STATUS_FILE.encode() + b"\0" + blob)
         written = record.writtenAt if record.writtenAt.tzinfo else record.writtenAt.replace(tzinfo=UTC)
-        agent = git.Actor("reconciler-agent", f"{record.site}@reconciler.local")
-        commit = git.Commit.create_from_tree(
-            self._repo, git.Tree(self._repo, tree), _commit_message(record),
-            parent_commits=[git.Commit(self._repo, bytes.fromhex(parent))] if parent else [],
-            author=agent, committer=agent, author_date=written, commit_date=written,
-        )
-        return commit.hexsha
-
-    def _store(self, kind: bytes, data: bytes) -> bytes:
-        return self._repo.odb.store(IStream(kind, len(data), io.BytesIO(data))).binsha
+        return self._git.write_commit(STATUS_FILE, record_json(record), _commit_message(record), parent,
+                                      ("reconciler-agent", f"{record.site}@reconciler.local"), written)
 
     def _push(self, commit: str, site: str) -> bool:
         """True when pushed; False when the remote refused to fast-forward (the ref moved). Any
         other refusal (permissions, a hook, a full disk) is an error in git's words."""
-        status, out, err = self._repo.git.push(
-            "--porcelain", "--", self._source.url, f"{commit}:{status_ref(site)}",
-            with_extended_output=True, with_exceptions=False, kill_after_timeout=self._source.timeout,
-        )
+        status, out, err = self._git.push(self._source.url, f"{commit}:{status_ref(site)}", self._source.timeout)
         if status == 0:
             return True
         if any(line.startswith("!") and "[rejected]" in line for line in out.splitlines()):

@@ -46,15 +46,11 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from git.exc import GitCommandError
-
 from reconciler.errors import Stalled
+from reconciler.gitdoor.git import ISOLATED_ENV, GitError
 from reconciler.gitdoor.source import GitSource, git_error_message
 from reconciler.settings import CommitPolicy
 
-# The signature check must depend on the policy alone: no user or system git config
-# (gpg.program, gpg.minTrustLevel, merge settings) may change its answer.
-_ISOLATED_GIT = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
 # Fields git computes, one record per commit; the signer (a name from our own keyring or
 # allowed-signers file) goes last so that no text in it can shift another field.
 _FORMAT = "%H%x1f%P%x1f%T%x1f%G?%x1f%GK%x1f%GF%x1f%GS"
@@ -139,8 +135,7 @@ def _verify(source: GitSource, signers: _Signers, revs: list[str], first_parent:
 
 
 def _signature_checks(source: GitSource, signers: _Signers, revs: list[str]) -> list[_Checked]:
-    output = source.repo.git.log("-z", "--reverse", "--no-show-signature", f"--format={_FORMAT}", *revs, "--",
-                                 env=signers.git_env(), stdout_as_string=False)
+    output = source.git.log_bytes("-z", "--reverse", f"--format={_FORMAT}", *revs, "--", env=signers.git_env())
     checks = []
     for record in output.decode("utf-8", "replace").split("\0"):
         if not record.strip():
@@ -152,13 +147,13 @@ def _signature_checks(source: GitSource, signers: _Signers, revs: list[str]) -> 
 
 def _require_clean_merge(source: GitSource, merge: _Checked, describe: str) -> None:
     try:
-        merged_tree = source.repo.git.merge_tree("--write-tree", *merge.parents, env=_ISOLATED_GIT)
-    except GitCommandError as error:
+        merged_tree = source.git.merge_tree(*merge.parents)
+    except GitError as error:
         if error.status != 1:  # 1: the parents conflict, so no merge of them is clean
             raise Stalled("CommitPolicyInvalid", "allowUnsignedMerges needs `git merge-tree --write-tree` "
                           f"(git 2.38 or newer): {git_error_message(error)}") from error
         merged_tree = ""
-    if merged_tree.split("\n", 1)[0] != merge.tree:
+    if merged_tree != merge.tree:
         raise Stalled("CommitUnsigned", f"{describe} is an unsigned merge whose tree is not the clean merge "
                       "of its parents; allowUnsignedMerges accepts only merges that add no change of their own")
 
@@ -175,8 +170,10 @@ class _Signers:
         return cls(policy, allowed, _keyring(policy.gpg_keyring))
 
     def git_env(self) -> dict[str, str]:
+        # The signature check must depend on the policy alone: no user or system git config
+        # (gpg.program, gpg.minTrustLevel) may change its answer.
         return {
-            **_ISOLATED_GIT,
+            **ISOLATED_ENV,
             # git needs an allowed-signers file to check an SSH signature at all (unset, git 2.39 aborts)
             "GIT_CONFIG_COUNT": "1",
             "GIT_CONFIG_KEY_0": "gpg.ssh.allowedSignersFile",

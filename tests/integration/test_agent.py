@@ -12,10 +12,10 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
-from fleet_fixture import EXAMPLE, git, start_fleet_remote
 
 from reconciler.agent.loop import Agent
 from reconciler.agent.wiring import build_agent
+from reconciler.devtools.testing import EXAMPLE, git, start_fleet_remote
 from reconciler.errors import Transient
 from reconciler.runtime.registry import ModelRegistry
 from reconciler.settings import SiteConfig

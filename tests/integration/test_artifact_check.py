@@ -23,9 +23,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import write_tree
-from fleet_fixture import EXAMPLE
-from trust_fixtures import IDENTITY, ISSUER, LocalSigstore
 
 from reconciler import trust
 from reconciler.cli.main import main
@@ -36,6 +33,8 @@ from reconciler.devtools.onnx_builder import (
     dense_reference,
     external_data_model,
 )
+from reconciler.devtools.testing import EXAMPLE, write_tree
+from reconciler.devtools.trust_fixtures import IDENTITY, ISSUER, LocalSigstore
 from reconciler.manifests.loader import load_directory
 from reconciler.status.gitref import STATUS_FILE, record_json, status_ref
 from reconciler.status.record import DeploymentStatus, StatusRecord

@@ -1,4 +1,4 @@
-"""The audit against a scripted history in a real git repository (tests/audit_history.py): the
+"""The audit against a scripted history in a real git repository (reconciler/devtools/audit_history.py): the
 deployment changes with authors and signature states, the site timelines, and what every site
 served at chosen moments, boundaries included; plus the pure parts, table-driven."""
 
@@ -16,7 +16,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from audit_history import (
+from fleetfactory import DIGEST_A, DIGEST_B, artifact, deployment, fleet_repo, model, site
+
+from reconciler.devtools.audit_history import (
     ALICE,
     CAROL,
     DAVE,
@@ -36,8 +38,6 @@ from audit_history import (
     run_command,
     scripted_history,
 )
-from fleetfactory import DIGEST_A, DIGEST_B, artifact, deployment, fleet_repo, model, site
-
 from reconciler.devtools.githttp import GitHttpServer
 from reconciler.errors import UsageError
 from reconciler.history.audit import deployment_aspects, diff_deployments, fleet_trail

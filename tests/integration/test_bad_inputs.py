@@ -10,12 +10,12 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from fleet_fixture import EXAMPLE, FleetRemote, git, start_fleet_remote
 from onnx import TensorProto, helper, numpy_helper
-from trust_fixtures import dsse_bundle, encode, message_bundle, model_signing_statement
 
 from reconciler.agent.wiring import build_agent
 from reconciler.devtools.onnx_builder import custom_op_model, external_data_model
+from reconciler.devtools.testing import EXAMPLE, FleetRemote, git, start_fleet_remote
+from reconciler.devtools.trust_fixtures import dsse_bundle, encode, message_bundle, model_signing_statement
 from reconciler.runtime.registry import ModelRegistry
 from reconciler.settings import SiteConfig
 from reconciler.trust import load_private_key, sign_digest

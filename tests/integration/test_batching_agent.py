@@ -3,10 +3,9 @@ and without a new rollout."""
 
 from __future__ import annotations
 
-from fleet_fixture import EXAMPLE
-
 from reconciler.agent.config import SiteConfig
 from reconciler.agent.wiring import build_agent
+from reconciler.devtools.testing import EXAMPLE
 from reconciler.runtime.registry import BatchPolicy, ModelRegistry
 
 SITE = "store-boston-01"

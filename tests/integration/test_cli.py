@@ -7,7 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from fleet_fixture import EXAMPLE, GIT_ENV, copy_example, git
+
+from reconciler.devtools.testing import EXAMPLE, copy_example, git, git_env
 
 
 def reconciler(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -82,7 +83,7 @@ def test_run_once_without_trust_refuses_every_artifact(tmp_path):
     repo = copy_example(tmp_path / "fleet", progressive=False)
     git("init", "-q", "-b", "main", cwd=repo)
     git("add", "-A", cwd=repo)
-    subprocess.run(["git", "commit", "-qm", "first"], cwd=repo, env=GIT_ENV, check=True)
+    subprocess.run(["git", "commit", "-qm", "first"], cwd=repo, env=git_env(), check=True)
     done = reconciler("run", "--once", "--repo", str(repo), "--site", "store-boston-01", "--state", str(tmp_path / "s"))
     assert done.returncode == 1
     record = json.loads(done.stdout)

@@ -9,10 +9,10 @@ import subprocess
 import sys
 
 import pytest
-from fleet_fixture import EXAMPLE, copy_example, git
 
 from reconciler import __version__
 from reconciler.devtools.githttp import init_bare_repo
+from reconciler.devtools.testing import EXAMPLE, copy_example, git
 
 SITE = "store-boston-01"
 
@@ -89,7 +89,7 @@ def test_status_of_the_fleet_repo_itself_reads_its_refs(reported_fleet):
 
 
 def test_verify_refuses_a_bundle_whose_timestamp_does_not_parse(tmp_path):
-    from trust_fixtures import IDENTITY, ISSUER, LocalSigstore
+    from reconciler.devtools.trust_fixtures import IDENTITY, ISSUER, LocalSigstore
 
     sigstore = LocalSigstore()
     (tmp_path / "model.onnx").write_bytes(b"model bytes")

@@ -10,9 +10,9 @@ import time
 
 import httpx
 import pytest
-from fleet_fixture import EXAMPLE, git
 
 from reconciler.devtools.processes import free_port, stop_all
+from reconciler.devtools.testing import EXAMPLE, git
 from reconciler.gitdoor.source import GitSource
 from reconciler.status.gitref import StatusRefs
 

@@ -22,10 +22,9 @@ import httpx
 import onnx
 import pytest
 import yaml
-from fleet_fixture import EXAMPLE, GIT_ENV, add_signed_version, git
 
-from reconciler.devtools.githttp import GitHttpServer, init_bare_repo
 from reconciler.devtools.processes import free_port, stop_all
+from reconciler.devtools.testing import EXAMPLE, add_signed_version, git, serve_fleet
 from reconciler.gitdoor.source import GitSource
 from reconciler.status.gitref import StatusRefs
 
@@ -77,11 +76,8 @@ class Fleet:
     def __init__(self, root: Path):
         self.root = root
         write_fleet(root / "fleet-src")
-        init_bare_repo(root / "srv", "fleet", source_dir=root / "fleet-src")
-        self.server = GitHttpServer(root / "srv").start()
-        self.url = self.server.url("fleet")
-        self.clone = root / "clone"
-        subprocess.run(["git", "clone", "-q", self.url, str(self.clone)], env=GIT_ENV, check=True)
+        self.remote = serve_fleet(root, root / "fleet-src")
+        self.server, self.url, self.clone = self.remote.server, self.remote.url, self.remote.clone
         self.refs = StatusRefs(GitSource(self.url, "main", root / "observer.git"))
         self.agents: dict[str, subprocess.Popen] = {}
         self.ports = {site: free_port() for site in (*STORES, JOINER)}
@@ -102,10 +98,7 @@ class Fleet:
         stop_all(self.agents.pop(site) for site in sites)
 
     def push(self, message: str) -> str:
-        git("add", "-A", cwd=self.clone)
-        git("commit", "-qm", message, cwd=self.clone)
-        git("push", "-q", "origin", "HEAD:main", cwd=self.clone)
-        return git("rev-parse", "HEAD", cwd=self.clone).strip()
+        return self.remote.push(message)
 
     def revert(self, commit: str) -> str:
         git("revert", "--no-edit", commit, cwd=self.clone)

@@ -14,7 +14,7 @@ import pytest
 from reconciler.devtools.githttp import GitHttpServer, init_bare_repo, run_git
 
 if TYPE_CHECKING:
-    from conftest import FleetRemote
+    from reconciler.devtools.testing import FleetRemote
 
 LS_REFS_REQUEST = b"0014command=ls-refs\n0000"  # protocol v2 pkt-lines: one command, then flush
 
@@ -26,7 +26,7 @@ def test_clone_push_and_ls_remote_round_trip(fleet_remote: FleetRemote, tmp_path
     clone = tmp_path / "second"
     run_git(None, "clone", "--quiet", fleet_remote.url, str(clone))
     assert (clone / "sites/store-2.yaml").read_text() == "name: store-2\n"
-    assert (clone / "models/weights.bin").read_bytes() == (fleet_remote.workdir / "models/weights.bin").read_bytes()
+    assert (clone / "models/weights.bin").read_bytes() == (fleet_remote.clone / "models/weights.bin").read_bytes()
 
 
 def test_push_larger_than_post_buffer_arrives_whole(fleet_remote: FleetRemote, tmp_path: Path) -> None:
@@ -60,7 +60,7 @@ def _post_upload_pack(url: str, body: bytes, headers: dict[str, str], chunked: b
 def test_request_bodies_reach_the_backend_decoded(fleet_remote: FleetRemote, encoding: str, chunked: bool) -> None:
     body = gzip.compress(LS_REFS_REQUEST) if encoding == "gzip" else LS_REFS_REQUEST
     headers = {"Content-Encoding": "gzip"} if encoding == "gzip" else {}
-    head = run_git(fleet_remote.workdir, "rev-parse", "HEAD")
+    head = run_git(fleet_remote.clone, "rev-parse", "HEAD")
 
     status, answer = _post_upload_pack(fleet_remote.url, body, headers, chunked)
 

@@ -23,7 +23,6 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
-from fleet_fixture import EXAMPLE
 from onnx import TensorProto, helper
 from runtime_models import INFER, INTERFACE, LAYERS, VERSIONS, infer_body, registry_with, serve, write_models
 from tritonclient.utils import InferenceServerException
@@ -31,6 +30,7 @@ from tritonclient.utils import InferenceServerException
 from reconciler import __version__
 from reconciler.devtools.onnx_builder import dense_reference
 from reconciler.devtools.processes import free_port, stop_all
+from reconciler.devtools.testing import EXAMPLE
 from reconciler.errors import Stalled
 from reconciler.flags import bucket
 from reconciler.manifests.models import ModelInterface, TensorSpec, TensorType

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import subprocess
 
-from fleet_fixture import EXAMPLE, git
-
 from reconciler.agent.loop import Agent
 from reconciler.agent.wiring import build_agent
 from reconciler.devtools.githttp import GitHttpServer
+from reconciler.devtools.testing import EXAMPLE, git
 from reconciler.settings import SiteConfig
 
 STORE = "store-boston-01"  # deploys demand-forecast 1.0.0 (and fraud-score, where its flag is on)

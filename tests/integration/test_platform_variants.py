@@ -11,7 +11,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from fleet_fixture import EXAMPLE, git, start_fleet_remote
 
 from reconciler.agent.loop import Agent
 from reconciler.agent.wiring import build_agent
@@ -22,6 +21,7 @@ from reconciler.devtools.onnx_builder import (
     quantized_dense_model,
     quantized_dense_reference,
 )
+from reconciler.devtools.testing import EXAMPLE, git, start_fleet_remote
 from reconciler.runtime.registry import ModelRegistry
 from reconciler.settings import SiteConfig
 from reconciler.status.record import StatusRecord

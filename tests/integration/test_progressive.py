@@ -17,12 +17,11 @@ import httpx
 import onnx
 import pytest
 import yaml
-from fleet_fixture import EXAMPLE, GIT_ENV, add_signed_version, git
 from onnx import helper, numpy_helper
 
 from reconciler.delivery.rollout import wave_of
-from reconciler.devtools.githttp import GitHttpServer, init_bare_repo
 from reconciler.devtools.processes import free_port, stop_all
+from reconciler.devtools.testing import EXAMPLE, add_signed_version, serve_fleet
 from reconciler.gitdoor.source import GitSource
 from reconciler.manifests.models import Rollout
 from reconciler.status.gitref import StatusRefs
@@ -103,10 +102,8 @@ class Traffic:
 def fleet(tmp_path_factory):
     root = tmp_path_factory.mktemp("progressive")
     write_fleet(root / "fleet-src")
-    init_bare_repo(root / "srv", "fleet", source_dir=root / "fleet-src")
-    server = GitHttpServer(root / "srv").start()
-    url = server.url("fleet")
-    subprocess.run(["git", "clone", "-q", url, str(root / "clone")], env=GIT_ENV, check=True)
+    remote = serve_fleet(root, root / "fleet-src")
+    url = remote.url
     agents, ports = {}, {}
     for site in SITES:
         ports[site] = free_port()
@@ -116,12 +113,12 @@ def fleet(tmp_path_factory):
              "--listen", f"127.0.0.1:{ports[site]}", "--interval", "1s", "--trust-key", str(EXAMPLE / "keys" / "demo.pub")],
             stdout=log, stderr=subprocess.STDOUT), log)
     refs = StatusRefs(GitSource(url, "main", root / "observer.git"))
-    yield root, url, refs, ports
+    yield remote, refs, ports
     refs.close()
     stop_all(process for process, _ in agents.values())
     for _, log in agents.values():
         log.close()
-    server.stop()
+    remote.server.stop()
 
 
 def wave_members() -> dict[str, list[str]]:
@@ -133,11 +130,6 @@ def wave_members() -> dict[str, list[str]]:
     return members
 
 
-def push(clone: Path, message: str) -> str:
-    git("add", "-A", cwd=clone)
-    git("commit", "-qm", message, cwd=clone)
-    git("push", "-q", "origin", "HEAD:main", cwd=clone)
-    return git("rev-parse", "HEAD", cwd=clone).strip()
 
 
 def await_fleet(refs: StatusRefs, done, what: str):
@@ -161,7 +153,7 @@ def assert_waves_in_order(records, members) -> None:
 
 
 def test_waves_canary_and_abort(fleet):
-    root, url, refs, ports = fleet
+    remote, refs, ports = fleet
     members = wave_members()
     assert all(members[w] for w in WAVES), members
     serving = lambda version: lambda site, d: d is not None and d.state == "success" and d.activeVersion == version  # noqa: E731
@@ -169,18 +161,18 @@ def test_waves_canary_and_abort(fleet):
     first = await_fleet(refs, serving("1.0.0"), "1.0.0 everywhere")
     assert_waves_in_order(first, members)
 
-    clone = root / "clone"
+    clone = remote.clone
     with Traffic(ports):
         path = clone / "deployments/demand-forecast.yaml"
         path.write_text(path.read_text().replace("version: 1.0.0", "version: 1.1.0"))
-        push(clone, "Roll out demand-forecast 1.1.0")
+        remote.push("Roll out demand-forecast 1.1.0")
         second = await_fleet(refs, serving("1.1.0"), "1.1.0 everywhere")
         assert_waves_in_order(second, members)
         assert all(second[s].deployments[DEPLOYMENT].previousVersion == "1.0.0" for s in SITES)
 
         add_bad_version(clone)
         path.write_text(path.read_text().replace("version: 1.1.0", "version: 1.2.0"))
-        push(clone, "Roll out demand-forecast 1.2.0")
+        remote.push("Roll out demand-forecast 1.2.0")
         aborted = await_fleet(
             refs, lambda site, d: d is not None and d.version == "1.2.0" and d.state in ("failure", "aborted"),
             "1.2.0 aborted everywhere")

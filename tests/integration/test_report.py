@@ -11,9 +11,17 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from audit_history import CAROL, SILENT_SITE, SITES, ScriptedHistory, minutes, run_command, scripted_history
 from fleetfactory import deployment, fleet_repo, model, site
 
+from reconciler.devtools.audit_history import (
+    CAROL,
+    SILENT_SITE,
+    SITES,
+    ScriptedHistory,
+    minutes,
+    run_command,
+    scripted_history,
+)
 from reconciler.history.audit import DeploymentChange, FleetCommit, FleetTrail, Signature
 from reconciler.history.html_report import (
     NO_WAVE,

@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from fleet_fixture import copy_example, git
 
 from reconciler.cli.main import main
 from reconciler.delivery.model import SiteState
 from reconciler.delivery.plan import plan_site
+from reconciler.devtools.testing import copy_example, git
 from reconciler.manifests.loader import load_directory
 
 SITE = "store-berlin-01"

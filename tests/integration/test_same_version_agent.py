@@ -7,11 +7,11 @@ import logging
 from datetime import UTC, datetime
 
 import pytest
-from fleet_fixture import EXAMPLE
 from test_agent import SITE, forecast, make_agent
 
 from reconciler.cli.artifact_check import ArtifactOptions
 from reconciler.cli.change_check import check_change
+from reconciler.devtools.testing import EXAMPLE
 from reconciler.runtime.registry import ModelRegistry
 from reconciler.trust import TrustRoots, load_public_key
 

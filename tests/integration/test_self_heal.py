@@ -14,12 +14,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fleet_fixture import EXAMPLE, copy_example, git
 
 from reconciler.agent.loop import Agent
 from reconciler.agent.wiring import build_agent
 from reconciler.devtools.githttp import init_bare_repo
 from reconciler.devtools.processes import free_port, stop_all
+from reconciler.devtools.testing import EXAMPLE, copy_example, git
 from reconciler.errors import Stalled, Transient
 from reconciler.gitdoor.source import describe_git_failure, git_words
 from reconciler.runtime.validation import WORKDIR_PREFIX

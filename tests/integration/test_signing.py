@@ -22,10 +22,10 @@ import nacl.secret
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
-from trust_fixtures import IDENTITY, ISSUER, LocalSigstore
 
 from reconciler import trust
 from reconciler.cli.main import main as cli_main
+from reconciler.devtools.trust_fixtures import IDENTITY, ISSUER, LocalSigstore
 from reconciler.errors import Stalled, UsageError
 from reconciler.trust import signing
 

@@ -9,9 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SEED_FILES, FleetRemote, write_tree
+from conftest import SEED_FILES
 
 from reconciler.devtools.githttp import GitHttpServer, init_bare_repo, run_git
+from reconciler.devtools.testing import FleetRemote, write_tree
 from reconciler.errors import Stalled, Transient
 from reconciler.gitdoor.source import GitSource
 from reconciler.manifests.loader import DocumentCache, RepoFile, load_tree
@@ -24,7 +25,7 @@ def source(fleet_remote: FleetRemote, tmp_path: Path) -> Iterator[GitSource]:
 
 
 def head(fleet_remote: FleetRemote) -> str:
-    return run_git(fleet_remote.workdir, "rev-parse", "HEAD")
+    return run_git(fleet_remote.clone, "rev-parse", "HEAD")
 
 
 def closed_port_url() -> str:
@@ -44,7 +45,7 @@ def test_remote_head_ignores_refs_that_only_end_like_the_branch(
     fleet_remote: FleetRemote, source: GitSource
 ) -> None:
     # ls-remote matches patterns on the tail, so refs/heads/x/main would also answer "main".
-    run_git(fleet_remote.workdir, "push", "--quiet", "origin", "HEAD:refs/heads/x/main")
+    run_git(fleet_remote.clone, "push", "--quiet", "origin", "HEAD:refs/heads/x/main")
     fleet_remote.commit_and_push({"README.md": "moved on\n"})
     assert source.remote_head() == head(fleet_remote)
 
@@ -79,8 +80,8 @@ def test_fetch_then_files_lists_blob_ids_and_reads_contents(fleet_remote: FleetR
 
     assert sorted(files) == ["deployments/fraud.yaml", "models/weights.bin", "sites/store-1.yaml"]
     for path, file in files.items():
-        assert file.key == run_git(fleet_remote.workdir, "rev-parse", f"{sha}:{path}")
-        assert file.read() == (fleet_remote.workdir / path).read_bytes()
+        assert file.key == run_git(fleet_remote.clone, "rev-parse", f"{sha}:{path}")
+        assert file.read() == (fleet_remote.clone / path).read_bytes()
 
 
 def test_read_blobs_reads_many_blobs_at_once(fleet_remote: FleetRemote, source: GitSource) -> None:
@@ -91,7 +92,7 @@ def test_read_blobs_reads_many_blobs_at_once(fleet_remote: FleetRemote, source: 
     contents = source.read_blobs([*keys, keys[0]])  # asking twice for one blob is harmless
 
     assert contents == {f.key: f.read() for f in files}
-    assert contents[run_git(fleet_remote.workdir, "rev-parse", f"{sha}:sites/empty.yaml")] == b""
+    assert contents[run_git(fleet_remote.clone, "rev-parse", f"{sha}:sites/empty.yaml")] == b""
     assert source.read_blobs([]) == {}
 
 
@@ -142,7 +143,7 @@ def test_a_load_reads_its_cache_misses_in_one_batch(fleet_remote: FleetRemote, s
 
 
 def test_files_leaves_out_symlinks(fleet_remote: FleetRemote, source: GitSource) -> None:
-    os.symlink("README.md", fleet_remote.workdir / "link.md")
+    os.symlink("README.md", fleet_remote.clone / "link.md")
     sha = fleet_remote.commit_and_push({}, "add a symlink")
     source.fetch(sha)
     assert "link.md" not in {f.path for f in source.files(sha)}
@@ -166,7 +167,7 @@ def test_is_ancestor_follows_history_and_sees_a_rewrite(fleet_remote: FleetRemot
     first = head(fleet_remote)
     second = fleet_remote.commit_and_push({"README.md": "two\n"})
     source.fetch(second)
-    run_git(fleet_remote.workdir, "reset", "--quiet", "--hard", first)
+    run_git(fleet_remote.clone, "reset", "--quiet", "--hard", first)
     rewritten = fleet_remote.commit_and_push({"README.md": "rewritten\n"}, force=True)
     assert source.fetch() == rewritten
 
@@ -184,17 +185,17 @@ def test_is_ancestor_follows_history_and_sees_a_rewrite(fleet_remote: FleetRemot
 def test_first_parents_follow_the_branch_not_what_was_merged_into_it(fleet_remote: FleetRemote,
                                                                      source: GitSource) -> None:
     first = head(fleet_remote)
-    run_git(fleet_remote.workdir, "checkout", "--quiet", "-b", "topic")
+    run_git(fleet_remote.clone, "checkout", "--quiet", "-b", "topic")
     topic = fleet_remote.commit_and_push({"topic.md": "on a branch\n"}, message="topic")
-    run_git(fleet_remote.workdir, "checkout", "--quiet", "main")
-    run_git(fleet_remote.workdir, "reset", "--quiet", "--hard", first)
+    run_git(fleet_remote.clone, "checkout", "--quiet", "main")
+    run_git(fleet_remote.clone, "reset", "--quiet", "--hard", first)
     second = fleet_remote.commit_and_push({"README.md": "two\n"}, force=True)
-    run_git(fleet_remote.workdir, "merge", "--quiet", "--no-ff", "-m", "merge topic", "topic")
+    run_git(fleet_remote.clone, "merge", "--quiet", "--no-ff", "-m", "merge topic", "topic")
     merge = fleet_remote.commit_and_push({"README.md": "three\n"}, message="after the merge")
     source.fetch()
 
     history = source.first_parents(merge, 10)
-    assert history[:2] == [merge, run_git(fleet_remote.workdir, "rev-parse", "HEAD~1").strip()]
+    assert history[:2] == [merge, run_git(fleet_remote.clone, "rev-parse", "HEAD~1").strip()]
     assert second in history and first in history and topic not in history
     assert source.first_parents(merge, 1) == history[:2]
 
@@ -220,21 +221,21 @@ def absent_blobs(cache: Path) -> set[str]:
 
 
 def blob_of(fleet_remote: FleetRemote, commit: str, path: str) -> str:
-    return run_git(fleet_remote.workdir, "rev-parse", f"{commit}:{path}")
+    return run_git(fleet_remote.clone, "rev-parse", f"{commit}:{path}")
 
 
 def test_tree_reads_files_by_path_following_links_inside_it(fleet_remote: FleetRemote, source: GitSource) -> None:
-    (fleet_remote.workdir / "models/v1").mkdir()
-    os.symlink("v1", fleet_remote.workdir / "models/current")
-    os.symlink("../weights.bin", fleet_remote.workdir / "models/v1/model.bin")
-    os.symlink("models/current/model.bin", fleet_remote.workdir / "latest.bin")
+    (fleet_remote.clone / "models/v1").mkdir()
+    os.symlink("v1", fleet_remote.clone / "models/current")
+    os.symlink("../weights.bin", fleet_remote.clone / "models/v1/model.bin")
+    os.symlink("models/current/model.bin", fleet_remote.clone / "latest.bin")
     sha = source.fetch(fleet_remote.commit_and_push({}, "links inside the tree"))
-    weights = (fleet_remote.workdir / "models/weights.bin").read_bytes()
+    weights = (fleet_remote.clone / "models/weights.bin").read_bytes()
 
     for path in ["models/weights.bin", "models/current/model.bin", "latest.bin", "models/../models/./weights.bin",
                  "models/current/../weights.bin"]:
         assert read_path(source, sha, path) == weights, path
-    assert read_path(source, sha, "sites/store-1.yaml") == (fleet_remote.workdir / "sites/store-1.yaml").read_bytes()
+    assert read_path(source, sha, "sites/store-1.yaml") == (fleet_remote.clone / "sites/store-1.yaml").read_bytes()
 
 
 @pytest.mark.parametrize(("path", "reason"), [
@@ -255,7 +256,7 @@ def test_tree_refuses_what_is_no_file_of_the_commit(source: GitSource, path: str
 @pytest.mark.parametrize("target", ["/etc/passwd", "../../outside.onnx", "../../../../../../etc/passwd", "escape.onnx"],
                          ids=["absolute", "relative", "far", "loop"])
 def test_tree_refuses_a_symlink_out_of_the_tree(fleet_remote: FleetRemote, source: GitSource, target: str) -> None:
-    os.symlink(target, fleet_remote.workdir / "models/escape.onnx")
+    os.symlink(target, fleet_remote.clone / "models/escape.onnx")
     bad = source.fetch(fleet_remote.commit_and_push({}, "point outside"))
 
     with pytest.raises(Stalled) as refused:
@@ -264,7 +265,7 @@ def test_tree_refuses_a_symlink_out_of_the_tree(fleet_remote: FleetRemote, sourc
     assert refused.value.reason == "UnsafeRepoPath"
     assert "models/escape.onnx" in refused.value.message
     # The link spoils nothing else: the commit's other files still read.
-    assert read_path(source, bad, "models/weights.bin") == (fleet_remote.workdir / "models/weights.bin").read_bytes()
+    assert read_path(source, bad, "models/weights.bin") == (fleet_remote.clone / "models/weights.bin").read_bytes()
 
 
 def test_tree_of_an_unfetched_commit_is_refused(source: GitSource) -> None:

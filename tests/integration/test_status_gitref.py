@@ -18,7 +18,7 @@ from reconciler.status.gitref import STATUS_REF_PREFIX, StatusRefs, _commit_mess
 from reconciler.status.record import DeploymentStatus, StatusRecord
 
 if TYPE_CHECKING:
-    from conftest import FleetRemote
+    from reconciler.devtools.testing import FleetRemote
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -67,12 +67,12 @@ def test_write_publishes_a_commit_on_the_site_ref(fleet_remote: FleetRemote, ope
     commit = refs.write(written)
 
     assert commit is not None and remote_tip(fleet_remote, "store-1") == commit
-    run_git(fleet_remote.workdir, "fetch", "--quiet", "origin", f"{STATUS_REF_PREFIX}store-1")
-    show = run_git(fleet_remote.workdir, "log", "-1", "--format=%an <%ae>|%cn <%ce>|%at|%s", commit)
+    run_git(fleet_remote.clone, "fetch", "--quiet", "origin", f"{STATUS_REF_PREFIX}store-1")
+    show = run_git(fleet_remote.clone, "log", "-1", "--format=%an <%ae>|%cn <%ce>|%at|%s", commit)
     assert show == (f"reconciler-agent <store-1@reconciler.local>|reconciler-agent <store-1@reconciler.local>"
                     f"|{int(T0.timestamp())}|store-1: fraud 1.0.0 success (Converged)")
-    assert run_git(fleet_remote.workdir, "ls-tree", "--name-only", commit) == "status.json"
-    stored = run_git(fleet_remote.workdir, "cat-file", "blob", f"{commit}:status.json")
+    assert run_git(fleet_remote.clone, "ls-tree", "--name-only", commit) == "status.json"
+    stored = run_git(fleet_remote.clone, "cat-file", "blob", f"{commit}:status.json")
     assert stored + "\n" == record_json(written).decode()
     assert open_refs("reader").read_own("store-1") == written
 
@@ -177,7 +177,7 @@ def test_missing_refs_read_as_nothing(fleet_remote: FleetRemote, open_refs) -> N
     assert refs.history("store-1") == []
 
     refs.write(record("store-1"))
-    run_git(fleet_remote.workdir, "push", "--quiet", "origin", f":{STATUS_REF_PREFIX}store-1")
+    run_git(fleet_remote.clone, "push", "--quiet", "origin", f":{STATUS_REF_PREFIX}store-1")
     assert refs.read_all() == {}  # pruned: a deleted ref is gone from the cache too
     assert refs.read_own("store-1") is None
 

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fleet_fixture import EXAMPLE, start_fleet_remote
 from fleet_versions import DEPLOYMENT, publish_version
 from slow_server import SlowServer
 
 from reconciler.cancel import CancelToken
 from reconciler.devtools.processes import free_port, stop_all
+from reconciler.devtools.testing import EXAMPLE, start_fleet_remote
 from reconciler.errors import Cancelled
 from reconciler.ingest import sink
 from reconciler.ingest.artifacts import ArtifactStore

@@ -19,7 +19,6 @@ import httpx
 import numpy as np
 import onnx
 import pytest
-from fleet_fixture import EXAMPLE, git
 from fleet_versions import publish_version
 from onnx import TensorProto, helper, numpy_helper
 from prometheus_client.parser import text_string_to_metric_families
@@ -27,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from reconciler.agent.telemetry import SiteTelemetry
 from reconciler.agent.wiring import build_agent
 from reconciler.devtools.processes import free_port, stop_all
+from reconciler.devtools.testing import EXAMPLE, git
 from reconciler.errors import Cancelled, Stalled
 from reconciler.ingest.progress import DownloadProgress
 from reconciler.logs import JsonFormatter, TextFormatter, configure_logging

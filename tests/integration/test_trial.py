@@ -4,9 +4,9 @@ nothing anywhere (no state directory, no status ref, no change to the fleet repo
 from __future__ import annotations
 
 import pytest
-from fleet_fixture import EXAMPLE, git
 
 from reconciler.cli.main import main
+from reconciler.devtools.testing import EXAMPLE, git
 
 SITE = "store-berlin-01"
 

@@ -22,12 +22,19 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
-from trust_fixtures import IDENTITY, ISSUER, LocalSigstore, attest_statement, dsse_bundle, message_bundle
 
 from reconciler import trust
 from reconciler.agent.config import load_site_config
 from reconciler.delivery.model import SiteState
 from reconciler.delivery.plan import plan_site
+from reconciler.devtools.trust_fixtures import (
+    IDENTITY,
+    ISSUER,
+    LocalSigstore,
+    attest_statement,
+    dsse_bundle,
+    message_bundle,
+)
 from reconciler.errors import ReconcilerError, UsageError
 from reconciler.flags import FlagFile
 from reconciler.manifests import semantics

@@ -4,10 +4,10 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import write_tree
 from manifest_texts import GOOD_REPO, edit
 
 from reconciler.cli.validate import render, validate_path
+from reconciler.devtools.testing import write_tree
 from reconciler.errors import UsageError
 from reconciler.manifests.fleet import Finding
 

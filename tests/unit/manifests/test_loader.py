@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import write_tree
 from manifest_texts import DEPLOYMENT, DIGEST_A, FLEET, GOOD_REPO, SITES, edit, load, repo_files
 
+from reconciler.devtools.testing import write_tree
 from reconciler.manifests.fleet import Origin
 from reconciler.manifests.loader import DocumentCache, RepoFile, load_directory, load_tree
 from reconciler.manifests.yamlreader import YamlLoader

@@ -11,9 +11,14 @@ from pathlib import Path
 import model_signing
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from trust_fixtures import dsse_bundle, encode, model_signing_hint, model_signing_statement
 
 from reconciler import trust
+from reconciler.devtools.trust_fixtures import (
+    dsse_bundle,
+    encode,
+    model_signing_hint,
+    model_signing_statement,
+)
 from reconciler.errors import Stalled
 from reconciler.trust import TrustRoots
 

@@ -1,6 +1,7 @@
 """Sigstore bundles (key-signed and keyless), DSSE in-toto statements, model_signing manifests,
 format detection and narrowing of trust roots. Bundles are built from the documented JSON shapes
-in trust_fixtures.py; keyless ones come from a local Sigstore (own CA, CT log and Rekor keys)."""
+in reconciler/devtools/trust_fixtures.py; keyless ones come from a local Sigstore (own CA, CT log
+and Rekor keys)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from typing import Any
 import pytest
 import sigstore as sigstore_package
 from cryptography.hazmat.primitives.asymmetric import ec
-from trust_fixtures import (
+
+from reconciler import trust
+from reconciler.devtools.trust_fixtures import (
     BUNDLE_V03,
     IDENTITY,
     ISSUER,
@@ -31,8 +34,6 @@ from trust_fixtures import (
     model_signing_hint,
     model_signing_statement,
 )
-
-from reconciler import trust
 from reconciler.errors import Stalled
 from reconciler.trust import KeylessIdentity, TrustRoots
 

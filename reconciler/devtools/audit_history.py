@@ -25,6 +25,7 @@ from typing import IO
 from pydantic import TypeAdapter
 
 from reconciler.errors import UsageError
+from reconciler.gitdoor.git import ISOLATED_ENV
 from reconciler.gitdoor.source import GitSource
 from reconciler.history.report import add_subcommands
 from reconciler.status.gitref import STATUS_FILE, STATUS_REF_PREFIX, StatusRefs, record_json
@@ -36,7 +37,6 @@ RINGS = {"canary": SITES[0:2], "early": SITES[2:6], "main": SITES[6:12]}
 FAILING_SITE = "site-05"
 LATE_SITE = "site-11"  # first reports an hour in
 SILENT_SITE = "site-12"  # never reports
-_ISOLATED = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
 _DIGEST = {"1.0.0": "sha256:" + "1" * 64, "1.1.0": "sha256:" + "2" * 64, "2.0.0": "sha256:" + "3" * 64}
 
 FLEET = """apiVersion: reconciler/v1
@@ -287,7 +287,7 @@ def _git(cwd: Path | None, *args: str, env: dict[str, str] | None = None) -> str
     default = {"GIT_AUTHOR_NAME": ALICE.name, "GIT_AUTHOR_EMAIL": ALICE.email, "GIT_COMMITTER_NAME": ALICE.name,
                "GIT_COMMITTER_EMAIL": ALICE.email}
     done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, **default, **_ISOLATED, **(env or {})})
+                          env={**os.environ, **default, **ISOLATED_ENV, **(env or {})})
     if done.returncode != 0:
         raise RuntimeError(f"git {' '.join(args)} failed: {done.stderr.strip()}")
     return done.stdout.strip()
@@ -327,7 +327,7 @@ def bulk_history(root: Path, sites: int, records: int, start: datetime = T0,
     bare = root / "bulk.git"
     _git(None, "init", "--quiet", "--bare", "--initial-branch=main", str(bare))
     importer = subprocess.Popen(["git", "fast-import", "--quiet", "--date-format=raw"], stdin=subprocess.PIPE,
-                                cwd=bare, env={**os.environ, **_ISOLATED})
+                                cwd=bare, env={**os.environ, **ISOLATED_ENV})
     assert importer.stdin is not None
     with importer.stdin as stream:
         _fleet_commit_stream(stream, sites, start)
