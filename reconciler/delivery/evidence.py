@@ -34,6 +34,8 @@ VERSION_EVIDENCE: frozenset[str] = frozenset({
     "ArtifactUriInvalid", "ArtifactPathEscapes", "ArtifactIsLfsPointer",
     # the artifact's path in the commit leads out of the repository through a link (committree.py)
     "UnsafeRepoPath",
+    # the version's reference profile is no profile, or not one of its tensors (monitoring/profile.py)
+    "ProfileInvalid", "ProfileMismatch",
 })
 
 SITE_CONDITIONS: frozenset[str] = frozenset({

@@ -103,6 +103,10 @@ class Gate(Strict):
         "ignore", description="What a site that never reports counts as after the progress deadline: "
                               "'ignore' (left out of the count) or 'fail' (for strict fleets: it has not "
                               "proven the version).")
+    maxDriftedSites: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="The next wave waits while more of the earlier waves' sites than this report "
+                          "DriftDetected on the new version (its reference profile); unset: drift does not "
+                          "hold a rollout. Drift never rolls a version back.")
 
 
 class Abort(Strict):
@@ -273,6 +277,20 @@ class Signers(Strict):
                                                            "that may sign this version.")
 
 
+class ReferenceProfile(Strict):
+    """The training data's profile (`reconciler profile`): the bins that sites count live inputs and
+    outputs into to watch for drift. Fetched, digest-checked and signature-checked like the artifact;
+    a model_signing bundle over the model directory covers both files."""
+
+    uri: Annotated[str, Field(min_length=1)] = Field(
+        description="Where the profile JSON is: a path relative to the repo root, file://, or http(s)://.")
+    digest: Sha256Digest = Field(description="'sha256:' and the file's 64 lower-case hex digits; sites "
+                                             "refuse other bytes.")
+    size: Annotated[int, Field(gt=0)] = Field(description="The file's size in bytes.")
+    signature: SignatureRef = Field(description="The signature over the file: the artifact's model_signing "
+                                                "bundle if it covers both, else one of its own.")
+
+
 class ModelVersion(Strict):
     version: VersionString = Field(description="The version's name, unique within the model, e.g. '1.2.0'.")
     artifacts: Annotated[list[Artifact], Field(min_length=1)] = Field(
@@ -281,6 +299,8 @@ class ModelVersion(Strict):
         [], description="Cases every site runs before it serves the version; a failing case stops it.")
     signers: Signers | None = Field(None, description="Narrows who may sign this version; absent: anyone "
                                                       "the site trusts.")
+    profile: ReferenceProfile | None = Field(None, description="The reference profile sites watch this "
+                                                               "version's inputs and outputs against for drift.")
 
 
 class ModelSpec(Strict):

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from reconciler.runtime.drift_counter import DriftGauges, DriftMonitor
 from reconciler.runtime.registry import ModelRegistry, Served
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
@@ -112,6 +113,8 @@ class RuntimeMetrics:
             )
         }
         self.collectors.register(_ModelInfo(registry))
+        self.drift = DriftMonitor()  # counted by the server, watched by the agent's apply step
+        self.collectors.register(DriftGauges(self.drift))
 
     def record(self, served: Served, outcome: str, seconds: float | None = None) -> None:
         self._requests.labels(served.deployment, served.version, outcome).inc()

@@ -169,6 +169,7 @@ class _InferenceApi:
             )
         except Exception as exc:  # onnxruntime's run errors share no narrower base class
             return _Answer(served, "error", f"model {served.deployment} version {served.version} failed: {exc}")
+        self._metrics.drift.count(served.deployment, served.version, request.feeds, dict(zip(request.output_names, arrays, strict=True)))
         if decision.shadow is not None:
             self._shadow.submit(decision.shadow, request.feeds, request.output_names, arrays)
         return _Answer(served, "success", content)

@@ -1,0 +1,174 @@
+"""Drift at the site: every answered request's inputs and outputs counted into the bins of the
+served version's reference profile, window by window (reconciler.monitoring.windows decides when a
+window closes and what it means). Called from the one protocol-neutral point where a request's
+decoded inputs and the model's outputs meet (server.py, after ``session.run``); REST, gRPC and batch
+paths call the same ``count``.
+
+Cost per request: the binning is a few numpy operations per tensor (monitoring/binning.py), done
+outside any lock; only the addition into the window takes the version's lock.
+Memory per watched version: two int64 vectors of the profile's bins (the open window and the one
+being scored), 8 bytes x bins x 2: 32 numeric features with deciles (12 bins) is 6 KiB. At most
+``VERSIONS_PER_DEPLOYMENT`` versions per deployment are watched (active, previous, canary)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from pydantic import ValidationError
+
+from reconciler.errors import Stalled
+from reconciler.monitoring.binning import ProfileBinner
+from reconciler.monitoring.profile import Profile
+from reconciler.monitoring.windows import DriftSummary, DriftTrack, close_window, window_due
+
+log = logging.getLogger(__name__)
+
+VERSIONS_PER_DEPLOYMENT = 3
+
+
+def read_profile(path: Path) -> Profile:
+    """The profile file, refused as ProfileInvalid when it is not one."""
+    try:
+        return Profile.model_validate(json.loads(path.read_bytes()))
+    except (ValueError, ValidationError) as exc:
+        raise Stalled("ProfileInvalid", f"{path.name} is not a reference profile: {exc}") from None
+
+
+class VersionCounter:
+    """The open window of one deployment version and what its closed windows said."""
+
+    def __init__(self, profile: Profile, digest: str, version: str, now: float):
+        self.profile = profile
+        self.binner = ProfileBinner(profile)
+        self._lock = threading.Lock()
+        self._counts = np.zeros(self.binner.size, dtype=np.int64)
+        self._rows = 0
+        self._started = now
+        self.track = DriftTrack(version, digest)
+        self.broken = False  # the profile does not fit the tensors served: counting stopped, said once
+
+    def add(self, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray], now: float) -> None:
+        if self.broken:
+            return
+        try:
+            counts = self.binner.count(inputs, outputs)
+        except (ValueError, IndexError) as exc:
+            self.broken = True
+            log.warning("drift counting stopped for version %s: %s", self.track.version, exc,
+                        extra={"reason": "ProfileMismatch"})
+            return
+        rows = len(next(iter(inputs.values()))) if inputs else 0
+        with self._lock:
+            self._counts += counts
+            self._rows += rows
+            self._close_if_due(now)
+
+    def tick(self, now: float) -> None:
+        with self._lock:
+            self._close_if_due(now)
+
+    def _close_if_due(self, now: float) -> None:
+        if window_due(self._started, self._rows, now, self.profile.window):
+            self.track = close_window(self.track, self.profile, self.binner.split(self._counts), self._rows)
+            self._counts = np.zeros_like(self._counts)
+            self._rows, self._started = 0, now
+
+
+class DriftMonitor:
+    """The versions this site watches, keyed by (deployment, version). ``watch`` and ``forget`` come
+    from the agent's apply step; ``count`` from request threads; reads take a snapshot."""
+
+    def __init__(self, clock: Callable[[], float] = time.time):
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._counters: dict[tuple[str, str], VersionCounter] = {}
+
+    def watch(self, deployment: str, version: str, digest: str, path: Path) -> None:
+        """Count ``version`` of ``deployment`` against the profile at ``path`` (already verified).
+        Watching it again with the same profile keeps its windows."""
+        key = (deployment, version)
+        current = self._counters.get(key)
+        if current is not None and current.track.profile_digest == digest:
+            return
+        counter = VersionCounter(read_profile(path), digest, version, self._clock())
+        with self._lock:
+            counters = {k: v for k, v in self._counters.items() if k != key}
+            counters[key] = counter
+            same = [k for k in counters if k[0] == deployment]
+            for old in same[:-VERSIONS_PER_DEPLOYMENT]:  # oldest first: dicts keep insertion order
+                del counters[old]
+            self._counters = counters  # one assignment: request threads read without the lock
+
+    def forget(self, deployment: str) -> None:
+        with self._lock:
+            self._counters = {k: v for k, v in self._counters.items() if k[0] != deployment}
+
+    def count(self, deployment: str, version: str, inputs: Mapping[str, np.ndarray],
+              outputs: Mapping[str, np.ndarray]) -> None:
+        counter = self._counters.get((deployment, version))
+        if counter is not None:
+            counter.add(inputs, outputs, self._clock())
+
+    def summaries(self) -> dict[tuple[str, str], DriftSummary]:
+        """The last closed window of each watched version, after closing the windows whose time is up."""
+        now = self._clock()
+        summaries = {}
+        for key, counter in self._counters.items():
+            counter.tick(now)
+            if counter.track.last is not None:
+                summaries[key] = counter.track.last
+        return summaries
+
+    def window_marks(self) -> frozenset[tuple[str, str, int]]:
+        """Changes whenever a window closes (or a version is watched or forgotten): the agent
+        publishes a new record then."""
+        now = self._clock()
+        for counter in self._counters.values():
+            counter.tick(now)
+        return frozenset((*key, counter.track.windows) for key, counter in self._counters.items())
+
+    def counters(self) -> dict[tuple[str, str], VersionCounter]:
+        return dict(self._counters)
+
+
+class DriftGauges(Collector):
+    """The last closed window of every watched version, read at scrape time. JS and L-infinity are
+    separate metrics (their sums mean different things), and feature names are bounded by the profile."""
+
+    def __init__(self, monitor: DriftMonitor):
+        self._monitor = monitor
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        labels = ["deployment", "version", "feature"]
+        families = {
+            "numeric": GaugeMetricFamily("reconciler_drift_js_distance", "Jensen-Shannon distance (base 2) of the "
+                                         "last closed window to the reference, per numeric feature.", labels=labels),
+            "categorical": GaugeMetricFamily("reconciler_drift_linf_distance", "L-infinity distance of the last "
+                                             "closed window to the reference, per categorical feature.", labels=labels),
+        }
+        psi = GaugeMetricFamily("reconciler_drift_psi", "Population stability index of the last closed window.",
+                                labels=labels)
+        drifted = GaugeMetricFamily("reconciler_drift_detected", "1 while the feature is drifted "
+                                    "(DriftDetected), else 0.", labels=labels)
+        rows = GaugeMetricFamily("reconciler_drift_window_rows", "Rows in the last closed window.",
+                                 labels=["deployment", "version"])
+        for (deployment, version), counter in sorted(self._monitor.counters().items()):
+            summary = counter.track.last
+            if summary is None:
+                continue
+            rows.add_metric([deployment, version], summary.rows)
+            for feature in counter.profile.features():
+                result = summary.features.get(feature.name)
+                if result is not None:
+                    families[feature.kind].add_metric([deployment, version, feature.name], result.score)
+                    psi.add_metric([deployment, version, feature.name], result.psi)
+                    drifted.add_metric([deployment, version, feature.name], int(feature.name in summary.drifted))
+        yield from (*families.values(), psi, drifted, rows)
