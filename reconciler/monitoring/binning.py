@@ -84,9 +84,16 @@ class ProfileBinner:
 
     def count(self, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """The counts one request adds; tensors the request did not carry (an output not asked for) add none."""
-        tensors = {"inputs": inputs, "outputs": outputs}
-        parts = [binner.indices(tensors[role][tensor]) for (role, tensor), binner in self._binners.items()
-                 if tensor in tensors[role]]
+        return self.count_batch([(inputs, outputs)])
+
+    def count_batch(self, requests: Sequence[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]]
+                    ) -> np.ndarray:
+        """The counts of many requests' (inputs, outputs), each tensor's rows binned in one go."""
+        parts = []
+        for (role, tensor), binner in self._binners.items():
+            arrays = [request[role == "outputs"][tensor] for request in requests if tensor in request[role == "outputs"]]
+            if arrays:
+                parts.append(binner.indices(arrays[0] if len(arrays) == 1 else np.concatenate(arrays)))
         if not parts:
             return np.zeros(self.size, dtype=np.int64)
         return np.bincount(np.concatenate(parts), minlength=self.size)

@@ -6,8 +6,8 @@ A feature is one column of a tensor (a [-1, k] tensor has k features, a [-1] ten
 - numeric: ``edges`` e_0 < ... < e_B from the training quantiles (deciles by default, duplicates
   dropped), and B + 2 bins: below e_0 (also NaN), [e_i, e_i+1) for each i, and at or above e_B.
   e_B lies just above the training maximum, so every training value falls inside;
-- categorical (integer or boolean columns with few distinct values): the training ``categories``,
-  one bin each, then one bin for every other value.
+- categorical (columns with at most ``MAX_CATEGORIES`` distinct training values: labels, flags,
+  small counts): the training ``categories``, one bin each, then one bin for every other value.
 
 ``build_profile`` is pure: the CLI (``reconciler profile``) reads the files and hands it columns."""
 
@@ -164,7 +164,7 @@ def build_profile(model: str, version: str, columns: Mapping[Role, Mapping[str, 
 def _feature(name: str, tensor: str, column: int, values: np.ndarray, bins: int,
              max_categories: int) -> NumericFeature | CategoricalFeature:
     distinct = np.unique(values[~np.isnan(values)] if values.dtype.kind == "f" else values)
-    if values.dtype.kind in "biu" and len(distinct) <= max_categories:
+    if 0 < len(distinct) <= max_categories:
         categories = [float(v) for v in distinct]
         feature = CategoricalFeature(name=name, tensor=tensor, column=column, categories=categories,
                                      counts=[0] * (len(categories) + 1))

@@ -35,9 +35,17 @@ def test_numeric_columns_get_decile_edges_and_integer_columns_with_few_values_ca
     assert Profile.model_validate_json(profile.model_dump_json()) == profile
 
 
-def test_a_constant_column_gets_one_bin():
-    profile = build_profile("m", "1", {"inputs": {"x": np.full((10, 2), 3.0, dtype=np.float32)}})
-    assert [f.counts for f in profile.inputs] == [[0, 10, 0], [0, 10, 0]]
+def test_float_flags_are_categories_so_their_two_values_keep_two_bins():
+    flags = np.array([[0.0, 3.0]] * 6 + [[1.0, 3.0]] * 4, dtype=np.float32)
+    profile = build_profile("m", "1", {"inputs": {"x": flags}})
+    assert [(f.kind, f.categories, f.counts) for f in profile.inputs] == [
+        ("categorical", [0.0, 1.0], [6, 4, 0]), ("categorical", [3.0], [10, 0])]
+
+
+def test_a_numeric_column_with_fewer_distinct_quantiles_than_bins_drops_the_duplicate_edges():
+    values = np.repeat(np.arange(30, dtype=np.float32), [100] + [1] * 29).reshape(-1, 1)
+    [feature] = build_profile("m", "1", {"inputs": {"x": values}}).inputs
+    assert feature.kind == "numeric" and len(feature.edges) < 11 and sum(feature.counts) == 129
 
 
 @pytest.mark.parametrize("columns, message", [
