@@ -330,8 +330,14 @@ class Applier:
             self._watch_drift(deployment, installed)
 
     def _watch_drift(self, deployment: str, installed: Installed) -> None:
-        if self.drift is not None and installed.profile is not None:
+        """Drift only informs: a profile that cannot be read now leaves the version served, uncounted."""
+        if self.drift is None or installed.profile is None:
+            return
+        try:
             self.drift.watch(deployment, installed.version, installed.profile, self.store.path_for(installed.profile))
+        except ReconcilerError as error:
+            log.warning("%s %s: drift is not counted: %s", deployment, installed.version, error,
+                        extra={"deployment": deployment, "reason": error.reason})
 
     def drift_news(self) -> bool:
         """A drift window closed (or a version is watched anew) since the last call: worth a record."""

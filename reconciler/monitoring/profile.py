@@ -33,13 +33,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class NumericFeature(_Strict):
-    kind: Literal["numeric"] = "numeric"
+class _Feature(_Strict):
     name: Annotated[str, Field(min_length=1)]
     tensor: Annotated[str, Field(min_length=1)]
     column: Annotated[int, Field(ge=0)] = 0
-    edges: Annotated[list[float], Field(min_length=2)]
-    counts: list[Annotated[int, Field(ge=0)]]  # the training rows per bin: len(edges) + 1 bins
+    counts: list[Annotated[int, Field(ge=0)]]  # the training rows per bin
+
+
+class NumericFeature(_Feature):
+    kind: Literal["numeric"] = "numeric"
+    edges: Annotated[list[float], Field(min_length=2)]  # len(edges) + 1 bins
 
     @model_validator(mode="after")
     def _bins_fit_edges(self) -> NumericFeature:
@@ -51,13 +54,9 @@ class NumericFeature(_Strict):
         return self
 
 
-class CategoricalFeature(_Strict):
+class CategoricalFeature(_Feature):
     kind: Literal["categorical"] = "categorical"
-    name: Annotated[str, Field(min_length=1)]
-    tensor: Annotated[str, Field(min_length=1)]
-    column: Annotated[int, Field(ge=0)] = 0
-    categories: Annotated[list[float], Field(min_length=1)]
-    counts: list[Annotated[int, Field(ge=0)]]  # one per category, then "other"
+    categories: Annotated[list[float], Field(min_length=1)]  # one bin each, then "other"
 
     @model_validator(mode="after")
     def _bins_fit_categories(self) -> CategoricalFeature:

@@ -29,7 +29,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from pydantic import ValidationError
 
-from reconciler.errors import Stalled
+from reconciler.errors import Stalled, Transient
 from reconciler.monitoring.binning import ProfileBinner
 from reconciler.monitoring.profile import Profile
 from reconciler.monitoring.windows import DriftSummary, DriftTrack, close_window, window_due
@@ -43,7 +43,11 @@ BATCH_ROWS = 256
 def read_profile(path: Path) -> Profile:
     """The profile file, refused as ProfileInvalid when it is not one."""
     try:
-        return Profile.model_validate(json.loads(path.read_bytes()))
+        content = path.read_bytes()
+    except OSError as exc:
+        raise Transient("ProfileUnreadable", f"cannot read the reference profile {path}: {exc.strerror}") from None
+    try:
+        return Profile.model_validate(json.loads(content))
     except (ValueError, ValidationError) as exc:
         raise Stalled("ProfileInvalid", f"{path.name} is not a reference profile: {exc}") from None
 
