@@ -91,7 +91,7 @@ def sites(profiled_fleet, tmp_path):
 
 
 def test_a_shift_in_one_input_is_detected_on_it_alone_within_three_windows_and_shown_fleet_wide(
-        sites, profiled_fleet, capsys):
+        sites, profiled_fleet, capsys, tmp_path):
     shifted, reference = sites[SHIFTED], sites[REFERENCE]
     rng = np.random.default_rng(1)
     for _ in range(3):
@@ -127,6 +127,12 @@ def test_a_shift_in_one_input_is_detected_on_it_alone_within_three_windows_and_s
     assert main(["status", "--repo", profiled_fleet.url, "--drift"]) == 0
     text = capsys.readouterr().out
     assert text.index(SHIFTED) < text.index(REFERENCE) and "pooled demand-forecast 1.0.0 over 2 site(s)" in text
+
+    assert main(["report", "--repo", profiled_fleet.url, "--html", str(tmp_path / "report")]) == 0
+    page = (tmp_path / "report" / "index.html").read_text()
+    drift = page[page.index("<h2>Drift</h2>"):]
+    assert drift.index(SHIFTED) < drift.index(REFERENCE) and "features[0]" in drift
+    assert drift.count("<svg") == 1  # the shifted site's trend over its three windows; the other wrote one record
 
 
 def test_a_profile_that_is_not_the_signed_one_is_refused_and_the_version_is_not_served(profiled_fleet, tmp_path):
