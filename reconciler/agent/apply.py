@@ -57,6 +57,7 @@ class DriftWatch(Protocol):
 
     def watch(self, deployment: str, version: str, digest: str, path: Path) -> None: ...
     def forget(self, deployment: str) -> None: ...
+    def compare(self, deployment: str, stable: str, canary: str) -> None: ...
     def summaries(self) -> dict[tuple[str, str], DriftSummary]: ...
     def window_marks(self) -> frozenset[tuple[str, str, int]]: ...
 
@@ -150,7 +151,7 @@ class Applier:
                 self.runtime.start_canary(name, deployment.model, deployment.canary.version,
                                           self.store.path_for(deployment.canary.digest), deployment.interface,
                                           digest=deployment.canary.digest, weight=deployment.canaryProgress.weight)
-                self._watch_drift(name, deployment.canary)
+                self._watch_drift(name, deployment.canary, compare_with=deployment.active)
 
     def _apply_one(self, action: Action, state: SiteState, repo_tree: RepoRoot, commit: str | None,
                    now: datetime) -> tuple[SiteState, Outcome]:
@@ -211,7 +212,7 @@ class Applier:
             # or its checks changed: same_version.py) the version switches at once.
             self.runtime.start_canary(target.deployment, target.model, target.version, ingested.path,
                                       target.interface, digest=installed.digest)
-            self._watch_drift(target.deployment, installed)
+            self._watch_drift(target.deployment, installed, compare_with=current.active)
             started = current.model_copy(update={"canary": installed, "canaryProgress": CanaryProgress.start(now),
                                                  "rollout": target.rollout_id, "wave": target.wave})
             state = self._with(state, target.deployment, started, HistoryEntry(at=now, event="canaryStarted",
@@ -329,12 +330,15 @@ class Applier:
                                   interface, digest=installed.digest)
             self._watch_drift(deployment, installed)
 
-    def _watch_drift(self, deployment: str, installed: Installed) -> None:
-        """Drift only informs: a profile that cannot be read now leaves the version served, uncounted."""
+    def _watch_drift(self, deployment: str, installed: Installed, compare_with: Installed | None = None) -> None:
+        """Drift only informs: a profile that cannot be read now leaves the version served, uncounted.
+        A canary (``compare_with`` its stable version) is also compared with stable's predictions."""
         if self.drift is None or installed.profile is None:
             return
         try:
             self.drift.watch(deployment, installed.version, installed.profile, self.store.path_for(installed.profile))
+            if compare_with is not None:
+                self.drift.compare(deployment, compare_with.version, installed.version)
         except ReconcilerError as error:
             log.warning("%s %s: drift is not counted: %s", deployment, installed.version, error,
                         extra={"deployment": deployment, "reason": error.reason})

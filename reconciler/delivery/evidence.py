@@ -25,7 +25,7 @@ VERSION_EVIDENCE: frozenset[str] = frozenset({
     # validation before activation (runtime/validation.py, runtime/registry.py)
     "ValidationFailed", "ValidationCrashed", "ValidationTimeout", "ModelInterfaceMismatch", "ModelLoadFailed",
     # canary analysis (canary.py); InsufficientTraffic only where the Deployment's maxWait policy says fail
-    "ErrorRateTooHigh", "LatencyTooHigh", "DisagreesWithStable", "InsufficientTraffic",
+    "ErrorRateTooHigh", "LatencyTooHigh", "DisagreesWithStable", "InsufficientTraffic", "PredictionDriftTooHigh",
     # the bytes or the signature do not match what the manifest pins (artifacts.py, fetch.py, trust/)
     "ArtifactDigestMismatch", "ArtifactSizeMismatch", "ArtifactTooLarge", "DigestMismatch", "DigestInvalid",
     "BundleDigestMismatch", "StatementMissingFile", "SignatureMalformed", "SignatureFormatUnsupported",

@@ -346,6 +346,11 @@ class Analysis(Strict):
                                                              "e.g. '50ms'.")
     minAgreement: Annotated[float, Field(ge=0, le=1)] | None = Field(
         None, description="Smallest share (0-1) of mirrored requests on which canary and stable agree.")
+    maxPredictionDrift: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        None, description="Largest distance between the canary's and stable's predictions in the window, "
+                          "per output of the canary version's reference profile (Jensen-Shannon, base 2; "
+                          "L-infinity for categorical outputs); judged once each version has the profile's "
+                          "minRows rows. Needs a profile on the canary version.")
     # Too little traffic proves nothing either way: the analysis waits for it, at most ``maxWait``
     # from the start of its measurement when set, then ``onMaxWait`` decides.
     maxWait: Duration | None = Field(None, description="How long to wait for `minRequests` of traffic; "

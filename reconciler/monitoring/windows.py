@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, WithJsonSchema
 
 from reconciler.monitoring import stats
-from reconciler.monitoring.profile import Profile, WindowPolicy
+from reconciler.monitoring.profile import CategoricalFeature, NumericFeature, Profile, WindowPolicy
 
 DRIFT_DETECTED = "DriftDetected"
 NO_DRIFT = "NoDrift"
@@ -108,10 +108,21 @@ def score(profile: Profile, bins: Mapping[str, Iterable[int]]) -> dict[str, Scor
         counts = np.asarray(list(bins.get(feature.name, ())), dtype=np.int64)
         if not counts.sum():
             continue  # an output no request asked for
-        distance = stats.js_distance(feature.counts, counts) if feature.kind == "numeric" \
-            else stats.l_infinity(feature.counts, counts)
+        distance = _distance(feature, feature.counts, counts)
         scores[feature.name] = Score(distance, stats.psi(feature.counts, counts), distance >= profile.threshold(feature))
     return scores
+
+
+def prediction_drift(profile: Profile, stable: Mapping[str, np.ndarray], canary: Mapping[str, np.ndarray]) -> float:
+    """The largest distance, over the profile's outputs, between two versions' predictions counted in
+    the same bins (a canary against stable): JS for numeric outputs, L∞ for categorical ones."""
+    return max(_distance(f, stable[f.name], canary[f.name]) for f in profile.outputs)
+
+
+def _distance(feature: NumericFeature | CategoricalFeature, reference: Iterable[int], current: np.ndarray) -> float:
+    if feature.kind == "numeric":
+        return stats.js_distance(reference, current)
+    return stats.l_infinity(reference, current)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ from pydantic import ValidationError
 from reconciler.errors import Stalled, Transient
 from reconciler.monitoring.binning import ProfileBinner
 from reconciler.monitoring.profile import Profile
-from reconciler.monitoring.windows import DriftSummary, DriftTrack, close_window, window_due
+from reconciler.monitoring.windows import DriftSummary, DriftTrack, close_window, prediction_drift, window_due
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ class VersionCounter:
         self._pending: list[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]] = []
         self._pending_rows = 0
         self._started = now
+        self._total = np.zeros(self.binner.size, dtype=np.int64)  # since watched: what a canary analysis diffs
+        self._total_rows = 0
         self.track = DriftTrack(version, digest)
         self.broken = False  # the profile does not fit the tensors served: counting stopped, said once
 
@@ -79,6 +82,13 @@ class VersionCounter:
                 self._bin_pending()
             self._close_if_due(now)
 
+    def outputs_so_far(self) -> tuple[dict[str, np.ndarray], int]:
+        """Every output feature's counts since the version was watched, and the rows behind them."""
+        with self._lock:
+            self._bin_pending()
+            return {f.name: self._total[self.binner.slices[f.name]].copy() for f in self.profile.outputs}, \
+                self._total_rows
+
     def tick(self, now: float) -> None:
         with self._lock:
             self._close_if_due(now)
@@ -86,7 +96,10 @@ class VersionCounter:
     def _bin_pending(self) -> None:
         pending, self._pending, self._pending_rows = self._pending, [], 0
         try:
-            self._counts += self.binner.count_batch(pending)
+            batch = self.binner.count_batch(pending)
+            self._counts += batch
+            self._total += batch
+            self._total_rows += sum(len(next(iter(inputs.values()))) for inputs, _ in pending if inputs)
         except (ValueError, IndexError) as exc:
             self.broken = True
             log.warning("drift counting stopped for version %s: %s", self.track.version, exc,
@@ -100,6 +113,30 @@ class VersionCounter:
             self._rows, self._started = 0, now
 
 
+@dataclass(frozen=True)
+class PredictionTally:
+    """A canary's and its stable version's outputs so far, in the canary profile's bins."""
+
+    profile: Profile
+    canary: dict[str, np.ndarray]
+    canary_rows: int
+    stable: dict[str, np.ndarray]
+    stable_rows: int
+
+    def drift_since(self, before: PredictionTally | None) -> float | None:
+        """The canary's prediction drift against stable over the rows since ``before``; None until
+        each side has the profile's ``minRows`` rows (fewer score noise)."""
+        if before is not None and before.profile is not self.profile:
+            before = None  # counting started afresh (the canary was watched again)
+        canary = {k: v - before.canary[k] for k, v in self.canary.items()} if before else self.canary
+        stable = {k: v - before.stable[k] for k, v in self.stable.items()} if before else self.stable
+        rows = (self.canary_rows - (before.canary_rows if before else 0),
+                self.stable_rows - (before.stable_rows if before else 0))
+        if min(rows) < self.profile.window.minRows:
+            return None
+        return prediction_drift(self.profile, stable, canary)
+
+
 class DriftMonitor:
     """The versions this site watches, keyed by (deployment, version). ``watch`` and ``forget`` come
     from the agent's apply step; ``count`` from request threads; reads take a snapshot."""
@@ -108,6 +145,8 @@ class DriftMonitor:
         self._clock = clock
         self._lock = threading.Lock()
         self._counters: dict[tuple[str, str], VersionCounter] = {}
+        # deployment -> (stable version, canary version, stable's traffic counted in the canary's bins)
+        self._comparisons: dict[str, tuple[str, str, VersionCounter]] = {}
 
     def watch(self, deployment: str, version: str, digest: str, path: Path) -> None:
         """Count ``version`` of ``deployment`` against the profile at ``path`` (already verified).
@@ -125,15 +164,40 @@ class DriftMonitor:
                 del counters[old]
             self._counters = counters  # one assignment: request threads read without the lock
 
+    def compare(self, deployment: str, stable: str, canary: str) -> None:
+        """While ``canary`` runs beside ``stable``, count stable's outputs in the canary's profile
+        bins too, so a canary analysis can bound the canary's prediction drift against stable."""
+        counter = self._counters.get((deployment, canary))
+        with self._lock:
+            comparisons = {k: v for k, v in self._comparisons.items() if k != deployment}
+            if counter is not None and counter.profile.outputs:
+                shadow = VersionCounter(counter.profile, counter.track.profile_digest, stable, self._clock())
+                comparisons[deployment] = (stable, canary, shadow)
+            self._comparisons = comparisons
+
     def forget(self, deployment: str) -> None:
         with self._lock:
             self._counters = {k: v for k, v in self._counters.items() if k[0] != deployment}
+            self._comparisons = {k: v for k, v in self._comparisons.items() if k != deployment}
 
     def count(self, deployment: str, version: str, inputs: Mapping[str, np.ndarray],
               outputs: Mapping[str, np.ndarray]) -> None:
         counter = self._counters.get((deployment, version))
         if counter is not None:
             counter.add(inputs, outputs, self._clock())
+        comparison = self._comparisons.get(deployment)
+        if comparison is not None and comparison[0] == version:
+            comparison[2].add(inputs, outputs, self._clock())
+
+    def predictions(self) -> dict[tuple[str, str], PredictionTally]:
+        """Per (deployment, canary version) under comparison: both versions' outputs so far."""
+        tallies = {}
+        for deployment, (_, canary, shadow) in self._comparisons.items():
+            counter = self._counters.get((deployment, canary))
+            if counter is not None:
+                tallies[(deployment, canary)] = PredictionTally(counter.profile, *counter.outputs_so_far(),
+                                                                *shadow.outputs_so_far())
+        return tallies
 
     def summaries(self) -> dict[tuple[str, str], DriftSummary]:
         """The last closed window of each watched version, after closing the windows whose time is up."""

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from reconciler.runtime.drift_counter import DriftGauges, DriftMonitor
+from reconciler.runtime.drift_counter import DriftGauges, DriftMonitor, PredictionTally
 from reconciler.runtime.registry import ModelRegistry, Served
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
@@ -29,6 +29,7 @@ class VersionStats:
     shadow_requests: int = 0  # mirrored requests this version (a canary) answered beside stable
     shadow_agreements: int = 0  # of those, the ones whose answer agreed with stable's
     shadow_dropped: int = 0  # mirrored requests dropped because the shadow queue was full
+    predictions: PredictionTally | None = None  # a canary's and stable's outputs so far (drift_counter.py)
 
 
 Snapshot = Mapping[tuple[str, str], VersionStats]  # keyed by (deployment, version)
@@ -46,6 +47,7 @@ class WindowStats:
     p99_seconds: float | None  # None without successful requests; inf beyond the last bucket
     shadow_requests: int
     agreement: float | None  # None without mirrored requests
+    prediction_drift: float | None = None  # None: no profile on the canary, or too few rows on a side
 
 
 def window_stats(before: Snapshot, after: Snapshot, deployment: str, version: str) -> WindowStats:
@@ -67,6 +69,7 @@ def window_stats(before: Snapshot, after: Snapshot, deployment: str, version: st
         p99_seconds=_quantile_upper_bound(_bucket_delta(old, new), 0.99),
         shadow_requests=shadow_requests,
         agreement=agreements / shadow_requests if shadow_requests else None,
+        prediction_drift=new.predictions.drift_since(old.predictions) if new.predictions else None,
     )
 
 
@@ -144,6 +147,7 @@ class RuntimeMetrics:
         for sample in self._duration.collect()[0].samples:
             if sample.name.endswith("_bucket"):
                 buckets.setdefault(_key(sample.labels), []).append((float(sample.labels["le"]), int(sample.value)))
+        predictions = self.drift.predictions()
         return {
             key: VersionStats(
                 requests=sum(outcomes.get(key, {}).values()),
@@ -153,8 +157,9 @@ class RuntimeMetrics:
                 shadow_requests=shadow.get(key, {}).get("requests", 0),
                 shadow_agreements=shadow.get(key, {}).get("agreements", 0),
                 shadow_dropped=shadow.get(key, {}).get("dropped", 0),
+                predictions=predictions.get(key),
             )
-            for key in outcomes.keys() | shadow.keys()
+            for key in outcomes.keys() | shadow.keys() | predictions.keys()
         }
 
 

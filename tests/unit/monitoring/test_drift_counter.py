@@ -102,3 +102,35 @@ def test_a_file_that_is_not_a_profile_is_refused(tmp_path):
     with pytest.raises(Stalled) as raised:
         read_profile(path)
     assert raised.value.reason == "ProfileInvalid"
+
+
+def test_a_canarys_predictions_are_compared_with_stables_in_the_canary_profiles_bins(profile_file):
+    from reconciler.runtime.metrics import RuntimeMetrics, window_stats
+    from reconciler.runtime.registry import ModelRegistry
+
+    metrics = RuntimeMetrics(ModelRegistry())
+    monitor = metrics.drift
+    monitor.watch("d", "1", "sha256:p", profile_file)
+    monitor.watch("d", "2", "sha256:p", profile_file)
+    monitor.compare("d", "1", "2")
+    rng = np.random.default_rng(5)
+
+    def traffic(version: str, rows: int, labels: list[int]) -> None:
+        for _ in range(rows // 50):
+            monitor.count("d", version, {"x": rng.normal(size=(50, 3)).astype(np.float32)},
+                          {"y": rng.choice(labels, size=50)})
+
+    before = metrics.snapshot()
+    traffic("1", 600, [0, 1, 2])
+    traffic("2", 400, [0, 1, 2])
+    assert window_stats(before, metrics.snapshot(), "d", "2").prediction_drift is None  # 400 canary rows < minRows
+    traffic("2", 200, [0, 1, 2])
+    alike = window_stats(before, metrics.snapshot(), "d", "2").prediction_drift
+    assert alike is not None and alike < 0.1
+    middle = metrics.snapshot()
+    traffic("1", 600, [0, 1, 2])
+    traffic("2", 600, [2])  # the canary now predicts one class only
+    shifted = window_stats(middle, metrics.snapshot(), "d", "2").prediction_drift
+    assert shifted is not None and shifted > 0.5  # L-infinity of the label shares: 1 - 1/3
+    monitor.forget("d")
+    assert monitor.predictions() == {}
