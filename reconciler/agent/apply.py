@@ -20,6 +20,7 @@ from reconciler.delivery.same_version import CHECKS_CHANGED, VERSION_REDEFINED, 
 from reconciler.errors import Cancelled, ReconcilerError, Stalled, Transient
 from reconciler.ingest.artifacts import ArtifactStore, Ingested
 from reconciler.ingest.fetch import RepoRoot
+from reconciler.monitoring.windows import DriftSummary
 from reconciler.runtime.metrics import Snapshot, window_stats
 from reconciler.status.record import State
 
@@ -49,6 +50,17 @@ class Vetting(Protocol):
 
     def verified(self, target: Target, repo_tree: RepoRoot) -> Ingested: ...
     def validate(self, target: Target, ingested: Ingested) -> None: ...
+    def verified_profile(self, target: Target, repo_tree: RepoRoot) -> Ingested | None: ...
+
+
+class DriftWatch(Protocol):
+    """What apply tells the runtime's drift counting (runtime.drift_counter.DriftMonitor)."""
+
+    def watch(self, deployment: str, version: str, digest: str, path: Path) -> None: ...
+    def forget(self, deployment: str) -> None: ...
+    def compare(self, deployment: str, stable: str, canary: str) -> None: ...
+    def summaries(self) -> dict[tuple[str, str], DriftSummary]: ...
+    def window_marks(self) -> frozenset[tuple[str, str, int]]: ...
 
 
 class CanaryMetrics(Protocol):
@@ -78,16 +90,18 @@ class Outcome:
 class Applier:
     """Receives its collaborators (agent/wiring.py builds them): the state directory, the blob
     store, the vetting of new bytes, the runtime that serves (None: a site without ``--listen``)
-    and the metrics a canary analysis reads."""
+    the metrics a canary analysis reads and the drift counting of served versions that have a profile."""
 
     def __init__(self, state_dir: StateDir, store: ArtifactStore, vetting: Vetting, runtime: Runtime | None = None,
-                 metrics: CanaryMetrics | None = None, stop: CancelToken | None = None):
+                 metrics: CanaryMetrics | None = None, stop: CancelToken | None = None, drift: DriftWatch | None = None):
         self.state_dir = state_dir
         self.store = store
         self.vetting = vetting
         self.stop = stop or CancelToken()  # once set, nothing more is fetched, validated or activated
         self.runtime = runtime
         self.metrics = metrics
+        self.drift = drift
+        self._drift_marks: frozenset[tuple[str, str, int]] = frozenset()
         self._baselines: dict[tuple[str, datetime], object] = {}  # (deployment, step start) -> snapshot
 
     def apply(self, plan: Plan, state: SiteState, repo_tree: RepoRoot, now: datetime
@@ -112,9 +126,12 @@ class Applier:
     def _collect_garbage(self, plan: Plan, state: SiteState) -> None:
         """Blobs and part files nothing asks for any more go, so old versions do not fill a small
         disk. Each deployment's previous version stays, for a rollback without a download."""
-        keep = {installed.digest for deployment in state.deployments.values()
-                for installed in (deployment.active, deployment.previous, deployment.canary) if installed is not None}
+        kept = [installed for deployment in state.deployments.values()
+                for installed in (deployment.active, deployment.previous, deployment.canary) if installed is not None]
+        keep = {installed.digest for installed in kept} | {installed.profile for installed in kept if installed.profile}
         keep |= {action.target.artifact.digest for action in plan.actions if action.target is not None}
+        keep |= {action.target.profile.digest for action in plan.actions
+                 if action.target is not None and action.target.profile is not None}
         try:
             removed = self.store.garbage_collect(keep)
         except OSError as exc:  # the next apply tries again; serving is not at stake
@@ -135,6 +152,7 @@ class Applier:
                 self.runtime.start_canary(name, deployment.model, deployment.canary.version,
                                           self.store.path_for(deployment.canary.digest), deployment.interface,
                                           digest=deployment.canary.digest, weight=deployment.canaryProgress.weight)
+                self._watch_drift(name, deployment.canary, compare_with=deployment.active)
 
     def _apply_one(self, action: Action, state: SiteState, repo_tree: RepoRoot, commit: str | None,
                    now: datetime) -> tuple[SiteState, Outcome]:
@@ -163,6 +181,8 @@ class Applier:
             case "remove":
                 if self.runtime is not None:
                     self.runtime.remove(action.deployment)
+                if self.drift is not None:
+                    self.drift.forget(action.deployment)
                 remaining = {k: v for k, v in state.deployments.items() if k != action.deployment}
                 return self._save(state.model_copy(update={"deployments": remaining})), Outcome(action)
             case "error":
@@ -175,12 +195,14 @@ class Applier:
         warning, or the kept blob is validated against changed checks; either switches at once."""
         ingested = self.vetting.verified(target, repo_tree)
         self.vetting.validate(target, ingested)
+        profile = self.vetting.verified_profile(target, repo_tree)
         self.stop.check(f"activating {target.model} {target.version}")
         current = state.deployments.get(target.deployment)
         same_bytes = current is not None and current.active is not None and current.active.digest == target.artifact.digest
         installed = Installed(version=target.version, digest=target.artifact.digest, uri=target.artifact.uri,
                               installedAt=current.active.installedAt if same_bytes else now,
-                              checks=checks_digest(target.interface, target.cases))
+                              checks=checks_digest(target.interface, target.cases),
+                              profile=profile.digest if profile else None)
         if action.reason == VERSION_REDEFINED:
             log.warning("%s: %s", target.model, action.message,
                         extra={"deployment": target.deployment, "reason": VERSION_REDEFINED})
@@ -191,6 +213,7 @@ class Applier:
             # or its checks changed: same_version.py) the version switches at once.
             self.runtime.start_canary(target.deployment, target.model, target.version, ingested.path,
                                       target.interface, digest=installed.digest)
+            self._watch_drift(target.deployment, installed, compare_with=current.active)
             started = current.model_copy(update={"canary": installed, "canaryProgress": CanaryProgress.start(now),
                                                  "rollout": target.rollout_id, "wave": target.wave})
             state = self._with(state, target.deployment, started, HistoryEntry(at=now, event="canaryStarted",
@@ -306,6 +329,35 @@ class Applier:
         if self.runtime is not None:
             self.runtime.activate(deployment, model, installed.version, self.store.path_for(installed.digest),
                                   interface, digest=installed.digest)
+            self._watch_drift(deployment, installed)
+
+    def _watch_drift(self, deployment: str, installed: Installed, compare_with: Installed | None = None) -> None:
+        """Drift only informs: a profile that cannot be read now leaves the version served, uncounted.
+        A canary (``compare_with`` its stable version) is also compared with stable's predictions."""
+        if self.drift is None or installed.profile is None:
+            return
+        try:
+            self.drift.watch(deployment, installed.version, installed.profile, self.store.path_for(installed.profile))
+            if compare_with is not None:
+                self.drift.compare(deployment, compare_with.version, installed.version)
+        except ReconcilerError as error:
+            log.warning("%s %s: drift is not counted: %s", deployment, installed.version, error,
+                        extra={"deployment": deployment, "reason": error.reason})
+
+    def drift_news(self) -> bool:
+        """A drift window closed (or a version is watched anew) since the last call: worth a record."""
+        if self.drift is None:
+            return False
+        marks, self._drift_marks = self._drift_marks, self.drift.window_marks()
+        return marks != self._drift_marks
+
+    def drift_summaries(self, state: SiteState) -> dict[str, DriftSummary]:
+        """The drift of each deployment's active version, where it is watched and a window closed."""
+        if self.drift is None:
+            return {}
+        summaries = self.drift.summaries()
+        return {name: summary for name, deployment in state.deployments.items() if deployment.active is not None
+                and (summary := summaries.get((name, deployment.active.version))) is not None}
 
     def _save(self, state: SiteState) -> SiteState:
         self.state_dir.save(state)

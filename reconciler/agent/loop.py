@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from reconciler.agent.apply import Applier, Outcome, Runtime
 from reconciler.agent.ports import FleetSource, StatusChannel
 from reconciler.agent.selfheal import heal_after_failure, heal_at_start
-from reconciler.agent.summary import deployment_statuses, site_record, wave_statuses
+from reconciler.agent.summary import deployment_statuses, site_record, wave_statuses, with_drift
 from reconciler.agent.telemetry import SiteTelemetry
 from reconciler.batch.scheduler import ActiveModels, BatchScheduler
 from reconciler.delivery.model import SiteState
@@ -163,7 +163,7 @@ class Agent:
         rollout or canary is in flight), its commit in the cache and the site's state."""
         run.head = self.source.remote_head()
         self.last_contact = run.now
-        if run.head == self.reconciled_head and not self.watching:
+        if run.head == self.reconciled_head and not self.watching and not self.applier.drift_news():
             run.unchanged = True
             return
         run.commit = self.source.fetch(run.head)
@@ -245,8 +245,9 @@ class Agent:
         return ReconcileResult(run.head, run.plan, record)
 
     def _record(self, run: Run) -> StatusRecord:
-        deployments = deployment_statuses(run.now, run.state, run.plan, run.outcomes, self.last_record,
-                                          self.batch.last_run)
+        deployments = with_drift(deployment_statuses(run.now, run.state, run.plan, run.outcomes, self.last_record,
+                                                     self.batch.last_run),
+                                 self.applier.drift_summaries(run.state))
         return site_record(self.config.site, run.now, run.commit, run.state, deployments,
                            stale=self._stale(run.now), last_contact=self.last_contact)
 

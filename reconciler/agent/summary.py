@@ -18,7 +18,7 @@ record's deployments. A deployment's ``since`` holds while its state, version an
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from reconciler import __version__
@@ -28,6 +28,7 @@ from reconciler.delivery.model import SiteState
 from reconciler.delivery.plan import Plan, Target, wave_members
 from reconciler.errors import ReconcilerError
 from reconciler.manifests.fleet import FleetRepo
+from reconciler.monitoring.windows import DriftSummary
 from reconciler.status.forge import CommitStatus, wave_status
 from reconciler.status.record import WORST_FIRST, BatchRunSummary, DeploymentStatus, State, StatusRecord
 
@@ -91,6 +92,13 @@ def _deployment_status(now: datetime, state: SiteState, last: StatusRecord | Non
         weights=weights or {},
         since=before.since if keep_since else now,
     )
+
+
+def with_drift(deployments: dict[str, DeploymentStatus], drift: Mapping[str, DriftSummary]
+               ) -> dict[str, DeploymentStatus]:
+    """Each deployment with the drift of its active version, where a window has closed."""
+    return {name: status.model_copy(update={"drift": drift[name]}) if name in drift else status
+            for name, status in deployments.items()}
 
 
 def site_record(site: str, now: datetime, commit: str | None, state: SiteState,

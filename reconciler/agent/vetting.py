@@ -13,6 +13,9 @@ from reconciler.errors import Cancelled, ReconcilerError
 from reconciler.ingest.artifacts import ArtifactStore, Ingested
 from reconciler.ingest.fetch import RepoRoot
 from reconciler.ingest.verification import verified_artifact
+from reconciler.manifests.models import Artifact, ReferenceProfile
+from reconciler.monitoring.profile import check_fits
+from reconciler.runtime.drift_counter import read_profile
 from reconciler.runtime.validation import run_validation
 from reconciler.settings import FetchLimits, ValidationLimits
 from reconciler.trust import TrustRoots
@@ -39,8 +42,20 @@ class ArtifactVetting:
 
     def verified(self, target: Target, repo_tree: RepoRoot) -> Ingested:
         """``repo_tree`` holds the commit's files, for repo-relative artifact URIs."""
+        return self._metered(target.artifact, target, repo_tree)
+
+    def verified_profile(self, target: Target, repo_tree: RepoRoot) -> Ingested | None:
+        """The version's reference profile, fetched, digest-checked and signature-checked exactly like
+        its artifact, and refused (ProfileInvalid) unless it is a profile of the version's tensors."""
+        if target.profile is None:
+            return None
+        ingested = self._metered(target.profile, target, repo_tree)
+        check_fits(read_profile(ingested.path), target.interface)
+        return ingested
+
+    def _metered(self, pinned: Artifact | ReferenceProfile, target: Target, repo_tree: RepoRoot) -> Ingested:
         try:
-            return verified_artifact(self.store, target.artifact, target.signers, self.trust_roots, repo_tree,
+            return verified_artifact(self.store, pinned, target.signers, self.trust_roots, repo_tree,
                                      self.limits, self.stop)
         except ReconcilerError as error:
             if self.meter is not None and not isinstance(error, Cancelled):

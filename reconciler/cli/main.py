@@ -116,6 +116,8 @@ def _parser() -> argparse.ArgumentParser:
                         "are fetched from its origin)")
     status.add_argument("--branch", default="main", help="the branch whose Sites make the inventory")
     status.add_argument("--format", choices=["text", "json", "markdown"], default="text")
+    status.add_argument("--drift", action="store_true", help="sites x features drift, worst first, and the pooled "
+                        "drift per model version (markdown prints as text)")
     status.set_defaults(handler=cmd_status)
 
     demo = commands.add_parser("demo", help="a local fleet converging from a local Git repo")
@@ -139,6 +141,10 @@ def _parser() -> argparse.ArgumentParser:
     from reconciler.cli.batch import add_subcommands as add_batch_commands
 
     add_batch_commands(commands)  # batch run
+
+    from reconciler.cli.drift import add_subcommands as add_drift_commands
+
+    add_drift_commands(commands)  # profile
     return parser
 
 
@@ -288,6 +294,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from reconciler.cli.drift import status_drift
     from reconciler.history.origin import status_records
     from reconciler.history.timeline import open_fleet
     from reconciler.manifests.loader import load_tree
@@ -296,8 +303,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     with open_fleet(args.repo, args.branch) as opened:
         fleet = load_tree(opened.source.files(opened.head)).repo
         records, note = status_records(opened, args.repo)
+        drift = status_drift(fleet, opened, records, args.format) if args.drift else None
     if note:
         print(f"reconciler: {note}", file=sys.stderr)
+    if drift is not None:
+        print(drift)
+        return EXIT_OK
     matrix = build_matrix(records, fleet.sites, datetime.now(UTC), fleet.spec.staleAfter)
     if args.format == "json":
         print(json.dumps(matrix.to_json(), indent=2))

@@ -7,7 +7,9 @@ version and the canary version side by side; the steps move traffic to the canar
   ``CanaryProgress.baseline``, when the site lost its counters and had to measure afresh):
   * it fails as soon as there is enough traffic and a limit is crossed: error rate above
     ``maxErrorRate`` (ErrorRateTooHigh), p99 latency above ``maxLatencyP99`` (LatencyTooHigh),
-    agreement with stable on mirrored requests below ``minAgreement`` (DisagreesWithStable);
+    agreement with stable on mirrored requests below ``minAgreement`` (DisagreesWithStable), the
+    distance between the canary's and stable's predictions above ``maxPredictionDrift``
+    (PredictionDriftTooHigh; each side needs the canary profile's minRows rows to be judged);
   * it passes only once the whole ``window`` has elapsed with enough traffic and no limit crossed;
   * enough traffic is at least ``minRequests`` live requests for the live limits (at least one when
     there is a live limit) and at least ``minRequests`` mirrored requests (at least one) for the
@@ -54,6 +56,8 @@ class WindowStats(Protocol):
     def shadow_requests(self) -> int: ...  # stable's requests mirrored to the canary
     @property
     def agreement(self) -> float | None: ...  # share of shadow answers equal to stable's; None: none compared
+    @property
+    def prediction_drift(self) -> float | None: ...  # canary vs stable outputs; None: not measurable yet
 
 
 class CanaryProgress(BaseModel):
@@ -177,6 +181,8 @@ def _shortfall(analysis: Analysis, stats: WindowStats | None) -> str | None:
         shadow = stats.shadow_requests if stats else 0
         if shadow < needed or stats is None or stats.agreement is None:
             return f"{shadow} of {needed} mirrored requests"
+    if analysis.maxPredictionDrift is not None and (stats is None or stats.prediction_drift is None):
+        return "too few predictions of canary and stable to compare (or no reference profile on the canary)"
     return None
 
 
@@ -191,6 +197,10 @@ def _breach(analysis: Analysis, stats: WindowStats) -> tuple[str, str] | None:
     if analysis.minAgreement is not None and stats.agreement is not None and stats.agreement < analysis.minAgreement:
         return "DisagreesWithStable", (f"agreement with stable {stats.agreement:.2%} over {stats.shadow_requests} "
                                        f"mirrored requests is below {analysis.minAgreement:.2%}")
+    limit = analysis.maxPredictionDrift
+    if limit is not None and stats.prediction_drift is not None and stats.prediction_drift > limit:
+        return "PredictionDriftTooHigh", (f"the canary's predictions are {stats.prediction_drift:.3f} from stable's "
+                                          f"(largest distance over its outputs), above {limit:g}")
     return None
 
 

@@ -25,7 +25,7 @@ VERSION_EVIDENCE: frozenset[str] = frozenset({
     # validation before activation (runtime/validation.py, runtime/registry.py)
     "ValidationFailed", "ValidationCrashed", "ValidationTimeout", "ModelInterfaceMismatch", "ModelLoadFailed",
     # canary analysis (canary.py); InsufficientTraffic only where the Deployment's maxWait policy says fail
-    "ErrorRateTooHigh", "LatencyTooHigh", "DisagreesWithStable", "InsufficientTraffic",
+    "ErrorRateTooHigh", "LatencyTooHigh", "DisagreesWithStable", "InsufficientTraffic", "PredictionDriftTooHigh",
     # the bytes or the signature do not match what the manifest pins (artifacts.py, fetch.py, trust/)
     "ArtifactDigestMismatch", "ArtifactSizeMismatch", "ArtifactTooLarge", "DigestMismatch", "DigestInvalid",
     "BundleDigestMismatch", "StatementMissingFile", "SignatureMalformed", "SignatureFormatUnsupported",
@@ -34,6 +34,8 @@ VERSION_EVIDENCE: frozenset[str] = frozenset({
     "ArtifactUriInvalid", "ArtifactPathEscapes", "ArtifactIsLfsPointer",
     # the artifact's path in the commit leads out of the repository through a link (committree.py)
     "UnsafeRepoPath",
+    # the version's reference profile is no profile, or not one of its tensors (monitoring/profile.py)
+    "ProfileInvalid", "ProfileMismatch",
 })
 
 SITE_CONDITIONS: frozenset[str] = frozenset({
@@ -47,7 +49,7 @@ SITE_CONDITIONS: frozenset[str] = frozenset({
     "ArtifactRequestRejected", "ArtifactRangeInvalid", "ArtifactEncodingUnsupported", "ArtifactSchemeUnsupported",
     # disk, state directory, runtime, agent (artifacts.py, state.py, apply.py, runtime/)
     "DiskFull", "StoreWriteFailed", "StateWriteFailed", "StateLocked", "StateCorrupt", "StateOfOtherSite",
-    "RuntimeNotServing", "RuntimeStartFailed", "ListenFailed",
+    "RuntimeNotServing", "RuntimeStartFailed", "ListenFailed", "ProfileUnreadable",
     "CanaryProgressMismatch", "CanaryIsActive", "NoActiveVersion", "NoCanary", "InvalidWeight",
     # what the plan cannot resolve for this site (plan.py)
     "SiteNotInFleet", "ModelNotFound", "VersionNotFound", "NoMatchingArtifact", "FlagEvaluationFailed",

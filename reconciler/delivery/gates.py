@@ -41,6 +41,8 @@ Rules (the vocabulary of Argo Rollouts and AWS IoT Jobs):
   the failed sites roll back and their records change; the first abort's message (its cause and
   how to retry) travels with it.
 - Abort is judged first, because it concerns every site that moved, whatever its wave.
+- Drift (``maxDriftedSites``): a wave also waits while more sites of the earlier waves than the
+  limit report DriftDetected on the new version. Drift holds; it never aborts or rolls back.
 
 A site that has already started the rollout needs only the abort verdict: a later ``wait`` (a gate
 that stopped holding) does not undo a start.
@@ -61,6 +63,7 @@ from reconciler.delivery.evidence import FailureKind, failure_kind
 from reconciler.delivery.rollout import wave_index
 from reconciler.manifests.models import Gate, Rollout
 from reconciler.manifests.types import format_duration
+from reconciler.monitoring.windows import DRIFT_DETECTED
 from reconciler.status.record import State, StatusRecord
 
 GateKind = Literal["proceed", "wait", "abort"]
@@ -81,6 +84,7 @@ class SiteReport:
     reason: str = field(default="", compare=False)  # a gate read from the forge sees neither of these two
     message: str = field(default="", compare=False)
     kind: FailureKind | None = None  # as the record says; records of older agents have only the reason
+    drifted: bool = field(default=False, compare=False)  # DriftDetected on the version it reports
 
     @property
     def failed(self) -> bool:
@@ -110,8 +114,10 @@ def site_report(record: StatusRecord, deployment: str) -> SiteReport | None:
     status = record.deployments.get(deployment)
     if status is None or status.rollout is None:
         return None
+    drifted = status.drift is not None and status.drift.state == DRIFT_DETECTED and \
+        status.drift.version == status.version
     return SiteReport(status.rollout, status.state, status.version, status.since, record.writtenAt,
-                      status.reason, status.message, status.failureKind)
+                      status.reason, status.message, status.failureKind, drifted)
 
 
 def decide_gate(rollout: Rollout, deployment: str, rollout_id: str, site: str,
@@ -136,7 +142,21 @@ def decide_gate(rollout: Rollout, deployment: str, rollout_id: str, site: str,
     if not any(progress.members[:index]):
         return GateDecision("proceed", "FirstWave", f"wave {wave} goes first: no targeted site is in an earlier wave",
                             wave, progress.opened[index])
-    return _gate(rollout, progress, index, now)
+    return _drift_hold(rollout, progress, index) or _gate(rollout, progress, index, now)
+
+
+def _drift_hold(rollout: Rollout, progress: _Progress, index: int) -> GateDecision | None:
+    limit = rollout.gate.maxDriftedSites
+    if limit is None:
+        return None
+    drifted = sorted(s for w in range(index) for s in progress.members[w]
+                     if (r := progress.reports.get(s)) is not None and r.drifted)
+    if len(drifted) <= limit:
+        return None
+    wave = rollout.waves[index].name
+    return GateDecision("wait", "DriftedSites", f"wave {wave} waits: {len(drifted)} site(s) of earlier waves report "
+                        f"DriftDetected on the new version ({_list(drifted)}), at most {limit} allowed; drift holds "
+                        "a rollout, it never rolls one back", wave, None)
 
 
 @dataclass(frozen=True)

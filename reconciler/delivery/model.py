@@ -21,6 +21,7 @@ class Installed(BaseModel):
     uri: str
     installedAt: datetime
     checks: str | None = None  # same_version.checks_digest of the interface and cases it was validated against
+    profile: str | None = None  # digest of its verified reference profile blob, if the version names one
 
 
 class HistoryEntry(BaseModel):

@@ -25,6 +25,7 @@ from reconciler.manifests.models import (
     FlagRef,
     ModelInterface,
     Platform,
+    ReferenceProfile,
     Rollout,
     Signers,
     Site,
@@ -51,6 +52,7 @@ class Target:
     signers: Signers | None = None
     canary_steps: tuple[CanaryStep, ...] = ()
     rollback_window: timedelta | None = None  # DeploymentSpec.rollbackWindow
+    profile: ReferenceProfile | None = None  # ModelVersion.profile: what drift is measured against
 
 
 @dataclass(frozen=True)
@@ -333,7 +335,7 @@ def target_for(repo: FleetRepo, deployment: Deployment, site: Site, now: datetim
     steps = tuple(spec.canary.steps) if spec.canary else ()
     return Target(deployment.metadata.name, spec.model, version, artifact, model.spec.interface,
                   tuple(model_version.validation), wave, _rollout_of_version(spec, version), model_version.signers,
-                  steps, spec.rollbackWindow)
+                  steps, spec.rollbackWindow, model_version.profile)
 
 
 def enabled_at(repo: FleetRepo, deployment: Deployment, site: Site, now: datetime) -> bool:

@@ -124,6 +124,9 @@ class FakeVetting:
         digest = target.artifact.digest
         return Ingested(self.store.path_for(digest), digest, target.artifact.size, False)
 
+    def verified_profile(self, target: Target, repo_tree: RepoRoot) -> Ingested | None:
+        return None  # no bytes, so nothing to count drift against
+
     def validate(self, target: Target, ingested: Ingested) -> None:
         if target.version in self.invalid:
             raise self.invalid[target.version]

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from reconciler.flags import FlagFile
 from reconciler.manifests.models import Deployment, Fleet, Model, Site
+from reconciler.monitoring.profile import Profile
 from reconciler.status.record import StatusRecord
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -27,6 +28,7 @@ SCHEMAS: dict[str, tuple[type[BaseModel], str]] = {
     "deployment.schema.json": (Deployment, "reconciler Deployment"),
     "flags.schema.json": (FlagFile, "reconciler flagd flag definitions"),
     "status-record.schema.json": (StatusRecord, "reconciler site status record"),
+    "reference-profile.schema.json": (Profile, "reconciler reference profile for drift monitoring"),
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from html import escape
 from pathlib import Path
@@ -19,6 +19,7 @@ from reconciler.atomicfile import atomic_write_bytes
 from reconciler.delivery.plan import Unplannable, rollout_of, target_for
 from reconciler.delivery.rollout import wave_of
 from reconciler.history.audit import DeploymentChange, FleetTrail, describe_change, fleet_trail, utc_text
+from reconciler.history.drift_html import Trend, drift_section, drift_trends
 from reconciler.history.timeline import Interval, open_fleet, shown_location, site_timeline
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.models import Deployment, FleetSpec, Site
@@ -57,6 +58,7 @@ class ReportData:
     progress: list[WaveProgress]
     intervals: list[Interval]
     trail: FleetTrail
+    drift_trends: Mapping[tuple[str, str], Trend] = field(default_factory=dict)
 
 
 def rollout_progress(fleet: FleetRepo, records: Mapping[str, StatusRecord], now: datetime) -> list[WaveProgress]:
@@ -105,7 +107,8 @@ def collect_report(location: str, branch: str, policy: CommitPolicy | None, now:
     matrix = build_matrix(archive.latest, fleet.sites if fleet else (), now, stale_after)
     intervals = [interval for site, history in sorted(histories.items()) for interval in site_timeline(site, history)]
     progress = rollout_progress(fleet, archive.latest, now) if fleet else []
-    return ReportData(shown_location(location), branch, opened.head, now, matrix, progress, intervals, trail)
+    return ReportData(shown_location(location), branch, opened.head, now, matrix, progress, intervals, trail,
+                      drift_trends(histories))
 
 
 def write_report(directory: Path, location: str, branch: str, policy: CommitPolicy | None, now: datetime) -> Path:
@@ -124,6 +127,7 @@ def render_html(data: ReportData) -> str:
         _matrix_section(data.matrix),
         _progress_section(data.progress),
         _timelines_section(data.intervals),
+        drift_section({row.site: row.cells for row in data.matrix.rows}, data.drift_trends),
         _changes_section(data.trail, invalid_head),
     ]
     title = f"Fleet report: {data.repo} ({data.branch})"

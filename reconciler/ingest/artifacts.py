@@ -32,7 +32,7 @@ from reconciler.ingest.fetch import Body, Deadline, RepoRoot, with_retries
 from reconciler.ingest.progress import DownloadProgress
 from reconciler.ingest.sink import BUFFERS, Sink, chunk_size_for
 from reconciler.ingest.sources import open_source
-from reconciler.manifests.models import Artifact
+from reconciler.manifests.models import Artifact, ReferenceProfile
 from reconciler.manifests.types import Digest
 from reconciler.settings import FetchLimits
 
@@ -65,7 +65,7 @@ class ArtifactStore:
     def has(self, digest: str) -> bool:
         return self.path_for(digest).is_file()
 
-    def ingest(self, artifact: Artifact, repo_root: RepoRoot, limits: FetchLimits = DEFAULT_LIMITS,
+    def ingest(self, artifact: Artifact | ReferenceProfile, repo_root: RepoRoot, limits: FetchLimits = DEFAULT_LIMITS,
                stop: CancelToken | None = None) -> Ingested:
         """Make the artifact present in the store, verified against its manifest size and digest.
         A download cut off midway is resumed, by the next attempt or the next ingest, when the
@@ -173,7 +173,7 @@ class _Download:
     writers run out of order, at most ``BUFFERS`` chunks in flight), so all but those are taken up.
     ``kept`` says how many bytes came from the part file."""
 
-    def __init__(self, tmp_dir: Path, artifact: Artifact, report: Callable[[int], None],
+    def __init__(self, tmp_dir: Path, artifact: Artifact | ReferenceProfile, report: Callable[[int], None],
                  left: Callable[[int], None]):
         self.uri = artifact.uri
         self._report = report  # told the bytes received so far

@@ -17,7 +17,7 @@ from reconciler.cancel import CancelToken
 from reconciler.errors import ReconcilerError, Stalled
 from reconciler.ingest.artifacts import ArtifactStore, Ingested, fetch_bytes
 from reconciler.ingest.fetch import RepoRoot
-from reconciler.manifests.models import Artifact, Signers
+from reconciler.manifests.models import Artifact, ReferenceProfile, Signers
 from reconciler.settings import FetchLimits
 from reconciler.trust import TrustRoots, Verified, narrow, verify_artifact_signature
 
@@ -33,16 +33,17 @@ class LfsPointer:
     size: int
 
 
-def verified_artifact(store: ArtifactStore, artifact: Artifact, signers: Signers | None, roots: TrustRoots,
+def verified_artifact(store: ArtifactStore, artifact: Artifact | ReferenceProfile, signers: Signers | None, roots: TrustRoots,
                       repo_root: RepoRoot, limits: FetchLimits, stop: CancelToken | None = None) -> Ingested:
     """The artifact's bytes in the store, and a signature over them by a signer the site trusts
-    (narrowed, never widened, by the version's own ``signers``)."""
+    (narrowed, never widened, by the version's own ``signers``). A version's reference profile is
+    pinned and signed like its artifact and takes the same way."""
     ingested = ingest(store, artifact, repo_root, limits, stop)
     verify_signature(ingested, artifact, signature_roots(roots, signers), repo_root, limits, stop)
     return ingested
 
 
-def ingest(store: ArtifactStore, artifact: Artifact, repo_root: RepoRoot, limits: FetchLimits,
+def ingest(store: ArtifactStore, artifact: Artifact | ReferenceProfile, repo_root: RepoRoot, limits: FetchLimits,
            stop: CancelToken | None = None) -> Ingested:
     try:
         return store.ingest(artifact, repo_root, limits, stop)
@@ -57,12 +58,12 @@ def signature_roots(roots: TrustRoots, signers: Signers | None) -> TrustRoots:
     return narrow(roots, signers.identities, signers.keys) if signers else roots
 
 
-def signature_bytes(artifact: Artifact, repo_root: RepoRoot, limits: FetchLimits,
+def signature_bytes(artifact: Artifact | ReferenceProfile, repo_root: RepoRoot, limits: FetchLimits,
                     stop: CancelToken | None = None) -> bytes:
     return fetch_bytes(artifact.signature.uri, repo_root, limits, SIGNATURE_MAX_BYTES, stop)
 
 
-def verify_signature(ingested: Ingested, artifact: Artifact, roots: TrustRoots, repo_root: RepoRoot,
+def verify_signature(ingested: Ingested, artifact: Artifact | ReferenceProfile, roots: TrustRoots, repo_root: RepoRoot,
                      limits: FetchLimits, stop: CancelToken | None = None) -> Verified:
     signature = signature_bytes(artifact, repo_root, limits, stop)
     file_name = PurePosixPath(urlsplit(artifact.uri).path).name

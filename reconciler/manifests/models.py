@@ -107,6 +107,10 @@ class Gate(Strict):
         "ignore", description="What a site that never reports counts as after the progress deadline: "
                               "'ignore' (left out of the count) or 'fail' (for strict fleets: it has not "
                               "proven the version).")
+    maxDriftedSites: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="The next wave waits while more of the earlier waves' sites than this report "
+                          "DriftDetected on the new version (its reference profile); unset: drift does not "
+                          "hold a rollout. Drift never rolls a version back.")
 
 
 class Abort(Strict):
@@ -273,6 +277,20 @@ class Signers(Strict):
                                                            "that may sign this version.")
 
 
+class ReferenceProfile(Strict):
+    """The training data's profile (`reconciler profile`): the bins that sites count live inputs and
+    outputs into to watch for drift. Fetched, digest-checked and signature-checked like the artifact;
+    a model_signing bundle over the model directory covers both files."""
+
+    uri: Annotated[str, Field(min_length=1)] = Field(
+        description="Where the profile JSON is: a path relative to the repo root, file://, or http(s)://.")
+    digest: Digest = Field(description="'sha256:' and the file's 64 lower-case hex digits; sites "
+                                             "refuse other bytes.")
+    size: Annotated[int, Field(gt=0)] = Field(description="The file's size in bytes.")
+    signature: SignatureRef = Field(description="The signature over the file: the artifact's model_signing "
+                                                "bundle if it covers both, else one of its own.")
+
+
 class ModelVersion(Strict):
     version: VersionString = Field(description="The version's name, unique within the model, e.g. '1.2.0'.")
     artifacts: Annotated[list[Artifact], Field(min_length=1)] = Field(
@@ -281,6 +299,8 @@ class ModelVersion(Strict):
         [], description="Cases every site runs before it serves the version; a failing case stops it.")
     signers: Signers | None = Field(None, description="Narrows who may sign this version; absent: anyone "
                                                       "the site trusts.")
+    profile: ReferenceProfile | None = Field(None, description="The reference profile sites watch this "
+                                                               "version's inputs and outputs against for drift.")
 
 
 class ModelSpec(Strict):
@@ -326,6 +346,11 @@ class Analysis(Strict):
                                                              "e.g. '50ms'.")
     minAgreement: Annotated[float, Field(ge=0, le=1)] | None = Field(
         None, description="Smallest share (0-1) of mirrored requests on which canary and stable agree.")
+    maxPredictionDrift: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        None, description="Largest distance between the canary's and stable's predictions in the window, "
+                          "per output of the canary version's reference profile (Jensen-Shannon, base 2; "
+                          "L-infinity for categorical outputs); judged once each version has the profile's "
+                          "minRows rows. Needs a profile on the canary version.")
     # Too little traffic proves nothing either way: the analysis waits for it, at most ``maxWait``
     # from the start of its measurement when set, then ``onMaxWait`` decides.
     maxWait: Duration | None = Field(None, description="How long to wait for `minRequests` of traffic; "

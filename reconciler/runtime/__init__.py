@@ -2,6 +2,7 @@
 and gRPC."""
 
 __all__ = [
+    "drift_counter",
     "grpc_codec",
     "grpc_server",
     "hooks",

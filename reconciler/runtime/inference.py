@@ -75,9 +75,11 @@ class Inference:
             arrays = self._batchers.run(served, request.output_names, request.feeds)
         except Exception as exc:  # onnxruntime's run errors share no narrower base class
             return answer.failure(exc)
+        outputs = dict(zip(request.output_names, arrays, strict=True))
+        self._metrics.drift.count(served.deployment, served.version, request.feeds, outputs)  # REST and gRPC alike
         if decision.shadow is not None:
             self._shadow.submit(decision.shadow, request.feeds, request.output_names, arrays)
-        return replace(answer, outputs=dict(zip(request.output_names, arrays, strict=True)))
+        return replace(answer, outputs=outputs)
 
     def refuse(self, deployment: str, message: str, *, pinned: str | None = None, key: str | None = None) -> Answer:
         """A request too broken to decode at all, still charged to the version it routes to."""

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from reconciler.runtime.drift_counter import DriftGauges, DriftMonitor, PredictionTally
 from reconciler.runtime.registry import ModelRegistry, Served
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -32,6 +33,7 @@ class VersionStats:
     shadow_dropped: int = 0  # mirrored requests dropped because the shadow queue was full
     success_seconds: float = 0.0  # the summed latency of the successful requests
     executions: int = 0  # model runs: fewer than the requests run when dynamic batching merges them
+    predictions: PredictionTally | None = None  # a canary's and stable's outputs so far (drift_counter.py)
 
 
 Snapshot = Mapping[tuple[str, str], VersionStats]  # keyed by (deployment, version)
@@ -49,6 +51,7 @@ class WindowStats:
     p99_seconds: float | None  # None without successful requests; inf beyond the last bucket
     shadow_requests: int
     agreement: float | None  # None without mirrored requests
+    prediction_drift: float | None = None  # None: no profile on the canary, or too few rows on a side
 
 
 def window_stats(before: Snapshot, after: Snapshot, deployment: str, version: str) -> WindowStats:
@@ -70,6 +73,7 @@ def window_stats(before: Snapshot, after: Snapshot, deployment: str, version: st
         p99_seconds=_quantile_upper_bound(_bucket_delta(old, new), 0.99),
         shadow_requests=shadow_requests,
         agreement=agreements / shadow_requests if shadow_requests else None,
+        prediction_drift=new.predictions.drift_since(old.predictions) if new.predictions else None,
     )
 
 
@@ -123,6 +127,8 @@ class RuntimeMetrics:
             )
         }
         self.collectors.register(_ModelInfo(registry))
+        self.drift = DriftMonitor()  # counted by the server, watched by the agent's apply step
+        self.collectors.register(DriftGauges(self.drift))
 
     def record(self, served: Served, outcome: str, seconds: float | None = None, *, protocol: str = "rest") -> None:
         self._requests.labels(served.deployment, served.version, outcome, protocol).inc()
@@ -164,6 +170,7 @@ class RuntimeMetrics:
             for sample in self._batch.collect()[0].samples
             if sample.name.endswith("_count")
         }
+        predictions = self.drift.predictions()
         return {
             key: VersionStats(
                 requests=sum(outcomes.get(key, {}).values()),
@@ -175,8 +182,9 @@ class RuntimeMetrics:
                 shadow_dropped=shadow.get(key, {}).get("dropped", 0),
                 success_seconds=seconds.get(key, 0.0),
                 executions=executions.get(key, 0),
+                predictions=predictions.get(key),
             )
-            for key in outcomes.keys() | shadow.keys()
+            for key in outcomes.keys() | shadow.keys() | predictions.keys()
         }
 
 

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from reconciler.delivery.evidence import FailureKind
+from reconciler.monitoring.windows import DriftSummary
 
 State = Literal["pending", "progressing", "success", "failure", "aborted", "error"]
 
@@ -55,6 +56,9 @@ class DeploymentStatus(BaseModel):
     failureKind: FailureKind | None = None
     weights: dict[str, int] = {}
     lastBatchRun: BatchRunSummary | None = None  # batch deployments only
+    # The active version's last closed drift window, where its version names a reference profile
+    # (reconciler.monitoring.windows): informs people and the `maxDriftedSites` gate, never a rollback.
+    drift: DriftSummary | None = None
     since: datetime  # when this deployment entered ``state`` for ``version``
 
     @property

@@ -68,4 +68,4 @@ def test_schema_prints_each_shipped_schema_and_lists_them(capsys):
     listing = capsys.readouterr().out
     assert all(name in listing for name in SCHEMAS)
     assert main(["schema", "widget"]) == 2
-    assert "kinds: deployment, flags, fleet, model, site, status-record" in capsys.readouterr().err
+    assert "kinds: deployment, flags, fleet, model, reference-profile, site, status-record" in capsys.readouterr().err
