@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from git import GitCommandError
 
-from reconciler import __version__
+from reconciler import __version__, reasons
 from reconciler.agent.apply import Applier, CanaryMetrics, Outcome, Runtime
 from reconciler.agent.config import SiteConfig
 from reconciler.agent.selfheal import heal_after_failure, heal_at_start
@@ -23,7 +23,7 @@ from reconciler.cancel import CancelToken
 from reconciler.delivery.evidence import FailureKind, failure_kind
 from reconciler.delivery.model import SiteState
 from reconciler.delivery.plan import Plan, Target, plan_site, rollout_of, wave_members
-from reconciler.errors import Cancelled, ReconcilerError, Stalled
+from reconciler.errors import Cancelled, NeedsOperator, ReconcilerError, Stalled
 from reconciler.flags import site_context
 from reconciler.gitdoor.source import GitSource, cache_failure
 from reconciler.manifests.fleet import FleetRepo
@@ -124,7 +124,7 @@ class Agent:
             if loaded.errors:
                 rendered = [f.render() for f in loaded.errors[:FINDINGS_IN_MESSAGE]]
                 more = len(loaded.errors) - len(rendered)
-                raise Stalled("InvalidManifests", "; ".join(rendered) + (f"; and {more} more" if more > 0 else ""))
+                raise Stalled(reasons.InvalidManifests, "; ".join(rendered) + (f"; and {more} more" if more > 0 else ""))
             self._share_flags(loaded.repo)
             # Other sites' records matter only to waves: without rollouts, no fetch of every status ref.
             rollouts = any(rollout_of(loaded.repo, d) for d in loaded.repo.deployments.values())
@@ -157,6 +157,8 @@ class Agent:
         while not stop.is_set():
             self.wake.clear()
             result = self.reconcile_once()
+            if isinstance(result.error, NeedsOperator):
+                raise result.error  # its record says why; retrying cannot help, so the CLI exits 2
             failures = failures + 1 if result.retry_soon else 0
             delay = min(interval, 0.5 * 2**failures) if failures else interval
             self.wake.wait(delay * (1 + self.config.jitter * (2 * random.random() - 1)))
@@ -182,7 +184,7 @@ class Agent:
         if applied is None or applied == commit or commit == self.config.acceptHistory:
             return
         if not self.source.is_ancestor(applied, commit):
-            raise Stalled("HistoryRewritten",
+            raise Stalled(reasons.HistoryRewritten,
                           f"new head {commit[:12]} does not descend from the last applied commit {applied[:12]}; "
                           f"an operator can accept it with --accept-history {commit}")
 
@@ -204,7 +206,7 @@ class Agent:
         deployments: dict[str, DeploymentStatus] = {}
         for target in plan.converged:
             deployments[target.deployment] = self._deployment_status(
-                now, state, target.deployment, target.model, "success", target, "Converged", "")
+                now, state, target.deployment, target.model, "success", target, reasons.Converged, "")
         for outcome in outcomes:
             action = outcome.action
             if action.kind == "remove" and outcome.ok:
@@ -254,7 +256,7 @@ class Agent:
         else:
             site_state = min((d.state for d in deployments.values()), key=WORST_FIRST.index, default="success")
             worst = next((d for d in deployments.values() if d.state == site_state and site_state != "success"), None)
-            reason, message = (worst.reason, worst.message) if worst else ("Converged", "")
+            reason, message = (worst.reason, worst.message) if worst else (reasons.Converged, "")
         return StatusRecord(
             site=self.config.site,
             observedCommit=commit,
@@ -355,5 +357,5 @@ def load_trust_keys(config: SiteConfig) -> list[TrustedKey]:
         try:
             keys.append(load_public_key(path.read_bytes(), name=path.name))
         except OSError as exc:
-            raise Stalled("TrustKeyUnreadable", f"cannot read trust key {path}: {exc}") from exc
+            raise NeedsOperator(reasons.TrustKeyUnreadable, f"cannot read trust key {path}: {exc}") from exc
     return keys

@@ -19,46 +19,49 @@ from __future__ import annotations
 
 from typing import Literal
 
+from reconciler import reasons
+
 FailureKind = Literal["version", "site"]
 
 VERSION_EVIDENCE: frozenset[str] = frozenset({
     # validation before activation (runtime/validation.py, runtime/registry.py)
-    "ValidationFailed", "ValidationCrashed", "ValidationTimeout", "ModelInterfaceMismatch", "ModelLoadFailed",
+    reasons.ValidationFailed, reasons.ValidationCrashed, reasons.ValidationTimeout, reasons.ModelInterfaceMismatch, reasons.ModelLoadFailed,
     # canary analysis (canary.py); InsufficientTraffic only where the Deployment's maxWait policy says fail
-    "ErrorRateTooHigh", "LatencyTooHigh", "DisagreesWithStable", "InsufficientTraffic",
+    reasons.ErrorRateTooHigh, reasons.LatencyTooHigh, reasons.DisagreesWithStable, reasons.InsufficientTraffic,
     # the bytes or the signature do not match what the manifest pins (artifacts.py, fetch.py, trust/)
-    "ArtifactDigestMismatch", "ArtifactSizeMismatch", "ArtifactTooLarge", "DigestMismatch", "DigestInvalid",
-    "BundleDigestMismatch", "StatementMissingFile", "SignatureMalformed", "SignatureFormatUnsupported",
-    "BundleVerificationFailed",
+    reasons.ArtifactDigestMismatch, reasons.ArtifactSizeMismatch, reasons.ArtifactTooLarge, reasons.DigestInvalid,
+    reasons.BundleDigestMismatch, reasons.StatementMissingFile, reasons.SignatureMalformed, reasons.SignatureFormatUnsupported,
+    reasons.BundleVerificationFailed,
     # the version's URI itself is wrong (artifacts.py), or names a Git LFS pointer (verification.py)
-    "ArtifactUriInvalid", "ArtifactPathEscapes", "ArtifactIsLfsPointer",
+    reasons.ArtifactUriInvalid, reasons.ArtifactPathEscapes, reasons.ArtifactIsLfsPointer,
     # the artifact's path in the commit leads out of the repository through a link (committree.py)
-    "UnsafeRepoPath",
+    reasons.UnsafeRepoPath,
 })
 
 SITE_CONDITIONS: frozenset[str] = frozenset({
     # trust roots of the site's own config (trust/, loop.py)
-    "NoTrustedKeys", "NoTrustedIdentities", "NoTrustedSigners", "SignatureInvalid", "CertificateIdentityMismatch",
-    "CertificateIssuerMismatch", "TrustKeyInvalid", "TrustKeyUnreadable", "TrustRootInvalid", "TlsCaBundleInvalid",
+    reasons.NoTrustedKeys, reasons.NoTrustedIdentities, reasons.NoTrustedSigners, reasons.SignatureInvalid, reasons.CertificateIdentityMismatch,
+    reasons.CertificateIssuerMismatch, reasons.TrustKeyInvalid, reasons.TrustKeyUnreadable, reasons.TrustRootInvalid, reasons.TlsCaBundleInvalid,
     # network, registry and the site's fetch settings (fetch.py, httpsource.py, artifacts.py)
-    "ArtifactUnavailable", "ArtifactNotFound", "ArtifactTruncated", "ArtifactStalled", "ArtifactDeadlineExceeded",
-    "ArtifactUnreadable", "ArtifactTlsFailed", "ArtifactProxyInvalid", "ArtifactProxyRejected",
-    "ArtifactAuthInsecure", "ArtifactAuthInvalid", "ArtifactAuthMissing", "ArtifactRedirectRefused",
-    "ArtifactRequestRejected", "ArtifactRangeInvalid", "ArtifactEncodingUnsupported", "ArtifactSchemeUnsupported",
+    reasons.ArtifactUnavailable, reasons.ArtifactNotFound, reasons.ArtifactTruncated, reasons.ArtifactStalled, reasons.ArtifactDeadlineExceeded,
+    reasons.ArtifactUnreadable, reasons.ArtifactTlsFailed, reasons.ArtifactProxyInvalid, reasons.ArtifactProxyRejected,
+    reasons.ArtifactAuthInsecure, reasons.ArtifactAuthInvalid, reasons.ArtifactAuthMissing, reasons.ArtifactRedirectRefused,
+    reasons.ArtifactRequestRejected, reasons.ArtifactRangeInvalid, reasons.ArtifactEncodingUnsupported, reasons.ArtifactSchemeUnsupported,
     # disk, state directory, runtime, agent (artifacts.py, state.py, apply.py, runtime/)
-    "DiskFull", "StoreWriteFailed", "StateWriteFailed", "StateLocked", "StateCorrupt", "StateOfOtherSite",
-    "RuntimeNotServing", "RuntimeStartFailed", "ListenFailed",
-    "CanaryProgressMismatch", "CanaryIsActive", "NoActiveVersion", "NoCanary", "InvalidWeight",
+    reasons.DiskFull, reasons.StoreWriteFailed, reasons.StateWriteFailed, reasons.StateLocked, reasons.StateCorrupt, reasons.StateOfOtherSite,
+    reasons.RuntimeNotServing, reasons.RuntimeStartFailed, reasons.ListenFailed,
+    reasons.CanaryProgressMismatch, reasons.CanaryIsActive, reasons.NoActiveVersion, reasons.NoCanary, reasons.InvalidWeight,
     # what the plan cannot resolve for this site (plan.py)
-    "SiteNotInFleet", "ModelNotFound", "VersionNotFound", "NoMatchingArtifact", "FlagEvaluationFailed",
+    reasons.SiteNotInFleet, reasons.ModelNotFound, reasons.VersionNotFound, reasons.NoMatchingArtifact, reasons.FlagEvaluationFailed,
     # the fleet repo, the status channels and local keys: the site as a whole, never one version
-    "SourceUnreachable", "SourceFetchFailed", "SourceCacheCorrupt", "BranchNotFound", "RevisionNotFound",
-    "InvalidCommitId", "FileUnreadable", "InvalidManifests", "HistoryRewritten",
-    "CommitUnsigned", "CommitSignatureInvalid", "CommitPolicyInvalid", "StatusFetchFailed", "StatusPushFailed", "ForgeRejected",
-    "ForgeTokenMissing", "ForgeUnavailable", "SigningKeyInvalid", "KeyPasswordWrong",
+    reasons.SourceUnreachable, reasons.SourceFetchFailed, reasons.SourceCacheCorrupt, reasons.BranchNotFound, reasons.RevisionNotFound,
+    reasons.InvalidCommitId, reasons.FileUnreadable, reasons.InvalidManifests, reasons.HistoryRewritten,
+    reasons.CommitUnsigned, reasons.CommitSignatureInvalid, reasons.CommitPolicyInvalid, reasons.StatusFetchFailed, reasons.StatusPushFailed, reasons.ForgeRejected,
+    reasons.ForgeTokenMissing, reasons.ForgeUnavailable, reasons.SigningKeyInvalid, reasons.KeyPasswordWrong,
 })
 
 
 def failure_kind(reason: str) -> FailureKind:
-    """``version`` when the reason is evidence against the version, else ``site``."""
-    return "version" if reason in VERSION_EVIDENCE else "site"
+    """``version`` when the reason is evidence against the version, else ``site``; a retired name
+    in an older record counts as the reason it became."""
+    return "version" if reasons.RETIRED.get(reason, reason) in VERSION_EVIDENCE else "site"

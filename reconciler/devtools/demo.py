@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 
+from reconciler import reasons
 from reconciler.devtools.githttp import GitHttpServer, init_bare_repo
 from reconciler.devtools.processes import free_port, stop_all
 from reconciler.gitdoor.source import GitSource
@@ -242,7 +243,7 @@ def _settled(record: StatusRecord, watch: str | None) -> bool:
     of ``watch`` that failed or was aborted."""
     def settled(name: str, status) -> bool:
         ended = name == watch and status.state in ("failure", "aborted")
-        return ended or status.state == "success" or (status.state == "pending" and status.reason == "OutsideMaintenanceWindow")
+        return ended or status.state == "success" or (status.state == "pending" and status.reason == reasons.OutsideMaintenanceWindow)
     return record.state != "error" and all(settled(name, status) for name, status in record.deployments.items())
 
 

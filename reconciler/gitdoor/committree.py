@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 import git
 
-from reconciler.errors import Stalled
+from reconciler import reasons
+from reconciler.errors import Stalled, Transient
 
 if TYPE_CHECKING:
     from reconciler.gitdoor.source import GitSource
@@ -59,7 +60,7 @@ class CommitTree:
             reader.stderr.close()
             status = reader.wait()
         if status not in (0, -signal.SIGPIPE):
-            raise Stalled("SourceCacheCorrupt", f"git cat-file {blob} ({path}) in {self._source.repo.git_dir}: {stderr}")
+            raise Transient(reasons.SourceCacheCorrupt, f"git cat-file {blob} ({path}) in {self._source.repo.git_dir}: {stderr}")
 
     def _resolve(self, path: str) -> str:
         """The id of the regular file ``path`` names, links followed."""
@@ -76,11 +77,11 @@ class CommitTree:
                 continue
             entry = _entry(trees[-1], name)
             if entry is None:
-                raise Stalled("ArtifactNotFound", f"{path}: no such file in commit {self.commit}")
+                raise Stalled(reasons.ArtifactNotFound, f"{path}: no such file in commit {self.commit}")
             if entry.mode == _SYMLINK:
                 hops += 1
                 if hops > MAX_SYMLINK_HOPS:
-                    raise Stalled("UnsafeRepoPath", f"{path}: more than {MAX_SYMLINK_HOPS} symbolic links in a row")
+                    raise Stalled(reasons.UnsafeRepoPath, f"{path}: more than {MAX_SYMLINK_HOPS} symbolic links in a row")
                 target = os.fsdecode(self._source.read_blobs([entry.hexsha])[entry.hexsha])
                 if target.startswith("/"):
                     raise _escape(path, hops, f"{entry.path} links to {target!r}")
@@ -90,8 +91,8 @@ class CommitTree:
             elif entry.mode in _REGULAR_FILES and not parts:
                 return entry.hexsha
             else:  # a file used as a directory, or a submodule
-                raise Stalled("ArtifactNotFound", f"{path}: {entry.path} is not a regular file in commit {self.commit}")
-        raise Stalled("ArtifactNotFound", f"{path}: a directory, not a file, in commit {self.commit}")
+                raise Stalled(reasons.ArtifactNotFound, f"{path}: {entry.path} is not a regular file in commit {self.commit}")
+        raise Stalled(reasons.ArtifactNotFound, f"{path}: a directory, not a file, in commit {self.commit}")
 
 
 def _entry(tree: git.Tree, name: str) -> git.objects.base.IndexObject | None:
@@ -103,5 +104,5 @@ def _entry(tree: git.Tree, name: str) -> git.objects.base.IndexObject | None:
 
 def _escape(path: str, hops: int, how: str = "") -> Stalled:
     if hops:  # the repository holds a link out of itself
-        return Stalled("UnsafeRepoPath", f"{path}: {how or 'a symbolic link leads'} outside the repository")
-    return Stalled("ArtifactPathEscapes", f"{path}: '..' leads outside the repository")
+        return Stalled(reasons.UnsafeRepoPath, f"{path}: {how or 'a symbolic link leads'} outside the repository")
+    return Stalled(reasons.ArtifactPathEscapes, f"{path}: '..' leads outside the repository")

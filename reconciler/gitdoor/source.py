@@ -31,6 +31,7 @@ from pathlib import Path
 import git
 from git.exc import GitCommandError
 
+from reconciler import reasons
 from reconciler.errors import Stalled, Transient, UsageError
 from reconciler.gitdoor.committree import CommitTree
 from reconciler.manifests.loader import RepoFile
@@ -90,12 +91,12 @@ class GitSource:
         try:
             listing = self._remote_git.ls_remote("--", self.url, ref, kill_after_timeout=self.timeout)
         except GitCommandError as error:
-            raise git_failure(error, f"git ls-remote {self.url}", "SourceUnreachable") from error
+            raise git_failure(error, f"git ls-remote {self.url}", reasons.SourceUnreachable) from error
         for line in listing.splitlines():
             sha, _, name = line.partition("\t")
             if name == ref:  # ls-remote patterns match on the tail; only the exact ref counts
                 return sha
-        raise Stalled("BranchNotFound", f"{self.url} has no branch {self.branch!r}")
+        raise Stalled(reasons.BranchNotFound, f"{self.url} has no branch {self.branch!r}")
 
     def fetch(self, sha: str | None = None) -> str:
         """Bring the branch into the cache and return the commit fetched. A ``sha`` the cache
@@ -111,8 +112,8 @@ class GitSource:
                                 kill_after_timeout=self.timeout)
         except GitCommandError as error:
             if "couldn't find remote ref" in git_error_message(error):
-                raise Stalled("BranchNotFound", f"{self.url} has no branch {self.branch!r}") from error
-            raise git_failure(error, f"git fetch {self.url}", "SourceFetchFailed") from error
+                raise Stalled(reasons.BranchNotFound, f"{self.url} has no branch {self.branch!r}") from error
+            raise git_failure(error, f"git fetch {self.url}", reasons.SourceFetchFailed) from error
         return self.repo.git.rev_parse("--verify", f"{tracking}^{{commit}}")
 
     def _clone_partially(self) -> None:
@@ -162,11 +163,11 @@ class GitSource:
             message = git_words(stderr) or f"exit status {error.returncode}"
             if "not our ref" in message:
                 named = ", ".join(sorted(missing)[:3]) + (", ..." if len(missing) > 3 else "")
-                raise Stalled("SourceCacheCorrupt", f"blob(s) {named} missing from {self.repo.git_dir}, and {self.url} "
+                raise Transient(reasons.SourceCacheCorrupt, f"blob(s) {named} missing from {self.repo.git_dir}, and {self.url} "
                                                     f"does not have them: {message}; delete the cache") from error
-            raise describe_git_failure(message, f"git fetch {self.url} (blobs)", "SourceFetchFailed") from error
+            raise describe_git_failure(message, f"git fetch {self.url} (blobs)", reasons.SourceFetchFailed) from error
         except subprocess.TimeoutExpired as error:
-            raise Transient("SourceFetchFailed", f"git fetch {self.url} (blobs): not done in {timeout:g}s") from error
+            raise Transient(reasons.SourceFetchFailed, f"git fetch {self.url} (blobs): not done in {timeout:g}s") from error
 
     def _git_lines(self, *args: str, given: list[str], timeout: float | None = None) -> list[str]:
         """The lines git writes, with ``given`` as its standard input, one a line. Past ``timeout``,
@@ -236,7 +237,7 @@ class GitSource:
         done = subprocess.run(command, input=ids, capture_output=True, check=False)
         if done.returncode != 0:
             stderr = done.stderr.decode("utf-8", "replace").strip()
-            raise Stalled("SourceCacheCorrupt", f"git cat-file in {self.repo.git_dir}: {stderr}")
+            raise Transient(reasons.SourceCacheCorrupt, f"git cat-file in {self.repo.git_dir}: {stderr}")
         return dict(_batch_contents(done.stdout, wanted, self.repo.git_dir))
 
     def tree(self, sha: str) -> CommitTree:
@@ -283,7 +284,7 @@ def open_commit(location: str, rev: str) -> Iterator[tuple[GitSource, str]]:
                 sha = source.repo.git.rev_parse("--verify", "--quiet", f"{rev}^{{commit}}") if local.is_dir() \
                     else source.fetch()
             except GitCommandError as error:
-                raise Stalled("RevisionNotFound", f"{location} has no commit {rev!r}") from error
+                raise Stalled(reasons.RevisionNotFound, f"{location} has no commit {rev!r}") from error
             yield source, sha
 
 
@@ -295,7 +296,7 @@ def _batch_contents(output: bytes, blobs: list[str], git_dir: str) -> Iterator[t
         end = output.index(b"\n", at)
         size = output[at:end].rpartition(b" ")[2]
         if not size.isdigit():  # the cache lacks an object of a tree it holds
-            raise Stalled("SourceCacheCorrupt", f"blob {blob} is missing from {git_dir}; delete the cache")
+            raise Transient(reasons.SourceCacheCorrupt, f"blob {blob} is missing from {git_dir}; delete the cache")
         at = end + 1 + int(size)
         yield blob, output[end + 1 : at]
         at += 1  # the newline after the contents
@@ -318,11 +319,11 @@ def git_words(stderr: str) -> str:
 
 # Problems of who may use a repository, which no retry solves: git's words -> reason, what to do.
 _ACCESS_PROBLEMS = (
-    (("dubious ownership",), "DubiousOwnership",
+    (("dubious ownership",), reasons.DubiousOwnership,
      "the repository belongs to another user than the agent's; run the agent as the repository's owner, "
      "or mark it safe for the agent's user: git config --global --add safe.directory <path>"),
     (("permission denied", "insufficient permission", "unable to create temporary object directory",
-      "read-only file system", "returned error: 403", "returned error: 401"), "PermissionDenied",
+      "read-only file system", "returned error: 403", "returned error: 401"), reasons.PermissionDenied,
      "the agent's user may not {access} this repository: grant it access (file permissions, or credentials "
      "the server accepts){where}"),
 )
@@ -346,7 +347,7 @@ def describe_git_failure(words: str, doing: str, reason: str, access: str = "rea
             return Transient(access_reason, f"{doing}: {words}; {advice.format(access=access, where=where)}")
     ours = " ".join(line for line in lowered.split("; ") if not line.startswith("remote:"))
     if any(needle in ours for needle in _CORRUPT_CACHE):
-        return Transient("SourceCacheCorrupt", f"{doing}: {words}")
+        return Transient(reasons.SourceCacheCorrupt, f"{doing}: {words}")
     return Transient(reason, f"{doing}: {words}")
 
 
@@ -355,7 +356,7 @@ def cache_failure(error: GitCommandError, git_dir: str | Path) -> Transient:
     expects)."""
     command = error.command[1] if isinstance(error.command, list) and len(error.command) > 1 else ""
     doing = f"git {command} in {git_dir}" if command else f"git in {git_dir}"
-    return describe_git_failure(git_error_message(error), doing, "GitCommandFailed")
+    return describe_git_failure(git_error_message(error), doing, reasons.GitCommandFailed)
 
 
 def not_committable(root: Path, paths: Iterable[str]) -> dict[str, str]:

@@ -38,6 +38,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from git import GitCommandError
 
+from reconciler import reasons
 from reconciler.errors import ReconcilerError, Stalled, UsageError
 from reconciler.gitdoor.source import GitSource
 from reconciler.history.archive import StatusArchive
@@ -251,7 +252,7 @@ def _local_head(source: GitSource, branch: str) -> str:
     try:
         return source.repo.git.rev_parse("--verify", "--quiet", f"refs/heads/{branch}^{{commit}}")
     except GitCommandError:
-        raise Stalled("BranchNotFound", f"{source.url} has no branch {branch!r}") from None
+        raise Stalled(reasons.BranchNotFound, f"{source.url} has no branch {branch!r}") from None
 
 
 def _git_output(repo: Path, *args: str) -> str:

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler import reasons
 from reconciler.atomicfile import atomic_write_bytes, fsync_dir
 from reconciler.cancel import CancelToken
 from reconciler.errors import ReconcilerError, Stalled, Transient
@@ -87,12 +88,12 @@ class ArtifactStore:
             # The bytes were proven once; a manifest that misstates their size is still refused,
             # as it would be on a site that has to download them.
             if size != artifact.size:
-                reason = "ArtifactTooLarge" if size > artifact.size else "ArtifactSizeMismatch"
+                reason = reasons.ArtifactTooLarge if size > artifact.size else reasons.ArtifactSizeMismatch
                 raise Stalled(reason, f"{artifact.uri}: manifest size {artifact.size}, but {artifact.digest} has {size} bytes")
             return Ingested(path, artifact.digest, bytes.fromhex(path.name), size, fetched=False)
         if artifact.size > limits.max_bytes:
             raise Stalled(
-                "ArtifactTooLarge",
+                reasons.ArtifactTooLarge,
                 f"{artifact.uri}: manifest size {artifact.size} exceeds this site's limit of {limits.max_bytes} bytes",
             )
         self.tmp.mkdir(parents=True, exist_ok=True)
@@ -110,7 +111,7 @@ class ArtifactStore:
                 sha = download.fetch(repo_root, limits, deadline)
             if f"sha256:{sha.hexdigest()}" != artifact.digest:
                 raise Stalled(
-                    "ArtifactDigestMismatch",
+                    reasons.ArtifactDigestMismatch,
                     f"{artifact.uri}: expected {artifact.digest}, got sha256:{sha.hexdigest()}",
                 )
             path = download.publish(self.path_for(artifact.digest))
@@ -143,7 +144,7 @@ class ArtifactStore:
         except FileNotFoundError:
             needed = artifact.size
         if free < needed:
-            raise Transient("DiskFull", f"{artifact.uri} needs {needed} more bytes, {self.tmp} has {free} free")
+            raise Transient(reasons.DiskFull, f"{artifact.uri} needs {needed} more bytes, {self.tmp} has {free} free")
 
 
 def fetch_bytes(
@@ -163,7 +164,7 @@ def fetch_bytes(
             while received <= max_bytes and (n := opened.body.readinto(buffer[received:])):
                 received += n
         if received > max_bytes:
-            raise Stalled("ArtifactTooLarge", f"{uri}: more than {max_bytes} bytes")
+            raise Stalled(reasons.ArtifactTooLarge, f"{uri}: more than {max_bytes} bytes")
         return bytes(buffer[:received])
 
     return with_retries(limits, deadline, read_all)
@@ -240,7 +241,7 @@ class _Download:
             self._resumable = opened.resumable
             self._fill(opened.body, deadline)
         if self.received < self.limit:
-            raise Stalled("ArtifactSizeMismatch", f"{self.uri}: {self.received} bytes, the manifest says {self.limit}")
+            raise Stalled(reasons.ArtifactSizeMismatch, f"{self.uri}: {self.received} bytes, the manifest says {self.limit}")
 
     def _fill(self, body: Body, deadline: Deadline) -> None:
         """Append what ``body`` yields, up to one byte past the limit; a read that fails leaves
@@ -258,7 +259,7 @@ class _Download:
             self.received += n
             self._report(self.received)
             if self.received > self.limit:
-                raise Stalled("ArtifactTooLarge", f"{self.uri}: more than the {self.limit} bytes the manifest says")
+                raise Stalled(reasons.ArtifactTooLarge, f"{self.uri}: more than the {self.limit} bytes the manifest says")
             if self._filled == len(self._chunk):
                 self._hand_over()
 
@@ -352,11 +353,11 @@ class _Download:
 def _hex_of(digest: str) -> str:
     match = _DIGEST.match(digest)
     if not match:
-        raise Stalled("DigestInvalid", f"{digest!r} is not a sha256:<64 hex> digest")
+        raise Stalled(reasons.DigestInvalid, f"{digest!r} is not a sha256:<64 hex> digest")
     return match.group(1)
 
 
 def _store_error(exc: OSError, where: Path) -> ReconcilerError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return Transient("DiskFull", f"writing {where}: {exc.strerror}")
-    return Transient("StoreWriteFailed", f"writing {where}: {exc.strerror or exc}")
+        return Transient(reasons.DiskFull, f"writing {where}: {exc.strerror}")
+    return Transient(reasons.StoreWriteFailed, f"writing {where}: {exc.strerror or exc}")

@@ -3,8 +3,8 @@ settings of site.yaml (``FetchLimits``, ``AuthConfig``), the ``Deadline`` of one
 (``with_retries``), and the ``Body`` a source gives (``Opened``). Where the bytes come from is
 ``reconciler.ingest.sources``; over HTTP, ``reconciler.ingest.httpsource``.
 
-Every failure is a ReconcilerError whose reason says what happens next; ``RETRIED`` lists the
-ones another attempt within the same ingest may cure."""
+Every failure is a ReconcilerError whose class says what happens next; an ``Interrupted`` one is
+tried again within the same ingest."""
 
 from __future__ import annotations
 
@@ -22,11 +22,10 @@ from typing import Annotated, Literal, Protocol, TypeVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from reconciler import reasons
 from reconciler.cancel import CancelToken, shut_down
-from reconciler.errors import Stalled, Transient
+from reconciler.errors import Interrupted, Stalled, Transient
 from reconciler.manifests.types import parse_duration
-
-RETRIED = frozenset({"ArtifactUnavailable", "ArtifactTruncated", "ArtifactStalled"})
 
 T = TypeVar("T")
 
@@ -65,7 +64,7 @@ class AuthConfig(BaseModel):
     def header(self, scheme: str, host: str) -> str:
         """The Authorization header value, read from the environment now (so a restart picks up a rotated secret)."""
         if scheme != "https" and not self.allowHttp:
-            raise Stalled("ArtifactAuthInsecure", f"this site has credentials for {host}, and sends them over https only; "
+            raise Stalled(reasons.ArtifactAuthInsecure, f"this site has credentials for {host}, and sends them over https only; "
                                                   f"use an https URI, or set fetch.auth.{host}.allowHttp")
         if self.tokenEnv is not None:
             return f"Bearer {_secret(self.tokenEnv, host)}"
@@ -76,10 +75,10 @@ class AuthConfig(BaseModel):
 def _secret(variable: str, host: str) -> str:
     value = os.environ.get(variable, "")
     if not value:
-        raise Stalled("ArtifactAuthMissing", f"the credentials for {host} come from ${variable}, which is not set")
+        raise Stalled(reasons.ArtifactAuthMissing, f"the credentials for {host} come from ${variable}, which is not set")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
         # http.client would echo the value in its error; say which variable instead.
-        raise Stalled("ArtifactAuthInvalid", f"${variable} (credentials for {host}) contains control characters")
+        raise Stalled(reasons.ArtifactAuthInvalid, f"${variable} (credentials for {host}) contains control characters")
     return value
 
 
@@ -162,7 +161,7 @@ class Deadline:
 
     def exceeded(self, last: Exception | None = None) -> Transient:
         after = f"; the last attempt failed with {last}" if last else ""
-        return Transient("ArtifactDeadlineExceeded", f"{self.uri}: not fetched within the deadline of {self.seconds:g}s{after}")
+        return Transient(reasons.ArtifactDeadlineExceeded, f"{self.uri}: not fetched within the deadline of {self.seconds:g}s{after}")
 
 
 def with_retries(limits: FetchLimits, deadline: Deadline, attempt: Callable[[], T]) -> T:
@@ -174,9 +173,7 @@ def with_retries(limits: FetchLimits, deadline: Deadline, attempt: Callable[[], 
             raise deadline.exceeded(last) from last
         try:
             return attempt()
-        except Transient as exc:
-            if exc.reason not in RETRIED:
-                raise
+        except Interrupted as exc:
             last = exc
     raise last
 

@@ -42,6 +42,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 
+from reconciler import reasons
 from reconciler.errors import Stalled, Transient
 from reconciler.status.forge import (
     CONTEXT_PREFIX,
@@ -129,7 +130,7 @@ class ForgeStatuses:
         self._dialect = _DIALECTS[config.kind]
         self._token = os.environ.get(config.tokenEnv, "").strip()
         if not self._token:
-            raise Stalled("ForgeTokenMissing", f"environment variable {config.tokenEnv} holds no {config.kind} token")
+            raise Stalled(reasons.ForgeTokenMissing, f"environment variable {config.tokenEnv} holds no {config.kind} token")
         self._headers = _auth_headers(config.kind, self._token)
         self._owns_client = client is None
         self._client = client or httpx.Client(timeout=config.timeout)
@@ -215,7 +216,7 @@ class ForgeStatuses:
         """Every page of the commit's statuses; per context the one with the highest id. Listing
         order is not trusted: Gitea sorts by a creation time in whole seconds, GitLab oldest first."""
         if not _COMMIT_SHA.fullmatch(commit_sha):
-            raise Stalled("InvalidCommitId", f"{commit_sha!r} is not a full commit id")
+            raise Stalled(reasons.InvalidCommitId, f"{commit_sha!r} is not a full commit id")
         newest: dict[str, _Shown] = {}
         posted: Counter[str] = Counter()
         param, size = self._dialect.page_size
@@ -254,7 +255,7 @@ class ForgeStatuses:
         link = urlsplit(following)
         # The token goes with every request: never follow a link off the API's origin.
         if (link.scheme, link.netloc) != (api.scheme, api.netloc):
-            raise Stalled("ForgeRejected", f"{self._config.apiUrl}: next-page link leaves the API: {following}")
+            raise Stalled(reasons.ForgeRejected, f"{self._config.apiUrl}: next-page link leaves the API: {following}")
         return following, None
 
     def _request(self, method: str, path_or_url: str, **kwargs: object) -> httpx.Response:
@@ -271,12 +272,12 @@ class ForgeStatuses:
                     return response
                 problem = f"HTTP {response.status_code}: {self._forge_message(response)}"
                 if not _throttled_or_failing(response):
-                    raise Stalled("ForgeRejected", f"{method} {url}: {problem}")
+                    raise Stalled(reasons.ForgeRejected, f"{method} {url}: {problem}")
                 asked = self._asked_delay(response)
                 delay = self._exponential(attempt) if asked is None else asked
             if attempt >= self._attempts or delay > self._max_wait:
                 # Not chained: an httpx error holds the request, and the request holds the token.
-                raise Transient("ForgeUnavailable", f"{method} {url}: {problem} (gave up after {attempt} attempts)") from None
+                raise Transient(reasons.ForgeUnavailable, f"{method} {url}: {problem} (gave up after {attempt} attempts)") from None
             log.info("%s %s: %s; retrying in %.1fs", method, url, problem, delay)
             self._sleep(delay)
 
@@ -351,7 +352,7 @@ def _json_list(response: httpx.Response, url: str) -> list[dict]:
     except ValueError:
         items = None
     if not isinstance(items, list):
-        raise Transient("ForgeUnavailable", f"GET {url}: the forge did not answer with a list of statuses")
+        raise Transient(reasons.ForgeUnavailable, f"GET {url}: the forge did not answer with a list of statuses")
     return [item for item in items if isinstance(item, dict)]
 
 
