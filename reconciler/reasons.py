@@ -2,7 +2,8 @@
 stable CamelCase word of a status record, a log line or a refusal (part of the status contract);
 its constant here has the same name as its value, so grepping a reason from a record finds this
 entry and every place that reports it. ``reconciler.errors`` holds the classes; README's "Status
-reasons" table is rendered from this catalogue (``markdown_table``) and a test keeps them equal.
+reasons" table is rendered from this catalogue (``reconciler.devtools.reasons_table``) and a test
+keeps them equal.
 
 What happens next, and the error class that says it (a failure), or the state it is reported in
 (an outcome the agent returns, not raises)::
@@ -34,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-__all__ = ["CATALOGUE", "Entry", "Next", "RETIRED", "markdown_table", "next_step"]
+__all__ = ["CATALOGUE", "Entry", "Next", "RETIRED", "next_step"]
 
 
 class Next(Enum):
@@ -232,13 +233,3 @@ RolloutAborted = _outcome("RolloutAborted", CHANGE, "the rollout is aborted: `re
 # Names once written, read in older status records: the reason each now reports as.
 RETIRED: dict[str, str] = {"DigestMismatch": ArtifactDigestMismatch}
 
-
-def markdown_table() -> str:
-    """README's "Status reasons" table: one row per reason, grouped by what happens next."""
-    rows = ["| reason | what happens next | meaning |", "|---|---|---|"]
-    order = list(Next)
-    for entry in sorted(CATALOGUE.values(), key=lambda e: (order.index(e.next), not e.raised, e.reason)):
-        kind = "" if entry.raised else " (outcome)"
-        rows.append(f"| `{entry.reason}` | {entry.next.value}{kind} | {entry.meaning} |")
-    rows += [f"| `{old}` | read in older records as `{new}` | retired |" for old, new in sorted(RETIRED.items())]
-    return "\n".join(rows) + "\n"

@@ -19,49 +19,51 @@ from __future__ import annotations
 
 from typing import Literal
 
-from reconciler import reasons
+from reconciler import reasons as R
 
 FailureKind = Literal["version", "site"]
 
 VERSION_EVIDENCE: frozenset[str] = frozenset({
     # validation before activation (runtime/validation.py, runtime/registry.py)
-    reasons.ValidationFailed, reasons.ValidationCrashed, reasons.ValidationTimeout, reasons.ModelInterfaceMismatch, reasons.ModelLoadFailed,
+    R.ValidationFailed, R.ValidationCrashed, R.ValidationTimeout, R.ModelInterfaceMismatch, R.ModelLoadFailed,
     # canary analysis (canary.py); InsufficientTraffic only where the Deployment's maxWait policy says fail
-    reasons.ErrorRateTooHigh, reasons.LatencyTooHigh, reasons.DisagreesWithStable, reasons.InsufficientTraffic,
+    R.ErrorRateTooHigh, R.LatencyTooHigh, R.DisagreesWithStable, R.InsufficientTraffic,
     # the bytes or the signature do not match what the manifest pins (artifacts.py, fetch.py, trust/)
-    reasons.ArtifactDigestMismatch, reasons.ArtifactSizeMismatch, reasons.ArtifactTooLarge, reasons.DigestInvalid,
-    reasons.BundleDigestMismatch, reasons.StatementMissingFile, reasons.SignatureMalformed, reasons.SignatureFormatUnsupported,
-    reasons.BundleVerificationFailed,
+    R.ArtifactDigestMismatch, R.ArtifactSizeMismatch, R.ArtifactTooLarge, R.DigestInvalid,
+    R.BundleDigestMismatch, R.StatementMissingFile, R.SignatureMalformed, R.SignatureFormatUnsupported,
+    R.BundleVerificationFailed,
     # the version's URI itself is wrong (artifacts.py), or names a Git LFS pointer (verification.py)
-    reasons.ArtifactUriInvalid, reasons.ArtifactPathEscapes, reasons.ArtifactIsLfsPointer,
+    R.ArtifactUriInvalid, R.ArtifactPathEscapes, R.ArtifactIsLfsPointer,
     # the artifact's path in the commit leads out of the repository through a link (committree.py)
-    reasons.UnsafeRepoPath,
+    R.UnsafeRepoPath,
 })
 
 SITE_CONDITIONS: frozenset[str] = frozenset({
     # trust roots of the site's own config (trust/, loop.py)
-    reasons.NoTrustedKeys, reasons.NoTrustedIdentities, reasons.NoTrustedSigners, reasons.SignatureInvalid, reasons.CertificateIdentityMismatch,
-    reasons.CertificateIssuerMismatch, reasons.TrustKeyInvalid, reasons.TrustKeyUnreadable, reasons.TrustRootInvalid, reasons.TlsCaBundleInvalid,
+    R.NoTrustedKeys, R.NoTrustedIdentities, R.NoTrustedSigners, R.SignatureInvalid, R.CertificateIdentityMismatch,
+    R.CertificateIssuerMismatch, R.TrustKeyInvalid, R.TrustKeyUnreadable, R.TrustRootInvalid, R.TlsCaBundleInvalid,
     # network, registry and the site's fetch settings (fetch.py, httpsource.py, artifacts.py)
-    reasons.ArtifactUnavailable, reasons.ArtifactNotFound, reasons.ArtifactTruncated, reasons.ArtifactStalled, reasons.ArtifactDeadlineExceeded,
-    reasons.ArtifactUnreadable, reasons.ArtifactTlsFailed, reasons.ArtifactProxyInvalid, reasons.ArtifactProxyRejected,
-    reasons.ArtifactAuthInsecure, reasons.ArtifactAuthInvalid, reasons.ArtifactAuthMissing, reasons.ArtifactRedirectRefused,
-    reasons.ArtifactRequestRejected, reasons.ArtifactRangeInvalid, reasons.ArtifactEncodingUnsupported, reasons.ArtifactSchemeUnsupported,
-    # disk, state directory, runtime, agent (artifacts.py, state.py, apply.py, runtime/)
-    reasons.DiskFull, reasons.StoreWriteFailed, reasons.StateWriteFailed, reasons.StateLocked, reasons.StateCorrupt, reasons.StateOfOtherSite,
-    reasons.RuntimeNotServing, reasons.RuntimeStartFailed, reasons.ListenFailed,
-    reasons.CanaryProgressMismatch, reasons.CanaryIsActive, reasons.NoActiveVersion, reasons.NoCanary, reasons.InvalidWeight,
+    R.ArtifactUnavailable, R.ArtifactNotFound, R.ArtifactTruncated, R.ArtifactStalled, R.ArtifactDeadlineExceeded,
+    R.ArtifactUnreadable, R.ArtifactTlsFailed, R.ArtifactProxyInvalid, R.ArtifactProxyRejected,
+    R.ArtifactAuthInsecure, R.ArtifactAuthInvalid, R.ArtifactAuthMissing, R.ArtifactRedirectRefused,
+    R.ArtifactRequestRejected, R.ArtifactRangeInvalid, R.ArtifactEncodingUnsupported, R.ArtifactSchemeUnsupported,
+    # disk, state directory, runtime, agent (artifacts.py, state.py, apply.py, runtime/, cancel.py)
+    R.DiskFull, R.StoreWriteFailed, R.StateWriteFailed, R.StateLocked, R.StateCorrupt, R.StateOfOtherSite,
+    R.RuntimeNotServing, R.RuntimeStartFailed, R.ListenFailed, R.AgentStopping,
+    R.CanaryProgressMismatch, R.CanaryIsActive, R.NoActiveVersion, R.NoCanary, R.InvalidWeight,
     # what the plan cannot resolve for this site (plan.py)
-    reasons.SiteNotInFleet, reasons.ModelNotFound, reasons.VersionNotFound, reasons.NoMatchingArtifact, reasons.FlagEvaluationFailed,
+    R.SiteNotInFleet, R.ModelNotFound, R.VersionNotFound, R.NoMatchingArtifact, R.FlagEvaluationFailed,
     # the fleet repo, the status channels and local keys: the site as a whole, never one version
-    reasons.SourceUnreachable, reasons.SourceFetchFailed, reasons.SourceCacheCorrupt, reasons.BranchNotFound, reasons.RevisionNotFound,
-    reasons.InvalidCommitId, reasons.FileUnreadable, reasons.InvalidManifests, reasons.HistoryRewritten,
-    reasons.CommitUnsigned, reasons.CommitSignatureInvalid, reasons.CommitPolicyInvalid, reasons.StatusFetchFailed, reasons.StatusPushFailed, reasons.ForgeRejected,
-    reasons.ForgeTokenMissing, reasons.ForgeUnavailable, reasons.SigningKeyInvalid, reasons.KeyPasswordWrong,
+    R.SourceUnreachable, R.SourceFetchFailed, R.SourceCacheCorrupt, R.BranchNotFound, R.RevisionNotFound,
+    R.GitCommandFailed, R.DubiousOwnership, R.PermissionDenied,
+    R.InvalidCommitId, R.FileUnreadable, R.InvalidManifests, R.HistoryRewritten,
+    R.CommitUnsigned, R.CommitSignatureInvalid, R.CommitSignerNotAllowed, R.CommitPolicyInvalid,
+    R.StatusFetchFailed, R.StatusPushFailed, R.ForgeRejected, R.ForgeTokenMissing, R.ForgeUnavailable,
+    R.SigningKeyInvalid, R.KeyPasswordWrong, R.SignatureMissing,
 })
 
 
 def failure_kind(reason: str) -> FailureKind:
     """``version`` when the reason is evidence against the version, else ``site``; a retired name
     in an older record counts as the reason it became."""
-    return "version" if reasons.RETIRED.get(reason, reason) in VERSION_EVIDENCE else "site"
+    return "version" if R.RETIRED.get(reason, reason) in VERSION_EVIDENCE else "site"
