@@ -173,7 +173,7 @@ def _check_version_name(release: Release, model: Model | None) -> None:
         raise UsageError(f"{release.version!r} is not a version name (letters, digits, '.', '+', '_', '-')") from None
     if model is not None and model.spec.version(release.version) is not None:
         raise Stalled(reasons.VersionExists, f"Model '{release.model}' has a version {release.version} already; "
-                                       "a released version never changes: pick a new version name")
+                                             "a released version never changes: pick a new version name")
 
 
 def _check_file(file: Path) -> None:
@@ -183,7 +183,7 @@ def _check_file(file: Path) -> None:
         start = head.read(LFS_POINTER_MAX_BYTES)
     if parse_lfs_pointer(start) is not None:
         raise Stalled(reasons.ArtifactIsLfsPointer, f"{file} is a Git LFS pointer, not the model: "
-                                              "run `git lfs pull` (or give the real file)")
+                                                    "run `git lfs pull` (or give the real file)")
     if not start:
         raise Stalled(reasons.ArtifactMissing, f"{file} is empty")
 
@@ -203,7 +203,7 @@ def _read_cases(path: Path | None) -> list[ValidationCase]:
         said = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'the file'}: {e['msg']}"
                          for e in exc.errors(include_url=False)[:5])
         raise Stalled(reasons.CasesInvalid, f"{path} must hold a list of validation cases "
-                                      f"({{name, inputs, expected, tolerance}}): {said}") from None
+                                            f"({{name, inputs, expected, tolerance}}): {said}") from None
 
 
 def _signed(release: Release) -> tuple[trust.TrustRoots, SignResult]:
@@ -217,7 +217,7 @@ def _signed(release: Release) -> tuple[trust.TrustRoots, SignResult]:
                                         release.signature_format, roots)
     except Stalled as exc:
         raise Stalled(reasons.SigningKeyNotTrusted, f"{release.key} signs, but not as the given trust keys expect: "
-                                              f"{exc.message}") from None
+                                                    f"{exc.message}") from None
     return roots, signed
 
 

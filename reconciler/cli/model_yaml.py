@@ -29,7 +29,7 @@ def append_version(text: str, model: str, entry: dict[str, Any]) -> str:
     versions = document["spec"]["versions"]
     if not isinstance(versions, CommentedSeq) or versions.fa.flow_style() or not versions:
         raise Stalled(reasons.ModelFileLayout, f"the versions of Model '{model}' are not a block list "
-                                         "('- version: ...' lines); add-version appends to block lists only")
+                                               "('- version: ...' lines); add-version appends to block lists only")
     lines = text.splitlines(keepends=True)
     last_line = versions.lc.item(len(versions) - 1)[0]
     dash_col = _dash_column(lines[last_line], versions.lc.item(len(versions) - 1)[1])
@@ -94,7 +94,7 @@ def _dash_column(line: str, item_col: int) -> int:
     dash = line.rfind("-", 0, item_col)
     if dash < 0:
         raise Stalled(reasons.ModelFileLayout, "the last version does not start on a '- ' line; "
-                                         "add-version appends to block lists only")
+                                               "add-version appends to block lists only")
     return dash
 
 
@@ -127,7 +127,7 @@ def _check_only_appended(before: str, after: str, index: int, entry: dict[str, A
     old[index]["spec"]["versions"].append(json.loads(json.dumps(entry)))
     if old != new:
         raise Stalled(reasons.ModelFileLayout, "appending the version would change more than the new version's "
-                                         "lines (an unusual layout); add it by hand")
+                                               "lines (an unusual layout); add it by hand")
 
 
 def _plain(document: Any) -> Any:

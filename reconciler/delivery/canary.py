@@ -184,14 +184,14 @@ def _shortfall(analysis: Analysis, stats: WindowStats | None) -> str | None:
 def _breach(analysis: Analysis, stats: WindowStats) -> tuple[str, str] | None:
     if analysis.maxErrorRate is not None and stats.error_rate > analysis.maxErrorRate:
         return reasons.ErrorRateTooHigh, (f"error rate {stats.error_rate:.2%} over {stats.requests} requests is above "
-                                    f"{analysis.maxErrorRate:.2%}")
+                                          f"{analysis.maxErrorRate:.2%}")
     limit = analysis.maxLatencyP99
     if limit is not None and stats.p99_seconds is not None and timedelta(seconds=stats.p99_seconds) > limit:
         return reasons.LatencyTooHigh, (f"p99 latency {stats.p99_seconds * 1000:.1f}ms is above "
-                                  f"{format_duration(limit)}")
+                                        f"{format_duration(limit)}")
     if analysis.minAgreement is not None and stats.agreement is not None and stats.agreement < analysis.minAgreement:
         return reasons.DisagreesWithStable, (f"agreement with stable {stats.agreement:.2%} over {stats.shadow_requests} "
-                                       f"mirrored requests is below {analysis.minAgreement:.2%}")
+                                             f"mirrored requests is below {analysis.minAgreement:.2%}")
     return None
 
 

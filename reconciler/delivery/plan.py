@@ -336,7 +336,7 @@ def target_for(repo: FleetRepo, deployment: Deployment, site: Site, now: datetim
     artifact = pick_artifact(model_version.artifacts, site.metadata.labels)
     if artifact is None:
         raise Unplannable(reasons.NoMatchingArtifact, f"no artifact of {spec.model} {version} fits this site's labels "
-                           f"(arch={site.metadata.labels.get('arch')}, accelerator={site.metadata.labels.get('accelerator')})")
+                                 f"(arch={site.metadata.labels.get('arch')}, accelerator={site.metadata.labels.get('accelerator')})")
     wave = None
     rollout = rollout_of(repo, deployment)
     if rollout is not None:
@@ -372,7 +372,7 @@ def _flag_value(repo: FleetRepo, key: str, context: dict[str, Any], now: datetim
     resolution = evaluate(repo.flags, key, context, now, expected_type=kind)
     if resolution.error_code is not None or resolution.value is None:
         raise Unplannable(reasons.FlagEvaluationFailed,
-                           f"flag {key!r}: {resolution.error_code or 'no value'} {resolution.error_message or ''}".strip())
+                                 f"flag {key!r}: {resolution.error_code or 'no value'} {resolution.error_message or ''}".strip())
     return resolution.value
 
 

@@ -164,7 +164,7 @@ class GitSource:
             if "not our ref" in message:
                 named = ", ".join(sorted(missing)[:3]) + (", ..." if len(missing) > 3 else "")
                 raise Transient(reasons.SourceCacheCorrupt, f"blob(s) {named} missing from {self.repo.git_dir}, and {self.url} "
-                                                    f"does not have them: {message}; delete the cache") from error
+                                                            f"does not have them: {message}; delete the cache") from error
             raise describe_git_failure(message, f"git fetch {self.url} (blobs)", reasons.SourceFetchFailed) from error
         except subprocess.TimeoutExpired as error:
             raise Transient(reasons.SourceFetchFailed, f"git fetch {self.url} (blobs): not done in {timeout:g}s") from error

@@ -65,7 +65,7 @@ class AuthConfig(BaseModel):
         """The Authorization header value, read from the environment now (so a restart picks up a rotated secret)."""
         if scheme != "https" and not self.allowHttp:
             raise Stalled(reasons.ArtifactAuthInsecure, f"this site has credentials for {host}, and sends them over https only; "
-                                                  f"use an https URI, or set fetch.auth.{host}.allowHttp")
+                                                        f"use an https URI, or set fetch.auth.{host}.allowHttp")
         if self.tokenEnv is not None:
             return f"Bearer {_secret(self.tokenEnv, host)}"
         pair = f"{self.username}:{_secret(self.passwordEnv or '', host)}".encode()

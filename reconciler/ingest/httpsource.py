@@ -104,7 +104,7 @@ def _request_error(exc: Exception, uri: str, host: str, proxy: Proxy | None, lim
         # The proxy's own answer (its access rules, its credentials): another attempt gets the same one.
         wants = "; it wants credentials: give them in the proxy URL of $https_proxy" if refused_tunnel[1] == "407" else ""
         return Stalled(reasons.ArtifactProxyRejected, f"{uri}: the proxy {proxy.shown} refused the tunnel to {host} "
-                                                f"with HTTP {refused_tunnel[1]}{wants}")
+                                                      f"with HTTP {refused_tunnel[1]}{wants}")
     if isinstance(exc, ssl.SSLCertVerificationError):
         return Stalled(reasons.ArtifactTlsFailed, f"{uri}: the certificate of {host} is not trusted: {exc.verify_message}")
     if isinstance(exc, http.client.InvalidURL):
@@ -113,7 +113,7 @@ def _request_error(exc: Exception, uri: str, host: str, proxy: Proxy | None, lim
         if deadline.left() <= 0:
             return deadline.exceeded()
         return Interrupted(reasons.ArtifactUnavailable, f"{uri}: {host} did not answer in time (connectTimeout "
-                                                f"{limits.connect_timeout:g}s, readTimeout {limits.read_timeout:g}s)")
+                                                        f"{limits.connect_timeout:g}s, readTimeout {limits.read_timeout:g}s)")
     return Interrupted(reasons.ArtifactUnavailable, f"{uri}: {_describe(exc)}")
 
 
@@ -195,7 +195,7 @@ def _start_of_body(uri: str, host: str, response: http.client.HTTPResponse, offs
         match = _CONTENT_RANGE.match(response.getheader("Content-Range", "").strip())
         if not match or int(match.group(1)) != offset:
             raise Stalled(reasons.ArtifactRangeInvalid, f"{uri}: asked for bytes from {offset}, the server sends "
-                                                  f"Content-Range {response.getheader('Content-Range')!r}")
+                                                        f"Content-Range {response.getheader('Content-Range')!r}")
         if expected is not None and match.group(3) not in ("*", str(expected)):
             raise Stalled(reasons.ArtifactSizeMismatch, f"{uri}: the server's copy has {match.group(3)} bytes, the manifest says {expected}")
         return offset
@@ -239,14 +239,14 @@ class _HttpBody:
             if self._deadline.left() <= 0:
                 raise self._deadline.exceeded() from exc
             raise Interrupted(reasons.ArtifactStalled, f"{self._uri}: no data for {self._limits.read_timeout:g}s "
-                                               f"after {self.received} bytes") from exc
+                                                       f"after {self.received} bytes") from exc
         except (OSError, http.client.HTTPException) as exc:
             self._deadline.check()
             raise Interrupted(reasons.ArtifactTruncated, f"{self._uri}: connection lost after {self.received} bytes: {_describe(exc)}") from exc
         if n == 0 and self._left:
             self._deadline.check()
             raise Interrupted(reasons.ArtifactTruncated, f"{self._uri}: the body ended after {self.received} bytes, "
-                                                 f"{self._left} short of its Content-Length")
+                                                         f"{self._left} short of its Content-Length")
         self.received += n
         if self._left is not None:
             self._left -= n
@@ -269,7 +269,7 @@ class _HttpBody:
             return
         if self.received - then < self._limits.min_rate * elapsed:
             raise Interrupted(reasons.ArtifactStalled, f"{self._uri}: {self.received - then} bytes in {elapsed:.1f}s, below the "
-                                               f"minimum of {self._limits.min_rate} bytes/s")
+                                                       f"minimum of {self._limits.min_rate} bytes/s")
         self._window = (time.monotonic(), self.received)
 
 

@@ -212,7 +212,7 @@ class _Signers:
             return reasons.CommitSignatureInvalid, f"{_BROKEN[commit.result]}: key {commit.key or 'unknown'}"
         if not commit.key:
             return reasons.CommitSignatureInvalid, (f"has a signature git cannot check (%G? {commit.result}); "
-                                              "are gpg and ssh-keygen installed?")
+                                                    "are gpg and ssh-keygen installed?")
         if commit.key.startswith("SHA256:"):
             if commit.result == "G" and commit.signer:
                 return None

@@ -102,7 +102,7 @@ def decrypt_envelope(envelope: bytes, password: bytes) -> bytes:
         raise Stalled(reasons.SigningKeyInvalid, f"the encrypted key is not a cosign key envelope ({exc!r})") from None
     if kdf_name != "scrypt" or cipher_name != "nacl/secretbox":
         raise Stalled(reasons.SigningKeyInvalid, f"unsupported key encryption {kdf_name!r} + {cipher_name!r}; "
-                                           "cosign keys use scrypt + nacl/secretbox")
+                                                 "cosign keys use scrypt + nacl/secretbox")
     accepted = next((known for known in _SCRYPT_ACCEPTED if known == params), None)
     if accepted is None:
         raise Stalled(reasons.SigningKeyInvalid, f"unsupported scrypt parameters {params}")
@@ -113,7 +113,7 @@ def decrypt_envelope(envelope: bytes, password: bytes) -> bytes:
         return box.decrypt(ciphertext, nonce)
     except nacl.exceptions.CryptoError:
         raise Stalled(reasons.KeyPasswordWrong, "the password does not open the private key "
-                                          "(wrong password, or the key file is corrupt)") from None
+                                                "(wrong password, or the key file is corrupt)") from None
 
 
 def _derive_key(password: bytes, salt: bytes, params: dict[str, int]) -> bytes:
