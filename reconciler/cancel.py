@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from reconciler import reasons
 from reconciler.errors import Cancelled
 
 log = logging.getLogger("reconciler.agent")
@@ -44,7 +45,7 @@ class CancelToken(threading.Event):
     def check(self, what: str) -> None:
         """Raise Cancelled (saying ``what`` was cut short) once a stop was asked."""
         if self.is_set():
-            raise Cancelled("AgentStopping", f"{what}: stopped ({self.reason})")
+            raise Cancelled(reasons.AgentStopping, f"{what}: stopped ({self.reason})")
 
     @contextmanager
     def on_cancel(self, callback: Callable[[], None]) -> Iterator[None]:

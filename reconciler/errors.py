@@ -1,14 +1,18 @@
-"""Typed errors. Each carries a stable ``reason`` (CamelCase, part of the status contract) and
-says what happens next: a Transient error is retried with backoff, a Stalled one waits for a human
-(a new commit, a new key, an operator's decision). Where an error came from is in the message."""
+"""Typed errors. Each carries a stable ``reason`` (CamelCase, part of the status contract: every
+reason is a constant of ``reconciler.reasons``) and says by its class what happens next; the tree
+of classes and next steps is drawn in ``reconciler.reasons``. Where an error came from is in the
+message (``add_context`` prefixes it on the way up)."""
 
 from __future__ import annotations
+
+from reconciler.reasons import Next
 
 
 class ReconcilerError(Exception):
     """Base of every error the agent reports. ``retry`` says whether trying again may help."""
 
     retry: bool = False
+    next: Next = Next.WAIT_FOR_CHANGE
 
     def __init__(self, reason: str, message: str):
         super().__init__(message)
@@ -18,11 +22,27 @@ class ReconcilerError(Exception):
     def __str__(self) -> str:
         return f"{self.reason}: {self.message}"
 
+    def add_context(self, context: str) -> ReconcilerError:
+        """Say where the error was met (``context: message``), keeping its class and everything
+        a subclass carries; returns the error itself, to raise again."""
+        self.message = f"{context}: {self.message}"
+        self.args = (self.message,)
+        return self
+
 
 class Transient(ReconcilerError):
-    """The world may fix this by itself (server down, timeout, lock held): retry with backoff."""
+    """The world may fix this by itself (server down, timeout, lock held): retried at the next
+    tick, with backoff."""
 
     retry = True
+    next = Next.RETRY_NEXT_TICK
+
+
+class Interrupted(Transient):
+    """A transfer broke off (no answer, a 5xx, a cut connection): tried again at once within the
+    same ingest, with backoff and under its deadline; after the last attempt, at the next tick."""
+
+    next = Next.RETRY_NOW
 
 
 class Stalled(ReconcilerError):
@@ -30,6 +50,15 @@ class Stalled(ReconcilerError):
     artifact, failing validation): wait for the inputs to change."""
 
     retry = False
+    next = Next.WAIT_FOR_CHANGE
+
+
+class NeedsOperator(Stalled):
+    """Nothing in Git fixes this and the agent cannot go on (no --listen for a running canary, a
+    listen address it cannot bind, a state directory it cannot use): it writes its status and
+    exits, and the CLI exits 2 with the message."""
+
+    next = Next.NEEDS_OPERATOR
 
 
 class UsageError(Exception):

@@ -11,13 +11,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from reconciler import reasons
 from reconciler.agent.statedir import StateDir
 from reconciler.cancel import CancelToken
 from reconciler.delivery.canary import CanaryDecision, CanaryProgress, decide_canary, measured_since
 from reconciler.delivery.model import DeploymentState, HistoryEntry, Installed, SiteState
 from reconciler.delivery.plan import Action, Plan, Target
 from reconciler.delivery.same_version import CHECKS_CHANGED, VERSION_REDEFINED, checks_digest, rollback_target
-from reconciler.errors import Cancelled, ReconcilerError, Stalled, Transient
+from reconciler.errors import Cancelled, NeedsOperator, ReconcilerError, Stalled, Transient
 from reconciler.ingest.artifacts import ArtifactStore, Ingested
 from reconciler.ingest.fetch import RepoRoot
 from reconciler.monitoring.windows import DriftSummary
@@ -115,7 +116,7 @@ class Applier:
             self.stop.check(f"{action.kind} {action.deployment}")
             try:
                 state, outcome = self._apply_one(action, state, repo_tree, plan.commit, now)
-            except Cancelled:
+            except (Cancelled, NeedsOperator):
                 raise
             except ReconcilerError as error:
                 outcome = Outcome(action, error)
@@ -167,7 +168,8 @@ class Applier:
                         return self._advance_canary(target, state, commit, now, action)
                     return self._deploy(target, state, repo_tree, commit, now, action)
                 except ReconcilerError as error:
-                    raise type(error)(error.reason, f"{target.model} {target.version}: {error.message}") from error
+                    error.add_context(f"{target.model} {target.version}")
+                    raise
             case "wait":
                 return state, Outcome(action, state="pending", reason=action.reason, message=action.message)
             case "revert":
@@ -219,7 +221,7 @@ class Applier:
             state = self._with(state, target.deployment, started, HistoryEntry(at=now, event="canaryStarted",
                                                                                version=target.version, commit=commit))
             return self._advance_canary(target, state, commit, now, action)
-        reason = action.reason if action.reason in (VERSION_REDEFINED, CHECKS_CHANGED) else "Activated"
+        reason = action.reason if action.reason in (VERSION_REDEFINED, CHECKS_CHANGED) else reasons.Activated
         return self._switch(target, state, installed, commit, now), Outcome(action, reason=reason, message=action.message)
 
     def _switch(self, target: Target, state: SiteState, installed: Installed, commit: str | None,
@@ -234,7 +236,7 @@ class Applier:
                                          HistoryEntry(at=now, event="activated", version=target.version, commit=commit)))
         except OSError as exc:
             self._undo_activation(target.deployment, current)
-            raise Stalled("StateWriteFailed", f"cannot record the activation of {target.version}: {exc}") from exc
+            raise Transient(reasons.StateWriteFailed, f"cannot record the activation of {target.version}: {exc}") from exc
 
     def _advance_canary(self, target: Target, state: SiteState, commit: str | None, now: datetime,
                         action: Action) -> tuple[SiteState, Outcome]:
@@ -242,7 +244,7 @@ class Applier:
         windows, promote at the end or roll back to the stable version."""
         name = target.deployment
         if self.runtime is None:
-            raise Transient("RuntimeNotServing", "a running canary needs this site's inference server (--listen)")
+            raise NeedsOperator(reasons.RuntimeNotServing, "a running canary needs this site's inference server (--listen)")
         current = state.deployments[name]
         decision = self._decide(name, target, current.canaryProgress, now)
         while decision.kind == "set_weight":

@@ -22,7 +22,7 @@ from reconciler.agent.telemetry import SiteTelemetry
 from reconciler.batch.scheduler import ActiveModels, BatchScheduler
 from reconciler.delivery.model import SiteState
 from reconciler.delivery.plan import Plan, plan_site, rollout_of
-from reconciler.errors import Cancelled, ReconcilerError, Stalled
+from reconciler.errors import Cancelled, NeedsOperator, ReconcilerError, Stalled
 from reconciler.flags import site_context
 from reconciler.gitdoor.git import GitError
 from reconciler.gitdoor.source import GitSource, cache_failure
@@ -146,6 +146,8 @@ class Agent:
         while not stop.is_set():
             self.wake.clear()
             result = self.reconcile_once()
+            if isinstance(result.error, NeedsOperator):
+                raise result.error  # its record says why; retrying cannot help, so the CLI exits 2
             failures = failures + 1 if result.retry_soon else 0
             delay = exponential(1.0, failures, cap=interval) if failures else interval
             self.wake.wait(delay * (1 + self.config.jitter * (2 * random.random() - 1)))

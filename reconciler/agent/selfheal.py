@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from reconciler import reasons
 from reconciler.errors import ReconcilerError
 from reconciler.gitdoor.source import GitSource
 from reconciler.runtime.validation import WORKDIR_PREFIX
@@ -66,7 +67,7 @@ def heal_after_failure(sources: Iterable[GitSource], error: ReconcilerError) -> 
     True when something was repaired, so trying again may help."""
     sources = list(sources)
     repaired = bool(remove_git_locks(sources))
-    if error.reason == "SourceCacheCorrupt":
+    if error.reason == reasons.SourceCacheCorrupt:
         for source in sources:
             rebuild_cache(source)
         repaired = True

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from reconciler import reasons
 from reconciler.atomicfile import atomic_write_bytes
 from reconciler.delivery.model import SiteState
-from reconciler.errors import Stalled, Transient
+from reconciler.errors import NeedsOperator, Transient
 
 STATE_FILE = "state.json"
 HISTORY_LIMIT = 50
@@ -40,7 +41,7 @@ class StateDir:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise Transient("StateLocked", f"another agent holds {self.root / 'lock'}") from None
+            raise Transient(reasons.StateLocked, f"another agent holds {self.root / 'lock'}") from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd
@@ -59,9 +60,9 @@ class StateDir:
         try:
             state = SiteState.model_validate(json.loads(raw))
         except (ValueError, ValidationError) as exc:
-            raise Stalled("StateCorrupt", f"{path} is not a valid state file: {exc}") from exc
+            raise NeedsOperator(reasons.StateCorrupt, f"{path} is not a valid state file: {exc}") from exc
         if state.site != site:
-            raise Stalled("StateOfOtherSite", f"{path} belongs to site {state.site!r}, not {site!r}")
+            raise NeedsOperator(reasons.StateOfOtherSite, f"{path} belongs to site {state.site!r}, not {site!r}")
         return state
 
     def save(self, state: SiteState) -> None:

@@ -24,7 +24,7 @@ import onnxruntime as ort
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from reconciler import trust
+from reconciler import reasons, trust
 from reconciler.cli.artifact_check import ArtifactOptions, check_artifacts
 from reconciler.cli.model_yaml import append_version, render_block
 from reconciler.cli.validate import validate_path
@@ -76,7 +76,7 @@ def add_version(release: Release) -> Added:
     try:
         run_validation(release.file, interface, cases)
     except Stalled as exc:
-        raise Stalled(exc.reason, f"{release.file} as {release.model} {release.version}: {exc.message}") from None
+        raise exc.add_context(f"{release.file} as {release.model} {release.version}") from None
     home = _artifact_home(fleet, model, release)
     signature_path = home.with_name(home.name + SIGNATURE_SUFFIX[release.signature_format])
     entry = _version_entry(release, signed, home, signature_path, cases)
@@ -98,11 +98,11 @@ def check_result(repo: Path, model: str, version: str, roots: trust.TrustRoots) 
     _, findings = validate_path(repo)
     errors = [f.render() for f in findings if f.severity == "error"]
     if errors:
-        raise Stalled("FleetInvalid", "the fleet would not validate: " + "; ".join(errors))
+        raise Stalled(reasons.FleetInvalid, "the fleet would not validate: " + "; ".join(errors))
     report = check_artifacts(load_directory(repo).repo, repo, ArtifactOptions(roots=roots, uncommitted_ok=True), {(model, version)})
     refused = [f.render() for f in report.findings if f.severity == "error"]
     if refused:
-        raise Stalled("ArtifactCheckFailed", f"{model} {version} would be refused by the sites: " + "; ".join(refused))
+        raise Stalled(reasons.ArtifactCheckFailed, f"{model} {version} would be refused by the sites: " + "; ".join(refused))
 
 
 def read_interface(file: Path) -> ModelInterface:
@@ -110,12 +110,12 @@ def read_interface(file: Path) -> ModelInterface:
     try:
         session = ort.InferenceSession(file.read_bytes(), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own types for every way a load fails
-        raise Stalled("ModelLoadFailed", f"{file} does not load as an ONNX model: {exc}") from None
+        raise Stalled(reasons.ModelLoadFailed, f"{file} does not load as an ONNX model: {exc}") from None
 
     def specs(args) -> list[dict]:
         unknown = [f"{arg.name} ({arg.type})" for arg in args if arg.type not in ORT_DTYPES]
         if unknown:
-            raise Stalled("ModelInterfaceUnsupported", f"{file}: tensors of unsupported types: {', '.join(unknown)}")
+            raise Stalled(reasons.ModelInterfaceUnsupported, f"{file}: tensors of unsupported types: {', '.join(unknown)}")
         return [{"name": arg.name, "dtype": ORT_DTYPES[arg.type],
                  "shape": [dim if isinstance(dim, int) and dim >= 0 else -1 for dim in arg.shape]} for arg in args]
 
@@ -136,7 +136,7 @@ def new_model_document(release: Release, interface: ModelInterface, entry: dict,
 
 def _check_uri(uri: str | None) -> None:
     if uri is not None and urlsplit(uri).scheme not in REMOTE_SCHEMES:
-        raise Stalled("ArtifactSchemeUnsupported", f"--uri {uri}: sites fetch "
+        raise Stalled(reasons.ArtifactSchemeUnsupported, f"--uri {uri}: sites fetch "
                       f"{', '.join(s + '://' for s in REMOTE_SCHEMES)} only; without --uri the file goes into the repo")
 
 
@@ -145,7 +145,7 @@ def _loaded_fleet(repo: Path) -> LoadResult:
         raise UsageError(f"{repo} is not a directory (give the fleet repo with --repo)")
     fleet = load_directory(repo)
     if fleet.errors:
-        raise Stalled("FleetInvalid", "fix the fleet first (`reconciler validate`): "
+        raise Stalled(reasons.FleetInvalid, "fix the fleet first (`reconciler validate`): "
                       + "; ".join(f.render() for f in fleet.errors))
     return fleet
 
@@ -154,15 +154,15 @@ def _model_to_extend(fleet: LoadResult, release: Release) -> Model | None:
     model = fleet.repo.models.get(release.model)
     if release.new_model:
         if model is not None:
-            raise Stalled("ModelExists", f"Model '{release.model}' exists already "
+            raise Stalled(reasons.ModelExists, f"Model '{release.model}' exists already "
                           f"({fleet.repo.origins[('Model', release.model)].path}); leave out --new-model")
         if (release.repo / "models" / release.model / "model.yaml").exists():
-            raise Stalled("ModelExists", f"models/{release.model}/model.yaml exists already")
+            raise Stalled(reasons.ModelExists, f"models/{release.model}/model.yaml exists already")
         return None
     if model is None:
         close = difflib.get_close_matches(release.model, list(fleet.repo.models), n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
-        raise Stalled("UnknownModel", f"no Model named '{release.model}' in {release.repo}; {hint}"
+        raise Stalled(reasons.UnknownModel, f"no Model named '{release.model}' in {release.repo}; {hint}"
                       "to start a new one, add --new-model (its interface is read from FILE)")
     return model
 
@@ -173,20 +173,20 @@ def _check_version_name(release: Release, model: Model | None) -> None:
     except ValidationError:
         raise UsageError(f"{release.version!r} is not a version name (letters, digits, '.', '+', '_', '-')") from None
     if model is not None and model.spec.version(release.version) is not None:
-        raise Stalled("VersionExists", f"Model '{release.model}' has a version {release.version} already; "
-                                       "a released version never changes: pick a new version name")
+        raise Stalled(reasons.VersionExists, f"Model '{release.model}' has a version {release.version} already; "
+                                             "a released version never changes: pick a new version name")
 
 
 def _check_file(file: Path) -> None:
     if not file.is_file():
-        raise Stalled("ArtifactMissing", f"{file} is not a file")
+        raise Stalled(reasons.ArtifactMissing, f"{file} is not a file")
     with file.open("rb") as head:
         start = head.read(LFS_POINTER_MAX_BYTES)
     if parse_lfs_pointer(start) is not None:
-        raise Stalled("ArtifactIsLfsPointer", f"{file} is a Git LFS pointer, not the model: "
-                                              "run `git lfs pull` (or give the real file)")
+        raise Stalled(reasons.ArtifactIsLfsPointer, f"{file} is a Git LFS pointer, not the model: "
+                                                    "run `git lfs pull` (or give the real file)")
     if not start:
-        raise Stalled("ArtifactMissing", f"{file} is empty")
+        raise Stalled(reasons.ArtifactMissing, f"{file} is empty")
 
 
 def _read_cases(path: Path | None) -> list[ValidationCase]:
@@ -197,14 +197,14 @@ def _read_cases(path: Path | None) -> list[ValidationCase]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
         return TypeAdapter(list[ValidationCase]).validate_python(data)
     except OSError as exc:
-        raise Stalled("CasesUnreadable", f"cannot read {path}: {exc.strerror}") from None
+        raise Stalled(reasons.CasesUnreadable, f"cannot read {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise Stalled("CasesInvalid", f"{path} is not YAML: {exc}") from None
+        raise Stalled(reasons.CasesInvalid, f"{path} is not YAML: {exc}") from None
     except ValidationError as exc:
         said = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'the file'}: {e['msg']}"
                          for e in exc.errors(include_url=False)[:5])
-        raise Stalled("CasesInvalid", f"{path} must hold a list of validation cases "
-                                      f"({{name, inputs, expected, tolerance}}): {said}") from None
+        raise Stalled(reasons.CasesInvalid, f"{path} must hold a list of validation cases "
+                                            f"({{name, inputs, expected, tolerance}}): {said}") from None
 
 
 def _signed(release: Release) -> tuple[trust.TrustRoots, SignResult]:
@@ -217,8 +217,8 @@ def _signed(release: Release) -> tuple[trust.TrustRoots, SignResult]:
         trust.verify_artifact_signature(signed.sha256, release.file.name, _signature_file(signed, release),
                                         release.signature_format, roots)
     except Stalled as exc:
-        raise Stalled("SigningKeyNotTrusted", f"{release.key} signs, but not as the given trust keys expect: "
-                                              f"{exc.message}") from None
+        raise Stalled(reasons.SigningKeyNotTrusted, f"{release.key} signs, but not as the given trust keys expect: "
+                                                    f"{exc.message}") from None
     return roots, signed
 
 
@@ -271,7 +271,7 @@ def _write_all(repo: Path, writes: list[tuple[PurePosixPath | Path, bytes | Path
     *new_files, _ = writes
     taken = [str(relative) for relative, _ in new_files if (repo / relative).exists()]
     if taken:
-        raise Stalled("ArtifactExists", f"{', '.join(taken)} exist(s) already; remove or pick another version name")
+        raise Stalled(reasons.ArtifactExists, f"{', '.join(taken)} exist(s) already; remove or pick another version name")
     undo: list[tuple[Path, bytes | None]] = []
     made_dirs: list[Path] = []
     try:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from reconciler import reasons
 from reconciler.errors import ReconcilerError, Stalled, UsageError
 from reconciler.gitdoor.source import not_committable
 from reconciler.ingest.artifacts import ArtifactStore, Ingested
@@ -32,13 +33,13 @@ from reconciler.trust import KeylessIdentity, TrustRoots, load_public_key
 
 VersionKey = tuple[str, str]  # (model, version)
 
-_SIZE = frozenset({"ArtifactSizeMismatch", "ArtifactTooLarge"})
-_DIGEST = frozenset({"ArtifactDigestMismatch", "DigestInvalid"})
+_SIZE = frozenset({reasons.ArtifactSizeMismatch, reasons.ArtifactTooLarge})
+_DIGEST = frozenset({reasons.ArtifactDigestMismatch, reasons.DigestInvalid})
 _INGEST_HINTS = {
-    "ArtifactNotFound": "add the file to the repository (git add, commit) or correct uri",
-    "ArtifactPathEscapes": "give a path inside the repository, or file:///... for a file every site has",
-    "ArtifactUriInvalid": "correct uri",
-    "ArtifactUnreadable": "make the file readable",
+    reasons.ArtifactNotFound: "add the file to the repository (git add, commit) or correct uri",
+    reasons.ArtifactPathEscapes: "give a path inside the repository, or file:///... for a file every site has",
+    reasons.ArtifactUriInvalid: "correct uri",
+    reasons.ArtifactUnreadable: "make the file readable",
 }
 _SIGN_AGAIN = "sign the file with a key the sites trust (reconciler sign FILE --key KEY writes FILE.sig) and commit it"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from reconciler import __version__
 from reconciler.cancel import CancelToken, cancel_on_signals
-from reconciler.errors import Cancelled, ReconcilerError, UsageError
+from reconciler.errors import Cancelled, NeedsOperator, ReconcilerError, UsageError
 from reconciler.logs import FORMATS, LEVELS, configure_logging
 
 EXIT_OK, EXIT_FINDING, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(getattr(args, "log_level", "warning"))
     try:
         return args.handler(args)
-    except UsageError as exc:
+    except (UsageError, NeedsOperator) as exc:
         print(f"reconciler: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ReconcilerError as exc:

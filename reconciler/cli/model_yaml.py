@@ -16,6 +16,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
+from reconciler import reasons
 from reconciler.errors import Stalled
 
 WIDTH = 4096  # never fold a long string: a folded line would be a line the user did not write
@@ -27,8 +28,8 @@ def append_version(text: str, model: str, entry: dict[str, Any]) -> str:
     index, document = _find_model(documents, model)
     versions = document["spec"]["versions"]
     if not isinstance(versions, CommentedSeq) or versions.fa.flow_style() or not versions:
-        raise Stalled("ModelFileLayout", f"the versions of Model '{model}' are not a block list "
-                                         "('- version: ...' lines); add-version appends to block lists only")
+        raise Stalled(reasons.ModelFileLayout, f"the versions of Model '{model}' are not a block list "
+                                               "('- version: ...' lines); add-version appends to block lists only")
     lines = text.splitlines(keepends=True)
     last_line = versions.lc.item(len(versions) - 1)[0]
     dash_col = _dash_column(lines[last_line], versions.lc.item(len(versions) - 1)[1])
@@ -77,7 +78,7 @@ def _load_all(text: str) -> list[Any]:
     try:
         return list(YAML(typ="rt").load_all(text))
     except YAMLError as exc:
-        raise Stalled("ModelFileUnreadable", f"the Model file is not YAML ruamel.yaml can edit: {exc}") from None
+        raise Stalled(reasons.ModelFileUnreadable, f"the Model file is not YAML ruamel.yaml can edit: {exc}") from None
 
 
 def _find_model(documents: list[Any], model: str) -> tuple[int, CommentedMap]:
@@ -85,15 +86,15 @@ def _find_model(documents: list[Any], model: str) -> tuple[int, CommentedMap]:
         if (isinstance(document, CommentedMap) and document.get("kind") == "Model"
                 and (document.get("metadata") or {}).get("name") == model):
             return index, document
-    raise Stalled("UnknownModel", f"the file holds no Model named '{model}'")
+    raise Stalled(reasons.UnknownModel, f"the file holds no Model named '{model}'")
 
 
 def _dash_column(line: str, item_col: int) -> int:
     """The column of the ``-`` that opens a sequence item whose content starts at ``item_col``."""
     dash = line.rfind("-", 0, item_col)
     if dash < 0:
-        raise Stalled("ModelFileLayout", "the last version does not start on a '- ' line; "
-                                         "add-version appends to block lists only")
+        raise Stalled(reasons.ModelFileLayout, "the last version does not start on a '- ' line; "
+                                               "add-version appends to block lists only")
     return dash
 
 
@@ -125,8 +126,8 @@ def _check_only_appended(before: str, after: str, index: int, entry: dict[str, A
     new = [_plain(d) for d in _load_all(after)]
     old[index]["spec"]["versions"].append(json.loads(json.dumps(entry)))
     if old != new:
-        raise Stalled("ModelFileLayout", "appending the version would change more than the new version's "
-                                         "lines (an unusual layout); add it by hand")
+        raise Stalled(reasons.ModelFileLayout, "appending the version would change more than the new version's "
+                                               "lines (an unusual layout); add it by hand")
 
 
 def _plain(document: Any) -> Any:

@@ -34,6 +34,7 @@ from typing import Annotated, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from reconciler import reasons
 from reconciler.errors import Stalled
 from reconciler.manifests.models import Analysis, CanaryStep, Pause
 from reconciler.manifests.types import format_duration
@@ -94,10 +95,10 @@ def decide_canary(steps: list[CanaryStep], progress: CanaryProgress, stats: Wind
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     if progress.step > len(steps):
-        raise Stalled("CanaryProgressMismatch", f"the canary is at step {progress.step + 1} of {len(steps)}: "
+        raise Stalled(reasons.CanaryProgressMismatch, f"the canary is at step {progress.step + 1} of {len(steps)}: "
                       "its progress belongs to other steps; start the canary again")
     if not steps:
-        return CanaryDecision("promote", 100, progress.model_copy(update={"weight": 100}), "NoCanarySteps",
+        return CanaryDecision("promote", 100, progress.model_copy(update={"weight": 100}), reasons.NoCanarySteps,
                               "no canary steps: the validated version takes all traffic at once", False)
     while progress.step < len(steps):
         step = steps[progress.step]
@@ -112,7 +113,7 @@ def decide_canary(steps: list[CanaryStep], progress: CanaryProgress, stats: Wind
             return decision
         progress = progress.model_copy(update={"step": progress.step + 1, "stepStartedAt": now, "baseline": None})
         stats = None  # the stats measured the step just finished, not the one that begins now
-    return CanaryDecision("promote", 100, progress.model_copy(update={"weight": 100}), "Promoted",
+    return CanaryDecision("promote", 100, progress.model_copy(update={"weight": 100}), reasons.Promoted,
                           f"all {len(steps)} canary steps passed", False)
 
 
@@ -123,7 +124,7 @@ def measured_since(progress: CanaryProgress) -> datetime:
 
 def _set_weight(steps: list[CanaryStep], progress: CanaryProgress, weight: int, now: datetime) -> CanaryDecision:
     after = CanaryProgress(step=progress.step + 1, stepStartedAt=now, weight=weight)
-    return CanaryDecision("set_weight", weight, after, "WeightSet",
+    return CanaryDecision("set_weight", weight, after, reasons.WeightSet,
                           f"{_where(steps, progress)}: the canary takes {weight}% of traffic", _mirrors(steps, after))
 
 
@@ -131,7 +132,7 @@ def _pause(steps: list[CanaryStep], progress: CanaryProgress, pause: Pause, now:
     until = progress.stepStartedAt + pause.duration
     if now >= until:
         return None
-    return _wait(steps, progress, "Paused", f"paused for {format_duration(pause.duration)}", until)
+    return _wait(steps, progress, reasons.Paused, f"paused for {format_duration(pause.duration)}", until)
 
 
 def _analysis(steps: list[CanaryStep], progress: CanaryProgress, analysis: Analysis,
@@ -146,20 +147,20 @@ def _analysis(steps: list[CanaryStep], progress: CanaryProgress, analysis: Analy
             return CanaryDecision("rollback", 0, progress.model_copy(update={"weight": 0}), reason,
                                   f"{_where(steps, progress)}: {why}; the stable version takes all traffic", False)
     if elapsed < analysis.window:
-        return _wait(steps, progress, "Analyzing", f"measuring {format_duration(elapsed)} of "
+        return _wait(steps, progress, reasons.Analyzing, f"measuring {format_duration(elapsed)} of "
                      f"{format_duration(analysis.window)}", since + analysis.window)
     if shortfall is None:
         return None
     if analysis.maxWait is None:
-        return _wait(steps, progress, "WaitingForTraffic", f"{shortfall} after {format_duration(elapsed)}; "
+        return _wait(steps, progress, reasons.WaitingForTraffic, f"{shortfall} after {format_duration(elapsed)}; "
                      "waiting for traffic", None)
     cap = since + analysis.maxWait
     if now < cap:
-        return _wait(steps, progress, "WaitingForTraffic", f"{shortfall} after {format_duration(elapsed)}; "
+        return _wait(steps, progress, reasons.WaitingForTraffic, f"{shortfall} after {format_duration(elapsed)}; "
                      f"waiting up to {format_duration(analysis.maxWait)}, then {analysis.onMaxWait}", cap)
     if analysis.onMaxWait == "promote":
         return None
-    return CanaryDecision("rollback", 0, progress.model_copy(update={"weight": 0}), "InsufficientTraffic",
+    return CanaryDecision("rollback", 0, progress.model_copy(update={"weight": 0}), reasons.InsufficientTraffic,
                           f"{_where(steps, progress)}: {shortfall} after {format_duration(elapsed)} "
                           "(maxWait, onMaxWait: fail); the stable version takes all traffic", False)
 
@@ -188,12 +189,12 @@ def _shortfall(analysis: Analysis, stats: WindowStats | None) -> str | None:
 
 def _breach(analysis: Analysis, stats: WindowStats) -> tuple[str, str] | None:
     if analysis.maxErrorRate is not None and stats.error_rate > analysis.maxErrorRate:
-        return "ErrorRateTooHigh", (f"error rate {stats.error_rate:.2%} over {stats.requests} requests is above "
-                                    f"{analysis.maxErrorRate:.2%}")
+        return reasons.ErrorRateTooHigh, (f"error rate {stats.error_rate:.2%} over {stats.requests} requests is above "
+                                          f"{analysis.maxErrorRate:.2%}")
     limit = analysis.maxLatencyP99
     if limit is not None and stats.p99_seconds is not None and timedelta(seconds=stats.p99_seconds) > limit:
-        return "LatencyTooHigh", (f"p99 latency {stats.p99_seconds * 1000:.1f}ms is above "
-                                  f"{format_duration(limit)}")
+        return reasons.LatencyTooHigh, (f"p99 latency {stats.p99_seconds * 1000:.1f}ms is above "
+                                        f"{format_duration(limit)}")
     if analysis.minAgreement is not None and stats.agreement is not None and stats.agreement < analysis.minAgreement:
         return "DisagreesWithStable", (f"agreement with stable {stats.agreement:.2%} over {stats.shadow_requests} "
                                        f"mirrored requests is below {analysis.minAgreement:.2%}")

@@ -19,51 +19,56 @@ from __future__ import annotations
 
 from typing import Literal
 
+from reconciler import reasons as R
+
 FailureKind = Literal["version", "site"]
 
 VERSION_EVIDENCE: frozenset[str] = frozenset({
     # validation before activation (runtime/validation.py, runtime/registry.py)
-    "ValidationFailed", "ValidationCrashed", "ValidationTimeout", "ModelInterfaceMismatch", "ModelLoadFailed",
+    R.ValidationFailed, R.ValidationCrashed, R.ValidationTimeout, R.ModelInterfaceMismatch, R.ModelLoadFailed,
     # canary analysis (canary.py); InsufficientTraffic only where the Deployment's maxWait policy says fail
-    "ErrorRateTooHigh", "LatencyTooHigh", "DisagreesWithStable", "InsufficientTraffic", "PredictionDriftTooHigh",
+    R.ErrorRateTooHigh, R.LatencyTooHigh, R.DisagreesWithStable, R.InsufficientTraffic, R.PredictionDriftTooHigh,
     # the bytes or the signature do not match what the manifest pins (artifacts.py, fetch.py, trust/)
-    "ArtifactDigestMismatch", "ArtifactSizeMismatch", "ArtifactTooLarge", "DigestMismatch", "DigestInvalid",
-    "BundleDigestMismatch", "StatementMissingFile", "SignatureMalformed", "SignatureFormatUnsupported",
-    "BundleVerificationFailed",
+    R.ArtifactDigestMismatch, R.ArtifactSizeMismatch, R.ArtifactTooLarge, R.DigestInvalid,
+    R.BundleDigestMismatch, R.StatementMissingFile, R.SignatureMalformed, R.SignatureFormatUnsupported,
+    R.BundleVerificationFailed,
     # the version's URI itself is wrong (artifacts.py), or names a Git LFS pointer (verification.py)
-    "ArtifactUriInvalid", "ArtifactPathEscapes", "ArtifactIsLfsPointer",
+    R.ArtifactUriInvalid, R.ArtifactPathEscapes, R.ArtifactIsLfsPointer,
     # the artifact's path in the commit leads out of the repository through a link (committree.py)
-    "UnsafeRepoPath",
+    R.UnsafeRepoPath,
     # the version's reference profile is no profile, or not one of its tensors (monitoring/profile.py)
-    "ProfileInvalid", "ProfileMismatch",
+    R.ProfileInvalid, R.ProfileMismatch,
 })
 
 SITE_CONDITIONS: frozenset[str] = frozenset({
     # trust roots of the site's own config (trust/, loop.py)
-    "NoTrustedKeys", "NoTrustedIdentities", "NoTrustedSigners", "SignatureInvalid", "CertificateIdentityMismatch",
-    "CertificateIssuerMismatch", "TrustKeyInvalid", "TrustKeyUnreadable", "TrustRootInvalid", "TlsCaBundleInvalid",
+    R.NoTrustedKeys, R.NoTrustedIdentities, R.NoTrustedSigners, R.SignatureInvalid, R.CertificateIdentityMismatch,
+    R.CertificateIssuerMismatch, R.TrustKeyInvalid, R.TrustKeyUnreadable, R.TrustRootInvalid, R.TlsCaBundleInvalid,
     # network, registry and the site's fetch settings (fetch.py, httpsource.py, artifacts.py)
-    "ArtifactUnavailable", "ArtifactNotFound", "ArtifactTruncated", "ArtifactStalled", "ArtifactDeadlineExceeded",
-    "ArtifactUnreadable", "ArtifactTlsFailed", "ArtifactProxyInvalid", "ArtifactProxyRejected",
-    "ArtifactAuthInsecure", "ArtifactAuthInvalid", "ArtifactAuthMissing", "ArtifactRedirectRefused",
-    "ArtifactRequestRejected", "ArtifactRangeInvalid", "ArtifactEncodingUnsupported", "ArtifactSchemeUnsupported",
-    # disk, state directory, runtime, agent (artifacts.py, state.py, apply.py, runtime/)
-    "DiskFull", "StoreWriteFailed", "StateWriteFailed", "StateLocked", "StateCorrupt", "StateOfOtherSite",
-    "RuntimeNotServing", "RuntimeStartFailed", "ListenFailed", "ProfileUnreadable",
-    "CanaryProgressMismatch", "CanaryIsActive", "NoActiveVersion", "NoCanary", "InvalidWeight",
+    R.ArtifactUnavailable, R.ArtifactNotFound, R.ArtifactTruncated, R.ArtifactStalled, R.ArtifactDeadlineExceeded,
+    R.ArtifactUnreadable, R.ArtifactTlsFailed, R.ArtifactProxyInvalid, R.ArtifactProxyRejected,
+    R.ArtifactAuthInsecure, R.ArtifactAuthInvalid, R.ArtifactAuthMissing, R.ArtifactRedirectRefused,
+    R.ArtifactRequestRejected, R.ArtifactRangeInvalid, R.ArtifactEncodingUnsupported, R.ArtifactSchemeUnsupported,
+    # disk, state directory, runtime, agent (artifacts.py, state.py, apply.py, runtime/, cancel.py)
+    R.DiskFull, R.StoreWriteFailed, R.StateWriteFailed, R.StateLocked, R.StateCorrupt, R.StateOfOtherSite,
+    R.RuntimeNotServing, R.RuntimeStartFailed, R.ListenFailed, R.AgentStopping, R.ProfileUnreadable,
+    R.CanaryProgressMismatch, R.CanaryIsActive, R.NoActiveVersion, R.NoCanary, R.InvalidWeight,
     # what the plan cannot resolve for this site (plan.py)
-    "SiteNotInFleet", "ModelNotFound", "VersionNotFound", "NoMatchingArtifact", "FlagEvaluationFailed",
+    R.SiteNotInFleet, R.ModelNotFound, R.VersionNotFound, R.NoMatchingArtifact, R.FlagEvaluationFailed,
     # the fleet repo, the status channels and local keys: the site as a whole, never one version
-    "SourceUnreachable", "SourceFetchFailed", "SourceCacheCorrupt", "BranchNotFound", "RevisionNotFound",
-    "InvalidCommitId", "FileUnreadable", "InvalidManifests", "HistoryRewritten",
-    "CommitUnsigned", "CommitSignatureInvalid", "CommitPolicyInvalid", "StatusFetchFailed", "StatusPushFailed", "ForgeRejected",
-    "ForgeTokenMissing", "ForgeUnavailable", "SigningKeyInvalid", "KeyPasswordWrong",
+    R.SourceUnreachable, R.SourceFetchFailed, R.SourceCacheCorrupt, R.BranchNotFound, R.RevisionNotFound,
+    R.GitCommandFailed, R.DubiousOwnership, R.PermissionDenied,
+    R.InvalidCommitId, R.FileUnreadable, R.InvalidManifests, R.HistoryRewritten,
+    R.CommitUnsigned, R.CommitSignatureInvalid, R.CommitSignerNotAllowed, R.CommitPolicyInvalid,
+    R.StatusFetchFailed, R.StatusPushFailed, R.ForgeRejected, R.ForgeTokenMissing, R.ForgeUnavailable,
+    R.SigningKeyInvalid, R.KeyPasswordWrong, R.SignatureMissing,
     # batch runs: the site's directories and the Deployment's batch section (batch/)
-    "BatchDirectoryUnmapped", "BatchInputMissing", "BatchInputMisfit", "BatchNotInstalled", "BatchNotScheduled",
-    "BatchRunInProgress",
+    R.BatchDirectoryUnmapped, R.BatchInputMissing, R.BatchInputMisfit, R.BatchNotInstalled, R.BatchNotScheduled,
+    R.BatchRunInProgress,
 })
 
 
 def failure_kind(reason: str) -> FailureKind:
-    """``version`` when the reason is evidence against the version, else ``site``."""
-    return "version" if reason in VERSION_EVIDENCE else "site"
+    """``version`` when the reason is evidence against the version, else ``site``; a retired name
+    in an older record counts as the reason it became."""
+    return "version" if R.RETIRED.get(reason, reason) in VERSION_EVIDENCE else "site"

@@ -59,6 +59,7 @@ from datetime import datetime
 from fractions import Fraction
 from typing import Literal
 
+from reconciler import reasons
 from reconciler.delivery.evidence import FailureKind, failure_kind
 from reconciler.delivery.rollout import wave_index
 from reconciler.manifests.models import Gate, Rollout
@@ -68,7 +69,7 @@ from reconciler.status.record import State, StatusRecord
 
 GateKind = Literal["proceed", "wait", "abort"]
 
-ABORT_REASONS = ("FailureThresholdReached", "RolloutAborted")
+ABORT_REASONS = (reasons.FailureThresholdReached, reasons.RolloutAborted)
 DEFAULT_MIN_EXECUTED = 3  # without ``abort.minExecuted``: see README, "Defaults of a rollout"
 
 
@@ -137,10 +138,10 @@ def decide_gate(rollout: Rollout, deployment: str, rollout_id: str, site: str,
     if aborted is not None:
         return aborted
     if index is None:
-        return GateDecision("wait", "NotInAnyWave", f"site {site} is in none of the waves "
+        return GateDecision("wait", reasons.NotInAnyWave, f"site {site} is in none of the waves "
                             f"{', '.join(w.name for w in rollout.waves)}", None, None)
     if not any(progress.members[:index]):
-        return GateDecision("proceed", "FirstWave", f"wave {wave} goes first: no targeted site is in an earlier wave",
+        return GateDecision("proceed", reasons.FirstWave, f"wave {wave} goes first: no targeted site is in an earlier wave",
                             wave, progress.opened[index])
     return _drift_hold(rollout, progress, index) or _gate(rollout, progress, index, now)
 
@@ -233,9 +234,9 @@ def _gate(rollout: Rollout, progress: _Progress, index: int, now: datetime) -> G
     held, opened = progress.held[index], progress.opened[index]
     if held is not None and opened is not None and held <= now:
         if now >= opened:
-            return GateDecision("proceed", "GateHeld", f"wave {wave} starts: the gate on earlier waves held "
+            return GateDecision("proceed", reasons.GateHeld, f"wave {wave} starts: the gate on earlier waves held "
                                 f"at {held.isoformat()} and baked {format_duration(gate.bakeTime)}", wave, opened)
-        return GateDecision("wait", "Baking", f"wave {wave} waits: the gate on earlier waves held at "
+        return GateDecision("wait", reasons.Baking, f"wave {wave} waits: the gate on earlier waves held at "
                             f"{held.isoformat()}, baking until {opened.isoformat()}", wave, opened)
     earlier = range(index)
     sites = [s for w in earlier for s in progress.members[w]]
@@ -249,10 +250,10 @@ def _gate(rollout: Rollout, progress: _Progress, index: int, now: datetime) -> G
     if silent:  # silent is not failed: they have not reported for this rollout yet
         message += f"; silent: {_list(silent)}"
     if late and gate.unreported == "fail":
-        return GateDecision("wait", "ProgressDeadlineExceeded",
+        return GateDecision("wait", reasons.ProgressDeadlineExceeded,
                             f"{message}; {_list(late)} did not report within {format_duration(gate.progressDeadline)}",
                             wave, None)
-    return GateDecision("wait", "WaitingForEarlierWaves", message, wave, opened)
+    return GateDecision("wait", reasons.WaitingForEarlierWaves, message, wave, opened)
 
 
 def retry_hint(deployment: str) -> str:
@@ -266,8 +267,8 @@ def _abort(rollout: Rollout, deployment: str, progress: _Progress, now: datetime
     if aborted:
         first = progress.reports[aborted[0][1]]
         if first.reason in ABORT_REASONS and first.message:  # the first abort's cause and how to retry
-            return GateDecision("abort", "RolloutAborted", first.message, wave, None)
-        return GateDecision("abort", "RolloutAborted", f"the rollout is aborted: {_list([s for _, s in aborted])} "
+            return GateDecision("abort", reasons.RolloutAborted, first.message, wave, None)
+        return GateDecision("abort", reasons.RolloutAborted, f"the rollout is aborted: {_list([s for _, s in aborted])} "
                             f"reported it aborted; {retry_hint(deployment)}", wave, None)
     gate, rule = rollout.gate, rollout.abort
     failed = sorted(s for s, r in progress.reports.items() if r.failed)
@@ -279,7 +280,7 @@ def _abort(rollout: Rollout, deployment: str, progress: _Progress, now: datetime
         return None
     why = [f"{_list(failed)} failed ({_reasons(progress, failed)})"] if failed else []
     why += [f"{_list(late)} did not report within {format_duration(gate.progressDeadline)}"] if late else []
-    return GateDecision("abort", "FailureThresholdReached",
+    return GateDecision("abort", reasons.FailureThresholdReached,
                         f"the rollout is aborted: {len(failed) + len(late)} of {executed} executed sites failed, "
                         f"threshold {rule.failureThreshold:.0%} ({'; '.join(why)}); {retry_hint(deployment)}",
                         wave, None)

@@ -11,10 +11,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from reconciler import reasons
 from reconciler.delivery.gates import GateDecision, decide_gate, rollout_id, site_report
 from reconciler.delivery.model import DeploymentState, SiteState
 from reconciler.delivery.rollout import in_maintenance_window, wave_of
 from reconciler.delivery.same_version import needs_recheck, why_deploy
+from reconciler.errors import Stalled
 from reconciler.flags import evaluate, site_context
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.models import (
@@ -120,13 +122,10 @@ class Plan:
         }
 
 
-class Unplannable(Exception):
+class Unplannable(Stalled):
     """The fleet asks something of a site that it cannot do (a dangling reference, no fitting
-    artifact, a flag that does not evaluate)."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason, self.message = reason, message
+    artifact, a flag that does not evaluate): the plan reports it for that deployment and the site
+    waits for a commit that changes it."""
 
 
 def plan_site(repo: FleetRepo, site_name: str, actual: SiteState, now: datetime, commit: str | None,
@@ -137,7 +136,7 @@ def plan_site(repo: FleetRepo, site_name: str, actual: SiteState, now: datetime,
     if site is None:
         close = difflib.get_close_matches(site_name, repo.sites, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        error = Action("error", "*", "*", None, None, "SiteNotInFleet",
+        error = Action("error", "*", "*", None, None, reasons.SiteNotInFleet,
                        f"no Site named {site_name!r} in the fleet repo{hint}")
         return Plan(site_name, commit, (error,), ())
     actions: list[Action] = []
@@ -162,7 +161,7 @@ def plan_site(repo: FleetRepo, site_name: str, actual: SiteState, now: datetime,
         gate, complete = wave_gate(repo, deployment, target, site_name, fleet_status, now)
         watching |= not complete
         action = _next_step(site, current, from_version, target, gate, now)
-        if action is not None and action.kind == "wait" and from_version is None and action.reason != "NotInAnyWave":
+        if action is not None and action.kind == "wait" and from_version is None and action.reason != reasons.NotInAnyWave:
             action = _serve_proven(repo, deployment, site, target, action, fleet_status or {}, now)
         if action is None:
             converged.append(target)
@@ -172,7 +171,7 @@ def plan_site(repo: FleetRepo, site_name: str, actual: SiteState, now: datetime,
     for name in sorted(set(actual.deployments) - wanted):
         current = actual.deployments[name]
         from_version = current.active.version if current.active else None
-        actions.append(Action("remove", name, current.model, from_version, None, "NotTargeted",
+        actions.append(Action("remove", name, current.model, from_version, None, reasons.NotTargeted,
                               "the fleet no longer asks this site to serve this deployment"))
     return Plan(site_name, commit, tuple(actions), tuple(converged), watching)
 
@@ -228,7 +227,7 @@ def _next_step(site: Site, current: DeploymentState | None, from_version: str | 
     canarying = current is not None and current.canary is not None and current.canary.digest == digest
     going_back = _going_back(current, target, now)
     if going_back is not None:
-        return Action("revert", name, model, from_version, target, "RolledBack", going_back)
+        return Action("revert", name, model, from_version, target, reasons.RolledBack, going_back)
     if gate is not None and gate.kind == "abort":
         if canarying or (moved and current.previous is not None):
             return Action("rollback", name, model, from_version, target, gate.reason, gate.message)
@@ -236,11 +235,11 @@ def _next_step(site: Site, current: DeploymentState | None, from_version: str | 
     if moved and not needs_recheck(active, target):
         return None
     if canarying:
-        return Action("canary", name, model, from_version, target, "CanaryInProgress", "")
+        return Action("canary", name, model, from_version, target, reasons.CanaryInProgress, "")
     if gate is not None and gate.kind == "wait":
         return Action("wait", name, model, from_version, target, gate.reason, gate.message)
     if not in_maintenance_window(site.spec.maintenanceWindows, now):
-        return Action("prefetch", name, model, from_version, target, "OutsideMaintenanceWindow",
+        return Action("prefetch", name, model, from_version, target, reasons.OutsideMaintenanceWindow,
                       f"{target.version} is fetched and verified now, activated in the next window")
     return Action("deploy", name, model, from_version, target, *why_deploy(active, target))
 
@@ -318,15 +317,15 @@ def target_for(repo: FleetRepo, deployment: Deployment, site: Site, now: datetim
         version = _flag_value(repo, version.flag, context, now, str)
     model = repo.models.get(spec.model)
     if model is None:
-        raise Unplannable("ModelNotFound", f"deployment {deployment.metadata.name!r} names model {spec.model!r}, which the fleet does not define")
+        raise Unplannable(reasons.ModelNotFound, f"deployment {deployment.metadata.name!r} names model {spec.model!r}, which the fleet does not define")
     model_version = model.spec.version(version)
     if model_version is None:
         known = ", ".join(v.version for v in model.spec.versions)
-        raise Unplannable("VersionNotFound", f"model {spec.model!r} has no version {version!r} (known: {known})")
+        raise Unplannable(reasons.VersionNotFound, f"model {spec.model!r} has no version {version!r} (known: {known})")
     artifact = pick_artifact(model_version.artifacts, site.metadata.labels)
     if artifact is None:
-        raise Unplannable("NoMatchingArtifact", f"no artifact of {spec.model} {version} fits this site's labels "
-                           f"(arch={site.metadata.labels.get('arch')}, accelerator={site.metadata.labels.get('accelerator')})")
+        raise Unplannable(reasons.NoMatchingArtifact, f"no artifact of {spec.model} {version} fits this site's labels "
+                                 f"(arch={site.metadata.labels.get('arch')}, accelerator={site.metadata.labels.get('accelerator')})")
     wave = None
     rollout = rollout_of(repo, deployment)
     if rollout is not None:
@@ -363,8 +362,8 @@ def rollout_of(repo: FleetRepo, deployment: Deployment) -> Rollout | None:
 def _flag_value(repo: FleetRepo, key: str, context: dict[str, Any], now: datetime, kind: type) -> Any:
     resolution = evaluate(repo.flags, key, context, now, expected_type=kind)
     if resolution.error_code is not None or resolution.value is None:
-        raise Unplannable("FlagEvaluationFailed",
-                           f"flag {key!r}: {resolution.error_code or 'no value'} {resolution.error_message or ''}".strip())
+        raise Unplannable(reasons.FlagEvaluationFailed,
+                                 f"flag {key!r}: {resolution.error_code or 'no value'} {resolution.error_message or ''}".strip())
     return resolution.value
 
 

@@ -26,6 +26,7 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from reconciler import reasons
 from reconciler.manifests.models import ModelInterface, ValidationCase
 from reconciler.manifests.types import Digest
 
@@ -33,9 +34,9 @@ if TYPE_CHECKING:
     from reconciler.delivery.model import DeploymentState, Installed
     from reconciler.delivery.plan import Target
 
-VERSION_REDEFINED = "VersionRedefined"
-CHECKS_CHANGED = "ChecksChanged"
-NEW_VERSION = "NewVersion"
+VERSION_REDEFINED = reasons.VersionRedefined
+CHECKS_CHANGED = reasons.ChecksChanged
+NEW_VERSION = reasons.NewVersion
 
 
 def checks_digest(interface: ModelInterface, cases: Sequence[ValidationCase]) -> str:

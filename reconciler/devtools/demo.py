@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from reconciler import reasons
 from reconciler.delivery.plan import rollout_of
 from reconciler.devtools.githttp import GitHttpServer, init_bare_repo, run_git
 from reconciler.devtools.processes import free_port, stop_all
@@ -252,7 +253,7 @@ def _settled(record: StatusRecord, watch: str | None) -> bool:
     of ``watch`` that failed or was aborted."""
     def settled(name: str, status) -> bool:
         ended = name == watch and status.state in ("failure", "aborted")
-        return ended or status.state == "success" or (status.state == "pending" and status.reason == "OutsideMaintenanceWindow")
+        return ended or status.state == "success" or (status.state == "pending" and status.reason == reasons.OutsideMaintenanceWindow)
     return record.state != "error" and all(settled(name, status) for name, status in record.deployments.items())
 
 

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
+from reconciler import reasons
 from reconciler.errors import Stalled
 from reconciler.gitdoor.git import REGULAR_FILE_MODES
 
@@ -61,11 +62,11 @@ class CommitTree:
                 continue
             entry = _entry(trees[-1], name)
             if entry is None:
-                raise Stalled("ArtifactNotFound", f"{path}: no such file in commit {self.commit}")
+                raise Stalled(reasons.ArtifactNotFound, f"{path}: no such file in commit {self.commit}")
             if entry.mode == _SYMLINK:
                 hops += 1
                 if hops > MAX_SYMLINK_HOPS:
-                    raise Stalled("UnsafeRepoPath", f"{path}: more than {MAX_SYMLINK_HOPS} symbolic links in a row")
+                    raise Stalled(reasons.UnsafeRepoPath, f"{path}: more than {MAX_SYMLINK_HOPS} symbolic links in a row")
                 target = os.fsdecode(self._source.read_blobs([entry.hexsha])[entry.hexsha])
                 if target.startswith("/"):
                     raise _escape(path, hops, f"{entry.path} links to {target!r}")
@@ -75,8 +76,8 @@ class CommitTree:
             elif entry.mode in _REGULAR_FILES and not parts:
                 return entry.hexsha
             else:  # a file used as a directory, or a submodule
-                raise Stalled("ArtifactNotFound", f"{path}: {entry.path} is not a regular file in commit {self.commit}")
-        raise Stalled("ArtifactNotFound", f"{path}: a directory, not a file, in commit {self.commit}")
+                raise Stalled(reasons.ArtifactNotFound, f"{path}: {entry.path} is not a regular file in commit {self.commit}")
+        raise Stalled(reasons.ArtifactNotFound, f"{path}: a directory, not a file, in commit {self.commit}")
 
 
 def _entry(tree: git.Tree, name: str) -> git.objects.base.IndexObject | None:
@@ -88,5 +89,5 @@ def _entry(tree: git.Tree, name: str) -> git.objects.base.IndexObject | None:
 
 def _escape(path: str, hops: int, how: str = "") -> Stalled:
     if hops:  # the repository holds a link out of itself
-        return Stalled("UnsafeRepoPath", f"{path}: {how or 'a symbolic link leads'} outside the repository")
-    return Stalled("ArtifactPathEscapes", f"{path}: '..' leads outside the repository")
+        return Stalled(reasons.UnsafeRepoPath, f"{path}: {how or 'a symbolic link leads'} outside the repository")
+    return Stalled(reasons.ArtifactPathEscapes, f"{path}: '..' leads outside the repository")

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from reconciler import reasons
 from reconciler.errors import Stalled, Transient, UsageError
 from reconciler.gitdoor.committree import CommitTree
 from reconciler.gitdoor.git import CommitInfo, Git, GitError, common_git_dir, in_worktree, ls_remote
@@ -72,7 +73,7 @@ class GitSource:
             sha, _, name = line.partition("\t")
             if name == ref:  # ls-remote patterns match on the tail; only the exact ref counts
                 return sha
-        raise Stalled("BranchNotFound", f"{self.url} has no branch {self.branch!r}")
+        raise Stalled(reasons.BranchNotFound, f"{self.url} has no branch {self.branch!r}")
 
     def fetch(self, sha: str | None = None) -> str:
         """Bring the branch into the cache and return the commit fetched. A ``sha`` the cache
@@ -132,7 +133,7 @@ class GitSource:
                                                     f"does not have them: {message}; delete the cache") from error
             raise describe_git_failure(message, f"git fetch {self.url} (blobs)", "SourceFetchFailed") from error
         except subprocess.TimeoutExpired as error:
-            raise Transient("SourceFetchFailed", f"git fetch {self.url} (blobs): not done in {timeout:g}s") from error
+            raise Transient(reasons.SourceFetchFailed, f"git fetch {self.url} (blobs): not done in {timeout:g}s") from error
 
     def first_parents(self, commit: str, limit: int) -> list[str]:
         """``commit`` and up to ``limit`` of its first-parent ancestors, newest first (the branch's
@@ -247,11 +248,11 @@ def git_words(stderr: str) -> str:
 
 # Problems of who may use a repository, which no retry solves: git's words -> reason, what to do.
 _ACCESS_PROBLEMS = (
-    (("dubious ownership",), "DubiousOwnership",
+    (("dubious ownership",), reasons.DubiousOwnership,
      "the repository belongs to another user than the agent's; run the agent as the repository's owner, "
      "or mark it safe for the agent's user: git config --global --add safe.directory <path>"),
     (("permission denied", "insufficient permission", "unable to create temporary object directory",
-      "read-only file system", "returned error: 403", "returned error: 401"), "PermissionDenied",
+      "read-only file system", "returned error: 403", "returned error: 401"), reasons.PermissionDenied,
      "the agent's user may not {access} this repository: grant it access (file permissions, or credentials "
      "the server accepts){where}"),
 )
@@ -275,7 +276,7 @@ def describe_git_failure(words: str, doing: str, reason: str, access: str = "rea
             return Transient(access_reason, f"{doing}: {words}; {advice.format(access=access, where=where)}")
     ours = " ".join(line for line in lowered.split("; ") if not line.startswith("remote:"))
     if any(needle in ours for needle in _CORRUPT_CACHE):
-        return Transient("SourceCacheCorrupt", f"{doing}: {words}")
+        return Transient(reasons.SourceCacheCorrupt, f"{doing}: {words}")
     return Transient(reason, f"{doing}: {words}")
 
 
@@ -284,7 +285,7 @@ def cache_failure(error: GitError, git_dir: str | Path) -> Transient:
     expects)."""
     command = error.command[1] if isinstance(error.command, list) and len(error.command) > 1 else ""
     doing = f"git {command} in {git_dir}" if command else f"git in {git_dir}"
-    return describe_git_failure(git_error_message(error), doing, "GitCommandFailed")
+    return describe_git_failure(git_error_message(error), doing, reasons.GitCommandFailed)
 
 
 def not_committable(root: Path, paths: Iterable[str]) -> dict[str, str]:

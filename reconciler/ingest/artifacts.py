@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler import reasons
 from reconciler.atomicfile import atomic_write_bytes, fsync_dir
 from reconciler.cancel import CancelToken
 from reconciler.errors import ReconcilerError, Stalled, Transient
@@ -79,12 +80,12 @@ class ArtifactStore:
             # The bytes were proven once; a manifest that misstates their size is still refused,
             # as it would be on a site that has to download them.
             if size != artifact.size:
-                reason = "ArtifactTooLarge" if size > artifact.size else "ArtifactSizeMismatch"
+                reason = reasons.ArtifactTooLarge if size > artifact.size else reasons.ArtifactSizeMismatch
                 raise Stalled(reason, f"{artifact.uri}: manifest size {artifact.size}, but {artifact.digest} has {size} bytes")
             return Ingested(path, artifact.digest, size, fetched=False)
         if artifact.size > limits.max_bytes:
             raise Stalled(
-                "ArtifactTooLarge",
+                reasons.ArtifactTooLarge,
                 f"{artifact.uri}: manifest size {artifact.size} exceeds this site's limit of {limits.max_bytes} bytes",
             )
         self.tmp.mkdir(parents=True, exist_ok=True)
@@ -132,7 +133,7 @@ class ArtifactStore:
         except FileNotFoundError:
             needed = artifact.size
         if free < needed:
-            raise Transient("DiskFull", f"{artifact.uri} needs {needed} more bytes, {self.tmp} has {free} free")
+            raise Transient(reasons.DiskFull, f"{artifact.uri} needs {needed} more bytes, {self.tmp} has {free} free")
 
 
 def fetch_bytes(
@@ -152,7 +153,7 @@ def fetch_bytes(
             while received <= max_bytes and (n := opened.body.readinto(buffer[received:])):
                 received += n
         if received > max_bytes:
-            raise Stalled("ArtifactTooLarge", f"{uri}: more than {max_bytes} bytes")
+            raise Stalled(reasons.ArtifactTooLarge, f"{uri}: more than {max_bytes} bytes")
         return bytes(buffer[:received])
 
     return with_retries(limits, deadline, read_all)
@@ -229,7 +230,7 @@ class _Download:
             self._resumable = opened.resumable
             self._fill(opened.body, deadline)
         if self.received < self.limit:
-            raise Stalled("ArtifactSizeMismatch", f"{self.uri}: {self.received} bytes, the manifest says {self.limit}")
+            raise Stalled(reasons.ArtifactSizeMismatch, f"{self.uri}: {self.received} bytes, the manifest says {self.limit}")
 
     def _fill(self, body: Body, deadline: Deadline) -> None:
         """Append what ``body`` yields, up to one byte past the limit; a read that fails leaves
@@ -247,7 +248,7 @@ class _Download:
             self.received += n
             self._report(self.received)
             if self.received > self.limit:
-                raise Stalled("ArtifactTooLarge", f"{self.uri}: more than the {self.limit} bytes the manifest says")
+                raise Stalled(reasons.ArtifactTooLarge, f"{self.uri}: more than the {self.limit} bytes the manifest says")
             if self._filled == len(self._chunk):
                 self._hand_over()
 
@@ -356,5 +357,5 @@ def _digest_named(name: str) -> Digest | None:
 
 def _store_error(exc: OSError, where: Path) -> ReconcilerError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return Transient("DiskFull", f"writing {where}: {exc.strerror}")
-    return Transient("StoreWriteFailed", f"writing {where}: {exc.strerror or exc}")
+        return Transient(reasons.DiskFull, f"writing {where}: {exc.strerror}")
+    return Transient(reasons.StoreWriteFailed, f"writing {where}: {exc.strerror or exc}")

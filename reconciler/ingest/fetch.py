@@ -3,8 +3,8 @@ site.yaml's ``fetch:`` settings (reconciler.settings.FetchLimits) as a header, t
 one ingest, retries (``with_retries``), and the ``Body`` a source gives (``Opened``). Where the bytes come from is
 ``reconciler.ingest.sources``; over HTTP, ``reconciler.ingest.httpsource``.
 
-Every failure is a ReconcilerError whose reason says what happens next; ``RETRIED`` lists the
-ones another attempt within the same ingest may cure."""
+Every failure is a ReconcilerError whose class says what happens next; an ``Interrupted`` one is
+tried again within the same ingest."""
 
 from __future__ import annotations
 
@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from reconciler import reasons
 from reconciler.cancel import CancelToken, shut_down
-from reconciler.errors import Stalled, Transient
+from reconciler.errors import Interrupted, Stalled, Transient
 from reconciler.retrying import retry
 from reconciler.settings import AuthConfig, FetchLimits
-
-RETRIED = frozenset({"ArtifactUnavailable", "ArtifactTruncated", "ArtifactStalled"})
 
 T = TypeVar("T")
 
@@ -45,10 +44,10 @@ def authorization(credentials: AuthConfig, scheme: str, host: str) -> str:
 def _secret(variable: str, host: str) -> str:
     value = os.environ.get(variable, "")
     if not value:
-        raise Stalled("ArtifactAuthMissing", f"the credentials for {host} come from ${variable}, which is not set")
+        raise Stalled(reasons.ArtifactAuthMissing, f"the credentials for {host} come from ${variable}, which is not set")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
         # http.client would echo the value in its error; say which variable instead.
-        raise Stalled("ArtifactAuthInvalid", f"${variable} (credentials for {host}) contains control characters")
+        raise Stalled(reasons.ArtifactAuthInvalid, f"${variable} (credentials for {host}) contains control characters")
     return value
 
 
@@ -101,12 +100,12 @@ class Deadline:
 
     def exceeded(self, last: Exception | None = None) -> Transient:
         after = f"; the last attempt failed with {last}" if last else ""
-        return Transient("ArtifactDeadlineExceeded", f"{self.uri}: not fetched within the deadline of {self.seconds:g}s{after}")
+        return Transient(reasons.ArtifactDeadlineExceeded, f"{self.uri}: not fetched within the deadline of {self.seconds:g}s{after}")
 
 
 def with_retries(limits: FetchLimits, deadline: Deadline, attempt: Callable[[], T]) -> T:
     return retry(attempt, attempts=limits.retries, backoff=limits.backoff, deadline=deadline,
-                 retried=lambda failure: isinstance(failure, Transient) and failure.reason in RETRIED)
+                 retried=lambda failure: isinstance(failure, Interrupted))
 
 
 # --- what a source gives -------------------------------------------------------------------------

@@ -18,7 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import SplitResult, quote, urljoin, urlsplit
 
-from reconciler.errors import Stalled, Transient
+from reconciler import reasons
+from reconciler.errors import Interrupted, Stalled
 from reconciler.ingest.fetch import Deadline, Opened, authorization
 from reconciler.ingest.proxy import Proxy, proxy_for
 from reconciler.settings import FetchLimits
@@ -44,7 +45,7 @@ def http_source(uri: str, limits: FetchLimits, deadline: Deadline, offset: int, 
                 response.close()
                 connection.close()
         url = _follow(uri, url, urljoin(url, location), limits.redirects)
-    raise Stalled("ArtifactRedirectRefused", f"{uri}: more than {MAX_REDIRECTS} redirects")
+    raise Stalled(reasons.ArtifactRedirectRefused, f"{uri}: more than {MAX_REDIRECTS} redirects")
 
 
 def _request(
@@ -52,13 +53,13 @@ def _request(
 ) -> tuple[http.client.HTTPConnection, socket.socket, http.client.HTTPResponse]:
     parts = urlsplit(url)
     if parts.username is not None or parts.password is not None:
-        raise Stalled("ArtifactUriInvalid", f"{shown_url(url)}: credentials in a URI are refused; configure fetch.auth for its host")
+        raise Stalled(reasons.ArtifactUriInvalid, f"{shown_url(url)}: credentials in a URI are refused; configure fetch.auth for its host")
     try:
         host, port = parts.hostname, parts.port
     except ValueError as exc:
-        raise Stalled("ArtifactUriInvalid", f"{uri}: {exc}") from None
+        raise Stalled(reasons.ArtifactUriInvalid, f"{uri}: {exc}") from None
     if not host:
-        raise Stalled("ArtifactUriInvalid", f"{uri}: no host")
+        raise Stalled(reasons.ArtifactUriInvalid, f"{uri}: no host")
     scheme = parts.scheme.lower()
     headers = _headers(limits, scheme, host, offset)
     target = _target(parts)
@@ -103,25 +104,25 @@ def _request_error(exc: Exception, uri: str, host: str, proxy: Proxy | None, lim
     if refused_tunnel:
         # The proxy's own answer (its access rules, its credentials): another attempt gets the same one.
         wants = "; it wants credentials: give them in the proxy URL of $https_proxy" if refused_tunnel[1] == "407" else ""
-        return Stalled("ArtifactProxyRejected", f"{uri}: the proxy {proxy.shown} refused the tunnel to {host} "
-                                                f"with HTTP {refused_tunnel[1]}{wants}")
+        return Stalled(reasons.ArtifactProxyRejected, f"{uri}: the proxy {proxy.shown} refused the tunnel to {host} "
+                                                      f"with HTTP {refused_tunnel[1]}{wants}")
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return Stalled("ArtifactTlsFailed", f"{uri}: the certificate of {host} is not trusted: {exc.verify_message}")
+        return Stalled(reasons.ArtifactTlsFailed, f"{uri}: the certificate of {host} is not trusted: {exc.verify_message}")
     if isinstance(exc, http.client.InvalidURL):
-        return Stalled("ArtifactUriInvalid", f"{uri}: {exc}")
+        return Stalled(reasons.ArtifactUriInvalid, f"{uri}: {exc}")
     if isinstance(exc, TimeoutError):
         if deadline.left() <= 0:
             return deadline.exceeded()
-        return Transient("ArtifactUnavailable", f"{uri}: {host} did not answer in time (connectTimeout "
-                                                f"{limits.connect_timeout:g}s, readTimeout {limits.read_timeout:g}s)")
-    return Transient("ArtifactUnavailable", f"{uri}: {_describe(exc)}")
+        return Interrupted(reasons.ArtifactUnavailable, f"{uri}: {host} did not answer in time (connectTimeout "
+                                                        f"{limits.connect_timeout:g}s, readTimeout {limits.read_timeout:g}s)")
+    return Interrupted(reasons.ArtifactUnavailable, f"{uri}: {_describe(exc)}")
 
 
 def _tls_context(ca_bundle: Path | None) -> ssl.SSLContext:
     try:
         return ssl.create_default_context(cafile=None if ca_bundle is None else str(ca_bundle))
     except (OSError, ssl.SSLError) as exc:
-        raise Stalled("TlsCaBundleInvalid", f"fetch.caBundle {ca_bundle}: {_describe(exc)}") from None
+        raise Stalled(reasons.TlsCaBundleInvalid, f"fetch.caBundle {ca_bundle}: {_describe(exc)}") from None
 
 
 def _target(parts: SplitResult) -> str:
@@ -146,14 +147,14 @@ def _follow(uri: str, current: str, target: str, policy: str) -> str:
     source, dest = urlsplit(current), urlsplit(target)
     hop = f"{shown_url(current)} redirects to {shown_url(target)}"
     if dest.scheme.lower() not in ("http", "https"):
-        raise Stalled("ArtifactRedirectRefused", f"{uri}: {hop}, which is not http(s)")
+        raise Stalled(reasons.ArtifactRedirectRefused, f"{uri}: {hop}, which is not http(s)")
     if source.scheme.lower() == "https" and dest.scheme.lower() == "http":
-        raise Stalled("ArtifactRedirectRefused", f"{uri}: {hop}: a downgrade from https to http is never followed")
+        raise Stalled(reasons.ArtifactRedirectRefused, f"{uri}: {hop}: a downgrade from https to http is never followed")
     if policy == "none":
-        raise Stalled("ArtifactRedirectRefused", f"{uri}: {hop}; this site follows no redirects (fetch.redirects: none)")
+        raise Stalled(reasons.ArtifactRedirectRefused, f"{uri}: {hop}; this site follows no redirects (fetch.redirects: none)")
     if policy == "same-host" and dest.hostname != source.hostname:
         raise Stalled(
-            "ArtifactRedirectRefused",
+            reasons.ArtifactRedirectRefused,
             f"{uri}: {hop}: from host {source.hostname} to host {dest.hostname}; this site follows redirects "
             "within a host only (fetch.redirects: same-host)",
         )
@@ -176,13 +177,13 @@ def _opened(
     start = _start_of_body(uri, urlsplit(url).hostname or "", response, offset, expected)
     encoding = response.getheader("Content-Encoding", "identity").strip().lower()
     if encoding != "identity":
-        raise Stalled("ArtifactEncodingUnsupported", f"{uri}: the server sends Content-Encoding {encoding} though asked for identity")
+        raise Stalled(reasons.ArtifactEncodingUnsupported, f"{uri}: the server sends Content-Encoding {encoding} though asked for identity")
     if expected is not None and response.length is not None:
         total = start + response.length
         if total > expected:
-            raise Stalled("ArtifactTooLarge", f"{uri}: server sends {total} bytes, the manifest says {expected}")
+            raise Stalled(reasons.ArtifactTooLarge, f"{uri}: server sends {total} bytes, the manifest says {expected}")
         if total < expected:
-            raise Stalled("ArtifactSizeMismatch", f"{uri}: server sends {total} bytes, the manifest says {expected}")
+            raise Stalled(reasons.ArtifactSizeMismatch, f"{uri}: server sends {total} bytes, the manifest says {expected}")
     resumable = response.status == 206 or response.getheader("Accept-Ranges", "").strip().lower() == "bytes"
     return Opened(_HttpBody(uri, response, sock, limits, deadline), start, resumable)
 
@@ -194,22 +195,22 @@ def _start_of_body(uri: str, host: str, response: http.client.HTTPResponse, offs
     if code == 206:
         match = _CONTENT_RANGE.match(response.getheader("Content-Range", "").strip())
         if not match or int(match.group(1)) != offset:
-            raise Stalled("ArtifactRangeInvalid", f"{uri}: asked for bytes from {offset}, the server sends "
-                                                  f"Content-Range {response.getheader('Content-Range')!r}")
+            raise Stalled(reasons.ArtifactRangeInvalid, f"{uri}: asked for bytes from {offset}, the server sends "
+                                                        f"Content-Range {response.getheader('Content-Range')!r}")
         if expected is not None and match.group(3) not in ("*", str(expected)):
-            raise Stalled("ArtifactSizeMismatch", f"{uri}: the server's copy has {match.group(3)} bytes, the manifest says {expected}")
+            raise Stalled(reasons.ArtifactSizeMismatch, f"{uri}: the server's copy has {match.group(3)} bytes, the manifest says {expected}")
         return offset
     if code in (404, 410):
-        raise Stalled("ArtifactNotFound", f"{uri}: HTTP {code}")
+        raise Stalled(reasons.ArtifactNotFound, f"{uri}: HTTP {code}")
     if code in (408, 429) or code >= 500:
-        raise Transient("ArtifactUnavailable", f"{uri}: HTTP {code}")
+        raise Interrupted(reasons.ArtifactUnavailable, f"{uri}: HTTP {code}")
     if code == 416:
-        raise Stalled("ArtifactRangeInvalid", f"{uri}: HTTP 416: the server has fewer than the {offset} bytes already received")
+        raise Stalled(reasons.ArtifactRangeInvalid, f"{uri}: HTTP 416: the server has fewer than the {offset} bytes already received")
     if code == 407:
-        raise Stalled("ArtifactProxyRejected", f"{uri}: HTTP 407: the proxy wants credentials; give them in the proxy URL of $http_proxy")
+        raise Stalled(reasons.ArtifactProxyRejected, f"{uri}: HTTP 407: the proxy wants credentials; give them in the proxy URL of $http_proxy")
     if code in (401, 403):
-        raise Stalled("ArtifactRequestRejected", f"{uri}: HTTP {code}: check the credentials this site has for {host} (fetch.auth)")
-    raise Stalled("ArtifactRequestRejected", f"{uri}: HTTP {code}")
+        raise Stalled(reasons.ArtifactRequestRejected, f"{uri}: HTTP {code}: check the credentials this site has for {host} (fetch.auth)")
+    raise Stalled(reasons.ArtifactRequestRejected, f"{uri}: HTTP {code}")
 
 
 class _HttpBody:
@@ -238,15 +239,15 @@ class _HttpBody:
             self._deadline.check()
             if self._deadline.left() <= 0:
                 raise self._deadline.exceeded() from exc
-            raise Transient("ArtifactStalled", f"{self._uri}: no data for {self._limits.read_timeout:g}s "
-                                               f"after {self.received} bytes") from exc
+            raise Interrupted(reasons.ArtifactStalled, f"{self._uri}: no data for {self._limits.read_timeout:g}s "
+                                                       f"after {self.received} bytes") from exc
         except (OSError, http.client.HTTPException) as exc:
             self._deadline.check()
-            raise Transient("ArtifactTruncated", f"{self._uri}: connection lost after {self.received} bytes: {_describe(exc)}") from exc
+            raise Interrupted(reasons.ArtifactTruncated, f"{self._uri}: connection lost after {self.received} bytes: {_describe(exc)}") from exc
         if n == 0 and self._left:
             self._deadline.check()
-            raise Transient("ArtifactTruncated", f"{self._uri}: the body ended after {self.received} bytes, "
-                                                 f"{self._left} short of its Content-Length")
+            raise Interrupted(reasons.ArtifactTruncated, f"{self._uri}: the body ended after {self.received} bytes, "
+                                                         f"{self._left} short of its Content-Length")
         self.received += n
         if self._left is not None:
             self._left -= n
@@ -268,8 +269,8 @@ class _HttpBody:
         if elapsed < self._limits.stall_timeout:
             return
         if self.received - then < self._limits.min_rate * elapsed:
-            raise Transient("ArtifactStalled", f"{self._uri}: {self.received - then} bytes in {elapsed:.1f}s, below the "
-                                               f"minimum of {self._limits.min_rate} bytes/s")
+            raise Interrupted(reasons.ArtifactStalled, f"{self._uri}: {self.received - then} bytes in {elapsed:.1f}s, below the "
+                                                       f"minimum of {self._limits.min_rate} bytes/s")
         self._window = (time.monotonic(), self.received)
 
 

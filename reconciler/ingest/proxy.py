@@ -14,6 +14,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
+from reconciler import reasons
 from reconciler.errors import Stalled
 
 
@@ -46,7 +47,7 @@ def _parse(url: str, scheme: str) -> Proxy:
         host = port = None
     shown = f"{parts.scheme}://{host}" + (f":{port}" if port else "")
     if parts.scheme != "http" or not host:
-        raise Stalled("ArtifactProxyInvalid", f"${variable} is {shown}: only http:// proxies with a host are supported")
+        raise Stalled(reasons.ArtifactProxyInvalid, f"${variable} is {shown}: only http:// proxies with a host are supported")
     headers = {}
     if parts.username is not None:
         pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()

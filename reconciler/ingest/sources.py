@@ -13,7 +13,8 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
-from reconciler.errors import Stalled, Transient
+from reconciler import reasons
+from reconciler.errors import Interrupted, Stalled, Transient
 from reconciler.ingest.fetch import Deadline, Opened, RepoRoot, RepoTree
 from reconciler.ingest.httpsource import http_source
 from reconciler.settings import FetchLimits
@@ -34,7 +35,7 @@ def open_source(
     elif scheme in ("http", "https"):
         source = http_source(uri, limits, deadline, offset, expected)
     else:
-        raise Stalled("ArtifactSchemeUnsupported",
+        raise Stalled(reasons.ArtifactSchemeUnsupported,
                       f"{uri}: sites cannot fetch {scheme}:// URIs; give a repo-relative path, "
                       "file:///absolute/path or an http(s):// URL")
     with source as opened:
@@ -44,11 +45,11 @@ def open_source(
 def _repo_source(uri: str, repo_root: RepoRoot, deadline: Deadline) -> AbstractContextManager[Opened]:
     """A path inside the repository; neither '..', an absolute path nor a symlink may leave it."""
     if repo_root is None:
-        raise Stalled("ArtifactUriInvalid", f"{uri}: a repo-relative path needs a repository")
+        raise Stalled(reasons.ArtifactUriInvalid, f"{uri}: a repo-relative path needs a repository")
     if "\0" in uri:
-        raise Stalled("ArtifactUriInvalid", f"{uri!r}: contains a NUL byte")
+        raise Stalled(reasons.ArtifactUriInvalid, f"{uri!r}: contains a NUL byte")
     if PurePosixPath(uri).is_absolute():
-        raise Stalled("ArtifactPathEscapes", f"{uri}: an absolute path is not repo-relative (use file://)")
+        raise Stalled(reasons.ArtifactPathEscapes, f"{uri}: an absolute path is not repo-relative (use file://)")
     if isinstance(repo_root, Path):
         return _file_source(_repo_path(uri, repo_root), uri)
     return _tree_source(repo_root, uri, deadline)
@@ -64,7 +65,7 @@ def _repo_path(uri: str, repo_root: Path) -> Path:
     root = repo_root.resolve()
     path = (root / uri).resolve()
     if not path.is_relative_to(root):
-        raise Stalled("ArtifactPathEscapes", f"{uri}: resolves to {path}, outside the repository")
+        raise Stalled(reasons.ArtifactPathEscapes, f"{uri}: resolves to {path}, outside the repository")
     return path
 
 
@@ -72,7 +73,7 @@ def _file_url_path(uri: str) -> Path:
     parts = urlsplit(uri)
     path = unquote(parts.path)
     if parts.netloc not in ("", "localhost") or not path.startswith("/") or "\0" in path:
-        raise Stalled("ArtifactUriInvalid", f"{uri}: expected file:///absolute/path")
+        raise Stalled(reasons.ArtifactUriInvalid, f"{uri}: expected file:///absolute/path")
     return Path(path)
 
 
@@ -82,14 +83,14 @@ def _file_source(path: Path, uri: str) -> Iterator[Opened]:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):
-        raise Stalled("ArtifactNotFound", f"{uri}: no such file {path}") from None
+        raise Stalled(reasons.ArtifactNotFound, f"{uri}: no such file {path}") from None
     except PermissionError:
-        raise Stalled("ArtifactUnreadable", f"{uri}: permission denied on {path}") from None
+        raise Transient(reasons.ArtifactUnreadable, f"{uri}: permission denied on {path}") from None
     except OSError as exc:
-        raise Transient("ArtifactUnavailable", f"{uri}: {exc.strerror}") from exc
+        raise Interrupted(reasons.ArtifactUnavailable, f"{uri}: {exc.strerror}") from exc
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise Stalled("ArtifactNotFound", f"{uri}: {path} is not a regular file")
+            raise Stalled(reasons.ArtifactNotFound, f"{uri}: {path} is not a regular file")
         yield Opened(_FileBody(fd, uri), start=0, resumable=False)
     finally:
         os.close(fd)
@@ -104,5 +105,5 @@ class _FileBody:
         try:
             return os.readv(self._fd, [view])
         except OSError as exc:
-            raise Transient("ArtifactUnavailable", f"{self._uri}: reading failed: {exc.strerror}") from exc
+            raise Interrupted(reasons.ArtifactUnavailable, f"{self._uri}: reading failed: {exc.strerror}") from exc
 

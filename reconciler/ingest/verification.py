@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
+from reconciler import reasons
 from reconciler.cancel import CancelToken
 from reconciler.errors import ReconcilerError, Stalled
 from reconciler.ingest.artifacts import ArtifactStore, Ingested, fetch_bytes
@@ -23,7 +24,7 @@ from reconciler.trust import TrustRoots, Verified, narrow, verify_artifact_signa
 
 SIGNATURE_MAX_BYTES = 256 * 1024  # a keyless bundle is ~6 KiB; model-signing grows ~150 B a file
 LFS_POINTER_MAX_BYTES = 1024  # the spec caps a pointer file at 1024 bytes
-_SIZE_OR_DIGEST = frozenset({"ArtifactSizeMismatch", "ArtifactTooLarge", "ArtifactDigestMismatch"})
+_SIZE_OR_DIGEST = frozenset({reasons.ArtifactSizeMismatch, reasons.ArtifactTooLarge, reasons.ArtifactDigestMismatch})
 _LFS_POINTER = re.compile(rb"^version https://git-lfs\.github\.com/spec/v1\n(?:.*\n)*?oid (\S+)\nsize (\d+)\n")
 
 
@@ -51,7 +52,7 @@ def ingest(store: ArtifactStore, artifact: Artifact | ReferenceProfile, repo_roo
         pointer = lfs_pointer_at(artifact.uri, repo_root, limits) if error.reason in _SIZE_OR_DIGEST else None
         if pointer is None:
             raise
-        raise Stalled("ArtifactIsLfsPointer", lfs_message(artifact, pointer)) from error
+        raise Stalled(reasons.ArtifactIsLfsPointer, lfs_message(artifact, pointer)) from error
 
 
 def signature_roots(roots: TrustRoots, signers: Signers | None) -> TrustRoots:

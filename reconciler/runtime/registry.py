@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import onnxruntime as ort
 
+from reconciler import reasons
 from reconciler.errors import Stalled, Transient
 from reconciler.flags import FlagSet
 from reconciler.manifests.models import DeploymentSpec, ModelInterface
@@ -225,7 +226,7 @@ class ModelRegistry:
             current = self._with_active(deployment, "start a canary")
             if current.active.version == version:
                 raise Stalled(
-                    "CanaryIsActive", f"{deployment}: version {version} is already active; it cannot be its own canary"
+                    reasons.CanaryIsActive, f"{deployment}: version {version} is already active; it cannot be its own canary"
                 )
             served = self._reuse_or_load(current, _Wanted(deployment, model, version, model_path, interface, digest))
             self._publish(deployment, replace(current, canary=served, weight=weight, mirror=mirror))
@@ -262,13 +263,13 @@ class ModelRegistry:
     def _with_active(self, deployment: str, purpose: str) -> Loaded:
         current = self._loaded.get(deployment)
         if current is None:
-            raise Stalled("NoActiveVersion", f"cannot {purpose}: {deployment} has no active version")
+            raise Stalled(reasons.NoActiveVersion, f"cannot {purpose}: {deployment} has no active version")
         return current
 
     def _with_canary(self, deployment: str, purpose: str) -> tuple[Loaded, Served]:
         current = self._with_active(deployment, purpose)
         if current.canary is None:
-            raise Stalled("NoCanary", f"cannot {purpose}: {deployment} has no canary loaded")
+            raise Stalled(reasons.NoCanary, f"cannot {purpose}: {deployment} has no canary loaded")
         return current, current.canary
 
     def _publish(self, deployment: str, loaded: Loaded | None) -> None:
@@ -289,7 +290,7 @@ class ModelRegistry:
         actual = Digest.of(hashlib.sha256(data))
         if digest is not None and actual != digest:
             raise Stalled(
-                "DigestMismatch", f"{model_path} has digest {actual}, expected {digest}; refusing to load it"
+                reasons.ArtifactDigestMismatch, f"{model_path} has digest {actual}, expected {digest}; refusing to load it"
             )
         try:
             # From the bytes just hashed, never from the path: the file cannot change in between.
@@ -298,7 +299,7 @@ class ModelRegistry:
             )
         except Exception as exc:  # onnxruntime's errors share no base class narrower than Exception
             raise Stalled(
-                "ModelLoadFailed", f"onnxruntime cannot load {wanted.model} {wanted.version} ({model_path}): {exc}"
+                reasons.ModelLoadFailed, f"onnxruntime cannot load {wanted.model} {wanted.version} ({model_path}): {exc}"
             ) from None
         return Served(wanted.deployment, wanted.model, wanted.version, session, wanted.interface, actual, model_path)
 
@@ -314,7 +315,7 @@ class ModelRegistry:
 
 def _check_weight(deployment: str, weight: int) -> None:
     if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 100:
-        raise Stalled("InvalidWeight", f"{deployment}: canary weight must be a whole percentage 0-100, got {weight!r}")
+        raise Stalled(reasons.InvalidWeight, f"{deployment}: canary weight must be a whole percentage 0-100, got {weight!r}")
 
 
 def _same_artifact(current: Loaded | None, wanted: _Wanted) -> Served | None:

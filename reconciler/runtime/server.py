@@ -25,8 +25,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from reconciler import __version__
-from reconciler.errors import Stalled, Transient
+from reconciler import __version__, reasons
+from reconciler.errors import NeedsOperator, Transient
 from reconciler.runtime import binary, model_info, oip
 from reconciler.runtime.batching import Batchers
 from reconciler.runtime.inference import ERROR, INVALID, SUCCESS, Answer, Inference
@@ -301,7 +301,7 @@ class RuntimeServer:
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 self.stop()
-                raise Transient("RuntimeStartFailed", f"the runtime server on port {self.port} did not start")
+                raise Transient(reasons.RuntimeStartFailed, f"the runtime server on port {self.port} did not start")
             time.sleep(0.005)
 
     def _listen(self) -> socket.socket:
@@ -317,7 +317,7 @@ class RuntimeServer:
         except OSError as exc:
             sock.close()
             message = f"cannot listen on {self.host}:{self.port}: {exc.strerror}"
-            raise Stalled("ListenFailed", message) from None
+            raise NeedsOperator(reasons.ListenFailed, message) from None
         return sock
 
     def stop(self) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reconciler import reasons
 from reconciler.cancel import CancelToken
 from reconciler.errors import Stalled
 from reconciler.manifests.models import ModelInterface, ValidationCase
@@ -101,10 +102,10 @@ def run_validation(
     if answer is None:
         raise _crash(returncode, stderr, timeout, memory_limit)
     if answer["outcome"] == "loadFailed":
-        raise Stalled("ModelLoadFailed", _explain(_clean(answer["message"])[:MESSAGE_LIMIT], memory_limit))
+        raise Stalled(reasons.ModelLoadFailed, _explain(_clean(answer["message"])[:MESSAGE_LIMIT], memory_limit))
     if answer["outcome"] == "interfaceMismatch":
         problems = [Problem(tuple(p["at"]), p["message"]) for p in answer["problems"]]
-        raise ModelRefused("ModelInterfaceMismatch", "; ".join(p.message for p in problems), problems)
+        raise ModelRefused(reasons.ModelInterfaceMismatch, "; ".join(p.message for p in problems), problems)
     results = [
         CaseResult(c["name"], c["passed"], float(c["maxAbsError"]), c["detail"], tuple(c["at"])) for c in answer["cases"]
     ]
@@ -112,7 +113,7 @@ def run_validation(
     if failed:
         message = _explain(_clean("; ".join(p.message for p in failed))[:MESSAGE_LIMIT], memory_limit)
         explained = [Problem(p.at, _explain(_clean(p.message), memory_limit), p.case) for p in failed]
-        raise ModelRefused("ValidationFailed", message, explained)
+        raise ModelRefused(reasons.ValidationFailed, message, explained)
     return ValidationReport(results, seconds, _warnings(stderr))
 
 
@@ -144,7 +145,7 @@ def _wait_for(child: subprocess.Popen[bytes], request: bytes, timeout: float, st
         stop.check("validation")
         left = give_up - time.monotonic()
         if left <= 0:
-            raise Stalled("ValidationTimeout", f"loading and validating the model took longer than {timeout:g} s")
+            raise Stalled(reasons.ValidationTimeout, f"loading and validating the model took longer than {timeout:g} s")
         try:
             return child.communicate(sent, timeout=min(left, POLL_SECONDS))
         except subprocess.TimeoutExpired:
@@ -173,14 +174,14 @@ def _answer(returncode: int, stdout: bytes) -> dict[str, Any] | None:
 
 def _crash(returncode: int, stderr: bytes, timeout: float, memory_limit: int) -> Stalled:
     if returncode == -signal.SIGXCPU:
-        return Stalled("ValidationTimeout", f"the validation used more than {math.ceil(timeout) + 1} s of CPU")
+        return Stalled(reasons.ValidationTimeout, f"the validation used more than {math.ceil(timeout) + 1} s of CPU")
     if returncode < 0:
         how = f"killed by {signal.Signals(-returncode).name}"
     else:
         how = f"exited with code {returncode} without an answer"
     tail = _clean(stderr.decode(errors="replace"))[-STDERR_TAIL:] or "no output"
     message = f"validation child {how} (memory limit {_mib(memory_limit)}): {tail}"
-    return Stalled("ValidationCrashed", _explain(message, memory_limit))
+    return Stalled(reasons.ValidationCrashed, _explain(message, memory_limit))
 
 
 def _explain(message: str, memory_limit: int) -> str:

@@ -42,6 +42,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 
+from reconciler import reasons
 from reconciler.errors import Stalled, Transient
 from reconciler.retrying import exponential
 from reconciler.settings import ForgeConfig
@@ -216,7 +217,7 @@ class ForgeStatuses:
         """Every page of the commit's statuses; per context the one with the highest id. Listing
         order is not trusted: Gitea sorts by a creation time in whole seconds, GitLab oldest first."""
         if not _COMMIT_SHA.fullmatch(commit_sha):
-            raise Stalled("InvalidCommitId", f"{commit_sha!r} is not a full commit id")
+            raise Stalled(reasons.InvalidCommitId, f"{commit_sha!r} is not a full commit id")
         newest: dict[str, _Shown] = {}
         posted: Counter[str] = Counter()
         param, size = self._dialect.page_size
@@ -272,12 +273,12 @@ class ForgeStatuses:
                     return response
                 problem = f"HTTP {response.status_code}: {self._forge_message(response)}"
                 if not _throttled_or_failing(response):
-                    raise Stalled("ForgeRejected", f"{method} {url}: {problem}")
+                    raise Stalled(reasons.ForgeRejected, f"{method} {url}: {problem}")
                 asked = self._asked_delay(response)
                 delay = self._exponential(attempt) if asked is None else asked
             if attempt >= self._attempts or delay > self._max_wait:
                 # Not chained: an httpx error holds the request, and the request holds the token.
-                raise Transient("ForgeUnavailable", f"{method} {url}: {problem} (gave up after {attempt} attempts)") from None
+                raise Transient(reasons.ForgeUnavailable, f"{method} {url}: {problem} (gave up after {attempt} attempts)") from None
             log.info("%s %s: %s; retrying in %.1fs", method, url, problem, delay)
             self._sleep(delay)
 
@@ -352,7 +353,7 @@ def _json_list(response: httpx.Response, url: str) -> list[dict]:
     except ValueError:
         items = None
     if not isinstance(items, list):
-        raise Transient("ForgeUnavailable", f"GET {url}: the forge did not answer with a list of statuses")
+        raise Transient(reasons.ForgeUnavailable, f"GET {url}: the forge did not answer with a list of statuses")
     return [item for item in items if isinstance(item, dict)]
 
 

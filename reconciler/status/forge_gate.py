@@ -37,6 +37,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
+from reconciler import reasons
 from reconciler.manifests.types import DNS_LABEL
 from reconciler.status.forge import CONTEXT_PREFIX, ShownStatus, split_description
 from reconciler.status.forge_client import ForgeStatuses
@@ -44,7 +45,7 @@ from reconciler.status.record import WORST_FIRST, DeploymentStatus, StatusRecord
 
 log = logging.getLogger(__name__)
 
-FORGE_REASON = "ForgeStatus"
+FORGE_REASON = reasons.ForgeStatus
 _NAME = re.compile(DNS_LABEL)
 
 

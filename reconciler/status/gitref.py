@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
+from reconciler import reasons
 from reconciler.errors import Transient
 from reconciler.gitdoor.git import Git, GitError
 from reconciler.gitdoor.source import (
@@ -95,7 +96,7 @@ class StatusRefs:
                 return commit
             if attempt == 0:
                 self._fetch_own(site)
-        raise Transient("StatusPushFailed", f"{status_ref(site)} on {self._source.url} keeps moving under this site")
+        raise Transient(reasons.StatusPushFailed, f"{status_ref(site)} on {self._source.url} keeps moving under this site")
 
     def read_all(self) -> dict[str, StatusRecord]:
         """Every site's newest record: one fetch of all status refs, then reads through the
@@ -132,7 +133,7 @@ class StatusRefs:
         except GitError as error:
             if "couldn't find remote ref" in git_error_message(error):
                 return False
-            raise git_failure(error, f"git fetch {self._source.url}", "StatusFetchFailed") from error
+            raise git_failure(error, f"git fetch {self._source.url}", reasons.StatusFetchFailed) from error
         return True
 
     def _in_cache(self, command: Callable[..., T], *args: str) -> T:
@@ -169,7 +170,7 @@ class StatusRefs:
             return False
         words = "; ".join(filter(None, (git_words(err), *_refusals(out))))
         raise describe_git_failure(words or f"exit status {status}", f"git push {self._source.url}",
-                                   "StatusPushFailed", access="write to")
+                                   reasons.StatusPushFailed, access="write to")
 
 
 def _refusals(porcelain: str) -> list[str]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from reconciler import reasons
 from reconciler.status.record import DeploymentStatus, StatusRecord
 
 NEVER_REPORTED = "unknown"
@@ -68,7 +69,7 @@ def build_matrix(records: Mapping[str, StatusRecord], inventory: Iterable[str], 
     for site in sorted(set(inventory) | set(records)):
         record = records.get(site)
         if record is None:
-            rows.append(SiteRow(site, NEVER_REPORTED, "NeverReported", None, True, None))
+            rows.append(SiteRow(site, NEVER_REPORTED, reasons.NeverReported, None, True, None))
             continue
         age = now - record.writtenAt
         rows.append(SiteRow(site, record.state, record.reason, age, age > stale_after, record.observedCommit,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from reconciler import reasons
 from reconciler.errors import Stalled
 from reconciler.manifests.models import SignatureFormat
 from reconciler.trust.bundles import parse_bundle, verify_key_bundle
@@ -48,7 +49,7 @@ def verify_artifact_signature(sha256_digest: bytes, file_name: str, signature_fi
         return Verified("cosign", key=verify_cosign(sha256_digest, signature_file, roots.keys))
     bundle = parse_bundle(signature_file)
     if signature_format == "model-signing" and bundle.dsse_envelope is None:
-        raise Stalled("SignatureFormatUnsupported",
+        raise Stalled(reasons.SignatureFormatUnsupported,
                       "the manifest declares a model-signing bundle, but the bundle holds no DSSE statement")
     if bundle.keyless:
         # Importing sigstore takes ~0.4 s; only keyless bundles need it, so `reconciler sign` does not pay.

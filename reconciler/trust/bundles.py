@@ -24,6 +24,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from reconciler import reasons
 from reconciler.errors import Stalled
 from reconciler.manifests.models import SignatureFormat
 from reconciler.trust.keys import (
@@ -70,18 +71,18 @@ def parse_bundle(signature_file: bytes) -> Bundle:
     try:
         document = json.loads(signature_file)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise Stalled("SignatureMalformed", f"the signature bundle is not JSON ({exc})") from None
+        raise Stalled(reasons.SignatureMalformed, f"the signature bundle is not JSON ({exc})") from None
     if not isinstance(document, dict):
-        raise Stalled("SignatureMalformed", "the signature bundle is not a JSON object")
+        raise Stalled(reasons.SignatureMalformed, "the signature bundle is not a JSON object")
     media_type = document.get("mediaType")
     if not isinstance(media_type, str) or media_type not in BUNDLE_MEDIA_TYPES:
-        raise Stalled("SignatureFormatUnsupported",
+        raise Stalled(reasons.SignatureFormatUnsupported,
                       f"the signature is not a Sigstore bundle of a known version: mediaType {media_type!r}; "
                       f"known: {', '.join(sorted(BUNDLE_MEDIA_TYPES))}")
     material = _object(document, "verificationMaterial", "the bundle")
     message, envelope = document.get("messageSignature"), document.get("dsseEnvelope")
     if (message is None) == (envelope is None):
-        raise Stalled("SignatureMalformed", "the bundle must hold exactly one of messageSignature and dsseEnvelope")
+        raise Stalled(reasons.SignatureMalformed, "the bundle must hold exactly one of messageSignature and dsseEnvelope")
     return Bundle(material,
                   _object(document, "messageSignature", "the bundle") if message is not None else None,
                   _object(document, "dsseEnvelope", "the bundle") if envelope is not None else None)
@@ -91,10 +92,10 @@ def verify_key_bundle(sha256_digest: bytes, file_name: str, bundle: Bundle, decl
                       keys: tuple[TrustedKey, ...]) -> TrustedKey:
     """The trusted key that signed ``bundle``, after checking the bundle covers the artifact."""
     if "publicKey" not in bundle.material:
-        raise Stalled("SignatureMalformed",
+        raise Stalled(reasons.SignatureMalformed,
                       "the bundle's verificationMaterial holds neither a publicKey nor a certificate")
     if not keys:
-        raise Stalled("NoTrustedKeys", "the bundle is signed with a key, and the site trusts no keys")
+        raise Stalled(reasons.NoTrustedKeys, "the bundle is signed with a key, and the site trusts no keys")
     candidates = _hinted(keys, _object(bundle.material, "publicKey", "verificationMaterial").get("hint"))
     if bundle.message_signature is not None:
         check_message_digest(bundle.message_signature, sha256_digest)
@@ -105,7 +106,7 @@ def verify_key_bundle(sha256_digest: bytes, file_name: str, bundle: Bundle, decl
         assert bundle.dsse_envelope is not None
         key = _verify_dsse_with_keys(bundle.dsse_envelope, candidates)
     if key is None:
-        raise Stalled("SignatureInvalid",
+        raise Stalled(reasons.SignatureInvalid,
                       f"the bundle's signature verifies under none of the trusted keys; tried keys: {describe_keys(candidates)}")
     if bundle.dsse_envelope is not None:  # what the statement says counts only once its signature holds
         check_statement(*envelope_payload(bundle.dsse_envelope), sha256_digest, file_name, declared)
@@ -118,13 +119,13 @@ def check_message_digest(message_signature: dict[str, Any], sha256_digest: bytes
     if digest is None:
         return
     if not isinstance(digest, dict):
-        raise Stalled("SignatureMalformed", "the bundle's messageDigest is not an object")
+        raise Stalled(reasons.SignatureMalformed, "the bundle's messageDigest is not an object")
     algorithm = digest.get("algorithm")
     if algorithm != "SHA2_256":
-        raise Stalled("SignatureFormatUnsupported", f"the bundle's messageDigest uses {algorithm!r}; only SHA2_256 is supported")
+        raise Stalled(reasons.SignatureFormatUnsupported, f"the bundle's messageDigest uses {algorithm!r}; only SHA2_256 is supported")
     claimed = _base64(_text(digest, "digest", "messageDigest"), "messageDigest.digest")
     if claimed != sha256_digest:
-        raise Stalled("BundleDigestMismatch",
+        raise Stalled(reasons.BundleDigestMismatch,
                       f"the bundle signs sha256:{claimed.hex()}, not this artifact (sha256:{sha256_digest.hex()})")
 
 
@@ -138,14 +139,14 @@ def check_statement(payload_type: str, payload: bytes, sha256_digest: bytes, fil
     """The signed in-toto statement must cover the artifact (its digest, and for model_signing
     its file name)."""
     if payload_type != IN_TOTO_PAYLOAD_TYPE:
-        raise Stalled("SignatureFormatUnsupported",
+        raise Stalled(reasons.SignatureFormatUnsupported,
                       f"the DSSE payloadType is {payload_type!r}; only {IN_TOTO_PAYLOAD_TYPE} statements are supported")
     statement = _statement(payload)
     predicate_type = statement.get("predicateType")
     if predicate_type == MODEL_SIGNING_PREDICATE:
         _check_model_signing_resources(statement, sha256_digest, file_name)
     elif declared == "model-signing":
-        raise Stalled("SignatureFormatUnsupported",
+        raise Stalled(reasons.SignatureFormatUnsupported,
                       f"the manifest declares a model-signing bundle, but its statement's predicateType is {predicate_type!r}")
     else:
         _check_subjects(statement, sha256_digest, file_name)
@@ -156,10 +157,10 @@ def _verify_dsse_with_keys(envelope: dict[str, Any], keys: tuple[TrustedKey, ...
     signed = pae(payload_type, payload)
     signatures = envelope.get("signatures")
     if not isinstance(signatures, list) or not signatures:
-        raise Stalled("SignatureMalformed", "the DSSE envelope has no signatures")
+        raise Stalled(reasons.SignatureMalformed, "the DSSE envelope has no signatures")
     for signature in signatures:
         if not isinstance(signature, dict):
-            raise Stalled("SignatureMalformed", "a DSSE signature is not an object")
+            raise Stalled(reasons.SignatureMalformed, "a DSSE signature is not an object")
         der = decode_der_signature(_text(signature, "sig", "a DSSE signature"), "a DSSE signature")
         key = first_verifying_key(keys, der, signed, _ECDSA_SHA256)
         if key is not None:
@@ -183,10 +184,10 @@ def _statement(payload: bytes) -> dict[str, Any]:
     try:
         statement = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise Stalled("SignatureMalformed", f"the DSSE payload is not JSON ({exc})") from None
+        raise Stalled(reasons.SignatureMalformed, f"the DSSE payload is not JSON ({exc})") from None
     if not isinstance(statement, dict) or not isinstance(statement.get("_type"), str) \
             or statement["_type"] not in IN_TOTO_STATEMENT_TYPES:
-        raise Stalled("SignatureMalformed", "the DSSE payload is not an in-toto Statement")
+        raise Stalled(reasons.SignatureMalformed, "the DSSE payload is not an in-toto Statement")
     return statement
 
 
@@ -194,17 +195,17 @@ def _check_model_signing_resources(statement: dict[str, Any], sha256_digest: byt
     predicate = _object(statement, "predicate", "the model_signing statement")
     resources = predicate.get("resources")
     if not isinstance(resources, list) or not all(isinstance(r, dict) for r in resources):
-        raise Stalled("SignatureMalformed", "the model_signing statement's predicate.resources is not a list of objects")
+        raise Stalled(reasons.SignatureMalformed, "the model_signing statement's predicate.resources is not a list of objects")
     resource = next((r for r in resources if r.get("name") == file_name), None)
     if resource is None:
         listed = [str(r.get("name")) for r in resources]
-        raise Stalled("StatementMissingFile", f"DSSE statement does not list {file_name}; it lists {_some(listed)}")
+        raise Stalled(reasons.StatementMissingFile, f"DSSE statement does not list {file_name}; it lists {_some(listed)}")
     if resource.get("algorithm") != "sha256":
-        raise Stalled("SignatureFormatUnsupported",
+        raise Stalled(reasons.SignatureFormatUnsupported,
                       f"the model_signing statement hashes {file_name} with {resource.get('algorithm')!r}; "
                       "only sha256 manifests can be checked against the artifact's digest")
     if resource.get("digest") != sha256_digest.hex():
-        raise Stalled("BundleDigestMismatch",
+        raise Stalled(reasons.BundleDigestMismatch,
                       f"the model_signing statement lists {file_name} as sha256:{resource.get('digest')}, "
                       f"not this artifact (sha256:{sha256_digest.hex()})")
 
@@ -212,16 +213,16 @@ def _check_model_signing_resources(statement: dict[str, Any], sha256_digest: byt
 def _check_subjects(statement: dict[str, Any], sha256_digest: bytes, file_name: str) -> None:
     subjects = statement.get("subject")
     if not isinstance(subjects, list) or not all(isinstance(s, dict) for s in subjects):
-        raise Stalled("SignatureMalformed", "the in-toto statement's subject is not a list of objects")
+        raise Stalled(reasons.SignatureMalformed, "the in-toto statement's subject is not a list of objects")
     digests = [s.get("digest") if isinstance(s.get("digest"), dict) else {} for s in subjects]
     if any(d.get("sha256") == sha256_digest.hex() for d in digests):
         return
     named = [d.get("sha256") for s, d in zip(subjects, digests, strict=True) if s.get("name") == file_name]
     if named:
-        raise Stalled("BundleDigestMismatch",
+        raise Stalled(reasons.BundleDigestMismatch,
                       f"the DSSE statement lists {file_name} as sha256:{named[0]}, not this artifact (sha256:{sha256_digest.hex()})")
     listed = [f"{s.get('name')} (sha256:{d.get('sha256')})" for s, d in zip(subjects, digests, strict=True)]
-    raise Stalled("StatementMissingFile",
+    raise Stalled(reasons.StatementMissingFile,
                   f"DSSE statement does not list {file_name} (sha256:{sha256_digest.hex()}); it lists {_some(listed)}")
 
 
@@ -245,14 +246,14 @@ def _some(names: list[str]) -> str:
 def _object(document: dict[str, Any], field: str, where: str) -> dict[str, Any]:
     value = document.get(field)
     if not isinstance(value, dict):
-        raise Stalled("SignatureMalformed", f"{where} has no {field} object")
+        raise Stalled(reasons.SignatureMalformed, f"{where} has no {field} object")
     return value
 
 
 def _text(document: dict[str, Any], field: str, where: str) -> str:
     value = document.get(field)
     if not isinstance(value, str):
-        raise Stalled("SignatureMalformed", f"{where} has no {field} string")
+        raise Stalled(reasons.SignatureMalformed, f"{where} has no {field} string")
     return value
 
 
@@ -260,4 +261,4 @@ def _base64(text: str, what: str) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise Stalled("SignatureMalformed", f"the bundle's {what} is not base64") from None
+        raise Stalled(reasons.SignatureMalformed, f"the bundle's {what} is not base64") from None

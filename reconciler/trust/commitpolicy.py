@@ -46,6 +46,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler import reasons
 from reconciler.errors import Stalled
 from reconciler.gitdoor.git import ISOLATED_ENV, GitError
 from reconciler.gitdoor.source import GitSource, git_error_message
@@ -150,7 +151,7 @@ def _require_clean_merge(source: GitSource, merge: _Checked, describe: str) -> N
         merged_tree = source.git.merge_tree(*merge.parents)
     except GitError as error:
         if error.status != 1:  # 1: the parents conflict, so no merge of them is clean
-            raise Stalled("CommitPolicyInvalid", "allowUnsignedMerges needs `git merge-tree --write-tree` "
+            raise Stalled(reasons.CommitPolicyInvalid, "allowUnsignedMerges needs `git merge-tree --write-tree` "
                           f"(git 2.38 or newer): {git_error_message(error)}") from error
         merged_tree = ""
     if merged_tree != merge.tree:
@@ -184,12 +185,12 @@ class _Signers:
     def problem(self, commit: _Checked) -> tuple[str, str] | None:
         """None when the commit is signed by an allowed signer, else (reason, what is wrong)."""
         if commit.result == "N":
-            return "CommitUnsigned", "is not signed"
+            return reasons.CommitUnsigned, "is not signed"
         if commit.result in _BROKEN:
-            return "CommitSignatureInvalid", f"{_BROKEN[commit.result]}: key {commit.key or 'unknown'}"
+            return reasons.CommitSignatureInvalid, f"{_BROKEN[commit.result]}: key {commit.key or 'unknown'}"
         if not commit.key:
-            return "CommitSignatureInvalid", (f"has a signature git cannot check (%G? {commit.result}); "
-                                              "are gpg and ssh-keygen installed?")
+            return reasons.CommitSignatureInvalid, (f"has a signature git cannot check (%G? {commit.result}); "
+                                                    "are gpg and ssh-keygen installed?")
         if commit.key.startswith("SHA256:"):
             if commit.result == "G" and commit.signer:
                 return None
@@ -200,7 +201,7 @@ class _Signers:
                 return None
             where = (f"keyring {self.policy.gpg_keyring}" if self.policy.gpg_keyring
                      else "the policy (it has no gpgKeyring)")
-        return "CommitSignerNotAllowed", f"is signed by key {commit.key}, which is not in {where}"
+        return reasons.CommitSignerNotAllowed, f"is signed by key {commit.key}, which is not in {where}"
 
 
 def _checked_allowed_signers(path: Path) -> str:
@@ -209,18 +210,18 @@ def _checked_allowed_signers(path: Path) -> str:
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as error:
-        raise Stalled("CommitPolicyInvalid", f"cannot read allowed signers {path}: {error}") from error
+        raise Stalled(reasons.CommitPolicyInvalid, f"cannot read allowed signers {path}: {error}") from error
     entries = 0
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         if not _names_a_public_key(line):
-            raise Stalled("CommitPolicyInvalid", f"{path}:{number}: not an allowed-signers entry "
+            raise Stalled(reasons.CommitPolicyInvalid, f"{path}:{number}: not an allowed-signers entry "
                           "(want: principals [options] key-type base64-key [comment])")
         entries += 1
     if entries == 0:
-        raise Stalled("CommitPolicyInvalid", f"allowed signers {path} names no signer")
+        raise Stalled(reasons.CommitPolicyInvalid, f"allowed signers {path} names no signer")
     return str(path.resolve())
 
 
@@ -281,9 +282,9 @@ def _read_keyring(path: Path) -> bytes:
     try:
         data = path.read_bytes()
     except OSError as error:
-        raise Stalled("CommitPolicyInvalid", f"cannot read gpg keyring {path}: {error}") from error
+        raise Stalled(reasons.CommitPolicyInvalid, f"cannot read gpg keyring {path}: {error}") from error
     if not data:
-        raise Stalled("CommitPolicyInvalid", f"gpg keyring {path} is empty")
+        raise Stalled(reasons.CommitPolicyInvalid, f"gpg keyring {path} is empty")
     return data
 
 
@@ -298,7 +299,7 @@ def _import_keyring(path: Path | None, data: bytes, home: str) -> _Keyring:
         line.split(":")[9] for line in listing.decode("utf-8", "replace").splitlines() if line.startswith("fpr:")
     )
     if not fingerprints:
-        raise Stalled("CommitPolicyInvalid", f"gpg keyring {path} holds no public key")
+        raise Stalled(reasons.CommitPolicyInvalid, f"gpg keyring {path} holds no public key")
     return _Keyring(home, fingerprints)
 
 
@@ -308,10 +309,10 @@ def _run_gpg(path: Path | None, home: str, args: list[str], stdin: bytes) -> byt
         done = subprocess.run(command, input=stdin, capture_output=True, timeout=_GPG_TIMEOUT,
                               env={**os.environ, "GNUPGHOME": home})
     except (OSError, subprocess.TimeoutExpired) as error:
-        raise Stalled("CommitPolicyInvalid", f"gpg keyring {path}: cannot run gpg: {error}") from error
+        raise Stalled(reasons.CommitPolicyInvalid, f"gpg keyring {path}: cannot run gpg: {error}") from error
     if done.returncode != 0:
         lines = [line for line in done.stderr.decode("utf-8", "replace").splitlines() if line.strip()]
-        raise Stalled("CommitPolicyInvalid",
+        raise Stalled(reasons.CommitPolicyInvalid,
                       f"gpg keyring {path}: {lines[-1] if lines else f'gpg exit status {done.returncode}'}")
     return done.stdout
 

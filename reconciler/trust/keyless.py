@@ -25,6 +25,7 @@ from sigstore.verify import Verifier
 from sigstore.verify.policy import AllOf, Identity, OIDCIssuer, OIDCIssuerV2
 from sigstore_models.common.v1 import HashAlgorithm
 
+from reconciler import reasons
 from reconciler.errors import Stalled
 from reconciler.manifests.models import SignatureFormat
 from reconciler.trust.bundles import Bundle, check_message_digest, check_statement
@@ -41,12 +42,12 @@ def verify_keyless(sha256_digest: bytes, file_name: str, signature_file: bytes, 
                    trusted_root: Path | None) -> KeylessIdentity:
     """The trusted identity whose certificate signed ``signature_file`` over the artifact."""
     if not identities:
-        raise Stalled("NoTrustedIdentities", "the bundle is signed keyless (by a certificate), and the site trusts no identities")
+        raise Stalled(reasons.NoTrustedIdentities, "the bundle is signed keyless (by a certificate), and the site trusts no identities")
     try:
         parsed = SigstoreBundle.from_json(signature_file)
     except (SigstoreError, ValueError) as exc:
         # Parsing checks too: an unreadable timestamp response is a VerificationError from here.
-        raise Stalled("SignatureMalformed", f"the keyless bundle is not valid: {exc}") from None
+        raise Stalled(reasons.SignatureMalformed, f"the keyless bundle is not valid: {exc}") from None
     signer = _trusted_signer(parsed.signing_certificate, identities)
     policy = _policy(parsed.signing_certificate, signer)
     verifier = _verifier(trusted_root)
@@ -58,7 +59,7 @@ def verify_keyless(sha256_digest: bytes, file_name: str, signature_file: bytes, 
             payload_type, payload = verifier.verify_dsse(parsed, policy)
             check_statement(payload_type, payload, sha256_digest, file_name, declared)
     except (VerificationError, SigstoreError, ValueError) as exc:
-        raise Stalled("BundleVerificationFailed",
+        raise Stalled(reasons.BundleVerificationFailed,
                       f"the keyless bundle of {signer} does not verify against the trusted root "
                       f"({_root_name(trusted_root)}): {exc}") from None
     return signer
@@ -68,13 +69,13 @@ def _trusted_signer(certificate: x509.Certificate, identities: tuple[KeylessIden
     names = _certificate_identities(certificate)
     same_identity = [i for i in identities if i.identity in names]
     if not same_identity:
-        raise Stalled("CertificateIdentityMismatch",
+        raise Stalled(reasons.CertificateIdentityMismatch,
                       f"the bundle's certificate is for {', '.join(sorted(names)) or 'no identity'}; "
                       f"tried identities: {describe_identities(identities)}")
     issuer = _certificate_issuer(certificate)
     signer = next((i for i in same_identity if i.issuer == issuer), None)
     if signer is None:
-        raise Stalled("CertificateIssuerMismatch",
+        raise Stalled(reasons.CertificateIssuerMismatch,
                       f"the bundle's certificate was issued on the word of OIDC issuer {issuer or 'unknown'}; "
                       f"tried identities: {describe_identities(tuple(same_identity))}")
     return signer
@@ -134,7 +135,7 @@ def _verifier(trusted_root: Path | None) -> Verifier:
                 return Verifier(trusted_root=TrustedRoot.from_file(str(path)))
         return Verifier(trusted_root=TrustedRoot.from_file(str(trusted_root)))
     except (OSError, ValueError, SigstoreError) as exc:
-        raise Stalled("TrustRootInvalid", f"cannot load the Sigstore trusted root {_root_name(trusted_root)}: {exc}") from None
+        raise Stalled(reasons.TrustRootInvalid, f"cannot load the Sigstore trusted root {_root_name(trusted_root)}: {exc}") from None
 
 
 def _root_name(trusted_root: Path | None) -> str:

@@ -18,6 +18,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
+from reconciler import reasons
 from reconciler.errors import Stalled
 
 _SHA256_SIZE = 32
@@ -67,8 +68,8 @@ def load_public_key(pem: bytes, name: str) -> TrustedKey:
     try:
         key = serialization.load_pem_public_key(pem)
     except (ValueError, UnsupportedAlgorithm) as exc:
-        raise Stalled("TrustKeyInvalid", f"trusted key {name}: not a PEM public key ({exc})") from None
-    _require_p256(key, f"trusted key {name}", "TrustKeyInvalid")
+        raise Stalled(reasons.TrustKeyInvalid, f"trusted key {name}: not a PEM public key ({exc})") from None
+    _require_p256(key, f"trusted key {name}", reasons.TrustKeyInvalid)
     return TrustedKey(name=name, public_key=key)  # type: ignore[arg-type]
 
 
@@ -93,10 +94,10 @@ def load_private_key(pem: bytes) -> ec.EllipticCurvePrivateKey:
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except TypeError:
-        raise Stalled("SigningKeyInvalid", "the private key is encrypted; only unencrypted PEM keys are supported") from None
+        raise Stalled(reasons.SigningKeyInvalid, "the private key is encrypted; only unencrypted PEM keys are supported") from None
     except (ValueError, UnsupportedAlgorithm) as exc:
-        raise Stalled("SigningKeyInvalid", f"not a PEM private key ({exc})") from None
-    _require_p256(key, "signing key", "SigningKeyInvalid")
+        raise Stalled(reasons.SigningKeyInvalid, f"not a PEM private key ({exc})") from None
+    _require_p256(key, "signing key", reasons.SigningKeyInvalid)
     return key  # type: ignore[return-value]
 
 
@@ -120,11 +121,11 @@ def verify_cosign(sha256_digest: bytes, signature_file: bytes, keys: Sequence[Tr
     """The first of ``keys`` under which ``signature_file`` signs the blob of ``sha256_digest``."""
     require_sha256(sha256_digest)
     if not keys:
-        raise Stalled("NoTrustedKeys", "no trusted keys are configured, so no cosign signature can be verified")
+        raise Stalled(reasons.NoTrustedKeys, "no trusted keys are configured, so no cosign signature can be verified")
     der = decode_der_signature(signature_file, "the cosign signature")
     key = first_verifying_key(keys, der, sha256_digest, ECDSA_PREHASHED_SHA256)
     if key is None:
-        raise Stalled("SignatureInvalid",
+        raise Stalled(reasons.SignatureInvalid,
                       f"the cosign signature verifies under none of the trusted keys; tried keys: {describe_keys(keys)}")
     return key
 
@@ -144,15 +145,15 @@ def decode_der_signature(text: bytes | str, what: str) -> bytes:
     """``what`` (base64 of an ASN.1 DER ECDSA signature) decoded and checked for shape."""
     text = text.strip()
     if not text:
-        raise Stalled("SignatureMalformed", f"{what} is empty")
+        raise Stalled(reasons.SignatureMalformed, f"{what} is empty")
     try:
         der = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise Stalled("SignatureMalformed", f"{what} is not base64") from None
+        raise Stalled(reasons.SignatureMalformed, f"{what} is not base64") from None
     try:
         utils.decode_dss_signature(der)
     except ValueError:
-        raise Stalled("SignatureMalformed", f"{what} is not an ASN.1 DER ECDSA signature") from None
+        raise Stalled(reasons.SignatureMalformed, f"{what} is not an ASN.1 DER ECDSA signature") from None
     return der
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler import reasons
 from reconciler.errors import Stalled
 from reconciler.manifests.models import SignatureFormat
 from reconciler.trust.keys import TrustedKey, describe_keys
@@ -72,7 +73,7 @@ def narrow(roots: TrustRoots, allowed_identities: list[str] | None, allowed_keys
     identities = tuple(i for i in roots.identities if i.identity in (allowed_identities or []))
     if not keys and not identities:
         allowed = ", ".join([*(allowed_keys or []), *(allowed_identities or [])]) or "nobody"
-        raise Stalled("NoTrustedSigners",
+        raise Stalled(reasons.NoTrustedSigners,
                       f"the version allows only {allowed} to sign it, and the site trusts none of them; "
                       f"the site trusts {roots.describe()}")
     return TrustRoots(keys=keys, identities=identities, sigstore_trusted_root=roots.sigstore_trusted_root)

@@ -33,7 +33,7 @@ import nacl.secret
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from reconciler import trust
+from reconciler import reasons, trust
 from reconciler.errors import Stalled, UsageError
 
 EXIT_OK, EXIT_FINDING, EXIT_USAGE = 0, 1, 2
@@ -69,7 +69,7 @@ def decrypt_private_key(pem: bytes, password: bytes) -> ec.EllipticCurvePrivateK
     if label in _PLAIN_KEY_LABELS:
         return trust.load_private_key(pem)
     if label not in (SIGSTORE_KEY_LABEL, COSIGN_KEY_LABEL):
-        raise Stalled("SigningKeyInvalid", f"a PEM {label!r} block is not a private key")
+        raise Stalled(reasons.SigningKeyInvalid, f"a PEM {label!r} block is not a private key")
     # The plaintext is exactly the body of a PKCS#8 PEM; trust's loader checks it is a P-256 key.
     return trust.load_private_key(_pem_encode("PRIVATE KEY", decrypt_envelope(body, password)))
 
@@ -99,21 +99,21 @@ def decrypt_envelope(envelope: bytes, password: bytes) -> bytes:
         kdf_name, params, salt = kdf["name"], kdf["params"], _unb64(kdf["salt"])
         cipher_name, nonce, ciphertext = cipher["name"], _unb64(cipher["nonce"]), _unb64(data["ciphertext"])
     except (ValueError, KeyError, TypeError) as exc:
-        raise Stalled("SigningKeyInvalid", f"the encrypted key is not a cosign key envelope ({exc!r})") from None
+        raise Stalled(reasons.SigningKeyInvalid, f"the encrypted key is not a cosign key envelope ({exc!r})") from None
     if kdf_name != "scrypt" or cipher_name != "nacl/secretbox":
-        raise Stalled("SigningKeyInvalid", f"unsupported key encryption {kdf_name!r} + {cipher_name!r}; "
-                                           "cosign keys use scrypt + nacl/secretbox")
+        raise Stalled(reasons.SigningKeyInvalid, f"unsupported key encryption {kdf_name!r} + {cipher_name!r}; "
+                                                 "cosign keys use scrypt + nacl/secretbox")
     accepted = next((known for known in _SCRYPT_ACCEPTED if known == params), None)
     if accepted is None:
-        raise Stalled("SigningKeyInvalid", f"unsupported scrypt parameters {params}")
+        raise Stalled(reasons.SigningKeyInvalid, f"unsupported scrypt parameters {params}")
     if len(nonce) != nacl.secret.SecretBox.NONCE_SIZE:
-        raise Stalled("SigningKeyInvalid", f"the secretbox nonce has {len(nonce)} bytes, not 24")
+        raise Stalled(reasons.SigningKeyInvalid, f"the secretbox nonce has {len(nonce)} bytes, not 24")
     box = nacl.secret.SecretBox(_derive_key(password, salt, accepted))
     try:
         return box.decrypt(ciphertext, nonce)
     except nacl.exceptions.CryptoError:
-        raise Stalled("KeyPasswordWrong", "the password does not open the private key "
-                                          "(wrong password, or the key file is corrupt)") from None
+        raise Stalled(reasons.KeyPasswordWrong, "the password does not open the private key "
+                                                "(wrong password, or the key file is corrupt)") from None
 
 
 def _derive_key(password: bytes, salt: bytes, params: dict[str, int]) -> bytes:
@@ -130,11 +130,11 @@ def _pem_encode(label: str, der: bytes) -> bytes:
 def _pem_decode(pem: bytes) -> tuple[str, bytes]:
     match = _PEM_BLOCK.search(pem)
     if match is None:
-        raise Stalled("SigningKeyInvalid", "not a PEM private key (no BEGIN/END block)")
+        raise Stalled(reasons.SigningKeyInvalid, "not a PEM private key (no BEGIN/END block)")
     try:
         return match.group(1).decode(), base64.b64decode(b"".join(match.group(2).split()), validate=True)
     except (binascii.Error, ValueError):
-        raise Stalled("SigningKeyInvalid", "the PEM block is not base64") from None
+        raise Stalled(reasons.SigningKeyInvalid, "the PEM block is not base64") from None
 
 
 def _b64(data: bytes) -> str:
@@ -176,7 +176,7 @@ def write_key_pair(prefix: Path, password: bytes) -> tuple[Path, Path]:
 
 def load_signing_key(path: Path) -> ec.EllipticCurvePrivateKey:
     """The private key in ``path``, asking for the password only when the key is encrypted."""
-    pem = _read(path, "SigningKeyInvalid", "private key")
+    pem = _read(path, reasons.SigningKeyInvalid, "private key")
     return decrypt_private_key(pem, read_password() if is_encrypted_key(pem) else b"")
 
 
@@ -247,7 +247,7 @@ def sha256_file(path: Path) -> bytes:
             while chunk := blob.read(CHUNK_SIZE):
                 sha.update(chunk)
     except OSError as exc:
-        raise Stalled("FileUnreadable", f"cannot read {path}: {exc.strerror}") from None
+        raise Stalled(reasons.FileUnreadable, f"cannot read {path}: {exc.strerror}") from None
     return sha.digest()
 
 
@@ -306,16 +306,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise UsageError("--identity and --issuer go together")
     if not args.keys and not args.identity:
         raise UsageError("verify needs --key PUB, or --identity ID with --issuer URL")
-    keys = tuple(trust.load_public_key(_read(path, "TrustKeyInvalid", "public key"), str(path)) for path in args.keys)
+    keys = tuple(trust.load_public_key(_read(path, reasons.TrustKeyInvalid, "public key"), str(path)) for path in args.keys)
     identities = (trust.KeylessIdentity(args.identity, args.issuer),) if args.identity else ()
     roots = trust.TrustRoots(keys=keys, identities=identities, sigstore_trusted_root=args.trusted_root)
     signature_path = args.bundle or args.signature or _sibling(args.file, ".sig")
-    signature = _read(signature_path, "SignatureMissing", "signature")
+    signature = _read(signature_path, reasons.SignatureMissing, "signature")
     digest = sha256_file(args.file)
     try:
         verified = trust.verify_artifact_signature(digest, args.file.name, signature, None, roots)
     except Stalled as exc:
-        raise Stalled(exc.reason, f"{args.file} with {signature_path}: {exc.message}") from None
+        raise exc.add_context(f"{args.file} with {signature_path}") from None
     print(f"Verified OK: {args.file}: {verified}")
     return EXIT_OK
 

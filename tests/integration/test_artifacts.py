@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.errors import ReconcilerError, Stalled, Transient
+from reconciler.errors import Interrupted, ReconcilerError, Stalled, Transient
 from reconciler.ingest.artifacts import ArtifactStore, fetch_bytes
 from reconciler.manifests.models import Artifact
 from reconciler.settings import FetchLimits
@@ -238,10 +238,10 @@ BAD = [
     ("over-site-limit", lambda w: (artifact("models/m.onnx", size=(2 << 30) + 1), w.repo), Stalled, "ArtifactTooLarge"),
     ("http-404", lambda w: (artifact(f"{w.server.url}/status/404"), None), Stalled, "ArtifactNotFound"),
     ("http-403", lambda w: (artifact(f"{w.server.url}/status/403"), None), Stalled, "ArtifactRequestRejected"),
-    ("http-500-always", lambda w: (artifact(f"{w.server.url}/status/500"), None), Transient, "ArtifactUnavailable"),
-    ("http-truncated", lambda w: (artifact(f"{w.server.url}/truncated/m"), None), Transient, "ArtifactTruncated"),
-    ("http-slow", lambda w: (artifact(f"{w.server.url}/slow/m"), None), Transient, "ArtifactUnavailable"),
-    ("http-refused", _closed_port, Transient, "ArtifactUnavailable"),
+    ("http-500-always", lambda w: (artifact(f"{w.server.url}/status/500"), None), Interrupted, "ArtifactUnavailable"),
+    ("http-truncated", lambda w: (artifact(f"{w.server.url}/truncated/m"), None), Interrupted, "ArtifactTruncated"),
+    ("http-slow", lambda w: (artifact(f"{w.server.url}/slow/m"), None), Interrupted, "ArtifactUnavailable"),
+    ("http-refused", _closed_port, Interrupted, "ArtifactUnavailable"),
     ("http-content-length-too-long", lambda w: (artifact(f"{w.server.url}/long/m"), None), Stalled, "ArtifactTooLarge"),
     ("http-content-length-too-short", lambda w: (artifact(f"{w.server.url}/short/m"), None), Stalled, "ArtifactSizeMismatch"),
     ("http-endless-body", lambda w: (artifact(f"{w.server.url}/endless/m"), None), Stalled, "ArtifactTooLarge"),
@@ -261,7 +261,7 @@ def test_bad_input_is_refused_and_nothing_is_published(
     assert (type(caught.value), caught.value.reason) == (kind, reason), str(caught.value)
     assert bad.uri in caught.value.message
     assert world.blobs() == []
-    assert set(world.temps()) <= (left_by(bad) if kind is Transient else set())
+    assert set(world.temps()) <= (left_by(bad) if issubclass(kind, Transient) else set())
 
 
 def test_digest_mismatch_names_both_digests(world: World) -> None:

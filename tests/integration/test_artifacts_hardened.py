@@ -30,7 +30,7 @@ from forward_proxy import forward_proxy
 from pydantic import ValidationError
 
 from reconciler.agent.config import load_site_config
-from reconciler.errors import ReconcilerError, Stalled, Transient
+from reconciler.errors import Interrupted, ReconcilerError, Stalled, Transient
 from reconciler.ingest import httpsource, sink
 from reconciler.ingest.artifacts import ArtifactStore, fetch_bytes
 from reconciler.manifests.models import Artifact
@@ -558,7 +558,7 @@ def test_a_download_cut_off_resumes_in_the_next_ingest_after_a_restart(
     monkeypatch.setattr(sink, "CHUNK_SIZE", 16 << 10)
     once = FAST.model_copy(update={"retries": 1})
     error = refused(ArtifactStore(tmp_path / "state"), f"{here.url}/drop/{CUT}/m.onnx", once)
-    assert (type(error), error.reason) == (Transient, "ArtifactTruncated")
+    assert (type(error), error.reason) == (Interrupted, "ArtifactTruncated")
 
     # A new store on the same directory: what an agent finds after a restart.
     assert ingested(ArtifactStore(tmp_path / "state"), f"{here.url}/drop/{CUT}/m.onnx", once) == PAYLOAD
@@ -663,7 +663,7 @@ def test_a_trickling_server_is_cut_off_by_the_minimum_rate(store: ArtifactStore,
     start = time.monotonic()
     error = refused(store, f"{here.url}/trickle/0.05", limits)
 
-    assert (type(error), error.reason) == (Transient, "ArtifactStalled")
+    assert (type(error), error.reason) == (Interrupted, "ArtifactStalled")
     assert "bytes/s" in error.message
     assert time.monotonic() - start < 2
 
@@ -673,7 +673,7 @@ def test_silence_after_the_headers_is_a_stall(store: ArtifactStore, here: Server
     start = time.monotonic()
     error = refused(store, f"{here.url}/trickle/60", limits)
 
-    assert (type(error), error.reason) == (Transient, "ArtifactStalled")
+    assert (type(error), error.reason) == (Interrupted, "ArtifactStalled")
     assert "no data for 0.3s" in error.message
     assert time.monotonic() - start < 2
 

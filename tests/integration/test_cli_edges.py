@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -138,3 +139,13 @@ def test_a_second_agent_on_a_held_state_directory_is_refused_before_it_opens_its
         held.unlock()
     assert done.returncode != 0 and "StateLocked" in done.stderr
     assert "serving on" not in done.stderr
+
+
+def test_an_agent_that_cannot_listen_stops_at_once_with_exit_2(tmp_path):
+    """A listen address in use needs an operator: no retry, one sentence naming the reason."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = reconciler("run", "--repo", str(tmp_path / "fleet"), "--site", "a", "--state", str(tmp_path / "state"),
+                          "--listen", f"127.0.0.1:{port}")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"reconciler: ListenFailed: cannot listen on 127.0.0.1:{port}: ")

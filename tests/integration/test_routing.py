@@ -302,7 +302,7 @@ CANARY_REFUSALS = [
         "canary whose bytes are not the digest",
         None,
         lambda r, f: r.start_canary("iris", "iris", "2.0.0", f["2.0.0"], INTERFACE, digest="sha256:" + "0" * 64),
-        "DigestMismatch",
+        "ArtifactDigestMismatch",
     ),
 ]
 

@@ -296,7 +296,7 @@ def test_the_loaded_digest_is_that_of_the_bytes(model_files: dict[str, Path]):
         (b"not an onnx model", None, Stalled, "ModelLoadFailed"),
         (external_data_model(np.ones((4, 3))), None, Stalled, "ModelLoadFailed"),
         (None, None, Transient, "ArtifactUnreadable"),
-        (dense_model(LAYERS["2.0.0"]), "sha256:" + "0" * 64, Stalled, "DigestMismatch"),
+        (dense_model(LAYERS["2.0.0"]), "sha256:" + "0" * 64, Stalled, "ArtifactDigestMismatch"),
     ],
     ids=["corrupt", "external-data", "missing", "digest-mismatch"],
 )

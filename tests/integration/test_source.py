@@ -100,7 +100,7 @@ def test_read_blobs_reads_many_blobs_at_once(fleet_remote: FleetRemote, source: 
 def test_read_blobs_refuses_what_the_cache_lacks(source: GitSource, blob: str) -> None:
     sha = source.fetch()
     present = source.files(sha)[0].key
-    with pytest.raises(Stalled) as refused:
+    with pytest.raises(Transient) as refused:
         source.read_blobs([present, blob])
     assert refused.value.reason == "SourceCacheCorrupt"
     assert blob in refused.value.message
@@ -314,7 +314,7 @@ def test_a_server_that_refuses_filters_sends_everything_and_the_site_works(tmp_p
 
 def test_a_blob_the_remote_lacks_is_refused_as_a_corrupt_cache(fleet_remote: FleetRemote, source: GitSource) -> None:
     source.fetch()
-    with pytest.raises(Stalled) as refused:
+    with pytest.raises(Transient) as refused:
         source.fetch_missing(["0123456789" * 4])
     assert refused.value.reason == "SourceCacheCorrupt"
 
