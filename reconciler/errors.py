@@ -23,11 +23,14 @@ class ReconcilerError(Exception):
         return f"{self.reason}: {self.message}"
 
     def add_context(self, context: str) -> ReconcilerError:
-        """Say where the error was met (``context: message``), keeping its class and everything
-        a subclass carries; returns the error itself, to raise again."""
-        self.message = f"{context}: {self.message}"
-        self.args = (self.message,)
-        return self
+        """The same error said where it was met (``context: message``): a copy, keeping its class
+        and everything a subclass carries, so an error raised twice (a cached refusal) is never
+        prefixed twice."""
+        said = type(self).__new__(type(self))
+        said.__dict__.update(self.__dict__)
+        said.message = f"{context}: {self.message}"
+        said.args = (said.message,)
+        return said
 
 
 class Transient(ReconcilerError):

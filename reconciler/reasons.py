@@ -208,6 +208,9 @@ Promoted = _outcome("Promoted", _DONE, "the canary passed its steps and serves a
 NoCanarySteps = _outcome("NoCanarySteps", _DONE, "no canary steps: the validated version takes all traffic")
 RolledBack = _outcome("RolledBack", _DONE, "back to the version served before (a revert), from the kept blob")
 NotTargeted = _outcome("NotTargeted", _DONE, "the fleet no longer asks this site for the deployment: removed")
+NoDrift = _outcome("NoDrift", _DONE, "the live inputs and outputs look like the version's reference profile")
+DriftDetected = _outcome("DriftDetected", _DONE, "three windows in a row unlike the reference profile: informs, never rolls back")
+BatchRunFinished = _outcome("BatchRunFinished", _DONE, "a batch run scored its files (its summary is in the record)")
 NewVersion = _outcome("NewVersion", _DONE, "a deploy of a version this site does not serve")
 VersionRedefined = _outcome("VersionRedefined", _DONE, "the same version with other bytes was deployed again")
 ChecksChanged = _outcome("ChecksChanged", _DONE, "the served version's checks changed and passed again")
@@ -216,6 +219,8 @@ GateHeld = _outcome("GateHeld", _DONE, "the wave gate: the earlier waves are hea
 OnnxRuntimeWarning = _outcome("OnnxRuntimeWarning", _DONE, "a log line: what onnxruntime said about a validated model")
 
 # --- outcomes: looked at again next tick ------------------------------------------------------
+DriftedSites = _outcome("DriftedSites", _TICK, "more sites of the earlier waves report drift than maxDriftedSites: the wave waits")
+BatchFileFailed = _outcome("BatchFileFailed", _TICK, "an input file failed as a whole; the next runs try it again")
 CanaryInProgress = _outcome("CanaryInProgress", _TICK, "a canary runs: its next step is decided each tick")
 WeightSet = _outcome("WeightSet", _TICK, "a canary step set the canary's weight")
 Paused = _outcome("Paused", _TICK, "a canary pause step waits its duration")
@@ -230,6 +235,7 @@ NeverReported = _outcome("NeverReported", _TICK, "the status matrix: the site ha
 ForgeStatus = _outcome("ForgeStatus", _TICK, "a forge status that names no reason of its own")
 
 # --- outcomes: aborted until retried on purpose -----------------------------------------------
+BatchFileMovedAside = _outcome("BatchFileMovedAside", _CHANGE, "an input file failed maxRetries runs and was moved to .failed/")
 FailureThresholdReached = _outcome("FailureThresholdReached", _CHANGE, "the rollout's failed share reached failureThreshold")
 RolloutAborted = _outcome("RolloutAborted", _CHANGE, "the rollout is aborted: `reconciler rollout retry` restarts it")
 

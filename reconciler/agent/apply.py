@@ -168,8 +168,7 @@ class Applier:
                         return self._advance_canary(target, state, commit, now, action)
                     return self._deploy(target, state, repo_tree, commit, now, action)
                 except ReconcilerError as error:
-                    error.add_context(f"{target.model} {target.version}")
-                    raise
+                    raise error.add_context(f"{target.model} {target.version}") from error
             case "wait":
                 return state, Outcome(action, state="pending", reason=action.reason, message=action.message)
             case "revert":

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from reconciler import reasons
 from reconciler.agent.apply import Applier, Outcome, Runtime
 from reconciler.agent.ports import FleetSource, StatusChannel
 from reconciler.agent.selfheal import heal_after_failure, heal_at_start
@@ -178,7 +179,7 @@ class Agent:
         applied, commit = run.state.appliedCommit, run.commit
         accepted = commit == self.config.accept_history
         if applied is not None and applied != commit and not accepted and not self.source.is_ancestor(applied, commit):
-            raise Stalled("HistoryRewritten",
+            raise Stalled(reasons.HistoryRewritten,
                           f"new head {commit[:12]} does not descend from the last applied commit {applied[:12]}; "
                           f"an operator can accept it with --accept-history {commit}")
         if self.config.commit_policy is not None:
@@ -192,7 +193,7 @@ class Agent:
         if loaded.errors:
             rendered = [f.render() for f in loaded.errors[:FINDINGS_IN_MESSAGE]]
             more = len(loaded.errors) - len(rendered)
-            raise Stalled("InvalidManifests", "; ".join(rendered) + (f"; and {more} more" if more > 0 else ""))
+            raise Stalled(reasons.InvalidManifests, "; ".join(rendered) + (f"; and {more} more" if more > 0 else ""))
         run.fleet = loaded.repo
         site = run.fleet.sites.get(self.config.site)
         if self.runtime is not None and site is not None:
@@ -276,7 +277,7 @@ class Agent:
         if run.fleet is not None and self.config.site not in run.fleet.sites:
             # A typo in --site must not leave a status ref in everyone's fleet repo, for ever.
             log.warning("%s: no status written: the fleet repo names no such Site", self.config.site,
-                        extra={"reason": "SiteNotInFleet"})
+                        extra={"reason": reasons.SiteNotInFleet})
             return
         if self.last_record is None:
             self.last_record = self.status.read_own(self.config.site)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
-from reconciler import __version__
+from reconciler import __version__, reasons
 from reconciler.agent.apply import Outcome
 from reconciler.delivery.evidence import FailureKind, failure_kind
 from reconciler.delivery.model import SiteState
@@ -58,7 +58,7 @@ def _deployment_statuses(now: datetime, state: SiteState, plan: Plan, outcomes: 
     deployments: dict[str, DeploymentStatus] = {}
     for target in plan.converged:
         deployments[target.deployment] = _deployment_status(
-            now, state, before, target.deployment, target.model, "success", target, "Converged", "")
+            now, state, before, target.deployment, target.model, "success", target, reasons.Converged, "")
     for outcome in outcomes:
         action = outcome.action
         if action.kind == "remove" and outcome.ok:
@@ -112,7 +112,7 @@ def site_record(site: str, now: datetime, commit: str | None, state: SiteState,
     else:
         site_state = min((d.state for d in deployments.values()), key=WORST_FIRST.index, default="success")
         worst = next((d for d in deployments.values() if d.state == site_state and site_state != "success"), None)
-        reason, message = (worst.reason, worst.message) if worst else ("Converged", "")
+        reason, message = (worst.reason, worst.message) if worst else (reasons.Converged, "")
     return StatusRecord(
         site=site,
         observedCommit=commit,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
+from reconciler import reasons
 from reconciler.cancel import CancelToken
 from reconciler.delivery.plan import Target
 from reconciler.errors import Cancelled, ReconcilerError
@@ -67,4 +68,4 @@ class ArtifactVetting:
                                 timeout=self.validation.timeout.total_seconds(), memory_limit=self.validation.memory_bytes)
         for warning in report.warnings:
             log.warning("%s %s: onnxruntime: %s", target.model, target.version, warning,
-                        extra={"deployment": target.deployment, "reason": "OnnxRuntimeWarning"})
+                        extra={"deployment": target.deployment, "reason": reasons.OnnxRuntimeWarning})

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from reconciler import reasons
 from reconciler.agent.apply import Applier, CanaryMetrics, Runtime
 from reconciler.agent.channel import GitStatusChannel
 from reconciler.agent.loop import Agent, utcnow
@@ -18,7 +19,7 @@ from reconciler.agent.statedir import StateDir
 from reconciler.agent.telemetry import SiteTelemetry
 from reconciler.agent.vetting import ArtifactVetting
 from reconciler.cancel import CancelToken
-from reconciler.errors import Stalled
+from reconciler.errors import NeedsOperator
 from reconciler.gitdoor.source import GitSource
 from reconciler.ingest.artifacts import ArtifactStore
 from reconciler.settings import SiteConfig
@@ -76,7 +77,7 @@ def load_trust_keys(config: SiteConfig) -> list[TrustedKey]:
         try:
             keys.append(load_public_key(path.read_bytes(), name=path.name))
         except OSError as exc:
-            raise Stalled("TrustKeyUnreadable", f"cannot read trust key {path}: {exc}") from exc
+            raise NeedsOperator(reasons.TrustKeyUnreadable, f"cannot read trust key {path}: {exc}") from exc
     return keys
 
 

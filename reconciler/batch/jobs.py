@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler import reasons
 from reconciler.errors import Stalled
 from reconciler.manifests.batch import BatchSpec
 from reconciler.settings import BatchDirectories
@@ -29,7 +30,7 @@ def job_for(state_root: Path, directories: BatchDirectories, deployment: str, sp
                                                                 ("output", spec.output, directories.outputs))
                 if name not in mapping]
     if unmapped:
-        raise Stalled("BatchDirectoryUnmapped", f"{deployment}: this site's site.yaml maps no directory to "
+        raise Stalled(reasons.BatchDirectoryUnmapped, f"{deployment}: this site's site.yaml maps no directory to "
                                                 f"{' nor '.join(unmapped)} (batch.inputs / batch.outputs)")
     return BatchJob(deployment, spec, directories.inputs[spec.input.name], directories.outputs[spec.output],
                     batch_folder(state_root, deployment))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from reconciler import reasons
 from reconciler.errors import Stalled
 from reconciler.manifests.batch import BatchInput
 from reconciler.manifests.models import ModelInterface, TensorSpec
@@ -25,7 +26,7 @@ class FileRejected(Exception):
 
 class BatchMisfit(Stalled):
     def __init__(self, message: str):
-        super().__init__("BatchInputMisfit", f"{message}; no file was touched: fix the Deployment's batch.input")
+        super().__init__(reasons.BatchInputMisfit, f"{message}; no file was touched: fix the Deployment's batch.input")
 
 
 @dataclass(frozen=True)

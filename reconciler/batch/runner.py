@@ -25,6 +25,7 @@ from typing import Literal
 
 import numpy as np
 
+from reconciler import reasons
 from reconciler.atomicfile import atomic_write_bytes, fsync_dir
 from reconciler.batch.jobs import BatchJob
 from reconciler.batch.ledger import Entry, Ledger, run_lock
@@ -59,7 +60,7 @@ def run_batch(job: BatchJob, served: Served, trigger: Trigger, scheduled_for: da
     with run_lock(job.folder):
         try:
             _run_files(job, served, tally, stop or threading.Event())
-            reason, message = "BatchRunFinished", ""
+            reason, message = reasons.BatchRunFinished, ""
             state = "PartiallySucceeded" if tally.failed or tally.moved_aside or tally.record_errors else "Succeeded"
         except ReconcilerError as error:
             log.warning("%s: batch run stopped: %s", job.deployment, error, extra={"deployment": job.deployment})
@@ -75,7 +76,7 @@ def run_batch(job: BatchJob, served: Served, trigger: Trigger, scheduled_for: da
 def input_files(job: BatchJob) -> list[Path]:
     """The inputs the glob matches, in name order, without those moved aside."""
     if not job.input_dir.is_dir():
-        raise Stalled("BatchInputMissing", f"input directory {job.input_dir} does not exist")
+        raise Stalled(reasons.BatchInputMissing, f"input directory {job.input_dir} does not exist")
     return sorted(path for path in job.input_dir.glob(job.spec.input.glob)
                   if path.is_file() and ASIDE not in path.relative_to(job.input_dir).parts)
 
@@ -119,7 +120,7 @@ def _file_failed(job: BatchJob, ledger: Ledger, entry: Entry, path: Path, reason
     tries = ledger.failures[(entry.input, entry.model)]
     if tries <= job.spec.max_retries:
         log.warning("%s: %s failed (try %d of %d): %s", job.deployment, entry.file, tries, job.spec.max_retries + 1,
-                    reason, extra={"deployment": job.deployment, "reason": "BatchFileFailed"})
+                    reason, extra={"deployment": job.deployment, "reason": reasons.BatchFileFailed})
         return
     aside = job.input_dir / ASIDE / entry.file
     aside.parent.mkdir(parents=True, exist_ok=True)
@@ -129,7 +130,7 @@ def _file_failed(job: BatchJob, ledger: Ledger, entry: Entry, path: Path, reason
     ledger.append(_with(entry, result="movedAside", reason=reason))
     tally.moved_aside += 1
     log.error("%s: %s failed %d times, moved to %s: %s", job.deployment, entry.file, tries, aside, reason,
-              extra={"deployment": job.deployment, "reason": "BatchFileMovedAside"})
+              extra={"deployment": job.deployment, "reason": reasons.BatchFileMovedAside})
 
 
 def _score_file(data: bytes, job: BatchJob, served: Served, relative: str) -> tuple[int, int]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from reconciler import reasons
 from reconciler.atomicfile import atomic_write_bytes
 from reconciler.batch.jobs import BatchDirectories, batch_folder, job_for
 from reconciler.batch.ledger import RunInProgress, load_summary, save_summary
@@ -45,7 +46,7 @@ class ActiveModels:
     def active(self, deployment: str, state: SiteState) -> Served:
         installed = state.deployments.get(deployment)
         if installed is None or installed.active is None:
-            raise Stalled("BatchNotInstalled", f"{deployment} has no active version on this site yet: a version "
+            raise Stalled(reasons.BatchNotInstalled, f"{deployment} has no active version on this site yet: a version "
                                                "is validated and activated before its first batch run")
         digest = installed.active.digest
         if self.serving is not None:
@@ -162,5 +163,5 @@ def load_spec(state_root: Path, deployment: str) -> BatchSpec:
     try:
         return BatchSpec.model_validate_json(path.read_bytes())
     except (OSError, ValidationError):
-        raise Stalled("BatchNotScheduled", f"{deployment} is no batch deployment of this site (no {path}: the "
+        raise Stalled(reasons.BatchNotScheduled, f"{deployment} is no batch deployment of this site (no {path}: the "
                                            "agent writes it once it applied the deployment)") from None

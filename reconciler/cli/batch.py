@@ -9,6 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
+from reconciler import reasons
 from reconciler.errors import Transient
 
 
@@ -33,7 +34,7 @@ def cmd_batch_run(args: argparse.Namespace) -> int:
                                lambda: state_dir.load(config.site))
     summary = scheduler.run_now(args.deployment, "manual")
     if summary is None:
-        raise Transient("BatchRunInProgress", f"{args.deployment}: a run is in progress (concurrencyPolicy "
+        raise Transient(reasons.BatchRunInProgress, f"{args.deployment}: a run is in progress (concurrencyPolicy "
                                               "Forbid); try again when it has finished")
     print(json.dumps(summary.model_dump(mode="json"), indent=2))
     return 1 if summary.state == "Failed" else 0

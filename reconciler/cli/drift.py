@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from reconciler import reasons
 from reconciler.errors import ReconcilerError, Stalled, UsageError
 from reconciler.history.timeline import OpenFleet
 from reconciler.ingest.artifacts import fetch_bytes
@@ -172,7 +173,7 @@ def _run_model(onnx: Path, inputs: dict[str, np.ndarray], interface: ModelInterf
     try:
         session = ort.InferenceSession(onnx.read_bytes(), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's errors share no narrower base class
-        raise Stalled("ModelLoadFailed", f"{onnx} does not load as an ONNX model: {exc}") from None
+        raise Stalled(reasons.ModelLoadFailed, f"{onnx} does not load as an ONNX model: {exc}") from None
     rows = len(next(iter(inputs.values())))
     batches = [session.run(names, {k: v[start:start + ONNX_BATCH_ROWS] for k, v in inputs.items()})
                for start in range(0, rows, ONNX_BATCH_ROWS)]

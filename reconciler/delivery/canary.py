@@ -196,11 +196,11 @@ def _breach(analysis: Analysis, stats: WindowStats) -> tuple[str, str] | None:
         return reasons.LatencyTooHigh, (f"p99 latency {stats.p99_seconds * 1000:.1f}ms is above "
                                         f"{format_duration(limit)}")
     if analysis.minAgreement is not None and stats.agreement is not None and stats.agreement < analysis.minAgreement:
-        return "DisagreesWithStable", (f"agreement with stable {stats.agreement:.2%} over {stats.shadow_requests} "
+        return reasons.DisagreesWithStable, (f"agreement with stable {stats.agreement:.2%} over {stats.shadow_requests} "
                                        f"mirrored requests is below {analysis.minAgreement:.2%}")
     limit = analysis.maxPredictionDrift
     if limit is not None and stats.prediction_drift is not None and stats.prediction_drift > limit:
-        return "PredictionDriftTooHigh", (f"the canary's predictions are {stats.prediction_drift:.3f} from stable's "
+        return reasons.PredictionDriftTooHigh, (f"the canary's predictions are {stats.prediction_drift:.3f} from stable's "
                                           f"(largest distance over its outputs), above {limit:g}")
     return None
 

@@ -155,7 +155,7 @@ def _drift_hold(rollout: Rollout, progress: _Progress, index: int) -> GateDecisi
     if len(drifted) <= limit:
         return None
     wave = rollout.waves[index].name
-    return GateDecision("wait", "DriftedSites", f"wave {wave} waits: {len(drifted)} site(s) of earlier waves report "
+    return GateDecision("wait", reasons.DriftedSites, f"wave {wave} waits: {len(drifted)} site(s) of earlier waves report "
                         f"DriftDetected on the new version ({_list(drifted)}), at most {limit} allowed; drift holds "
                         "a rollout, it never rolls one back", wave, None)
 

@@ -24,6 +24,7 @@ from typing import IO
 
 from pydantic import TypeAdapter
 
+from reconciler import reasons
 from reconciler.errors import UsageError
 from reconciler.gitdoor.git import ISOLATED_ENV
 from reconciler.gitdoor.source import GitSource
@@ -251,13 +252,13 @@ def _records(history: ScriptedHistory) -> Iterator[StatusRecord]:
             observed = history.fleet_commit_at(at)
             deployments = {"scorer": DeploymentStatus(model="scorer", state=state, version=desired,
                                                       activeVersion=served, wave=WAVE[site],
-                                                      reason="Converged" if state == "success" else "Rollout",
+                                                      reason=reasons.Converged if state == "success" else "Rollout",
                                                       since=at)}
             if site in RINGS["main"]:
                 deployments["ranker"] = DeploymentStatus(model="ranker", state="success", version="2.0.0",
-                                                         activeVersion="2.0.0", reason="Converged", since=at)
+                                                         activeVersion="2.0.0", reason=reasons.Converged, since=at)
             yield StatusRecord(site=site, observedCommit=observed, appliedCommit=observed, state=state,
-                                   reason="Converged", deployments=deployments, agentVersion="test",
+                                   reason=reasons.Converged, deployments=deployments, agentVersion="test",
                                    writtenAt=at)
 
 
@@ -310,8 +311,8 @@ def bulk_record(site: str, index: int, start: datetime, step: timedelta) -> Stat
 
 def _bulk_status(site: str, at: datetime, served: str, state: str) -> StatusRecord:
     deployment = DeploymentStatus(model="scorer", state=state, version=served, activeVersion=served, wave="rest",
-                                  reason="Converged", since=at)
-    return StatusRecord(site=site, observedCommit="f" * 40, appliedCommit="f" * 40, state=state, reason="Converged",
+                                  reason=reasons.Converged, since=at)
+    return StatusRecord(site=site, observedCommit="f" * 40, appliedCommit="f" * 40, state=state, reason=reasons.Converged,
                         deployments={"scorer": deployment}, agentVersion="bench", writtenAt=at)
 
 

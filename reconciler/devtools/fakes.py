@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from reconciler import reasons
 from reconciler.agent.apply import Applier
 from reconciler.agent.loop import Agent
 from reconciler.agent.statedir import StateDir
@@ -52,7 +53,7 @@ class MemorySource:
         if self.failing is not None:
             raise self.failing
         if self.head is None:
-            raise Stalled("BranchNotFound", "the in-memory branch has no commit")
+            raise Stalled(reasons.BranchNotFound, "the in-memory branch has no commit")
         return self.head
 
     def fetch(self, sha: str | None = None) -> str:

@@ -25,7 +25,8 @@ import git
 from git.exc import GitCommandError
 from gitdb import IStream
 
-from reconciler.errors import Stalled
+from reconciler import reasons
+from reconciler.errors import Transient
 
 GitError = GitCommandError
 NO_PROMPT = {"GIT_TERMINAL_PROMPT": "0"}
@@ -197,7 +198,7 @@ class Git:
             reader.stderr.close()
             status = reader.wait()
         if status not in (0, -signal.SIGPIPE):
-            raise Stalled("SourceCacheCorrupt", f"git cat-file {blob} ({shown}) in {self.git_dir}: {stderr}")
+            raise Transient(reasons.SourceCacheCorrupt, f"git cat-file {blob} ({shown}) in {self.git_dir}: {stderr}")
 
     def write_commit(self, filename: str, data: bytes, message: str, parent: str | None,
                      author: tuple[str, str], date: datetime) -> str:

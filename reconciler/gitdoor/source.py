@@ -68,7 +68,7 @@ class GitSource:
         try:
             listing = ls_remote(self.url, ref, self.timeout)
         except GitError as error:
-            raise git_failure(error, f"git ls-remote {self.url}", "SourceUnreachable") from error
+            raise git_failure(error, f"git ls-remote {self.url}", reasons.SourceUnreachable) from error
         for line in listing.splitlines():
             sha, _, name = line.partition("\t")
             if name == ref:  # ls-remote patterns match on the tail; only the exact ref counts
@@ -88,8 +88,8 @@ class GitSource:
             self.git.fetch(_REMOTE, refspec, options=[f"--filter={_BLOB_FILTER}"], timeout=self.timeout)
         except GitError as error:
             if "couldn't find remote ref" in git_error_message(error):
-                raise Stalled("BranchNotFound", f"{self.url} has no branch {self.branch!r}") from error
-            raise git_failure(error, f"git fetch {self.url}", "SourceFetchFailed") from error
+                raise Stalled(reasons.BranchNotFound, f"{self.url} has no branch {self.branch!r}") from error
+            raise git_failure(error, f"git fetch {self.url}", reasons.SourceFetchFailed) from error
         return self.git.resolve_commit(tracking)
 
     def _clone_partially(self) -> None:
@@ -129,9 +129,9 @@ class GitSource:
             message = git_words(stderr) or f"exit status {error.returncode}"
             if "not our ref" in message:
                 named = ", ".join(sorted(missing)[:3]) + (", ..." if len(missing) > 3 else "")
-                raise Stalled("SourceCacheCorrupt", f"blob(s) {named} missing from {self.git.git_dir}, and {self.url} "
+                raise Transient(reasons.SourceCacheCorrupt, f"blob(s) {named} missing from {self.git.git_dir}, and {self.url} "
                                                     f"does not have them: {message}; delete the cache") from error
-            raise describe_git_failure(message, f"git fetch {self.url} (blobs)", "SourceFetchFailed") from error
+            raise describe_git_failure(message, f"git fetch {self.url} (blobs)", reasons.SourceFetchFailed) from error
         except subprocess.TimeoutExpired as error:
             raise Transient(reasons.SourceFetchFailed, f"git fetch {self.url} (blobs): not done in {timeout:g}s") from error
 
@@ -173,11 +173,11 @@ class GitSource:
             contents = self.git.read_objects(wanted)
         except subprocess.CalledProcessError as error:
             stderr = error.stderr.decode("utf-8", "replace").strip()
-            raise Stalled("SourceCacheCorrupt", f"git cat-file in {self.git.git_dir}: {stderr}") from error
+            raise Transient(reasons.SourceCacheCorrupt, f"git cat-file in {self.git.git_dir}: {stderr}") from error
         found = {blob: data for blob, data in zip(wanted, contents, strict=True) if data is not None}
         if len(found) < len(wanted):  # the cache lacks an object of a tree it holds
             blob = next(blob for blob in wanted if blob not in found)
-            raise Stalled("SourceCacheCorrupt", f"blob {blob} is missing from {self.git.git_dir}; delete the cache")
+            raise Transient(reasons.SourceCacheCorrupt, f"blob {blob} is missing from {self.git.git_dir}; delete the cache")
         return found
 
     def tree(self, sha: str) -> CommitTree:
@@ -227,7 +227,7 @@ def open_commit(location: str, rev: str) -> Iterator[tuple[GitSource, str]]:
         try:
             sha = source.git.resolve_commit(rev) if in_place else source.fetch()
         except GitError as error:
-            raise Stalled("RevisionNotFound", f"{location} has no commit {rev!r}") from error
+            raise Stalled(reasons.RevisionNotFound, f"{location} has no commit {rev!r}") from error
         yield source, sha
 
 

@@ -32,6 +32,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from reconciler import reasons
 from reconciler.errors import ReconcilerError, Stalled, UsageError
 from reconciler.gitdoor.git import GitError
 from reconciler.gitdoor.source import GitSource, open_location
@@ -241,7 +242,7 @@ def _local_head(source: GitSource, branch: str) -> str:
     try:
         return source.git.resolve_commit(f"refs/heads/{branch}")
     except GitError:
-        raise Stalled("BranchNotFound", f"{source.url} has no branch {branch!r}") from None
+        raise Stalled(reasons.BranchNotFound, f"{source.url} has no branch {branch!r}") from None
 
 
 def shown_location(location: str) -> str:

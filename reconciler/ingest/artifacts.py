@@ -102,7 +102,7 @@ class ArtifactStore:
                 download.start_over()
                 sha = download.fetch(repo_root, limits, deadline)
             if (got := Digest.of(sha)) != artifact.digest:
-                raise Stalled("ArtifactDigestMismatch", f"{artifact.uri}: expected {artifact.digest}, got {got}")
+                raise Stalled(reasons.ArtifactDigestMismatch, f"{artifact.uri}: expected {artifact.digest}, got {got}")
             path = download.publish(self.path_for(artifact.digest))
         fsync_dir(self.blobs)
         return Ingested(path, artifact.digest, artifact.size, fetched=True)
@@ -344,7 +344,7 @@ def _hex_of(digest: str) -> str:
     try:
         return Digest(digest).hex
     except ValueError as exc:
-        raise Stalled("DigestInvalid", str(exc)) from None
+        raise Stalled(reasons.DigestInvalid, str(exc)) from None
 
 
 def _digest_named(name: str) -> Digest | None:

@@ -33,7 +33,7 @@ def authorization(credentials: AuthConfig, scheme: str, host: str) -> str:
     """The Authorization header value for ``host``, its secret read from the environment now (so a
     restart picks up a rotated secret); over https only, unless the site allows this host http."""
     if scheme != "https" and not credentials.allow_http:
-        raise Stalled("ArtifactAuthInsecure", f"this site has credentials for {host}, and sends them over https only; "
+        raise Stalled(reasons.ArtifactAuthInsecure, f"this site has credentials for {host}, and sends them over https only; "
                                               f"use an https URI, or set fetch.auth.{host}.allowHttp")
     if credentials.token_env is not None:
         return f"Bearer {_secret(credentials.token_env, host)}"

@@ -19,6 +19,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from reconciler import reasons
 from reconciler.errors import Stalled
 from reconciler.manifests.models import ModelInterface
 from reconciler.monitoring import stats
@@ -129,11 +130,11 @@ def check_fits(profile: Profile, interface: ModelInterface) -> None:
         for feature in features:
             spec = specs[role].get(feature.tensor)
             if spec is None:
-                raise Stalled("ProfileMismatch", f"the profile's feature {feature.name} reads {role[:-1]} "
+                raise Stalled(reasons.ProfileMismatch, f"the profile's feature {feature.name} reads {role[:-1]} "
                               f"{feature.tensor}, which the model does not have")
             width = 1 if len(spec.shape) == 1 else spec.shape[1] if len(spec.shape) == 2 else 0
             if width == 0 or (width != -1 and feature.column >= width):
-                raise Stalled("ProfileMismatch", f"the profile's feature {feature.name} reads column "
+                raise Stalled(reasons.ProfileMismatch, f"the profile's feature {feature.name} reads column "
                               f"{feature.column} of {feature.tensor}, shaped {spec.shape}")
 
 

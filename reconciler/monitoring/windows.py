@@ -21,11 +21,12 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, WithJsonSchema
 
+from reconciler import reasons
 from reconciler.monitoring import stats
 from reconciler.monitoring.profile import CategoricalFeature, NumericFeature, Profile, WindowPolicy
 
-DRIFT_DETECTED = "DriftDetected"
-NO_DRIFT = "NoDrift"
+DRIFT_DETECTED = reasons.DriftDetected
+NO_DRIFT = reasons.NoDrift
 
 
 class _Strict(BaseModel):
@@ -65,7 +66,7 @@ class DriftSummary(_Strict):
 
     version: str
     profile: str  # the profile's digest: bins add up only between summaries of one profile
-    state: Literal["NoDrift", "DriftDetected"]
+    state: Literal[reasons.NoDrift, reasons.DriftDetected]
     windows: int  # windows closed since the version was loaded here
     rows: int  # rows in the last closed window
     drifted: list[str] = []  # the features DriftDetected is about

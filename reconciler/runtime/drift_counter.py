@@ -30,6 +30,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from pydantic import ValidationError
 
+from reconciler import reasons
 from reconciler.errors import Stalled, Transient
 from reconciler.monitoring.binning import ProfileBinner
 from reconciler.monitoring.profile import Profile
@@ -46,11 +47,11 @@ def read_profile(path: Path) -> Profile:
     try:
         content = path.read_bytes()
     except OSError as exc:
-        raise Transient("ProfileUnreadable", f"cannot read the reference profile {path}: {exc.strerror}") from None
+        raise Transient(reasons.ProfileUnreadable, f"cannot read the reference profile {path}: {exc.strerror}") from None
     try:
         return Profile.model_validate(json.loads(content))
     except (ValueError, ValidationError) as exc:
-        raise Stalled("ProfileInvalid", f"{path.name} is not a reference profile: {exc}") from None
+        raise Stalled(reasons.ProfileInvalid, f"{path.name} is not a reference profile: {exc}") from None
 
 
 class VersionCounter:
@@ -103,7 +104,7 @@ class VersionCounter:
         except (ValueError, IndexError) as exc:
             self.broken = True
             log.warning("drift counting stopped for version %s: %s", self.track.version, exc,
-                        extra={"reason": "ProfileMismatch"})
+                        extra={"reason": reasons.ProfileMismatch})
 
     def _close_if_due(self, now: float) -> None:
         if window_due(self._started, self._rows, now, self.profile.window):

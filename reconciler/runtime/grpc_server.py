@@ -14,8 +14,8 @@ from typing import NoReturn
 import grpc
 from google.protobuf.message import Message
 
-from reconciler import __version__
-from reconciler.errors import Stalled
+from reconciler import __version__, reasons
+from reconciler.errors import NeedsOperator
 from reconciler.runtime import grpc_codec, oip
 from reconciler.runtime.inference import INVALID, SUCCESS, Answer, Inference
 from reconciler.runtime.registry import ModelRegistry, NotLoadedYet, NotServed
@@ -162,7 +162,7 @@ class GrpcServer:
             bound = 0
         if bound == 0:
             self.stop()
-            raise Stalled("ListenFailed", f"cannot listen for gRPC on {address}: in use or not an address of this host")
+            raise NeedsOperator(reasons.ListenFailed, f"cannot listen for gRPC on {address}: in use or not an address of this host")
         self.port = bound
         self._server.start()
 

@@ -286,7 +286,7 @@ class ModelRegistry:
         try:
             data = model_path.read_bytes()
         except OSError as exc:
-            raise Transient("ArtifactUnreadable", f"cannot read {model_path}: {exc.strerror}") from None
+            raise Transient(reasons.ArtifactUnreadable, f"cannot read {model_path}: {exc.strerror}") from None
         actual = Digest.of(hashlib.sha256(data))
         if digest is not None and actual != digest:
             raise Stalled(

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler import reasons
 from reconciler.monitoring.profile import Profile
 from reconciler.monitoring.windows import DriftSummary, pool
 from reconciler.status.record import StatusRecord
@@ -37,7 +38,7 @@ def site_drifts(records: Mapping[str, StatusRecord]) -> list[SiteDrift]:
     """Every deployment's drift summary, worst first (DriftDetected, then by worst feature score)."""
     found = [SiteDrift(site, name, status.model, status.drift) for site, record in records.items()
              for name, status in record.deployments.items() if status.drift is not None]
-    return sorted(found, key=lambda d: (d.summary.state != "DriftDetected", -d.summary.worst(), d.site, d.deployment))
+    return sorted(found, key=lambda d: (d.summary.state != reasons.DriftDetected, -d.summary.worst(), d.site, d.deployment))
 
 
 def pooled(drifts: list[SiteDrift], profiles: Mapping[str, Profile]) -> list[PooledDrift]:

@@ -131,7 +131,7 @@ class ForgeStatuses:
         self._dialect = _DIALECTS[config.kind]
         self._token = os.environ.get(config.token_env, "").strip()
         if not self._token:
-            raise Stalled("ForgeTokenMissing", f"environment variable {config.token_env} holds no {config.kind} token")
+            raise Stalled(reasons.ForgeTokenMissing, f"environment variable {config.token_env} holds no {config.kind} token")
         self._headers = _auth_headers(config.kind, self._token)
         self._owns_client = client is None
         self._client = client or httpx.Client(timeout=config.timeout)
@@ -256,7 +256,7 @@ class ForgeStatuses:
         link = urlsplit(following)
         # The token goes with every request: never follow a link off the API's origin.
         if (link.scheme, link.netloc) != (api.scheme, api.netloc):
-            raise Stalled("ForgeRejected", f"{self._config.api_url}: next-page link leaves the API: {following}")
+            raise Stalled(reasons.ForgeRejected, f"{self._config.api_url}: next-page link leaves the API: {following}")
         return following, None
 
     def _request(self, method: str, path_or_url: str, **kwargs: object) -> httpx.Response:

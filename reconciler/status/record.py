@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from reconciler import reasons
 from reconciler.delivery.evidence import FailureKind
 from reconciler.monitoring.windows import DriftSummary
 
@@ -35,7 +36,7 @@ class BatchRunSummary(BaseModel):
     filesMovedAside: int = 0  # failed as a whole too often: moved out of the input directory
     records: int = 0  # scored
     recordErrors: int = 0  # refused one by one, in the output's .errors.jsonl
-    reason: str = "BatchRunFinished"
+    reason: str = reasons.BatchRunFinished
     message: str = ""
 
 

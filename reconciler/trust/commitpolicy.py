@@ -155,7 +155,7 @@ def _require_clean_merge(source: GitSource, merge: _Checked, describe: str) -> N
                           f"(git 2.38 or newer): {git_error_message(error)}") from error
         merged_tree = ""
     if merged_tree != merge.tree:
-        raise Stalled("CommitUnsigned", f"{describe} is an unsigned merge whose tree is not the clean merge "
+        raise Stalled(reasons.CommitUnsigned, f"{describe} is an unsigned merge whose tree is not the clean merge "
                       "of its parents; allowUnsignedMerges accepts only merges that add no change of their own")
 
 

@@ -35,7 +35,9 @@ GIT_FAILURES = {"git_failure", "describe_git_failure"}  # gitdoor/source.py: the
 CAMEL_CASE = re.compile(r"^[A-Z][a-z]+(?:[A-Z][a-z0-9]*)+$")
 # CamelCase strings that are no reasons: names of classes, ONNX operators, selector operators, units.
 NOT_REASONS = {"AuditTrail", "FleetAt", "SiteStatus", "DequantizeLinear", "MatMul", "DoesNotExist", "NotIn",
-               "KiB", "MiB", "NaN"}
+               "KiB", "MiB", "NaN", "ReferenceProfile", "PartiallySucceeded", "ModelInferRequest", "ModelInferResponse",
+               "ServerLiveResponse", "ServerReadyResponse", "ServerMetadataResponse", "ModelReadyResponse",
+               "ModelMetadataResponse"}
 
 
 def modules(*leave_out: str) -> list[tuple[Path, ast.Module]]:
@@ -119,10 +121,11 @@ def test_each_failure_has_one_class_and_the_outcomes_none():
 def test_add_context_keeps_the_class_and_what_a_subclass_carries():
     problems = (Problem(("inputs", 0, "dtype"), "float32 expected"),)
     error = ModelRefused(reasons.ModelInterfaceMismatch, "float32 expected", problems)
-    assert error.add_context("churn 1.1.0") is error
-    assert (type(error), error.reason, error.problems) == (ModelRefused, "ModelInterfaceMismatch", problems)
-    assert str(error) == "ModelInterfaceMismatch: churn 1.1.0: float32 expected"
-    assert error.message == "churn 1.1.0: float32 expected"
+    said = error.add_context("churn 1.1.0")
+    assert (type(said), said.reason, said.problems) == (ModelRefused, "ModelInterfaceMismatch", problems)
+    assert str(said) == "ModelInterfaceMismatch: churn 1.1.0: float32 expected"
+    assert said.message == "churn 1.1.0: float32 expected"
+    assert error.message == "float32 expected"  # a copy: the same error met twice is not prefixed twice
 
 
 def test_unplannable_is_a_stalled_error():

@@ -13,7 +13,7 @@ from reconciler.agent.statedir import StateDir
 from reconciler.delivery.model import SiteState
 from reconciler.delivery.plan import Action, Plan, plan_site
 from reconciler.devtools.fakes import FakeRuntime, FakeVetting, MemorySource, fleet_files
-from reconciler.errors import Cancelled, Stalled, Transient
+from reconciler.errors import Cancelled, NeedsOperator, Stalled, Transient
 from reconciler.ingest.artifacts import ArtifactStore
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.loader import load_tree
@@ -196,8 +196,9 @@ def test_without_a_runtime_a_canary_switches_at_once_and_a_running_one_waits_for
     serving.reconcile("1.1.0", canary=SLOW_CANARY)
     unserved = Site(tmp_path / "serving", runtime=False)
     unserved.state = serving.state
-    [outcome] = unserved.reconcile("1.1.0", T0 + timedelta(minutes=6), canary=SLOW_CANARY)
-    assert (outcome.error.reason, outcome.error.retry) == ("RuntimeNotServing", True)
+    with pytest.raises(NeedsOperator) as stopped:  # retrying cannot help: the agent stops, the CLI exits 2
+        unserved.reconcile("1.1.0", T0 + timedelta(minutes=6), canary=SLOW_CANARY)
+    assert stopped.value.reason == "RuntimeNotServing" and "(--listen)" in stopped.value.message
 
 
 def test_actions_that_decide_their_own_state(tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.errors import Stalled
+from reconciler.errors import Transient
 from reconciler.gitdoor.git import Git, GitError, batch_contents, common_git_dir, in_worktree, ls_remote
 
 
@@ -93,7 +93,7 @@ def test_a_blob_streams_through_a_pipe_and_a_missing_one_is_refused(history: tup
     blob = dict(repo.regular_files(first))["a.yaml"]
     with repo.stream_blob(blob, "a.yaml") as fd:
         assert os.read(fd, 100) == b"a: 1\n"
-    with pytest.raises(Stalled, match="missing.yaml") as refused, repo.stream_blob("0" * 40, "missing.yaml"):
+    with pytest.raises(Transient, match="missing.yaml") as refused, repo.stream_blob("0" * 40, "missing.yaml"):
         pass
     assert refused.value.reason == "SourceCacheCorrupt"
     repo.close()
