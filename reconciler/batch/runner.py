@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import orjson
 
 from reconciler import reasons
 from reconciler.atomicfile import atomic_write_bytes, fsync_dir
@@ -142,7 +143,7 @@ def _score_file(data: bytes, job: BatchJob, served: Served, relative: str) -> tu
     fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     good = 0
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
+        with os.fdopen(fd, "wb") as out:
             chunks = read_chunks(data, job.spec.input, served.interface, job.spec.max_records_per_batch)
             for chunk, lines, failed in _scored_ahead(served, names, chunks):
                 refused += chunk.errors
@@ -161,7 +162,7 @@ def _score_file(data: bytes, job: BatchJob, served: Served, relative: str) -> tu
 
 
 def _scored_ahead(served: Served, names: list[str], chunks: Iterable[Chunk]
-                  ) -> Iterator[tuple[Chunk, str, list[RecordError]]]:
+                  ) -> Iterator[tuple[Chunk, bytes, list[RecordError]]]:
     """Each chunk with its result lines and the records onnxruntime refused. The session scores the
     next chunk on a second thread (onnxruntime lets go of the GIL) while this one reads records
     and writes text, which costs as much as the scoring."""
@@ -177,9 +178,9 @@ def _scored_ahead(served: Served, names: list[str], chunks: Iterable[Chunk]
 
 
 def _finished(served: Served, names: list[str], chunk: Chunk, scoring: Future | None
-              ) -> tuple[Chunk, str, list[RecordError]]:
+              ) -> tuple[Chunk, bytes, list[RecordError]]:
     if scoring is None:
-        return chunk, "", []
+        return chunk, b"", []
     try:
         outputs = scoring.result()
     except Exception:  # noqa: BLE001 -- onnxruntime's errors share no narrower base: find the records at fault
@@ -187,7 +188,7 @@ def _finished(served: Served, names: list[str], chunk: Chunk, scoring: Future | 
     return chunk, _lines(served.version, names, chunk.records, outputs), []
 
 
-def _one_by_one(served: Served, names: list[str], chunk: Chunk) -> tuple[str, list[RecordError]]:
+def _one_by_one(served: Served, names: list[str], chunk: Chunk) -> tuple[bytes, list[RecordError]]:
     text, refused = [], []
     for i, record in enumerate(chunk.records):
         try:
@@ -196,29 +197,34 @@ def _one_by_one(served: Served, names: list[str], chunk: Chunk) -> tuple[str, li
             refused.append(RecordError(record, f"onnxruntime refused the record: {exc}"))
             continue
         text.append(_lines(served.version, names, [record], outputs))
-    return "".join(text), refused
+    return b"".join(text), refused
 
 
-def _lines(version: str, names: list[str], records: list[int], outputs: list[np.ndarray]) -> str:
+def _lines(version: str, names: list[str], records: list[int], outputs: list[np.ndarray]) -> bytes:
     """One JSON line per record. Writing the text costs more than the model's arithmetic (a float's
-    text is dearer than its multiply-adds), so float32 rows take one %-template per line: '%.9g'
-    gives back the very float32 (9 significant digits), at a third of repr's cost."""
-    head = f'{{"record": %d, "version": {json.dumps(version).replace("%", "%%")}, "outputs": {{'
-    if all(_finite(output) and output.dtype == np.float32 and output.ndim == 2 for output in outputs):
-        slots = ", ".join(f'{json.dumps(name).replace("%", "%%")}: [{", ".join(["%.9g"] * output.shape[1])}]'
-                          for name, output in zip(names, outputs, strict=True))
-        template = head + slots + "}}\n"
-        rows = np.concatenate(outputs, axis=1).tolist()
-        return "".join(template % (record, *row) for record, row in zip(records, rows, strict=True))
-    # repr of finite numbers is the text json.dumps writes for them, without its per-call cost
-    encoders = [repr if _finite(output) else json.dumps for output in outputs]
-    keys = [json.dumps(name) for name in names]
-    columns = [output.tolist() for output in outputs]
-    return "".join(
-        head % record
-        + ", ".join(f"{key}: {encode(column[i])}" for key, encode, column in zip(keys, encoders, columns, strict=True))
-        + "}}\n"
+    text is dearer than its multiply-adds), so each output is written once, as a whole, by orjson
+    (a float32 as the shortest text that reads back as the very float32) and cut into its rows;
+    bools, NaN and infinities (no JSON numbers) go through json, one value at a time."""
+    head = b'{"record": %d, "version": ' + json.dumps(version).encode().replace(b"%", b"%%") + b', "outputs": {'
+    keys = [json.dumps(name).encode() + b": " for name in names]
+    columns = [_row_texts(output) for output in outputs]
+    return b"".join(
+        head % record + b", ".join(key + column[i] for key, column in zip(keys, columns, strict=True)) + b"}}\n"
         for i, record in enumerate(records))
+
+
+def _row_texts(output: np.ndarray) -> list[bytes]:
+    """The JSON text of each row (first dimension) of an output."""
+    if not _finite(output):
+        return [json.dumps(row).encode() for row in output.tolist()]
+    whole = orjson.dumps(np.ascontiguousarray(output), option=orjson.OPT_SERIALIZE_NUMPY)
+    if len(output) == 0:
+        return []
+    if output.ndim == 1:
+        return whole[1:-1].split(b",")
+    if output.ndim == 2:  # numbers hold no brackets: rows are what lies between "],["
+        return [b"[" + row + b"]" for row in whole[2:-2].split(b"],[")]
+    return [orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY) for row in np.ascontiguousarray(output)]
 
 
 def _finite(output: np.ndarray) -> bool:
