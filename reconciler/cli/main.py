@@ -116,6 +116,8 @@ def _parser() -> argparse.ArgumentParser:
                         "are fetched from its origin)")
     status.add_argument("--branch", default="main", help="the branch whose Sites make the inventory")
     status.add_argument("--format", choices=["text", "json", "markdown"], default="text")
+    status.add_argument("--inventory", action="store_true",
+                        help="what each site runs on (OS, CPU, memory, onnxruntime and its providers, local facts)")
     status.set_defaults(handler=cmd_status)
 
     demo = commands.add_parser("demo", help="a local fleet converging from a local Git repo")
@@ -247,6 +249,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def run_agent(config, once: bool) -> int:
+    from reconciler.agent.sdnotify import notify
     from reconciler.agent.statedir import StateDir
     from reconciler.agent.telemetry import SiteTelemetry
     from reconciler.agent.wiring import build_agent, serving
@@ -255,9 +258,11 @@ def run_agent(config, once: bool) -> int:
     cancel_on_signals(stop, also=wake)
     state_dir = StateDir(config.state)
     state_dir.lock()  # before the port opens: a second agent on this state says so, and serves nothing
-    with serving(config.listen, config.site, wake, telemetry, config.grpc_listen) as (registry, metrics):
+    with serving(config.listen, config.site, wake, telemetry, config.grpc_listen,
+                 config.execution_providers) as (registry, metrics):
         agent = build_agent(config, registry, metrics, wake, stop, telemetry, state_dir=state_dir)
         agent.start()
+        notify("READY=1")  # serving the last good state: systemd's Type=notify may start what waits on us
         try:
             if once:
                 result = agent.reconcile_once()
@@ -269,6 +274,7 @@ def run_agent(config, once: bool) -> int:
             agent.run(stop)
             return EXIT_OK
         finally:
+            notify("STOPPING=1")
             agent.stop()
 
 
@@ -298,6 +304,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         records, note = status_records(opened, args.repo)
     if note:
         print(f"reconciler: {note}", file=sys.stderr)
+    if args.inventory:
+        from reconciler.cli.inventory import render_inventory
+
+        print(render_inventory(records, args.format))
+        return EXIT_OK
     matrix = build_matrix(records, fleet.sites, datetime.now(UTC), fleet.spec.staleAfter)
     if args.format == "json":
         print(json.dumps(matrix.to_json(), indent=2))

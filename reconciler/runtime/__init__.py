@@ -7,6 +7,7 @@ __all__ = [
     "hooks",
     "metrics",
     "ofrep",
+    "providers",
     "registry",
     "routing",
     "server",

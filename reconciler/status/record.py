@@ -55,6 +55,7 @@ class DeploymentStatus(BaseModel):
     failureKind: FailureKind | None = None
     weights: dict[str, int] = {}
     lastBatchRun: BatchRunSummary | None = None  # batch deployments only
+    executionProvider: str | None = None  # the onnxruntime provider serving activeVersion (site.yaml executionProviders)
     since: datetime  # when this deployment entered ``state`` for ``version``
 
     @property
@@ -64,6 +65,27 @@ class DeploymentStatus(BaseModel):
         if self.version and self.version != self.activeVersion:
             return f"{self.activeVersion or ''}->{self.version}"
         return self.activeVersion or "-"
+
+
+class SiteInventory(BaseModel):
+    """What the site runs on (agent/inventory.py): collected at the agent's start and refreshed
+    rarely, so it costs a record only when it changes. The agent's version is the record's own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    os: str  # os-release's PRETTY_NAME, or the system's name
+    kernel: str
+    arch: str
+    cpus: int
+    cpuModel: str | None = None
+    memoryMiB: int | None = None
+    diskFreeMiB: int | None = None  # on the file system of the state directory
+    onnxruntime: str  # its version
+    executionProviders: list[str] = []  # those this onnxruntime has, whether the site asks for them or not
+    accelerators: list[str] = []  # accelerator device nodes found (/dev/nvidia0, /dev/dri/renderD128, ...)
+    local: dict[str, str] = {}  # key=value facts from the site's inventoryDir executables
+    localErrors: list[str] = []  # what was refused there: a bad line, a script that failed or ran too long
+    collectedAt: datetime
 
 
 class StatusRecord(BaseModel):
@@ -81,6 +103,7 @@ class StatusRecord(BaseModel):
     deployments: dict[str, DeploymentStatus] = {}
     agentVersion: str
     writtenAt: datetime
+    inventory: SiteInventory | None = None
 
     def same_as(self, other: StatusRecord | None) -> bool:
         """Equal but for the write time: nothing worth a new record."""
