@@ -47,7 +47,7 @@ SITE_CONDITIONS: frozenset[str] = frozenset({
     "ArtifactRequestRejected", "ArtifactRangeInvalid", "ArtifactEncodingUnsupported", "ArtifactSchemeUnsupported",
     # disk, state directory, runtime, agent (artifacts.py, state.py, apply.py, runtime/)
     "DiskFull", "StoreWriteFailed", "StateWriteFailed", "StateLocked", "StateCorrupt", "StateOfOtherSite",
-    "RuntimeNotServing", "RuntimeStartFailed", "ListenFailed",
+    "RuntimeNotServing", "RuntimeStartFailed", "ListenFailed", "NoExecutionProvider",
     "CanaryProgressMismatch", "CanaryIsActive", "NoActiveVersion", "NoCanary", "InvalidWeight",
     # what the plan cannot resolve for this site (plan.py)
     "SiteNotInFleet", "ModelNotFound", "VersionNotFound", "NoMatchingArtifact", "FlagEvaluationFailed",

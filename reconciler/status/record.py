@@ -87,6 +87,12 @@ class SiteInventory(BaseModel):
     localErrors: list[str] = []  # what was refused there: a bad line, a script that failed or ran too long
     collectedAt: datetime
 
+    def summary(self) -> str:
+        """One line for a person: the fleet view's tooltip."""
+        memory = f", {self.memoryMiB} MiB" if self.memoryMiB is not None else ""
+        return (f"{self.os}, {self.arch}, {self.cpus} CPUs{memory}, onnxruntime {self.onnxruntime} "
+                f"({', '.join(self.executionProviders)})")
+
 
 class StatusRecord(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
