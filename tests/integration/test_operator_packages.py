@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,40 @@ def test_the_image_runs_as_non_root_with_state_on_a_volume_and_checks_readiness(
     assert "PYTHONDONTWRITEBYTECODE=1" in final_stage  # nothing written beside the code on a read-only root
     assert "/v2/health/ready" in final_stage.split("HEALTHCHECK", 1)[1]
     assert "--require-hashes" in text and "-r requirements.lock" in text
+
+
+def build_context(dockerfile: Path, destination: Path) -> Path:
+    """What the build stage's COPY lines put in its WORKDIR, copied from the repository (links kept
+    as links, as docker copies them), and nothing else."""
+    for line in dockerfile.read_text().splitlines():
+        if line.startswith("COPY ") and "--from=" not in line:
+            *sources, target = line.split()[1:]
+            for source in sources:
+                copied = destination / target / source if target.endswith("/") else destination / target
+                copied.parent.mkdir(parents=True, exist_ok=True)
+                if (ROOT / source).is_dir():
+                    shutil.copytree(ROOT / source, copied, symlinks=True,
+                                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+                else:
+                    shutil.copy2(ROOT / source, copied)
+    return destination
+
+
+def test_what_the_image_copies_builds_the_wheel_with_its_example_fleet(tmp_path: Path) -> None:
+    context = build_context(DOCKERFILE, tmp_path / "src")
+    result = _run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", tmp_path / "wheel", context)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (wheel,) = (tmp_path / "wheel").glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        assert "reconciler/example_fleet/fleet.yaml" in archive.namelist()
+
+
+def test_a_copy_set_without_the_example_fleet_is_caught(tmp_path: Path) -> None:
+    broken = _broken_copy(DOCKERFILE, tmp_path, "COPY example-fleet-repo ./example-fleet-repo\n", "")
+    context = build_context(broken, tmp_path / "src")
+    result = _run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", tmp_path / "wheel", context)
+    built = list((tmp_path / "wheel").glob("*.whl"))
+    assert result.returncode != 0 or "reconciler/example_fleet/fleet.yaml" not in zipfile.ZipFile(built[0]).namelist()
 
 
 # --- the systemd unit ----------------------------------------------------------------------------
