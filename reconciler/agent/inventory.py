@@ -95,11 +95,6 @@ def cpu_model(cpuinfo: str) -> str | None:
     return next((fields[name] for name in ("model name", "Model", "Hardware", "cpu model") if fields.get(name)), None)
 
 
-def memory_mib(meminfo: str) -> int | None:
-    found = re.search(r"^MemTotal:\s+(\d+) kB", meminfo, re.MULTILINE)
-    return int(found[1]) // 1024 if found else None
-
-
 def same_facts(a: SiteInventory | None, b: SiteInventory) -> bool:
     """Equal but for when they were collected."""
     return a is not None and a.model_dump(exclude={"collectedAt"}) == b.model_dump(exclude={"collectedAt"})
@@ -117,7 +112,7 @@ def collect(state: Path, inventory_dir: Path | None, now: datetime) -> SiteInven
     return SiteInventory(
         os=_os_name(), kernel=platform.release(), arch=platform.machine(), cpus=os.cpu_count() or 1,
         cpuModel=cpu_model(_read("/proc/cpuinfo")) or platform.processor() or None,
-        memoryMiB=memory_mib(_read("/proc/meminfo")), diskFreeMiB=disk_free,
+        memoryMiB=_memory_mib(), diskFreeMiB=disk_free,
         onnxruntime=onnxruntime_version, executionProviders=providers,
         accelerators=sorted(path for pattern in ACCELERATOR_DEVICES for path in glob.glob(pattern)),
         local=local, localErrors=refused, collectedAt=now)
@@ -193,6 +188,13 @@ def _read_before(child: subprocess.Popen[bytes], deadline: float, timeout: float
     if left <= 0 or not select.select([child.stdout], [], [], left)[0]:
         raise ScriptFailed(f"ran longer than {timeout:g} s")
     return os.read(child.stdout.fileno(), 65536)
+
+
+def _memory_mib() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    except (OSError, ValueError):  # a system that does not say
+        return None
 
 
 def _os_name() -> str:

@@ -13,7 +13,6 @@ from reconciler.agent.inventory import (
     MAX_LOCAL_FACTS,
     InventoryCache,
     cpu_model,
-    memory_mib,
     merge_local,
     parse_facts,
 )
@@ -64,12 +63,6 @@ def test_facts_of_several_executables_merge_first_come_and_stay_few() -> None:
 ])
 def test_the_cpu_model_is_read_from_cpuinfo_on_x86_and_arm(cpuinfo: str, model: str | None) -> None:
     assert cpu_model(cpuinfo) == model
-
-
-@pytest.mark.parametrize(("meminfo", "mib"), [
-    ("MemTotal:        8039564 kB\nMemFree:  1 kB\n", 7851), ("MemFree: 1 kB\n", None), ("", None)])
-def test_memory_is_read_from_meminfo(meminfo: str, mib: int | None) -> None:
-    assert memory_mib(meminfo) == mib
 
 
 class Collector:
