@@ -156,7 +156,8 @@ def run_inventory_dir(directory: Path) -> tuple[dict[str, str], list[str]]:
 
 def run_bounded(command: Sequence[str], timeout: float, limit: int) -> bytes:
     """Its standard output; ScriptFailed when it runs longer than ``timeout`` seconds, prints more
-    than ``limit`` bytes, cannot start or exits non-zero. It is killed, with its process group."""
+    than ``limit`` bytes, cannot start or exits non-zero. Its process group is killed in any case:
+    nothing it started outlives it."""
     try:
         child = subprocess.Popen(list(command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                  stderr=subprocess.DEVNULL, start_new_session=True)
@@ -174,9 +175,11 @@ def run_bounded(command: Sequence[str], timeout: float, limit: int) -> bytes:
         except subprocess.TimeoutExpired:
             raise ScriptFailed(f"ran longer than {timeout:g} s") from None
     finally:
-        if child.returncode is None:
+        try:
             os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
+        except ProcessLookupError:  # the group is gone already
+            pass
+        child.wait()
         child.stdout.close()
     if returncode != 0:
         raise ScriptFailed(f"exited with {returncode}")

@@ -165,6 +165,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from reconciler.agent.statedir import StateDir
+    from reconciler.cli.plan_inventory import warn_against_inventory
     from reconciler.delivery.model import SiteState
     from reconciler.delivery.plan import plan_site
     from reconciler.gitdoor.source import open_revision
@@ -187,6 +188,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return EXIT_FINDING
     state = StateDir(args.state).load(args.site) if args.state else SiteState(site=args.site)
     plan = plan_site(loaded.repo, args.site, state, now, commit)
+    warn_against_inventory(args.repo, args.rev or "main", args.site, plan)
     if args.format == "json":
         print(json.dumps(plan.to_json(), indent=2))
     else:

@@ -22,12 +22,13 @@ CPU = "CPUExecutionProvider"
 class ProviderChoice:
     use: tuple[str, ...]  # what sessions are created with, in the site's order
     skipped: tuple[str, ...] = ()  # asked for, but not in this onnxruntime
+    available: tuple[str, ...] = ()  # what this onnxruntime has
 
     def explain(self) -> str:
         if not self.skipped:
             return f"execution providers: {', '.join(self.use)}"
         return (f"execution providers {', '.join(self.skipped)} are not available in this onnxruntime "
-                f"(it has {', '.join(available_providers())}); using {', '.join(self.use)}")
+                f"(it has {', '.join(self.available)}); using {', '.join(self.use)}")
 
 
 def choose(wanted: Sequence[str], available: Sequence[str]) -> ProviderChoice:
@@ -35,7 +36,7 @@ def choose(wanted: Sequence[str], available: Sequence[str]) -> ProviderChoice:
     use = tuple(name for name in wanted if name in available)
     if not use:
         raise no_provider(wanted, available)
-    return ProviderChoice(use, tuple(name for name in wanted if name not in available))
+    return ProviderChoice(use, tuple(name for name in wanted if name not in available), tuple(available))
 
 
 def no_provider(wanted: Sequence[str], available: Sequence[str]) -> Stalled:

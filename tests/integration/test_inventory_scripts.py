@@ -66,11 +66,12 @@ def test_a_failing_hanging_or_flooding_executable_is_refused_and_killed(
     assert (local, refused) == ({"ok": "1"}, [f"bad: {problem}"])
 
 
-def test_nothing_is_left_running_after_a_hanging_executable(scripts: Path, monkeypatch: pytest.MonkeyPatch,
-                                                            tmp_path: Path) -> None:
+@pytest.mark.parametrize("ending", ["sleep 30\n", "exit 0\n"])  # hangs, or leaves a daemon behind
+def test_nothing_an_executable_started_is_left_running(scripts: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path, ending: str) -> None:
     monkeypatch.setattr(inventory, "SCRIPT_TIMEOUT", 0.5)
     pids = tmp_path / "pids"
-    script(scripts, "hang", f"sleep 30 &\necho $! > {pids}\nsleep 30\n")
+    script(scripts, "starts", f"sleep 30 >/dev/null 2>&1 &\necho $! > {pids}\n{ending}")
     run_inventory_dir(scripts)
     background = int(pids.read_text())
     deadline = time.monotonic() + 5

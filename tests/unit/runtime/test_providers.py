@@ -22,7 +22,7 @@ CUDA, TENSORRT, OPENVINO = "CUDAExecutionProvider", "TensorrtExecutionProvider",
 ])
 def test_the_wanted_providers_this_onnxruntime_has_in_the_sites_order(
         wanted: list[str], available: list[str], use: tuple, skipped: tuple) -> None:
-    assert choose(wanted, available) == ProviderChoice(use, skipped)
+    assert choose(wanted, available) == ProviderChoice(use, skipped, tuple(available))
 
 
 @pytest.mark.parametrize("wanted", [[CUDA], [OPENVINO, TENSORRT]])
@@ -35,9 +35,9 @@ def test_none_of_the_wanted_providers_available_is_refused_saying_what_to_do(wan
 
 
 def test_a_choice_that_skipped_one_explains_it() -> None:
-    assert ProviderChoice((CPU,)).explain() == f"execution providers: {CPU}"
-    assert ProviderChoice((CPU,), (CUDA,)).explain().startswith(
-        f"execution providers {CUDA} are not available in this onnxruntime (it has ")
+    assert ProviderChoice((CPU,), (), (CPU,)).explain() == f"execution providers: {CPU}"
+    assert ProviderChoice((CPU,), (CUDA,), (OPENVINO, CPU)).explain() == (
+        f"execution providers {CUDA} are not available in this onnxruntime (it has {OPENVINO}, {CPU}); using {CPU}")
 
 
 def config(**settings: object) -> SiteConfig:
