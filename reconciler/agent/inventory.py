@@ -119,8 +119,11 @@ def collect(state: Path, inventory_dir: Path | None, now: datetime) -> SiteInven
 
 
 def onnxruntime_facts() -> tuple[str, list[str]]:
-    """Its version and execution providers, asked of a child process as validation asks: the agent
-    process loads no onnxruntime unless it serves."""
+    """Its version and execution providers: from the one this process serves with, else asked of a
+    child process as validation asks (an agent that only converges loads no onnxruntime)."""
+    serving = sys.modules.get("onnxruntime")
+    if serving is not None:
+        return serving.__version__, list(serving.get_available_providers())
     try:
         output = run_bounded([sys.executable, "-I", "-c", _ONNXRUNTIME_FACTS], ONNXRUNTIME_TIMEOUT, SCRIPT_OUTPUT_LIMIT)
         version, providers = json.loads(output)

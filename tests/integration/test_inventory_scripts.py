@@ -4,6 +4,7 @@ failing, hanging or flooding executable refused and said, and nothing left runni
 from __future__ import annotations
 
 import os
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.agent import inventory
-from reconciler.agent.inventory import collect, run_inventory_dir
+from reconciler.agent.inventory import collect, onnxruntime_facts, run_inventory_dir
 
 T0 = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
 
@@ -94,3 +95,12 @@ def test_the_machine_is_described_with_what_its_onnxruntime_has(scripts: Path) -
     assert facts.cpus == os.cpu_count() and facts.arch == os.uname().machine and facts.kernel == os.uname().release
     assert facts.memoryMiB and facts.memoryMiB > 0 and facts.diskFreeMiB is not None
     assert facts.local == {"cabinet": "7"} and facts.collectedAt == T0
+
+
+def test_an_agent_that_does_not_serve_asks_a_child_what_onnxruntime_has(monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime
+
+    expected = (onnxruntime.__version__, onnxruntime.get_available_providers())
+    monkeypatch.delitem(sys.modules, "onnxruntime")  # as in an agent process that never served
+    assert onnxruntime_facts() == expected
+    assert "onnxruntime" not in sys.modules
