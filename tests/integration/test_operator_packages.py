@@ -192,6 +192,15 @@ def render_kustomization(kustomization: Path) -> list[dict[str, Any]]:
     return documents
 
 
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="no kubectl here (no Debian or PyPI package has it): "
+                                                            "the rendering is checked against kustomize only where it is")
+def test_the_rendering_is_what_kustomize_makes() -> None:
+    done = _run("kubectl", "kustomize", KUSTOMIZATION.parent)
+    assert done.returncode == 0, done.stderr
+    theirs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(done.stdout)}
+    assert {(d["kind"], d["metadata"]["name"]): d for d in render_kustomization(KUSTOMIZATION)} == theirs
+
+
 def _kubernetes_validate(documents: list[dict[str, Any]], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     rendered = tmp_path / "rendered.yaml"
     rendered.write_text(yaml.safe_dump_all(documents))
