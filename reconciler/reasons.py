@@ -184,6 +184,7 @@ BatchInputMissing = _failure("BatchInputMissing", _CHANGE, "the batch input dire
 BatchInputMisfit = _failure("BatchInputMisfit", _CHANGE, "the Deployment's batch input does not fit the model; no file was touched")
 BatchNotInstalled = _failure("BatchNotInstalled", _CHANGE, "a batch run for a deployment with no active version here")
 BatchNotScheduled = _failure("BatchNotScheduled", _CHANGE, "no batch section for that deployment at this site")
+NoExecutionProvider = _failure("NoExecutionProvider", _CHANGE, "none of site.yaml's executionProviders is in this onnxruntime")
 ForgeRejected = _failure("ForgeRejected", _CHANGE, "the forge refuses the request")
 ForgeTokenMissing = _failure("ForgeTokenMissing", _CHANGE, "the forge token's variable is not set")
 
@@ -219,6 +220,10 @@ GateHeld = _outcome("GateHeld", _DONE, "the wave gate: the earlier waves are hea
 OnnxRuntimeWarning = _outcome("OnnxRuntimeWarning", _DONE, "a log line: what onnxruntime said about a validated model")
 
 # --- outcomes: looked at again next tick ------------------------------------------------------
+InventoryFactRefused = _outcome("InventoryFactRefused", _TICK, "a line of an inventory.d executable is no key=value fact: left out")
+InventoryFailed = _outcome("InventoryFailed", _TICK, "the site's inventory could not be collected: the last one stays")
+NotifyFailed = _outcome("NotifyFailed", _TICK, "systemd's NOTIFY_SOCKET did not take a readiness message")
+ExecutionProviderUnavailable = _outcome("ExecutionProviderUnavailable", _TICK, "an executionProvider of site.yaml is not in this onnxruntime: skipped")
 DriftedSites = _outcome("DriftedSites", _TICK, "more sites of the earlier waves report drift than maxDriftedSites: the wave waits")
 BatchFileFailed = _outcome("BatchFileFailed", _TICK, "an input file failed as a whole; the next runs try it again")
 CanaryInProgress = _outcome("CanaryInProgress", _TICK, "a canary runs: its next step is decided each tick")

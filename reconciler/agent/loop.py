@@ -32,7 +32,7 @@ from reconciler.manifests.loader import DocumentCache, load_tree
 from reconciler.retrying import exponential
 from reconciler.runtime.registry import BatchPolicy
 from reconciler.settings import SiteConfig
-from reconciler.status.record import StatusRecord
+from reconciler.status.record import SiteInventory, StatusRecord
 from reconciler.trust.commitpolicy import verify_commits
 
 log = logging.getLogger("reconciler.agent")
@@ -84,7 +84,8 @@ class Agent:
     def __init__(self, config: SiteConfig, *, source: FleetSource, status: StatusChannel, applier: Applier,
                  runtime: Runtime | None = None, clock: Callable[[], datetime] = utcnow,
                  caches: Sequence[GitSource] = (), telemetry: SiteTelemetry | None = None,
-                 wake: threading.Event | None = None):
+                 wake: threading.Event | None = None,
+                 inventory: Callable[[datetime], SiteInventory | None] = lambda now: None):
         self.config = config
         self.source = source
         self.status = status
@@ -100,6 +101,7 @@ class Agent:
         self.last_contact: datetime | None = None  # when the fleet repo last answered
         self.watching = False  # a rollout or canary is in flight: plan each tick, not only on new commits
         self.wake = wake or threading.Event()  # set by the push webhook (or a stop): reconcile now
+        self.inventory = inventory  # what the site runs on, for its records (agent/inventory.py)
         self.batch = BatchScheduler(config.state, config.batch, ActiveModels(config.state, runtime),
                                     lambda: self.state_dir.load(config.site), on_run=self._batch_ran)
 
@@ -249,10 +251,12 @@ class Agent:
 
     def _record(self, run: Run) -> StatusRecord:
         deployments = with_drift(deployment_statuses(run.now, run.state, run.plan, run.outcomes, self.last_record,
-                                                     self.batch.last_run),
+                                                     self.batch.last_run,
+                                                     self.runtime.execution_provider if self.runtime else lambda name: None),
                                  self.applier.drift_summaries(run.state))
         return site_record(self.config.site, run.now, run.commit, run.state, deployments,
-                           stale=self._stale(run.now), last_contact=self.last_contact)
+                           stale=self._stale(run.now), last_contact=self.last_contact,
+                           inventory=self.inventory(run.now))
 
     def _error_record(self, run: Run) -> StatusRecord:
         """The repo or the remote is unusable: keep serving, keep the per-deployment picture of the
@@ -266,7 +270,8 @@ class Agent:
         deployments = dict(self.last_record.deployments) if self.last_record else {}
         observed = run.head or (self.last_record.observedCommit if self.last_record else None)
         return site_record(self.config.site, run.now, observed, state, deployments,
-                           stale=self._stale(run.now), last_contact=self.last_contact, error=error)
+                           stale=self._stale(run.now), last_contact=self.last_contact, error=error,
+                           inventory=self.inventory(run.now))
 
     def _stale(self, now: datetime) -> bool:
         return self.last_contact is not None and now - self.last_contact > self.config.stale_after

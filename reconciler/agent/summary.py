@@ -30,7 +30,14 @@ from reconciler.errors import ReconcilerError
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.monitoring.windows import DriftSummary
 from reconciler.status.forge import CommitStatus, wave_status
-from reconciler.status.record import WORST_FIRST, BatchRunSummary, DeploymentStatus, State, StatusRecord
+from reconciler.status.record import (
+    WORST_FIRST,
+    BatchRunSummary,
+    DeploymentStatus,
+    SiteInventory,
+    State,
+    StatusRecord,
+)
 
 
 def outcome_status(outcome: Outcome) -> tuple[State, str, str, FailureKind | None]:
@@ -47,10 +54,13 @@ def outcome_status(outcome: Outcome) -> tuple[State, str, str, FailureKind | Non
 def deployment_statuses(now: datetime, state: SiteState, plan: Plan, outcomes: list[Outcome],
                         before: StatusRecord | None,
                         batch_run: Callable[[str], BatchRunSummary | None] = lambda name: None,
+                        provider: Callable[[str], str | None] = lambda name: None,
                         ) -> dict[str, DeploymentStatus]:
-    """Per deployment, as the table above says, with the last batch run of a batch deployment."""
+    """Per deployment, as the table above says, with the last batch run of a batch deployment and
+    the execution provider that serves it."""
     deployments = _deployment_statuses(now, state, plan, outcomes, before)
-    return {name: status.model_copy(update={"lastBatchRun": batch_run(name)}) for name, status in deployments.items()}
+    return {name: status.model_copy(update={"lastBatchRun": batch_run(name), "executionProvider": provider(name)})
+            for name, status in deployments.items()}
 
 
 def _deployment_statuses(now: datetime, state: SiteState, plan: Plan, outcomes: list[Outcome],
@@ -103,7 +113,7 @@ def with_drift(deployments: dict[str, DeploymentStatus], drift: Mapping[str, Dri
 
 def site_record(site: str, now: datetime, commit: str | None, state: SiteState,
                 deployments: dict[str, DeploymentStatus], *, stale: bool, last_contact: datetime | None,
-                error: ReconcilerError | None = None) -> StatusRecord:
+                error: ReconcilerError | None = None, inventory: SiteInventory | None = None) -> StatusRecord:
     if error is not None:
         site_state: State = "error"
         reason, message = error.reason, error.message
@@ -124,6 +134,7 @@ def site_record(site: str, now: datetime, commit: str | None, state: SiteState,
         deployments=deployments,
         agentVersion=__version__,
         writtenAt=now,
+        inventory=inventory,
     )
 
 

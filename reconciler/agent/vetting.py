@@ -5,6 +5,7 @@ then the version's validation cases passed in a child process (runtime/validatio
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Protocol
 
 from reconciler import reasons
@@ -17,6 +18,7 @@ from reconciler.ingest.verification import verified_artifact
 from reconciler.manifests.models import Artifact, ReferenceProfile
 from reconciler.monitoring.profile import check_fits
 from reconciler.runtime.drift_counter import read_profile
+from reconciler.runtime.providers import CPU
 from reconciler.runtime.validation import run_validation
 from reconciler.settings import FetchLimits, ValidationLimits
 from reconciler.trust import TrustRoots
@@ -33,13 +35,14 @@ class FetchMeter(Protocol):
 class ArtifactVetting:
     def __init__(self, store: ArtifactStore, trust_roots: TrustRoots, limits: FetchLimits | None = None,
                  validation: ValidationLimits | None = None, stop: CancelToken | None = None,
-                 meter: FetchMeter | None = None):
+                 meter: FetchMeter | None = None, providers: Sequence[str] = (CPU,)):
         self.store = store
         self.trust_roots = trust_roots
         self.limits = limits or FetchLimits()
         self.validation = validation or ValidationLimits()
         self.stop = stop or CancelToken()
         self.meter = meter
+        self.providers = providers  # the site's executionProviders, which validation loads the model on
 
     def verified(self, target: Target, repo_tree: RepoRoot) -> Ingested:
         """``repo_tree`` holds the commit's files, for repo-relative artifact URIs."""
@@ -65,7 +68,8 @@ class ArtifactVetting:
 
     def validate(self, target: Target, ingested: Ingested) -> None:
         report = run_validation(ingested.path, target.interface, target.cases, stop=self.stop,
-                                timeout=self.validation.timeout.total_seconds(), memory_limit=self.validation.memory_bytes)
+                                timeout=self.validation.timeout.total_seconds(), memory_limit=self.validation.memory_bytes,
+                                providers=self.providers)
         for warning in report.warnings:
             log.warning("%s %s: onnxruntime: %s", target.model, target.version, warning,
                         extra={"deployment": target.deployment, "reason": reasons.OnnxRuntimeWarning})

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
 from reconciler import reasons
 from reconciler.agent.apply import Applier, CanaryMetrics, Runtime
 from reconciler.agent.channel import GitStatusChannel
+from reconciler.agent.inventory import InventoryCache
 from reconciler.agent.loop import Agent, utcnow
 from reconciler.agent.statedir import StateDir
 from reconciler.agent.telemetry import SiteTelemetry
@@ -22,6 +23,7 @@ from reconciler.cancel import CancelToken
 from reconciler.errors import NeedsOperator
 from reconciler.gitdoor.source import GitSource
 from reconciler.ingest.artifacts import ArtifactStore
+from reconciler.runtime.providers import CPU
 from reconciler.settings import SiteConfig
 from reconciler.status.forge_client import ForgeStatuses
 from reconciler.status.gitref import StatusRefs
@@ -44,7 +46,8 @@ def build_agent(config: SiteConfig, runtime: Runtime | None, metrics: CanaryMetr
     applier = build_applier(state_dir or StateDir(config.state), runtime, load_trust_roots(config), config, metrics, stop, telemetry)
     caches = [source] if status_source is source else [source, status_source]
     return Agent(config, source=source, status=status, applier=applier, runtime=runtime, clock=clock,
-                 caches=caches, telemetry=telemetry, wake=wake)
+                 caches=caches, telemetry=telemetry, wake=wake,
+                 inventory=InventoryCache(config.state, config.inventory_dir))
 
 
 def build_applier(state_dir: StateDir, runtime: Runtime | None, trust_roots: TrustRoots,
@@ -53,7 +56,8 @@ def build_applier(state_dir: StateDir, runtime: Runtime | None, trust_roots: Tru
     stop = stop or CancelToken()
     store = ArtifactStore(state_dir.root, telemetry.count_bytes if telemetry else None)
     vetting = ArtifactVetting(store, trust_roots, config.fetch if config else None,
-                              config.validation if config else None, stop, telemetry)
+                              config.validation if config else None, stop, telemetry,
+                              config.execution_providers if config else (CPU,))
     # The runtime's metrics count drift too (RuntimeMetrics.drift); a canary test's fake metrics do not.
     return Applier(state_dir, store, vetting, runtime, metrics, stop, drift=getattr(metrics, "drift", None))
 
@@ -87,8 +91,10 @@ class serving:
     flags for local applications."""
 
     def __init__(self, address: tuple[str, int] | None, site: str, wake: threading.Event | None = None,
-                 telemetry: SiteTelemetry | None = None, grpc_address: tuple[str, int] | None = None):
+                 telemetry: SiteTelemetry | None = None, grpc_address: tuple[str, int] | None = None,
+                 providers: Sequence[str] = (CPU,)):
         self.address, self.site, self.wake, self.telemetry = address, site, wake, telemetry
+        self.providers = providers  # the site's executionProviders
         self.grpc_address = grpc_address
         self.server = self.grpc_server = None
 
@@ -101,7 +107,7 @@ class serving:
         from reconciler.runtime.registry import ModelRegistry
         from reconciler.runtime.server import RuntimeServer, build_app
 
-        registry = ModelRegistry()
+        registry = ModelRegistry(providers=self.providers)
         metrics = RuntimeMetrics(registry)
         routes = ofrep_routes(registry.flags) + (hook_routes(self.wake) if self.wake is not None else [])
         if self.telemetry is not None:

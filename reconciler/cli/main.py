@@ -118,6 +118,8 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--format", choices=["text", "json", "markdown"], default="text")
     status.add_argument("--drift", action="store_true", help="sites x features drift, worst first, and the pooled "
                         "drift per model version (markdown prints as text)")
+    status.add_argument("--inventory", action="store_true",
+                        help="what each site runs on (OS, CPU, memory, onnxruntime and its providers, local facts)")
     status.set_defaults(handler=cmd_status)
 
     demo = commands.add_parser("demo", help="a local fleet converging from a local Git repo")
@@ -169,6 +171,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from reconciler.agent.statedir import StateDir
+    from reconciler.cli.plan_inventory import warn_against_inventory
     from reconciler.delivery.model import SiteState
     from reconciler.delivery.plan import plan_site
     from reconciler.gitdoor.source import open_revision
@@ -191,6 +194,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return EXIT_FINDING
     state = StateDir(args.state).load(args.site) if args.state else SiteState(site=args.site)
     plan = plan_site(loaded.repo, args.site, state, now, commit)
+    warn_against_inventory(args.repo, args.rev or "main", args.site, plan)
     if args.format == "json":
         print(json.dumps(plan.to_json(), indent=2))
     else:
@@ -253,6 +257,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def run_agent(config, once: bool) -> int:
+    from reconciler.agent.sdnotify import notify
     from reconciler.agent.statedir import StateDir
     from reconciler.agent.telemetry import SiteTelemetry
     from reconciler.agent.wiring import build_agent, serving
@@ -261,9 +266,11 @@ def run_agent(config, once: bool) -> int:
     cancel_on_signals(stop, also=wake)
     state_dir = StateDir(config.state)
     state_dir.lock()  # before the port opens: a second agent on this state says so, and serves nothing
-    with serving(config.listen, config.site, wake, telemetry, config.grpc_listen) as (registry, metrics):
+    with serving(config.listen, config.site, wake, telemetry, config.grpc_listen,
+                 config.execution_providers) as (registry, metrics):
         agent = build_agent(config, registry, metrics, wake, stop, telemetry, state_dir=state_dir)
         agent.start()
+        notify("READY=1")  # serving the last good state: systemd's Type=notify may start what waits on us
         try:
             if once:
                 result = agent.reconcile_once()
@@ -275,6 +282,7 @@ def run_agent(config, once: bool) -> int:
             agent.run(stop)
             return EXIT_OK
         finally:
+            notify("STOPPING=1")
             agent.stop()
 
 
@@ -308,6 +316,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"reconciler: {note}", file=sys.stderr)
     if drift is not None:
         print(drift)
+        return EXIT_OK
+    if args.inventory:
+        from reconciler.cli.inventory import render_inventory
+
+        print(render_inventory(records, args.format))
         return EXIT_OK
     matrix = build_matrix(records, fleet.sites, datetime.now(UTC), fleet.spec.staleAfter)
     if args.format == "json":

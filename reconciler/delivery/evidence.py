@@ -52,6 +52,7 @@ SITE_CONDITIONS: frozenset[str] = frozenset({
     # disk, state directory, runtime, agent (artifacts.py, state.py, apply.py, runtime/, cancel.py)
     R.DiskFull, R.StoreWriteFailed, R.StateWriteFailed, R.StateLocked, R.StateCorrupt, R.StateOfOtherSite,
     R.RuntimeNotServing, R.RuntimeStartFailed, R.ListenFailed, R.AgentStopping, R.ProfileUnreadable,
+    R.NoExecutionProvider,
     R.CanaryProgressMismatch, R.CanaryIsActive, R.NoActiveVersion, R.NoCanary, R.InvalidWeight,
     # what the plan cannot resolve for this site (plan.py)
     R.SiteNotInFleet, R.ModelNotFound, R.VersionNotFound, R.NoMatchingArtifact, R.FlagEvaluationFailed,

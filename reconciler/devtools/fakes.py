@@ -188,6 +188,9 @@ class FakeRuntime:
     def set_batching(self, policies) -> None:
         self.batching = dict(policies)
 
+    def execution_provider(self, deployment) -> str | None:
+        return "CPUExecutionProvider" if deployment in self.active else None
+
 
 def fleet_files(version: str = "1.0.0", site: str = "store-1", canary: list[dict] | None = None,
                 versions: tuple[str, ...] = ("1.0.0", "1.1.0", "1.2.0"), **spec: object) -> dict[str, str]:

@@ -25,7 +25,7 @@ from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.models import Deployment, FleetSpec, Site
 from reconciler.manifests.selectors import matches
 from reconciler.settings import CommitPolicy
-from reconciler.status.matrix import FleetMatrix, build_matrix
+from reconciler.status.matrix import FleetMatrix, SiteRow, build_matrix
 from reconciler.status.record import DeploymentStatus, StatusRecord
 
 # --- the HTML page: its data -----------------------------------------------------------------
@@ -146,12 +146,16 @@ def _matrix_section(matrix: FleetMatrix) -> str:
         stale = ' <span class="badge stale">stale</span>' if row.stale else ""
         cells = "".join(f"<td>{_cell(row.cells.get(name))}</td>" for name in matrix.deployments)
         rows.append(f'<tr data-site="{escape(row.site)}" class="{"stale" if row.stale else ""}">'
-                    f'<th scope="row">{escape(row.site)}{stale}</th><td><span class="state {escape(row.state)}">'
+                    f'<th scope="row"{_runs_on(row)}>{escape(row.site)}{stale}</th><td><span class="state {escape(row.state)}">'
                     f'{escape(row.state)}</span></td><td>{escape(written)}</td>{cells}</tr>')
     summary = ", ".join(f"{count} {escape(state)}" for state, count in matrix.summary().items())
     return (f'<section id="matrix"><h2>Fleet status</h2><p class="note">{len(matrix.rows)} sites: {summary}</p>'
             f'<table><thead><tr><th>site</th><th>state</th><th>record written</th>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></section>')
+
+
+def _runs_on(row: SiteRow) -> str:
+    return f' title="{escape(row.inventory.summary())}"' if row.inventory else ""
 
 
 def _cell(status: DeploymentStatus | None) -> str:
@@ -161,8 +165,9 @@ def _cell(status: DeploymentStatus | None) -> str:
     if status.version and status.version != status.activeVersion:
         served += f" → {escape(status.version)}"
     wave = f' <span class="wave">{escape(status.wave)}</span>' if status.wave else ""
-    return (f'<span class="state {escape(status.state)}" title="{escape(status.reason)}: {escape(status.message)}">'
-            f"{served}</span>{wave}")
+    provider = f" (on {status.executionProvider})" if status.executionProvider else ""
+    return (f'<span class="state {escape(status.state)}" title="{escape(status.reason)}: {escape(status.message)}'
+            f'{escape(provider)}">{served}</span>{wave}')
 
 
 def _progress_section(progress: Sequence[WaveProgress]) -> str:

@@ -8,6 +8,7 @@ __all__ = [
     "hooks",
     "metrics",
     "ofrep",
+    "providers",
     "registry",
     "routing",
     "server",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -22,6 +22,7 @@ from reconciler.errors import Stalled, Transient
 from reconciler.flags import FlagSet
 from reconciler.manifests.models import DeploymentSpec, ModelInterface
 from reconciler.manifests.types import Digest
+from reconciler.runtime.providers import CPU, choose_here
 
 V = TypeVar("V")
 
@@ -41,6 +42,11 @@ class Served:
     interface: ModelInterface
     digest: str  # "sha256:<hex>" of the very bytes the session was built from
     source: Path
+
+    @property
+    def provider(self) -> str:
+        """The execution provider the session runs on: the first of its providers onnxruntime kept."""
+        return self.session.get_providers()[0]
 
 
 @dataclass(frozen=True)
@@ -105,7 +111,11 @@ class NotLoadedYet(NotServed):
 
 
 class ModelRegistry:
-    def __init__(self, expected: Iterable[str] | None = None, *, intra_op_threads: int = 1):
+    def __init__(self, expected: Iterable[str] | None = None, *, intra_op_threads: int = 1,
+                 providers: Sequence[str] = (CPU,)):
+        """``providers``: the site's executionProviders; those this onnxruntime lacks are skipped (and
+        logged), none of them available is Stalled (providers.py)."""
+        self._providers = choose_here(providers).use
         # Small models on small boxes: one thread per run beats a pool, and concurrent requests
         # already spread over the cores.
         self._intra_op_threads = intra_op_threads
@@ -150,6 +160,11 @@ class ModelRegistry:
         if expected is None:
             return bool(loaded)
         return all(name in loaded for name in expected)
+
+    def execution_provider(self, deployment: str) -> str | None:
+        """What serves the deployment's active version; None while nothing does."""
+        loaded = self._loaded.get(deployment)
+        return loaded.active.provider if loaded is not None else None
 
     def routing_flag(self, deployment: str) -> str | None:
         return self._routing_flags.get(deployment)
@@ -294,9 +309,7 @@ class ModelRegistry:
             )
         try:
             # From the bytes just hashed, never from the path: the file cannot change in between.
-            session = ort.InferenceSession(
-                data, sess_options=self._session_options(), providers=["CPUExecutionProvider"]
-            )
+            session = ort.InferenceSession(data, sess_options=self._session_options(), providers=list(self._providers))
         except Exception as exc:  # onnxruntime's errors share no base class narrower than Exception
             raise Stalled(
                 reasons.ModelLoadFailed, f"onnxruntime cannot load {wanted.model} {wanted.version} ({model_path}): {exc}"

@@ -5,11 +5,13 @@ imports nothing of reconciler: a request comes as one JSON document on stdin, th
 as one JSON line on stdout. Memory, CPU and core-dump limits are set before numpy or onnxruntime
 load, so a hostile or broken model can only hurt this process.
 
-Request:  {"model": path, "memoryLimit": bytes, "cpuSeconds": n,
+Request:  {"model": path, "providers": [execution provider], "memoryLimit": bytes, "cpuSeconds": n,
            "interface": {"inputs": [TensorSpec], "outputs": [TensorSpec]}, "cases": [ValidationCase]}
-Answer:   {"outcome": "loadFailed", "message": str}
+Answer:   {"outcome": "noProvider", "available": [execution provider]}
+        | {"outcome": "loadFailed", "message": str}
         | {"outcome": "interfaceMismatch", "problems": [{"at": [part], "message": str}]}
-        | {"outcome": "ran", "cases": [{"name", "passed", "maxAbsError", "detail", "at": [part]}]}
+        | {"outcome": "ran", "provider": str,
+           "cases": [{"name", "passed", "maxAbsError", "detail", "at": [part]}]}
 "at" is where the fault lies: in the interface (e.g. ["inputs", 0, "dtype"]) or in the case
 (e.g. ["expected", "y"]), so a check before the merge can point at the manifest's line.
 """
@@ -71,17 +73,23 @@ def _validate(request: dict[str, Any]) -> dict[str, Any]:
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.log_severity_level = 2  # its warnings go to stderr, which the agent logs as its own
+    # The site's providers that this onnxruntime has, in the site's order: what serving uses too.
+    available = ort.get_available_providers()
+    providers = [name for name in request["providers"] if name in available]
+    if not providers:
+        return {"outcome": "noProvider", "available": available}
     try:
         with open(request["model"], "rb") as model:
             # From bytes, not from a path: external data files next to the model are not found.
-            session = ort.InferenceSession(model.read(), options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(model.read(), options, providers=providers)
     except Exception as exc:  # onnxruntime has its own exception types for every way loading fails
         return {"outcome": "loadFailed", "message": _describe(exc)}
     interface = request["interface"]
     problems = _interface_problems(session, interface)
     if problems:
         return {"outcome": "interfaceMismatch", "problems": problems}
-    return {"outcome": "ran", "cases": [_run_case(session, interface, case) for case in request["cases"]]}
+    return {"outcome": "ran", "provider": session.get_providers()[0],
+            "cases": [_run_case(session, interface, case) for case in request["cases"]]}
 
 
 def _interface_problems(session: Any, interface: dict[str, Any]) -> list[dict[str, Any]]:

@@ -26,6 +26,7 @@ from reconciler import reasons
 from reconciler.cancel import CancelToken
 from reconciler.errors import Stalled
 from reconciler.manifests.models import ModelInterface, ValidationCase
+from reconciler.runtime.providers import CPU, no_provider
 
 CHILD = Path(__file__).with_name("validate_child.py")
 MESSAGE_LIMIT = 1000
@@ -76,6 +77,7 @@ class ValidationReport:
     cases: list[CaseResult]
     seconds: float
     warnings: tuple[str, ...] = ()  # what onnxruntime said while loading and running the model
+    provider: str = CPU  # the execution provider the cases ran on
 
 
 def run_validation(
@@ -85,11 +87,15 @@ def run_validation(
     timeout: float = 30.0,
     memory_limit: int = 1 << 30,
     stop: CancelToken | None = None,
+    providers: Sequence[str] = (CPU,),
 ) -> ValidationReport:
     """Load the model and run every case in a child process; a report only when all cases pass.
-    A ``stop`` kills the child within POLL_SECONDS and raises Cancelled."""
+    A ``stop`` kills the child within POLL_SECONDS and raises Cancelled. ``providers``: the site's
+    executionProviders, chosen as serving chooses them (providers.py), so a model is validated on
+    what will serve it."""
     request = {
         "model": str(Path(model_path).resolve()),
+        "providers": list(providers),  # the child keeps those its onnxruntime has, as serving does
         "memoryLimit": memory_limit,
         "cpuSeconds": math.ceil(timeout) + 1,
         "interface": interface.model_dump(mode="json"),
@@ -101,6 +107,8 @@ def run_validation(
     answer = _answer(returncode, stdout)
     if answer is None:
         raise _crash(returncode, stderr, timeout, memory_limit)
+    if answer["outcome"] == "noProvider":
+        raise no_provider(providers, answer["available"])
     if answer["outcome"] == "loadFailed":
         raise Stalled(reasons.ModelLoadFailed, _explain(_clean(answer["message"])[:MESSAGE_LIMIT], memory_limit))
     if answer["outcome"] == "interfaceMismatch":
@@ -114,7 +122,7 @@ def run_validation(
         message = _explain(_clean("; ".join(p.message for p in failed))[:MESSAGE_LIMIT], memory_limit)
         explained = [Problem(p.at, _explain(_clean(p.message), memory_limit), p.case) for p in failed]
         raise ModelRefused(reasons.ValidationFailed, message, explained)
-    return ValidationReport(results, seconds, _warnings(stderr))
+    return ValidationReport(results, seconds, _warnings(stderr), answer["provider"])
 
 
 def _run_child(request: dict[str, Any], timeout: float, stop: CancelToken) -> tuple[int, bytes, bytes]:

@@ -18,6 +18,8 @@ from reconciler.settings.forge import ForgeConfig
 from reconciler.settings.paths import SETTINGS, LocalPath, Location
 
 _SHORTEST_INTERVAL = timedelta(milliseconds=100)
+# onnxruntime's names for its execution providers all end so (CUDAExecutionProvider, ...).
+ExecutionProviderName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9]*ExecutionProvider$")]
 
 
 class ValidationLimits(BaseModel):
@@ -61,6 +63,10 @@ class SiteConfig(BaseModel):
     validation: ValidationLimits = ValidationLimits()
     fetch: FetchLimits = FetchLimits()  # timeouts, retries, redirects, auth, CA bundle for artifacts
     batch: BatchDirectories = BatchDirectories()  # logical batch input/output names -> local directories
+    # onnxruntime's accelerators, most wanted first; validation and serving both use them, and
+    # skip those this box lacks (runtime/providers.py). CPU last keeps a site serving without its GPU.
+    execution_providers: Annotated[list[ExecutionProviderName], Field(min_length=1)] = ["CPUExecutionProvider"]
+    inventory_dir: LocalPath | None = None  # executables printing key=value facts for the status record's inventory
 
     @field_validator("grpc_listen")
     @classmethod
@@ -68,6 +74,14 @@ class SiteConfig(BaseModel):
         if grpc_listen is not None and info.data.get("listen", "invalid") is None:  # an invalid one is refused already
             raise ValueError("needs listen too: health, metrics and flags are served over HTTP")
         return grpc_listen
+
+    @field_validator("execution_providers")
+    @classmethod
+    def _each_provider_once(cls, providers: list[str]) -> list[str]:
+        repeated = sorted({name for name in providers if providers.count(name) > 1})
+        if repeated:
+            raise ValueError(f"names {', '.join(repeated)} more than once")
+        return providers
 
     @model_validator(mode="after")
     def _forge_gates_need_a_forge(self) -> SiteConfig:

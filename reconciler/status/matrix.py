@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from reconciler import reasons
-from reconciler.status.record import DeploymentStatus, StatusRecord
+from reconciler.status.record import DeploymentStatus, SiteInventory, StatusRecord
 
 NEVER_REPORTED = "unknown"
 MARK = {"success": "", "pending": " (pending)", "progressing": " (progressing)", "failure": " FAILED",
@@ -25,6 +25,7 @@ class SiteRow:
     stale: bool
     observed_commit: str | None
     cells: dict[str, DeploymentStatus] = field(default_factory=dict)
+    inventory: SiteInventory | None = None  # what the site runs on, as its newest record says
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def build_matrix(records: Mapping[str, StatusRecord], inventory: Iterable[str], 
             continue
         age = now - record.writtenAt
         rows.append(SiteRow(site, record.state, record.reason, age, age > stale_after, record.observedCommit,
-                            dict(record.deployments)))
+                            dict(record.deployments), record.inventory))
     deployments = sorted({name for row in rows for name in row.cells})
     return FleetMatrix(rows, deployments, now)
 

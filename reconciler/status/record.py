@@ -60,6 +60,7 @@ class DeploymentStatus(BaseModel):
     # The active version's last closed drift window, where its version names a reference profile
     # (reconciler.monitoring.windows): informs people and the `maxDriftedSites` gate, never a rollback.
     drift: DriftSummary | None = None
+    executionProvider: str | None = None  # the onnxruntime provider serving activeVersion (site.yaml executionProviders)
     since: datetime  # when this deployment entered ``state`` for ``version``
 
     @property
@@ -69,6 +70,33 @@ class DeploymentStatus(BaseModel):
         if self.version and self.version != self.activeVersion:
             return f"{self.activeVersion or ''}->{self.version}"
         return self.activeVersion or "-"
+
+
+class SiteInventory(BaseModel):
+    """What the site runs on (agent/inventory.py): collected at the agent's start and refreshed
+    rarely, so it costs a record only when it changes. The agent's version is the record's own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    os: str  # os-release's PRETTY_NAME, or the system's name
+    kernel: str
+    arch: str
+    cpus: int
+    cpuModel: str | None = None
+    memoryMiB: int | None = None
+    diskFreeMiB: int | None = None  # on the file system of the state directory
+    onnxruntime: str  # its version
+    executionProviders: list[str] = []  # those this onnxruntime has, whether the site asks for them or not
+    accelerators: list[str] = []  # accelerator device nodes found (/dev/nvidia0, /dev/dri/renderD128, ...)
+    local: dict[str, str] = {}  # key=value facts from the site's inventoryDir executables
+    localErrors: list[str] = []  # what was refused there: a bad line, a script that failed or ran too long
+    collectedAt: datetime
+
+    def summary(self) -> str:
+        """One line for a person: the fleet view's tooltip."""
+        memory = f", {self.memoryMiB} MiB" if self.memoryMiB is not None else ""
+        return (f"{self.os}, {self.arch}, {self.cpus} CPUs{memory}, onnxruntime {self.onnxruntime} "
+                f"({', '.join(self.executionProviders)})")
 
 
 class StatusRecord(BaseModel):
@@ -86,6 +114,7 @@ class StatusRecord(BaseModel):
     deployments: dict[str, DeploymentStatus] = {}
     agentVersion: str
     writtenAt: datetime
+    inventory: SiteInventory | None = None
 
     def same_as(self, other: StatusRecord | None) -> bool:
         """Equal but for the write time: nothing worth a new record."""
