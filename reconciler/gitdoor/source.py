@@ -85,10 +85,12 @@ class GitSource:
 
     def remote_head(self) -> str:
         """The branch's commit on the remote: one ``git ls-remote``, nothing else, because this is
-        all a no-op reconcile costs."""
+        all a no-op reconcile costs. ``--heads`` makes git ask the server for ``refs/heads/`` only
+        (protocol v2 ``ref-prefix``); a bare pattern is matched on the client after the server
+        sent every ref, status refs included: bytes that grew with the fleet."""
         ref = f"refs/heads/{self.branch}"
         try:
-            listing = self._remote_git.ls_remote("--", self.url, ref, kill_after_timeout=self.timeout)
+            listing = self._remote_git.ls_remote("--heads", "--", self.url, ref, kill_after_timeout=self.timeout)
         except GitCommandError as error:
             raise git_failure(error, f"git ls-remote {self.url}", "SourceUnreachable") from error
         for line in listing.splitlines():
