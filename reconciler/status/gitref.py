@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 STATUS_REF_PREFIX = "refs/reconciler/status/"
 STATUS_FILE = "status.json"
+# receive-pack's answer when two pushes of one ref overlap: the later could not take the ref's lock
+_LOST_RACE = "[remote rejected] (failed to update ref)"
 
 
 def status_ref(site: str) -> str:
@@ -117,6 +119,34 @@ class StatusRefs:
         entries = ((commit, self._record_at(commit, site)) for commit in commits)
         return [(commit, record) for commit, record in entries if record is not None]
 
+    @property
+    def url(self) -> str:
+        return self._source.url
+
+    def fetch_refs(self, refspec: str, *options: str) -> None:
+        """Fetch ``refspec`` into the cache (git sends its source as a protocol v2 ``ref-prefix``)."""
+        self._fetch(refspec, *options)
+
+    def local_refs(self, prefix: str) -> list[str]:
+        return self._in_cache("for_each_ref", "--format=%(refname)", prefix).splitlines()
+
+    def fetch_tip(self, ref: str) -> str | None:
+        """The remote's commit on ``ref``, fetched into the cache; None when the remote has none."""
+        if self._fetch(f"+{ref}:{ref}"):
+            return self._in_cache("rev_parse", "--verify", ref)
+        if self._tip(ref) is not None:
+            self._in_cache("update_ref", "-d", ref)
+        return None
+
+    def file_at(self, rev: str, name: str) -> bytes | None:
+        try:
+            return self._repo.git.get_object_data(f"{rev}:{name}")[3]
+        except ValueError:  # cat-file found no such file
+            return None
+
+    def warn_skipped(self, rev: str, why: str) -> None:
+        log.warning("skipping %s: %s", rev, why)
+
     def _fetch_own(self, site: str) -> None:
         ref = status_ref(site)
         if not self._fetch(f"+{ref}:{ref}"):
@@ -146,25 +176,28 @@ class StatusRefs:
             raise cache_failure(error, self._repo.git_dir) from error
 
     def _local_tip(self, site: str) -> str | None:
+        return self._tip(status_ref(site))
+
+    def _tip(self, ref: str) -> str | None:
         try:  # read from the ref files, no process: write() asks on every reconcile that changed
-            return git.SymbolicReference.dereference_recursive(self._repo, status_ref(site))
+            return git.SymbolicReference.dereference_recursive(self._repo, ref)
         except ValueError:
             return None
 
     def _record_at(self, rev: str, site: str) -> StatusRecord | None:
-        try:
-            data = self._repo.git.get_object_data(f"{rev}:{STATUS_FILE}")[3]
-        except ValueError:  # cat-file found no status.json
-            data = None
-        return parse_record(data, rev, site)
+        return parse_record(self.file_at(rev, STATUS_FILE), rev, site)
 
     def _commit(self, record: StatusRecord, parent: str | None) -> str:
-        blob = self._store(b"blob", record_json(record))
-        tree = self._store(b"tree", b"100644 " + STATUS_FILE.encode() + b"\0" + blob)
+        return self.commit_file(STATUS_FILE, record_json(record), parent, _commit_message(record), record)
+
+    def commit_file(self, name: str, data: bytes, parent: str | None, message: str, record: StatusRecord) -> str:
+        """A commit of one file on ``parent``, in the cache, by the record's site at its write time."""
+        blob = self._store(b"blob", data)
+        tree = self._store(b"tree", b"100644 " + name.encode() + b"\0" + blob)
         written = record.writtenAt if record.writtenAt.tzinfo else record.writtenAt.replace(tzinfo=UTC)
         agent = git.Actor("reconciler-agent", f"{record.site}@reconciler.local")
         commit = git.Commit.create_from_tree(
-            self._repo, git.Tree(self._repo, tree), _commit_message(record),
+            self._repo, git.Tree(self._repo, tree), message,
             parent_commits=[git.Commit(self._repo, bytes.fromhex(parent))] if parent else [],
             author=agent, committer=agent, author_date=written, commit_date=written,
         )
@@ -174,15 +207,23 @@ class StatusRefs:
         return self._repo.odb.store(IStream(kind, len(data), io.BytesIO(data))).binsha
 
     def _push(self, commit: str, site: str) -> bool:
-        """True when pushed; False when the remote refused to fast-forward (the ref moved). Any
-        other refusal (permissions, a hook, a full disk) is an error in git's words."""
+        return self.push_if_unchanged(commit, status_ref(site))
+
+    def push_if_unchanged(self, commit: str, ref: str, expected: str | None = None, lease: bool = False) -> bool:
+        """True when pushed; False when the remote refused to fast-forward (the ref moved), or,
+        with ``lease``, when the remote's ``ref`` is not ``expected`` (None: absent) any more: a
+        compare-and-swap. Any other refusal (permissions, a hook, a full disk) is an error in
+        git's words."""
+        leased = [f"--force-with-lease={ref}:{expected or ''}"] if lease else []
         status, out, err = self._repo.git.push(
-            "--porcelain", "--", self._source.url, f"{commit}:{status_ref(site)}",
+            "--porcelain", *leased, "--", self._source.url, f"{commit}:{ref}",
             with_extended_output=True, with_exceptions=False, kill_after_timeout=self._source.timeout,
         )
         if status == 0:
             return True
         if any(line.startswith("!") and "[rejected]" in line for line in out.splitlines()):
+            return False
+        if lease and _LOST_RACE in out:  # another writer held the server's ref lock: same as a lease lost
             return False
         words = "; ".join(filter(None, (git_words(err), *_refusals(out))))
         raise describe_git_failure(words or f"exit status {status}", f"git push {self._source.url}",

@@ -10,7 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.delivery.gates import decide_gate, site_report
-from reconciler.delivery.summary import SHARD_SIZE, SummaryEntry, decode, encode, fold, merged_reports, shard_of
+from reconciler.delivery.summary import (
+    SHARD_SIZE,
+    SummaryEntry,
+    decode,
+    encode,
+    fold,
+    merged_reports,
+    shard_of,
+)
 from reconciler.manifests.models import Rollout
 from reconciler.status.record import DeploymentStatus, StatusRecord
 
