@@ -19,7 +19,8 @@ summaries in a namespace of their own). Then:
 Not simulated (yet): loading and planning a changed commit, a commit's fetch wave, and a
 time-compressed three-wave rollout.
 
-    python bench/bench_fleet_sim.py [--quick] [--sites 100,1000,3000] [--interval 30] [--duration 60]"""
+    python bench/bench_fleet_sim.py [--quick] [--sites 100,1000,3000] [--interval 30] [--duration 60]
+                                    [--poll-phase-max 3000]"""
 
 from __future__ import annotations
 
@@ -269,7 +270,7 @@ def measure_size(sites: int, args: argparse.Namespace) -> dict:
                 after_sources = [GitSource(server.url("after"), "main", root / "unused") for _ in names]  # type: ignore[attr-defined]
                 phases = {"before": old_poll(server.url("before")),  # type: ignore[attr-defined]
                           "after": lambda site: after_sources[site].remote_head()}
-                for design, poll in phases.items():
+                for design, poll in phases.items() if sites <= args.poll_phase_max else ():
                     call = poll if design == "after" else (lambda site, poll=poll: poll())
                     phase = poll_phase(server, call, sites, args.interval, args.duration, args.workers, sites)
                     result[f"poll_phase_{design}"] = phase.__dict__
@@ -317,6 +318,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of each poll phase")
     parser.add_argument("--workers", type=int, default=64, help="threads running polls")
     parser.add_argument("--samples", type=int, default=5, help="batches per operation")
+    parser.add_argument("--poll-phase-max", type=int, default=3000,
+                        help="largest N given a poll phase (beyond it 2 cores cannot generate the load)")
     args = parser.parse_args()
     if args.quick:
         args.sites, args.interval, args.duration, args.samples = "100", 10.0, 20.0, 3

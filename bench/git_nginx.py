@@ -42,6 +42,12 @@ http {{
     location ~ ^/ns/([^/]+)(/.*)$ {{
       fastcgi_param GIT_NAMESPACE $1;
       fastcgi_param PATH_INFO $2;
+      # Only the namespace's refs, as reconciler.devtools.githttp.namespace_only_config says why.
+      fastcgi_param GIT_CONFIG_COUNT 2;
+      fastcgi_param GIT_CONFIG_KEY_0 transfer.hideRefs;
+      fastcgi_param GIT_CONFIG_VALUE_0 ^refs/;
+      fastcgi_param GIT_CONFIG_KEY_1 transfer.hideRefs;
+      fastcgi_param GIT_CONFIG_VALUE_1 !^refs/namespaces/$1/;
       include {run}/git_params;
     }}
     location / {{

@@ -75,6 +75,18 @@ def commit_and_push(
     return run_git(workdir, "rev-parse", "HEAD")
 
 
+def namespace_only_config(namespace: str, first_key: int = 0) -> dict[str, str]:
+    """``GIT_CONFIG_*`` that keep a namespace's view to its own refs: receive-pack would otherwise
+    tell a pusher of every ref outside the namespace as a ``.have`` line, one per distinct commit,
+    and a push into a shard of the fleet would again cost the whole fleet's refs."""
+    hidden = ("^refs/", f"!^refs/namespaces/{namespace}/")  # all but its own, by full name
+    config = {"GIT_CONFIG_COUNT": str(first_key + len(hidden))}
+    for offset, pattern in enumerate(hidden):
+        config[f"GIT_CONFIG_KEY_{first_key + offset}"] = "transfer.hideRefs"
+        config[f"GIT_CONFIG_VALUE_{first_key + offset}"] = pattern
+    return config
+
+
 class GitHttpServer:
     """``with GitHttpServer(root) as server: git clone server.url("fleet")``. ``allow_filter=False``
     is a server that refuses partial clones, as some still do; ``requests`` and ``bytes_sent`` (the
@@ -215,6 +227,7 @@ class _CgiHandler(BaseHTTPRequestHandler):
                 env["HTTP_" + name.upper().replace("-", "_")] = value
         if namespace:
             env["GIT_NAMESPACE"] = namespace
+            env.update(namespace_only_config(namespace, first_key=int(env["GIT_CONFIG_COUNT"])))
         if "Git-Protocol" in self.headers:
             env["GIT_PROTOCOL"] = self.headers["Git-Protocol"]
         return env

@@ -36,11 +36,12 @@ def record(site: str, minutes: float = 0, state: str = "success") -> StatusRecor
                         agentVersion="0.1.0", writtenAt=T0 + timedelta(minutes=minutes))
 
 
-def add_status_refs(bare: Path, count: int, prefix: str = STATUS_REF_PREFIX) -> None:
-    """``count`` status refs on the branch's commit, packed, as a fleet of that size leaves them."""
-    head = run_git(bare, "rev-parse", "refs/heads/main")
-    commands = "".join(f"create {prefix}site-{n:05d} {head}\n" for n in range(count))
-    subprocess.run(["git", "update-ref", "--stdin"], cwd=bare, input=commands, text=True, check=True)
+def add_status_refs(bare: Path, count: int) -> None:
+    """``count`` status refs, each on a commit of its own, packed, as a fleet of that size leaves
+    them (distinct commits: a server that dedupes what it advertises by commit must not look cheap)."""
+    commands = "".join(f"commit {STATUS_REF_PREFIX}site-{n:05d}\ncommitter a <a@b> 1772445600 +0000\n"
+                       f"data 8\nsite{n:04d}\n\n" for n in range(count))
+    subprocess.run(["git", "fast-import", "--quiet"], cwd=bare, input=commands, text=True, check=True)
     run_git(bare, "pack-refs", "--all")
 
 
