@@ -223,7 +223,7 @@ class StatusRefs:
             return True
         if any(line.startswith("!") and "[rejected]" in line for line in out.splitlines()):
             return False
-        if lease and _LOST_RACE in out:  # another writer held the server's ref lock: same as a lease lost
+        if lease and _LOST_RACE in out and "cannot lock ref" in err:  # another writer held the ref's lock
             return False
         words = "; ".join(filter(None, (git_words(err), *_refusals(out))))
         raise describe_git_failure(words or f"exit status {status}", f"git push {self._source.url}",
