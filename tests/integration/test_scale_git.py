@@ -155,3 +155,20 @@ def test_concurrent_writers_lose_no_update(summaries) -> None:
     reports = summaries("reader").reports(DEPLOYMENT)
     assert {site: report.state for site, report in reports.items()} == dict.fromkeys(sites, "success")
     assert pauses, "the writers never collided: the test did not exercise the retry"
+
+
+def test_a_shard_that_is_no_summary_is_skipped_with_a_warning(
+        fleet_remote: FleetRemote, summaries, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    writer = summaries("writer")
+    writer.publish(record("s1", 1), DEPLOYMENT, 0)
+    scratch = tmp_path / "raw"
+    run_git(None, "init", "--quiet", str(scratch))
+    (scratch / "summary.json").write_text("not a summary\n")
+    run_git(scratch, "add", "--all")
+    run_git(scratch, "commit", "--quiet", "-m", "raw")
+    run_git(scratch, "push", "--quiet", fleet_remote.server.url("fleet", "summaries"),
+            f"HEAD:{summary_ref(DEPLOYMENT, 1)}")
+    with caplog.at_level("WARNING"):
+        reports = summaries("reader").reports(DEPLOYMENT)
+    assert list(reports) == ["s1"]  # the broken shard's sites read as silent, the rest as they are
+    assert "not a summary" in caplog.text
