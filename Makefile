@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 LOCK_COMMAND = $(VENV)/bin/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
 	--generate-hashes --quiet -o $(LOCK)
 
-.PHONY: demo test test-suite test-fast smoke bench lint lock schemas example-models clean packaging-tools
+.PHONY: demo test test-suite test-fast smoke bench bench-deps lint lock schemas example-models clean packaging-tools
 
 $(STAMP): $(LOCK) pyproject.toml
 	rm -rf $(VENV)
@@ -71,6 +71,12 @@ lock:
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py
+
+# What bench/bench_fleet_sim.py serves git with, as production would: Debian's nginx, fcgiwrap and
+# git's own http-backend (without them the simulator uses reconciler's test server and says so).
+bench-deps:
+	@if command -v nginx >/dev/null && command -v fcgiwrap >/dev/null; then echo "bench-deps: nginx and fcgiwrap present"; \
+	else apt-get install -y --no-install-recommends nginx-light fcgiwrap; fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check reconciler tests bench scripts

@@ -23,6 +23,7 @@ DEMO_IDENTITY = {
     "GIT_COMMITTER_EMAIL": "demo@localhost",
 }
 _COPY_CHUNK = 64 * 1024
+_NAMESPACE_PATH = "ns"  # /ns/<namespace>/<repo>.git: the repository as one namespace sees it
 
 
 def run_git(cwd: Path | None, *args: str, env: Mapping[str, str] | None = None) -> str:
@@ -74,6 +75,18 @@ def commit_and_push(
     return run_git(workdir, "rev-parse", "HEAD")
 
 
+def namespace_only_config(namespace: str, first_key: int = 0) -> dict[str, str]:
+    """``GIT_CONFIG_*`` that keep a namespace's view to its own refs: receive-pack would otherwise
+    tell a pusher of every ref outside the namespace as a ``.have`` line, one per distinct commit,
+    and a push into a shard of the fleet would again cost the whole fleet's refs."""
+    hidden = ("^refs/", f"!^refs/namespaces/{namespace}/")  # all but its own, by full name
+    config = {"GIT_CONFIG_COUNT": str(first_key + len(hidden))}
+    for offset, pattern in enumerate(hidden):
+        config[f"GIT_CONFIG_KEY_{first_key + offset}"] = "transfer.hideRefs"
+        config[f"GIT_CONFIG_VALUE_{first_key + offset}"] = pattern
+    return config
+
+
 class GitHttpServer:
     """``with GitHttpServer(root) as server: git clone server.url("fleet")``. ``allow_filter=False``
     is a server that refuses partial clones, as some still do; ``requests`` and ``bytes_sent`` (the
@@ -102,9 +115,13 @@ class GitHttpServer:
     def port(self) -> int:
         return self._httpd.server_address[1]
 
-    def url(self, repo_name: str) -> str:
+    def url(self, repo_name: str, namespace: str | None = None) -> str:
+        """The repository's URL; with ``namespace``, a view of it holding only that namespace's
+        refs (``/ns/<namespace>/<repo>.git``, served with ``GIT_NAMESPACE``), so a push there is
+        told of those refs alone, not of every ref in the repository."""
         host = self._httpd.server_address[0]
-        return f"http://{host}:{self.port}/{repo_name}.git"
+        prefix = f"/{_NAMESPACE_PATH}/{namespace}" if namespace else ""
+        return f"http://{host}:{self.port}{prefix}/{repo_name}.git"
 
     def start(self) -> GitHttpServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="git-http", daemon=True)
@@ -181,6 +198,10 @@ class _CgiHandler(BaseHTTPRequestHandler):
 
     def _cgi_environment(self, content_length: int) -> dict[str, str]:
         path, _, query = self.path.partition("?")
+        namespace = None
+        if path.startswith(f"/{_NAMESPACE_PATH}/"):
+            namespace, _, rest = path.removeprefix(f"/{_NAMESPACE_PATH}/").partition("/")
+            path = "/" + rest
         env = {
             **os.environ,
             "GIT_PROJECT_ROOT": str(self.server.project_root),  # type: ignore[attr-defined]
@@ -204,6 +225,9 @@ class _CgiHandler(BaseHTTPRequestHandler):
         for name, value in self.headers.items():
             if name.lower() not in ("content-type", "content-length", "transfer-encoding"):
                 env["HTTP_" + name.upper().replace("-", "_")] = value
+        if namespace:
+            env["GIT_NAMESPACE"] = namespace
+            env.update(namespace_only_config(namespace, first_key=int(env["GIT_CONFIG_COUNT"])))
         if "Git-Protocol" in self.headers:
             env["GIT_PROTOCOL"] = self.headers["Git-Protocol"]
         return env

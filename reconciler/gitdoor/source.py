@@ -63,7 +63,9 @@ class GitSource:
 
     def remote_head(self) -> str:
         """The branch's commit on the remote: one ``git ls-remote``, nothing else, because this is
-        all a no-op reconcile costs."""
+        all a no-op reconcile costs. ``--heads`` makes git ask the server for ``refs/heads/`` only
+        (protocol v2 ``ref-prefix``); a bare pattern is matched on the client after the server
+        sent every ref, status refs included: bytes that grew with the fleet."""
         ref = f"refs/heads/{self.branch}"
         try:
             listing = ls_remote(self.url, ref, self.timeout)

@@ -34,6 +34,8 @@ T = TypeVar("T")
 
 STATUS_REF_PREFIX = "refs/reconciler/status/"
 STATUS_FILE = "status.json"
+# receive-pack's answer when two pushes of one ref overlap: the later could not take the ref's lock
+_LOST_RACE = "[remote rejected] (failed to update ref)"
 
 
 def status_ref(site: str) -> str:
@@ -119,6 +121,34 @@ class StatusRefs:
         entries = ((commit, self._record_at(commit, site)) for commit in commits)
         return [(commit, record) for commit, record in entries if record is not None]
 
+    @property
+    def url(self) -> str:
+        return self._source.url
+
+    def fetch_refs(self, refspec: str, *options: str) -> None:
+        """Fetch ``refspec`` into the cache (git sends its source as a protocol v2 ``ref-prefix``)."""
+        self._fetch(refspec, *options)
+
+    def local_refs(self, prefix: str) -> list[str]:
+        return self._in_cache(self._git.for_each_ref, prefix, "%(refname)")
+
+    def fetch_tip(self, ref: str) -> str | None:
+        """The remote's commit on ``ref``, fetched into the cache; None when the remote has none."""
+        if self._fetch(f"+{ref}:{ref}"):
+            return self._git.ref_tip(ref)
+        if self._git.ref_tip(ref) is not None:
+            self._in_cache(self._git.delete_ref, ref)
+        return None
+
+    def file_at(self, rev: str, name: str) -> bytes | None:
+        try:
+            return self._git.read_object(f"{rev}:{name}")
+        except ValueError:  # cat-file found no such file
+            return None
+
+    def warn_skipped(self, rev: str, why: str) -> None:
+        log.warning("skipping %s: %s", rev, why)
+
     def _fetch_own(self, site: str) -> None:
         ref = status_ref(site)
         if not self._fetch(f"+{ref}:{ref}"):
@@ -149,24 +179,32 @@ class StatusRefs:
         return self._git.ref_tip(status_ref(site))
 
     def _record_at(self, rev: str, site: str) -> StatusRecord | None:
-        try:
-            data: bytes | None = self._git.read_object(f"{rev}:{STATUS_FILE}")
-        except ValueError:  # cat-file found no status.json
-            data = None
-        return parse_record(data, rev, site)
+        return parse_record(self.file_at(rev, STATUS_FILE), rev, site)
 
     def _commit(self, record: StatusRecord, parent: str | None) -> str:
+        return self.commit_file(STATUS_FILE, record_json(record), parent, _commit_message(record), record)
+
+    def commit_file(self, name: str, data: bytes, parent: str | None, message: str, record: StatusRecord) -> str:
+        """A commit of one file on ``parent``, in the cache, by the record's site at its write time."""
         written = record.writtenAt if record.writtenAt.tzinfo else record.writtenAt.replace(tzinfo=UTC)
-        return self._git.write_commit(STATUS_FILE, record_json(record), _commit_message(record), parent,
+        return self._git.write_commit(name, data, message, parent,
                                       ("reconciler-agent", f"{record.site}@reconciler.local"), written)
 
     def _push(self, commit: str, site: str) -> bool:
-        """True when pushed; False when the remote refused to fast-forward (the ref moved). Any
-        other refusal (permissions, a hook, a full disk) is an error in git's words."""
-        status, out, err = self._git.push(self._source.url, f"{commit}:{status_ref(site)}", self._source.timeout)
+        return self.push_if_unchanged(commit, status_ref(site))
+
+    def push_if_unchanged(self, commit: str, ref: str, expected: str | None = None, lease: bool = False) -> bool:
+        """True when pushed; False when the remote refused to fast-forward (the ref moved), or,
+        with ``lease``, when the remote's ``ref`` is not ``expected`` (None: absent) any more: a
+        compare-and-swap. Any other refusal (permissions, a hook, a full disk) is an error in
+        git's words."""
+        leased = (f"--force-with-lease={ref}:{expected or ''}",) if lease else ()
+        status, out, err = self._git.push(self._source.url, f"{commit}:{ref}", self._source.timeout, *leased)
         if status == 0:
             return True
         if any(line.startswith("!") and "[rejected]" in line for line in out.splitlines()):
+            return False
+        if lease and _LOST_RACE in out and "cannot lock ref" in err:  # another writer held the ref's lock
             return False
         words = "; ".join(filter(None, (git_words(err), *_refusals(out))))
         raise describe_git_failure(words or f"exit status {status}", f"git push {self._source.url}",

@@ -1,0 +1,337 @@
+"""Fleet simulator: what the Git channel costs at N sites, today's design against the cheap one,
+measured in the same run against a real git smart-HTTP server (nginx + fcgiwrap +
+git-http-backend when ``make bench-deps`` installed them, else reconciler's own server; the
+output names which).
+
+For each N it builds two copies of the fleet repository (the example fleet plus one real status
+commit per site): ``before``, today's layout (every status ref in the fleet repo, gates read every
+record), and ``after`` (status refs in per-shard namespaces of at most SHARD_SIZE sites, shard
+summaries in a namespace of their own). Then:
+
+1. per operation, in interleaved batches: bytes and server CPU of a no-op poll, a gate read
+   (fetch + ``decide_gate``) and a status write, each through reconciler's own code; today's poll
+   is the command line the agent ran before (a pattern, no ``--heads``);
+2. a poll phase: N simulated sites, each polling every ``--interval`` seconds ± 10 % from a
+   random phase for ``--duration`` seconds, on a pool of threads (each poll is a git process);
+   latency is measured from each poll's intended start, so a late start counts (no coordinated
+   omission). Server CPU and bytes are counted at the server (bench/git_nginx.py).
+
+Not simulated (yet): loading and planning a changed commit, a commit's fetch wave, and a
+time-compressed three-wave rollout.
+
+    python bench/bench_fleet_sim.py [--quick] [--sites 100,1000,3000] [--interval 30] [--duration 60]
+                                    [--poll-phase-max 3000]"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import random
+import resource
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import git
+from common import ROOT, emit, machine
+from git_nginx import NAME as NGINX
+from git_nginx import NginxGitServer, available
+
+from reconciler.delivery.gates import decide_gate, site_report
+from reconciler.delivery.summary import encode, fold, shard_of
+from reconciler.devtools.githttp import GitHttpServer, init_bare_repo, run_git
+from reconciler.gitdoor.source import GitSource
+from reconciler.manifests.models import Rollout
+from reconciler.status.gitref import STATUS_FILE, STATUS_REF_PREFIX, StatusRefs, record_json
+from reconciler.status.record import DeploymentStatus, StatusRecord
+from reconciler.status.summary_refs import SUMMARY_FILE, SummaryRefs, summary_ref
+
+DEPLOYMENTS = ("defect-detector", "demand-forecast", "fraud-score")
+GATED = "fraud-score"
+ROLLOUT_ID = "a1b2c3d4e5f6"
+T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+ROLLOUT = Rollout.model_validate({
+    "waves": [{"name": "pilot", "percent": 1}, {"name": "early", "percent": 10}, {"name": "all", "percent": 100}],
+    "gate": {"minHealthyRatio": 0.9, "bakeTime": "5m", "progressDeadline": "30m"},
+})
+
+
+def site_name(number: int) -> str:
+    return f"store-{number:05d}"
+
+
+def record(site: str, minute: float, state: str = "success") -> StatusRecord:
+    deployments = {name: DeploymentStatus(model=name, state=state, version="3.2.0", activeVersion="3.2.0",
+                                          previousVersion="3.1.0", wave="all", rollout=ROLLOUT_ID,
+                                          reason="Converged", since=T0) for name in DEPLOYMENTS}
+    return StatusRecord(site=site, observedCommit="a" * 40, appliedCommit="a" * 40, state=state, reason="Converged",
+                        deployments=deployments, agentVersion="0.1.0", writtenAt=T0 + timedelta(minutes=minute))
+
+
+def status_namespace(shard: int) -> str:
+    return f"status-{shard:04d}"
+
+
+# --- the fleet repositories ---------------------------------------------------------------------
+
+def build_repos(root: Path, sites: list[str]) -> None:
+    """``before.git`` and ``after.git``: the example fleet, and one status commit per site in
+    each layout (written with one ``git fast-import`` each: minutes of pushes otherwise)."""
+    for name in ("before", "after"):
+        bare = init_bare_repo(root, name, ROOT / "example-fleet-repo")
+        for key, value in (("http.receivepack", "true"), ("uploadpack.allowFilter", "true")):
+            run_git(bare, "config", key, value)
+    records = {site: record(site, 0) for site in sites}
+    before = {STATUS_REF_PREFIX + site: (STATUS_FILE, record_json(r)) for site, r in records.items()}
+    _fast_import(root / "before.git", before)
+    after = {f"refs/namespaces/{status_namespace(shard_of(site, sites))}/{STATUS_REF_PREFIX}{site}":
+             (STATUS_FILE, record_json(r)) for site, r in records.items()}
+    shards: dict[int, dict] = {}
+    for site, r in records.items():
+        shard = shard_of(site, sites)
+        shards[shard] = fold(shards.get(shard, {}), r, GATED)
+    for shard, summary in shards.items():
+        after[f"refs/namespaces/summaries/{summary_ref(GATED, shard)}"] = (SUMMARY_FILE, encode(GATED, summary))
+    _fast_import(root / "after.git", after)
+
+
+def _fast_import(bare: Path, refs: dict[str, tuple[str, bytes]]) -> None:
+    chunks = []
+    for mark, (ref, (name, data)) in enumerate(refs.items(), start=1):
+        message = b"status\n"
+        chunks += [b"blob\nmark :%d\ndata %d\n" % (mark, len(data)), data, b"\n",
+                   b"commit %s\ncommitter reconciler-agent <agent@reconciler.local> 1772445600 +0000\n" % ref.encode(),
+                   b"data %d\n%s" % (len(message), message), b"M 100644 :%d %s\n\n" % (mark, name.encode())]
+    subprocess.run(["git", "fast-import", "--quiet"], cwd=bare, input=b"".join(chunks), check=True)
+    run_git(bare, "pack-refs", "--all")
+
+
+# --- the server ---------------------------------------------------------------------------------
+
+@contextmanager
+def git_server(root: Path, run: Path) -> Iterator[tuple[str, object]]:
+    """nginx + fcgiwrap when installed, else reconciler's own server (no CPU figures then)."""
+    if available():
+        with NginxGitServer(root, run) as server:
+            yield NGINX, server
+    else:
+        with GitHttpServer(root) as server:
+            yield "reconciler.devtools.githttp (nginx/fcgiwrap not installed: make bench-deps)", server
+
+
+def server_cpu(server: object) -> float:
+    return getattr(server, "cpu_seconds", float("nan"))
+
+
+@dataclass
+class Cost:
+    seconds: float
+    bytes: float
+    cpu: float
+
+    def line(self, what: str) -> str:
+        return f"{what:<34} {self.bytes:>12,.0f} B {self.seconds * 1e3:>9.1f} ms  server CPU {self.cpu * 1e3:7.1f} ms"
+
+
+def per_operation(server: object, action: Callable[[], object], times: int) -> Cost:
+    """Average wall time, server bytes and server CPU of ``action`` over ``times`` calls."""
+    bytes_before, cpu_before = server.bytes_sent, server_cpu(server)  # type: ignore[attr-defined]
+    started = time.perf_counter()
+    for _ in range(times):
+        action()
+    seconds = (time.perf_counter() - started) / times
+    sent = (server.bytes_sent - bytes_before) / times  # type: ignore[attr-defined]
+    return Cost(seconds, sent, (server_cpu(server) - cpu_before) / times)
+
+
+# --- the operations, as a site runs them --------------------------------------------------------
+
+def old_poll(url: str) -> Callable[[], object]:
+    """The no-op poll as the agent ran it before: a pattern that git matches on the client."""
+    remote = git.Git()
+    return lambda: remote.ls_remote("--", url, "refs/heads/main")
+
+
+class Site:
+    """One site's caches and doors, in each layout."""
+
+    def __init__(self, server: object, sites: list[str], index: int, scratch: Path):
+        self.name, self.sites = sites[index], sites
+        self.shard = shard_of(self.name, sites)
+        url = server.url  # type: ignore[attr-defined]
+        self.source = GitSource(url("after"), "main", scratch / "fleet")
+        self.before = StatusRefs(GitSource(url("before"), "main", scratch / "before"))
+        self.status = StatusRefs(GitSource(url("after", status_namespace(self.shard)), "main", scratch / "status"))
+        self.summaries = SummaryRefs(GitSource(url("after", "summaries"), "main", scratch / "summaries"))
+        self.written = {"before": 0, "after": 0}
+
+    def next_record(self, layout: str) -> StatusRecord:
+        """A record that differs from the site's last one in this layout, so it is written."""
+        self.written[layout] += 1
+        count = self.written[layout]
+        return record(self.name, count, "progressing" if count % 2 else "success")
+
+    def gate(self, reports: dict) -> None:
+        labels = dict.fromkeys(self.sites, {})
+        decide_gate(ROLLOUT, GATED, ROLLOUT_ID, self.name, labels, reports, T0 + timedelta(hours=2))
+
+    def gate_before(self) -> None:
+        records = self.before.read_all()
+        self.gate({s: r for s, rec in records.items() if (r := site_report(rec, GATED)) is not None})
+
+    def gate_after(self) -> None:
+        self.gate(self.summaries.reports(GATED))
+
+    def write_before(self) -> None:
+        self.before.write(self.next_record("before"))
+
+    def write_after(self) -> None:
+        written = self.next_record("after")
+        self.status.write(written)
+        self.summaries.publish(written, GATED, self.shard)
+
+    def close(self) -> None:
+        for door in (self.source, self.before, self.status, self.summaries):
+            door.close()
+
+
+# --- the poll phase -----------------------------------------------------------------------------
+
+@dataclass
+class PollPhase:
+    polls: int
+    p50: float
+    p99: float
+    bytes_per_poll: float
+    cpu_per_poll: float
+    client_cpu: float  # simulator CPU (its git processes included) per second
+
+
+def poll_phase(server: object, poll: Callable[[int], object], sites: int, interval: float, duration: float,
+               workers: int, seed: int) -> PollPhase:
+    """``sites`` sites poll every ``interval`` s ± 10 % from a random phase for ``duration`` s;
+    latency runs from each poll's intended start, so a poll that waited for a free worker is late."""
+    rng = random.Random(seed)
+    start = time.monotonic() + 1.0
+    due = [(start + rng.uniform(0, interval), site) for site in range(sites)]
+    heapq.heapify(due)
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def run(site: int, intended: float) -> None:
+        poll(site)
+        with lock:
+            latencies.append(time.monotonic() - intended)
+
+    bytes_before, cpu_before = server.bytes_sent, server_cpu(server)  # type: ignore[attr-defined]
+    usage_before = _own_cpu()
+    with ThreadPoolExecutor(workers) as pool:
+        while due and due[0][0] < start + duration:
+            intended, site = heapq.heappop(due)
+            time.sleep(max(0.0, intended - time.monotonic()))
+            pool.submit(run, site, intended)
+            heapq.heappush(due, (intended + interval * rng.uniform(0.9, 1.1), site))
+    polls = len(latencies)
+    quantiles = statistics.quantiles(latencies, n=100, method="inclusive") if polls > 1 else [0.0] * 99
+    return PollPhase(polls, statistics.median(latencies) if latencies else 0.0, quantiles[98],
+                     (server.bytes_sent - bytes_before) / max(polls, 1),  # type: ignore[attr-defined]
+                     (server_cpu(server) - cpu_before) / max(polls, 1), (_own_cpu() - usage_before) / duration)
+
+
+def _own_cpu() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+OPERATIONS = (("no-op poll", "poll"), ("gate read (fetch + decide)", "gate"), ("status write", "write"))
+
+
+def measure_size(sites: int, args: argparse.Namespace) -> dict:
+    names = [site_name(n) for n in range(sites)]
+    with tempfile.TemporaryDirectory(prefix="fleet-sim-") as scratch:
+        root = Path(scratch)
+        started = time.perf_counter()
+        build_repos(root / "srv", names)
+        print(f"N={sites}: repositories built in {time.perf_counter() - started:.1f} s", flush=True)
+        with git_server(root / "srv", root / "run") as (server_name, server):
+            probes = [Site(server, names, index, root / f"site-{index}") for index in range(0, sites, sites // 3 or 1)][:3]
+            try:
+                result = {"server": server_name, "operations": _operations(server, probes, args.samples)}
+                after_sources = [GitSource(server.url("after"), "main", root / "unused") for _ in names]  # type: ignore[attr-defined]
+                phases = {"before": old_poll(server.url("before")),  # type: ignore[attr-defined]
+                          "after": lambda site: after_sources[site].remote_head()}
+                for design, poll in phases.items() if sites <= args.poll_phase_max else ():
+                    call = poll if design == "after" else (lambda site, poll=poll: poll())
+                    phase = poll_phase(server, call, sites, args.interval, args.duration, args.workers, sites)
+                    result[f"poll_phase_{design}"] = phase.__dict__
+                    print(f"  poll phase {design:<6} {phase.polls:6d} polls  p50 {phase.p50 * 1e3:8.1f} ms  "
+                          f"p99 {phase.p99 * 1e3:8.1f} ms  {phase.bytes_per_poll:10,.0f} B/poll  server CPU "
+                          f"{phase.cpu_per_poll * 1e3:6.1f} ms/poll  simulator {phase.client_cpu:4.2f} cores",
+                          flush=True)
+            finally:
+                for probe in probes:
+                    probe.close()
+    return result
+
+
+def _operations(server: object, probes: list[Site], samples: int) -> dict:
+    """Each operation of each layout, in turns (before, after, before, ...) so noise hits both."""
+    actions = {
+        ("poll", "before"): [old_poll(server.url("before")) for _ in probes],  # type: ignore[attr-defined]
+        ("poll", "after"): [p.source.remote_head for p in probes],
+        ("gate", "before"): [p.gate_before for p in probes], ("gate", "after"): [p.gate_after for p in probes],
+        ("write", "before"): [p.write_before for p in probes], ("write", "after"): [p.write_after for p in probes],
+    }
+    for calls in actions.values():  # warm caches: a site's first read or write fetches what it lacks
+        for call in calls:
+            call()
+    costs: dict[tuple[str, str], list[Cost]] = {key: [] for key in actions}
+    for _ in range(samples):
+        for key, calls in actions.items():
+            costs[key].append(per_operation(server, lambda calls=calls: [call() for call in calls], 1))
+    summary = {}
+    for label, key in OPERATIONS:
+        for design in ("before", "after"):
+            samples_of = costs[(key, design)]
+            cost = Cost(*(statistics.median(getattr(c, f) for c in samples_of) / len(probes)
+                          for f in ("seconds", "bytes", "cpu")))
+            print("  " + cost.line(f"{label}, {design}"), flush=True)
+            summary[f"{key}_{design}"] = cost.__dict__
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="100 sites, a 10 s interval for 20 s")
+    parser.add_argument("--sites", default="100,1000,3000", help="comma-separated fleet sizes")
+    parser.add_argument("--interval", type=float, default=30.0, help="seconds between a site's polls")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of each poll phase")
+    parser.add_argument("--workers", type=int, default=64, help="threads running polls")
+    parser.add_argument("--samples", type=int, default=5, help="batches per operation")
+    parser.add_argument("--poll-phase-max", type=int, default=3000,
+                        help="largest N given a poll phase (beyond it 2 cores cannot generate the load)")
+    args = parser.parse_args()
+    if args.quick:
+        args.sites, args.interval, args.duration, args.samples = "100", 10.0, 20.0, 3
+    print(f"fleet simulator on {machine()}; load average {open('/proc/loadavg').read().split()[0]}", flush=True)
+    results = {int(n): measure_size(int(n), args) for n in args.sites.split(",")}
+    largest = results[max(results)]
+    before = largest["operations"]["poll_before"]["bytes"]
+    after = largest["operations"]["poll_after"]["bytes"]
+    emit("fleet_sim", before / after, "no-op poll <= 1 KB at the largest N", after <= 1024,
+         f"no-op poll {after:,.0f} B vs {before:,.0f} B at N={max(results)} ({largest['server']})",
+         sizes={str(n): r for n, r in results.items()})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""PURE: shard summaries of the sites' status records, so a gate reads a few objects instead of
+one record per site.
+
+A summary is about one deployment and holds, for each site of its shard (at most SHARD_SIZE),
+what that site's newest status record says about the deployment: the gate's ``SiteReport`` and the
+record's write time, or a tombstone when the newest record says nothing of the deployment. Every
+rollout of the deployment shares the summary, as every rollout shares the status refs, so the
+reports merged from all shards are exactly the reports the gate would take from the newest records
+(``decide_gate`` is then given those: same input, same decision). Sites update their shard's
+summary themselves with compare-and-swap (reconciler.status.summary_refs); this module is the fold
+and the stored form, with no I/O.
+
+A site may be found in two shards after the fleet grew or shrank (its shard is its place among
+the targeted sites): the entry written last wins, so a stale copy never outvotes a newer one."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from reconciler.delivery.gates import SiteReport, site_report
+from reconciler.status.record import StatusRecord
+
+SHARD_SIZE = 100  # sites per shard: bounds the writers contending for one summary (cf. EndpointSlices)
+_FORMAT = "reconciler/summary/v1"
+
+
+@dataclass(frozen=True)
+class SummaryEntry:
+    written_at: datetime  # the record's writtenAt: the newest entry of a site wins
+    report: SiteReport | None  # None: the site's newest record says nothing of the deployment
+
+
+Summary = Mapping[str, SummaryEntry]  # site -> its entry
+
+
+def shard_of(site: str, targeted: Iterable[str]) -> int:
+    """The site's shard: its place among the deployment's targeted sites, SHARD_SIZE to a shard."""
+    ordered = sorted(targeted)
+    if site not in ordered:
+        raise ValueError(f"site {site!r} is not among the deployment's targeted sites")
+    return ordered.index(site) // SHARD_SIZE
+
+
+def fold(summary: Summary, record: StatusRecord, deployment: str) -> dict[str, SummaryEntry]:
+    """The summary with ``record`` taken in. A record older than the site's entry changes nothing
+    (a retry that lost a race re-reads and folds again: folding twice is folding once)."""
+    current = summary.get(record.site)
+    if current is not None and current.written_at > record.writtenAt:
+        return dict(summary)
+    return {**summary, record.site: SummaryEntry(record.writtenAt, site_report(record, deployment))}
+
+
+def merged_reports(summaries: Iterable[Summary]) -> dict[str, SiteReport]:
+    """Every site's report from its newest entry in any shard: what ``decide_gate`` reads."""
+    newest: dict[str, SummaryEntry] = {}
+    for summary in summaries:
+        for site, entry in summary.items():
+            if site not in newest or entry.written_at > newest[site].written_at:
+                newest[site] = entry
+    return {site: entry.report for site, entry in newest.items() if entry.report is not None}
+
+
+def encode(deployment: str, summary: Summary) -> bytes:
+    """The stored form: one line per site, sorted, so the summary's history diffs site by site.
+    A report's message is kept only for ``aborted`` (the one the gate repeats), bounding the size."""
+    sites = {site: _entry_fields(entry) for site, entry in sorted(summary.items())}
+    lines = [f'  {json.dumps(site)}: {json.dumps(fields, separators=(",", ":"))}' for site, fields in sites.items()]
+    head = json.dumps({"format": _FORMAT, "deployment": deployment})[:-1]
+    return (head + ', "sites": {\n' + ",\n".join(lines) + "\n}}\n").encode()
+
+
+def decode(data: bytes, deployment: str) -> dict[str, SummaryEntry]:
+    """A stored summary; ValueError when it is not one, or is another deployment's."""
+    try:
+        document = json.loads(data)
+        if document.get("format") != _FORMAT or document.get("deployment") != deployment:
+            raise ValueError(f"not a summary of deployment {deployment!r}")
+        return {site: _entry(fields) for site, fields in document["sites"].items()}
+    except (KeyError, IndexError, TypeError, AttributeError, json.JSONDecodeError) as error:
+        raise ValueError(f"not a summary: {error}") from error
+
+
+def _entry_fields(entry: SummaryEntry) -> list[Any]:
+    report = entry.report
+    if report is None:
+        return [entry.written_at.isoformat()]
+    message = report.message if report.state == "aborted" else ""
+    return [entry.written_at.isoformat(), report.rollout_id, report.state, report.version, report.since.isoformat(),
+            report.reason, message, report.kind]
+
+
+def _entry(fields: Sequence[Any]) -> SummaryEntry:
+    written_at = datetime.fromisoformat(fields[0])
+    if len(fields) == 1:
+        return SummaryEntry(written_at, None)
+    rollout, state, version, since, reason, message, kind = fields[1:]
+    report = SiteReport(rollout, state, version, datetime.fromisoformat(since), written_at, reason, message, kind)
+    return SummaryEntry(written_at, report)

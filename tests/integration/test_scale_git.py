@@ -1,0 +1,174 @@
+"""What a site's git traffic costs in a repository of a large fleet (10 000 status refs), counted
+at the real git smart-HTTP server, and the compare-and-swap of shard summaries under concurrent
+writers."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from reconciler.delivery.gates import site_report
+from reconciler.devtools.githttp import GitHttpServer, run_git
+from reconciler.gitdoor.source import GitSource
+from reconciler.status.gitref import STATUS_REF_PREFIX, StatusRefs
+from reconciler.status.record import DeploymentStatus, StatusRecord
+from reconciler.status.summary_refs import SummaryRefs, summary_ref
+
+if TYPE_CHECKING:
+    from conftest import FleetRemote
+
+FLEET_REFS = 10_000
+T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+DEPLOYMENT = "fraud"
+
+
+def record(site: str, minutes: float = 0, state: str = "success") -> StatusRecord:
+    status = DeploymentStatus(model="fraud", state=state, version="1.1.0", rollout="a1b2c3d4e5f6",
+                              reason="Converged", since=T0)
+    return StatusRecord(site=site, state=state, reason="Converged", deployments={DEPLOYMENT: status},
+                        agentVersion="0.1.0", writtenAt=T0 + timedelta(minutes=minutes))
+
+
+def add_status_refs(bare: Path, count: int) -> None:
+    """``count`` status refs, each on a commit of its own, packed, as a fleet of that size leaves
+    them (distinct commits: a server that dedupes what it advertises by commit must not look cheap)."""
+    commands = "".join(f"commit {STATUS_REF_PREFIX}site-{n:05d}\ncommitter a <a@b> 1772445600 +0000\n"
+                       f"data 8\nsite{n:04d}\n\n" for n in range(count))
+    subprocess.run(["git", "fast-import", "--quiet"], cwd=bare, input=commands, text=True, check=True)
+    run_git(bare, "pack-refs", "--all")
+
+
+@pytest.fixture
+def large_fleet(fleet_remote: FleetRemote) -> FleetRemote:
+    add_status_refs(fleet_remote.server.root / "fleet.git", FLEET_REFS)
+    return fleet_remote
+
+
+def bytes_served(server: GitHttpServer, action) -> int:
+    before = server.bytes_sent
+    action()
+    return server.bytes_sent - before
+
+
+def test_a_no_op_poll_is_told_of_the_branch_alone(large_fleet: FleetRemote, tmp_path: Path) -> None:
+    server = large_fleet.server
+    with GitSource(large_fleet.url, "main", tmp_path / "cache") as source:
+        cheap = bytes_served(server, source.remote_head)
+    # The form the poll had: a pattern git matches on the client, after the server sent every ref.
+    every_ref = bytes_served(server, lambda: run_git(None, "ls-remote", large_fleet.url, "refs/heads/main"))
+    assert cheap <= 1024
+    assert every_ref > 50 * FLEET_REFS  # the measurement sees the advertisement when it is sent
+
+
+def test_a_status_push_into_a_namespace_is_told_of_that_namespace_alone(
+        large_fleet: FleetRemote, tmp_path: Path) -> None:
+    server = large_fleet.server
+    shard_url = server.url("fleet", namespace="status-07")
+    with GitSource(shard_url, "main", tmp_path / "shard") as shard, \
+            GitSource(large_fleet.url, "main", tmp_path / "plain") as plain:
+        into_namespace = bytes_served(server, lambda: StatusRefs(shard).write(record("store-1", 1)))
+        into_fleet_repo = bytes_served(server, lambda: StatusRefs(plain).write(record("store-1", 1)))
+        bytes_served(server, lambda: StatusRefs(shard).write(record("store-1", 2, "failure")))
+        history = StatusRefs(shard).history("store-1")
+    assert into_namespace < 8 * 1024 < 50 * FLEET_REFS < into_fleet_repo
+    assert [r.state for _, r in history] == ["success", "failure"]  # the site's audit trail, from git
+    bare = server.root / "fleet.git"
+    namespaced = f"refs/namespaces/status-07/{STATUS_REF_PREFIX}store-1"
+    assert run_git(bare, "rev-list", "--count", namespaced) == "2"
+
+
+# --- shard summaries: compare-and-swap ----------------------------------------------------------
+
+@pytest.fixture
+def summaries(fleet_remote: FleetRemote, tmp_path: Path) -> Iterator:
+    opened: list[SummaryRefs] = []
+
+    def open_one(name: str, **kwargs) -> SummaryRefs:
+        opened.append(SummaryRefs(GitSource(fleet_remote.server.url("fleet", "summaries"), "main",
+                                            tmp_path / name), **kwargs))
+        return opened[-1]
+
+    yield open_one
+    for one in opened:
+        one.close()
+
+
+def test_a_summary_gathers_the_sites_reports(summaries) -> None:
+    writer, reader = summaries("writer"), summaries("reader")
+    assert writer.publish(record("s1", 1, "progressing"), DEPLOYMENT, 0)
+    assert writer.publish(record("s2", 1), DEPLOYMENT, 1)
+    assert writer.publish(record("s1", 2), DEPLOYMENT, 0)
+    assert not writer.publish(record("s1", 2), DEPLOYMENT, 0)  # said already: nothing written
+    reports = reader.reports(DEPLOYMENT)
+    assert reports == {"s1": site_report(record("s1", 2), DEPLOYMENT), "s2": site_report(record("s2", 1), DEPLOYMENT)}
+    assert reader.reports("other") == {}
+
+
+def test_a_stale_lease_is_refused_and_the_ref_stays(fleet_remote: FleetRemote, summaries, tmp_path: Path) -> None:
+    first = summaries("first")
+    first.publish(record("s1", 1), DEPLOYMENT, 0)
+    url = fleet_remote.server.url("fleet", "summaries")
+    with GitSource(url, "main", tmp_path / "late") as late_source:
+        late = StatusRefs(late_source)
+        seen = late.fetch_tip(summary_ref(DEPLOYMENT, 0))
+        first.publish(record("s2", 1), DEPLOYMENT, 0)
+        moved = late.fetch_tip(summary_ref(DEPLOYMENT, 0))
+        stale = late.commit_file("summary.json", b"{}", seen, "stale\n", record("s3"))
+        assert not late.push_if_unchanged(stale, summary_ref(DEPLOYMENT, 0), seen, lease=True)
+        assert late.fetch_tip(summary_ref(DEPLOYMENT, 0)) == moved
+        assert not late.push_if_unchanged(stale, summary_ref(DEPLOYMENT, 9), seen, lease=True)  # absent, not seen
+
+
+def test_concurrent_writers_lose_no_update(summaries) -> None:
+    sites = [f"s{n}" for n in range(8)]
+    pauses: list[float] = []
+
+    def pause(seconds: float) -> None:
+        pauses.append(seconds)
+        time.sleep(seconds)
+
+    writers = [summaries(f"w-{site}", pause=pause) for site in sites]
+    start = threading.Barrier(len(sites))
+    failures: list[BaseException] = []
+
+    def write(writer: SummaryRefs, site: str) -> None:
+        start.wait()
+        try:
+            for minute in (1, 2):
+                writer.publish(record(site, minute, "success" if minute == 2 else "progressing"), DEPLOYMENT, 0)
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            failures.append(error)
+
+    threads = [threading.Thread(target=write, args=(w, s)) for w, s in zip(writers, sites, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    reports = summaries("reader").reports(DEPLOYMENT)
+    assert {site: report.state for site, report in reports.items()} == dict.fromkeys(sites, "success")
+    assert pauses, "the writers never collided: the test did not exercise the retry"
+
+
+def test_a_shard_that_is_no_summary_is_skipped_with_a_warning(
+        fleet_remote: FleetRemote, summaries, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    writer = summaries("writer")
+    writer.publish(record("s1", 1), DEPLOYMENT, 0)
+    scratch = tmp_path / "raw"
+    run_git(None, "init", "--quiet", str(scratch))
+    (scratch / "summary.json").write_text("not a summary\n")
+    run_git(scratch, "add", "--all")
+    run_git(scratch, "commit", "--quiet", "-m", "raw")
+    run_git(scratch, "push", "--quiet", fleet_remote.server.url("fleet", "summaries"),
+            f"HEAD:{summary_ref(DEPLOYMENT, 1)}")
+    with caplog.at_level("WARNING"):
+        reports = summaries("reader").reports(DEPLOYMENT)
+    assert list(reports) == ["s1"]  # the broken shard's sites read as silent, the rest as they are
+    assert "not a summary" in caplog.text
