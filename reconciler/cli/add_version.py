@@ -38,7 +38,7 @@ from reconciler.runtime.validation import run_validation
 from reconciler.trust.signing import SignResult, load_signing_key, sign_file
 
 SIGNATURE_SUFFIX = {"cosign": ".sig", "sigstore-bundle": ".sigstore.json"}
-REMOTE_SCHEMES = ("http", "https", "file")  # what a site fetches (reconciler.ingest.sources)
+REMOTE_SCHEMES = ("http", "https", "file", "oci", "oci-layout")  # what a site fetches (reconciler.ingest.sources)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,9 @@ VERSION_EVIDENCE: frozenset[str] = frozenset({
     "ArtifactUriInvalid", "ArtifactPathEscapes", "ArtifactIsLfsPointer",
     # the artifact's path in the commit leads out of the repository through a link (committree.py)
     "UnsafeRepoPath",
+    # the OCI manifest the URI names is not the artifact's, or holds no layer a site can read (ingest/oci*.py)
+    "OciManifestInvalid", "OciManifestDigestMismatch", "OciLayerNotFound", "OciLayerAmbiguous", "OciLayerUnsupported",
+    "OciPlatformMissing",
 })
 
 SITE_CONDITIONS: frozenset[str] = frozenset({
@@ -45,6 +48,7 @@ SITE_CONDITIONS: frozenset[str] = frozenset({
     "ArtifactUnreadable", "ArtifactTlsFailed", "ArtifactProxyInvalid", "ArtifactProxyRejected",
     "ArtifactAuthInsecure", "ArtifactAuthInvalid", "ArtifactAuthMissing", "ArtifactRedirectRefused",
     "ArtifactRequestRejected", "ArtifactRangeInvalid", "ArtifactEncodingUnsupported", "ArtifactSchemeUnsupported",
+    "OciAuthUnsupported", "OciAuthRejected",
     # disk, state directory, runtime, agent (artifacts.py, state.py, apply.py, runtime/)
     "DiskFull", "StoreWriteFailed", "StateWriteFailed", "StateLocked", "StateCorrupt", "StateOfOtherSite",
     "RuntimeNotServing", "RuntimeStartFailed", "ListenFailed",

@@ -176,6 +176,8 @@ class _Download:
     def __init__(self, tmp_dir: Path, artifact: Artifact, report: Callable[[int], None],
                  left: Callable[[int], None]):
         self.uri = artifact.uri
+        self.pinned = artifact.digest
+        self.arch = artifact.platform.arch if artifact.platform else None
         self._report = report  # told the bytes received so far
         self._left = left  # told, when the ingest fails, how many bytes the next one starts from
         self.limit = artifact.size  # one byte more proves the source larger than the manifest says
@@ -223,7 +225,7 @@ class _Download:
         """One try at the missing bytes: from where the last try stopped if the source can resume,
         else from the start."""
         offset = self.received if self._resumable else 0
-        with open_source(self.uri, repo_root, limits, deadline, offset, self.limit) as opened:
+        with open_source(self.uri, repo_root, limits, deadline, offset, self.limit, self.pinned, self.arch) as opened:
             if opened.start != self.received:
                 self._restart()
             self._resumable = opened.resumable
