@@ -1,4 +1,5 @@
-"""A small strict fake of the distribution API, only for what Debian's registry cannot show: blobs
+"""A small strict fake of the distribution API, only for what Debian's registry cannot show: the
+referrers API (an index of the manifests whose ``subject`` is the digest asked for), blobs
 sent on with ``307`` to storage on another host (``localhost`` rather than ``127.0.0.1``), a storage
 that answers ``416`` with a wrong ``Content-Length``, and a registry whose manifest bytes do not
 hash to the digest asked for. It asks for a bearer token (its own realm) on every ``/v2/`` path."""
@@ -49,16 +50,37 @@ class FakeRegistry(_Server):
         return f"127.0.0.1:{self.port}"
 
     def add(self, tag: str, layer: bytes, media_type: str = "application/vnd.cncf.model.weight.v1.raw") -> str:
-        digest = "sha256:" + hashlib.sha256(layer).hexdigest()
-        self.blobs[digest] = layer
-        body = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                           "artifactType": "application/vnd.cncf.model.manifest.v1+json",
-                           "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2,
-                                      "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"},
-                           "layers": [{"mediaType": media_type, "digest": digest, "size": len(layer)}]}).encode()
-        manifest_digest = "sha256:" + hashlib.sha256(body).hexdigest()
-        self.manifests[tag] = self.manifests[manifest_digest] = (body, "application/vnd.oci.image.manifest.v1+json")
-        return manifest_digest
+        return self.put_manifest(tag, {
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": "application/vnd.cncf.model.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2,
+                       "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"},
+            "layers": [self.put_blob(layer) | {"mediaType": media_type}]})
+
+    def put_blob(self, data: bytes) -> dict:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        self.blobs[digest] = data
+        return {"digest": digest, "size": len(data)}
+
+    def put_manifest(self, tag: str | None, manifest: dict) -> str:
+        body = json.dumps(manifest, separators=(",", ":")).encode()
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        self.manifests[digest] = (body, manifest["mediaType"])
+        if tag is not None:
+            self.manifests[tag] = self.manifests[digest]
+        return digest
+
+    def referrers(self, subject: str) -> bytes:
+        """The referrers API's answer: an index of the manifests whose subject is ``subject``."""
+        found = []
+        for reference, (body, media_type) in self.manifests.items():
+            manifest = json.loads(body)
+            if reference.startswith("sha256:") and (manifest.get("subject") or {}).get("digest") == subject:
+                found.append({"mediaType": media_type, "digest": reference, "size": len(body),
+                              "artifactType": manifest.get("artifactType") or manifest["config"]["mediaType"],
+                              "annotations": manifest.get("annotations", {})})
+        return json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                           "manifests": found}).encode()
 
     def close(self) -> None:
         super().close()
@@ -102,10 +124,12 @@ class _RegistryHandler(_Handler):
                 "WWW-Authenticate": f'Bearer realm="{realm}",service="fake",scope="repository:models/fake:pull"'})
             return
         kind, _, reference = self.path.rpartition("/")
-        if kind.endswith("/manifests") and reference in self.server.manifests:
+        if kind.endswith("/referrers"):
+            self.answer(200, self.server.referrers(reference), {"Content-Type": "application/vnd.oci.image.index.v1+json"})
+        elif kind.endswith("/manifests") and reference in self.server.manifests:
             body, media_type = self.server.manifests[reference]
             if self.server.lying and reference.startswith("sha256:"):
-                body = body.replace(b'"schemaVersion": 2', b'"schemaVersion":2')
+                body = body.replace(b'"schemaVersion":2', b'"schemaVersion": 2')
             self.answer(200, body, {"Content-Type": media_type})
         elif kind.endswith("/blobs") and reference in self.server.blobs:
             location = f"http://localhost:{self.server.storage.port}/storage/{reference}?signature=abc"

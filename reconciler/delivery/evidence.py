@@ -37,6 +37,8 @@ VERSION_EVIDENCE: frozenset[str] = frozenset({
     # the OCI manifest the URI names is not the artifact's, or holds no layer a site can read (ingest/oci*.py)
     "OciManifestInvalid", "OciManifestDigestMismatch", "OciLayerNotFound", "OciLayerAmbiguous", "OciLayerUnsupported",
     "OciPlatformMissing",
+    # the registry holds no signature of the artifact's manifest, or one of another manifest (ingest/ocisignatures.py)
+    "SignatureNotFound", "SignatureManifestMismatch",
 })
 
 SITE_CONDITIONS: frozenset[str] = frozenset({

@@ -28,7 +28,7 @@ from pathlib import Path
 from reconciler.atomicfile import atomic_write_bytes, fsync_dir
 from reconciler.cancel import CancelToken
 from reconciler.errors import ReconcilerError, Stalled, Transient
-from reconciler.ingest.fetch import Body, Deadline, RepoRoot, with_retries
+from reconciler.ingest.fetch import Body, Deadline, RepoRoot, read_small, with_retries
 from reconciler.ingest.progress import DownloadProgress
 from reconciler.ingest.sink import BUFFERS, Sink, chunk_size_for
 from reconciler.ingest.sources import open_source
@@ -146,14 +146,8 @@ def fetch_bytes(
     deadline = Deadline(limits.deadline, uri, stop)
 
     def read_all() -> bytes:
-        buffer = memoryview(bytearray(max_bytes + 1))
-        received = 0
         with open_source(uri, repo_root, limits, deadline) as opened:
-            while received <= max_bytes and (n := opened.body.readinto(buffer[received:])):
-                received += n
-        if received > max_bytes:
-            raise Stalled("ArtifactTooLarge", f"{uri}: more than {max_bytes} bytes")
-        return bytes(buffer[:received])
+            return read_small(opened.body, max_bytes, uri)
 
     return with_retries(limits, deadline, read_all)
 

@@ -144,7 +144,8 @@ def choose_layer(uri: str, ref: OciReference, manifest: dict[str, Any], pinned: 
         if not named:
             raise Stalled("OciLayerNotFound", f"{uri}: no layer is named {ref.file!r}")
         return _single_file(uri, named[0])
-    candidates = [la for la in layers if not _NOT_A_MODEL.search(la.get("mediaType", ""))]
+    # A signature object's one layer is what a URI that names it asks for.
+    candidates = [la for la in layers if not _NOT_A_MODEL.search(la.get("mediaType", ""))] or layers
     if len(candidates) != 1:
         raise Stalled("OciLayerAmbiguous", f"{uri}: {len(candidates)} layers could hold the artifact; "
                                            "name one with #FILE or pin its digest")

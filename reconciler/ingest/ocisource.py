@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from reconciler.errors import Stalled, Transient
-from reconciler.ingest.fetch import Deadline, Opened
+from reconciler.ingest.fetch import Deadline, Opened, read_small
 from reconciler.ingest.httpsource import http_response, http_source
 from reconciler.ingest.oci import (
     ACCEPT,
@@ -59,9 +59,9 @@ def oci_source(uri: str, limits: FetchLimits, deadline: Deadline, offset: int, e
     ref = parse_reference(uri)
     hosts = [*limits.oci.mirrors.get(ref.registry, []), ref.registry]
     for host in hosts:
-        registry = _Registry(uri, host, ref.repository, limits, deadline)
+        registry = Registry(uri, host, ref.repository, limits, deadline)
         try:
-            layer = registry.layer(ref, pinned, site_arch(arch))
+            _, layer = registry.resolve(ref, pinned, site_arch(arch))
         except (Stalled, Transient) as exc:
             if host == hosts[-1] or exc.reason not in _MIRROR_FALLBACK:
                 raise
@@ -130,7 +130,7 @@ def _check_size(uri: str, layer: dict[str, Any], expected: int | None) -> None:
         raise Stalled(reason, f"{uri}: layer {layer['digest']} has {size} bytes, the Model document says {expected}")
 
 
-class _Registry:
+class Registry:
     """One repository of one registry, spoken to over the distribution API."""
 
     def __init__(self, uri: str, host: str, repository: str, limits: FetchLimits, deadline: Deadline):
@@ -145,21 +145,32 @@ class _Registry:
         token = cached_token(host, self.scope, self.credentials)
         self.authorization = f"Bearer {token}" if token else self.credentials
 
-    def layer(self, ref: OciReference, pinned: Digest | None, arch: str) -> dict[str, Any]:
-        reference, digest = ref.reference, ref.digest
+    def resolve(self, ref: OciReference, pinned: Digest | None, arch: str) -> tuple[Digest, dict[str, Any]]:
+        """The digest of the manifest (or index) ``ref`` names, and the artifact's layer under it."""
+        top, manifest = self.manifest(ref.reference, ref.digest)
         for _ in range(NESTED_INDEXES + 1):
-            manifest = self._manifest(reference, digest)
             if manifest["mediaType"] not in INDEX_TYPES:
-                return choose_layer(self.uri, ref, manifest, pinned)
+                return top, choose_layer(self.uri, ref, manifest, pinned)
             entry = choose_in_index(self.uri, manifest, arch)
-            reference = digest = entry["digest"]
+            _, manifest = self.manifest(entry["digest"], entry["digest"])
         raise Stalled("OciManifestInvalid", f"{self.uri}: image indexes nested deeper than {NESTED_INDEXES}")
 
-    def _manifest(self, reference: str, pinned: str | None) -> dict[str, Any]:
+    def manifest(self, reference: str, pinned: str | None, missing_ok: bool = False) -> tuple[Digest, dict[str, Any]]:
+        """The manifest's digest and content; with ``missing_ok``, a 404 gives an empty index."""
         status, headers, body = self.get(f"{self.base}/manifests/{reference}", ACCEPT, MANIFEST_MAX_BYTES)
-        self._refuse(status, f"manifest {reference}")
+        if status == 404 and missing_ok:
+            return Digest.of(hashlib.sha256(b"")), {"mediaType": OCI_INDEX, "manifests": []}
+        self.refuse(status, f"manifest {reference}")
         _verified(self.uri, body, pinned, headers.get("docker-content-digest"))
-        return parse_manifest(self.uri, body, headers.get("content-type"))
+        return Digest.of(hashlib.sha256(body)), parse_manifest(self.uri, body, headers.get("content-type"))
+
+    def small_blob(self, digest: str, max_bytes: int) -> bytes:
+        """A blob of a few KiB (a signature), whole and checked against its digest."""
+        with self.blob(digest, 0, None) as opened:
+            data = read_small(opened.body, max_bytes, f"{self.uri} (blob {digest})")
+        if (got := Digest.of(hashlib.sha256(data))) != digest:
+            raise Stalled("ArtifactDigestMismatch", f"{self.uri}: blob {digest} hashes to {got}")
+        return data
 
     @contextmanager
     def blob(self, digest: str, offset: int, expected: int | None) -> Iterator[Opened]:
@@ -210,11 +221,11 @@ class _Registry:
             raise Stalled("OciAuthRejected", f"{self.uri}: the token service of {self.host} refused "
                                              f"{'the credentials' if self.credentials else 'an anonymous pull'} "
                                              f"with HTTP {status} for {scope}")
-        self._refuse(status, "a token")
+        self.refuse(status, "a token")
         token = keep_token(self.host, self.scope, self.credentials, answer, self.uri)
         self.authorization = f"Bearer {token}"
 
-    def _refuse(self, status: int, what: str) -> None:
+    def refuse(self, status: int, what: str) -> None:
         if status == 200:
             return
         if status == 404:
