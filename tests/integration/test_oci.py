@@ -1,5 +1,5 @@
 """oci:// artifacts from a real registry (Debian's docker-registry, CNCF distribution 2.8, run on
-127.0.0.1 by tests/oci_registry.py) open, behind htpasswd and behind a token service; the artifact
+127.0.0.1 by reconciler.devtools.ociregistry) open, behind htpasswd and behind a token service; the artifact
 shapes ORAS, ModelPack and Docker's model format write; image indexes; an OCI image layout
 directory; mirrors; and what that registry cannot show from a strict fake (tests/oci_fake.py):
 a 307 to blob storage on another host, a 416 with a wrong length, manifest bytes that lie. Every
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 from oci_fake import TOKEN, FakeRegistry, fake_registry
-from oci_registry import (
+
+from reconciler.devtools.ociregistry import (
     EMPTY_CONFIG,
     OCI_INDEX,
     PASSWORD,
@@ -26,7 +27,6 @@ from oci_registry import (
     registry_missing,
     running_registry,
 )
-
 from reconciler.errors import ReconcilerError
 from reconciler.ingest.artifacts import ArtifactStore
 from reconciler.manifests.models import Artifact

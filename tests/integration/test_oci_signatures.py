@@ -16,9 +16,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from oci_cosign import attach_bundle, key_bundle, sign_legacy
 from oci_fake import FakeRegistry, fake_registry
-from oci_registry import Registry, digest_of, registry_missing, running_registry
 from trust_fixtures import IDENTITY, ISSUER, LocalSigstore
 
+from reconciler.devtools.ociregistry import Registry, digest_of, registry_missing, running_registry
 from reconciler.errors import ReconcilerError
 from reconciler.ingest.artifacts import ArtifactStore
 from reconciler.ingest.verification import signature_bytes, verified_artifact
