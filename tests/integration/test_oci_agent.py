@@ -9,11 +9,12 @@ import hashlib
 from collections.abc import Callable
 
 import pytest
-from fleet_fixture import EXAMPLE, FleetRemote, git, start_fleet_remote
+from fleet_fixture import EXAMPLE, FleetRemote, copy_example, git, start_fleet_remote
 from oci_cosign import sign_legacy
 from test_bad_inputs import DEPLOYMENT_FILE, SITE, V11, served_forecast
 
 from reconciler.agent.wiring import build_agent
+from reconciler.cli.artifact_check import ArtifactOptions, check_artifacts
 from reconciler.devtools.ociregistry import (
     EMPTY_CONFIG,
     OCI_MANIFEST,
@@ -21,9 +22,10 @@ from reconciler.devtools.ociregistry import (
     registry_missing,
     running_registry,
 )
+from reconciler.manifests.loader import load_directory
 from reconciler.runtime.registry import ModelRegistry
-from reconciler.settings import SiteConfig
-from reconciler.trust import load_private_key
+from reconciler.settings import FetchLimits, SiteConfig
+from reconciler.trust import TrustRoots, load_private_key, load_public_key
 
 pytestmark = pytest.mark.skipif(registry_missing() is not None, reason=str(registry_missing()))
 
@@ -152,3 +154,28 @@ def test_a_good_oci_version_signed_in_the_registry_is_served(world) -> None:
 
     assert (status.state, status.activeVersion) == ("success", "1.1.0"), status
     assert served_forecast(models)[0] == "1.1.0"
+
+
+def test_validate_artifacts_fetch_checks_oci_artifacts_as_a_site_would(tmp_path) -> None:
+    fleet = copy_example(tmp_path / "fleet")
+    with running_registry(tmp_path / "registry") as oci:
+        data = (fleet / V11).read_bytes()
+        oci.push_file(REPO, "1.1.0", data)
+        oci.push_file(REPO, "other", b"not the forecast model")
+        roots = TrustRoots(keys=(load_public_key((EXAMPLE / "keys" / "demo.pub").read_bytes(), "demo.pub"),))
+        limits = FetchLimits(retries=1, oci={"plain_http": [oci.host]})
+
+        def findings(tag: str, fetch: bool = True) -> list[str]:
+            path = fleet / "models" / "demand-forecast" / "model.yaml"
+            text = path.read_text()
+            path.write_text(text.replace(f"uri: {V11}\n", f"uri: oci://{oci.host}/{REPO}:{tag}\n"))
+            try:
+                options = ArtifactOptions(roots=roots, fetch=fetch, all_versions=True, limits=limits)
+                report = check_artifacts(load_directory(fleet).repo, fleet, options, {("demand-forecast", "1.1.0")})
+                return [f"{f.severity}: {f.message}" for f in report.findings]
+            finally:
+                path.write_text(text)
+
+        assert findings("1.1.0") == []
+        assert [f for f in findings("1.1.0", fetch=False) if "give --fetch" in f and f.startswith("warning")]
+        assert any("OciLayerNotFound" in f or "has no layer" in f for f in findings("other"))
