@@ -36,7 +36,7 @@ VERSION_EVIDENCE: frozenset[str] = frozenset({
     "UnsafeRepoPath",
     # the OCI manifest the URI names is not the artifact's, or holds no layer a site can read (ingest/oci*.py)
     "OciManifestInvalid", "OciManifestDigestMismatch", "OciLayerNotFound", "OciLayerAmbiguous", "OciLayerUnsupported",
-    "OciPlatformMissing",
+    "OciPlatformMissing", "OciArchiveUnsafe", "OciArchiveInvalid",
     # the registry holds no signature of the artifact's manifest, or one of another manifest (ingest/ocisignatures.py)
     "SignatureNotFound", "SignatureManifestMismatch",
 })

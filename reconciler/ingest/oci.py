@@ -8,7 +8,8 @@ does the talking).
 A digest pins the manifest (a tag beside it is only a hint); a tag alone is allowed because the
 Model document pins the artifact's own digest, which for a single-file layer is the layer's digest.
 The layer is the one of that digest, else the one whose ``org.cncf.model.filepath`` or
-``org.opencontainers.image.title`` is ``FILE``, else the only layer that can hold a model."""
+``org.opencontainers.image.title`` is ``FILE``, else the only layer that can hold a model; when no
+layer has the digest, ``FILE`` may be a member of a tar or tar+gzip layer (``ingest.ociarchive``)."""
 
 from __future__ import annotations
 
@@ -135,9 +136,12 @@ def choose_layer(uri: str, ref: OciReference, manifest: dict[str, Any], pinned: 
         for layer in layers:
             if layer["digest"] == pinned:
                 return _single_file(uri, layer)
+        if ref.file is not None and (archive := _archive_holding(layers, ref.file)) is not None:
+            return archive
         where = f"tag {ref.tag}, now manifest" if ref.digest is None and ref.tag else "manifest"
+        archives = "; its archive layers may hold the file: name it with #PATH" if any(map(is_archive, layers)) else ""
         raise Stalled("OciLayerNotFound", f"{uri}: {where} has no layer {pinned}: it is another artifact's"
-                                          + (", or the tag moved" if ref.digest is None else ""))
+                                          + (", or the tag moved" if ref.digest is None else "") + archives)
     if ref.file is not None:
         named = [la for la in layers
                  if any((la.get("annotations") or {}).get(name) == ref.file for name in FILE_NAME_ANNOTATIONS)]
@@ -152,13 +156,27 @@ def choose_layer(uri: str, ref: OciReference, manifest: dict[str, Any], pinned: 
     return _single_file(uri, candidates[0])
 
 
-def _single_file(uri: str, layer: dict[str, Any]) -> dict[str, Any]:
+def is_archive(layer: dict[str, Any]) -> bool:
+    """A tar or tar+gzip layer (KitOps, ModelPack ``.tar*``, an ORAS directory): the file is a member.
+    ORAS writes raw files as "...layer.v1.tar" too; only its directory layers are archives."""
     media_type = layer.get("mediaType", "")
     oras_directory = (layer.get("annotations") or {}).get("io.deis.oras.content.unpack") == "true"
-    # ORAS writes raw files as "...layer.v1.tar" too; only its directory layers are archives.
-    if oras_directory or (_ARCHIVE.search(media_type) and not media_type.endswith("image.layer.v1.tar")):
-        raise Stalled("OciLayerUnsupported", f"{uri}: layer {layer['digest']} is an archive ({media_type}); "
-                                             "sites read single-file layers")
+    return oras_directory or bool(_ARCHIVE.search(media_type)) and not media_type.endswith("image.layer.v1.tar")
+
+
+def _archive_holding(layers: list[dict[str, Any]], file: str) -> dict[str, Any] | None:
+    """The archive layer ``file`` is a member of: the one named by the path's first part, else the only one."""
+    archives = [layer for layer in layers if is_archive(layer)]
+    named = [la for la in archives
+             if any(file.startswith(f"{(la.get('annotations') or {}).get(n, '').rstrip('/')}/") for n in FILE_NAME_ANNOTATIONS)]
+    found = named if len(named) == 1 else archives
+    return found[0] if len(found) == 1 else None
+
+
+def _single_file(uri: str, layer: dict[str, Any]) -> dict[str, Any]:
+    if is_archive(layer):
+        raise Stalled("OciLayerUnsupported", f"{uri}: layer {layer['digest']} is an archive ({layer.get('mediaType')}); "
+                                             "name the file in it with #PATH")
     return layer
 
 

@@ -29,9 +29,11 @@ from reconciler.ingest.oci import (
     OciReference,
     choose_in_index,
     choose_layer,
+    is_archive,
     parse_manifest,
     parse_reference,
 )
+from reconciler.ingest.ociarchive import archive_member
 from reconciler.ingest.ociauth import (
     basic_credentials,
     cached_token,
@@ -66,14 +68,21 @@ def oci_source(uri: str, limits: FetchLimits, deadline: Deadline, offset: int, e
             if host == hosts[-1] or exc.reason not in _MIRROR_FALLBACK:
                 raise
             continue
-        _check_size(uri, layer, expected)
+        if is_archive(layer):
+            _check_size(uri, layer, None, limits.max_bytes)
+            source = registry.blob(layer["digest"], 0, layer["size"])
+            with archive_member(uri, source, str(ref.file), expected, limits.max_bytes) as opened:
+                yield opened
+            return
+        _check_size(uri, layer, expected, limits.max_bytes)
         with registry.blob(layer["digest"], offset, expected) as opened:
             yield opened
         return
 
 
-def layout_blob(uri: str, pinned: Digest | None, arch: str | None) -> Path:
-    """The file of the artifact's layer in an OCI image layout directory (``oci-layout://``)."""
+def layout_blob(uri: str, pinned: Digest | None, arch: str | None) -> tuple[Path, str | None]:
+    """The file of the artifact's layer in an OCI image layout directory (``oci-layout://``), and
+    the path of the artifact in it when the layer is an archive."""
     ref = parse_reference(uri)
     root = Path(ref.registry)
     index = parse_manifest(uri, _read_small(uri, root / "index.json"), OCI_INDEX)
@@ -83,7 +92,7 @@ def layout_blob(uri: str, pinned: Digest | None, arch: str | None) -> Path:
         manifest = parse_manifest(uri, _verified(uri, body, descriptor["digest"], None), descriptor.get("mediaType"))
         if manifest["mediaType"] not in INDEX_TYPES:
             layer = choose_layer(uri, ref, manifest, pinned)
-            return _blob_path(root, layer["digest"])
+            return _blob_path(root, layer["digest"]), ref.file if is_archive(layer) else None
         descriptor = choose_in_index(uri, manifest, site_arch(arch))
     raise Stalled("OciManifestInvalid", f"{uri}: image indexes nested deeper than {NESTED_INDEXES}")
 
@@ -123,8 +132,11 @@ def _verified(uri: str, body: bytes, pinned: str | None, announced: str | None) 
     return body
 
 
-def _check_size(uri: str, layer: dict[str, Any], expected: int | None) -> None:
+def _check_size(uri: str, layer: dict[str, Any], expected: int | None, max_bytes: int) -> None:
     size = layer["size"]
+    if size > max_bytes:
+        raise Stalled("ArtifactTooLarge", f"{uri}: layer {layer['digest']} has {size} bytes, more than this site's "
+                                          f"limit of {max_bytes} (fetch.maxBytes)")
     if expected is not None and size != expected:
         reason = "ArtifactTooLarge" if size > expected else "ArtifactSizeMismatch"
         raise Stalled(reason, f"{uri}: layer {layer['digest']} has {size} bytes, the Model document says {expected}")

@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 from reconciler.errors import Stalled, Transient
 from reconciler.ingest.fetch import Deadline, Opened, RepoRoot, RepoTree
 from reconciler.ingest.httpsource import http_source
+from reconciler.ingest.ociarchive import archive_member
 from reconciler.ingest.ocisource import layout_blob, oci_source
 from reconciler.manifests.types import Digest
 from reconciler.settings import FetchLimits
@@ -40,7 +41,10 @@ def open_source(
     elif scheme == "oci":
         source = oci_source(uri, limits, deadline, offset, expected, pinned, arch)
     elif scheme == "oci-layout":
-        source = _file_source(layout_blob(uri, pinned, arch), uri)
+        path, member = layout_blob(uri, pinned, arch)
+        source = _file_source(path, uri)
+        if member is not None:
+            source = archive_member(uri, source, member, expected, limits.max_bytes)
     else:
         raise Stalled("ArtifactSchemeUnsupported",
                       f"{uri}: sites cannot fetch {scheme}:// URIs; give a repo-relative path, "

@@ -273,18 +273,6 @@ def test_bad_artifacts_are_refused(open_registry: Registry, tmp_path: Path) -> N
             "OciLayerNotFound", "or the tag moved")
 
 
-def test_archive_layers_are_refused(open_registry: Registry, store: ArtifactStore) -> None:
-    open_registry.push_blob("models/tar", b"{}")
-    layer = open_registry.push_blob("models/tar", MODEL) | {
-        "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-        "annotations": {"org.opencontainers.image.title": "model", "io.deis.oras.content.unpack": "true"}}
-    open_registry.push_manifest("models/tar", "1.0", {
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "artifactType": "application/vnd.unknown.artifact.v1", "config": EMPTY_CONFIG, "layers": [layer]})
-    refused(store, artifact(f"oci://{open_registry.host}/models/tar:1.0"), limits_for(open_registry.host),
-            "OciLayerUnsupported", "is an archive")
-
-
 # --- mirrors ----------------------------------------------------------------------------------------
 
 def test_a_mirror_is_tried_first_and_the_origin_after_it(open_registry: Registry, tmp_path: Path) -> None:

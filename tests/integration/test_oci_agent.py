@@ -12,6 +12,7 @@ import pytest
 from fleet_fixture import EXAMPLE, FleetRemote, copy_example, git, start_fleet_remote
 from oci_cosign import sign_legacy
 from test_bad_inputs import DEPLOYMENT_FILE, SITE, V11, served_forecast
+from test_oci_archives import tar
 
 from reconciler.agent.wiring import build_agent
 from reconciler.cli.artifact_check import ArtifactOptions, check_artifacts
@@ -75,13 +76,14 @@ def layer_too_large(fleet: FleetRemote, registry: Registry) -> None:
     v11(fleet, uri=f"oci://{registry.host}/{REPO}:1.1.0", size=len(model_bytes(fleet)) - 1)
 
 
-def archive_layer(fleet: FleetRemote, registry: Registry) -> None:
+def tar_with_dot_dot(fleet: FleetRemote, registry: Registry) -> None:
     registry.push_blob(REPO, b"{}")
-    layer = registry.push_blob(REPO, model_bytes(fleet)) | {"mediaType": "application/vnd.kitops.modelkit.model.v1.tar+gzip"}
+    archive = tar(("model.onnx", "file", model_bytes(fleet)), ("../../etc/cron.d/evil", "file", b"* * * * * root sh\n"))
+    layer = registry.push_blob(REPO, archive) | {"mediaType": "application/vnd.kitops.modelkit.model.v1.tar+gzip"}
     registry.push_manifest(REPO, "kit", {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": EMPTY_CONFIG,
                                          "artifactType": "application/vnd.kitops.modelkit.manifest.v1+json",
                                          "layers": [layer]})
-    v11(fleet, uri=f"oci://{registry.host}/{REPO}:kit")
+    v11(fleet, uri=f"oci://{registry.host}/{REPO}:kit#model.onnx")
 
 
 def signature_of_another_manifest(fleet: FleetRemote, registry: Registry) -> None:
@@ -98,7 +100,7 @@ BAD = [
     ("manifest of another artifact", another_artifacts_manifest, "OciLayerNotFound", "another artifact's"),
     ("tag moved", tag_moved, "OciLayerNotFound", "or the tag moved"),
     ("layer too large", layer_too_large, "ArtifactTooLarge", "the Model document says"),
-    ("archive layer", archive_layer, "OciLayerUnsupported", "is an archive"),
+    ("tar with ../", tar_with_dot_dot, "OciArchiveUnsafe", "leaves the archive"),
     ("signature of another manifest", signature_of_another_manifest, "SignatureManifestMismatch", "signs manifest"),
 ]
 
