@@ -139,6 +139,9 @@ def _parser() -> argparse.ArgumentParser:
     from reconciler.cli.batch import add_subcommands as add_batch_commands
 
     add_batch_commands(commands)  # batch run
+    from reconciler.cli.push import add_subcommands as add_push_commands
+
+    add_push_commands(commands)  # push
     return parser
 
 

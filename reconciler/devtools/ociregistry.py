@@ -243,8 +243,8 @@ class _TokenHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        repository = query.get("scope", ["repository::"])[0].split(":")[1]
-        body = json.dumps({"token": self.server.issue(repository, ["pull"]), "expires_in": 300}).encode()
+        _, repository, actions = (query.get("scope", ["repository::pull"])[0].split(":") + ["", ""])[:3]
+        body = json.dumps({"token": self.server.issue(repository, actions.split(",")), "expires_in": 300}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import SplitResult, quote, urljoin, urlsplit
 
 from reconciler.errors import Stalled, Transient
@@ -57,12 +58,12 @@ def http_source(uri: str, limits: FetchLimits, deadline: Deadline, offset: int, 
 
 
 @contextmanager
-def http_response(uri: str, url: str, limits: FetchLimits, deadline: Deadline,
-                  headers: dict[str, str]) -> Iterator[http.client.HTTPResponse]:
-    """One GET of ``url`` and its response as it comes, redirects included: for the caller to read
-    its status and headers (a registry's challenge, a manifest's type)."""
+def http_response(uri: str, url: str, limits: FetchLimits, deadline: Deadline, headers: dict[str, str],
+                  method: str = "GET", body: bytes | BinaryIO | None = None) -> Iterator[http.client.HTTPResponse]:
+    """One request to ``url`` and its response as it comes, redirects included: for the caller to
+    read its status and headers (a registry's challenge, a manifest's type, an upload's location)."""
     with deadline.cutting_on_stop() as watch:
-        connection, _, response = _request(uri, url, limits, deadline, 0, watch, lambda netloc: headers)
+        connection, _, response = _request(uri, url, limits, deadline, 0, watch, lambda netloc: headers, method, body)
         try:
             yield response
         finally:
@@ -72,7 +73,7 @@ def http_response(uri: str, url: str, limits: FetchLimits, deadline: Deadline,
 
 def _request(
     uri: str, url: str, limits: FetchLimits, deadline: Deadline, offset: int, watch: Callable[[socket.socket], None],
-    headers_for: HeadersFor,
+    headers_for: HeadersFor, method: str = "GET", body: bytes | BinaryIO | None = None,
 ) -> tuple[http.client.HTTPConnection, socket.socket, http.client.HTTPResponse]:
     parts = urlsplit(url)
     if parts.username is not None or parts.password is not None:
@@ -97,7 +98,7 @@ def _request(
         sock = connection.sock
         watch(sock)
         sock.settimeout(deadline.bound(limits.read_timeout))
-        connection.request("GET", target, headers=headers)
+        connection.request(method, target, body=body, headers=headers)
         return connection, sock, connection.getresponse()
     except BaseException as exc:
         connection.close()

@@ -15,7 +15,7 @@ import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlencode
 
 from reconciler.errors import Stalled, Transient
@@ -145,14 +145,16 @@ def _check_size(uri: str, layer: dict[str, Any], expected: int | None, max_bytes
 class Registry:
     """One repository of one registry, spoken to over the distribution API."""
 
-    def __init__(self, uri: str, host: str, repository: str, limits: FetchLimits, deadline: Deadline):
+    def __init__(self, uri: str, host: str, repository: str, limits: FetchLimits, deadline: Deadline,
+                 actions: str = "pull"):
         self.uri = uri
         self.host = host
         self.limits = limits
         self.deadline = deadline
         scheme = "http" if host in limits.oci.plain_http else "https"
-        self.base = f"{scheme}://{host}/v2/{repository}"
-        self.scope = f"repository:{repository}:pull"
+        self.origin = f"{scheme}://{host}"
+        self.base = f"{self.origin}/v2/{repository}"
+        self.scope = f"repository:{repository}:{actions}"
         self.credentials = basic_credentials(host, limits, scheme)
         token = cached_token(host, self.scope, self.credentials)
         self.authorization = f"Bearer {token}" if token else self.credentials
@@ -197,10 +199,16 @@ class Registry:
             yield opened
 
     def get(self, url: str, accept: str, max_bytes: int) -> tuple[int, dict[str, str], bytes]:
-        """One GET, authenticated once if the registry answers 401."""
+        return self.call("GET", url, {"Accept": accept}, None, max_bytes)
+
+    def call(self, method: str, url: str, headers: dict[str, str], body: bytes | BinaryIO | None,
+             max_bytes: int) -> tuple[int, dict[str, str], bytes]:
+        """One request, authenticated once if the registry answers 401 (a file body is sent again)."""
         for attempt in range(2):
-            headers = {"Accept": accept} | ({"Authorization": self.authorization} if self.authorization else {})
-            with http_response(self.uri, url, self.limits, self.deadline, headers) as response:
+            if attempt and hasattr(body, "seek"):
+                body.seek(0)
+            sent = headers | ({"Authorization": self.authorization} if self.authorization else {})
+            with http_response(self.uri, url, self.limits, self.deadline, sent, method, body) as response:
                 challenge = response.getheader("WWW-Authenticate") if response.status == 401 else None
                 if response.status != 401:
                     body = response.read(max_bytes + 1)

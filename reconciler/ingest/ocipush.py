@@ -1,0 +1,125 @@
+"""Publishing a model to an OCI registry (``reconciler push``): the file as a CNCF ModelPack
+artifact (its config, the file as one ``weight.v1.raw`` layer named by ``org.cncf.model.filepath``,
+artifactType ``application/vnd.cncf.model.manifest.v1+json``), so its layer digest is the file's
+sha256; and, given a key, cosign's signature of the manifest under the tag ``sha256-<hex>.sig``
+(simple-signing payload, ECDSA P-256), which sites read with ``signature: {format: registry}``.
+Uploads follow the distribution spec: POST an upload, PUT it with ``?digest=``; the registry's
+token is asked for with the ``pull,push`` scope."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import urlencode, urljoin, urlsplit
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from reconciler.cancel import CancelToken
+from reconciler.errors import Stalled
+from reconciler.ingest.fetch import Deadline
+from reconciler.ingest.oci import OCI_MANIFEST, parse_reference
+from reconciler.ingest.ocisignatures import COSIGN_SIGNATURE, SIMPLE_SIGNING
+from reconciler.ingest.ocisource import Registry
+from reconciler.manifests.types import Digest
+from reconciler.settings import FetchLimits
+
+MODEL_MANIFEST = "application/vnd.cncf.model.manifest.v1+json"
+MODEL_CONFIG = "application/vnd.cncf.model.config.v1+json"
+WEIGHT_RAW = "application/vnd.cncf.model.weight.v1.raw"
+_ANSWER_MAX_BYTES = 64 << 10
+
+
+@dataclass(frozen=True)
+class Pushed:
+    uri: str  # oci://REGISTRY/REPO:TAG@sha256:MANIFEST, what the Model document's artifact uri pins
+    manifest: Digest
+    digest: Digest  # the file's, = its layer's
+    size: int
+    signature_tag: str | None  # the cosign tag written, if signed
+
+
+def push_model(path: Path, uri: str, limits: FetchLimits, key: ec.EllipticCurvePrivateKey | None = None,
+               stop: CancelToken | None = None) -> Pushed:
+    ref = parse_reference(uri)
+    if ref.tag is None or ref.digest is not None or ref.file is not None or not uri.lower().startswith("oci://"):
+        raise Stalled("ArtifactUriInvalid", f"{uri}: push to oci://REGISTRY/REPOSITORY:TAG")
+    registry = Registry(uri, ref.registry, ref.repository, limits, Deadline(limits.deadline, uri, stop), "pull,push")
+    digest, size = _file_digest(path)
+    config = json.dumps({"descriptor": {"name": ref.repository}, "config": {"format": "onnx"},
+                         "modelfs": {"type": "layers", "diffIds": [digest]}}, separators=(",", ":")).encode()
+    with path.open("rb") as file:
+        layer = _upload(registry, file, digest, size)
+    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": MODEL_MANIFEST,
+                "config": _upload_bytes(registry, config) | {"mediaType": MODEL_CONFIG},
+                "layers": [layer | {"mediaType": WEIGHT_RAW, "annotations": {"org.cncf.model.filepath": path.name}}]}
+    pinned = _put_manifest(registry, ref.tag, manifest)
+    signature_tag = None if key is None else _sign(registry, key, f"{ref.registry}/{ref.repository}", pinned)
+    return Pushed(f"oci://{ref.registry}/{ref.repository}:{ref.tag}@{pinned}", pinned, digest, size, signature_tag)
+
+
+def _sign(registry: Registry, key: ec.EllipticCurvePrivateKey, reference: str, signed: Digest) -> str:
+    """cosign's tag scheme: ``sha256-<hex>.sig``, one simple-signing layer."""
+    payload = json.dumps({"critical": {"identity": {"docker-reference": reference},
+                                       "image": {"docker-manifest-digest": signed},
+                                       "type": "cosign container image signature"},
+                          "optional": None}, separators=(",", ":")).encode()
+    signature = base64.b64encode(key.sign(payload, ec.ECDSA(hashes.SHA256()))).decode("ascii")
+    layer = _upload_bytes(registry, payload) | {"mediaType": SIMPLE_SIGNING, "annotations": {COSIGN_SIGNATURE: signature}}
+    config = json.dumps({"architecture": "", "created": "0001-01-01T00:00:00Z", "history": [{"created": "0001-01-01T00:00:00Z"}],
+                         "os": "", "rootfs": {"type": "layers", "diff_ids": [layer["digest"]]}, "config": {}},
+                        separators=(",", ":")).encode()
+    tag = f"sha256-{signed.hex}.sig"
+    _put_manifest(registry, tag, {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                                  "config": _upload_bytes(registry, config) | {"mediaType": "application/vnd.oci.image.config.v1+json"},
+                                  "layers": [layer]})
+    return tag
+
+
+def _file_digest(path: Path) -> tuple[Digest, int]:
+    sha = hashlib.sha256()
+    try:
+        with path.open("rb") as file:
+            while chunk := file.read(1 << 20):
+                sha.update(chunk)
+    except OSError as exc:
+        raise Stalled("ArtifactUnreadable", f"{path}: {exc.strerror}") from None
+    return Digest.of(sha), path.stat().st_size
+
+
+def _upload_bytes(registry: Registry, data: bytes) -> dict:
+    return _upload(registry, data, Digest.of(hashlib.sha256(data)), len(data))
+
+
+def _upload(registry: Registry, body: bytes | BinaryIO, digest: Digest, size: int) -> dict:
+    status, _, _ = registry.call("HEAD", f"{registry.base}/blobs/{digest}", {}, None, 0)
+    if status != 200:
+        status, headers, answer = registry.call("POST", f"{registry.base}/blobs/uploads/", {"Content-Length": "0"}, b"",
+                                                _ANSWER_MAX_BYTES)
+        _expect(registry, status, 202, "an upload", answer)
+        location = urljoin(registry.base + "/", headers.get("location", ""))
+        if urlsplit(location).netloc != urlsplit(registry.base).netloc:
+            raise Stalled("ArtifactRedirectRefused", f"{registry.uri}: the upload goes to another host, {urlsplit(location).netloc}")
+        query = urlsplit(location).query
+        url = location.split("?")[0] + "?" + "&".join(q for q in (query, urlencode({"digest": digest})) if q)
+        status, _, answer = registry.call("PUT", url, {"Content-Type": "application/octet-stream",
+                                                       "Content-Length": str(size)}, body, _ANSWER_MAX_BYTES)
+        _expect(registry, status, 201, f"blob {digest}", answer)
+    return {"digest": digest, "size": size}
+
+
+def _put_manifest(registry: Registry, reference: str, manifest: dict) -> Digest:
+    body = json.dumps(manifest, separators=(",", ":")).encode()
+    status, _, answer = registry.call("PUT", f"{registry.base}/manifests/{reference}",
+                                      {"Content-Type": manifest["mediaType"]}, body, _ANSWER_MAX_BYTES)
+    _expect(registry, status, 201, f"manifest {reference}", answer)
+    return Digest.of(hashlib.sha256(body))
+
+
+def _expect(registry: Registry, status: int, wanted: int, what: str, answer: bytes) -> None:
+    if status != wanted:
+        registry.refuse(status if status != 200 else 0, f"{what} ({answer[:200].decode('utf-8', 'replace')})")
