@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
+from test_release import commented_fleet, reconciler  # noqa: F401 (a fixture)
 
 from reconciler.cli.main import main
 from reconciler.devtools.ociregistry import PASSWORD, USER, Registry, registry_missing, running_registry
@@ -84,3 +86,20 @@ def test_push_needs_a_registry_and_a_tag(tmp_path: Path, uri: str) -> None:
     (tmp_path / "model.onnx").write_bytes(MODEL)
     with pytest.raises(ReconcilerError, match="push to oci://REGISTRY/REPOSITORY:TAG"):
         push_model(tmp_path / "model.onnx", uri, FetchLimits())
+
+
+def test_add_version_push_records_the_pinned_uri_and_a_site_verifies_it(commented_fleet, tmp_path: Path) -> None:  # noqa: F811
+    fleet = commented_fleet["fleet"]
+    with running_registry(tmp_path / "open") as open_registry:
+        assert reconciler("add-version", "churn", "1.1.0", commented_fleet["candidate"], "--repo", fleet,
+                          "--key", commented_fleet["key"], "--push", f"oci://{open_registry.host}/models/churn:1.1.0",
+                          "--plain-http") == 0
+        version = yaml.safe_load((fleet / "models" / "churn" / "model.yaml").read_text())["spec"]["versions"][-1]
+        [recorded] = version["artifacts"]
+        assert recorded["uri"].startswith(f"oci://{open_registry.host}/models/churn:1.1.0@sha256:")
+        assert recorded["signature"] == {"uri": "models/churn/1.1.0/churn.onnx.sig", "format": "cosign"}
+        assert sorted(p.name for p in (fleet / "models" / "churn" / "1.1.0").iterdir()) == ["churn.onnx.sig"]
+        roots = TrustRoots(keys=(load_public_key(commented_fleet["pub"].read_bytes(), "release.pub"),))
+        limits = FetchLimits(retries=1, oci={"plain_http": [open_registry.host]})
+        got = verified_artifact(ArtifactStore(tmp_path / "state"), Artifact.model_validate(recorded), None, roots, fleet, limits)
+        assert got.path.read_bytes() == commented_fleet["candidate"].read_bytes()
