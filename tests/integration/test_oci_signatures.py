@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from oci_cosign import attach_bundle, key_bundle, sign_legacy
 from oci_fake import FakeRegistry, fake_registry
-from trust_fixtures import IDENTITY, ISSUER, LocalSigstore
+from trust_fixtures import IDENTITY, ISSUER, LocalSigstore, message_bundle
 
 from reconciler.devtools.ociregistry import Registry, digest_of, registry_missing, running_registry
 from reconciler.errors import ReconcilerError
@@ -150,3 +150,14 @@ def test_a_signed_manifest_that_does_not_hold_the_artifact_is_refused(registry: 
     item = Artifact(uri=f"oci://{registry.host}/models/elsewhere:1.0", digest=digest_of(MODEL), size=len(MODEL),
                     signature={"uri": f"oci://{registry.host}/models/elsewhere:signed-other", "format": "registry"})
     refused(item, registry.host, tmp_path, "OciLayerNotFound", "has no layer")
+
+
+def test_a_signature_file_named_by_an_oci_uri(registry: Registry, tmp_path: Path) -> None:
+    """``cosign sign-blob --bundle`` output pushed with ``oras push`` and named explicitly."""
+    registry.push_file("models/named", "1.0", MODEL)
+    bundle = json.dumps(message_bundle(KEY, MODEL)).encode()
+    registry.push_file("models/named", "1.0-signature", bundle, title="model.onnx.sigstore.json",
+                       media_type="application/vnd.dev.sigstore.bundle.v0.3+json")
+    item = Artifact(uri=f"oci://{registry.host}/models/named:1.0", digest=digest_of(MODEL), size=len(MODEL),
+                    signature={"uri": f"oci://{registry.host}/models/named:1.0-signature", "format": "sigstore-bundle"})
+    assert verify(item, registry.host, tmp_path).path.read_bytes() == MODEL
