@@ -1,8 +1,9 @@
 """Publishing a model to an OCI registry (``reconciler push``): the file as a CNCF ModelPack
 artifact (its config, the file as one ``weight.v1.raw`` layer named by ``org.cncf.model.filepath``,
 artifactType ``application/vnd.cncf.model.manifest.v1+json``), so its layer digest is the file's
-sha256; and, given a key, cosign's signature of the manifest under the tag ``sha256-<hex>.sig``
-(simple-signing payload, ECDSA P-256), which sites read with ``signature: {format: registry}``.
+sha256; and, given a key, cosign's signatures of the manifest in both its forms, so every cosign
+release and every site reads them (``signature: {format: registry}``): a Sigstore bundle as a
+referrer (v3), and the tag ``sha256-<hex>.sig`` (simple-signing payload, ECDSA P-256).
 Uploads follow the distribution spec: POST an upload, PUT it with ``?digest=``; the registry's
 token is asked for with the ``pull,push`` scope."""
 
@@ -16,17 +17,18 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlencode, urljoin, urlsplit
 
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from reconciler.cancel import CancelToken
 from reconciler.errors import Stalled
 from reconciler.ingest.fetch import Deadline
-from reconciler.ingest.oci import OCI_MANIFEST, parse_reference
-from reconciler.ingest.ocisignatures import COSIGN_SIGNATURE, SIMPLE_SIGNING
+from reconciler.ingest.oci import OCI_INDEX, OCI_MANIFEST, parse_reference
+from reconciler.ingest.ocisignatures import BUNDLE_TYPES, COSIGN_SIGNATURE, SIMPLE_SIGNING
 from reconciler.ingest.ocisource import Registry
 from reconciler.manifests.types import Digest
 from reconciler.settings import FetchLimits
+from reconciler.trust.bundles import IN_TOTO_PAYLOAD_TYPE, pae
 
 MODEL_MANIFEST = "application/vnd.cncf.model.manifest.v1+json"
 MODEL_CONFIG = "application/vnd.cncf.model.config.v1+json"
@@ -57,9 +59,50 @@ def push_model(path: Path, uri: str, limits: FetchLimits, key: ec.EllipticCurveP
     manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": MODEL_MANIFEST,
                 "config": _upload_bytes(registry, config) | {"mediaType": MODEL_CONFIG},
                 "layers": [layer | {"mediaType": WEIGHT_RAW, "annotations": {"org.cncf.model.filepath": path.name}}]}
-    pinned = _put_manifest(registry, ref.tag, manifest)
-    signature_tag = None if key is None else _sign(registry, key, f"{ref.registry}/{ref.repository}", pinned)
+    pinned, manifest_size = _put_manifest(registry, ref.tag, manifest)
+    signature_tag = None
+    if key is not None:
+        reference = f"{ref.registry}/{ref.repository}"
+        _attach_bundle(registry, key, reference, {"mediaType": OCI_MANIFEST, "digest": pinned, "size": manifest_size})
+        signature_tag = _sign(registry, key, reference, pinned)
     return Pushed(f"oci://{ref.registry}/{ref.repository}:{ref.tag}@{pinned}", pinned, digest, size, signature_tag)
+
+
+def _attach_bundle(registry: Registry, key: ec.EllipticCurvePrivateKey, reference: str, subject: dict) -> None:
+    """cosign v3's form: a Sigstore bundle (DSSE in-toto statement naming the manifest) pushed as a
+    referrer of it; where the registry has no referrers API, listed in the fallback tag's index too."""
+    signed = Digest(subject["digest"])
+    statement = json.dumps({"_type": "https://in-toto.io/Statement/v1",
+                            "subject": [{"name": reference, "digest": {"sha256": signed.hex}}],
+                            "predicateType": "https://sigstore.dev/cosign/sign/v1", "predicate": {}},
+                           separators=(",", ":")).encode()
+    signature = key.sign(pae(IN_TOTO_PAYLOAD_TYPE, statement), ec.ECDSA(hashes.SHA256()))
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    bundle = json.dumps({
+        "mediaType": BUNDLE_TYPES[0],
+        "verificationMaterial": {"publicKey": {"hint": _b64(hashlib.sha256(der).digest())}, "tlogEntries": []},
+        "dsseEnvelope": {"payload": _b64(statement), "payloadType": IN_TOTO_PAYLOAD_TYPE,
+                         "signatures": [{"sig": _b64(signature), "keyid": ""}]}}, separators=(",", ":")).encode()
+    annotations = {"dev.sigstore.bundle.content": "dsse-envelope",
+                   "dev.sigstore.bundle.predicateType": "https://sigstore.dev/cosign/sign/v1"}
+    referrer = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": BUNDLE_TYPES[0],
+                "config": _upload_bytes(registry, b"{}") | {"mediaType": "application/vnd.oci.empty.v1+json"},
+                "layers": [_upload_bytes(registry, bundle) | {"mediaType": BUNDLE_TYPES[0]}],
+                "subject": subject, "annotations": annotations}
+    digest, size = _put_manifest(registry, None, referrer)
+    status, _, _ = registry.get(f"{registry.base}/referrers/{signed}", OCI_INDEX, _ANSWER_MAX_BYTES)
+    if status == 200:
+        return  # the registry lists its referrers itself
+    tag = f"sha256-{signed.hex}"
+    _, index = registry.manifest(tag, None, missing_ok=True)
+    listed = [e for e in index.get("manifests") or [] if e.get("digest") != digest]
+    _put_manifest(registry, tag, {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [*listed, {
+        "mediaType": OCI_MANIFEST, "digest": digest, "size": size, "artifactType": BUNDLE_TYPES[0],
+        "annotations": annotations}]})
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 def _sign(registry: Registry, key: ec.EllipticCurvePrivateKey, reference: str, signed: Digest) -> str:
@@ -68,7 +111,7 @@ def _sign(registry: Registry, key: ec.EllipticCurvePrivateKey, reference: str, s
                                        "image": {"docker-manifest-digest": signed},
                                        "type": "cosign container image signature"},
                           "optional": None}, separators=(",", ":")).encode()
-    signature = base64.b64encode(key.sign(payload, ec.ECDSA(hashes.SHA256()))).decode("ascii")
+    signature = _b64(key.sign(payload, ec.ECDSA(hashes.SHA256())))
     layer = _upload_bytes(registry, payload) | {"mediaType": SIMPLE_SIGNING, "annotations": {COSIGN_SIGNATURE: signature}}
     config = json.dumps({"architecture": "", "created": "0001-01-01T00:00:00Z", "history": [{"created": "0001-01-01T00:00:00Z"}],
                          "os": "", "rootfs": {"type": "layers", "diff_ids": [layer["digest"]]}, "config": {}},
@@ -112,12 +155,14 @@ def _upload(registry: Registry, body: bytes | BinaryIO, digest: Digest, size: in
     return {"digest": digest, "size": size}
 
 
-def _put_manifest(registry: Registry, reference: str, manifest: dict) -> Digest:
+def _put_manifest(registry: Registry, reference: str | None, manifest: dict) -> tuple[Digest, int]:
+    """The manifest under ``reference`` (None: by its digest); its digest and size."""
     body = json.dumps(manifest, separators=(",", ":")).encode()
-    status, _, answer = registry.call("PUT", f"{registry.base}/manifests/{reference}",
+    digest = Digest.of(hashlib.sha256(body))
+    status, _, answer = registry.call("PUT", f"{registry.base}/manifests/{reference or digest}",
                                       {"Content-Type": manifest["mediaType"]}, body, _ANSWER_MAX_BYTES)
-    _expect(registry, status, 201, f"manifest {reference}", answer)
-    return Digest.of(hashlib.sha256(body))
+    _expect(registry, status, 201, f"manifest {reference or digest}", answer)
+    return digest, len(body)
 
 
 def _expect(registry: Registry, status: int, wanted: int, what: str, answer: bytes) -> None:

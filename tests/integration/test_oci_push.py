@@ -20,6 +20,7 @@ from reconciler.devtools.ociregistry import PASSWORD, USER, Registry, registry_m
 from reconciler.errors import ReconcilerError
 from reconciler.ingest.artifacts import ArtifactStore
 from reconciler.ingest.ocipush import push_model
+from reconciler.ingest.ocisignatures import registry_signature_count, verify_registry_signature
 from reconciler.ingest.verification import verified_artifact
 from reconciler.manifests.models import Artifact
 from reconciler.settings import FetchLimits
@@ -70,6 +71,9 @@ def test_push_then_a_site_fetches_and_verifies_what_it_printed(registry: Registr
     limits = FetchLimits(retries=1, oci={"plain_http": [registry.host], "docker_config": config})
     got = verified_artifact(ArtifactStore(tmp_path / "state"), artifact, None, ROOTS, None, limits)
     assert got.path.read_bytes() == MODEL
+    # Both of cosign's forms are there, and the v3 bundle (tried first) verifies on its own.
+    assert registry_signature_count(artifact, limits) == 2
+    assert verify_registry_signature(artifact, ROOTS, limits).format == "sigstore-bundle"
 
 
 def test_push_without_credentials_is_refused(registry: Registry, tmp_path: Path) -> None:
