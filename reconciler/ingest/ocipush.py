@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlencode, urljoin, urlsplit
 
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from reconciler.cancel import CancelToken
@@ -28,7 +28,7 @@ from reconciler.ingest.ocisignatures import BUNDLE_TYPES, COSIGN_SIGNATURE, SIMP
 from reconciler.ingest.ocisource import Registry
 from reconciler.manifests.types import Digest
 from reconciler.settings import FetchLimits
-from reconciler.trust.bundles import IN_TOTO_PAYLOAD_TYPE, pae
+from reconciler.trust import signing
 
 MODEL_MANIFEST = "application/vnd.cncf.model.manifest.v1+json"
 MODEL_CONFIG = "application/vnd.cncf.model.config.v1+json"
@@ -76,13 +76,7 @@ def _attach_bundle(registry: Registry, key: ec.EllipticCurvePrivateKey, referenc
                             "subject": [{"name": reference, "digest": {"sha256": signed.hex}}],
                             "predicateType": "https://sigstore.dev/cosign/sign/v1", "predicate": {}},
                            separators=(",", ":")).encode()
-    signature = key.sign(pae(IN_TOTO_PAYLOAD_TYPE, statement), ec.ECDSA(hashes.SHA256()))
-    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    bundle = json.dumps({
-        "mediaType": BUNDLE_TYPES[0],
-        "verificationMaterial": {"publicKey": {"hint": _b64(hashlib.sha256(der).digest())}, "tlogEntries": []},
-        "dsseEnvelope": {"payload": _b64(statement), "payloadType": IN_TOTO_PAYLOAD_TYPE,
-                         "signatures": [{"sig": _b64(signature), "keyid": ""}]}}, separators=(",", ":")).encode()
+    bundle = signing.statement_bundle(key, statement)
     annotations = {"dev.sigstore.bundle.content": "dsse-envelope",
                    "dev.sigstore.bundle.predicateType": "https://sigstore.dev/cosign/sign/v1"}
     referrer = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": BUNDLE_TYPES[0],
@@ -101,17 +95,13 @@ def _attach_bundle(registry: Registry, key: ec.EllipticCurvePrivateKey, referenc
         "annotations": annotations}]})
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
 def _sign(registry: Registry, key: ec.EllipticCurvePrivateKey, reference: str, signed: Digest) -> str:
     """cosign's tag scheme: ``sha256-<hex>.sig``, one simple-signing layer."""
     payload = json.dumps({"critical": {"identity": {"docker-reference": reference},
                                        "image": {"docker-manifest-digest": signed},
                                        "type": "cosign container image signature"},
                           "optional": None}, separators=(",", ":")).encode()
-    signature = _b64(key.sign(payload, ec.ECDSA(hashes.SHA256())))
+    signature = base64.b64encode(key.sign(payload, ec.ECDSA(hashes.SHA256()))).decode("ascii")
     layer = _upload_bytes(registry, payload) | {"mediaType": SIMPLE_SIGNING, "annotations": {COSIGN_SIGNATURE: signature}}
     config = json.dumps({"architecture": "", "created": "0001-01-01T00:00:00Z", "history": [{"created": "0001-01-01T00:00:00Z"}],
                          "os": "", "rootfs": {"type": "layers", "diff_ids": [layer["digest"]]}, "config": {}},
