@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from forward_proxy import forward_proxy
 from oci_fake import TOKEN, FakeRegistry, fake_registry
+from test_artifacts_hardened import PROXY_VARIABLES
 
 from reconciler.devtools.ociregistry import (
     EMPTY_CONFIG,
@@ -332,3 +334,17 @@ def _leave_part_file(store: ArtifactStore, data: bytes, kept: int) -> int:
     (store.tmp / f"{hex_digits}.part").write_bytes(data[:kept])
     (store.tmp / f"{hex_digits}.kept").write_text(str(kept))
     return kept
+
+
+def test_the_registry_is_reached_through_the_sites_proxy(open_registry: Registry, store: ArtifactStore,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    open_registry.push_file("models/proxied", "1.0", MODEL)
+    for variable in PROXY_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    with forward_proxy() as proxy:
+        monkeypatch.setenv("http_proxy", proxy.url)
+        uri = f"oci://{open_registry.host}/models/proxied:1.0"
+        assert ingested(store, artifact(uri), limits_for(open_registry.host)) == MODEL
+    base = f"http://{open_registry.host}/v2/models/proxied"
+    assert [r for r in proxy.requests if "/v2/" in r[1]] == [("GET", f"{base}/manifests/1.0"),
+                                                             ("GET", f"{base}/blobs/{digest_of(MODEL)}")]
