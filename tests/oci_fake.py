@@ -44,6 +44,7 @@ class FakeRegistry(_Server):
         self.storage.blobs = self.blobs
         self.storage.wrong_416 = False  # answer a Range with 416, Content-Range */size, Content-Length size
         self.lying = False  # manifests asked for by digest come back as other bytes
+        self.page_size: int | None = None  # referrers per page of the referrers API
 
     @property
     def host(self) -> str:
@@ -124,8 +125,8 @@ class _RegistryHandler(_Handler):
                 "WWW-Authenticate": f'Bearer realm="{realm}",service="fake",scope="repository:models/fake:pull"'})
             return
         kind, _, reference = self.path.rpartition("/")
-        if kind.endswith("/referrers"):
-            self.answer(200, self.server.referrers(reference), {"Content-Type": "application/vnd.oci.image.index.v1+json"})
+        if "/referrers/" in self.path:
+            self.referrers_page()
         elif kind.endswith("/manifests") and reference in self.server.manifests:
             body, media_type = self.server.manifests[reference]
             if self.server.lying and reference.startswith("sha256:"):
@@ -136,6 +137,19 @@ class _RegistryHandler(_Handler):
             self.answer(307, headers={"Location": location})
         else:
             self.answer(404, b'{"errors":[{"code":"MANIFEST_UNKNOWN"}]}')
+
+
+    def referrers_page(self) -> None:
+        """One page of ``page_size`` referrers (all at once when None), the next named in ``Link``."""
+        path, _, query = self.path.partition("?")
+        index = json.loads(self.server.referrers(path.rpartition("/")[2]))
+        start = int(query.removeprefix("page=") or 0) if query.startswith("page=") else 0
+        size = self.server.page_size or len(index["manifests"]) or 1
+        headers = {"Content-Type": "application/vnd.oci.image.index.v1+json"}
+        if start + size < len(index["manifests"]):
+            headers["Link"] = f'<{path}?page={start + size}>; rel="next"'
+        index["manifests"] = index["manifests"][start:start + size]
+        self.answer(200, json.dumps(index).encode(), headers)
 
 
 class _StorageHandler(_Handler):

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 from reconciler.cancel import CancelToken
 from reconciler.errors import ReconcilerError, Stalled
@@ -31,6 +33,8 @@ SIGNATURE_MAX_BYTES = 256 << 10
 BUNDLE_TYPES = ("application/vnd.dev.sigstore.bundle.v0.3+json", "application/vnd.dev.sigstore.bundle+json")
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 COSIGN_SIGNATURE = "dev.cosignproject.cosign/signature"
+REFERRER_PAGES = 20
+_NEXT = re.compile(r'<([^>]+)>\s*;[^,]*\brel="?next"?')
 
 
 def verify_registry_signature(artifact: Artifact, roots: TrustRoots, limits: FetchLimits,
@@ -96,16 +100,31 @@ def _bundles(registry: Registry, signed: Digest) -> Iterator[bytes]:
 
 
 def _referrers(registry: Registry, signed: Digest) -> list[dict[str, Any]]:
-    """The referrers API's answer, else (404, as distribution 2.8 answers) the fallback tag's index."""
-    status, headers, body = registry.get(f"{registry.base}/referrers/{signed}", OCI_INDEX, SIGNATURE_MAX_BYTES)
-    if status == 200:
-        index = parse_manifest(registry.uri, body, headers.get("content-type"))
-    elif status in (404, 400):
-        _, index = registry.manifest(f"sha256-{signed.hex}", None, missing_ok=True)
-    else:
+    """The referrers API's answer, page after page (``Link: <…>; rel="next"``), else (404, as
+    distribution 2.8 answers) the fallback tag's index."""
+    url: str | None = f"{registry.base}/referrers/{signed}"
+    entries: list[Any] = []
+    for page in range(REFERRER_PAGES):
+        assert url is not None
+        status, headers, body = registry.get(url, OCI_INDEX, SIGNATURE_MAX_BYTES)
+        if status in (404, 400) and not page:
+            _, index = registry.manifest(f"sha256-{signed.hex}", None, missing_ok=True)
+            entries = index.get("manifests") or []
+            break
         registry.refuse(status, f"the referrers of {signed}")
-    entries = index.get("manifests") or []
+        entries += parse_manifest(registry.uri, body, headers.get("content-type")).get("manifests") or []
+        if (url := _next_page(url, headers.get("link"))) is None:
+            break
     return [e for e in entries if isinstance(e, dict) and isinstance(e.get("digest"), str)]
+
+
+def _next_page(url: str, link: str | None) -> str | None:
+    """RFC 8288's ``rel="next"`` target, on the registry's own origin only."""
+    match = _NEXT.search(link or "")
+    if match is None:
+        return None
+    target = urljoin(url, match[1])
+    return target if urlsplit(target).netloc == urlsplit(url).netloc else None
 
 
 def _simple_signatures(registry: Registry, signed: Digest) -> Iterator[tuple[bytes, bytes]]:

@@ -18,7 +18,13 @@ from oci_cosign import attach_bundle, key_bundle, sign_legacy
 from oci_fake import FakeRegistry, fake_registry
 from trust_fixtures import IDENTITY, ISSUER, LocalSigstore, message_bundle
 
-from reconciler.devtools.ociregistry import Registry, digest_of, registry_missing, running_registry
+from reconciler.devtools.ociregistry import (
+    EMPTY_CONFIG,
+    Registry,
+    digest_of,
+    registry_missing,
+    running_registry,
+)
 from reconciler.errors import ReconcilerError
 from reconciler.ingest.artifacts import ArtifactStore
 from reconciler.ingest.verification import signature_bytes, verified_artifact
@@ -104,18 +110,25 @@ def test_a_cosign_v3_bundle_through_the_fallback_tag(registry: Registry, tmp_pat
     refused(item, registry.host, tmp_path / "s", "SignatureInvalid", "none of the trusted keys", stranger_roots)
 
 
-def test_a_bundle_through_the_referrers_api_and_keyless(fake: FakeRegistry, tmp_path: Path) -> None:
+def test_a_bundle_through_the_paged_referrers_api_and_keyless(fake: FakeRegistry, tmp_path: Path) -> None:
     signed = fake.add("1.0", MODEL)
     sigstore = LocalSigstore()
     bundle = sigstore.sign_statement({"_type": "https://in-toto.io/Statement/v1",
                                       "subject": [{"name": "m", "digest": {"sha256": signed.removeprefix("sha256:")}}],
                                       "predicateType": "https://sigstore.dev/cosign/sign/v1", "predicate": {}})
-    attach_bundle(*fake_pushers(fake), bundle, signed, len(fake.manifests[signed][0]), fallback_tag=False)
+    subject = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": signed,
+               "size": len(fake.manifests[signed][0])}
+    fake.put_manifest(None, {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                             "artifactType": "application/spdx+json", "config": EMPTY_CONFIG,
+                             "layers": [fake.put_blob(b'{"spdxVersion":"SPDX-2.3"}') | {"mediaType": "application/spdx+json"}],
+                             "subject": subject})  # an SBOM first: the bundle is on the second page
+    attach_bundle(*fake_pushers(fake), bundle, signed, subject["size"], fallback_tag=False)
+    fake.page_size = 1
     roots = TrustRoots(identities=(KeylessIdentity(IDENTITY, ISSUER),),
                        sigstore_trusted_root=sigstore.write_trusted_root(tmp_path / "trusted_root.json"))
     item = signed_artifact(fake.host, "models/fake", "1.0")
     assert verify(item, fake.host, tmp_path, roots).path.read_bytes() == MODEL
-    assert any("/referrers/" in path for path, _ in fake.seen)
+    assert [path.rpartition("/")[2] for path, _ in fake.seen if "/referrers/" in path] == [signed, f"{signed}?page=1"]
     assert not any(path.endswith(f"sha256-{signed.removeprefix('sha256:')}") for path, _ in fake.seen)
 
 
