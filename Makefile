@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 LOCK_COMMAND = $(VENV)/bin/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
 	--generate-hashes --quiet -o $(LOCK)
 
-.PHONY: demo test test-suite test-fast smoke bench bench-deps lint lock schemas example-models clean packaging-tools
+.PHONY: demo test test-suite test-fast test-deps smoke bench bench-deps lint lock schemas example-models clean packaging-tools
 
 $(STAMP): $(LOCK) pyproject.toml
 	rm -rf $(VENV)
@@ -38,9 +38,24 @@ packaging-tools: $(STAMP)
 	  || echo "packaging-tools: systemd-analyze is missing (apt-get install systemd, as root): its checks skip"
 
 # The layers first (.importlinter draws them): a pure core that imports a door fails here, in seconds.
-test-suite: $(STAMP)
+test-suite: $(STAMP) test-deps
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
+
+# What tests need beyond Python: a real OCI registry (Debian's docker-registry, run by the tests on
+# 127.0.0.1 from its binary) and htpasswd. Installed when missing and we are root; the package enables
+# a system service on all interfaces, which is disabled and stopped at once. Otherwise its tests skip
+# and say why.
+REGISTRY_PACKAGES := docker-registry apache2-utils
+test-deps:
+	@if [ -x /usr/bin/docker-registry ] && command -v htpasswd >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	  echo "test-deps: $(REGISTRY_PACKAGES) missing and cannot be installed here (not root or no apt): the OCI registry tests skip"; exit 0; fi; \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(REGISTRY_PACKAGES) \
+	  || echo "test-deps: apt-get could not install $(REGISTRY_PACKAGES): the OCI registry tests skip"; \
+	if [ -x /usr/bin/docker-registry ]; then \
+	  (systemctl disable --now docker-registry || update-rc.d docker-registry disable) >/dev/null 2>&1; \
+	  (service docker-registry stop) >/dev/null 2>&1; true; fi
 
 # The unit suite alone (tests/unit: the pure core and seams with tiny fakes; no git server, agent
 # process, onnxruntime session or HTTP server): under a minute on 2 cores. tests/integration has the rest.

@@ -141,7 +141,20 @@ ArtifactAuthMissing = _failure("ArtifactAuthMissing", _CHANGE, "the variable hol
 ArtifactAuthInvalid = _failure("ArtifactAuthInvalid", _CHANGE, "a host's credentials contain control characters")
 TlsCaBundleInvalid = _failure("TlsCaBundleInvalid", _CHANGE, "fetch.caBundle cannot be loaded")
 
+OciManifestInvalid = _failure("OciManifestInvalid", _CHANGE, "the registry's manifest is not a manifest or index a site can read")
+OciManifestDigestMismatch = _failure("OciManifestDigestMismatch", _CHANGE, "the manifest's bytes are not the digest the URI pins")
+OciLayerNotFound = _failure("OciLayerNotFound", _CHANGE, "no layer (or file of a tar layer) of the manifest is the artifact")
+OciLayerAmbiguous = _failure("OciLayerAmbiguous", _CHANGE, "several layers could be the artifact and nothing names one")
+OciLayerUnsupported = _failure("OciLayerUnsupported", _CHANGE, "the layer's media type is none a site can read")
+OciPlatformMissing = _failure("OciPlatformMissing", _CHANGE, "the image index has no manifest for the site's platform")
+OciArchiveUnsafe = _failure("OciArchiveUnsafe", _CHANGE, "a tar layer has '..', absolute paths, links out or devices: refused whole")
+OciArchiveInvalid = _failure("OciArchiveInvalid", _CHANGE, "a tar layer cannot be read, or unpacks past maxBytes")
+OciAuthUnsupported = _failure("OciAuthUnsupported", _CHANGE, "the registry asks for an authentication scheme sites do not speak")
+OciAuthRejected = _failure("OciAuthRejected", _CHANGE, "the registry refused the site's credentials or token")
+
 # --- wait for a change: signatures and trust --------------------------------------------------
+SignatureNotFound = _failure("SignatureNotFound", _CHANGE, "the registry holds no signature of the artifact's manifest")
+SignatureManifestMismatch = _failure("SignatureManifestMismatch", _CHANGE, "the registry's signature is of another manifest")
 NoTrustedKeys = _failure("NoTrustedKeys", _CHANGE, "the artifact is signed with a key and the site trusts no keys")
 NoTrustedIdentities = _failure("NoTrustedIdentities", _CHANGE, "the artifact is signed keyless and the site trusts no identities")
 NoTrustedSigners = _failure("NoTrustedSigners", _CHANGE, "the site has no trust roots the version's signers allow")

@@ -16,7 +16,7 @@ import difflib
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
@@ -29,16 +29,18 @@ from reconciler.cli.artifact_check import ArtifactOptions, check_artifacts
 from reconciler.cli.model_yaml import append_version, render_block
 from reconciler.cli.validate import validate_path
 from reconciler.errors import Stalled, UsageError
+from reconciler.ingest.ocipush import push_model
 from reconciler.ingest.verification import LFS_POINTER_MAX_BYTES, parse_lfs_pointer
 from reconciler.manifests.loader import LoadResult, load_directory
 from reconciler.manifests.models import Model, ModelInterface, ValidationCase, VersionString
 from reconciler.manifests.types import Digest
 from reconciler.runtime.validate_child import ORT_DTYPES
 from reconciler.runtime.validation import run_validation
+from reconciler.settings import FetchLimits
 from reconciler.trust.signing import SignResult, load_signing_key, sign_file
 
 SIGNATURE_SUFFIX = {"cosign": ".sig", "sigstore-bundle": ".sigstore.json"}
-REMOTE_SCHEMES = ("http", "https", "file")  # what a site fetches (reconciler.ingest.sources)
+REMOTE_SCHEMES = ("http", "https", "file", "oci", "oci-layout")  # what a site fetches (reconciler.ingest.sources)
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class Release:
     trust_keys: tuple[Path, ...] = ()
     signature_format: str = "cosign"
     new_model: bool = False
+    push: str | None = None  # oci://REGISTRY/REPO:TAG: push FILE there and record the pinned URI
+    push_limits: FetchLimits | None = None  # how to reach that registry (credentials, plain http)
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,8 @@ class Added:
 
 def add_version(release: Release) -> Added:
     _check_uri(release.uri)
+    if release.push and release.uri:
+        raise UsageError("--push records the URI it pushes to; give --uri or --push, not both")
     fleet = _loaded_fleet(release.repo)
     model = _model_to_extend(fleet, release)
     _check_version_name(release, model)
@@ -77,6 +83,8 @@ def add_version(release: Release) -> Added:
         run_validation(release.file, interface, cases)
     except Stalled as exc:
         raise exc.add_context(f"{release.file} as {release.model} {release.version}") from None
+    if release.push:  # only a model that passed its cases leaves this machine
+        release = replace(release, uri=push_model(release.file, release.push, release.push_limits or FetchLimits()).uri)
     home = _artifact_home(fleet, model, release)
     signature_path = home.with_name(home.name + SIGNATURE_SUFFIX[release.signature_format])
     entry = _version_entry(release, signed, home, signature_path, cases)
@@ -238,7 +246,7 @@ def _artifact_home(fleet: LoadResult, model: Model | None, release: Release) -> 
     version's name in place of that version's directory (models/x/1.0.0/model.onnx becomes
     models/x/1.1.0/FILE), else <the Model file's directory>/<version>/FILE."""
     name = release.file.name
-    if release.uri:
+    if release.uri and urlsplit(release.uri).scheme not in ("oci", "oci-layout"):  # their paths name no file
         name = PurePosixPath(urlsplit(release.uri).path).name or name
     for version in reversed(model.spec.versions if model else []):
         for artifact in version.artifacts:

@@ -47,7 +47,7 @@ _SIGN_AGAIN = "sign the file with a key the sites trust (reconciler sign FILE --
 @dataclass(frozen=True)
 class ArtifactOptions:
     roots: TrustRoots | None = None  # None: signatures are read, not verified (no roots given)
-    fetch: bool = False  # http(s) artifacts are downloaded only when asked
+    fetch: bool = False  # http(s) and oci artifacts are downloaded only when asked
     all_versions: bool = False  # every version of every Model, not only those Deployments ask for
     limits: FetchLimits = field(default_factory=FetchLimits)
     validation: ValidationLimits = field(default_factory=ValidationLimits)
@@ -76,7 +76,7 @@ def add_artifact_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trusted-root", type=Path, metavar="JSON",
                         help="artifacts, keyless: Sigstore trusted_root.json (default: the public Sigstore root)")
     parser.add_argument("--all-versions", action="store_true", help="artifacts: every version of every Model")
-    parser.add_argument("--fetch", action="store_true", help="artifacts: download http(s) ones too")
+    parser.add_argument("--fetch", action="store_true", help="artifacts: download http(s) and oci ones too")
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ class _VersionCheck:
 
     def _artifact(self, at: str, artifact: Artifact, store: ArtifactStore) -> None:
         scheme = urlsplit(artifact.uri).scheme.lower()
-        if scheme in ("http", "https") and not self.options.fetch:
+        if scheme in ("http", "https", "oci") and not self.options.fetch:
             self._report(f"{at}.uri", f"not checked: {artifact.uri} is fetched over {scheme}; "
                                       "give --fetch to check it as a site would", "warning")
             return

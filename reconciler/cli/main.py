@@ -147,6 +147,10 @@ def _parser() -> argparse.ArgumentParser:
     from reconciler.cli.drift import add_subcommands as add_drift_commands
 
     add_drift_commands(commands)  # profile
+
+    from reconciler.cli.push import add_subcommands as add_push_commands
+
+    add_push_commands(commands)  # push
     return parser
 
 

@@ -14,6 +14,7 @@ import re
 from importlib import resources
 from pathlib import Path
 
+from reconciler.cli.push import add_push_arguments, push_limits
 from reconciler.devtools.schema_gen import SCHEMAS, SCHEMAS_DIR
 from reconciler.errors import UsageError
 from reconciler.manifests.loader import is_manifest_path
@@ -125,7 +126,7 @@ def add_subcommands(commands: argparse._SubParsersAction) -> None:
     add.add_argument("--key", required=True, type=Path,
                      help="private signing key (cosign encrypted, password from COSIGN_PASSWORD, or PEM)")
     add.add_argument("--repo", type=Path, default=Path("."), help="the fleet repo's working tree (default: .)")
-    add.add_argument("--uri", help="record this http(s):// or file:// URI instead of copying FILE into the repo")
+    add.add_argument("--uri", help="record this http(s)://, file:// or oci:// URI instead of copying FILE into the repo")
     add.add_argument("--cases", type=Path, help="YAML list of validation cases (expected outputs from a reference)")
     add.add_argument("--trust-key", dest="trust_keys", action="append", type=Path, default=[],
                      help="a public key the sites trust: the new signature must verify with it (repeatable)")
@@ -133,6 +134,7 @@ def add_subcommands(commands: argparse._SubParsersAction) -> None:
                      help="cosign .sig (default) or a Sigstore bundle")
     add.add_argument("--new-model", action="store_true",
                      help="create the Model (models/MODEL/model.yaml), its interface read from FILE")
+    add_push_arguments(add, "--push", "push FILE to this oci://REGISTRY/REPO:TAG and record the pinned URI")
     add.set_defaults(handler=cmd_add_version)
 
 
@@ -160,7 +162,8 @@ def cmd_add_version(args: argparse.Namespace) -> int:
 
     release = Release(repo=args.repo, model=args.model, version=args.version, file=args.file, key=args.key,
                       uri=args.uri, cases=args.cases, trust_keys=tuple(args.trust_keys),
-                      signature_format=args.signature_format, new_model=args.new_model)
+                      signature_format=args.signature_format, new_model=args.new_model, push=args.push,
+                      push_limits=push_limits(args.push, args.plain_http, args.docker_config) if args.push else None)
     added = add_version(release)
     artifact = added.entry["artifacts"][0]
     print(f"Added {release.model} {release.version}: {artifact['digest']}, {artifact['size']} bytes, "

@@ -38,6 +38,11 @@ VERSION_EVIDENCE: frozenset[str] = frozenset({
     R.UnsafeRepoPath,
     # the version's reference profile is no profile, or not one of its tensors (monitoring/profile.py)
     R.ProfileInvalid, R.ProfileMismatch,
+    # the OCI manifest the URI names is not the artifact's, or holds no layer a site can read (ingest/oci*.py)
+    R.OciManifestInvalid, R.OciManifestDigestMismatch, R.OciLayerNotFound, R.OciLayerAmbiguous, R.OciLayerUnsupported,
+    R.OciPlatformMissing, R.OciArchiveUnsafe, R.OciArchiveInvalid,
+    # the registry holds no signature of the artifact's manifest, or one of another manifest (ingest/ocisignatures.py)
+    R.SignatureNotFound, R.SignatureManifestMismatch,
 })
 
 SITE_CONDITIONS: frozenset[str] = frozenset({
@@ -49,6 +54,7 @@ SITE_CONDITIONS: frozenset[str] = frozenset({
     R.ArtifactUnreadable, R.ArtifactTlsFailed, R.ArtifactProxyInvalid, R.ArtifactProxyRejected,
     R.ArtifactAuthInsecure, R.ArtifactAuthInvalid, R.ArtifactAuthMissing, R.ArtifactRedirectRefused,
     R.ArtifactRequestRejected, R.ArtifactRangeInvalid, R.ArtifactEncodingUnsupported, R.ArtifactSchemeUnsupported,
+    R.OciAuthUnsupported, R.OciAuthRejected,
     # disk, state directory, runtime, agent (artifacts.py, state.py, apply.py, runtime/, cancel.py)
     R.DiskFull, R.StoreWriteFailed, R.StateWriteFailed, R.StateLocked, R.StateCorrupt, R.StateOfOtherSite,
     R.RuntimeNotServing, R.RuntimeStartFailed, R.ListenFailed, R.AgentStopping, R.ProfileUnreadable,

@@ -29,7 +29,7 @@ from reconciler import reasons
 from reconciler.atomicfile import atomic_write_bytes, fsync_dir
 from reconciler.cancel import CancelToken
 from reconciler.errors import ReconcilerError, Stalled, Transient
-from reconciler.ingest.fetch import Body, Deadline, RepoRoot, with_retries
+from reconciler.ingest.fetch import Body, Deadline, RepoRoot, read_small, with_retries
 from reconciler.ingest.progress import DownloadProgress
 from reconciler.ingest.sink import BUFFERS, Sink, chunk_size_for
 from reconciler.ingest.sources import open_source
@@ -147,14 +147,8 @@ def fetch_bytes(
     deadline = Deadline(limits.deadline, uri, stop)
 
     def read_all() -> bytes:
-        buffer = memoryview(bytearray(max_bytes + 1))
-        received = 0
         with open_source(uri, repo_root, limits, deadline) as opened:
-            while received <= max_bytes and (n := opened.body.readinto(buffer[received:])):
-                received += n
-        if received > max_bytes:
-            raise Stalled(reasons.ArtifactTooLarge, f"{uri}: more than {max_bytes} bytes")
-        return bytes(buffer[:received])
+            return read_small(opened.body, max_bytes, uri)
 
     return with_retries(limits, deadline, read_all)
 
@@ -177,6 +171,8 @@ class _Download:
     def __init__(self, tmp_dir: Path, artifact: Artifact | ReferenceProfile, report: Callable[[int], None],
                  left: Callable[[int], None]):
         self.uri = artifact.uri
+        self.pinned = artifact.digest
+        self.arch = artifact.platform.arch if artifact.platform else None
         self._report = report  # told the bytes received so far
         self._left = left  # told, when the ingest fails, how many bytes the next one starts from
         self.limit = artifact.size  # one byte more proves the source larger than the manifest says
@@ -224,7 +220,7 @@ class _Download:
         """One try at the missing bytes: from where the last try stopped if the source can resume,
         else from the start."""
         offset = self.received if self._resumable else 0
-        with open_source(self.uri, repo_root, limits, deadline, offset, self.limit) as opened:
+        with open_source(self.uri, repo_root, limits, deadline, offset, self.limit, self.pinned, self.arch) as opened:
             if opened.start != self.received:
                 self._restart()
             self._resumable = opened.resumable

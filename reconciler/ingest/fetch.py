@@ -116,6 +116,17 @@ class Body(Protocol):
         ...
 
 
+def read_small(body: Body, max_bytes: int, uri: str) -> bytes:
+    """All of a small body (a signature, a bundle), refused past ``max_bytes``."""
+    buffer = memoryview(bytearray(max_bytes + 1))
+    received = 0
+    while received <= max_bytes and (n := body.readinto(buffer[received:])):
+        received += n
+    if received > max_bytes:
+        raise Stalled(reasons.ArtifactTooLarge, f"{uri}: more than {max_bytes} bytes")
+    return bytes(buffer[:received])
+
+
 @dataclass(frozen=True)
 class Opened:
     body: Body

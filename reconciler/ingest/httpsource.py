@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import SplitResult, quote, urljoin, urlsplit
 
 from reconciler import reasons
@@ -30,12 +31,21 @@ _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 _TUNNEL_REFUSED = re.compile(r"^Tunnel connection failed: (4\d\d)\b")  # http.client's words for a CONNECT refused
 
 
+HeadersFor = Callable[[str], dict[str, str]]  # a hop's host[:port] -> headers of its own (a registry's token)
+
+
+def _no_headers(netloc: str) -> dict[str, str]:
+    return {}
+
+
 @contextmanager
-def http_source(uri: str, limits: FetchLimits, deadline: Deadline, offset: int, expected: int | None) -> Iterator[Opened]:
-    url = uri
+def http_source(uri: str, limits: FetchLimits, deadline: Deadline, offset: int, expected: int | None,
+                headers_for: HeadersFor = _no_headers, url: str | None = None) -> Iterator[Opened]:
+    """``uri`` is what messages name; ``url`` (default: ``uri``) where the bytes are asked for."""
+    url = url or uri
     for _ in range(MAX_REDIRECTS + 1):
         with deadline.cutting_on_stop() as watch:
-            connection, sock, response = _request(uri, url, limits, deadline, offset, watch)
+            connection, sock, response = _request(uri, url, limits, deadline, offset, watch, headers_for)
             try:
                 location = response.getheader("Location") if response.status in _REDIRECT_CODES else None
                 if location is None:
@@ -48,8 +58,23 @@ def http_source(uri: str, limits: FetchLimits, deadline: Deadline, offset: int, 
     raise Stalled(reasons.ArtifactRedirectRefused, f"{uri}: more than {MAX_REDIRECTS} redirects")
 
 
+@contextmanager
+def http_response(uri: str, url: str, limits: FetchLimits, deadline: Deadline, headers: dict[str, str],
+                  method: str = "GET", body: bytes | BinaryIO | None = None) -> Iterator[http.client.HTTPResponse]:
+    """One request to ``url`` and its response as it comes, redirects included: for the caller to
+    read its status and headers (a registry's challenge, a manifest's type, an upload's location)."""
+    with deadline.cutting_on_stop() as watch:
+        connection, _, response = _request(uri, url, limits, deadline, 0, watch, lambda netloc: headers, method, body)
+        try:
+            yield response
+        finally:
+            response.close()
+            connection.close()
+
+
 def _request(
-    uri: str, url: str, limits: FetchLimits, deadline: Deadline, offset: int, watch: Callable[[socket.socket], None]
+    uri: str, url: str, limits: FetchLimits, deadline: Deadline, offset: int, watch: Callable[[socket.socket], None],
+    headers_for: HeadersFor, method: str = "GET", body: bytes | BinaryIO | None = None,
 ) -> tuple[http.client.HTTPConnection, socket.socket, http.client.HTTPResponse]:
     parts = urlsplit(url)
     if parts.username is not None or parts.password is not None:
@@ -61,7 +86,7 @@ def _request(
     if not host:
         raise Stalled(reasons.ArtifactUriInvalid, f"{uri}: no host")
     scheme = parts.scheme.lower()
-    headers = _headers(limits, scheme, host, offset)
+    headers = _headers(limits, scheme, host, offset) | headers_for(parts.netloc.lower())
     target = _target(parts)
     proxy = proxy_for(scheme, host, port)
     if proxy is not None and scheme == "http":
@@ -74,7 +99,7 @@ def _request(
         sock = connection.sock
         watch(sock)
         sock.settimeout(deadline.bound(limits.read_timeout))
-        connection.request("GET", target, headers=headers)
+        connection.request(method, target, body=body, headers=headers)
         return connection, sock, connection.getresponse()
     except BaseException as exc:
         connection.close()

@@ -1,5 +1,6 @@
-"""Reading artifact bytes from where a manifest points — a repo-relative path, ``file://`` or
-``http(s)://`` (``reconciler.ingest.httpsource``) — under the site's fetch settings.
+"""Reading artifact bytes from where a manifest points — a repo-relative path, ``file://``,
+``http(s)://`` (``reconciler.ingest.httpsource``), ``oci://`` or ``oci-layout://``
+(``reconciler.ingest.ocisource``) — under the site's fetch settings.
 
 A source is opened at an offset and gives a ``Body`` that reads straight into the caller's buffer
 (one kernel copy, no Python-level copies)."""
@@ -17,16 +18,20 @@ from reconciler import reasons
 from reconciler.errors import Interrupted, Stalled, Transient
 from reconciler.ingest.fetch import Deadline, Opened, RepoRoot, RepoTree
 from reconciler.ingest.httpsource import http_source
+from reconciler.ingest.ociarchive import archive_member
+from reconciler.ingest.ocisource import layout_blob, oci_source
+from reconciler.manifests.types import Digest
 from reconciler.settings import FetchLimits
 
 
 @contextmanager
 def open_source(
     uri: str, repo_root: RepoRoot, limits: FetchLimits, deadline: Deadline,
-    offset: int = 0, expected: int | None = None,
+    offset: int = 0, expected: int | None = None, pinned: Digest | None = None, arch: str | None = None,
 ) -> Iterator[Opened]:
     """The bytes of ``uri`` from ``offset`` on if the source can, else from 0 (see ``Opened.start``);
-    ``expected`` is the artifact's full size when the manifest says it."""
+    ``expected`` is the artifact's full size and ``pinned`` its digest when the manifest says them,
+    ``arch`` the platform it is for (an OCI image index is resolved by them)."""
     scheme = urlsplit(uri).scheme.lower()
     if scheme == "":
         source = _repo_source(uri, repo_root, deadline)
@@ -34,10 +39,17 @@ def open_source(
         source = _file_source(_file_url_path(uri), uri)
     elif scheme in ("http", "https"):
         source = http_source(uri, limits, deadline, offset, expected)
+    elif scheme == "oci":
+        source = oci_source(uri, limits, deadline, offset, expected, pinned, arch)
+    elif scheme == "oci-layout":
+        path, member = layout_blob(uri, pinned, arch)
+        source = _file_source(path, uri)
+        if member is not None:
+            source = archive_member(uri, source, member, expected, limits.max_bytes)
     else:
         raise Stalled(reasons.ArtifactSchemeUnsupported,
                       f"{uri}: sites cannot fetch {scheme}:// URIs; give a repo-relative path, "
-                      "file:///absolute/path or an http(s):// URL")
+                      "file:///absolute/path, an http(s)://, oci:// or oci-layout:// URI")
     with source as opened:
         yield opened
 

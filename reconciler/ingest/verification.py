@@ -18,6 +18,7 @@ from reconciler.cancel import CancelToken
 from reconciler.errors import ReconcilerError, Stalled
 from reconciler.ingest.artifacts import ArtifactStore, Ingested, fetch_bytes
 from reconciler.ingest.fetch import RepoRoot
+from reconciler.ingest.ocisignatures import registry_signature_count, verify_registry_signature
 from reconciler.manifests.models import Artifact, ReferenceProfile, Signers
 from reconciler.settings import FetchLimits
 from reconciler.trust import TrustRoots, Verified, narrow, verify_artifact_signature
@@ -61,11 +62,17 @@ def signature_roots(roots: TrustRoots, signers: Signers | None) -> TrustRoots:
 
 def signature_bytes(artifact: Artifact | ReferenceProfile, repo_root: RepoRoot, limits: FetchLimits,
                     stop: CancelToken | None = None) -> bytes:
+    """The signature file; for signatures found in the registry, only that there is one."""
+    if artifact.signature.format == "registry":
+        registry_signature_count(artifact, limits, stop)
+        return b""
     return fetch_bytes(artifact.signature.uri, repo_root, limits, SIGNATURE_MAX_BYTES, stop)
 
 
 def verify_signature(ingested: Ingested, artifact: Artifact | ReferenceProfile, roots: TrustRoots, repo_root: RepoRoot,
                      limits: FetchLimits, stop: CancelToken | None = None) -> Verified:
+    if artifact.signature.format == "registry":
+        return verify_registry_signature(artifact, roots, limits, stop)
     signature = signature_bytes(artifact, repo_root, limits, stop)
     file_name = PurePosixPath(urlsplit(artifact.uri).path).name
     return verify_artifact_signature(ingested.digest.raw, file_name, signature, artifact.signature.format, roots)

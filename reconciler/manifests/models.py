@@ -223,14 +223,17 @@ class ModelInterface(Strict):
         description="The outputs clients read; each version's ONNX must declare them.")
 
 
-SignatureFormat = Literal["cosign", "sigstore-bundle", "model-signing"]
+SignatureFormat = Literal["cosign", "sigstore-bundle", "model-signing", "registry"]
 
 
 class SignatureRef(Strict):
     uri: Annotated[str, Field(min_length=1)] = Field(
-        description="Where the signature is: a path relative to the repo root, file://, or http(s)://.")
+        description="Where the signature is: a path relative to the repo root, file://, http(s)://, oci://; "
+                    "for format registry, the oci:// URI of the signed manifest.")
     format: SignatureFormat | None = Field(
-        None, description="cosign (.sig), sigstore-bundle or model-signing; absent: read from the content.")
+        None, description="cosign (.sig), sigstore-bundle, model-signing, or registry: cosign's signature of "
+                          "the artifact's OCI manifest found in the registry (a Sigstore bundle referrer or the "
+                          "legacy sha256-<hex>.sig tag); absent: read from the content.")
 
 
 class Platform(Strict):

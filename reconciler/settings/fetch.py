@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
 
 from reconciler.manifests.types import parse_duration
+from reconciler.settings.oci import OciSettings
 from reconciler.settings.paths import SETTINGS, LocalPath
 
 
@@ -46,7 +47,8 @@ class FetchLimits(BaseModel):
     ``stall_timeout`` (a server that trickles). ``deadline`` bounds one whole ingest, attempts and
     pauses included. ``retries`` counts attempts in total; before attempt n+1 the agent sleeps a
     random time in [0, backoff * 2**(n-1)] (exponential backoff, full jitter). ``auth`` maps host
-    names to credentials, sent to that host only. ``ca_bundle`` replaces the system's CAs for https."""
+    names to credentials, sent to that host only. ``ca_bundle`` replaces the system's CAs for https.
+    ``oci``: registries (``oci://`` artifacts)."""
 
     model_config = SETTINGS
 
@@ -61,6 +63,7 @@ class FetchLimits(BaseModel):
     redirects: Literal["none", "same-host", "any"] = "same-host"
     auth: dict[str, AuthConfig] = {}
     ca_bundle: LocalPath | None = None
+    oci: OciSettings = OciSettings()
 
     @field_validator("auth")
     @classmethod

@@ -30,11 +30,12 @@ from pathlib import Path
 
 import nacl.exceptions
 import nacl.secret
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from reconciler import reasons, trust
 from reconciler.errors import Stalled, UsageError
+from reconciler.trust.bundles import IN_TOTO_PAYLOAD_TYPE, pae
 
 EXIT_OK, EXIT_FINDING, EXIT_USAGE = 0, 1, 2
 CHUNK_SIZE = 1 << 20
@@ -216,9 +217,7 @@ class SignResult:
 
     @property
     def key_hint(self) -> str:
-        """cosign's and sigstore-go's hint: base64 of SHA-256 of the DER SubjectPublicKeyInfo."""
-        der = self.public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-        return _b64(hashlib.sha256(der).digest())
+        return key_hint(self.public_key)
 
     @property
     def bundle(self) -> bytes:
@@ -232,6 +231,25 @@ class SignResult:
             },
         }
         return json.dumps(document, separators=(",", ":")).encode()
+
+
+def key_hint(public_key: ec.EllipticCurvePublicKey) -> str:
+    """cosign's and sigstore-go's hint: base64 of SHA-256 of the DER SubjectPublicKeyInfo."""
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return _b64(hashlib.sha256(der).digest())
+
+
+def statement_bundle(key: ec.EllipticCurvePrivateKey, statement: bytes) -> bytes:
+    """A Sigstore bundle v0.3 whose DSSE envelope holds the in-toto ``statement``, signed with
+    ``key``: what ``cosign sign --key`` (v3) attaches to an image (without a transparency-log entry)."""
+    signature = key.sign(pae(IN_TOTO_PAYLOAD_TYPE, statement), ec.ECDSA(hashes.SHA256()))
+    document = {
+        "mediaType": BUNDLE_MEDIA_TYPE,
+        "verificationMaterial": {"publicKey": {"hint": key_hint(key.public_key())}, "tlogEntries": []},
+        "dsseEnvelope": {"payload": _b64(statement), "payloadType": IN_TOTO_PAYLOAD_TYPE,
+                         "signatures": [{"sig": _b64(signature), "keyid": ""}]},
+    }
+    return json.dumps(document, separators=(",", ":")).encode()
 
 
 def sign_file(path: Path, key: ec.EllipticCurvePrivateKey) -> SignResult:

@@ -234,7 +234,7 @@ BAD = [
     ("symlink-escape", _symlink_out, Stalled, "ArtifactPathEscapes"),
     ("repo-path-without-repo", lambda w: (artifact("models/m.onnx"), None), Stalled, "ArtifactUriInvalid"),
     ("file-url-with-host", lambda w: (artifact("file://example.com/m.onnx"), w.repo), Stalled, "ArtifactUriInvalid"),
-    ("unsupported-scheme", lambda w: (artifact("oci://registry.example/m:1"), w.repo), Stalled, "ArtifactSchemeUnsupported"),
+    ("unsupported-scheme", lambda w: (artifact("s3://bucket/m/1/model.onnx"), w.repo), Stalled, "ArtifactSchemeUnsupported"),
     ("over-site-limit", lambda w: (artifact("models/m.onnx", size=(2 << 30) + 1), w.repo), Stalled, "ArtifactTooLarge"),
     ("http-404", lambda w: (artifact(f"{w.server.url}/status/404"), None), Stalled, "ArtifactNotFound"),
     ("http-403", lambda w: (artifact(f"{w.server.url}/status/403"), None), Stalled, "ArtifactRequestRejected"),

@@ -198,8 +198,8 @@ BAD_INPUTS = [
      "Validation", "memory"),
     ("Git LFS pointer in place of the model", lfs_pointer_at_v11, "deployment", "ArtifactIsLfsPointer",
      "this is a Git LFS pointer"),
-    ("oci:// artifact", with_v11_artifact(set_artifact(uri="oci://registry.example/forecast:1.1.0")), "deployment",
-     "ArtifactSchemeUnsupported", "sites cannot fetch oci://"),
+    ("s3:// artifact", with_v11_artifact(set_artifact(uri="s3://bucket/forecast/1.1.0/model.onnx")), "deployment",
+     "ArtifactSchemeUnsupported", "sites cannot fetch s3://"),
 ]
 
 

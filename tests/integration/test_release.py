@@ -245,7 +245,7 @@ BAD_INPUTS = [
     ("cases-not-a-list", not_cases, 1, "CasesInvalid"),
     ("public-key-as-signing-key", public_key_as_key, 1, "SigningKeyInvalid"),
     ("key-the-sites-do-not-trust", untrusted_key, 1, "SigningKeyNotTrusted"),
-    ("unsupported-uri", lambda ctx: ["churn", "1.1.0", ctx["candidate"], "--uri", "oci://registry/churn:1.1.0"],
+    ("unsupported-uri", lambda ctx: ["churn", "1.1.0", ctx["candidate"], "--uri", "s3://bucket/churn/1.1.0/model.onnx"],
      1, "ArtifactSchemeUnsupported"),
     ("file-in-the-way", file_in_the_way, 1, "ArtifactExists"),
 ]
