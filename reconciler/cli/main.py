@@ -139,6 +139,9 @@ def _parser() -> argparse.ArgumentParser:
     from reconciler.cli.batch import add_subcommands as add_batch_commands
 
     add_batch_commands(commands)  # batch run
+    from reconciler.cli.enroll import add_subcommands as add_enroll_commands
+
+    add_enroll_commands(commands)  # enroll
     return parser
 
 
@@ -295,14 +298,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     with open_fleet(args.repo, args.branch) as opened:
         fleet = load_tree(opened.source.files(opened.head)).repo
-        records, note = status_records(opened, args.repo)
+        records, note, ignored = status_records(opened, args.repo, fleet)
     if note:
         print(f"reconciler: {note}", file=sys.stderr)
     matrix = build_matrix(records, fleet.sites, datetime.now(UTC), fleet.spec.staleAfter)
     if args.format == "json":
-        print(json.dumps(matrix.to_json(), indent=2))
+        print(json.dumps(matrix.to_json() | {"ignored": [i.to_json() for i in ignored]}, indent=2))
     else:
         print(render_markdown(matrix) if args.format == "markdown" else render_text(matrix))
+        print("".join(f"ignored: {i.why} (site {i.site}, status commit {i.commit[:12]})\n" for i in ignored), end="")
     return EXIT_OK
 
 

@@ -2,7 +2,8 @@
 ``refs/reconciler/status/<site>`` (one fetch, one ``git log`` over every status ref, one
 ``git cat-file --batch`` for the records needed), whole or as of a moment. StatusRefs dates each
 status commit with its record's ``writtenAt``: the point-in-time read uses those dates to read one
-record per site, checks ``writtenAt`` itself, and reads a site's whole ref where the two disagree."""
+record per site, checks ``writtenAt`` itself, and reads a site's whole ref where the two disagree.
+With a RecordCheck, only records whose signatures it admits are read (status/signed.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from reconciler.gitdoor.source import GitSource
 from reconciler.history.audit import _ISOLATED_GIT, _PLAIN_LOG, _utc
 from reconciler.status.gitref import STATUS_FILE, STATUS_REF_PREFIX, StatusRefs, parse_record
 from reconciler.status.record import StatusRecord
+from reconciler.status.signed import SIGNATURE_FILE, RecordCheck
 
 
 @dataclass(frozen=True)
@@ -32,11 +34,14 @@ class StatusArchive:
 
     FIRST_WINDOW = 3600  # seconds before a moment asked about that the first walk reaches back
 
-    def __init__(self, source: GitSource, sites: Collection[str] | None = None, fetch: bool = True):
+    def __init__(self, source: GitSource, sites: Collection[str] | None = None, fetch: bool = True,
+                 check: RecordCheck | None = None):
         """``fetch``: bring every status ref from the source's remote first (one fetch); without
-        it, the refs the source's repository holds are read."""
+        it, the refs the source's repository holds are read. ``check``: the signature check, which
+        also collects the records it ignored."""
         self._source = source
-        fetched = StatusRefs(source).read_all() if fetch else None
+        self.check = check
+        fetched = StatusRefs(source).read_all(check) if fetch else None
         refs = source.repo.git.for_each_ref("--format=%(refname) %(objectname)", STATUS_REF_PREFIX).splitlines()
         tips = {ref.removeprefix(STATUS_REF_PREFIX): sha for ref, sha in (line.split() for line in refs)}
         if fetched is None:  # as read_all reads them: each ref's newest record, if it parses
@@ -121,11 +126,17 @@ class StatusArchive:
         shas = list(site_of)
         if not shas:
             return {}
-        request = "".join(f"{sha}:{STATUS_FILE}\n" for sha in shas).encode()
+        files = (STATUS_FILE, SIGNATURE_FILE) if self.check else (STATUS_FILE,)
+        request = "".join(f"{sha}:{name}\n" for sha in shas for name in files).encode()
         done = subprocess.run(["git", "cat-file", "--batch"], input=request, capture_output=True, check=True,
                               cwd=self._source.repo.git_dir, env={**os.environ, **_ISOLATED_GIT})
+        contents = _batch_contents(done.stdout)
         records = {}
-        for sha, data in zip(shas, _batch_contents(done.stdout), strict=True):
+        for sha in shas:
+            data = next(contents)
+            signature = next(contents) if self.check else None
+            if self.check and not self.check.admit(site_of[sha], sha, data, signature):
+                continue
             record = parse_record(data, sha, site_of[sha])
             if record is not None:
                 records[sha] = record

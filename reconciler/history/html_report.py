@@ -98,7 +98,7 @@ def _wave_name(fleet: FleetRepo, deployment: Deployment, site: Site) -> str:
 def collect_report(location: str, branch: str, policy: CommitPolicy | None, now: datetime) -> ReportData:
     with open_fleet(location, branch) as opened:
         trail = fleet_trail(opened.source, opened.head, policy)
-        archive = opened.status()
+        archive = opened.status(fleet=trail.latest)
         histories = archive.histories()
     fleet = trail.latest
     stale_after = (fleet.spec if fleet else FleetSpec()).staleAfter

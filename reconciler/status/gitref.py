@@ -1,6 +1,7 @@
 """Status records as commits on ``refs/reconciler/status/<site>`` in the fleet repository (or a
 separate status repository: give it its own GitSource). Each commit's tree holds one file,
-``status.json``; ``git log`` of a site's ref is that site's audit trail. Only the site writes its
+``status.json``, and ``status.json.sig`` when the site signs its records (status/signed.py);
+``git log`` of a site's ref is that site's audit trail. Only the site writes its
 ref, so pushes are plain fast-forwards and never conflict with other sites.
 
 Records that do not parse are skipped with a logged warning: one broken site must not blind the
@@ -27,6 +28,7 @@ from reconciler.gitdoor.source import (
     git_words,
 )
 from reconciler.status.record import StatusRecord
+from reconciler.status.signed import SIGNATURE_FILE, RecordCheck, RecordSigner
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +63,9 @@ def record_json(record: StatusRecord) -> bytes:
 
 
 class StatusRefs:
-    def __init__(self, source: GitSource):
+    def __init__(self, source: GitSource, signer: RecordSigner | None = None):
         self._source = source
+        self._signer = signer
 
     def close(self) -> None:
         self._source.close()
@@ -75,7 +78,7 @@ class StatusRefs:
         """The newest record on the site's ref, as the remote has it now."""
         self._fetch_own(site)
         tip = self._local_tip(site)
-        return self._record_at(tip, site) if tip else None
+        return self._record_at(tip, site, self._own_check(site)) if tip else None
 
     def write(self, record: StatusRecord) -> str | None:
         """Publish ``record`` unless it says what the current one says. Returns the new commit,
@@ -86,7 +89,7 @@ class StatusRefs:
             self._fetch_own(site)  # first write from this cache: learn what is there
         for attempt in range(2):
             tip = self._local_tip(site)
-            if record.same_as(self._record_at(tip, site) if tip else None):
+            if record.same_as(self._record_at(tip, site, self._own_check(site)) if tip else None):
                 return None
             commit = self._commit(record, parent=tip)
             if self._push(commit, site):
@@ -96,15 +99,16 @@ class StatusRefs:
                 self._fetch_own(site)
         raise Transient("StatusPushFailed", f"{status_ref(site)} on {self._source.url} keeps moving under this site")
 
-    def read_all(self) -> dict[str, StatusRecord]:
+    def read_all(self, check: RecordCheck | None = None) -> dict[str, StatusRecord]:
         """Every site's newest record: one fetch of all status refs, then reads through the
-        source's one cat-file process, so thousands of sites cost one network round trip."""
+        source's one cat-file process, so thousands of sites cost one network round trip. With
+        ``check``, only the records whose signatures it admits."""
         self._fetch(f"+{STATUS_REF_PREFIX}*:{STATUS_REF_PREFIX}*", "--prune")
         refs = self._in_cache("for_each_ref", "--format=%(refname)", STATUS_REF_PREFIX).splitlines()
         records = {}
         for ref in refs:
             site = ref.removeprefix(STATUS_REF_PREFIX)
-            if (record := self._record_at(ref, site)) is not None:
+            if (record := self._record_at(ref, site, check)) is not None:
                 records[site] = record
         return records
 
@@ -151,16 +155,28 @@ class StatusRefs:
         except ValueError:
             return None
 
-    def _record_at(self, rev: str, site: str) -> StatusRecord | None:
-        try:
-            data = self._repo.git.get_object_data(f"{rev}:{STATUS_FILE}")[3]
-        except ValueError:  # cat-file found no status.json
-            data = None
+    def _own_check(self, site: str) -> RecordCheck | None:
+        """A signing site takes as its own only what its key signed: a record someone else put
+        on its ref must not slip into the next record it signs."""
+        return RecordCheck(self._signer.own_keys(site)) if self._signer else None
+
+    def _record_at(self, rev: str, site: str, check: RecordCheck | None = None) -> StatusRecord | None:
+        data = self._blob(rev, STATUS_FILE)
+        if check is not None and not check.admit(site, rev, data, self._blob(rev, SIGNATURE_FILE)):
+            return None
         return parse_record(data, rev, site)
 
+    def _blob(self, rev: str, name: str) -> bytes | None:
+        try:
+            return self._repo.git.get_object_data(f"{rev}:{name}")[3]
+        except ValueError:  # cat-file found no such file
+            return None
+
     def _commit(self, record: StatusRecord, parent: str | None) -> str:
-        blob = self._store(b"blob", record_json(record))
-        tree = self._store(b"tree", b"100644 " + STATUS_FILE.encode() + b"\0" + blob)
+        stored = record_json(record)
+        files = [(STATUS_FILE, stored)] + ([(SIGNATURE_FILE, self._signer.sign(stored))] if self._signer else [])
+        tree = self._store(b"tree", b"".join(b"100644 " + name.encode() + b"\0" + self._store(b"blob", data)
+                                             for name, data in files))  # in git's order: by name
         written = record.writtenAt if record.writtenAt.tzinfo else record.writtenAt.replace(tzinfo=UTC)
         agent = git.Actor("reconciler-agent", f"{record.site}@reconciler.local")
         commit = git.Commit.create_from_tree(

@@ -1,0 +1,152 @@
+"""Signed status records. A site signs each record it publishes with its own keys (its Site
+document enrolls the public halves, ``spec.statusKeys``): per key an ECDSA P-256 signature, base64
+of ASN.1 DER as in a cosign ``.sig``, over SHA-256 of the record's canonical JSON, one per line of
+``status.json.sig`` beside the record. A record counts when one line verifies under one enrolled
+key, so a site that holds an old and a new key during a rotation is believed before, during and
+after the pull requests that add the new key and remove the old one. Whoever reads records for a decision (gates, ``status``, ``audit``,
+``report``) checks them against the keys the Site document of the fleet commit they read names,
+and ignores, with a warning and a note, those that do not verify.
+
+Canonical JSON: the record's JSON value with keys sorted, no whitespace, UTF-8, as Python's
+``json`` writes numbers. It is taken from the stored bytes, not from the model, so records stay
+verifiable when the model gains fields.
+
+Unsigned mode: a site whose Site document enrolls no key reports unsigned, and its records count
+unless the Fleet says ``requireSignedStatus``. A site that enrolls a key never reports unsigned:
+an unsigned record on its ref is a forgery like any other."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from reconciler.errors import Stalled
+from reconciler.manifests.fleet import FleetRepo
+from reconciler.trust.keys import (
+    ECDSA_PREHASHED_SHA256,
+    TrustedKey,
+    decode_der_signature,
+    first_verifying_key,
+    load_public_key,
+    sign_digest,
+)
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_FILE = "status.json.sig"
+
+def canonical_json(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def record_digest(stored: bytes) -> bytes:
+    """SHA-256 of the canonical JSON of a stored record (which must be JSON)."""
+    return hashlib.sha256(canonical_json(json.loads(stored))).digest()
+
+
+@dataclass(frozen=True)
+class RecordSigner:
+    """The site's private keys (site.yaml ``statusKeys``): sign what the site publishes."""
+
+    private_keys: tuple[ec.EllipticCurvePrivateKey, ...]
+
+    def sign(self, stored: bytes) -> bytes:
+        digest = record_digest(stored)
+        return b"".join(sign_digest(key, digest) + b"\n" for key in self.private_keys)
+
+    def own_keys(self, site: str) -> StatusKeyring:
+        """Only these keys: what the site accepts as its own earlier record."""
+        return StatusKeyring({site: tuple(TrustedKey(f"{site} (this site)", key.public_key())
+                                          for key in self.private_keys)})
+
+
+@dataclass(frozen=True)
+class StatusKeyring:
+    """Which keys vouch for which site's records, from one fleet commit's Site documents."""
+
+    keys: Mapping[str, tuple[TrustedKey, ...]] = field(default_factory=dict)  # site -> enrolled keys
+    require_signed: bool = False
+
+    @classmethod
+    def of_fleet(cls, fleet: FleetRepo) -> StatusKeyring:
+        keys = {name: tuple(_usable(name, site.spec.statusKeys)) for name, site in fleet.sites.items()
+                if site.spec.statusKeys}
+        return cls(keys, fleet.spec.requireSignedStatus)
+
+    def refusal(self, site: str, stored: bytes, signature: bytes | None) -> str | None:
+        """None when the record counts; else why it does not, for a warning and a note."""
+        enrolled = self.keys.get(site)
+        if enrolled is None:
+            if signature is None and not self.require_signed:
+                return None
+            if self.require_signed:
+                return "unsigned: the fleet requires signed status and the Site document enrolls no key" \
+                    if signature is None else "unknown key: the Site document enrolls no key"
+            return None  # a signature nobody can check: unsigned mode, as if it had none
+        if signature is None:
+            return "unsigned, but the Site document enrolls a key (forged)"
+        try:
+            digest = record_digest(stored)
+            signatures = [decode_der_signature(line, "the status signature") for line in signature.splitlines()]
+        except (Stalled, ValueError) as error:
+            return f"unreadable signature or record ({error})"
+        if not any(first_verifying_key(enrolled, der, digest, ECDSA_PREHASHED_SHA256) for der in signatures):
+            return "forged/unknown key: the signature verifies under none of the keys the Site document enrolls " \
+                   "(a forgery, or a revoked key)"
+        return None
+
+
+def _usable(site: str, declared) -> list[TrustedKey]:
+    """The declared keys that load; one that does not is left out (its signatures then fail)."""
+    keys = []
+    for declared_key in declared:
+        try:
+            keys.append(load_public_key(declared_key.publicKey.encode(), f"{site}/{declared_key.id}"))
+        except Stalled as error:
+            log.warning("site %s: status key %s unusable: %s", site, declared_key.id, error.message)
+    return keys
+
+
+@dataclass(frozen=True)
+class Ignored:
+    site: str
+    commit: str
+    why: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"site": self.site, "commit": self.commit, "why": self.why}
+
+    def __str__(self) -> str:
+        return f"ignored status record {self.commit[:12]} of site {self.site}: {self.why}"
+
+
+@dataclass
+class RecordCheck:
+    """One read's verdicts: which records counted, and those ignored (with why), to report."""
+
+    keyring: StatusKeyring
+    ignored: list[Ignored] = field(default_factory=list)
+
+    @classmethod
+    def of_fleet(cls, fleet: FleetRepo | None) -> RecordCheck | None:
+        """The check against ``fleet``'s Site documents; None (unsigned mode) when no fleet loaded."""
+        return cls(StatusKeyring.of_fleet(fleet)) if fleet is not None else None
+
+    def admit(self, site: str, commit: str, stored: bytes | None, signature: bytes | None) -> bool:
+        if stored is None:
+            return True  # parse_record says what is missing
+        why = self.keyring.refusal(site, stored, signature)
+        if why is None:
+            return True
+        ignored = Ignored(site, commit, why)
+        if ignored in self.ignored:  # read again (a site's newest record, then its history)
+            return False
+        self.ignored.append(ignored)
+        log.warning("%s", ignored, extra={"reason": "StatusRecordIgnored"})
+        return False
+
