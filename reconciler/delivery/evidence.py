@@ -39,7 +39,7 @@ VERSION_EVIDENCE: frozenset[str] = frozenset({
 SITE_CONDITIONS: frozenset[str] = frozenset({
     # trust roots of the site's own config (trust/, loop.py)
     "NoTrustedKeys", "NoTrustedIdentities", "NoTrustedSigners", "SignatureInvalid", "CertificateIdentityMismatch",
-    "CertificateIssuerMismatch", "TrustKeyInvalid", "TrustKeyUnreadable", "TrustRootInvalid", "TlsCaBundleInvalid",
+    "CertificateIssuerMismatch", "TrustKeyInvalid", "TrustKeyUnreadable", "StatusKeyUnreadable", "TrustRootInvalid", "TlsCaBundleInvalid",
     # network, registry and the site's fetch settings (fetch.py, httpsource.py, artifacts.py)
     "ArtifactUnavailable", "ArtifactNotFound", "ArtifactTruncated", "ArtifactStalled", "ArtifactDeadlineExceeded",
     "ArtifactUnreadable", "ArtifactTlsFailed", "ArtifactProxyInvalid", "ArtifactProxyRejected",

@@ -27,14 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from reconciler.errors import Stalled
 from reconciler.manifests.fleet import FleetRepo
-from reconciler.trust.keys import (
-    ECDSA_PREHASHED_SHA256,
-    TrustedKey,
-    decode_der_signature,
-    first_verifying_key,
-    load_public_key,
-    sign_digest,
-)
+from reconciler.trust import TrustedKey, load_public_key, sign_digest, verify_cosign
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +85,20 @@ class StatusKeyring:
             return "unsigned, but the Site document enrolls a key (forged)"
         try:
             digest = record_digest(stored)
-            signatures = [decode_der_signature(line, "the status signature") for line in signature.splitlines()]
-        except (Stalled, ValueError) as error:
-            return f"unreadable signature or record ({error})"
-        if not any(first_verifying_key(enrolled, der, digest, ECDSA_PREHASHED_SHA256) for der in signatures):
+        except ValueError as error:
+            return f"unreadable record ({error})"
+        if not any(_verifies(digest, line, enrolled) for line in signature.splitlines()):
             return "forged/unknown key: the signature verifies under none of the keys the Site document enrolls " \
                    "(a forgery, or a revoked key)"
         return None
+
+
+def _verifies(digest: bytes, line: bytes, keys: tuple[TrustedKey, ...]) -> bool:
+    try:
+        verify_cosign(digest, line, keys)
+    except Stalled:  # malformed, or by none of the keys
+        return False
+    return True
 
 
 def _usable(site: str, declared) -> list[TrustedKey]:
