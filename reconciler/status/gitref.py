@@ -104,11 +104,11 @@ class StatusRefs:
         source's one cat-file process, so thousands of sites cost one network round trip. With
         ``check``, only the records whose signatures it admits."""
         self._fetch(f"+{STATUS_REF_PREFIX}*:{STATUS_REF_PREFIX}*", "--prune")
-        refs = self._in_cache("for_each_ref", "--format=%(refname)", STATUS_REF_PREFIX).splitlines()
+        refs = self._in_cache("for_each_ref", "--format=%(refname) %(objectname)", STATUS_REF_PREFIX).splitlines()
         records = {}
-        for ref in refs:
+        for ref, commit in (line.split() for line in refs):
             site = ref.removeprefix(STATUS_REF_PREFIX)
-            if (record := self._record_at(ref, site, check)) is not None:
+            if (record := self._record_at(commit, site, check)) is not None:
                 records[site] = record
         return records
 

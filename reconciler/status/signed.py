@@ -32,6 +32,7 @@ from reconciler.trust import TrustedKey, load_public_key, sign_digest, verify_co
 log = logging.getLogger(__name__)
 
 SIGNATURE_FILE = "status.json.sig"
+MAX_WARNED = 10_000  # ignored records an agent remembers having warned about
 
 def canonical_json(value: object) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
@@ -53,9 +54,10 @@ class RecordSigner:
         return b"".join(sign_digest(key, digest) + b"\n" for key in self.private_keys)
 
     def own_keys(self, site: str) -> StatusKeyring:
-        """Only these keys: what the site accepts as its own earlier record."""
+        """What the site takes as its own earlier record: signed by each of its keys. After a
+        rotation it so signs its record anew, with the new key too, before the old one is revoked."""
         return StatusKeyring({site: tuple(TrustedKey(f"{site} (this site)", key.public_key())
-                                          for key in self.private_keys)})
+                                          for key in self.private_keys)}, every_key=True)
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class StatusKeyring:
 
     keys: Mapping[str, tuple[TrustedKey, ...]] = field(default_factory=dict)  # site -> enrolled keys
     require_signed: bool = False
+    every_key: bool = False  # a record counts only when signed by each of the site's keys
 
     @classmethod
     def of_fleet(cls, fleet: FleetRepo) -> StatusKeyring:
@@ -87,7 +90,10 @@ class StatusKeyring:
             digest = record_digest(stored)
         except ValueError as error:
             return f"unreadable record ({error})"
-        if not any(_verifies(digest, line, enrolled) for line in signature.splitlines()):
+        lines = signature.splitlines()
+        if self.every_key and not all(any(_verifies(digest, line, (key,)) for line in lines) for key in enrolled):
+            return "not signed by each of this site's keys (after a new key: signed anew)"
+        if not any(_verifies(digest, line, enrolled) for line in lines):
             return "forged/unknown key: the signature verifies under none of the keys the Site document enrolls " \
                    "(a forgery, or a revoked key)"
         return None
@@ -131,6 +137,7 @@ class RecordCheck:
 
     keyring: StatusKeyring
     ignored: list[Ignored] = field(default_factory=list)
+    warned: set[Ignored] = field(default_factory=set)  # logged before (an agent's earlier reads): not again
 
     @classmethod
     def of_fleet(cls, fleet: FleetRepo | None) -> RecordCheck | None:
@@ -147,6 +154,10 @@ class RecordCheck:
         if ignored in self.ignored:  # read again (a site's newest record, then its history)
             return False
         self.ignored.append(ignored)
-        log.warning("%s", ignored, extra={"reason": "StatusRecordIgnored"})
+        if ignored not in self.warned:
+            if len(self.warned) > MAX_WARNED:
+                self.warned.clear()
+            self.warned.add(ignored)
+            log.warning("%s", ignored, extra={"reason": "StatusRecordIgnored"})
         return False
 

@@ -133,13 +133,14 @@ def test_canonical_json_is_compact_sorted_utf8():
     assert canonical_json({"b": 1, "a": "ü"}) == '{"a":"ü","b":1}'.encode()
 
 
-def test_a_signer_accepts_only_its_own_earlier_records():
-    signer = RecordSigner((KEY_A,))
+def test_a_signer_accepts_only_its_own_earlier_records_signed_by_each_of_its_keys():
+    signer = RecordSigner((KEY_A, KEY_B))
     data = stored_record()
     own = RecordCheck(signer.own_keys("store-1"))
     assert own.admit("store-1", "c1", data, signer.sign(data))
     assert not own.admit("store-1", "c2", data, RecordSigner((KEY_C,)).sign(data))
     assert not own.admit("store-1", "c3", data, None)
+    assert not own.admit("store-1", "c4", data, RecordSigner((KEY_A,)).sign(data))  # before the rotation
 
 
 def test_status_keys_must_have_unique_ids_and_pem_keys():
