@@ -21,18 +21,20 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from reconciler.errors import Stalled
 from reconciler.manifests.fleet import FleetRepo
+from reconciler.manifests.models import Site
 from reconciler.trust import TrustedKey, load_public_key, sign_digest, verify_cosign
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_FILE = "status.json.sig"
 MAX_WARNED = 10_000  # ignored records an agent remembers having warned about
+
 
 def canonical_json(value: object) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
@@ -70,20 +72,18 @@ class StatusKeyring:
 
     @classmethod
     def of_fleet(cls, fleet: FleetRepo) -> StatusKeyring:
-        keys = {name: tuple(_usable(name, site.spec.statusKeys)) for name, site in fleet.sites.items()
-                if site.spec.statusKeys}
+        keys = {name: _usable(site) for name, site in fleet.sites.items() if site.spec.statusKeys}
         return cls(keys, fleet.spec.requireSignedStatus)
 
     def refusal(self, site: str, stored: bytes, signature: bytes | None) -> str | None:
         """None when the record counts; else why it does not, for a warning and a note."""
         enrolled = self.keys.get(site)
         if enrolled is None:
-            if signature is None and not self.require_signed:
-                return None
-            if self.require_signed:
-                return "unsigned: the fleet requires signed status and the Site document enrolls no key" \
-                    if signature is None else "unknown key: the Site document enrolls no key"
-            return None  # a signature nobody can check: unsigned mode, as if it had none
+            if not self.require_signed:
+                return None  # unsigned mode; a signature nobody can check counts as none
+            return "unsigned: the fleet requires signed status and the Site document enrolls no key" \
+                if signature is None else "unknown key: the fleet requires signed status and the Site document " \
+                                          "enrolls no key"
         if signature is None:
             return "unsigned, but the Site document enrolls a key (forged)"
         try:
@@ -107,15 +107,17 @@ def _verifies(digest: bytes, line: bytes, keys: tuple[TrustedKey, ...]) -> bool:
     return True
 
 
-def _usable(site: str, declared) -> list[TrustedKey]:
-    """The declared keys that load; one that does not is left out (its signatures then fail)."""
+def _usable(site: Site) -> tuple[TrustedKey, ...]:
+    """The keys the Site document enrolls that load; one that does not is left out (and so
+    verifies nothing)."""
     keys = []
-    for declared_key in declared:
+    for declared in site.spec.statusKeys:
+        name = f"{site.metadata.name}/{declared.id}"
         try:
-            keys.append(load_public_key(declared_key.publicKey.encode(), f"{site}/{declared_key.id}"))
+            keys.append(load_public_key(declared.publicKey.encode(), name))
         except Stalled as error:
-            log.warning("site %s: status key %s unusable: %s", site, declared_key.id, error.message)
-    return keys
+            log.warning("status key %s unusable: %s", name, error.message)
+    return tuple(keys)
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,7 @@ class Ignored:
     why: str
 
     def to_json(self) -> dict[str, str]:
-        return {"site": self.site, "commit": self.commit, "why": self.why}
+        return asdict(self)
 
     def __str__(self) -> str:
         return f"ignored status record {self.commit[:12]} of site {self.site}: {self.why}"
