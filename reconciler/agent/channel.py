@@ -17,7 +17,7 @@ from reconciler.status.forge_client import ForgeStatuses
 from reconciler.status.forge_gate import LOOKBACK, ForgeFleetStatus
 from reconciler.status.gitref import StatusRefs
 from reconciler.status.record import StatusRecord
-from reconciler.status.signed import Ignored, RecordCheck, StatusKeyring
+from reconciler.status.signed import RecordCheck, StatusKeyring, Verdicts
 
 log = logging.getLogger("reconciler.agent")
 
@@ -30,7 +30,7 @@ class GitStatusChannel:
         self.by_forge = by_forge  # an agent that may not push to the repo
         self.target_url = target_url
         self.forge_fleet = ForgeFleetStatus(forge) if forge is not None else None
-        self.warned: set[Ignored] = set()  # each ignored record is logged once, not on every reconcile
+        self.verdicts = Verdicts()  # each record verified once, each ignored one logged once
 
     @property
     def mirrors_waves(self) -> bool:
@@ -43,7 +43,7 @@ class GitStatusChannel:
         """Every site's newest record that ``keyring`` admits: from Git refs, or from the forge's
         statuses on this commit and, for how long each has held, the commits before it."""
         if not self.by_forge:
-            return self.refs.read_all(RecordCheck(keyring, warned=self.warned))
+            return self.refs.read_all(RecordCheck(keyring, earlier=self.verdicts))
         records = self.forge_fleet.read(source.first_parents(commit, LOOKBACK))
         if keyring.require_signed and records:
             log.warning("the fleet requires signed status, and forge statuses carry no signatures: "

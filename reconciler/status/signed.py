@@ -22,6 +22,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -33,7 +34,8 @@ from reconciler.trust import TrustedKey, load_public_key, sign_digest, verify_co
 log = logging.getLogger(__name__)
 
 SIGNATURE_FILE = "status.json.sig"
-MAX_WARNED = 10_000  # ignored records an agent remembers having warned about
+MAX_REMEMBERED = 100_000  # verdicts an agent keeps between reads
+MAX_SITES_CACHED = 65_536  # parsed public keys
 
 
 def canonical_json(value: object) -> bytes:
@@ -114,10 +116,16 @@ def _usable(site: Site) -> tuple[TrustedKey, ...]:
     for declared in site.spec.statusKeys:
         name = f"{site.metadata.name}/{declared.id}"
         try:
-            keys.append(load_public_key(declared.publicKey.encode(), name))
+            keys.append(TrustedKey(name, _public_key(declared.publicKey)))
         except Stalled as error:
             log.warning("status key %s unusable: %s", name, error.message)
     return tuple(keys)
+
+
+@lru_cache(maxsize=MAX_SITES_CACHED)
+def _public_key(pem: str) -> ec.EllipticCurvePublicKey:
+    """Parsed once per process: every reconcile with a rollout builds the keyring of the whole fleet."""
+    return load_public_key(pem.encode(), "status key").public_key
 
 
 @dataclass(frozen=True)
@@ -134,12 +142,26 @@ class Ignored:
 
 
 @dataclass
+class Verdicts:
+    """What an agent's earlier reads found, so that its next read checks only records that are new
+    (a status commit's id covers its record and signature) and warns about each ignored one once."""
+
+    refusals: dict[tuple[str, tuple[str, ...], bool, bool], str | None] = field(default_factory=dict)
+    warned: set[Ignored] = field(default_factory=set)
+
+    def forget_when_full(self) -> None:
+        for memory in (self.refusals, self.warned):
+            if len(memory) > MAX_REMEMBERED:
+                memory.clear()
+
+
+@dataclass
 class RecordCheck:
     """One read's verdicts: which records counted, and those ignored (with why), to report."""
 
     keyring: StatusKeyring
     ignored: list[Ignored] = field(default_factory=list)
-    warned: set[Ignored] = field(default_factory=set)  # logged before (an agent's earlier reads): not again
+    earlier: Verdicts = field(default_factory=Verdicts)  # an agent passes the same one to every read
 
     @classmethod
     def of_fleet(cls, fleet: FleetRepo | None) -> RecordCheck | None:
@@ -149,17 +171,21 @@ class RecordCheck:
     def admit(self, site: str, commit: str, stored: bytes | None, signature: bytes | None) -> bool:
         if stored is None:
             return True  # parse_record says what is missing
-        why = self.keyring.refusal(site, stored, signature)
+        keys = self.keyring.keys.get(site, ())
+        remembered = (commit, tuple(key.key_id for key in keys), self.keyring.require_signed, self.keyring.every_key)
+        if remembered in self.earlier.refusals:
+            why = self.earlier.refusals[remembered]
+        else:
+            self.earlier.forget_when_full()
+            why = self.earlier.refusals[remembered] = self.keyring.refusal(site, stored, signature)
         if why is None:
             return True
         ignored = Ignored(site, commit, why)
         if ignored in self.ignored:  # read again (a site's newest record, then its history)
             return False
         self.ignored.append(ignored)
-        if ignored not in self.warned:
-            if len(self.warned) > MAX_WARNED:
-                self.warned.clear()
-            self.warned.add(ignored)
+        if ignored not in self.earlier.warned:
+            self.earlier.warned.add(ignored)
             log.warning("%s", ignored, extra={"reason": "StatusRecordIgnored"})
         return False
 

@@ -154,3 +154,22 @@ def test_status_keys_must_have_unique_ids_and_pem_keys():
     not_pem = {**NOT_ENROLLED, "spec": {"statusKeys": [{"id": "a", "publicKey": "ssh-ed25519 AAAA"}]}}
     with pytest.raises(ValidationError, match="PEM"):
         Site.model_validate(not_pem)
+
+
+def test_an_agent_checks_each_status_commit_once_and_warns_about_it_once(caplog):
+    """A status commit's id covers its record and signature: the verdict is kept across reads,
+    for the keys it was reached with; the warning is given once."""
+    from reconciler.status.signed import Verdicts
+
+    earlier = Verdicts()
+    keyring = StatusKeyring.of_fleet(fleet(False, ENROLLED))
+    data = stored_record()
+    assert RecordCheck(keyring, earlier=earlier).admit("store-1", "c1", data, RecordSigner((KEY_A,)).sign(data))
+    assert RecordCheck(keyring, earlier=earlier).admit("store-1", "c1", data, None)  # remembered: not checked again
+    revoked = StatusKeyring.of_fleet(fleet(False, site_doc("store-1", [("b", KEY_B, False)])))
+    assert not RecordCheck(revoked, earlier=earlier).admit("store-1", "c1", data, RecordSigner((KEY_A,)).sign(data))
+    for _ in range(3):
+        later = RecordCheck(keyring, earlier=earlier)
+        assert not later.admit("store-1", "c2", data, None)
+        assert len(later.ignored) == 1
+    assert len([r for r in caplog.records if "ignored status record c2 " in r.getMessage()]) == 1
