@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from html import escape
 from pathlib import Path
@@ -26,6 +26,7 @@ from reconciler.manifests.selectors import matches
 from reconciler.settings import CommitPolicy
 from reconciler.status.matrix import FleetMatrix, build_matrix
 from reconciler.status.record import DeploymentStatus, StatusRecord
+from reconciler.status.signed import Ignored
 
 # --- the HTML page: its data -----------------------------------------------------------------
 
@@ -57,6 +58,7 @@ class ReportData:
     progress: list[WaveProgress]
     intervals: list[Interval]
     trail: FleetTrail
+    ignored: list[Ignored] = field(default_factory=list)  # status records whose signatures do not verify
 
 
 def rollout_progress(fleet: FleetRepo, records: Mapping[str, StatusRecord], now: datetime) -> list[WaveProgress]:
@@ -105,7 +107,8 @@ def collect_report(location: str, branch: str, policy: CommitPolicy | None, now:
     matrix = build_matrix(archive.latest, fleet.sites if fleet else (), now, stale_after)
     intervals = [interval for site, history in sorted(histories.items()) for interval in site_timeline(site, history)]
     progress = rollout_progress(fleet, archive.latest, now) if fleet else []
-    return ReportData(shown_location(location), branch, opened.head, now, matrix, progress, intervals, trail)
+    return ReportData(shown_location(location), branch, opened.head, now, matrix, progress, intervals, trail,
+                      archive.check.ignored if archive.check else [])
 
 
 def write_report(directory: Path, location: str, branch: str, policy: CommitPolicy | None, now: datetime) -> Path:
@@ -125,6 +128,7 @@ def render_html(data: ReportData) -> str:
         _progress_section(data.progress),
         _timelines_section(data.intervals),
         _changes_section(data.trail, invalid_head),
+        *([_ignored_section(data.ignored)] if data.ignored else []),
     ]
     title = f"Fleet report: {data.repo} ({data.branch})"
     return _PAGE.format(
@@ -132,6 +136,15 @@ def render_html(data: ReportData) -> str:
         subtitle=escape(f"{data.branch} at {data.head[:12]} · generated {utc_text(data.now)} · "
                         f"{len(data.matrix.rows)} sites, {len(data.matrix.deployments)} deployments"),
     )
+
+
+def _ignored_section(ignored: Sequence[Ignored]) -> str:
+    rows = "".join(f'<tr><th scope="row">{escape(i.site)}</th><td>{escape(i.commit[:12])}</td><td>{escape(i.why)}</td></tr>'
+                   for i in ignored)
+    return (f'<section id="ignored"><h2>Status records ignored</h2><p class="note">Their signatures do not verify '
+            f'against the keys the Site documents enroll: left out of everything above.</p>'
+            f'<table><thead><tr><th>site</th><th>status commit</th><th>why</th></tr></thead>'
+            f'<tbody>{rows}</tbody></table></section>')
 
 
 def _matrix_section(matrix: FleetMatrix) -> str:

@@ -54,7 +54,7 @@ from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.loader import load_tree
 from reconciler.settings import CommitPolicy
 from reconciler.status.record import DeploymentStatus, StatusRecord
-from reconciler.status.signed import RecordCheck
+from reconciler.status.signed import Ignored, RecordCheck
 
 UNKNOWN = "unknown"
 
@@ -155,12 +155,14 @@ class AuditTrail:
     changes: list[DeploymentChange]
     invalid: list[InvalidCommit]
     intervals: list[Interval]
+    ignored: list[Ignored] = field(default_factory=list)  # status records whose signatures do not verify
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": "AuditTrail", "repo": self.repo, "branch": self.branch, "head": self.head,
                 "changes": [change.to_json() for change in self.changes],
                 "timelines": [interval.to_json() for interval in self.intervals],
-                "invalidCommits": [bad.to_json() for bad in self.invalid]}
+                "invalidCommits": [bad.to_json() for bad in self.invalid],
+                "ignoredStatusRecords": [record.to_json() for record in self.ignored]}
 
 
 @dataclass(frozen=True)
@@ -190,7 +192,8 @@ def audit_trail(location: str, branch: str, policy: CommitPolicy | None = None, 
     intervals = [interval for name, history in sorted(histories.items()) for interval in site_timeline(name, history)
                  if deployment in (None, interval.deployment)]
     changes = [change for change in trail.changes if deployment in (None, change.deployment)]
-    return AuditTrail(shown_location(location), branch, fleet.head, changes, trail.invalid, intervals)
+    return AuditTrail(shown_location(location), branch, fleet.head, changes, trail.invalid, intervals,
+                      archive.check.ignored if archive.check else [])
 
 
 def audit_at(location: str, branch: str, at: datetime, site: str | None = None,

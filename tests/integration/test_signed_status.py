@@ -15,6 +15,8 @@ from reconciler import trust
 from reconciler.devtools.githttp import run_git
 from reconciler.gitdoor.source import GitSource
 from reconciler.history.archive import StatusArchive
+from reconciler.history.html_report import collect_report, render_html
+from reconciler.history.report import trail_text
 from reconciler.history.timeline import audit_trail
 from reconciler.manifests.loader import load_directory
 from reconciler.status.gitref import STATUS_REF_PREFIX, StatusRefs
@@ -89,7 +91,7 @@ def test_a_forged_tip_is_ignored_by_readers_and_the_site_writes_over_it(fleet_re
     assert signed_fleet("reader-2").read_all(check)["store-1"] == record("store-1", minutes=2)
 
 
-def test_the_archive_audit_and_report_leave_out_records_that_do_not_verify(fleet_remote, signed_fleet, tmp_path):
+def test_the_archive_audit_and_report_leave_out_records_that_do_not_verify_and_say_so(fleet_remote, signed_fleet, tmp_path):
     site = signed_fleet("store-1", RecordSigner((KEY,)))
     site.write(record("store-1"))
     forged = signed_fleet("forger", RecordSigner((OTHER_KEY,))).write(record("store-1", "failure", minutes=1))
@@ -105,6 +107,13 @@ def test_the_archive_audit_and_report_leave_out_records_that_do_not_verify(fleet
 
     trail = audit_trail(fleet_remote.url, "main")
     assert {i.state for i in trail.intervals if i.site == "store-1"} == {"success"}
+    assert [(i.site, i.commit) for i in trail.ignored] == [("store-1", forged)]
+    assert trail.to_json()["ignoredStatusRecords"][0]["commit"] == forged
+    assert any(line.split()[:3] == ["store-1", forged[:12], "forged/unknown"] for line in trail_text(trail).splitlines())
+
+    report = collect_report(fleet_remote.url, "main", None, T0)
+    assert [(i.site, i.commit) for i in report.ignored] == [("store-1", forged)]
+    assert forged[:12] in render_html(report) and "Status records ignored" in render_html(report)
 
 
 def test_require_signed_status_refuses_unsigned_sites(fleet_remote, signed_fleet):
