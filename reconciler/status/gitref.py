@@ -156,7 +156,7 @@ class StatusRefs:
             return None
 
     def _own_check(self, site: str) -> RecordCheck | None:
-        """A signing site takes as its own only what its key signed: a record someone else put
+        """A signing site takes as its own only what its keys signed: a record someone else put
         on its ref must not slip into the next record it signs."""
         return RecordCheck(self._signer.own_keys(site)) if self._signer else None
 
