@@ -101,6 +101,7 @@ RuntimeNotServing = _failure("RuntimeNotServing", _OPERATOR, "a running canary n
 StateCorrupt = _failure("StateCorrupt", _OPERATOR, "state.json is not a valid state file")
 StateOfOtherSite = _failure("StateOfOtherSite", _OPERATOR, "the state directory belongs to another site")
 TrustKeyUnreadable = _failure("TrustKeyUnreadable", _OPERATOR, "a trust key file named in the settings cannot be read")
+StatusKeyUnreadable = _failure("StatusKeyUnreadable", _OPERATOR, "the site's own status signing key (statusKeys in site.yaml) cannot be read")
 
 # --- wait for a change: the fleet repo and the plan (Stalled, Unplannable) --------------------
 InvalidManifests = _failure("InvalidManifests", _CHANGE, "the fleet's manifests do not validate")
@@ -233,6 +234,7 @@ GateHeld = _outcome("GateHeld", _DONE, "the wave gate: the earlier waves are hea
 OnnxRuntimeWarning = _outcome("OnnxRuntimeWarning", _DONE, "a log line: what onnxruntime said about a validated model")
 
 # --- outcomes: looked at again next tick ------------------------------------------------------
+StatusRecordIgnored = _outcome("StatusRecordIgnored", _TICK, "a site's status record whose signature does not verify against its Site's keys: not counted")
 InventoryFactRefused = _outcome("InventoryFactRefused", _TICK, "a line of an inventory.d executable is no key=value fact: left out")
 InventoryFailed = _outcome("InventoryFailed", _TICK, "the site's inventory could not be collected: the last one stays")
 NotifyFailed = _outcome("NotifyFailed", _TICK, "systemd's NOTIFY_SOCKET did not take a readiness message")

@@ -1,11 +1,16 @@
 """The site's status channel: records as Git refs (status/gitref.py), mirrored as a forge's commit
 statuses when the site has a forge (status/forge_client.py); with ``gateSource: forge`` the forge
-is the only channel, and other sites' records are read from its statuses."""
+is the only channel, and other sites' records are read from its statuses.
+
+Other sites' records reach the gates only once checked against the keys their Site documents
+enroll (status/signed.py); forge statuses carry no signatures, so a fleet that requires signed
+status gets none from the forge."""
 
 from __future__ import annotations
 
 import logging
 
+from reconciler import reasons
 from reconciler.agent.ports import FleetSource
 from reconciler.errors import ReconcilerError
 from reconciler.status.forge import CommitStatus, statuses_for_record
@@ -13,6 +18,7 @@ from reconciler.status.forge_client import ForgeStatuses
 from reconciler.status.forge_gate import LOOKBACK, ForgeFleetStatus
 from reconciler.status.gitref import StatusRefs
 from reconciler.status.record import StatusRecord
+from reconciler.status.signed import RecordCheck, StatusKeyring, Verdicts
 
 log = logging.getLogger("reconciler.agent")
 
@@ -25,6 +31,7 @@ class GitStatusChannel:
         self.by_forge = by_forge  # an agent that may not push to the repo
         self.target_url = target_url
         self.forge_fleet = ForgeFleetStatus(forge) if forge is not None else None
+        self.verdicts = Verdicts()  # each record verified once, each ignored one logged once
 
     @property
     def mirrors_waves(self) -> bool:
@@ -33,12 +40,18 @@ class GitStatusChannel:
     def read_own(self, site: str) -> StatusRecord | None:
         return None if self.by_forge else self.refs.read_own(site)
 
-    def read_fleet(self, source: FleetSource, commit: str) -> dict[str, StatusRecord]:
-        """Every site's newest record: from Git refs, or from the forge's statuses on this commit and,
-        for how long each has held, the commits before it."""
-        if self.by_forge:
-            return self.forge_fleet.read(source.first_parents(commit, LOOKBACK))
-        return self.refs.read_all()
+    def read_fleet(self, source: FleetSource, commit: str, keyring: StatusKeyring) -> dict[str, StatusRecord]:
+        """Every site's newest record that ``keyring`` admits: from Git refs, or from the forge's
+        statuses on this commit and, for how long each has held, the commits before it."""
+        if not self.by_forge:
+            return self.refs.read_all(RecordCheck(keyring, earlier=self.verdicts))
+        records = self.forge_fleet.read(source.first_parents(commit, LOOKBACK))
+        if keyring.require_signed and records:
+            log.warning("the fleet requires signed status, and forge statuses carry no signatures: "
+                        "the statuses of %d sites count as not reported", len(records),
+                        extra={"reason": reasons.StatusRecordIgnored})
+            return {}
+        return records
 
     def publish(self, record: StatusRecord, waves: list[CommitStatus]) -> None:
         """The record to Git, then one forge status per deployment and ``waves``. The forge mirrors

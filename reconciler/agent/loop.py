@@ -33,6 +33,7 @@ from reconciler.retrying import exponential
 from reconciler.runtime.registry import BatchPolicy
 from reconciler.settings import SiteConfig
 from reconciler.status.record import SiteInventory, StatusRecord
+from reconciler.status.signed import StatusKeyring
 from reconciler.trust.commitpolicy import verify_commits
 
 log = logging.getLogger("reconciler.agent")
@@ -207,7 +208,7 @@ class Agent:
         """Other sites' records matter only to waves: without rollouts, no read of every record."""
         run.fleet_status = {}
         if any(rollout_of(run.fleet, d) for d in run.fleet.deployments.values()):
-            run.fleet_status = self.status.read_fleet(self.source, run.commit)
+            run.fleet_status = self.status.read_fleet(self.source, run.commit, StatusKeyring.of_fleet(run.fleet))
             if self.last_record is not None:
                 run.fleet_status[self.config.site] = self.last_record  # this site's own, as it stands in memory
         run.plan = plan_site(run.fleet, self.config.site, run.state, run.now, run.commit, run.fleet_status)

@@ -12,6 +12,7 @@ from reconciler.ingest.fetch import RepoRoot
 from reconciler.manifests.loader import RepoFile
 from reconciler.status.forge import CommitStatus
 from reconciler.status.record import StatusRecord
+from reconciler.status.signed import StatusKeyring
 
 
 class FleetSource(Protocol):
@@ -34,6 +35,7 @@ class StatusChannel(Protocol):
     @property
     def mirrors_waves(self) -> bool: ...  # publish posts wave statuses too: worth computing them
     def read_own(self, site: str) -> StatusRecord | None: ...
-    def read_fleet(self, source: FleetSource, commit: str) -> dict[str, StatusRecord]: ...
+    # Only the records whose signatures ``keyring`` (the commit's Site documents) admits.
+    def read_fleet(self, source: FleetSource, commit: str, keyring: StatusKeyring) -> dict[str, StatusRecord]: ...
     def publish(self, record: StatusRecord, waves: list[CommitStatus]) -> None: ...
     def close(self) -> None: ...

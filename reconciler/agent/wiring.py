@@ -27,7 +27,8 @@ from reconciler.runtime.providers import CPU
 from reconciler.settings import SiteConfig
 from reconciler.status.forge_client import ForgeStatuses
 from reconciler.status.gitref import StatusRefs
-from reconciler.trust import KeylessIdentity, TrustedKey, TrustRoots, load_public_key
+from reconciler.status.signed import RecordSigner
+from reconciler.trust import KeylessIdentity, TrustedKey, TrustRoots, load_private_key, load_public_key
 
 
 def build_agent(config: SiteConfig, runtime: Runtime | None, metrics: CanaryMetrics | None = None,
@@ -41,7 +42,7 @@ def build_agent(config: SiteConfig, runtime: Runtime | None, metrics: CanaryMetr
     status_source = source if config.status_repo is None else \
         GitSource(config.status_repo, config.branch, config.state / "cache" / "status.git")
     forge = ForgeStatuses(config.forge) if config.forge else None
-    status = GitStatusChannel(StatusRefs(status_source), forge, by_forge=config.gate_source == "forge",
+    status = GitStatusChannel(StatusRefs(status_source, load_status_signer(config)), forge, by_forge=config.gate_source == "forge",
                               target_url=config.forge.target_url if config.forge else None)
     applier = build_applier(state_dir or StateDir(config.state), runtime, load_trust_roots(config), config, metrics, stop, telemetry)
     caches = [source] if status_source is source else [source, status_source]
@@ -83,6 +84,19 @@ def load_trust_keys(config: SiteConfig) -> list[TrustedKey]:
         except OSError as exc:
             raise NeedsOperator(reasons.TrustKeyUnreadable, f"cannot read trust key {path}: {exc}") from exc
     return keys
+
+
+def load_status_signer(config: SiteConfig) -> RecordSigner | None:
+    """The site's keys (``statusKeys``), which sign every record it publishes; None: unsigned mode."""
+    if not config.status_keys:
+        return None
+    keys = []
+    for path in config.status_keys:
+        try:
+            keys.append(load_private_key(path.read_bytes()))
+        except OSError as exc:
+            raise NeedsOperator(reasons.StatusKeyUnreadable, f"cannot read status key {path}: {exc.strerror}") from exc
+    return RecordSigner(tuple(keys))
 
 
 class serving:

@@ -25,6 +25,7 @@ from reconciler.manifests.loader import load_tree
 from reconciler.manifests.models import Artifact
 from reconciler.manifests.semantics import origin_of
 from reconciler.status.record import StatusRecord
+from reconciler.status.signed import RecordCheck
 from reconciler.trust import TrustRoots
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def check_change(location: str, base_rev: str, head_rev: str, options: ArtifactO
             return replace(report, findings=[*report.findings, *redefined_versions(base, repo, now)])
 
         findings, report = fleet_findings(head, lambda path: files[path].read() if path in files else None, now, check)
-        status = _status_records(source, local=Path(location).is_dir())
+        status = _status_records(source, head.repo, local=Path(location).is_dir())
     return fleet_impact(base, head.repo, base_sha, head_sha, now, findings, status,
                         report.checked if report is not None else None, describe_roots(options.roots),
                         signatures_verified=options.roots is not None)
@@ -116,10 +117,11 @@ def describe_roots(roots: TrustRoots | None) -> str:
     return f"verified against {roots.describe()}"
 
 
-def _status_records(source: GitSource, local: bool) -> Mapping[str, StatusRecord] | None:
-    """Every site's newest record: from the local repository's refs, or fetched from a URL."""
+def _status_records(source: GitSource, fleet: FleetRepo, local: bool) -> Mapping[str, StatusRecord] | None:
+    """Every site's newest record that verifies against ``fleet``'s Site documents: from the local
+    repository's refs, or fetched from a URL."""
     try:
-        return StatusArchive(source, fetch=not local).latest
+        return StatusArchive(source, fetch=not local, check=RecordCheck.of_fleet(fleet)).latest
     except ReconcilerError as error:
         log.warning("status records not read: %s", error)
         return None

@@ -151,6 +151,10 @@ def _parser() -> argparse.ArgumentParser:
     from reconciler.cli.push import add_subcommands as add_push_commands
 
     add_push_commands(commands)  # push
+
+    from reconciler.cli.enroll import add_subcommands as add_enroll_commands
+
+    add_enroll_commands(commands)  # enroll
     return parser
 
 
@@ -314,7 +318,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     with open_fleet(args.repo, args.branch) as opened:
         fleet = load_tree(opened.source.files(opened.head)).repo
-        records, note = status_records(opened, args.repo)
+        records, note, ignored = status_records(opened, args.repo, fleet)
         drift = status_drift(fleet, opened, records, args.format) if args.drift else None
     if note:
         print(f"reconciler: {note}", file=sys.stderr)
@@ -328,9 +332,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK
     matrix = build_matrix(records, fleet.sites, datetime.now(UTC), fleet.spec.staleAfter)
     if args.format == "json":
-        print(json.dumps(matrix.to_json(), indent=2))
+        print(json.dumps(matrix.to_json() | {"ignored": [i.to_json() for i in ignored]}, indent=2))
     else:
         print(render_markdown(matrix) if args.format == "markdown" else render_text(matrix))
+        print("".join(f"ignored: {i.why} (site {i.site}, status commit {i.commit[:12]})\n" for i in ignored), end="")
     return EXIT_OK
 
 

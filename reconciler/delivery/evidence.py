@@ -48,7 +48,7 @@ VERSION_EVIDENCE: frozenset[str] = frozenset({
 SITE_CONDITIONS: frozenset[str] = frozenset({
     # trust roots of the site's own config (trust/, loop.py)
     R.NoTrustedKeys, R.NoTrustedIdentities, R.NoTrustedSigners, R.SignatureInvalid, R.CertificateIdentityMismatch,
-    R.CertificateIssuerMismatch, R.TrustKeyInvalid, R.TrustKeyUnreadable, R.TrustRootInvalid, R.TlsCaBundleInvalid,
+    R.CertificateIssuerMismatch, R.TrustKeyInvalid, R.TrustKeyUnreadable, R.StatusKeyUnreadable, R.TrustRootInvalid, R.TlsCaBundleInvalid,
     # network, registry and the site's fetch settings (fetch.py, httpsource.py, artifacts.py)
     R.ArtifactUnavailable, R.ArtifactNotFound, R.ArtifactTruncated, R.ArtifactStalled, R.ArtifactDeadlineExceeded,
     R.ArtifactUnreadable, R.ArtifactTlsFailed, R.ArtifactProxyInvalid, R.ArtifactProxyRejected,

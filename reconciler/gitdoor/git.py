@@ -204,11 +204,12 @@ class Git:
         if status not in (0, -signal.SIGPIPE):
             raise Transient(reasons.SourceCacheCorrupt, f"git cat-file {blob} ({shown}) in {self.git_dir}: {stderr}")
 
-    def write_commit(self, filename: str, data: bytes, message: str, parent: str | None,
+    def write_commit(self, files: list[tuple[str, bytes]], message: str, parent: str | None,
                      author: tuple[str, str], date: datetime) -> str:
-        """A commit whose tree holds one file, by ``author`` (name, email) at ``date``; no ref moves."""
-        blob = self._store(b"blob", data)
-        tree = self._store(b"tree", b"100644 " + filename.encode() + b"\0" + blob)
+        """A commit whose tree holds ``files`` (name, bytes; flat, in git's order: by name), by
+        ``author`` (name, email) at ``date``; no ref moves."""
+        tree = self._store(b"tree", b"".join(b"100644 " + name.encode() + b"\0" + self._store(b"blob", data)
+                                             for name, data in sorted(files)))
         actor = git.Actor(*author)
         commit = git.Commit.create_from_tree(
             self._repo, git.Tree(self._repo, tree), message,

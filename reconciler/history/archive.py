@@ -2,7 +2,8 @@
 ``refs/reconciler/status/<site>`` (one fetch, one ``git log`` over every status ref, one
 ``git cat-file --batch`` for the records needed), whole or as of a moment. StatusRefs dates each
 status commit with its record's ``writtenAt``: the point-in-time read uses those dates to read one
-record per site, checks ``writtenAt`` itself, and reads a site's whole ref where the two disagree."""
+record per site, checks ``writtenAt`` itself, and reads a site's whole ref where the two disagree.
+With a RecordCheck, only records whose signatures it admits are read (status/signed.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from reconciler.gitdoor.source import GitSource
 from reconciler.history.audit import as_utc
 from reconciler.status.gitref import STATUS_FILE, STATUS_REF_PREFIX, StatusRefs, parse_record
 from reconciler.status.record import StatusRecord
+from reconciler.status.signed import SIGNATURE_FILE, RecordCheck
 
 
 @dataclass(frozen=True)
@@ -30,11 +32,14 @@ class StatusArchive:
 
     FIRST_WINDOW = 3600  # seconds before a moment asked about that the first walk reaches back
 
-    def __init__(self, source: GitSource, sites: Collection[str] | None = None, fetch: bool = True):
+    def __init__(self, source: GitSource, sites: Collection[str] | None = None, fetch: bool = True,
+                 check: RecordCheck | None = None):
         """``fetch``: bring every status ref from the source's remote first (one fetch); without
-        it, the refs the source's repository holds are read."""
+        it, the refs the source's repository holds are read. ``check``: the signature check, which
+        also collects the records it ignored."""
         self._source = source
-        fetched = StatusRefs(source).read_all() if fetch else None
+        self.check = check
+        fetched = StatusRefs(source).read_all(check) if fetch else None
         refs = source.git.for_each_ref(STATUS_REF_PREFIX, "%(refname) %(objectname)")
         tips = {ref.removeprefix(STATUS_REF_PREFIX): sha for ref, sha in (line.split() for line in refs)}
         if fetched is None:  # as read_all reads them: each ref's newest record, if it parses
@@ -119,9 +124,14 @@ class StatusArchive:
         shas = list(site_of)
         if not shas:
             return {}
-        contents = self._source.git.read_objects([f"{sha}:{STATUS_FILE}" for sha in shas])
+        files = (STATUS_FILE, SIGNATURE_FILE) if self.check else (STATUS_FILE,)
+        contents = iter(self._source.git.read_objects([f"{sha}:{name}" for sha in shas for name in files]))
         records = {}
-        for sha, data in zip(shas, contents, strict=True):
+        for sha in shas:
+            data = next(contents)
+            signature = next(contents) if self.check else None
+            if self.check and not self.check.admit(site_of[sha], sha, data, signature):
+                continue
             record = parse_record(data, sha, site_of[sha])
             if record is not None:
                 records[sha] = record

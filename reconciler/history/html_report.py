@@ -27,6 +27,7 @@ from reconciler.manifests.selectors import matches
 from reconciler.settings import CommitPolicy
 from reconciler.status.matrix import FleetMatrix, SiteRow, build_matrix
 from reconciler.status.record import DeploymentStatus, StatusRecord
+from reconciler.status.signed import Ignored
 
 # --- the HTML page: its data -----------------------------------------------------------------
 
@@ -59,6 +60,7 @@ class ReportData:
     intervals: list[Interval]
     trail: FleetTrail
     drift_trends: Mapping[tuple[str, str], Trend] = field(default_factory=dict)
+    ignored: list[Ignored] = field(default_factory=list)  # status records whose signatures do not verify
 
 
 def rollout_progress(fleet: FleetRepo, records: Mapping[str, StatusRecord], now: datetime) -> list[WaveProgress]:
@@ -100,7 +102,7 @@ def _wave_name(fleet: FleetRepo, deployment: Deployment, site: Site) -> str:
 def collect_report(location: str, branch: str, policy: CommitPolicy | None, now: datetime) -> ReportData:
     with open_fleet(location, branch) as opened:
         trail = fleet_trail(opened.source, opened.head, policy)
-        archive = opened.status()
+        archive = opened.status(fleet=trail.latest)
         histories = archive.histories()
     fleet = trail.latest
     stale_after = (fleet.spec if fleet else FleetSpec()).staleAfter
@@ -108,7 +110,7 @@ def collect_report(location: str, branch: str, policy: CommitPolicy | None, now:
     intervals = [interval for site, history in sorted(histories.items()) for interval in site_timeline(site, history)]
     progress = rollout_progress(fleet, archive.latest, now) if fleet else []
     return ReportData(shown_location(location), branch, opened.head, now, matrix, progress, intervals, trail,
-                      drift_trends(histories))
+                      drift_trends(histories), archive.check.ignored if archive.check else [])
 
 
 def write_report(directory: Path, location: str, branch: str, policy: CommitPolicy | None, now: datetime) -> Path:
@@ -129,6 +131,7 @@ def render_html(data: ReportData) -> str:
         _timelines_section(data.intervals),
         drift_section({row.site: row.cells for row in data.matrix.rows}, data.drift_trends),
         _changes_section(data.trail, invalid_head),
+        *([_ignored_section(data.ignored)] if data.ignored else []),
     ]
     title = f"Fleet report: {data.repo} ({data.branch})"
     return _PAGE.format(
@@ -136,6 +139,15 @@ def render_html(data: ReportData) -> str:
         subtitle=escape(f"{data.branch} at {data.head[:12]} · generated {utc_text(data.now)} · "
                         f"{len(data.matrix.rows)} sites, {len(data.matrix.deployments)} deployments"),
     )
+
+
+def _ignored_section(ignored: Sequence[Ignored]) -> str:
+    rows = "".join(f'<tr><th scope="row">{escape(i.site)}</th><td>{escape(i.commit[:12])}</td><td>{escape(i.why)}</td></tr>'
+                   for i in ignored)
+    return (f'<section id="ignored"><h2>Status records ignored</h2><p class="note">Their signatures do not verify '
+            f'against the keys the Site documents enroll: left out of everything above.</p>'
+            f'<table><thead><tr><th>site</th><th>status commit</th><th>why</th></tr></thead>'
+            f'<tbody>{rows}</tbody></table></section>')
 
 
 def _matrix_section(matrix: FleetMatrix) -> str:

@@ -10,22 +10,33 @@ from pathlib import Path
 
 from reconciler.errors import ReconcilerError
 from reconciler.gitdoor.source import GitSource
+from reconciler.history.archive import StatusArchive
 from reconciler.history.timeline import OpenFleet
+from reconciler.manifests.fleet import FleetRepo
 from reconciler.status.gitref import STATUS_REF_PREFIX, StatusRefs
 from reconciler.status.record import StatusRecord
+from reconciler.status.signed import Ignored, RecordCheck, StatusKeyring
 
 REMOTE = "origin"
 FETCH_HINT = f"git fetch {REMOTE} '+{STATUS_REF_PREFIX}*:{STATUS_REF_PREFIX}*'"
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^[^/:]+@[^/:]+:")  # scheme://... or user@host:path
 
 
-def status_records(opened: OpenFleet, location: str) -> tuple[dict[str, StatusRecord], str | None]:
-    """Every site's newest record, and a note for the user when they may be incomplete."""
+def status_records(opened: OpenFleet, location: str,
+                   fleet: FleetRepo) -> tuple[dict[str, StatusRecord], str | None, list[Ignored]]:
+    """Every site's newest record that verifies against ``fleet``'s Site documents, a note for the
+    user when they may be incomplete, and the records ignored."""
+    check = RecordCheck(StatusKeyring.of_fleet(fleet))
+    records, note = _records(opened, location, check)
+    return records, note, check.ignored
+
+
+def _records(opened: OpenFleet, location: str, check: RecordCheck) -> tuple[dict[str, StatusRecord], str | None]:
     if not opened.in_place:
-        return opened.status().latest, None
+        return _archived(opened, check), None
     origin = _origin_url(opened, Path(location))
     if origin is None:
-        records = opened.status().latest
+        records = _archived(opened, check)
         note = None if records else (
             f"{location} holds no status records and has no remote {REMOTE!r} to fetch them from; "
             f"in a clone, fetch them with {FETCH_HINT}, or pass --repo <the fleet repo's URL>")
@@ -33,11 +44,15 @@ def status_records(opened: OpenFleet, location: str) -> tuple[dict[str, StatusRe
     with tempfile.TemporaryDirectory(prefix="reconciler-status-") as scratch, \
             GitSource(origin, opened.source.branch, Path(scratch)) as source:
         try:
-            return StatusRefs(source).read_all(), None
+            return StatusRefs(source).read_all(check), None
         except ReconcilerError as error:
             note = (f"cannot fetch the status records from {REMOTE} ({error}); showing those {location} holds, "
                     f"which may be old: fetch them with {FETCH_HINT}")
-            return opened.status().latest, note
+            return _archived(opened, check), note
+
+
+def _archived(opened: OpenFleet, check: RecordCheck) -> dict[str, StatusRecord]:
+    return StatusArchive(opened.source, fetch=not opened.in_place, check=check).latest
 
 
 def _origin_url(opened: OpenFleet, location: Path) -> str | None:

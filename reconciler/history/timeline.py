@@ -45,9 +45,11 @@ from reconciler.history.audit import (
     fleet_trail,
     version_text,
 )
+from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.loader import load_tree
 from reconciler.settings import CommitPolicy
 from reconciler.status.record import DeploymentStatus, StatusRecord
+from reconciler.status.signed import Ignored, RecordCheck
 
 UNKNOWN = "unknown"
 
@@ -148,12 +150,14 @@ class AuditTrail:
     changes: list[DeploymentChange]
     invalid: list[InvalidCommit]
     intervals: list[Interval]
+    ignored: list[Ignored] = field(default_factory=list)  # status records whose signatures do not verify
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": "AuditTrail", "repo": self.repo, "branch": self.branch, "head": self.head,
                 "changes": [change.to_json() for change in self.changes],
                 "timelines": [interval.to_json() for interval in self.intervals],
-                "invalidCommits": [bad.to_json() for bad in self.invalid]}
+                "invalidCommits": [bad.to_json() for bad in self.invalid],
+                "ignoredStatusRecords": [record.to_json() for record in self.ignored]}
 
 
 @dataclass(frozen=True)
@@ -176,14 +180,15 @@ def audit_trail(location: str, branch: str, policy: CommitPolicy | None = None, 
     """The deployment changes and the site timelines (of ``site`` only, of ``deployment`` only)."""
     with open_fleet(location, branch) as fleet:
         trail = fleet_trail(fleet.source, fleet.head, policy)
-        archive = fleet.status({site} if site else None)
+        archive = fleet.status({site} if site else None, trail.latest)
         sites = [*(trail.latest.sites if trail.latest else ()), *archive.sites]
         _require_known(site, sites, deployment, [c.deployment for c in trail.changes], archive)
         histories = archive.histories()
     intervals = [interval for name, history in sorted(histories.items()) for interval in site_timeline(name, history)
                  if deployment in (None, interval.deployment)]
     changes = [change for change in trail.changes if deployment in (None, change.deployment)]
-    return AuditTrail(shown_location(location), branch, fleet.head, changes, trail.invalid, intervals)
+    return AuditTrail(shown_location(location), branch, fleet.head, changes, trail.invalid, intervals,
+                      archive.check.ignored if archive.check else [])
 
 
 def audit_at(location: str, branch: str, at: datetime, site: str | None = None,
@@ -195,7 +200,7 @@ def audit_at(location: str, branch: str, at: datetime, site: str | None = None,
     with open_fleet(location, branch) as opened:
         fleet_commit = fleet_commit_at(opened.source, opened.head, at)
         fleet = load_tree(opened.source.files(fleet_commit)).repo if fleet_commit else None
-        archive = opened.status({site} if site else None)
+        archive = opened.status({site} if site else None, fleet)
         inventory = list(fleet.sites) if fleet else []
         asked = {name: version_text(d.spec.version) for name, d in (fleet.deployments if fleet else {}).items()}
         _require_known(site, [*inventory, *archive.sites], deployment, asked, archive)
@@ -221,8 +226,10 @@ class OpenFleet:
     head: str  # the branch's commit
     in_place: bool  # a local repository, read where it is: its refs are there, nothing to fetch
 
-    def status(self, sites: Collection[str] | None = None) -> StatusArchive:
-        return StatusArchive(self.source, sites, fetch=not self.in_place)
+    def status(self, sites: Collection[str] | None = None, fleet: FleetRepo | None = None) -> StatusArchive:
+        """The status records, those that do not verify against ``fleet``'s Site documents ignored
+        (without a fleet that loads, unsigned mode: every record is read)."""
+        return StatusArchive(self.source, sites, fetch=not self.in_place, check=RecordCheck.of_fleet(fleet))
 
 
 @contextmanager

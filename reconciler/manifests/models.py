@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from reconciler.manifests.batch import BatchSpec
+from reconciler.manifests.site_keys import StatusKeys
 from reconciler.manifests.types import (
     POLL_INTERVAL,
     STALE_AFTER,
@@ -153,6 +154,10 @@ class FleetSpec(Strict):
                                                      "`reconciler status`.")
     defaultRollout: Rollout | None = Field(None, description="The rollout of every Deployment that has none "
                                                              "of its own; without it, all sites move at once.")
+    requireSignedStatus: bool = Field(
+        False, description="Gates count only status records signed by a key the site's Site document enrolls "
+                           "(`statusKeys`); unsigned records count as not reported. Off: sites without keys "
+                           "report unsigned, and enrolled sites' records must still verify.")
 
 
 class Fleet(Strict):
@@ -191,6 +196,9 @@ class SiteSpec(Strict):
     maintenanceWindows: list[MaintenanceWindow] = Field(
         [], description="When new versions may be activated; none: at any time. Downloads and checks "
                         "happen at any time.")
+    statusKeys: StatusKeys = Field(
+        [], description="Public keys that sign the site's status records (from `reconciler enroll`); several "
+                        "while one is retiring; removing a key revokes it. None: the site reports unsigned.")
 
 
 class Site(Strict):

@@ -56,6 +56,7 @@ class SiteConfig(BaseModel):
     trust_keys: list[LocalPath] = []  # PEM public keys that may sign artifacts
     trust_identities: list[TrustIdentity] = []  # keyless Sigstore signers
     sigstore_trusted_root: LocalPath | None = None  # trusted_root.json; None: the public-good root shipped with sigstore
+    status_keys: list[LocalPath] = []  # PEM private keys signing status records (reconciler enroll); none: unsigned
     accept_history: str | None = None  # a commit an operator accepted after a history rewrite
     commit_policy: CommitPolicy | None = None  # require signed fleet commits (SSH or GPG signers)
     forge: ForgeConfig | None = None  # mirror status records as forge commit statuses

@@ -1,6 +1,7 @@
 """Status records as commits on ``refs/reconciler/status/<site>`` in the fleet repository (or a
 separate status repository: give it its own GitSource). Each commit's tree holds one file,
-``status.json``; ``git log`` of a site's ref is that site's audit trail. Only the site writes its
+``status.json``, and ``status.json.sig`` when the site signs its records (status/signed.py);
+``git log`` of a site's ref is that site's audit trail. Only the site writes its
 ref, so pushes are plain fast-forwards and never conflict with other sites.
 
 Records that do not parse are skipped with a logged warning: one broken site must not blind the
@@ -28,6 +29,7 @@ from reconciler.gitdoor.source import (
     git_words,
 )
 from reconciler.status.record import StatusRecord
+from reconciler.status.signed import SIGNATURE_FILE, RecordCheck, RecordSigner
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -65,8 +67,9 @@ def record_json(record: StatusRecord) -> bytes:
 
 
 class StatusRefs:
-    def __init__(self, source: GitSource):
+    def __init__(self, source: GitSource, signer: RecordSigner | None = None):
         self._source = source
+        self._signer = signer
 
     def close(self) -> None:
         self._source.close()
@@ -79,7 +82,7 @@ class StatusRefs:
         """The newest record on the site's ref, as the remote has it now."""
         self._fetch_own(site)
         tip = self._local_tip(site)
-        return self._record_at(tip, site) if tip else None
+        return self._record_at(tip, site, self._own_check(site)) if tip else None
 
     def write(self, record: StatusRecord) -> str | None:
         """Publish ``record`` unless it says what the current one says. Returns the new commit,
@@ -90,7 +93,7 @@ class StatusRefs:
             self._fetch_own(site)  # first write from this cache: learn what is there
         for attempt in range(2):
             tip = self._local_tip(site)
-            if record.same_as(self._record_at(tip, site) if tip else None):
+            if record.same_as(self._record_at(tip, site, self._own_check(site)) if tip else None):
                 return None
             commit = self._commit(record, parent=tip)
             if self._push(commit, site):
@@ -100,15 +103,16 @@ class StatusRefs:
                 self._fetch_own(site)
         raise Transient(reasons.StatusPushFailed, f"{status_ref(site)} on {self._source.url} keeps moving under this site")
 
-    def read_all(self) -> dict[str, StatusRecord]:
+    def read_all(self, check: RecordCheck | None = None) -> dict[str, StatusRecord]:
         """Every site's newest record: one fetch of all status refs, then reads through the
-        source's one cat-file process, so thousands of sites cost one network round trip."""
+        source's one cat-file process, so thousands of sites cost one network round trip. With
+        ``check``, only the records whose signatures it admits."""
         self._fetch(f"+{STATUS_REF_PREFIX}*:{STATUS_REF_PREFIX}*", "--prune")
-        refs = self._in_cache(self._git.for_each_ref, STATUS_REF_PREFIX, "%(refname)")
+        refs = self._in_cache(self._git.for_each_ref, STATUS_REF_PREFIX, "%(refname) %(objectname)")
         records = {}
-        for ref in refs:
+        for ref, commit in (line.split() for line in refs):
             site = ref.removeprefix(STATUS_REF_PREFIX)
-            if (record := self._record_at(ref, site)) is not None:
+            if (record := self._record_at(commit, site, check)) is not None:
                 records[site] = record
         return records
 
@@ -178,16 +182,27 @@ class StatusRefs:
         # read from the ref files, no process: write() asks on every reconcile that changed
         return self._git.ref_tip(status_ref(site))
 
-    def _record_at(self, rev: str, site: str) -> StatusRecord | None:
-        return parse_record(self.file_at(rev, STATUS_FILE), rev, site)
+    def _own_check(self, site: str) -> RecordCheck | None:
+        """A signing site takes as its own only what its keys signed: a record someone else put
+        on its ref must not slip into the next record it signs."""
+        return RecordCheck(self._signer.own_keys(site)) if self._signer else None
+
+    def _record_at(self, rev: str, site: str, check: RecordCheck | None = None) -> StatusRecord | None:
+        data = self.file_at(rev, STATUS_FILE)
+        if check is not None and not check.admit(site, rev, data, self.file_at(rev, SIGNATURE_FILE)):
+            return None
+        return parse_record(data, rev, site)
 
     def _commit(self, record: StatusRecord, parent: str | None) -> str:
-        return self.commit_file(STATUS_FILE, record_json(record), parent, _commit_message(record), record)
+        stored = record_json(record)
+        files = [(STATUS_FILE, stored)] + ([(SIGNATURE_FILE, self._signer.sign(stored))] if self._signer else [])
+        return self.commit_files(files, parent, _commit_message(record), record)
 
-    def commit_file(self, name: str, data: bytes, parent: str | None, message: str, record: StatusRecord) -> str:
-        """A commit of one file on ``parent``, in the cache, by the record's site at its write time."""
+    def commit_files(self, files: list[tuple[str, bytes]], parent: str | None, message: str,
+                     record: StatusRecord) -> str:
+        """A commit of ``files`` on ``parent``, in the cache, by the record's site at its write time."""
         written = record.writtenAt if record.writtenAt.tzinfo else record.writtenAt.replace(tzinfo=UTC)
-        return self._git.write_commit(name, data, message, parent,
+        return self._git.write_commit(files, message, parent,
                                       ("reconciler-agent", f"{record.site}@reconciler.local"), written)
 
     def _push(self, commit: str, site: str) -> bool:

@@ -61,8 +61,8 @@ class SummaryRefs:
             folded = fold(current, record, deployment)
             if folded == current:
                 return False
-            commit = self._refs.commit_file(SUMMARY_FILE, encode(deployment, folded), tip,
-                                            f"{deployment}: {record.site} {record.state}\n", record)
+            commit = self._refs.commit_files([(SUMMARY_FILE, encode(deployment, folded))], tip,
+                                             f"{deployment}: {record.site} {record.state}\n", record)
             if self._refs.push_if_unchanged(commit, ref, tip, lease=True):
                 return True
             self._pause(self._rng.uniform(0, _PAUSE * 2**min(attempt, 6)))

@@ -170,8 +170,8 @@ def write_key_pair(prefix: Path, password: bytes) -> tuple[Path, Path]:
     if existing:
         raise UsageError(f"refusing to overwrite {', '.join(existing)}")
     key = trust.generate_private_key()
-    _write_new(key_path, encrypt_private_key(key, password), 0o600)
-    _write_new(pub_path, trust.public_key_pem(key), 0o644)
+    write_new_file(key_path, encrypt_private_key(key, password), 0o600)
+    write_new_file(pub_path, trust.public_key_pem(key), 0o644)
     return key_path, pub_path
 
 
@@ -181,7 +181,7 @@ def load_signing_key(path: Path) -> ec.EllipticCurvePrivateKey:
     return decrypt_private_key(pem, read_password() if is_encrypted_key(pem) else b"")
 
 
-def _write_new(path: Path, content: bytes, mode: int) -> None:
+def write_new_file(path: Path, content: bytes, mode: int) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     except FileExistsError:

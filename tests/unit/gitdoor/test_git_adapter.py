@@ -103,13 +103,15 @@ def test_a_written_commit_moves_a_ref_only_when_asked(history: tuple[Path, list[
     bare, _ = history
     repo = Git(bare)
     when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    made = repo.write_commit("status.json", b"{}\n", "s1: ok\n", None, ("agent", "s1@example"), when)
+    made = repo.write_commit([("status.json", b"{}\n")], "s1: ok\n", None, ("agent", "s1@example"), when)
     ref = "refs/reconciler/status/s1"
     assert repo.ref_tip(ref) is None
     repo.update_ref(ref, made)
-    child = repo.write_commit("status.json", b"{ }\n", "s1: ok again\n", made, ("agent", "s1@example"), when)
+    child = repo.write_commit([("status.json.sig", b"sig\n"), ("status.json", b"{ }\n")], "s1: ok again\n", made,
+                              ("agent", "s1@example"), when)
     repo.update_ref(ref, child)
     assert repo.ref_tip(ref) == child and repo.first_parents(child, 5) == [child, made]
+    assert repo.read_object(f"{child}:status.json.sig") == b"sig\n"  # files in any order, the tree in git's
     assert repo.read_object(f"{child}:status.json") == b"{ }\n"
     assert repo.for_each_ref("refs/reconciler/status/", "%(refname) %(objectname)") == [f"{ref} {child}"]
     assert repo.commit_info(made).date == when and repo.commit_info(made).author == "agent <s1@example>"
