@@ -120,7 +120,7 @@ def test_a_stale_lease_is_refused_and_the_ref_stays(fleet_remote: FleetRemote, s
         seen = late.fetch_tip(summary_ref(DEPLOYMENT, 0))
         first.publish(record("s2", 1), DEPLOYMENT, 0)
         moved = late.fetch_tip(summary_ref(DEPLOYMENT, 0))
-        stale = late.commit_file("summary.json", b"{}", seen, "stale\n", record("s3"))
+        stale = late.commit_files([("summary.json", b"{}")], seen, "stale\n", record("s3"))
         assert not late.push_if_unchanged(stale, summary_ref(DEPLOYMENT, 0), seen, lease=True)
         assert late.fetch_tip(summary_ref(DEPLOYMENT, 0)) == moved
         assert not late.push_if_unchanged(stale, summary_ref(DEPLOYMENT, 9), seen, lease=True)  # absent, not seen

@@ -59,16 +59,16 @@ def signed_fleet(fleet_remote: FleetRemote, tmp_path: Path):
 
 
 def check_of(fleet_remote: FleetRemote) -> RecordCheck:
-    run_git(fleet_remote.workdir, "pull", "--quiet")
-    check = RecordCheck.of_fleet(load_directory(fleet_remote.workdir).repo)
+    run_git(fleet_remote.clone, "pull", "--quiet")
+    check = RecordCheck.of_fleet(load_directory(fleet_remote.clone).repo)
     assert check is not None
     return check
 
 
 def test_a_signing_site_writes_the_signature_beside_the_record(fleet_remote, signed_fleet):
     commit = signed_fleet("store-1", RecordSigner((KEY,))).write(record("store-1"))
-    run_git(fleet_remote.workdir, "fetch", "--quiet", "origin", f"{STATUS_REF_PREFIX}store-1")
-    assert run_git(fleet_remote.workdir, "ls-tree", "--name-only", commit).split() == ["status.json", "status.json.sig"]
+    run_git(fleet_remote.clone, "fetch", "--quiet", "origin", f"{STATUS_REF_PREFIX}store-1")
+    assert run_git(fleet_remote.clone, "ls-tree", "--name-only", commit).split() == ["status.json", "status.json.sig"]
     check = check_of(fleet_remote)
     assert signed_fleet("reader").read_all(check) == {"store-1": record("store-1")} and not check.ignored
 
