@@ -47,7 +47,7 @@ def refusal(tmp_path: Path, text: str, **overrides: object) -> list[str]:
     ("repo: x\nstate: s\n", "site.yaml:1:1: error: site: required field is missing"),
     ("a: &loop [*loop]\n", "site.yaml:1:1: error: a: unknown field (allowed: site, repo, branch, state, listen, "
                             "grpcListen, statusRepo, interval, staleAfter, jitter, trustKeys, trustIdentities, sigstoreTrustedRoot, "
-                            "acceptHistory, commitPolicy, forge, gateSource, validation, fetch, batch)"),
+                            "acceptHistory, commitPolicy, forge, gateSource, nats, validation, fetch, batch)"),
     (GOOD + 'trustKeys: ["k\\x00.pub"]\n', "site.yaml:4:13: error: a NUL character cannot be in a setting (nor in a path)"),
 ])
 def test_a_mistake_in_site_yaml_is_refused_at_its_line(tmp_path, text, said):

