@@ -139,6 +139,9 @@ def _parser() -> argparse.ArgumentParser:
     from reconciler.cli.batch import add_subcommands as add_batch_commands
 
     add_batch_commands(commands)  # batch run
+    from reconciler.cli.notify import add_subcommands as add_notify_commands
+
+    add_notify_commands(commands)  # notify
     return parser
 
 
