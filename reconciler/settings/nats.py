@@ -26,6 +26,7 @@ class NatsSettings(BaseModel):
     servers: Annotated[list[str], Field(min_length=1)]  # nats://host:4222 or tls://host:4222, tried in turn
     records_bucket: str = "reconciler-status"  # KV: one key per site, its newest record
     fleet_bucket: str = "reconciler-fleet"  # KV: key ``commit``, the fleet's newest commit (reconciler notify)
+    domain: str | None = None  # the JetStream domain of the buckets: needed through a leaf node (README)
     history: Annotated[int, Field(ge=1, le=64)] = 10  # revisions kept per key (JetStream's limit is 64)
     credentials_file: LocalPath | None = None
     token_env: str | None = None
@@ -45,11 +46,11 @@ class NatsSettings(BaseModel):
                 raise ValueError("a server URL must not carry credentials: use credentialsFile, tokenEnv or nkeySeed")
         return servers
 
-    @field_validator("records_bucket", "fleet_bucket")
+    @field_validator("records_bucket", "fleet_bucket", "domain")
     @classmethod
-    def _bucket(cls, name: str) -> str:
-        if not _BUCKET.fullmatch(name):
-            raise ValueError("a bucket name is letters, digits, - and _")
+    def _name(cls, name: str | None) -> str | None:
+        if name is not None and not _BUCKET.fullmatch(name):
+            raise ValueError("a bucket or domain name is letters, digits, - and _")
         return name
 
     @field_validator("token_env")

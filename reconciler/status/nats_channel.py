@@ -113,7 +113,7 @@ class NatsChannel:
             lost = asyncio.Event()
             try:
                 self._nc = await nats.connect(**self._options(lost))
-                self._js = self._nc.jetstream(timeout=self.settings.timeout)
+                self._js = self._nc.jetstream(timeout=self.settings.timeout, domain=self.settings.domain)
                 self._kv = {name: await self._bucket(name)
                             for name in (self.settings.records_bucket, self.settings.fleet_bucket)}
                 await self._follow(lost)

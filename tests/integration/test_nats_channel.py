@@ -55,7 +55,7 @@ def channels(server):
 
 
 def test_records_put_by_sites_are_read_from_every_sites_watched_view(channels):
-    one, two = channels("store-1"), channels("store-2")
+    one, two = channels("store-1"), channels("store-2", domain="hub")  # as a site behind a leaf node names it
     one.put_record(record("store-1"))
     assert two.records() == {"store-1": record("store-1")}
     two.put_record(record("store-2", "progressing", "Rolling"))
@@ -115,7 +115,7 @@ def test_a_site_whose_store_was_lost_puts_its_own_record_again_on_reconnect(chan
     two.put_record(record("store-2", "success"))
     assert set(one.records()) == {"store-1", "store-2"}
     server.stop()
-    shutil.rmtree(server.folder / "hub-store")  # a new, empty server at the same address
+    shutil.rmtree(server.folder / "store")  # a new, empty server at the same address
     server.start()
     eventually(lambda: _records_or_none(one) == {"store-1": record("store-1"), "store-2": record("store-2")}, timeout=30)
 

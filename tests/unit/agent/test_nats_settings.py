@@ -32,7 +32,7 @@ def test_the_nats_section_reads_camel_case_keys_and_resolves_paths_against_the_f
     ("  servers: [http://h:4222]\n", "servers: 'http://h:4222': a server is nats://HOST:PORT or tls://HOST:PORT"),
     ("  servers: ['nats://u:pw@h:4222']\n", "servers: a server URL must not carry credentials"),
     ("  servers: []\n", "site.yaml:5:12: error: nats.servers: List should have at least 1 item"),
-    ("  servers: [nats://h:1]\n  recordsBucket: a.b\n", "recordsBucket: a bucket name is letters, digits, - and _"),
+    ("  servers: [nats://h:1]\n  recordsBucket: a.b\n", "recordsBucket: a bucket or domain name is letters, digits, - and _"),
     ("  servers: [nats://h:1]\n  tokenEnv: abc-def\n", "tokenEnv: tokenEnv must be the name of an environment variable"),
     ("  servers: [nats://h:1]\n  tokenEnv: T\n  nkeySeed: s.nk\n", "give one of credentialsFile, tokenEnv and nkeySeed"),
     ("  servers: [nats://h:1]\n  history: 65\n", "history: should be less than or equal to 64"),
