@@ -31,13 +31,18 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 
 from reconciler.errors import Transient
 from reconciler.settings.nats import NatsSettings
-from reconciler.status.gitref import parse_record, record_json
+from reconciler.status.gitref import parse_record
 from reconciler.status.record import StatusRecord
 
 log = logging.getLogger(__name__)
 
 COMMIT_KEY = "commit"
 _FIRST_BACKOFF, _LONGEST_BACKOFF = 0.25, 30.0
+
+
+def _wire(record: StatusRecord) -> bytes:
+    """Compact JSON: Git's copy is indented for line diffs, this one only travels."""
+    return record.model_dump_json().encode()
 
 
 class NatsChannel:
@@ -71,11 +76,12 @@ class NatsChannel:
         return dict(self._records)
 
     def record(self, site: str) -> StatusRecord | None:
-        return self.records().get(site)
+        """One site's newest record, asked of the bucket: a site that never reads gates never watches."""
+        return self._call(self._get_record(site))
 
     def put_record(self, record: StatusRecord) -> None:
         self._own = record
-        self._call(self._put(self.settings.records_bucket, record.site, record_json(record)))
+        self._call(self._put(self.settings.records_bucket, record.site, _wire(record)))
 
     def put_commit(self, commit: str) -> None:
         self._call(self._put(self.settings.fleet_bucket, COMMIT_KEY, commit.encode()))
@@ -170,9 +176,16 @@ class NatsChannel:
             stored = (await self._kv[self.settings.records_bucket].get(own.site)).value
         except KeyNotFoundError:
             stored = None
-        if stored != record_json(own):
-            await self._put(self.settings.records_bucket, own.site, record_json(own))
+        if stored != _wire(own):
+            await self._put(self.settings.records_bucket, own.site, _wire(own))
             log.info("%s: record put again after reconnecting", own.site)
+
+    async def _get_record(self, site: str) -> StatusRecord | None:
+        try:
+            entry = await self._kv[self.settings.records_bucket].get(site)
+        except KeyNotFoundError:
+            return None
+        return parse_record(entry.value, f"revision {entry.revision}", site) if entry.value else None
 
     async def _put(self, bucket: str, key: str, value: bytes) -> int:
         return await self._kv[bucket].put(key, value)
