@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import statistics
 import subprocess
 import tempfile
@@ -81,9 +82,15 @@ def site_worker(url: str, sites: int, ready, go, results) -> None:
     asyncio.run(main())
 
 
-def notification_latency(server: NatsServer, args, poll) -> tuple[list[float], list[float], list[float]]:
-    """Per-site latencies of every commit, the per-commit latency of the slowest site, and the
-    baseline polls timed in turns with the commits."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (/proc/PID/stat, clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def notification_latency(server: NatsServer, args, poll) -> tuple[list[float], list[float], list[float], float]:
+    """Per-site latencies of every commit, the per-commit latency of the slowest site, the
+    baseline polls timed in turns with the commits, and the server's CPU seconds per commit."""
     context = multiprocessing.get_context("spawn")
     ready, results, go = context.Queue(), context.Queue(), context.Event()
     shares = [args.sites // args.workers + (1 if i < args.sites % args.workers else 0) for i in range(args.workers)]
@@ -95,12 +102,14 @@ def notification_latency(server: NatsServer, args, poll) -> tuple[list[float], l
     assert connected == args.sites
     notifier = NatsChannel(NatsSettings(servers=[server.url], timeout=10))
     polls = []
+    cpu_before = cpu_seconds(server.process.pid)
     try:
         for round_ in range(args.repetitions):
             polls.append(timed(poll))
             notifier.put_commit(f"{round_:040x}:{time.monotonic()}")
             time.sleep(max(0.5, args.sites / 2000))  # every delivery of this commit done before the next
     finally:
+        server_cpu = (cpu_seconds(server.process.pid) - cpu_before) / args.repetitions  # idle connections' pings too
         go.set()
         notifier.close()
     received = [pair for _ in workers for pair in results.get(timeout=600)]
@@ -111,7 +120,7 @@ def notification_latency(server: NatsServer, args, poll) -> tuple[list[float], l
     by_commit: dict[str, list[float]] = {}
     for commit, latency in received:
         by_commit.setdefault(commit, []).append(latency)
-    return [latency for _, latency in received], [max(latencies) for latencies in by_commit.values()], polls
+    return [latency for _, latency in received], [max(latencies) for latencies in by_commit.values()], polls, server_cpu
 
 
 def record(site: str, when: datetime) -> StatusRecord:
@@ -172,7 +181,7 @@ def main() -> None:
             def poll() -> None:
                 subprocess.run(["git", "ls-remote", "--heads", url, "main"], check=True, capture_output=True)
 
-            per_site, slowest, polls = notification_latency(server, args, poll)
+            per_site, slowest, polls, server_cpu = notification_latency(server, args, poll)
         finally:
             git_server.stop()
     notified, poll_stats = Stats.of(per_site), Stats.of(polls)
@@ -181,13 +190,15 @@ def main() -> None:
     print(f"machine: {machine()}; {args.sites} sites in {args.workers} processes, {args.repetitions} commits")
     print(f"commit -> site notified: p50 {notified.median * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms, "
           f"slowest site per commit (median) {statistics.median(slowest) * 1e3:.1f} ms")
+    print(f"nats-server CPU per commit (fan-out to {args.sites} sites, idle connections included): "
+          f"{server_cpu * 1e3:.1f} ms")
     print(f"baseline, one no-op git poll (ls-remote --heads): {poll_stats.ms()}")
     print(f"bytes per status publish: NATS {nats_bytes} B, git push {git_bytes} B with {args.sites} status refs "
           f"({git_bytes / nats_bytes:.0f}x)")
     emit("nats", ratio, f"commit -> every site p99 <= {TARGET_P99_S:.0f} s", p99 <= TARGET_P99_S,
          f"{args.sites} sites notified p99 {p99 * 1e3:.0f} ms", sites=args.sites,
          notified=notified.to_json(), notified_p99_s=round(p99, 6), git_poll=poll_stats.to_json(),
-         nats_publish_bytes=nats_bytes, git_push_bytes=git_bytes)
+         nats_publish_bytes=nats_bytes, git_push_bytes=git_bytes, server_cpu_per_commit_s=round(server_cpu, 4))
 
 
 if __name__ == "__main__":
