@@ -75,8 +75,8 @@ class SiteConfig(BaseModel):
     def _forge_gates_need_a_forge(self) -> SiteConfig:
         if self.gate_source == "forge" and self.forge is None:
             raise ValueError("gateSource: forge needs the forge settings")
-        if self.gate_source == "forge" and self.nats is not None:
-            raise ValueError("gateSource: forge and nats are two status channels: choose one")
+        if self.forge is not None and self.nats is not None:
+            raise ValueError("forge and nats: the NATS channel does not mirror records to a forge (yet); choose one")
         return self
 
     @property

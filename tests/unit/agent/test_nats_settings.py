@@ -1,5 +1,5 @@
 """``nats:`` in site.yaml: camelCase keys, paths against the file's folder, every mistake refused at
-its line; NATS and forge gates are two channels, not one."""
+its line; a forge beside NATS is refused (nothing would mirror to it)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,8 @@ def test_a_mistake_in_the_nats_section_is_refused_at_its_line(tmp_path, section,
     assert said in str(refused.value)
 
 
-def test_forge_gates_and_nats_are_refused_together(tmp_path):
+@pytest.mark.parametrize("gates", ["", "gateSource: forge\n"])
+def test_a_forge_and_nats_are_refused_together(tmp_path, gates):
     forge = "forge:\n  kind: github\n  apiUrl: https://api.github.com\n  repository: o/r\n  tokenEnv: T\n"
-    with pytest.raises(UsageError, match="gateSource: forge and nats are two status channels"):
-        load(tmp_path, GOOD + forge + "gateSource: forge\nnats:\n  servers: [nats://h:4222]\n")
+    with pytest.raises(UsageError, match="forge and nats: the NATS channel does not mirror records to a forge"):
+        load(tmp_path, GOOD + forge + gates + "nats:\n  servers: [nats://h:4222]\n")
