@@ -81,6 +81,7 @@ ArtifactUnreadable = _failure("ArtifactUnreadable", _TICK, "a local artifact fil
 DiskFull = _failure("DiskFull", _TICK, "the state directory has no room for the artifact")
 StoreWriteFailed = _failure("StoreWriteFailed", _TICK, "writing a blob into the state directory failed")
 StateWriteFailed = _failure("StateWriteFailed", _TICK, "state.json could not be written; the activation was undone")
+StatusChannelUnreachable = _failure("StatusChannelUnreachable", _TICK, "the NATS status channel did not answer: no gate is decided on an old view")
 ProfileUnreadable = _failure("ProfileUnreadable", _TICK, "the version's reference profile cannot be read at the site; drift is not counted")
 BatchRunInProgress = _failure("BatchRunInProgress", _TICK, "another run of the batch deployment holds its lock (Forbid): this one is skipped")
 StateLocked = _failure("StateLocked", _TICK, "another agent holds the state directory's lock")

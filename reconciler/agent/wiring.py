@@ -16,6 +16,7 @@ from reconciler.agent.apply import Applier, CanaryMetrics, Runtime
 from reconciler.agent.channel import GitStatusChannel
 from reconciler.agent.inventory import InventoryCache
 from reconciler.agent.loop import Agent, utcnow
+from reconciler.agent.ports import StatusChannel
 from reconciler.agent.statedir import StateDir
 from reconciler.agent.telemetry import SiteTelemetry
 from reconciler.agent.vetting import ArtifactVetting
@@ -41,14 +42,28 @@ def build_agent(config: SiteConfig, runtime: Runtime | None, metrics: CanaryMetr
     source = GitSource(config.repo, config.branch, config.state / "cache" / "fleet.git")
     status_source = source if config.status_repo is None else \
         GitSource(config.status_repo, config.branch, config.state / "cache" / "status.git")
-    forge = ForgeStatuses(config.forge) if config.forge else None
-    status = GitStatusChannel(StatusRefs(status_source, load_status_signer(config)), forge, by_forge=config.gate_source == "forge",
-                              target_url=config.forge.target_url if config.forge else None)
+    wake = wake or threading.Event()
+    status = build_status_channel(config, status_source, wake)
     applier = build_applier(state_dir or StateDir(config.state), runtime, load_trust_roots(config), config, metrics, stop, telemetry)
     caches = [source] if status_source is source else [source, status_source]
     return Agent(config, source=source, status=status, applier=applier, runtime=runtime, clock=clock,
                  caches=caches, telemetry=telemetry, wake=wake,
                  inventory=InventoryCache(config.state, config.inventory_dir))
+
+
+def build_status_channel(config: SiteConfig, status_source: GitSource, wake: threading.Event) -> StatusChannel:
+    """Git refs (mirrored to a forge, or the forge alone), or NATS with Git as the audit trail;
+    a new fleet commit announced over NATS wakes the agent at once."""
+    if config.nats is not None:
+        from reconciler.agent.nats_status import NatsStatusChannel
+        from reconciler.status.nats_channel import NatsChannel
+
+        audit = StatusRefs(status_source, load_status_signer(config)) if config.nats.audit == "git" else None
+        return NatsStatusChannel(NatsChannel(config.nats, config.site, on_commit=lambda _commit: wake.set()), audit)
+    forge = ForgeStatuses(config.forge) if config.forge else None
+    return GitStatusChannel(StatusRefs(status_source, load_status_signer(config)), forge,
+                            by_forge=config.gate_source == "forge",
+                            target_url=config.forge.target_url if config.forge else None)
 
 
 def build_applier(state_dir: StateDir, runtime: Runtime | None, trust_roots: TrustRoots,

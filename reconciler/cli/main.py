@@ -155,6 +155,10 @@ def _parser() -> argparse.ArgumentParser:
     from reconciler.cli.enroll import add_subcommands as add_enroll_commands
 
     add_enroll_commands(commands)  # enroll
+
+    from reconciler.cli.notify import add_subcommands as add_notify_commands
+
+    add_notify_commands(commands)  # notify
     return parser
 
 

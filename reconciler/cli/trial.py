@@ -15,6 +15,7 @@ from reconciler.delivery.plan import Plan, plan_site, rollout_of
 from reconciler.history.timeline import open_fleet
 from reconciler.manifests.loader import load_tree
 from reconciler.settings import SiteConfig
+from reconciler.status.record import StatusRecord
 
 
 def dry_run(config: SiteConfig, as_json: bool = False) -> int:
@@ -28,9 +29,11 @@ def dry_run(config: SiteConfig, as_json: bool = False) -> int:
                 print(finding.render(), file=sys.stderr)
             return EXIT_FINDING
         rollouts = any(rollout_of(loaded.repo, d) for d in loaded.repo.deployments.values())
-        records = opened.status().latest if rollouts and config.status_repo is None else {}
+        records = opened.status().latest if rollouts and config.status_repo is None and config.nats is None else {}
         head = opened.head
-    if rollouts and config.status_repo is not None:
+    if rollouts and config.nats is not None:
+        records = _nats_records(config)
+    elif rollouts and config.status_repo is not None:
         with open_fleet(config.status_repo, config.branch) as status:
             records = status.status().latest
     if not (config.trust_keys or config.trust_identities):
@@ -40,6 +43,16 @@ def dry_run(config: SiteConfig, as_json: bool = False) -> int:
     plan = plan_site(loaded.repo, config.site, state, datetime.now(UTC), head, records)
     print(json.dumps(plan.to_json(), indent=2) if as_json else render_plan_text(plan) + "\n(dry run: nothing written)")
     return EXIT_FINDING if _has_error(plan) else EXIT_OK
+
+
+def _nats_records(config: SiteConfig) -> dict[str, StatusRecord]:
+    from reconciler.status.nats_channel import NatsChannel
+
+    channel = NatsChannel(config.nats)  # no site: it reads, and puts nothing
+    try:
+        return channel.records()
+    finally:
+        channel.close()
 
 
 def _has_error(plan: Plan) -> bool:

@@ -9,9 +9,10 @@ from reconciler.settings.batch import BatchDirectories
 from reconciler.settings.commits import CommitPolicy
 from reconciler.settings.fetch import AuthConfig, FetchLimits
 from reconciler.settings.forge import ForgeConfig
+from reconciler.settings.nats import NatsSettings
 from reconciler.settings.oci import OciSettings
 from reconciler.settings.paths import PathsFrom
 from reconciler.settings.site import SiteConfig, TrustIdentity, ValidationLimits
 
-__all__ = ["Address", "AuthConfig", "BatchDirectories", "CommitPolicy", "FetchLimits", "ForgeConfig", "OciSettings", "PathsFrom",
+__all__ = ["Address", "AuthConfig", "BatchDirectories", "CommitPolicy", "FetchLimits", "ForgeConfig", "NatsSettings", "OciSettings", "PathsFrom",
            "SiteConfig", "TrustIdentity", "ValidationLimits"]

@@ -15,6 +15,7 @@ from reconciler.settings.batch import BatchDirectories
 from reconciler.settings.commits import CommitPolicy
 from reconciler.settings.fetch import FetchLimits
 from reconciler.settings.forge import ForgeConfig
+from reconciler.settings.nats import NatsSettings
 from reconciler.settings.paths import SETTINGS, LocalPath, Location
 
 _SHORTEST_INTERVAL = timedelta(milliseconds=100)
@@ -61,6 +62,7 @@ class SiteConfig(BaseModel):
     commit_policy: CommitPolicy | None = None  # require signed fleet commits (SSH or GPG signers)
     forge: ForgeConfig | None = None  # mirror status records as forge commit statuses
     gate_source: Literal["git", "forge"] = "git"  # forge: read other sites from commit statuses, never push refs
+    nats: NatsSettings | None = None  # records and fleet-commit wake-ups over NATS JetStream instead of status refs
     validation: ValidationLimits = ValidationLimits()
     fetch: FetchLimits = FetchLimits()  # timeouts, retries, redirects, auth, CA bundle for artifacts
     batch: BatchDirectories = BatchDirectories()  # logical batch input/output names -> local directories
@@ -88,6 +90,8 @@ class SiteConfig(BaseModel):
     def _forge_gates_need_a_forge(self) -> SiteConfig:
         if self.gate_source == "forge" and self.forge is None:
             raise ValueError("gateSource: forge needs the forge settings")
+        if self.forge is not None and self.nats is not None:
+            raise ValueError("forge and nats: the NATS channel does not mirror records to a forge (yet); choose one")
         return self
 
     @property

@@ -1,0 +1,279 @@
+"""Status records and fleet-commit wake-ups over NATS JetStream key-value, for fleets that have
+outgrown one Git server (README "NATS channel").
+
+Two buckets: the records bucket holds each site's newest record under its name (with a few
+revisions of history), the fleet bucket the fleet's newest commit under ``commit`` (``reconciler
+notify`` puts it on push). A site watches the records bucket once it first reads the fleet (so a
+gate reads the in-memory view, no round trip per site) and subscribes to the commit key's subject
+(plain NATS, no consumer per site) to be woken at once.
+
+nats-py is asyncio and the agent is threaded: each channel owns one event loop in a daemon thread.
+The loop connects, binds the buckets, follows them, and on any loss (server restart, network)
+drops the connection and starts over with backoff: a fresh watch is a fresh snapshot of every
+key, and the site's own newest record is put again if the bucket lost or missed it, so a site
+that was away converges when it is back. Reads made while no snapshot is current fail as
+Transient rather than decide on a view that cannot be refreshed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import nats
+from nats.js.api import KeyValueConfig
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+
+from reconciler import reasons
+from reconciler.errors import Transient
+from reconciler.settings import NatsSettings
+from reconciler.status.gitref import parse_record
+from reconciler.status.record import StatusRecord
+
+log = logging.getLogger(__name__)
+
+COMMIT_KEY = "commit"
+_FIRST_BACKOFF, _LONGEST_BACKOFF = 0.25, 30.0
+
+
+def _wire(record: StatusRecord) -> bytes:
+    """Compact JSON: Git's copy is indented for line diffs, this one only travels."""
+    return record.model_dump_json().encode()
+
+
+class NatsChannel:
+    """``site``: whose record this channel puts (None: a notifier or an observer); ``on_commit``:
+    called with every new fleet commit seen, from the channel's thread."""
+
+    def __init__(self, settings: NatsSettings, site: str | None = None,
+                 on_commit: Callable[[str], None] | None = None):
+        self.settings, self.site, self.on_commit = settings, site, on_commit
+        self.fleet_commit: str | None = None
+        self._records: dict[str, StatusRecord] = {}  # the watched view: site -> newest record
+        self._watching = False  # asked for the records (read_fleet): follow them from now on
+        self._synced = threading.Event()  # the view is a current snapshot plus live updates
+        self._ready = threading.Event()  # connected and bound
+        self._own: StatusRecord | None = None  # newest record of this site, put again after a loss
+        self._watch: asyncio.Task | None = None
+        self._nc = None
+        self._seen = 0  # the newest revision of the records bucket the watch has delivered
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=f"nats-{site or 'client'}", daemon=True)
+        self._thread.start()
+        self._supervisor = asyncio.run_coroutine_threadsafe(self._supervise(), self._loop)
+
+    # --- called from the agent's thread ----------------------------------------------------------
+
+    def records(self) -> dict[str, StatusRecord]:
+        """Every site's newest record, from the watched view once it holds every revision the
+        bucket had when asked: one round trip, whatever the fleet's size. A view that does not
+        catch up in time (a watch a leaf node's lost link left behind) is watched afresh."""
+        if not self._watching:
+            self._watching = True
+            self._call(self._start_watch())
+        newest = self._call(self._newest_revision())
+        deadline = time.monotonic() + self.settings.timeout
+        while not (self._synced.is_set() and self._seen >= newest):
+            if time.monotonic() > deadline:
+                self._call(self._start_watch(afresh=True))
+                raise self._unreachable(f"sent records up to revision {self._seen} of {newest}; watching afresh")
+            time.sleep(0.01)
+        return dict(self._records)
+
+    def record(self, site: str) -> StatusRecord | None:
+        """One site's newest record, asked of the bucket: a site that never reads gates never watches."""
+        return self._call(self._get_record(site))
+
+    def put_record(self, record: StatusRecord) -> None:
+        self._own = record
+        self._call(self._put(self.settings.records_bucket, record.site, _wire(record)))
+
+    def put_commit(self, commit: str) -> None:
+        self._call(self._put(self.settings.fleet_bucket, COMMIT_KEY, commit.encode()))
+
+    def close(self) -> None:
+        """Stop the loop and its thread; nothing of the channel runs after this returns."""
+        if not self._thread.is_alive():
+            return
+        self._supervisor.cancel()
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(self.settings.timeout + 5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(self.settings.timeout + 5)
+        self._loop.close()
+
+    def _call(self, work: Coroutine[Any, Any, Any]) -> Any:
+        if not self._ready.wait(self.settings.timeout):
+            work.close()
+            raise self._unreachable("does not answer")
+        future = asyncio.run_coroutine_threadsafe(work, self._loop)
+        try:
+            return future.result(self.settings.timeout * 2)
+        except Exception as error:  # nats-py's timeouts, a dropped connection, a refused request
+            future.cancel()
+            raise self._unreachable(f"refused or lost the request: {type(error).__name__} {error}") from error
+
+    def _unreachable(self, what: str) -> Transient:
+        return Transient(reasons.StatusChannelUnreachable, f"NATS at {', '.join(self.settings.servers)} {what}; "
+                                                     "the site keeps serving and tries again")
+
+    # --- the channel's own loop ------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        backoff = _FIRST_BACKOFF
+        while True:
+            lost = asyncio.Event()
+            try:
+                self._nc = await nats.connect(**self._options(lost))
+                self._js = self._nc.jetstream(timeout=self.settings.timeout, domain=self.settings.domain)
+                self._kv = {name: await self._bucket(name)
+                            for name in (self.settings.records_bucket, self.settings.fleet_bucket)}
+                await self._follow(lost)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("NATS %s: %s %s; reconnecting", ", ".join(self.settings.servers), type(error).__name__, error)
+            else:
+                backoff = _FIRST_BACKOFF  # it had worked: the next attempt starts quickly again
+            finally:
+                await self._drop()
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, _LONGEST_BACKOFF)
+
+    async def _follow(self, lost: asyncio.Event) -> None:
+        """Live until the connection is lost: the commit key's subject, the records if asked for."""
+        await self._nc.subscribe(f"$KV.{self.settings.fleet_bucket}.{COMMIT_KEY}", cb=self._commit_message)
+        try:
+            self._saw_commit((await self._kv[self.settings.fleet_bucket].get(COMMIT_KEY)).value)
+        except KeyNotFoundError:
+            pass
+        await self._put_own_again()
+        self._ready.set()
+        if self._watching:
+            await self._start_watch()
+        await lost.wait()
+
+    async def _start_watch(self, afresh: bool = False) -> None:
+        if afresh:
+            self._stop_watch()
+        if self._watch is None:  # no await between the check and the task: one watch at a time
+            self._watch = asyncio.create_task(self._take_records())
+
+    def _stop_watch(self) -> None:
+        self._synced.clear()
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+
+    async def _take_records(self) -> None:
+        """A snapshot of every key, then live updates, into the view; ``_seen`` follows the revisions."""
+        snapshot: dict[str, StatusRecord] = {}
+        self._seen, connection, live = 0, self._nc, False
+        watcher = await self._kv[self.settings.records_bucket].watchall()
+        try:
+            async for entry in watcher:
+                if entry is None:  # the snapshot is complete: from here on, live updates
+                    self._records, live = snapshot, True
+                    self._synced.set()
+                    continue
+                record = parse_record(entry.value, f"revision {entry.revision}", entry.key) if entry.value else None
+                target = self._records if live else snapshot
+                if record is None:
+                    target.pop(entry.key, None)
+                else:
+                    target[entry.key] = record
+                self._seen = max(self._seen, entry.revision)
+        finally:
+            if connection is not None and not connection.is_closed:
+                await watcher.stop()
+
+    async def _newest_revision(self) -> int:
+        return (await self._kv[self.settings.records_bucket].status()).stream_info.state.last_seq
+
+    async def _put_own_again(self) -> None:
+        """After a loss the bucket may lack this site's newest record (a put that failed, a server
+        that lost its store): the site's own record is the truth, put it again."""
+        own = self._own
+        if own is None:
+            return
+        try:
+            stored = (await self._kv[self.settings.records_bucket].get(own.site)).value
+        except KeyNotFoundError:
+            stored = None
+        if stored != _wire(own):
+            await self._put(self.settings.records_bucket, own.site, _wire(own))
+            log.info("%s: newest record put (the bucket lacked it)", own.site)
+
+    async def _get_record(self, site: str) -> StatusRecord | None:
+        try:
+            entry = await self._kv[self.settings.records_bucket].get(site)
+        except KeyNotFoundError:
+            return None
+        return parse_record(entry.value, f"revision {entry.revision}", site) if entry.value else None
+
+    async def _put(self, bucket: str, key: str, value: bytes) -> int:
+        if self.settings.domain is None:
+            return await self._kv[bucket].put(key, value)
+        # nats-py 2.16 puts to $KV.<bucket>.<key> even in a domain, which does not cross a leaf node
+        # (nats-io/nats.py#1010, fixed upstream by #1011): through the domain's API, as nats.go does.
+        return (await self._js.publish(f"$JS.{self.settings.domain}.API.$KV.{bucket}.{key}", value)).seq
+
+    async def _commit_message(self, msg) -> None:
+        self._saw_commit(msg.data)
+
+    def _saw_commit(self, value: bytes) -> None:
+        commit = value.decode(errors="replace").strip()
+        if commit and commit != self.fleet_commit:
+            self.fleet_commit = commit
+            if self.on_commit is not None:
+                self.on_commit(commit)
+
+    async def _bucket(self, name: str):
+        try:
+            return await self._js.key_value(name)
+        except BucketNotFoundError:
+            return await self._js.create_key_value(KeyValueConfig(bucket=name, history=self.settings.history))
+
+    def _options(self, lost: asyncio.Event) -> dict[str, Any]:
+        settings = self.settings
+
+        async def on_lost(*_: object) -> None:
+            lost.set()
+
+        async def on_error(error: Exception) -> None:
+            log.debug("NATS: %s", error)
+
+        options: dict[str, Any] = dict(
+            servers=settings.servers, name=f"reconciler {self.site or 'client'}", connect_timeout=settings.timeout,
+            allow_reconnect=False, disconnected_cb=on_lost, closed_cb=on_lost, error_cb=on_error)
+        if settings.credentials_file is not None:
+            options["user_credentials"] = str(settings.credentials_file)
+        if settings.nkey_seed is not None:
+            options["nkeys_seed"] = str(settings.nkey_seed)
+        if settings.token_env is not None:
+            options["token"] = os.environ.get(settings.token_env, "")
+        if settings.tls_ca is not None or any(s.startswith("tls://") for s in settings.servers):
+            options["tls"] = ssl.create_default_context(cafile=str(settings.tls_ca) if settings.tls_ca else None)
+        return options
+
+    async def _drop(self) -> None:
+        self._ready.clear()
+        self._stop_watch()
+        nc, self._nc = self._nc, None
+        if nc is not None and not nc.is_closed:
+            try:
+                await asyncio.wait_for(nc.close(), self.settings.timeout)
+            except Exception as error:  # closing a dead connection: nothing to save
+                log.debug("NATS close: %s", error)
+
+    async def _shutdown(self) -> None:
+        await self._drop()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
