@@ -172,7 +172,9 @@ class _Download:
                  left: Callable[[int], None]):
         self.uri = artifact.uri
         self.pinned = artifact.digest
-        self.arch = artifact.platform.arch if artifact.platform else None
+        # an image index is resolved by the artifact's platform; a reference profile has none
+        platform = artifact.platform if isinstance(artifact, Artifact) else None
+        self.arch = platform.arch if platform else None
         self._report = report  # told the bytes received so far
         self._left = left  # told, when the ingest fails, how many bytes the next one starts from
         self.limit = artifact.size  # one byte more proves the source larger than the manifest says
