@@ -6,8 +6,9 @@ from typing import Any
 
 from reconciler.flags import FlagSet
 from reconciler.flags.model import FlagFile
+from reconciler.manifests.deployments import Deployment
 from reconciler.manifests.fleet import FleetRepo
-from reconciler.manifests.models import Deployment, Fleet, Model, Site
+from reconciler.manifests.models import Fleet, Model, Site
 
 DIGEST_A = "sha256:" + "a" * 64
 DIGEST_B = "sha256:" + "b" * 64

@@ -23,9 +23,10 @@ from reconciler.gitdoor.source import not_committable
 from reconciler.ingest.artifacts import ArtifactStore, Ingested
 from reconciler.ingest.fetch import RepoRoot
 from reconciler.ingest.verification import ingest, signature_bytes, signature_roots, verify_signature
+from reconciler.manifests.deployments import FlagRef
 from reconciler.manifests.findings import field_path
 from reconciler.manifests.fleet import Finding, FleetRepo
-from reconciler.manifests.models import Artifact, FlagRef, Model, ModelVersion
+from reconciler.manifests.models import Artifact, Model, ModelVersion
 from reconciler.manifests.semantics import origin_of
 from reconciler.runtime.validation import ModelRefused, run_validation
 from reconciler.settings import FetchLimits, ValidationLimits

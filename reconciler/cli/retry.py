@@ -15,9 +15,9 @@ from pathlib import Path
 
 from reconciler.errors import UsageError
 from reconciler.gitdoor.git import in_worktree
+from reconciler.manifests.deployments import Deployment
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.loader import load_directory
-from reconciler.manifests.models import Deployment
 
 _KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z]+):(?P<rest>.*)$")
 

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from reconciler import reasons
 from reconciler.errors import Stalled
-from reconciler.manifests.models import Analysis, CanaryStep, Pause
+from reconciler.manifests.deployments import Analysis, CanaryStep, Pause
 from reconciler.manifests.types import format_duration
 
 CanaryKind = Literal["set_weight", "wait", "promote", "rollback"]

@@ -8,8 +8,8 @@ from datetime import datetime
 
 from reconciler.delivery.plan import rollout_of, targeted_sites
 from reconciler.delivery.rollout import wave_of
+from reconciler.manifests.deployments import Deployment
 from reconciler.manifests.fleet import Finding, FleetRepo
-from reconciler.manifests.models import Deployment
 from reconciler.manifests.semantics import origin_of
 
 SHOWN_SITES = 5

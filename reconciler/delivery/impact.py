@@ -16,8 +16,9 @@ from reconciler.delivery.fleet_checks import sites_in_no_wave
 from reconciler.delivery.plan import Target, Unplannable, rollout_of, target_for, wave_gate
 from reconciler.delivery.rollout import in_maintenance_window
 from reconciler.delivery.same_version import same_version_change
+from reconciler.manifests.deployments import Canary
 from reconciler.manifests.fleet import Finding, FleetRepo
-from reconciler.manifests.models import Canary, Rollout
+from reconciler.manifests.models import Rollout
 from reconciler.manifests.selectors import matches
 from reconciler.manifests.types import format_duration
 from reconciler.status.record import StatusRecord

@@ -18,13 +18,10 @@ from reconciler.delivery.rollout import in_maintenance_window, wave_of
 from reconciler.delivery.same_version import needs_recheck, why_deploy
 from reconciler.errors import Stalled
 from reconciler.flags import evaluate, site_context
+from reconciler.manifests.deployments import CanaryStep, Deployment, DeploymentSpec, FlagRef
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.models import (
     Artifact,
-    CanaryStep,
-    Deployment,
-    DeploymentSpec,
-    FlagRef,
     ModelInterface,
     Platform,
     ReferenceProfile,

@@ -13,7 +13,8 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from reconciler.flags import FlagFile
-from reconciler.manifests.models import Deployment, Fleet, Model, Site
+from reconciler.manifests.deployments import Deployment
+from reconciler.manifests.models import Fleet, Model, Site
 from reconciler.monitoring.profile import Profile
 from reconciler.status.record import StatusRecord
 

@@ -33,9 +33,9 @@ from typing import Any
 from reconciler.delivery.plan import rollout_of
 from reconciler.gitdoor.git import REGULAR_FILE_MODES
 from reconciler.gitdoor.source import GitSource
+from reconciler.manifests.deployments import FlagRef
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.loader import DocumentCache, LoadResult, load_tree
-from reconciler.manifests.models import FlagRef
 from reconciler.settings import CommitPolicy
 from reconciler.trust.commitpolicy import signature_verdicts
 

@@ -21,8 +21,9 @@ from reconciler.delivery.rollout import wave_of
 from reconciler.history.audit import DeploymentChange, FleetTrail, describe_change, fleet_trail, utc_text
 from reconciler.history.drift_html import Trend, drift_section, drift_trends
 from reconciler.history.timeline import Interval, open_fleet, shown_location, site_timeline
+from reconciler.manifests.deployments import Deployment
 from reconciler.manifests.fleet import FleetRepo
-from reconciler.manifests.models import Deployment, FleetSpec, Site
+from reconciler.manifests.models import FleetSpec, Site
 from reconciler.manifests.selectors import matches
 from reconciler.settings import CommitPolicy
 from reconciler.status.matrix import FleetMatrix, SiteRow, build_matrix

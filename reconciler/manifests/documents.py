@@ -12,12 +12,14 @@ import yaml
 from pydantic import ValidationError
 
 from reconciler.flags import FlagFile
+from reconciler.manifests.deployments import Deployment
 from reconciler.manifests.findings import field_path, validation_findings
 from reconciler.manifests.fleet import Finding, Origin
-from reconciler.manifests.models import API_VERSION, KINDS, Strict
+from reconciler.manifests.models import API_VERSION, Fleet, Model, Site, Strict
 from reconciler.manifests.yamlreader import TAG, YamlLoader, child_of, line_col, malformed
 
 FLAG_SUFFIX = ".flagd.json"
+KINDS: dict[str, type[Strict]] = {"Fleet": Fleet, "Site": Site, "Model": Model, "Deployment": Deployment}
 KNOWN_KINDS = ", ".join(sorted(KINDS))
 
 

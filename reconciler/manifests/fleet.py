@@ -7,7 +7,8 @@ from functools import cached_property
 from typing import Literal
 
 from reconciler.flags import FlagSet
-from reconciler.manifests.models import Deployment, Fleet, FleetSpec, Model, Site
+from reconciler.manifests.deployments import Deployment
+from reconciler.manifests.models import Fleet, FleetSpec, Model, Site
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.flags import FlagDefinition, FlagSet
-from reconciler.manifests.documents import FLAG_SUFFIX, ParsedFile, parse_file
+from reconciler.manifests.documents import FLAG_SUFFIX, KINDS, ParsedFile, parse_file
 from reconciler.manifests.fleet import Finding, FleetRepo, Origin
-from reconciler.manifests.models import KINDS
 
 YAML_SUFFIXES = (".yaml", ".yml")
 MANIFEST_SUFFIXES = (*YAML_SUFFIXES, FLAG_SUFFIX)

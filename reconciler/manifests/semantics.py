@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from reconciler.flags import FlagDefinition
+from reconciler.manifests.deployments import Deployment, FlagRef
 from reconciler.manifests.findings import field_path
 from reconciler.manifests.fleet import Finding, FleetRepo, Origin
-from reconciler.manifests.models import Deployment, FlagRef, Model, Rollout, Selector, Site, TensorSpec
+from reconciler.manifests.models import Model, Rollout, Selector, Site, TensorSpec
 from reconciler.manifests.selectors import matches
 
 

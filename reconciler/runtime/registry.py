@@ -20,7 +20,8 @@ import onnxruntime as ort
 from reconciler import reasons
 from reconciler.errors import Stalled, Transient
 from reconciler.flags import FlagSet
-from reconciler.manifests.models import DeploymentSpec, ModelInterface
+from reconciler.manifests.deployments import DeploymentSpec
+from reconciler.manifests.models import ModelInterface
 from reconciler.manifests.types import Digest
 from reconciler.runtime.providers import CPU, choose_here
 

@@ -21,7 +21,9 @@ import yaml
 from reconciler import trust
 from reconciler.delivery.plan import pick_artifact
 from reconciler.flags.model import FlagFile
-from reconciler.manifests.models import KINDS, Deployment, Fleet, Model, Site
+from reconciler.manifests.deployments import Deployment
+from reconciler.manifests.documents import KINDS
+from reconciler.manifests.models import Fleet, Model, Site
 from reconciler.manifests.selectors import matches
 
 PROJECT = Path(__file__).resolve().parents[2]

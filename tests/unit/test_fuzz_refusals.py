@@ -38,9 +38,9 @@ from reconciler.devtools.trust_fixtures import (
 from reconciler.errors import ReconcilerError, UsageError
 from reconciler.flags import FlagFile
 from reconciler.manifests import semantics
-from reconciler.manifests.documents import parse_file
+from reconciler.manifests.documents import KINDS, parse_file
 from reconciler.manifests.loader import RepoFile, load_tree
-from reconciler.manifests.models import API_VERSION, KINDS
+from reconciler.manifests.models import API_VERSION
 from reconciler.settings import SiteConfig
 from reconciler.trust import KeylessIdentity, TrustRoots
 from reconciler.trust.signing import decrypt_private_key

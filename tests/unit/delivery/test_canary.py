@@ -12,7 +12,7 @@ import yaml
 
 from reconciler.delivery.canary import CanaryProgress, decide_canary, measured_since
 from reconciler.errors import Stalled
-from reconciler.manifests.models import CanaryStep, Deployment
+from reconciler.manifests.deployments import CanaryStep, Deployment
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 EXAMPLE = Path(__file__).resolve().parents[3] / "example-fleet-repo"

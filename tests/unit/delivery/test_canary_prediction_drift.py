@@ -10,7 +10,7 @@ import pytest
 
 from reconciler.delivery.canary import CanaryProgress, decide_canary
 from reconciler.delivery.evidence import failure_kind
-from reconciler.manifests.models import CanaryStep
+from reconciler.manifests.deployments import CanaryStep
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 

@@ -10,7 +10,8 @@ import pytest
 
 from reconciler.delivery.gates import GateDecision, SiteReport, decide_gate, rollout_id, site_report
 from reconciler.delivery.rollout import wave_index
-from reconciler.manifests.models import Deployment, Rollout
+from reconciler.manifests.deployments import Deployment
+from reconciler.manifests.models import Rollout
 from reconciler.status.record import DeploymentStatus, StatusRecord
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from reconciler.delivery.plan import _rollout_of_version
-from reconciler.manifests.models import DeploymentSpec
+from reconciler.manifests.deployments import DeploymentSpec
 
 BASE = {"model": "m", "version": "1.0.0"}
 

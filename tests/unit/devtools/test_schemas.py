@@ -11,8 +11,8 @@ from manifest_texts import DIGEST_A, GOOD_REPO
 
 from reconciler.devtools.schema_gen import SCHEMAS, SCHEMAS_DIR, render_schemas
 from reconciler.flags import FlagFile
+from reconciler.manifests.documents import KINDS
 from reconciler.manifests.loader import is_manifest_path
-from reconciler.manifests.models import KINDS
 from reconciler.manifests.yamlreader import YamlLoader
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "example-fleet-repo"
