@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import logging
 
-from reconciler import reasons
 from reconciler.agent.ports import FleetSource
 from reconciler.errors import ReconcilerError
 from reconciler.status.forge import CommitStatus
 from reconciler.status.gitref import StatusRefs
 from reconciler.status.nats_channel import NatsChannel
 from reconciler.status.record import StatusRecord
-from reconciler.status.signed import StatusKeyring
+from reconciler.status.signed import RecordCheck, StatusKeyring, Verdicts
 
 log = logging.getLogger("reconciler.agent")
 
@@ -35,19 +34,18 @@ class NatsStatusChannel:
     def __init__(self, nats: NatsChannel, audit: StatusRefs | None):
         self.nats, self.audit = nats, audit
         self.audited: tuple | None = None  # audit_view of the newest record in Git
+        self.verdicts = Verdicts()  # each record verified once, each ignored one logged once
 
     def read_own(self, site: str) -> StatusRecord | None:
         return self.nats.record(site)
 
     def read_fleet(self, source: FleetSource, commit: str, keyring: StatusKeyring) -> dict[str, StatusRecord]:
-        """The bucket's records carry no signature yet: a site with enrolled status keys, or any
-        site when the fleet requires signed status, counts as not reported (as a forge status does)."""
-        records = self.nats.records()
-        unsigned = set(records) if keyring.require_signed else set(records) & set(keyring.keys)
-        if unsigned:
-            log.warning("records over NATS carry no signature: %d sites count as not reported", len(unsigned),
-                        extra={"reason": reasons.StatusRecordIgnored})
-        return {site: record for site, record in records.items() if site not in unsigned}
+        """Every site's newest record in the bucket that ``keyring`` admits, checked as the Git
+        channel checks its refs: signed by a key the site's Site document enrolls, or unsigned
+        from a site that enrolls none (unless the fleet requires signed status)."""
+        check = RecordCheck(keyring, earlier=self.verdicts)
+        return {site: received.record for site, received in self.nats.received().items()
+                if check.admit(site, received.id, received.stored, received.signature)}
 
     def publish(self, record: StatusRecord, waves: list[CommitStatus]) -> None:
         """To the bucket (its failure fails the reconcile, as a refused push does), then to Git if

@@ -58,8 +58,10 @@ def build_status_channel(config: SiteConfig, status_source: GitSource, wake: thr
         from reconciler.agent.nats_status import NatsStatusChannel
         from reconciler.status.nats_channel import NatsChannel
 
-        audit = StatusRefs(status_source, load_status_signer(config)) if config.nats.audit == "git" else None
-        return NatsStatusChannel(NatsChannel(config.nats, config.site, on_commit=lambda _commit: wake.set()), audit)
+        signer = load_status_signer(config)
+        audit = StatusRefs(status_source, signer) if config.nats.audit == "git" else None
+        return NatsStatusChannel(NatsChannel(config.nats, config.site, on_commit=lambda _commit: wake.set(),
+                                             signer=signer), audit)
     forge = ForgeStatuses(config.forge) if config.forge else None
     return GitStatusChannel(StatusRefs(status_source, load_status_signer(config)), forge,
                             by_forge=config.gate_source == "forge",

@@ -11,13 +11,18 @@ summary themselves with compare-and-swap (reconciler.status.summary_refs); this 
 and the stored form, with no I/O.
 
 A site may be found in two shards after the fleet grew or shrank (its shard is its place among
-the targeted sites): the entry written last wins, so a stale copy never outvotes a newer one."""
+the targeted sites): the entry written last wins, so a stale copy never outvotes a newer one.
+
+A site with status keys signs its entry (``entry_bytes``: the entry's stored fields with the site
+and deployment they are about, so an entry cannot be replayed as another site's or deployment's);
+a reader drops the entries its ``admit`` refuses before choosing each site's newest, so a forged
+entry dated in the future cannot hide the site's genuine one."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -32,9 +37,14 @@ _FORMAT = "reconciler/summary/v1"
 class SummaryEntry:
     written_at: datetime  # the record's writtenAt: the newest entry of a site wins
     report: SiteReport | None  # None: the site's newest record says nothing of the deployment
+    # the site's signature over entry_bytes; not compared, so folding the same record twice
+    # (signatures differ each time) is still folding it once
+    signature: bytes | None = field(default=None, compare=False)
 
 
 Summary = Mapping[str, SummaryEntry]  # site -> its entry
+Sign = Callable[[bytes], bytes]  # a site's status keys
+Admit = Callable[[str, SummaryEntry], bool]  # whether a site's entry counts (its signature verifies)
 
 
 def shard_of(site: str, targeted: Iterable[str]) -> int:
@@ -45,20 +55,33 @@ def shard_of(site: str, targeted: Iterable[str]) -> int:
     return ordered.index(site) // SHARD_SIZE
 
 
-def fold(summary: Summary, record: StatusRecord, deployment: str) -> dict[str, SummaryEntry]:
-    """The summary with ``record`` taken in. A record older than the site's entry changes nothing
-    (a retry that lost a race re-reads and folds again: folding twice is folding once)."""
+def fold(summary: Summary, record: StatusRecord, deployment: str, sign: Sign | None = None) -> dict[str, SummaryEntry]:
+    """The summary with ``record`` taken in (its entry signed with ``sign``). A record older than
+    the site's entry changes nothing (a retry that lost a race re-reads and folds again: folding
+    twice is folding once)."""
     current = summary.get(record.site)
     if current is not None and current.written_at > record.writtenAt:
         return dict(summary)
-    return {**summary, record.site: SummaryEntry(record.writtenAt, site_report(record, deployment))}
+    entry = SummaryEntry(record.writtenAt, site_report(record, deployment))
+    if sign is not None:
+        entry = replace(entry, signature=sign(entry_bytes(record.site, deployment, entry)))
+    return {**summary, record.site: entry}
 
 
-def merged_reports(summaries: Iterable[Summary]) -> dict[str, SiteReport]:
-    """Every site's report from its newest entry in any shard: what ``decide_gate`` reads."""
+def entry_bytes(site: str, deployment: str, entry: SummaryEntry) -> bytes:
+    """What a site signs of its entry: the fields stored, with the site and deployment."""
+    return json.dumps({"site": site, "deployment": deployment, "entry": _entry_fields(entry)},
+                      sort_keys=True, separators=(",", ":")).encode()
+
+
+def merged_reports(summaries: Iterable[Summary], admit: Admit | None = None) -> dict[str, SiteReport]:
+    """Every site's report from its newest entry in any shard that ``admit`` lets count: what
+    ``decide_gate`` reads."""
     newest: dict[str, SummaryEntry] = {}
     for summary in summaries:
         for site, entry in summary.items():
+            if admit is not None and not admit(site, entry):
+                continue
             if site not in newest or entry.written_at > newest[site].written_at:
                 newest[site] = entry
     return {site: entry.report for site, entry in newest.items() if entry.report is not None}
@@ -67,7 +90,7 @@ def merged_reports(summaries: Iterable[Summary]) -> dict[str, SiteReport]:
 def encode(deployment: str, summary: Summary) -> bytes:
     """The stored form: one line per site, sorted, so the summary's history diffs site by site.
     A report's message is kept only for ``aborted`` (the one the gate repeats), bounding the size."""
-    sites = {site: _entry_fields(entry) for site, entry in sorted(summary.items())}
+    sites = {site: _entry_fields(entry) + _signature_field(entry) for site, entry in sorted(summary.items())}
     lines = [f'  {json.dumps(site)}: {json.dumps(fields, separators=(",", ":"))}' for site, fields in sites.items()]
     head = json.dumps({"format": _FORMAT, "deployment": deployment})[:-1]
     return (head + ', "sites": {\n' + ",\n".join(lines) + "\n}}\n").encode()
@@ -93,10 +116,18 @@ def _entry_fields(entry: SummaryEntry) -> list[Any]:
             report.reason, message, report.kind]
 
 
+def _signature_field(entry: SummaryEntry) -> list[dict[str, str]]:
+    """A signed entry ends with ``{"sig": <status.json.sig's lines>}``, which no field of it can be."""
+    return [] if entry.signature is None else [{"sig": entry.signature.decode()}]
+
+
 def _entry(fields: Sequence[Any]) -> SummaryEntry:
+    signature = None
+    if fields and isinstance(fields[-1], dict):
+        signature, fields = fields[-1]["sig"].encode(), fields[:-1]
     written_at = datetime.fromisoformat(fields[0])
     if len(fields) == 1:
-        return SummaryEntry(written_at, None)
+        return SummaryEntry(written_at, None, signature)
     rollout, state, version, since, reason, message, kind = fields[1:]
     report = SiteReport(rollout, state, version, datetime.fromisoformat(since), written_at, reason, message, kind)
-    return SummaryEntry(written_at, report)
+    return SummaryEntry(written_at, report, signature)

@@ -12,11 +12,18 @@ The loop connects, binds the buckets, follows them, and on any loss (server rest
 drops the connection and starts over with backoff: a fresh watch is a fresh snapshot of every
 key, and the site's own newest record is put again if the bucket lost or missed it, so a site
 that was away converges when it is back. Reads made while no snapshot is current fail as
-Transient rather than decide on a view that cannot be refreshed."""
+Transient rather than decide on a view that cannot be refreshed.
+
+A site with status keys puts each record in an envelope, ``{"record": <its compact JSON, as a
+string>, "signature": <status.json.sig's lines>}``, signed over the same canonical bytes as its
+Git record (status/signed.py), so one put carries both; any other value is a record put unsigned
+(as every record was before envelopes)."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import os
 import random
@@ -24,6 +31,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import nats
@@ -35,6 +43,7 @@ from reconciler.errors import Transient
 from reconciler.settings import NatsSettings
 from reconciler.status.gitref import parse_record
 from reconciler.status.record import StatusRecord
+from reconciler.status.signed import RecordSigner
 
 log = logging.getLogger(__name__)
 
@@ -42,24 +51,62 @@ COMMIT_KEY = "commit"
 _FIRST_BACKOFF, _LONGEST_BACKOFF = 0.25, 30.0
 
 
-def _wire(record: StatusRecord) -> bytes:
+def wire(record: StatusRecord) -> bytes:
     """Compact JSON: Git's copy is indented for line diffs, this one only travels."""
     return record.model_dump_json().encode()
 
 
+@dataclass(frozen=True)
+class Received:
+    """A record as the bucket holds it: the bytes its signature covers, and that signature (None:
+    put unsigned), for a RecordCheck to admit or ignore."""
+
+    record: StatusRecord
+    stored: bytes
+    signature: bytes | None
+
+    @property
+    def id(self) -> str:
+        """Names what was put (record and signature), as a status commit's id does in Git."""
+        return hashlib.sha256(self.stored + b"\0" + (self.signature or b"")).hexdigest()
+
+
+def envelope(stored: bytes, signature: bytes) -> bytes:
+    return json.dumps({"record": stored.decode(), "signature": signature.decode()}, separators=(",", ":")).encode()
+
+
+def _unwrap(value: bytes) -> tuple[bytes, bytes | None]:
+    """An envelope's record and signature; any other value is a record put unsigned."""
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return value, None
+    if isinstance(parsed, dict) and set(parsed) == {"record", "signature"} \
+            and all(isinstance(part, str) for part in parsed.values()):
+        return parsed["record"].encode(), parsed["signature"].encode()
+    return value, None
+
+
+def receive(value: bytes, revision: int, site: str) -> Received | None:
+    stored, signature = _unwrap(value)
+    record = parse_record(stored, f"revision {revision}", site)
+    return Received(record, stored, signature) if record is not None else None
+
+
 class NatsChannel:
     """``site``: whose record this channel puts (None: a notifier or an observer); ``on_commit``:
-    called with every new fleet commit seen, from the channel's thread."""
+    called with every new fleet commit seen, from the channel's thread; ``signer``: the site's
+    status keys, which sign every record it puts (None: put unsigned)."""
 
     def __init__(self, settings: NatsSettings, site: str | None = None,
-                 on_commit: Callable[[str], None] | None = None):
-        self.settings, self.site, self.on_commit = settings, site, on_commit
+                 on_commit: Callable[[str], None] | None = None, signer: RecordSigner | None = None):
+        self.settings, self.site, self.on_commit, self.signer = settings, site, on_commit, signer
         self.fleet_commit: str | None = None
-        self._records: dict[str, StatusRecord] = {}  # the watched view: site -> newest record
+        self._records: dict[str, Received] = {}  # the watched view: site -> newest record
         self._watching = False  # asked for the records (read_fleet): follow them from now on
         self._synced = threading.Event()  # the view is a current snapshot plus live updates
         self._ready = threading.Event()  # connected and bound
-        self._own: StatusRecord | None = None  # newest record of this site, put again after a loss
+        self._own: tuple[str, bytes] | None = None  # this site's newest value put, put again after a loss
         self._watch: asyncio.Task | None = None
         self._nc = None
         self._seen = 0  # the newest revision of the records bucket the watch has delivered
@@ -71,7 +118,10 @@ class NatsChannel:
     # --- called from the agent's thread ----------------------------------------------------------
 
     def records(self) -> dict[str, StatusRecord]:
-        """Every site's newest record, from the watched view once it holds every revision the
+        return {site: received.record for site, received in self.received().items()}
+
+    def received(self) -> dict[str, Received]:
+        """Every site's newest record with its signature, from the watched view once it holds every revision the
         bucket had when asked: one round trip, whatever the fleet's size. A view that does not
         catch up in time (a watch a leaf node's lost link left behind) is watched afresh."""
         if not self._watching:
@@ -91,8 +141,10 @@ class NatsChannel:
         return self._call(self._get_record(site))
 
     def put_record(self, record: StatusRecord) -> None:
-        self._own = record
-        self._call(self._put(self.settings.records_bucket, record.site, _wire(record)))
+        stored = wire(record)
+        value = stored if self.signer is None else envelope(stored, self.signer.sign(stored))
+        self._own = (record.site, value)
+        self._call(self._put(self.settings.records_bucket, record.site, value))
 
     def put_commit(self, commit: str) -> None:
         self._call(self._put(self.settings.fleet_bucket, COMMIT_KEY, commit.encode()))
@@ -172,7 +224,7 @@ class NatsChannel:
 
     async def _take_records(self) -> None:
         """A snapshot of every key, then live updates, into the view; ``_seen`` follows the revisions."""
-        snapshot: dict[str, StatusRecord] = {}
+        snapshot: dict[str, Received] = {}
         self._seen, connection, live = 0, self._nc, False
         watcher = await self._kv[self.settings.records_bucket].watchall()
         try:
@@ -181,7 +233,7 @@ class NatsChannel:
                     self._records, live = snapshot, True
                     self._synced.set()
                     continue
-                record = parse_record(entry.value, f"revision {entry.revision}", entry.key) if entry.value else None
+                record = receive(entry.value, entry.revision, entry.key) if entry.value else None
                 target = self._records if live else snapshot
                 if record is None:
                     target.pop(entry.key, None)
@@ -198,23 +250,24 @@ class NatsChannel:
     async def _put_own_again(self) -> None:
         """After a loss the bucket may lack this site's newest record (a put that failed, a server
         that lost its store): the site's own record is the truth, put it again."""
-        own = self._own
-        if own is None:
+        if self._own is None:
             return
+        site, value = self._own
         try:
-            stored = (await self._kv[self.settings.records_bucket].get(own.site)).value
+            stored = (await self._kv[self.settings.records_bucket].get(site)).value
         except KeyNotFoundError:
             stored = None
-        if stored != _wire(own):
-            await self._put(self.settings.records_bucket, own.site, _wire(own))
-            log.info("%s: newest record put (the bucket lacked it)", own.site)
+        if stored != value:
+            await self._put(self.settings.records_bucket, site, value)
+            log.info("%s: newest record put (the bucket lacked it)", site)
 
     async def _get_record(self, site: str) -> StatusRecord | None:
         try:
             entry = await self._kv[self.settings.records_bucket].get(site)
         except KeyNotFoundError:
             return None
-        return parse_record(entry.value, f"revision {entry.revision}", site) if entry.value else None
+        received = receive(entry.value, entry.revision, site) if entry.value else None
+        return received.record if received is not None else None
 
     async def _put(self, bucket: str, key: str, value: bytes) -> int:
         if self.settings.domain is None:

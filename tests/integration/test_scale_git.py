@@ -19,7 +19,9 @@ from reconciler.devtools.githttp import GitHttpServer, run_git
 from reconciler.gitdoor.source import GitSource
 from reconciler.status.gitref import STATUS_REF_PREFIX, StatusRefs
 from reconciler.status.record import DeploymentStatus, StatusRecord
+from reconciler.status.signed import RecordCheck, RecordSigner, StatusKeyring
 from reconciler.status.summary_refs import SummaryRefs, summary_ref
+from reconciler.trust import TrustedKey, generate_private_key
 
 if TYPE_CHECKING:
     from conftest import FleetRemote
@@ -109,6 +111,16 @@ def test_a_summary_gathers_the_sites_reports(summaries) -> None:
     reports = reader.reports(DEPLOYMENT)
     assert reports == {"s1": site_report(record("s1", 2), DEPLOYMENT), "s2": site_report(record("s2", 1), DEPLOYMENT)}
     assert reader.reports("other") == {}
+
+
+def test_signed_entries_count_and_a_forged_one_does_not(summaries) -> None:
+    key = generate_private_key()
+    keyring = StatusKeyring({site: (TrustedKey(f"{site}/a", key.public_key()),) for site in ("s1", "s2")})
+    summaries("s1", signer=RecordSigner((key,))).publish(record("s1", 1), DEPLOYMENT, 0)
+    summaries("forger", signer=RecordSigner((generate_private_key(),))).publish(record("s2", 1), DEPLOYMENT, 0)
+    reader = summaries("reader")
+    assert set(reader.reports(DEPLOYMENT)) == {"s1", "s2"}  # unchecked
+    assert reader.reports(DEPLOYMENT, RecordCheck(keyring)) == {"s1": site_report(record("s1", 1), DEPLOYMENT)}
 
 
 def test_a_stale_lease_is_refused_and_the_ref_stays(fleet_remote: FleetRemote, summaries, tmp_path: Path) -> None:

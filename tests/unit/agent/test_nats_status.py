@@ -1,16 +1,21 @@
 """The agent's NATS status channel: every record to the bucket, to Git only when what an auditor
 reads changed; Git out of reach delays the audit, never fails the reconcile; the bucket refusing
-does fail it."""
+does fail it. Records read from the bucket count only when the fleet's keyring admits their
+signatures."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from reconciler import reasons, trust
 from reconciler.agent.nats_status import NatsStatusChannel
 from reconciler.errors import Transient
+from reconciler.status.nats_channel import envelope, receive, wire
 from reconciler.status.record import DeploymentStatus, StatusRecord
+from reconciler.status.signed import RecordSigner, StatusKeyring
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
@@ -87,3 +92,67 @@ def test_without_audit_nothing_goes_to_git():
     channel = NatsStatusChannel(FakeBucket(), None)
     channel.publish(record(0), [])
     assert channel.nats.put == [record(0)]
+
+
+# --- signed records over NATS: checked as the Git channel checks its refs ----------------------
+
+KEY, OTHER_KEY = trust.generate_private_key(), trust.generate_private_key()
+KEYED = StatusKeyring({"store-1": (trust.TrustedKey("store-1/a", KEY.public_key()),)})
+
+
+def value(site: str, signer: RecordSigner | None = None, state: str = "success") -> bytes:
+    stored = wire(StatusRecord(site=site, state=state, reason="Converged", agentVersion="t", writtenAt=T0))
+    return stored if signer is None else envelope(stored, signer.sign(stored))
+
+
+class FakeView:
+    """The bucket's watched view, holding values as a site put them."""
+
+    def __init__(self, **values: bytes) -> None:
+        self.values = values
+
+    def received(self):
+        return {site: receive(each, 1, site) for site, each in self.values.items()}
+
+
+def tampered(site: str) -> bytes:
+    """A signed envelope whose record was changed after signing."""
+    wrapped = json.loads(value(site, RecordSigner((KEY,))))
+    wrapped["record"] = wrapped["record"].replace('"success"', '"failure"')
+    return json.dumps(wrapped).encode()
+
+
+@pytest.mark.parametrize("put, keyring, counts, why", [
+    (value("store-1", RecordSigner((KEY,))), KEYED, True, None),
+    (value("store-1", RecordSigner((OTHER_KEY,))), KEYED, False, "forged/unknown key"),
+    (tampered("store-1"), KEYED, False, "forged/unknown key"),
+    (value("store-1"), KEYED, False, "unsigned, but the Site document enrolls a key"),
+    (value("store-1"), StatusKeyring(), True, None),  # unsigned mode: a plain value, as before envelopes
+    (value("store-1"), StatusKeyring(require_signed=True), False, "the fleet requires signed status"),
+    (value("store-1", RecordSigner((KEY,))), StatusKeyring(require_signed=True), False, "enrolls no key"),
+])
+def test_records_over_nats_count_only_when_their_signature_is_admitted(put, keyring, counts, why, caplog):
+    channel = NatsStatusChannel(FakeView(**{"store-1": put}), None)
+    fleet = channel.read_fleet(None, "c1", keyring)
+    assert ("store-1" in fleet) is counts
+    ignored = [r for r in caplog.records if getattr(r, "reason", None) == reasons.StatusRecordIgnored]
+    assert bool(ignored) is not counts
+    if why is not None:
+        assert why in ignored[0].getMessage()
+
+
+def test_an_admitted_record_is_the_one_signed_and_each_forgery_is_warned_about_once(caplog):
+    channel = NatsStatusChannel(FakeView(**{"store-1": value("store-1", RecordSigner((KEY,))),
+                                            "store-2": value("store-2", RecordSigner((OTHER_KEY,)))}), None)
+    keyring = StatusKeyring({**KEYED.keys, "store-2": (trust.TrustedKey("store-2/a", KEY.public_key()),)})
+    for _ in range(2):
+        fleet = channel.read_fleet(None, "c1", keyring)
+        assert set(fleet) == {"store-1"} and fleet["store-1"].state == "success"
+    warnings = [r for r in caplog.records if getattr(r, "reason", None) == reasons.StatusRecordIgnored]
+    assert len(warnings) == 1 and "store-2" in warnings[0].getMessage()
+
+
+@pytest.mark.parametrize("put", [b'{"record": "{}", "signature": 5}', b'{"record": 1}', b"{not json"])
+def test_a_value_that_is_no_envelope_and_no_record_is_skipped(put, caplog):
+    assert receive(put, 7, "store-1") is None
+    assert "skipping status record revision 7 of site store-1" in caplog.text
