@@ -105,13 +105,17 @@ class Applier:
         self.drift = drift
         self._drift_marks: frozenset[tuple[str, str, int]] = frozenset()
         self._baselines: dict[tuple[str, datetime], object] = {}  # (deployment, step start) -> snapshot
+        self._batch_only: frozenset[str] = frozenset()  # the last plan's `serve: false` deployments
 
     def apply(self, plan: Plan, state: SiteState, repo_tree: RepoRoot, now: datetime
               ) -> tuple[SiteState, list[Outcome]]:
         """``repo_tree`` holds the commit's files, for repo-relative artifact URIs; only the
         files an artifact names are read from it."""
+        self._batch_only = plan.batch_only
         if self.runtime is not None:
             self.runtime.expect(plan.serving)
+            for name in sorted(plan.batch_only & set(state.deployments)):
+                self.runtime.remove(name)  # served before it became batch-only, or restored at start-up
         outcomes = []
         for action in plan.actions:
             self.stop.check(f"{action.kind} {action.deployment}")
@@ -327,8 +331,9 @@ class Applier:
             self._activate(deployment, previous.model, previous.active, previous.interface)
 
     def _activate(self, deployment: str, model: str, installed: Installed, interface) -> None:
-        """The runtime loads the very bytes that were hashed, and checks the digest once more."""
-        if self.runtime is not None:
+        """The runtime loads the very bytes that were hashed, and checks the digest once more. A
+        batch-only version is active in state.json alone: the batch runs load it from its blob."""
+        if self.runtime is not None and deployment not in self._batch_only:
             self.runtime.activate(deployment, model, installed.version, self.store.path_for(installed.digest),
                                   interface, digest=installed.digest)
             self._watch_drift(deployment, installed)
