@@ -111,11 +111,7 @@ class Applier:
               ) -> tuple[SiteState, list[Outcome]]:
         """``repo_tree`` holds the commit's files, for repo-relative artifact URIs; only the
         files an artifact names are read from it."""
-        self._batch_only = plan.batch_only
-        if self.runtime is not None:
-            self.runtime.expect(plan.serving)
-            for name in sorted(plan.batch_only & set(state.deployments)):
-                self.runtime.remove(name)  # served before it became batch-only, or restored at start-up
+        self._serve_as_planned(plan, state)
         outcomes = []
         for action in plan.actions:
             self.stop.check(f"{action.kind} {action.deployment}")
@@ -128,6 +124,26 @@ class Applier:
             outcomes.append(outcome)
         self._collect_garbage(plan, state)
         return state, outcomes
+
+    def _serve_as_planned(self, plan: Plan, state: SiteState) -> None:
+        """`serve` switched without a new version: a deployment that became batch-only leaves the
+        runtime (or was restored into it at start-up), one served again gets its active version."""
+        served_again = self._batch_only - plan.batch_only
+        self._batch_only = plan.batch_only
+        if self.runtime is None:
+            return
+        self.runtime.expect(plan.serving)
+        for name in sorted(plan.batch_only & set(state.deployments)):
+            self.runtime.remove(name)
+        for name in sorted(served_again & set(state.deployments)):
+            current = state.deployments[name]
+            if current.active is None:
+                continue
+            try:
+                self._activate(name, current.model, current.active, current.interface)
+            except ReconcilerError as error:  # not ready until it loads; the next apply tries again
+                self._batch_only |= {name}
+                log.warning("%s: cannot serve %s again: %s", name, current.active.version, error)
 
     def _collect_garbage(self, plan: Plan, state: SiteState) -> None:
         """Blobs and part files nothing asks for any more go, so old versions do not fill a small

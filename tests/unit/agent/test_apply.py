@@ -101,13 +101,16 @@ def test_a_batch_only_deployment_is_activated_in_state_but_never_given_to_the_ru
     assert site.runtime.calls[0] == ("expect", [])  # readiness does not wait for it
 
 
-def test_a_served_deployment_that_becomes_batch_only_stops_being_served(tmp_path):
+def test_switching_serve_without_a_new_version_takes_it_out_of_the_runtime_and_back(tmp_path):
     site = Site(tmp_path)
     site.reconcile("1.0.0", batch=BATCH)
     assert site.runtime.active == {"d": "1.0.0"}
     assert site.reconcile("1.0.0", batch=BATCH, serve=False) == []  # the same version: nothing to deploy
     assert site.runtime.active == {} and site.runtime.calls[-2:] == [("expect", []), ("remove", "d")]
     assert site.deployment.active.version == "1.0.0"  # still active for its batch runs
+
+    assert site.reconcile("1.0.0", batch=BATCH) == []  # serve again, still no new version
+    assert site.runtime.active == {"d": "1.0.0"} and site.runtime.calls[-2:] == [("expect", ["d"]), ("activate", "d", "1.0.0")]
 
 
 def test_an_upgrade_keeps_the_old_version_to_go_back_to(tmp_path):
