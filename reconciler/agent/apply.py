@@ -167,6 +167,7 @@ class Applier:
         resume a running canary at its weight; its analysis measures afresh from here."""
         if self.runtime is None:
             return
+        self._batch_only = frozenset(name for name, deployment in state.deployments.items() if not deployment.served)
         for name, deployment in state.deployments.items():
             if deployment.active is not None:
                 self._activate(name, deployment.model, deployment.active, deployment.interface)
@@ -249,7 +250,7 @@ class Applier:
         current = state.deployments.get(target.deployment)
         updated = DeploymentState(model=target.model, interface=target.interface, active=installed,
                                   previous=rollback_target(current, installed), rollout=target.rollout_id,
-                                  wave=target.wave, history=current.history if current else [])
+                                  wave=target.wave, served=target.serves, history=current.history if current else [])
         self._activate(target.deployment, target.model, installed, target.interface)
         try:
             return self._save(self._with(state, target.deployment, updated,

@@ -100,6 +100,13 @@ def test_a_batch_only_deployment_is_activated_in_state_but_never_given_to_the_ru
     assert ("activate", "d", "1.0.0") not in site.runtime.calls and ("activate", "d", "1.1.0") not in site.runtime.calls
     assert site.runtime.calls[0] == ("expect", [])  # readiness does not wait for it
 
+    restarted = Site(tmp_path)
+    restarted.applier.restore(restarted.state_dir.load(SITE))
+    assert restarted.runtime.calls == [] and not restarted.state_dir.load(SITE).deployments["d"].served
+    restarted.state = restarted.state_dir.load(SITE)
+    assert restarted.reconcile("1.1.0", batch=BATCH) == []  # served again after the restart: no new version
+    assert restarted.runtime.active == {"d": "1.1.0"}
+
 
 def test_switching_serve_without_a_new_version_takes_it_out_of_the_runtime_and_back(tmp_path):
     site = Site(tmp_path)
