@@ -105,13 +105,13 @@ class Applier:
         self.drift = drift
         self._drift_marks: frozenset[tuple[str, str, int]] = frozenset()
         self._baselines: dict[tuple[str, datetime], object] = {}  # (deployment, step start) -> snapshot
+        self._batch_only: frozenset[str] = frozenset()  # the last plan's `serve: false` deployments
 
     def apply(self, plan: Plan, state: SiteState, repo_tree: RepoRoot, now: datetime
               ) -> tuple[SiteState, list[Outcome]]:
         """``repo_tree`` holds the commit's files, for repo-relative artifact URIs; only the
         files an artifact names are read from it."""
-        if self.runtime is not None:
-            self.runtime.expect(plan.serving)
+        self._serve_as_planned(plan, state)
         outcomes = []
         for action in plan.actions:
             self.stop.check(f"{action.kind} {action.deployment}")
@@ -124,6 +124,26 @@ class Applier:
             outcomes.append(outcome)
         self._collect_garbage(plan, state)
         return state, outcomes
+
+    def _serve_as_planned(self, plan: Plan, state: SiteState) -> None:
+        """`serve` switched without a new version: a deployment that became batch-only leaves the
+        runtime (or was restored into it at start-up), one served again gets its active version."""
+        served_again = self._batch_only - plan.batch_only
+        self._batch_only = plan.batch_only
+        if self.runtime is None:
+            return
+        self.runtime.expect(plan.serving)
+        for name in sorted(plan.batch_only & set(state.deployments)):
+            self.runtime.remove(name)
+        for name in sorted(served_again & set(state.deployments)):
+            current = state.deployments[name]
+            if current.active is None:
+                continue
+            try:
+                self._activate(name, current.model, current.active, current.interface)
+            except ReconcilerError as error:  # not ready until it loads; the next apply tries again
+                self._batch_only |= {name}
+                log.warning("%s: cannot serve %s again: %s", name, current.active.version, error)
 
     def _collect_garbage(self, plan: Plan, state: SiteState) -> None:
         """Blobs and part files nothing asks for any more go, so old versions do not fill a small
@@ -147,6 +167,7 @@ class Applier:
         resume a running canary at its weight; its analysis measures afresh from here."""
         if self.runtime is None:
             return
+        self._batch_only = frozenset(name for name, deployment in state.deployments.items() if not deployment.served)
         for name, deployment in state.deployments.items():
             if deployment.active is not None:
                 self._activate(name, deployment.model, deployment.active, deployment.interface)
@@ -229,7 +250,7 @@ class Applier:
         current = state.deployments.get(target.deployment)
         updated = DeploymentState(model=target.model, interface=target.interface, active=installed,
                                   previous=rollback_target(current, installed), rollout=target.rollout_id,
-                                  wave=target.wave, history=current.history if current else [])
+                                  wave=target.wave, served=target.serves, history=current.history if current else [])
         self._activate(target.deployment, target.model, installed, target.interface)
         try:
             return self._save(self._with(state, target.deployment, updated,
@@ -327,8 +348,9 @@ class Applier:
             self._activate(deployment, previous.model, previous.active, previous.interface)
 
     def _activate(self, deployment: str, model: str, installed: Installed, interface) -> None:
-        """The runtime loads the very bytes that were hashed, and checks the digest once more."""
-        if self.runtime is not None:
+        """The runtime loads the very bytes that were hashed, and checks the digest once more. A
+        batch-only version is active in state.json alone: the batch runs load it from its blob."""
+        if self.runtime is not None and deployment not in self._batch_only:
             self.runtime.activate(deployment, model, installed.version, self.store.path_for(installed.digest),
                                   interface, digest=installed.digest)
             self._watch_drift(deployment, installed)

@@ -45,6 +45,7 @@ class DeploymentState(BaseModel):
     canaryProgress: CanaryProgress | None = None
     rollout: str | None = None  # the rollout the active (or canary) version belongs to
     wave: str | None = None
+    served: bool = True  # false: batch-only (`serve: false`) when last activated; a restart does not serve it
     history: list[HistoryEntry] = []
 
 

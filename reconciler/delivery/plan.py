@@ -52,6 +52,7 @@ class Target:
     canary_steps: tuple[CanaryStep, ...] = ()
     rollback_window: timedelta | None = None  # DeploymentSpec.rollbackWindow
     profile: ReferenceProfile | None = None  # ModelVersion.profile: what drift is measured against
+    serves: bool = True  # DeploymentSpec.serve: false runs the version only as its batch job
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class Plan:
     actions: tuple[Action, ...]
     converged: tuple[Target, ...]  # desired and already served: nothing to do
     watching: bool = False  # a rollout or canary is in flight: plan again even if the repo is unchanged
+    batch_only: frozenset[str] = frozenset()  # planned deployments with `serve: false`: nothing to serve
 
     @property
     def empty(self) -> bool:
@@ -102,10 +104,11 @@ class Plan:
     def serving(self) -> list[str]:
         """Deployments the fleet plans for this site: what readiness waits for. Every one but those
         it stops serving, including one the site cannot serve yet (a wave that has not reached it, a
-        maintenance window, an error): until it serves them all, the site is not ready."""
+        maintenance window, an error): until it serves them all, the site is not ready. Batch-only
+        deployments are not among them: their version is active for the batch runs alone."""
         wanted = {t.deployment for t in self.converged}
         wanted |= {a.deployment for a in self.actions if a.kind != "remove"}
-        return sorted(wanted)
+        return sorted(wanted - self.batch_only)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -139,11 +142,14 @@ def plan_site(repo: FleetRepo, site_name: str, actual: SiteState, now: datetime,
     actions: list[Action] = []
     converged: list[Target] = []
     wanted: set[str] = set()
+    batch_only: set[str] = set()
     watching = False
     for name in sorted(repo.deployments):
         deployment = repo.deployments[name]
         if not matches(deployment.spec.targets, site.metadata.labels):
             continue
+        if not deployment.spec.serve:
+            batch_only.add(name)
         current = actual.deployments.get(name)
         from_version = current.active.version if current and current.active else None
         try:
@@ -170,7 +176,7 @@ def plan_site(repo: FleetRepo, site_name: str, actual: SiteState, now: datetime,
         from_version = current.active.version if current.active else None
         actions.append(Action("remove", name, current.model, from_version, None, reasons.NotTargeted,
                               "the fleet no longer asks this site to serve this deployment"))
-    return Plan(site_name, commit, tuple(actions), tuple(converged), watching)
+    return Plan(site_name, commit, tuple(actions), tuple(converged), watching, frozenset(batch_only))
 
 
 def _starts_canary(action: Action) -> bool:
@@ -331,7 +337,7 @@ def target_for(repo: FleetRepo, deployment: Deployment, site: Site, now: datetim
     steps = tuple(spec.canary.steps) if spec.canary else ()
     return Target(deployment.metadata.name, spec.model, version, artifact, model.spec.interface,
                   tuple(model_version.validation), wave, _rollout_of_version(spec, version), model_version.signers,
-                  steps, spec.rollbackWindow, model_version.profile)
+                  steps, spec.rollbackWindow, model_version.profile, spec.serve)
 
 
 def enabled_at(repo: FleetRepo, deployment: Deployment, site: Site, now: datetime) -> bool:
@@ -344,9 +350,10 @@ def enabled_at(repo: FleetRepo, deployment: Deployment, site: Site, now: datetim
 
 def _rollout_of_version(spec: DeploymentSpec, version: str) -> str:
     """A rollout is one spec of the Deployment and the version it resolves to, so a version
-    chosen by a flag starts a new rollout when the flag moves it. How requests are batched is no
-    rollout: the runtime applies it at once (and ids stay those of specs written before it existed)."""
-    serving_only = {"max_batch_size", "max_queue_delay"}
+    chosen by a flag starts a new rollout when the flag moves it. How requests are batched, or
+    whether they are served at all, is no rollout: the agent applies it at once (and ids stay those
+    of specs written before it existed)."""
+    serving_only = {"max_batch_size", "max_queue_delay", "serve"}
     return rollout_id(json.dumps({"spec": spec.model_dump(mode="json", exclude=serving_only), "version": version}))
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from reconciler.manifests.batch import BatchSpec
 from reconciler.manifests.models import (
@@ -102,7 +102,10 @@ class DeploymentSpec(Strict):
                           "after the switch; unset: always.")
     batch: BatchSpec | None = Field(
         None, description="Also run the model as a scheduled job over a site's input files (beside serving "
-                          "it); absent: serving only.")
+                          "it, or instead of it with `serve: false`); absent: serving only.")
+    serve: bool = Field(True, description="false: the model only runs as the `batch` job; the site fetches, "
+                                          "validates and activates it as any other but does not serve it "
+                                          "(OIP answers 404, readiness does not wait for it).")
     # Dynamic batching (Triton's max_batch_size / max_queue_delay): throughput for models whose
     # first dimension is the batch; the runtime runs each request alone for models without one.
     max_batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE, strict=True)] | None = Field(
@@ -115,6 +118,18 @@ class DeploymentSpec(Strict):
         description="How long the first queued request may wait for others to fill the batch, e.g. '2ms' "
                     f"(at most {MAX_QUEUE_DELAY_MS}ms); unset: 0s, only requests already waiting are merged. "
                     "Needs `maxBatchSize`.")
+
+    @field_validator("serve")
+    @classmethod
+    def _batch_only_runs_a_batch(cls, serve: bool, info: ValidationInfo) -> bool:
+        # batch and canary come before serve, so a refusal is reported at serve's line.
+        if not serve and info.data.get("batch") is None:
+            raise ValueError("serve: false needs a batch section: the deployment would run nowhere")
+        canary = info.data.get("canary")
+        if not serve and canary is not None and canary.steps:
+            raise ValueError("serve: false takes no canary: a canary splits live traffic, which a batch-only "
+                             "deployment has none of")
+        return serve
 
     @model_validator(mode="after")
     def _delay_needs_batching(self) -> DeploymentSpec:

@@ -84,6 +84,42 @@ def test_a_first_version_is_vetted_activated_and_saved(tmp_path):
     assert [e.event for e in site.deployment.history] == ["activated"]
 
 
+BATCH = {"schedule": "30 2 * * *", "input": {"name": "readings", "glob": "*.jsonl", "format": "jsonl"},
+         "output": "scores"}
+
+
+def test_a_batch_only_deployment_is_activated_in_state_but_never_given_to_the_runtime(tmp_path):
+    site = Site(tmp_path)
+    [outcome] = site.reconcile("1.0.0", batch=BATCH, serve=False)
+    assert summary(outcome) == ("deploy", None, "Activated", True)
+    assert site.vetting.validated == ["1.0.0"]  # validated like any other, before its first batch run
+    assert site.deployment.active.version == "1.0.0" and site.state_dir.load(SITE) == site.state
+    [outcome] = site.reconcile("1.1.0", batch=BATCH, serve=False)
+    assert outcome.ok and (site.deployment.active.version, site.deployment.previous.version) == ("1.1.0", "1.0.0")
+    assert site.runtime.active == {}
+    assert ("activate", "d", "1.0.0") not in site.runtime.calls and ("activate", "d", "1.1.0") not in site.runtime.calls
+    assert site.runtime.calls[0] == ("expect", [])  # readiness does not wait for it
+
+    restarted = Site(tmp_path)
+    restarted.applier.restore(restarted.state_dir.load(SITE))
+    assert restarted.runtime.calls == [] and not restarted.state_dir.load(SITE).deployments["d"].served
+    restarted.state = restarted.state_dir.load(SITE)
+    assert restarted.reconcile("1.1.0", batch=BATCH) == []  # served again after the restart: no new version
+    assert restarted.runtime.active == {"d": "1.1.0"}
+
+
+def test_switching_serve_without_a_new_version_takes_it_out_of_the_runtime_and_back(tmp_path):
+    site = Site(tmp_path)
+    site.reconcile("1.0.0", batch=BATCH)
+    assert site.runtime.active == {"d": "1.0.0"}
+    assert site.reconcile("1.0.0", batch=BATCH, serve=False) == []  # the same version: nothing to deploy
+    assert site.runtime.active == {} and site.runtime.calls[-2:] == [("expect", []), ("remove", "d")]
+    assert site.deployment.active.version == "1.0.0"  # still active for its batch runs
+
+    assert site.reconcile("1.0.0", batch=BATCH) == []  # serve again, still no new version
+    assert site.runtime.active == {"d": "1.0.0"} and site.runtime.calls[-2:] == [("expect", ["d"]), ("activate", "d", "1.0.0")]
+
+
 def test_an_upgrade_keeps_the_old_version_to_go_back_to(tmp_path):
     site = Site(tmp_path)
     site.reconcile("1.0.0")

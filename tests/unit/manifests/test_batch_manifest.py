@@ -35,6 +35,18 @@ def test_snake_case_names_are_accepted_too() -> None:
     assert result.repo.deployments["d"].spec.batch.max_records_per_batch == 64
 
 
+@pytest.mark.parametrize(("text", "serves"), [
+    (BATCH, True),
+    (BATCH + "  serve: false\n", False),
+    (BATCH + "  serve: true\n  canary:\n    steps:\n      - setWeight: 10\n", True),
+    (BATCH + "  serve: false\n  canary: {steps: []}\n", False),
+], ids=["served-by-default", "batch-only", "served-with-canary", "batch-only-with-no-canary-steps"])
+def test_a_batch_deployment_is_served_unless_it_says_serve_false(text: str, serves: bool) -> None:
+    result = load(with_batch(text))
+    assert result.findings == []
+    assert result.repo.deployments["d"].spec.serve is serves
+
+
 BAD = [
     ("six-fields", BATCH.replace('"30 2 * * *"', '"0 30 2 * * *"'), 20, "not a 5-field cron expression"),
     ("bad-cron", BATCH.replace('"30 2 * * *"', '"61 2 * * *"'), 20, "is not a cron expression"),
@@ -49,6 +61,9 @@ BAD = [
     ("allow-policy", BATCH + "    concurrencyPolicy: Allow\n", 25, "'Forbid'"),
     ("no-records", BATCH.replace("64", "0"), 24, "greater than or equal to 1"),
     ("typo", BATCH.replace("maxRecordsPerBatch", "maxRecordPerBatch"), 24, "unknown field"),
+    ("batch-only-without-batch", "  serve: false\n", 19, "serve: false needs a batch section"),
+    ("batch-only-with-canary", BATCH + "  canary:\n    steps:\n      - setWeight: 10\n  serve: false\n", 28,
+     "serve: false takes no canary: a canary splits live traffic"),
 ]
 
 

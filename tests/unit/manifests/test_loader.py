@@ -87,7 +87,7 @@ BAD_INPUTS = [
     ("extra-field-no-close-match", edit("deployments/d.yaml", "  model: m", "  model: m\n  zzz: 1"),
      "deployments/d.yaml", 7, 3,
      "spec.zzz: unknown field (allowed: model, version, enabled, targets, rollout, canary, rollbackWindow, batch, "
-     "maxBatchSize, maxQueueDelay)"),
+     "serve, maxBatchSize, maxQueueDelay)"),
     ("batch-size-zero", edit("deployments/d.yaml", "  model: m", "  model: m\n  maxBatchSize: 0"),
      "deployments/d.yaml", 7, 17, "spec.maxBatchSize: should be greater than or equal to 1 (got 0)"),
     ("batch-size-not-an-integer", edit("deployments/d.yaml", "  model: m", "  model: m\n  maxBatchSize: true"),
@@ -96,6 +96,8 @@ BAD_INPUTS = [
      "deployments/d.yaml", 6, 3, "maxQueueDelay needs maxBatchSize: without it requests are not batched"),
     ("queue-delay-too-long", edit("deployments/d.yaml", "  model: m", "  model: m\n  maxBatchSize: 8\n  maxQueueDelay: 2s"),
      "deployments/d.yaml", 6, 3, "maxQueueDelay is at most 1000ms"),
+    ("batch-only-without-batch", edit("deployments/d.yaml", "  model: m", "  model: m\n  serve: false"),
+     "deployments/d.yaml", 7, 10, "spec.serve: serve: false needs a batch section: the deployment would run nowhere"),
     ("wrong-type", edit("models/m.yaml", "size: 120", "size: big"), "models/m.yaml", 14, 17,
      "spec.versions[0].artifacts[0].size: should be an integer (got 'big')"),
     ("too-small", edit("models/m.yaml", "size: 120", "size: 0"), "models/m.yaml", 14, 17,
