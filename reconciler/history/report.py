@@ -128,6 +128,11 @@ def trail_text(trail: AuditTrail) -> str:
                     [[i.site, i.deployment, utc_text(i.start), utc_text(i.end) if i.end else "now", i.version or "-",
                       i.desired or "-", i.state, i.wave or "-", (i.observed_commit or "-")[:12]]
                      for i in trail.intervals])
+    if trail.batch_runs:
+        lines += ["", f"Batch runs: {len(trail.batch_runs)}"]
+        lines += _table(["SITE", "DEPLOYMENT", "STARTED", "STATE", "TRIGGER", "VERSION", "FILES", "RECORDS", "ERRORS"],
+                        [[b.site, b.deployment, utc_text(b.run.started), b.run.state, b.run.trigger, b.run.version or "-",
+                          str(b.run.files), str(b.run.records), str(b.run.recordErrors)] for b in trail.batch_runs])
     if trail.ignored:
         lines += ["", f"Status records ignored (their signatures do not verify): {len(trail.ignored)}"]
         lines += _table(["SITE", "STATUS COMMIT", "WHY"], [[i.site, i.commit[:12], i.why] for i in trail.ignored])

@@ -48,7 +48,7 @@ from reconciler.history.audit import (
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.loader import load_tree
 from reconciler.settings import CommitPolicy
-from reconciler.status.record import DeploymentStatus, StatusRecord
+from reconciler.status.record import BatchRunSummary, DeploymentStatus, StatusRecord
 from reconciler.status.signed import Ignored, RecordCheck
 
 UNKNOWN = "unknown"
@@ -95,6 +95,30 @@ def site_timeline(site: str, history: Sequence[tuple[str, StatusRecord]]) -> lis
                 current[name] = Interval(site, name, written, None, status.activeVersion, status.version,
                                          status.state, status.wave, record.observedCommit, commit, status.failureKind)
     return sorted([*closed, *current.values()], key=lambda i: (i.start, i.deployment))
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    site: str
+    deployment: str
+    run: BatchRunSummary
+    status_commit: str  # the first record that carried this run
+
+    def to_json(self) -> dict[str, Any]:
+        return {"site": self.site, "deployment": self.deployment, "statusCommit": self.status_commit,
+                **self.run.model_dump(mode="json")}
+
+
+def site_batch_runs(site: str, history: Sequence[tuple[str, StatusRecord]]) -> list[BatchRun]:
+    """PURE: each batch run the site's records carried (a record carries its deployment's newest
+    run, so a run is the first record that shows it), in order of their start."""
+    runs: dict[tuple[str, datetime], BatchRun] = {}
+    for commit, record in history:
+        for name, status in record.deployments.items():
+            if status.lastBatchRun is not None:
+                runs.setdefault((name, as_utc(status.lastBatchRun.started)), BatchRun(site, name, status.lastBatchRun,
+                                                                                      commit))
+    return [runs[key] for key in sorted(runs, key=lambda key: (key[1], key[0]))]
 
 
 def serving_at(history: Sequence[tuple[str, StatusRecord]], at: datetime) -> tuple[str, StatusRecord] | None:
@@ -151,13 +175,15 @@ class AuditTrail:
     invalid: list[InvalidCommit]
     intervals: list[Interval]
     ignored: list[Ignored] = field(default_factory=list)  # status records whose signatures do not verify
+    batch_runs: list[BatchRun] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": "AuditTrail", "repo": self.repo, "branch": self.branch, "head": self.head,
                 "changes": [change.to_json() for change in self.changes],
                 "timelines": [interval.to_json() for interval in self.intervals],
                 "invalidCommits": [bad.to_json() for bad in self.invalid],
-                "ignoredStatusRecords": [record.to_json() for record in self.ignored]}
+                "ignoredStatusRecords": [record.to_json() for record in self.ignored],
+                "batchRuns": [run.to_json() for run in self.batch_runs]}
 
 
 @dataclass(frozen=True)
@@ -187,8 +213,10 @@ def audit_trail(location: str, branch: str, policy: CommitPolicy | None = None, 
     intervals = [interval for name, history in sorted(histories.items()) for interval in site_timeline(name, history)
                  if deployment in (None, interval.deployment)]
     changes = [change for change in trail.changes if deployment in (None, change.deployment)]
+    runs = [run for name, history in sorted(histories.items()) for run in site_batch_runs(name, history)
+            if deployment in (None, run.deployment)]
     return AuditTrail(shown_location(location), branch, fleet.head, changes, trail.invalid, intervals,
-                      archive.check.ignored if archive.check else [])
+                      archive.check.ignored if archive.check else [], runs)
 
 
 def audit_at(location: str, branch: str, at: datetime, site: str | None = None,

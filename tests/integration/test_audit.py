@@ -454,7 +454,8 @@ def test_audit_json_is_the_documented_shape(history: ScriptedHistory, capsys) ->
     code, out = run_command(capsys, "audit", "--repo", str(history.bare), "--format", "json")
     data = json.loads(out)
     assert code == 0
-    assert set(data) == {"kind", "repo", "branch", "head", "changes", "timelines", "invalidCommits", "ignoredStatusRecords"}
+    assert set(data) == {"kind", "repo", "branch", "head", "changes", "timelines", "invalidCommits", "ignoredStatusRecords",
+                         "batchRuns"}
     assert data["ignoredStatusRecords"] == []  # no Site enrolls a key: unsigned mode
     assert data["kind"] == "AuditTrail" and data["head"] == history.commits["fixed"]
     assert set(data["changes"][0]) == {"deployment", "commit", "author", "authorDate", "committer", "committerDate",
