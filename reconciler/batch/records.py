@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+import orjson
 
 from reconciler import reasons
 from reconciler.errors import Stalled
@@ -115,8 +116,8 @@ def _jsonl(data: bytes, spec: BatchInput, interface: ModelInterface, size: int) 
         if not line.strip():
             continue
         try:
-            values = _record_values(json.loads(line), interface.inputs)
-        except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors too
+            values = _record_values(orjson.loads(line), interface.inputs)
+        except ValueError as exc:  # orjson's JSONDecodeError (a json.JSONDecodeError) is a ValueError too
             stacker.bad(number, str(exc) if not isinstance(exc, json.JSONDecodeError) else f"not JSON: {exc}")
             continue
         full = stacker.good(number, values)

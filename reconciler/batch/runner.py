@@ -205,12 +205,10 @@ def _lines(version: str, names: list[str], records: list[int], outputs: list[np.
     text is dearer than its multiply-adds), so each output is written once, as a whole, by orjson
     (a float32 as the shortest text that reads back as the very float32) and cut into its rows;
     bools, NaN and infinities (no JSON numbers) go through json, one value at a time."""
-    head = b'{"record": %d, "version": ' + json.dumps(version).encode().replace(b"%", b"%%") + b', "outputs": {'
-    keys = [json.dumps(name).encode() + b": " for name in names]
-    columns = [_row_texts(output) for output in outputs]
-    return b"".join(
-        head % record + b", ".join(key + column[i] for key, column in zip(keys, columns, strict=True)) + b"}}\n"
-        for i, record in enumerate(records))
+    line = (b'{"record": %d, "version": ' + json.dumps(version).encode().replace(b"%", b"%%") + b', "outputs": {'
+            + b", ".join(json.dumps(name).encode().replace(b"%", b"%%") + b": %s" for name in names) + b"}}\n")
+    rows = zip(records, *(_row_texts(output) for output in outputs), strict=True)
+    return b"".join([line % row for row in rows])  # one template per line: the cheapest way to text
 
 
 def _row_texts(output: np.ndarray) -> list[bytes]:
