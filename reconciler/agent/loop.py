@@ -149,7 +149,6 @@ class Agent:
         interval = self.config.interval_seconds
         while not stop.is_set():
             self.wake.clear()
-            self.telemetry.beat()
             result = self.reconcile_once()
             if isinstance(result.error, NeedsOperator):
                 raise result.error  # its record says why; retrying cannot help, so the CLI exits 2

@@ -4,7 +4,7 @@ variable is unset and this does nothing. Written out rather than a dependency: t
 these few lines, and python-systemd needs libsystemd's headers to build.
 
 The watchdog (``WatchdogSec=``): ``WATCHDOG=1`` every half period from a daemon thread, but only
-while the agent shows it is alive (a heartbeat from each loop turn and each downloaded chunk), so
+while the agent shows it is alive (a heartbeat from each finished reconcile and each downloaded chunk), so
 a hung agent falls silent and systemd restarts it, while a long reconcile that still moves does not."""
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ class SiteTelemetry(Collector):
         self.last_beat = time.monotonic()  # the agent is alive: systemd's watchdog (agent/sdnotify.py)
 
     def beat(self) -> None:
-        """A sign of life: a loop turn or a downloaded chunk."""
+        """A sign of life: a finished reconcile or a downloaded chunk."""
         self.last_beat = time.monotonic()
 
     # --- reports from the agent ----------------------------------------------------------------
@@ -66,6 +66,7 @@ class SiteTelemetry(Collector):
     def reconciled(self, seconds: float, finished_at: datetime, record: StatusRecord | None, plan: Plan | None,
                    error: ReconcilerError | None) -> None:
         """One reconcile; ``record`` None for one that found nothing new (``unchanged``)."""
+        self.beat()
         with self._lock:
             last = self._last
             result = _result(record, error)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.agent.sdnotify import alive, keep_watchdog, watchdog_period
+from reconciler.agent.telemetry import SiteTelemetry
 
 
 @pytest.mark.parametrize(("last_beat", "now", "bound", "expected"), [
@@ -62,3 +63,10 @@ def test_a_stale_heartbeat_stops_the_pings(tmp_path: Path) -> None:
         finally:
             stop.set()
             thread.join(5)
+
+
+def test_downloaded_bytes_are_a_heartbeat() -> None:
+    telemetry = SiteTelemetry("store-1")
+    telemetry.last_beat = 0.0
+    telemetry.count_bytes(4096)
+    assert telemetry.last_beat > 0.0
