@@ -55,12 +55,18 @@ class SiteTelemetry(Collector):
                                      ["reason"], registry=None)
         self._last = _Last()
         self._lock = threading.Lock()  # between the agent's thread and the metrics scrape's
+        self.last_beat = time.monotonic()  # the agent is alive: systemd's watchdog (agent/sdnotify.py)
+
+    def beat(self) -> None:
+        """A sign of life: a finished reconcile or a downloaded chunk."""
+        self.last_beat = time.monotonic()
 
     # --- reports from the agent ----------------------------------------------------------------
 
     def reconciled(self, seconds: float, finished_at: datetime, record: StatusRecord | None, plan: Plan | None,
                    error: ReconcilerError | None) -> None:
         """One reconcile; ``record`` None for one that found nothing new (``unchanged``)."""
+        self.beat()
         with self._lock:
             last = self._last
             result = _result(record, error)
@@ -78,6 +84,7 @@ class SiteTelemetry(Collector):
 
     def count_bytes(self, size: int) -> None:
         self._bytes.inc(size)
+        self.beat()
 
     def fetch_failed(self, reason: str) -> None:
         self._fetch_errors.labels(reason).inc()

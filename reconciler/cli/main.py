@@ -269,7 +269,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def run_agent(config, once: bool) -> int:
-    from reconciler.agent.sdnotify import notify
+    from reconciler.agent.sdnotify import QUIET_STEP_SECONDS, keep_watchdog, notify
     from reconciler.agent.statedir import StateDir
     from reconciler.agent.telemetry import SiteTelemetry
     from reconciler.agent.wiring import build_agent, serving
@@ -283,6 +283,8 @@ def run_agent(config, once: bool) -> int:
         agent = build_agent(config, registry, metrics, wake, stop, telemetry, state_dir=state_dir)
         agent.start()
         notify("READY=1")  # serving the last good state: systemd's Type=notify may start what waits on us
+        quiet_bound = config.interval_seconds * (1 + config.jitter) + QUIET_STEP_SECONDS
+        keep_watchdog(lambda: telemetry.last_beat, quiet_bound, stop)
         try:
             if once:
                 result = agent.reconcile_once()
