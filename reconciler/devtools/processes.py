@@ -6,12 +6,20 @@ import socket
 import subprocess
 from collections.abc import Iterable
 
+_GIVEN: set[int] = set()  # ports this process handed out: a caller may not have bound its port yet
+
 
 def free_port() -> int:
-    """A port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A port on 127.0.0.1 that nobody listens on right now, and never one this process gave
+    before: the kernel may hand the same free port to two probes in a row, and two agents started
+    on it fail (seen: ListenFailed for one of twelve sites in a CI run)."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 def stop_all(processes: Iterable[subprocess.Popen], grace: float = 15) -> None:
