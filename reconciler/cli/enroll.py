@@ -23,7 +23,7 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import LiteralScalarString
 
 from reconciler import trust
-from reconciler.errors import UsageError
+from reconciler.errors import ReconcilerError, UsageError
 from reconciler.manifests.models import API_VERSION, Site
 from reconciler.trust.signing import write_new_file
 
@@ -60,6 +60,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
                          else f"{config_path} exists: the site is enrolled; --rotate makes it a new key")
     if args.rotate and (args.labels or not args.fleet):
         raise UsageError("--rotate needs --fleet CHECKOUT and takes no --labels (labels are edited in Git)")
+    _check_trust_keys(args.trust_keys)
     site_path = args.fleet / "sites" / f"{args.site}.yaml" if args.fleet else None
     existing = _read_site_document(site_path, args.site) if site_path and site_path.exists() else None
     key = trust.generate_private_key()
@@ -144,6 +145,18 @@ def site_settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.trust_keys:
         settings["trustKeys"] = [str(path.resolve()) for path in args.trust_keys]
     return settings
+
+
+def _check_trust_keys(paths: list[Path]) -> None:
+    """A site.yaml naming a key that is missing or not a public key would only fail when the agent
+    starts, on the box, after the pull request: refuse it here, where it was typed."""
+    for path in paths:
+        try:
+            trust.load_public_key(path.read_bytes(), str(path))
+        except OSError as exc:
+            raise UsageError(f"--trust-key {path}: cannot read it ({exc.strerror})") from None
+        except ReconcilerError as exc:
+            raise UsageError(f"--trust-key {path}: {exc.message}") from None
 
 
 def _origin(checkout: Path) -> str | None:

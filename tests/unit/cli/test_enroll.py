@@ -65,13 +65,18 @@ def test_rotate_adds_a_key_and_marks_the_old_one_retiring(tmp_path):
     (None, ["--labels", "tier", "--repo", "r"]),  # not k=v
     (None, ["--labels", "tier=store"]),  # no repo for site.yaml
     (None, ["--rotate", "--fleet", "FLEET"]),  # nothing enrolled to rotate
+    (None, ["--repo", "r", "--trust-key", "MISSING"]),  # a trust key that is not there (a typo)
+    (None, ["--repo", "r", "--trust-key", "NOTAKEY"]),  # a file that is no public key
     (["--repo", "r", "--fleet", "FLEET"], ["--repo", "r", "--fleet", "FLEET"]),  # enrolled already
     (["--repo", "r", "--fleet", "FLEET"], ["--rotate"]),  # a rotation needs the checkout
     (["--repo", "r", "--fleet", "FLEET"], ["--rotate", "--fleet", "FLEET", "--labels", "tier=x"]),  # labels are Git's
 ])
 def test_refusals_write_nothing(tmp_path, capsys, first, second):
     def args(given):
-        return [str(tmp_path / "fleet") if arg == "FLEET" else arg for arg in given]
+        named = {"FLEET": tmp_path / "fleet", "MISSING": tmp_path / "release.pub", "NOTAKEY": tmp_path / "notes.txt"}
+        return [str(named[arg]) if arg in named else arg for arg in given]
+
+    (tmp_path / "notes.txt").write_text("not a key\n")
 
     if first:
         assert enroll(tmp_path, *args(first)) == 0
