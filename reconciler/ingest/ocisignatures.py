@@ -7,15 +7,17 @@ Two forms, as cosign writes them and Flux reads them (bundles first, then the le
   else by the fallback tag ``sha256-<hex>`` (registries without the API, Debian's among them); its
   DSSE in-toto statement must name the manifest's digest;
 - the legacy tag ``sha256-<hex>.sig``: simple-signing payloads whose ``docker-manifest-digest`` must
-  be the manifest's, each signed (annotation ``dev.cosignproject.cosign/signature``) by a trusted key.
+  be the manifest's, each signed (annotation ``dev.cosignproject.cosign/signature``) by a trusted
+  key, or keyless: by the Fulcio certificate of annotation ``dev.sigstore.cosign/certificate``, with
+  Rekor's signed entry timestamp in ``dev.sigstore.cosign/bundle``.
 Each is checked by ``reconciler.trust`` against the site's roots exactly as a file's signature is."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -28,12 +30,14 @@ from reconciler.ingest.ocisource import Registry, site_arch
 from reconciler.manifests.models import Artifact
 from reconciler.manifests.types import Digest
 from reconciler.settings import FetchLimits
-from reconciler.trust import TrustRoots, Verified, verify_artifact_signature, verify_cosign
+from reconciler.trust import TrustRoots, Verified, verify_artifact_signature, verify_payload_signature
 
 SIGNATURE_MAX_BYTES = 256 << 10
 BUNDLE_TYPES = ("application/vnd.dev.sigstore.bundle.v0.3+json", "application/vnd.dev.sigstore.bundle+json")
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 COSIGN_SIGNATURE = "dev.cosignproject.cosign/signature"
+COSIGN_CERTIFICATE = "dev.sigstore.cosign/certificate"
+COSIGN_REKOR_BUNDLE = "dev.sigstore.cosign/bundle"
 REFERRER_PAGES = 20
 _NEXT = re.compile(r'<([^>]+)>\s*;[^,]*\brel="?next"?')
 
@@ -48,11 +52,12 @@ def verify_registry_signature(artifact: Artifact, roots: TrustRoots, limits: Fet
             return verify_artifact_signature(signed.raw, "", bundle, "sigstore-bundle", roots)
         except Stalled as refused:
             refusals.append(refused)
-    for payload, signature in _simple_signatures(registry, signed):
+    for signature in _simple_signatures(registry, signed):
         try:
-            key = verify_cosign(hashlib.sha256(payload).digest(), signature, roots.keys)
-            _check_payload(uri, payload, signed)
-            return Verified("cosign", key=key)
+            verified = verify_payload_signature(signature.payload, signature.signature, signature.certificate,
+                                                signature.rekor_bundle, roots)
+            _check_payload(uri, signature.payload, signed)
+            return verified
         except Stalled as refused:
             refusals.append(refused)
     if refusals:
@@ -128,12 +133,30 @@ def _next_page(url: str, link: str | None) -> str | None:
     return target if urlsplit(target).netloc == urlsplit(url).netloc else None
 
 
-def _simple_signatures(registry: Registry, signed: Digest) -> Iterator[tuple[bytes, bytes]]:
+@dataclass(frozen=True)
+class SimpleSignature:
+    """One layer of a ``.sig`` manifest: the payload and what cosign annotated it with."""
+
+    payload: bytes
+    signature: bytes
+    certificate: str | None
+    rekor_bundle: str | None
+
+
+def _simple_signatures(registry: Registry, signed: Digest) -> Iterator[SimpleSignature]:
     _, manifest = registry.manifest(f"sha256-{signed.hex}.sig", None, missing_ok=True)
     for layer in manifest.get("layers") or []:
-        signature = (layer.get("annotations") or {}).get(COSIGN_SIGNATURE)
+        annotations = layer.get("annotations") or {}
+        signature = annotations.get(COSIGN_SIGNATURE)
         if layer.get("mediaType") == SIMPLE_SIGNING and isinstance(signature, str):
-            yield registry.small_blob(layer["digest"], SIGNATURE_MAX_BYTES), signature.encode()
+            yield SimpleSignature(registry.small_blob(layer["digest"], SIGNATURE_MAX_BYTES), signature.encode(),
+                                  _text(annotations.get(COSIGN_CERTIFICATE)), _text(annotations.get(COSIGN_REKOR_BUNDLE)))
+
+
+def _text(annotation: object) -> str | None:
+    """An annotation's value; absent, empty or not a string counts as absent (cosign writes ``""``
+    for a certificate it does not have)."""
+    return annotation if isinstance(annotation, str) and annotation else None
 
 
 def _check_payload(uri: str, payload: bytes, signed: Digest) -> None:
