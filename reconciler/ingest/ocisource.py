@@ -36,16 +36,17 @@ from reconciler.ingest.oci import (
 )
 from reconciler.ingest.ociarchive import archive_member
 from reconciler.ingest.ociauth import (
-    basic_credentials,
     cached_token,
     forget_token,
     keep_token,
     parse_challenge,
+    registry_credentials,
 )
 from reconciler.manifests.types import Digest
 from reconciler.settings import FetchLimits
 
 TOKEN_MAX_BYTES = 64 << 10
+OAUTH_CLIENT_ID = "reconciler"
 NESTED_INDEXES = 2
 _MIRROR_FALLBACK = frozenset({reasons.ArtifactUnavailable, reasons.ArtifactNotFound, reasons.OciLayerNotFound})
 _GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x"}
@@ -156,9 +157,9 @@ class Registry:
         self.origin = f"{scheme}://{host}"
         self.base = f"{self.origin}/v2/{repository}"
         self.scope = f"repository:{repository}:{actions}"
-        self.credentials = basic_credentials(host, limits, scheme)
-        token = cached_token(host, self.scope, self.credentials)
-        self.authorization = f"Bearer {token}" if token else self.credentials
+        self.credentials = registry_credentials(host, limits, scheme)
+        token = cached_token(host, self.scope, self.credentials.who)
+        self.authorization = f"Bearer {token}" if token else self.credentials.header
 
     def resolve(self, ref: OciReference, pinned: Digest | None, arch: str) -> tuple[Digest, dict[str, Any]]:
         """The digest of the manifest (or index) ``ref`` names, and the artifact's layer under it."""
@@ -217,7 +218,7 @@ class Registry:
                         raise Stalled(reasons.OciManifestInvalid, f"{self.uri}: {url} answers more than {max_bytes} bytes")
                     return response.status, {k.lower(): v for k, v in response.getheaders()}, body
             if attempt:
-                forget_token(self.host, self.scope, self.credentials)
+                forget_token(self.host, self.scope, self.credentials.who)
                 raise Stalled(reasons.OciAuthRejected, f"{self.uri}: {self.host} answers 401 again after authenticating; "
                                                  f"check the credentials this site has for it (fetch.auth, fetch.oci.dockerConfig)")
             self._authenticate(challenge)
@@ -225,26 +226,38 @@ class Registry:
 
     def _authenticate(self, header: str | None) -> None:
         challenge = parse_challenge(self.uri, header)
-        if challenge.scheme == "basic" or self.credentials and self.credentials.startswith("Bearer "):
-            if self.credentials is None:
+        given = self.credentials.header
+        if challenge.scheme == "basic" or given and given.startswith("Bearer "):
+            if given is None:
                 raise Stalled(reasons.ArtifactAuthMissing, f"{self.uri}: {self.host} wants credentials; give them in "
-                                                     f"fetch.auth.{self.host} or fetch.oci.dockerConfig")
-            self.authorization = self.credentials
+                                                     f"fetch.auth.{self.host} or fetch.oci.dockerConfig"
+                                                     f"{' (an identity token needs a token service)' if self.credentials.who else ''}")
+            self.authorization = given
             return
         scope = challenge.params.get("scope") or self.scope
-        query = urlencode({k: v for k, v in (("service", challenge.params.get("service")), ("scope", scope)) if v})
-        realm = challenge.params["realm"]
-        headers = {"Authorization": self.credentials} if self.credentials else {}
-        with http_response(self.uri, f"{realm}{'&' if '?' in realm else '?'}{query}", self.limits, self.deadline,
-                           headers) as response:
-            status, answer = response.status, response.read(TOKEN_MAX_BYTES)
+        asked = {k: v for k, v in (("service", challenge.params.get("service")), ("scope", scope)) if v}
+        status, answer = self._ask_token(challenge.params["realm"], asked)
         if status in (401, 403):
             raise Stalled(reasons.OciAuthRejected, f"{self.uri}: the token service of {self.host} refused "
-                                             f"{'the credentials' if self.credentials else 'an anonymous pull'} "
+                                             f"{'the credentials' if self.credentials.who else 'an anonymous pull'} "
                                              f"with HTTP {status} for {scope}")
         self.refuse(status, "a token")
-        token = keep_token(self.host, self.scope, self.credentials, answer, self.uri)
+        token = keep_token(self.host, self.scope, self.credentials.who, answer, self.uri)
         self.authorization = f"Bearer {token}"
+
+    def _ask_token(self, realm: str, asked: dict[str, str]) -> tuple[int, bytes]:
+        """The token service's answer: GET with basic credentials (or none), or, for docker's
+        identity token, the OAuth2 refresh-token grant (distribution's ``oauth.md``)."""
+        if self.credentials.identity_token is not None:
+            form = urlencode(asked | {"grant_type": "refresh_token", "client_id": OAUTH_CLIENT_ID,
+                                      "refresh_token": self.credentials.identity_token}).encode()
+            request = ("POST", realm, {"Content-Type": "application/x-www-form-urlencoded"}, form)
+        else:
+            headers = {"Authorization": self.credentials.header} if self.credentials.header else {}
+            request = ("GET", f"{realm}{'&' if '?' in realm else '?'}{urlencode(asked)}", headers, None)
+        method, url, headers, body = request
+        with http_response(self.uri, url, self.limits, self.deadline, headers, method, body) as response:
+            return response.status, response.read(TOKEN_MAX_BYTES)
 
     def refuse(self, status: int, what: str) -> None:
         if status == 200:
