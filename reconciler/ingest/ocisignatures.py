@@ -117,7 +117,7 @@ def _referrers(registry: Registry, signed: Digest) -> list[dict[str, Any]]:
             _, index = registry.manifest(f"sha256-{signed.hex}", None, missing_ok=True)
             entries = index.get("manifests") or []
             break
-        registry.refuse(status, f"the referrers of {signed}")
+        registry.refuse(status, f"the referrers of {signed}", headers)
         entries += parse_manifest(registry.uri, body, headers.get("content-type")).get("manifests") or []
         if (url := _next_page(url, headers.get("link"))) is None:
             break

@@ -19,8 +19,8 @@ from typing import Any, BinaryIO
 from urllib.parse import urlencode
 
 from reconciler import reasons
-from reconciler.errors import Interrupted, Stalled, Transient
-from reconciler.ingest.fetch import Deadline, Opened, read_small
+from reconciler.errors import Stalled, Transient
+from reconciler.ingest.fetch import Deadline, Opened, read_small, unavailable
 from reconciler.ingest.httpsource import http_response, http_source
 from reconciler.ingest.oci import (
     ACCEPT,
@@ -176,7 +176,7 @@ class Registry:
         status, headers, body = self.get(f"{self.base}/manifests/{reference}", ACCEPT, MANIFEST_MAX_BYTES)
         if status == 404 and missing_ok:
             return Digest.of(hashlib.sha256(b"")), {"mediaType": OCI_INDEX, "manifests": []}
-        self.refuse(status, f"manifest {reference}")
+        self.refuse(status, f"manifest {reference}", headers)
         _verified(self.uri, body, pinned, headers.get("docker-content-digest"))
         return Digest.of(hashlib.sha256(body)), parse_manifest(self.uri, body, headers.get("content-type"))
 
@@ -259,11 +259,13 @@ class Registry:
         with http_response(self.uri, url, self.limits, self.deadline, headers, method, body) as response:
             return response.status, response.read(TOKEN_MAX_BYTES)
 
-    def refuse(self, status: int, what: str) -> None:
+    def refuse(self, status: int, what: str, headers: dict[str, str] | None = None) -> None:
+        """Nothing for a 200; else the error the status says (``headers``: the answer's, lowercased)."""
         if status == 200:
             return
         if status == 404:
             raise Stalled(reasons.ArtifactNotFound, f"{self.uri}: {self.host} has no {what} (HTTP 404)")
         if status in (408, 429) or status >= 500:
-            raise Interrupted(reasons.ArtifactUnavailable, f"{self.uri}: {self.host} answers HTTP {status} for {what}")
+            raise unavailable(self.uri, f"{self.host} answers {what} with ", status,
+                              lambda name: (headers or {}).get(name.lower()))
         raise Stalled(reasons.ArtifactRequestRejected, f"{self.uri}: {self.host} answers HTTP {status} for {what}")
