@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import platform
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlencode
 
 from reconciler import reasons
@@ -45,6 +45,7 @@ from reconciler.ingest.ociauth import (
 from reconciler.manifests.types import Digest
 from reconciler.settings import FetchLimits
 
+T = TypeVar("T")
 TOKEN_MAX_BYTES = 64 << 10
 OAUTH_CLIENT_ID = "reconciler"
 NESTED_INDEXES = 2
@@ -57,29 +58,36 @@ def site_arch(arch: str | None) -> str:
     return arch or _GO_ARCH.get(platform.machine(), platform.machine())
 
 
+def through_mirrors(uri: str, ref: OciReference, limits: FetchLimits, deadline: Deadline, ask: Callable[[Registry], T],
+                    also_missing: frozenset[str] = frozenset()) -> T:
+    """``ask``'s answer from the first of the registry's mirrors (``fetch.oci.mirrors``) that has
+    what is asked, else from the registry itself. A mirror that is down or lacks it (or fails
+    with a reason of ``also_missing``) passes on to the next; any other refusal is final."""
+    hosts = [*limits.oci.mirrors.get(ref.registry, []), ref.registry]
+    for host in hosts:
+        try:
+            return ask(Registry(uri, host, ref.repository, limits, deadline))
+        except (Stalled, Transient) as exc:
+            if host == hosts[-1] or exc.reason not in _MIRROR_FALLBACK | also_missing:
+                raise
+    raise AssertionError("unreachable: the registry itself is the last host")
+
+
 @contextmanager
 def oci_source(uri: str, limits: FetchLimits, deadline: Deadline, offset: int, expected: int | None,
                pinned: Digest | None, arch: str | None) -> Iterator[Opened]:
     ref = parse_reference(uri)
-    hosts = [*limits.oci.mirrors.get(ref.registry, []), ref.registry]
-    for host in hosts:
-        registry = Registry(uri, host, ref.repository, limits, deadline)
-        try:
-            _, layer = registry.resolve(ref, pinned, site_arch(arch))
-        except (Stalled, Transient) as exc:
-            if host == hosts[-1] or exc.reason not in _MIRROR_FALLBACK:
-                raise
-            continue
-        if is_archive(layer):
-            _check_size(uri, layer, None, limits.max_bytes)
-            source = registry.blob(layer["digest"], 0, layer["size"])
-            with archive_member(uri, source, str(ref.file), expected, limits.max_bytes) as opened:
-                yield opened
-            return
-        _check_size(uri, layer, expected, limits.max_bytes)
-        with registry.blob(layer["digest"], offset, expected) as opened:
+    registry, layer = through_mirrors(uri, ref, limits, deadline,
+                                      lambda registry: (registry, registry.resolve(ref, pinned, site_arch(arch))[1]))
+    if is_archive(layer):
+        _check_size(uri, layer, None, limits.max_bytes)
+        source = registry.blob(layer["digest"], 0, layer["size"])
+        with archive_member(uri, source, str(ref.file), expected, limits.max_bytes) as opened:
             yield opened
         return
+    _check_size(uri, layer, expected, limits.max_bytes)
+    with registry.blob(layer["digest"], offset, expected) as opened:
+        yield opened
 
 
 def layout_blob(uri: str, pinned: Digest | None, arch: str | None) -> tuple[Path, str | None]:
