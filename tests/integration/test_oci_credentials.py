@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -157,7 +158,15 @@ def test_a_helper_that_cannot_give_credentials_is_refused(bin_dir: Path, tmp_pat
 
 
 def running(pid: int) -> bool:
-    """Alive, not a zombie left for the init process to reap (a helper's orphans are not ours)."""
+    """Alive after a few seconds' grace, not a zombie left for the init process to reap (a
+    helper's orphans are not ours to wait for, so their SIGKILL lands when it lands)."""
+    until = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < until:
+        time.sleep(0.02)
+    return _alive(pid)
+
+
+def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
     except FileNotFoundError:
