@@ -48,6 +48,7 @@ class FakeRegistry(_Server):
         self.storage.wrong_416 = False  # answer a Range with 416, Content-Range */size, Content-Length size
         self.lying = False  # manifests asked for by digest come back as other bytes
         self.page_size: int | None = None  # referrers per page of the referrers API
+        self.token_busy: list[tuple[int, str | None]] = []  # the token service's busy answers
 
     @property
     def host(self) -> str:
@@ -104,11 +105,11 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
 
-    def too_busy(self) -> bool:
-        """Answer the next of the server's ``busy`` answers, if it has one left."""
-        if not self.server.busy:  # type: ignore[attr-defined]
+    def too_busy(self, queue: list[tuple[int, str | None]]) -> bool:
+        """Answer the next of ``queue``'s busy answers, if it has one left."""
+        if not queue:
             return False
-        status, retry_after = self.server.busy.pop(0)  # type: ignore[attr-defined]
+        status, retry_after = queue.pop(0)
         self.answer(status, b'{"errors":[{"code":"TOOMANYREQUESTS"}]}', {"Retry-After": retry_after} if retry_after else {})
         return True
 
@@ -128,6 +129,8 @@ class _RegistryHandler(_Handler):
     def do_GET(self) -> None:
         self.server.seen.append((self.path, dict(self.headers)))
         if self.path.startswith("/token"):
+            if self.too_busy(self.server.token_busy):
+                return
             self.answer(200, json.dumps({"token": TOKEN}).encode(), {"Content-Type": "application/json"})
             return
         if self.headers.get("Authorization") != f"Bearer {TOKEN}":
@@ -135,7 +138,7 @@ class _RegistryHandler(_Handler):
             self.answer(401, b'{"errors":[{"code":"UNAUTHORIZED"}]}', {
                 "WWW-Authenticate": f'Bearer realm="{realm}",service="fake",scope="repository:models/fake:pull"'})
             return
-        if self.too_busy():
+        if self.too_busy(self.server.busy):
             return
         kind, _, reference = self.path.rpartition("/")
         if "/referrers/" in self.path:
@@ -168,7 +171,7 @@ class _RegistryHandler(_Handler):
 class _StorageHandler(_Handler):
     def do_GET(self) -> None:
         self.server.seen.append((self.path, dict(self.headers)))
-        if self.too_busy():
+        if self.too_busy(self.server.busy):  # type: ignore[attr-defined]
             return
         data = self.server.blobs[self.path.split("?")[0].rpartition("/")[2]]
         asked = _RANGE.match(self.headers.get("Range", ""))

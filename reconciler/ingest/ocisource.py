@@ -244,16 +244,16 @@ class Registry:
             return
         scope = challenge.params.get("scope") or self.scope
         asked = {k: v for k, v in (("service", challenge.params.get("service")), ("scope", scope)) if v}
-        status, answer = self._ask_token(challenge.params["realm"], asked)
+        status, headers, answer = self._ask_token(challenge.params["realm"], asked)
         if status in (401, 403):
             raise Stalled(reasons.OciAuthRejected, f"{self.uri}: the token service of {self.host} refused "
                                              f"{'the credentials' if self.credentials.who else 'an anonymous pull'} "
                                              f"with HTTP {status} for {scope}")
-        self.refuse(status, "a token")
+        self.refuse(status, "a token", headers)
         token = keep_token(self.host, self.scope, self.credentials.who, answer, self.uri)
         self.authorization = f"Bearer {token}"
 
-    def _ask_token(self, realm: str, asked: dict[str, str]) -> tuple[int, bytes]:
+    def _ask_token(self, realm: str, asked: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         """The token service's answer: GET with basic credentials (or none), or, for docker's
         identity token, the OAuth2 refresh-token grant (distribution's ``oauth.md``)."""
         if self.credentials.identity_token is not None:
@@ -265,7 +265,7 @@ class Registry:
             request = ("GET", f"{realm}{'&' if '?' in realm else '?'}{urlencode(asked)}", headers, None)
         method, url, headers, body = request
         with http_response(self.uri, url, self.limits, self.deadline, headers, method, body) as response:
-            return response.status, response.read(TOKEN_MAX_BYTES)
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read(TOKEN_MAX_BYTES)
 
     def refuse(self, status: int, what: str, headers: dict[str, str] | None = None) -> None:
         """Nothing for a 200; else the error the status says (``headers``: the answer's, lowercased)."""
