@@ -43,9 +43,14 @@ class Transient(ReconcilerError):
 
 class Interrupted(Transient):
     """A transfer broke off (no answer, a 5xx, a cut connection): tried again at once within the
-    same ingest, with backoff and under its deadline; after the last attempt, at the next tick."""
+    same ingest, with backoff and under its deadline; after the last attempt, at the next tick.
+    ``retry_after``: the seconds the server asked to be left alone (its ``Retry-After``)."""
 
     next = Next.RETRY_NOW
+
+    def __init__(self, reason: str, message: str, retry_after: float | None = None):
+        super().__init__(reason, message)
+        self.retry_after = retry_after
 
 
 class Stalled(ReconcilerError):

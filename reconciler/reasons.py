@@ -78,6 +78,7 @@ ArtifactStalled = _failure("ArtifactStalled", _NOW, "the download stopped moving
 AgentStopping = _failure("AgentStopping", _TICK, "SIGTERM or Ctrl-C cut the work short; the next start resumes")
 ArtifactDeadlineExceeded = _failure("ArtifactDeadlineExceeded", _TICK, "the artifact was not fetched within fetch.deadline")
 ArtifactUnreadable = _failure("ArtifactUnreadable", _TICK, "a local artifact file or a kept blob cannot be read")
+OciCredentialHelperFailed = _failure("OciCredentialHelperFailed", _TICK, "docker's credential helper failed, hung, or answered other than its JSON")
 DiskFull = _failure("DiskFull", _TICK, "the state directory has no room for the artifact")
 StoreWriteFailed = _failure("StoreWriteFailed", _TICK, "writing a blob into the state directory failed")
 StateWriteFailed = _failure("StateWriteFailed", _TICK, "state.json could not be written; the activation was undone")
@@ -153,6 +154,7 @@ OciArchiveUnsafe = _failure("OciArchiveUnsafe", _CHANGE, "a tar layer has '..', 
 OciArchiveInvalid = _failure("OciArchiveInvalid", _CHANGE, "a tar layer cannot be read, or unpacks past maxBytes")
 OciAuthUnsupported = _failure("OciAuthUnsupported", _CHANGE, "the registry asks for an authentication scheme sites do not speak")
 OciAuthRejected = _failure("OciAuthRejected", _CHANGE, "the registry refused the site's credentials or token")
+OciCredentialHelperMissing = _failure("OciCredentialHelperMissing", _CHANGE, "the docker config names a credential helper that is not on PATH")
 
 # --- wait for a change: signatures and trust --------------------------------------------------
 SignatureNotFound = _failure("SignatureNotFound", _CHANGE, "the registry holds no signature of the artifact's manifest")

@@ -3,7 +3,8 @@
 
 - ``cosign sign --key`` (v2, or v3 with ``--new-bundle-format=false``): the tag ``sha256-<hex>.sig``,
   one layer per signature holding the simple-signing payload, the base64 ECDSA signature of that
-  payload in the layer annotation ``dev.cosignproject.cosign/signature``;
+  payload in the layer annotation ``dev.cosignproject.cosign/signature``; keyless (``cosign sign``
+  with a Fulcio certificate) adds the certificate, its chain and the Rekor bundle as annotations;
 - ``cosign sign`` v3: a Sigstore bundle v0.3 (DSSE in-toto statement, predicate
   ``https://sigstore.dev/cosign/sign/v1``, subject = the manifest's digest) as an OCI 1.1 referrer,
   pushed by digest; without a referrers API, go-containerregistry also writes the fallback tag
@@ -21,7 +22,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from reconciler.devtools.trust_fixtures import dsse_bundle
+from reconciler.devtools.trust_fixtures import LocalSigstore, dsse_bundle
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -41,13 +42,18 @@ def simple_signing_payload(reference: str, manifest_digest: str) -> bytes:
                        "optional": None}).encode()
 
 
-def sign_legacy(put_blob: PutBlob, put_manifest: PutManifest, key: ec.EllipticCurvePrivateKey, reference: str,
-                signed: str, payload_digest: str | None = None) -> str:
-    """``cosign sign --key`` with the tag scheme; ``payload_digest`` (default ``signed``) is what the
-    payload says it signs."""
+def sign_legacy(put_blob: PutBlob, put_manifest: PutManifest, signer: ec.EllipticCurvePrivateKey | LocalSigstore,
+                reference: str, signed: str, payload_digest: str | None = None,
+                annotations: dict[str, str] | None = None) -> str:
+    """``cosign sign --key`` (or keyless, by a ``LocalSigstore`` certificate) with the tag scheme;
+    ``payload_digest`` (default ``signed``) is what the payload says it signs; ``annotations``
+    replace some of those cosign wrote."""
     payload = simple_signing_payload(reference, payload_digest or signed)
-    signature = base64.b64encode(key.sign(payload, ec.ECDSA(hashes.SHA256()))).decode()
-    layer = put_blob(payload) | {"mediaType": SIMPLE_SIGNING, "annotations": {"dev.cosignproject.cosign/signature": signature}}
+    if isinstance(signer, LocalSigstore):
+        written = signer.sign_cosign_payload(payload)
+    else:
+        written = {"dev.cosignproject.cosign/signature": base64.b64encode(signer.sign(payload, ec.ECDSA(hashes.SHA256()))).decode()}
+    layer = put_blob(payload) | {"mediaType": SIMPLE_SIGNING, "annotations": written | (annotations or {})}
     config = json.dumps({"architecture": "", "created": "0001-01-01T00:00:00Z",
                          "history": [{"created": "0001-01-01T00:00:00Z"}], "os": "",
                          "rootfs": {"type": "layers", "diff_ids": [layer["digest"]]}, "config": {}}).encode()

@@ -2,7 +2,9 @@
 referrers API (an index of the manifests whose ``subject`` is the digest asked for), blobs
 sent on with ``307`` to storage on another host (``localhost`` rather than ``127.0.0.1``), a storage
 that answers ``416`` with a wrong ``Content-Length``, and a registry whose manifest bytes do not
-hash to the digest asked for. It asks for a bearer token (its own realm) on every ``/v2/`` path."""
+hash to the digest asked for, and a registry (or storage) too busy to answer, saying when to
+come back (``busy``: 429 or 503 with a ``Retry-After``). It asks for a bearer token (its own realm)
+on every ``/v2/`` path."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, handler: type[BaseHTTPRequestHandler]):
         super().__init__(("127.0.0.1", 0), handler)
         self.seen: list[tuple[str, dict[str, str]]] = []  # (path, headers) of every request
+        self.busy: list[tuple[int, str | None]] = []  # answers (status, Retry-After) given before serving
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
     @property
@@ -45,6 +48,7 @@ class FakeRegistry(_Server):
         self.storage.wrong_416 = False  # answer a Range with 416, Content-Range */size, Content-Length size
         self.lying = False  # manifests asked for by digest come back as other bytes
         self.page_size: int | None = None  # referrers per page of the referrers API
+        self.token_busy: list[tuple[int, str | None]] = []  # the token service's busy answers
 
     @property
     def host(self) -> str:
@@ -101,6 +105,14 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
 
+    def too_busy(self, queue: list[tuple[int, str | None]]) -> bool:
+        """Answer the next of ``queue``'s busy answers, if it has one left."""
+        if not queue:
+            return False
+        status, retry_after = queue.pop(0)
+        self.answer(status, b'{"errors":[{"code":"TOOMANYREQUESTS"}]}', {"Retry-After": retry_after} if retry_after else {})
+        return True
+
     def answer(self, code: int, body: bytes = b"", headers: dict[str, str] | None = None,
                length: int | None = None) -> None:
         self.send_response(code)
@@ -117,12 +129,16 @@ class _RegistryHandler(_Handler):
     def do_GET(self) -> None:
         self.server.seen.append((self.path, dict(self.headers)))
         if self.path.startswith("/token"):
+            if self.too_busy(self.server.token_busy):
+                return
             self.answer(200, json.dumps({"token": TOKEN}).encode(), {"Content-Type": "application/json"})
             return
         if self.headers.get("Authorization") != f"Bearer {TOKEN}":
             realm = f"http://127.0.0.1:{self.server.port}/token"
             self.answer(401, b'{"errors":[{"code":"UNAUTHORIZED"}]}', {
                 "WWW-Authenticate": f'Bearer realm="{realm}",service="fake",scope="repository:models/fake:pull"'})
+            return
+        if self.too_busy(self.server.busy):
             return
         kind, _, reference = self.path.rpartition("/")
         if "/referrers/" in self.path:
@@ -155,6 +171,8 @@ class _RegistryHandler(_Handler):
 class _StorageHandler(_Handler):
     def do_GET(self) -> None:
         self.server.seen.append((self.path, dict(self.headers)))
+        if self.too_busy(self.server.busy):  # type: ignore[attr-defined]
+            return
         data = self.server.blobs[self.path.split("?")[0].rpartition("/")[2]]
         asked = _RANGE.match(self.headers.get("Range", ""))
         if asked and self.server.wrong_416:

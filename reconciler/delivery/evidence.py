@@ -54,7 +54,7 @@ SITE_CONDITIONS: frozenset[str] = frozenset({
     R.ArtifactUnreadable, R.ArtifactTlsFailed, R.ArtifactProxyInvalid, R.ArtifactProxyRejected,
     R.ArtifactAuthInsecure, R.ArtifactAuthInvalid, R.ArtifactAuthMissing, R.ArtifactRedirectRefused,
     R.ArtifactRequestRejected, R.ArtifactRangeInvalid, R.ArtifactEncodingUnsupported, R.ArtifactSchemeUnsupported,
-    R.OciAuthUnsupported, R.OciAuthRejected,
+    R.OciAuthUnsupported, R.OciAuthRejected, R.OciCredentialHelperMissing, R.OciCredentialHelperFailed,
     # disk, state directory, runtime, agent (artifacts.py, state.py, apply.py, runtime/, cancel.py)
     R.DiskFull, R.StoreWriteFailed, R.StateWriteFailed, R.StateLocked, R.StateCorrupt, R.StateOfOtherSite,
     R.RuntimeNotServing, R.RuntimeStartFailed, R.ListenFailed, R.AgentStopping, R.ProfileUnreadable,

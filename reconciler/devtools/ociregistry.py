@@ -37,6 +37,7 @@ EMPTY_CONFIG = {"mediaType": "application/vnd.oci.empty.v1+json",
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 USER, PASSWORD = "fleet", "s3cret-pull"
+IDENTITY_TOKEN = "refresh-0123456789abcdef"  # what `docker login` keeps when the registry hands out refresh tokens
 
 
 def registry_missing() -> str | None:
@@ -180,7 +181,9 @@ def _wait_for(port: int, process: subprocess.Popen, log: Path) -> None:
 
 class TokenServer(ThreadingHTTPServer):
     """The registry's token service (distribution's token spec): Basic USER/PASSWORD, or anonymous
-    when ``anonymous`` says so, gets a JWT for the scope asked; ``requests`` records each query."""
+    when ``anonymous`` says so, gets a JWT for the scope asked; so does IDENTITY_TOKEN by the OAuth2
+    refresh-token grant (a form POST, distribution's ``oauth.md``); ``requests`` records each query
+    or form."""
 
     daemon_threads = True
 
@@ -243,8 +246,22 @@ class _TokenHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        _, repository, actions = (query.get("scope", ["repository::pull"])[0].split(":") + ["", ""])[:3]
-        body = json.dumps({"token": self.server.issue(repository, actions.split(",")), "expires_in": 300}).encode()
+        self._grant(query, "token")
+
+    def do_POST(self) -> None:
+        form = urllib.parse.parse_qs(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode())
+        self.server.requests.append(form)
+        if self.server.refuse_all or form.get("grant_type") != ["refresh_token"] \
+                or form.get("refresh_token") != [IDENTITY_TOKEN] or not form.get("client_id"):
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self._grant(form, "access_token")
+
+    def _grant(self, asked: dict[str, list[str]], field: str) -> None:
+        _, repository, actions = (asked.get("scope", ["repository::pull"])[0].split(":") + ["", ""])[:3]
+        body = json.dumps({field: self.server.issue(repository, actions.split(",")), "expires_in": 300}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

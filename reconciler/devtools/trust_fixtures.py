@@ -223,13 +223,30 @@ class LocalSigstore:
         certificate = self.certificate(key, identity, issuer, **certificate_options)
         digest = hashlib.sha256(blob).digest()
         signature = key.sign(digest, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
-        body = {"apiVersion": "0.0.1", "kind": "hashedrekord",
-                "spec": {"data": {"hash": {"algorithm": "sha256", "value": digest.hex()}},
-                         "signature": {"content": b64(signature), "publicKey": {"content": _pem_b64(certificate)}}}}
+        body = _hashedrekord(digest, signature, certificate)
         return {"mediaType": media_type,
                 "verificationMaterial": self._material(certificate, body, media_type),
                 "messageSignature": {"messageDigest": {"algorithm": "SHA2_256", "digest": b64(digest)},
                                      "signature": b64(signature)}}
+
+    def sign_cosign_payload(self, payload: bytes, identity: str = IDENTITY, issuer: str = ISSUER,
+                            **certificate_options: Any) -> dict[str, str]:
+        """``cosign sign`` keyless with the legacy tag scheme: the annotations of the payload's
+        simple-signing layer (cosign ``pkg/oci/static``, ``pkg/cosign/bundle/rekor.go``): the
+        base64 signature, the Fulcio certificate and chain in PEM, and the Rekor bundle, the SET
+        over the hashedrekord entry as Go's json.Marshal writes ``RekorBundle``."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        certificate = self.certificate(key, identity, issuer, **certificate_options)
+        signature = key.sign(payload, _ECDSA_SHA256)
+        body = _hashedrekord(hashlib.sha256(payload).digest(), signature, certificate)
+        entry = self._log(json.dumps(body, separators=(",", ":")).encode(), "hashedrekord")
+        rekor_bundle = {"SignedEntryTimestamp": entry["inclusionPromise"]["signedEntryTimestamp"],
+                        "Payload": {"body": entry["canonicalizedBody"], "integratedTime": int(entry["integratedTime"]),
+                                    "logIndex": int(entry["logIndex"]), "logID": _key_id(self.rekor_key).hex()}}
+        return {"dev.cosignproject.cosign/signature": b64(signature),
+                "dev.sigstore.cosign/certificate": certificate.public_bytes(serialization.Encoding.PEM).decode(),
+                "dev.sigstore.cosign/chain": self.ca.public_bytes(serialization.Encoding.PEM).decode(),
+                "dev.sigstore.cosign/bundle": json.dumps(rekor_bundle, separators=(",", ":"))}
 
     def sign_statement(self, statement: dict[str, Any], identity: str = IDENTITY, issuer: str = ISSUER) -> dict[str, Any]:
         """``cosign attest-blob`` / model_signing keyless: dsseEnvelope + dsse 0.0.1 entry."""
@@ -274,6 +291,13 @@ class LocalSigstore:
                                "hashes": [b64(sibling)], "checkpoint": {"envelope": checkpoint}},
             "canonicalizedBody": b64(body),
         }
+
+
+def _hashedrekord(digest: bytes, signature: bytes, certificate: x509.Certificate) -> dict[str, Any]:
+    """A Rekor hashedrekord 0.0.1 entry: the signature over a sha256 digest, the certificate as its key."""
+    return {"apiVersion": "0.0.1", "kind": "hashedrekord",
+            "spec": {"data": {"hash": {"algorithm": "sha256", "value": digest.hex()}},
+                     "signature": {"content": b64(signature), "publicKey": {"content": _pem_b64(certificate)}}}}
 
 
 def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:

@@ -1,6 +1,6 @@
 """How a site fetches artifacts, and what every source of their bytes shares: the credentials of
 site.yaml's ``fetch:`` settings (reconciler.settings.FetchLimits) as a header, the ``Deadline`` of
-one ingest, retries (``with_retries``), and the ``Body`` a source gives (``Opened``). Where the bytes come from is
+one ingest, retries (``with_retries``, honouring a server's ``Retry-After``), and the ``Body`` a source gives (``Opened``). Where the bytes come from is
 ``reconciler.ingest.sources``; over HTTP, ``reconciler.ingest.httpsource``.
 
 Every failure is a ReconcilerError whose class says what happens next; an ``Interrupted`` one is
@@ -9,6 +9,8 @@ tried again within the same ingest."""
 from __future__ import annotations
 
 import base64
+import datetime
+import email.utils
 import os
 import socket
 import time
@@ -25,6 +27,9 @@ from reconciler.retrying import retry
 from reconciler.settings import AuthConfig, FetchLimits
 
 T = TypeVar("T")
+# A server's Retry-After is honoured up to this; a longer one meets the fetch deadline sooner or
+# later, and the next tick asks again.
+RETRY_AFTER_CAP = 300.0
 
 
 # --- credentials ---------------------------------------------------------------------------------
@@ -105,7 +110,32 @@ class Deadline:
 
 def with_retries(limits: FetchLimits, deadline: Deadline, attempt: Callable[[], T]) -> T:
     return retry(attempt, attempts=limits.retries, backoff=limits.backoff, deadline=deadline,
-                 retried=lambda failure: isinstance(failure, Interrupted))
+                 retried=lambda failure: isinstance(failure, Interrupted),
+                 asked_wait=lambda failure: failure.retry_after if isinstance(failure, Interrupted) else None,
+                 longest_asked_wait=RETRY_AFTER_CAP)
+
+
+def retry_after(header: str | None, now: float) -> float | None:
+    """The seconds a ``Retry-After`` asks for (RFC 9110 10.2.3: delay-seconds or an HTTP-date; a
+    date in the past asks for none); None when absent or unreadable (then the backoff alone)."""
+    value = (header or "").strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)  # asctime's form has no zone: every HTTP-date is GMT
+    return max(0.0, when.timestamp() - now)
+
+
+def unavailable(uri: str, what: str, status: int, headers: Callable[[str], str | None]) -> Interrupted:
+    """HTTP 408, 429 or 5xx: tried again within the ingest, not before the server's Retry-After.
+    ``what`` leads the status in the message (``"registry answers manifest 1.0 with "``)."""
+    asked = retry_after(headers("Retry-After"), time.time())
+    said = f" (Retry-After: {asked:.3g} s)" if asked is not None else ""
+    return Interrupted(reasons.ArtifactUnavailable, f"{uri}: {what}HTTP {status}{said}", retry_after=asked)
 
 
 # --- what a source gives -------------------------------------------------------------------------

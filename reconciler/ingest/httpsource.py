@@ -21,7 +21,7 @@ from urllib.parse import SplitResult, quote, urljoin, urlsplit
 
 from reconciler import reasons
 from reconciler.errors import Interrupted, Stalled
-from reconciler.ingest.fetch import Deadline, Opened, authorization
+from reconciler.ingest.fetch import Deadline, Opened, authorization, unavailable
 from reconciler.ingest.proxy import Proxy, proxy_for
 from reconciler.settings import FetchLimits
 
@@ -228,7 +228,7 @@ def _start_of_body(uri: str, host: str, response: http.client.HTTPResponse, offs
     if code in (404, 410):
         raise Stalled(reasons.ArtifactNotFound, f"{uri}: HTTP {code}")
     if code in (408, 429) or code >= 500:
-        raise Interrupted(reasons.ArtifactUnavailable, f"{uri}: HTTP {code}")
+        raise unavailable(uri, "", code, response.getheader)
     if code == 416:
         raise Stalled(reasons.ArtifactRangeInvalid, f"{uri}: HTTP 416: the server has fewer than the {offset} bytes already received")
     if code == 407:

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import platform
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlencode
 
 from reconciler import reasons
-from reconciler.errors import Interrupted, Stalled, Transient
-from reconciler.ingest.fetch import Deadline, Opened, read_small
+from reconciler.errors import Stalled, Transient
+from reconciler.ingest.fetch import Deadline, Opened, read_small, unavailable
 from reconciler.ingest.httpsource import http_response, http_source
 from reconciler.ingest.oci import (
     ACCEPT,
@@ -36,16 +36,18 @@ from reconciler.ingest.oci import (
 )
 from reconciler.ingest.ociarchive import archive_member
 from reconciler.ingest.ociauth import (
-    basic_credentials,
     cached_token,
     forget_token,
     keep_token,
     parse_challenge,
+    registry_credentials,
 )
 from reconciler.manifests.types import Digest
 from reconciler.settings import FetchLimits
 
+T = TypeVar("T")
 TOKEN_MAX_BYTES = 64 << 10
+OAUTH_CLIENT_ID = "reconciler"
 NESTED_INDEXES = 2
 _MIRROR_FALLBACK = frozenset({reasons.ArtifactUnavailable, reasons.ArtifactNotFound, reasons.OciLayerNotFound})
 _GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x"}
@@ -56,29 +58,36 @@ def site_arch(arch: str | None) -> str:
     return arch or _GO_ARCH.get(platform.machine(), platform.machine())
 
 
+def through_mirrors(uri: str, ref: OciReference, limits: FetchLimits, deadline: Deadline, ask: Callable[[Registry], T],
+                    also_missing: frozenset[str] = frozenset()) -> T:
+    """``ask``'s answer from the first of the registry's mirrors (``fetch.oci.mirrors``) that has
+    what is asked, else from the registry itself. A mirror that is down or lacks it (or fails
+    with a reason of ``also_missing``) passes on to the next; any other refusal is final."""
+    hosts = [*limits.oci.mirrors.get(ref.registry, []), ref.registry]
+    for host in hosts:
+        try:
+            return ask(Registry(uri, host, ref.repository, limits, deadline))
+        except (Stalled, Transient) as exc:
+            if host == hosts[-1] or exc.reason not in _MIRROR_FALLBACK | also_missing:
+                raise
+    raise AssertionError("unreachable: the registry itself is the last host")
+
+
 @contextmanager
 def oci_source(uri: str, limits: FetchLimits, deadline: Deadline, offset: int, expected: int | None,
                pinned: Digest | None, arch: str | None) -> Iterator[Opened]:
     ref = parse_reference(uri)
-    hosts = [*limits.oci.mirrors.get(ref.registry, []), ref.registry]
-    for host in hosts:
-        registry = Registry(uri, host, ref.repository, limits, deadline)
-        try:
-            _, layer = registry.resolve(ref, pinned, site_arch(arch))
-        except (Stalled, Transient) as exc:
-            if host == hosts[-1] or exc.reason not in _MIRROR_FALLBACK:
-                raise
-            continue
-        if is_archive(layer):
-            _check_size(uri, layer, None, limits.max_bytes)
-            source = registry.blob(layer["digest"], 0, layer["size"])
-            with archive_member(uri, source, str(ref.file), expected, limits.max_bytes) as opened:
-                yield opened
-            return
-        _check_size(uri, layer, expected, limits.max_bytes)
-        with registry.blob(layer["digest"], offset, expected) as opened:
+    registry, layer = through_mirrors(uri, ref, limits, deadline,
+                                      lambda registry: (registry, registry.resolve(ref, pinned, site_arch(arch))[1]))
+    if is_archive(layer):
+        _check_size(uri, layer, None, limits.max_bytes)
+        source = registry.blob(layer["digest"], 0, layer["size"])
+        with archive_member(uri, source, str(ref.file), expected, limits.max_bytes) as opened:
             yield opened
         return
+    _check_size(uri, layer, expected, limits.max_bytes)
+    with registry.blob(layer["digest"], offset, expected) as opened:
+        yield opened
 
 
 def layout_blob(uri: str, pinned: Digest | None, arch: str | None) -> tuple[Path, str | None]:
@@ -156,9 +165,9 @@ class Registry:
         self.origin = f"{scheme}://{host}"
         self.base = f"{self.origin}/v2/{repository}"
         self.scope = f"repository:{repository}:{actions}"
-        self.credentials = basic_credentials(host, limits, scheme)
-        token = cached_token(host, self.scope, self.credentials)
-        self.authorization = f"Bearer {token}" if token else self.credentials
+        self.credentials = registry_credentials(host, limits, scheme)
+        token = cached_token(host, self.scope, self.credentials.who)
+        self.authorization = f"Bearer {token}" if token else self.credentials.header
 
     def resolve(self, ref: OciReference, pinned: Digest | None, arch: str) -> tuple[Digest, dict[str, Any]]:
         """The digest of the manifest (or index) ``ref`` names, and the artifact's layer under it."""
@@ -175,7 +184,7 @@ class Registry:
         status, headers, body = self.get(f"{self.base}/manifests/{reference}", ACCEPT, MANIFEST_MAX_BYTES)
         if status == 404 and missing_ok:
             return Digest.of(hashlib.sha256(b"")), {"mediaType": OCI_INDEX, "manifests": []}
-        self.refuse(status, f"manifest {reference}")
+        self.refuse(status, f"manifest {reference}", headers)
         _verified(self.uri, body, pinned, headers.get("docker-content-digest"))
         return Digest.of(hashlib.sha256(body)), parse_manifest(self.uri, body, headers.get("content-type"))
 
@@ -217,7 +226,7 @@ class Registry:
                         raise Stalled(reasons.OciManifestInvalid, f"{self.uri}: {url} answers more than {max_bytes} bytes")
                     return response.status, {k.lower(): v for k, v in response.getheaders()}, body
             if attempt:
-                forget_token(self.host, self.scope, self.credentials)
+                forget_token(self.host, self.scope, self.credentials.who)
                 raise Stalled(reasons.OciAuthRejected, f"{self.uri}: {self.host} answers 401 again after authenticating; "
                                                  f"check the credentials this site has for it (fetch.auth, fetch.oci.dockerConfig)")
             self._authenticate(challenge)
@@ -225,32 +234,46 @@ class Registry:
 
     def _authenticate(self, header: str | None) -> None:
         challenge = parse_challenge(self.uri, header)
-        if challenge.scheme == "basic" or self.credentials and self.credentials.startswith("Bearer "):
-            if self.credentials is None:
+        given = self.credentials.header
+        if challenge.scheme == "basic" or given and given.startswith("Bearer "):
+            if given is None:
                 raise Stalled(reasons.ArtifactAuthMissing, f"{self.uri}: {self.host} wants credentials; give them in "
-                                                     f"fetch.auth.{self.host} or fetch.oci.dockerConfig")
-            self.authorization = self.credentials
+                                                     f"fetch.auth.{self.host} or fetch.oci.dockerConfig"
+                                                     f"{' (an identity token needs a token service)' if self.credentials.who else ''}")
+            self.authorization = given
             return
         scope = challenge.params.get("scope") or self.scope
-        query = urlencode({k: v for k, v in (("service", challenge.params.get("service")), ("scope", scope)) if v})
-        realm = challenge.params["realm"]
-        headers = {"Authorization": self.credentials} if self.credentials else {}
-        with http_response(self.uri, f"{realm}{'&' if '?' in realm else '?'}{query}", self.limits, self.deadline,
-                           headers) as response:
-            status, answer = response.status, response.read(TOKEN_MAX_BYTES)
+        asked = {k: v for k, v in (("service", challenge.params.get("service")), ("scope", scope)) if v}
+        status, headers, answer = self._ask_token(challenge.params["realm"], asked)
         if status in (401, 403):
             raise Stalled(reasons.OciAuthRejected, f"{self.uri}: the token service of {self.host} refused "
-                                             f"{'the credentials' if self.credentials else 'an anonymous pull'} "
+                                             f"{'the credentials' if self.credentials.who else 'an anonymous pull'} "
                                              f"with HTTP {status} for {scope}")
-        self.refuse(status, "a token")
-        token = keep_token(self.host, self.scope, self.credentials, answer, self.uri)
+        self.refuse(status, "a token", headers)
+        token = keep_token(self.host, self.scope, self.credentials.who, answer, self.uri)
         self.authorization = f"Bearer {token}"
 
-    def refuse(self, status: int, what: str) -> None:
+    def _ask_token(self, realm: str, asked: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        """The token service's answer: GET with basic credentials (or none), or, for docker's
+        identity token, the OAuth2 refresh-token grant (distribution's ``oauth.md``)."""
+        if self.credentials.identity_token is not None:
+            form = urlencode(asked | {"grant_type": "refresh_token", "client_id": OAUTH_CLIENT_ID,
+                                      "refresh_token": self.credentials.identity_token}).encode()
+            request = ("POST", realm, {"Content-Type": "application/x-www-form-urlencoded"}, form)
+        else:
+            headers = {"Authorization": self.credentials.header} if self.credentials.header else {}
+            request = ("GET", f"{realm}{'&' if '?' in realm else '?'}{urlencode(asked)}", headers, None)
+        method, url, headers, body = request
+        with http_response(self.uri, url, self.limits, self.deadline, headers, method, body) as response:
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read(TOKEN_MAX_BYTES)
+
+    def refuse(self, status: int, what: str, headers: dict[str, str] | None = None) -> None:
+        """Nothing for a 200; else the error the status says (``headers``: the answer's, lowercased)."""
         if status == 200:
             return
         if status == 404:
             raise Stalled(reasons.ArtifactNotFound, f"{self.uri}: {self.host} has no {what} (HTTP 404)")
         if status in (408, 429) or status >= 500:
-            raise Interrupted(reasons.ArtifactUnavailable, f"{self.uri}: {self.host} answers HTTP {status} for {what}")
+            raise unavailable(self.uri, f"{self.host} answers {what} with ", status,
+                              lambda name: (headers or {}).get(name.lower()))
         raise Stalled(reasons.ArtifactRequestRejected, f"{self.uri}: {self.host} answers HTTP {status} for {what}")

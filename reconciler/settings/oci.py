@@ -8,8 +8,9 @@ from reconciler.settings.paths import SETTINGS, LocalPath
 
 
 class OciSettings(BaseModel):
-    """``docker_config``: a docker ``config.json`` whose ``auths`` give credentials per registry
-    (after ``fetch.auth``, which wins). ``plain_http``: registries (``host[:port]``) spoken to over
+    """``docker_config``: a docker ``config.json`` giving credentials per registry (after
+    ``fetch.auth``, which wins): its ``credHelpers`` (a ``docker-credential-<name>`` program per
+    registry), its ``credsStore`` (one for all), its ``auths`` (basic pairs, identity tokens). ``plain_http``: registries (``host[:port]``) spoken to over
     http, as docker's "insecure registries" (a mirror on the site's own network); every other one over
     https. ``mirrors``: registries tried, in order, before the one a URI names; a digest-pinned
     artifact is the same bytes wherever it comes from, and is verified as such."""

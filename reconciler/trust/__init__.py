@@ -6,10 +6,15 @@ from the content) and the site's trust roots, and returns who vouched or raises 
 - ``cosign``: a cosign key signature (``keys.py``);
 - ``sigstore-bundle`` / ``model-signing``: a Sigstore bundle signed with a trusted key, by message
   signature or DSSE in-toto statement (``bundles.py``), or keyless, by a certificate of a trusted
-  identity, verified offline with the ``sigstore`` library (``keyless.py``)."""
+  identity, verified offline with the ``sigstore`` library (``keyless.py``).
+
+``verify_payload_signature`` checks a cosign signature of a document rather than of an artifact
+(the simple-signing payloads of cosign's legacy ``.sig`` tag): by a trusted key, or keyless by a
+certificate with Rekor's signed entry timestamp (``keylesssig.py``)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 from reconciler import reasons
@@ -32,7 +37,7 @@ from reconciler.trust.roots import KeylessIdentity, TrustRoots, Verified, narrow
 __all__ = [
     "KeylessIdentity", "TrustRoots", "TrustedKey", "Verified", "detect_format", "generate_private_key",
     "load_private_key", "load_public_key", "narrow", "private_key_pem", "public_key_pem", "sign_digest",
-    "verify_artifact_signature", "verify_cosign", "verify_signature",
+    "verify_artifact_signature", "verify_cosign", "verify_payload_signature", "verify_signature",
     # Modules: the commit signature policy, and `reconciler sign` with its key handling.
     "commitpolicy", "signing",
 ]
@@ -60,6 +65,19 @@ def verify_artifact_signature(sha256_digest: bytes, file_name: str, signature_fi
         return Verified(bundle.format, identity=identity)
     key = verify_key_bundle(sha256_digest, file_name, bundle, signature_format, roots.keys)
     return Verified(bundle.format, key=key)
+
+
+def verify_payload_signature(payload: bytes, signature_b64: bytes, certificate_pem: str | None, rekor_bundle: str | None,
+                             roots: TrustRoots) -> Verified:
+    """Who signed ``payload`` with cosign: a trusted key when no certificate comes with the
+    signature, else a trusted identity whose certificate the log recorded (``rekor_bundle``)."""
+    if certificate_pem is None:
+        return Verified("cosign", key=verify_cosign(hashlib.sha256(payload).digest(), signature_b64, roots.keys))
+    from reconciler.trust.keylesssig import verify_keyless_sig  # sigstore's import cost, as above
+
+    identity = verify_keyless_sig(payload, signature_b64, certificate_pem, rekor_bundle, roots.identities,
+                                  roots.sigstore_trusted_root)
+    return Verified("cosign", identity=identity)
 
 
 def detect_format(signature_file: bytes) -> SignatureFormat:

@@ -48,9 +48,9 @@ def verify_keyless(sha256_digest: bytes, file_name: str, signature_file: bytes, 
     except (SigstoreError, ValueError) as exc:
         # Parsing checks too: an unreadable timestamp response is a VerificationError from here.
         raise Stalled(reasons.SignatureMalformed, f"the keyless bundle is not valid: {exc}") from None
-    signer = _trusted_signer(parsed.signing_certificate, identities)
-    policy = _policy(parsed.signing_certificate, signer)
-    verifier = _verifier(trusted_root)
+    signer = trusted_signer(parsed.signing_certificate, identities)
+    policy = identity_policy(parsed.signing_certificate, signer)
+    verifier = sigstore_verifier(trusted_root)
     try:
         if bundle.message_signature is not None:
             check_message_digest(bundle.message_signature, sha256_digest)
@@ -61,11 +61,11 @@ def verify_keyless(sha256_digest: bytes, file_name: str, signature_file: bytes, 
     except (VerificationError, SigstoreError, ValueError) as exc:
         raise Stalled(reasons.BundleVerificationFailed,
                       f"the keyless bundle of {signer} does not verify against the trusted root "
-                      f"({_root_name(trusted_root)}): {exc}") from None
+                      f"({root_name(trusted_root)}): {exc}") from None
     return signer
 
 
-def _trusted_signer(certificate: x509.Certificate, identities: tuple[KeylessIdentity, ...]) -> KeylessIdentity:
+def trusted_signer(certificate: x509.Certificate, identities: tuple[KeylessIdentity, ...]) -> KeylessIdentity:
     names = _certificate_identities(certificate)
     same_identity = [i for i in identities if i.identity in names]
     if not same_identity:
@@ -113,7 +113,7 @@ def _der_utf8(der: bytes) -> bytes:
     return der[2 + size_bytes:]
 
 
-def _policy(certificate: x509.Certificate, signer: KeylessIdentity) -> AllOf:
+def identity_policy(certificate: x509.Certificate, signer: KeylessIdentity) -> AllOf:
     """Fulcio writes the issuer in the old extension and, since 2023, the new one; check the one present."""
     try:
         certificate.extensions.get_extension_for_oid(_ISSUER_V1)
@@ -124,7 +124,7 @@ def _policy(certificate: x509.Certificate, signer: KeylessIdentity) -> AllOf:
 
 
 @lru_cache(maxsize=8)
-def _verifier(trusted_root: Path | None) -> Verifier:
+def sigstore_verifier(trusted_root: Path | None) -> Verifier:
     """A verifier of the site's trusted root, or of the production root the sigstore package ships
     (read from the package, never refreshed over the network: update the package to rotate it).
     Loaded once per path and process; a site that replaces its trusted_root.json restarts the agent."""
@@ -135,8 +135,8 @@ def _verifier(trusted_root: Path | None) -> Verifier:
                 return Verifier(trusted_root=TrustedRoot.from_file(str(path)))
         return Verifier(trusted_root=TrustedRoot.from_file(str(trusted_root)))
     except (OSError, ValueError, SigstoreError) as exc:
-        raise Stalled(reasons.TrustRootInvalid, f"cannot load the Sigstore trusted root {_root_name(trusted_root)}: {exc}") from None
+        raise Stalled(reasons.TrustRootInvalid, f"cannot load the Sigstore trusted root {root_name(trusted_root)}: {exc}") from None
 
 
-def _root_name(trusted_root: Path | None) -> str:
+def root_name(trusted_root: Path | None) -> str:
     return str(trusted_root) if trusted_root is not None else "the sigstore package's production root"

@@ -8,9 +8,11 @@ bad input is refused with its reason and leaves nothing in the store."""
 from __future__ import annotations
 
 import base64
+import email.utils
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from reconciler.devtools.ociregistry import (
 )
 from reconciler.errors import ReconcilerError
 from reconciler.ingest.artifacts import ArtifactStore
+from reconciler.ingest.fetch import Deadline
 from reconciler.manifests.models import Artifact
 from reconciler.settings import FetchLimits
 
@@ -325,6 +328,36 @@ def test_manifest_bytes_that_do_not_hash_to_the_pin_are_refused(fake: FakeRegist
     fake.lying = True
     refused(store, artifact(f"oci://{fake.host}/models/fake@{manifest}"), limits_for(fake.host),
             "OciManifestDigestMismatch", f"pinned {manifest}")
+
+
+def test_a_busy_registry_and_storage_are_left_alone_as_long_as_they_ask(fake: FakeRegistry, store: ArtifactStore,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """503 from the token service and 429 on the manifest with Retry-After in seconds, 503 from
+    blob storage with an HTTP-date:
+    each next attempt waits what was asked (the waits are recorded, not slept)."""
+    fake.add("1.0", MODEL)
+    fake.token_busy = [(503, "3")]
+    fake.busy = [(429, "7")]
+    fake.storage.busy = [(503, email.utils.formatdate(time.time() + 60, usegmt=True))]
+    waits: list[float] = []
+    monkeypatch.setattr(Deadline, "pause", lambda self, seconds: waits.append(seconds))
+    limits = limits_for(fake.host).model_copy(update={"retries": 4})
+    assert ingested(store, artifact(f"oci://{fake.host}/models/fake:1.0"), limits) == MODEL
+    assert waits[:2] == [3, 7] and 58 <= waits[2] <= 60, waits
+    assert [path.partition("?")[0] for path, _ in fake.seen if "/token" in path or "/manifests/" in path] == \
+        ["/v2/models/fake/manifests/1.0", "/token", "/v2/models/fake/manifests/1.0", "/token",
+         "/v2/models/fake/manifests/1.0", "/v2/models/fake/manifests/1.0", "/v2/models/fake/manifests/1.0"]
+
+
+def test_a_registry_asking_for_more_than_the_deadline_is_refused_at_once(fake: FakeRegistry, store: ArtifactStore,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    fake.add("1.0", MODEL)
+    fake.busy = [(429, "120")]
+    waits: list[float] = []
+    monkeypatch.setattr(Deadline, "pause", lambda self, seconds: waits.append(seconds))
+    refused(store, artifact(f"oci://{fake.host}/models/fake:1.0"), limits_for(fake.host, deadline=30),
+            "ArtifactDeadlineExceeded", "Retry-After: 120 s")
+    assert waits == []
 
 
 def _leave_part_file(store: ArtifactStore, data: bytes, kept: int) -> int:

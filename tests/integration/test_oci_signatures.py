@@ -98,6 +98,43 @@ def test_an_oras_artifact_signed_by_cosign_sign_key_legacy_tag(registry: Registr
     assert signature_bytes(item, None, limits(registry.host)) == b""  # found, for validate without roots
 
 
+def test_a_keyless_cosign_sig_tag(registry: Registry, tmp_path: Path) -> None:
+    """``cosign sign`` keyless, legacy tag: certificate, chain and Rekor bundle as layer annotations."""
+    sigstore = LocalSigstore()
+    roots = TrustRoots(identities=(KeylessIdentity(IDENTITY, ISSUER),),
+                       sigstore_trusted_root=sigstore.write_trusted_root(tmp_path / "trusted_root.json"))
+    signed = registry.push_file("models/keyless-sig", "1.0", MODEL)
+    sign_legacy(*pushers(registry, "models/keyless-sig"), sigstore, f"{registry.host}/models/keyless-sig", signed)
+    item = signed_artifact(registry.host, "models/keyless-sig", "1.0")
+    assert verify(item, registry.host, tmp_path, roots).path.read_bytes() == MODEL
+    # A keyless signature of another manifest under this tag; and one of a signer the site does not trust.
+    other = registry.push_file("models/keyless-sig", "other", b"other bytes")
+    sign_legacy(*pushers(registry, "models/keyless-sig"), sigstore, f"{registry.host}/models/keyless-sig", signed,
+                payload_digest=other)
+    refused(item, registry.host, tmp_path / "a", "SignatureManifestMismatch", f"signs manifest {other}, not {signed}", roots)
+    sign_legacy(*pushers(registry, "models/keyless-sig"), sigstore, f"{registry.host}/models/keyless-sig", signed,
+                annotations=sigstore.sign_cosign_payload(b"x", "https://git.example.com/fork/release.yml"))
+    refused(item, registry.host, tmp_path / "b", "CertificateIdentityMismatch", "fork/release.yml", roots)
+
+
+def test_signatures_are_read_through_the_mirrors(registry: Registry, tmp_path: Path) -> None:
+    """The origin unreachable, the mirror holding model and signature; then a mirror holding the
+    model and no signature (yet), passed over for the origin that has one."""
+    unreachable = "127.0.0.1:9"  # discard: nothing listens
+    signed = registry.push_file("models/mirrored", "1.0", MODEL)
+    sign_legacy(*pushers(registry, "models/mirrored"), KEY, f"{unreachable}/models/mirrored", signed)
+    mirrored = FetchLimits(retries=1, oci={"plain_http": [registry.host, unreachable], "mirrors": {unreachable: [registry.host]}})
+    item = signed_artifact(unreachable, "models/mirrored", "1.0")
+    assert verified_artifact(ArtifactStore(tmp_path / "a"), item, None, ROOTS, None, mirrored).path.read_bytes() == MODEL
+    with running_registry(tmp_path / "mirror", "none") as mirror:
+        assert mirror.push_file("models/mirrored", "1.0", MODEL) == signed
+        origin_after_mirror = FetchLimits(retries=1, oci={"plain_http": [registry.host, mirror.host],
+                                                          "mirrors": {registry.host: [mirror.host]}})
+        item = signed_artifact(registry.host, "models/mirrored", "1.0")
+        assert verified_artifact(ArtifactStore(tmp_path / "b"), item, None, ROOTS, None, origin_after_mirror).path.read_bytes() == MODEL
+        assert signature_bytes(item, None, origin_after_mirror) == b""
+
+
 def test_a_cosign_v3_bundle_through_the_fallback_tag(registry: Registry, tmp_path: Path) -> None:
     signed = registry.push_file("models/bundled", "1.0", MODEL)
     bundle = key_bundle(KEY, f"{registry.host}/models/bundled", signed)

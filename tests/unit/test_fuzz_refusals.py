@@ -181,12 +181,12 @@ def test_any_signature_file_is_refused_or_verified(signature_file):
 @FUZZ
 @given(st.data())
 def test_a_damaged_trusted_root_is_refused_with_a_reason(data):
-    from reconciler.trust.keyless import _verifier
+    from reconciler.trust.keyless import sigstore_verifier
 
     path = signed()["roots"].sigstore_trusted_root.with_name("damaged_root.json")
     path.write_text(json.dumps(data.draw(mutated(json.loads(signed()["roots"].sigstore_trusted_root.read_text())))))
     try:
-        _verifier.__wrapped__(path)  # the uncached loader: one root per example
+        sigstore_verifier.__wrapped__(path)  # the uncached loader: one root per example
     except ReconcilerError:
         pass
 

@@ -107,3 +107,31 @@ def test_a_deadline_already_past_allows_no_attempt():
 def test_at_least_one_attempt_is_asked_for():
     with pytest.raises(ValueError, match="at least 1"):
         retry(lambda: "ok", attempts=0, backoff=1.0, retried=transient, deadline=FakeDeadline(10))
+
+
+class Busy(Transient):
+    """A failure that says how long to leave the server alone (as Retry-After does)."""
+
+    def __init__(self, wait: float | None):
+        super().__init__("Busy", f"busy, come back in {wait}")
+        self.wait = wait
+
+
+@pytest.mark.parametrize(("asked", "cap", "deadline", "pauses", "outcome"), [
+    ([5.0], 300, 100, [5.0], "ok"),  # longer than the backoff: the server's wait
+    ([0.1], 300, 100, [0.5], "ok"),  # shorter: the backoff
+    ([None], 300, 100, [0.5], "ok"),  # nothing asked: the backoff
+    ([5.0, 7.0], 300, 100, [5.0, 7.0], "ok"),
+    ([900.0], 60, 100, [60], "ok"),  # capped
+    ([500.0], 300, 100, [], "DeadlineExceeded"),  # past the deadline: no sleeping through it
+    ([3.0, 500.0], 300, 100, [3.0], "DeadlineExceeded"),
+])
+def test_a_wait_the_server_asked_for_is_honoured_within_the_deadline(asked, cap, deadline, pauses, outcome):
+    attempt, made = failing(*[Busy(wait) for wait in asked], "ok")
+    clock = FakeDeadline(deadline)
+    try:
+        got = retry(attempt, attempts=5, backoff=0.5, retried=transient, deadline=clock, jitter=lambda low, high: high,
+                    asked_wait=lambda failure: failure.wait if isinstance(failure, Busy) else None, longest_asked_wait=cap)
+    except Transient as failure:
+        got = failure.reason
+    assert (got, clock.pauses) == (outcome, pauses)
