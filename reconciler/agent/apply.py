@@ -21,6 +21,7 @@ from reconciler.delivery.same_version import CHECKS_CHANGED, VERSION_REDEFINED, 
 from reconciler.errors import Cancelled, NeedsOperator, ReconcilerError, Stalled, Transient
 from reconciler.ingest.artifacts import ArtifactStore, Ingested
 from reconciler.ingest.fetch import RepoRoot
+from reconciler.monitoring.evaluation import EvaluationSummary
 from reconciler.monitoring.windows import DriftSummary
 from reconciler.runtime.metrics import Snapshot, window_stats
 from reconciler.status.record import State
@@ -53,6 +54,8 @@ class Vetting(Protocol):
     def verified(self, target: Target, repo_tree: RepoRoot) -> Ingested: ...
     def validate(self, target: Target, ingested: Ingested) -> None: ...
     def verified_profile(self, target: Target, repo_tree: RepoRoot) -> Ingested | None: ...
+    def evaluate(self, target: Target, model_path: Path, replaced: tuple[str, Path] | None,
+                 now: datetime) -> EvaluationSummary | None: ...
 
 
 class DriftWatch(Protocol):
@@ -219,8 +222,9 @@ class Applier:
         ingested = self.vetting.verified(target, repo_tree)
         self.vetting.validate(target, ingested)
         profile = self.vetting.verified_profile(target, repo_tree)
-        self.stop.check(f"activating {target.model} {target.version}")
         current = state.deployments.get(target.deployment)
+        evaluation = self._evaluate(target, ingested.path, current, now)
+        self.stop.check(f"activating {target.model} {target.version}")
         same_bytes = current is not None and current.active is not None and current.active.digest == target.artifact.digest
         installed = Installed(version=target.version, digest=target.artifact.digest, uri=target.artifact.uri,
                               installedAt=current.active.installedAt if same_bytes else now,
@@ -238,19 +242,31 @@ class Applier:
                                       target.interface, digest=installed.digest)
             self._watch_drift(target.deployment, installed, compare_with=current.active)
             started = current.model_copy(update={"canary": installed, "canaryProgress": CanaryProgress.start(now),
-                                                 "rollout": target.rollout_id, "wave": target.wave})
+                                                 "rollout": target.rollout_id, "wave": target.wave,
+                                                 "evaluation": evaluation})
             state = self._with(state, target.deployment, started, HistoryEntry(at=now, event="canaryStarted",
                                                                                version=target.version, commit=commit))
             return self._advance_canary(target, state, commit, now, action)
         reason = action.reason if action.reason in (VERSION_REDEFINED, CHECKS_CHANGED) else reasons.Activated
-        return self._switch(target, state, installed, commit, now), Outcome(action, reason=reason, message=action.message)
+        return self._switch(target, state, installed, commit, now, evaluation), \
+            Outcome(action, reason=reason, message=action.message)
+
+    def _evaluate(self, target: Target, model_path: Path, current: DeploymentState | None,
+                  now: datetime) -> EvaluationSummary | None:
+        """Before activation: the new version's scores on this site's labeled data, beside those of
+        the version it replaces (none on a new site, or when the same version is deployed again)."""
+        active = current.active if current is not None else None
+        replaced = (active.version, self.store.path_for(active.digest)) \
+            if active is not None and active.version != target.version else None
+        return self.vetting.evaluate(target, model_path, replaced, now)
 
     def _switch(self, target: Target, state: SiteState, installed: Installed, commit: str | None,
-                now: datetime) -> SiteState:
+                now: datetime, evaluation: EvaluationSummary | None = None) -> SiteState:
         current = state.deployments.get(target.deployment)
         updated = DeploymentState(model=target.model, interface=target.interface, active=installed,
                                   previous=rollback_target(current, installed), rollout=target.rollout_id,
-                                  wave=target.wave, served=target.serves, history=current.history if current else [])
+                                  wave=target.wave, served=target.serves, history=current.history if current else [],
+                                  evaluation=evaluation)
         self._activate(target.deployment, target.model, installed, target.interface)
         try:
             return self._save(self._with(state, target.deployment, updated,
