@@ -10,8 +10,8 @@ verdict from the same records: sums are exact-rounded (math.fsum) over sites in 
   sites that also scored the version they replaced on the same data; signed so that positive is
   better (for the error metrics logLoss, mae and rmse: previous minus new).
 - pending (the wave waits, EvaluationPending) while fewer than ``minSites`` sites or
-  ``minExamples`` examples count, or, with ``minGainOverPrevious``, no counted site scored a
-  replaced version;
+  ``minExamples`` examples count; ``minGainOverPrevious`` does not apply where no counted site
+  replaced a version (a first rollout has nothing to gain over);
 - below (the wave stops at this gate, EvaluationBelowMinimum) when the fleet metric misses ``min``
   / ``max`` or the gain misses ``minGainOverPrevious``; the message names the worst site."""
 
@@ -93,8 +93,7 @@ def judge(gate: EvaluationGate, score: FleetScore) -> Verdict:
     if gate.minGainOverPrevious is not None:
         gain = score.gain
         if gain is None:
-            return Verdict("pending", f"{fleet}; no site scored the version it replaces, so the gain over it "
-                                      "cannot be judged yet", score)
+            return Verdict("pass", f"{fleet}; no site replaced a version, so there is no gain to judge", score)
         if gain < gate.minGainOverPrevious:
             return Verdict("below", f"{fleet} gains {gain:+.4g} over the versions it replaces, needs "
                                     f"{gate.minGainOverPrevious:+g}", score)
