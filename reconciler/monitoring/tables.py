@@ -35,8 +35,8 @@ def read_tensors(data: bytes, suffix: str, dtypes: Mapping[str, np.dtype], npy_t
             raise ValueError("an .npy file holds one array: name the tensor it is")
         try:
             array = np.load(io.BytesIO(data), allow_pickle=False)
-        except (OSError, EOFError) as exc:
-            raise ValueError(f"not a .npy array: {exc}") from None
+        except (ValueError, OSError, EOFError) as exc:  # numpy takes other bytes for a pickle, which it refuses
+            raise ValueError(f"not a .npy array of numbers: {exc}") from None
         return {npy_tensor: typed(npy_tensor, array, dtypes)}
     try:
         text = data.decode("utf-8-sig")
