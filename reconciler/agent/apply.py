@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
 from reconciler import reasons
+from reconciler.agent.scoring import Scorer, Scoring
 from reconciler.agent.statedir import StateDir
 from reconciler.cancel import CancelToken
 from reconciler.delivery.canary import CanaryDecision, CanaryProgress, decide_canary, measured_since
@@ -47,15 +48,14 @@ class Runtime(Protocol):
     def execution_provider(self, deployment: str) -> str | None: ...
 
 
-class Vetting(Protocol):
+class Vetting(Scorer, Protocol):
     """How a version's bytes earn the right to be served (agent.vetting.ArtifactVetting): fetched
-    into the store with their digest and signature checked, then their validation cases passed."""
+    into the store with their digest and signature checked, then their validation cases passed;
+    and scored on the site's labeled data (Scorer)."""
 
     def verified(self, target: Target, repo_tree: RepoRoot) -> Ingested: ...
     def validate(self, target: Target, ingested: Ingested) -> None: ...
     def verified_profile(self, target: Target, repo_tree: RepoRoot) -> Ingested | None: ...
-    def evaluate(self, target: Target, model_path: Path, replaced: tuple[str, Path] | None,
-                 now: datetime) -> EvaluationSummary | None: ...
 
 
 class DriftWatch(Protocol):
@@ -98,7 +98,8 @@ class Applier:
     the metrics a canary analysis reads and the drift counting of served versions that have a profile."""
 
     def __init__(self, state_dir: StateDir, store: ArtifactStore, vetting: Vetting, runtime: Runtime | None = None,
-                 metrics: CanaryMetrics | None = None, stop: CancelToken | None = None, drift: DriftWatch | None = None):
+                 metrics: CanaryMetrics | None = None, stop: CancelToken | None = None, drift: DriftWatch | None = None,
+                 evaluation_interval: timedelta | None = None):
         self.state_dir = state_dir
         self.store = store
         self.vetting = vetting
@@ -106,6 +107,8 @@ class Applier:
         self.runtime = runtime
         self.metrics = metrics
         self.drift = drift
+        # Federated evaluation's schedule; no interval (tests, `serve`): only before activation.
+        self.scoring = Scoring(vetting, lambda digest: self.store.path_for(digest), evaluation_interval)
         self._drift_marks: frozenset[tuple[str, str, int]] = frozenset()
         self._baselines: dict[tuple[str, datetime], object] = {}  # (deployment, step start) -> snapshot
         self._batch_only: frozenset[str] = frozenset()  # the last plan's `serve: false` deployments
@@ -125,6 +128,9 @@ class Applier:
             except ReconcilerError as error:
                 outcome = Outcome(action, error)
             outcomes.append(outcome)
+        rescored = self.scoring.rescore(plan, state, now)
+        if rescored != state:
+            state = self._save(rescored)
         self._collect_garbage(plan, state)
         return state, outcomes
 
@@ -223,7 +229,7 @@ class Applier:
         self.vetting.validate(target, ingested)
         profile = self.vetting.verified_profile(target, repo_tree)
         current = state.deployments.get(target.deployment)
-        evaluation = self._evaluate(target, ingested.path, current, now)
+        evaluation = self.scoring.before_activation(target, ingested.path, current, now)
         self.stop.check(f"activating {target.model} {target.version}")
         same_bytes = current is not None and current.active is not None and current.active.digest == target.artifact.digest
         installed = Installed(version=target.version, digest=target.artifact.digest, uri=target.artifact.uri,
@@ -250,15 +256,6 @@ class Applier:
         reason = action.reason if action.reason in (VERSION_REDEFINED, CHECKS_CHANGED) else reasons.Activated
         return self._switch(target, state, installed, commit, now, evaluation), \
             Outcome(action, reason=reason, message=action.message)
-
-    def _evaluate(self, target: Target, model_path: Path, current: DeploymentState | None,
-                  now: datetime) -> EvaluationSummary | None:
-        """Before activation: the new version's scores on this site's labeled data, beside those of
-        the version it replaces (none on a new site, or when the same version is deployed again)."""
-        active = current.active if current is not None else None
-        replaced = (active.version, self.store.path_for(active.digest)) \
-            if active is not None and active.version != target.version else None
-        return self.vetting.evaluate(target, model_path, replaced, now)
 
     def _switch(self, target: Target, state: SiteState, installed: Installed, commit: str | None,
                 now: datetime, evaluation: EvaluationSummary | None = None) -> SiteState:
