@@ -336,7 +336,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.evaluation:
         from reconciler.status import evaluation_view
 
-        evaluations = evaluation_view.site_evaluations(records)
+        evaluations = evaluation_view.site_evaluations({site: r.deployments for site, r in records.items()})
         print(json.dumps(evaluation_view.to_json(evaluations), indent=2) if args.format == "json"
               else evaluation_view.render_text(evaluations))
         return EXIT_OK

@@ -5,16 +5,16 @@ reconciler.delivery.evaluation_gate). Counts are the sites' rounded ones: the da
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from reconciler.delivery.evaluation_gate import FleetScore, fleet_score
 from reconciler.monitoring.evaluation import EvaluationSummary
 from reconciler.status.drift_view import text_table
-from reconciler.status.record import StatusRecord
+from reconciler.status.record import DeploymentStatus
 
-__all__ = ["SiteEvaluation", "fleet_scores", "render_text", "site_evaluations", "to_json"]
+__all__ = ["SiteEvaluation", "fleet_scores", "metric_names", "render_text", "site_evaluations", "to_json"]
 
 
 @dataclass(frozen=True)
@@ -25,10 +25,11 @@ class SiteEvaluation:
     summary: EvaluationSummary
 
 
-def site_evaluations(records: Mapping[str, StatusRecord]) -> list[SiteEvaluation]:
-    """Every deployment's last evaluation, by deployment, version and site."""
-    found = [SiteEvaluation(site, name, status.model, status.evaluation) for site, record in records.items()
-             for name, status in record.deployments.items() if status.evaluation is not None]
+def site_evaluations(latest: Mapping[str, Mapping[str, DeploymentStatus]]) -> list[SiteEvaluation]:
+    """Every deployment's last evaluation, by deployment, version and site (``latest``: per site,
+    its latest record's deployments)."""
+    found = [SiteEvaluation(site, name, status.model, status.evaluation) for site, deployments in latest.items()
+             for name, status in deployments.items() if status.evaluation is not None]
     return sorted(found, key=lambda e: (e.deployment, e.summary.version, e.site))
 
 
@@ -37,14 +38,14 @@ def fleet_scores(evaluations: list[SiteEvaluation]) -> dict[tuple[str, str], lis
     groups: dict[tuple[str, str], dict[str, EvaluationSummary]] = {}
     for e in evaluations:
         groups.setdefault((e.deployment, e.summary.version), {})[e.site] = e.summary
-    return {key: [fleet_score(metric, summaries) for metric in _metrics(summaries.values())]
+    return {key: [fleet_score(metric, summaries) for metric in metric_names(summaries.values())]
             for key, summaries in groups.items()}
 
 
 def render_text(evaluations: list[SiteEvaluation]) -> str:
     if not evaluations:
         return "no site reports scores: no Model declares spec.evaluation, or no site holds labeled data for it"
-    metrics = _metrics(e.summary for e in evaluations)
+    metrics = metric_names(e.summary for e in evaluations)
     header = ["DEPLOYMENT", "VERSION", "SITE", "EXAMPLES", *metrics, "REPLACED", "REASON"]
     rows = [[e.deployment, e.summary.version, e.site, str(e.summary.numExamples),
              *[_cell(e.summary, m) for m in metrics], e.summary.previousVersion or "-", e.summary.reason]
@@ -67,7 +68,7 @@ def to_json(evaluations: list[SiteEvaluation]) -> dict[str, Any]:
     }
 
 
-def _metrics(summaries) -> list[str]:
+def metric_names(summaries: Iterable[EvaluationSummary]) -> list[str]:
     return sorted({name for summary in summaries for name in summary.metrics})
 
 
