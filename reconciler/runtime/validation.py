@@ -132,7 +132,7 @@ def run_validation(
     if evaluation is None:
         return report
     if scored is None:
-        why = _clean((answer.get("evaluation") or {}).get("failed") or "no output")
+        why = _explain(_clean((answer.get("evaluation") or {}).get("failed") or "no output"), memory_limit)
         raise Stalled(reasons.EvaluationDataInvalid, f"the model cannot score the evaluation data: {why}"[:MESSAGE_LIMIT])
     return dataclasses.replace(report, predictions=scored)
 
