@@ -23,7 +23,7 @@ from reconciler.manifests.models import Artifact, ReferenceProfile
 from reconciler.monitoring.evaluation import EXAMPLE_QUANTUM, EvaluationSummary, reported_examples
 from reconciler.monitoring.profile import check_fits
 from reconciler.runtime.drift_counter import read_profile
-from reconciler.runtime.evaluation import load_examples, score_version
+from reconciler.runtime.evaluation import Examples, load_examples, score_version
 from reconciler.runtime.providers import CPU
 from reconciler.runtime.validation import run_validation
 from reconciler.settings import EvaluationData, FetchLimits, ValidationLimits
@@ -108,6 +108,6 @@ class ArtifactVetting:
                                  previousVersion=replaced[0] if replaced else None, previousMetrics=previous,
                                  evaluatedAt=now)
 
-    def _score(self, target: Target, model_path: Path, examples) -> dict[str, float]:
+    def _score(self, target: Target, model_path: Path, examples: Examples) -> dict[str, float]:
         return score_version(model_path, target.interface, target.evaluation, examples, self.validation,
                              self.providers, self.stop)

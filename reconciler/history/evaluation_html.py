@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from html import escape
 
+from reconciler.delivery.evaluation_gate import FleetScore
 from reconciler.status.evaluation_view import SiteEvaluation, fleet_scores, metric_names, site_evaluations
 from reconciler.status.record import DeploymentStatus
 
@@ -30,7 +31,7 @@ def evaluation_section(latest: Mapping[str, Mapping[str, DeploymentStatus]]) -> 
             "is the example-weighted mean an evaluation gate reads.</p>" + "".join(tables) + "</section>")
 
 
-def _table(deployment: str, version: str, rows: list[SiteEvaluation], fleet) -> str:
+def _table(deployment: str, version: str, rows: list[SiteEvaluation], fleet: list[FleetScore]) -> str:
     metrics = metric_names(e.summary for e in rows)
     head = "".join(f"<th>{escape(m)}</th>" for m in metrics)
     body = []
