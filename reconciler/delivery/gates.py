@@ -104,7 +104,8 @@ class SiteReport:
 class GateDecision:
     kind: GateKind
     reason: str  # FirstWave, GateHeld, Baking, WaitingForEarlierWaves, ProgressDeadlineExceeded,
-    #              NotInAnyWave, RolloutAborted, FailureThresholdReached
+    #              NotInAnyWave, RolloutAborted, FailureThresholdReached, DriftedSites,
+    #              EvaluationPending, EvaluationBelowMinimum
     message: str
     wave: str | None
     earliest_start: datetime | None  # when the site's wave opened or will open, when the records tell
