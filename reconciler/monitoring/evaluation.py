@@ -22,7 +22,6 @@ from datetime import datetime
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
-from scipy.stats import rankdata
 
 from reconciler import reasons
 
@@ -132,9 +131,16 @@ def _binary_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
     n_positive, n_negative = int(positive.sum()), int((~positive).sum())
     if not n_positive or not n_negative:
         return None
-    ranks = rankdata(scores)  # ties get their mean rank
+    ranks = _mean_ranks(scores)
     u = ranks[positive].sum() - n_positive * (n_positive + 1) / 2
     return float(u / (n_positive * n_negative))
+
+
+def _mean_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties sharing their mean rank (as scipy.stats.rankdata; the agent has numpy only)."""
+    _, group, sizes = np.unique(values, return_inverse=True, return_counts=True)
+    last = np.cumsum(sizes)  # the rank of each group's last member
+    return (last - (sizes - 1) / 2)[group.reshape(-1)]
 
 
 def _mae(values: np.ndarray, labels: np.ndarray) -> float:

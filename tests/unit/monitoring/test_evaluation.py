@@ -1,6 +1,7 @@
 """Federated evaluation's metrics and rounding, against reference computations written apart from
 the code: small cases worked by hand, and on random data numpy/scipy formulas of other shape (AUC
-by counting every positive-negative pair, log loss from scipy's xlogy)."""
+by counting every positive-negative pair and by scipy's Mann-Whitney U, log loss from scipy's xlogy).
+scipy is a test dependency only: the agent's code is numpy."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import re
 import numpy as np
 import pytest
 from scipy.special import xlogy
+from scipy.stats import mannwhitneyu
 
 from reconciler.monitoring.evaluation import DIGITS, reported_examples, score
 
@@ -67,6 +69,16 @@ def test_binary_metrics_equal_independent_formulas_on_random_data(seed):
     assert got["accuracy"] == pytest.approx(np.mean((probability >= 0.5) == (labels == 1)), abs=1e-6)
     assert got["logLoss"] == pytest.approx(-np.mean(xlogy(1, np.maximum(chosen, 1e-15))), abs=1e-6)
     assert got["auc"] == pytest.approx(_pairwise_auc(probability, labels == 1), abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_auc_equals_scipys_mann_whitney_u_on_tied_random_scores(seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, 200)
+    scores = rng.integers(0, 8, 200) / 8  # eight values: ties everywhere
+    u = mannwhitneyu(scores[labels == 1], scores[labels == 0]).statistic
+    expected = u / ((labels == 1).sum() * (labels == 0).sum())
+    assert score("classifier", ["auc"], scores, labels)["auc"] == pytest.approx(expected, abs=1e-6)
 
 
 @pytest.mark.parametrize("kind, metrics, predictions, labels, said", [
