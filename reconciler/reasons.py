@@ -204,6 +204,7 @@ BatchNotScheduled = _failure("BatchNotScheduled", _CHANGE, "no batch section for
 NoExecutionProvider = _failure("NoExecutionProvider", _CHANGE, "none of site.yaml's executionProviders is in this onnxruntime")
 ForgeRejected = _failure("ForgeRejected", _CHANGE, "the forge refuses the request")
 ForgeTokenMissing = _failure("ForgeTokenMissing", _CHANGE, "the forge token's variable is not set")
+EvaluationDataInvalid = _failure("EvaluationDataInvalid", _CHANGE, "the site's labeled evaluation data is missing, unreadable or does not fit the model: the version is served unscored")
 
 # --- wait for a change: the release commands (add-version) ------------------------------------
 ArtifactCheckFailed = _failure("ArtifactCheckFailed", _CHANGE, "the sites would refuse the new version")
@@ -234,6 +235,7 @@ VersionRedefined = _outcome("VersionRedefined", _DONE, "the same version with ot
 ChecksChanged = _outcome("ChecksChanged", _DONE, "the served version's checks changed and passed again")
 FirstWave = _outcome("FirstWave", _DONE, "the wave gate: this wave goes first")
 GateHeld = _outcome("GateHeld", _DONE, "the wave gate: the earlier waves are healthy and baked")
+EvaluationScored = _outcome("EvaluationScored", _DONE, "the version (and the one it replaces) scored on the site's labeled data")
 OnnxRuntimeWarning = _outcome("OnnxRuntimeWarning", _DONE, "a log line: what onnxruntime said about a validated model")
 
 # --- outcomes: looked at again next tick ------------------------------------------------------
@@ -242,6 +244,7 @@ InventoryFactRefused = _outcome("InventoryFactRefused", _TICK, "a line of an inv
 InventoryFailed = _outcome("InventoryFailed", _TICK, "the site's inventory could not be collected: the last one stays")
 NotifyFailed = _outcome("NotifyFailed", _TICK, "systemd's NOTIFY_SOCKET did not take a readiness message")
 ExecutionProviderUnavailable = _outcome("ExecutionProviderUnavailable", _TICK, "an executionProvider of site.yaml is not in this onnxruntime: skipped")
+EvaluationPending = _outcome("EvaluationPending", _TICK, "the evaluation gate: too few earlier sites or examples have reported scores yet")
 DriftedSites = _outcome("DriftedSites", _TICK, "more sites of the earlier waves report drift than maxDriftedSites: the wave waits")
 BatchFileFailed = _outcome("BatchFileFailed", _TICK, "an input file failed as a whole; the next runs try it again")
 CanaryInProgress = _outcome("CanaryInProgress", _TICK, "a canary runs: its next step is decided each tick")
@@ -260,6 +263,8 @@ ForgeStatus = _outcome("ForgeStatus", _TICK, "a forge status that names no reaso
 # --- outcomes: aborted until retried on purpose -----------------------------------------------
 BatchFileMovedAside = _outcome("BatchFileMovedAside", _CHANGE, "an input file failed maxRetries runs and was moved to .failed/")
 FailureThresholdReached = _outcome("FailureThresholdReached", _CHANGE, "the rollout's failed share reached failureThreshold")
+EvaluationTooFewExamples = _outcome("EvaluationTooFewExamples", _CHANGE, "fewer labeled examples than the rounding quantum (10): no scores reported until the data grows")
+EvaluationBelowMinimum = _outcome("EvaluationBelowMinimum", _CHANGE, "the fleet metric of the earlier waves misses the evaluation gate: the rollout stops at this wave until the Deployment changes")
 RolloutAborted = _outcome("RolloutAborted", _CHANGE, "the rollout is aborted: `reconciler rollout retry` restarts it")
 
 # Names once written, read in older status records: the reason each now reports as.

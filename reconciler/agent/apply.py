@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
 from reconciler import reasons
+from reconciler.agent.scoring import Scorer, Scoring
 from reconciler.agent.statedir import StateDir
 from reconciler.cancel import CancelToken
 from reconciler.delivery.canary import CanaryDecision, CanaryProgress, decide_canary, measured_since
@@ -21,6 +22,7 @@ from reconciler.delivery.same_version import CHECKS_CHANGED, VERSION_REDEFINED, 
 from reconciler.errors import Cancelled, NeedsOperator, ReconcilerError, Stalled, Transient
 from reconciler.ingest.artifacts import ArtifactStore, Ingested
 from reconciler.ingest.fetch import RepoRoot
+from reconciler.monitoring.evaluation import EvaluationSummary
 from reconciler.monitoring.windows import DriftSummary
 from reconciler.runtime.metrics import Snapshot, window_stats
 from reconciler.status.record import State
@@ -46,9 +48,10 @@ class Runtime(Protocol):
     def execution_provider(self, deployment: str) -> str | None: ...
 
 
-class Vetting(Protocol):
+class Vetting(Scorer, Protocol):
     """How a version's bytes earn the right to be served (agent.vetting.ArtifactVetting): fetched
-    into the store with their digest and signature checked, then their validation cases passed."""
+    into the store with their digest and signature checked, then their validation cases passed;
+    and scored on the site's labeled data (Scorer)."""
 
     def verified(self, target: Target, repo_tree: RepoRoot) -> Ingested: ...
     def validate(self, target: Target, ingested: Ingested) -> None: ...
@@ -95,7 +98,8 @@ class Applier:
     the metrics a canary analysis reads and the drift counting of served versions that have a profile."""
 
     def __init__(self, state_dir: StateDir, store: ArtifactStore, vetting: Vetting, runtime: Runtime | None = None,
-                 metrics: CanaryMetrics | None = None, stop: CancelToken | None = None, drift: DriftWatch | None = None):
+                 metrics: CanaryMetrics | None = None, stop: CancelToken | None = None, drift: DriftWatch | None = None,
+                 evaluation_interval: timedelta | None = None):
         self.state_dir = state_dir
         self.store = store
         self.vetting = vetting
@@ -103,6 +107,8 @@ class Applier:
         self.runtime = runtime
         self.metrics = metrics
         self.drift = drift
+        # Federated evaluation's schedule; no interval (tests, `serve`): only before activation.
+        self.scoring = Scoring(vetting, lambda digest: self.store.path_for(digest), evaluation_interval)
         self._drift_marks: frozenset[tuple[str, str, int]] = frozenset()
         self._baselines: dict[tuple[str, datetime], object] = {}  # (deployment, step start) -> snapshot
         self._batch_only: frozenset[str] = frozenset()  # the last plan's `serve: false` deployments
@@ -122,6 +128,9 @@ class Applier:
             except ReconcilerError as error:
                 outcome = Outcome(action, error)
             outcomes.append(outcome)
+        rescored = self.scoring.rescore(plan, state, now)
+        if rescored != state:
+            state = self._save(rescored)
         self._collect_garbage(plan, state)
         return state, outcomes
 
@@ -219,8 +228,9 @@ class Applier:
         ingested = self.vetting.verified(target, repo_tree)
         self.vetting.validate(target, ingested)
         profile = self.vetting.verified_profile(target, repo_tree)
-        self.stop.check(f"activating {target.model} {target.version}")
         current = state.deployments.get(target.deployment)
+        evaluation = self.scoring.before_activation(target, ingested.path, current, now)
+        self.stop.check(f"activating {target.model} {target.version}")
         same_bytes = current is not None and current.active is not None and current.active.digest == target.artifact.digest
         installed = Installed(version=target.version, digest=target.artifact.digest, uri=target.artifact.uri,
                               installedAt=current.active.installedAt if same_bytes else now,
@@ -238,19 +248,22 @@ class Applier:
                                       target.interface, digest=installed.digest)
             self._watch_drift(target.deployment, installed, compare_with=current.active)
             started = current.model_copy(update={"canary": installed, "canaryProgress": CanaryProgress.start(now),
-                                                 "rollout": target.rollout_id, "wave": target.wave})
+                                                 "rollout": target.rollout_id, "wave": target.wave,
+                                                 "evaluation": evaluation})
             state = self._with(state, target.deployment, started, HistoryEntry(at=now, event="canaryStarted",
                                                                                version=target.version, commit=commit))
             return self._advance_canary(target, state, commit, now, action)
         reason = action.reason if action.reason in (VERSION_REDEFINED, CHECKS_CHANGED) else reasons.Activated
-        return self._switch(target, state, installed, commit, now), Outcome(action, reason=reason, message=action.message)
+        return self._switch(target, state, installed, commit, now, evaluation), \
+            Outcome(action, reason=reason, message=action.message)
 
     def _switch(self, target: Target, state: SiteState, installed: Installed, commit: str | None,
-                now: datetime) -> SiteState:
+                now: datetime, evaluation: EvaluationSummary | None = None) -> SiteState:
         current = state.deployments.get(target.deployment)
         updated = DeploymentState(model=target.model, interface=target.interface, active=installed,
                                   previous=rollback_target(current, installed), rollout=target.rollout_id,
-                                  wave=target.wave, served=target.serves, history=current.history if current else [])
+                                  wave=target.wave, served=target.serves, history=current.history if current else [],
+                                  evaluation=evaluation)
         self._activate(target.deployment, target.model, installed, target.interface)
         try:
             return self._save(self._with(state, target.deployment, updated,

@@ -169,7 +169,8 @@ class Agent:
         rollout or canary is in flight), its commit in the cache and the site's state."""
         run.head = self.source.remote_head()
         self.last_contact = run.now
-        if run.head == self.reconciled_head and not self.watching and not self.applier.drift_news():
+        if run.head == self.reconciled_head and not self.watching and not self.applier.drift_news() \
+                and not self.applier.scoring.due(run.now):
             run.unchanged = True
             return
         run.commit = self.source.fetch(run.head)

@@ -100,6 +100,7 @@ def _deployment_status(now: datetime, state: SiteState, last: StatusRecord | Non
         message=message,
         failureKind=kind,
         weights=weights or {},
+        evaluation=installed.evaluation if installed else None,
         since=before.since if keep_since else now,
     )
 

@@ -75,9 +75,10 @@ def build_applier(state_dir: StateDir, runtime: Runtime | None, trust_roots: Tru
     store = ArtifactStore(state_dir.root, telemetry.count_bytes if telemetry else None)
     vetting = ArtifactVetting(store, trust_roots, config.fetch if config else None,
                               config.validation if config else None, stop, telemetry,
-                              config.execution_providers if config else (CPU,))
+                              config.execution_providers if config else (CPU,), config.evaluation if config else None)
     # The runtime's metrics count drift too (RuntimeMetrics.drift); a canary test's fake metrics do not.
-    return Applier(state_dir, store, vetting, runtime, metrics, stop, drift=getattr(metrics, "drift", None))
+    return Applier(state_dir, store, vetting, runtime, metrics, stop, drift=getattr(metrics, "drift", None),
+                   evaluation_interval=config.evaluation_interval if config else None)
 
 
 def serve_last_good(state: Path, site: str, runtime: Runtime) -> None:

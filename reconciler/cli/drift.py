@@ -12,13 +12,10 @@ data come from running ``--onnx`` on the inputs, so prediction drift has a refer
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
-import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -30,12 +27,12 @@ from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.loader import load_directory
 from reconciler.manifests.models import ModelInterface
 from reconciler.monitoring.profile import DEFAULT_BINS, Profile, build_profile
+from reconciler.monitoring.tables import SUFFIXES, read_tensors
 from reconciler.status.drift_view import pooled, render_text, site_drifts, to_json
 from reconciler.status.record import StatusRecord
 
 ONNX_BATCH_ROWS = 4096
 PROFILE_MAX_BYTES = 4 << 20
-_COLUMN = re.compile(r"^(?P<tensor>[^\[\]]+)(?:\[(?P<index>\d+)\])?$")
 
 
 def add_subcommands(commands: argparse._SubParsersAction) -> None:
@@ -81,24 +78,18 @@ def read_data(item: str, interface: ModelInterface) -> dict[str, np.ndarray]:
     name, _, file = item.rpartition("=") if "=" in item else ("", "", item)
     path = Path(file)
     dtypes = {t.name: np.dtype(t.dtype) for t in (*interface.inputs, *interface.outputs)}
+    if path.suffix == ".npy" and not name:
+        if len(interface.inputs) != 1:
+            raise UsageError(f"{file}: name the tensor it holds, as TENSOR={file}")
+        name = interface.inputs[0].name
+    if path.suffix not in SUFFIXES:
+        raise UsageError(f"{file}: give .npy, .csv or .jsonl data")
     try:
-        if path.suffix == ".npy":
-            if not name:
-                if len(interface.inputs) != 1:
-                    raise UsageError(f"{file}: name the tensor it holds, as TENSOR={file}")
-                name = interface.inputs[0].name
-            return {name: _typed(name, np.load(path, allow_pickle=False), dtypes)}
-        if path.suffix == ".csv":
-            with path.open(newline="") as stream:
-                return _tables(csv.DictReader(stream), dtypes, file)
-        if path.suffix in (".jsonl", ".ndjson"):
-            with path.open() as stream:
-                return _tables((_flat(json.loads(line)) for line in stream if line.strip()), dtypes, file)
+        return read_tensors(path.read_bytes(), path.suffix, dtypes, name or None)
     except OSError as exc:
         raise UsageError(f"cannot read {file}: {exc.strerror}") from None
     except ValueError as exc:
         raise UsageError(f"{file}: {exc}") from None
-    raise UsageError(f"{file}: give .npy, .csv or .jsonl data")
 
 
 def split_roles(tensors: dict[str, np.ndarray], interface: ModelInterface,
@@ -118,52 +109,6 @@ def _interface(fleet: FleetRepo, model: str) -> ModelInterface:
     if found is None:
         raise UsageError(f"no Model named {model!r} in the fleet repo (give it with --repo)")
     return found.spec.interface
-
-
-def _typed(name: str, values: Any, dtypes: Mapping[str, np.dtype]) -> np.ndarray:
-    if name not in dtypes:
-        raise ValueError(f"the model has no tensor named {name}")
-    array = np.asarray(values).astype(dtypes[name])
-    if array.ndim not in (1, 2):
-        raise ValueError(f"{name} has {array.ndim} dimensions; profiles cover [rows] or [rows, k] tensors")
-    return array
-
-
-def _flat(document: object) -> dict[str, Any]:
-    if not isinstance(document, dict):
-        raise ValueError("each line must be a JSON object: tensor name to a number or a list")
-    flat: dict[str, Any] = {}
-    for tensor, value in document.items():
-        if isinstance(value, list):
-            flat |= {f"{tensor}[{i}]": v for i, v in enumerate(value)}
-        else:
-            flat[tensor] = value
-    return flat
-
-
-def _tables(rows: Iterator[Mapping[str, Any]], dtypes: Mapping[str, np.dtype], file: str) -> dict[str, np.ndarray]:
-    """Rows of ``TENSOR`` / ``TENSOR[i]`` columns as one array per tensor."""
-    columns: dict[str, list[Any]] = {}
-    for count, row in enumerate(rows):
-        if count and row.keys() != columns.keys():
-            raise ValueError(f"row {count + 1} has other columns than the first")
-        for key, value in row.items():
-            columns.setdefault(key, []).append(float(value))
-    grouped: dict[str, dict[int, list[Any]]] = {}
-    for key, values in columns.items():
-        found = _COLUMN.match(key)
-        if found is None:
-            raise ValueError(f"column {key!r} is not TENSOR or TENSOR[i]")
-        grouped.setdefault(found["tensor"], {})[int(found["index"] or -1)] = values
-    tensors = {}
-    for tensor, by_index in grouped.items():
-        if list(by_index) == [-1]:
-            tensors[tensor] = _typed(tensor, by_index[-1], dtypes)
-        elif sorted(by_index) == list(range(len(by_index))):
-            tensors[tensor] = _typed(tensor, np.column_stack([by_index[i] for i in range(len(by_index))]), dtypes)
-        else:
-            raise ValueError(f"{file}: the columns of {tensor} must be {tensor}[0] ... {tensor}[k-1], with no gap")
-    return tensors
 
 
 def _run_model(onnx: Path, inputs: dict[str, np.ndarray], interface: ModelInterface,

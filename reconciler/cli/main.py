@@ -118,6 +118,8 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--format", choices=["text", "json", "markdown"], default="text")
     status.add_argument("--drift", action="store_true", help="sites x features drift, worst first, and the pooled "
                         "drift per model version (markdown prints as text)")
+    status.add_argument("--evaluation", action="store_true", help="each site's scores of each version on its own "
+                        "labeled data, and the example-weighted fleet metric (markdown prints as text)")
     status.add_argument("--inventory", action="store_true",
                         help="what each site runs on (OS, CPU, memory, onnxruntime and its providers, local facts)")
     status.set_defaults(handler=cmd_status)
@@ -330,6 +332,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"reconciler: {note}", file=sys.stderr)
     if drift is not None:
         print(drift)
+        return EXIT_OK
+    if args.evaluation:
+        from reconciler.status import evaluation_view
+
+        evaluations = evaluation_view.site_evaluations({site: r.deployments for site, r in records.items()})
+        print(json.dumps(evaluation_view.to_json(evaluations), indent=2) if args.format == "json"
+              else evaluation_view.render_text(evaluations))
         return EXIT_OK
     if args.inventory:
         from reconciler.cli.inventory import render_inventory

@@ -58,6 +58,7 @@ SITE_CONDITIONS: frozenset[str] = frozenset({
     # disk, state directory, runtime, agent (artifacts.py, state.py, apply.py, runtime/, cancel.py)
     R.DiskFull, R.StoreWriteFailed, R.StateWriteFailed, R.StateLocked, R.StateCorrupt, R.StateOfOtherSite,
     R.RuntimeNotServing, R.RuntimeStartFailed, R.ListenFailed, R.AgentStopping, R.ProfileUnreadable,
+    R.EvaluationDataInvalid,  # the site's own labeled data (runtime/evaluation.py): never evidence against a version
     R.NoExecutionProvider,
     R.CanaryProgressMismatch, R.CanaryIsActive, R.NoActiveVersion, R.NoCanary, R.InvalidWeight,
     # what the plan cannot resolve for this site (plan.py)

@@ -43,6 +43,10 @@ Rules (the vocabulary of Argo Rollouts and AWS IoT Jobs):
 - Abort is judged first, because it concerns every site that moved, whatever its wave.
 - Drift (``maxDriftedSites``): a wave also waits while more sites of the earlier waves than the
   limit report DriftDetected on the new version. Drift holds; it never aborts or rolls back.
+- Evaluation (``evaluation``, reconciler.delivery.evaluation_gate): a wave whose earlier waves'
+  example-weighted score of the new version misses the bound stops at its gate
+  (EvaluationBelowMinimum), whatever their health; one whose gate would let it start waits while
+  too few sites or examples have been scored (EvaluationPending). Neither aborts nor rolls back.
 
 A site that has already started the rollout needs only the abort verdict: a later ``wait`` (a gate
 that stopped holding) does not undo a start.
@@ -60,10 +64,12 @@ from fractions import Fraction
 from typing import Literal
 
 from reconciler import reasons
+from reconciler.delivery.evaluation_gate import fleet_score, judge
 from reconciler.delivery.evidence import FailureKind, failure_kind
 from reconciler.delivery.rollout import wave_index
 from reconciler.manifests.models import Gate, Rollout
 from reconciler.manifests.types import format_duration
+from reconciler.monitoring.evaluation import EvaluationSummary
 from reconciler.monitoring.windows import DRIFT_DETECTED
 from reconciler.status.record import State, StatusRecord
 
@@ -86,6 +92,7 @@ class SiteReport:
     message: str = field(default="", compare=False)
     kind: FailureKind | None = None  # as the record says; records of older agents have only the reason
     drifted: bool = field(default=False, compare=False)  # DriftDetected on the version it reports
+    evaluation: EvaluationSummary | None = field(default=None, compare=False)  # its scores of that version
 
     @property
     def failed(self) -> bool:
@@ -97,7 +104,8 @@ class SiteReport:
 class GateDecision:
     kind: GateKind
     reason: str  # FirstWave, GateHeld, Baking, WaitingForEarlierWaves, ProgressDeadlineExceeded,
-    #              NotInAnyWave, RolloutAborted, FailureThresholdReached
+    #              NotInAnyWave, RolloutAborted, FailureThresholdReached, DriftedSites,
+    #              EvaluationPending, EvaluationBelowMinimum
     message: str
     wave: str | None
     earliest_start: datetime | None  # when the site's wave opened or will open, when the records tell
@@ -117,8 +125,10 @@ def site_report(record: StatusRecord, deployment: str) -> SiteReport | None:
         return None
     drifted = status.drift is not None and status.drift.state == DRIFT_DETECTED and \
         status.drift.version == status.version
+    evaluation = status.evaluation if status.evaluation is not None and status.evaluation.version == status.version \
+        else None
     return SiteReport(status.rollout, status.state, status.version, status.since, record.writtenAt,
-                      status.reason, status.message, status.failureKind, drifted)
+                      status.reason, status.message, status.failureKind, drifted, evaluation)
 
 
 def decide_gate(rollout: Rollout, deployment: str, rollout_id: str, site: str,
@@ -143,7 +153,31 @@ def decide_gate(rollout: Rollout, deployment: str, rollout_id: str, site: str,
     if not any(progress.members[:index]):
         return GateDecision("proceed", reasons.FirstWave, f"wave {wave} goes first: no targeted site is in an earlier wave",
                             wave, progress.opened[index])
-    return _drift_hold(rollout, progress, index) or _gate(rollout, progress, index, now)
+    held = _drift_hold(rollout, progress, index)
+    if held is not None:
+        return held
+    scored = _evaluation_verdict(rollout, progress, index)
+    if scored is not None and scored.reason == reasons.EvaluationBelowMinimum:
+        return scored
+    decision = _gate(rollout, progress, index, now)
+    return scored if scored is not None and decision.kind == "proceed" else decision
+
+
+def _evaluation_verdict(rollout: Rollout, progress: _Progress, index: int) -> GateDecision | None:
+    gate = rollout.gate.evaluation
+    if gate is None:
+        return None
+    earlier = [s for w in range(index) for s in progress.members[w]]
+    # One rollout is one version, and a report keeps only the scores of the version it reports.
+    summaries = {s: r.evaluation for s in earlier if (r := progress.reports.get(s)) is not None and r.evaluation}
+    verdict = judge(gate, fleet_score(gate.metric, summaries))
+    wave = rollout.waves[index].name
+    if verdict.kind == "below":
+        return GateDecision("wait", reasons.EvaluationBelowMinimum, f"the rollout stops at wave {wave}: {verdict.message}; "
+                            "the earlier waves keep the version: revert the Deployment or ship a better version", wave, None)
+    if verdict.kind == "pending":
+        return GateDecision("wait", reasons.EvaluationPending, f"wave {wave} waits: {verdict.message}", wave, None)
+    return None
 
 
 def _drift_hold(rollout: Rollout, progress: _Progress, index: int) -> GateDecision | None:

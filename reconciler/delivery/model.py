@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from reconciler.delivery.canary import CanaryProgress
 from reconciler.manifests.models import ModelInterface
+from reconciler.monitoring.evaluation import EvaluationSummary
 
 
 class Installed(BaseModel):
@@ -46,6 +47,7 @@ class DeploymentState(BaseModel):
     rollout: str | None = None  # the rollout the active (or canary) version belongs to
     wave: str | None = None
     served: bool = True  # false: batch-only (`serve: false`) when last activated; a restart does not serve it
+    evaluation: EvaluationSummary | None = None  # the last scores on this site's labeled data (federated evaluation)
     history: list[HistoryEntry] = []
 
 

@@ -19,6 +19,7 @@ from reconciler.delivery.same_version import needs_recheck, why_deploy
 from reconciler.errors import Stalled
 from reconciler.flags import evaluate, site_context
 from reconciler.manifests.deployments import CanaryStep, Deployment, DeploymentSpec, FlagRef
+from reconciler.manifests.evaluation import ModelEvaluation
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.models import (
     Artifact,
@@ -53,6 +54,7 @@ class Target:
     rollback_window: timedelta | None = None  # DeploymentSpec.rollbackWindow
     profile: ReferenceProfile | None = None  # ModelVersion.profile: what drift is measured against
     serves: bool = True  # DeploymentSpec.serve: false runs the version only as its batch job
+    evaluation: ModelEvaluation | None = None  # ModelSpec.evaluation: how sites with labeled data score it
 
 
 @dataclass(frozen=True)
@@ -337,7 +339,7 @@ def target_for(repo: FleetRepo, deployment: Deployment, site: Site, now: datetim
     steps = tuple(spec.canary.steps) if spec.canary else ()
     return Target(deployment.metadata.name, spec.model, version, artifact, model.spec.interface,
                   tuple(model_version.validation), wave, _rollout_of_version(spec, version), model_version.signers,
-                  steps, spec.rollbackWindow, model_version.profile, spec.serve)
+                  steps, spec.rollbackWindow, model_version.profile, spec.serve, model.spec.evaluation)
 
 
 def enabled_at(repo: FleetRepo, deployment: Deployment, site: Site, now: datetime) -> bool:

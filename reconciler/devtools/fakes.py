@@ -22,6 +22,7 @@ from reconciler.ingest.artifacts import ArtifactStore, Ingested
 from reconciler.ingest.fetch import RepoRoot
 from reconciler.manifests.loader import RepoFile
 from reconciler.manifests.types import Digest
+from reconciler.monitoring.evaluation import EvaluationSummary
 from reconciler.settings import SiteConfig
 from reconciler.status.forge import CommitStatus
 from reconciler.status.record import StatusRecord
@@ -133,6 +134,10 @@ class FakeVetting:
         if target.version in self.invalid:
             raise self.invalid[target.version]
         self.validated.append(target.version)
+
+    def evaluate(self, target: Target, model_path: Path, replaced: tuple[str, Path] | None,
+                 now: datetime) -> EvaluationSummary | None:
+        return None  # no bytes to score
 
 
 class FakeRuntime:

@@ -123,21 +123,22 @@ def without_progressive_delivery(repo: Path) -> Path:
     return repo
 
 
-def add_signed_version(clone: Path, version: str, data: bytes, validation: list[dict]) -> None:
-    """A new version of demand-forecast in ``clone``: its ONNX bytes, a cosign signature by the
-    demo key, and its entry in model.yaml with ``validation`` cases."""
-    folder = clone / "models/demand-forecast" / version
-    folder.mkdir()
+def add_signed_version(clone: Path, version: str, data: bytes, validation: list[dict],
+                       model: str = "demand-forecast") -> None:
+    """A new version of ``model`` in ``clone``: its ONNX bytes, a cosign signature by the demo key,
+    and its entry in the model's model.yaml with ``validation`` cases."""
+    folder = clone / "models" / model / version
+    folder.mkdir(parents=True)
     (folder / "model.onnx").write_bytes(data)
     key = load_private_key((EXAMPLE / "keys" / "demo.key").read_bytes())
     (folder / "model.onnx.sig").write_bytes(sign_digest(key, hashlib.sha256(data).digest()))
-    path = clone / "models/demand-forecast/model.yaml"
+    path = clone / "models" / model / "model.yaml"
     doc = yaml.safe_load(path.read_text())
     doc["spec"]["versions"].append({
         "version": version,
-        "artifacts": [{"uri": f"models/demand-forecast/{version}/model.onnx",
+        "artifacts": [{"uri": f"models/{model}/{version}/model.onnx",
                        "digest": "sha256:" + hashlib.sha256(data).hexdigest(), "size": len(data),
-                       "signature": {"uri": f"models/demand-forecast/{version}/model.onnx.sig", "format": "cosign"}}],
+                       "signature": {"uri": f"models/{model}/{version}/model.onnx.sig", "format": "cosign"}}],
         "validation": validation,
     })
     path.write_text(yaml.safe_dump(doc, sort_keys=False))

@@ -20,6 +20,7 @@ from reconciler.delivery.plan import Unplannable, rollout_of, target_for
 from reconciler.delivery.rollout import wave_of
 from reconciler.history.audit import DeploymentChange, FleetTrail, describe_change, fleet_trail, utc_text
 from reconciler.history.drift_html import Trend, drift_section, drift_trends
+from reconciler.history.evaluation_html import evaluation_section
 from reconciler.history.timeline import Interval, open_fleet, shown_location, site_timeline
 from reconciler.manifests.deployments import Deployment
 from reconciler.manifests.fleet import FleetRepo
@@ -131,6 +132,7 @@ def render_html(data: ReportData) -> str:
         _progress_section(data.progress),
         _timelines_section(data.intervals),
         drift_section({row.site: row.cells for row in data.matrix.rows}, data.drift_trends),
+        evaluation_section({row.site: row.cells for row in data.matrix.rows}),
         _changes_section(data.trail, invalid_head),
         *([_ignored_section(data.ignored)] if data.ignored else []),
     ]

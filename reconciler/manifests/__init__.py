@@ -6,4 +6,4 @@ JSON Schemas.
 Nothing is re-exported here: reconciler.flags imports manifests.types, so importing the loader from
 this package's __init__ would make that import circular. ``__all__`` lists the public modules."""
 
-__all__ = ["batch", "deployments", "findings", "fleet", "loader", "models", "selectors", "semantics", "types", "yamlreader"]
+__all__ = ["batch", "deployments", "evaluation", "findings", "fleet", "loader", "models", "selectors", "semantics", "types", "yamlreader"]

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from reconciler.manifests.evaluation import EvaluationGate, ModelEvaluation
 from reconciler.manifests.site_keys import StatusKeys
 from reconciler.manifests.types import (
     POLL_INTERVAL,
@@ -109,6 +110,9 @@ class Gate(Strict):
         None, description="The next wave waits while more of the earlier waves' sites than this report "
                           "DriftDetected on the new version (its reference profile); unset: drift does not "
                           "hold a rollout. Drift never rolls a version back.")
+    evaluation: EvaluationGate | None = Field(
+        None, description="The next wave waits for the earlier waves' sites' scores of the new version on their "
+                          "local labeled data, and stops at this gate while the fleet metric misses its bound.")
 
 
 class Abort(Strict):
@@ -316,6 +320,15 @@ class ModelSpec(Strict):
     interface: ModelInterface = Field(description="The inputs and outputs every version must have.")
     versions: Annotated[list[ModelVersion], Field(min_length=1)] = Field(
         description="The model's versions; `reconciler add-version` appends one.")
+    evaluation: ModelEvaluation | None = Field(
+        None, description="How sites that hold labeled data score each version (federated evaluation); "
+                          "absent: versions are not scored.")
+
+    @model_validator(mode="after")
+    def _scored_output_exists(self) -> ModelSpec:
+        if self.evaluation is not None and self.evaluation.output not in {t.name for t in self.interface.outputs}:
+            raise ValueError(f"evaluation.output {self.evaluation.output!r} is not an output of the interface")
+        return self
 
     def version(self, name: str) -> ModelVersion | None:
         return next((v for v in self.versions if v.version == name), None)

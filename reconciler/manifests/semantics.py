@@ -91,6 +91,18 @@ def _check_deployment(deployment: Deployment, repo: FleetRepo, sites: _LabelSets
         report("spec.targets", "selects no site", "warning")
     if spec.rollout is not None:
         _check_rollout(spec.rollout, "spec.rollout", sites, targeted, report)
+    rollout = spec.rollout or (repo.fleet.spec.defaultRollout if repo.fleet is not None else None)
+    if model is not None and rollout is not None and rollout.gate.evaluation is not None:
+        _check_evaluation_gate(rollout.gate.evaluation.metric, model, "spec.rollout.gate.evaluation.metric"
+                               if spec.rollout is not None else "the Fleet's defaultRollout.gate.evaluation.metric", report)
+
+
+def _check_evaluation_gate(metric: str, model: Model, at: str, report: _Report) -> None:
+    """A gate can only read a metric the sites report: one the Model declares."""
+    declared = model.spec.evaluation.metrics if model.spec.evaluation is not None else []
+    if metric not in declared:
+        report(at, f"metric {metric} is not declared by model '{model.metadata.name}' "
+                   f"(spec.evaluation.metrics: {', '.join(declared) or 'none'}); sites would never report it")
 
 
 def _flag(ref: FlagRef, at: str, flags: Mapping[str, FlagDefinition], report: _Report) -> FlagDefinition | None:

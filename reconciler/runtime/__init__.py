@@ -2,7 +2,7 @@
 and gRPC."""
 
 __all__ = [
-    "drift_counter",
+    "drift_counter", "evaluation",
     "grpc_codec",
     "grpc_server",
     "hooks",

@@ -6,12 +6,17 @@ as one JSON line on stdout. Memory, CPU and core-dump limits are set before nump
 load, so a hostile or broken model can only hurt this process.
 
 Request:  {"model": path, "providers": [execution provider], "memoryLimit": bytes, "cpuSeconds": n,
-           "interface": {"inputs": [TensorSpec], "outputs": [TensorSpec]}, "cases": [ValidationCase]}
+           "interface": {"inputs": [TensorSpec], "outputs": [TensorSpec]}, "cases": [ValidationCase],
+           "evaluation": null | {"feeds": .npz path, "output": name, "predictions": .npy path, "rows": n}}
 Answer:   {"outcome": "noProvider", "available": [execution provider]}
         | {"outcome": "loadFailed", "message": str}
         | {"outcome": "interfaceMismatch", "problems": [{"at": [part], "message": str}]}
         | {"outcome": "ran", "provider": str,
-           "cases": [{"name", "passed", "maxAbsError", "detail", "at": [part]}]}
+           "cases": [{"name", "passed", "maxAbsError", "detail", "at": [part]}],
+           "evaluation": null | {"scored": rows} | {"failed": str}}
+With "evaluation" the child also runs the model over a site's labeled examples (federated
+evaluation: the inputs of the .npz, ``rows`` at a time) and saves the scored output's values to
+"predictions"; the labels never come here, the agent scores the values (monitoring/evaluation.py).
 "at" is where the fault lies: in the interface (e.g. ["inputs", 0, "dtype"]) or in the case
 (e.g. ["expected", "y"]), so a check before the merge can point at the manifest's line.
 """
@@ -89,7 +94,24 @@ def _validate(request: dict[str, Any]) -> dict[str, Any]:
     if problems:
         return {"outcome": "interfaceMismatch", "problems": problems}
     return {"outcome": "ran", "provider": session.get_providers()[0],
-            "cases": [_run_case(session, interface, case) for case in request["cases"]]}
+            "cases": [_run_case(session, interface, case) for case in request["cases"]],
+            "evaluation": _predict(session, request["evaluation"]) if request.get("evaluation") else None}
+
+
+def _predict(session: Any, evaluation: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    try:
+        with np.load(evaluation["feeds"], allow_pickle=False) as archive:
+            feeds = {name: archive[name] for name in archive.files}
+        rows = len(next(iter(feeds.values())))
+        step = evaluation["rows"]
+        parts = [session.run([evaluation["output"]], {name: array[start:start + step] for name, array in feeds.items()})[0]
+                 for start in range(0, rows, step)]
+        np.save(evaluation["predictions"], np.concatenate(parts), allow_pickle=False)
+    except Exception as exc:  # onnxruntime refusing the data (a shape, a value): the scoring fails, said why
+        return {"failed": _describe(exc)}
+    return {"scored": rows}
 
 
 def _interface_problems(session: Any, interface: dict[str, Any]) -> list[dict[str, Any]]:

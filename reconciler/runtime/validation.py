@@ -8,6 +8,7 @@ model does to that child — crash, exhaust memory, hang — comes back here as 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -21,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from reconciler import reasons
 from reconciler.cancel import CancelToken
@@ -73,11 +76,21 @@ class ModelRefused(Stalled):
 
 
 @dataclass(frozen=True)
+class EvaluationFeeds:
+    """A site's labeled examples without their labels: what the child runs the model over."""
+
+    feeds: dict[str, np.ndarray]  # every interface input, one row per example
+    output: str  # the output whose values come back
+    rows: int = 1024  # examples per run
+
+
+@dataclass(frozen=True)
 class ValidationReport:
     cases: list[CaseResult]
     seconds: float
     warnings: tuple[str, ...] = ()  # what onnxruntime said while loading and running the model
     provider: str = CPU  # the execution provider the cases ran on
+    predictions: np.ndarray | None = None  # the output's values on the EvaluationFeeds, in their order
 
 
 def run_validation(
@@ -88,11 +101,13 @@ def run_validation(
     memory_limit: int = 1 << 30,
     stop: CancelToken | None = None,
     providers: Sequence[str] = (CPU,),
+    evaluation: EvaluationFeeds | None = None,
 ) -> ValidationReport:
     """Load the model and run every case in a child process; a report only when all cases pass.
     A ``stop`` kills the child within POLL_SECONDS and raises Cancelled. ``providers``: the site's
     executionProviders, chosen as serving chooses them (providers.py), so a model is validated on
-    what will serve it."""
+    what will serve it. With ``evaluation`` the same child, under the same limits, also runs the
+    model over those examples: the report's ``predictions`` (EvaluationDataInvalid if it cannot)."""
     request = {
         "model": str(Path(model_path).resolve()),
         "providers": list(providers),  # the child keeps those its onnxruntime has, as serving does
@@ -100,11 +115,30 @@ def run_validation(
         "cpuSeconds": math.ceil(timeout) + 1,
         "interface": interface.model_dump(mode="json"),
         "cases": [case.model_dump(mode="json") for case in cases],
+        "evaluation": None,
     }
-    started = time.monotonic()
-    returncode, stdout, stderr = _run_child(request, timeout, stop or CancelToken())
-    seconds = time.monotonic() - started
-    answer = _answer(returncode, stdout)
+    with tempfile.TemporaryDirectory(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-data-") as data:
+        predictions = Path(data) / "predictions.npy"
+        if evaluation is not None:
+            np.savez(Path(data) / "feeds.npz", **evaluation.feeds)
+            request["evaluation"] = {"feeds": str(Path(data) / "feeds.npz"), "output": evaluation.output,
+                                     "predictions": str(predictions), "rows": evaluation.rows}
+        started = time.monotonic()
+        returncode, stdout, stderr = _run_child(request, timeout, stop or CancelToken())
+        seconds = time.monotonic() - started
+        answer = _answer(returncode, stdout)
+        scored = np.load(predictions, allow_pickle=False) if predictions.exists() else None
+    report = _report(answer, returncode, stderr, timeout, memory_limit, providers, seconds)
+    if evaluation is None:
+        return report
+    if scored is None:
+        why = _explain(_clean((answer.get("evaluation") or {}).get("failed") or "no output"), memory_limit)
+        raise Stalled(reasons.EvaluationDataInvalid, f"the model cannot score the evaluation data: {why}"[:MESSAGE_LIMIT])
+    return dataclasses.replace(report, predictions=scored)
+
+
+def _report(answer: dict[str, Any] | None, returncode: int, stderr: bytes, timeout: float, memory_limit: int,
+            providers: Sequence[str], seconds: float) -> ValidationReport:
     if answer is None:
         raise _crash(returncode, stderr, timeout, memory_limit)
     if answer["outcome"] == "noProvider":

@@ -7,6 +7,7 @@ reconciler.agent.config's."""
 from reconciler.settings.address import Address
 from reconciler.settings.batch import BatchDirectories
 from reconciler.settings.commits import CommitPolicy
+from reconciler.settings.evaluation import LABEL, EvaluationData
 from reconciler.settings.fetch import AuthConfig, FetchLimits
 from reconciler.settings.forge import ForgeConfig
 from reconciler.settings.nats import NatsSettings
@@ -14,5 +15,5 @@ from reconciler.settings.oci import OciSettings
 from reconciler.settings.paths import PathsFrom
 from reconciler.settings.site import SiteConfig, TrustIdentity, ValidationLimits
 
-__all__ = ["Address", "AuthConfig", "BatchDirectories", "CommitPolicy", "FetchLimits", "ForgeConfig", "NatsSettings", "OciSettings", "PathsFrom",
+__all__ = ["LABEL", "Address", "AuthConfig", "BatchDirectories", "CommitPolicy", "EvaluationData", "FetchLimits", "ForgeConfig", "NatsSettings", "OciSettings", "PathsFrom",
            "SiteConfig", "TrustIdentity", "ValidationLimits"]

@@ -13,6 +13,7 @@ from reconciler.manifests.types import POLL_INTERVAL, STALE_AFTER, DnsLabel, Dur
 from reconciler.settings.address import Address
 from reconciler.settings.batch import BatchDirectories
 from reconciler.settings.commits import CommitPolicy
+from reconciler.settings.evaluation import EvaluationData
 from reconciler.settings.fetch import FetchLimits
 from reconciler.settings.forge import ForgeConfig
 from reconciler.settings.nats import NatsSettings
@@ -70,6 +71,8 @@ class SiteConfig(BaseModel):
     # skip those this box lacks (runtime/providers.py). CPU last keeps a site serving without its GPU.
     execution_providers: Annotated[list[ExecutionProviderName], Field(min_length=1)] = ["CPUExecutionProvider"]
     inventory_dir: LocalPath | None = None  # executables printing key=value facts for the status record's inventory
+    evaluation: dict[DnsLabel, EvaluationData] = {}  # Model name -> its labeled local data (federated evaluation)
+    evaluation_interval: Duration = "24h"  # how often served versions are scored again on that data
 
     @field_validator("grpc_listen")
     @classmethod
@@ -85,6 +88,17 @@ class SiteConfig(BaseModel):
         if repeated:
             raise ValueError(f"names {', '.join(repeated)} more than once")
         return providers
+
+    @field_validator("evaluation")
+    @classmethod
+    def _labels_beside_npy(cls, evaluation: dict[str, EvaluationData]) -> dict[str, EvaluationData]:
+        for model, data in evaluation.items():
+            if (data.inputs.suffix == ".npy") != (data.labels is not None):
+                raise ValueError(f"{model}: .npy inputs need a `labels` .npy beside them; CSV and JSON Lines "
+                                 "carry their labels in a `label` column")
+            if data.labels is not None and data.labels.suffix != ".npy":
+                raise ValueError(f"{model}: labels are a .npy file, not {data.labels.name}")
+        return evaluation
 
     @model_validator(mode="after")
     def _forge_gates_need_a_forge(self) -> SiteConfig:

@@ -66,7 +66,7 @@ def render_text(drifts: list[SiteDrift], pools: list[PooledDrift]) -> str:
     header = ["SITE", "DEPLOYMENT", "VERSION", "STATE", "ROWS", *features]
     rows = [[d.site, d.deployment, d.summary.version, d.summary.state, str(d.summary.rows),
              *[_cell(d.summary, name) for name in features]] for d in drifts]
-    lines = _table([header, *rows])
+    lines = text_table([header, *rows])
     for p in pools:
         worst = sorted(p.scores.items(), key=lambda item: -item[1])[:5]
         lines.append(f"pooled {p.model} {p.version} over {p.sites} site(s), {p.rows} rows: "
@@ -91,6 +91,6 @@ def _cell(summary: DriftSummary, name: str) -> str:
     return f"{feature.score:.3f}{'*' if name in summary.drifted else ''}"
 
 
-def _table(rows: list[list[str]]) -> list[str]:
+def text_table(rows: list[list[str]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]

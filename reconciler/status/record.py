@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict
 
 from reconciler import reasons
 from reconciler.delivery.evidence import FailureKind
+from reconciler.monitoring.evaluation import EvaluationSummary
 from reconciler.monitoring.windows import DriftSummary
 
 State = Literal["pending", "progressing", "success", "failure", "aborted", "error"]
@@ -60,6 +61,9 @@ class DeploymentStatus(BaseModel):
     # The active version's last closed drift window, where its version names a reference profile
     # (reconciler.monitoring.windows): informs people and the `maxDriftedSites` gate, never a rollback.
     drift: DriftSummary | None = None
+    # Scores on the site's own labeled data (federated evaluation): the version, beside the one it
+    # replaced, on the same data; counts rounded down to a multiple of 10. Read by evaluation gates.
+    evaluation: EvaluationSummary | None = None
     executionProvider: str | None = None  # the onnxruntime provider serving activeVersion (site.yaml executionProviders)
     since: datetime  # when this deployment entered ``state`` for ``version``
 

@@ -48,7 +48,7 @@ def refusal(tmp_path: Path, text: str, **overrides: object) -> list[str]:
     ("a: &loop [*loop]\n", "site.yaml:1:1: error: a: unknown field (allowed: site, repo, branch, state, listen, "
                             "grpcListen, statusRepo, interval, staleAfter, jitter, trustKeys, trustIdentities, sigstoreTrustedRoot, statusKeys, "
                             "acceptHistory, commitPolicy, forge, gateSource, nats, validation, fetch, batch, executionProviders, "
-                            "inventoryDir)"),
+                            "inventoryDir, evaluation, evaluationInterval)"),
     (GOOD + 'trustKeys: ["k\\x00.pub"]\n', "site.yaml:4:13: error: a NUL character cannot be in a setting (nor in a path)"),
 ])
 def test_a_mistake_in_site_yaml_is_refused_at_its_line(tmp_path, text, said):
