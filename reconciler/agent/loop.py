@@ -21,8 +21,10 @@ from reconciler.agent.selfheal import heal_after_failure, heal_at_start
 from reconciler.agent.summary import deployment_statuses, site_record, wave_statuses, with_drift
 from reconciler.agent.telemetry import SiteTelemetry
 from reconciler.batch.scheduler import ActiveModels, BatchScheduler
+from reconciler.delivery.fleet_reports import FleetReports
 from reconciler.delivery.model import SiteState
-from reconciler.delivery.plan import Plan, plan_site, rollout_of
+from reconciler.delivery.plan import Plan, plan_site
+from reconciler.delivery.summary import gated_shards
 from reconciler.errors import Cancelled, NeedsOperator, ReconcilerError, Stalled
 from reconciler.flags import site_context
 from reconciler.gitdoor.git import GitError
@@ -70,7 +72,9 @@ class Run:
     commit: str | None = None  # the commit fetched, which the rest of the run reads (observe)
     state: SiteState | None = None  # state.json as the run found it, then as apply left it
     fleet: FleetRepo | None = None  # the commit's manifests (load)
-    fleet_status: dict[str, StatusRecord] | None = None  # every site's newest record, once read (plan)
+    # every site's newest record, or the gating deployments' summaries, once read (plan)
+    fleet_status: dict[str, StatusRecord] | FleetReports | None = None
+    gated: dict[str, int] = field(default_factory=dict)  # deployment -> this site's shard of its summaries
     plan: Plan | None = None
     outcomes: list[Outcome] = field(default_factory=list)  # what became of each action (apply)
     unchanged: bool = False  # observe found nothing new: no step more, no record
@@ -205,12 +209,15 @@ class Agent:
             self.runtime.set_batching({name: policy for name, policy in policies.items() if policy is not None})
 
     def _plan(self, run: Run) -> None:
-        """Other sites' records matter only to waves: without rollouts, no read of every record."""
+        """Other sites' records matter only to waves: without a rollout here, no read of them."""
         run.fleet_status = {}
-        if any(rollout_of(run.fleet, d) for d in run.fleet.deployments.values()):
-            run.fleet_status = self.status.read_fleet(self.source, run.commit, StatusKeyring.of_fleet(run.fleet))
-            if self.last_record is not None:
-                run.fleet_status[self.config.site] = self.last_record  # this site's own, as it stands in memory
+        run.gated = gated_shards(run.fleet, self.config.site, run.now)
+        if run.gated:
+            run.fleet_status = self.status.read_fleet(self.source, run.commit, StatusKeyring.of_fleet(run.fleet),
+                                                      run.gated)
+            if self.last_record is not None:  # this site's own, as it stands in memory
+                run.fleet_status = run.fleet_status.with_record(self.last_record) \
+                    if isinstance(run.fleet_status, FleetReports) else {**run.fleet_status, self.config.site: self.last_record}
         run.plan = plan_site(run.fleet, self.config.site, run.state, run.now, run.commit, run.fleet_status)
 
     def _apply(self, run: Run) -> None:
@@ -290,9 +297,9 @@ class Agent:
         if record.same_as(self.last_record):
             return
         waves = []
-        if self.status.mirrors_waves and run.fleet is not None and run.fleet_status is not None:
+        if self.status.mirrors_waves and run.fleet is not None and isinstance(run.fleet_status, dict):
             waves = wave_statuses(record, run.fleet, run.fleet_status, run.now)
-        self.status.publish(record, waves)
+        self.status.publish(record, waves, run.gated)
         self.last_record = record
 
     def _log_plan(self, outcomes: list[Outcome], record: StatusRecord, before: StatusRecord | None) -> None:
