@@ -277,9 +277,8 @@ def _serve_proven(repo: FleetRepo, deployment: Deployment, site: Site, target: T
     the version the sites that report this rollout ran before it (the one most of them name). It
     is a rollout of its own (another id), so it never counts as this rollout's progress."""
     before = Counter(report.ran_before for report in fleet_status.of(target.deployment).values()
-                     if report.rollout_id == target.rollout_id)
-    proven = [version for version, _ in sorted(before.items(), key=lambda item: (-item[1], item[0]))
-              if version is not None and version != target.version]
+                     if report.rollout_id == target.rollout_id and report.ran_before not in (None, target.version))
+    proven = [version for version, _ in sorted(before.items(), key=lambda item: (-item[1], item[0]))]
     if not proven:
         return wait
     try:
