@@ -41,6 +41,10 @@ from reconciler.trust.commitpolicy import verify_commits
 log = logging.getLogger("reconciler.agent")
 
 FINDINGS_IN_MESSAGE = 5
+# A commit's fetch wave, spread by default so the fleet's fetches reach the server at about this
+# many per second (at most over half the interval): a fetch of a new commit costs the server
+# several times a no-op poll (bench/bench_fleet_sim.py)
+FETCH_WAVE_RATE = 50.0
 
 
 def utcnow() -> datetime:
@@ -90,7 +94,8 @@ class Agent:
                  runtime: Runtime | None = None, clock: Callable[[], datetime] = utcnow,
                  caches: Sequence[GitSource] = (), telemetry: SiteTelemetry | None = None,
                  wake: threading.Event | None = None,
-                 inventory: Callable[[datetime], SiteInventory | None] = lambda now: None):
+                 inventory: Callable[[datetime], SiteInventory | None] = lambda now: None,
+                 rng: random.Random | None = None, pause: Callable[[float], bool] | None = None):
         self.config = config
         self.source = source
         self.status = status
@@ -107,6 +112,11 @@ class Agent:
         self.watching = False  # a rollout or canary is in flight: plan each tick, not only on new commits
         self.wake = wake or threading.Event()  # set by the push webhook (or a stop): reconcile now
         self.inventory = inventory  # what the site runs on, for its records (agent/inventory.py)
+        self.rng = rng or random.Random()
+        self.stopping = threading.Event()  # run()'s stop, once it runs: cuts a fetch spread's pause short
+        self.pause = pause or (lambda seconds: self.stopping.wait(seconds))  # True: stopped while pausing
+        self.known_head: str | None = None  # the newest head this agent has learned of
+        self.fleet_size = 0  # sites in the last fleet loaded: the default fetch spread grows with it
         self.batch = BatchScheduler(config.state, config.batch, ActiveModels(config.state, runtime),
                                     lambda: self.state_dir.load(config.site), on_run=self._batch_ran)
 
@@ -151,6 +161,7 @@ class Agent:
         the interval. Whoever sets ``stop`` sets ``wake`` too."""
         failures = 0
         interval = self.config.interval_seconds
+        self.stopping = stop
         while not stop.is_set():
             self.wake.clear()
             result = self.reconcile_once()
@@ -176,8 +187,21 @@ class Agent:
         if run.head == self.reconciled_head and not self.watching and not self.applier.drift_news():
             run.unchanged = True
             return
+        if self._spread_fetch(run.head):
+            run.unchanged = True  # stopped while waiting: nothing fetched, nothing to say
+            return
         run.commit = self.source.fetch(run.head)
         run.state = self.state_dir.load(self.config.site)
+
+    def _spread_fetch(self, head: str) -> bool:
+        """A commit this agent learns of (by poll or notification) is fetched after a random
+        share of the fetch spread, so the whole fleet does not fetch it at once. Not at start (the
+        first head) nor for a head already known. True: stopped while waiting."""
+        known, self.known_head = self.known_head, head
+        if known is None or known == head:
+            return False
+        spread = fetch_spread(self.config, self.fleet_size)
+        return spread > 0 and self.pause(self.rng.uniform(0, spread))
 
     def _verify_history(self, run: Run) -> None:
         """No rollback to a commit that does not descend from the applied one (unless an operator
@@ -202,6 +226,7 @@ class Agent:
             more = len(loaded.errors) - len(rendered)
             raise Stalled(reasons.InvalidManifests, "; ".join(rendered) + (f"; and {more} more" if more > 0 else ""))
         run.fleet = loaded.repo
+        self.fleet_size = len(run.fleet.sites)
         site = run.fleet.sites.get(self.config.site)
         if self.runtime is not None and site is not None:
             self.runtime.set_flags(run.fleet.flags, site_context(site.metadata.name, site.metadata.labels))
@@ -319,4 +344,12 @@ class Agent:
             log.log(level, "%s: %s %s %s -> %s: %s: %s%s", self.config.site, action.kind, action.deployment,
                     action.from_version or "nothing", target, reason, message, split,
                     extra={"deployment": action.deployment, "reason": reason})
+
+
+def fetch_spread(config: SiteConfig, fleet_size: int) -> float:
+    """Seconds over which a fleet of ``fleet_size`` sites spreads its fetches of a new commit:
+    site.yaml's ``fetchSpread``, else fleet_size / FETCH_WAVE_RATE, at most half the interval."""
+    if config.fetch_spread is not None:
+        return config.fetch_spread.total_seconds()
+    return min(fleet_size / FETCH_WAVE_RATE, config.interval_seconds / 2)
 
