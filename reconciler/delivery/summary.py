@@ -98,6 +98,16 @@ def entry_bytes(site: str, deployment: str, entry: SummaryEntry) -> bytes:
                       sort_keys=True, separators=(",", ":")).encode()
 
 
+def merged(first: Summary, second: Summary) -> dict[str, SummaryEntry]:
+    """Each site's newer entry of two copies of one shard's summary: merging in any order, or
+    twice, gives the same summary, so writers may merge what they read without losing an entry."""
+    newest = dict(first)
+    for site, entry in second.items():
+        if site not in newest or entry.written_at > newest[site].written_at:
+            newest[site] = entry
+    return newest
+
+
 def merged_reports(summaries: Iterable[Summary], admit: Admit | None = None) -> dict[str, SiteReport]:
     """Every site's report from its newest entry in any shard that ``admit`` lets count: what
     ``decide_gate`` reads."""
