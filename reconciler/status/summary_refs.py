@@ -8,7 +8,8 @@ Then the site merges its shard's summary into the deployment's roll-up,
 ``refs/reconciler/rollup/<deployment>``: one commit whose tree holds every shard's summary as a
 file (``0000.json``, ...), pushed with compare-and-swap too. Entries merge by their dates
 (delivery/summary.py ``merged``), so a writer that lost the race merges again and nothing is
-lost; one that finds its entry already carried there by another writer stops. A gate reads one
+lost; it merges its shard's newest summary too, so one push carries the shard's other writers'
+entries, and one that finds its entry already carried there by another writer stops. A gate reads one
 deployment with one fetch of that one ref, and downloads only the shard files that changed since
 its last read: its cost does not grow with the number of shards. Writes pay for it (two
 compare-and-swaps; writes are rare beside reads, which repeat every interval while a rollout is
@@ -137,6 +138,10 @@ class SummaryRefs:
             if self._refs.push_if_unchanged(commit, ref, tip, lease=True):
                 return
             self._lost_race(attempt)
+            # Carry what the shard's other writers folded meanwhile: one push for all of them, and
+            # each of them, finding its entry rolled up, stops
+            shard_tip = self._refs.fetch_tip(summary_ref(deployment, shard))
+            summary = merged(summary, self._read(shard_tip, deployment) if shard_tip else {})
         raise Transient(reasons.StatusPushFailed, f"{ref} on {self._refs.url}: {_ATTEMPTS} writers in a row got there first")
 
     def _lost_race(self, attempt: int) -> None:
