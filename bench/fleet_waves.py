@@ -265,7 +265,7 @@ def three_wave_rollout(server: object, names: list[str], status_url: Callable[[i
                     del running[future]
                     future.result()
                     heapq.heappush(due, (time.monotonic() + ROLLOUT_INTERVAL * rng.uniform(0.9, 1.1), index))
-            if due and due[0][0] <= time.monotonic():
+            if due and due[0][0] <= time.monotonic() and len(running) < workers:  # late ticks start late
                 index = heapq.heappop(due)[1]
                 running[pool.submit(tick, index)] = index
                 continue
