@@ -16,11 +16,13 @@ summaries in a namespace of their own). Then:
    latency is measured from each poll's intended start, so a late start counts (no coordinated
    omission). Server CPU and bytes are counted at the server (bench/git_nginx.py).
 
-Not simulated (yet): loading and planning a changed commit, a commit's fetch wave, and a
-time-compressed three-wave rollout.
+3. a commit's fetch wave, at once and spread, and a time-compressed three-wave rollout in Git
+   mode with summaries (bench/fleet_waves.py says how).
+
+Not simulated (yet): loading and planning a changed commit.
 
     python bench/bench_fleet_sim.py [--quick] [--sites 100,1000,3000] [--interval 30] [--duration 60]
-                                    [--poll-phase-max 3000]"""
+                                    [--poll-phase-max 3000] [--phases operations,poll,fetch,rollout]"""
 
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ from pathlib import Path
 
 import git
 from common import ROOT, emit, machine
+from fleet_waves import FetchReplay, default_spread, fetch_wave, new_commit, three_wave_rollout
 from git_nginx import NAME as NGINX
 from git_nginx import NginxGitServer, available
 
@@ -52,7 +55,7 @@ from reconciler.gitdoor.source import GitSource
 from reconciler.manifests.models import Rollout
 from reconciler.status.gitref import STATUS_FILE, STATUS_REF_PREFIX, StatusRefs, record_json
 from reconciler.status.record import DeploymentStatus, StatusRecord
-from reconciler.status.summary_refs import SUMMARY_FILE, SummaryRefs, summary_ref
+from reconciler.status.summary_refs import SUMMARY_FILE, SummaryRefs, rollup_file, rollup_ref, summary_ref
 
 DEPLOYMENTS = ("defect-detector", "demand-forecast", "fraud-score")
 GATED = "fraud-score"
@@ -90,26 +93,31 @@ def build_repos(root: Path, sites: list[str]) -> None:
         for key, value in (("http.receivepack", "true"), ("uploadpack.allowFilter", "true")):
             run_git(bare, "config", key, value)
     records = {site: record(site, 0) for site in sites}
-    before = {STATUS_REF_PREFIX + site: (STATUS_FILE, record_json(r)) for site, r in records.items()}
+    before = {STATUS_REF_PREFIX + site: [(STATUS_FILE, record_json(r))] for site, r in records.items()}
     _fast_import(root / "before.git", before)
     after = {f"refs/namespaces/{status_namespace(shard_of(site, sites))}/{STATUS_REF_PREFIX}{site}":
-             (STATUS_FILE, record_json(r)) for site, r in records.items()}
+             [(STATUS_FILE, record_json(r))] for site, r in records.items()}
     shards: dict[int, dict] = {}
     for site, r in records.items():
         shard = shard_of(site, sites)
         shards[shard] = fold(shards.get(shard, {}), r, GATED)
     for shard, summary in shards.items():
-        after[f"refs/namespaces/summaries/{summary_ref(GATED, shard)}"] = (SUMMARY_FILE, encode(GATED, summary))
+        after[f"refs/namespaces/summaries/{summary_ref(GATED, shard)}"] = [(SUMMARY_FILE, encode(GATED, summary))]
+    after[f"refs/namespaces/summaries/{rollup_ref(GATED)}"] = [(rollup_file(shard), encode(GATED, summary))
+                                                              for shard, summary in shards.items()]
     _fast_import(root / "after.git", after)
 
 
-def _fast_import(bare: Path, refs: dict[str, tuple[str, bytes]]) -> None:
-    chunks = []
-    for mark, (ref, (name, data)) in enumerate(refs.items(), start=1):
-        message = b"status\n"
-        chunks += [b"blob\nmark :%d\ndata %d\n" % (mark, len(data)), data, b"\n",
-                   b"commit %s\ncommitter reconciler-agent <agent@reconciler.local> 1772445600 +0000\n" % ref.encode(),
-                   b"data %d\n%s" % (len(message), message), b"M 100644 :%d %s\n\n" % (mark, name.encode())]
+def _fast_import(bare: Path, refs: dict[str, list[tuple[str, bytes]]]) -> None:
+    chunks, mark = [], 0
+    for ref, files in refs.items():
+        message, lines = b"status\n", []
+        for name, data in files:
+            mark += 1
+            chunks += [b"blob\nmark :%d\ndata %d\n" % (mark, len(data)), data, b"\n"]
+            lines.append(b"M 100644 :%d %s\n" % (mark, name.encode()))
+        chunks += [b"commit %s\ncommitter reconciler-agent <agent@reconciler.local> 1772445600 +0000\n" % ref.encode(),
+                   b"data %d\n%s" % (len(message), message), *lines, b"\n"]
     subprocess.run(["git", "fast-import", "--quiet"], cwd=bare, input=b"".join(chunks), check=True)
     run_git(bare, "pack-refs", "--all")
 
@@ -264,24 +272,65 @@ def measure_size(sites: int, args: argparse.Namespace) -> dict:
         build_repos(root / "srv", names)
         print(f"N={sites}: repositories built in {time.perf_counter() - started:.1f} s", flush=True)
         with git_server(root / "srv", root / "run") as (server_name, server):
-            probes = [Site(server, names, index, root / f"site-{index}") for index in range(0, sites, sites // 3 or 1)][:3]
-            try:
-                result = {"server": server_name, "operations": _operations(server, probes, args.samples)}
-                after_sources = [GitSource(server.url("after"), "main", root / "unused") for _ in names]  # type: ignore[attr-defined]
-                phases = {"before": old_poll(server.url("before")),  # type: ignore[attr-defined]
-                          "after": lambda site: after_sources[site].remote_head()}
-                for design, poll in phases.items() if sites <= args.poll_phase_max else ():
-                    call = poll if design == "after" else (lambda site, poll=poll: poll())
-                    phase = poll_phase(server, call, sites, args.interval, args.duration, args.workers, sites)
-                    result[f"poll_phase_{design}"] = phase.__dict__
-                    print(f"  poll phase {design:<6} {phase.polls:6d} polls  p50 {phase.p50 * 1e3:8.1f} ms  "
-                          f"p99 {phase.p99 * 1e3:8.1f} ms  {phase.bytes_per_poll:10,.0f} B/poll  server CPU "
-                          f"{phase.cpu_per_poll * 1e3:6.1f} ms/poll  simulator {phase.client_cpu:4.2f} cores",
-                          flush=True)
-            finally:
-                for probe in probes:
-                    probe.close()
+            result = {"server": server_name}
+            if "operations" in args.phases:
+                probes = [Site(server, names, index, root / f"site-{index}")
+                          for index in range(0, sites, sites // 3 or 1)][:3]
+                try:
+                    result["operations"] = _operations(server, probes, args.samples)
+                finally:
+                    for probe in probes:
+                        probe.close()
+            if "poll" in args.phases and sites <= args.poll_phase_max:
+                result.update(_poll_phases(server, names, root, args))
+            if "fetch" in args.phases:
+                result["fetch_wave"] = _fetch_waves(server, sites, root, args)
+            if "rollout" in args.phases and sites <= args.rollout_max:
+                result["rollout"] = _rollout(server, names, root, args)
     return result
+
+
+def _poll_phases(server: object, names: list[str], root: Path, args: argparse.Namespace) -> dict:
+    result = {}
+    after_sources = [GitSource(server.url("after"), "main", root / "unused") for _ in names]  # type: ignore[attr-defined]
+    phases = {"before": old_poll(server.url("before")),  # type: ignore[attr-defined]
+              "after": lambda site: after_sources[site].remote_head()}
+    for design, poll in phases.items():
+        call = poll if design == "after" else (lambda site, poll=poll: poll())
+        phase = poll_phase(server, call, len(names), args.interval, args.duration, args.workers, len(names))
+        result[f"poll_phase_{design}"] = phase.__dict__
+        print(f"  poll phase {design:<6} {phase.polls:6d} polls  p50 {phase.p50 * 1e3:8.1f} ms  "
+              f"p99 {phase.p99 * 1e3:8.1f} ms  {phase.bytes_per_poll:10,.0f} B/poll  server CPU "
+              f"{phase.cpu_per_poll * 1e3:6.1f} ms/poll  simulator {phase.client_cpu:4.2f} cores", flush=True)
+    return result
+
+
+def _fetch_waves(server: object, sites: int, root: Path, args: argparse.Namespace) -> dict:
+    """The same commit fetched by every site, at once and spread, in turns."""
+    old, new, blob = new_commit(root / "srv" / "after.git", root / "committer")
+    replay = FetchReplay(server.url("after"), old, new, blob)  # type: ignore[attr-defined]
+    waves: dict[str, list] = {"at once": [], "spread": []}
+    for turn in range(args.wave_turns):
+        for label, spread in (("at once", 0.0), ("spread", default_spread(sites))):
+            wave = fetch_wave(server, replay, sites, spread, args.workers, seed=turn)
+            waves[label].append(wave.__dict__)
+            print(f"  fetch wave {label:<8} spread {wave.spread:5.1f} s: {wave.seconds:6.1f} s, server CPU "
+                  f"{wave.server_cpu:6.2f} s (peak {wave.peak_cores:4.2f} cores), in flight <= {wave.in_flight:3d}, "
+                  f"p50/p99 {wave.p50:5.2f}/{wave.p99:5.2f} s, service p99 {wave.service_p99 * 1e3:6.0f} ms", flush=True)
+    return waves
+
+
+def _rollout(server: object, names: list[str], root: Path, args: argparse.Namespace) -> dict:
+    url = server.url  # type: ignore[attr-defined]
+    rollout = three_wave_rollout(server, names, lambda shard: url("after", status_namespace(shard)),
+                                 url("after", "rollout"), root / "rollout", args.workers, args.rollout_timeout, seed=1)
+    opened = ", ".join(f"{wave} {at:.0f} s" for wave, at in rollout.wave_opened.items())
+    print(f"  three-wave rollout: {rollout.seconds:6.1f} s (waves opened: {opened}); {rollout.reads} reads p99 "
+          f"{rollout.read_p99 * 1e3:.0f} ms, {rollout.writes} writes p99 {rollout.write_p99 * 1e3:.0f} ms "
+          f"({rollout.retried} retried), "
+          f"{rollout.bytes_per_read:,.0f} B/operation; server CPU {rollout.server_cpu:.1f} s "
+          f"(peak {rollout.peak_cores:.2f} cores)", flush=True)
+    return rollout.__dict__
 
 
 def _operations(server: object, probes: list[Site], samples: int) -> dict:
@@ -320,12 +369,18 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=5, help="batches per operation")
     parser.add_argument("--poll-phase-max", type=int, default=3000,
                         help="largest N given a poll phase (beyond it 2 cores cannot generate the load)")
+    parser.add_argument("--phases", default="operations,poll,fetch,rollout", help="which phases to run")
+    parser.add_argument("--wave-turns", type=int, default=2, help="fetch waves of each kind, in turns")
+    parser.add_argument("--rollout-max", type=int, default=3000, help="largest N given a three-wave rollout")
+    parser.add_argument("--rollout-timeout", type=float, default=480.0, help="seconds a rollout may take")
     args = parser.parse_args()
     if args.quick:
         args.sites, args.interval, args.duration, args.samples = "100", 10.0, 20.0, 3
     print(f"fleet simulator on {machine()}; load average {open('/proc/loadavg').read().split()[0]}", flush=True)
     results = {int(n): measure_size(int(n), args) for n in args.sites.split(",")}
     largest = results[max(results)]
+    if "operations" not in largest:
+        return
     before = largest["operations"]["poll_before"]["bytes"]
     after = largest["operations"]["poll_after"]["bytes"]
     emit("fleet_sim", before / after, "no-op poll <= 1 KB at the largest N", after <= 1024,

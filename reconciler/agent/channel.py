@@ -1,6 +1,8 @@
 """The site's status channel: records as Git refs (status/gitref.py), mirrored as a forge's commit
 statuses when the site has a forge (status/forge_client.py); with ``gateSource: forge`` the forge
-is the only channel, and other sites' records are read from its statuses.
+is the only channel, and other sites' records are read from its statuses. With a ``summaryRepo``
+the site also folds its record into its shard of each gating deployment's summary
+(status/summary_refs.py), and gates read those summaries instead of every site's record.
 
 Other sites' records reach the gates only once checked against the keys their Site documents
 enroll (status/signed.py); forge statuses carry no signatures, so a fleet that requires signed
@@ -9,9 +11,13 @@ status gets none from the forge."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from reconciler import reasons
 from reconciler.agent.ports import FleetSource
+from reconciler.delivery.fleet_reports import FleetReports
+from reconciler.delivery.gates import SiteReport, site_report
+from reconciler.delivery.summary import says_the_same
 from reconciler.errors import ReconcilerError
 from reconciler.status.forge import CommitStatus, statuses_for_record
 from reconciler.status.forge_client import ForgeStatuses
@@ -19,14 +25,17 @@ from reconciler.status.forge_gate import LOOKBACK, ForgeFleetStatus
 from reconciler.status.gitref import StatusRefs
 from reconciler.status.record import StatusRecord
 from reconciler.status.signed import RecordCheck, StatusKeyring, Verdicts
+from reconciler.status.summary_refs import SummaryRefs
 
 log = logging.getLogger("reconciler.agent")
 
 
 class GitStatusChannel:
     def __init__(self, refs: StatusRefs, forge: ForgeStatuses | None = None, *, by_forge: bool = False,
-                 target_url: str | None = None):
+                 target_url: str | None = None, summaries: SummaryRefs | None = None):
         self.refs = refs
+        self.summaries = summaries
+        self.summarised: dict[str, SiteReport | None] = {}  # what this site's entry in each summary says
         self.forge = forge
         self.by_forge = by_forge  # an agent that may not push to the repo
         self.target_url = target_url
@@ -40,9 +49,14 @@ class GitStatusChannel:
     def read_own(self, site: str) -> StatusRecord | None:
         return None if self.by_forge else self.refs.read_own(site)
 
-    def read_fleet(self, source: FleetSource, commit: str, keyring: StatusKeyring) -> dict[str, StatusRecord]:
+    def read_fleet(self, source: FleetSource, commit: str, keyring: StatusKeyring,
+                   gated: Mapping[str, int]) -> dict[str, StatusRecord] | FleetReports:
         """Every site's newest record that ``keyring`` admits: from Git refs, or from the forge's
-        statuses on this commit and, for how long each has held, the commits before it."""
+        statuses on this commit and, for how long each has held, the commits before it. With
+        summaries: the reports of the ``gated`` deployments' summary entries that ``keyring`` admits."""
+        if self.summaries is not None:
+            check = RecordCheck(keyring, earlier=self.verdicts)
+            return FleetReports({name: self.summaries.reports(name, check) for name in gated})
         if not self.by_forge:
             return self.refs.read_all(RecordCheck(keyring, earlier=self.verdicts))
         records = self.forge_fleet.read(source.first_parents(commit, LOOKBACK))
@@ -53,10 +67,13 @@ class GitStatusChannel:
             return {}
         return records
 
-    def publish(self, record: StatusRecord, waves: list[CommitStatus]) -> None:
-        """The record to Git, then one forge status per deployment and ``waves``. The forge mirrors
-        Git for people: its being down never fails a reconcile."""
+    def publish(self, record: StatusRecord, waves: list[CommitStatus], gated: Mapping[str, int]) -> None:
+        """The record to Git, then its entry in its shard of each ``gated`` deployment's summary
+        whose report changed, then one forge status per deployment and ``waves``. The forge
+        mirrors Git for people: its being down never fails a reconcile."""
         written = True if self.by_forge else self.refs.write(record)
+        if self.summaries is not None:
+            self._summarise(record, gated)
         if not written or self.forge is None or not record.observedCommit:
             return
         try:
@@ -64,7 +81,19 @@ class GitStatusChannel:
         except ReconcilerError as error:
             log.warning("%s: forge statuses not posted: %s", record.site, error)
 
+    def _summarise(self, record: StatusRecord, gated: Mapping[str, int]) -> None:
+        """After the record, so a summary never says what no record said. A push that fails
+        raises: the reconcile fails and the next one, finding the record written, folds again."""
+        for name, shard in sorted(gated.items()):
+            report = site_report(record, name)
+            if name in self.summarised and says_the_same(self.summarised[name], report):
+                continue
+            self.summaries.publish(record, name, shard)
+            self.summarised[name] = report
+
     def close(self) -> None:
         self.refs.close()
+        if self.summaries is not None:
+            self.summaries.close()
         if self.forge is not None:
             self.forge.close()

@@ -21,8 +21,10 @@ from reconciler.agent.selfheal import heal_after_failure, heal_at_start
 from reconciler.agent.summary import deployment_statuses, site_record, wave_statuses, with_drift
 from reconciler.agent.telemetry import SiteTelemetry
 from reconciler.batch.scheduler import ActiveModels, BatchScheduler
+from reconciler.delivery.fleet_reports import FleetReports
 from reconciler.delivery.model import SiteState
-from reconciler.delivery.plan import Plan, plan_site, rollout_of
+from reconciler.delivery.plan import Plan, plan_site
+from reconciler.delivery.summary import gated_shards
 from reconciler.errors import Cancelled, NeedsOperator, ReconcilerError, Stalled
 from reconciler.flags import site_context
 from reconciler.gitdoor.git import GitError
@@ -39,6 +41,10 @@ from reconciler.trust.commitpolicy import verify_commits
 log = logging.getLogger("reconciler.agent")
 
 FINDINGS_IN_MESSAGE = 5
+# A commit's fetch wave, spread by default so the fleet's fetches reach the server at about this
+# many per second (at most over half the interval): a fetch of a new commit costs the server
+# several times a no-op poll (bench/bench_fleet_sim.py)
+FETCH_WAVE_RATE = 50.0
 
 
 def utcnow() -> datetime:
@@ -70,7 +76,9 @@ class Run:
     commit: str | None = None  # the commit fetched, which the rest of the run reads (observe)
     state: SiteState | None = None  # state.json as the run found it, then as apply left it
     fleet: FleetRepo | None = None  # the commit's manifests (load)
-    fleet_status: dict[str, StatusRecord] | None = None  # every site's newest record, once read (plan)
+    # every site's newest record, or the gating deployments' summaries, once read (plan)
+    fleet_status: dict[str, StatusRecord] | FleetReports | None = None
+    gated: dict[str, int] = field(default_factory=dict)  # deployment -> this site's shard of its summaries
     plan: Plan | None = None
     outcomes: list[Outcome] = field(default_factory=list)  # what became of each action (apply)
     unchanged: bool = False  # observe found nothing new: no step more, no record
@@ -86,7 +94,8 @@ class Agent:
                  runtime: Runtime | None = None, clock: Callable[[], datetime] = utcnow,
                  caches: Sequence[GitSource] = (), telemetry: SiteTelemetry | None = None,
                  wake: threading.Event | None = None,
-                 inventory: Callable[[datetime], SiteInventory | None] = lambda now: None):
+                 inventory: Callable[[datetime], SiteInventory | None] = lambda now: None,
+                 rng: random.Random | None = None, pause: Callable[[float], bool] | None = None):
         self.config = config
         self.source = source
         self.status = status
@@ -103,6 +112,11 @@ class Agent:
         self.watching = False  # a rollout or canary is in flight: plan each tick, not only on new commits
         self.wake = wake or threading.Event()  # set by the push webhook (or a stop): reconcile now
         self.inventory = inventory  # what the site runs on, for its records (agent/inventory.py)
+        self.rng = rng or random.Random()
+        self.stopping = threading.Event()  # run()'s stop, once it runs: cuts a fetch spread's pause short
+        self.pause = pause or (lambda seconds: self.stopping.wait(seconds))  # True: stopped while pausing
+        self.known_head: str | None = None  # the newest head this agent has learned of
+        self.fleet_size = 0  # sites in the last fleet loaded: the default fetch spread grows with it
         self.batch = BatchScheduler(config.state, config.batch, ActiveModels(config.state, runtime),
                                     lambda: self.state_dir.load(config.site), on_run=self._batch_ran)
 
@@ -147,6 +161,7 @@ class Agent:
         the interval. Whoever sets ``stop`` sets ``wake`` too."""
         failures = 0
         interval = self.config.interval_seconds
+        self.stopping = stop
         while not stop.is_set():
             self.wake.clear()
             result = self.reconcile_once()
@@ -173,8 +188,21 @@ class Agent:
                 and not self.applier.scoring.due(run.now):
             run.unchanged = True
             return
+        if self._spread_fetch(run.head):
+            run.unchanged = True  # stopped while waiting: nothing fetched, nothing to say
+            return
         run.commit = self.source.fetch(run.head)
         run.state = self.state_dir.load(self.config.site)
+
+    def _spread_fetch(self, head: str) -> bool:
+        """A commit this agent learns of (by poll or notification) is fetched after a random
+        share of the fetch spread, so the whole fleet does not fetch it at once. Not at start (the
+        first head) nor for a head already known. True: stopped while waiting."""
+        known, self.known_head = self.known_head, head
+        if known is None or known == head:
+            return False
+        spread = fetch_spread(self.config, self.fleet_size)
+        return spread > 0 and self.pause(self.rng.uniform(0, spread))
 
     def _verify_history(self, run: Run) -> None:
         """No rollback to a commit that does not descend from the applied one (unless an operator
@@ -199,6 +227,7 @@ class Agent:
             more = len(loaded.errors) - len(rendered)
             raise Stalled(reasons.InvalidManifests, "; ".join(rendered) + (f"; and {more} more" if more > 0 else ""))
         run.fleet = loaded.repo
+        self.fleet_size = len(run.fleet.sites)
         site = run.fleet.sites.get(self.config.site)
         if self.runtime is not None and site is not None:
             self.runtime.set_flags(run.fleet.flags, site_context(site.metadata.name, site.metadata.labels))
@@ -206,12 +235,15 @@ class Agent:
             self.runtime.set_batching({name: policy for name, policy in policies.items() if policy is not None})
 
     def _plan(self, run: Run) -> None:
-        """Other sites' records matter only to waves: without rollouts, no read of every record."""
+        """Other sites' records matter only to waves: without a rollout here, no read of them."""
         run.fleet_status = {}
-        if any(rollout_of(run.fleet, d) for d in run.fleet.deployments.values()):
-            run.fleet_status = self.status.read_fleet(self.source, run.commit, StatusKeyring.of_fleet(run.fleet))
-            if self.last_record is not None:
-                run.fleet_status[self.config.site] = self.last_record  # this site's own, as it stands in memory
+        run.gated = gated_shards(run.fleet, self.config.site, run.now)
+        if run.gated:
+            run.fleet_status = self.status.read_fleet(self.source, run.commit, StatusKeyring.of_fleet(run.fleet),
+                                                      run.gated)
+            if self.last_record is not None:  # this site's own, as it stands in memory
+                run.fleet_status = run.fleet_status.with_record(self.last_record) \
+                    if isinstance(run.fleet_status, FleetReports) else {**run.fleet_status, self.config.site: self.last_record}
         run.plan = plan_site(run.fleet, self.config.site, run.state, run.now, run.commit, run.fleet_status)
 
     def _apply(self, run: Run) -> None:
@@ -291,9 +323,9 @@ class Agent:
         if record.same_as(self.last_record):
             return
         waves = []
-        if self.status.mirrors_waves and run.fleet is not None and run.fleet_status is not None:
+        if self.status.mirrors_waves and run.fleet is not None and isinstance(run.fleet_status, dict):
             waves = wave_statuses(record, run.fleet, run.fleet_status, run.now)
-        self.status.publish(record, waves)
+        self.status.publish(record, waves, run.gated)
         self.last_record = record
 
     def _log_plan(self, outcomes: list[Outcome], record: StatusRecord, before: StatusRecord | None) -> None:
@@ -313,4 +345,12 @@ class Agent:
             log.log(level, "%s: %s %s %s -> %s: %s: %s%s", self.config.site, action.kind, action.deployment,
                     action.from_version or "nothing", target, reason, message, split,
                     extra={"deployment": action.deployment, "reason": reason})
+
+
+def fetch_spread(config: SiteConfig, fleet_size: int) -> float:
+    """Seconds over which a fleet of ``fleet_size`` sites spreads its fetches of a new commit:
+    site.yaml's ``fetchSpread``, else fleet_size / FETCH_WAVE_RATE, at most half the interval."""
+    if config.fetch_spread is not None:
+        return config.fetch_spread.total_seconds()
+    return min(fleet_size / FETCH_WAVE_RATE, config.interval_seconds / 2)
 

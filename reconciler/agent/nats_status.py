@@ -7,6 +7,7 @@ repo (``audit: off``) the bucket's history is the only trail."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from reconciler.agent.ports import FleetSource
 from reconciler.errors import ReconcilerError
@@ -39,7 +40,8 @@ class NatsStatusChannel:
     def read_own(self, site: str) -> StatusRecord | None:
         return self.nats.record(site)
 
-    def read_fleet(self, source: FleetSource, commit: str, keyring: StatusKeyring) -> dict[str, StatusRecord]:
+    def read_fleet(self, source: FleetSource, commit: str, keyring: StatusKeyring,
+                   gated: Mapping[str, int]) -> dict[str, StatusRecord]:
         """Every site's newest record in the bucket that ``keyring`` admits, checked as the Git
         channel checks its refs: signed by a key the site's Site document enrolls, or unsigned
         from a site that enrolls none (unless the fleet requires signed status)."""
@@ -47,7 +49,7 @@ class NatsStatusChannel:
         return {site: received.record for site, received in self.nats.received().items()
                 if check.admit(site, received.id, received.stored, received.signature)}
 
-    def publish(self, record: StatusRecord, waves: list[CommitStatus]) -> None:
+    def publish(self, record: StatusRecord, waves: list[CommitStatus], gated: Mapping[str, int]) -> None:
         """To the bucket (its failure fails the reconcile, as a refused push does), then to Git if
         the audit view changed; Git being out of reach only delays the audit to the next change."""
         self.nats.put_record(record)

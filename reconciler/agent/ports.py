@@ -5,9 +5,11 @@ agent.channel.GitStatusChannel); devtools/fakes.py holds in-memory ones for unit
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
+from reconciler.delivery.fleet_reports import FleetReports
 from reconciler.ingest.fetch import RepoRoot
 from reconciler.manifests.loader import RepoFile
 from reconciler.status.forge import CommitStatus
@@ -35,7 +37,10 @@ class StatusChannel(Protocol):
     @property
     def mirrors_waves(self) -> bool: ...  # publish posts wave statuses too: worth computing them
     def read_own(self, site: str) -> StatusRecord | None: ...
-    # Only the records whose signatures ``keyring`` (the commit's Site documents) admits.
-    def read_fleet(self, source: FleetSource, commit: str, keyring: StatusKeyring) -> dict[str, StatusRecord]: ...
-    def publish(self, record: StatusRecord, waves: list[CommitStatus]) -> None: ...
+    # Only the records whose signatures ``keyring`` (the commit's Site documents) admits; ``gated``:
+    # each deployment that targets this site with a rollout, and the site's shard of its summaries
+    # (a channel that keeps summaries reads and writes those, the others every site's record).
+    def read_fleet(self, source: FleetSource, commit: str, keyring: StatusKeyring,
+                   gated: Mapping[str, int]) -> dict[str, StatusRecord] | FleetReports: ...
+    def publish(self, record: StatusRecord, waves: list[CommitStatus], gated: Mapping[str, int]) -> None: ...
     def close(self) -> None: ...

@@ -29,6 +29,7 @@ from reconciler.settings import SiteConfig
 from reconciler.status.forge_client import ForgeStatuses
 from reconciler.status.gitref import StatusRefs
 from reconciler.status.signed import RecordSigner
+from reconciler.status.summary_refs import SummaryRefs
 from reconciler.trust import KeylessIdentity, TrustedKey, TrustRoots, load_private_key, load_public_key
 
 
@@ -63,9 +64,12 @@ def build_status_channel(config: SiteConfig, status_source: GitSource, wake: thr
         return NatsStatusChannel(NatsChannel(config.nats, config.site, on_commit=lambda _commit: wake.set(),
                                              signer=signer), audit)
     forge = ForgeStatuses(config.forge) if config.forge else None
-    return GitStatusChannel(StatusRefs(status_source, load_status_signer(config)), forge,
+    signer = load_status_signer(config)
+    summaries = None if config.summary_repo is None else SummaryRefs(
+        GitSource(config.summary_repo, config.branch, config.state / "cache" / "summaries.git"), signer=signer)
+    return GitStatusChannel(StatusRefs(status_source, signer), forge,
                             by_forge=config.gate_source == "forge",
-                            target_url=config.forge.target_url if config.forge else None)
+                            target_url=config.forge.target_url if config.forge else None, summaries=summaries)
 
 
 def build_applier(state_dir: StateDir, runtime: Runtime | None, trust_roots: TrustRoots,

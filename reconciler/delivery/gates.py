@@ -92,6 +92,9 @@ class SiteReport:
     message: str = field(default="", compare=False)
     kind: FailureKind | None = None  # as the record says; records of older agents have only the reason
     drifted: bool = field(default=False, compare=False)  # DriftDetected on the version it reports
+    # What the site served before this rollout's version: the rollout's "from" version, which a
+    # site with nothing installed serves while its wave waits (plan._serve_proven).
+    ran_before: str | None = field(default=None, compare=False)
     evaluation: EvaluationSummary | None = field(default=None, compare=False)  # its scores of that version
 
     @property
@@ -125,10 +128,11 @@ def site_report(record: StatusRecord, deployment: str) -> SiteReport | None:
         return None
     drifted = status.drift is not None and status.drift.state == DRIFT_DETECTED and \
         status.drift.version == status.version
+    ran_before = status.previousVersion if status.activeVersion == status.version else status.activeVersion
     evaluation = status.evaluation if status.evaluation is not None and status.evaluation.version == status.version \
         else None
     return SiteReport(status.rollout, status.state, status.version, status.since, record.writtenAt,
-                      status.reason, status.message, status.failureKind, drifted, evaluation)
+                      status.reason, status.message, status.failureKind, drifted, ran_before, evaluation)
 
 
 def decide_gate(rollout: Rollout, deployment: str, rollout_id: str, site: str,

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from reconciler.delivery.fleet_checks import sites_in_no_wave
+from reconciler.delivery.fleet_reports import FleetReports
 from reconciler.delivery.plan import Target, Unplannable, rollout_of, target_for, wave_gate
 from reconciler.delivery.rollout import in_maintenance_window
 from reconciler.delivery.same_version import same_version_change
@@ -128,12 +129,13 @@ def _differs(base: FleetRepo, head: FleetRepo, name: str) -> bool:
 def _moves(base: FleetRepo, head: FleetRepo, name: str, now: datetime,
            status: Mapping[str, StatusRecord]) -> tuple[Move, ...]:
     groups: dict[tuple[str | None, str, str, str | None, str | None], list[str]] = defaultdict(list)
+    reports = FleetReports.of_records(status)
     for site in sorted(set(base.sites) | set(head.sites)):
         before, _, _, was = _position(base, name, site, now)
         after, wave, problem, target = _position(head, name, site, now)
         same_version = same_version_change(was, target)  # other bytes or checks under the same name
         if before != after or problem is not None or same_version is not None:
-            step = _next_step(head, name, site, target, status, now, same_version) if target is not None else \
+            step = _next_step(head, name, site, target, status, reports, now, same_version) if target is not None else \
                 "remove" if after == NONE else None
             groups[(wave, before, after, problem, step)].append(site)
     order = _wave_order(head, name)
@@ -156,10 +158,10 @@ def _position(repo: FleetRepo, name: str, site_name: str, now: datetime
 
 
 def _next_step(head: FleetRepo, name: str, site_name: str, target: Target, status: Mapping[str, StatusRecord],
-               now: datetime, same_version: str | None = None) -> str:
+               reports: FleetReports, now: datetime, same_version: str | None = None) -> str:
     """What the site does next, judged as it would judge: its wave's gate over the records read
     (``same_version``: why a site deploys the version it serves again, same_version.py)."""
-    gate, _ = wave_gate(head, head.deployments[name], target, site_name, status, now)
+    gate, _ = wave_gate(head, head.deployments[name], target, site_name, reports, now)
     if gate is not None and gate.kind == "abort":
         record = status.get(site_name)
         reported = record.deployments.get(name) if record is not None else None

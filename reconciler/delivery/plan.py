@@ -12,7 +12,8 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from reconciler import reasons
-from reconciler.delivery.gates import GateDecision, decide_gate, rollout_id, site_report
+from reconciler.delivery.fleet_reports import FleetReports
+from reconciler.delivery.gates import GateDecision, decide_gate, rollout_id
 from reconciler.delivery.model import DeploymentState, SiteState
 from reconciler.delivery.rollout import in_maintenance_window, wave_of
 from reconciler.delivery.same_version import needs_recheck, why_deploy
@@ -131,9 +132,13 @@ class Unplannable(Stalled):
 
 
 def plan_site(repo: FleetRepo, site_name: str, actual: SiteState, now: datetime, commit: str | None,
-              fleet_status: Mapping[str, StatusRecord] | None = None) -> Plan:
-    """``fleet_status`` holds every site's newest status record; without it waves are not gated
-    (every targeted site may move at once), as for a plan read from a repo alone."""
+              fleet_status: Mapping[str, StatusRecord] | FleetReports | None = None) -> Plan:
+    """``fleet_status`` holds every site's newest status record, or the reports merged from the
+    shard summaries of the deployments that gate this site (the same reports: the same plan);
+    without it waves are not gated (every targeted site may move at once), as for a plan read from
+    a repo alone."""
+    if fleet_status is not None and not isinstance(fleet_status, FleetReports):
+        fleet_status = FleetReports.of_records(fleet_status)
     site = repo.sites.get(site_name)
     if site is None:
         close = difflib.get_close_matches(site_name, repo.sites, n=1)
@@ -167,7 +172,7 @@ def plan_site(repo: FleetRepo, site_name: str, actual: SiteState, now: datetime,
         watching |= not complete
         action = _next_step(site, current, from_version, target, gate, now)
         if action is not None and action.kind == "wait" and from_version is None and action.reason != reasons.NotInAnyWave:
-            action = _serve_proven(repo, deployment, site, target, action, fleet_status or {}, now)
+            action = _serve_proven(repo, deployment, site, target, action, fleet_status or FleetReports({}), now)
         if action is None:
             converged.append(target)
         else:
@@ -269,16 +274,13 @@ def _going_back(current: DeploymentState | None, target: Target, now: datetime) 
 
 
 def _serve_proven(repo: FleetRepo, deployment: Deployment, site: Site, target: Target, wait: Action,
-                  fleet_status: Mapping[str, StatusRecord], now: datetime) -> Action:
+                  fleet_status: FleetReports, now: datetime) -> Action:
     """A site with nothing installed whose wave waits serves the rollout's *from* version meanwhile:
     the version the sites that report this rollout ran before it (the one most of them name). It
     is a rollout of its own (another id), so it never counts as this rollout's progress."""
-    before = Counter(
-        status.previousVersion if status.activeVersion == target.version else status.activeVersion
-        for record in fleet_status.values()
-        if (status := record.deployments.get(target.deployment)) is not None and status.rollout == target.rollout_id)
-    proven = [version for version, _ in sorted(before.items(), key=lambda item: (-item[1], item[0]))
-              if version is not None and version != target.version]
+    before = Counter(report.ran_before for report in fleet_status.of(target.deployment).values()
+                     if report.rollout_id == target.rollout_id and report.ran_before not in (None, target.version))
+    proven = [version for version, _ in sorted(before.items(), key=lambda item: (-item[1], item[0]))]
     if not proven:
         return wait
     try:
@@ -294,7 +296,7 @@ def _serve_proven(repo: FleetRepo, deployment: Deployment, site: Site, target: T
 
 
 def wave_gate(repo: FleetRepo, deployment: Deployment, target: Target, site: str,
-          fleet_status: Mapping[str, StatusRecord] | None, now: datetime) -> tuple[GateDecision | None, bool]:
+          fleet_status: FleetReports | None, now: datetime) -> tuple[GateDecision | None, bool]:
     """The wave gate for this site, and whether every targeted site already reports the rollout
     healthy (then nothing about it can change any more)."""
     rollout = rollout_of(repo, deployment)
@@ -302,8 +304,7 @@ def wave_gate(repo: FleetRepo, deployment: Deployment, target: Target, site: str
         return None, True
     name = deployment.metadata.name
     targeted = targeted_sites(repo, deployment, now)
-    reports = {s: report for s, record in fleet_status.items()
-               if s in targeted and (report := site_report(record, name)) is not None}
+    reports = {s: report for s, report in fleet_status.of(name).items() if s in targeted}
     complete = all(s in reports and reports[s].rollout_id == target.rollout_id and reports[s].state == "success"
                    for s in targeted)
     return decide_gate(rollout, name, target.rollout_id, site, targeted, reports, now), complete

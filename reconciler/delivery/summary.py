@@ -2,7 +2,8 @@
 one record per site.
 
 A summary is about one deployment and holds, for each site of its shard (at most SHARD_SIZE),
-what that site's newest status record says about the deployment: the gate's ``SiteReport`` and the
+what that site's newest status record says about the deployment: the gate's ``SiteReport`` (with
+what the plan reads beside the gate: drift on the new version, the version served before) and the
 record's write time, or a tombstone when the newest record says nothing of the deployment. Every
 rollout of the deployment shares the summary, as every rollout shares the status refs, so the
 reports merged from all shards are exactly the reports the gate would take from the newest records
@@ -27,10 +28,15 @@ from datetime import datetime
 from typing import Any
 
 from reconciler.delivery.gates import SiteReport, site_report
+from reconciler.monitoring.evaluation import EvaluationSummary
+from reconciler.delivery.plan import rollout_of, targeted_sites
+from reconciler.manifests.fleet import FleetRepo
+from reconciler.manifests.selectors import matches
 from reconciler.status.record import StatusRecord
 
 SHARD_SIZE = 100  # sites per shard: bounds the writers contending for one summary (cf. EndpointSlices)
 _FORMAT = "reconciler/summary/v1"
+_ANY_TIME = datetime(2000, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,19 @@ def shard_of(site: str, targeted: Iterable[str]) -> int:
     return ordered.index(site) // SHARD_SIZE
 
 
+def gated_shards(repo: FleetRepo, site: str, now: datetime) -> dict[str, int]:
+    """Each deployment that targets ``site`` with a rollout, and the site's shard of its summaries."""
+    labels = repo.sites[site].metadata.labels if site in repo.sites else None
+    shards = {}
+    for name, deployment in sorted(repo.deployments.items()):
+        if labels is None or rollout_of(repo, deployment) is None or not matches(deployment.spec.targets, labels):
+            continue
+        targeted = targeted_sites(repo, deployment, now)
+        if site in targeted:
+            shards[name] = shard_of(site, targeted)
+    return shards
+
+
 def fold(summary: Summary, record: StatusRecord, deployment: str, sign: Sign | None = None) -> dict[str, SummaryEntry]:
     """The summary with ``record`` taken in (its entry signed with ``sign``). A record older than
     the site's entry changes nothing (a retry that lost a race re-reads and folds again: folding
@@ -68,10 +87,26 @@ def fold(summary: Summary, record: StatusRecord, deployment: str, sign: Sign | N
     return {**summary, record.site: entry}
 
 
+def says_the_same(before: SiteReport | None, after: SiteReport | None) -> bool:
+    """Whether an entry for ``after`` would store what one for ``before`` stores, its date aside:
+    a site need not rewrite its entry when only its record's write time moved."""
+    return _entry_fields(SummaryEntry(_ANY_TIME, before))[1:] == _entry_fields(SummaryEntry(_ANY_TIME, after))[1:]
+
+
 def entry_bytes(site: str, deployment: str, entry: SummaryEntry) -> bytes:
     """What a site signs of its entry: the fields stored, with the site and deployment."""
     return json.dumps({"site": site, "deployment": deployment, "entry": _entry_fields(entry)},
                       sort_keys=True, separators=(",", ":")).encode()
+
+
+def merged(first: Summary, second: Summary) -> dict[str, SummaryEntry]:
+    """Each site's newer entry of two copies of one shard's summary: merging in any order, or
+    twice, gives the same summary, so writers may merge what they read without losing an entry."""
+    newest = dict(first)
+    for site, entry in second.items():
+        if site not in newest or entry.written_at > newest[site].written_at:
+            newest[site] = entry
+    return newest
 
 
 def merged_reports(summaries: Iterable[Summary], admit: Admit | None = None) -> dict[str, SiteReport]:
@@ -112,22 +147,31 @@ def _entry_fields(entry: SummaryEntry) -> list[Any]:
     if report is None:
         return [entry.written_at.isoformat()]
     message = report.message if report.state == "aborted" else ""
-    return [entry.written_at.isoformat(), report.rollout_id, report.state, report.version, report.since.isoformat(),
-            report.reason, message, report.kind]
+    fields = [entry.written_at.isoformat(), report.rollout_id, report.state, report.version, report.since.isoformat(),
+              report.reason, message, report.kind]
+    # Entries written before these existed end at ``kind``, and most sites have none to say:
+    # the stored list ends at the last one said, so an entry's bytes do not change as fields are added
+    extra = [report.drifted, report.ran_before,
+             report.evaluation.model_dump(mode="json", exclude_defaults=True) if report.evaluation else None]
+    said = max((n for n, value in enumerate(extra, 1) if value), default=0)
+    return fields + extra[:said]
 
 
 def _signature_field(entry: SummaryEntry) -> list[dict[str, str]]:
-    """A signed entry ends with ``{"sig": <status.json.sig's lines>}``, which no field of it can be."""
+    """A signed entry ends with ``{"sig": <status.json.sig's lines>}``: the one field that is a mapping with a ``sig`` key."""
     return [] if entry.signature is None else [{"sig": entry.signature.decode()}]
 
 
 def _entry(fields: Sequence[Any]) -> SummaryEntry:
     signature = None
-    if fields and isinstance(fields[-1], dict):
+    if fields and isinstance(fields[-1], dict) and "sig" in fields[-1]:
         signature, fields = fields[-1]["sig"].encode(), fields[:-1]
     written_at = datetime.fromisoformat(fields[0])
     if len(fields) == 1:
         return SummaryEntry(written_at, None, signature)
-    rollout, state, version, since, reason, message, kind = fields[1:]
-    report = SiteReport(rollout, state, version, datetime.fromisoformat(since), written_at, reason, message, kind)
+    rollout, state, version, since, reason, message, kind, drifted, ran_before, evaluation = \
+        (*fields[1:], False, None, None)[:10]
+    report = SiteReport(rollout, state, version, datetime.fromisoformat(since), written_at, reason, message, kind,
+                        bool(drifted), ran_before,
+                        EvaluationSummary.model_validate(evaluation) if evaluation is not None else None)
     return SummaryEntry(written_at, report, signature)

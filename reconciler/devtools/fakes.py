@@ -96,11 +96,12 @@ class MemoryStatus:
     def read_own(self, site: str) -> StatusRecord | None:
         return self.records.get(site)
 
-    def read_fleet(self, source: object, commit: str, keyring: object = None) -> dict[str, StatusRecord]:
+    def read_fleet(self, source: object, commit: str, keyring: object = None, gated: object = None
+                   ) -> dict[str, StatusRecord]:
         # Records in memory are the test's own: nothing to verify (status/signed.py is tested on its own).
         return dict(self.records)
 
-    def publish(self, record: StatusRecord, waves: list[CommitStatus]) -> None:
+    def publish(self, record: StatusRecord, waves: list[CommitStatus], gated: object = None) -> None:
         if self.failing is not None:
             self.refused.append(record)
             raise self.failing

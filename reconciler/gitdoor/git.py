@@ -184,6 +184,10 @@ class Git:
                               env={**os.environ, **NO_PROMPT})
         return list(batch_contents(done.stdout, len(names)))
 
+    def tree_names(self, rev: str) -> list[str]:
+        """The names of the files at the top of ``rev``'s tree."""
+        return self._repo.git.ls_tree("--name-only", rev).splitlines()
+
     @contextmanager
     def stream_blob(self, blob: str, shown: str) -> Iterator[int]:
         """The blob's bytes through a pipe from ``git cat-file`` (its read end is what this

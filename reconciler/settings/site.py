@@ -52,6 +52,12 @@ class SiteConfig(BaseModel):
     listen: Address | None = None  # HOST:PORT of the inference server; None: do not serve
     grpc_listen: Address | None = None  # HOST:PORT of OIP over gRPC; None: no gRPC
     status_repo: Location | None = None  # where status refs go when not the fleet repo (agents that may not push there)
+    # Shard summaries shared by the fleet: set, the site adds its entry after each record and gates
+    # on the summaries of the deployments that target it, not on every site's record (README, "Scale")
+    summary_repo: Location | None = None
+    # Before fetching a commit it has just learned of, a site waits a random share of this; None:
+    # derived from the fleet's size, so a commit's fetch wave reaches the server at ~FETCH_WAVE_RATE/s
+    fetch_spread: Duration | None = None
     interval: Duration = POLL_INTERVAL
     stale_after: Duration = STALE_AFTER  # out of reach of the fleet repo for longer: the status says stale
     jitter: Annotated[float, Field(ge=0, le=1)] = 0.1  # share of the interval, spreads fleet load
@@ -106,6 +112,9 @@ class SiteConfig(BaseModel):
             raise ValueError("gateSource: forge needs the forge settings")
         if self.forge is not None and self.nats is not None:
             raise ValueError("forge and nats: the NATS channel does not mirror records to a forge (yet); choose one")
+        if self.summary_repo is not None and (self.forge is not None or self.nats is not None):
+            raise ValueError("summaryRepo beside forge or nats: the forge's wave statuses need every site's record, "
+                             "and NATS gates on its own bucket; choose one")
         return self
 
     @property

@@ -150,6 +150,12 @@ class StatusRefs:
         except ValueError:  # cat-file found no such file
             return None
 
+    def files_at(self, rev: str) -> dict[str, bytes]:
+        """Every file at the top of ``rev``'s tree, read in one batch."""
+        names = self._in_cache(self._git.tree_names, rev)
+        return {name: data for name, data in zip(names, self._git.read_objects([f"{rev}:{n}" for n in names]),
+                                                   strict=True) if data is not None}
+
     def warn_skipped(self, rev: str, why: str) -> None:
         log.warning("skipping %s: %s", rev, why)
 

@@ -2,9 +2,18 @@
 ``refs/reconciler/summary/<deployment>/<shard>``, updated by the sites themselves with
 compare-and-swap: a site reads its shard's tip, folds its record in, and pushes a child of that
 tip with ``--force-with-lease=<ref>:<tip>``; if another site got there first the push is refused,
-and it reads again and retries after a random pause. A gate reads one deployment's summaries with
-one fetch whose refspec git sends as a protocol v2 ``ref-prefix``, so it is told of the shards
-alone: O(sites / SHARD_SIZE) small objects instead of every site's record.
+and it reads again and retries after a random pause.
+
+Then the site merges its shard's summary into the deployment's roll-up,
+``refs/reconciler/rollup/<deployment>``: one commit whose tree holds every shard's summary as a
+file (``0000.json``, ...), pushed with compare-and-swap too. Entries merge by their dates
+(delivery/summary.py ``merged``), so a writer that lost the race merges again and nothing is
+lost; it merges its shard's newest summary too, so one push carries the shard's other writers'
+entries, and one that finds its entry already carried there by another writer stops. A gate reads one
+deployment with one fetch of that one ref, and downloads only the shard files that changed since
+its last read: its cost does not grow with the number of shards. Writes pay for it (two
+compare-and-swaps; writes are rare beside reads, which repeat every interval while a rollout is
+watched).
 
 Keep the summaries where a push is told of few refs (a push has no ``ref-prefix``: the server
 advertises every ref of the repository), e.g. a namespace of their own on the server. Each
@@ -30,6 +39,7 @@ from reconciler.delivery.summary import (
     encode,
     entry_bytes,
     fold,
+    merged,
     merged_reports,
 )
 from reconciler.errors import Transient
@@ -39,6 +49,7 @@ from reconciler.status.record import StatusRecord
 from reconciler.status.signed import RecordCheck, RecordSigner
 
 SUMMARY_REF_PREFIX = "refs/reconciler/summary/"
+ROLLUP_REF_PREFIX = "refs/reconciler/rollup/"  # beside, not under, the shards: a ref cannot be a folder too
 SUMMARY_FILE = "summary.json"
 _ATTEMPTS = 12
 _PAUSE = 0.05  # seconds, the first retry's longest pause; it doubles with every conflict
@@ -46,6 +57,14 @@ _PAUSE = 0.05  # seconds, the first retry's longest pause; it doubles with every
 
 def summary_ref(deployment: str, shard: int) -> str:
     return f"{SUMMARY_REF_PREFIX}{deployment}/{shard:04d}"
+
+
+def rollup_ref(deployment: str) -> str:
+    return f"{ROLLUP_REF_PREFIX}{deployment}"
+
+
+def rollup_file(shard: int) -> str:
+    return f"{shard:04d}.json"
 
 
 def admitted_by(check: RecordCheck, deployment: str) -> Callable[[str, SummaryEntry], bool]:
@@ -71,34 +90,69 @@ class SummaryRefs:
         self._refs.close()
 
     def reports(self, deployment: str, check: RecordCheck | None = None) -> dict[str, SiteReport]:
-        """Every site's report on the deployment, merged from all its shards' entries that
-        ``check`` admits: ``decide_gate``'s ``records``. A shard that does not parse is skipped
-        (one broken writer must not blind the gates), which the gate sees as its sites being silent."""
-        prefix = f"{SUMMARY_REF_PREFIX}{deployment}/"
-        self._refs.fetch_refs(f"+{prefix}*:{prefix}*", "--prune")
-        return merged_reports((self._read(ref, deployment) for ref in self._refs.local_refs(prefix)),
+        """Every site's report on the deployment, merged from all its shards' entries in the
+        roll-up that ``check`` admits: ``decide_gate``'s ``records``. A shard that does not parse
+        is skipped (one broken writer must not blind the gates), which the gate sees as its sites
+        being silent."""
+        tip = self._refs.fetch_tip(rollup_ref(deployment))
+        files = self._refs.files_at(tip) if tip else {}
+        return merged_reports((self._decode(data, f"{tip}:{name}", deployment) for name, data in sorted(files.items())),
                               admitted_by(check, deployment) if check is not None else None)
 
     def publish(self, record: StatusRecord, deployment: str, shard: int) -> bool:
-        """Fold ``record`` into its shard's summary. False when the summary already says it."""
+        """Fold ``record`` into its shard's summary, then that summary into the roll-up. False
+        when the shard's summary already said it."""
+        changed, summary = self._fold(record, deployment, shard)
+        self._roll_up(record, deployment, shard, summary)
+        return changed
+
+    def _fold(self, record: StatusRecord, deployment: str, shard: int) -> tuple[bool, Summary]:
         ref = summary_ref(deployment, shard)
         for attempt in range(_ATTEMPTS):
             tip = self._refs.fetch_tip(ref)
             current = self._read(tip, deployment) if tip else {}
             folded = fold(current, record, deployment, self._signer.sign if self._signer else None)
             if folded == current:
-                return False
+                return False, current
             commit = self._refs.commit_files([(SUMMARY_FILE, encode(deployment, folded))], tip,
                                              f"{deployment}: {record.site} {record.state}\n", record)
             if self._refs.push_if_unchanged(commit, ref, tip, lease=True):
-                return True
-            self._pause(self._rng.uniform(0, _PAUSE * 2**min(attempt, 6)))
+                return True, folded
+            self._lost_race(attempt)
         raise Transient(reasons.StatusPushFailed, f"{ref} on {self._refs.url}: {_ATTEMPTS} writers in a row got there first")
 
+    def _roll_up(self, record: StatusRecord, deployment: str, shard: int, summary: Summary) -> None:
+        """The shard's summary merged into its file of the roll-up, unless the roll-up holds
+        everything it says already (another writer of the shard carried it)."""
+        ref, name = rollup_ref(deployment), rollup_file(shard)
+        for attempt in range(_ATTEMPTS):
+            tip = self._refs.fetch_tip(ref)
+            files = self._refs.files_at(tip) if tip else {}
+            current = self._decode(files[name], f"{tip}:{name}", deployment) if name in files else {}
+            rolled = merged(current, summary)
+            if rolled == current:
+                return
+            files[name] = encode(deployment, rolled)
+            commit = self._refs.commit_files(sorted(files.items()), tip,
+                                             f"{deployment}: shard {shard}: {record.site} {record.state}\n", record)
+            if self._refs.push_if_unchanged(commit, ref, tip, lease=True):
+                return
+            self._lost_race(attempt)
+            # Carry what the shard's other writers folded meanwhile: one push for all of them, and
+            # each of them, finding its entry rolled up, stops
+            shard_tip = self._refs.fetch_tip(summary_ref(deployment, shard))
+            summary = merged(summary, self._read(shard_tip, deployment) if shard_tip else {})
+        raise Transient(reasons.StatusPushFailed, f"{ref} on {self._refs.url}: {_ATTEMPTS} writers in a row got there first")
+
+    def _lost_race(self, attempt: int) -> None:
+        self._pause(self._rng.uniform(0, _PAUSE * 2**min(attempt, 6)))
+
     def _read(self, rev: str, deployment: str) -> Summary:
-        data = self._refs.file_at(rev, SUMMARY_FILE)
+        return self._decode(self._refs.file_at(rev, SUMMARY_FILE) or b"", rev, deployment)
+
+    def _decode(self, data: bytes, where: str, deployment: str) -> Summary:
         try:
-            return decode(data or b"", deployment)
+            return decode(data, deployment)
         except ValueError as error:
-            self._refs.warn_skipped(rev, str(error))
+            self._refs.warn_skipped(where, str(error))
             return {}

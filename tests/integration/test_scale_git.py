@@ -20,7 +20,7 @@ from reconciler.gitdoor.source import GitSource
 from reconciler.status.gitref import STATUS_REF_PREFIX, StatusRefs
 from reconciler.status.record import DeploymentStatus, StatusRecord
 from reconciler.status.signed import RecordCheck, RecordSigner, StatusKeyring
-from reconciler.status.summary_refs import SummaryRefs, summary_ref
+from reconciler.status.summary_refs import SummaryRefs, rollup_ref, summary_ref
 from reconciler.trust import TrustedKey, generate_private_key
 
 if TYPE_CHECKING:
@@ -147,6 +147,7 @@ def test_concurrent_writers_lose_no_update(summaries) -> None:
         time.sleep(seconds)
 
     writers = [summaries(f"w-{site}", pause=pause) for site in sites]
+    shard = {site: n % 3 for n, site in enumerate(sites)}  # writers race on their shard and on the roll-up
     start = threading.Barrier(len(sites))
     failures: list[BaseException] = []
 
@@ -154,7 +155,8 @@ def test_concurrent_writers_lose_no_update(summaries) -> None:
         start.wait()
         try:
             for minute in (1, 2):
-                writer.publish(record(site, minute, "success" if minute == 2 else "progressing"), DEPLOYMENT, 0)
+                writer.publish(record(site, minute, "success" if minute == 2 else "progressing"), DEPLOYMENT,
+                               shard[site])
         except BaseException as error:  # noqa: BLE001 - reported by the assertion below
             failures.append(error)
 
@@ -174,13 +176,33 @@ def test_a_shard_that_is_no_summary_is_skipped_with_a_warning(
     writer = summaries("writer")
     writer.publish(record("s1", 1), DEPLOYMENT, 0)
     scratch = tmp_path / "raw"
+    url = fleet_remote.server.url("fleet", "summaries")
     run_git(None, "init", "--quiet", str(scratch))
-    (scratch / "summary.json").write_text("not a summary\n")
+    run_git(scratch, "fetch", "--quiet", url, rollup_ref(DEPLOYMENT))
+    run_git(scratch, "checkout", "--quiet", "FETCH_HEAD")
+    (scratch / "0001.json").write_text("not a summary\n")
     run_git(scratch, "add", "--all")
     run_git(scratch, "commit", "--quiet", "-m", "raw")
-    run_git(scratch, "push", "--quiet", fleet_remote.server.url("fleet", "summaries"),
-            f"HEAD:{summary_ref(DEPLOYMENT, 1)}")
+    run_git(scratch, "push", "--quiet", url, f"HEAD:{rollup_ref(DEPLOYMENT)}")
     with caplog.at_level("WARNING"):
         reports = summaries("reader").reports(DEPLOYMENT)
     assert list(reports) == ["s1"]  # the broken shard's sites read as silent, the rest as they are
     assert "not a summary" in caplog.text
+
+
+@pytest.mark.parametrize("shards", [1, 30])
+def test_a_gate_read_costs_one_ref_however_many_shards(fleet_remote: FleetRemote, summaries, shards: int) -> None:
+    """A read is one fetch of the roll-up: told of one ref, sent the shard files it lacks."""
+    writer = summaries("writer")
+    for shard in range(shards):
+        writer.publish(record(f"s{shard:03d}", 1), DEPLOYMENT, shard)
+    reader = summaries("reader")
+    assert len(reader.reports(DEPLOYMENT)) == shards
+    unchanged = bytes_served(fleet_remote.server, lambda: reader.reports(DEPLOYMENT))
+    writer.publish(record("s000", 2, "progressing"), DEPLOYMENT, 0)
+    one_changed = bytes_served(fleet_remote.server, lambda: reader.reports(DEPLOYMENT))
+    assert reader.reports(DEPLOYMENT)["s000"].state == "progressing"
+    print(f"{shards} shards: a read with nothing new {unchanged} B, with one shard changed {one_changed} B")
+    assert unchanged < 1500  # the advertisement of one ref, whatever the number of shards
+    assert one_changed < unchanged + 3000 + 40 * shards  # the new tree (one line per shard) and one shard file
+

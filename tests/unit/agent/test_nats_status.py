@@ -61,36 +61,36 @@ def test_only_changes_an_auditor_reads_reach_git(channel):
                record(3, state="success", active="1.1.0", reason="Active"), record(4, state="success", active="1.1.0",
                                                                                    reason="Active", message="again")]
     for each in records:
-        channel.publish(each, [])
+        channel.publish(each, [], {})
     assert channel.nats.put == records
     assert channel.audit.written == [records[0], records[3]]
 
 
 def test_a_new_failure_reason_is_audited(channel):
-    channel.publish(record(0, state="failure", reason="ValidationFailed"), [])
-    channel.publish(record(1, state="failure", reason="ModelLoadFailed"), [])
+    channel.publish(record(0, state="failure", reason="ValidationFailed"), [], {})
+    channel.publish(record(1, state="failure", reason="ModelLoadFailed"), [], {})
     assert len(channel.audit.written) == 2
 
 
 def test_git_out_of_reach_delays_the_audit_to_the_next_publish(channel, caplog):
     channel.audit.failing = Transient("StatusPushFailed", "no route to host")
-    channel.publish(record(0), [])
+    channel.publish(record(0), [], {})
     assert "audit record not written to Git" in caplog.text and channel.nats.put == [record(0)]
     channel.audit.failing = None
-    channel.publish(record(1, message="still rolling"), [])  # same audit view, but Git has not got it yet
+    channel.publish(record(1, message="still rolling"), [], {})  # same audit view, but Git has not got it yet
     assert channel.audit.written == [record(1, message="still rolling")]
 
 
 def test_the_bucket_refusing_fails_the_publish_and_writes_nothing_to_git(channel):
     channel.nats.failing = Transient("StatusChannelUnreachable", "NATS does not answer")
     with pytest.raises(Transient):
-        channel.publish(record(0), [])
+        channel.publish(record(0), [], {})
     assert channel.audit.written == []
 
 
 def test_without_audit_nothing_goes_to_git():
     channel = NatsStatusChannel(FakeBucket(), None)
-    channel.publish(record(0), [])
+    channel.publish(record(0), [], {})
     assert channel.nats.put == [record(0)]
 
 
@@ -133,7 +133,7 @@ def tampered(site: str) -> bytes:
 ])
 def test_records_over_nats_count_only_when_their_signature_is_admitted(put, keyring, counts, why, caplog):
     channel = NatsStatusChannel(FakeView(**{"store-1": put}), None)
-    fleet = channel.read_fleet(None, "c1", keyring)
+    fleet = channel.read_fleet(None, "c1", keyring, {})
     assert ("store-1" in fleet) is counts
     ignored = [r for r in caplog.records if getattr(r, "reason", None) == reasons.StatusRecordIgnored]
     assert bool(ignored) is not counts
@@ -146,7 +146,7 @@ def test_an_admitted_record_is_the_one_signed_and_each_forgery_is_warned_about_o
                                             "store-2": value("store-2", RecordSigner((OTHER_KEY,)))}), None)
     keyring = StatusKeyring({**KEYED.keys, "store-2": (trust.TrustedKey("store-2/a", KEY.public_key()),)})
     for _ in range(2):
-        fleet = channel.read_fleet(None, "c1", keyring)
+        fleet = channel.read_fleet(None, "c1", keyring, {})
         assert set(fleet) == {"store-1"} and fleet["store-1"].state == "success"
     warnings = [r for r in caplog.records if getattr(r, "reason", None) == reasons.StatusRecordIgnored]
     assert len(warnings) == 1 and "store-2" in warnings[0].getMessage()

@@ -46,7 +46,7 @@ def refusal(tmp_path: Path, text: str, **overrides: object) -> list[str]:
     ("- site\n", "site.yaml:1:1: error: a site config is a mapping of settings"),
     ("repo: x\nstate: s\n", "site.yaml:1:1: error: site: required field is missing"),
     ("a: &loop [*loop]\n", "site.yaml:1:1: error: a: unknown field (allowed: site, repo, branch, state, listen, "
-                            "grpcListen, statusRepo, interval, staleAfter, jitter, trustKeys, trustIdentities, sigstoreTrustedRoot, statusKeys, "
+                            "grpcListen, statusRepo, summaryRepo, fetchSpread, interval, staleAfter, jitter, trustKeys, trustIdentities, sigstoreTrustedRoot, statusKeys, "
                             "acceptHistory, commitPolicy, forge, gateSource, nats, validation, fetch, batch, executionProviders, "
                             "inventoryDir, evaluation, evaluationInterval)"),
     (GOOD + 'trustKeys: ["k\\x00.pub"]\n', "site.yaml:4:13: error: a NUL character cannot be in a setting (nor in a path)"),

@@ -1,0 +1,279 @@
+"""The fleet simulator's two wave phases (bench/bench_fleet_sim.py runs them):
+
+- **a commit's fetch wave**: every site learns of a new commit at the same instant (a NATS
+  notification, a webhook) and fetches it, at once or after a random share of the agent's default
+  fetch spread (agent/loop.py ``fetch_spread``). Each site's fetch is replayed as the smart-HTTP
+  requests git makes for it (capabilities, ``ls-refs`` for the branch, a ``fetch`` of the new
+  commit with ``filter blob:none`` and the old one as ``have``, then the changed file's blob), so
+  the simulator spends no git process of its own and the server does all it would. Reported:
+  server CPU, its peak over one-second windows, the most requests in flight, latency from the
+  notification.
+- **a three-wave rollout** in Git mode with summaries: each site, from a random phase, every
+  interval reads the deployment's roll-up (reconciler.status.summary_refs), decides its gate with
+  ``decide_gate`` and, once it may, writes its status record to its shard's status repository and
+  its entry to the summaries (shard, then roll-up), exactly the agent's calls; a site that moved
+  keeps reading, as a watching agent does, until the last site moved. Time is
+  compressed the same way for every N (ROLLOUT_INTERVAL, ROLLOUT's bakeTime). Not simulated: the
+  fleet poll beside each read, downloading and validating models, the pending record a waiting
+  site writes once."""
+
+from __future__ import annotations
+
+import heapq
+import http.client
+import random
+import statistics
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from reconciler.agent.loop import FETCH_WAVE_RATE
+from reconciler.delivery.gates import decide_gate
+from reconciler.delivery.summary import shard_of
+from reconciler.errors import Transient
+from reconciler.gitdoor.source import GitSource
+from reconciler.manifests.models import Rollout
+from reconciler.status.gitref import StatusRefs
+from reconciler.status.record import DeploymentStatus, StatusRecord
+from reconciler.status.summary_refs import SummaryRefs
+
+GATED = "fraud-score"
+ROLLOUT_ID = "b2c3d4e5f6a1"
+ROLLOUT_INTERVAL = 20.0  # seconds between a watching site's reads (30 s in the field)
+ROLLOUT = Rollout.model_validate({  # the field's 5m bake compressed to 10 s
+    "waves": [{"name": "pilot", "percent": 1}, {"name": "early", "percent": 10}, {"name": "all", "percent": 100}],
+    "gate": {"minHealthyRatio": 0.9, "bakeTime": "10s", "progressDeadline": "10m"},
+})
+FIELD_INTERVAL = 30.0  # the interval the default fetch spread is derived from
+
+
+# --- sampling the server -------------------------------------------------------------------------
+
+class CpuSampler:
+    """The server's CPU every ``period`` s in a thread: its total and its busiest window, in cores."""
+
+    def __init__(self, server: object, period: float = 1.0):
+        self.server, self.period = server, period
+        self.stop, self.peak = threading.Event(), 0.0
+        self.first = server.cpu_seconds  # type: ignore[attr-defined]
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        last, at = self.first, time.monotonic()
+        while not self.stop.wait(self.period):
+            now_cpu, now = self.server.cpu_seconds, time.monotonic()  # type: ignore[attr-defined]
+            self.peak = max(self.peak, (now_cpu - last) / (now - at))
+            last, at = now_cpu, now
+
+    def finish(self) -> tuple[float, float]:
+        self.stop.set()
+        self.thread.join()
+        return self.server.cpu_seconds - self.first, self.peak  # type: ignore[attr-defined]
+
+
+def quantile(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else (values or [0.0])[0]
+
+
+# --- a commit's fetch wave ------------------------------------------------------------------------
+
+def pkt(line: str) -> bytes:
+    data = line.encode()
+    return f"{len(data) + 4:04x}".encode() + data
+
+
+def new_commit(bare: Path, scratch: Path) -> tuple[str, str, str]:
+    """A commit on ``main`` of ``bare`` that changes one deployment file: (old, new, its blob)."""
+    run = lambda *args: subprocess.run(["git", *args], cwd=scratch, check=True, capture_output=True,  # noqa: E731
+                                       text=True).stdout.strip()
+    subprocess.run(["git", "clone", "-q", str(bare), str(scratch)], check=True)
+    old = run("rev-parse", "HEAD")
+    path = scratch / "deployments" / f"{GATED}.yaml"
+    path.write_text(path.read_text() + "# a new commit\n")
+    run("-c", "user.name=ci", "-c", "user.email=ci@example.com", "commit", "-qam", "a new commit")
+    run("push", "-q", "origin", "HEAD:main")
+    return old, run("rev-parse", "HEAD"), run("rev-parse", f"HEAD:deployments/{GATED}.yaml")
+
+
+class FetchReplay:
+    """One site's fetch of the new commit, as git's requests over one HTTP/1.1 connection."""
+
+    def __init__(self, url: str, old: str, new: str, blob: str):
+        parts = urlsplit(url)
+        self.host, self.port, self.path = parts.hostname, parts.port, parts.path
+        head = [pkt("object-format=sha1\n"), b"0001"]
+        self.bodies = [
+            b"".join([pkt("command=ls-refs\n"), *head, pkt("peel\n"), pkt("symrefs\n"),
+                      pkt("ref-prefix refs/heads/main\n"), b"0000"]),
+            b"".join([pkt("command=fetch\n"), *head, pkt("thin-pack\n"), pkt("ofs-delta\n"), pkt("filter blob:none\n"),
+                      pkt(f"want {new}\n"), pkt(f"have {old}\n"), pkt("done\n"), b"0000"]),
+            None,  # the promisor fetch of the blob starts with the capabilities again
+            b"".join([pkt("command=fetch\n"), *head, pkt("thin-pack\n"), pkt("ofs-delta\n"), pkt("filter blob:none\n"),
+                      pkt(f"want {blob}\n"), pkt("done\n"), b"0000"]),
+        ]
+
+    def __call__(self) -> None:
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=60)
+        try:
+            for body in [None, *self.bodies]:
+                if body is None:
+                    connection.request("GET", f"{self.path}/info/refs?service=git-upload-pack",
+                                       headers={"Git-Protocol": "version=2"})
+                else:
+                    connection.request("POST", f"{self.path}/git-upload-pack", body, headers={
+                        "Git-Protocol": "version=2", "Content-Type": "application/x-git-upload-pack-request",
+                        "Accept": "application/x-git-upload-pack-result"})
+                response = connection.getresponse()
+                data = response.read()
+                if response.status != 200 or not data:
+                    raise RuntimeError(f"fetch replay: HTTP {response.status}")
+        finally:
+            connection.close()
+
+
+@dataclass
+class FetchWave:
+    spread: float
+    seconds: float  # from the notification to the last site's fetch done
+    server_cpu: float
+    peak_cores: float
+    in_flight: int  # the most fetches under way at once
+    p50: float  # from the notification
+    p99: float
+    service_p99: float  # from the fetch's own start
+
+
+def fetch_wave(server: object, fetch: Callable[[], None], sites: int, spread: float, workers: int,
+               seed: int) -> FetchWave:
+    rng = random.Random(seed)
+    start = time.monotonic() + 0.5
+    due = sorted(start + rng.uniform(0, spread) for _ in range(sites))
+    lock, latencies, services, flying, most = threading.Lock(), [], [], [0], [0]
+
+    def one() -> None:
+        began = time.monotonic()
+        with lock:
+            flying[0] += 1
+            most[0] = max(most[0], flying[0])
+        fetch()
+        done = time.monotonic()
+        with lock:
+            flying[0] -= 1
+            latencies.append(done - start)
+            services.append(done - began)
+
+    sampler = CpuSampler(server, 0.5)
+    with ThreadPoolExecutor(workers) as pool:
+        for intended in due:
+            time.sleep(max(0.0, intended - time.monotonic()))
+            pool.submit(one)
+    cpu, peak = sampler.finish()
+    return FetchWave(spread, max(latencies), cpu, peak, most[0], statistics.median(latencies), quantile(latencies, 99),
+                     quantile(services, 99))
+
+
+def default_spread(sites: int) -> float:
+    """The agent's default fetch spread for a fleet of ``sites`` at the field interval."""
+    return min(sites / FETCH_WAVE_RATE, FIELD_INTERVAL / 2)
+
+
+# --- a three-wave rollout --------------------------------------------------------------------------
+
+@dataclass
+class Rollout3:
+    sites: int
+    seconds: float  # from the start to the last site's success written (inf: not within the timeout)
+    wave_opened: dict[str, float]  # seconds from the start at which each wave's first site moved
+    reads: int
+    writes: int
+    retried: int  # writes whose compare-and-swap lost 12 races in a row: written again a tick later
+    read_p99: float
+    write_p99: float
+    server_cpu: float
+    peak_cores: float
+    bytes_per_read: float
+
+
+class SimSite:
+    def __init__(self, name: str, shard: int, status_url: str, summaries_url: str, scratch: Path):
+        self.name, self.shard, self.moved = name, shard, False
+        self.status = StatusRefs(GitSource(status_url, "main", scratch / "status"))
+        self.summaries = SummaryRefs(GitSource(summaries_url, "main", scratch / "summaries"))
+
+    def record(self, now: datetime) -> StatusRecord:
+        status = DeploymentStatus(model=GATED, state="success", version="3.3.0", activeVersion="3.3.0",
+                                  previousVersion="3.2.0", rollout=ROLLOUT_ID, reason="Converged", since=now)
+        return StatusRecord(site=self.name, observedCommit="b" * 40, appliedCommit="b" * 40, state="success",
+                            reason="Converged", deployments={GATED: status}, agentVersion="0.1.0", writtenAt=now)
+
+    def close(self) -> None:
+        self.status.close()
+        self.summaries.close()
+
+
+def three_wave_rollout(server: object, names: list[str], status_url: Callable[[int], str], summaries_url: str,
+                       scratch: Path, workers: int, timeout: float, seed: int) -> Rollout3:
+    """Every site from a random phase, then every ROLLOUT_INTERVAL ± 10 %, until all report success."""
+    rng = random.Random(seed)
+    labels = dict.fromkeys(names, {})
+    sites = [SimSite(name, shard_of(name, names), status_url(shard_of(name, names)), summaries_url, scratch / name)
+             for name in names]
+    lock, reads, writes, opened, moved_at, retried = threading.Lock(), [], [], {}, [], []
+    start = time.monotonic() + 1.0
+    due = [(start + rng.uniform(0, ROLLOUT_INTERVAL), n) for n in range(len(sites))]
+    heapq.heapify(due)
+    bytes_before = server.bytes_sent  # type: ignore[attr-defined]
+
+    def tick(index: int) -> None:
+        """One watching interval of one site: read the roll-up, decide, move once it may."""
+        site, began = sites[index], time.monotonic()
+        reports = site.summaries.reports(GATED)
+        with lock:
+            reads.append(time.monotonic() - began)
+        if site.moved:
+            return
+        now = datetime.now(UTC)
+        decision = decide_gate(ROLLOUT, GATED, ROLLOUT_ID, site.name, labels, reports, now)
+        if decision.kind == "proceed":
+            began, record = time.monotonic(), site.record(now)
+            try:
+                site.status.write(record)
+                site.summaries.publish(record, GATED, site.shard)
+            except Transient:  # as the agent: the reconcile fails, the next one writes again
+                with lock:
+                    retried.append(site.name)
+                return
+            site.moved = True
+            with lock:
+                writes.append(time.monotonic() - began)
+                moved_at.append(time.monotonic() - start)
+                opened.setdefault(decision.wave, time.monotonic() - start)
+
+    sampler = CpuSampler(server, 1.0)
+    running: dict = {}
+    with ThreadPoolExecutor(workers) as pool:
+        while len(moved_at) < len(sites) and time.monotonic() < start + timeout:
+            for future, index in list(running.items()):
+                if future.done():
+                    del running[future]
+                    future.result()
+                    heapq.heappush(due, (time.monotonic() + ROLLOUT_INTERVAL * rng.uniform(0.9, 1.1), index))
+            if due and due[0][0] <= time.monotonic() and len(running) < workers:  # late ticks start late
+                index = heapq.heappop(due)[1]
+                running[pool.submit(tick, index)] = index
+                continue
+            time.sleep(0.01)
+    cpu, peak = sampler.finish()
+    sent = server.bytes_sent - bytes_before  # type: ignore[attr-defined]
+    for site in sites:
+        site.close()
+    done = len(moved_at) == len(names)
+    return Rollout3(len(names), max(moved_at) if done else float("inf"), opened, len(reads), len(writes), len(retried),
+                    quantile(reads, 99), quantile(writes, 99), cpu, peak, sent / max(len(reads) + len(writes), 1))
