@@ -169,8 +169,9 @@ def _entry(fields: Sequence[Any]) -> SummaryEntry:
     written_at = datetime.fromisoformat(fields[0])
     if len(fields) == 1:
         return SummaryEntry(written_at, None, signature)
-    rollout, state, version, since, reason, message, kind, drifted, ran_before, evaluation = \
-        (*fields[1:], False, None, None)[:10]
+    said = list(fields[8:11])
+    drifted, ran_before, evaluation = said + [False, None, None][len(said):]  # the stored list ends at the last said
+    rollout, state, version, since, reason, message, kind = fields[1:8]
     report = SiteReport(rollout, state, version, datetime.fromisoformat(since), written_at, reason, message, kind,
                         bool(drifted), ran_before,
                         EvaluationSummary.model_validate(evaluation) if evaluation is not None else None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from fleetfactory import DIGEST_A, deployment, fleet_repo, model, site
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +18,7 @@ from reconciler.delivery.model import DeploymentState, Installed, SiteState
 from reconciler.delivery.plan import plan_site
 from reconciler.delivery.same_version import checks_digest
 from reconciler.delivery.summary import decode, encode, fold, gated_shards, merged_reports, says_the_same
+from reconciler.monitoring.evaluation import EvaluationSummary
 from reconciler.monitoring.windows import DriftSummary
 from reconciler.status.record import DeploymentStatus, StatusRecord
 
@@ -24,7 +26,9 @@ T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 NAMES = [f"s{n:02d}" for n in range(12)]
 ROLLOUT = {"waves": [{"name": "pilot", "selector": {"matchLabels": {"ring": "pilot"}}},
                      {"name": "early", "percent": 40}, {"name": "all", "percent": 100}],
-           "gate": {"minHealthyRatio": 0.5, "bakeTime": "10m", "progressDeadline": "30m", "maxDriftedSites": 0},
+           "gate": {"minHealthyRatio": 0.5, "bakeTime": "10m", "progressDeadline": "30m", "maxDriftedSites": 0,
+                    "evaluation": {"metric": "accuracy", "min": 0.6, "minGainOverPrevious": 0.0, "minSites": 1,
+                                   "minExamples": 20}},
            "abort": {"failureThreshold": 0.5, "minExecuted": 2}}
 STATES = ("success", "success", "progressing", "pending", "failure", "error", "aborted")
 VERSIONS = ("1.0.0", "1.1.0", None)
@@ -34,14 +38,21 @@ def drift(version: str) -> DriftSummary:
     return DriftSummary(version=version, profile="p", state="DriftDetected", windows=1, rows=10, features={})
 
 
+def scores(version: str, examples: int, accuracy: float, previous: float | None) -> EvaluationSummary:
+    return EvaluationSummary(version=version, numExamples=examples, metrics={"accuracy": accuracy},
+                             previousVersion="1.0.0" if previous is not None else None,
+                             previousMetrics={"accuracy": previous} if previous is not None else {},
+                             evaluatedAt=T0)
+
+
 def record(site_name: str, minute: int, state: str, rollout: str | None, active: str | None, previous: str | None,
-           drifted: bool, reason: str = "Converged", deployment_name: str = "d", since: int | None = None
-           ) -> StatusRecord:
+           drifted: bool, reason: str = "Converged", deployment_name: str = "d", since: int | None = None,
+           evaluation: EvaluationSummary | None = None) -> StatusRecord:
     status = DeploymentStatus(model="m", state=state, version="1.1.0", activeVersion=active, previousVersion=previous,
                               rollout=rollout, reason=reason,
                               since=T0 + timedelta(minutes=minute - 1 if since is None else since),
                               drift=drift(active) if drifted and active else None,
-                              failureKind="version" if state == "failure" else None)
+                              failureKind="version" if state == "failure" else None, evaluation=evaluation)
     return StatusRecord(site=site_name, state=state, reason=reason, deployments={deployment_name: status},
                         agentVersion="0.1.0", writtenAt=T0 + timedelta(minutes=minute))
 
@@ -62,7 +73,11 @@ def histories(draw):
                        draw(st.sampled_from([rid, rid, rid, "0ld0ld0ld0ld", None])),
                        draw(st.sampled_from(VERSIONS)), draw(st.sampled_from(VERSIONS)), draw(st.booleans()),
                        draw(st.sampled_from(["Converged", "ValidationFailed", "FailureThresholdReached"])),
-                       "d" if draw(st.integers(0, 9)) else "other")
+                       "d" if draw(st.integers(0, 9)) else "other",
+                       evaluation=draw(st.none() | st.builds(scores, st.sampled_from(["1.1.0", "1.0.0"]),
+                                                             st.sampled_from([0, 10, 50]),
+                                                             st.sampled_from([0.4, 0.7, 0.9]),
+                                                             st.sampled_from([None, 0.5, 0.8]))))
         writes.append((entry, draw(st.integers(0, 2))))
     return repo, writes
 
@@ -135,8 +150,34 @@ def test_drift_and_the_version_served_before_survive_the_stored_form():
     assert (report.drifted, report.ran_before) == (True, "1.0.0")
 
 
+def test_evaluation_scores_survive_the_stored_form_and_its_signature_detection():
+    scored = scores("1.1.0", 50, 0.7, 0.8)
+    entry = record("s1", 3, "success", "r1", "1.1.0", "1.0.0", False, evaluation=scored)
+    report = decode(encode("d", fold({}, entry, "d")), "d")["s1"].report
+    assert (report.drifted, report.ran_before, report.evaluation) == (False, "1.0.0", scored)
+
+
 def test_an_entry_written_before_they_existed_reads_with_neither():
     data = ('{"format": "reconciler/summary/v1", "deployment": "d", "sites": {"s1": ["2026-03-02T10:01:00+00:00", '
             '"r1", "success", "1.1.0", "2026-03-02T10:00:00+00:00", "Converged", "", null]}}')
     report = decode(data.encode(), "d")["s1"].report
     assert (report.state, report.drifted, report.ran_before) == ("success", False, None)
+
+
+@pytest.mark.parametrize(("accuracy", "decided"), [(0.4, ("wait", "EvaluationBelowMinimum")),
+                                                   (0.9, ("deploy", "NewVersion"))])
+def test_the_evaluation_gate_decides_the_same_from_summaries(accuracy, decided):
+    """Random histories reach a baked wave with scores too rarely to catch a summary that drops them."""
+    repo = fleet_repo([site("s00", ring="pilot"), site("s01", ring="pilot"), site("s02", ring="rest")], [model()],
+                      [deployment(version="1.1.0", rollout=ROLLOUT)])
+    rid = plan_site(repo, "s00", SiteState(site="s00"), T0, None, {}).actions[0].target.rollout_id
+    newest = {name: record(name, 1, "success", rid, "1.1.0", "1.0.0", False, since=0,
+                           evaluation=scores("1.1.0", 50, accuracy, 0.5)) for name in ("s00", "s01")}
+    stored = encode("d", fold(fold({}, newest["s00"], "d"), newest["s01"], "d"))
+    from_summaries = FleetReports({"d": merged_reports([decode(stored, "d")])})
+    state = SiteState(site="s02", deployments={"d": DeploymentState(model="m", interface=model().spec.interface,
+                                                                  active=installed("1.0.0"))})
+    now = T0 + timedelta(hours=1)
+    plan = plan_site(repo, "s02", state, now, None, from_summaries)
+    assert plan == plan_site(repo, "s02", state, now, None, newest)
+    assert [(action.kind, action.reason) for action in plan.actions] == [decided]
