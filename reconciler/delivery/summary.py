@@ -28,10 +28,10 @@ from datetime import datetime
 from typing import Any
 
 from reconciler.delivery.gates import SiteReport, site_report
-from reconciler.monitoring.evaluation import EvaluationSummary
 from reconciler.delivery.plan import rollout_of, targeted_sites
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.selectors import matches
+from reconciler.monitoring.evaluation import EvaluationSummary
 from reconciler.status.record import StatusRecord
 
 SHARD_SIZE = 100  # sites per shard: bounds the writers contending for one summary (cf. EndpointSlices)

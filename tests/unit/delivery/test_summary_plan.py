@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from fleetfactory import DIGEST_A, deployment, fleet_repo, model, site
 import pytest
+from fleetfactory import DIGEST_A, deployment, fleet_repo, model, site
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
