@@ -104,7 +104,8 @@ class Agent:
         self.wake = wake or threading.Event()  # set by the push webhook (or a stop): reconcile now
         self.inventory = inventory  # what the site runs on, for its records (agent/inventory.py)
         self.batch = BatchScheduler(config.state, config.batch, ActiveModels(config.state, runtime),
-                                    lambda: self.state_dir.load(config.site), on_run=self._batch_ran)
+                                    lambda: self.state_dir.load(config.site), on_run=self._batch_ran,
+                                    drift=applier.drift)
 
     def start(self, now: datetime | None = None) -> None:
         """Lock the state directory and serve the last good state before the repo is read."""
