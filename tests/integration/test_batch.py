@@ -156,7 +156,10 @@ def test_result_lines_are_json_that_gives_back_the_exact_outputs():
     doubles = rng.normal(size=(5, 2, 2))
     labels = rng.integers(-5, 5, size=(5,))
     odd = np.array([[np.nan], [np.inf], [1.0], [-0.0], [2.5]], dtype=np.float32)
-    cases = [(["scores", "extra%d"], [scores, extra]), (["doubles", "labels", "odd"], [doubles, labels, odd])]
+    cases = [(["scores", "extra%d"], [scores, extra]), (["doubles", "labels", "odd"], [doubles, labels, odd]),
+             # one output: the whole chunk's text at once (rows of numbers or flat lists), else row by row
+             (["scores%d"], [scores]), (["labels"], [labels]), (["p"], [extra[:, 0]]), (["none"], [np.zeros((5, 0))]),
+             (["odd"], [odd]), (["doubles"], [doubles])]
     for names, outputs in cases:
         lines = [json.loads(line) for line in _lines('1.0"%s', names, [3, 4, 5, 6, 7], outputs).splitlines()]
         assert [line["record"] for line in lines] == [3, 4, 5, 6, 7]
