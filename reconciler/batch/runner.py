@@ -1,6 +1,7 @@
 """One run of one batch deployment: every input file not yet done with these model bytes is read,
 scored in batches of ``maxRecordsPerBatch`` through the onnxruntime session the site has active
 for the deployment, and written as one JSON Lines result beside a JSON Lines of refused records.
+With a drift monitor, each scored chunk's inputs and outputs count into the version's windows.
 
     <output>/<file>.out.jsonl      {"record": N, "version": V, "outputs": {NAME: VALUE}} per good record
     <output>/<file>.errors.jsonl   {"record": N, "error": MESSAGE} per refused record (absent: none)
