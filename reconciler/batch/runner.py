@@ -17,6 +17,7 @@ import os
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 ASIDE = ".failed"
 TEMP_PATTERN = ".*.tmp"  # atomic writes' temp files (atomicfile.py, _score_file)
 Trigger = Literal["schedule", "manual"]
+SCORED_AHEAD = 4  # chunks handed to the scoring thread before the first of them is written
 SYNC_BYTES = 1 << 21  # the result written so far goes to disk every 2 MiB, while scoring goes on
 
 
@@ -224,17 +226,16 @@ class _Part:
 def _scored_ahead(served: Served, names: list[str], chunks: Iterable[Chunk]
                   ) -> Iterator[tuple[Chunk, list[_Part], list[RecordError]]]:
     """Each chunk with its scored parts and the records onnxruntime refused. The session scores the
-    next chunk on a second thread (onnxruntime lets go of the GIL) while this one reads records
-    and writes text."""
+    next chunks on a second thread (onnxruntime lets go of the GIL) while this one reads records
+    and writes text; ``SCORED_AHEAD`` chunks queued keep it busy while this thread waits for a core."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-score") as pool:
-        ahead: tuple[Chunk, Future] | None = None
+        ahead: deque[tuple[Chunk, Future | None]] = deque()
         for chunk in chunks:
-            scoring = (chunk, pool.submit(served.session.run, names, chunk.feeds) if chunk.records else None)
-            if ahead is not None:
-                yield _finished(served, names, *ahead)
-            ahead = scoring
-        if ahead is not None:
-            yield _finished(served, names, *ahead)
+            ahead.append((chunk, pool.submit(served.session.run, names, chunk.feeds) if chunk.records else None))
+            if len(ahead) > SCORED_AHEAD:
+                yield _finished(served, names, *ahead.popleft())
+        while ahead:
+            yield _finished(served, names, *ahead.popleft())
 
 
 def _finished(served: Served, names: list[str], chunk: Chunk, scoring: Future | None
