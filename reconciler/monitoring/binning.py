@@ -102,8 +102,8 @@ class ProfileBinner:
             return np.zeros(self.size, dtype=np.int64)
         return np.bincount(np.concatenate(parts), minlength=self.size)
 
-    def split(self, vector: np.ndarray | Sequence[int]) -> dict[str, list[int]]:
-        return {name: [int(c) for c in vector[self.slices[name]]] for name in self.names}
+    def split(self, vector: np.ndarray) -> dict[str, np.ndarray]:
+        return {name: vector[self.slices[name]] for name in self.names}
 
     def join(self, bins: Mapping[str, Iterable[int]]) -> np.ndarray:
         vector = np.zeros(self.size, dtype=np.int64)
