@@ -7,7 +7,8 @@ the same rows as one ``.npy`` input file (read, hashed, split, scored, every row
 Lines result, fsynced and renamed, the ledger appended), a fresh ledger and output directory each
 time. The model is a 32 -> 256 -> 256 -> 8 dense network (relu, relu, softmax). A second figure,
 for information, does the same from a JSON Lines input (one JSON object per row), whose parsing the
-bare loop never pays.
+bare loop never pays; a third, the .npy run counting its rows into a drift monitor (a reference
+profile of the 32 inputs and 8 outputs, as a site with a profile does) against the same run without.
 
     .venv/bin/python bench/bench_batch.py [--quick] [--repetitions N]"""
 
@@ -27,6 +28,8 @@ from reconciler.batch.runner import run_batch
 from reconciler.devtools.onnx_builder import dense_model
 from reconciler.manifests.batch import BatchSpec
 from reconciler.manifests.models import ModelInterface, TensorSpec
+from reconciler.monitoring.profile import build_profile
+from reconciler.runtime.drift_counter import DriftMonitor
 from reconciler.runtime.registry import ModelRegistry
 
 ROWS, FEATURES, BATCH = 100_000, 32, 256
@@ -69,11 +72,17 @@ def main() -> None:
             for start in range(0, ROWS, BATCH):
                 served.session.run(["output"], {"input": rows[start:start + BATCH]})
 
-        def batch_run(fmt: str):
+        drift = DriftMonitor()
+        profile = build_profile("scores", "1.0.0", {"inputs": {"input": rows[:20_000]},
+                                                    "outputs": {"output": served.session.run(None, {"input": rows[:20_000]})[0]}})
+        (root / "profile.json").write_text(profile.model_dump_json())
+        drift.watch("scores", "1.0.0", "sha256:profile", root / "profile.json")
+
+        def batch_run(fmt: str, counted: DriftMonitor | None = None):
             def run() -> None:
                 fresh = root / "runs" / str(next(runs))
                 job = BatchJob("scores", batch_spec(fmt), root / fmt, fresh / "out", fresh / "state")
-                summary = run_batch(job, served, "manual")
+                summary = run_batch(job, served, "manual", drift=counted)
                 assert summary.records == ROWS, summary
             return run
 
@@ -89,11 +98,17 @@ def main() -> None:
             print(f"  {fmt:5}  batch run {subject_stats.ms()}")
             print(f"  {fmt:5}  {ROWS / subject_stats.median:,.0f} rows/s vs {ROWS / base_stats.median:,.0f} rows/s: "
                   f"ratio {ratio:.2f}")
+        plain, counting = interleaved(batch_run("npy"), batch_run("npy", drift), args.repetitions)
+        drift_cost = Stats.of(counting).median / Stats.of(plain).median
+        windows = drift.summaries()[("scores", "1.0.0")].windows
+        print(f"  npy    without drift {Stats.of(plain).ms()}")
+        print(f"  npy    with drift    {Stats.of(counting).ms()}: {drift_cost:.2f}x the time ({windows} windows closed)")
     ratio, rows_per_s, bare_per_s = results["npy"]
     emit("bench_batch", ratio, f">= {TARGET}", ratio >= TARGET,
          f"{rows_per_s:,.0f} rows/s from .npy, {ratio:.2f}x a bare loop",
          rows_per_second=round(rows_per_s), bare_rows_per_second=round(bare_per_s),
-         jsonl_ratio=round(results["jsonl"][0], 3), jsonl_rows_per_second=round(results["jsonl"][1]))
+         jsonl_ratio=round(results["jsonl"][0], 3), jsonl_rows_per_second=round(results["jsonl"][1]),
+         drift_counting_time_ratio=round(drift_cost, 3))
 
 
 if __name__ == "__main__":

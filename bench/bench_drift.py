@@ -109,7 +109,7 @@ def answer_latencies(registry: ModelRegistry, profile: Path, repetitions: int) -
 
     def batch(answer) -> None:
         for _ in range(ANSWERS_PER_SAMPLE):
-            answer("wide", None, None, body)
+            answer("wide", None, {}, body, time.perf_counter())
 
     plain, counted = [], []
     for repetition in range(repetitions):

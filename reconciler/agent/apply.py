@@ -59,13 +59,15 @@ class Vetting(Scorer, Protocol):
 
 
 class DriftWatch(Protocol):
-    """What apply tells the runtime's drift counting (runtime.drift_counter.DriftMonitor)."""
+    """What apply tells the runtime's drift counting (runtime.drift_counter.DriftMonitor); the
+    agent hands the same to its batch scheduler, whose runs ``count`` into it."""
 
     def watch(self, deployment: str, version: str, digest: str, path: Path) -> None: ...
     def forget(self, deployment: str) -> None: ...
     def compare(self, deployment: str, stable: str, canary: str) -> None: ...
     def summaries(self) -> dict[tuple[str, str], DriftSummary]: ...
     def window_marks(self) -> frozenset[tuple[str, str, int]]: ...
+    def count(self, deployment: str, version: str, inputs, outputs, *, live: bool = True) -> None: ...
 
 
 class CanaryMetrics(Protocol):
@@ -173,14 +175,13 @@ class Applier:
 
     def restore(self, state: SiteState) -> None:
         """On start-up, serve what state.json says was active before (the last good state), and
-        resume a running canary at its weight; its analysis measures afresh from here."""
-        if self.runtime is None:
-            return
+        resume a running canary at its weight; its analysis measures afresh from here. Without a
+        runtime, the active versions' drift is still watched, for the batch runs."""
         self._batch_only = frozenset(name for name, deployment in state.deployments.items() if not deployment.served)
         for name, deployment in state.deployments.items():
             if deployment.active is not None:
                 self._activate(name, deployment.model, deployment.active, deployment.interface)
-            if deployment.canary is not None and deployment.canaryProgress is not None:
+            if self.runtime is not None and deployment.canary is not None and deployment.canaryProgress is not None:
                 self.runtime.start_canary(name, deployment.model, deployment.canary.version,
                                           self.store.path_for(deployment.canary.digest), deployment.interface,
                                           digest=deployment.canary.digest, weight=deployment.canaryProgress.weight)
@@ -362,11 +363,12 @@ class Applier:
 
     def _activate(self, deployment: str, model: str, installed: Installed, interface) -> None:
         """The runtime loads the very bytes that were hashed, and checks the digest once more. A
-        batch-only version is active in state.json alone: the batch runs load it from its blob."""
+        batch-only version is active in state.json alone: the batch runs load it from its blob.
+        Either way its drift is watched: served requests and batch runs count into it."""
         if self.runtime is not None and deployment not in self._batch_only:
             self.runtime.activate(deployment, model, installed.version, self.store.path_for(installed.digest),
                                   interface, digest=installed.digest)
-            self._watch_drift(deployment, installed)
+        self._watch_drift(deployment, installed)
 
     def _watch_drift(self, deployment: str, installed: Installed, compare_with: Installed | None = None) -> None:
         """Drift only informs: a profile that cannot be read now leaves the version served, uncounted.

@@ -118,7 +118,8 @@ class Agent:
         self.known_head: str | None = None  # the newest head this agent has learned of
         self.fleet_size = 0  # sites in the last fleet loaded: the default fetch spread grows with it
         self.batch = BatchScheduler(config.state, config.batch, ActiveModels(config.state, runtime),
-                                    lambda: self.state_dir.load(config.site), on_run=self._batch_ran)
+                                    lambda: self.state_dir.load(config.site), on_run=self._batch_ran,
+                                    drift=applier.drift)
 
     def start(self, now: datetime | None = None) -> None:
         """Lock the state directory and serve the last good state before the repo is read."""

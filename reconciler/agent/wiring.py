@@ -24,6 +24,7 @@ from reconciler.cancel import CancelToken
 from reconciler.errors import NeedsOperator
 from reconciler.gitdoor.source import GitSource
 from reconciler.ingest.artifacts import ArtifactStore
+from reconciler.runtime.drift_counter import DriftMonitor
 from reconciler.runtime.providers import CPU
 from reconciler.settings import SiteConfig
 from reconciler.status.forge_client import ForgeStatuses
@@ -80,16 +81,19 @@ def build_applier(state_dir: StateDir, runtime: Runtime | None, trust_roots: Tru
     vetting = ArtifactVetting(store, trust_roots, config.fetch if config else None,
                               config.validation if config else None, stop, telemetry,
                               config.execution_providers if config else (CPU,), config.evaluation if config else None)
-    # The runtime's metrics count drift too (RuntimeMetrics.drift); a canary test's fake metrics do not.
-    return Applier(state_dir, store, vetting, runtime, metrics, stop, drift=getattr(metrics, "drift", None),
+    # The runtime's metrics count drift too (RuntimeMetrics.drift); a canary test's fake metrics do
+    # not. A site that serves nothing counts its batch runs' drift all the same.
+    drift = DriftMonitor() if metrics is None else getattr(metrics, "drift", None)
+    return Applier(state_dir, store, vetting, runtime, metrics, stop, drift=drift,
                    evaluation_interval=config.evaluation_interval if config else None)
 
 
-def serve_last_good(state: Path, site: str, runtime: Runtime) -> None:
+def serve_last_good(state: Path, site: str, runtime: Runtime, metrics: CanaryMetrics) -> None:
     """What ``reconciler serve`` does: serve what state.json says was active, with no repo read
-    (and so no trust roots: nothing new is admitted)."""
+    (and so no trust roots: nothing new is admitted), and count drift for the versions whose
+    profile the state directory holds (metrics' gauges; without an agent there is no record)."""
     state_dir = StateDir(state)
-    build_applier(state_dir, runtime, TrustRoots()).restore(state_dir.load(site))
+    build_applier(state_dir, runtime, TrustRoots(), metrics=metrics).restore(state_dir.load(site))
 
 
 def load_trust_roots(config: SiteConfig) -> TrustRoots:

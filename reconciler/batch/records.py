@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -111,21 +110,47 @@ def _array(value: object, tensor: TensorSpec) -> np.ndarray:
 
 
 def _jsonl(data: bytes, spec: BatchInput, interface: ModelInterface, size: int) -> Iterator[Chunk]:
-    stacker = _Stacker(interface, size)
-    for number, line in enumerate(data.splitlines()):
-        if not line.strip():
-            continue
+    """Chunks of ``size`` lines, each stacked in one go when all its records are well formed (one
+    numpy conversion per input for the chunk), else read record by record to say which are not."""
+    numbered = [(number, line) for number, line in enumerate(data.splitlines()) if line.strip()]
+    for start in range(0, len(numbered), size):
+        parsed, errors = [], []
+        for number, line in numbered[start:start + size]:
+            try:
+                parsed.append((number, orjson.loads(line)))
+            except orjson.JSONDecodeError as exc:
+                errors.append(RecordError(number, f"not JSON: {exc}"))
+        yield _stacked(parsed, interface.inputs, errors) or _record_by_record(parsed, interface, errors)
+
+
+def _stacked(parsed: list[tuple[int, object]], inputs: list[TensorSpec], errors: list[RecordError]) -> Chunk | None:
+    """The records as one chunk when every one names exactly the model's inputs and their values
+    stack into the inputs' shapes; None when any does not."""
+    names = {t.name for t in inputs}
+    if not all(isinstance(raw, dict) and raw.keys() == names for _, raw in parsed):
+        return None
+    try:
+        feeds = {t.name: np.asarray([raw[t.name] for _, raw in parsed], dtype=t.dtype) for t in inputs}
+    except (TypeError, ValueError):  # ragged, or a value that is no number of the dtype
+        return None
+    if not parsed or not all(_fits(t, feeds[t.name].shape[1:]) for t in inputs):
+        return None
+    return Chunk(records=[number for number, _ in parsed], feeds=feeds, errors=errors)
+
+
+def _record_by_record(parsed: list[tuple[int, object]], interface: ModelInterface, errors: list[RecordError]
+                      ) -> Chunk:
+    stacker = _Stacker(interface, len(parsed) + 1)
+    for number, raw in parsed:
         try:
-            values = _record_values(orjson.loads(line), interface.inputs)
-        except ValueError as exc:  # orjson's JSONDecodeError (a json.JSONDecodeError) is a ValueError too
-            stacker.bad(number, str(exc) if not isinstance(exc, json.JSONDecodeError) else f"not JSON: {exc}")
+            values = _record_values(raw, interface.inputs)
+        except ValueError as exc:
+            stacker.bad(number, str(exc))
             continue
-        full = stacker.good(number, values)
-        if full is not None:
-            yield full
-    last = stacker.flush()
-    if last is not None:
-        yield last
+        stacker.good(number, values)
+    chunk = stacker.flush() or Chunk()
+    chunk.errors += errors
+    return chunk
 
 
 def _csv(data: bytes, spec: BatchInput, interface: ModelInterface, size: int) -> Iterator[Chunk]:

@@ -20,7 +20,7 @@ from reconciler import reasons
 from reconciler.atomicfile import atomic_write_bytes
 from reconciler.batch.jobs import BatchDirectories, batch_folder, job_for
 from reconciler.batch.ledger import RunInProgress, load_summary, save_summary
-from reconciler.batch.runner import Trigger, run_batch
+from reconciler.batch.runner import DriftCount, Trigger, run_batch
 from reconciler.delivery.model import SiteState
 from reconciler.delivery.schedule import due_run, next_run
 from reconciler.errors import Stalled
@@ -69,9 +69,11 @@ class _Scheduled:
 
 class BatchScheduler:
     def __init__(self, state_root: Path, directories: BatchDirectories, models: ActiveModels,
-                 load_state: Callable[[], SiteState], on_run: Callable[[], None] = lambda: None):
+                 load_state: Callable[[], SiteState], on_run: Callable[[], None] = lambda: None,
+                 drift: DriftCount | None = None):
+        """``drift``: the agent's drift counting, which every run's rows go into (None: not counted)."""
         self.state_root, self.directories, self.models = state_root, directories, models
-        self.load_state, self.on_run = load_state, on_run
+        self.load_state, self.on_run, self.drift = load_state, on_run, drift
         self.jobs: dict[str, _Scheduled] = {}
         self.wake, self.stopping = threading.Event(), threading.Event()
         self._thread: threading.Thread | None = None
@@ -105,7 +107,7 @@ class BatchScheduler:
         job = job_for(self.state_root, self.directories, deployment, spec or load_spec(self.state_root, deployment))
         served = self.models.active(deployment, self.load_state())
         try:
-            summary = run_batch(job, served, trigger, scheduled_for, self.stopping)
+            summary = run_batch(job, served, trigger, scheduled_for, self.stopping, self.drift)
         except RunInProgress as busy:
             log.info("%s: batch run skipped: %s", deployment, busy, extra={"deployment": deployment})
             return None

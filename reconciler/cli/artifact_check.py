@@ -3,7 +3,9 @@ versions the fleet asks for, offline and with the sites' own code: the bytes a U
 digest, no path escape, a scheme sites fetch, not a Git LFS pointer), the signature against the
 trust roots given (``verification.py``), and the model in the same limited child process the
 sites validate in (``runtime/validation.py``): it loads from the hashed bytes, has no external
-data or unknown operators, fits the declared interface and passes the version's cases.
+data or unknown operators, fits the declared interface and passes the version's cases. A version's
+reference profile is fetched, digest- and signature-checked the same way, then read as sites read
+it: a reference profile whose features are columns of the model's tensors.
 
 Every finding names the Model's file and the field at fault, with what to do about it."""
 
@@ -26,8 +28,10 @@ from reconciler.ingest.verification import ingest, signature_bytes, signature_ro
 from reconciler.manifests.deployments import FlagRef
 from reconciler.manifests.findings import field_path
 from reconciler.manifests.fleet import Finding, FleetRepo
-from reconciler.manifests.models import Artifact, Model, ModelVersion
+from reconciler.manifests.models import Artifact, Model, ModelVersion, ReferenceProfile
 from reconciler.manifests.semantics import origin_of
+from reconciler.monitoring.profile import check_fits
+from reconciler.runtime.drift_counter import read_profile
 from reconciler.runtime.validation import ModelRefused, run_validation
 from reconciler.settings import FetchLimits, ValidationLimits
 from reconciler.trust import KeylessIdentity, TrustRoots, load_public_key
@@ -120,8 +124,9 @@ def check_artifacts(repo: FleetRepo, repo_root: RepoRoot, options: ArtifactOptio
 
 
 def _repo_paths(version: ModelVersion) -> list[str]:
-    """The repo-relative paths a version's artifacts and signatures name."""
-    uris = [uri for a in version.artifacts for uri in (a.uri, a.signature.uri)]
+    """The repo-relative paths a version's artifacts, profile and signatures name."""
+    pinned = [*version.artifacts, *([version.profile] if version.profile else [])]
+    uris = [uri for a in pinned for uri in (a.uri, a.signature.uri)]
     return [posixpath.normpath(uri) for uri in uris if not urlsplit(uri).scheme]
 
 
@@ -139,29 +144,39 @@ class _VersionCheck:
 
     def run(self) -> list[Finding]:
         for j, artifact in enumerate(self.version.artifacts):
-            # Each artifact into a store of its own, as on a new site: a blob another version
+            # Each file into a store of its own, as on a new site: a blob another version
             # already brought would not prove this URI's bytes.
             with tempfile.TemporaryDirectory(prefix="reconciler-check-") as scratch:
-                self._artifact(f"spec.versions[{self.index}].artifacts[{j}]", artifact, ArtifactStore(Path(scratch)))
+                at = f"spec.versions[{self.index}].artifacts[{j}]"
+                ingested = self._verified(at, artifact, ArtifactStore(Path(scratch)))
+                if ingested is not None:
+                    self._model(at, artifact, ingested)
+        if self.version.profile is not None:
+            with tempfile.TemporaryDirectory(prefix="reconciler-check-") as scratch:
+                at = f"spec.versions[{self.index}].profile"
+                ingested = self._verified(at, self.version.profile, ArtifactStore(Path(scratch)))
+                if ingested is not None:
+                    self._profile(at, ingested)
         return self.findings
 
-    def _artifact(self, at: str, artifact: Artifact, store: ArtifactStore) -> None:
+    def _verified(self, at: str, artifact: Artifact | ReferenceProfile, store: ArtifactStore) -> Ingested | None:
+        """The file's bytes, fetched and digest-checked, when its signature holds (or cannot be
+        judged without roots); None when a finding says why not."""
         scheme = urlsplit(artifact.uri).scheme.lower()
         if scheme in ("http", "https", "oci") and not self.options.fetch:
             self._report(f"{at}.uri", f"not checked: {artifact.uri} is fetched over {scheme}; "
                                       "give --fetch to check it as a site would", "warning")
-            return
+            return None
         uncommitted = [self._uncommitted(f"{at}.uri", artifact.uri),
                        self._uncommitted(f"{at}.signature.uri", artifact.signature.uri)]
         if any(uncommitted):
-            return
+            return None
         try:
             ingested = ingest(store, artifact, self.repo_root, self.options.limits)
         except ReconcilerError as error:
             self._ingest_failed(at, artifact, error)
-            return
-        if self._signature(at, artifact, ingested):
-            self._model(at, artifact, ingested)
+            return None
+        return ingested if self._signature(at, artifact, ingested) else None
 
     def _uncommitted(self, at: str, uri: str) -> bool:
         """A file here that a commit would not carry to the sites as it is: reported, not checked."""
@@ -175,7 +190,7 @@ class _VersionCheck:
                              "it over https and point uri there")
         return state is not None
 
-    def _ingest_failed(self, at: str, artifact: Artifact, error: ReconcilerError) -> None:
+    def _ingest_failed(self, at: str, artifact: Artifact | ReferenceProfile, error: ReconcilerError) -> None:
         if error.reason in _SIZE:
             actual = self._local_size(artifact)
             hint = (f"the file has {actual} bytes: correct size, or uri if it names the wrong file"
@@ -188,7 +203,7 @@ class _VersionCheck:
         else:
             self._report(f"{at}.uri", _sentence(error, _INGEST_HINTS.get(error.reason, "")))
 
-    def _signature(self, at: str, artifact: Artifact, ingested: Ingested) -> bool:
+    def _signature(self, at: str, artifact: Artifact | ReferenceProfile, ingested: Ingested) -> bool:
         """Whether the signature holds (or could not be judged without roots)."""
         limits = self.options.limits
         try:
@@ -231,7 +246,26 @@ class _VersionCheck:
             self._report(f"{at}.uri", _sentence(error, "ship one self-contained ONNX file that onnxruntime "
                                                        "loads with its standard operators"))
 
-    def _local_size(self, artifact: Artifact) -> int | None:
+    def _profile(self, at: str, ingested: Ingested) -> None:
+        """As a site refuses it before the version is served: a file that is no reference profile,
+        or one reading tensors or columns the model lacks."""
+        uri = self.version.profile.uri
+        try:
+            profile = read_profile(ingested.path)
+            check_fits(profile, self.model.spec.interface)
+        except ReconcilerError as error:
+            hint = ("build it again with reconciler profile (it reads the Model's interface), then sign it"
+                    if error.reason == reasons.ProfileInvalid else
+                    "build the profile from this version's inputs and outputs, or fix the interface")
+            self._report(f"{at}.uri", f"{self.version.version} ({uri}): {_sentence(error, hint)}")
+            return
+        named = (profile.model, profile.version)
+        if named != (self.model.metadata.name, self.version.version):
+            self._report(f"{at}.uri", f"{uri} is the profile of {' '.join(named)}, not of "
+                                      f"{self.model.metadata.name} {self.version.version}: sites count drift "
+                                      "against it all the same; check it is the file you mean", "warning")
+
+    def _local_size(self, artifact: Artifact | ReferenceProfile) -> int | None:
         parts = urlsplit(artifact.uri)
         path = (self.repo_root / artifact.uri if parts.scheme == "" and isinstance(self.repo_root, Path) else
                 Path(unquote(parts.path)) if parts.scheme == "file" else None)

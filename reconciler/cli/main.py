@@ -315,10 +315,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     site = _site_of_state(args.state)
     config = build_site_config({"site": site, "repo": "-", "state": str(args.state), "listen": args.listen,
                                 **({"grpcListen": args.grpc_listen} if args.grpc_listen else {})})
-    with serving(config.listen, site, grpc_address=config.grpc_listen) as (registry, _):
+    with serving(config.listen, site, grpc_address=config.grpc_listen) as (registry, metrics):
         stop = CancelToken()
         cancel_on_signals(stop)
-        serve_last_good(args.state, site, registry)
+        serve_last_good(args.state, site, registry, metrics)
         stop.wait()
     return EXIT_OK
 

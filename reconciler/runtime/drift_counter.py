@@ -1,8 +1,8 @@
 """Drift at the site: every answered request's inputs and outputs counted into the bins of the
 served version's reference profile, window by window (reconciler.monitoring.windows decides when a
 window closes and what it means). Called from the one protocol-neutral point where a request's
-decoded inputs and the model's outputs meet (server.py, after ``session.run``); REST, gRPC and batch
-paths call the same ``count``.
+decoded inputs and the model's outputs meet (inference.py, after ``session.run``) for REST and
+gRPC, and from a batch run for each chunk it scored (batch/runner.py): all call the same ``count``.
 
 Cost per request: a request only hands its arrays over (a list append under the version's lock);
 every ``BATCH_ROWS`` rows, and before a window closes, the request that fills the batch bins all of
@@ -72,16 +72,27 @@ class VersionCounter:
         self.broken = False  # the profile does not fit the tensors served: counting stopped, said once
 
     def add(self, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray], now: float) -> None:
+        """Rows more than the open window has room for (a batch run's chunk) are cut at its edge:
+        every window holds the policy's rows, whatever the rows per call."""
         if self.broken:
             return
         rows = len(next(iter(inputs.values()))) if inputs else 0
         with self._lock:
-            self._pending.append((inputs, outputs))
-            self._pending_rows += rows
-            self._rows += rows
-            if self._pending_rows >= BATCH_ROWS:
-                self._bin_pending()
+            start = 0
+            while rows - start > (room := self.profile.window.rows - self._rows) > 0:
+                self._take(_slice_rows(inputs, start, start + room), _slice_rows(outputs, start, start + room), room)
+                self._close_if_due(now)
+                start += room
+            self._take(_slice_rows(inputs, start, rows) if start else inputs,
+                       _slice_rows(outputs, start, rows) if start else outputs, rows - start)
             self._close_if_due(now)
+
+    def _take(self, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray], rows: int) -> None:
+        self._pending.append((inputs, outputs))
+        self._pending_rows += rows
+        self._rows += rows
+        if self._pending_rows >= BATCH_ROWS:
+            self._bin_pending()
 
     def outputs_so_far(self) -> tuple[dict[str, np.ndarray], int]:
         """Every output feature's counts since the version was watched, and the rows behind them."""
@@ -112,6 +123,10 @@ class VersionCounter:
             self.track = close_window(self.track, self.profile, self.binner.split(self._counts), self._rows)
             self._counts = np.zeros_like(self._counts)
             self._rows, self._started = 0, now
+
+
+def _slice_rows(tensors: Mapping[str, np.ndarray], start: int, stop: int) -> dict[str, np.ndarray]:
+    return {name: tensor[start:stop] for name, tensor in tensors.items()}
 
 
 @dataclass(frozen=True)
@@ -182,11 +197,13 @@ class DriftMonitor:
             self._comparisons = {k: v for k, v in self._comparisons.items() if k != deployment}
 
     def count(self, deployment: str, version: str, inputs: Mapping[str, np.ndarray],
-              outputs: Mapping[str, np.ndarray]) -> None:
+              outputs: Mapping[str, np.ndarray], *, live: bool = True) -> None:
+        """``live``: answered requests. A batch run's rows (``live=False``) count into the version's
+        windows alone, not into a canary's comparison with stable, whose traffic split they never saw."""
         counter = self._counters.get((deployment, version))
         if counter is not None:
             counter.add(inputs, outputs, self._clock())
-        comparison = self._comparisons.get(deployment)
+        comparison = self._comparisons.get(deployment) if live else None
         if comparison is not None and comparison[0] == version:
             comparison[2].add(inputs, outputs, self._clock())
 

@@ -156,7 +156,10 @@ def test_result_lines_are_json_that_gives_back_the_exact_outputs():
     doubles = rng.normal(size=(5, 2, 2))
     labels = rng.integers(-5, 5, size=(5,))
     odd = np.array([[np.nan], [np.inf], [1.0], [-0.0], [2.5]], dtype=np.float32)
-    cases = [(["scores", "extra%d"], [scores, extra]), (["doubles", "labels", "odd"], [doubles, labels, odd])]
+    cases = [(["scores", "extra%d"], [scores, extra]), (["doubles", "labels", "odd"], [doubles, labels, odd]),
+             # one output: the whole chunk's text at once (rows of numbers or flat lists), else row by row
+             (["scores%d"], [scores]), (["labels"], [labels]), (["p"], [extra[:, 0]]), (["none"], [np.zeros((5, 0))]),
+             (["odd"], [odd]), (["doubles"], [doubles])]
     for names, outputs in cases:
         lines = [json.loads(line) for line in _lines('1.0"%s', names, [3, 4, 5, 6, 7], outputs).splitlines()]
         assert [line["record"] for line in lines] == [3, 4, 5, 6, 7]
@@ -192,3 +195,40 @@ def test_records_onnxruntime_refuses_are_found_one_by_one_and_the_rest_is_scored
     kept = [i for i in range(len(ROWS)) if i not in refused]
     assert [line["record"] for line in read_jsonl(site.outputs / "a.jsonl.out.jsonl")] == kept
     np.testing.assert_allclose(outputs_of(site.outputs / "a.jsonl.out.jsonl"), expected("1.0.0", ROWS[kept]), atol=1e-5)
+
+
+JSONL_CHUNKS = {
+    "all well formed": ['{"input": [1, 2, 3, 4]}', '{"input": [5, 6, 7, 8.5]}', "", '{"input": [true, "2", 3, 4]}'],
+    "one line not JSON": ['{"input": [1, 2, 3, 4]}', '{"input": [1, 2', '{"input": [5, 6, 7, 8]}'],
+    "one unknown input": ['{"input": [1, 2, 3, 4]}', '{"input": [1, 2, 3, 4], "extra": 1}'],
+    "one of the wrong shape": ['{"input": [1, 2, 3, 4]}', '{"input": [[1, 2, 3, 4]]}'],
+    "all of the wrong shape": ['{"input": [[1, 2, 3, 4]]}', '{"input": [[1, 2, 3, 4]]}'],
+    "a value that is no number": ['{"input": [1, 2, 3, 4]}', '{"input": [1, 2, 3, "x"]}'],
+    "not an object": ['[1, 2, 3, 4]', '{"input": [1, 2, 3, 4]}'],
+    "nothing good": ['{"input": [1', '7'],
+}
+
+
+@pytest.mark.parametrize("lines", JSONL_CHUNKS.values(), ids=JSONL_CHUNKS.keys())
+def test_a_jsonl_chunk_stacked_at_once_is_the_chunk_read_record_by_record(lines):
+    """The whole-chunk conversion is taken only when it gives what reading each record would."""
+    import orjson
+
+    from reconciler.batch.records import _record_by_record, read_chunks
+    from tests.runtime_models import INTERFACE
+
+    [chunk] = read_chunks("\n".join(lines).encode(), spec().input, INTERFACE, size=len(lines))
+    parsed, errors = [], []
+    for number, line in enumerate(lines):
+        if line.strip():
+            try:
+                parsed.append((number, orjson.loads(line)))
+            except orjson.JSONDecodeError:
+                errors.append(number)
+    alone = _record_by_record(parsed, INTERFACE, [])
+    assert chunk.records == alone.records
+    assert sorted(e.record for e in chunk.errors) == sorted(errors + [e.record for e in alone.errors])
+    assert chunk.feeds.keys() == alone.feeds.keys()
+    for name, feed in chunk.feeds.items():
+        np.testing.assert_array_equal(feed, alone.feeds[name])
+        assert feed.dtype == alone.feeds[name].dtype

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
+import time
 
 import httpx
 import numpy as np
@@ -14,6 +17,7 @@ import pytest
 from reconciler.agent.config import SiteConfig
 from reconciler.agent.wiring import build_agent, serving
 from reconciler.cli.main import main
+from reconciler.devtools.processes import free_port, stop_all
 from reconciler.devtools.testing import EXAMPLE
 from reconciler.trust import load_private_key, sign_digest
 
@@ -150,3 +154,38 @@ def test_a_profile_that_is_not_the_signed_one_is_refused_and_the_version_is_not_
         assert (status.state, status.reason, status.activeVersion) == ("error", "SignatureInvalid", None)
     finally:
         site.close()
+
+
+def test_reconciler_serve_counts_drift_from_the_state_directorys_profile(profiled_fleet, tmp_path):
+    """`reconciler serve` (no agent, no repo) serves what the site left and counts its requests
+    against the version's profile in the state directory: the gauges show the shifted input."""
+    site = Site(profiled_fleet, tmp_path, SHIFTED)
+    assert site.agent.reconcile_once().record.state == "success"
+    site.close()
+    port = free_port()
+    log = tmp_path / "serve.log"
+    server = subprocess.Popen([sys.executable, "-m", "reconciler", "serve", "--state", str(tmp_path / SHIFTED),
+                               "--listen", f"127.0.0.1:{port}"], stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+        deadline = time.monotonic() + 60
+        while not _ready(client, "/v2/models/demand-forecast/ready"):
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        site.client = client
+        rng = np.random.default_rng(2)
+        for _ in range(3):
+            site.window(rng, shift=0.6)
+        metrics = client.get("/metrics").text
+        assert 'reconciler_drift_detected{deployment="demand-forecast",feature="features[0]",version="1.0.0"} 1.0' in metrics
+        assert 'reconciler_drift_detected{deployment="demand-forecast",feature="features[1]",version="1.0.0"} 0.0' in metrics
+        client.close()
+    finally:
+        stop_all([server])
+
+
+def _ready(client: httpx.Client, path: str) -> bool:
+    try:
+        return client.get(path).status_code == 200
+    except httpx.TransportError:
+        return False

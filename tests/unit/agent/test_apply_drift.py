@@ -1,5 +1,6 @@
 """apply.py and drift (seams with fakes): a served version with a profile is watched, a removed
-deployment forgotten, and a profile that cannot be read never stops the version being served."""
+deployment forgotten, and a profile that cannot be read never stops the version being served; a
+batch-only version, or one at a site that serves nothing, is watched for its batch runs."""
 
 from __future__ import annotations
 
@@ -33,12 +34,16 @@ def applier(tmp_path, monitor: DriftMonitor) -> tuple[Applier, FakeRuntime, Arti
     return Applier(StateDir(tmp_path / "state"), store, FakeVetting(store), runtime, drift=monitor), runtime, store
 
 
-def test_restore_watches_the_active_version_and_its_windows_reach_the_record(tmp_path):
-    monitor = DriftMonitor(lambda: 0.0)
-    apply, runtime, store = applier(tmp_path, monitor)
+def profiled_store(store: ArtifactStore) -> None:
     profile = build_profile("m", "1.0.0", {"inputs": {"x": np.random.default_rng(0).normal(size=(2000, 2))}})
     store.blobs.mkdir(parents=True)
     store.path_for(PROFILE_DIGEST).write_text(profile.model_dump_json())
+
+
+def test_restore_watches_the_active_version_and_its_windows_reach_the_record(tmp_path):
+    monitor = DriftMonitor(lambda: 0.0)
+    apply, runtime, store = applier(tmp_path, monitor)
+    profiled_store(store)
     state = state_with(PROFILE_DIGEST)
     apply.restore(state)
     assert runtime.calls[0][0] == "activate" and list(monitor.counters()) == [("d", "1.0.0")]
@@ -62,3 +67,24 @@ def test_a_version_without_profile_is_not_watched(tmp_path):
     apply, runtime, _ = applier(tmp_path, monitor)
     apply.restore(state_with(None))
     assert runtime.calls[0][0] == "activate" and monitor.counters() == {}
+
+
+def test_a_batch_only_version_is_watched_though_not_served_so_its_runs_reach_the_record(tmp_path):
+    monitor = DriftMonitor(lambda: 0.0)
+    apply, runtime, store = applier(tmp_path, monitor)
+    profiled_store(store)
+    state = state_with(PROFILE_DIGEST)
+    state = state.model_copy(update={"deployments": {"d": state.deployments["d"].model_copy(update={"served": False})}})
+    apply.restore(state)
+    assert runtime.calls == [] and list(monitor.counters()) == [("d", "1.0.0")]
+    monitor.count("d", "1.0.0", {"x": np.zeros((1000, 2), dtype=np.float32)}, {}, live=False)
+    assert apply.drift_summaries(state)["d"].rows == 1000
+
+
+def test_a_site_that_serves_nothing_watches_its_active_versions_for_the_batch_runs(tmp_path):
+    monitor = DriftMonitor(lambda: 0.0)
+    store = ArtifactStore(tmp_path / "state")
+    profiled_store(store)
+    apply = Applier(StateDir(tmp_path / "state"), store, FakeVetting(store), None, drift=monitor)
+    apply.restore(state_with(PROFILE_DIGEST))
+    assert list(monitor.counters()) == [("d", "1.0.0")]

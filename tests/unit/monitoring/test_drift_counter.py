@@ -134,3 +134,35 @@ def test_a_canarys_predictions_are_compared_with_stables_in_the_canary_profiles_
     assert shifted is not None and shifted > 0.5  # L-infinity of the label shares: 1 - 1/3
     monitor.forget("d")
     assert monitor.predictions() == {}
+
+
+@pytest.mark.parametrize("chunk", [1, 256, 999, 1000, 1001, 2500, 4096])
+def test_rows_past_the_open_windows_room_are_cut_at_its_edge_whatever_the_rows_per_call(profile_file, chunk):
+    """A batch run hands over chunks of maxRecordsPerBatch rows: each window still holds 1 000."""
+    monitor = DriftMonitor(Clock())
+    monitor.watch("d", "1", "sha256:p", profile_file)
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(size=(4500, 3)).astype(np.float32), rng.integers(0, 3, 4500)
+    closed = []
+    for start in range(0, len(x), chunk):
+        monitor.count("d", "1", {"x": x[start:start + chunk]}, {"y": y[start:start + chunk]}, live=False)
+        summary = monitor.counters()[("d", "1")].track.last
+        if summary is not None and (not closed or closed[-1].windows != summary.windows):
+            closed.append(summary)
+    assert [(s.windows, s.rows) for s in closed][-1] == (4, 1000)
+    binner = ProfileBinner(read_profile(profile_file))
+    fourth = binner.count_batch([({"x": x[3000:4000]}, {"y": y[3000:4000]})])
+    assert np.array_equal(binner.join({name: f.bins for name, f in closed[-1].features.items()}), fourth)
+
+
+def test_a_batch_runs_rows_stay_out_of_a_canarys_comparison_with_stable(profile_file):
+    monitor = DriftMonitor(Clock())
+    monitor.watch("d", "1", "sha256:p", profile_file)
+    monitor.watch("d", "2", "sha256:p", profile_file)
+    monitor.compare("d", "1", "2")
+    rows = {"x": np.zeros((600, 3), dtype=np.float32)}, {"y": np.zeros(600, dtype=np.int64)}
+    monitor.count("d", "1", *rows, live=False)
+    monitor.count("d", "1", *rows)
+    [tally] = monitor.predictions().values()
+    assert tally.stable_rows == 600  # the live request's rows alone
+    assert monitor.counters()[("d", "1")].outputs_so_far()[1] == 1200  # the version's own windows: both

@@ -64,3 +64,15 @@ def test_psi_bands(value, band):
 def test_no_rows_has_no_distribution():
     with pytest.raises(ValueError, match="no counts"):
         stats.js_distance([1, 2], [0, 0])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(histograms, min_size=1, max_size=6))
+def test_a_matrix_of_features_scores_row_by_row_as_each_alone_padding_included(pairs):
+    width = max(len(reference) for reference, _ in pairs)
+    padded = [([*r, *[0] * (width - len(r))], [*c, *[0] * (width - len(c))]) for r, c in pairs]
+    reference, current = np.array([r for r, _ in padded]), np.array([c for _, c in padded])
+    for statistic in (stats.js_distance, stats.l_infinity, stats.psi):
+        together = statistic(reference, current)
+        assert together.shape == (len(pairs),)
+        np.testing.assert_allclose(together, [statistic(r, c) for r, c in pairs], rtol=1e-12, atol=1e-12)
