@@ -3,6 +3,8 @@
     <state>/blobs/sha256/<hex>   verified artifacts, read-only, named by their digest
     <state>/blobs/tmp/<hex>.part downloads in progress (same file system, so the final rename is atomic)
     <state>/blobs/tmp/<hex>.kept how many bytes of that part file a stopped download left on disk
+    <state>/models/<hex>/        a model with files (ONNX external data): hard links to its verified
+                                 blobs, the ONNX file (digest <hex>) as model.onnx, each file at its path
 
 Bytes are hashed as they stream in and written to a temp file; only a file whose size and digest
 match the manifest is renamed into ``blobs/sha256``. So a blob that exists is a verified blob, and
@@ -21,6 +23,7 @@ import errno
 import hashlib
 import mmap
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +36,7 @@ from reconciler.ingest.fetch import Body, Deadline, RepoRoot, read_small, with_r
 from reconciler.ingest.progress import DownloadProgress
 from reconciler.ingest.sink import BUFFERS, Sink, chunk_size_for
 from reconciler.ingest.sources import open_source
-from reconciler.manifests.models import Artifact, ReferenceProfile
+from reconciler.manifests.models import MAIN_FILE, Artifact, ReferenceProfile
 from reconciler.manifests.types import Digest
 from reconciler.settings import FetchLimits
 
@@ -58,10 +61,38 @@ class ArtifactStore:
     def __init__(self, root: Path, count_bytes: Callable[[int], None] | None = None):
         self.blobs = Path(root) / "blobs" / "sha256"
         self.tmp = Path(root) / "blobs" / "tmp"
+        self.models = Path(root) / "models"
         self.count_bytes = count_bytes
 
     def path_for(self, digest: str) -> Path:
         return self.blobs / _hex_of(digest)
+
+    def model_path(self, digest: str) -> Path:
+        """Where the ONNX file of this digest loads from: in its model directory if it has files, else its blob."""
+        in_directory = self.models / _hex_of(digest) / MAIN_FILE
+        return in_directory if in_directory.is_file() else self.path_for(digest)
+
+    def materialize(self, model: Ingested, files: dict[str, Ingested]) -> Ingested:
+        """The model's directory: its ONNX file and its files (paths checked by ``ArtifactFile``), hard
+        links to the verified blobs and nothing else, made afresh and swapped in whole."""
+        final = self.models / model.digest.hex
+        building = self.models / f".{model.digest.hex}.{os.getpid()}"
+        try:
+            shutil.rmtree(building, ignore_errors=True)
+            building.mkdir(parents=True)
+            for path, ingested in {MAIN_FILE: model, **files}.items():
+                target = building / path
+                if not target.resolve().is_relative_to(building.resolve()):
+                    raise Stalled(reasons.ArtifactPathEscapes, f"{path}: leaves the model's directory")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.link(ingested.path, target)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(building, final)
+        except OSError as exc:
+            shutil.rmtree(building, ignore_errors=True)
+            raise _store_error(exc, final) from exc
+        fsync_dir(self.models)
+        return Ingested(final / MAIN_FILE, model.digest, model.size, model.fetched or any(f.fetched for f in files.values()))
 
     def has(self, digest: str) -> bool:
         return self.path_for(digest).is_file()
@@ -120,6 +151,9 @@ class ArtifactStore:
             name, dot, suffix = leftover.name.partition(".")
             if name not in keep_hex or dot + suffix not in (".part", ".kept"):
                 leftover.unlink()
+        for directory in self.models.glob("*") if self.models.is_dir() else ():
+            if directory.name not in keep_hex:
+                shutil.rmtree(directory, ignore_errors=True)
         if removed:
             fsync_dir(self.blobs)
         return removed

@@ -8,6 +8,7 @@ rather than the model is named as such: a site reads the Git tree, where only th
 
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -19,7 +20,8 @@ from reconciler.errors import ReconcilerError, Stalled
 from reconciler.ingest.artifacts import ArtifactStore, Ingested, fetch_bytes
 from reconciler.ingest.fetch import RepoRoot
 from reconciler.ingest.ocisignatures import registry_signature_count, verify_registry_signature
-from reconciler.manifests.models import Artifact, ReferenceProfile, Signers
+from reconciler.ingest.sources import file_uri
+from reconciler.manifests.models import Artifact, ArtifactFile, ReferenceProfile, Signers
 from reconciler.settings import FetchLimits
 from reconciler.trust import TrustRoots, Verified, narrow, verify_artifact_signature
 
@@ -43,6 +45,39 @@ def verified_artifact(store: ArtifactStore, artifact: Artifact | ReferenceProfil
     ingested = ingest(store, artifact, repo_root, limits, stop)
     verify_signature(ingested, artifact, signature_roots(roots, signers), repo_root, limits, stop)
     return ingested
+
+
+def verified_model(store: ArtifactStore, artifact: Artifact, signers: Signers | None, roots: TrustRoots,
+                   repo_root: RepoRoot, limits: FetchLimits, stop: CancelToken | None = None) -> Ingested:
+    """``verified_artifact``, and for a model with files each file as well, in the model's directory
+    (the path returned is its ONNX file there, which loads its external data beside it)."""
+    ingested = verified_artifact(store, artifact, signers, roots, repo_root, limits, stop)
+    if not artifact.files:
+        return ingested
+    narrowed = signature_roots(roots, signers)
+    files = {file.path: verified_file(store, artifact, file, narrowed, repo_root, limits, stop) for file in artifact.files}
+    return store.materialize(ingested, files)
+
+
+def verified_file(store: ArtifactStore, artifact: Artifact, file: ArtifactFile, roots: TrustRoots, repo_root: RepoRoot,
+                  limits: FetchLimits, stop: CancelToken | None = None) -> Ingested:
+    """One of the artifact's files, fetched and pinned as an artifact of its own; signed by its own
+    signature, else by the artifact's model_signing bundle, which must list it under its path."""
+    pinned = file_artifact(artifact, file)
+    ingested = ingest(store, pinned, repo_root, limits, stop)
+    verify_signature(ingested, pinned, roots, repo_root, limits, stop, file_name=file.path)
+    return ingested
+
+
+def file_artifact(artifact: Artifact, file: ArtifactFile) -> Artifact:
+    """The file as an artifact: where it is, what it must be, who signs it."""
+    signature = file.signature or artifact.signature
+    if signature.format == "registry":
+        raise Stalled(reasons.SignatureFormatUnsupported,
+                      f"{artifact.uri}: a registry signature covers the artifact's manifest, not {file.path}; "
+                      "sign the model's directory with model_signing, or give the file a signature of its own")
+    return Artifact(uri=file_uri(artifact.uri, file.path), digest=file.digest, size=file.size,
+                    signature=signature, platform=artifact.platform)
 
 
 def ingest(store: ArtifactStore, artifact: Artifact | ReferenceProfile, repo_root: RepoRoot, limits: FetchLimits,
@@ -70,12 +105,21 @@ def signature_bytes(artifact: Artifact | ReferenceProfile, repo_root: RepoRoot, 
 
 
 def verify_signature(ingested: Ingested, artifact: Artifact | ReferenceProfile, roots: TrustRoots, repo_root: RepoRoot,
-                     limits: FetchLimits, stop: CancelToken | None = None) -> Verified:
+                     limits: FetchLimits, stop: CancelToken | None = None, file_name: str | None = None) -> Verified:
+    """``file_name``: the name a model_signing bundle lists the file under; default the last part of its URI."""
     if artifact.signature.format == "registry":
         return verify_registry_signature(artifact, roots, limits, stop)
     signature = signature_bytes(artifact, repo_root, limits, stop)
-    file_name = PurePosixPath(urlsplit(artifact.uri).path).name
-    return verify_artifact_signature(ingested.digest.raw, file_name, signature, artifact.signature.format, roots)
+    return verify_artifact_signature(ingested.digest.raw, file_name or _file_name(artifact.uri), signature,
+                                     artifact.signature.format, roots)
+
+
+def _file_name(uri: str) -> str:
+    """The last part of the URI's path; of an OCI URI's ``#FILE`` when it has one."""
+    parts = urlsplit(uri)
+    if parts.scheme.lower() in ("oci", "oci-layout") and parts.fragment:
+        return posixpath.basename(parts.fragment)
+    return PurePosixPath(parts.path).name
 
 
 def lfs_pointer_at(uri: str, repo_root: RepoRoot, limits: FetchLimits) -> LfsPointer | None:
