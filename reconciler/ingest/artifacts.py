@@ -74,25 +74,34 @@ class ArtifactStore:
 
     def materialize(self, model: Ingested, files: dict[str, Ingested]) -> Ingested:
         """The model's directory: its ONNX file and its files (paths checked by ``ArtifactFile``), hard
-        links to the verified blobs and nothing else, made afresh and swapped in whole."""
+        links to the verified blobs and nothing else. A directory of other links is made afresh beside
+        it and swapped in whole, so a load never sees it half made."""
         final = self.models / model.digest.hex
-        building = self.models / f".{model.digest.hex}.{os.getpid()}"
+        links = {MAIN_FILE: model, **files}
+        made = Ingested(final / MAIN_FILE, model.digest, model.size, model.fetched or any(f.fetched for f in files.values()))
+        if _holds_exactly(final, links):
+            return made
+        building, retired = (self.models / f".{model.digest.hex}.{os.getpid()}{end}" for end in ("", ".old"))
         try:
-            shutil.rmtree(building, ignore_errors=True)
+            for leftover in (building, retired):
+                shutil.rmtree(leftover, ignore_errors=True)
             building.mkdir(parents=True)
-            for path, ingested in {MAIN_FILE: model, **files}.items():
+            for path, ingested in links.items():
                 target = building / path
                 if not target.resolve().is_relative_to(building.resolve()):
                     raise Stalled(reasons.ArtifactPathEscapes, f"{path}: leaves the model's directory")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.link(ingested.path, target)
-            shutil.rmtree(final, ignore_errors=True)
+            if final.exists():
+                os.replace(final, retired)
             os.replace(building, final)
         except OSError as exc:
-            shutil.rmtree(building, ignore_errors=True)
             raise _store_error(exc, final) from exc
+        finally:
+            for leftover in (building, retired):
+                shutil.rmtree(leftover, ignore_errors=True)
         fsync_dir(self.models)
-        return Ingested(final / MAIN_FILE, model.digest, model.size, model.fetched or any(f.fetched for f in files.values()))
+        return made
 
     def has(self, digest: str) -> bool:
         return self.path_for(digest).is_file()
@@ -142,18 +151,22 @@ class ArtifactStore:
         """Remove blobs whose digest is not in ``keep`` and every part file but those of ``keep``;
         returns the removed digests. Call it only while no ingest runs (the agent holds the state lock)."""
         keep_hex = {_hex_of(digest) for digest in keep}
+        linked = set()  # the files of kept model directories, so their blobs stay for the next check too
+        for directory in self.models.glob("*") if self.models.is_dir() else ():
+            if directory.name in keep_hex:
+                linked |= {path.stat().st_ino for path in directory.rglob("*") if path.is_file()}
+            else:
+                shutil.rmtree(directory, ignore_errors=True)
         removed = []
         for blob in sorted(self.blobs.glob("*")):
-            if blob.name not in keep_hex and (digest := _digest_named(blob.name)) is not None:
+            if blob.name not in keep_hex and (digest := _digest_named(blob.name)) is not None \
+                    and blob.stat().st_ino not in linked:
                 blob.unlink()
                 removed.append(digest)
         for leftover in self.tmp.glob("*"):
             name, dot, suffix = leftover.name.partition(".")
             if name not in keep_hex or dot + suffix not in (".part", ".kept"):
                 leftover.unlink()
-        for directory in self.models.glob("*") if self.models.is_dir() else ():
-            if directory.name not in keep_hex:
-                shutil.rmtree(directory, ignore_errors=True)
         if removed:
             fsync_dir(self.blobs)
         return removed
@@ -369,6 +382,15 @@ class _Download:
     def _discard(self) -> None:
         os.close(self._fd)
         self.path.unlink(missing_ok=True)
+
+
+def _holds_exactly(directory: Path, links: dict[str, Ingested]) -> bool:
+    """Whether ``directory`` holds these links to these blobs and no other file."""
+    try:
+        present = {path.relative_to(directory).as_posix() for path in directory.rglob("*") if not path.is_dir()}
+        return present == set(links) and all(os.path.samefile(directory / path, f.path) for path, f in links.items())
+    except OSError:
+        return False
 
 
 def _hex_of(digest: str) -> str:

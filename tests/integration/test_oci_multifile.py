@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import httpx
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from test_bad_inputs import V11, served_forecast
+from test_bad_inputs import SITE, V11, served_forecast
 from test_oci_agent import REPO, digest_of, v11, world  # noqa: F401 (world: the module's agent fixture)
 from test_oci_archives import push_archive, tar
 
@@ -27,6 +28,7 @@ from reconciler.devtools.trust_fixtures import (
     model_signing_statement,
 )
 from reconciler.manifests.loader import load_directory
+from reconciler.runtime.server import RuntimeServer, build_app
 from reconciler.settings import FetchLimits
 from reconciler.trust import TrustRoots, load_private_key, load_public_key
 
@@ -131,8 +133,13 @@ def test_a_model_with_external_data_from_one_archive_is_validated_and_served(wor
     assert sorted(p.name for p in directory.iterdir()) == ["model.onnx", "weights.bin"]
     assert served.source.read_bytes() == main and (directory / "weights.bin").read_bytes() == weights
     single_file = ort.InferenceSession(whole, providers=["CPUExecutionProvider"])
-    x = np.array([[0.8, 1.0, 0.0, 0.0]], dtype=np.float32)
-    assert served_forecast(models) == ("1.1.0", float(single_file.run(None, {"features": x})[0][0, 0]))
+    x = [[0.8, 1.0, 0.0, 0.0]]
+    expected = float(single_file.run(None, {"features": np.array(x, dtype=np.float32)})[0][0, 0])
+    with RuntimeServer(build_app(models, site=SITE)) as server:
+        answer = httpx.post(f"http://127.0.0.1:{server.port}/v2/models/demand-forecast/infer", json={
+            "inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": x}]}).json()
+    assert answer["model_version"] == "1.1.0"
+    assert answer["outputs"][0]["data"] == pytest.approx([expected])
 
 
 def test_validate_artifacts_fetch_checks_every_file_as_a_site_would(world) -> None:  # noqa: F811

@@ -52,14 +52,25 @@ def test_a_model_with_files_loads_from_its_directory_of_links_and_a_blob_from_it
     assert list(store.models.iterdir()) == [directory]  # nothing of the build left beside it
 
 
-def test_a_model_directory_is_made_afresh_and_collected_with_its_model(tmp_path: Path) -> None:
+def test_a_model_directory_is_kept_when_it_holds_the_same_links_and_made_afresh_when_not(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path)
     main, weights, other = (blob(store, data) for data in (b"main", b"weights", b"other"))
-    store.materialize(main, {"a.bin": weights})
-    made = store.materialize(main, {"b.bin": other})
-    assert sorted(p.name for p in made.path.parent.iterdir()) == ["b.bin", "model.onnx"]
+    first = store.materialize(main, {"a.bin": weights}).path.parent.stat().st_ino
+    assert store.materialize(main, {"a.bin": weights}).path.parent.stat().st_ino == first
 
-    store.garbage_collect({main.digest})
-    assert made.path.read_bytes() == b"main" and (made.path.parent / "b.bin").read_bytes() == b"other"
-    store.garbage_collect(set())
+    made = store.materialize(main, {"b.bin": other})
+
+    assert sorted(p.name for p in made.path.parent.iterdir()) == ["b.bin", "model.onnx"]
+    assert [p.name for p in store.models.iterdir()] == [main.digest.hex]
+
+
+def test_garbage_collection_keeps_the_blobs_of_a_kept_model_directory_and_removes_the_rest(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    main, weights, unused = (blob(store, data) for data in (b"main", b"weights", b"unused"))
+    made = store.materialize(main, {"w.bin": weights})
+
+    assert store.garbage_collect({main.digest}) == [unused.digest]
+    assert weights.path.exists() and (made.path.parent / "w.bin").read_bytes() == b"weights"
+
+    assert sorted(store.garbage_collect(set())) == sorted([main.digest, weights.digest])
     assert list(store.models.iterdir()) == [] and store.model_path(main.digest) == store.path_for(main.digest)
