@@ -62,7 +62,8 @@ def verified_model(store: ArtifactStore, artifact: Artifact, signers: Signers | 
 def verified_file(store: ArtifactStore, artifact: Artifact, file: ArtifactFile, roots: TrustRoots, repo_root: RepoRoot,
                   limits: FetchLimits, stop: CancelToken | None = None) -> Ingested:
     """One of the artifact's files, fetched and pinned as an artifact of its own; signed by its own
-    signature, else by the artifact's model_signing bundle, which must list it under its path."""
+    signature, else by the artifact's: a model_signing bundle that lists it under its path, or a
+    registry signature of a manifest that has it as a layer (as ``reconciler push --file`` writes it)."""
     pinned = file_artifact(artifact, file)
     ingested = ingest(store, pinned, repo_root, limits, stop)
     verify_signature(ingested, pinned, roots, repo_root, limits, stop, file_name=file.path)
@@ -71,13 +72,8 @@ def verified_file(store: ArtifactStore, artifact: Artifact, file: ArtifactFile, 
 
 def file_artifact(artifact: Artifact, file: ArtifactFile) -> Artifact:
     """The file as an artifact: where it is, what it must be, who signs it."""
-    signature = file.signature or artifact.signature
-    if signature.format == "registry":
-        raise Stalled(reasons.SignatureFormatUnsupported,
-                      f"{artifact.uri}: a registry signature covers the artifact's manifest, not {file.path}; "
-                      "sign the model's directory with model_signing, or give the file a signature of its own")
     return Artifact(uri=file_uri(artifact.uri, file.path), digest=file.digest, size=file.size,
-                    signature=signature, platform=artifact.platform)
+                    signature=file.signature or artifact.signature, platform=artifact.platform)
 
 
 def ingest(store: ArtifactStore, artifact: Artifact | ReferenceProfile, repo_root: RepoRoot, limits: FetchLimits,

@@ -254,6 +254,15 @@ class Platform(Strict):
     precision: LabelValue | None = Field(None, description="Matches the site label `precision`.")
 
 
+def beside_path(path: str) -> str:
+    """``path`` if it names a place beside the ONNX file: '/'-separated, without '..', '.', empty
+    (or absolute) parts, backslashes or NUL; else ValueError."""
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts) or "\\" in path or "\0" in path:
+        raise ValueError(f"{path!r} must be a relative path without '..', '.' or empty parts")
+    return path
+
+
 class ArtifactFile(Strict):
     """A file the ONNX file needs beside it (its external data): fetched from the artifact's URI
     with the last part of its path (for ``oci://…#DIR/model.onnx``, the member ``DIR/PATH`` of the
@@ -266,15 +275,13 @@ class ArtifactFile(Strict):
     size: Annotated[int, Field(gt=0)] = Field(description="The file's size in bytes, enforced while it downloads.")
     signature: SignatureRef | None = Field(
         None, description="The file's own signature; absent: the artifact's, which must then be a model_signing "
-                          "bundle that lists the file under this path.")
+                          "bundle that lists the file under this path, or a registry signature of a manifest that "
+                          "has the file as a layer.")
 
     @field_validator("path")
     @classmethod
     def _stays_beside(cls, path: str) -> str:
-        parts = path.split("/")
-        if any(part in ("", ".", "..") for part in parts) or "\\" in path or "\0" in path:
-            raise ValueError(f"{path!r} must be a relative path without '..', '.' or empty parts")
-        return path
+        return beside_path(path)
 
 
 class Artifact(Strict):

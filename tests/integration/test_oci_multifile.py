@@ -13,8 +13,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from oci_cosign import sign_legacy
 from test_bad_inputs import SITE, V11, served_forecast
-from test_oci_agent import REPO, digest_of, v11, world  # noqa: F401 (world: the module's agent fixture)
+from test_oci_agent import REPO, digest_of, pushers, v11, world  # noqa: F401 (world: the module's agent fixture)
 from test_oci_archives import push_archive, tar
 
 from reconciler.cli.artifact_check import ArtifactOptions, check_artifacts
@@ -49,16 +50,18 @@ def split(fleet: FleetRemote, location: str = "weights.bin") -> tuple[bytes, byt
 
 
 def publish(fleet: FleetRemote, registry: Registry, members: dict[str, bytes], main: bytes,
-            pinned: dict[str, bytes], **file_fields: object) -> None:
+            pinned: dict[str, bytes], **file_fields: object) -> str:
     """``members`` as an ORAS directory ``model/`` tagged multi; 1.1.0 pins ``main`` and the files
-    ``pinned`` (``file_fields`` overriding what is pinned), signed by one model_signing bundle."""
-    push_archive(registry, REPO, "multi", tar(("model", "dir", ""), *((f"model/{n}", "file", d) for n, d in members.items())))
+    ``pinned`` (``file_fields`` overriding what is pinned), signed by one model_signing bundle.
+    Returns the manifest's digest."""
+    manifest = push_archive(registry, REPO, "multi", tar(("model", "dir", ""), *((f"model/{n}", "file", d) for n, d in members.items())))
     key = load_private_key((EXAMPLE / "keys" / "demo.key").read_bytes())
     statement = model_signing_statement({"model.onnx": main, **pinned})
     (fleet.clone / BUNDLE).write_bytes(encode(dsse_bundle(key, statement, hint=model_signing_hint(key))))
     files = [{"path": path, "digest": digest_of(data), "size": len(data), **file_fields} for path, data in pinned.items()]
     v11(fleet, uri=f"oci://{registry.host}/{REPO}:multi#model/model.onnx", digest=digest_of(main), size=len(main),
         signature={"uri": BUNDLE, "format": "model-signing"}, files=files)
+    return manifest
 
 
 def member_missing(fleet: FleetRemote, registry: Registry) -> None:
@@ -88,6 +91,18 @@ def external_data_not_pinned(fleet: FleetRemote, registry: Registry) -> None:
     publish(fleet, registry, {"model.onnx": main, "weights.bin": weights}, main, {})
 
 
+def registry_signature_of_an_archive(fleet: FleetRemote, registry: Registry) -> None:
+    """A registry signature chains manifest -> layer digest: a member of an archive layer is no layer."""
+    main, weights = split(fleet)
+    manifest = publish(fleet, registry, {"model.onnx": main, "weights.bin": weights}, main, {"weights.bin": weights})
+    key = load_private_key((EXAMPLE / "keys" / "demo.key").read_bytes())
+    sign_legacy(*pushers(registry), key, f"{registry.host}/{REPO}", manifest)
+    doc = fleet.model_doc("demand-forecast")
+    version = next(v for v in doc["spec"]["versions"] if v["version"] == "1.1.0")
+    version["artifacts"][0]["signature"] = {"uri": f"oci://{registry.host}/{REPO}@{manifest}", "format": "registry"}
+    fleet.write_model_doc("demand-forecast", doc)
+
+
 BAD = [
     ("member missing", member_missing, "OciLayerNotFound", "has no file model/weights.bin"),
     ("file of other bytes", file_of_other_bytes, "ArtifactDigestMismatch", "model/weights.bin"),
@@ -95,6 +110,7 @@ BAD = [
     ("external data leaves the directory", external_data_leaves_the_directory, "ModelLoadFailed",
      "leaves the model's directory"),
     ("external data not pinned", external_data_not_pinned, "ModelLoadFailed", "not among its version's files"),
+    ("registry signature of an archive", registry_signature_of_an_archive, "OciLayerNotFound", "has no layer"),
 ]
 
 
