@@ -2,7 +2,8 @@
 docker-registry on 127.0.0.1: a real agent fetches the ONNX file and its weights, each pinned in
 the Model document and covered by one model_signing bundle, lays them out in the model's directory,
 validates it in the child and serves it. A member missing, a file of other bytes or of another size,
-an external-data path that leaves the directory: each refused with its reason while 1.0.0 serves."""
+an external-data path that leaves the directory: each refused with its reason while 1.0.0 serves.
+The same model with its weights beside it in the fleet repository is served from the commit."""
 
 from __future__ import annotations
 
@@ -181,3 +182,26 @@ def test_validate_artifacts_fetch_checks_every_file_as_a_site_would(world) -> No
     external_data_not_pinned(fleet, oci)
     fleet.push("1.1.0 without its weights pinned", force=True)
     assert [f for f in findings() if "artifacts[0].uri" in f and "list its external data in files" in f]
+
+
+def test_a_model_with_external_data_in_the_fleet_repo_is_served_from_the_commit(world) -> None:  # noqa: F811
+    """Repo-relative: the ONNX file and its weights beside it, read from the commit's tree."""
+    fleet, _, agent, models, good = world
+    fleet.reset_to(good)
+    whole = (fleet.clone / V11).read_bytes()
+    main, weights = split(fleet)
+    (fleet.clone / V11).write_bytes(main)
+    (fleet.clone / V11).with_name("weights.bin").write_bytes(weights)
+    key = load_private_key((EXAMPLE / "keys" / "demo.key").read_bytes())
+    statement = model_signing_statement({"model.onnx": main, "weights.bin": weights})
+    (fleet.clone / BUNDLE).write_bytes(encode(dsse_bundle(key, statement, hint=model_signing_hint(key))))
+    v11(fleet, digest=digest_of(main), size=len(main), signature={"uri": BUNDLE, "format": "model-signing"},
+        files=[{"path": "weights.bin", "digest": digest_of(weights), "size": len(weights)}])
+    fleet.push("1.1.0 as an ONNX file and its weights in the repo", force=True)
+
+    status = agent.reconcile_once().record.deployments["demand-forecast"]
+
+    assert (status.state, status.activeVersion) == ("success", "1.1.0"), status
+    single_file = ort.InferenceSession(whole, providers=["CPUExecutionProvider"])
+    x = np.array([[0.8, 1.0, 0.0, 0.0]], dtype=np.float32)
+    assert served_forecast(models) == ("1.1.0", float(single_file.run(None, {"features": x})[0][0, 0]))
