@@ -114,15 +114,17 @@ def run_validation(
     stop: CancelToken | None = None,
     providers: Sequence[str] = (CPU,),
     evaluation: EvaluationFeeds | None = None,
+    external_data: Path | None = None,
 ) -> ValidationReport:
     """Load the model and run every case in a child process; a report only when all cases pass.
     A ``stop`` kills the child within POLL_SECONDS and raises Cancelled. ``providers``: the site's
     executionProviders, chosen as serving chooses them (providers.py), so a model is validated on
     what will serve it. With ``evaluation`` the same child, under the same limits, also runs the
-    model over those examples: the report's ``predictions`` (EvaluationDataInvalid if it cannot)."""
+    model over those examples: the report's ``predictions`` (EvaluationDataInvalid if it cannot).
+    ``external_data``: where the model's external data is (default: its model directory, if it is in one)."""
     request = {
         "model": str(Path(model_path).resolve()),
-        "externalData": str(folder) if (folder := external_data_folder(Path(model_path))) else None,
+        "externalData": str(folder) if (folder := external_data or external_data_folder(Path(model_path))) else None,
         "providers": list(providers),  # the child keeps those its onnxruntime has, as serving does
         "memoryLimit": memory_limit,
         "cpuSeconds": math.ceil(timeout) + 1,
