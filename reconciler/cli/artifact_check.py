@@ -25,7 +25,6 @@ from reconciler.errors import ReconcilerError, Stalled, UsageError
 from reconciler.gitdoor.source import not_committable
 from reconciler.ingest.artifacts import ArtifactStore, Ingested
 from reconciler.ingest.fetch import RepoRoot
-from reconciler.ingest.sources import file_uri
 from reconciler.ingest.verification import (
     file_artifact,
     ingest,
@@ -136,7 +135,7 @@ def _repo_paths(version: ModelVersion) -> list[str]:
     pinned = [*version.artifacts, *([version.profile] if version.profile else [])]
     uris = [uri for a in pinned for uri in (a.uri, a.signature.uri)]
     uris += [uri for a in version.artifacts for f in a.files
-             for uri in (file_uri(a.uri, f.path), *([f.signature.uri] if f.signature else []))]
+             for uri in (file_artifact(a, f).uri, *([f.signature.uri] if f.signature else []))]
     return [posixpath.normpath(uri) for uri in uris if not urlsplit(uri).scheme]
 
 
@@ -192,20 +191,10 @@ class _VersionCheck:
 
     def _with_files(self, at: str, artifact: Artifact, ingested: Ingested, store: ArtifactStore) -> Ingested | None:
         """The model with its files beside it, each checked as a site checks it; None when one is refused."""
-        if not artifact.files:
-            return ingested
-        files: dict[str, Ingested | None] = {}
-        for k, file in enumerate(artifact.files):
-            try:
-                pinned = file_artifact(artifact, file)
-            except ReconcilerError as error:
-                self._report(f"{at}.files[{k}].signature", _sentence(error, ""))
-                files[file.path] = None
-                continue
-            files[file.path] = self._verified(f"{at}.files[{k}]", pinned, store, file.path)
-        if any(f is None for f in files.values()):
-            return None
-        return store.materialize(ingested, {path: f for path, f in files.items() if f is not None})
+        files = {file.path: self._verified(f"{at}.files[{k}]", file_artifact(artifact, file), store, file.path)
+                 for k, file in enumerate(artifact.files)}
+        checked = {path: file for path, file in files.items() if file is not None}
+        return store.materialize(ingested, checked) if len(checked) == len(files) else None
 
     def _uncommitted(self, at: str, uri: str) -> bool:
         """A file here that a commit would not carry to the sites as it is: reported, not checked."""

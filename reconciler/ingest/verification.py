@@ -50,24 +50,27 @@ def verified_artifact(store: ArtifactStore, artifact: Artifact | ReferenceProfil
 def verified_model(store: ArtifactStore, artifact: Artifact, signers: Signers | None, roots: TrustRoots,
                    repo_root: RepoRoot, limits: FetchLimits, stop: CancelToken | None = None) -> Ingested:
     """``verified_artifact``, and for a model with files each file as well, in the model's directory
-    (the path returned is its ONNX file there, which loads its external data beside it)."""
-    ingested = verified_artifact(store, artifact, signers, roots, repo_root, limits, stop)
+    (the path returned is its ONNX file there, which loads its external data beside it). Each file
+    is signed by its own signature, else by the artifact's: a model_signing bundle that lists it
+    under its path, or a registry signature of a manifest that has it as a layer (``push --file``)."""
     if not artifact.files:
-        return ingested
+        return verified_artifact(store, artifact, signers, roots, repo_root, limits, stop)
+    files = ingest_files(store, artifact, repo_root, limits, stop)
+    ingested = verified_artifact(store, artifact, signers, roots, repo_root, limits, stop)
     narrowed = signature_roots(roots, signers)
-    files = {file.path: verified_file(store, artifact, file, narrowed, repo_root, limits, stop) for file in artifact.files}
+    for file in artifact.files:
+        verify_signature(files[file.path], file_artifact(artifact, file), narrowed, repo_root, limits, stop,
+                         file_name=file.path)
     return store.materialize(ingested, files)
 
 
-def verified_file(store: ArtifactStore, artifact: Artifact, file: ArtifactFile, roots: TrustRoots, repo_root: RepoRoot,
-                  limits: FetchLimits, stop: CancelToken | None = None) -> Ingested:
-    """One of the artifact's files, fetched and pinned as an artifact of its own; signed by its own
-    signature, else by the artifact's: a model_signing bundle that lists it under its path, or a
-    registry signature of a manifest that has it as a layer (as ``reconciler push --file`` writes it)."""
-    pinned = file_artifact(artifact, file)
-    ingested = ingest(store, pinned, repo_root, limits, stop)
-    verify_signature(ingested, pinned, roots, repo_root, limits, stop, file_name=file.path)
-    return ingested
+def ingest_files(store: ArtifactStore, artifact: Artifact, repo_root: RepoRoot, limits: FetchLimits,
+                 stop: CancelToken | None = None) -> dict[str, Ingested]:
+    """The artifact's files in the store, each pinned as an artifact of its own, the largest first:
+    out of one archive layer, it reads the layer to its end and proves it safe, so the ONNX file
+    and the smaller files after it stop at their own member (``ingest.ociarchive``)."""
+    largest_first = sorted(artifact.files, key=lambda file: file.size, reverse=True)
+    return {file.path: ingest(store, file_artifact(artifact, file), repo_root, limits, stop) for file in largest_first}
 
 
 def file_artifact(artifact: Artifact, file: ArtifactFile) -> Artifact:
