@@ -27,6 +27,7 @@ from reconciler.errors import ReconcilerError
 from reconciler.ingest.artifacts import ArtifactStore
 from reconciler.ingest.verification import verified_model
 from reconciler.manifests.models import Artifact, ModelInterface, ValidationCase
+from reconciler.runtime.registry import ModelRegistry
 from reconciler.runtime.validation import run_validation
 from reconciler.settings import FetchLimits
 from reconciler.trust import TrustRoots, generate_private_key, load_public_key, public_key_pem
@@ -91,6 +92,10 @@ def test_a_model_with_external_data_beside_it_is_fetched_checked_and_loads(publi
 
     assert (got.path.parent / "weights" / "w.bin").read_bytes() == FILES["weights/w.bin"]
     assert run_validation(got.path, INTERFACE, [CASE]).cases[0].passed
+    served = ModelRegistry()  # and the runtime, from where a restarted agent finds it by digest
+    served.activate("m", "m", "1.0", store.model_path(got.digest), INTERFACE, digest=got.digest)
+    answer = served.get("m", None).session.run(None, {"input": np.array(X, dtype=np.float32)})[0]
+    assert np.allclose(answer, CASE.expected["output"], atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["repo", "http"])
