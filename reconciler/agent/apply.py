@@ -110,7 +110,7 @@ class Applier:
         self.metrics = metrics
         self.drift = drift
         # Federated evaluation's schedule; no interval (tests, `serve`): only before activation.
-        self.scoring = Scoring(vetting, lambda digest: self.store.path_for(digest), evaluation_interval)
+        self.scoring = Scoring(vetting, lambda digest: self.store.model_path(digest), evaluation_interval)
         self._drift_marks: frozenset[tuple[str, str, int]] = frozenset()
         self._baselines: dict[tuple[str, datetime], object] = {}  # (deployment, step start) -> snapshot
         self._batch_only: frozenset[str] = frozenset()  # the last plan's `serve: false` deployments
@@ -163,6 +163,7 @@ class Applier:
                 for installed in (deployment.active, deployment.previous, deployment.canary) if installed is not None]
         keep = {installed.digest for installed in kept} | {installed.profile for installed in kept if installed.profile}
         keep |= {action.target.artifact.digest for action in plan.actions if action.target is not None}
+        keep |= {file.digest for action in plan.actions if action.target is not None for file in action.target.artifact.files}
         keep |= {action.target.profile.digest for action in plan.actions
                  if action.target is not None and action.target.profile is not None}
         try:
@@ -183,7 +184,7 @@ class Applier:
                 self._activate(name, deployment.model, deployment.active, deployment.interface)
             if self.runtime is not None and deployment.canary is not None and deployment.canaryProgress is not None:
                 self.runtime.start_canary(name, deployment.model, deployment.canary.version,
-                                          self.store.path_for(deployment.canary.digest), deployment.interface,
+                                          self.store.model_path(deployment.canary.digest), deployment.interface,
                                           digest=deployment.canary.digest, weight=deployment.canaryProgress.weight)
                 self._watch_drift(name, deployment.canary, compare_with=deployment.active)
 
@@ -366,7 +367,7 @@ class Applier:
         batch-only version is active in state.json alone: the batch runs load it from its blob.
         Either way its drift is watched: served requests and batch runs count into it."""
         if self.runtime is not None and deployment not in self._batch_only:
-            self.runtime.activate(deployment, model, installed.version, self.store.path_for(installed.digest),
+            self.runtime.activate(deployment, model, installed.version, self.store.model_path(installed.digest),
                                   interface, digest=installed.digest)
         self._watch_drift(deployment, installed)
 

@@ -27,7 +27,7 @@ class Scorer(Protocol):
 class Scoring:
     def __init__(self, scorer: Scorer, blob_path: Callable[[str], Path], interval: timedelta | None):
         self.scorer = scorer
-        self.blob_path = blob_path  # digest -> the kept blob (ArtifactStore.path_for)
+        self.blob_path = blob_path  # digest -> the kept model (ArtifactStore.model_path)
         self.interval = interval
         self._next: datetime | None = None  # the earliest time a served version is due again
 

@@ -2,6 +2,7 @@
 leaves either the old or the new state on disk, never neither.
 
     <state>/blobs/sha256/<hex>   verified artifacts (ingest/artifacts.py writes them)
+    <state>/models/<hex>/        models with files (ONNX external data): links to their blobs (same)
     <state>/state.json           SiteState (delivery/model.py)
     <state>/lock                 one agent per directory (flock, released by the kernel on death)
 """

@@ -7,7 +7,7 @@ holds labeled data for the Model also scores the version, and the one it replace
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
@@ -18,8 +18,7 @@ from reconciler.delivery.plan import Target
 from reconciler.errors import Cancelled, ReconcilerError
 from reconciler.ingest.artifacts import ArtifactStore, Ingested
 from reconciler.ingest.fetch import RepoRoot
-from reconciler.ingest.verification import verified_artifact
-from reconciler.manifests.models import Artifact, ReferenceProfile
+from reconciler.ingest.verification import verified_artifact, verified_model
 from reconciler.monitoring.evaluation import EXAMPLE_QUANTUM, EvaluationSummary, reported_examples
 from reconciler.monitoring.profile import check_fits
 from reconciler.runtime.drift_counter import read_profile
@@ -54,21 +53,23 @@ class ArtifactVetting:
 
     def verified(self, target: Target, repo_tree: RepoRoot) -> Ingested:
         """``repo_tree`` holds the commit's files, for repo-relative artifact URIs."""
-        return self._metered(target.artifact, target, repo_tree)
+        return self._metered(lambda: verified_model(self.store, target.artifact, target.signers, self.trust_roots, repo_tree,
+                                                    self.limits, self.stop))
 
     def verified_profile(self, target: Target, repo_tree: RepoRoot) -> Ingested | None:
         """The version's reference profile, fetched, digest-checked and signature-checked exactly like
         its artifact, and refused (ProfileInvalid) unless it is a profile of the version's tensors."""
         if target.profile is None:
             return None
-        ingested = self._metered(target.profile, target, repo_tree)
+        profile = target.profile
+        ingested = self._metered(lambda: verified_artifact(self.store, profile, target.signers, self.trust_roots, repo_tree,
+                                                           self.limits, self.stop))
         check_fits(read_profile(ingested.path), target.interface)
         return ingested
 
-    def _metered(self, pinned: Artifact | ReferenceProfile, target: Target, repo_tree: RepoRoot) -> Ingested:
+    def _metered(self, verify: Callable[[], Ingested]) -> Ingested:
         try:
-            return verified_artifact(self.store, pinned, target.signers, self.trust_roots, repo_tree,
-                                     self.limits, self.stop)
+            return verify()
         except ReconcilerError as error:
             if self.meter is not None and not isinstance(error, Cancelled):
                 self.meter.fetch_failed(error.reason)

@@ -56,7 +56,7 @@ class ActiveModels:
                     return served
             except NotServed:
                 pass
-        self.own.activate(deployment, installed.model, installed.active.version, self.store.path_for(digest),
+        self.own.activate(deployment, installed.model, installed.active.version, self.store.model_path(digest),
                           installed.interface, digest=digest)
         return self.own.get(deployment)
 

@@ -32,10 +32,17 @@ from reconciler.errors import Stalled, UsageError
 from reconciler.ingest.ocipush import push_model
 from reconciler.ingest.verification import LFS_POINTER_MAX_BYTES, parse_lfs_pointer
 from reconciler.manifests.loader import LoadResult, load_directory
-from reconciler.manifests.models import Model, ModelInterface, ValidationCase, VersionString
+from reconciler.manifests.models import (
+    MAIN_FILE,
+    Model,
+    ModelInterface,
+    ValidationCase,
+    VersionString,
+    beside_path,
+)
 from reconciler.manifests.types import Digest
 from reconciler.runtime.validate_child import ORT_DTYPES
-from reconciler.runtime.validation import run_validation
+from reconciler.runtime.validation import EXTERNAL_DATA_FOLDER, run_validation
 from reconciler.settings import FetchLimits
 from reconciler.trust.signing import SignResult, load_signing_key, sign_file
 
@@ -59,6 +66,7 @@ class Release:
     new_model: bool = False
     push: str | None = None  # oci://REGISTRY/REPO:TAG: push FILE there and record the pinned URI
     push_limits: FetchLimits | None = None  # how to reach that registry (credentials, plain http)
+    files: tuple[str, ...] = ()  # FILE's external data files, relative to its directory
 
 
 @dataclass(frozen=True)
@@ -76,23 +84,29 @@ def add_version(release: Release) -> Added:
     model = _model_to_extend(fleet, release)
     _check_version_name(release, model)
     _check_file(release.file)
+    beside = {name: _beside(release.file, name) for name in release.files}
     cases = _read_cases(release.cases)
-    roots, signed = _signed(release)
-    interface = model.spec.interface if model else read_interface(release.file)
+    roots, signed = _signed(release, release.file)
+    signed_files = {name: _signed(release, path)[1] for name, path in beside.items()}
+    external_data = release.file.parent if beside else None
+    interface = model.spec.interface if model else read_interface(release.file, external_data)
     try:
-        run_validation(release.file, interface, cases)
+        run_validation(release.file, interface, cases, external_data=external_data)
     except Stalled as exc:
         raise exc.add_context(f"{release.file} as {release.model} {release.version}") from None
     if release.push:  # only a model that passed its cases leaves this machine
-        release = replace(release, uri=push_model(release.file, release.push, release.push_limits or FetchLimits()).uri)
+        pushed = push_model(release.file, release.push, release.push_limits or FetchLimits(), files=release.files)
+        release = replace(release, uri=pushed.uri)
     home = _artifact_home(fleet, model, release)
-    signature_path = home.with_name(home.name + SIGNATURE_SUFFIX[release.signature_format])
-    entry = _version_entry(release, signed, home, signature_path, cases)
+    signature_path = _signature_path(home, release)
+    entry = _version_entry(release, signed, home, signature_path, cases, signed_files)
     model_file = release.repo / (fleet.repo.origins[("Model", release.model)].path if model
                                  else f"models/{release.model}/model.yaml")
     new_text = (append_version(model_file.read_text(encoding="utf-8"), release.model, entry) if model
                 else new_model_document(release, interface, entry, model_file))
-    writes = ([] if release.uri else [(home, release.file)]) + [(signature_path, _signature_file(signed, release))]
+    writes = ([] if release.uri else [(home, release.file), *((home.parent / n, p) for n, p in beside.items())])
+    writes += [(signature_path, _signature_file(signed, release)),
+               *((_signature_path(home.parent / n, release), _signature_file(f, release)) for n, f in signed_files.items())]
     written = _write_all(release.repo, [*writes, (model_file.relative_to(release.repo), new_text.encode())],
                          lambda: check_result(release.repo, release.model, release.version, roots))
     return Added(model_file, written, entry)
@@ -113,10 +127,13 @@ def check_result(repo: Path, model: str, version: str, roots: trust.TrustRoots) 
         raise Stalled(reasons.ArtifactCheckFailed, f"{model} {version} would be refused by the sites: " + "; ".join(refused))
 
 
-def read_interface(file: Path) -> ModelInterface:
+def read_interface(file: Path, external_data: Path | None = None) -> ModelInterface:
     """A new Model's interface, as the ONNX file declares it (symbolic dimensions become -1)."""
+    options = ort.SessionOptions()
+    if external_data is not None:
+        options.add_session_config_entry(EXTERNAL_DATA_FOLDER, str(external_data))
     try:
-        session = ort.InferenceSession(file.read_bytes(), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(file.read_bytes(), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own types for every way a load fails
         raise Stalled(reasons.ModelLoadFailed, f"{file} does not load as an ONNX model: {exc}") from None
 
@@ -197,6 +214,18 @@ def _check_file(file: Path) -> None:
         raise Stalled(reasons.ArtifactMissing, f"{file} is empty")
 
 
+def _beside(file: Path, name: str) -> Path:
+    """A file ``file`` loads beside it, named as its external data names it."""
+    try:
+        beside_path(name)
+    except ValueError as exc:
+        raise UsageError(f"--file {name}: {exc} (relative to {file.parent})") from None
+    if name == MAIN_FILE:
+        raise UsageError(f"--file {name}: sites give that name to {file.name} itself")
+    _check_file(file.parent / name)
+    return file.parent / name
+
+
 def _read_cases(path: Path | None) -> list[ValidationCase]:
     """Validation cases written by people from a reference outside the candidate model."""
     if path is None:
@@ -215,14 +244,14 @@ def _read_cases(path: Path | None) -> list[ValidationCase]:
                                             f"({{name, inputs, expected, tolerance}}): {said}") from None
 
 
-def _signed(release: Release) -> tuple[trust.TrustRoots, SignResult]:
+def _signed(release: Release, file: Path) -> tuple[trust.TrustRoots, SignResult]:
     """The file's signature, verified at once with the code sites run, against ``--trust-key``
     when given (a key the sites do not trust is refused here, not after the merge)."""
-    signed = sign_file(release.file, load_signing_key(release.key))
+    signed = sign_file(file, load_signing_key(release.key))
     keys = tuple(trust.load_public_key(_read(path), str(path)) for path in release.trust_keys)
     roots = trust.TrustRoots(keys=keys or (trust.TrustedKey(str(release.key), signed.public_key),))
     try:
-        trust.verify_artifact_signature(signed.sha256, release.file.name, _signature_file(signed, release),
+        trust.verify_artifact_signature(signed.sha256, file.name, _signature_file(signed, release),
                                         release.signature_format, roots)
     except Stalled as exc:
         raise Stalled(reasons.SigningKeyNotTrusted, f"{release.key} signs, but not as the given trust keys expect: "
@@ -261,11 +290,19 @@ def _artifact_home(fleet: LoadResult, model: Model | None, release: Release) -> 
     return base / release.version / name
 
 
+def _signature_path(home: PurePosixPath, release: Release) -> PurePosixPath:
+    return home.with_name(home.name + SIGNATURE_SUFFIX[release.signature_format])
+
+
 def _version_entry(release: Release, signed: SignResult, home: PurePosixPath, signature_path: PurePosixPath,
-                   cases: list[ValidationCase]) -> dict:
+                   cases: list[ValidationCase], signed_files: dict[str, SignResult]) -> dict:
     artifact = {"uri": release.uri or str(home), "digest": str(Digest.from_hex(signed.sha256.hex())),
                 "size": release.file.stat().st_size,
                 "signature": {"uri": str(signature_path), "format": release.signature_format}}
+    if signed_files:
+        artifact["files"] = [{"path": name, "digest": str(Digest.from_hex(f.sha256.hex())), "size": f.file.stat().st_size,
+                              "signature": {"uri": str(_signature_path(home.parent / name, release)),
+                                            "format": release.signature_format}} for name, f in signed_files.items()]
     entry: dict = {"version": release.version, "artifacts": [artifact]}
     if cases:
         entry["validation"] = [case.model_dump(mode="json") for case in cases]

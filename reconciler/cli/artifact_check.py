@@ -2,8 +2,9 @@
 versions the fleet asks for, offline and with the sites' own code: the bytes a URI names (size,
 digest, no path escape, a scheme sites fetch, not a Git LFS pointer), the signature against the
 trust roots given (``verification.py``), and the model in the same limited child process the
-sites validate in (``runtime/validation.py``): it loads from the hashed bytes, has no external
-data or unknown operators, fits the declared interface and passes the version's cases. A version's
+sites validate in (``runtime/validation.py``): it loads from the hashed bytes, finds its external
+data only among the artifact's pinned ``files`` (each fetched and checked like the artifact), has no
+unknown operators, fits the declared interface and passes the version's cases. A version's
 reference profile is fetched, digest- and signature-checked the same way, then read as sites read
 it: a reference profile whose features are columns of the model's tensors.
 
@@ -24,7 +25,13 @@ from reconciler.errors import ReconcilerError, Stalled, UsageError
 from reconciler.gitdoor.source import not_committable
 from reconciler.ingest.artifacts import ArtifactStore, Ingested
 from reconciler.ingest.fetch import RepoRoot
-from reconciler.ingest.verification import ingest, signature_bytes, signature_roots, verify_signature
+from reconciler.ingest.verification import (
+    file_artifact,
+    ingest,
+    signature_bytes,
+    signature_roots,
+    verify_signature,
+)
 from reconciler.manifests.deployments import FlagRef
 from reconciler.manifests.findings import field_path
 from reconciler.manifests.fleet import Finding, FleetRepo
@@ -127,6 +134,8 @@ def _repo_paths(version: ModelVersion) -> list[str]:
     """The repo-relative paths a version's artifacts, profile and signatures name."""
     pinned = [*version.artifacts, *([version.profile] if version.profile else [])]
     uris = [uri for a in pinned for uri in (a.uri, a.signature.uri)]
+    uris += [uri for a in version.artifacts for f in a.files
+             for uri in (file_artifact(a, f).uri, *([f.signature.uri] if f.signature else []))]
     return [posixpath.normpath(uri) for uri in uris if not urlsplit(uri).scheme]
 
 
@@ -148,9 +157,10 @@ class _VersionCheck:
             # already brought would not prove this URI's bytes.
             with tempfile.TemporaryDirectory(prefix="reconciler-check-") as scratch:
                 at = f"spec.versions[{self.index}].artifacts[{j}]"
-                ingested = self._verified(at, artifact, ArtifactStore(Path(scratch)))
-                if ingested is not None:
-                    self._model(at, artifact, ingested)
+                store = ArtifactStore(Path(scratch))
+                ingested = self._verified(at, artifact, store)
+                if ingested is not None and (model := self._with_files(at, artifact, ingested, store)) is not None:
+                    self._model(at, artifact, model)
         if self.version.profile is not None:
             with tempfile.TemporaryDirectory(prefix="reconciler-check-") as scratch:
                 at = f"spec.versions[{self.index}].profile"
@@ -159,9 +169,10 @@ class _VersionCheck:
                     self._profile(at, ingested)
         return self.findings
 
-    def _verified(self, at: str, artifact: Artifact | ReferenceProfile, store: ArtifactStore) -> Ingested | None:
+    def _verified(self, at: str, artifact: Artifact | ReferenceProfile, store: ArtifactStore,
+                  file_name: str | None = None) -> Ingested | None:
         """The file's bytes, fetched and digest-checked, when its signature holds (or cannot be
-        judged without roots); None when a finding says why not."""
+        judged without roots); None when a finding says why not. ``file_name``: as ``verify_signature``."""
         scheme = urlsplit(artifact.uri).scheme.lower()
         if scheme in ("http", "https", "oci") and not self.options.fetch:
             self._report(f"{at}.uri", f"not checked: {artifact.uri} is fetched over {scheme}; "
@@ -176,7 +187,14 @@ class _VersionCheck:
         except ReconcilerError as error:
             self._ingest_failed(at, artifact, error)
             return None
-        return ingested if self._signature(at, artifact, ingested) else None
+        return ingested if self._signature(at, artifact, ingested, file_name) else None
+
+    def _with_files(self, at: str, artifact: Artifact, ingested: Ingested, store: ArtifactStore) -> Ingested | None:
+        """The model with its files beside it, each checked as a site checks it; None when one is refused."""
+        files = {file.path: self._verified(f"{at}.files[{k}]", file_artifact(artifact, file), store, file.path)
+                 for k, file in enumerate(artifact.files)}
+        checked = {path: file for path, file in files.items() if file is not None}
+        return store.materialize(ingested, checked) if len(checked) == len(files) else None
 
     def _uncommitted(self, at: str, uri: str) -> bool:
         """A file here that a commit would not carry to the sites as it is: reported, not checked."""
@@ -203,7 +221,7 @@ class _VersionCheck:
         else:
             self._report(f"{at}.uri", _sentence(error, _INGEST_HINTS.get(error.reason, "")))
 
-    def _signature(self, at: str, artifact: Artifact | ReferenceProfile, ingested: Ingested) -> bool:
+    def _signature(self, at: str, artifact: Artifact | ReferenceProfile, ingested: Ingested, file_name: str | None) -> bool:
         """Whether the signature holds (or could not be judged without roots)."""
         limits = self.options.limits
         try:
@@ -217,7 +235,7 @@ class _VersionCheck:
                 self._report(f"{at}.signature", "signature not verified: no trust root given "
                                                 "(--trust-key PUB, or --identity ID --issuer URL)", "warning")
             else:
-                verify_signature(ingested, artifact, roots, self.repo_root, limits)
+                verify_signature(ingested, artifact, roots, self.repo_root, limits, file_name=file_name)
             return True
         except ReconcilerError as error:
             if error.reason.startswith("Artifact"):  # the signature file itself could not be read
@@ -243,8 +261,8 @@ class _VersionCheck:
                             if problem.at[:1] == ("expected",) else "give the case inputs the interface's shapes")
                 self._report(where, f"{self.version.version} ({artifact.uri}): {problem.message}; {hint}")
         except ReconcilerError as error:
-            self._report(f"{at}.uri", _sentence(error, "ship one self-contained ONNX file that onnxruntime "
-                                                       "loads with its standard operators"))
+            self._report(f"{at}.uri", _sentence(error, "ship one self-contained ONNX file that onnxruntime loads "
+                                                       "with its standard operators, or list its external data in files"))
 
     def _profile(self, at: str, ingested: Ingested) -> None:
         """As a site refuses it before the version is served: a file that is no reference profile,

@@ -18,6 +18,9 @@ def add_subcommands(commands: argparse._SubParsersAction) -> None:
     push.add_argument("file", type=Path, help="the ONNX file")
     add_push_arguments(push, "uri", "oci://REGISTRY/REPOSITORY:TAG")
     push.add_argument("--key", type=Path, help="cosign private key: sign the manifest (tag sha256-<hex>.sig)")
+    push.add_argument("--file", dest="files", action="append", default=[], metavar="PATH",
+                      help="a file the ONNX file loads beside it (external data), relative to the ONNX file's "
+                           "directory; each its own layer (repeatable)")
     push.set_defaults(handler=cmd_push)
 
 
@@ -40,12 +43,16 @@ def cmd_push(args: argparse.Namespace) -> int:
     from reconciler.trust.signing import load_signing_key
 
     key = load_signing_key(args.key) if args.key else None
-    pushed = push_model(args.file, args.uri, push_limits(args.uri, args.plain_http, args.docker_config), key)
+    pushed = push_model(args.file, args.uri, push_limits(args.uri, args.plain_http, args.docker_config), key,
+                        files=args.files)
     print(f"Pushed {args.file} to {pushed.uri} (ModelPack; layer {pushed.digest}, {pushed.size} bytes)")
+    for file in pushed.files:
+        print(f"  and {file.path} (layer {file.digest}, {file.size} bytes)")
     signature = "{uri: " + pushed.uri + ", format: registry}" if pushed.signature_tag else "<sign it: --key>"
     if pushed.signature_tag:
         print(f"Signed manifest {pushed.manifest} (cosign tag {pushed.signature_tag})")
+    files = "".join(f"\n        - {{path: {f.path}, digest: \"{f.digest}\", size: {f.size}}}" for f in pushed.files)
     print("In the Model document's version:\n"
           f"  artifacts:\n    - uri: {pushed.uri}\n      digest: {pushed.digest}\n      size: {pushed.size}\n"
-          f"      signature: {signature}")
+          f"      signature: {signature}" + (f"\n      files:{files}" if files else ""))
     return 0

@@ -132,6 +132,9 @@ def add_subcommands(commands: argparse._SubParsersAction) -> None:
                      help="a public key the sites trust: the new signature must verify with it (repeatable)")
     add.add_argument("--signature-format", choices=["cosign", "sigstore-bundle"], default="cosign",
                      help="cosign .sig (default) or a Sigstore bundle")
+    add.add_argument("--file", dest="files", action="append", default=[], metavar="PATH",
+                     help="a file FILE loads beside it (ONNX external data), relative to FILE's directory; "
+                          "released, signed and pinned with it (repeatable)")
     add.add_argument("--new-model", action="store_true",
                      help="create the Model (models/MODEL/model.yaml), its interface read from FILE")
     add_push_arguments(add, "--push", "push FILE to this oci://REGISTRY/REPO:TAG and record the pinned URI")
@@ -163,6 +166,7 @@ def cmd_add_version(args: argparse.Namespace) -> int:
     release = Release(repo=args.repo, model=args.model, version=args.version, file=args.file, key=args.key,
                       uri=args.uri, cases=args.cases, trust_keys=tuple(args.trust_keys),
                       signature_format=args.signature_format, new_model=args.new_model, push=args.push,
+                      files=tuple(args.files),
                       push_limits=push_limits(args.push, args.plain_http, args.docker_config) if args.push else None)
     added = add_version(release)
     artifact = added.entry["artifacts"][0]
@@ -171,7 +175,8 @@ def cmd_add_version(args: argparse.Namespace) -> int:
     for path in added.written:
         print(f"  wrote {path.relative_to(release.repo)}")
     if release.uri:
-        print(f"Upload {release.file} to {release.uri}: sites fetch it from there and check the digest.")
+        beside = f" and {', '.join(release.files)} beside it" if release.files else ""
+        print(f"Upload {release.file}{beside} to {release.uri}: sites fetch it from there and check the digest.")
     if not release.cases:
         print("No --cases: sites will check the interface only. Validation cases, with expected outputs from "
               "a reference outside the model, catch far more.")

@@ -3,7 +3,9 @@ package (a dev dependency): sites never build models, they only load them."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -184,6 +186,20 @@ def external_data_model(weights: np.ndarray, location: str = "weights.bin") -> b
         [tensor],
     )
     return _serialize(graph, check=False)
+
+
+def split_external_data(model: bytes, location: str = "weights.bin") -> tuple[bytes, dict[str, bytes]]:
+    """``model`` with all its initializers moved into one external file at ``location`` (relative
+    to the ONNX file, as ``onnx.save_model(save_as_external_data=True)`` writes it): the ONNX
+    file's bytes and the files beside it, by path."""
+    with tempfile.TemporaryDirectory() as directory:
+        root = Path(directory)
+        (root / location).parent.mkdir(parents=True, exist_ok=True)
+        onnx.save_model(onnx.load_from_string(model), root / "model.onnx", save_as_external_data=True,
+                        all_tensors_to_one_file=True, location=location, size_threshold=0)
+        return (root / "model.onnx").read_bytes(), {
+            path.relative_to(root).as_posix(): path.read_bytes()
+            for path in sorted(root.rglob("*")) if path.is_file() and path.name != "model.onnx"}
 
 
 def _serialize(graph: onnx.GraphProto, extra_opsets: Sequence = (), check: bool = True) -> bytes:

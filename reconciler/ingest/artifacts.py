@@ -3,6 +3,8 @@
     <state>/blobs/sha256/<hex>   verified artifacts, read-only, named by their digest
     <state>/blobs/tmp/<hex>.part downloads in progress (same file system, so the final rename is atomic)
     <state>/blobs/tmp/<hex>.kept how many bytes of that part file a stopped download left on disk
+    <state>/models/<hex>/        a model with files (ONNX external data): hard links to its verified
+                                 blobs, the ONNX file (digest <hex>) as model.onnx, each file at its path
 
 Bytes are hashed as they stream in and written to a temp file; only a file whose size and digest
 match the manifest is renamed into ``blobs/sha256``. So a blob that exists is a verified blob, and
@@ -21,6 +23,7 @@ import errno
 import hashlib
 import mmap
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +36,7 @@ from reconciler.ingest.fetch import Body, Deadline, RepoRoot, read_small, with_r
 from reconciler.ingest.progress import DownloadProgress
 from reconciler.ingest.sink import BUFFERS, Sink, chunk_size_for
 from reconciler.ingest.sources import open_source
-from reconciler.manifests.models import Artifact, ReferenceProfile
+from reconciler.manifests.models import MAIN_FILE, Artifact, ReferenceProfile
 from reconciler.manifests.types import Digest
 from reconciler.settings import FetchLimits
 
@@ -58,10 +61,47 @@ class ArtifactStore:
     def __init__(self, root: Path, count_bytes: Callable[[int], None] | None = None):
         self.blobs = Path(root) / "blobs" / "sha256"
         self.tmp = Path(root) / "blobs" / "tmp"
+        self.models = Path(root) / "models"
         self.count_bytes = count_bytes
 
     def path_for(self, digest: str) -> Path:
         return self.blobs / _hex_of(digest)
+
+    def model_path(self, digest: str) -> Path:
+        """Where the ONNX file of this digest loads from: in its model directory if it has files, else its blob."""
+        in_directory = self.models / _hex_of(digest) / MAIN_FILE
+        return in_directory if in_directory.is_file() else self.path_for(digest)
+
+    def materialize(self, model: Ingested, files: dict[str, Ingested]) -> Ingested:
+        """The model's directory: its ONNX file and its files (paths checked by ``ArtifactFile``), hard
+        links to the verified blobs and nothing else. A directory of other links is made afresh beside
+        it and swapped in whole, so a load never sees it half made."""
+        final = self.models / model.digest.hex
+        links = {MAIN_FILE: model, **files}
+        made = Ingested(final / MAIN_FILE, model.digest, model.size, model.fetched or any(f.fetched for f in files.values()))
+        if _holds_exactly(final, links):
+            return made
+        building, retired = (self.models / f".{model.digest.hex}.{os.getpid()}{end}" for end in ("", ".old"))
+        try:
+            for leftover in (building, retired):
+                shutil.rmtree(leftover, ignore_errors=True)
+            building.mkdir(parents=True)
+            for path, ingested in links.items():
+                target = building / path
+                if not target.resolve().is_relative_to(building.resolve()):
+                    raise Stalled(reasons.ArtifactPathEscapes, f"{path}: leaves the model's directory")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.link(ingested.path, target)
+            if final.exists():
+                os.replace(final, retired)
+            os.replace(building, final)
+        except OSError as exc:
+            raise _store_error(exc, final) from exc
+        finally:
+            for leftover in (building, retired):
+                shutil.rmtree(leftover, ignore_errors=True)
+        fsync_dir(self.models)
+        return made
 
     def has(self, digest: str) -> bool:
         return self.path_for(digest).is_file()
@@ -111,9 +151,16 @@ class ArtifactStore:
         """Remove blobs whose digest is not in ``keep`` and every part file but those of ``keep``;
         returns the removed digests. Call it only while no ingest runs (the agent holds the state lock)."""
         keep_hex = {_hex_of(digest) for digest in keep}
+        linked = set()  # the files of kept model directories, so their blobs stay for the next check too
+        for directory in self.models.glob("*") if self.models.is_dir() else ():
+            if directory.name in keep_hex:
+                linked |= {path.stat().st_ino for path in directory.rglob("*") if path.is_file()}
+            else:
+                shutil.rmtree(directory, ignore_errors=True)
         removed = []
         for blob in sorted(self.blobs.glob("*")):
-            if blob.name not in keep_hex and (digest := _digest_named(blob.name)) is not None:
+            if blob.name not in keep_hex and (digest := _digest_named(blob.name)) is not None \
+                    and blob.stat().st_ino not in linked:
                 blob.unlink()
                 removed.append(digest)
         for leftover in self.tmp.glob("*"):
@@ -335,6 +382,15 @@ class _Download:
     def _discard(self) -> None:
         os.close(self._fd)
         self.path.unlink(missing_ok=True)
+
+
+def _holds_exactly(directory: Path, links: dict[str, Ingested]) -> bool:
+    """Whether ``directory`` holds these links to these blobs and no other file."""
+    try:
+        present = {path.relative_to(directory).as_posix() for path in directory.rglob("*") if not path.is_dir()}
+        return present == set(links) and all(os.path.samefile(directory / path, f.path) for path, f in links.items())
+    except OSError:
+        return False
 
 
 def _hex_of(digest: str) -> str:

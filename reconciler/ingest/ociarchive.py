@@ -4,7 +4,10 @@ not the archive). Nothing is written but that one file, and the archive is refus
 entry could escape an extraction: an absolute path or ``..``, a link whose target leaves the
 archive, a device; the member itself must be a regular file (a link is not followed), of the
 size pinned, and the entries together no larger than the site's ``fetch.maxBytes``. Not resumable:
-a cut-off download starts the layer again."""
+a cut-off download starts the layer again.
+
+A layer (by digest) once read to its end and found safe need not be read past the member again: the
+next file of a multi-file model out of the same layer stops at its own member."""
 
 from __future__ import annotations
 
@@ -18,13 +21,18 @@ from reconciler import reasons
 from reconciler.errors import Stalled
 from reconciler.ingest.fetch import Body, Opened
 
+__all__ = ["archive_member"]
+
+_PROVEN_SAFE: set[str] = set()  # digests of layers read to their end with no entry refused
+
 
 @contextmanager
 def archive_member(uri: str, source: AbstractContextManager[Opened], member: str, expected: int | None,
-                   max_bytes: int) -> Iterator[Opened]:
+                   max_bytes: int, layer: str | None = None) -> Iterator[Opened]:
+    """``layer``: the layer's digest, when it names the bytes (a registry blob)."""
     wanted = _safe_name(uri, member)
     with source as opened:
-        entries = _Entries(uri, opened.body, max_bytes)
+        entries = _Entries(uri, opened.body, max_bytes, layer)
         for entry in entries:
             if posixpath.normpath(entry.name) != wanted:
                 continue
@@ -53,9 +61,10 @@ class _Entries:
     """The archive's entries in order, each checked as it comes; iterating on after the member
     checks the rest of the archive too."""
 
-    def __init__(self, uri: str, body: Body, max_bytes: int):
+    def __init__(self, uri: str, body: Body, max_bytes: int, layer: str | None):
         self.uri = uri
         self.max_bytes = max_bytes
+        self.layer = layer
         self.total = 0
         try:
             self.archive = tarfile.open(fileobj=io.BufferedReader(_Raw(body), 1 << 20), mode="r|*")
@@ -84,8 +93,12 @@ class _Entries:
             raise Stalled(reasons.ArtifactTooLarge, f"{self.uri}: the archive layer unpacks to more than {self.max_bytes} bytes")
 
     def read_rest(self) -> None:
+        if self.layer in _PROVEN_SAFE:
+            return
         for _ in self:
             pass
+        if self.layer is not None:
+            _PROVEN_SAFE.add(self.layer)
 
 
 class _MemberBody:

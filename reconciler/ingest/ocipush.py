@@ -1,7 +1,8 @@
 """Publishing a model to an OCI registry (``reconciler push``): the file as a CNCF ModelPack
 artifact (its config, the file as one ``weight.v1.raw`` layer named by ``org.cncf.model.filepath``,
 artifactType ``application/vnd.cncf.model.manifest.v1+json``), so its layer digest is the file's
-sha256; and, given a key, cosign's signatures of the manifest in both its forms, so every cosign
+sha256; a model with external data files has one such layer per file, named by its path beside
+the ONNX file, so each is pinned and signed like the ONNX file; and, given a key, cosign's signatures of the manifest in both its forms, so every cosign
 release and every site reads them (``signature: {format: registry}``): a Sigstore bundle as a
 referrer (v3), and the tag ``sha256-<hex>.sig`` (simple-signing payload, ECDSA P-256).
 Uploads follow the distribution spec: POST an upload, PUT it with ``?digest=``; the registry's
@@ -12,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -27,6 +29,7 @@ from reconciler.ingest.fetch import Deadline
 from reconciler.ingest.oci import OCI_INDEX, OCI_MANIFEST, parse_reference
 from reconciler.ingest.ocisignatures import BUNDLE_TYPES, COSIGN_SIGNATURE, SIMPLE_SIGNING
 from reconciler.ingest.ocisource import Registry
+from reconciler.manifests.models import beside_path
 from reconciler.manifests.types import Digest
 from reconciler.settings import FetchLimits
 from reconciler.trust import signing
@@ -38,35 +41,64 @@ _ANSWER_MAX_BYTES = 64 << 10
 
 
 @dataclass(frozen=True)
+class PushedFile:
+    path: str  # beside the ONNX file, as its external data names it
+    digest: Digest  # the file's, = its layer's
+    size: int
+
+
+@dataclass(frozen=True)
 class Pushed:
     uri: str  # oci://REGISTRY/REPO:TAG@sha256:MANIFEST, what the Model document's artifact uri pins
     manifest: Digest
     digest: Digest  # the file's, = its layer's
     size: int
     signature_tag: str | None  # the cosign tag written, if signed
+    files: tuple[PushedFile, ...] = ()  # the ONNX file's external data files, each a layer of its own
 
 
 def push_model(path: Path, uri: str, limits: FetchLimits, key: ec.EllipticCurvePrivateKey | None = None,
-               stop: CancelToken | None = None) -> Pushed:
+               stop: CancelToken | None = None, files: Sequence[str] = ()) -> Pushed:
+    """``files``: paths beside ``path`` (relative to its directory) that it loads as external data."""
     ref = parse_reference(uri)
     if ref.tag is None or ref.digest is not None or ref.file is not None or not uri.lower().startswith("oci://"):
         raise Stalled(reasons.ArtifactUriInvalid, f"{uri}: push to oci://REGISTRY/REPOSITORY:TAG")
+    named = {path.name: path} | {_beside(path, name): path.parent / name for name in files}
     registry = Registry(uri, ref.registry, ref.repository, limits, Deadline(limits.deadline, uri, stop), "pull,push")
-    digest, size = _file_digest(path)
+    layers = [_upload_file(registry, name, file) for name, file in named.items()]
     config = json.dumps({"descriptor": {"name": ref.repository}, "config": {"format": "onnx"},
-                         "modelfs": {"type": "layers", "diffIds": [digest]}}, separators=(",", ":")).encode()
-    with path.open("rb") as file:
-        layer = _upload(registry, file, digest, size)
+                         "modelfs": {"type": "layers", "diffIds": [layer["digest"] for layer in layers]}},
+                        separators=(",", ":")).encode()
     manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": MODEL_MANIFEST,
-                "config": _upload_bytes(registry, config) | {"mediaType": MODEL_CONFIG},
-                "layers": [layer | {"mediaType": WEIGHT_RAW, "annotations": {"org.cncf.model.filepath": path.name}}]}
+                "config": _upload_bytes(registry, config) | {"mediaType": MODEL_CONFIG}, "layers": layers}
     pinned, manifest_size = _put_manifest(registry, ref.tag, manifest)
     signature_tag = None
     if key is not None:
         reference = f"{ref.registry}/{ref.repository}"
         _attach_bundle(registry, key, reference, {"mediaType": OCI_MANIFEST, "digest": pinned, "size": manifest_size})
         signature_tag = _sign(registry, key, reference, pinned)
-    return Pushed(f"oci://{ref.registry}/{ref.repository}:{ref.tag}@{pinned}", pinned, digest, size, signature_tag)
+    main, *beside = layers
+    return Pushed(f"oci://{ref.registry}/{ref.repository}:{ref.tag}@{pinned}", pinned, main["digest"], main["size"],
+                  signature_tag, tuple(PushedFile(name, layer["digest"], layer["size"])
+                                       for name, layer in zip(list(named)[1:], beside, strict=True)))
+
+
+def _beside(model: Path, name: str) -> str:
+    try:
+        beside_path(name)
+    except ValueError as exc:
+        raise Stalled(reasons.ArtifactPathEscapes, f"{name}: {exc} (a file beside {model.name})") from None
+    if name == model.name:
+        raise Stalled(reasons.ArtifactUriInvalid, f"{name}: that is the ONNX file itself")
+    return name
+
+
+def _upload_file(registry: Registry, name: str, path: Path) -> dict:
+    """The file as a ModelPack raw weight layer named ``name``."""
+    digest, size = _file_digest(path)
+    with path.open("rb") as file:
+        layer = _upload(registry, file, digest, size)
+    return layer | {"mediaType": WEIGHT_RAW, "annotations": {"org.cncf.model.filepath": name}}
 
 
 def _attach_bundle(registry: Registry, key: ec.EllipticCurvePrivateKey, reference: str, subject: dict) -> None:

@@ -82,7 +82,7 @@ def oci_source(uri: str, limits: FetchLimits, deadline: Deadline, offset: int, e
     if is_archive(layer):
         _check_size(uri, layer, None, limits.max_bytes)
         source = registry.blob(layer["digest"], 0, layer["size"])
-        with archive_member(uri, source, str(ref.file), expected, limits.max_bytes) as opened:
+        with archive_member(uri, source, str(ref.file), expected, limits.max_bytes, layer["digest"]) as opened:
             yield opened
         return
     _check_size(uri, layer, expected, limits.max_bytes)

@@ -8,11 +8,12 @@ A source is opened at an offset and gives a ``Body`` that reads straight into th
 from __future__ import annotations
 
 import os
+import posixpath
 import stat
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path, PurePosixPath
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from reconciler import reasons
 from reconciler.errors import Interrupted, Stalled, Transient
@@ -22,6 +23,21 @@ from reconciler.ingest.ociarchive import archive_member
 from reconciler.ingest.ocisource import layout_blob, oci_source
 from reconciler.manifests.types import Digest
 from reconciler.settings import FetchLimits
+
+__all__ = ["file_uri", "open_source"]
+
+
+def file_uri(artifact_uri: str, path: str) -> str:
+    """Where a file the artifact loads beside it (``Artifact.files``) is: ``path`` in place of the
+    last part of the artifact's path; for OCI, of its ``#FILE`` (a member of the same archive layer,
+    or without ``#``, the layer named ``path``)."""
+    scheme = urlsplit(artifact_uri).scheme.lower()
+    if scheme in ("oci", "oci-layout"):
+        base, _, member = artifact_uri.partition("#")
+        return f"{base}#{posixpath.join(posixpath.dirname(member), path)}"
+    if scheme == "":
+        return posixpath.join(posixpath.dirname(artifact_uri), path)
+    return urljoin(artifact_uri, quote(path))
 
 
 @contextmanager

@@ -8,6 +8,7 @@ rather than the model is named as such: a site reads the Git tree, where only th
 
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -19,7 +20,8 @@ from reconciler.errors import ReconcilerError, Stalled
 from reconciler.ingest.artifacts import ArtifactStore, Ingested, fetch_bytes
 from reconciler.ingest.fetch import RepoRoot
 from reconciler.ingest.ocisignatures import registry_signature_count, verify_registry_signature
-from reconciler.manifests.models import Artifact, ReferenceProfile, Signers
+from reconciler.ingest.sources import file_uri
+from reconciler.manifests.models import Artifact, ArtifactFile, ReferenceProfile, Signers
 from reconciler.settings import FetchLimits
 from reconciler.trust import TrustRoots, Verified, narrow, verify_artifact_signature
 
@@ -43,6 +45,38 @@ def verified_artifact(store: ArtifactStore, artifact: Artifact | ReferenceProfil
     ingested = ingest(store, artifact, repo_root, limits, stop)
     verify_signature(ingested, artifact, signature_roots(roots, signers), repo_root, limits, stop)
     return ingested
+
+
+def verified_model(store: ArtifactStore, artifact: Artifact, signers: Signers | None, roots: TrustRoots,
+                   repo_root: RepoRoot, limits: FetchLimits, stop: CancelToken | None = None) -> Ingested:
+    """``verified_artifact``, and for a model with files each file as well, in the model's directory
+    (the path returned is its ONNX file there, which loads its external data beside it). Each file
+    is signed by its own signature, else by the artifact's: a model_signing bundle that lists it
+    under its path, or a registry signature of a manifest that has it as a layer (``push --file``)."""
+    if not artifact.files:
+        return verified_artifact(store, artifact, signers, roots, repo_root, limits, stop)
+    files = ingest_files(store, artifact, repo_root, limits, stop)
+    ingested = verified_artifact(store, artifact, signers, roots, repo_root, limits, stop)
+    narrowed = signature_roots(roots, signers)
+    for file in artifact.files:
+        verify_signature(files[file.path], file_artifact(artifact, file), narrowed, repo_root, limits, stop,
+                         file_name=file.path)
+    return store.materialize(ingested, files)
+
+
+def ingest_files(store: ArtifactStore, artifact: Artifact, repo_root: RepoRoot, limits: FetchLimits,
+                 stop: CancelToken | None = None) -> dict[str, Ingested]:
+    """The artifact's files in the store, each pinned as an artifact of its own, the largest first:
+    out of one archive layer, it reads the layer to its end and proves it safe, so the ONNX file
+    and the smaller files after it stop at their own member (``ingest.ociarchive``)."""
+    largest_first = sorted(artifact.files, key=lambda file: file.size, reverse=True)
+    return {file.path: ingest(store, file_artifact(artifact, file), repo_root, limits, stop) for file in largest_first}
+
+
+def file_artifact(artifact: Artifact, file: ArtifactFile) -> Artifact:
+    """The file as an artifact: where it is, what it must be, who signs it."""
+    return Artifact(uri=file_uri(artifact.uri, file.path), digest=file.digest, size=file.size,
+                    signature=file.signature or artifact.signature, platform=artifact.platform)
 
 
 def ingest(store: ArtifactStore, artifact: Artifact | ReferenceProfile, repo_root: RepoRoot, limits: FetchLimits,
@@ -70,12 +104,21 @@ def signature_bytes(artifact: Artifact | ReferenceProfile, repo_root: RepoRoot, 
 
 
 def verify_signature(ingested: Ingested, artifact: Artifact | ReferenceProfile, roots: TrustRoots, repo_root: RepoRoot,
-                     limits: FetchLimits, stop: CancelToken | None = None) -> Verified:
+                     limits: FetchLimits, stop: CancelToken | None = None, file_name: str | None = None) -> Verified:
+    """``file_name``: the name a model_signing bundle lists the file under; default the last part of its URI."""
     if artifact.signature.format == "registry":
         return verify_registry_signature(artifact, roots, limits, stop)
     signature = signature_bytes(artifact, repo_root, limits, stop)
-    file_name = PurePosixPath(urlsplit(artifact.uri).path).name
-    return verify_artifact_signature(ingested.digest.raw, file_name, signature, artifact.signature.format, roots)
+    return verify_artifact_signature(ingested.digest.raw, file_name or _file_name(artifact.uri), signature,
+                                     artifact.signature.format, roots)
+
+
+def _file_name(uri: str) -> str:
+    """The last part of the URI's path; of an OCI URI's ``#FILE`` when it has one."""
+    parts = urlsplit(uri)
+    if parts.scheme.lower() in ("oci", "oci-layout") and parts.fragment:
+        return posixpath.basename(parts.fragment)
+    return PurePosixPath(parts.path).name
 
 
 def lfs_pointer_at(uri: str, repo_root: RepoRoot, limits: FetchLimits) -> LfsPointer | None:

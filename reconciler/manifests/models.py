@@ -23,6 +23,7 @@ from reconciler.manifests.types import (
 )
 
 API_VERSION = "reconciler/v1"
+MAIN_FILE = "model.onnx"  # the ONNX file's name in a site's directory of a model with files
 API_VERSION_HELP = "The language version of the document: reconciler/v1."
 METADATA_HELP = "The document's name (unique per kind), labels and annotations."
 
@@ -253,10 +254,40 @@ class Platform(Strict):
     precision: LabelValue | None = Field(None, description="Matches the site label `precision`.")
 
 
+def beside_path(path: str) -> str:
+    """``path`` if it names a place beside the ONNX file: '/'-separated, without '..', '.', empty
+    (or absolute) parts, backslashes or NUL; else ValueError."""
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts) or "\\" in path or "\0" in path:
+        raise ValueError(f"{path!r} must be a relative path without '..', '.' or empty parts")
+    return path
+
+
+class ArtifactFile(Strict):
+    """A file the ONNX file needs beside it (its external data): fetched from the artifact's URI
+    with the last part of its path (for ``oci://…#DIR/model.onnx``, the member ``DIR/PATH`` of the
+    same archive layer) and pinned like the artifact."""
+
+    path: Annotated[str, Field(min_length=1)] = Field(
+        description="Where the file sits relative to the ONNX file, as its external-data `location` names it: "
+                    "'/'-separated, no '..', '.', empty or absolute parts.")
+    digest: Digest = Field(description="'sha256:' and the file's 64 lower-case hex digits; sites refuse other bytes.")
+    size: Annotated[int, Field(gt=0)] = Field(description="The file's size in bytes, enforced while it downloads.")
+    signature: SignatureRef | None = Field(
+        None, description="The file's own signature; absent: the artifact's, which must then be a model_signing "
+                          "bundle that lists the file under this path, or a registry signature of a manifest that "
+                          "has the file as a layer.")
+
+    @field_validator("path")
+    @classmethod
+    def _stays_beside(cls, path: str) -> str:
+        return beside_path(path)
+
+
 class Artifact(Strict):
     uri: Annotated[str, Field(min_length=1)] = Field(
-        description="Where the ONNX file is: a path relative to the repo root, file://, or http(s)://. "
-                    "`reconciler add-version` fills it in.")
+        description="Where the ONNX file is: a path relative to the repo root, file://, http(s)://, "
+                    "oci:// or oci-layout://. `reconciler add-version` fills it in.")
     digest: Digest = Field(description="'sha256:' and the file's 64 lower-case hex digits; sites "
                                              "refuse other bytes. `reconciler add-version` computes it.")
     size: Annotated[int, Field(gt=0)] = Field(description="The file's size in bytes, enforced while it "
@@ -264,6 +295,23 @@ class Artifact(Strict):
     signature: SignatureRef = Field(description="The signature over the file, checked against each site's "
                                                 "own trust roots.")
     platform: Platform | None = Field(None, description="Which sites this artifact is for; absent: any site.")
+    files: list[ArtifactFile] = Field(
+        [], description="The files the ONNX file loads beside it (ONNX external data), each pinned; sites load a "
+                        "model that has them by path from a directory of exactly these files.")
+
+    @field_validator("files")
+    @classmethod
+    def _unique_paths(cls, files: list[ArtifactFile]) -> list[ArtifactFile]:
+        paths = [f.path for f in files]
+        duplicates = sorted({p for p in paths if paths.count(p) > 1})
+        if duplicates:
+            raise ValueError(f"file paths must be unique: {', '.join(duplicates)}")
+        nested = sorted({p for p in paths for q in paths if q.startswith(f"{p}/")})
+        if nested:
+            raise ValueError(f"a file cannot also be a directory of others: {', '.join(nested)}")
+        if MAIN_FILE in paths:
+            raise ValueError(f"{MAIN_FILE!r} is the name sites give the ONNX file itself")
+        return files
 
 
 TensorValue = Any  # nested lists of numbers or booleans, shaped as the interface says

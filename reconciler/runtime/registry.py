@@ -24,6 +24,7 @@ from reconciler.manifests.deployments import DeploymentSpec
 from reconciler.manifests.models import ModelInterface
 from reconciler.manifests.types import Digest
 from reconciler.runtime.providers import CPU, choose_here
+from reconciler.runtime.validation import EXTERNAL_DATA_FOLDER, external_data_folder
 
 V = TypeVar("V")
 
@@ -310,15 +311,17 @@ class ModelRegistry:
             )
         try:
             # From the bytes just hashed, never from the path: the file cannot change in between.
-            session = ort.InferenceSession(data, sess_options=self._session_options(), providers=list(self._providers))
+            session = ort.InferenceSession(data, sess_options=self._session_options(model_path), providers=list(self._providers))
         except Exception as exc:  # onnxruntime's errors share no base class narrower than Exception
             raise Stalled(
                 reasons.ModelLoadFailed, f"onnxruntime cannot load {wanted.model} {wanted.version} ({model_path}): {exc}"
             ) from None
         return Served(wanted.deployment, wanted.model, wanted.version, session, wanted.interface, actual, model_path)
 
-    def _session_options(self) -> ort.SessionOptions:
+    def _session_options(self, model_path: Path) -> ort.SessionOptions:
         options = ort.SessionOptions()
+        if (folder := external_data_folder(model_path)) is not None:
+            options.add_session_config_entry(EXTERNAL_DATA_FOLDER, str(folder))
         options.intra_op_num_threads = self._intra_op_threads
         options.inter_op_num_threads = 1
         options.log_severity_level = ONNXRUNTIME_ERRORS_ONLY

@@ -83,9 +83,12 @@ def _validate(request: dict[str, Any]) -> dict[str, Any]:
     providers = [name for name in request["providers"] if name in available]
     if not providers:
         return {"outcome": "noProvider", "available": available}
+    if request.get("externalData"):
+        # The hashed bytes load; their external data only from the model's directory of verified files.
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path", request["externalData"])
     try:
         with open(request["model"], "rb") as model:
-            # From bytes, not from a path: external data files next to the model are not found.
+            # From bytes, not from a path: no external data but from the folder named above.
             session = ort.InferenceSession(model.read(), options, providers=providers)
     except Exception as exc:  # onnxruntime has its own exception types for every way loading fails
         return {"outcome": "loadFailed", "message": _describe(exc)}

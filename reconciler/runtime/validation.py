@@ -28,9 +28,12 @@ import numpy as np
 from reconciler import reasons
 from reconciler.cancel import CancelToken
 from reconciler.errors import Stalled
-from reconciler.manifests.models import ModelInterface, ValidationCase
+from reconciler.manifests.models import MAIN_FILE, ModelInterface, ValidationCase
 from reconciler.runtime.providers import CPU, no_provider
 
+# onnxruntime's option for where a model loaded from bytes finds its external data.
+EXTERNAL_DATA_FOLDER = "session.model_external_initializers_file_folder_path"
+_DIGEST_HEX = re.compile(r"^[0-9a-f]{64}$")
 CHILD = Path(__file__).with_name("validate_child.py")
 MESSAGE_LIMIT = 1000
 # Each child's working directory: "<prefix><agent pid>-<random>", so a later agent can tell the
@@ -93,6 +96,15 @@ class ValidationReport:
     predictions: np.ndarray | None = None  # the output's values on the EvaluationFeeds, in their order
 
 
+def external_data_folder(model_path: Path) -> Path | None:
+    """The model directory a model with files loads from (``ArtifactStore.materialize``:
+    ``models/<hex>/model.onnx``); None for a blob, which loads no external data at all."""
+    directory = model_path.parent
+    if model_path.name == MAIN_FILE and _DIGEST_HEX.match(directory.name) and directory.parent.name == "models":
+        return directory
+    return None
+
+
 def run_validation(
     model_path: Path,
     interface: ModelInterface,
@@ -102,14 +114,17 @@ def run_validation(
     stop: CancelToken | None = None,
     providers: Sequence[str] = (CPU,),
     evaluation: EvaluationFeeds | None = None,
+    external_data: Path | None = None,
 ) -> ValidationReport:
     """Load the model and run every case in a child process; a report only when all cases pass.
     A ``stop`` kills the child within POLL_SECONDS and raises Cancelled. ``providers``: the site's
     executionProviders, chosen as serving chooses them (providers.py), so a model is validated on
     what will serve it. With ``evaluation`` the same child, under the same limits, also runs the
-    model over those examples: the report's ``predictions`` (EvaluationDataInvalid if it cannot)."""
+    model over those examples: the report's ``predictions`` (EvaluationDataInvalid if it cannot).
+    ``external_data``: where the model's external data is (default: its model directory, if it is in one)."""
     request = {
         "model": str(Path(model_path).resolve()),
+        "externalData": str(folder) if (folder := external_data or external_data_folder(Path(model_path))) else None,
         "providers": list(providers),  # the child keeps those its onnxruntime has, as serving does
         "memoryLimit": memory_limit,
         "cpuSeconds": math.ceil(timeout) + 1,
@@ -229,8 +244,11 @@ def _crash(returncode: int, stderr: bytes, timeout: float, memory_limit: int) ->
 def _explain(message: str, memory_limit: int) -> str:
     """onnxruntime's words, led by what they mean for the person who shipped the model."""
     lowered = message.lower()
+    if "escapes model directory" in lowered:
+        return f"the model's external data leaves the model's directory, which is refused: {message}"
     if any(needle in lowered for needle in _EXTERNAL_DATA):
-        return f"the model refers to external data files, which are refused (ship one self-contained file): {message}"
+        return (f"the model refers to external data files that are not among its version's files "
+                f"(list each in the artifact's `files`): {message}")
     if any(needle in lowered for needle in _UNKNOWN_OP):
         return f"the model uses an operator onnxruntime does not provide (custom-op domains are refused): {message}"
     if any(needle in lowered for needle in _OUT_OF_MEMORY):

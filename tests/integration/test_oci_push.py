@@ -11,18 +11,21 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from test_release import commented_fleet, reconciler  # noqa: F401 (a fixture)
 
 from reconciler.cli.main import main
 from reconciler.devtools.ociregistry import PASSWORD, USER, Registry, registry_missing, running_registry
+from reconciler.devtools.onnx_builder import dense_model, dense_reference, split_external_data
 from reconciler.errors import ReconcilerError
 from reconciler.ingest.artifacts import ArtifactStore
 from reconciler.ingest.ocipush import push_model
 from reconciler.ingest.ocisignatures import registry_signature_count, verify_registry_signature
-from reconciler.ingest.verification import verified_artifact
-from reconciler.manifests.models import Artifact
+from reconciler.ingest.verification import verified_artifact, verified_model
+from reconciler.manifests.models import Artifact, ModelInterface, ValidationCase
+from reconciler.runtime.validation import run_validation
 from reconciler.settings import FetchLimits
 from reconciler.trust import (
     TrustRoots,
@@ -74,6 +77,38 @@ def test_push_then_a_site_fetches_and_verifies_what_it_printed(registry: Registr
     # Both of cosign's forms are there, and the v3 bundle (tried first) verifies on its own.
     assert registry_signature_count(artifact, limits) == 2
     assert verify_registry_signature(artifact, ROOTS, limits).format == "sigstore-bundle"
+
+
+def test_push_of_a_model_with_external_data_then_a_site_loads_it_from_what_it_printed(
+        registry: Registry, tmp_path: Path, capsys) -> None:
+    layers = [(np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3), np.array([0.5, 0, -0.5], np.float32), None)]
+    main_bytes, files = split_external_data(dense_model(layers), "weights/w.bin")
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "model.onnx").write_bytes(main_bytes)
+    (tmp_path / "weights" / "w.bin").write_bytes(files["weights/w.bin"])
+    (tmp_path / "cosign.key").write_bytes(private_key_pem(KEY))
+    config = docker_config(tmp_path, registry.host)
+    assert main(["push", str(tmp_path / "model.onnx"), f"oci://{registry.host}/models/external:1.0", "--file", "weights/w.bin",
+                 "--key", str(tmp_path / "cosign.key"), "--docker-config", str(config), "--plain-http"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out.split("In the Model document's version:\n")[1])
+    artifact = Artifact.model_validate(printed["artifacts"][0])
+    assert [(f.path, f.size) for f in artifact.files] == [("weights/w.bin", len(files["weights/w.bin"]))]
+
+    limits = FetchLimits(retries=1, oci={"plain_http": [registry.host], "docker_config": config})
+    got = verified_model(ArtifactStore(tmp_path / "state"), artifact, None, ROOTS, None, limits)
+    assert (got.path.parent / "weights" / "w.bin").read_bytes() == files["weights/w.bin"]
+    x = [[0.1, 0.2, 0.3, 0.4]]
+    case = ValidationCase(name="weights", inputs={"input": x}, expected={"output": dense_reference(layers, np.array(x)).tolist()})
+    interface = ModelInterface(inputs=[{"name": "input", "dtype": "float32", "shape": [-1, 4]}],
+                               outputs=[{"name": "output", "dtype": "float32", "shape": [-1, 3]}])
+    assert run_validation(got.path, interface, [case]).cases[0].passed
+
+
+@pytest.mark.parametrize("path", ["../w.bin", "/etc/passwd", "model.onnx"])
+def test_push_refuses_a_file_that_is_not_beside_the_model(tmp_path: Path, path: str) -> None:
+    (tmp_path / "model.onnx").write_bytes(MODEL)
+    with pytest.raises(ReconcilerError, match="beside|the ONNX file itself"):
+        push_model(tmp_path / "model.onnx", "oci://127.0.0.1:9/m:1", FetchLimits(), files=[path])
 
 
 def test_push_without_credentials_is_refused(registry: Registry, tmp_path: Path) -> None:

@@ -201,7 +201,7 @@ def _truncated() -> bytes:
 
 
 UNLOADABLE = [
-    ("external-data", lambda: external_data_model(np.ones((4, 2))), "external data files, which are refused"),
+    ("external-data", lambda: external_data_model(np.ones((4, 2))), "external data files that are not among its version's files"),
     ("custom-op", custom_op_model, "custom-op domains are refused"),
     ("garbage", lambda: np.random.default_rng(1).bytes(4096), "protobuf parsing failed"),
     ("truncated", _truncated, "protobuf parsing failed"),
