@@ -62,6 +62,18 @@ def put(nats: NatsServer, value: StatusRecord, signer: RecordSigner | None = Non
         channel.close()
 
 
+def signed_by_a_stranger(nats: NatsServer, tmp_path: Path) -> Path:
+    """A fleet whose SITE enrolls a status key, and a record of SITE signed by another key."""
+    repo = copy_example(tmp_path / "fleet")
+    site_yaml = repo / "sites" / f"{SITE}.yaml"
+    site = yaml.safe_load(site_yaml.read_text())
+    site["spec"]["statusKeys"] = [{"id": "k1", "publicKey": public_key_pem(generate_private_key()).decode()}]
+    site_yaml.write_text(yaml.safe_dump(site))
+    commit(repo)
+    put(nats, record(SITE), RecordSigner((generate_private_key(),)))
+    return repo
+
+
 def test_status_reads_the_records_bucket(nats, tmp_path):
     repo = fleet_repo(tmp_path)
     put(nats, record(SITE))
@@ -77,13 +89,7 @@ def test_status_reads_the_records_bucket(nats, tmp_path):
 
 
 def test_a_record_signed_by_a_key_the_site_does_not_enroll_is_ignored(nats, tmp_path):
-    repo = copy_example(tmp_path / "fleet")
-    site_yaml = repo / "sites" / f"{SITE}.yaml"
-    site = yaml.safe_load(site_yaml.read_text())
-    site["spec"]["statusKeys"] = [{"id": "k1", "publicKey": public_key_pem(generate_private_key()).decode()}]
-    site_yaml.write_text(yaml.safe_dump(site))
-    commit(repo)
-    put(nats, record(SITE), RecordSigner((generate_private_key(),)))
+    repo = signed_by_a_stranger(nats, tmp_path)
     done = reconciler("status", "--repo", str(repo), "--nats-server", nats.url, "--format", "json")
     assert done.returncode == 0, done.stderr
     shown = json.loads(done.stdout)
@@ -112,13 +118,7 @@ def test_report_reads_the_records_bucket(nats, tmp_path):
 
 
 def test_report_leaves_out_a_record_the_site_does_not_sign_for(nats, tmp_path):
-    repo = copy_example(tmp_path / "fleet")
-    site_yaml = repo / "sites" / f"{SITE}.yaml"
-    site = yaml.safe_load(site_yaml.read_text())
-    site["spec"]["statusKeys"] = [{"id": "k1", "publicKey": public_key_pem(generate_private_key()).decode()}]
-    site_yaml.write_text(yaml.safe_dump(site))
-    commit(repo)
-    put(nats, record(SITE), RecordSigner((generate_private_key(),)))
+    repo = signed_by_a_stranger(nats, tmp_path)
     done = reconciler("report", "--html", str(tmp_path / "page"), "--repo", str(repo), "--nats-server", nats.url)
     assert done.returncode == 0, done.stderr
     page = (tmp_path / "page" / "index.html").read_text()
