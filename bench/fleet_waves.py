@@ -201,6 +201,14 @@ class Rollout3:
     bytes_per_read: float
 
 
+def success_record(site: str, now: datetime) -> StatusRecord:
+    """What a site that moved reports: the rollout's version, converged since ``now``."""
+    status = DeploymentStatus(model=GATED, state="success", version="3.3.0", activeVersion="3.3.0",
+                              previousVersion="3.2.0", rollout=ROLLOUT_ID, reason="Converged", since=now)
+    return StatusRecord(site=site, observedCommit="b" * 40, appliedCommit="b" * 40, state="success",
+                        reason="Converged", deployments={GATED: status}, agentVersion="0.1.0", writtenAt=now)
+
+
 class SimSite:
     def __init__(self, name: str, shard: int, status_url: str, summaries_url: str, scratch: Path):
         self.name, self.shard, self.moved = name, shard, False
@@ -208,10 +216,7 @@ class SimSite:
         self.summaries = SummaryRefs(GitSource(summaries_url, "main", scratch / "summaries"))
 
     def record(self, now: datetime) -> StatusRecord:
-        status = DeploymentStatus(model=GATED, state="success", version="3.3.0", activeVersion="3.3.0",
-                                  previousVersion="3.2.0", rollout=ROLLOUT_ID, reason="Converged", since=now)
-        return StatusRecord(site=self.name, observedCommit="b" * 40, appliedCommit="b" * 40, state="success",
-                            reason="Converged", deployments={GATED: status}, agentVersion="0.1.0", writtenAt=now)
+        return success_record(self.name, now)
 
     def close(self) -> None:
         self.status.close()

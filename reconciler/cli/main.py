@@ -111,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--grpc-listen", metavar="HOST:PORT", help="also serve the models over gRPC here")
     serve.set_defaults(handler=cmd_serve, log_level="info")
 
-    from reconciler.cli.notify import add_nats_access
+    from reconciler.history.nats_records import add_nats_reading
 
     status = commands.add_parser("status", help="the fleet matrix from the sites' status records in Git or NATS")
     status.add_argument("--repo", default=".", help="fleet repo URL or path (status refs live there; a clone's "
@@ -124,10 +124,7 @@ def _parser() -> argparse.ArgumentParser:
                         "labeled data, and the example-weighted fleet metric (markdown prints as text)")
     status.add_argument("--inventory", action="store_true",
                         help="what each site runs on (OS, CPU, memory, onnxruntime and its providers, local facts)")
-    status.add_argument("--nats-server", action="append", metavar="URL", dest="nats_servers",
-                        help="read the records from the NATS records bucket, not the status refs (sites with nats:)")
-    status.add_argument("--records-bucket", default=None, help="with --nats-server (default: reconciler-status)")
-    add_nats_access(status, "nats-")
+    add_nats_reading(status, "the records")
     status.set_defaults(handler=cmd_status)
 
     demo = commands.add_parser("demo", help="a local fleet converging from a local Git repo")
@@ -325,7 +322,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from reconciler.cli.drift import status_drift
-    from reconciler.cli.notify import nats_settings, records_from_nats
+    from reconciler.history.nats_records import nats_settings, records_from_nats
     from reconciler.history.origin import status_records
     from reconciler.history.timeline import open_fleet
     from reconciler.manifests.loader import load_tree

@@ -1,4 +1,5 @@
 """What happened, read back from git: the audit of the fleet's commits and status records, its
-reports, and status records fetched from a clone's origin."""
+reports, and status records fetched from a clone's origin or, for NATS sites, from the records
+bucket."""
 
-__all__ = ["archive", "audit", "origin", "report", "timeline"]
+__all__ = ["archive", "audit", "nats_records", "origin", "report", "timeline"]

@@ -9,7 +9,7 @@ Every piece of text from the repository is escaped."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from html import escape
@@ -101,22 +101,35 @@ def _wave_name(fleet: FleetRepo, deployment: Deployment, site: Site) -> str:
     return wave.name if wave else NO_WAVE
 
 
-def collect_report(location: str, branch: str, policy: CommitPolicy | None, now: datetime) -> ReportData:
+# Every site's newest record and the records ignored, read from elsewhere than the status refs
+# (the NATS records bucket), checked against the fleet's Site documents.
+CurrentRecords = Callable[[FleetRepo], tuple[Mapping[str, StatusRecord], list[Ignored]]]
+
+
+def collect_report(location: str, branch: str, policy: CommitPolicy | None, now: datetime,
+                   current: CurrentRecords | None = None) -> ReportData:
+    """The page's data from Git; with ``current``, the matrix and the rollout progress from what
+    it reads instead of the status refs (the timelines and drift trends stay Git's history: the
+    audit refs of sites with ``audit: git``)."""
     with open_fleet(location, branch) as opened:
         trail = fleet_trail(opened.source, opened.head, policy)
         archive = opened.status(fleet=trail.latest)
         histories = archive.histories()
     fleet = trail.latest
+    latest, ignored = archive.latest, archive.check.ignored if archive.check else []
+    if current is not None:  # no fleet that loads, no Site documents to check the records with: none shown
+        latest, ignored = current(fleet) if fleet is not None else ({}, [])
     stale_after = (fleet.spec if fleet else FleetSpec()).staleAfter
-    matrix = build_matrix(archive.latest, fleet.sites if fleet else (), now, stale_after)
+    matrix = build_matrix(latest, fleet.sites if fleet else (), now, stale_after)
     intervals = [interval for site, history in sorted(histories.items()) for interval in site_timeline(site, history)]
-    progress = rollout_progress(fleet, archive.latest, now) if fleet else []
+    progress = rollout_progress(fleet, latest, now) if fleet else []
     return ReportData(shown_location(location), branch, opened.head, now, matrix, progress, intervals, trail,
-                      drift_trends(histories), archive.check.ignored if archive.check else [])
+                      drift_trends(histories), ignored)
 
 
-def write_report(directory: Path, location: str, branch: str, policy: CommitPolicy | None, now: datetime) -> Path:
-    page = render_html(collect_report(location, branch, policy, now))
+def write_report(directory: Path, location: str, branch: str, policy: CommitPolicy | None, now: datetime,
+                 current: CurrentRecords | None = None) -> Path:
+    page = render_html(collect_report(location, branch, policy, now, current))
     path = Path(directory) / "index.html"
     atomic_write_bytes(path, page.encode())
     return path

@@ -1,6 +1,7 @@
 """The ``reconciler audit`` and ``reconciler report`` subcommands, and how the audit is shown: as text,
 JSON (documented in reconciler.history.timeline) or CSV. ``report --html DIR`` writes the page that
-reconciler.history.html_report renders.
+reconciler.history.html_report renders; with ``--nats-server`` its matrix and rollout progress are
+what the sites put in the NATS records bucket (the timelines stay Git's history).
 
 CSV: ``audit`` gives one row per change (kind ``change``) and per timeline interval (kind
 ``interval``) under one header, TRAIL_COLUMNS; ``audit --at`` one row per site and deployment,
@@ -29,6 +30,7 @@ from reconciler.history.audit import (
     utc_text,
 )
 from reconciler.history.html_report import write_report
+from reconciler.history.nats_records import add_nats_reading, nats_settings, records_from_nats
 from reconciler.history.timeline import (
     AuditTrail,
     FleetAt,
@@ -62,6 +64,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     report = subparsers.add_parser("report", help="a self-contained HTML page of the fleet and its history")
     report.add_argument("--html", required=True, type=Path, metavar="DIR", help="write DIR/index.html")
     _repo_arguments(report)
+    add_nats_reading(report, "the matrix and rollout progress")
     report.set_defaults(handler=cmd_report)
 
 
@@ -98,9 +101,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    nats = nats_settings(args, "nats-", records_bucket=args.records_bucket) if args.nats_servers else None
     try:
         path = write_report(args.html, args.repo, args.branch, trust_policy(args.allowed_signers, args.gpg_keyring),
-                            datetime.now(UTC))
+                            datetime.now(UTC), (lambda fleet: records_from_nats(nats, fleet)) if nats else None)
     except ReconcilerError as error:
         raise UsageError(str(error)) from error
     print(f"wrote {path}")

@@ -1,10 +1,12 @@
-"""``reconciler status --nats-server``: the fleet matrix from the NATS records bucket (sites with
-``nats:`` and ``audit: off`` leave no status ref), checked against the Site documents' keys as a
-gate reads them, with a real nats-server on 127.0.0.1; bad NATS options are refused clearly."""
+"""``reconciler status --nats-server`` and ``reconciler report --nats-server``: the fleet matrix from
+the NATS records bucket (sites with ``nats:`` and ``audit: off`` leave no status ref), checked
+against the Site documents' keys as a gate reads them, with a real nats-server on 127.0.0.1; bad
+NATS options are refused clearly."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -60,6 +62,18 @@ def put(nats: NatsServer, value: StatusRecord, signer: RecordSigner | None = Non
         channel.close()
 
 
+def signed_by_a_stranger(nats: NatsServer, tmp_path: Path) -> Path:
+    """A fleet whose SITE enrolls a status key, and a record of SITE signed by another key."""
+    repo = copy_example(tmp_path / "fleet")
+    site_yaml = repo / "sites" / f"{SITE}.yaml"
+    site = yaml.safe_load(site_yaml.read_text())
+    site["spec"]["statusKeys"] = [{"id": "k1", "publicKey": public_key_pem(generate_private_key()).decode()}]
+    site_yaml.write_text(yaml.safe_dump(site))
+    commit(repo)
+    put(nats, record(SITE), RecordSigner((generate_private_key(),)))
+    return repo
+
+
 def test_status_reads_the_records_bucket(nats, tmp_path):
     repo = fleet_repo(tmp_path)
     put(nats, record(SITE))
@@ -75,13 +89,7 @@ def test_status_reads_the_records_bucket(nats, tmp_path):
 
 
 def test_a_record_signed_by_a_key_the_site_does_not_enroll_is_ignored(nats, tmp_path):
-    repo = copy_example(tmp_path / "fleet")
-    site_yaml = repo / "sites" / f"{SITE}.yaml"
-    site = yaml.safe_load(site_yaml.read_text())
-    site["spec"]["statusKeys"] = [{"id": "k1", "publicKey": public_key_pem(generate_private_key()).decode()}]
-    site_yaml.write_text(yaml.safe_dump(site))
-    commit(repo)
-    put(nats, record(SITE), RecordSigner((generate_private_key(),)))
+    repo = signed_by_a_stranger(nats, tmp_path)
     done = reconciler("status", "--repo", str(repo), "--nats-server", nats.url, "--format", "json")
     assert done.returncode == 0, done.stderr
     shown = json.loads(done.stdout)
@@ -89,11 +97,42 @@ def test_a_record_signed_by_a_key_the_site_does_not_enroll_is_ignored(nats, tmp_
     assert [entry["site"] for entry in shown["ignored"]] == [SITE]
 
 
+def matrix_states(page: str) -> dict[str, str]:
+    """site -> state, from the report page's matrix rows."""
+    return dict(re.findall(r'<tr data-site="([^"]+)"[^>]*><th[^>]*>[^<]*(?:<span[^>]*>[^<]*</span>)?</th>'
+                           r'<td><span class="state [^"]*">([^<]*)</span>', page))
+
+
+def test_report_reads_the_records_bucket(nats, tmp_path):
+    repo = fleet_repo(tmp_path)
+    put(nats, record(SITE))
+    put(nats, record("store-munich-01", "failure"))
+    done = reconciler("report", "--html", str(tmp_path / "nats-page"), "--repo", str(repo), "--nats-server", nats.url)
+    assert done.returncode == 0, done.stderr
+    states = matrix_states((tmp_path / "nats-page" / "index.html").read_text())
+    assert (states[SITE], states["store-munich-01"]) == ("success", "failure")
+    assert states["store-vienna-01"] != "success"  # no record: not reported
+    from_git = reconciler("report", "--html", str(tmp_path / "git-page"), "--repo", str(repo))
+    assert from_git.returncode == 0, from_git.stderr  # Git refs: none there
+    assert matrix_states((tmp_path / "git-page" / "index.html").read_text())[SITE] != "success"
+
+
+def test_report_leaves_out_a_record_the_site_does_not_sign_for(nats, tmp_path):
+    repo = signed_by_a_stranger(nats, tmp_path)
+    done = reconciler("report", "--html", str(tmp_path / "page"), "--repo", str(repo), "--nats-server", nats.url)
+    assert done.returncode == 0, done.stderr
+    page = (tmp_path / "page" / "index.html").read_text()
+    assert matrix_states(page)[SITE] != "success"
+    assert 'id="ignored"' in page and SITE in page.split('id="ignored"')[1]
+
+
+@pytest.mark.parametrize("command", ["status", "report"])
 @pytest.mark.parametrize("options,said", [
     (["--nats-server", "http://127.0.0.1:4222"], "invalid NATS settings"),
     (["--nats-server", "nats://127.0.0.1:4222", "--nats-token-env", "T", "--nats-nkey-seed", "/x"],
      "invalid NATS settings"),
 ])
-def test_bad_nats_options_are_refused(tmp_path, options, said):
-    done = reconciler("status", "--repo", str(fleet_repo(tmp_path)), *options)
+def test_bad_nats_options_are_refused(tmp_path, command, options, said):
+    page = ["--html", str(tmp_path / "page")] if command == "report" else []
+    done = reconciler(command, "--repo", str(fleet_repo(tmp_path)), *page, *options)
     assert done.returncode != 0 and said in done.stderr

@@ -1,0 +1,379 @@
+"""NATS mode at fleet scale: a three-wave rollout in which every site reports to the NATS records
+bucket and gates on the records it reads back from it, time-compressed as bench/fleet_waves.py's
+Git-mode rollout (the same ROLLOUT, ROLLOUT_INTERVAL, phases and success records), and its gate
+decisions set against Git mode's for the same fleet and history.
+
+Simulated sites: many per process (``--workers`` processes), and per process ONE NatsChannel
+(status/nats_channel.py, the agent's class: one connection, the real watch of the records bucket,
+the real put of each record). A real site has its own connection; here the sites of a process
+share one, because each connection watching the whole bucket receives every record put (N
+deliveries per put, N² per rollout), which 10 000 Python watchers on two cores cannot parse; the
+server's cost of that fan-out is printed beside the run, from its CPU per delivery measured first
+(500 connections watching, 20 records put). One connection per site is what bench/bench_nats.py measures (commit -> every site).
+
+Each site decides as the agent does: the bucket's records -> ``site_report`` -> ``decide_gate``,
+from a random phase then every ROLLOUT_INTERVAL ± 10 %, and puts its success record once it may.
+The sites of a process that are due within the same GRID second read the view once and share
+``decide_gate``'s answer per wave (it depends on the site only through its wave; at 10 000 sites
+one call costs ~80 ms of Python, which the real fleet spends on 10 000 machines).
+
+Same decisions: every decision is logged with the number of records in the view it was made on
+(the watch delivers in stream order, so a view is the first k records put). Afterwards the Git
+mode replays that history: the records in stream order are published to shard summaries and the
+roll-up in a real Git repository (SummaryRefs, the agent's Git-mode gate path), and at each logged
+decision the gate is decided again from the roll-up, at the same ``now``, site by site. The two
+sequences must be equal (kind, reason, wave, opening instant).
+
+Server CPU: nats-server's during the rollout, measured; the Git server's for NATS mode (audit
+writes of the sites that moved, backstop polls every BACKSTOP) from per-operation costs measured in
+this run against nginx + git-http-backend when installed.
+
+    .venv/bin/python bench/bench_nats_waves.py [--quick] [--sites 10000] [--compare-sites 200] [--workers 2]"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import heapq
+import math
+import multiprocessing
+import os
+import random
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench_fleet_sim import git_server, server_cpu  # first: puts the repo root on sys.path
+from bench_nats import cpu_seconds
+from common import ROOT, emit, machine
+from fleet_waves import GATED, ROLLOUT, ROLLOUT_ID, ROLLOUT_INTERVAL, quantile, success_record
+
+from reconciler.delivery.gates import SiteReport, decide_gate, site_report
+from reconciler.delivery.rollout import wave_index
+from reconciler.delivery.summary import shard_of
+from reconciler.devtools.githttp import init_bare_repo, run_git
+from reconciler.devtools.natsserver import NatsServer
+from reconciler.gitdoor.source import GitSource
+from reconciler.settings import NatsSettings
+from reconciler.status.gitref import StatusRefs
+from reconciler.status.nats_channel import NatsChannel, Received, receive
+from reconciler.status.record import StatusRecord
+from reconciler.status.summary_refs import SummaryRefs
+
+GRID = 1.0  # s: the sites of a process due in the same second share one read and one decision per wave
+BACKSTOP = 600.0 * ROLLOUT_INTERVAL / 30.0  # the README's 10 min NATS-mode Git poll, compressed as the interval
+TARGET_CORES = 1.0  # issue 14: average server CPU (git + nats) during the rollout
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sites", type=int, default=10000, help="sites of the measured rollout (default: 10000)")
+    parser.add_argument("--compare-sites", type=int, default=200,
+                        help="sites of the rollout replayed in Git mode (default: 200; 0: none)")
+    parser.add_argument("--workers", type=int, default=2, help="processes the sites are spread over (default: 2)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds a rollout may take (default: 600)")
+    parser.add_argument("--quick", action="store_true", help="1 000 sites, 60 compared")
+    args = parser.parse_args()
+    if args.quick:
+        args.sites, args.compare_sites = min(args.sites, 1000), min(args.compare_sites, 60)
+    return args
+
+
+# --- the simulated sites ----------------------------------------------------------------------------
+
+def site_worker(url: str, names: list[str], mine: list[str], start: float, seed: int, timeout: float,
+                results) -> None:
+    """The sites ``mine`` until every site's record is in the view (or ``timeout``): per decision
+    (site, now, records in the view, kind, reason, wave, opening), read and put latencies, the
+    instants (from ``start``) at which its sites moved and each wave first opened."""
+    rng, labels = random.Random(seed), dict.fromkeys(names, {})
+    waves = {site: wave_index(ROLLOUT, GATED, site, {}) for site in mine}
+    due = [(start + rng.uniform(0, ROLLOUT_INTERVAL), site) for site in mine]
+    heapq.heapify(due)
+    seen: dict[str, Received] = {}
+    reports: dict[str, SiteReport] = {}
+    log, reads, puts, moved, opened = [], [], [], {}, {}
+    channel = NatsChannel(NatsSettings(servers=[url], timeout=30))
+    try:
+        while time.monotonic() < start + timeout:
+            time.sleep(max(0.0, start + math.ceil((due[0][0] - start) / GRID) * GRID - time.monotonic()))
+            batch = []
+            while due and due[0][0] <= time.monotonic():
+                batch.append(heapq.heappop(due)[1])
+            began = time.monotonic()
+            written = _follow(channel.received(), seen, reports)
+            reads.append(time.monotonic() - began)
+            if written == len(names):
+                break
+            now, decided = datetime.now(UTC), {}
+            for site in batch:
+                if site not in moved:
+                    if waves[site] not in decided:
+                        decided[waves[site]] = decide_gate(ROLLOUT, GATED, ROLLOUT_ID, site, labels, reports, now)
+                    decision = decided[waves[site]]
+                    log.append((site, now, written, decision.kind, decision.reason, decision.wave,
+                                decision.earliest_start))
+                    if decision.kind == "proceed":
+                        began = time.monotonic()
+                        channel.put_record(success_record(site, now))
+                        puts.append(time.monotonic() - began)
+                        moved[site] = time.monotonic() - start
+                        opened.setdefault(decision.wave, moved[site])
+                heapq.heappush(due, (time.monotonic() + ROLLOUT_INTERVAL * rng.uniform(0.9, 1.1), site))
+    finally:
+        channel.close()
+    results.put({"log": log, "reads": reads, "puts": puts, "moved": moved, "opened": opened})
+
+
+def _follow(view: dict[str, Received], seen: dict[str, Received], reports: dict[str, SiteReport]) -> int:
+    """``reports`` brought up to ``view`` (only the records that changed are read again); how many
+    sites report this rollout."""
+    for site, received in view.items():
+        if seen.get(site) is not received:
+            seen[site] = received
+            report = site_report(received.record, GATED)
+            if report is None:
+                reports.pop(site, None)
+            else:
+                reports[site] = report
+    return sum(1 for report in reports.values() if report.rollout_id == ROLLOUT_ID)
+
+
+def nats_rollout(server: NatsServer, sites: int, workers: int, timeout: float, seed: int) -> dict:
+    names = [f"store-{number:05d}" for number in range(sites)]
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    start = time.monotonic() + 3.0  # the workers' imports and connections
+    processes = [context.Process(target=site_worker, daemon=True,
+                                 args=(server.url, names, names[i::workers], start, seed + i, timeout, results))
+                 for i in range(workers)]
+    for process in processes:
+        process.start()
+    cpu_before = cpu_seconds(server.process.pid)
+    parts = [results.get(timeout=timeout + 120) for _ in processes]
+    for process in processes:
+        process.join(timeout=60)
+    moved = {site: at for part in parts for site, at in part["moved"].items()}
+    seconds = max(moved.values()) if len(moved) == sites else float("inf")
+    opened: dict[str, float] = {}
+    for part in parts:
+        for wave, at in part["opened"].items():
+            opened[wave] = min(at, opened.get(wave, at))
+    return {"sites": sites, "names": names, "seconds": seconds, "moved": len(moved), "opened": opened,
+            "log": sorted((entry for part in parts for entry in part["log"]), key=lambda entry: entry[1]),
+            "reads": [r for part in parts for r in part["reads"]], "puts": [p for part in parts for p in part["puts"]],
+            "nats_cpu": cpu_seconds(server.process.pid) - cpu_before, "wall": time.monotonic() - start}
+
+
+def records_in_order(url: str) -> list[StatusRecord]:
+    """The records bucket's records in the order they were put (stream revision)."""
+    import nats
+
+    async def read() -> list[StatusRecord]:
+        connection = await nats.connect(url)
+        try:
+            kv = await connection.jetstream().key_value(NatsSettings(servers=[url]).records_bucket)
+            watcher, entries = await kv.watchall(), []
+            async for entry in watcher:
+                if entry is None:
+                    break
+                entries.append(entry)
+            await watcher.stop()
+        finally:
+            await connection.close()
+        return [receive(e.value, e.revision, e.key).record for e in sorted(entries, key=lambda e: e.revision)]
+
+    return asyncio.run(read())
+
+
+# --- what one watching connection per site would cost the server ------------------------------------
+
+def watcher_worker(url: str, watchers: int, expected: int, ready, results) -> None:
+    """``watchers`` connections, each watching the records bucket as NatsChannel does (an ordered
+    consumer over every key); the entries they receive once ``expected`` arrived."""
+    import nats
+
+    async def main() -> None:
+        got, done, connections, tasks = [0], asyncio.Event(), [], []
+
+        async def follow(watcher) -> None:
+            async for entry in watcher:
+                if entry is not None:
+                    got[0] += 1
+                    if got[0] == expected:
+                        done.set()
+
+        for _ in range(watchers):
+            connection = await nats.connect(url, allow_reconnect=False, connect_timeout=30)
+            kv = await connection.jetstream().key_value(NatsSettings(servers=[url]).records_bucket)
+            tasks.append(asyncio.create_task(follow(await kv.watchall())))
+            connections.append(connection)
+        ready.put(watchers)
+        try:
+            await asyncio.wait_for(done.wait(), 300)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for connection in connections:
+                await connection.close()
+        results.put(got[0])
+
+    asyncio.run(main())
+
+
+def delivery_cpu(server: NatsServer, watchers: int = 500, puts: int = 20) -> float:
+    """nats-server CPU per record delivered to one watching connection: ``puts`` records put while
+    ``watchers`` connections watch the bucket."""
+    context = multiprocessing.get_context("spawn")
+    ready, results = context.Queue(), context.Queue()
+    channel = NatsChannel(NatsSettings(servers=[server.url], timeout=30))
+    channel.record("nobody")  # binds (creates) the buckets before the watchers look for them
+    worker = context.Process(target=watcher_worker, args=(server.url, watchers, watchers * puts, ready, results),
+                             daemon=True)
+    worker.start()
+    try:
+        ready.get(timeout=300)
+        before = cpu_seconds(server.process.pid)
+        for number in range(puts):
+            channel.put_record(success_record(f"fan-out-{number:03d}", datetime.now(UTC)))
+        delivered = results.get(timeout=300)
+        return (cpu_seconds(server.process.pid) - before) / delivered
+    finally:
+        channel.close()
+        worker.join(timeout=60)
+
+
+# --- Git mode: the same history, the same instants ---------------------------------------------------
+
+def git_replay(server: object, run: dict, history: list[StatusRecord], scratch: Path) -> dict:
+    """Every logged decision decided again from Git summaries holding the same first k records."""
+    names, labels = run["names"], dict.fromkeys(run["names"], {})
+    by_count: dict[int, list] = {}
+    for entry in run["log"]:
+        by_count.setdefault(entry[2], []).append(entry)
+    summaries = SummaryRefs(GitSource(server.url("summaries"), "main", scratch))  # type: ignore[attr-defined]
+    differ, reads, writes, cpu_before = [], [], [], server_cpu(server)
+    try:
+        for count in range(len(history) + 1):
+            if count in by_count:
+                began = time.monotonic()
+                reports = summaries.reports(GATED)
+                reads.append(time.monotonic() - began)
+                for site, now, _, *nats_said in by_count[count]:
+                    decision = decide_gate(ROLLOUT, GATED, ROLLOUT_ID, site, labels, reports, now)
+                    git_said = [decision.kind, decision.reason, decision.wave, decision.earliest_start]
+                    if git_said != nats_said:
+                        differ.append((site, now, count, nats_said, git_said))
+            if count < len(history):
+                began = time.monotonic()
+                summaries.publish(history[count], GATED, shard_of(history[count].site, names))
+                writes.append(time.monotonic() - began)
+    finally:
+        summaries.close()
+    return {"decisions": len(run["log"]), "differ": differ, "read_p50": statistics.median(reads),
+            "write_p50": statistics.median(writes), "git_cpu": server_cpu(server) - cpu_before,
+            "operations": len(reads) + len(writes)}
+
+
+def git_costs(server: object, scratch: Path, samples: int = 10) -> tuple[float, float]:
+    """Server CPU of one NATS-mode site's Git work: a backstop poll of the fleet branch, and the
+    audit write of a state change to its status ref (a status repo of a few sites)."""
+    source = GitSource(server.url("fleet"), "main", scratch / "poll")  # type: ignore[attr-defined]
+    before = server_cpu(server)
+    for _ in range(samples):
+        source.remote_head()
+    poll = (server_cpu(server) - before) / samples
+    audit = StatusRefs(GitSource(server.url("status"), "main", scratch / "audit"))  # type: ignore[attr-defined]
+    try:
+        before = server_cpu(server)
+        for number in range(samples):
+            audit.write(success_record(f"audit-{number:03d}", datetime.now(UTC)))
+        return poll, (server_cpu(server) - before) / samples
+    finally:
+        audit.close()
+
+
+def git_repos(root: Path) -> None:
+    for name, seed in (("fleet", ROOT / "example-fleet-repo"), ("status", None), ("summaries", None)):
+        bare = init_bare_repo(root, name, seed)
+        for key, value in (("http.receivepack", "true"), ("uploadpack.allowFilter", "true")):
+            run_git(bare, "config", key, value)
+
+
+# --- the report --------------------------------------------------------------------------------------
+
+def print_rollout(run: dict, poll_cpu: float, audit_cpu: float, per_delivery: float) -> dict:
+    seconds, sites = run["seconds"], run["sites"]
+    nats_cores = run["nats_cpu"] / run["wall"]
+    backstop_cpu = sites * (run["wall"] / BACKSTOP) * poll_cpu
+    git_cpu = run["moved"] * audit_cpu + backstop_cpu
+    fan_out = len(run["puts"]) * sites * per_delivery
+    opened = ", ".join(f"{wave} {at:.0f} s" for wave, at in sorted(run["opened"].items(), key=lambda item: item[1]))
+    print(f"NATS rollout, {sites} sites: {seconds:.1f} s (waves opened: {opened}); {run['moved']} moved; "
+          f"{len(run['log'])} decisions; reads p50/p99 {statistics.median(run['reads']) * 1e3:.1f}/"
+          f"{quantile(run['reads'], 99) * 1e3:.1f} ms, puts p50/p99 {statistics.median(run['puts']) * 1e3:.1f}/"
+          f"{quantile(run['puts'], 99) * 1e3:.1f} ms", flush=True)
+    print(f"  server CPU over {run['wall']:.0f} s: nats-server {run['nats_cpu']:.1f} s ({nats_cores:.3f} cores, "
+          f"{run['nats_cpu'] / max(run['moved'], 1) * 1e3:.2f} ms per site moved); Git (audit writes "
+          f"{audit_cpu * 1e3:.0f} ms each, backstop polls {poll_cpu * 1e3:.1f} ms each every {BACKSTOP:.0f} s) "
+          f"{git_cpu:.1f} s ({git_cpu / run['wall']:.3f} cores)", flush=True)
+    print(f"  with one watching connection per site (not simulated): + {fan_out:.0f} s of nats-server CPU for "
+          f"{len(run['puts'])} puts x {sites} deliveries at {per_delivery * 1e6:.0f} us each "
+          f"({fan_out / run['wall']:.1f} cores over the rollout)", flush=True)
+    return {"seconds": seconds, "moved": run["moved"], "opened": run["opened"], "decisions": len(run["log"]),
+            "nats_cores": round(nats_cores, 4), "git_cores": round(git_cpu / run["wall"], 4),
+            "git_cores_audit_off": round(backstop_cpu / run["wall"], 4),
+            "fan_out_cores": round(fan_out / run["wall"], 2)}
+
+
+def main() -> None:
+    args = arguments()
+    print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f}; {args.workers} processes, "
+          f"interval {ROLLOUT_INTERVAL:.0f} s, bake {ROLLOUT.gate.bakeTime}", flush=True)
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        git_repos(root / "srv")
+        with git_server(root / "srv", root / "run") as (git_name, server):
+            print(f"git server: {git_name}", flush=True)
+            poll_cpu, audit_cpu = git_costs(server, root / "costs")
+            with NatsServer(root / "nats-fan-out") as nats_server:
+                per_delivery = delivery_cpu(nats_server)
+            print(f"nats-server CPU per record delivered to one watching connection: {per_delivery * 1e6:.1f} us; "
+                  f"Git server CPU per backstop poll {poll_cpu * 1e3:.1f} ms, per audit write {audit_cpu * 1e3:.1f} ms",
+                  flush=True)
+            compared = None
+            if args.compare_sites:
+                with NatsServer(root / "nats-compare") as nats_server:
+                    small = nats_rollout(nats_server, args.compare_sites, args.workers, args.timeout, seed=1)
+                    history = records_in_order(nats_server.url)
+                print_rollout(small, poll_cpu, audit_cpu, per_delivery)
+                compared = git_replay(server, small, history, root / "replay")
+                nats_per_site = small["nats_cpu"] / max(small["moved"], 1)
+                git_per_site = compared["git_cpu"] / max(small["moved"], 1)
+                print(f"  same decisions as Git mode: {compared['decisions'] - len(compared['differ'])} of "
+                      f"{compared['decisions']} equal (Git replay: roll-up read p50 {compared['read_p50'] * 1e3:.0f} ms, "
+                      f"publish p50 {compared['write_p50'] * 1e3:.0f} ms, server CPU per site moved "
+                      f"{git_per_site * 1e3:.0f} ms against nats-server's {nats_per_site * 1e3:.2f} ms)", flush=True)
+                for site, now, count, nats_said, git_said in compared["differ"][:5]:
+                    print(f"    differs: {site} at {now:%H:%M:%S.%f} on {count} records: NATS {nats_said}, "
+                          f"Git {git_said}", flush=True)
+            with NatsServer(root / "nats") as nats_server:
+                large = nats_rollout(nats_server, args.sites, args.workers, args.timeout, seed=2)
+            figures = print_rollout(large, poll_cpu, audit_cpu, per_delivery)
+    print(f"load average after: {os.getloadavg()[0]:.1f}", flush=True)
+    cores, audit_off = figures["nats_cores"] + figures["git_cores"], figures["nats_cores"] + figures["git_cores_audit_off"]
+    same = compared is None or not compared["differ"]
+    ratio = (git_per_site / nats_per_site) if compared else float("nan")
+    emit("nats_waves", ratio, f"three waves complete, same decisions as Git mode, server <= {TARGET_CORES:.0f} core",
+         large["moved"] == args.sites and same and cores <= TARGET_CORES,
+         f"{args.sites} sites in {large['seconds']:.0f} s, {cores:.2f} cores ({audit_off:.2f} with audit: off), "
+         f"{'same' if same else 'DIFFERENT'} decisions", rollout=figures,
+         compared_sites=args.compare_sites, compared_decisions=compared and compared["decisions"],
+         differing=compared and len(compared["differ"]), poll_cpu_s=poll_cpu, audit_cpu_s=audit_cpu,
+         delivery_cpu_s=per_delivery)
+
+
+if __name__ == "__main__":
+    main()
