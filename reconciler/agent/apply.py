@@ -8,11 +8,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Protocol
 
 from reconciler import reasons
-from reconciler.agent.scoring import Scorer, Scoring
+from reconciler.agent.ports import CanaryMetrics, DriftWatch, Runtime, Vetting
+from reconciler.agent.scoring import Scoring
 from reconciler.agent.statedir import StateDir
 from reconciler.cancel import CancelToken
 from reconciler.delivery.canary import CanaryDecision, CanaryProgress, decide_canary, measured_since
@@ -20,60 +19,14 @@ from reconciler.delivery.model import DeploymentState, HistoryEntry, Installed, 
 from reconciler.delivery.plan import Action, Plan, Target
 from reconciler.delivery.same_version import CHECKS_CHANGED, VERSION_REDEFINED, checks_digest, rollback_target
 from reconciler.errors import Cancelled, NeedsOperator, ReconcilerError, Stalled, Transient
-from reconciler.ingest.artifacts import ArtifactStore, Ingested
+from reconciler.ingest.artifacts import ArtifactStore
 from reconciler.ingest.fetch import RepoRoot
 from reconciler.monitoring.evaluation import EvaluationSummary
 from reconciler.monitoring.windows import DriftSummary
-from reconciler.runtime.metrics import Snapshot, window_stats
+from reconciler.runtime.metrics import window_stats
 from reconciler.status.record import State
 
 log = logging.getLogger(__name__)
-
-
-class Runtime(Protocol):
-    """What apply needs of the serving side (runtime.registry.ModelRegistry)."""
-
-    def activate(self, deployment: str, model: str, version: str, model_path: Path, interface, *,
-                 digest: str | None = None) -> None: ...
-    def start_canary(self, deployment: str, model: str, version: str, model_path: Path, interface, *,
-                     digest: str, weight: int = 0, mirror: bool = False) -> None: ...
-    def set_weight(self, deployment: str, weight: int) -> None: ...
-    def set_mirror(self, deployment: str, mirror: bool) -> None: ...
-    def promote(self, deployment: str) -> None: ...
-    def abort_canary(self, deployment: str) -> None: ...
-    def remove(self, deployment: str) -> None: ...
-    def expect(self, deployments: list[str]) -> None: ...
-    def set_flags(self, flags, site_context) -> None: ...
-    def set_batching(self, policies) -> None: ...
-    def execution_provider(self, deployment: str) -> str | None: ...
-
-
-class Vetting(Scorer, Protocol):
-    """How a version's bytes earn the right to be served (agent.vetting.ArtifactVetting): fetched
-    into the store with their digest and signature checked, then their validation cases passed;
-    and scored on the site's labeled data (Scorer)."""
-
-    def verified(self, target: Target, repo_tree: RepoRoot) -> Ingested: ...
-    def validate(self, target: Target, ingested: Ingested) -> None: ...
-    def verified_profile(self, target: Target, repo_tree: RepoRoot) -> Ingested | None: ...
-
-
-class DriftWatch(Protocol):
-    """What apply tells the runtime's drift counting (runtime.drift_counter.DriftMonitor); the
-    agent hands the same to its batch scheduler, whose runs ``count`` into it."""
-
-    def watch(self, deployment: str, version: str, digest: str, path: Path) -> None: ...
-    def forget(self, deployment: str) -> None: ...
-    def compare(self, deployment: str, stable: str, canary: str) -> None: ...
-    def summaries(self) -> dict[tuple[str, str], DriftSummary]: ...
-    def window_marks(self) -> frozenset[tuple[str, str, int]]: ...
-    def count(self, deployment: str, version: str, inputs, outputs, *, live: bool = True) -> None: ...
-
-
-class CanaryMetrics(Protocol):
-    """What a canary analysis reads of the runtime (runtime.metrics.RuntimeMetrics)."""
-
-    def snapshot(self) -> Snapshot: ...
 
 
 @dataclass(frozen=True)

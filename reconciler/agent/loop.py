@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from reconciler import reasons
-from reconciler.agent.apply import Applier, Outcome, Runtime
-from reconciler.agent.ports import FleetSource, StatusChannel
+from reconciler.agent.apply import Applier, Outcome
+from reconciler.agent.ports import FleetSource, Runtime, StatusChannel
 from reconciler.agent.selfheal import heal_after_failure, heal_at_start
 from reconciler.agent.summary import deployment_statuses, site_record, wave_statuses, with_drift
 from reconciler.agent.telemetry import SiteTelemetry

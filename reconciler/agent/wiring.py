@@ -12,11 +12,11 @@ from datetime import datetime
 from pathlib import Path
 
 from reconciler import reasons
-from reconciler.agent.apply import Applier, CanaryMetrics, Runtime
+from reconciler.agent.apply import Applier
 from reconciler.agent.channel import GitStatusChannel
 from reconciler.agent.inventory import InventoryCache
 from reconciler.agent.loop import Agent, utcnow
-from reconciler.agent.ports import StatusChannel
+from reconciler.agent.ports import CanaryMetrics, Runtime, StatusChannel
 from reconciler.agent.statedir import StateDir
 from reconciler.agent.telemetry import SiteTelemetry
 from reconciler.agent.vetting import ArtifactVetting
