@@ -20,6 +20,7 @@ from reconciler.manifests.types import (
     LabelValue,
     VersionString,
     iana_zone,
+    require_unique,
 )
 
 API_VERSION = "reconciler/v1"
@@ -143,9 +144,7 @@ class Rollout(Strict):
     @classmethod
     def _unique_names(cls, waves: list[Wave]) -> list[Wave]:
         names = [w.name for w in waves]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"wave names must be unique: {', '.join(duplicates)}")
+        require_unique(names, "wave names")
         return waves
 
 
@@ -303,9 +302,7 @@ class Artifact(Strict):
     @classmethod
     def _unique_paths(cls, files: list[ArtifactFile]) -> list[ArtifactFile]:
         paths = [f.path for f in files]
-        duplicates = sorted({p for p in paths if paths.count(p) > 1})
-        if duplicates:
-            raise ValueError(f"file paths must be unique: {', '.join(duplicates)}")
+        require_unique(paths, "file paths")
         nested = sorted({p for p in paths for q in paths if q.startswith(f"{p}/")})
         if nested:
             raise ValueError(f"a file cannot also be a directory of others: {', '.join(nested)}")

@@ -8,6 +8,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from reconciler.manifests.types import require_unique
+
 PEM_PUBLIC_KEY = "-----BEGIN PUBLIC KEY-----"
 
 
@@ -34,9 +36,7 @@ class StatusKey(BaseModel):
 
 def _unique_ids(keys: list[StatusKey]) -> list[StatusKey]:
     ids = [key.id for key in keys]
-    duplicates = sorted({i for i in ids if ids.count(i) > 1})
-    if duplicates:
-        raise ValueError(f"status key ids must be unique: {', '.join(duplicates)}")
+    require_unique(ids, "status key ids")
     return keys
 
 

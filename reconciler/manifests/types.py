@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import Counter
+from collections.abc import Sequence
 from datetime import time, timedelta
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -143,3 +145,11 @@ def iana_zone(name: str) -> str:
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"{name!r} is not an IANA time zone, e.g. 'Europe/Berlin'") from None
     return name
+
+
+def require_unique(values: Sequence[str], what: str) -> None:
+    """ValueError naming every value given more than once (sorted), e.g. ``wave names``."""
+    seen = Counter(values)
+    repeated = sorted(value for value, count in seen.items() if count > 1)
+    if repeated:
+        raise ValueError(f"{what} must be unique: {', '.join(repeated)}")

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from reconciler import reasons
 from reconciler.errors import Stalled
 from reconciler.manifests.models import ModelInterface
+from reconciler.manifests.types import require_unique
 from reconciler.monitoring import stats
 from reconciler.monitoring.binning import count_feature
 
@@ -107,9 +108,7 @@ class Profile(_Strict):
         names = [f.name for f in self.features()]
         if not names:
             raise ValueError("a profile needs at least one feature")
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"feature names must be unique: {', '.join(duplicates)}")
+        require_unique(names, "feature names")
         columns = [(f.tensor, f.column) for f in self.features()]
         if len(set(columns)) != len(columns):
             raise ValueError("each tensor column may be profiled once")
