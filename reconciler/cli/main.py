@@ -14,10 +14,9 @@ from pathlib import Path
 
 from reconciler import __version__
 from reconciler.cancel import CancelToken, cancel_on_signals
+from reconciler.cli.exits import EXIT_BUG, EXIT_FINDING, EXIT_OK, EXIT_USAGE
 from reconciler.errors import Cancelled, NeedsOperator, ReconcilerError, UsageError
 from reconciler.logs import FORMATS, LEVELS, configure_logging
-
-EXIT_OK, EXIT_FINDING, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--grpc-listen", metavar="HOST:PORT", help="also serve the models over gRPC here")
     serve.set_defaults(handler=cmd_serve, log_level="info")
 
-    from reconciler.history.nats_records import add_nats_reading
+    from reconciler.cli.nats_options import add_nats_reading
 
     status = commands.add_parser("status", help="the fleet matrix from the sites' status records in Git or NATS")
     status.add_argument("--repo", default=".", help="fleet repo URL or path (status refs live there; a clone's "
@@ -133,10 +132,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep-running", action="store_true", help="keep the fleet up until Ctrl-C")
     demo.set_defaults(handler=cmd_demo, log_level="info")
 
-    from reconciler.trust.signing import add_subcommands as add_signing_commands
+    from reconciler.cli.keys import add_subcommands as add_signing_commands
 
     add_signing_commands(commands)  # keygen, sign, verify
-    from reconciler.history.report import add_subcommands as add_audit_commands
+    from reconciler.cli.audit import add_subcommands as add_audit_commands
 
     add_audit_commands(commands)  # audit, report
     from reconciler.cli.scaffold import add_subcommands as add_release_commands
@@ -322,7 +321,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from reconciler.cli.drift import status_drift
-    from reconciler.history.nats_records import nats_settings, records_from_nats
+    from reconciler.cli.nats_options import nats_settings
+    from reconciler.history.nats_records import records_from_nats
     from reconciler.history.origin import status_records
     from reconciler.history.timeline import open_fleet
     from reconciler.manifests.loader import load_tree

@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 import re
 
+from reconciler.cli.nats_options import add_nats_access, nats_settings
 from reconciler.errors import UsageError
-from reconciler.history.nats_records import add_nats_access, nats_settings
 
 _COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 

@@ -11,7 +11,6 @@ StatusRefs writes them (same JSON, commit dated with ``writtenAt``)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -25,10 +24,8 @@ from typing import IO
 from pydantic import TypeAdapter
 
 from reconciler import reasons
-from reconciler.errors import UsageError
 from reconciler.gitdoor.git import ISOLATED_ENV
 from reconciler.gitdoor.source import GitSource
-from reconciler.history.report import add_subcommands
 from reconciler.status.gitref import STATUS_FILE, STATUS_REF_PREFIX, StatusRefs, record_json
 from reconciler.status.record import DeploymentStatus, StatusRecord
 
@@ -380,17 +377,3 @@ def _fleet_commit_stream(stream: IO[bytes], sites: int, start: datetime) -> None
     for path, text in files.items():
         data = text.encode()
         stream.write(f"M 100644 inline {path}\n".encode() + b"data %d\n%s\n" % (len(data), data))
-
-
-def run_command(capsys, *argv: str) -> tuple[int, str]:
-    """``audit`` or ``report`` as reconciler.cli.main runs them (a UsageError is exit status 2), with
-    everything printed, the error included, captured from stdout."""
-    parser = argparse.ArgumentParser(prog="reconciler")
-    add_subcommands(parser.add_subparsers())
-    args = parser.parse_args(argv)
-    try:
-        code = args.handler(args)
-    except UsageError as error:
-        print(f"reconciler: {error}")
-        code = 2
-    return code, capsys.readouterr().out

@@ -2,4 +2,4 @@
 reports, and status records fetched from a clone's origin or, for NATS sites, from the records
 bucket."""
 
-__all__ = ["archive", "audit", "nats_records", "origin", "report", "timeline"]
+__all__ = ["archive", "audit", "html_report", "nats_records", "origin", "report", "timeline"]

@@ -1,5 +1,5 @@
-"""``reconciler keygen | sign | verify``: sign model artifacts without cosign, in cosign's formats, so a
-release engineer can switch between the two tools freely.
+"""What ``reconciler keygen | sign | verify`` (reconciler.cli.keys) do: sign model artifacts without
+cosign, in cosign's formats, so a release engineer can switch between the two tools freely.
 
 Key files are cosign's: ``cosign.pub`` is a PEM ``PUBLIC KEY``; ``cosign.key`` is a PEM
 ``ENCRYPTED SIGSTORE PRIVATE KEY`` (older cosign: ``ENCRYPTED COSIGN PRIVATE KEY``) whose body is the
@@ -10,12 +10,10 @@ or from a prompt on a terminal.
 Signatures are those of ``cosign sign-blob --key``: the ``.sig`` file is the base64 of an ASN.1 DER
 ECDSA signature over SHA-256 of the file, and the bundle is a Sigstore bundle v0.3 with a
 ``messageSignature`` and a public-key hint. Being offline, the bundle has no transparency-log entry.
-Verification is ``reconciler.trust``'s, the very code a site agent runs; the commands here only
-read files and print."""
+Verification is ``reconciler.trust``'s, the very code a site agent runs."""
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import getpass
@@ -37,7 +35,6 @@ from reconciler import reasons, trust
 from reconciler.errors import Stalled, UsageError
 from reconciler.trust.bundles import IN_TOTO_PAYLOAD_TYPE, pae
 
-EXIT_OK, EXIT_FINDING, EXIT_USAGE = 0, 1, 2
 CHUNK_SIZE = 1 << 20
 
 SIGSTORE_KEY_LABEL = "ENCRYPTED SIGSTORE PRIVATE KEY"
@@ -177,7 +174,7 @@ def write_key_pair(prefix: Path, password: bytes) -> tuple[Path, Path]:
 
 def load_signing_key(path: Path) -> ec.EllipticCurvePrivateKey:
     """The private key in ``path``, asking for the password only when the key is encrypted."""
-    pem = _read(path, reasons.SigningKeyInvalid, "private key")
+    pem = read_named(path, reasons.SigningKeyInvalid, "private key")
     return decrypt_private_key(pem, read_password() if is_encrypted_key(pem) else b"")
 
 
@@ -192,7 +189,8 @@ def write_new_file(path: Path, content: bytes, mode: int) -> None:
         out.write(content)
 
 
-def _read(path: Path, reason: str, what: str) -> bytes:
+def read_named(path: Path, reason: str, what: str) -> bytes:
+    """The bytes of ``path``; Stalled(``reason``) naming it as ``what`` when it cannot be read."""
     try:
         return path.read_bytes()
     except OSError as exc:
@@ -267,88 +265,3 @@ def sha256_file(path: Path) -> bytes:
     except OSError as exc:
         raise Stalled(reasons.FileUnreadable, f"cannot read {path}: {exc.strerror}") from None
     return sha.digest()
-
-
-# --- commands -------------------------------------------------------------------------------------
-
-def add_subcommands(commands: argparse._SubParsersAction) -> None:
-    keygen = commands.add_parser("keygen", help="create a cosign-compatible key pair (PREFIX.key, PREFIX.pub)")
-    keygen.add_argument("--output-prefix", "--output-key-prefix", dest="output_prefix", type=Path,
-                        default=Path("cosign"), help="where to write the key pair (default: ./cosign)")
-    keygen.set_defaults(handler=cmd_keygen)
-
-    sign = commands.add_parser("sign", help="sign a file as `cosign sign-blob --key` does")
-    sign.add_argument("file", type=Path)
-    sign.add_argument("--key", required=True, type=Path, help="private key (cosign encrypted, or unencrypted PEM)")
-    sign.add_argument("--output-signature", type=Path, help="where to write the .sig (default: FILE.sig)")
-    sign.add_argument("--bundle", type=Path, help="also write a Sigstore bundle here")
-    sign.set_defaults(handler=cmd_sign)
-
-    verify = commands.add_parser("verify", help="verify a file's cosign signature or Sigstore bundle")
-    verify.add_argument("file", type=Path)
-    verify.add_argument("--key", dest="keys", action="append", type=Path, default=[],
-                        help="trusted public key PEM (repeatable)")
-    verify.add_argument("--identity", help="keyless: the certificate identity (e.g. an e-mail or workflow URL)")
-    verify.add_argument("--issuer", help="keyless: the OIDC issuer URL")
-    verify.add_argument("--trusted-root", type=Path,
-                        help="keyless: Sigstore trusted_root.json (default: the public Sigstore root, read offline)")
-    material = verify.add_mutually_exclusive_group()
-    material.add_argument("--signature", type=Path, help="cosign .sig file (default: FILE.sig)")
-    material.add_argument("--bundle", type=Path, help="Sigstore or model_signing bundle (the format is read from the content)")
-    verify.set_defaults(handler=cmd_verify)
-
-
-def cmd_keygen(args: argparse.Namespace) -> int:
-    key_path, pub_path = write_key_pair(args.output_prefix, read_password(confirm=True))
-    key = trust.load_public_key(pub_path.read_bytes(), str(pub_path))
-    print(f"Private key written to {key_path}")
-    print(f"Public key written to {pub_path} (key id {key.key_id})")
-    return EXIT_OK
-
-
-def cmd_sign(args: argparse.Namespace) -> int:
-    key = load_signing_key(args.key)
-    result = sign_file(args.file, key)
-    signature_path = args.output_signature or _sibling(args.file, ".sig")
-    _write(signature_path, result.cosign_signature)
-    print(f"Signed {args.file} with {_key_name(args.key, key.public_key())}")
-    print(f"Signature written to {signature_path}")
-    if args.bundle:
-        _write(args.bundle, result.bundle)
-        print(f"Bundle written to {args.bundle}")
-    return EXIT_OK
-
-
-def cmd_verify(args: argparse.Namespace) -> int:
-    if bool(args.identity) != bool(args.issuer):
-        raise UsageError("--identity and --issuer go together")
-    if not args.keys and not args.identity:
-        raise UsageError("verify needs --key PUB, or --identity ID with --issuer URL")
-    keys = tuple(trust.load_public_key(_read(path, reasons.TrustKeyInvalid, "public key"), str(path)) for path in args.keys)
-    identities = (trust.KeylessIdentity(args.identity, args.issuer),) if args.identity else ()
-    roots = trust.TrustRoots(keys=keys, identities=identities, sigstore_trusted_root=args.trusted_root)
-    signature_path = args.bundle or args.signature or _sibling(args.file, ".sig")
-    signature = _read(signature_path, reasons.SignatureMissing, "signature")
-    digest = sha256_file(args.file)
-    try:
-        verified = trust.verify_artifact_signature(digest, args.file.name, signature, None, roots)
-    except Stalled as exc:
-        raise exc.add_context(f"{args.file} with {signature_path}") from None
-    print(f"Verified OK: {args.file}: {verified}")
-    return EXIT_OK
-
-
-def _sibling(path: Path, suffix: str) -> Path:
-    return path.with_name(path.name + suffix)
-
-
-def _key_name(path: Path, public_key: ec.EllipticCurvePublicKey) -> str:
-    return str(trust.TrustedKey(name=str(path), public_key=public_key))
-
-
-def _write(path: Path, content: bytes) -> None:
-    try:
-        path.write_bytes(content)
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
-

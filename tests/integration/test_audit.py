@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from audit_commands import run_command
 from fleetfactory import DIGEST_A, DIGEST_B, artifact, deployment, fleet_repo, model, site
 
 from reconciler.devtools.audit_history import (
@@ -35,7 +36,6 @@ from reconciler.devtools.audit_history import (
     bulk_site,
     expected_served_at,
     minutes,
-    run_command,
     scripted_history,
 )
 from reconciler.devtools.githttp import GitHttpServer

@@ -11,6 +11,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from audit_commands import run_command
 from fleetfactory import deployment, fleet_repo, model, site
 
 from reconciler.devtools.audit_history import (
@@ -19,7 +20,6 @@ from reconciler.devtools.audit_history import (
     SITES,
     ScriptedHistory,
     minutes,
-    run_command,
     scripted_history,
 )
 from reconciler.history.audit import DeploymentChange, FleetCommit, FleetTrail, Signature
