@@ -37,16 +37,18 @@ from reconciler.trust import KeylessIdentity, TrustedKey, TrustRoots, load_priva
 def build_agent(config: SiteConfig, runtime: Runtime | None, metrics: CanaryMetrics | None = None,
                 wake: threading.Event | None = None, stop: CancelToken | None = None,
                 telemetry: SiteTelemetry | None = None, clock: Callable[[], datetime] = utcnow,
-                state_dir: StateDir | None = None) -> Agent:
+                state_dir: StateDir | None = None, trust_roots: TrustRoots | None = None) -> Agent:
     """``runtime`` and ``metrics`` come from ``serving`` (None: a site without ``--listen``); ``stop``
-    (set on SIGTERM) cuts the work in flight short; ``state_dir``: one the caller has locked already."""
+    (set on SIGTERM) cuts the work in flight short; ``state_dir``: one the caller has locked already;
+    ``trust_roots``: ones the caller has loaded already (else config's are loaded here)."""
     telemetry = telemetry or SiteTelemetry(config.site)
     source = GitSource(config.repo, config.branch, config.state / "cache" / "fleet.git")
     status_source = source if config.status_repo is None else \
         GitSource(config.status_repo, config.branch, config.state / "cache" / "status.git")
     wake = wake or threading.Event()
     status = build_status_channel(config, status_source, wake)
-    applier = build_applier(state_dir or StateDir(config.state), runtime, load_trust_roots(config), config, metrics, stop, telemetry)
+    applier = build_applier(state_dir or StateDir(config.state), runtime, trust_roots or load_trust_roots(config),
+                            config, metrics, stop, telemetry)
     caches = [source] if status_source is source else [source, status_source]
     return Agent(config, source=source, status=status, applier=applier, runtime=runtime, clock=clock,
                  caches=caches, telemetry=telemetry, wake=wake,

@@ -276,15 +276,17 @@ def run_agent(config, once: bool) -> int:
     from reconciler.agent.sdnotify import QUIET_STEP_SECONDS, keep_watchdog, notify
     from reconciler.agent.statedir import StateDir
     from reconciler.agent.telemetry import SiteTelemetry
-    from reconciler.agent.wiring import build_agent, serving
+    from reconciler.agent.wiring import build_agent, load_trust_roots, serving
 
     wake, stop, telemetry = threading.Event(), CancelToken(), SiteTelemetry(config.site)
     cancel_on_signals(stop, also=wake)
     state_dir = StateDir(config.state)
     state_dir.lock()  # before the port opens: a second agent on this state says so, and serves nothing
+    trust_roots = load_trust_roots(config)  # so does a trust key that cannot be read
     with serving(config.listen, config.site, wake, telemetry, config.grpc_listen,
                  config.execution_providers) as (registry, metrics):
-        agent = build_agent(config, registry, metrics, wake, stop, telemetry, state_dir=state_dir)
+        agent = build_agent(config, registry, metrics, wake, stop, telemetry, state_dir=state_dir,
+                            trust_roots=trust_roots)
         agent.start()
         notify("READY=1")  # serving the last good state: systemd's Type=notify may start what waits on us
         quiet_bound = config.interval_seconds * (1 + config.jitter) + QUIET_STEP_SECONDS

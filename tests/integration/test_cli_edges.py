@@ -141,6 +141,16 @@ def test_a_second_agent_on_a_held_state_directory_is_refused_before_it_opens_its
     assert "serving on" not in done.stderr
 
 
+def test_an_unreadable_trust_key_stops_the_agent_before_it_opens_its_port(tmp_path):
+    from reconciler.devtools.processes import free_port
+
+    done = reconciler("run", "--once", "--repo", str(tmp_path / "fleet"), "--site", SITE, "--state",
+                      str(tmp_path / "state"), "--listen", f"127.0.0.1:{free_port()}",
+                      "--trust-key", str(tmp_path / "release.pub"))
+    assert done.returncode == 2 and "TrustKeyUnreadable" in done.stderr
+    assert "serving on" not in done.stderr
+
+
 def test_an_agent_that_cannot_listen_stops_at_once_with_exit_2(tmp_path):
     """A listen address in use needs an operator: no retry, one sentence naming the reason."""
     with socket.create_server(("127.0.0.1", 0)) as taken:
