@@ -6,16 +6,12 @@ the model, or not there, is refused and the repo is left as it was."""
 from __future__ import annotations
 
 import hashlib
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from test_release import TIMEOUT, commented_fleet, deployment_yaml, reconciler, tree  # noqa: F401 (a fixture)
+from test_release import commented_fleet, deploy_to_one_site, reconciler, tree  # noqa: F401 (a fixture)
 
-from reconciler.devtools.githttp import GitHttpServer, init_bare_repo
 from reconciler.devtools.onnx_builder import split_external_data
 
 
@@ -43,18 +39,7 @@ def test_a_model_with_external_data_is_released_with_its_files_and_a_real_site_d
     assert version["artifacts"][0]["files"] == [{
         "path": "weights/w.bin", "digest": f"sha256:{hashlib.sha256(weights).hexdigest()}", "size": len(weights),
         "signature": {"uri": "models/churn/1.1.0/weights/w.bin.sig", "format": "cosign"}}]
-    (fleet / "deployments").mkdir()
-    (fleet / "deployments" / "churn.yaml").write_text(deployment_yaml("churn", "1.1.0"))
-    assert reconciler("validate", fleet) == 0
-
-    init_bare_repo(tmp_path / "srv", "fleet", source_dir=fleet)
-    with GitHttpServer(tmp_path / "srv") as server:
-        done = subprocess.run(
-            [sys.executable, "-m", "reconciler", "run", "--once", "--repo", server.url("fleet"), "--site", "store-1",
-             "--state", str(tmp_path / "site"), "--trust-key", str(commented_fleet["pub"])],
-            capture_output=True, text=True, timeout=TIMEOUT)
-    assert done.returncode == 0, done.stderr[-2000:]
-    record = json.loads(done.stdout)
+    record = deploy_to_one_site(fleet, tmp_path, commented_fleet["pub"])
     assert (record["deployments"]["churn"]["state"], record["deployments"]["churn"]["activeVersion"]) == ("success", "1.1.0")
     [directory] = (tmp_path / "site" / "models").iterdir()
     assert (directory / "weights" / "w.bin").read_bytes() == weights

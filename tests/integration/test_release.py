@@ -104,6 +104,22 @@ spec:
 """
 
 
+def deploy_to_one_site(fleet: Path, tmp_path: Path, trust_key: Path) -> dict:
+    """The released churn 1.1.0, deployed: the fleet validates, and one real site (`run --once`
+    from a git smart-HTTP server) converges on it; its status record."""
+    (fleet / "deployments").mkdir()
+    (fleet / "deployments" / "churn.yaml").write_text(deployment_yaml("churn", "1.1.0"))
+    assert reconciler("validate", fleet) == 0
+    init_bare_repo(tmp_path / "srv", "fleet", source_dir=fleet)
+    with GitHttpServer(tmp_path / "srv") as server:
+        done = subprocess.run(
+            [sys.executable, "-m", "reconciler", "run", "--once", "--repo", server.url("fleet"), "--site", "store-1",
+             "--state", str(tmp_path / "site"), "--trust-key", str(trust_key)],
+            capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
 @pytest.fixture
 def commented_fleet(tmp_path: Path) -> dict:
     """A fresh fleet (`init`) whose Model file was written by a person: comments, a folded string,
@@ -152,18 +168,7 @@ def test_add_version_changes_only_the_new_versions_lines_and_a_real_site_deploys
         "uri": "models/churn/1.1.0/churn.onnx", "digest": f"sha256:{hashlib.sha256(data).hexdigest()}",
         "size": len(data), "signature": {"uri": "models/churn/1.1.0/churn.onnx.sig", "format": "cosign"}}]
     assert entry["validation"] == yaml.safe_load(commented_fleet["cases"].read_text())
-    (fleet / "deployments").mkdir()
-    (fleet / "deployments" / "churn.yaml").write_text(deployment_yaml("churn", "1.1.0"))
-    assert reconciler("validate", fleet) == 0
-
-    init_bare_repo(tmp_path / "srv", "fleet", source_dir=fleet)
-    with GitHttpServer(tmp_path / "srv") as server:
-        done = subprocess.run(
-            [sys.executable, "-m", "reconciler", "run", "--once", "--repo", server.url("fleet"), "--site", "store-1",
-             "--state", str(tmp_path / "site"), "--trust-key", str(commented_fleet["pub"])],
-            capture_output=True, text=True, timeout=TIMEOUT)
-    assert done.returncode == 0, done.stderr[-2000:]
-    record = json.loads(done.stdout)
+    record = deploy_to_one_site(fleet, tmp_path, commented_fleet["pub"])
     assert record["deployments"]["churn"]["activeVersion"] == "1.1.0"
     assert record["deployments"]["churn"]["state"] == "success"
 
