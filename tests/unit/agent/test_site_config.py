@@ -46,13 +46,21 @@ def refusal(tmp_path: Path, text: str, **overrides: object) -> list[str]:
     ("- site\n", "site.yaml:1:1: error: a site config is a mapping of settings"),
     ("repo: x\nstate: s\n", "site.yaml:1:1: error: site: required field is missing"),
     ("a: &loop [*loop]\n", "site.yaml:1:1: error: a: unknown field (allowed: site, repo, branch, state, listen, "
-                            "grpcListen, statusRepo, summaryRepo, fetchSpread, interval, staleAfter, jitter, trustKeys, trustIdentities, sigstoreTrustedRoot, statusKeys, "
+                            "grpcListen, statusRepo, summaryRepo, fetchSpread, interval, headBeacon, staleAfter, jitter, trustKeys, trustIdentities, sigstoreTrustedRoot, statusKeys, "
                             "acceptHistory, commitPolicy, forge, gateSource, nats, validation, fetch, batch, executionProviders, "
                             "inventoryDir, evaluation, evaluationInterval)"),
+    (GOOD + "headBeacon:\n  url: git.example/fleet.head\n",
+     "site.yaml:5:8: error: headBeacon.url: must be an http(s) URL such as https://git.example/fleet.git.head"),
+    (GOOD + "headBeacon:\n  url: https://u:p@git.example/fleet.head\n",
+     "site.yaml:5:8: error: headBeacon.url: credentials in the URL are refused; give them in fetch.auth for its host"),
+    (GOOD + "headBeacon:\n  url: https://git.example/fleet.head\n  backstop: soon\n",
+     "site.yaml:6:13: error: headBeacon.backstop:"),
+    (GOOD + "headBeacon: https://git.example/fleet.head\n",
+     "site.yaml:4:13: error: headBeacon: should be a mapping"),
     (GOOD + 'trustKeys: ["k\\x00.pub"]\n', "site.yaml:4:13: error: a NUL character cannot be in a setting (nor in a path)"),
 ])
 def test_a_mistake_in_site_yaml_is_refused_at_its_line(tmp_path, text, said):
-    assert said in refusal(tmp_path, text)
+    assert any(line.startswith(said) for line in refusal(tmp_path, text))
 
 
 def test_every_mistake_is_said_at_once(tmp_path):
@@ -126,3 +134,10 @@ def test_grpc_listen_from_site_yaml_or_the_command_line(tmp_path):
     assert load_site_config(path, {"grpcListen": "127.0.0.1:9001"}).grpc_listen == ("127.0.0.1", 9001)
     path.write_text(GOOD + "listen: 127.0.0.1:8080\n")
     assert load_site_config(path, {}).grpc_listen is None
+
+
+def test_a_head_beacon_with_its_default_backstop(tmp_path):
+    path = tmp_path / "site.yaml"
+    path.write_text(GOOD + "headBeacon:\n  url: https://git.example/fleet.git.head\n")
+    beacon = load_site_config(path, {}).head_beacon
+    assert (beacon.url, beacon.backstop.total_seconds()) == ("https://git.example/fleet.git.head", 600)
