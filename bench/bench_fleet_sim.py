@@ -14,7 +14,7 @@ summaries in a namespace of their own). Then:
 2. a poll phase: N simulated sites, each polling every ``--interval`` seconds ± 10 % from a
    random phase for ``--duration`` seconds, on a pool of threads (each poll is a git process);
    latency is measured from each poll's intended start, so a late start counts (no coordinated
-   omission). Server CPU and bytes are counted at the server (bench/git_nginx.py).
+   omission). Server CPU and bytes are counted at the server (reconciler/devtools/nginxgit.py).
 
 3. a commit's fetch wave, at once and spread, and a time-compressed three-wave rollout in Git
    mode with summaries (bench/fleet_waves.py says how).
@@ -45,8 +45,8 @@ from pathlib import Path
 import git
 from common import ROOT, emit, machine
 from fleet_waves import FetchReplay, default_spread, fetch_wave, new_commit, three_wave_rollout
-from git_nginx import NAME as NGINX
-from git_nginx import NginxGitServer, available
+from reconciler.devtools.nginxgit import NAME as NGINX
+from reconciler.devtools.nginxgit import NginxGitServer, available
 
 from reconciler.delivery.gates import decide_gate, site_report
 from reconciler.delivery.summary import encode, fold, shard_of
