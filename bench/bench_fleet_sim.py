@@ -45,12 +45,12 @@ from pathlib import Path
 import git
 from common import ROOT, emit, machine
 from fleet_waves import FetchReplay, default_spread, fetch_wave, new_commit, three_wave_rollout
-from reconciler.devtools.nginxgit import NAME as NGINX
-from reconciler.devtools.nginxgit import NginxGitServer, available
 
 from reconciler.delivery.gates import decide_gate, site_report
 from reconciler.delivery.summary import encode, fold, shard_of
 from reconciler.devtools.githttp import GitHttpServer, init_bare_repo, run_git
+from reconciler.devtools.nginxgit import NAME as NGINX
+from reconciler.devtools.nginxgit import NginxGitServer, available
 from reconciler.gitdoor.source import GitSource
 from reconciler.manifests.models import Rollout
 from reconciler.status.gitref import STATUS_FILE, STATUS_REF_PREFIX, StatusRefs, record_json

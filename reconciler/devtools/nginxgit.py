@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import stat
 import signal
 import socket
+import stat
 import subprocess
 import time
 from pathlib import Path
