@@ -1,5 +1,6 @@
-"""The head beacon end to end: nginx + fcgiwrap + git http-backend serving the example fleet, the
-shipped post-receive hook writing ``fleet.git.head``, and a real agent polling it. A push moves
+"""The head beacon end to end: nginx + fcgiwrap + git http-backend serving the example fleet (else,
+where they are not installed, reconciler's own server, devtools/githttp.py, serving the file),
+the shipped post-receive hook writing ``fleet.git.head``, and a real agent polling it. A push moves
 the beacon and the next poll converges; a poll answered 304 starts no git process at the server;
 a beacon that is stuck, answers 500 or garbage, or is not there at all never keeps a push from
 the site (the failures fall back to git at once, the stuck one at its backstop)."""
@@ -15,26 +16,25 @@ import pytest
 
 from reconciler.agent.loop import Agent
 from reconciler.agent.wiring import build_agent
-from reconciler.devtools.githttp import init_bare_repo, run_git
+from reconciler.devtools.githttp import GitHttpServer, init_bare_repo, run_git
 from reconciler.devtools.nginxgit import NginxGitServer, available, install_beacon_hook
 from reconciler.devtools.processes import free_port
 from reconciler.devtools.testing import EXAMPLE, FleetRemote, copy_example, git, without_progressive_delivery
 from reconciler.settings import SiteConfig
 
-pytestmark = pytest.mark.skipif(not available(), reason="nginx and fcgiwrap are not installed (make bench-deps): "
-                                                        "the beacon is tested as production serves it")
 SITE = "store-boston-01"
 BACKSTOP = 600.0
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[FleetRemote, NginxGitServer]]:
+def served(tmp_path: Path) -> Iterator[tuple[FleetRemote, NginxGitServer | GitHttpServer]]:
     source = without_progressive_delivery(copy_example(tmp_path / "example"))
     bare = init_bare_repo(tmp_path / "srv", "fleet", source_dir=source)
     for key in ("http.receivepack", "uploadpack.allowFilter"):  # pushes (status refs too), partial clones
         run_git(bare, "config", key, "true")
     install_beacon_hook(bare)
-    with NginxGitServer(tmp_path / "srv", tmp_path / "run", workers=2) as server:
+    nginx = NginxGitServer(tmp_path / "srv", tmp_path / "run", workers=2) if available() else None
+    with nginx or GitHttpServer(tmp_path / "srv") as server:
         url = server.url("fleet")
         git("clone", "-q", url, str(tmp_path / "clone"), cwd=tmp_path)
         yield FleetRemote(server, url, bare, tmp_path / "clone"), server
@@ -52,8 +52,10 @@ def site(fleet: FleetRemote, tmp_path: Path, beacon_url: str) -> tuple[Agent, li
     return agent, now
 
 
-def backend_runs(server: NginxGitServer) -> int:
-    """git http-backend processes the server has run (each logs its CPU time)."""
+def backend_runs(server: NginxGitServer | GitHttpServer) -> int:
+    """git http-backend processes the server has run (under nginx each logs its CPU time)."""
+    if isinstance(server, GitHttpServer):
+        return server.requests
     return len((server.run / "times.log").read_text().splitlines())
 
 
