@@ -127,19 +127,30 @@ def test_a_failing_beacon_falls_back_to_git_at_once(served, tmp_path, failing_be
         agent.stop()
 
 
-def test_a_stuck_beacon_delays_a_push_until_the_backstop(served, tmp_path):
+@pytest.mark.parametrize("stuck", ["hook gone", "another repository's beacon"])
+def test_a_stuck_beacon_delays_a_push_until_the_backstop(served, tmp_path, stuck):
     fleet, server = served
-    agent, now = site(fleet, tmp_path, server.beacon_url("fleet"))
+    if stuck == "hook gone":
+        url = server.beacon_url("fleet")
+    else:  # names a commit git does not have at this branch, and never moves
+        install_beacon_hook(init_bare_repo(server.root, "other", source_dir=tmp_path / "example" / "sites"))
+        url = server.beacon_url("other")
+    agent, now = site(fleet, tmp_path, url)
     try:
         first = agent.reconcile_once()
+        now[0] = 30
+        assert agent.reconcile_once().noop  # the beacon's first answer, and its ETag
         (fleet.bare / "hooks" / "post-receive").unlink()  # the beacon stops moving
         pushed = push_change(fleet, "the beacon never hears of this\n")
         seen = []
-        for tick in range(1, 21):
+        for tick in range(2, 23):
             now[0] = 30 * tick
             seen.append(agent.reconcile_once().head)
-        assert seen[:19] == [first.head] * 19  # 304s: nothing moved, as far as the beacon says
-        assert seen[19] == pushed  # at 600 s the backstop's git ls-remote
+        moved = seen.index(pushed)
+        assert seen[:moved] == [first.head] * moved  # 304s: nothing moved, as far as the beacon says
+        assert set(seen[moved:]) == {pushed}
+        # git asked last at 0 s or 30 s (when the beacon named another commit): then the backstop
+        assert 30 * (moved + 2) in (BACKSTOP, BACKSTOP + 30)
         assert agent.last_record.observedCommit == pushed
     finally:
         agent.stop()
