@@ -75,7 +75,7 @@ class BeaconedHeads:
     def _ask_git(self, now: float, named: str | None) -> str:
         try:
             head = self.git_head()
-        except BaseException:
+        except Exception:
             self.git_due = now  # a move the beacon told of must not wait for the backstop
             raise
         self.known, self.git_due = head, now + self.backstop
