@@ -126,3 +126,23 @@ def test_grpc_listen_from_site_yaml_or_the_command_line(tmp_path):
     assert load_site_config(path, {"grpcListen": "127.0.0.1:9001"}).grpc_listen == ("127.0.0.1", 9001)
     path.write_text(GOOD + "listen: 127.0.0.1:8080\n")
     assert load_site_config(path, {}).grpc_listen is None
+
+
+_FORGE = "forge:\n  kind: github\n  repository: o/r\n"
+
+
+@pytest.mark.parametrize(("section", "said", "secret"), [
+    (_FORGE + "  apiUrl: https://api.github.com\n  tokenEnv: ghp_s3cretT0ken\n",
+     "forge.tokenEnv: tokenEnv must be the name of an environment variable (A-Z, 0-9, _), not the token",
+     "s3cretT0ken"),
+    (_FORGE + "  apiUrl: https://bot:hunter2@api.github.com\n  tokenEnv: T\n",
+     "forge.apiUrl: apiUrl must not carry credentials: name the token's variable in tokenEnv "
+     "(got 'https://bot:***@api.github.com')", "hunter2"),
+    ("nats:\n  servers: [nats://h:1]\n  tokenEnv: s3cret-t0ken\n",
+     "nats.tokenEnv: tokenEnv must be the name of an environment variable (A-Z, 0-9, _), not the token", "s3cret"),
+])
+def test_a_secret_put_where_its_name_belongs_is_refused_without_echoing_it(tmp_path, section, said, secret):
+    """Refusals are printed in CI logs and pull-request comments."""
+    said_lines = refusal(tmp_path, GOOD + section)
+    assert any(said in line for line in said_lines), said_lines
+    assert secret not in "\n".join(said_lines)
