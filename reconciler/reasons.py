@@ -245,6 +245,7 @@ StatusRecordIgnored = _outcome("StatusRecordIgnored", _TICK, "a site's status re
 InventoryFactRefused = _outcome("InventoryFactRefused", _TICK, "a line of an inventory.d executable is no key=value fact: left out")
 InventoryFailed = _outcome("InventoryFailed", _TICK, "the site's inventory could not be collected: the last one stays")
 NotifyFailed = _outcome("NotifyFailed", _TICK, "systemd's NOTIFY_SOCKET did not take a readiness message")
+WatchdogWithheld = _outcome("WatchdogWithheld", _TICK, "the agent showed no sign of life within the bound: the systemd watchdog is not pinged, so systemd restarts it")
 ExecutionProviderUnavailable = _outcome("ExecutionProviderUnavailable", _TICK, "an executionProvider of site.yaml is not in this onnxruntime: skipped")
 EvaluationPending = _outcome("EvaluationPending", _TICK, "the evaluation gate: too few earlier sites or examples have reported scores yet")
 DriftedSites = _outcome("DriftedSites", _TICK, "more sites of the earlier waves report drift than maxDriftedSites: the wave waits")

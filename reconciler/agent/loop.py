@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from reconciler import reasons
 from reconciler.agent.apply import Applier, Outcome
@@ -21,6 +21,7 @@ from reconciler.agent.selfheal import heal_after_failure, heal_at_start
 from reconciler.agent.summary import deployment_statuses, site_record, wave_statuses, with_drift
 from reconciler.agent.telemetry import SiteTelemetry
 from reconciler.batch.scheduler import ActiveModels, BatchScheduler
+from reconciler.delivery.evidence import SITE_CONDITIONS
 from reconciler.delivery.fleet_reports import FleetReports
 from reconciler.delivery.model import SiteState
 from reconciler.delivery.plan import Plan, plan_site
@@ -45,6 +46,10 @@ FINDINGS_IN_MESSAGE = 5
 # many per second (at most over half the interval): a fetch of a new commit costs the server
 # several times a no-op poll (bench/bench_fleet_sim.py)
 FETCH_WAVE_RATE = 50.0
+# A site condition (a 404 from a registry the model reaches after the merge, a token set after the
+# start, a disk freed) is fixed outside Git, so it is looked at again without a new commit: after one
+# interval, then twice as long each time, up to this (or the interval, when that is longer).
+SITE_CONDITION_RECHECK_CAP = timedelta(minutes=10)
 
 
 def utcnow() -> datetime:
@@ -119,6 +124,8 @@ class Agent:
         self.pause = pause or (lambda seconds: self.stopping.wait(seconds))  # True: stopped while pausing
         self.known_head: str | None = None  # the newest head this agent has learned of
         self.fleet_size = 0  # sites in the last fleet loaded: the default fetch spread grows with it
+        self.site_condition_runs = 0  # reconciles in a row that ended on a site condition
+        self.recheck_at: datetime | None = None  # when a site condition is looked at again, same head or not
         self.batch = BatchScheduler(config.state, config.batch, ActiveModels(config.state, runtime),
                                     lambda: self.state_dir.load(config.site), on_run=self._batch_ran,
                                     drift=applier.drift)
@@ -190,7 +197,7 @@ class Agent:
         run.head = self.heads.remote_head()
         self.last_contact = run.now
         if run.head == self.reconciled_head and not self.watching and not self.applier.drift_news() \
-                and not self.applier.scoring.due(run.now):
+                and not self.applier.scoring.due(run.now) and not self._recheck_due(run.now):
             run.unchanged = True
             return
         if self._spread_fetch(run.head):
@@ -284,9 +291,22 @@ class Agent:
             return ReconcileResult(run.head, None, record, run.error)
         retry = any(o.error and o.error.retry for o in run.outcomes) or any(a.kind == "prefetch" for a in run.plan.actions)
         self.reconciled_head = None if retry else run.head
+        self._schedule_recheck(run)
         self.watching = run.plan.watching
         self._log_plan(run.outcomes, record, before)
         return ReconcileResult(run.head, run.plan, record)
+
+    def _schedule_recheck(self, run: Run) -> None:
+        if not any(o.error and o.error.reason in SITE_CONDITIONS for o in run.outcomes):
+            self.site_condition_runs, self.recheck_at = 0, None
+            return
+        self.site_condition_runs += 1
+        interval = self.config.interval_seconds
+        cap = max(interval, SITE_CONDITION_RECHECK_CAP.total_seconds())
+        self.recheck_at = run.now + timedelta(seconds=exponential(interval, self.site_condition_runs, cap=cap))
+
+    def _recheck_due(self, now: datetime) -> bool:
+        return self.recheck_at is not None and now >= self.recheck_at
 
     def _record(self, run: Run) -> StatusRecord:
         deployments = with_drift(deployment_statuses(run.now, run.state, run.plan, run.outcomes, self.last_record,

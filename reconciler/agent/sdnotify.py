@@ -76,7 +76,7 @@ def keep_watchdog(last_beat: Callable[[], float], quiet_bound: float, stop: thre
                 notify("WATCHDOG=1", environ)
             else:
                 log.error("no heartbeat for %.0f s: not pinging systemd's watchdog", clock() - last_beat(),
-                          extra={"reason": reasons.NotifyFailed})
+                          extra={"reason": reasons.WatchdogWithheld})
 
     thread = threading.Thread(target=ping, name="sd-watchdog", daemon=True)
     thread.start()

@@ -7,13 +7,17 @@ size pinned, and the entries together no larger than the site's ``fetch.maxBytes
 a cut-off download starts the layer again.
 
 A layer (by digest) once read to its end and found safe need not be read past the member again: the
-next file of a multi-file model out of the same layer stops at its own member."""
+next file of a multi-file model out of the same layer stops at its own member. The proof is kept
+with the size the entries came to, since it holds only under a ``max_bytes`` at least that large
+(two deployments may set different limits), and for the newest layers only: it is a fact about
+content-addressed bytes, so it is process-wide, but it must not grow with every layer ever read."""
 
 from __future__ import annotations
 
 import io
 import posixpath
 import tarfile
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 
@@ -23,7 +27,8 @@ from reconciler.ingest.fetch import Body, Opened
 
 __all__ = ["archive_member"]
 
-_PROVEN_SAFE: set[str] = set()  # digests of layers read to their end with no entry refused
+_PROVEN_SAFE: OrderedDict[str, int] = OrderedDict()  # layer digest -> its entries' size, read to the end, none refused
+_PROVEN_KEPT = 64  # layers: more than the files of any one model
 
 
 @contextmanager
@@ -93,12 +98,16 @@ class _Entries:
             raise Stalled(reasons.ArtifactTooLarge, f"{self.uri}: the archive layer unpacks to more than {self.max_bytes} bytes")
 
     def read_rest(self) -> None:
-        if self.layer in _PROVEN_SAFE:
+        proven = _PROVEN_SAFE.get(self.layer) if self.layer is not None else None
+        if proven is not None and proven <= self.max_bytes:
             return
         for _ in self:
             pass
         if self.layer is not None:
-            _PROVEN_SAFE.add(self.layer)
+            _PROVEN_SAFE[self.layer] = self.total
+            _PROVEN_SAFE.move_to_end(self.layer)
+            while len(_PROVEN_SAFE) > _PROVEN_KEPT:
+                _PROVEN_SAFE.popitem(last=False)
 
 
 class _MemberBody:

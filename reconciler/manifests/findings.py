@@ -125,7 +125,7 @@ def field_path(parts: list[Any], prefix: str = "") -> str:
 
 def _finding(path: str, model: type[BaseModel], item: _Located, message: str | None = None) -> Finding:
     message = message or _describe(model, item.error)
-    shown = _shown_value(item.node)
+    shown = _shown_value(item.node, item.field)
     kind = item.error["type"]
     already_said = kind in ("missing", "extra_forbidden") or (kind == "value_error" and str(shown) in message)
     if shown is not None and not already_said:
@@ -152,10 +152,18 @@ def _describe(model: type[BaseModel], error: dict[str, Any]) -> str:
     return error["msg"].removeprefix("Value error, ").removeprefix("Input ").replace(" after validation", "")
 
 
-def _shown_value(node: yaml.Node) -> str | None:
-    if not isinstance(node, yaml.ScalarNode) or len(node.value) > 60:
+def _shown_value(node: yaml.Node, field: str) -> str | None:
+    """The value as written, to be echoed in the finding, or None. A refusal is printed in CI logs and
+    pull-request comments: a field meant to NAME a secret (``tokenEnv``, ``passwordEnv``) that holds
+    the secret itself is the mistake being refused, so it is never echoed, nor a URL's password."""
+    if not isinstance(node, yaml.ScalarNode) or len(node.value) > 60 or _SECRET_FIELD.search(field):
         return None
-    return repr(node.value) if node.tag == TAG + "str" else node.value
+    value = _URL_PASSWORD.sub(r"\1***@", node.value)
+    return repr(value) if node.tag == TAG + "str" else value
+
+
+_SECRET_FIELD = re.compile(r"(token|password|secret)[^.\[]*$", re.IGNORECASE)  # the last part of the path
+_URL_PASSWORD = re.compile(r"(://[^/@:\s]*:)[^/@\s]*@")
 
 
 def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

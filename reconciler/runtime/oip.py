@@ -45,7 +45,7 @@ _DATATYPE_OF_SPEC = {
 
 # The numpy kinds (bool, signed, unsigned, float, str) a JSON array may hold for each target kind:
 # integers widen to floats, but a float never silently truncates into an integer tensor.
-_ACCEPTED_KINDS = {"b": "b", "i": "iu", "u": "iu", "f": "iuf", "O": "U"}
+_ACCEPTED_KINDS = {"b": "b", "i": "iu", "u": "iu", "f": "iuf", "O": "O"}
 
 
 class RequestError(ValueError):
@@ -241,12 +241,13 @@ def _decode_json_data(tensor: dict[str, Any], spec: TensorSpec, shape: list[int]
     name, expected_type = spec.name, datatype(spec)
     if "data" not in tensor:
         raise RequestError(f"input {name!r} has no 'data' (nor parameters.binary_data_size)")
+    target = DATATYPES[expected_type]
     try:
-        values = np.asarray(tensor["data"])
+        values = _text_array(tensor["data"]) if target.kind == "O" else np.asarray(tensor["data"])
     except ValueError:
         raise RequestError(f"input {name!r}: 'data' is not a rectangular array") from None
-    target = DATATYPES[expected_type]
-    if values.size and values.dtype.kind not in _ACCEPTED_KINDS[target.kind]:
+    if values.size and (values.dtype.kind not in _ACCEPTED_KINDS[target.kind]
+                        or (target.kind == "O" and not all(isinstance(value, str) for value in values.flat))):
         raise RequestError(f"input {name!r}: 'data' holds values that are not {expected_type}")
     needed = math.prod(shape)
     if values.size != needed:
@@ -254,6 +255,14 @@ def _decode_json_data(tensor: dict[str, Any], spec: TensorSpec, shape: list[int]
     if target.kind in "iu" and values.size and not _fits(values, target):
         raise RequestError(f"input {name!r}: 'data' has values outside the range of {expected_type}")
     return values.astype(target, copy=False).reshape(shape)
+
+
+def _text_array(data: object) -> np.ndarray:
+    """BYTES given as JSON strings, as an object array of those very strings: a numpy string array
+    would drop their trailing NULs and turn numbers into text. ``ValueError`` when not rectangular."""
+    values = np.empty(np.shape(data), dtype=object)
+    values[...] = data
+    return values
 
 
 def _is_shape(shape: object) -> bool:

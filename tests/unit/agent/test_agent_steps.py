@@ -5,6 +5,7 @@ no onnxruntime. The integration tests run the same agent against the real doors.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import pytest
 
@@ -218,3 +219,45 @@ def test_a_canary_step_is_logged_with_its_traffic_split(site: FakeSite, caplog):
         site.agent.reconcile_once()
     line = next(r.getMessage() for r in caplog.records if " canary d " in r.getMessage() or " deploy d " in r.getMessage())
     assert "(traffic 1.0.0 50%, 1.1.0 50%)" in line, line
+
+
+@pytest.mark.parametrize("error", [
+    Stalled("ArtifactNotFound", "404: pushed to the registry after the merge"),
+    Stalled("ArtifactAuthMissing", "MODELS_TOKEN is not set"),
+    Stalled("NoTrustedKeys", "no key in trustKeys"),
+])
+def test_a_site_condition_is_tried_again_without_a_new_commit_backing_off(tmp_path, clock: Clock, error):
+    """A model pushed to its registry after the merge, a token set after the start: the site must not
+    wait for the next commit to notice. Version evidence (below) waits: the same bytes fail the same way."""
+    site = fake_site(tmp_path / "state", clock, interval=timedelta(seconds=30))
+    site.vetting.refused["1.0.0"] = error
+    site.source.commit(fleet_files("1.0.0"))
+    site.agent.start()
+    failed = site.agent.reconcile_once()
+    assert failed.record.deployments["d"].failureKind == "site"
+
+    tried_at = []
+    for _ in range(40):  # 20 minutes of 30 s ticks, the same head throughout
+        clock.now += timedelta(seconds=30)
+        if not site.agent.reconcile_once().noop:
+            tried_at.append(clock.now - T0)
+    gaps = [later - earlier for earlier, later in pairwise([timedelta(0), *tried_at])]
+    assert len(tried_at) >= 4 and gaps == sorted(gaps) and gaps[0] <= timedelta(minutes=1) and gaps[-1] <= timedelta(minutes=10)
+
+    del site.vetting.refused["1.0.0"]  # the artifact arrived
+    while (result := site.agent.reconcile_once()).noop:
+        clock.now += timedelta(seconds=30)
+    assert result.record.deployments["d"].activeVersion == "1.0.0"
+    site.agent.stop()
+
+
+def test_version_evidence_waits_for_a_change(tmp_path, clock: Clock):
+    site = fake_site(tmp_path / "state", clock, interval=timedelta(seconds=30))
+    site.vetting.invalid["1.0.0"] = Stalled("ValidationFailed", "case 1: got 3, expected 4")
+    site.source.commit(fleet_files("1.0.0"))
+    site.agent.start()
+    assert site.agent.reconcile_once().record.deployments["d"].failureKind == "version"
+    for _ in range(40):
+        clock.now += timedelta(seconds=30)
+        assert site.agent.reconcile_once().noop
+    site.agent.stop()

@@ -39,7 +39,7 @@ def test_no_watchdog_asked_means_no_thread() -> None:
     assert keep_watchdog(lambda: 0.0, 60.0, threading.Event(), environ={}) is None
 
 
-def test_a_stale_heartbeat_stops_the_pings(tmp_path: Path) -> None:
+def test_a_stale_heartbeat_stops_the_pings(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = str(tmp_path / "notify.sock")
     now = [0.0]
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
@@ -63,6 +63,7 @@ def test_a_stale_heartbeat_stops_the_pings(tmp_path: Path) -> None:
         finally:
             stop.set()
             thread.join(5)
+    assert "WatchdogWithheld" in {getattr(record, "reason", None) for record in caplog.records}
 
 
 def test_downloaded_bytes_are_a_heartbeat() -> None:

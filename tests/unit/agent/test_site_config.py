@@ -141,3 +141,25 @@ def test_a_head_beacon_with_its_default_backstop(tmp_path):
     path.write_text(GOOD + "headBeacon:\n  url: https://git.example/fleet.git.head\n")
     beacon = load_site_config(path, {}).head_beacon
     assert (beacon.url, beacon.backstop.total_seconds()) == ("https://git.example/fleet.git.head", 600)
+
+
+_FORGE = "forge:\n  kind: github\n  repository: o/r\n"
+
+
+@pytest.mark.parametrize(("section", "said", "secret"), [
+    (_FORGE + "  apiUrl: https://api.github.com\n  tokenEnv: ghp_s3cretT0ken\n",
+     "forge.tokenEnv: tokenEnv must be the name of an environment variable (A-Z, 0-9, _), not the token",
+     "s3cretT0ken"),
+    (_FORGE + "  apiUrl: https://bot:hunter2@api.github.com\n  tokenEnv: T\n",
+     "forge.apiUrl: apiUrl must not carry credentials: name the token's variable in tokenEnv "
+     "(got 'https://bot:***@api.github.com')", "hunter2"),
+    ("headBeacon:\n  url: https://site:hunter2@git.example/fleet.git.head\n",
+     "headBeacon.url: credentials in the URL are refused; give them in fetch.auth for its host", "hunter2"),
+    ("nats:\n  servers: [nats://h:1]\n  tokenEnv: s3cret-t0ken\n",
+     "nats.tokenEnv: tokenEnv must be the name of an environment variable (A-Z, 0-9, _), not the token", "s3cret"),
+])
+def test_a_secret_put_where_its_name_belongs_is_refused_without_echoing_it(tmp_path, section, said, secret):
+    """Refusals are printed in CI logs and pull-request comments."""
+    said_lines = refusal(tmp_path, GOOD + section)
+    assert any(said in line for line in said_lines), said_lines
+    assert secret not in "\n".join(said_lines)

@@ -44,7 +44,7 @@ class Counted:
         return n
 
 
-def member(data: bytes, name: str, layer: str) -> tuple[bytes, int]:
+def member(data: bytes, name: str, layer: str, max_bytes: int = 1 << 30) -> tuple[bytes, int]:
     """The member's bytes and how many bytes of the layer were read to get them."""
     body = Counted(data)
 
@@ -52,7 +52,7 @@ def member(data: bytes, name: str, layer: str) -> tuple[bytes, int]:
     def source() -> Iterator[Opened]:
         yield Opened(body, start=0, resumable=False)
 
-    with archive_member("oci://r/m:1#" + name, source(), name, None, 1 << 30, layer) as opened:
+    with archive_member("oci://r/m:1#" + name, source(), name, None, max_bytes, layer) as opened:
         out = bytearray()
         chunk = memoryview(bytearray(1 << 16))
         while n := opened.body.readinto(chunk):
@@ -79,3 +79,24 @@ def test_a_layer_refused_is_refused_again_and_never_taken_as_safe() -> None:
         with pytest.raises(Stalled) as refused:
             member(layer, "model.onnx", digest)
         assert refused.value.reason == "OciArchiveUnsafe"
+
+
+def test_a_layer_proven_under_a_larger_limit_is_checked_again_under_a_smaller_one() -> None:
+    layer = tar(("model.onnx", b"onnx"), ("weights.bin", BIG))
+    digest = "sha256:" + "4" * 64
+    member(layer, "weights.bin", digest)
+
+    with pytest.raises(Stalled) as refused:
+        member(layer, "model.onnx", digest, max_bytes=len(BIG) // 2)
+    assert refused.value.reason == "ArtifactTooLarge"
+
+
+def test_only_the_newest_layers_stay_proven() -> None:
+    layer = tar(("model.onnx", b"onnx"), ("weights.bin", BIG))
+    first = "sha256:" + "5" * 64
+    member(layer, "weights.bin", first)
+    for n in range(64):
+        member(tar(("m", b"m")), "m", f"sha256:{n:064x}")
+
+    _, read = member(layer, "model.onnx", first)
+    assert read == len(layer)

@@ -85,10 +85,26 @@ def test_binary_and_json_inputs_mix_and_binary_ones_take_their_bytes_in_order():
     assert feeds["b"].tolist() == second.tolist()
 
 
-def test_json_bytes_input_is_a_list_of_strings():
-    content = json.dumps({"inputs": [{"name": "s", "datatype": "BYTES", "shape": [2], "data": ["a", "bé"]}]})
-    feeds = oip.decode_request(content.encode(), interface(("s", "string", [-1]))).feeds
-    assert feeds["s"].dtype == object and feeds["s"].tolist() == ["a", "bé"]
+@pytest.mark.parametrize(("data", "shape"), [
+    (["a", "bé"], [2]),
+    (["ends in NUL\x00", "\x00\x00", ""], [3]),  # a fixed-width numpy string would drop trailing NULs
+    ([["a", "b\x00"], ["c", "d"]], [2, 2]),
+])
+def test_json_bytes_input_is_a_list_of_strings_kept_whole(data: list, shape: list[int]):
+    content = json.dumps({"inputs": [{"name": "s", "datatype": "BYTES", "shape": shape, "data": data}]})
+    feeds = oip.decode_request(content.encode(), interface(("s", "string", [-1] * len(shape)))).feeds
+    assert feeds["s"].dtype == object and feeds["s"].tolist() == data
+
+
+@pytest.mark.parametrize(("data", "shape", "message"), [
+    (["a", 1], [2], "'data' holds values that are not BYTES"),
+    ([["a", "b"], ["c"]], [2, 2], "not a rectangular array"),
+    ([["a", "b"], "cd"], [2, 2], "not a rectangular array"),
+    (["a", "b", "c"], [2], "shape [2] needs 2 values, got 3"),
+])
+def test_json_bytes_input_that_is_not_strings_of_the_shape_is_refused(data: list, shape: list[int], message: str):
+    content = json.dumps({"inputs": [{"name": "s", "datatype": "BYTES", "shape": shape, "data": data}]})
+    assert message in refused(content.encode(), None, interface(("s", "string", [-1] * len(shape))))
 
 
 FOUR_FLOATS = np.zeros(4, dtype=np.float32).tobytes()
