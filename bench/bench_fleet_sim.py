@@ -12,9 +12,11 @@ summaries in a namespace of their own). Then:
    (fetch + ``decide_gate``) and a status write, each through reconciler's own code; today's poll
    is the command line the agent ran before (a pattern, no ``--heads``);
 2. a poll phase: N simulated sites, each polling every ``--interval`` seconds ± 10 % from a
-   random phase for ``--duration`` seconds, on a pool of threads (each poll is a git process);
-   latency is measured from each poll's intended start, so a late start counts (no coordinated
-   omission). Server CPU and bytes are counted at the server (bench/git_nginx.py).
+   random phase for ``--duration`` seconds, on a pool of threads: the pattern poll, the git
+   poll (each a git process), and the head beacon (the agent's own poll code, a conditional GET,
+   git at the real ``--backstop``: bench/beacon_polls.py); latency is measured from each poll's
+   intended start, so a late start counts (no coordinated omission). Server CPU and bytes are
+   counted at the server (reconciler/devtools/nginxgit.py), the load average printed with each.
 
 3. a commit's fetch wave, at once and spread, and a time-compressed three-wave rollout in Git
    mode with summaries (bench/fleet_waves.py says how).
@@ -22,35 +24,31 @@ summaries in a namespace of their own). Then:
 Not simulated (yet): loading and planning a changed commit.
 
     python bench/bench_fleet_sim.py [--quick] [--sites 100,1000,3000] [--interval 30] [--duration 60]
-                                    [--poll-phase-max 3000] [--phases operations,poll,fetch,rollout]"""
+                                    [--poll-phase-max 3000] [--phases operations,poll,fetch,rollout]
+                                    [--poll-designs before,after,beacon] [--git-poll-max 3000] [--backstop 600]"""
 
 from __future__ import annotations
 
 import argparse
-import heapq
-import random
-import resource
 import statistics
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import git
 from common import ROOT, emit, machine
 from fleet_waves import FetchReplay, default_spread, fetch_wave, new_commit, three_wave_rollout
-from git_nginx import NAME as NGINX
-from git_nginx import NginxGitServer, available
+from poll_phases import old_poll, poll_phases, server_cpu
 
 from reconciler.delivery.gates import decide_gate, site_report
 from reconciler.delivery.summary import encode, fold, shard_of
 from reconciler.devtools.githttp import GitHttpServer, init_bare_repo, run_git
+from reconciler.devtools.nginxgit import NAME as NGINX
+from reconciler.devtools.nginxgit import NginxGitServer, available
 from reconciler.gitdoor.source import GitSource
 from reconciler.manifests.models import Rollout
 from reconciler.status.gitref import STATUS_FILE, STATUS_REF_PREFIX, StatusRefs, record_json
@@ -135,10 +133,6 @@ def git_server(root: Path, run: Path) -> Iterator[tuple[str, object]]:
             yield "reconciler.devtools.githttp (nginx/fcgiwrap not installed: make bench-deps)", server
 
 
-def server_cpu(server: object) -> float:
-    return getattr(server, "cpu_seconds", float("nan"))
-
-
 @dataclass
 class Cost:
     seconds: float
@@ -161,12 +155,6 @@ def per_operation(server: object, action: Callable[[], object], times: int) -> C
 
 
 # --- the operations, as a site runs them --------------------------------------------------------
-
-def old_poll(url: str) -> Callable[[], object]:
-    """The no-op poll as the agent ran it before: a pattern that git matches on the client."""
-    remote = git.Git()
-    return lambda: remote.ls_remote("--", url, "refs/heads/main")
-
 
 class Site:
     """One site's caches and doors, in each layout."""
@@ -211,54 +199,6 @@ class Site:
             door.close()
 
 
-# --- the poll phase -----------------------------------------------------------------------------
-
-@dataclass
-class PollPhase:
-    polls: int
-    p50: float
-    p99: float
-    bytes_per_poll: float
-    cpu_per_poll: float
-    client_cpu: float  # simulator CPU (its git processes included) per second
-
-
-def poll_phase(server: object, poll: Callable[[int], object], sites: int, interval: float, duration: float,
-               workers: int, seed: int) -> PollPhase:
-    """``sites`` sites poll every ``interval`` s ± 10 % from a random phase for ``duration`` s;
-    latency runs from each poll's intended start, so a poll that waited for a free worker is late."""
-    rng = random.Random(seed)
-    start = time.monotonic() + 1.0
-    due = [(start + rng.uniform(0, interval), site) for site in range(sites)]
-    heapq.heapify(due)
-    latencies: list[float] = []
-    lock = threading.Lock()
-
-    def run(site: int, intended: float) -> None:
-        poll(site)
-        with lock:
-            latencies.append(time.monotonic() - intended)
-
-    bytes_before, cpu_before = server.bytes_sent, server_cpu(server)  # type: ignore[attr-defined]
-    usage_before = _own_cpu()
-    with ThreadPoolExecutor(workers) as pool:
-        while due and due[0][0] < start + duration:
-            intended, site = heapq.heappop(due)
-            time.sleep(max(0.0, intended - time.monotonic()))
-            pool.submit(run, site, intended)
-            heapq.heappush(due, (intended + interval * rng.uniform(0.9, 1.1), site))
-    polls = len(latencies)
-    quantiles = statistics.quantiles(latencies, n=100, method="inclusive") if polls > 1 else [0.0] * 99
-    return PollPhase(polls, statistics.median(latencies) if latencies else 0.0, quantiles[98],
-                     (server.bytes_sent - bytes_before) / max(polls, 1),  # type: ignore[attr-defined]
-                     (server_cpu(server) - cpu_before) / max(polls, 1), (_own_cpu() - usage_before) / duration)
-
-
-def _own_cpu() -> float:
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
 # --- the run ------------------------------------------------------------------------------------
 
 OPERATIONS = (("no-op poll", "poll"), ("gate read (fetch + decide)", "gate"), ("status write", "write"))
@@ -282,26 +222,11 @@ def measure_size(sites: int, args: argparse.Namespace) -> dict:
                     for probe in probes:
                         probe.close()
             if "poll" in args.phases and sites <= args.poll_phase_max:
-                result.update(_poll_phases(server, names, root, args))
+                result.update(poll_phases(server, names, root, args))
             if "fetch" in args.phases:
                 result["fetch_wave"] = _fetch_waves(server, sites, root, args)
             if "rollout" in args.phases and sites <= args.rollout_max:
                 result["rollout"] = _rollout(server, names, root, args)
-    return result
-
-
-def _poll_phases(server: object, names: list[str], root: Path, args: argparse.Namespace) -> dict:
-    result = {}
-    after_sources = [GitSource(server.url("after"), "main", root / "unused") for _ in names]  # type: ignore[attr-defined]
-    phases = {"before": old_poll(server.url("before")),  # type: ignore[attr-defined]
-              "after": lambda site: after_sources[site].remote_head()}
-    for design, poll in phases.items():
-        call = poll if design == "after" else (lambda site, poll=poll: poll())
-        phase = poll_phase(server, call, len(names), args.interval, args.duration, args.workers, len(names))
-        result[f"poll_phase_{design}"] = phase.__dict__
-        print(f"  poll phase {design:<6} {phase.polls:6d} polls  p50 {phase.p50 * 1e3:8.1f} ms  "
-              f"p99 {phase.p99 * 1e3:8.1f} ms  {phase.bytes_per_poll:10,.0f} B/poll  server CPU "
-              f"{phase.cpu_per_poll * 1e3:6.1f} ms/poll  simulator {phase.client_cpu:4.2f} cores", flush=True)
     return result
 
 
@@ -370,6 +295,10 @@ def main() -> None:
     parser.add_argument("--poll-phase-max", type=int, default=3000,
                         help="largest N given a poll phase (beyond it 2 cores cannot generate the load)")
     parser.add_argument("--phases", default="operations,poll,fetch,rollout", help="which phases to run")
+    parser.add_argument("--poll-designs", default="before,after,beacon",
+                        help="polls measured in the poll phase: before (pattern), after (--heads), beacon")
+    parser.add_argument("--git-poll-max", type=int, default=3000, help="largest N given a git poll phase")
+    parser.add_argument("--backstop", type=float, default=600.0, help="seconds between a beacon site's git polls")
     parser.add_argument("--wave-turns", type=int, default=2, help="fetch waves of each kind, in turns")
     parser.add_argument("--rollout-max", type=int, default=3000, help="largest N given a three-wave rollout")
     parser.add_argument("--rollout-timeout", type=float, default=480.0, help="seconds a rollout may take")

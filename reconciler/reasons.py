@@ -88,6 +88,7 @@ BatchRunInProgress = _failure("BatchRunInProgress", _TICK, "another run of the b
 StateLocked = _failure("StateLocked", _TICK, "another agent holds the state directory's lock")
 RuntimeStartFailed = _failure("RuntimeStartFailed", _TICK, "the inference server did not start in time")
 SourceUnreachable = _failure("SourceUnreachable", _TICK, "git ls-remote of the fleet repo failed")
+HeadBeaconFailed = _failure("HeadBeaconFailed", _TICK, "the head beacon did not name a commit (unreachable, an HTTP error, a body without a commit id): this poll ran git ls-remote instead")
 SourceFetchFailed = _failure("SourceFetchFailed", _TICK, "git fetch of the fleet repo failed")
 SourceCacheCorrupt = _failure("SourceCacheCorrupt", _TICK, "the agent's git cache is broken; it is deleted and fetched anew")
 StatusFetchFailed = _failure("StatusFetchFailed", _TICK, "the status records could not be fetched")
@@ -239,6 +240,7 @@ EvaluationScored = _outcome("EvaluationScored", _DONE, "the version (and the one
 OnnxRuntimeWarning = _outcome("OnnxRuntimeWarning", _DONE, "a log line: what onnxruntime said about a validated model")
 
 # --- outcomes: looked at again next tick ------------------------------------------------------
+HeadBeaconStale = _outcome("HeadBeaconStale", _TICK, "the head beacon named another commit than git ls-remote: git's counts, and git is asked again at the backstop or when the beacon moves")
 StatusRecordIgnored = _outcome("StatusRecordIgnored", _TICK, "a site's status record whose signature does not verify against its Site's keys: not counted")
 InventoryFactRefused = _outcome("InventoryFactRefused", _TICK, "a line of an inventory.d executable is no key=value fact: left out")
 InventoryFailed = _outcome("InventoryFailed", _TICK, "the site's inventory could not be collected: the last one stays")

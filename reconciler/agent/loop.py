@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from reconciler import reasons
 from reconciler.agent.apply import Applier, Outcome
-from reconciler.agent.ports import FleetSource, Runtime, StatusChannel
+from reconciler.agent.ports import FleetSource, HeadSource, Runtime, StatusChannel
 from reconciler.agent.selfheal import heal_after_failure, heal_at_start
 from reconciler.agent.summary import deployment_statuses, site_record, wave_statuses, with_drift
 from reconciler.agent.telemetry import SiteTelemetry
@@ -100,9 +100,11 @@ class Agent:
                  caches: Sequence[GitSource] = (), telemetry: SiteTelemetry | None = None,
                  wake: threading.Event | None = None,
                  inventory: Callable[[datetime], SiteInventory | None] = lambda now: None,
-                 rng: random.Random | None = None, pause: Callable[[float], bool] | None = None):
+                 rng: random.Random | None = None, pause: Callable[[float], bool] | None = None,
+                 heads: HeadSource | None = None):
         self.config = config
         self.source = source
+        self.heads = heads or source  # asked for the branch's head each interval (a head beacon, or git)
         self.status = status
         self.applier = applier
         self.state_dir = applier.state_dir
@@ -141,6 +143,8 @@ class Agent:
     def stop(self) -> None:
         self.batch.stop()
         self.state_dir.unlock()
+        if self.heads is not self.source:
+            self.heads.close()
         self.source.close()
         self.status.close()
 
@@ -190,7 +194,7 @@ class Agent:
     def _observe(self, run: Run) -> None:
         """The remote's head, and unless nothing changed since the last settled reconcile (and no
         rollout or canary is in flight), its commit in the cache and the site's state."""
-        run.head = self.source.remote_head()
+        run.head = self.heads.remote_head()
         self.last_contact = run.now
         if run.head == self.reconciled_head and not self.watching and not self.applier.drift_news() \
                 and not self.applier.scoring.due(run.now) and not self._recheck_due(run.now):

@@ -37,6 +37,14 @@ class FleetSource(Protocol):
     def close(self) -> None: ...
 
 
+class HeadSource(Protocol):
+    """Where the agent learns the branch's head each interval: the fleet source itself (a git
+    ls-remote), or agent.headpoll.BeaconedHeads in front of it (a head beacon, git behind)."""
+
+    def remote_head(self) -> str: ...
+    def close(self) -> None: ...
+
+
 class StatusChannel(Protocol):
     """Where this site's records go and where the fleet's come from (agent.channel.GitStatusChannel)."""
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from reconciler import reasons
 from reconciler.agent.apply import Applier
 from reconciler.agent.channel import GitStatusChannel
+from reconciler.agent.headpoll import BeaconedHeads
 from reconciler.agent.inventory import InventoryCache
 from reconciler.agent.loop import Agent, utcnow
 from reconciler.agent.ports import CanaryMetrics, Runtime, StatusChannel
@@ -24,6 +25,7 @@ from reconciler.cancel import CancelToken
 from reconciler.errors import NeedsOperator
 from reconciler.gitdoor.source import GitSource
 from reconciler.ingest.artifacts import ArtifactStore
+from reconciler.ingest.beacon import Beacon
 from reconciler.runtime.drift_counter import DriftMonitor
 from reconciler.runtime.providers import CPU
 from reconciler.settings import SiteConfig
@@ -50,9 +52,12 @@ def build_agent(config: SiteConfig, runtime: Runtime | None, metrics: CanaryMetr
     applier = build_applier(state_dir or StateDir(config.state), runtime, trust_roots or load_trust_roots(config),
                             config, metrics, stop, telemetry)
     caches = [source] if status_source is source else [source, status_source]
+    heads = None if config.head_beacon is None else BeaconedHeads(
+        Beacon(config.head_beacon.url, config.fetch), source.remote_head,
+        config.head_beacon.backstop.total_seconds(), site=config.site)
     return Agent(config, source=source, status=status, applier=applier, runtime=runtime, clock=clock,
                  caches=caches, telemetry=telemetry, wake=wake,
-                 inventory=InventoryCache(config.state, config.inventory_dir))
+                 inventory=InventoryCache(config.state, config.inventory_dir), heads=heads)
 
 
 def build_status_channel(config: SiteConfig, status_source: GitSource, wake: threading.Event) -> StatusChannel:

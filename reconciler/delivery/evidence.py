@@ -64,7 +64,7 @@ SITE_CONDITIONS: frozenset[str] = frozenset({
     # what the plan cannot resolve for this site (plan.py)
     R.SiteNotInFleet, R.ModelNotFound, R.VersionNotFound, R.NoMatchingArtifact, R.FlagEvaluationFailed,
     # the fleet repo, the status channels and local keys: the site as a whole, never one version
-    R.SourceUnreachable, R.SourceFetchFailed, R.SourceCacheCorrupt, R.BranchNotFound, R.RevisionNotFound,
+    R.SourceUnreachable, R.HeadBeaconFailed, R.SourceFetchFailed, R.SourceCacheCorrupt, R.BranchNotFound, R.RevisionNotFound,
     R.GitCommandFailed, R.DubiousOwnership, R.PermissionDenied,
     R.InvalidCommitId, R.FileUnreadable, R.InvalidManifests, R.HistoryRewritten,
     R.CommitUnsigned, R.CommitSignatureInvalid, R.CommitSignerNotAllowed, R.CommitPolicyInvalid,

@@ -1,6 +1,8 @@
 """A real git smart-HTTP server for tests, benchmarks and the demo: every bare repository under a
 root directory, served by running ``git http-backend`` as a CGI program for each request, with
-pushes and partial clones (``--filter``) enabled. Standard library and the git command only."""
+pushes and partial clones (``--filter``) enabled; and the head beacons beside them
+(``<repo>.git.head``, as the shipped post-receive hook writes them) as static files with an ETag,
+answered 304 when it matches, as nginx serves them. Standard library and the git command only."""
 
 from __future__ import annotations
 
@@ -89,8 +91,9 @@ def namespace_only_config(namespace: str, first_key: int = 0) -> dict[str, str]:
 
 class GitHttpServer:
     """``with GitHttpServer(root) as server: git clone server.url("fleet")``. ``allow_filter=False``
-    is a server that refuses partial clones, as some still do; ``requests`` and ``bytes_sent`` (the
-    response bodies) count what clients asked for and fetched so far."""
+    is a server that refuses partial clones, as some still do; ``requests`` (git's, each a
+    backend process) and ``bytes_sent`` (their response bodies) count what clients asked for and
+    fetched so far; a head beacon's request runs no backend and is not counted."""
 
     def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0, allow_filter: bool = True):
         self.root = Path(root)
@@ -123,6 +126,9 @@ class GitHttpServer:
         prefix = f"/{_NAMESPACE_PATH}/{namespace}" if namespace else ""
         return f"http://{host}:{self.port}{prefix}/{repo_name}.git"
 
+    def beacon_url(self, repo_name: str) -> str:
+        return f"{self.url(repo_name)}.head"
+
     def start(self) -> GitHttpServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="git-http", daemon=True)
         self._thread.start()
@@ -148,13 +154,39 @@ class _CgiHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
 
     def do_GET(self) -> None:
-        self._run_backend()
+        if self.path.endswith(".git.head"):
+            self._serve_beacon()
+        else:
+            self._run_backend()
 
     def do_POST(self) -> None:
         self._run_backend()
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("%s %s", self.address_string(), format % args)
+
+    def _serve_beacon(self) -> None:
+        """The file under the project root, its ETag from its mtime and size as nginx makes it."""
+        root = self.server.project_root.resolve()  # type: ignore[attr-defined]
+        path = (root / self.path.lstrip("/")).resolve()
+        try:
+            if not path.is_relative_to(root):
+                raise FileNotFoundError(self.path)
+            status, data = path.stat(), path.read_bytes()
+        except OSError:
+            self.send_error(404)
+            return
+        etag = f'"{status.st_mtime_ns:x}-{status.st_size:x}"'
+        matched = self.headers.get("If-None-Match") == etag
+        self.send_response(304 if matched else 200)
+        self.send_header("ETag", etag)
+        self.send_header("Cache-Control", "no-cache")
+        if not matched:
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if not matched:
+            self.wfile.write(data)
 
     def _run_backend(self) -> None:
         # The body is spooled to a file first so the backend's stdin never blocks on our reading

@@ -92,7 +92,7 @@ def _request(
     if proxy is not None and scheme == "http":
         target = f"http://{parts.netloc}{target}"  # absolute form: the proxy forwards it
         headers |= proxy.headers
-    connection = _connection(scheme, host, port, proxy, limits, deadline.bound(limits.connect_timeout))
+    connection = http_connection(scheme, host, port, proxy, limits, deadline.bound(limits.connect_timeout))
     try:
         connection.connect()
         # Kept here: when the server closes after the body, getresponse() hands the socket to the response.
@@ -109,8 +109,8 @@ def _request(
         raise
 
 
-def _connection(scheme: str, host: str, port: int | None, proxy: Proxy | None, limits: FetchLimits,
-                timeout: float) -> http.client.HTTPConnection:
+def http_connection(scheme: str, host: str, port: int | None, proxy: Proxy | None, limits: FetchLimits,
+                    timeout: float) -> http.client.HTTPConnection:
     """To the host, or to the proxy that reaches it: https through a CONNECT tunnel, so the proxy
     sees the host and nothing of the request."""
     if scheme == "http":

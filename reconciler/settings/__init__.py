@@ -6,6 +6,7 @@ reconciler.agent.config's."""
 
 from reconciler.settings.address import Address
 from reconciler.settings.batch import BatchDirectories
+from reconciler.settings.beacon import HeadBeacon
 from reconciler.settings.commits import CommitPolicy
 from reconciler.settings.evaluation import LABEL, EvaluationData
 from reconciler.settings.fetch import AuthConfig, FetchLimits
@@ -15,5 +16,5 @@ from reconciler.settings.oci import OciSettings
 from reconciler.settings.paths import PathsFrom
 from reconciler.settings.site import SiteConfig, TrustIdentity, ValidationLimits
 
-__all__ = ["LABEL", "Address", "AuthConfig", "BatchDirectories", "CommitPolicy", "EvaluationData", "FetchLimits", "ForgeConfig", "NatsSettings", "OciSettings", "PathsFrom",
+__all__ = ["LABEL", "Address", "AuthConfig", "BatchDirectories", "CommitPolicy", "EvaluationData", "FetchLimits", "ForgeConfig", "HeadBeacon", "NatsSettings", "OciSettings", "PathsFrom",
            "SiteConfig", "TrustIdentity", "ValidationLimits"]

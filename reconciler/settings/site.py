@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from reconciler.manifests.types import POLL_INTERVAL, STALE_AFTER, DnsLabel, Duration
 from reconciler.settings.address import Address
 from reconciler.settings.batch import BatchDirectories
+from reconciler.settings.beacon import HeadBeacon
 from reconciler.settings.commits import CommitPolicy
 from reconciler.settings.evaluation import EvaluationData
 from reconciler.settings.fetch import FetchLimits
@@ -59,6 +60,9 @@ class SiteConfig(BaseModel):
     # derived from the fleet's size, so a commit's fetch wave reaches the server at ~FETCH_WAVE_RATE/s
     fetch_spread: Duration | None = None
     interval: Duration = POLL_INTERVAL
+    # Polled each interval instead of git ls-remote, which then runs only when the beacon moves,
+    # fails, or at its backstop (README, "Scale"); None: every poll is a git ls-remote
+    head_beacon: HeadBeacon | None = None
     stale_after: Duration = STALE_AFTER  # out of reach of the fleet repo for longer: the status says stale
     jitter: Annotated[float, Field(ge=0, le=1)] = 0.1  # share of the interval, spreads fleet load
     trust_keys: list[LocalPath] = []  # PEM public keys that may sign artifacts

@@ -46,13 +46,21 @@ def refusal(tmp_path: Path, text: str, **overrides: object) -> list[str]:
     ("- site\n", "site.yaml:1:1: error: a site config is a mapping of settings"),
     ("repo: x\nstate: s\n", "site.yaml:1:1: error: site: required field is missing"),
     ("a: &loop [*loop]\n", "site.yaml:1:1: error: a: unknown field (allowed: site, repo, branch, state, listen, "
-                            "grpcListen, statusRepo, summaryRepo, fetchSpread, interval, staleAfter, jitter, trustKeys, trustIdentities, sigstoreTrustedRoot, statusKeys, "
+                            "grpcListen, statusRepo, summaryRepo, fetchSpread, interval, headBeacon, staleAfter, jitter, trustKeys, trustIdentities, sigstoreTrustedRoot, statusKeys, "
                             "acceptHistory, commitPolicy, forge, gateSource, nats, validation, fetch, batch, executionProviders, "
                             "inventoryDir, evaluation, evaluationInterval)"),
+    (GOOD + "headBeacon:\n  url: git.example/fleet.head\n",
+     "site.yaml:5:8: error: headBeacon.url: must be an http(s) URL such as https://git.example/fleet.git.head"),
+    (GOOD + "headBeacon:\n  url: https://u:p@git.example/fleet.head\n",
+     "site.yaml:5:8: error: headBeacon.url: credentials in the URL are refused; give them in fetch.auth for its host"),
+    (GOOD + "headBeacon:\n  url: https://git.example/fleet.head\n  backstop: soon\n",
+     "site.yaml:6:13: error: headBeacon.backstop:"),
+    (GOOD + "headBeacon: https://git.example/fleet.head\n",
+     "site.yaml:4:13: error: headBeacon: should be a mapping"),
     (GOOD + 'trustKeys: ["k\\x00.pub"]\n', "site.yaml:4:13: error: a NUL character cannot be in a setting (nor in a path)"),
 ])
 def test_a_mistake_in_site_yaml_is_refused_at_its_line(tmp_path, text, said):
-    assert said in refusal(tmp_path, text)
+    assert any(line.startswith(said) for line in refusal(tmp_path, text))
 
 
 def test_every_mistake_is_said_at_once(tmp_path):
@@ -128,6 +136,13 @@ def test_grpc_listen_from_site_yaml_or_the_command_line(tmp_path):
     assert load_site_config(path, {}).grpc_listen is None
 
 
+def test_a_head_beacon_with_its_default_backstop(tmp_path):
+    path = tmp_path / "site.yaml"
+    path.write_text(GOOD + "headBeacon:\n  url: https://git.example/fleet.git.head\n")
+    beacon = load_site_config(path, {}).head_beacon
+    assert (beacon.url, beacon.backstop.total_seconds()) == ("https://git.example/fleet.git.head", 600)
+
+
 _FORGE = "forge:\n  kind: github\n  repository: o/r\n"
 
 
@@ -138,6 +153,8 @@ _FORGE = "forge:\n  kind: github\n  repository: o/r\n"
     (_FORGE + "  apiUrl: https://bot:hunter2@api.github.com\n  tokenEnv: T\n",
      "forge.apiUrl: apiUrl must not carry credentials: name the token's variable in tokenEnv "
      "(got 'https://bot:***@api.github.com')", "hunter2"),
+    ("headBeacon:\n  url: https://site:hunter2@git.example/fleet.git.head\n",
+     "headBeacon.url: credentials in the URL are refused; give them in fetch.auth for its host", "hunter2"),
     ("nats:\n  servers: [nats://h:1]\n  tokenEnv: s3cret-t0ken\n",
      "nats.tokenEnv: tokenEnv must be the name of an environment variable (A-Z, 0-9, _), not the token", "s3cret"),
 ])

@@ -1,6 +1,9 @@
-"""A production-shaped git smart-HTTP server for the fleet simulator: Debian's nginx in front of
-fcgiwrap running ``git http-backend`` (install them with ``make bench-deps``), on 127.0.0.1, with
-``/ns/<namespace>/<repo>.git`` served under ``GIT_NAMESPACE`` as reconciler.devtools.githttp does.
+"""A production-shaped git smart-HTTP server for the fleet simulator and the head beacon's tests:
+Debian's nginx in front of fcgiwrap running ``git http-backend`` (install them with ``make
+bench-deps``), on 127.0.0.1, with ``/ns/<namespace>/<repo>.git`` served under ``GIT_NAMESPACE`` as
+reconciler.devtools.githttp does, and ``/<repo>.git.head`` (the head beacon the shipped
+post-receive hook writes, ``install_beacon_hook``) as nginx serves it in production
+(packaging/git-server/nginx-head-beacon.conf).
 
 What it reports is counted at the server: ``bytes_sent`` from nginx's access log (``$bytes_sent``,
 headers included) and ``cpu_seconds``, the CPU of nginx, fcgiwrap and every backend process.
@@ -14,22 +17,25 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 from pathlib import Path
 
 BACKEND = "/usr/lib/git-core/git-http-backend"
+BEACON_HOOK = Path(__file__).resolve().parents[2] / "packaging" / "git-server" / "post-receive"
 _WRAPPER = """#!/bin/bash
 # The backend's CPU, to the millisecond (bash's time reads its rusage), appended to the log.
 TIMEFORMAT='%3U %3S'
 {{ time {backend} 2>&4 ; }} 4>&2 2>>{log}
 """
-_CONFIG = """daemon off;
+_CONFIG = r"""daemon off;
 {user}
 worker_processes 1;
+worker_rlimit_nofile 32768;
 pid {run}/nginx.pid;
 error_log {run}/error.log warn;
-events {{ worker_connections 8192; }}
+events {{ worker_connections 24000; }}
 http {{
   log_format counted '$bytes_sent';
   access_log {run}/access.log counted buffer=64k flush=1s;
@@ -39,6 +45,14 @@ http {{
   fastcgi_buffering off;
   server {{
     listen 127.0.0.1:{port} backlog=4096;
+    # The head beacon, as packaging/git-server/nginx-head-beacon.conf serves it (logged here: counted).
+    location ~ \.git\.head$ {{
+      root {root};
+      default_type text/plain;
+      etag on;
+      add_header Cache-Control "no-cache" always;
+      try_files $uri =404;
+    }}
     location ~ ^/ns/([^/]+)(/.*)$ {{
       fastcgi_param GIT_NAMESPACE $1;
       fastcgi_param PATH_INFO $2;
@@ -88,6 +102,9 @@ class NginxGitServer:
         prefix = f"/ns/{namespace}" if namespace else ""
         return f"http://127.0.0.1:{self.port}{prefix}/{repo_name}.git"
 
+    def beacon_url(self, repo_name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{repo_name}.git.head"
+
     def __enter__(self) -> NginxGitServer:
         self.run.mkdir(parents=True, exist_ok=True)
         (self.run / "times.log").touch()
@@ -96,7 +113,7 @@ class NginxGitServer:
         wrapper.chmod(0o755)
         (self.run / "git_params").write_text(_PARAMS.format(run=self.run, root=self.root))
         (self.run / "nginx.conf").write_text(_CONFIG.format(
-            run=self.run, port=self.port, user="user root;" if os.getuid() == 0 else ""))
+            run=self.run, root=self.root, port=self.port, user="user root;" if os.getuid() == 0 else ""))
         self._processes.append(subprocess.Popen(
             ["fcgiwrap", "-c", str(self.workers), "-s", f"unix:{self.run}/fcgiwrap.sock"],
             stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
@@ -129,6 +146,19 @@ class NginxGitServer:
         for child in _children(self._processes):
             own += _process_cpu(child)
         return own + _backend_cpu(self.run / "times.log")
+
+
+def install_beacon_hook(bare: Path, branch: str = "main") -> None:
+    """The shipped post-receive hook in ``bare``, and its beacon written for the branch as it is
+    (the hook writes it on the next push that moves the branch)."""
+    hook = Path(bare) / "hooks" / "post-receive"
+    hook.parent.mkdir(exist_ok=True)
+    shutil.copyfile(BEACON_HOOK, hook)
+    hook.chmod(hook.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    head = subprocess.run(["git", "rev-parse", f"refs/heads/{branch}"], cwd=bare, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    subprocess.run([str(hook)], cwd=bare, input=f"{'0' * len(head)} {head} refs/heads/{branch}\n", text=True,
+                   env={**os.environ, "GIT_DIR": str(bare)}, check=True)
 
 
 def _backend_cpu(log: Path) -> float:
