@@ -149,6 +149,23 @@ class NatsChannel:
     def put_commit(self, commit: str) -> None:
         self._call(self._put(self.settings.fleet_bucket, COMMIT_KEY, commit.encode()))
 
+    def run(self, work: Callable[[Any, Any], Coroutine[Any, Any, Any]]) -> Any:
+        """``work(jetstream, summaries bucket)`` on the channel's loop, its failure Transient: the
+        door through which status/nats_summaries.py reads and writes the summaries bucket."""
+        return self._call(self._with_summaries(work))
+
+    async def _with_summaries(self, work: Callable[[Any, Any], Coroutine[Any, Any, Any]]) -> Any:
+        return await work(self._js, self._kv[self.settings.summaries_bucket])
+
+    async def publish(self, subject: str, value: bytes, headers: dict[str, str] | None = None) -> int:
+        """A JetStream publish to ``$KV.<bucket>.<key>``, through the domain's API when there is one:
+        nats-py 2.16 puts to $KV.<bucket>.<key> even in a domain, which does not cross a leaf node
+        (nats-io/nats.py#1010, fixed upstream by #1011), so this goes as nats.go does. Its stream
+        sequence: the key's new revision."""
+        if self.settings.domain is not None:
+            subject = f"$JS.{self.settings.domain}.API.{subject}"
+        return (await self._js.publish(subject, value, headers=headers)).seq
+
     def close(self) -> None:
         """Stop the loop and its thread; nothing of the channel runs after this returns."""
         if not self._thread.is_alive():
@@ -185,6 +202,9 @@ class NatsChannel:
                 self._js = self._nc.jetstream(timeout=self.settings.timeout, domain=self.settings.domain)
                 self._kv = {name: await self._bucket(name)
                             for name in (self.settings.records_bucket, self.settings.fleet_bucket)}
+                self._kv[self.settings.summaries_bucket] = await self._bucket(
+                    self.settings.summaries_bucket, KeyValueConfig(bucket=self.settings.summaries_bucket, history=1,
+                                                                   direct=True))
                 await self._follow(lost)
             except asyncio.CancelledError:
                 raise
@@ -270,11 +290,7 @@ class NatsChannel:
         return received.record if received is not None else None
 
     async def _put(self, bucket: str, key: str, value: bytes) -> int:
-        if self.settings.domain is None:
-            return await self._kv[bucket].put(key, value)
-        # nats-py 2.16 puts to $KV.<bucket>.<key> even in a domain, which does not cross a leaf node
-        # (nats-io/nats.py#1010, fixed upstream by #1011): through the domain's API, as nats.go does.
-        return (await self._js.publish(f"$JS.{self.settings.domain}.API.$KV.{bucket}.{key}", value)).seq
+        return await self.publish(f"$KV.{bucket}.{key}", value)
 
     async def _commit_message(self, msg) -> None:
         self._saw_commit(msg.data)
@@ -286,11 +302,11 @@ class NatsChannel:
             if self.on_commit is not None:
                 self.on_commit(commit)
 
-    async def _bucket(self, name: str):
+    async def _bucket(self, name: str, config: KeyValueConfig | None = None):
         try:
             return await self._js.key_value(name)
         except BucketNotFoundError:
-            return await self._js.create_key_value(KeyValueConfig(bucket=name, history=self.settings.history))
+            return await self._js.create_key_value(config or KeyValueConfig(bucket=name, history=self.settings.history))
 
     def _options(self, lost: asyncio.Event) -> dict[str, Any]:
         settings = self.settings
