@@ -4,6 +4,7 @@ carries status records and fleet-commit notifications instead of status refs in 
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -39,7 +40,7 @@ class NatsSettings(BaseModel):
     audit: Literal["git", "off"] = "git"  # git: state changes also go to the site's status ref (statusRepo or repo)
     # audit commits wait in the site's cache and go in one push after a random share of this (and
     # at shutdown), so a wave that moves together does not push together (README "NATS channel")
-    audit_spread: Duration = "10m"
+    audit_spread: Duration = timedelta(minutes=10)
 
     @field_validator("servers")
     @classmethod
