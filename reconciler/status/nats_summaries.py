@@ -21,9 +21,11 @@ delivers every update to every watcher)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import zlib
+from collections.abc import Mapping
 
 from nats.js.api import Header
 from nats.js.errors import APIError, KeyNotFoundError, NotFoundError
@@ -58,7 +60,7 @@ class NatsSummaries:
         self._rng = rng or random.Random()
         bucket = channel.settings.summaries_bucket
         self._stream, self._prefix = f"KV_{bucket}", f"$KV.{bucket}."
-        self._shards: dict[str, dict[str, Summary]] = {}  # deployment -> key -> its newest summary read
+        self._shards: dict[str, dict[str, tuple[int, Summary]]] = {}  # deployment -> key -> revision, summary
         self._read_up_to: dict[str, int] = {}  # deployment -> the newest stream sequence read
         self.pulled = 0  # bytes of summaries downloaded (for benchmarks)
         self.requests = 0  # direct gets asked (for benchmarks)
@@ -66,16 +68,22 @@ class NatsSummaries:
     def reports(self, deployment: str, check: RecordCheck | None = None) -> dict[str, SiteReport]:
         """Every site's report on the deployment from the newest entries of all its shards that
         ``check`` admits (``decide_gate``'s ``records``), after pulling the shards that moved."""
-        self._channel.run(lambda js, kv: self._catch_up(js, deployment))
-        shards = self._shards.get(deployment, {})
-        return merged_reports((shards[key] for key in sorted(shards)),
+        self._channel.run(lambda js, kv: self.catch_up(js, deployment))
+        shards = self.shards(deployment)
+        return merged_reports((shards[key][1] for key in sorted(shards)),
                               admitted_by(check, deployment) if check is not None else None)
+
+    def shards(self, deployment: str) -> Mapping[str, tuple[int, Summary]]:
+        """Each shard's newest summary read, with its revision."""
+        return self._shards.get(deployment, {})
 
     def publish(self, record: StatusRecord, deployment: str, shard: int) -> bool:
         """Fold ``record`` into its shard's summary; False when the summary already said it."""
         return self._channel.run(lambda js, kv: self._fold(kv, record, deployment, shard))
 
-    async def _catch_up(self, js, deployment: str) -> None:
+    async def catch_up(self, js, deployment: str) -> None:
+        """Pull the deployment's shards that moved since the last read (on the channel's loop:
+        a process that reads for many sites runs many at once)."""
         shards = self._shards.setdefault(deployment, {})
         subject = f"{self._prefix}{deployment}.*"
         while True:
@@ -88,7 +96,8 @@ class NatsSummaries:
             key = message.subject.removeprefix(self._prefix)
             deleted = (message.headers or {}).get("KV-Operation") in _DELETED
             self.pulled += len(message.data or b"")
-            shards[key] = {} if deleted else self._decode(message.data or b"", f"revision {message.seq}", deployment)
+            shards[key] = (message.seq, {} if deleted else self._decode(message.data or b"", f"revision {message.seq}",
+                                                                          deployment))
             self._read_up_to[deployment] = message.seq
 
     async def _fold(self, kv, record: StatusRecord, deployment: str, shard: int) -> bool:
@@ -119,8 +128,15 @@ class NatsSummaries:
         """A shard that does not parse is skipped, as in Git mode: one broken writer must not blind
         the gates (its sites count as silent), and the next writer of the shard replaces it."""
         try:
-            return decode(zlib.decompress(data), deployment)
+            return _decoded(data, deployment)
         except (ValueError, zlib.error) as error:
             log.warning("skipping summary %s of %s in NATS: %s", where, deployment, error)
             return {}
+
+
+@functools.lru_cache(maxsize=1024)
+def _decoded(data: bytes, deployment: str) -> Summary:
+    """A stored shard, decoded once per process however many sites (a benchmark's, ``status``'s)
+    read it; summaries are never changed in place, so sharing one is safe."""
+    return decode(zlib.decompress(data), deployment)
 
