@@ -1,11 +1,13 @@
 """Status records and fleet-commit wake-ups over NATS JetStream key-value, for fleets that have
 outgrown one Git server (README "NATS channel").
 
-Two buckets: the records bucket holds each site's newest record under its name (with a few
+Three buckets: the records bucket holds each site's newest record under its name (with a few
 revisions of history), the fleet bucket the fleet's newest commit under ``commit`` (``reconciler
-notify`` puts it on push). A site watches the records bucket once it first reads the fleet (so a
-gate reads the in-memory view, no round trip per site) and subscribes to the commit key's subject
-(plain NATS, no consumer per site) to be woken at once.
+notify`` puts it on push), and the summaries bucket the shard summaries the gates read
+(status/nats_summaries.py, through ``run``). Every site subscribes to the commit key's subject
+(plain NATS, no consumer per site) to be woken at once. Whoever asks for every record
+(``received``: ``reconciler status``/``report --nats-server``; the agent's gates read summaries)
+watches the records bucket from then on, so a read is the in-memory view, no round trip per site.
 
 nats-py is asyncio and the agent is threaded: each channel owns one event loop in a daemon thread.
 The loop connects, binds the buckets, follows them, and on any loss (server restart, network)
