@@ -1,34 +1,35 @@
-"""NATS mode at fleet scale: a three-wave rollout in which every site reports to the NATS records
-bucket and gates on the records it reads back from it, time-compressed as bench/fleet_waves.py's
-Git-mode rollout (the same ROLLOUT, ROLLOUT_INTERVAL, phases and success records), and its gate
-decisions set against Git mode's for the same fleet and history.
+"""NATS mode at fleet scale: a three-wave rollout in which every site puts its record, folds its
+entry into its shard of the summaries bucket and gates on the summaries (status/nats_summaries.py,
+the agent's NATS-mode gate path), time-compressed as bench/fleet_waves.py's Git-mode rollout (the
+same ROLLOUT, ROLLOUT_INTERVAL, phases and success records); its gate decisions set against Git
+mode's; the design before summaries (one whole-bucket watch per site, audit pushed at once) as the
+same-run baseline at ``--baseline-sites``.
 
-Simulated sites: many per process (``--workers`` processes), and per process ONE NatsChannel
-(status/nats_channel.py, the agent's class: one connection, the real watch of the records bucket,
-the real put of each record). A real site has its own connection; here the sites of a process
-share one, because each connection watching the whole bucket receives every record put (N
-deliveries per put, N² per rollout), which 10 000 Python watchers on two cores cannot parse; the
-server's cost of that fan-out is printed beside the run, from its CPU per delivery measured first
-(500 connections watching, 20 records put). One connection per site is what bench/bench_nats.py measures (commit -> every site).
+Simulated sites (``summary_worker``): many per process (``--workers`` processes), one NatsChannel
+(one connection) per process, and one NatsSummaries per SITE: each site's read is its own cursor's
+direct gets of the shards that moved since its last read, so the broker does per site what a real
+fleet makes it do. Shared by the sites of a process, client side only: a shard revision's decoding,
+and ``decide_gate``'s answer per wave for the sites due within the same GRID second, on the
+process's newest view (at least as new as each due site's own; a call costs ~80 ms of Python at
+10 000 sites, which the real fleet spends on 10 000 machines).
 
-Each site decides as the agent does: the bucket's records -> ``site_report`` -> ``decide_gate``,
-from a random phase then every ROLLOUT_INTERVAL ± 10 %, and puts its success record once it may.
-The sites of a process that are due within the same GRID second read the view once and share
-``decide_gate``'s answer per wave (it depends on the site only through its wave; at 10 000 sites
-one call costs ~80 ms of Python, which the real fleet spends on 10 000 machines).
+Baseline (``watch_worker``): the sites of a process share one watch of the records bucket; the
+server's cost of one watch per site is projected from its CPU per delivery measured in this run
+(500 connections watching, 20 records put).
 
-Same decisions: every decision is logged with the number of records in the view it was made on
-(the watch delivers in stream order, so a view is the first k records put). Afterwards the Git
-mode replays that history: the records in stream order are published to shard summaries and the
-roll-up in a real Git repository (SummaryRefs, the agent's Git-mode gate path), and at each logged
-decision the gate is decided again from the roll-up, at the same ``now``, site by site. The two
-sequences must be equal (kind, reason, wave, opening instant).
+Same decisions: every decision is logged with the number of entries in its process's view (which
+only grows), and each process's records, in the order they reached its view, are published in Git
+mode to shard summaries and the roll-up in a real repository (SummaryRefs), the gate decided again
+from the roll-up at each logged decision, at the same ``now``, site by site. The sequences must be
+equal (kind, reason, wave, opening instant).
 
-Server CPU: nats-server's during the rollout, measured; the Git server's for NATS mode (audit
-writes of the sites that moved, backstop polls every BACKSTOP) from per-operation costs measured in
-this run against nginx + git-http-backend when installed.
+Server CPU: nats-server's during the rollout, measured from /proc; the Git server's (backstop polls
+every BACKSTOP, one batched audit push per site that moved, landing uniformly over AUDIT_SPREAD)
+computed from per-operation costs measured in this run against nginx + git-http-backend when
+installed: during the rollout, and over the spread after it.
 
-    .venv/bin/python bench/bench_nats_waves.py [--quick] [--sites 10000] [--compare-sites 200] [--workers 2]"""
+    .venv/bin/python bench/bench_nats_waves.py [--quick] [--sites 10000] [--compare-sites 200]
+        [--baseline-sites 1000] [--workers 2]"""
 
 from __future__ import annotations
 
@@ -63,6 +64,7 @@ from reconciler.status.nats_summaries import NatsSummaries
 from reconciler.status.record import StatusRecord
 from reconciler.status.summary_refs import SummaryRefs
 
+CHUNK = 50  # sites whose reads run at once on a process's connection
 GRID = 1.0  # s: the sites of a process due in the same second share one read and one decision per wave
 BACKSTOP = 600.0 * ROLLOUT_INTERVAL / 30.0  # the README's 10 min NATS-mode Git poll, compressed as the interval
 TARGET_CORES = 1.0  # issue 14: average server CPU (git + nats) during the rollout
@@ -158,7 +160,9 @@ def summary_worker(url: str, names: list[str], mine: list[str], start: float, se
             while due and due[0][0] <= time.monotonic():
                 batch.append(heapq.heappop(due)[1])
             began = time.monotonic()
-            channel.run(lambda js, kv, batch=batch: asyncio.gather(*(readers[site].catch_up(js, GATED) for site in batch)))
+            for chunk in range(0, len(batch), CHUNK):  # each chunk one request round of the channel's timeout
+                sites = batch[chunk:chunk + CHUNK]
+                channel.run(lambda js, kv, sites=sites: asyncio.gather(*(readers[s].catch_up(js, GATED) for s in sites)))
             reads.append((time.monotonic() - began, len(batch)))
             for site in batch:
                 for key, (revision, summary) in readers[site].shards(GATED).items():
