@@ -50,8 +50,9 @@ from bench_fleet_sim import git_server, server_cpu  # first: puts the repo root 
 from bench_nats import cpu_seconds
 from common import ROOT, emit, machine
 from fleet_waves import GATED, ROLLOUT, ROLLOUT_ID, ROLLOUT_INTERVAL, quantile, success_record
+from nats_watch_baseline import BACKSTOP, GRID, delivery_cpu, print_watch_rollout, watch_worker
 
-from reconciler.delivery.gates import SiteReport, decide_gate, site_report
+from reconciler.delivery.gates import decide_gate
 from reconciler.delivery.rollout import wave_index
 from reconciler.delivery.summary import merged_reports, shard_of
 from reconciler.devtools.githttp import init_bare_repo, run_git
@@ -59,14 +60,12 @@ from reconciler.devtools.natsserver import NatsServer
 from reconciler.gitdoor.source import GitSource
 from reconciler.settings import NatsSettings
 from reconciler.status.gitref import StatusRefs
-from reconciler.status.nats_channel import NatsChannel, Received, receive
+from reconciler.status.nats_channel import NatsChannel, receive
 from reconciler.status.nats_summaries import NatsSummaries
 from reconciler.status.record import StatusRecord
 from reconciler.status.summary_refs import SummaryRefs
 
 CHUNK = 50  # sites whose reads run at once on a process's connection
-GRID = 1.0  # s: the sites of a process due in the same second share one read and one decision per wave
-BACKSTOP = 600.0 * ROLLOUT_INTERVAL / 30.0  # the README's 10 min NATS-mode Git poll, compressed as the interval
 TARGET_CORES = 1.0  # issue 14: average server CPU (git + nats) during the rollout
 AUDIT_SPREAD = 600.0 * ROLLOUT_INTERVAL / 30.0  # auditSpread's default (10 min), compressed as the interval
 
@@ -89,50 +88,6 @@ def arguments() -> argparse.Namespace:
 
 
 # --- the simulated sites ----------------------------------------------------------------------------
-
-def watch_worker(url: str, names: list[str], mine: list[str], start: float, seed: int, timeout: float,
-                results) -> None:
-    """The sites ``mine`` until every site's record is in the view (or ``timeout``): per decision
-    (site, now, records in the view, kind, reason, wave, opening), read and put latencies, the
-    instants (from ``start``) at which its sites moved and each wave first opened."""
-    rng, labels = random.Random(seed), dict.fromkeys(names, {})
-    waves = {site: wave_index(ROLLOUT, GATED, site, {}) for site in mine}
-    due = [(start + rng.uniform(0, ROLLOUT_INTERVAL), site) for site in mine]
-    heapq.heapify(due)
-    seen: dict[str, Received] = {}
-    reports: dict[str, SiteReport] = {}
-    log, reads, puts, moved, opened = [], [], [], {}, {}
-    channel = NatsChannel(NatsSettings(servers=[url], timeout=30))
-    try:
-        while time.monotonic() < start + timeout:
-            time.sleep(max(0.0, start + math.ceil((due[0][0] - start) / GRID) * GRID - time.monotonic()))
-            batch = []
-            while due and due[0][0] <= time.monotonic():
-                batch.append(heapq.heappop(due)[1])
-            began = time.monotonic()
-            written = _follow(channel.received(), seen, reports)
-            reads.append(time.monotonic() - began)
-            if written == len(names):
-                break
-            now, decided = datetime.now(UTC), {}
-            for site in batch:
-                if site not in moved:
-                    if waves[site] not in decided:
-                        decided[waves[site]] = decide_gate(ROLLOUT, GATED, ROLLOUT_ID, site, labels, reports, now)
-                    decision = decided[waves[site]]
-                    log.append((site, now, written, decision.kind, decision.reason, decision.wave,
-                                decision.earliest_start))
-                    if decision.kind == "proceed":
-                        began = time.monotonic()
-                        channel.put_record(success_record(site, now))
-                        puts.append(time.monotonic() - began)
-                        moved[site] = time.monotonic() - start
-                        opened.setdefault(decision.wave, moved[site])
-                heapq.heappush(due, (time.monotonic() + ROLLOUT_INTERVAL * rng.uniform(0.9, 1.1), site))
-    finally:
-        channel.close()
-    results.put({"log": log, "reads": reads, "puts": puts, "moved": moved, "opened": opened})
-
 
 def summary_worker(url: str, names: list[str], mine: list[str], start: float, seed: int, timeout: float,
                    results) -> None:
@@ -200,20 +155,6 @@ def summary_worker(url: str, names: list[str], mine: list[str], start: float, se
                  "pulled": sum(r.pulled for r in readers.values())})
 
 
-def _follow(view: dict[str, Received], seen: dict[str, Received], reports: dict[str, SiteReport]) -> int:
-    """``reports`` brought up to ``view`` (only the records that changed are read again); how many
-    sites report this rollout."""
-    for site, received in view.items():
-        if seen.get(site) is not received:
-            seen[site] = received
-            report = site_report(received.record, GATED)
-            if report is None:
-                reports.pop(site, None)
-            else:
-                reports[site] = report
-    return sum(1 for report in reports.values() if report.rollout_id == ROLLOUT_ID)
-
-
 def nats_rollout(server: NatsServer, sites: int, workers: int, timeout: float, seed: int,
                  worker=summary_worker) -> dict:
     names = [f"store-{number:05d}" for number in range(sites)]
@@ -263,63 +204,6 @@ def records_in_order(url: str) -> list[StatusRecord]:
         return [receive(e.value, e.revision, e.key).record for e in sorted(entries, key=lambda e: e.revision)]
 
     return asyncio.run(read())
-
-
-# --- what one watching connection per site would cost the server ------------------------------------
-
-def watcher_worker(url: str, watchers: int, expected: int, ready, results) -> None:
-    """``watchers`` connections, each watching the records bucket as NatsChannel does (an ordered
-    consumer over every key); the entries they receive once ``expected`` arrived."""
-    import nats
-
-    async def main() -> None:
-        got, done, connections, tasks = [0], asyncio.Event(), [], []
-
-        async def follow(watcher) -> None:
-            async for entry in watcher:
-                if entry is not None:
-                    got[0] += 1
-                    if got[0] == expected:
-                        done.set()
-
-        for _ in range(watchers):
-            connection = await nats.connect(url, allow_reconnect=False, connect_timeout=30)
-            kv = await connection.jetstream().key_value(NatsSettings(servers=[url]).records_bucket)
-            tasks.append(asyncio.create_task(follow(await kv.watchall())))
-            connections.append(connection)
-        ready.put(watchers)
-        try:
-            await asyncio.wait_for(done.wait(), 300)
-        finally:
-            for task in tasks:
-                task.cancel()
-            for connection in connections:
-                await connection.close()
-        results.put(got[0])
-
-    asyncio.run(main())
-
-
-def delivery_cpu(server: NatsServer, watchers: int = 500, puts: int = 20) -> float:
-    """nats-server CPU per record delivered to one watching connection: ``puts`` records put while
-    ``watchers`` connections watch the bucket."""
-    context = multiprocessing.get_context("spawn")
-    ready, results = context.Queue(), context.Queue()
-    channel = NatsChannel(NatsSettings(servers=[server.url], timeout=30))
-    channel.record("nobody")  # binds (creates) the buckets before the watchers look for them
-    worker = context.Process(target=watcher_worker, args=(server.url, watchers, watchers * puts, ready, results),
-                             daemon=True)
-    worker.start()
-    try:
-        ready.get(timeout=300)
-        before = cpu_seconds(server.process.pid)
-        for number in range(puts):
-            channel.put_record(success_record(f"fan-out-{number:03d}", datetime.now(UTC)))
-        delivered = results.get(timeout=300)
-        return (cpu_seconds(server.process.pid) - before) / delivered
-    finally:
-        channel.close()
-        worker.join(timeout=60)
 
 
 # --- Git mode: the same history, the same instants ---------------------------------------------------
@@ -402,21 +286,6 @@ def git_repos(root: Path, workers: int) -> None:
 
 
 # --- the report --------------------------------------------------------------------------------------
-
-def print_watch_rollout(run: dict, poll_cpu: float, audit_cpu: float, per_delivery: float) -> dict:
-    """The design before summaries: one whole-bucket watch (shared per process, its per-site
-    fan-out projected from the measured CPU per delivery) and every audit write pushed at once."""
-    sites, nats_cores = run["sites"], run["nats_cpu"] / run["wall"]
-    git_cpu = run["moved"] * audit_cpu + sites * (run["wall"] / BACKSTOP) * poll_cpu
-    fan_out = len(run["puts"]) * sites * per_delivery
-    cores = nats_cores + git_cpu / run["wall"] + fan_out / run["wall"]
-    print(f"BASELINE whole-bucket watch, {sites} sites: {run['seconds']:.1f} s; {run['moved']} moved; nats-server "
-          f"{run['nats_cpu']:.1f} s measured (shared watch) + {fan_out:.0f} s projected fan-out ({len(run['puts'])} puts "
-          f"x {sites} watchers x {per_delivery * 1e6:.0f} us); Git {git_cpu:.1f} s (audit pushed at once, "
-          f"{audit_cpu * 1e3:.0f} ms each); server {cores:.2f} cores over {run['wall']:.0f} s", flush=True)
-    return {"sites": sites, "seconds": run["seconds"], "cores": round(cores, 3), "fan_out_cores": round(fan_out / run["wall"], 3),
-            "nats_cores_shared_watch": round(nats_cores, 4), "git_cores": round(git_cpu / run["wall"], 4)}
-
 
 def audit_landing(run: dict, push_cpu: float) -> tuple[float, float]:
     """Git server CPU of the batched audit pushes (one per site that moved, uniform over AUDIT_SPREAD
