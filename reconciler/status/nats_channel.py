@@ -112,6 +112,7 @@ class NatsChannel:
         self._watch: asyncio.Task | None = None
         self._nc = None
         self._seen = 0  # the newest revision of the records bucket the watch has delivered
+        self.connections = 0  # connections made and bound so far: a reader's cursors hold within one
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"nats-{site or 'client'}", daemon=True)
         self._thread.start()
@@ -207,6 +208,7 @@ class NatsChannel:
                 self._kv[self.settings.summaries_bucket] = await self._bucket(
                     self.settings.summaries_bucket, KeyValueConfig(bucket=self.settings.summaries_bucket, history=1,
                                                                    direct=True))
+                self.connections += 1
                 await self._follow(lost)
             except asyncio.CancelledError:
                 raise

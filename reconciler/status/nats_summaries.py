@@ -16,7 +16,8 @@ the deployment's keys (a direct get with ``next_by_subj``), then the one after i
 none (404). As the bucket keeps only each key's newest revision, a shard that moved since the last
 read comes once, however many times it moved, and a read when nothing moved is one request. The
 broker's work per read is the shards that moved, not the updates times the readers (a watch
-delivers every update to every watcher)."""
+delivers every update to every watcher). A new connection (a server restart, maybe without its
+store) starts a reader's cursors afresh, and the site folds its own entries again."""
 
 from __future__ import annotations
 
@@ -62,13 +63,15 @@ class NatsSummaries:
         self._stream, self._prefix = f"KV_{bucket}", f"$KV.{bucket}."
         self._shards: dict[str, dict[str, tuple[int, Summary]]] = {}  # deployment -> key -> revision, summary
         self._read_up_to: dict[str, int] = {}  # deployment -> the newest stream sequence read
+        self._own: dict[tuple[str, int], StatusRecord] = {}  # (deployment, shard) -> the record folded last
+        self._connection = 0  # the channel's connection the cursors and shards were read on
         self.pulled = 0  # bytes of summaries downloaded (for benchmarks)
         self.requests = 0  # direct gets asked (for benchmarks)
 
     def reports(self, deployment: str, check: RecordCheck | None = None) -> dict[str, SiteReport]:
         """Every site's report on the deployment from the newest entries of all its shards that
         ``check`` admits (``decide_gate``'s ``records``), after pulling the shards that moved."""
-        self._channel.run(lambda js, kv: self.catch_up(js, deployment))
+        self._channel.run(lambda js, kv: self._read(js, kv, deployment))
         shards = self.shards(deployment)
         return merged_reports((shards[key][1] for key in sorted(shards)),
                               admitted_by(check, deployment) if check is not None else None)
@@ -79,7 +82,28 @@ class NatsSummaries:
 
     def publish(self, record: StatusRecord, deployment: str, shard: int) -> bool:
         """Fold ``record`` into its shard's summary; False when the summary already said it."""
-        return self._channel.run(lambda js, kv: self._fold(kv, record, deployment, shard))
+        return self._channel.run(lambda js, kv: self._publish(kv, record, deployment, shard))
+
+    async def _read(self, js, kv, deployment: str) -> None:
+        await self._fresh(kv)
+        await self.catch_up(js, deployment)
+
+    async def _publish(self, kv, record: StatusRecord, deployment: str, shard: int) -> bool:
+        await self._fresh(kv)
+        self._own[(deployment, shard)] = record
+        return await self._fold(kv, record, deployment, shard)
+
+    async def _fresh(self, kv) -> None:
+        """On a new connection the server may be another, or have lost its store (its stream
+        sequences start again): read every shard afresh, and fold this site's entries again
+        (folding what a summary holds writes nothing), as its record is put again."""
+        if self._channel.connections == self._connection:
+            return
+        self._connection = self._channel.connections
+        self._shards.clear()
+        self._read_up_to.clear()
+        for (deployment, shard), record in sorted(self._own.items()):
+            await self._fold(kv, record, deployment, shard)
 
     async def catch_up(self, js, deployment: str) -> None:
         """Pull the deployment's shards that moved since the last read (on the channel's loop:

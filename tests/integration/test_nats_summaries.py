@@ -2,12 +2,15 @@
 gates decided from a reader that catches up on the shards that moved decide as gates from the
 sites' newest records (random fleets and histories, reads at random points); sites folding into
 one shard at once lose no entry (compare-and-swap); a reader counts only the entries the keyring
-admits; a shard that does not parse is skipped, and the next writer replaces it."""
+admits; a shard that does not parse is skipped, and the next writer replaces it; after a server
+lost its store, sites fold their entries again and readers read afresh."""
 
 from __future__ import annotations
 
 import itertools
+import shutil
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -17,6 +20,7 @@ from hypothesis import strategies as st
 from reconciler import reasons, trust
 from reconciler.delivery.gates import decide_gate, site_report
 from reconciler.devtools.natsserver import NatsServer
+from reconciler.errors import Transient
 from reconciler.settings import NatsSettings
 from reconciler.status.nats_channel import NatsChannel
 from reconciler.status.nats_summaries import NatsSummaries, summary_key
@@ -124,3 +128,37 @@ def test_a_shard_that_does_not_parse_is_skipped_and_the_next_writer_replaces_it(
     assert "skipping summary revision" in caplog.text
     summaries.publish(record("s2", 2, deployment=deployment), deployment, 0)
     assert set(summaries.reports(deployment)) == {"s1", "s2"}
+
+
+def test_after_a_server_lost_its_store_sites_fold_their_entries_again_and_readers_start_afresh(tmp_path):
+    server = NatsServer(tmp_path / "nats").start()
+    settings = NatsSettings(servers=[server.url], timeout=2)
+    writing, reading = NatsChannel(settings, "s1"), NatsChannel(settings)
+    try:
+        writer, reader, deployment = NatsSummaries(writing), NatsSummaries(reading), "lost"
+        for minute in range(1, 6):  # the reader's cursor moves past what the new store will hold
+            writer.publish(record("s1", minute, deployment=deployment), deployment, 0)
+            reader.reports(deployment)
+        server.stop()
+        shutil.rmtree(tmp_path / "nats" / "hub-store")
+        server.start()
+        NatsSummaries(writing).publish(record("s2", 1, deployment=deployment), deployment, 1)  # on the new store
+        expected = {"s1": T0 + timedelta(minutes=5), "s2": T0 + timedelta(minutes=1)}
+        _eventually(lambda: {s: r.written_at for s, r in writer.reports(deployment).items()} == expected)
+        assert {s: r.written_at for s, r in reader.reports(deployment).items()} == expected
+    finally:
+        writing.close()
+        reading.close()
+        server.stop()
+
+
+def _eventually(check, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except Transient:
+            pass  # reconnecting
+        assert time.monotonic() < deadline, "not reached in time"
+        time.sleep(0.1)
