@@ -1,34 +1,35 @@
-"""NATS mode at fleet scale: a three-wave rollout in which every site reports to the NATS records
-bucket and gates on the records it reads back from it, time-compressed as bench/fleet_waves.py's
-Git-mode rollout (the same ROLLOUT, ROLLOUT_INTERVAL, phases and success records), and its gate
-decisions set against Git mode's for the same fleet and history.
+"""NATS mode at fleet scale: a three-wave rollout in which every site puts its record, folds its
+entry into its shard of the summaries bucket and gates on the summaries (status/nats_summaries.py,
+the agent's NATS-mode gate path), time-compressed as bench/fleet_waves.py's Git-mode rollout (the
+same ROLLOUT, ROLLOUT_INTERVAL, phases and success records); its gate decisions set against Git
+mode's; the design before summaries (one whole-bucket watch per site, audit pushed at once) as the
+same-run baseline at ``--baseline-sites``.
 
-Simulated sites: many per process (``--workers`` processes), and per process ONE NatsChannel
-(status/nats_channel.py, the agent's class: one connection, the real watch of the records bucket,
-the real put of each record). A real site has its own connection; here the sites of a process
-share one, because each connection watching the whole bucket receives every record put (N
-deliveries per put, N² per rollout), which 10 000 Python watchers on two cores cannot parse; the
-server's cost of that fan-out is printed beside the run, from its CPU per delivery measured first
-(500 connections watching, 20 records put). One connection per site is what bench/bench_nats.py measures (commit -> every site).
+Simulated sites (``summary_worker``): many per process (``--workers`` processes), one NatsChannel
+(one connection) per process, and one NatsSummaries per SITE: each site's read is its own cursor's
+direct gets of the shards that moved since its last read, so the broker does per site what a real
+fleet makes it do. Shared by the sites of a process, client side only: a shard revision's decoding,
+and ``decide_gate``'s answer per wave for the sites due within the same GRID second, on the
+process's newest view (at least as new as each due site's own; a call costs ~80 ms of Python at
+10 000 sites, which the real fleet spends on 10 000 machines).
 
-Each site decides as the agent does: the bucket's records -> ``site_report`` -> ``decide_gate``,
-from a random phase then every ROLLOUT_INTERVAL ± 10 %, and puts its success record once it may.
-The sites of a process that are due within the same GRID second read the view once and share
-``decide_gate``'s answer per wave (it depends on the site only through its wave; at 10 000 sites
-one call costs ~80 ms of Python, which the real fleet spends on 10 000 machines).
+Baseline (``watch_worker``): the sites of a process share one watch of the records bucket; the
+server's cost of one watch per site is projected from its CPU per delivery measured in this run
+(500 connections watching, 20 records put).
 
-Same decisions: every decision is logged with the number of records in the view it was made on
-(the watch delivers in stream order, so a view is the first k records put). Afterwards the Git
-mode replays that history: the records in stream order are published to shard summaries and the
-roll-up in a real Git repository (SummaryRefs, the agent's Git-mode gate path), and at each logged
-decision the gate is decided again from the roll-up, at the same ``now``, site by site. The two
-sequences must be equal (kind, reason, wave, opening instant).
+Same decisions: every decision is logged with the number of entries in its process's view (which
+only grows), and each process's records, in the order they reached its view, are published in Git
+mode to shard summaries and the roll-up in a real repository (SummaryRefs), the gate decided again
+from the roll-up at each logged decision, at the same ``now``, site by site. The sequences must be
+equal (kind, reason, wave, opening instant).
 
-Server CPU: nats-server's during the rollout, measured; the Git server's for NATS mode (audit
-writes of the sites that moved, backstop polls every BACKSTOP) from per-operation costs measured in
-this run against nginx + git-http-backend when installed.
+Server CPU: nats-server's during the rollout, measured from /proc; the Git server's (backstop polls
+every BACKSTOP, one batched audit push per site that moved, landing uniformly over AUDIT_SPREAD)
+computed from per-operation costs measured in this run against nginx + git-http-backend when
+installed: during the rollout, and over the spread after it.
 
-    .venv/bin/python bench/bench_nats_waves.py [--quick] [--sites 10000] [--compare-sites 200] [--workers 2]"""
+    .venv/bin/python bench/bench_nats_waves.py [--quick] [--sites 10000] [--compare-sites 200]
+        [--baseline-sites 1000] [--workers 2]"""
 
 from __future__ import annotations
 
@@ -49,22 +50,24 @@ from bench_fleet_sim import git_server, server_cpu  # first: puts the repo root 
 from bench_nats import cpu_seconds
 from common import ROOT, emit, machine
 from fleet_waves import GATED, ROLLOUT, ROLLOUT_ID, ROLLOUT_INTERVAL, quantile, success_record
+from nats_watch_baseline import BACKSTOP, GRID, delivery_cpu, print_watch_rollout, watch_worker
 
-from reconciler.delivery.gates import SiteReport, decide_gate, site_report
+from reconciler.delivery.gates import decide_gate
 from reconciler.delivery.rollout import wave_index
-from reconciler.delivery.summary import shard_of
+from reconciler.delivery.summary import merged_reports, shard_of
 from reconciler.devtools.githttp import init_bare_repo, run_git
 from reconciler.devtools.natsserver import NatsServer
 from reconciler.gitdoor.source import GitSource
 from reconciler.settings import NatsSettings
 from reconciler.status.gitref import StatusRefs
-from reconciler.status.nats_channel import NatsChannel, Received, receive
+from reconciler.status.nats_channel import NatsChannel, receive
+from reconciler.status.nats_summaries import NatsSummaries
 from reconciler.status.record import StatusRecord
 from reconciler.status.summary_refs import SummaryRefs
 
-GRID = 1.0  # s: the sites of a process due in the same second share one read and one decision per wave
-BACKSTOP = 600.0 * ROLLOUT_INTERVAL / 30.0  # the README's 10 min NATS-mode Git poll, compressed as the interval
+CHUNK = 50  # sites whose reads run at once on a process's connection
 TARGET_CORES = 1.0  # issue 14: average server CPU (git + nats) during the rollout
+AUDIT_SPREAD = 600.0 * ROLLOUT_INTERVAL / 30.0  # auditSpread's default (10 min), compressed as the interval
 
 
 def arguments() -> argparse.Namespace:
@@ -72,30 +75,39 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--sites", type=int, default=10000, help="sites of the measured rollout (default: 10000)")
     parser.add_argument("--compare-sites", type=int, default=200,
                         help="sites of the rollout replayed in Git mode (default: 200; 0: none)")
+    parser.add_argument("--baseline-sites", type=int, default=1000,
+                        help="sites of the same-run baseline, the whole-bucket watch design (default: 1000; 0: none)")
     parser.add_argument("--workers", type=int, default=2, help="processes the sites are spread over (default: 2)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds a rollout may take (default: 600)")
     parser.add_argument("--quick", action="store_true", help="1 000 sites, 60 compared")
     args = parser.parse_args()
     if args.quick:
         args.sites, args.compare_sites = min(args.sites, 1000), min(args.compare_sites, 60)
+        args.baseline_sites = min(args.baseline_sites, 300)
     return args
 
 
 # --- the simulated sites ----------------------------------------------------------------------------
 
-def site_worker(url: str, names: list[str], mine: list[str], start: float, seed: int, timeout: float,
-                results) -> None:
-    """The sites ``mine`` until every site's record is in the view (or ``timeout``): per decision
-    (site, now, records in the view, kind, reason, wave, opening), read and put latencies, the
-    instants (from ``start``) at which its sites moved and each wave first opened."""
+def summary_worker(url: str, names: list[str], mine: list[str], start: float, seed: int, timeout: float,
+                   results) -> None:
+    """The sites ``mine`` as the agent runs them now: each puts its record and folds its entry into
+    its shard (compare-and-swap), and each reads its gates through its OWN NatsSummaries (its own
+    cursor: the broker answers every site's direct gets for the shards that moved since that site's
+    last read, as a real fleet makes it). Only the decoding of a shard revision and the decision are
+    shared by the sites of the process (decide_gate on the process's newest view, which is at least
+    as new as each due site's). ``order``: the sites in the order their entries reached the
+    process's view, which the Git replay publishes."""
     rng, labels = random.Random(seed), dict.fromkeys(names, {})
     waves = {site: wave_index(ROLLOUT, GATED, site, {}) for site in mine}
     due = [(start + rng.uniform(0, ROLLOUT_INTERVAL), site) for site in mine]
     heapq.heapify(due)
-    seen: dict[str, Received] = {}
-    reports: dict[str, SiteReport] = {}
-    log, reads, puts, moved, opened = [], [], [], {}, {}
     channel = NatsChannel(NatsSettings(servers=[url], timeout=30))
+    readers = {site: NatsSummaries(channel) for site in mine}
+    view: dict[str, tuple[int, dict]] = {}  # shard key -> newest revision any site of the process read
+    order: list[str] = []
+    in_view: set[str] = set()
+    log, reads, puts, moved, opened = [], [], [], {}, {}
     try:
         while time.monotonic() < start + timeout:
             time.sleep(max(0.0, start + math.ceil((due[0][0] - start) / GRID) * GRID - time.monotonic()))
@@ -103,9 +115,20 @@ def site_worker(url: str, names: list[str], mine: list[str], start: float, seed:
             while due and due[0][0] <= time.monotonic():
                 batch.append(heapq.heappop(due)[1])
             began = time.monotonic()
-            written = _follow(channel.received(), seen, reports)
-            reads.append(time.monotonic() - began)
-            if written == len(names):
+            for chunk in range(0, len(batch), CHUNK):  # each chunk one request round of the channel's timeout
+                sites = batch[chunk:chunk + CHUNK]
+                channel.run(lambda js, kv, sites=sites: asyncio.gather(*(readers[s].catch_up(js, GATED) for s in sites)))
+            reads.append((time.monotonic() - began, len(batch)))
+            for site in batch:
+                for key, (revision, summary) in readers[site].shards(GATED).items():
+                    if key not in view or view[key][0] < revision:
+                        view[key] = (revision, summary)
+            reports = merged_reports(summary for _, summary in view.values())
+            arrived = sorted(site for site, report in reports.items()
+                             if report.rollout_id == ROLLOUT_ID and site not in in_view)
+            order += arrived
+            in_view.update(arrived)
+            if len(order) == len(names):
                 break
             now, decided = datetime.now(UTC), {}
             for site in batch:
@@ -113,40 +136,32 @@ def site_worker(url: str, names: list[str], mine: list[str], start: float, seed:
                     if waves[site] not in decided:
                         decided[waves[site]] = decide_gate(ROLLOUT, GATED, ROLLOUT_ID, site, labels, reports, now)
                     decision = decided[waves[site]]
-                    log.append((site, now, written, decision.kind, decision.reason, decision.wave,
+                    log.append((site, now, len(order), decision.kind, decision.reason, decision.wave,
                                 decision.earliest_start))
                     if decision.kind == "proceed":
                         began = time.monotonic()
-                        channel.put_record(success_record(site, now))
+                        record = success_record(site, now)
+                        channel.put_record(record)
+                        readers[site].publish(record, GATED, shard_of(site, names))
                         puts.append(time.monotonic() - began)
                         moved[site] = time.monotonic() - start
                         opened.setdefault(decision.wave, moved[site])
                 heapq.heappush(due, (time.monotonic() + ROLLOUT_INTERVAL * rng.uniform(0.9, 1.1), site))
     finally:
         channel.close()
-    results.put({"log": log, "reads": reads, "puts": puts, "moved": moved, "opened": opened})
+    results.put({"log": log, "reads": [seconds for seconds, _ in reads], "puts": puts, "moved": moved,
+                 "opened": opened, "order": order, "site_reads": sum(count for _, count in reads),
+                 "requests": sum(r.requests for r in readers.values()),
+                 "pulled": sum(r.pulled for r in readers.values())})
 
 
-def _follow(view: dict[str, Received], seen: dict[str, Received], reports: dict[str, SiteReport]) -> int:
-    """``reports`` brought up to ``view`` (only the records that changed are read again); how many
-    sites report this rollout."""
-    for site, received in view.items():
-        if seen.get(site) is not received:
-            seen[site] = received
-            report = site_report(received.record, GATED)
-            if report is None:
-                reports.pop(site, None)
-            else:
-                reports[site] = report
-    return sum(1 for report in reports.values() if report.rollout_id == ROLLOUT_ID)
-
-
-def nats_rollout(server: NatsServer, sites: int, workers: int, timeout: float, seed: int) -> dict:
+def nats_rollout(server: NatsServer, sites: int, workers: int, timeout: float, seed: int,
+                 worker=summary_worker) -> dict:
     names = [f"store-{number:05d}" for number in range(sites)]
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     start = time.monotonic() + 3.0  # the workers' imports and connections
-    processes = [context.Process(target=site_worker, daemon=True,
+    processes = [context.Process(target=worker, daemon=True,
                                  args=(server.url, names, names[i::workers], start, seed + i, timeout, results))
                  for i in range(workers)]
     for process in processes:
@@ -161,7 +176,10 @@ def nats_rollout(server: NatsServer, sites: int, workers: int, timeout: float, s
     for part in parts:
         for wave, at in part["opened"].items():
             opened[wave] = min(at, opened.get(wave, at))
-    return {"sites": sites, "names": names, "seconds": seconds, "moved": len(moved), "opened": opened,
+    return {"sites": sites, "names": names, "seconds": seconds, "moved": len(moved), "opened": opened, "parts": parts,
+            "site_reads": sum(part.get("site_reads", 0) for part in parts),
+            "requests": sum(part.get("requests", 0) for part in parts),
+            "pulled": sum(part.get("pulled", 0) for part in parts),
             "log": sorted((entry for part in parts for entry in part["log"]), key=lambda entry: entry[1]),
             "reads": [r for part in parts for r in part["reads"]], "puts": [p for part in parts for p in part["puts"]],
             "nats_cpu": cpu_seconds(server.process.pid) - cpu_before, "wall": time.monotonic() - start}
@@ -188,72 +206,17 @@ def records_in_order(url: str) -> list[StatusRecord]:
     return asyncio.run(read())
 
 
-# --- what one watching connection per site would cost the server ------------------------------------
-
-def watcher_worker(url: str, watchers: int, expected: int, ready, results) -> None:
-    """``watchers`` connections, each watching the records bucket as NatsChannel does (an ordered
-    consumer over every key); the entries they receive once ``expected`` arrived."""
-    import nats
-
-    async def main() -> None:
-        got, done, connections, tasks = [0], asyncio.Event(), [], []
-
-        async def follow(watcher) -> None:
-            async for entry in watcher:
-                if entry is not None:
-                    got[0] += 1
-                    if got[0] == expected:
-                        done.set()
-
-        for _ in range(watchers):
-            connection = await nats.connect(url, allow_reconnect=False, connect_timeout=30)
-            kv = await connection.jetstream().key_value(NatsSettings(servers=[url]).records_bucket)
-            tasks.append(asyncio.create_task(follow(await kv.watchall())))
-            connections.append(connection)
-        ready.put(watchers)
-        try:
-            await asyncio.wait_for(done.wait(), 300)
-        finally:
-            for task in tasks:
-                task.cancel()
-            for connection in connections:
-                await connection.close()
-        results.put(got[0])
-
-    asyncio.run(main())
-
-
-def delivery_cpu(server: NatsServer, watchers: int = 500, puts: int = 20) -> float:
-    """nats-server CPU per record delivered to one watching connection: ``puts`` records put while
-    ``watchers`` connections watch the bucket."""
-    context = multiprocessing.get_context("spawn")
-    ready, results = context.Queue(), context.Queue()
-    channel = NatsChannel(NatsSettings(servers=[server.url], timeout=30))
-    channel.record("nobody")  # binds (creates) the buckets before the watchers look for them
-    worker = context.Process(target=watcher_worker, args=(server.url, watchers, watchers * puts, ready, results),
-                             daemon=True)
-    worker.start()
-    try:
-        ready.get(timeout=300)
-        before = cpu_seconds(server.process.pid)
-        for number in range(puts):
-            channel.put_record(success_record(f"fan-out-{number:03d}", datetime.now(UTC)))
-        delivered = results.get(timeout=300)
-        return (cpu_seconds(server.process.pid) - before) / delivered
-    finally:
-        channel.close()
-        worker.join(timeout=60)
-
-
 # --- Git mode: the same history, the same instants ---------------------------------------------------
 
-def git_replay(server: object, run: dict, history: list[StatusRecord], scratch: Path) -> dict:
-    """Every logged decision decided again from Git summaries holding the same first k records."""
-    names, labels = run["names"], dict.fromkeys(run["names"], {})
+def git_replay(server: object, names: list[str], log: list, history: list[StatusRecord], scratch: Path,
+               repo: str) -> dict:
+    """Every logged decision of one process decided again from Git summaries holding the same
+    first k records of that process's view (``history``: the records in the order they reached it)."""
+    labels = dict.fromkeys(names, {})
     by_count: dict[int, list] = {}
-    for entry in run["log"]:
+    for entry in log:
         by_count.setdefault(entry[2], []).append(entry)
-    summaries = SummaryRefs(GitSource(server.url("summaries"), "main", scratch))  # type: ignore[attr-defined]
+    summaries = SummaryRefs(GitSource(server.url(repo), "main", scratch))  # type: ignore[attr-defined]
     differ, reads, writes, cpu_before = [], [], [], server_cpu(server)
     try:
         for count in range(len(history) + 1):
@@ -272,14 +235,25 @@ def git_replay(server: object, run: dict, history: list[StatusRecord], scratch: 
                 writes.append(time.monotonic() - began)
     finally:
         summaries.close()
-    return {"decisions": len(run["log"]), "differ": differ, "read_p50": statistics.median(reads),
-            "write_p50": statistics.median(writes), "git_cpu": server_cpu(server) - cpu_before,
-            "operations": len(reads) + len(writes)}
+    return {"decisions": len(log), "differ": differ, "reads": reads, "writes": writes,
+            "git_cpu": server_cpu(server) - cpu_before}
 
 
-def git_costs(server: object, scratch: Path, samples: int = 10) -> tuple[float, float]:
-    """Server CPU of one NATS-mode site's Git work: a backstop poll of the fleet branch, and the
-    audit write of a state change to its status ref (a status repo of a few sites)."""
+def replay_all(server: object, run: dict, url: str, scratch: Path) -> dict:
+    """``git_replay`` of each process's decisions; the records from the records bucket."""
+    records = {record.site: record for record in records_in_order(url)}
+    parts = [git_replay(server, run["names"], part["log"], [records[site] for site in part["order"]], scratch / str(number),
+                        f"summaries-{number}") for number, part in enumerate(run["parts"])]
+    return {"decisions": sum(p["decisions"] for p in parts), "differ": [d for p in parts for d in p["differ"]],
+            "read_p50": statistics.median(r for p in parts for r in p["reads"]),
+            "write_p50": statistics.median(w for p in parts for w in p["writes"]),
+            "git_cpu": sum(p["git_cpu"] for p in parts)}
+
+
+def git_costs(server: object, scratch: Path, samples: int = 10) -> tuple[float, float, float]:
+    """Server CPU of one NATS-mode site's Git work: a backstop poll of the fleet branch, the audit
+    write of one state change pushed at once (before batching), and one batched audit push of two
+    queued state changes (StatusRefs.queue, push_queued), in a status repo of a few sites."""
     source = GitSource(server.url("fleet"), "main", scratch / "poll")  # type: ignore[attr-defined]
     before = server_cpu(server)
     for _ in range(samples):
@@ -290,13 +264,22 @@ def git_costs(server: object, scratch: Path, samples: int = 10) -> tuple[float, 
         before = server_cpu(server)
         for number in range(samples):
             audit.write(success_record(f"audit-{number:03d}", datetime.now(UTC)))
-        return poll, (server_cpu(server) - before) / samples
+        write = (server_cpu(server) - before) / samples
+        for number in range(samples):  # the first write from a cache fetches the site's ref: not counted
+            audit.queue(success_record(f"batch-{number:03d}", datetime.now(UTC)))
+        before = server_cpu(server)
+        for number in range(samples):
+            site = f"batch-{number:03d}"
+            audit.queue(success_record(site, datetime.now(UTC)).model_copy(update={"state": "progressing"}))
+            audit.push_queued(site)
+        return poll, write, (server_cpu(server) - before) / samples
     finally:
         audit.close()
 
 
-def git_repos(root: Path) -> None:
-    for name, seed in (("fleet", ROOT / "example-fleet-repo"), ("status", None), ("summaries", None)):
+def git_repos(root: Path, workers: int) -> None:
+    for name, seed in (("fleet", ROOT / "example-fleet-repo"), ("status", None),
+                       *((f"summaries-{number}", None) for number in range(workers))):
         bare = init_bare_repo(root, name, seed)
         for key, value in (("http.receivepack", "true"), ("uploadpack.allowFilter", "true")):
             run_git(bare, "config", key, value)
@@ -304,28 +287,41 @@ def git_repos(root: Path) -> None:
 
 # --- the report --------------------------------------------------------------------------------------
 
-def print_rollout(run: dict, poll_cpu: float, audit_cpu: float, per_delivery: float) -> dict:
-    seconds, sites = run["seconds"], run["sites"]
-    nats_cores = run["nats_cpu"] / run["wall"]
-    backstop_cpu = sites * (run["wall"] / BACKSTOP) * poll_cpu
-    git_cpu = run["moved"] * audit_cpu + backstop_cpu
-    fan_out = len(run["puts"]) * sites * per_delivery
+def audit_landing(run: dict, push_cpu: float) -> tuple[float, float]:
+    """Git server CPU of the batched audit pushes (one per site that moved, uniform over AUDIT_SPREAD
+    after its move): the share landing within the rollout, and the rest, after it."""
+    wall, within = run["wall"], 0.0
+    for part in run["parts"]:
+        for at in part["moved"].values():
+            within += min(1.0, max(0.0, wall - at) / AUDIT_SPREAD)
+    return within * push_cpu, (run["moved"] - within) * push_cpu
+
+
+def print_summary_rollout(run: dict, poll_cpu: float, push_cpu: float) -> dict:
+    seconds, sites, wall = run["seconds"], run["sites"], run["wall"]
+    nats_cores = run["nats_cpu"] / wall
+    backstop_cores = sites * (1 / BACKSTOP) * poll_cpu
+    within, after = audit_landing(run, push_cpu)
+    during = nats_cores + backstop_cores + within / wall
+    later = backstop_cores + after / AUDIT_SPREAD
+    reads = max(run["site_reads"], 1)
     opened = ", ".join(f"{wave} {at:.0f} s" for wave, at in sorted(run["opened"].items(), key=lambda item: item[1]))
-    print(f"NATS rollout, {sites} sites: {seconds:.1f} s (waves opened: {opened}); {run['moved']} moved; "
-          f"{len(run['log'])} decisions; reads p50/p99 {statistics.median(run['reads']) * 1e3:.1f}/"
-          f"{quantile(run['reads'], 99) * 1e3:.1f} ms, puts p50/p99 {statistics.median(run['puts']) * 1e3:.1f}/"
+    print(f"SUMMARIES, {sites} sites: {seconds:.1f} s (waves opened: {opened}); {run['moved']} moved; "
+          f"{len(run['log'])} decisions; {run['site_reads']} site reads: {run['requests'] / reads:.1f} direct gets and "
+          f"{run['pulled'] / reads / 1e3:.1f} KB per read; batch catch-up p50/p99 {statistics.median(run['reads']) * 1e3:.0f}/"
+          f"{quantile(run['reads'], 99) * 1e3:.0f} ms; put + fold p50/p99 {statistics.median(run['puts']) * 1e3:.1f}/"
           f"{quantile(run['puts'], 99) * 1e3:.1f} ms", flush=True)
-    print(f"  server CPU over {run['wall']:.0f} s: nats-server {run['nats_cpu']:.1f} s ({nats_cores:.3f} cores, "
-          f"{run['nats_cpu'] / max(run['moved'], 1) * 1e3:.2f} ms per site moved); Git (audit writes "
-          f"{audit_cpu * 1e3:.0f} ms each, backstop polls {poll_cpu * 1e3:.1f} ms each every {BACKSTOP:.0f} s) "
-          f"{git_cpu:.1f} s ({git_cpu / run['wall']:.3f} cores)", flush=True)
-    print(f"  with one watching connection per site (not simulated): + {fan_out:.0f} s of nats-server CPU for "
-          f"{len(run['puts'])} puts x {sites} deliveries at {per_delivery * 1e6:.0f} us each "
-          f"({fan_out / run['wall']:.1f} cores over the rollout)", flush=True)
-    return {"seconds": seconds, "moved": run["moved"], "opened": run["opened"], "decisions": len(run["log"]),
-            "nats_cores": round(nats_cores, 4), "git_cores": round(git_cpu / run["wall"], 4),
-            "git_cores_audit_off": round(backstop_cpu / run["wall"], 4),
-            "fan_out_cores": round(fan_out / run["wall"], 2)}
+    print(f"  nats-server {run['nats_cpu']:.1f} s over {wall:.0f} s: {nats_cores:.3f} cores "
+          f"({run['nats_cpu'] / max(run['moved'], 1) * 1e3:.2f} ms per site moved, "
+          f"{run['nats_cpu'] / max(run['requests'], 1) * 1e6:.0f} us per direct get incl. puts); Git: backstop polls "
+          f"{backstop_cores:.3f} cores, batched audit pushes ({push_cpu * 1e3:.0f} ms each, one per site, spread "
+          f"{AUDIT_SPREAD:.0f} s) {within:.0f} s within the rollout + {after:.0f} s after it", flush=True)
+    print(f"  server CPU (nats + git): {during:.3f} cores during the rollout, {later:.3f} cores over the spread after it",
+          flush=True)
+    return {"sites": sites, "seconds": seconds, "moved": run["moved"], "decisions": len(run["log"]),
+            "nats_cores": round(nats_cores, 4), "cores_during": round(during, 4), "cores_after": round(later, 4),
+            "gets_per_read": round(run["requests"] / reads, 2), "bytes_per_read": round(run["pulled"] / reads),
+            "nats_cpu_per_site_moved_s": run["nats_cpu"] / max(run["moved"], 1)}
 
 
 def main() -> None:
@@ -334,45 +330,50 @@ def main() -> None:
           f"interval {ROLLOUT_INTERVAL:.0f} s, bake {ROLLOUT.gate.bakeTime}", flush=True)
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        git_repos(root / "srv")
+        git_repos(root / "srv", args.workers)
         with git_server(root / "srv", root / "run") as (git_name, server):
             print(f"git server: {git_name}", flush=True)
-            poll_cpu, audit_cpu = git_costs(server, root / "costs")
-            with NatsServer(root / "nats-fan-out") as nats_server:
-                per_delivery = delivery_cpu(nats_server)
-            print(f"nats-server CPU per record delivered to one watching connection: {per_delivery * 1e6:.1f} us; "
-                  f"Git server CPU per backstop poll {poll_cpu * 1e3:.1f} ms, per audit write {audit_cpu * 1e3:.1f} ms",
-                  flush=True)
+            poll_cpu, write_cpu, push_cpu = git_costs(server, root / "costs")
+            print(f"Git server CPU per backstop poll {poll_cpu * 1e3:.1f} ms, per audit write pushed at once "
+                  f"{write_cpu * 1e3:.1f} ms, per batched audit push (2 commits) {push_cpu * 1e3:.1f} ms", flush=True)
             compared = None
             if args.compare_sites:
                 with NatsServer(root / "nats-compare") as nats_server:
                     small = nats_rollout(nats_server, args.compare_sites, args.workers, args.timeout, seed=1)
-                    history = records_in_order(nats_server.url)
-                print_rollout(small, poll_cpu, audit_cpu, per_delivery)
-                compared = git_replay(server, small, history, root / "replay")
-                nats_per_site = small["nats_cpu"] / max(small["moved"], 1)
-                git_per_site = compared["git_cpu"] / max(small["moved"], 1)
+                    print_summary_rollout(small, poll_cpu, push_cpu)
+                    compared = replay_all(server, small, nats_server.url, root / "replay")
                 print(f"  same decisions as Git mode: {compared['decisions'] - len(compared['differ'])} of "
                       f"{compared['decisions']} equal (Git replay: roll-up read p50 {compared['read_p50'] * 1e3:.0f} ms, "
-                      f"publish p50 {compared['write_p50'] * 1e3:.0f} ms, server CPU per site moved "
-                      f"{git_per_site * 1e3:.0f} ms against nats-server's {nats_per_site * 1e3:.2f} ms)", flush=True)
+                      f"publish p50 {compared['write_p50'] * 1e3:.0f} ms)", flush=True)
                 for site, now, count, nats_said, git_said in compared["differ"][:5]:
                     print(f"    differs: {site} at {now:%H:%M:%S.%f} on {count} records: NATS {nats_said}, "
                           f"Git {git_said}", flush=True)
+            baseline = None
+            if args.baseline_sites:
+                with NatsServer(root / "nats-fan-out") as nats_server:
+                    per_delivery = delivery_cpu(nats_server)
+                with NatsServer(root / "nats-watch") as nats_server:
+                    old = nats_rollout(nats_server, args.baseline_sites, args.workers, args.timeout, seed=3,
+                                       worker=watch_worker)
+                baseline = print_watch_rollout(old, poll_cpu, write_cpu, per_delivery)
+                with NatsServer(root / "nats-same-size") as nats_server:
+                    same_size = print_summary_rollout(nats_rollout(nats_server, args.baseline_sites, args.workers,
+                                                                   args.timeout, seed=3), poll_cpu, push_cpu)
             with NatsServer(root / "nats") as nats_server:
                 large = nats_rollout(nats_server, args.sites, args.workers, args.timeout, seed=2)
-            figures = print_rollout(large, poll_cpu, audit_cpu, per_delivery)
+            figures = print_summary_rollout(large, poll_cpu, push_cpu)
     print(f"load average after: {os.getloadavg()[0]:.1f}", flush=True)
-    cores, audit_off = figures["nats_cores"] + figures["git_cores"], figures["nats_cores"] + figures["git_cores_audit_off"]
+    cores = max(figures["cores_during"], figures["cores_after"])
     same = compared is None or not compared["differ"]
-    ratio = (git_per_site / nats_per_site) if compared else float("nan")
+    ratio = baseline["cores"] / same_size["cores_during"] if baseline else float("nan")
     emit("nats_waves", ratio, f"three waves complete, same decisions as Git mode, server <= {TARGET_CORES:.0f} core",
          large["moved"] == args.sites and same and cores <= TARGET_CORES,
-         f"{args.sites} sites in {large['seconds']:.0f} s, {cores:.2f} cores ({audit_off:.2f} with audit: off), "
-         f"{'same' if same else 'DIFFERENT'} decisions", rollout=figures,
-         compared_sites=args.compare_sites, compared_decisions=compared and compared["decisions"],
-         differing=compared and len(compared["differ"]), poll_cpu_s=poll_cpu, audit_cpu_s=audit_cpu,
-         delivery_cpu_s=per_delivery)
+         f"{args.sites} sites in {large['seconds']:.0f} s, {figures['cores_during']:.2f} cores during the rollout, "
+         f"{figures['cores_after']:.2f} while the audit lands; {'same' if same else 'DIFFERENT'} decisions; "
+         f"whole-bucket watch / summaries at {args.baseline_sites} sites: {ratio:.1f}x server CPU",
+         rollout=figures, baseline=baseline, compared_sites=args.compare_sites,
+         compared_decisions=compared and compared["decisions"], differing=compared and len(compared["differ"]),
+         poll_cpu_s=poll_cpu, audit_write_cpu_s=write_cpu, audit_push_cpu_s=push_cpu)
 
 
 if __name__ == "__main__":

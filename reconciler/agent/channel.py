@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from reconciler import reasons
 from reconciler.agent.ports import FleetSource
@@ -27,7 +29,29 @@ from reconciler.status.record import StatusRecord
 from reconciler.status.signed import RecordCheck, StatusKeyring, Verdicts
 from reconciler.status.summary_refs import SummaryRefs
 
+if TYPE_CHECKING:  # nats-py is imported by NATS mode alone
+    from reconciler.status.nats_summaries import NatsSummaries
+
 log = logging.getLogger("reconciler.agent")
+
+
+class Summariser:
+    """This site's entry in its shard of each gated deployment's summary (status/summary_refs.py in
+    Git, status/nats_summaries.py in NATS), written only when the report it carries changed."""
+
+    def __init__(self, summaries: SummaryRefs | NatsSummaries):
+        self.summaries = summaries
+        self.summarised: dict[str, SiteReport | None] = {}  # what this site's entry in each summary says
+
+    def __call__(self, record: StatusRecord, gated: Mapping[str, int]) -> None:
+        """After the record, so a summary never says what no record said. A write that fails
+        raises: the reconcile fails and the next one, finding the record written, folds again."""
+        for name, shard in sorted(gated.items()):
+            report = site_report(record, name)
+            if name in self.summarised and says_the_same(self.summarised[name], report):
+                continue
+            self.summaries.publish(record, name, shard)
+            self.summarised[name] = report
 
 
 class GitStatusChannel:
@@ -35,7 +59,7 @@ class GitStatusChannel:
                  target_url: str | None = None, summaries: SummaryRefs | None = None):
         self.refs = refs
         self.summaries = summaries
-        self.summarised: dict[str, SiteReport | None] = {}  # what this site's entry in each summary says
+        self.summarise = Summariser(summaries) if summaries is not None else None
         self.forge = forge
         self.by_forge = by_forge  # an agent that may not push to the repo
         self.target_url = target_url
@@ -72,8 +96,8 @@ class GitStatusChannel:
         whose report changed, then one forge status per deployment and ``waves``. The forge
         mirrors Git for people: its being down never fails a reconcile."""
         written = True if self.by_forge else self.refs.write(record)
-        if self.summaries is not None:
-            self._summarise(record, gated)
+        if self.summarise is not None:
+            self.summarise(record, gated)
         if not written or self.forge is None or not record.observedCommit:
             return
         try:
@@ -81,15 +105,8 @@ class GitStatusChannel:
         except ReconcilerError as error:
             log.warning("%s: forge statuses not posted: %s", record.site, error)
 
-    def _summarise(self, record: StatusRecord, gated: Mapping[str, int]) -> None:
-        """After the record, so a summary never says what no record said. A push that fails
-        raises: the reconcile fails and the next one, finding the record written, folds again."""
-        for name, shard in sorted(gated.items()):
-            report = site_report(record, name)
-            if name in self.summarised and says_the_same(self.summarised[name], report):
-                continue
-            self.summaries.publish(record, name, shard)
-            self.summarised[name] = report
+    def flush_audit(self, now: datetime, final: bool = False) -> datetime | None:
+        return None  # every record is pushed as it is written
 
     def close(self) -> None:
         self.refs.close()

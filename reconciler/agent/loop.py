@@ -181,8 +181,20 @@ class Agent:
                 raise result.error  # its record says why; retrying cannot help, so the CLI exits 2
             failures = failures + 1 if result.retry_soon else 0
             delay = exponential(1.0, failures, cap=interval) if failures else interval
-            self.wake.wait(delay * (1 + self.config.jitter * (2 * random.random() - 1)))
+            self._wait(delay * (1 + self.config.jitter * (2 * random.random() - 1)))
         log.info("%s: stopped", self.config.site)
+
+    def _wait(self, seconds: float) -> None:
+        """Until the next reconcile (``seconds``) or a wake-up; meanwhile the status channel's
+        batched audit commits are pushed when they fall due (the clock says when)."""
+        left = seconds
+        while not self.wake.is_set():
+            due = self.status.flush_audit(self.clock())
+            if left <= 0:
+                return
+            step = left if due is None else min(left, max((due - self.clock()).total_seconds(), 0.0))
+            self.wake.wait(step)  # returns early only when woken, which ends the wait
+            left -= step
 
     def _batch_ran(self) -> None:
         """A batch run's summary goes into the status record: reconcile again, new commit or not."""

@@ -7,6 +7,7 @@ agent.channel.GitStatusChannel); devtools/fakes.py holds in-memory ones for unit
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -57,6 +58,9 @@ class StatusChannel(Protocol):
     def read_fleet(self, source: FleetSource, commit: str, keyring: StatusKeyring,
                    gated: Mapping[str, int]) -> dict[str, StatusRecord] | FleetReports: ...
     def publish(self, record: StatusRecord, waves: list[CommitStatus], gated: Mapping[str, int]) -> None: ...
+    # Push what waits to be pushed (batched audit commits) once due, or at once when ``final``;
+    # when the next push is due (None: nothing waits). The agent loop calls it between reconciles.
+    def flush_audit(self, now: datetime, final: bool = False) -> datetime | None: ...
     def close(self) -> None: ...
 
 

@@ -66,11 +66,13 @@ def build_status_channel(config: SiteConfig, status_source: GitSource, wake: thr
     if config.nats is not None:
         from reconciler.agent.nats_status import NatsStatusChannel
         from reconciler.status.nats_channel import NatsChannel
+        from reconciler.status.nats_summaries import NatsSummaries
 
         signer = load_status_signer(config)
         audit = StatusRefs(status_source, signer) if config.nats.audit == "git" else None
-        return NatsStatusChannel(NatsChannel(config.nats, config.site, on_commit=lambda _commit: wake.set(),
-                                             signer=signer), audit)
+        nats = NatsChannel(config.nats, config.site, on_commit=lambda _commit: wake.set(), signer=signer)
+        return NatsStatusChannel(nats, NatsSummaries(nats, signer), audit,
+                                 audit_spread=config.nats.audit_spread.total_seconds())
     forge = ForgeStatuses(config.forge) if config.forge else None
     signer = load_status_signer(config)
     summaries = None if config.summary_repo is None else SummaryRefs(

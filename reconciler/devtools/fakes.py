@@ -92,9 +92,18 @@ class MemoryStatus:
         self.published: list[tuple[StatusRecord, list[CommitStatus]]] = []
         self.refused: list[StatusRecord] = []
         self.failing: ReconcilerError | None = None
+        self.audit_due: datetime | None = None  # set by a test: a batched audit push waits until then
+        self.audit_pushes: list[tuple[datetime, bool]] = []  # (now, final) of each push made
 
     def read_own(self, site: str) -> StatusRecord | None:
         return self.records.get(site)
+
+    def flush_audit(self, now: datetime, final: bool = False) -> datetime | None:
+        if self.audit_due is None or (now < self.audit_due and not final):
+            return self.audit_due
+        self.audit_pushes.append((now, final))
+        self.audit_due = None
+        return None
 
     def read_fleet(self, source: object, commit: str, keyring: object = None, gated: object = None
                    ) -> dict[str, StatusRecord]:

@@ -4,11 +4,13 @@ carries status records and fleet-commit notifications instead of status refs in 
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from reconciler.manifests.types import Duration
 from reconciler.settings.paths import SETTINGS, LocalPath
 
 _BUCKET = re.compile(r"[A-Za-z0-9_-]+")
@@ -26,6 +28,8 @@ class NatsSettings(BaseModel):
     servers: Annotated[list[str], Field(min_length=1)]  # nats://host:4222 or tls://host:4222, tried in turn
     records_bucket: str = "reconciler-status"  # KV: one key per site, its newest record
     fleet_bucket: str = "reconciler-fleet"  # KV: key ``commit``, the fleet's newest commit (reconciler notify)
+    # KV: key ``<deployment>.<shard>``, the shard's summary (delivery/summary.py), what gates read
+    summaries_bucket: str = "reconciler-summaries"
     domain: str | None = None  # the JetStream domain of the buckets: needed through a leaf node (README)
     history: Annotated[int, Field(ge=1, le=64)] = 10  # revisions kept per key (JetStream's limit is 64)
     credentials_file: LocalPath | None = None
@@ -34,6 +38,9 @@ class NatsSettings(BaseModel):
     tls_ca: LocalPath | None = None  # PEM bundle that signs the server's certificate; None: the system's
     timeout: Annotated[float, Field(gt=0)] = 5  # one request (connect, put, bucket lookup), in seconds
     audit: Literal["git", "off"] = "git"  # git: state changes also go to the site's status ref (statusRepo or repo)
+    # audit commits wait in the site's cache and go in one push after a random share of this (and
+    # at shutdown), so a wave that moves together does not push together (README "NATS channel")
+    audit_spread: Duration = timedelta(minutes=10)
 
     @field_validator("servers")
     @classmethod
@@ -46,7 +53,7 @@ class NatsSettings(BaseModel):
                 raise ValueError("a server URL must not carry credentials: use credentialsFile, tokenEnv or nkeySeed")
         return servers
 
-    @field_validator("records_bucket", "fleet_bucket", "domain")
+    @field_validator("records_bucket", "fleet_bucket", "summaries_bucket", "domain")
     @classmethod
     def _name(cls, name: str | None) -> str | None:
         if name is not None and not _BUCKET.fullmatch(name):

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 STATUS_REF_PREFIX = "refs/reconciler/status/"
+# In the cache only: audit commits made and not pushed yet (``queue``), on top of the status ref
+QUEUE_REF_PREFIX = "refs/reconciler/audit-queue/"
 STATUS_FILE = "status.json"
 # receive-pack's answer when two pushes of one ref overlap: the later could not take the ref's lock
 _LOST_RACE = "[remote rejected] (failed to update ref)"
@@ -42,6 +44,10 @@ _LOST_RACE = "[remote rejected] (failed to update ref)"
 
 def status_ref(site: str) -> str:
     return STATUS_REF_PREFIX + site
+
+
+def queue_ref(site: str) -> str:
+    return QUEUE_REF_PREFIX + site
 
 
 def parse_record(data: bytes | None, commit: str, site: str) -> StatusRecord | None:
@@ -102,6 +108,57 @@ class StatusRefs:
             if attempt == 0:
                 self._fetch_own(site)
         raise Transient(reasons.StatusPushFailed, f"{status_ref(site)} on {self._source.url} keeps moving under this site")
+
+    def queue(self, record: StatusRecord) -> str | None:
+        """Commit ``record`` in the cache on top of the commits waiting to be pushed (or of the
+        status ref), without pushing: ``push_queued`` sends them all in one push. The queue is a
+        ref of the cache repository, so a restart loses none of it. None: it says what the newest
+        commit says."""
+        site = record.site
+        if self._local_tip(site) is None:
+            self._fetch_own(site)  # first write from this cache: learn what is there
+        tip = self._git.ref_tip(queue_ref(site)) or self._local_tip(site)
+        if record.same_as(self._record_at(tip, site, self._own_check(site)) if tip else None):
+            return None
+        commit = self._commit(record, parent=tip)
+        self._in_cache(self._git.update_ref, queue_ref(site), commit)
+        return commit
+
+    def queued(self, site: str) -> bool:
+        return self._git.ref_tip(queue_ref(site)) is not None
+
+    def push_queued(self, site: str) -> int:
+        """Push the queued commits in one push, each still its own commit; how many went. If the
+        remote ref moved meanwhile (only this site writes it, but a cache can be replaced), the
+        queued records are committed again on the remote's tip, in order, and pushed once more."""
+        head = self._git.ref_tip(queue_ref(site))
+        if head is None:
+            return 0
+        for attempt in range(2):
+            pushed = self._local_tip(site)
+            chain = self._chain(pushed, head)
+            if self._push(head, site):
+                self._in_cache(self._git.update_ref, status_ref(site), head)
+                self._in_cache(self._git.delete_ref, queue_ref(site))
+                return len(chain)
+            if attempt == 0:
+                self._fetch_own(site)
+                head = self._recommit(site, chain)
+        raise Transient(reasons.StatusPushFailed, f"{status_ref(site)} on {self._source.url} keeps moving under this site")
+
+    def _chain(self, base: str | None, head: str) -> list[str]:
+        """The commits from ``base`` (excluded) to ``head``, oldest first."""
+        span = f"{base}..{head}" if base else head
+        return self._in_cache(self._git.log, "--first-parent", "--reverse", "--format=%H", span).split()
+
+    def _recommit(self, site: str, chain: list[str]) -> str:
+        parent = self._local_tip(site)
+        for commit in chain:
+            record = self._record_at(commit, site)
+            if record is not None:
+                parent = self._commit(record, parent=parent)
+        self._in_cache(self._git.update_ref, queue_ref(site), parent)
+        return parent
 
     def read_all(self, check: RecordCheck | None = None) -> dict[str, StatusRecord]:
         """Every site's newest record: one fetch of all status refs, then reads through the

@@ -1,11 +1,13 @@
 """Status records and fleet-commit wake-ups over NATS JetStream key-value, for fleets that have
 outgrown one Git server (README "NATS channel").
 
-Two buckets: the records bucket holds each site's newest record under its name (with a few
+Three buckets: the records bucket holds each site's newest record under its name (with a few
 revisions of history), the fleet bucket the fleet's newest commit under ``commit`` (``reconciler
-notify`` puts it on push). A site watches the records bucket once it first reads the fleet (so a
-gate reads the in-memory view, no round trip per site) and subscribes to the commit key's subject
-(plain NATS, no consumer per site) to be woken at once.
+notify`` puts it on push), and the summaries bucket the shard summaries the gates read
+(status/nats_summaries.py, through ``run``). Every site subscribes to the commit key's subject
+(plain NATS, no consumer per site) to be woken at once. Whoever asks for every record
+(``received``: ``reconciler status``/``report --nats-server``; the agent's gates read summaries)
+watches the records bucket from then on, so a read is the in-memory view, no round trip per site.
 
 nats-py is asyncio and the agent is threaded: each channel owns one event loop in a daemon thread.
 The loop connects, binds the buckets, follows them, and on any loss (server restart, network)
@@ -110,6 +112,7 @@ class NatsChannel:
         self._watch: asyncio.Task | None = None
         self._nc = None
         self._seen = 0  # the newest revision of the records bucket the watch has delivered
+        self.connections = 0  # connections made and bound so far: a reader's cursors hold within one
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"nats-{site or 'client'}", daemon=True)
         self._thread.start()
@@ -149,6 +152,23 @@ class NatsChannel:
     def put_commit(self, commit: str) -> None:
         self._call(self._put(self.settings.fleet_bucket, COMMIT_KEY, commit.encode()))
 
+    def run(self, work: Callable[[Any, Any], Coroutine[Any, Any, Any]]) -> Any:
+        """``work(jetstream, summaries bucket)`` on the channel's loop, its failure Transient: the
+        door through which status/nats_summaries.py reads and writes the summaries bucket."""
+        return self._call(self._with_summaries(work))
+
+    async def _with_summaries(self, work: Callable[[Any, Any], Coroutine[Any, Any, Any]]) -> Any:
+        return await work(self._js, self._kv[self.settings.summaries_bucket])
+
+    async def publish(self, subject: str, value: bytes, headers: dict[str, str] | None = None) -> int:
+        """A JetStream publish to ``$KV.<bucket>.<key>``, through the domain's API when there is one:
+        nats-py 2.16 puts to $KV.<bucket>.<key> even in a domain, which does not cross a leaf node
+        (nats-io/nats.py#1010, fixed upstream by #1011), so this goes as nats.go does. Its stream
+        sequence: the key's new revision."""
+        if self.settings.domain is not None:
+            subject = f"$JS.{self.settings.domain}.API.{subject}"
+        return (await self._js.publish(subject, value, headers=headers)).seq
+
     def close(self) -> None:
         """Stop the loop and its thread; nothing of the channel runs after this returns."""
         if not self._thread.is_alive():
@@ -185,6 +205,10 @@ class NatsChannel:
                 self._js = self._nc.jetstream(timeout=self.settings.timeout, domain=self.settings.domain)
                 self._kv = {name: await self._bucket(name)
                             for name in (self.settings.records_bucket, self.settings.fleet_bucket)}
+                self._kv[self.settings.summaries_bucket] = await self._bucket(
+                    self.settings.summaries_bucket, KeyValueConfig(bucket=self.settings.summaries_bucket, history=1,
+                                                                   direct=True))
+                self.connections += 1
                 await self._follow(lost)
             except asyncio.CancelledError:
                 raise
@@ -270,11 +294,7 @@ class NatsChannel:
         return received.record if received is not None else None
 
     async def _put(self, bucket: str, key: str, value: bytes) -> int:
-        if self.settings.domain is None:
-            return await self._kv[bucket].put(key, value)
-        # nats-py 2.16 puts to $KV.<bucket>.<key> even in a domain, which does not cross a leaf node
-        # (nats-io/nats.py#1010, fixed upstream by #1011): through the domain's API, as nats.go does.
-        return (await self._js.publish(f"$JS.{self.settings.domain}.API.$KV.{bucket}.{key}", value)).seq
+        return await self.publish(f"$KV.{bucket}.{key}", value)
 
     async def _commit_message(self, msg) -> None:
         self._saw_commit(msg.data)
@@ -286,11 +306,11 @@ class NatsChannel:
             if self.on_commit is not None:
                 self.on_commit(commit)
 
-    async def _bucket(self, name: str):
+    async def _bucket(self, name: str, config: KeyValueConfig | None = None):
         try:
             return await self._js.key_value(name)
         except BucketNotFoundError:
-            return await self._js.create_key_value(KeyValueConfig(bucket=name, history=self.settings.history))
+            return await self._js.create_key_value(config or KeyValueConfig(bucket=name, history=self.settings.history))
 
     def _options(self, lost: asyncio.Event) -> dict[str, Any]:
         settings = self.settings

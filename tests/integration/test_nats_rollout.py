@@ -1,26 +1,27 @@
 """A three-wave rollout through the NATS channel makes the same gate decisions, tick by tick, as
 through Git (the in-memory stand-in for status refs every site reads), for a good version and for
 a bad one the pilot wave fails: three in-process agents on fakes, their records over a real
-nats-server. The audit trail in Git gets a commit only on state changes: counted against today's
-one push per record."""
+nats-server, the gates reading the shard summaries in the summaries bucket. The audit trail in Git
+gets a commit only on state changes, counted against Git mode's one push per record, and they wait
+in each site's cache until one push at shutdown."""
 
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from reconciler.agent.nats_status import NatsStatusChannel
 from reconciler.devtools.fakes import MemorySource, MemoryStatus, fake_site, fleet_files
-from reconciler.devtools.githttp import init_bare_repo
+from reconciler.devtools.githttp import init_bare_repo, run_git
 from reconciler.devtools.natsserver import NatsServer
 from reconciler.errors import Stalled
 from reconciler.gitdoor.source import GitSource
 from reconciler.settings import NatsSettings
 from reconciler.status.gitref import StatusRefs
 from reconciler.status.nats_channel import NatsChannel
+from reconciler.status.nats_summaries import NatsSummaries
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 SITES = {"store-1": "pilot", "store-2": "early", "store-3": "late"}
@@ -86,20 +87,28 @@ def test_the_nats_channel_makes_the_same_gate_decisions_as_git_and_audits_state_
     init_bare_repo(tmp_path / "srv", "status")
     settings = NatsSettings(servers=[server.url], timeout=5)
     observer = NatsChannel(settings)
-    audits = {name: StatusRefs(GitSource(str(tmp_path / "srv" / "status.git"), "main", tmp_path / "audit" / name))
-              for name in SITES}
-    channels = {name: NatsStatusChannel(NatsChannel(settings, name), audits[name]) for name in SITES}
+    status_repo = str(tmp_path / "srv" / "status.git")
+    channels = {}
+    for name in SITES:
+        nats = NatsChannel(settings, name)
+        audit = StatusRefs(GitSource(status_repo, "main", tmp_path / "audit" / name))
+        # no agent loop here: the audit commits wait for the push at shutdown (close)
+        channels[name] = NatsStatusChannel(nats, NatsSummaries(nats), audit, audit_spread=3600)
     try:
-        def settle(record):  # what a site said is in every site's watched view before the next site reconciles
-            _eventually(lambda: all(record.same_as(_view(c).get(record.site)) for c in channels.values()))
-
-        by_nats = roll_out(tmp_path / "nats", channels, settle)
+        # A summary is written (compare-and-swap) before publish returns and read by direct get:
+        # nothing to wait for. What is pushed to Git meanwhile: nothing, until the sites stop.
+        pushed_during = []
+        by_nats = roll_out(tmp_path / "nats", channels,
+                           settle=lambda record: pushed_during.append(run_git(status_repo, "for-each-ref").strip()))
         history = observer.records()
-        audit_commits = sum(len(audits[name].history(name)) for name in SITES)
     finally:
         observer.close()
         for channel in channels.values():
             channel.close()
+    audits = {name: StatusRefs(GitSource(status_repo, "main", tmp_path / "auditor" / name)) for name in SITES}
+    audit_commits = sum(len(audit.history(name)) for name, audit in audits.items())
+    for audit in audits.values():
+        audit.close()
 
     assert by_nats == by_git
     final = by_git[-len(SITES):]
@@ -109,15 +118,5 @@ def test_the_nats_channel_makes_the_same_gate_decisions_as_git_and_audits_state_
     assert serving == sorted(serving) and len(set(serving)) == 3  # wave after wave, each after the bake
     assert set(history) == set(SITES)
     assert 0 < audit_commits < git_pushes  # the audit trail skips records that changed only their message
+    assert pushed_during and set(pushed_during) == {""}  # the audit commits waited for the push at shutdown
     print(f"\nstatus records published: {git_pushes} (Git mode: one push each); audit commits in NATS mode: {audit_commits}")
-
-
-def _view(channel: NatsStatusChannel):
-    return channel.nats.records()
-
-
-def _eventually(check, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "the record did not reach every site in time"
-        time.sleep(0.01)

@@ -3,6 +3,7 @@ its line; a forge beside NATS is refused (nothing would mirror to it)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,12 @@ def test_the_nats_section_reads_camel_case_keys_and_resolves_paths_against_the_f
     assert (nats.servers, nats.records_bucket, nats.fleet_bucket, nats.history, nats.audit) == \
         (["tls://nats.example:4222"], "fleet-a", "reconciler-fleet", 20, "off")
     assert (nats.credentials_file, nats.tls_ca) == (tmp_path / "creds/site.creds", tmp_path / "ca.pem")
+    assert (nats.summaries_bucket, nats.audit_spread) == ("reconciler-summaries", timedelta(minutes=10))  # defaults
+
+
+def test_the_summaries_bucket_and_audit_spread_are_read(tmp_path):
+    nats = load(tmp_path, GOOD + "nats:\n  servers: [nats://h:1]\n  summariesBucket: sums\n  auditSpread: 90s\n").nats
+    assert (nats.summaries_bucket, nats.audit_spread) == ("sums", timedelta(seconds=90))
 
 
 @pytest.mark.parametrize(("section", "said"), [
@@ -37,6 +44,8 @@ def test_the_nats_section_reads_camel_case_keys_and_resolves_paths_against_the_f
     ("  servers: [nats://h:1]\n  tokenEnv: T\n  nkeySeed: s.nk\n", "give one of credentialsFile, tokenEnv and nkeySeed"),
     ("  servers: [nats://h:1]\n  history: 65\n", "history: should be less than or equal to 64"),
     ("  servers: [nats://h:1]\n  audit: always\n", "audit: should be 'git' or 'off'"),
+    ("  servers: [nats://h:1]\n  auditSpread: soon\n", "auditSpread: 'soon' is not a duration"),
+    ("  servers: [nats://h:1]\n  summariesBucket: a.b\n", "summariesBucket: a bucket or domain name is letters"),
     ("  server: nats://h:1\n", "nats.server: unknown field (did you mean 'servers'?)"),
 ])
 def test_a_mistake_in_the_nats_section_is_refused_at_its_line(tmp_path, section, said):
