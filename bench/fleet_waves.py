@@ -13,7 +13,9 @@
   ``decide_gate`` and, once it may, writes its status record to its shard's status repository and
   its entry to the summaries (shard, then roll-up), exactly the agent's calls; a site that moved
   keeps reading, as a watching agent does, until the last site moved. Time is
-  compressed the same way for every N (ROLLOUT_INTERVAL, ROLLOUT's bakeTime). Not simulated: the
+  compressed the same way for every N (ROLLOUT_INTERVAL, ROLLOUT's bakeTime). Before the clock
+  starts each site's cache learns its own status ref, as a running agent's has (it wrote its
+  pending record then): a write is then a push, not a fetch and a push. Not simulated: the
   fleet poll beside each read, downloading and validating models, the pending record a waiting
   site writes once."""
 
@@ -230,6 +232,8 @@ def three_wave_rollout(server: object, names: list[str], status_url: Callable[[i
     labels = dict.fromkeys(names, {})
     sites = [SimSite(name, shard_of(name, names), status_url(shard_of(name, names)), summaries_url, scratch / name)
              for name in names]
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda site: site.status.read_own(site.name), sites))
     lock, reads, writes, opened, moved_at, retried = threading.Lock(), [], [], {}, [], []
     start = time.monotonic() + 1.0
     due = [(start + rng.uniform(0, ROLLOUT_INTERVAL), n) for n in range(len(sites))]

@@ -75,6 +75,10 @@ _PARAMS = """fastcgi_pass unix:{run}/fcgiwrap.sock;
 fastcgi_param SCRIPT_FILENAME {run}/backend.sh;
 fastcgi_param GIT_PROJECT_ROOT {root};
 fastcgi_param GIT_HTTP_EXPORT_ALL 1;
+# Per push, two processes fewer: no gc --auto (the operator runs git maintenance on a schedule), and
+# the connectivity check's "alternate refs" (the quarantine's alternate is the repository itself,
+# whose visible refs --all covers) are not listed by a for-each-ref of every ref of the repository.
+fastcgi_param GIT_CONFIG_PARAMETERS "'receive.autogc'='false' 'core.alternaterefscommand'='true'";
 fastcgi_param GIT_PROTOCOL $http_git_protocol;
 fastcgi_param QUERY_STRING $query_string;
 fastcgi_param REQUEST_METHOD $request_method;

@@ -164,7 +164,7 @@ class StatusRefs:
         """Every site's newest record: one fetch of all status refs, then reads through the
         source's one cat-file process, so thousands of sites cost one network round trip. With
         ``check``, only the records whose signatures it admits."""
-        self._fetch(f"+{STATUS_REF_PREFIX}*:{STATUS_REF_PREFIX}*", "--prune")
+        self._fetch(f"+{STATUS_REF_PREFIX}*:{STATUS_REF_PREFIX}*", options=("--prune",))
         refs = self._in_cache(self._git.for_each_ref, STATUS_REF_PREFIX, "%(refname) %(objectname)")
         records = {}
         for ref, commit in (line.split() for line in refs):
@@ -188,7 +188,7 @@ class StatusRefs:
 
     def fetch_refs(self, refspec: str, *options: str) -> None:
         """Fetch ``refspec`` into the cache (git sends its source as a protocol v2 ``ref-prefix``)."""
-        self._fetch(refspec, *options)
+        self._fetch(refspec, options=options)
 
     def local_refs(self, prefix: str) -> list[str]:
         return self._in_cache(self._git.for_each_ref, prefix, "%(refname)")
@@ -200,6 +200,17 @@ class StatusRefs:
         if self._git.ref_tip(ref) is not None:
             self._in_cache(self._git.delete_ref, ref)
         return None
+
+    def fetch_tips(self, *refs: str) -> dict[str, str | None]:
+        """``fetch_tip`` of each of ``refs``, in one fetch (one round of requests) while the remote
+        has them all; a missing one fails a fetch of several, so then each is fetched alone."""
+        if self._fetch(*(f"+{ref}:{ref}" for ref in refs)):
+            return {ref: self._git.ref_tip(ref) for ref in refs}
+        return {ref: self.fetch_tip(ref) for ref in refs}
+
+    def cached_tip(self, ref: str) -> str | None:
+        """The commit on ``ref`` as the cache last fetched it (no request)."""
+        return self._git.ref_tip(ref)
 
     def file_at(self, rev: str, name: str) -> bytes | None:
         try:
@@ -223,10 +234,10 @@ class StatusRefs:
             if self._local_tip(site) is not None:
                 self._in_cache(self._git.delete_ref, ref)
 
-    def _fetch(self, refspec: str, *options: str) -> bool:
-        """False when the remote lacks a ref the refspec names exactly."""
+    def _fetch(self, *refspecs: str, options: tuple[str, ...] = ()) -> bool:
+        """False when the remote lacks a ref a refspec names exactly."""
         try:
-            self._git.fetch(self._source.url, refspec, options=options, timeout=self._source.timeout)
+            self._git.fetch(self._source.url, *refspecs, options=options, timeout=self._source.timeout)
         except GitError as error:
             if "couldn't find remote ref" in git_error_message(error):
                 return False

@@ -125,8 +125,11 @@ class SummaryRefs:
         """The shard's summary merged into its file of the roll-up, unless the roll-up holds
         everything it says already (another writer of the shard carried it)."""
         ref, name = rollup_ref(deployment), rollup_file(shard)
+        # The gate read before this write fetched the roll-up a moment ago: its tip is the first
+        # guess. A stale guess costs one request (the lease fails before the push sends anything),
+        # and a roll-up that already held this summary there holds it still (entries only get newer).
+        tip = self._refs.cached_tip(ref) or self._refs.fetch_tip(ref)
         for attempt in range(_ATTEMPTS):
-            tip = self._refs.fetch_tip(ref)
             files = self._refs.files_at(tip) if tip else {}
             current = self._decode(files[name], f"{tip}:{name}", deployment) if name in files else {}
             rolled = merged(current, summary)
@@ -139,8 +142,9 @@ class SummaryRefs:
                 return
             self._lost_race(attempt)
             # Carry what the shard's other writers folded meanwhile: one push for all of them, and
-            # each of them, finding its entry rolled up, stops
-            shard_tip = self._refs.fetch_tip(summary_ref(deployment, shard))
+            # each of them, finding its entry rolled up, stops. Both refs in one fetch.
+            tips = self._refs.fetch_tips(ref, summary_ref(deployment, shard))
+            tip, shard_tip = tips[ref], tips[summary_ref(deployment, shard)]
             summary = merged(summary, self._read(shard_tip, deployment) if shard_tip else {})
         raise Transient(reasons.StatusPushFailed, f"{ref} on {self._refs.url}: {_ATTEMPTS} writers in a row got there first")
 

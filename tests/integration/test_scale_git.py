@@ -138,7 +138,10 @@ def test_a_stale_lease_is_refused_and_the_ref_stays(fleet_remote: FleetRemote, s
         assert not late.push_if_unchanged(stale, summary_ref(DEPLOYMENT, 9), seen, lease=True)  # absent, not seen
 
 
-def test_concurrent_writers_lose_no_update(summaries) -> None:
+@pytest.mark.parametrize("read_first", [False, True], ids=["unread", "after-a-read"])
+def test_concurrent_writers_lose_no_update(summaries, read_first: bool) -> None:
+    """Without a read, a writer fetches the roll-up; after one (as a gate's), it leases the tip it
+    read, which the others move under it."""
     sites = [f"s{n}" for n in range(8)]
     pauses: list[float] = []
 
@@ -155,6 +158,8 @@ def test_concurrent_writers_lose_no_update(summaries) -> None:
         start.wait()
         try:
             for minute in (1, 2):
+                if read_first:
+                    writer.reports(DEPLOYMENT)
                 writer.publish(record(site, minute, "success" if minute == 2 else "progressing"), DEPLOYMENT,
                                shard[site])
         except BaseException as error:  # noqa: BLE001 - reported by the assertion below
@@ -206,3 +211,50 @@ def test_a_gate_read_costs_one_ref_however_many_shards(fleet_remote: FleetRemote
     assert unchanged < 1500  # the advertisement of one ref, whatever the number of shards
     assert one_changed < unchanged + 3000 + 40 * shards  # the new tree (one line per shard) and one shard file
 
+
+
+def test_a_write_after_a_read_rolls_up_without_fetching_the_roll_up_again(
+        fleet_remote: FleetRemote, summaries) -> None:
+    """The gate read before a write fetched the roll-up: the roll-up's push leases that tip."""
+    server, writer = fleet_remote.server, summaries("writer")
+    writer.publish(record("s1", 1), DEPLOYMENT, 0)
+    writer.reports(DEPLOYMENT)
+    before = server.requests
+    writer.publish(record("s1", 2), DEPLOYMENT, 0)
+    after_read = server.requests - before
+    fresh = summaries("fresh")  # a cache that never read the roll-up fetches it first
+    before = server.requests
+    fresh.publish(record("s2", 1), DEPLOYMENT, 0)
+    unread = server.requests - before
+    assert after_read < unread
+    assert summaries("reader").reports(DEPLOYMENT) == {
+        site: site_report(record(site, minutes), DEPLOYMENT) for site, minutes in (("s1", 2), ("s2", 1))}
+
+
+def test_a_stale_roll_up_read_loses_nothing(summaries) -> None:
+    """A writer whose read is older than another writer's roll-up push: its lease fails, it reads
+    again and rolls up on the new tip, and both entries stay."""
+    late, early = summaries("late"), summaries("early")
+    late.publish(record("s1", 1), DEPLOYMENT, 0)
+    late.reports(DEPLOYMENT)  # its cache's roll-up tip, soon stale
+    early.publish(record("s2", 1), DEPLOYMENT, 1)
+    late.publish(record("s1", 2), DEPLOYMENT, 0)
+    assert summaries("reader").reports(DEPLOYMENT) == {
+        "s1": site_report(record("s1", 2), DEPLOYMENT), "s2": site_report(record("s2", 1), DEPLOYMENT)}
+
+
+def test_tips_of_several_refs_come_in_one_fetch_and_a_missing_one_is_none(
+        fleet_remote: FleetRemote, summaries, tmp_path: Path) -> None:
+    summaries("writer").publish(record("s1", 1), DEPLOYMENT, 0)
+    server, url = fleet_remote.server, fleet_remote.server.url("fleet", "summaries")
+    shard, rollup, absent = summary_ref(DEPLOYMENT, 0), rollup_ref(DEPLOYMENT), summary_ref(DEPLOYMENT, 5)
+    with GitSource(url, "main", tmp_path / "one") as one_by_one, GitSource(url, "main", tmp_path / "both") as both:
+        separate_refs, together_refs = StatusRefs(one_by_one), StatusRefs(both)
+        before = server.requests
+        tips = {shard: separate_refs.fetch_tip(shard), rollup: separate_refs.fetch_tip(rollup)}
+        separately = server.requests - before
+        before = server.requests
+        assert together_refs.fetch_tips(shard, rollup) == tips and None not in tips.values()
+        together = server.requests - before
+        assert together < separately  # one round of requests for both, not one per ref
+        assert together_refs.fetch_tips(shard, absent) == {shard: tips[shard], absent: None}
