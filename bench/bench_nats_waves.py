@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import heapq
-import math
 import multiprocessing
 import os
 import random
@@ -50,10 +48,16 @@ from bench_fleet_sim import git_server, server_cpu  # first: puts the repo root 
 from bench_nats import cpu_seconds
 from common import ROOT, emit, machine
 from fleet_waves import GATED, ROLLOUT, ROLLOUT_ID, ROLLOUT_INTERVAL, quantile, success_record
-from nats_watch_baseline import BACKSTOP, GRID, delivery_cpu, print_watch_rollout, watch_worker
+from nats_watch_baseline import (
+    BACKSTOP,
+    Decisions,
+    ReadSchedule,
+    delivery_cpu,
+    print_watch_rollout,
+    watch_worker,
+)
 
 from reconciler.delivery.gates import decide_gate
-from reconciler.delivery.rollout import wave_index
 from reconciler.delivery.summary import merged_reports, shard_of
 from reconciler.devtools.githttp import init_bare_repo, run_git
 from reconciler.devtools.natsserver import NatsServer
@@ -98,22 +102,21 @@ def summary_worker(url: str, names: list[str], mine: list[str], start: float, se
     shared by the sites of the process (decide_gate on the process's newest view, which is at least
     as new as each due site's). ``order``: the sites in the order their entries reached the
     process's view, which the Git replay publishes."""
-    rng, labels = random.Random(seed), dict.fromkeys(names, {})
-    waves = {site: wave_index(ROLLOUT, GATED, site, {}) for site in mine}
-    due = [(start + rng.uniform(0, ROLLOUT_INTERVAL), site) for site in mine]
-    heapq.heapify(due)
+    schedule, decisions = ReadSchedule(mine, start, random.Random(seed)), Decisions(names, mine, start)
     channel = NatsChannel(NatsSettings(servers=[url], timeout=30))
     readers = {site: NatsSummaries(channel) for site in mine}
     view: dict[str, tuple[int, dict]] = {}  # shard key -> newest revision any site of the process read
     order: list[str] = []
     in_view: set[str] = set()
-    log, reads, puts, moved, opened = [], [], [], {}, {}
+    reads = []
+
+    def put(record: StatusRecord) -> None:
+        channel.put_record(record)
+        readers[record.site].publish(record, GATED, shard_of(record.site, names))
+
     try:
         while time.monotonic() < start + timeout:
-            time.sleep(max(0.0, start + math.ceil((due[0][0] - start) / GRID) * GRID - time.monotonic()))
-            batch = []
-            while due and due[0][0] <= time.monotonic():
-                batch.append(heapq.heappop(due)[1])
+            batch = schedule.due_sites()
             began = time.monotonic()
             for chunk in range(0, len(batch), CHUNK):  # each chunk one request round of the channel's timeout
                 sites = batch[chunk:chunk + CHUNK]
@@ -130,27 +133,12 @@ def summary_worker(url: str, names: list[str], mine: list[str], start: float, se
             in_view.update(arrived)
             if len(order) == len(names):
                 break
-            now, decided = datetime.now(UTC), {}
-            for site in batch:
-                if site not in moved:
-                    if waves[site] not in decided:
-                        decided[waves[site]] = decide_gate(ROLLOUT, GATED, ROLLOUT_ID, site, labels, reports, now)
-                    decision = decided[waves[site]]
-                    log.append((site, now, len(order), decision.kind, decision.reason, decision.wave,
-                                decision.earliest_start))
-                    if decision.kind == "proceed":
-                        began = time.monotonic()
-                        record = success_record(site, now)
-                        channel.put_record(record)
-                        readers[site].publish(record, GATED, shard_of(site, names))
-                        puts.append(time.monotonic() - began)
-                        moved[site] = time.monotonic() - start
-                        opened.setdefault(decision.wave, moved[site])
-                heapq.heappush(due, (time.monotonic() + ROLLOUT_INTERVAL * rng.uniform(0.9, 1.1), site))
+            decisions.decide(batch, reports, len(order), put)
+            schedule.read_again(batch)
     finally:
         channel.close()
-    results.put({"log": log, "reads": [seconds for seconds, _ in reads], "puts": puts, "moved": moved,
-                 "opened": opened, "order": order, "site_reads": sum(count for _, count in reads),
+    results.put({"log": decisions.log, "reads": [seconds for seconds, _ in reads], "puts": decisions.puts,
+                 "moved": decisions.moved, "opened": decisions.opened, "order": order, "site_reads": sum(count for _, count in reads),
                  "requests": sum(r.requests for r in readers.values()),
                  "pulled": sum(r.pulled for r in readers.values())})
 

@@ -11,6 +11,7 @@ import math
 import multiprocessing
 import random
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from bench_nats import cpu_seconds  # first (through common): puts the repo root on sys.path
@@ -21,6 +22,7 @@ from reconciler.delivery.rollout import wave_index
 from reconciler.devtools.natsserver import NatsServer
 from reconciler.settings import NatsSettings
 from reconciler.status.nats_channel import NatsChannel, Received
+from reconciler.status.record import StatusRecord
 
 GRID = 1.0  # s: the sites of a process due in the same second share one read and one decision per wave
 BACKSTOP = 600.0 * ROLLOUT_INTERVAL / 30.0  # the README's 10 min NATS-mode Git poll, compressed as the interval
@@ -31,43 +33,79 @@ def watch_worker(url: str, names: list[str], mine: list[str], start: float, seed
     """The sites ``mine`` until every site's record is in the view (or ``timeout``): per decision
     (site, now, records in the view, kind, reason, wave, opening), read and put latencies, the
     instants (from ``start``) at which its sites moved and each wave first opened."""
-    rng, labels = random.Random(seed), dict.fromkeys(names, {})
-    waves = {site: wave_index(ROLLOUT, GATED, site, {}) for site in mine}
-    due = [(start + rng.uniform(0, ROLLOUT_INTERVAL), site) for site in mine]
-    heapq.heapify(due)
+    schedule, decisions = ReadSchedule(mine, start, random.Random(seed)), Decisions(names, mine, start)
     seen: dict[str, Received] = {}
     reports: dict[str, SiteReport] = {}
-    log, reads, puts, moved, opened = [], [], [], {}, {}
+    reads = []
     channel = NatsChannel(NatsSettings(servers=[url], timeout=30))
     try:
         while time.monotonic() < start + timeout:
-            time.sleep(max(0.0, start + math.ceil((due[0][0] - start) / GRID) * GRID - time.monotonic()))
-            batch = []
-            while due and due[0][0] <= time.monotonic():
-                batch.append(heapq.heappop(due)[1])
+            batch = schedule.due_sites()
             began = time.monotonic()
             written = _follow(channel.received(), seen, reports)
             reads.append(time.monotonic() - began)
             if written == len(names):
                 break
-            now, decided = datetime.now(UTC), {}
-            for site in batch:
-                if site not in moved:
-                    if waves[site] not in decided:
-                        decided[waves[site]] = decide_gate(ROLLOUT, GATED, ROLLOUT_ID, site, labels, reports, now)
-                    decision = decided[waves[site]]
-                    log.append((site, now, written, decision.kind, decision.reason, decision.wave,
-                                decision.earliest_start))
-                    if decision.kind == "proceed":
-                        began = time.monotonic()
-                        channel.put_record(success_record(site, now))
-                        puts.append(time.monotonic() - began)
-                        moved[site] = time.monotonic() - start
-                        opened.setdefault(decision.wave, moved[site])
-                heapq.heappush(due, (time.monotonic() + ROLLOUT_INTERVAL * rng.uniform(0.9, 1.1), site))
+            decisions.decide(batch, reports, written, lambda record: channel.put_record(record))
+            schedule.read_again(batch)
     finally:
         channel.close()
-    results.put({"log": log, "reads": reads, "puts": puts, "moved": moved, "opened": opened})
+    results.put({"log": decisions.log, "reads": reads, "puts": decisions.puts, "moved": decisions.moved,
+                 "opened": decisions.opened})
+
+
+class ReadSchedule:
+    """Each site of a process reads every ROLLOUT_INTERVAL ± 10 %, from a random phase; the sites
+    due within the same GRID second read together."""
+
+    def __init__(self, sites: list[str], start: float, rng: random.Random):
+        self.start, self.rng = start, rng
+        self.due = [(start + rng.uniform(0, ROLLOUT_INTERVAL), site) for site in sites]
+        heapq.heapify(self.due)
+
+    def due_sites(self) -> list[str]:
+        """Once the next grid second with a due site comes: the sites due by then."""
+        time.sleep(max(0.0, self.start + math.ceil((self.due[0][0] - self.start) / GRID) * GRID - time.monotonic()))
+        batch = []
+        while self.due and self.due[0][0] <= time.monotonic():
+            batch.append(heapq.heappop(self.due)[1])
+        return batch
+
+    def read_again(self, sites: list[str]) -> None:
+        for site in sites:
+            heapq.heappush(self.due, (time.monotonic() + ROLLOUT_INTERVAL * self.rng.uniform(0.9, 1.1), site))
+
+
+class Decisions:
+    """The gate decisions of a process's sites, one ``decide_gate`` per wave per batch (on the same
+    view, every site of a wave decides the same), and what the sites that proceeded did."""
+
+    def __init__(self, names: list[str], mine: list[str], start: float):
+        self.labels = dict.fromkeys(names, {})
+        self.waves = {site: wave_index(ROLLOUT, GATED, site, {}) for site in mine}
+        self.start = start
+        self.log: list[tuple] = []  # (site, now, records in the view, kind, reason, wave, opening)
+        self.puts: list[float] = []
+        self.moved: dict[str, float] = {}  # site -> seconds from start
+        self.opened: dict[int, float] = {}  # wave -> seconds from start
+
+    def decide(self, batch: list[str], reports: dict[str, SiteReport], in_view: int,
+               put: Callable[[StatusRecord], object]) -> None:
+        now, decided = datetime.now(UTC), {}
+        for site in batch:
+            if site in self.moved:
+                continue
+            wave = self.waves[site]
+            if wave not in decided:
+                decided[wave] = decide_gate(ROLLOUT, GATED, ROLLOUT_ID, site, self.labels, reports, now)
+            decision = decided[wave]
+            self.log.append((site, now, in_view, decision.kind, decision.reason, decision.wave, decision.earliest_start))
+            if decision.kind == "proceed":
+                began = time.monotonic()
+                put(success_record(site, now))
+                self.puts.append(time.monotonic() - began)
+                self.moved[site] = time.monotonic() - self.start
+                self.opened.setdefault(decision.wave, self.moved[site])
 
 
 def _follow(view: dict[str, Received], seen: dict[str, Received], reports: dict[str, SiteReport]) -> int:

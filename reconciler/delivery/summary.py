@@ -22,6 +22,7 @@ entry dated in the future cannot hide the site's genuine one."""
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -35,6 +36,8 @@ from reconciler.monitoring.evaluation import EvaluationSummary
 from reconciler.status.record import StatusRecord
 
 SHARD_SIZE = 100  # sites per shard: bounds the writers contending for one summary (cf. EndpointSlices)
+WRITE_ATTEMPTS = 12  # compare-and-swap tries of one summary write (Git or NATS) before it fails as Transient
+_FIRST_PAUSE = 0.05  # seconds: the longest pause after the first lost race; it doubles with each, 64× at most
 _FORMAT = "reconciler/summary/v1"
 _ANY_TIME = datetime(2000, 1, 1)
 
@@ -59,6 +62,12 @@ def shard_of(site: str, targeted: Iterable[str]) -> int:
     if site not in ordered:
         raise ValueError(f"site {site!r} is not among the deployment's targeted sites")
     return ordered.index(site) // SHARD_SIZE
+
+
+def lost_race_pause(attempt: int, rng: random.Random) -> float:
+    """Seconds a writer waits after losing compare-and-swap ``attempt`` (0 first) on a summary:
+    full jitter, so the writers of a shard that collided do not collide again in step."""
+    return rng.uniform(0, _FIRST_PAUSE * 2 ** min(attempt, 6))
 
 
 def gated_shards(repo: FleetRepo, site: str, now: datetime) -> dict[str, int]:

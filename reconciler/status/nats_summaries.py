@@ -33,7 +33,15 @@ from nats.js.errors import APIError, KeyNotFoundError, NotFoundError
 
 from reconciler import reasons
 from reconciler.delivery.gates import SiteReport
-from reconciler.delivery.summary import Summary, decode, encode, fold, merged_reports
+from reconciler.delivery.summary import (
+    WRITE_ATTEMPTS,
+    Summary,
+    decode,
+    encode,
+    fold,
+    lost_race_pause,
+    merged_reports,
+)
 from reconciler.errors import Transient
 from reconciler.status.nats_channel import NatsChannel
 from reconciler.status.record import StatusRecord
@@ -44,8 +52,6 @@ __all__ = ["NatsSummaries", "summary_key"]
 
 log = logging.getLogger(__name__)
 
-_ATTEMPTS = 12
-_PAUSE = 0.05  # seconds, the first retry's longest pause; it doubles with every lost race
 _WRONG_LAST = (10071, 10164)  # JetStream: the subject's last sequence is not the one expected
 _DELETED = ("DEL", "PURGE")  # a KV-Operation header: the key was deleted or purged
 
@@ -126,7 +132,7 @@ class NatsSummaries:
 
     async def _fold(self, kv, record: StatusRecord, deployment: str, shard: int) -> bool:
         key = summary_key(deployment, shard)
-        for attempt in range(_ATTEMPTS):
+        for attempt in range(WRITE_ATTEMPTS):
             try:
                 entry = await kv.get(key)
                 current, revision = self._decode(entry.value or b"", f"revision {entry.revision}", deployment), \
@@ -144,9 +150,9 @@ class NatsSummaries:
             except APIError as error:
                 if error.err_code not in _WRONG_LAST:
                     raise
-            await asyncio.sleep(self._rng.uniform(0, _PAUSE * 2 ** min(attempt, 6)))
+            await asyncio.sleep(lost_race_pause(attempt, self._rng))
         raise Transient(reasons.StatusPushFailed, f"summary {key} in NATS bucket {self._channel.settings.summaries_bucket}: "
-                                                  f"{_ATTEMPTS} writers in a row got there first")
+                                                  f"{WRITE_ATTEMPTS} writers in a row got there first")
 
     def _decode(self, data: bytes, where: str, deployment: str) -> Summary:
         """A shard that does not parse is skipped, as in Git mode: one broken writer must not blind

@@ -33,12 +33,14 @@ from collections.abc import Callable
 from reconciler import reasons
 from reconciler.delivery.gates import SiteReport
 from reconciler.delivery.summary import (
+    WRITE_ATTEMPTS,
     Summary,
     SummaryEntry,
     decode,
     encode,
     entry_bytes,
     fold,
+    lost_race_pause,
     merged,
     merged_reports,
 )
@@ -51,8 +53,6 @@ from reconciler.status.signed import RecordCheck, RecordSigner
 SUMMARY_REF_PREFIX = "refs/reconciler/summary/"
 ROLLUP_REF_PREFIX = "refs/reconciler/rollup/"  # beside, not under, the shards: a ref cannot be a folder too
 SUMMARY_FILE = "summary.json"
-_ATTEMPTS = 12
-_PAUSE = 0.05  # seconds, the first retry's longest pause; it doubles with every conflict
 
 
 def summary_ref(deployment: str, shard: int) -> str:
@@ -108,7 +108,7 @@ class SummaryRefs:
 
     def _fold(self, record: StatusRecord, deployment: str, shard: int) -> tuple[bool, Summary]:
         ref = summary_ref(deployment, shard)
-        for attempt in range(_ATTEMPTS):
+        for attempt in range(WRITE_ATTEMPTS):
             tip = self._refs.fetch_tip(ref)
             current = self._read(tip, deployment) if tip else {}
             folded = fold(current, record, deployment, self._signer.sign if self._signer else None)
@@ -119,7 +119,7 @@ class SummaryRefs:
             if self._refs.push_if_unchanged(commit, ref, tip, lease=True):
                 return True, folded
             self._lost_race(attempt)
-        raise Transient(reasons.StatusPushFailed, f"{ref} on {self._refs.url}: {_ATTEMPTS} writers in a row got there first")
+        raise Transient(reasons.StatusPushFailed, f"{ref} on {self._refs.url}: {WRITE_ATTEMPTS} writers in a row got there first")
 
     def _roll_up(self, record: StatusRecord, deployment: str, shard: int, summary: Summary) -> None:
         """The shard's summary merged into its file of the roll-up, unless the roll-up holds
@@ -129,7 +129,7 @@ class SummaryRefs:
         # guess. A stale guess costs one request (the lease fails before the push sends anything),
         # and a roll-up that already held this summary there holds it still (entries only get newer).
         tip = self._refs.cached_tip(ref) or self._refs.fetch_tip(ref)
-        for attempt in range(_ATTEMPTS):
+        for attempt in range(WRITE_ATTEMPTS):
             files = self._refs.files_at(tip) if tip else {}
             current = self._decode(files[name], f"{tip}:{name}", deployment) if name in files else {}
             rolled = merged(current, summary)
@@ -146,10 +146,10 @@ class SummaryRefs:
             tips = self._refs.fetch_tips(ref, summary_ref(deployment, shard))
             tip, shard_tip = tips[ref], tips[summary_ref(deployment, shard)]
             summary = merged(summary, self._read(shard_tip, deployment) if shard_tip else {})
-        raise Transient(reasons.StatusPushFailed, f"{ref} on {self._refs.url}: {_ATTEMPTS} writers in a row got there first")
+        raise Transient(reasons.StatusPushFailed, f"{ref} on {self._refs.url}: {WRITE_ATTEMPTS} writers in a row got there first")
 
     def _lost_race(self, attempt: int) -> None:
-        self._pause(self._rng.uniform(0, _PAUSE * 2**min(attempt, 6)))
+        self._pause(lost_race_pause(attempt, self._rng))
 
     def _read(self, rev: str, deployment: str) -> Summary:
         return self._decode(self._refs.file_at(rev, SUMMARY_FILE) or b"", rev, deployment)

@@ -71,16 +71,22 @@ def run_rounds(agents: dict[str, Agent], rounds: int) -> list[set[str]]:
     return serving
 
 
+def run_fleet(fleet, tmp_path: Path, order: list, summaries: Path | None) -> tuple[dict, list]:
+    """An agent per site of every wave, run for a round per wave and one more; the agents and which
+    sites served the new version after each round."""
+    agents = {site: make_agent(fleet, tmp_path, site, summaries) for wave in reversed(order) for site in wave}
+    try:
+        return agents, run_rounds(agents, len(order) + 1)
+    finally:
+        for agent in agents.values():
+            agent.stop()
+
+
 def test_waves_open_in_order_from_the_summaries_alone(fleet, tmp_path):
     summaries = bare(tmp_path / "summaries.git")
     order = waves(utcnow())
     assert len(order) >= 2  # the example fleet's factories fall into more than one wave
-    agents = {site: make_agent(fleet, tmp_path, site, summaries) for wave in reversed(order) for site in wave}
-    try:
-        serving = run_rounds(agents, len(order) + 1)
-    finally:
-        for agent in agents.values():
-            agent.stop()
+    agents, serving = run_fleet(fleet, tmp_path, order, summaries)
     opened = [set().union(*order[:k + 1]) for k in range(len(order))]
     assert serving[:len(order)] == opened  # one more wave each bake, never sooner
     assert serving[-1] == set(agents)
@@ -94,10 +100,5 @@ def test_waves_open_in_order_from_the_summaries_alone(fleet, tmp_path):
 def test_without_summaries_a_site_that_sees_no_record_never_leaves_its_wave(fleet, tmp_path):
     """The control: the same sites, each reading only its own status repository, wait for ever."""
     order = waves(utcnow())
-    agents = {site: make_agent(fleet, tmp_path, site, None) for wave in reversed(order) for site in wave}
-    try:
-        serving = run_rounds(agents, len(order) + 1)
-    finally:
-        for agent in agents.values():
-            agent.stop()
+    _, serving = run_fleet(fleet, tmp_path, order, None)
     assert serving[-1] == set(order[0])
