@@ -20,9 +20,7 @@ from urllib.parse import urlsplit
 
 from reconciler import reasons
 from reconciler.errors import ReconcilerError, Transient
-from reconciler.ingest.fetch import authorization
-from reconciler.ingest.httpsource import http_connection, shown_url
-from reconciler.ingest.proxy import proxy_for
+from reconciler.ingest.httpsource import http_connection, request_line, shown_url
 from reconciler.settings import FetchLimits
 
 __all__ = ["BODY_LIMIT", "Beacon", "commit_named"]
@@ -109,19 +107,11 @@ class Beacon:
 
     def _get(self) -> tuple[int, http.client.HTTPMessage, bytes]:
         parts = urlsplit(self.url)
-        scheme, host, port = parts.scheme.lower(), parts.hostname or "", parts.port
-        proxy = proxy_for(scheme, host, port)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        headers = {"User-Agent": "reconciler", "Accept-Encoding": "identity", **self._validators}
-        credentials = self.limits.auth.get(host.lower())
-        if credentials is not None:
-            headers["Authorization"] = authorization(credentials, scheme, host)
-        if proxy is not None and scheme == "http":
-            target = f"http://{parts.netloc}{target}"  # absolute form: the proxy forwards it
-            headers |= proxy.headers
+        proxy, target, headers = request_line(parts, self.limits)
         if self._connection is None:
-            self._connection = http_connection(scheme, host, port, proxy, self.limits, self.limits.connect_timeout)
-        self._connection.request("GET", target, headers=headers)
+            self._connection = http_connection(parts.scheme.lower(), parts.hostname or "", parts.port, proxy,
+                                               self.limits, self.limits.connect_timeout)
+        self._connection.request("GET", target, headers=headers | self._validators)
         response = self._connection.getresponse()
         body = response.read(BODY_LIMIT + 1)
         if len(body) > BODY_LIMIT:

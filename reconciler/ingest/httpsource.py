@@ -86,12 +86,8 @@ def _request(
     if not host:
         raise Stalled(reasons.ArtifactUriInvalid, f"{uri}: no host")
     scheme = parts.scheme.lower()
-    headers = _headers(limits, scheme, host, offset) | headers_for(parts.netloc.lower())
-    target = _target(parts)
-    proxy = proxy_for(scheme, host, port)
-    if proxy is not None and scheme == "http":
-        target = f"http://{parts.netloc}{target}"  # absolute form: the proxy forwards it
-        headers |= proxy.headers
+    proxy, target, headers = request_line(parts, limits, offset)
+    headers |= headers_for(parts.netloc.lower())
     connection = http_connection(scheme, host, port, proxy, limits, deadline.bound(limits.connect_timeout))
     try:
         connection.connect()
@@ -107,6 +103,20 @@ def _request(
             deadline.check()  # a stop cut the connection: that, not the connection, is the cause
             raise _request_error(exc, uri, host, proxy, limits, deadline) from exc
         raise
+
+
+def request_line(parts: SplitResult, limits: FetchLimits, offset: int = 0) -> tuple[Proxy | None, str, dict[str, str]]:
+    """For a GET of ``parts``: the proxy that reaches its host (or None), the request target (the
+    absolute form through a plain-http proxy, which forwards it) and the headers, the host's
+    ``fetch.auth`` credentials and the proxy's included."""
+    scheme, host = parts.scheme.lower(), parts.hostname or ""
+    headers = _headers(limits, scheme, host, offset)
+    target = _target(parts)
+    proxy = proxy_for(scheme, host, parts.port)
+    if proxy is not None and scheme == "http":
+        target = f"http://{parts.netloc}{target}"
+        headers |= proxy.headers
+    return proxy, target, headers
 
 
 def http_connection(scheme: str, host: str, port: int | None, proxy: Proxy | None, limits: FetchLimits,
