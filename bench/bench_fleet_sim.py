@@ -45,7 +45,8 @@ from fleet_waves import FetchReplay, default_spread, fetch_wave, new_commit, thr
 from poll_phases import old_poll, poll_phases, server_cpu
 
 from reconciler.delivery.gates import decide_gate, site_report
-from reconciler.delivery.summary import encode, fold, shard_of
+from reconciler.delivery.rollout import wave_groups
+from reconciler.delivery.summary import encode, fold, shards
 from reconciler.devtools.githttp import GitHttpServer, init_bare_repo, run_git
 from reconciler.devtools.nginxgit import NAME as NGINX
 from reconciler.devtools.nginxgit import NginxGitServer, available
@@ -77,6 +78,11 @@ def record(site: str, minute: float, state: str = "success") -> StatusRecord:
                         deployments=deployments, agentVersion="0.1.0", writtenAt=T0 + timedelta(minutes=minute))
 
 
+def shard_numbers(sites: list[str]) -> dict[str, int]:
+    """Each site's shard of GATED's summaries, as the agent numbers it (gated_shards)."""
+    return shards(wave_groups(ROLLOUT, GATED, dict.fromkeys(sites, {})))
+
+
 def status_namespace(shard: int) -> str:
     return f"status-{shard:04d}"
 
@@ -90,19 +96,18 @@ def build_repos(root: Path, sites: list[str]) -> None:
         bare = init_bare_repo(root, name, ROOT / "example-fleet-repo")
         for key, value in (("http.receivepack", "true"), ("uploadpack.allowFilter", "true")):
             run_git(bare, "config", key, value)
-    records = {site: record(site, 0) for site in sites}
+    records, shard = {site: record(site, 0) for site in sites}, shard_numbers(sites)
     before = {STATUS_REF_PREFIX + site: [(STATUS_FILE, record_json(r))] for site, r in records.items()}
     _fast_import(root / "before.git", before)
-    after = {f"refs/namespaces/{status_namespace(shard_of(site, sites))}/{STATUS_REF_PREFIX}{site}":
+    after = {f"refs/namespaces/{status_namespace(shard[site])}/{STATUS_REF_PREFIX}{site}":
              [(STATUS_FILE, record_json(r))] for site, r in records.items()}
-    shards: dict[int, dict] = {}
+    summaries: dict[int, dict] = {}
     for site, r in records.items():
-        shard = shard_of(site, sites)
-        shards[shard] = fold(shards.get(shard, {}), r, GATED)
-    for shard, summary in shards.items():
-        after[f"refs/namespaces/summaries/{summary_ref(GATED, shard)}"] = [(SUMMARY_FILE, encode(GATED, summary))]
-    after[f"refs/namespaces/summaries/{rollup_ref(GATED)}"] = [(rollup_file(shard), encode(GATED, summary))
-                                                              for shard, summary in shards.items()]
+        summaries[shard[site]] = fold(summaries.get(shard[site], {}), r, GATED)
+    for number, summary in summaries.items():
+        after[f"refs/namespaces/summaries/{summary_ref(GATED, number)}"] = [(SUMMARY_FILE, encode(GATED, summary))]
+    after[f"refs/namespaces/summaries/{rollup_ref(GATED)}"] = [(rollup_file(number), encode(GATED, summary))
+                                                              for number, summary in summaries.items()]
     _fast_import(root / "after.git", after)
 
 
@@ -161,7 +166,7 @@ class Site:
 
     def __init__(self, server: object, sites: list[str], index: int, scratch: Path):
         self.name, self.sites = sites[index], sites
-        self.shard = shard_of(self.name, sites)
+        self.shard = shard_numbers(sites)[self.name]
         url = server.url  # type: ignore[attr-defined]
         self.source = GitSource(url("after"), "main", scratch / "fleet")
         self.before = StatusRefs(GitSource(url("before"), "main", scratch / "before"))

@@ -47,7 +47,7 @@ from pathlib import Path
 from bench_fleet_sim import git_server, server_cpu  # first: puts the repo root on sys.path
 from bench_nats import cpu_seconds
 from common import ROOT, emit, machine
-from fleet_waves import GATED, ROLLOUT, ROLLOUT_ID, ROLLOUT_INTERVAL, quantile, success_record
+from fleet_waves import GATED, ROLLOUT, ROLLOUT_ID, ROLLOUT_INTERVAL, quantile, shard_numbers, success_record
 from nats_watch_baseline import (
     BACKSTOP,
     Decisions,
@@ -58,7 +58,7 @@ from nats_watch_baseline import (
 )
 
 from reconciler.delivery.gates import decide_gate
-from reconciler.delivery.summary import merged_reports, shard_of
+from reconciler.delivery.summary import merged_reports
 from reconciler.devtools.githttp import init_bare_repo, run_git
 from reconciler.devtools.natsserver import NatsServer
 from reconciler.gitdoor.source import GitSource
@@ -105,6 +105,7 @@ def summary_worker(url: str, names: list[str], mine: list[str], start: float, se
     schedule, decisions = ReadSchedule(mine, start, random.Random(seed)), Decisions(names, mine, start)
     channel = NatsChannel(NatsSettings(servers=[url], timeout=30))
     readers = {site: NatsSummaries(channel) for site in mine}
+    shard = shard_numbers(names)
     view: dict[str, tuple[int, dict]] = {}  # shard key -> newest revision any site of the process read
     order: list[str] = []
     in_view: set[str] = set()
@@ -112,7 +113,7 @@ def summary_worker(url: str, names: list[str], mine: list[str], start: float, se
 
     def put(record: StatusRecord) -> None:
         channel.put_record(record)
-        readers[record.site].publish(record, GATED, shard_of(record.site, names))
+        readers[record.site].publish(record, GATED, shard[record.site])
 
     try:
         while time.monotonic() < start + timeout:
@@ -120,7 +121,7 @@ def summary_worker(url: str, names: list[str], mine: list[str], start: float, se
             began = time.monotonic()
             for chunk in range(0, len(batch), CHUNK):  # each chunk one request round of the channel's timeout
                 sites = batch[chunk:chunk + CHUNK]
-                channel.run(lambda js, kv, sites=sites: asyncio.gather(*(readers[s].catch_up(js, GATED) for s in sites)))
+                channel.run(lambda js, kv, sites=sites: asyncio.gather(*(readers[s].catch_up(GATED) for s in sites)))
             reads.append((time.monotonic() - began, len(batch)))
             for site in batch:
                 for key, (revision, summary) in readers[site].shards(GATED).items():
@@ -140,6 +141,7 @@ def summary_worker(url: str, names: list[str], mine: list[str], start: float, se
     results.put({"log": decisions.log, "reads": [seconds for seconds, _ in reads], "puts": decisions.puts,
                  "moved": decisions.moved, "opened": decisions.opened, "order": order, "site_reads": sum(count for _, count in reads),
                  "requests": sum(r.requests for r in readers.values()),
+                 "messages": sum(r.pulled_messages for r in readers.values()),
                  "pulled": sum(r.pulled for r in readers.values())})
 
 
@@ -167,6 +169,7 @@ def nats_rollout(server: NatsServer, sites: int, workers: int, timeout: float, s
     return {"sites": sites, "names": names, "seconds": seconds, "moved": len(moved), "opened": opened, "parts": parts,
             "site_reads": sum(part.get("site_reads", 0) for part in parts),
             "requests": sum(part.get("requests", 0) for part in parts),
+            "messages": sum(part.get("messages", 0) for part in parts),
             "pulled": sum(part.get("pulled", 0) for part in parts),
             "log": sorted((entry for part in parts for entry in part["log"]), key=lambda entry: entry[1]),
             "reads": [r for part in parts for r in part["reads"]], "puts": [p for part in parts for p in part["puts"]],
@@ -200,7 +203,7 @@ def git_replay(server: object, names: list[str], log: list, history: list[Status
                repo: str) -> dict:
     """Every logged decision of one process decided again from Git summaries holding the same
     first k records of that process's view (``history``: the records in the order they reached it)."""
-    labels = dict.fromkeys(names, {})
+    labels, shard = dict.fromkeys(names, {}), shard_numbers(names)
     by_count: dict[int, list] = {}
     for entry in log:
         by_count.setdefault(entry[2], []).append(entry)
@@ -219,7 +222,7 @@ def git_replay(server: object, names: list[str], log: list, history: list[Status
                         differ.append((site, now, count, nats_said, git_said))
             if count < len(history):
                 began = time.monotonic()
-                summaries.publish(history[count], GATED, shard_of(history[count].site, names))
+                summaries.publish(history[count], GATED, shard[history[count].site])
                 writes.append(time.monotonic() - began)
     finally:
         summaries.close()
@@ -295,20 +298,21 @@ def print_summary_rollout(run: dict, poll_cpu: float, push_cpu: float) -> dict:
     reads = max(run["site_reads"], 1)
     opened = ", ".join(f"{wave} {at:.0f} s" for wave, at in sorted(run["opened"].items(), key=lambda item: item[1]))
     print(f"SUMMARIES, {sites} sites: {seconds:.1f} s (waves opened: {opened}); {run['moved']} moved; "
-          f"{len(run['log'])} decisions; {run['site_reads']} site reads: {run['requests'] / reads:.1f} direct gets and "
-          f"{run['pulled'] / reads / 1e3:.1f} KB per read; batch catch-up p50/p99 {statistics.median(run['reads']) * 1e3:.0f}/"
+          f"{len(run['log'])} decisions; {run['site_reads']} site reads: {run['requests'] / reads:.2f} direct get requests, "
+          f"{run['messages'] / reads:.1f} shards and {run['pulled'] / reads / 1e3:.1f} KB per read; batch catch-up p50/p99 {statistics.median(run['reads']) * 1e3:.0f}/"
           f"{quantile(run['reads'], 99) * 1e3:.0f} ms; put + fold p50/p99 {statistics.median(run['puts']) * 1e3:.1f}/"
           f"{quantile(run['puts'], 99) * 1e3:.1f} ms", flush=True)
     print(f"  nats-server {run['nats_cpu']:.1f} s over {wall:.0f} s: {nats_cores:.3f} cores "
           f"({run['nats_cpu'] / max(run['moved'], 1) * 1e3:.2f} ms per site moved, "
-          f"{run['nats_cpu'] / max(run['requests'], 1) * 1e6:.0f} us per direct get incl. puts); Git: backstop polls "
+          f"{run['nats_cpu'] / max(run['messages'], 1) * 1e6:.0f} us per shard read incl. puts); Git: backstop polls "
           f"{backstop_cores:.3f} cores, batched audit pushes ({push_cpu * 1e3:.0f} ms each, one per site, spread "
           f"{AUDIT_SPREAD:.0f} s) {within:.0f} s within the rollout + {after:.0f} s after it", flush=True)
     print(f"  server CPU (nats + git): {during:.3f} cores during the rollout, {later:.3f} cores over the spread after it",
           flush=True)
     return {"sites": sites, "seconds": seconds, "moved": run["moved"], "decisions": len(run["log"]),
             "nats_cores": round(nats_cores, 4), "cores_during": round(during, 4), "cores_after": round(later, 4),
-            "gets_per_read": round(run["requests"] / reads, 2), "bytes_per_read": round(run["pulled"] / reads),
+            "requests_per_read": round(run["requests"] / reads, 3), "shards_per_read": round(run["messages"] / reads, 2),
+            "bytes_per_read": round(run["pulled"] / reads),
             "nats_cpu_per_site_moved_s": run["nats_cpu"] / max(run["moved"], 1)}
 
 

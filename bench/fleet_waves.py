@@ -37,7 +37,8 @@ from urllib.parse import urlsplit
 
 from reconciler.agent.loop import FETCH_WAVE_RATE
 from reconciler.delivery.gates import decide_gate
-from reconciler.delivery.summary import shard_of
+from reconciler.delivery.rollout import wave_groups
+from reconciler.delivery.summary import shards
 from reconciler.errors import Transient
 from reconciler.gitdoor.source import GitSource
 from reconciler.manifests.models import Rollout
@@ -53,6 +54,11 @@ ROLLOUT = Rollout.model_validate({  # the field's 5m bake compressed to 10 s
     "gate": {"minHealthyRatio": 0.9, "bakeTime": "10s", "progressDeadline": "10m"},
 })
 FIELD_INTERVAL = 30.0  # the interval the default fetch spread is derived from
+
+
+def shard_numbers(names: list[str]) -> dict[str, int]:
+    """Each simulated site's shard of GATED's summaries, as the agent numbers it (gated_shards)."""
+    return shards(wave_groups(ROLLOUT, GATED, dict.fromkeys(names, {})))
 
 
 # --- sampling the server -------------------------------------------------------------------------
@@ -230,8 +236,8 @@ def three_wave_rollout(server: object, names: list[str], status_url: Callable[[i
     """Every site from a random phase, then every ROLLOUT_INTERVAL ± 10 %, until all report success."""
     rng = random.Random(seed)
     labels = dict.fromkeys(names, {})
-    sites = [SimSite(name, shard_of(name, names), status_url(shard_of(name, names)), summaries_url, scratch / name)
-             for name in names]
+    shard = shard_numbers(names)
+    sites = [SimSite(name, shard[name], status_url(shard[name]), summaries_url, scratch / name) for name in names]
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(lambda site: site.status.read_own(site.name), sites))
     lock, reads, writes, opened, moved_at, retried = threading.Lock(), [], [], {}, [], []

@@ -66,7 +66,7 @@ from typing import Literal
 from reconciler import reasons
 from reconciler.delivery.evaluation_gate import fleet_score, judge
 from reconciler.delivery.evidence import FailureKind, failure_kind
-from reconciler.delivery.rollout import wave_index
+from reconciler.delivery.rollout import wave_groups, wave_index
 from reconciler.manifests.models import Gate, Rollout
 from reconciler.manifests.types import format_duration
 from reconciler.monitoring.evaluation import EvaluationSummary
@@ -210,11 +210,7 @@ class _Progress:
     @classmethod
     def of(cls, rollout: Rollout, deployment: str, rollout_id: str,
            sites: Mapping[str, Mapping[str, str]], records: Mapping[str, SiteReport]) -> _Progress:
-        members: list[list[str]] = [[] for _ in rollout.waves]
-        for name, labels in sites.items():
-            index = wave_index(rollout, deployment, name, labels)
-            if index is not None:
-                members[index].append(name)
+        members = wave_groups(rollout, deployment, sites)[:-1]  # the sites of no wave never count
         reports = {s: r for s, r in records.items() if s in sites and r.rollout_id == rollout_id}
         start = min((r.since for r in reports.values()), default=None)
         held: list[datetime | None] = []

@@ -37,6 +37,15 @@ def wave_index(rollout: Rollout, deployment: str, site: str, labels: Mapping[str
     return None
 
 
+def wave_groups(rollout: Rollout, deployment: str, sites: Mapping[str, Mapping[str, str]]) -> list[list[str]]:
+    """The ``sites`` of each of the rollout's waves, in wave order, then those of no wave."""
+    groups: list[list[str]] = [[] for _ in range(len(rollout.waves) + 1)]
+    for site, labels in sites.items():
+        index = wave_index(rollout, deployment, site, labels)
+        groups[len(rollout.waves) if index is None else index].append(site)
+    return groups
+
+
 def in_maintenance_window(windows: Sequence[MaintenanceWindow], now: datetime) -> bool:
     """No windows means activation may happen at any time."""
     return not windows or any(_inside(window, now) for window in windows)

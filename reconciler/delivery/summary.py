@@ -11,8 +11,9 @@ reports merged from all shards are exactly the reports the gate would take from 
 summary themselves with compare-and-swap (reconciler.status.summary_refs); this module is the fold
 and the stored form, with no I/O.
 
-A site may be found in two shards after the fleet grew or shrank (its shard is its place among
-the targeted sites): the entry written last wins, so a stale copy never outvotes a newer one.
+A site may be found in two shards after the fleet grew or shrank or the waves changed (its shard
+is its place among its wave's targeted sites): the entry written last wins, so a stale copy never
+outvotes a newer one.
 
 A site with status keys signs its entry (``entry_bytes``: the entry's stored fields with the site
 and deployment they are about, so an entry cannot be replayed as another site's or deployment's);
@@ -30,6 +31,7 @@ from typing import Any
 
 from reconciler.delivery.gates import SiteReport, site_report
 from reconciler.delivery.plan import rollout_of, targeted_sites
+from reconciler.delivery.rollout import wave_groups
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.selectors import matches
 from reconciler.monitoring.evaluation import EvaluationSummary
@@ -56,12 +58,27 @@ Sign = Callable[[bytes], bytes]  # a site's status keys
 Admit = Callable[[str, SummaryEntry], bool]  # whether a site's entry counts (its signature verifies)
 
 
-def shard_of(site: str, targeted: Iterable[str]) -> int:
-    """The site's shard: its place among the deployment's targeted sites, SHARD_SIZE to a shard."""
-    ordered = sorted(targeted)
-    if site not in ordered:
+def shards(waves: Iterable[Iterable[str]]) -> dict[str, int]:
+    """Every site's shard, given the deployment's targeted sites wave by wave (``wave_groups``):
+    each wave's sites fill shards of their own, SHARD_SIZE to a shard in name order, numbered wave
+    after wave. A wave moves together, so it rewrites its own few shards and leaves the other
+    waves' alone: a reader pulls the shards that moved since its last read (the NATS cursor, Git's
+    roll-up files), and with shards mixing waves every shard would move in every wave."""
+    numbered: dict[str, int] = {}
+    first = 0
+    for members in waves:
+        ordered = sorted(members)
+        numbered.update((site, first + place // SHARD_SIZE) for place, site in enumerate(ordered))
+        first += -(-len(ordered) // SHARD_SIZE)
+    return numbered
+
+
+def shard_of(site: str, waves: Iterable[Iterable[str]]) -> int:
+    """The site's shard among ``shards(waves)``."""
+    numbered = shards(waves)
+    if site not in numbered:
         raise ValueError(f"site {site!r} is not among the deployment's targeted sites")
-    return ordered.index(site) // SHARD_SIZE
+    return numbered[site]
 
 
 def lost_race_pause(attempt: int, rng: random.Random) -> float:
@@ -73,14 +90,15 @@ def lost_race_pause(attempt: int, rng: random.Random) -> float:
 def gated_shards(repo: FleetRepo, site: str, now: datetime) -> dict[str, int]:
     """Each deployment that targets ``site`` with a rollout, and the site's shard of its summaries."""
     labels = repo.sites[site].metadata.labels if site in repo.sites else None
-    shards = {}
+    gated = {}
     for name, deployment in sorted(repo.deployments.items()):
-        if labels is None or rollout_of(repo, deployment) is None or not matches(deployment.spec.targets, labels):
+        rollout = rollout_of(repo, deployment)
+        if labels is None or rollout is None or not matches(deployment.spec.targets, labels):
             continue
         targeted = targeted_sites(repo, deployment, now)
         if site in targeted:
-            shards[name] = shard_of(site, targeted)
-    return shards
+            gated[name] = shard_of(site, wave_groups(rollout, name, targeted))
+    return gated
 
 
 def fold(summary: Summary, record: StatusRecord, deployment: str, sign: Sign | None = None) -> dict[str, SummaryEntry]:

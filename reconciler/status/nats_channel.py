@@ -44,6 +44,7 @@ from reconciler import reasons
 from reconciler.errors import Transient
 from reconciler.settings import NatsSettings
 from reconciler.status.gitref import parse_record
+from reconciler.status.nats_direct import DirectGets
 from reconciler.status.record import StatusRecord
 from reconciler.status.signed import RecordSigner
 
@@ -111,6 +112,7 @@ class NatsChannel:
         self._own: tuple[str, bytes] | None = None  # this site's newest value put, put again after a loss
         self._watch: asyncio.Task | None = None
         self._nc = None
+        self.direct: DirectGets | None = None  # the connection's batched direct gets (status/nats_summaries.py reads with them)
         self._seen = 0  # the newest revision of the records bucket the watch has delivered
         self.connections = 0  # connections made and bound so far: a reader's cursors hold within one
         self._loop = asyncio.new_event_loop()
@@ -166,8 +168,13 @@ class NatsChannel:
         (nats-io/nats.py#1010, fixed upstream by #1011), so this goes as nats.go does. Its stream
         sequence: the key's new revision."""
         if self.settings.domain is not None:
-            subject = f"$JS.{self.settings.domain}.API.{subject}"
+            subject = f"{self._api_prefix}.{subject}"
         return (await self._js.publish(subject, value, headers=headers)).seq
+
+    @property
+    def _api_prefix(self) -> str:
+        """JetStream's API subjects, through the domain's when there is one (as nats.go names them)."""
+        return "$JS.API" if self.settings.domain is None else f"$JS.{self.settings.domain}.API"
 
     def close(self) -> None:
         """Stop the loop and its thread; nothing of the channel runs after this returns."""
@@ -203,6 +210,8 @@ class NatsChannel:
             try:
                 self._nc = await nats.connect(**self._options(lost))
                 self._js = self._nc.jetstream(timeout=self.settings.timeout, domain=self.settings.domain)
+                self.direct = DirectGets(self._nc, self._api_prefix, self.settings.timeout)
+                await self.direct.start()
                 self._kv = {name: await self._bucket(name)
                             for name in (self.settings.records_bucket, self.settings.fleet_bucket)}
                 self._kv[self.settings.summaries_bucket] = await self._bucket(

@@ -11,12 +11,12 @@ only if the key's revision is still the one it read (``Nats-Expected-Last-Subjec
 the key must not exist yet); a writer that lost the race reads again after a random pause.
 
 Reading follows the bucket's stream: a reader keeps each shard's summary and the newest stream
-sequence it has read for the deployment, and asks for the first message after that sequence on
-the deployment's keys (a direct get with ``next_by_subj``), then the one after it, until there is
-none (404). As the bucket keeps only each key's newest revision, a shard that moved since the last
-read comes once, however many times it moved, and a read when nothing moved is one request. The
-broker's work per read is the shards that moved, not the updates times the readers (a watch
-delivers every update to every watcher). A new connection (a server restart, maybe without its
+sequence it has read for the deployment, and asks for every message after that sequence on the
+deployment's keys in one batched direct get (``next_by_subj``, status/nats_direct.py). As the
+bucket keeps only each key's newest revision, a shard that moved since the last read comes once,
+however many times it moved, and a read is one request whatever moved. The broker's work per read
+is the shards that moved, not the updates times the readers (a watch delivers every update to
+every watcher), and shards hold one wave's sites each, so a wave that moves moves its own shards. A new connection (a server restart, maybe without its
 store) starts a reader's cursors afresh, and the site folds its own entries again."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import zlib
 from collections.abc import Mapping
 
 from nats.js.api import Header
-from nats.js.errors import APIError, KeyNotFoundError, NotFoundError
+from nats.js.errors import APIError, KeyNotFoundError
 
 from reconciler import reasons
 from reconciler.delivery.gates import SiteReport
@@ -72,7 +72,8 @@ class NatsSummaries:
         self._own: dict[tuple[str, int], StatusRecord] = {}  # (deployment, shard) -> the record folded last
         self._connection = 0  # the channel's connection the cursors and shards were read on
         self.pulled = 0  # bytes of summaries downloaded (for benchmarks)
-        self.requests = 0  # direct gets asked (for benchmarks)
+        self.requests = 0  # direct get requests sent (for benchmarks)
+        self.pulled_messages = 0  # shards' revisions downloaded (for benchmarks)
 
     def reports(self, deployment: str, check: RecordCheck | None = None) -> dict[str, SiteReport]:
         """Every site's report on the deployment from the newest entries of all its shards that
@@ -92,7 +93,7 @@ class NatsSummaries:
 
     async def _read(self, js, kv, deployment: str) -> None:
         await self._fresh(kv)
-        await self.catch_up(js, deployment)
+        await self.catch_up(deployment)
 
     async def _publish(self, kv, record: StatusRecord, deployment: str, shard: int) -> bool:
         await self._fresh(kv)
@@ -111,24 +112,21 @@ class NatsSummaries:
         for (deployment, shard), record in sorted(self._own.items()):
             await self._fold(kv, record, deployment, shard)
 
-    async def catch_up(self, js, deployment: str) -> None:
-        """Pull the deployment's shards that moved since the last read (on the channel's loop:
-        a process that reads for many sites runs many at once)."""
+    async def catch_up(self, deployment: str) -> None:
+        """Pull the deployment's shards that moved since the last read, in one batched direct get
+        (on the channel's loop: a process that reads for many sites runs many at once)."""
         shards = self._shards.setdefault(deployment, {})
-        subject = f"{self._prefix}{deployment}.*"
-        while True:
-            self.requests += 1
-            try:
-                message = await js.get_msg(self._stream, seq=self._read_up_to.get(deployment, 0) + 1, subject=subject,
-                                           direct=True, next=True)
-            except NotFoundError:
-                return
+        moved, requests = await self._channel.direct.after(self._stream, f"{self._prefix}{deployment}.*",
+                                                           self._read_up_to.get(deployment, 0))
+        self.requests += requests
+        self.pulled_messages += len(moved)
+        for message in moved:
             key = message.subject.removeprefix(self._prefix)
-            deleted = (message.headers or {}).get("KV-Operation") in _DELETED
-            self.pulled += len(message.data or b"")
-            shards[key] = (message.seq, {} if deleted else self._decode(message.data or b"", f"revision {message.seq}",
-                                                                          deployment))
-            self._read_up_to[deployment] = message.seq
+            deleted = message.headers.get("KV-Operation") in _DELETED
+            self.pulled += len(message.data)
+            shards[key] = (message.sequence, {} if deleted else self._decode(message.data, f"revision {message.sequence}",
+                                                                             deployment))
+            self._read_up_to[deployment] = message.sequence
 
     async def _fold(self, kv, record: StatusRecord, deployment: str, shard: int) -> bool:
         key = summary_key(deployment, shard)

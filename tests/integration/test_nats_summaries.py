@@ -75,12 +75,12 @@ def test_a_read_when_nothing_moved_is_one_request_and_downloads_nothing(channel)
     for shard in range(3):
         summaries.publish(record(f"s{shard}", 1, deployment=deployment), deployment, shard)
     summaries.reports(deployment)
-    requests, pulled = summaries.requests, summaries.pulled
+    requests, pulled, shards = summaries.requests, summaries.pulled, summaries.pulled_messages
     assert len(summaries.reports(deployment)) == 3
-    assert (summaries.requests - requests, summaries.pulled - pulled) == (1, 0)
+    assert (summaries.requests - requests, summaries.pulled - pulled, summaries.pulled_messages - shards) == (1, 0, 0)
     summaries.publish(record("s9", 2, deployment=deployment), deployment, 1)  # one shard moved: that shard alone comes
     assert set(summaries.reports(deployment)) == {"s0", "s1", "s2", "s9"}
-    assert summaries.requests - requests == 3
+    assert (summaries.requests - requests, summaries.pulled_messages - shards) == (2, 1)
 
 
 def test_sites_folding_into_one_shard_at_once_lose_no_entry(channel):

@@ -90,8 +90,9 @@ def test_waves_open_in_order_from_the_summaries_alone(fleet, tmp_path):
     opened = [set().union(*order[:k + 1]) for k in range(len(order))]
     assert serving[:len(order)] == opened  # one more wave each bake, never sooner
     assert serving[-1] == set(agents)
-    stored = json.loads(git("show", f"{summary_ref(DEPLOYMENT, 0)}:{SUMMARY_FILE}", cwd=summaries))
-    assert set(stored["sites"]) == set(agents)
+    for shard, wave in enumerate(order):  # each wave's sites in a shard of their own
+        stored = json.loads(git("show", f"{summary_ref(DEPLOYMENT, shard)}:{SUMMARY_FILE}", cwd=summaries))
+        assert set(stored["sites"]) == set(wave)
     for site in agents:
         refs = git("for-each-ref", "--format=%(refname)", cwd=tmp_path / f"{site}-status.git").split()
         assert refs == [f"refs/reconciler/status/{site}"]

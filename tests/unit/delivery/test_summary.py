@@ -18,6 +18,7 @@ from reconciler.delivery.summary import (
     fold,
     merged_reports,
     shard_of,
+    shards,
 )
 from reconciler.manifests.models import Rollout
 from reconciler.status.record import DeploymentStatus, StatusRecord
@@ -97,13 +98,29 @@ def test_what_is_no_summary_is_refused(data):
         decode(data, DEPLOYMENT)
 
 
-def test_shards_hold_at_most_shard_size_sites():
+def test_shards_hold_at_most_shard_size_sites_of_one_wave():
     sites = [f"store-{n:05d}" for n in range(2 * SHARD_SIZE + 1)]
-    shards = [shard_of(site, reversed(sites)) for site in sites]
-    assert max(shards.count(shard) for shard in set(shards)) == SHARD_SIZE
-    assert sorted(set(shards)) == [0, 1, 2]
+    assert [shard_of(site, [reversed(sites)]) for site in sites] == \
+        [0] * SHARD_SIZE + [1] * SHARD_SIZE + [2]
     with pytest.raises(ValueError):
-        shard_of("stranger", sites)
+        shard_of("stranger", [sites])
+
+
+@pytest.mark.parametrize(("sizes", "first_shards"), [
+    ((1, 10, 89), [0, 1, 2]),  # each wave's shards begin where the wave before ended
+    ((3, 150, 1000), [0, 1, 3]),  # a wave of 150 takes two shards, of 1 000 ten
+    ((0, 100, 101), [None, 0, 1]),  # an empty wave takes none; exactly SHARD_SIZE takes one
+    ((2, 0, 5), [0, None, 1]),
+])
+def test_a_wave_fills_shards_of_its_own(sizes, first_shards):
+    waves = [[f"w{wave}-{n:04d}" for n in range(size)] for wave, size in enumerate(sizes)]
+    numbered = shards(waves)
+    for members, first in zip(waves, first_shards, strict=True):
+        own = {numbered[site] for site in members}
+        assert own == set() if first is None else min(own) == first
+        assert all(sum(1 for site in members if numbered[site] == shard) <= SHARD_SIZE for shard in own)
+    for earlier, later in zip(waves, waves[1:], strict=False):
+        assert not {numbered[s] for s in earlier} & {numbered[s] for s in later}
 
 
 # --- the differential property -------------------------------------------------------------------

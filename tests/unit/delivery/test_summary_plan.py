@@ -136,11 +136,14 @@ def test_an_entry_is_rewritten_only_when_it_would_store_something_else():
 
 
 def test_gated_shards_name_the_deployments_with_a_rollout_that_target_the_site():
-    sites = [site(f"s{n:03d}", ring="rest") for n in range(250)]
+    sites = [site("p000", ring="pilot")] + [site(f"s{n:03d}", ring="rest") for n in range(250)]
     repo = fleet_repo(sites, [model()], [deployment("waved", rollout=ROLLOUT), deployment("plain"),
                                          deployment("elsewhere", rollout=ROLLOUT, targets={"matchLabels": {"ring": "x"}})])
-    assert gated_shards(repo, "s000", T0) == {"waved": 0}
-    assert gated_shards(repo, "s249", T0) == {"waved": 2}
+    # waves of "waved": pilot p000; early 98 sites (s001 first); all 152 sites (s000 first, s177 the 101st)
+    assert gated_shards(repo, "p000", T0) == {"waved": 0}
+    assert gated_shards(repo, "s001", T0) == {"waved": 1}
+    assert gated_shards(repo, "s000", T0) == {"waved": 2}
+    assert gated_shards(repo, "s177", T0) == {"waved": 3}
     assert gated_shards(repo, "stranger", T0) == {}
 
 
