@@ -1,8 +1,9 @@
 """`reconciler run --once --dry-run`: what this site would do now, from its config, its state
 directory and the fleet's status records, or with a ``summaryRepo`` the roll-ups of the
 deployments that gate it (so the wave gates are the agent's), and nothing written anywhere: no
-status record, no forge status, no state change, no download, no lock. A trial run on a site that is not set up yet (no trust key, say) can therefore never tell the rest
-of the fleet anything."""
+status record, no forge status, no state change, no download, no lock. A trial run on a site
+that is not set up yet (no trust key, say) can therefore never tell the rest of the fleet
+anything."""
 
 from __future__ import annotations
 
