@@ -105,6 +105,7 @@ StateCorrupt = _failure("StateCorrupt", _OPERATOR, "state.json is not a valid st
 StateOfOtherSite = _failure("StateOfOtherSite", _OPERATOR, "the state directory belongs to another site")
 TrustKeyUnreadable = _failure("TrustKeyUnreadable", _OPERATOR, "a trust key file named in the settings cannot be read")
 StatusKeyUnreadable = _failure("StatusKeyUnreadable", _OPERATOR, "the site's own status signing key (statusKeys in site.yaml) cannot be read")
+SummaryRepoEmpty = _failure("SummaryRepoEmpty", _OPERATOR, "the --summary-repo given holds no roll-up of any deployment: not the summaryRepo the sites write to (the command exits 2)")
 
 # --- wait for a change: the fleet repo and the plan (Stalled, Unplannable) --------------------
 InvalidManifests = _failure("InvalidManifests", _CHANGE, "the fleet's manifests do not validate")

@@ -3,7 +3,8 @@ with the head checked as a site would check it: the manifests, the fleet (sites 
 the artifacts of every version the change makes sites run (``artifact_check.py``, on the head's
 own tree), and a change that redefines a released version (other bytes under its name) is an
 error. What each moving site does next is judged from the status records the repository
-holds (``refs/reconciler/status/*``)."""
+holds (``refs/reconciler/status/*``), or from the roll-ups of the sites' shard summaries
+(``--summary-repo``), as the gates judge it."""
 
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ from pathlib import Path
 
 from reconciler.cli.artifact_check import ArtifactOptions, VersionKey, check_artifacts, versions_in_use
 from reconciler.cli.validate import fleet_findings
-from reconciler.delivery.impact import Impact, fleet_impact
-from reconciler.delivery.plan import Unplannable, pick_artifact, target_for, targeted_sites
+from reconciler.delivery.fleet_reports import FleetReports
+from reconciler.delivery.impact import Impact, changed_deployments, fleet_impact
+from reconciler.delivery.plan import Unplannable, pick_artifact, rollout_of, target_for, targeted_sites
 from reconciler.errors import ReconcilerError
 from reconciler.gitdoor.source import GitSource, open_commit, open_revision
 from reconciler.history.archive import StatusArchive
+from reconciler.history.summaries import read_summaries
 from reconciler.manifests.fleet import Finding, FleetRepo
 from reconciler.manifests.loader import load_tree
 from reconciler.manifests.models import Artifact
@@ -31,7 +34,10 @@ from reconciler.trust import TrustRoots
 log = logging.getLogger(__name__)
 
 
-def check_change(location: str, base_rev: str, head_rev: str, options: ArtifactOptions, now: datetime) -> Impact:
+def check_change(location: str, base_rev: str, head_rev: str, options: ArtifactOptions, now: datetime,
+                 summary_repo: str | None = None) -> Impact:
+    """With ``summary_repo``, what each moving site does next is judged from the roll-ups of the
+    changed deployments' summaries there, as the gates judge it."""
     with open_revision(location, base_rev) as (base_sha, files):
         base = load_tree(files).repo
     with open_commit(location, head_rev) as (source, head_sha):
@@ -43,7 +49,8 @@ def check_change(location: str, base_rev: str, head_rev: str, options: ArtifactO
             return replace(report, findings=[*report.findings, *redefined_versions(base, repo, now)])
 
         findings, report = fleet_findings(head, lambda path: files[path].read() if path in files else None, now, check)
-        status = _status_records(source, head.repo, local=Path(location).is_dir())
+        status = _status_records(source, head.repo, local=Path(location).is_dir()) if summary_repo is None else \
+            _summary_reports(summary_repo, base, head.repo)
     return fleet_impact(base, head.repo, base_sha, head_sha, now, findings, status,
                         report.checked if report is not None else None, describe_roots(options.roots),
                         signatures_verified=options.roots is not None)
@@ -115,6 +122,18 @@ def describe_roots(roots: TrustRoots | None) -> str:
     if roots is None:
         return "not verified: no trust root given (--trust-key PUB, or --identity ID --issuer URL)"
     return f"verified against {roots.describe()}"
+
+
+def _summary_reports(summary_repo: str, base: FleetRepo, head: FleetRepo) -> FleetReports:
+    """The reports of the changed deployments that have a rollout at the head (the others have no
+    summary), from their roll-ups."""
+    from reconciler.cli.summaries import say_what_was_read
+
+    gated = [name for name in changed_deployments(base, head)
+             if name in head.deployments and rollout_of(head, head.deployments[name]) is not None]
+    read = read_summaries(summary_repo, "main", head, gated)
+    say_what_was_read(read)
+    return read.reports
 
 
 def _status_records(source: GitSource, fleet: FleetRepo, local: bool) -> Mapping[str, StatusRecord] | None:

@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--state", type=Path, help="the site's state directory (default: a fresh site)")
     plan.add_argument("--format", choices=["text", "json", "markdown"], default="text")
     add_artifact_arguments(plan)  # for --base/--head: the artifacts of the versions that change
+    from reconciler.cli.summaries import add_summary_reading
+
+    add_summary_reading(plan, " (with --base/--head)")
     plan.set_defaults(handler=cmd_plan)
 
     run = commands.add_parser(
@@ -99,6 +102,9 @@ def _parser() -> argparse.ArgumentParser:
                           "record to the fleet, which the other sites' gates read")
     run.add_argument("--dry-run", action="store_true",
                      help="with --once: print what the site would do, and write nothing anywhere")
+    run.add_argument("--summary-repo", metavar="URL",
+                     help="site.yaml's summaryRepo: the site's gates read each gated deployment's reports from "
+                          "the roll-ups there, and the agent writes its entry there (a dry run only reads)")
     run.add_argument("--log-level", choices=LEVELS, default="info", help="least severe log lines shown (default: info)")
     run.add_argument("--log-format", choices=FORMATS, default="text",
                      help="text for people, json for log pipelines: one object a line (default: text)")
@@ -124,6 +130,9 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--inventory", action="store_true",
                         help="what each site runs on (OS, CPU, memory, onnxruntime and its providers, local facts)")
     add_nats_reading(status, "the records")
+    from reconciler.cli.summaries import add_summary_reading
+
+    add_summary_reading(status, ": each site's report on each deployment with a rollout, nothing else of its record")
     status.set_defaults(handler=cmd_status)
 
     demo = commands.add_parser("demo", help="a local fleet converging from a local Git repo")
@@ -198,6 +207,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return _plan_impact(args, now)
     if not args.site:
         raise UsageError("plan needs --site NAME, or --base REV --head REV")
+    if args.summary_repo:
+        raise UsageError("--summary-repo goes with --base/--head (a site's plan here reads no other site)")
     local = Path(args.repo)
     if local.is_dir() and args.rev is None:
         loaded, commit = load_directory(local), None
@@ -225,7 +236,7 @@ def _plan_impact(args: argparse.Namespace, now: datetime) -> int:
 
     if not (args.base and args.head):
         raise UsageError("the fleet impact needs both --base REV and --head REV")
-    impact = check_change(args.repo, args.base, args.head, ArtifactOptions.from_args(args), now)
+    impact = check_change(args.repo, args.base, args.head, ArtifactOptions.from_args(args), now, args.summary_repo)
     if args.format == "json":
         print(json.dumps(impact.to_json(), indent=2))
     else:
@@ -253,6 +264,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = {"repo": args.repo, "branch": args.branch, "site": args.site,
                  "state": str(args.state) if args.state else None, "listen": args.listen,
                  "grpcListen": args.grpc_listen, "interval": args.interval, "acceptHistory": args.accept_history,
+                 "summaryRepo": args.summary_repo,
                  "trustKeys": [str(p.resolve()) for p in args.trust_keys]}
     if args.config:
         config = load_site_config(args.config, overrides)
@@ -330,6 +342,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     from reconciler.manifests.loader import load_tree
     from reconciler.status.matrix import build_matrix, render_markdown, render_text
 
+    if args.summary_repo:
+        from reconciler.cli.summaries import status_from_summaries
+
+        return status_from_summaries(args)
     nats = nats_settings(args, "nats-", records_bucket=args.records_bucket) if args.nats_servers else None
     with open_fleet(args.repo, args.branch) as opened:
         fleet = load_tree(opened.source.files(opened.head)).repo

@@ -1,8 +1,9 @@
 """`reconciler run --once --dry-run`: what this site would do now, from its config, its state
-directory and the fleet's status records (so the wave gates are the agent's), and nothing
-written anywhere: no status record, no forge status, no state change, no download, no lock. A
-trial run on a site that is not set up yet (no trust key, say) can therefore never tell the rest
-of the fleet anything."""
+directory and the fleet's status records, or with a ``summaryRepo`` the roll-ups of the
+deployments that gate it (so the wave gates are the agent's), and nothing written anywhere: no
+status record, no forge status, no state change, no download, no lock. A trial run on a site
+that is not set up yet (no trust key, say) can therefore never tell the rest of the fleet
+anything."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ import sys
 from datetime import UTC, datetime
 
 from reconciler.agent.statedir import StateDir
+from reconciler.delivery.fleet_reports import FleetReports
 from reconciler.delivery.plan import Plan, plan_site, rollout_of
+from reconciler.delivery.summary import gated_shards
 from reconciler.history.timeline import open_fleet
+from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.loader import load_tree
 from reconciler.settings import SiteConfig
 from reconciler.status.record import StatusRecord
@@ -29,9 +33,13 @@ def dry_run(config: SiteConfig, as_json: bool = False) -> int:
                 print(finding.render(), file=sys.stderr)
             return EXIT_FINDING
         rollouts = any(rollout_of(loaded.repo, d) for d in loaded.repo.deployments.values())
-        records = opened.status().latest if rollouts and config.status_repo is None and config.nats is None else {}
+        in_fleet_repo = config.status_repo is None and config.nats is None and config.summary_repo is None
+        records: dict[str, StatusRecord] | FleetReports = opened.status().latest if rollouts and in_fleet_repo else {}
         head = opened.head
-    if rollouts and config.nats is not None:
+    now = datetime.now(UTC)
+    if rollouts and config.summary_repo is not None:
+        records = _summary_reports(config, loaded.repo, now)
+    elif rollouts and config.nats is not None:
         records = _nats_records(config)
     elif rollouts and config.status_repo is not None:
         with open_fleet(config.status_repo, config.branch) as status:
@@ -40,9 +48,19 @@ def dry_run(config: SiteConfig, as_json: bool = False) -> int:
         print(f"{config.site}: no trust keys or identities configured: every artifact signature would be refused "
               "(NoTrustedKeys, a site condition)", file=sys.stderr)
     state = StateDir(config.state).load(config.site)  # read only: no lock, no write
-    plan = plan_site(loaded.repo, config.site, state, datetime.now(UTC), head, records)
+    plan = plan_site(loaded.repo, config.site, state, now, head, records)
     print(json.dumps(plan.to_json(), indent=2) if as_json else render_plan_text(plan) + "\n(dry run: nothing written)")
     return EXIT_FINDING if _has_error(plan) else EXIT_OK
+
+
+def _summary_reports(config: SiteConfig, fleet: FleetRepo, now: datetime) -> FleetReports:
+    """The reports of the deployments that gate this site, from their roll-ups, as its gates read them."""
+    from reconciler.cli.summaries import say_what_was_read
+    from reconciler.history.summaries import read_summaries
+
+    read = read_summaries(config.summary_repo, config.branch, fleet, gated_shards(fleet, config.site, now))
+    say_what_was_read(read)
+    return read.reports
 
 
 def _nats_records(config: SiteConfig) -> dict[str, StatusRecord]:

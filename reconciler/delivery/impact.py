@@ -7,7 +7,7 @@ what the head would fail on. It says what was checked and what was not, never mo
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -93,27 +93,64 @@ class Impact:
 
 
 def fleet_impact(base: FleetRepo, head: FleetRepo, base_rev: str, head_rev: str, now: datetime,
-                 findings: list[Finding] | None = None, status: Mapping[str, StatusRecord] | None = None,
+                 findings: list[Finding] | None = None,
+                 status: Mapping[str, StatusRecord] | FleetReports | None = None,
                  checked: tuple[str, ...] | None = None, signatures: str = "", signatures_verified: bool = False,
                  ) -> Impact:
-    """``status``: every site's newest status record, as read (None: none were read, and the
-    gates are judged as if no site had reported)."""
+    """``status``: every site's newest status record, as read, or the reports read from the
+    roll-ups of the changed deployments' summaries (one entry per deployment read); None: none
+    were read, and the gates are judged as if no site had reported."""
     impacts = []
-    for name in sorted(set(base.deployments) | set(head.deployments)):
+    reports = status if isinstance(status, FleetReports) else FleetReports.of_records(status or {})
+    for name in changed_deployments(base, head):
         before, after = base.deployments.get(name), head.deployments.get(name)
-        if before is not None and after is not None and not _differs(base, head, name):
-            continue
         change = "added" if before is None else "removed" if after is None else "changed"
-        moves = _moves(base, head, name, now, status or {})
+        moves = _moves(base, head, name, now, reports, _moved_by(status))
         current = after or before
         rollout = rollout_of(head, after) if after is not None else None
         no_wave = tuple(sites_in_no_wave(head, after, now)) if after is not None else ()
         impacts.append(DeploymentImpact(name, change, current.spec.model, moves, rollout,
                                         after.spec.canary if after else None, no_wave))
     unreported = None if status is None else tuple(sorted(
-        {s for d in impacts for m in d.moves if m.to_version != NONE for s in m.sites if s not in status}))
+        {s for d in impacts for m in d.moves if m.to_version != NONE for s in m.sites if _not_reported(status, d.name, s)}))
     return Impact(base_rev, head_rev, tuple(impacts), tuple(findings or ()), checked, signatures,
                   signatures_verified, unreported)
+
+
+def changed_deployments(base: FleetRepo, head: FleetRepo) -> list[str]:
+    """The deployments the change adds, removes or changes: those the impact is about."""
+    return [name for name in sorted(set(base.deployments) | set(head.deployments))
+            if name not in base.deployments or name not in head.deployments or _differs(base, head, name)]
+
+
+def _not_reported(status: Mapping[str, StatusRecord] | FleetReports, name: str, site: str) -> bool:
+    """A site with no record at all; from summaries, one with no report on a deployment read
+    (a deployment with no rollout has no summary, so nothing is known of its sites there)."""
+    if isinstance(status, FleetReports):
+        return name in status.by_deployment and site not in status.of(name)
+    return site not in status
+
+
+Moved = Callable[[str, str, Target], bool]  # (deployment, site, target): the site serves the target already
+
+
+def _moved_by(status: Mapping[str, StatusRecord] | FleetReports | None) -> Moved:
+    """Whether a site reports it serves the rollout's version (an abort rolls it back, else halts
+    it): its record says the version it serves; a summary's report does not, and a site counts
+    as moved when it reports the rollout a success."""
+    if isinstance(status, FleetReports):
+        def reported_success(name: str, site: str, target: Target) -> bool:
+            report = status.of(name).get(site)
+            return report is not None and report.rollout_id == target.rollout_id and \
+                report.version == target.version and report.state == "success"
+        return reported_success
+    records = status or {}
+
+    def serves(name: str, site: str, target: Target) -> bool:
+        record = records.get(site)
+        reported = record.deployments.get(name) if record is not None else None
+        return reported is not None and reported.rollout == target.rollout_id and reported.activeVersion == target.version
+    return serves
 
 
 def _differs(base: FleetRepo, head: FleetRepo, name: str) -> bool:
@@ -126,16 +163,15 @@ def _differs(base: FleetRepo, head: FleetRepo, name: str) -> bool:
         base.sites != head.sites
 
 
-def _moves(base: FleetRepo, head: FleetRepo, name: str, now: datetime,
-           status: Mapping[str, StatusRecord]) -> tuple[Move, ...]:
+def _moves(base: FleetRepo, head: FleetRepo, name: str, now: datetime, reports: FleetReports,
+           moved: Moved) -> tuple[Move, ...]:
     groups: dict[tuple[str | None, str, str, str | None, str | None], list[str]] = defaultdict(list)
-    reports = FleetReports.of_records(status)
     for site in sorted(set(base.sites) | set(head.sites)):
         before, _, _, was = _position(base, name, site, now)
         after, wave, problem, target = _position(head, name, site, now)
         same_version = same_version_change(was, target)  # other bytes or checks under the same name
         if before != after or problem is not None or same_version is not None:
-            step = _next_step(head, name, site, target, status, reports, now, same_version) if target is not None else \
+            step = _next_step(head, name, site, target, reports, moved, now, same_version) if target is not None else \
                 "remove" if after == NONE else None
             groups[(wave, before, after, problem, step)].append(site)
     order = _wave_order(head, name)
@@ -157,16 +193,13 @@ def _position(repo: FleetRepo, name: str, site_name: str, now: datetime
     return (target.version, target.wave, None, target) if target else (NONE, None, None, None)
 
 
-def _next_step(head: FleetRepo, name: str, site_name: str, target: Target, status: Mapping[str, StatusRecord],
-               reports: FleetReports, now: datetime, same_version: str | None = None) -> str:
-    """What the site does next, judged as it would judge: its wave's gate over the records read
+def _next_step(head: FleetRepo, name: str, site_name: str, target: Target, reports: FleetReports, moved: Moved,
+               now: datetime, same_version: str | None = None) -> str:
+    """What the site does next, judged as it would judge: its wave's gate over the reports read
     (``same_version``: why a site deploys the version it serves again, same_version.py)."""
     gate, _ = wave_gate(head, head.deployments[name], target, site_name, reports, now)
     if gate is not None and gate.kind == "abort":
-        record = status.get(site_name)
-        reported = record.deployments.get(name) if record is not None else None
-        moved = reported is not None and reported.rollout == target.rollout_id and reported.activeVersion == target.version
-        return f"{'rollback' if moved else 'halt'} ({gate.reason})"
+        return f"{'rollback' if moved(name, site_name, target) else 'halt'} ({gate.reason})"
     if gate is not None and gate.kind == "wait":
         return f"wait ({gate.reason})"
     if not in_maintenance_window(head.sites[site_name].spec.maintenanceWindows, now):

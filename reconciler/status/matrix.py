@@ -83,11 +83,14 @@ def render_text(matrix: FleetMatrix) -> str:
     header = ["SITE", "STATE", "AGE", *matrix.deployments]
     table = [header] + [[_site_label(row), row.state, _age(row.age),
                          *(_cell(row.cells.get(name)) for name in matrix.deployments)] for row in matrix.rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    lines = ["  ".join(value.ljust(width) for value, width in zip(line, widths, strict=True)).rstrip()
-             for line in table]
-    lines.append(_summary_line(matrix))
-    return "\n".join(lines)
+    return "\n".join([*aligned(table), _summary_line(matrix)])
+
+
+def aligned(table: list[list[str]]) -> list[str]:
+    """The rows of ``table`` as lines, each column as wide as its widest value."""
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    return ["  ".join(value.ljust(width) for value, width in zip(line, widths, strict=True)).rstrip()
+            for line in table]
 
 
 def render_markdown(matrix: FleetMatrix) -> str:

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fleetfactory import DIGEST_ARM, artifact, deployment, fleet_repo, model, site
 
+from reconciler.delivery.fleet_reports import FleetReports
+from reconciler.delivery.gates import site_report
 from reconciler.delivery.impact import fleet_impact, render_markdown, render_text
 from reconciler.delivery.plan import target_for
 from reconciler.status.record import DeploymentStatus, StatusRecord
@@ -88,15 +90,26 @@ def record(site_name: str, state: str, active: str, rollout: str) -> StatusRecor
     ({"s1": ("success", "1.1.0"), "s2": ("failure", "1.0.0")},
      {"s1": "rollback (FailureThresholdReached)", "s2": "halt (FailureThresholdReached)"}, ()),
 ])
-def test_what_each_moving_site_does_next_follows_the_status_records(records, expected, unreported):
+@pytest.mark.parametrize("from_summaries", [False, True])
+def test_what_each_moving_site_does_next_follows_the_status_records(records, expected, unreported, from_summaries):
+    """The same answers from the reports of the deployment's summaries (``plan --summary-repo``)."""
     base = fleet_repo(SITES, [model()], [deployment(targets=STORES, rollout=WAVES)])
     head = fleet_repo(SITES, [model()], [deployment(version="1.1.0", targets=STORES, rollout=WAVES)])
     rollout = target_for(head, head.deployments["d"], head.sites["s1"], NOW).rollout_id
     status = {site: record(site, state, active, rollout) for site, (state, active) in records.items()}
-    impact = fleet_impact(base, head, "a" * 40, "b" * 40, NOW, status=status)
+    read = FleetReports({"d": {site: site_report(r, "d") for site, r in status.items()}}) if from_summaries else status
+    impact = fleet_impact(base, head, "a" * 40, "b" * 40, NOW, status=read)
     assert {site: m.next for m in impact.deployments[0].moves for site in m.sites} == expected
     assert impact.unreported == unreported
     assert not impact.blocked
+
+
+def test_from_summaries_a_deployment_not_read_names_no_site_unreported():
+    """A deployment with no rollout has no summary: nothing is known of its sites there."""
+    base = fleet_repo(SITES, [model()], [deployment(targets=STORES)])
+    head = fleet_repo(SITES, [model()], [deployment(version="1.1.0", targets=STORES)])
+    assert fleet_impact(base, head, "a" * 40, "b" * 40, NOW, status=FleetReports({})).unreported == ()
+    assert fleet_impact(base, head, "a" * 40, "b" * 40, NOW, status={}).unreported == ("s1", "s2")
 
 
 def test_a_site_in_no_wave_blocks_the_change():
