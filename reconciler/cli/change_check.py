@@ -3,8 +3,8 @@ with the head checked as a site would check it: the manifests, the fleet (sites 
 the artifacts of every version the change makes sites run (``artifact_check.py``, on the head's
 own tree), and a change that redefines a released version (other bytes under its name) is an
 error. What each moving site does next is judged from the status records the repository
-holds (``refs/reconciler/status/*``), or from the roll-ups of the sites' shard summaries
-(``--summary-repo``), as the gates judge it."""
+holds (``refs/reconciler/status/*``), or from the sites' shard summaries (the roll-ups of
+``--summary-repo``, or the NATS summaries bucket of ``--nats-server``), as the gates judge it."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reconciler.cli.artifact_check import ArtifactOptions, VersionKey, check_artifacts, versions_in_use
 from reconciler.cli.validate import fleet_findings
@@ -22,7 +23,6 @@ from reconciler.delivery.plan import Unplannable, pick_artifact, rollout_of, tar
 from reconciler.errors import ReconcilerError
 from reconciler.gitdoor.source import GitSource, open_commit, open_revision
 from reconciler.history.archive import StatusArchive
-from reconciler.history.summaries import read_summaries
 from reconciler.manifests.fleet import Finding, FleetRepo
 from reconciler.manifests.loader import load_tree
 from reconciler.manifests.models import Artifact
@@ -31,13 +31,16 @@ from reconciler.status.record import StatusRecord
 from reconciler.status.signed import RecordCheck
 from reconciler.trust import TrustRoots
 
+if TYPE_CHECKING:
+    from reconciler.cli.summaries import SummaryReader
+
 log = logging.getLogger(__name__)
 
 
 def check_change(location: str, base_rev: str, head_rev: str, options: ArtifactOptions, now: datetime,
-                 summary_repo: str | None = None) -> Impact:
-    """With ``summary_repo``, what each moving site does next is judged from the roll-ups of the
-    changed deployments' summaries there, as the gates judge it."""
+                 summaries: SummaryReader | None = None) -> Impact:
+    """With ``summaries`` (cli/summaries.py ``summary_reader``), what each moving site does next is
+    judged from the changed deployments' summaries it reads, as the gates judge it."""
     with open_revision(location, base_rev) as (base_sha, files):
         base = load_tree(files).repo
     with open_commit(location, head_rev) as (source, head_sha):
@@ -49,8 +52,8 @@ def check_change(location: str, base_rev: str, head_rev: str, options: ArtifactO
             return replace(report, findings=[*report.findings, *redefined_versions(base, repo, now)])
 
         findings, report = fleet_findings(head, lambda path: files[path].read() if path in files else None, now, check)
-        status = _status_records(source, head.repo, local=Path(location).is_dir()) if summary_repo is None else \
-            _summary_reports(summary_repo, base, head.repo)
+        status = _status_records(source, head.repo, local=Path(location).is_dir()) if summaries is None else \
+            _summary_reports(summaries, base, head.repo)
     return fleet_impact(base, head.repo, base_sha, head_sha, now, findings, status,
                         report.checked if report is not None else None, describe_roots(options.roots),
                         signatures_verified=options.roots is not None)
@@ -124,16 +127,14 @@ def describe_roots(roots: TrustRoots | None) -> str:
     return f"verified against {roots.describe()}"
 
 
-def _summary_reports(summary_repo: str, base: FleetRepo, head: FleetRepo) -> FleetReports:
+def _summary_reports(summaries: SummaryReader, base: FleetRepo, head: FleetRepo) -> FleetReports:
     """The reports of the changed deployments that have a rollout at the head (the others have no
-    summary), from their roll-ups."""
-    from reconciler.cli.summaries import say_what_was_read
+    summary), from their summaries."""
+    from reconciler.cli.summaries import read_reports
 
     gated = [name for name in changed_deployments(base, head)
              if name in head.deployments and rollout_of(head, head.deployments[name]) is not None]
-    read = read_summaries(summary_repo, "main", head, gated)
-    say_what_was_read(read)
-    return read.reports
+    return read_reports(summaries, head, gated)
 
 
 def _status_records(source: GitSource, fleet: FleetRepo, local: bool) -> Mapping[str, StatusRecord] | None:

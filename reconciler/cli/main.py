@@ -70,6 +70,10 @@ def _parser() -> argparse.ArgumentParser:
     from reconciler.cli.summaries import add_summary_reading
 
     add_summary_reading(plan, " (with --base/--head)")
+    from reconciler.cli.nats_options import add_nats_reading
+
+    add_nats_reading(plan, "each gated deployment's reports (with --base/--head), as the gates read them,",
+                     bucket="summaries")
     plan.set_defaults(handler=cmd_plan)
 
     run = commands.add_parser(
@@ -207,8 +211,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return _plan_impact(args, now)
     if not args.site:
         raise UsageError("plan needs --site NAME, or --base REV --head REV")
-    if args.summary_repo:
-        raise UsageError("--summary-repo goes with --base/--head (a site's plan here reads no other site)")
+    if args.summary_repo or args.nats_servers:
+        raise UsageError(f"{'--summary-repo' if args.summary_repo else '--nats-server'} goes with --base/--head "
+                         "(a site's plan here reads no other site)")
     local = Path(args.repo)
     if local.is_dir() and args.rev is None:
         loaded, commit = load_directory(local), None
@@ -232,11 +237,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def _plan_impact(args: argparse.Namespace, now: datetime) -> int:
     from reconciler.cli.artifact_check import ArtifactOptions
     from reconciler.cli.change_check import check_change
+    from reconciler.cli.nats_options import nats_settings
+    from reconciler.cli.summaries import summary_reader
     from reconciler.delivery.impact import render_markdown, render_text
 
     if not (args.base and args.head):
         raise UsageError("the fleet impact needs both --base REV and --head REV")
-    impact = check_change(args.repo, args.base, args.head, ArtifactOptions.from_args(args), now, args.summary_repo)
+    if args.summary_repo and args.nats_servers:
+        raise UsageError("--summary-repo and --nats-server both say where the summaries are: give one")
+    nats = nats_settings(args, "nats-", summaries_bucket=args.summaries_bucket) if args.nats_servers else None
+    impact = check_change(args.repo, args.base, args.head, ArtifactOptions.from_args(args), now,
+                          summary_reader(args.summary_repo, "main", nats))
     if args.format == "json":
         print(json.dumps(impact.to_json(), indent=2))
     else:

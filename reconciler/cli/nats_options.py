@@ -1,4 +1,4 @@
-"""The options ``reconciler status``, ``report`` and ``notify`` share to reach a NATS server."""
+"""The options ``reconciler status``, ``report``, ``plan`` and ``notify`` share to reach a NATS server."""
 
 from __future__ import annotations
 
@@ -16,12 +16,15 @@ if TYPE_CHECKING:
 __all__ = ["add_nats_access", "add_nats_reading", "nats_settings"]
 
 
-def add_nats_reading(parser: argparse.ArgumentParser, what: str) -> None:
-    """``--nats-server`` (read ``what`` from the records bucket instead of the status refs), its
-    bucket and its access options, as ``--nats-*``."""
+def add_nats_reading(parser: argparse.ArgumentParser, what: str, bucket: str = "records") -> None:
+    """``--nats-server`` (read ``what`` from the ``bucket`` bucket, records or summaries, instead of
+    Git), that bucket's name as ``--<bucket>-bucket``, and the access options, as ``--nats-*``."""
+    from reconciler.settings import NatsSettings
+
+    default = NatsSettings.model_fields[f"{bucket}_bucket"].default
     parser.add_argument("--nats-server", action="append", metavar="URL", dest="nats_servers",
-                        help=f"read {what} from the NATS records bucket, not the status refs (sites with nats:)")
-    parser.add_argument("--records-bucket", default=None, help="with --nats-server (default: reconciler-status)")
+                        help=f"read {what} from the NATS {bucket} bucket, not Git (sites with nats:)")
+    parser.add_argument(f"--{bucket}-bucket", default=None, help=f"with --nats-server (default: {default})")
     add_nats_access(parser, "nats-")
 
 

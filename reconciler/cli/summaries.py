@@ -1,12 +1,15 @@
-"""``--summary-repo``: where ``plan --base/--head``, ``status`` and a trial run read each gated
-deployment's reports from the roll-ups of the sites' shard summaries, as the gates read them
-(history/summaries.py), instead of every site's status record; and ``status``'s view of them."""
+"""Where ``plan --base/--head``, ``status`` and a trial run read each gated deployment's reports
+from the sites' shard summaries, as the gates read them (history/summaries.py), instead of every
+site's status record: the roll-ups of a summary repository (``--summary-repo``, a site's
+``summaryRepo``) or the NATS summaries bucket (``plan --nats-server``, a site's ``nats:``); and
+``status``'s view of them."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -14,9 +17,14 @@ from reconciler.cli.exits import EXIT_OK
 from reconciler.errors import UsageError
 
 if TYPE_CHECKING:
+    from reconciler.delivery.fleet_reports import FleetReports
     from reconciler.history.summaries import SummaryRead
+    from reconciler.manifests.fleet import FleetRepo
+    from reconciler.settings import NatsSettings
 
-__all__ = ["add_summary_reading", "say_what_was_read", "status_from_summaries"]
+    SummaryReader = Callable[[FleetRepo, Iterable[str]], SummaryRead]  # a fleet commit, the deployments to read
+
+__all__ = ["add_summary_reading", "read_reports", "say_what_was_read", "status_from_summaries", "summary_reader"]
 
 _HELP = ("read each gated deployment's reports from the roll-ups in this repository (site.yaml summaryRepo: "
          "a URL or path, reached as the fleet repo is), as the sites' gates read them, instead of every site's "
@@ -25,6 +33,25 @@ _HELP = ("read each gated deployment's reports from the roll-ups in this reposit
 
 def add_summary_reading(parser: argparse.ArgumentParser, more: str = "") -> None:
     parser.add_argument("--summary-repo", metavar="URL", help=_HELP + more)
+
+
+def summary_reader(summary_repo: str | None, branch: str, nats: NatsSettings | None) -> SummaryReader | None:
+    """Reads the roll-ups of ``summary_repo``'s ``branch``, else the summaries bucket of ``nats``;
+    None when neither is given (the commands read the status records)."""
+    from reconciler.history.summaries import read_nats_summaries, read_summaries
+
+    if summary_repo is not None:
+        return lambda fleet, deployments: read_summaries(summary_repo, branch, fleet, deployments)
+    if nats is not None:
+        return lambda fleet, deployments: read_nats_summaries(nats, fleet, deployments)
+    return None
+
+
+def read_reports(reader: SummaryReader, fleet: FleetRepo, deployments: Iterable[str]) -> FleetReports:
+    """The reports ``reader`` finds for ``deployments``, after saying on stderr what it read."""
+    read = reader(fleet, deployments)
+    say_what_was_read(read)
+    return read.reports
 
 
 def say_what_was_read(read: SummaryRead) -> None:

@@ -1,6 +1,7 @@
 """`reconciler run --once --dry-run`: what this site would do now, from its config, its state
-directory and the fleet's status records, or with a ``summaryRepo`` the roll-ups of the
-deployments that gate it (so the wave gates are the agent's), and nothing written anywhere: no
+directory and the fleet's status records, or the summaries of the deployments that gate it when
+its gates read summaries (the roll-ups of a ``summaryRepo``, the summaries bucket of ``nats:``), so
+the wave gates are the agent's, and nothing written anywhere: no
 status record, no forge status, no state change, no download, no lock. A trial run on a site
 that is not set up yet (no trust key, say) can therefore never tell the rest of the fleet
 anything."""
@@ -16,7 +17,6 @@ from reconciler.delivery.fleet_reports import FleetReports
 from reconciler.delivery.plan import Plan, plan_site, rollout_of
 from reconciler.delivery.summary import gated_shards
 from reconciler.history.timeline import open_fleet
-from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.loader import load_tree
 from reconciler.settings import SiteConfig
 from reconciler.status.record import StatusRecord
@@ -25,6 +25,7 @@ from reconciler.status.record import StatusRecord
 def dry_run(config: SiteConfig, as_json: bool = False) -> int:
     """Prints the plan; 1 when the site could not do what the fleet asks (an ``error`` action)."""
     from reconciler.cli.main import EXIT_FINDING, EXIT_OK, render_plan_text
+    from reconciler.cli.summaries import read_reports, summary_reader
 
     with open_fleet(config.repo, config.branch) as opened:
         loaded = load_tree(opened.source.files(opened.head))
@@ -37,10 +38,9 @@ def dry_run(config: SiteConfig, as_json: bool = False) -> int:
         records: dict[str, StatusRecord] | FleetReports = opened.status().latest if rollouts and in_fleet_repo else {}
         head = opened.head
     now = datetime.now(UTC)
-    if rollouts and config.summary_repo is not None:
-        records = _summary_reports(config, loaded.repo, now)
-    elif rollouts and config.nats is not None:
-        records = _nats_records(config)
+    summaries = summary_reader(config.summary_repo, config.branch, config.nats)
+    if rollouts and summaries is not None:
+        records = read_reports(summaries, loaded.repo, gated_shards(loaded.repo, config.site, now))
     elif rollouts and config.status_repo is not None:
         with open_fleet(config.status_repo, config.branch) as status:
             records = status.status().latest
@@ -51,26 +51,6 @@ def dry_run(config: SiteConfig, as_json: bool = False) -> int:
     plan = plan_site(loaded.repo, config.site, state, now, head, records)
     print(json.dumps(plan.to_json(), indent=2) if as_json else render_plan_text(plan) + "\n(dry run: nothing written)")
     return EXIT_FINDING if _has_error(plan) else EXIT_OK
-
-
-def _summary_reports(config: SiteConfig, fleet: FleetRepo, now: datetime) -> FleetReports:
-    """The reports of the deployments that gate this site, from their roll-ups, as its gates read them."""
-    from reconciler.cli.summaries import say_what_was_read
-    from reconciler.history.summaries import read_summaries
-
-    read = read_summaries(config.summary_repo, config.branch, fleet, gated_shards(fleet, config.site, now))
-    say_what_was_read(read)
-    return read.reports
-
-
-def _nats_records(config: SiteConfig) -> dict[str, StatusRecord]:
-    from reconciler.status.nats_channel import NatsChannel
-
-    channel = NatsChannel(config.nats)  # no site: it reads, and puts nothing
-    try:
-        return channel.records()
-    finally:
-        channel.close()
 
 
 def _has_error(plan: Plan) -> bool:

@@ -1,9 +1,11 @@
-"""The shard summaries' roll-ups read back for the operator's commands (``--summary-repo``): each
-gated deployment's reports, read and admitted exactly as the agent's gates read them
-(status/summary_refs.py ``SummaryRefs.reports``, entries checked against the keys of the fleet
-commit's Site documents), so ``plan --base/--head``, a trial run and ``status`` decide and show
-what the gates would. A roll-up holds each site's report on one deployment and nothing else of
-its record (no served version, inventory, drift details or history)."""
+"""The shard summaries read back for the operator's commands: each gated deployment's reports,
+read and admitted exactly as the agent's gates read them (entries checked against the keys of the
+fleet commit's Site documents), so ``plan --base/--head``, a trial run and ``status`` decide and
+show what the gates would. From Git, the roll-ups of a ``summaryRepo`` (``--summary-repo``,
+status/summary_refs.py ``SummaryRefs.reports``); from NATS, the summaries bucket (``--nats-server``
+or a site's ``nats:``, status/nats_summaries.py ``NatsSummaries.reports``). A summary holds each
+site's report on one deployment and nothing else of its record (no served version, inventory,
+drift details or history)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reconciler import reasons
 from reconciler.delivery.fleet_reports import FleetReports
@@ -22,24 +25,28 @@ from reconciler.status.gitref import StatusRefs
 from reconciler.status.signed import Ignored, RecordCheck
 from reconciler.status.summary_refs import ROLLUP_REF_PREFIX, SummaryRefs, rollup_ref
 
-__all__ = ["SummaryRead", "read_summaries"]
+if TYPE_CHECKING:
+    from reconciler.settings import NatsSettings
+
+__all__ = ["SummaryRead", "read_nats_summaries", "read_summaries"]
 
 
 @dataclass(frozen=True)
 class SummaryRead:
     location: str
-    reports: FleetReports  # one entry per deployment read: empty when its roll-up holds no report
-    no_rollup: tuple[str, ...]  # deployments read whose roll-up does not exist yet
+    reports: FleetReports  # one entry per deployment read: empty when its summary holds no report
+    no_rollup: tuple[str, ...]  # deployments read whose summary does not exist yet
     unparsed: tuple[str, ...]  # shard files of the roll-ups that do not parse, and why: skipped
     ignored: tuple[Ignored, ...]  # entries whose signature the Site documents do not admit
+    held_as: tuple[str, str] = ("roll-up", "roll-ups")  # what a deployment's summary is called there
 
     @property
     def notes(self) -> list[str]:
         """What was read, and what of it the summaries could not say, for the user."""
-        read = sorted(self.reports.by_deployment)
-        notes = [f"read the roll-ups of {', '.join(read)} from {self.location}" if read else
+        read, (one, many) = sorted(self.reports.by_deployment), self.held_as
+        notes = [f"read the {many} of {', '.join(read)} from {self.location}" if read else
                  f"no deployment with a rollout: nothing to read from {self.location}"]
-        notes += [f"{self.location} holds no roll-up of {name} yet (no site has summarised a report on it): "
+        notes += [f"{self.location} holds no {one} of {name} yet (no site has summarised a report on it): "
                   "its sites count as not reported" for name in self.no_rollup]
         notes += [f"skipped {file}, as the gates skip it: its shard's sites count as not reported"
                   for file in self.unparsed]
@@ -69,6 +76,40 @@ def read_summaries(location: str, branch: str, fleet: FleetRepo, deployments: It
                     f"{location} holds no roll-up of any deployment (refs/reconciler/rollup/*): pass the "
                     "summaryRepo the sites write to, or read the status records without --summary-repo"))
     return SummaryRead(location, FleetReports(reports), no_rollup, unparsed, tuple(check.ignored))
+
+
+def read_nats_summaries(settings: NatsSettings, fleet: FleetRepo, deployments: Iterable[str]) -> SummaryRead:
+    """The reports of ``deployments`` in the NATS summaries bucket that ``fleet``'s Site documents
+    admit. A bucket that does not exist or holds no summary at all is refused, as an empty
+    summaryRepo is; a server that does not answer is Transient (``StatusChannelUnreachable``). A
+    shard that does not parse is skipped, as the gates skip it, with a warning on stderr."""
+    from reconciler.status.nats_channel import NatsChannel
+    from reconciler.status.nats_summaries import NatsSummaries
+
+    names, check, bucket = sorted(set(deployments)), RecordCheck.of_fleet(fleet), settings.summaries_bucket
+    location = f"NATS bucket {bucket} at {', '.join(settings.servers)}"
+    channel = NatsChannel(settings, create_buckets=False)  # it only reads: a mistyped bucket is not made
+    try:
+        if not channel.has_bucket(bucket):
+            raise _no_summaries(location, "does not exist")
+        summaries = NatsSummaries(channel)
+        reports = {name: summaries.reports(name, check) for name in names}
+        no_summary = tuple(name for name in names if not summaries.shards(name))
+        if names and len(no_summary) == len(names) and not channel.run(_holds_any):
+            raise _no_summaries(location, "holds no summary of any deployment")
+    finally:
+        channel.close()
+    return SummaryRead(location, FleetReports(reports), no_summary, (), tuple(check.ignored), ("summary", "summaries"))
+
+
+async def _holds_any(js, kv) -> bool:
+    return (await kv.status()).values > 0
+
+
+def _no_summaries(location: str, what: str) -> NeedsOperator:
+    return NeedsOperator(reasons.SummaryBucketEmpty, (
+        f"{location} {what}: pass the servers and summaries bucket of the sites' nats: settings "
+        "(--nats-server, --summaries-bucket; site.yaml nats.summariesBucket)"))
 
 
 def _unparsed(files: Mapping[str, bytes], deployment: str) -> Iterator[tuple[str, str]]:

@@ -99,11 +99,14 @@ def receive(value: bytes, revision: int, site: str) -> Received | None:
 class NatsChannel:
     """``site``: whose record this channel puts (None: a notifier or an observer); ``on_commit``:
     called with every new fleet commit seen, from the channel's thread; ``signer``: the site's
-    status keys, which sign every record it puts (None: put unsigned)."""
+    status keys, which sign every record it puts (None: put unsigned); ``create_buckets``: False
+    for a reader that must not change the server (a missing bucket stays missing, ``has_bucket``)."""
 
     def __init__(self, settings: NatsSettings, site: str | None = None,
-                 on_commit: Callable[[str], None] | None = None, signer: RecordSigner | None = None):
+                 on_commit: Callable[[str], None] | None = None, signer: RecordSigner | None = None,
+                 create_buckets: bool = True):
         self.settings, self.site, self.on_commit, self.signer = settings, site, on_commit, signer
+        self._creates = create_buckets  # False: a reader that must not change the server binds what exists
         self.fleet_commit: str | None = None
         self._records: dict[str, Received] = {}  # the watched view: site -> newest record
         self._watching = False  # asked for the records (read_fleet): follow them from now on
@@ -153,6 +156,11 @@ class NatsChannel:
 
     def put_commit(self, commit: str) -> None:
         self._call(self._put(self.settings.fleet_bucket, COMMIT_KEY, commit.encode()))
+
+    def has_bucket(self, name: str) -> bool:
+        """Whether the server held the bucket when this connection bound it (a channel that creates
+        buckets binds them all)."""
+        return self._call(self._has_bucket(name))
 
     def run(self, work: Callable[[Any, Any], Coroutine[Any, Any, Any]]) -> Any:
         """``work(jetstream, summaries bucket)`` on the channel's loop, its failure Transient: the
@@ -212,11 +220,7 @@ class NatsChannel:
                 self._js = self._nc.jetstream(timeout=self.settings.timeout, domain=self.settings.domain)
                 self.direct = DirectGets(self._nc, self._api_prefix, self.settings.timeout)
                 await self.direct.start()
-                self._kv = {name: await self._bucket(name)
-                            for name in (self.settings.records_bucket, self.settings.fleet_bucket)}
-                self._kv[self.settings.summaries_bucket] = await self._bucket(
-                    self.settings.summaries_bucket, KeyValueConfig(bucket=self.settings.summaries_bucket, history=1,
-                                                                   direct=True))
+                await self._bind_buckets()
                 self.connections += 1
                 await self._follow(lost)
             except asyncio.CancelledError:
@@ -233,10 +237,11 @@ class NatsChannel:
     async def _follow(self, lost: asyncio.Event) -> None:
         """Live until the connection is lost: the commit key's subject, the records if asked for."""
         await self._nc.subscribe(f"$KV.{self.settings.fleet_bucket}.{COMMIT_KEY}", cb=self._commit_message)
-        try:
-            self._saw_commit((await self._kv[self.settings.fleet_bucket].get(COMMIT_KEY)).value)
-        except KeyNotFoundError:
-            pass
+        if self.settings.fleet_bucket in self._kv:
+            try:
+                self._saw_commit((await self._kv[self.settings.fleet_bucket].get(COMMIT_KEY)).value)
+            except KeyNotFoundError:
+                pass
         await self._put_own_again()
         self._ready.set()
         if self._watching:
@@ -315,11 +320,22 @@ class NatsChannel:
             if self.on_commit is not None:
                 self.on_commit(commit)
 
-    async def _bucket(self, name: str, config: KeyValueConfig | None = None):
-        try:
-            return await self._js.key_value(name)
-        except BucketNotFoundError:
-            return await self._js.create_key_value(config or KeyValueConfig(bucket=name, history=self.settings.history))
+    async def _bind_buckets(self) -> None:
+        settings, self._kv = self.settings, {}
+        for name, config in ((settings.records_bucket, KeyValueConfig(bucket=settings.records_bucket,
+                                                                        history=settings.history)),
+                             (settings.fleet_bucket, KeyValueConfig(bucket=settings.fleet_bucket,
+                                                                      history=settings.history)),
+                             (settings.summaries_bucket, KeyValueConfig(bucket=settings.summaries_bucket, history=1,
+                                                                          direct=True))):
+            try:
+                self._kv[name] = await self._js.key_value(name)
+            except BucketNotFoundError:
+                if self._creates:
+                    self._kv[name] = await self._js.create_key_value(config)
+
+    async def _has_bucket(self, name: str) -> bool:
+        return name in self._kv
 
     def _options(self, lost: asyncio.Event) -> dict[str, Any]:
         settings = self.settings

@@ -1,7 +1,7 @@
 """Real site agents (`reconciler run`) on the NATS channel: they read the fleet repo and write
 nothing to it (no status ref appears), poll Git only every ten minutes, and still move at once on
 `reconciler notify`; the nats-server restarts under them, and they reconnect, are woken by the next
-notification and converge. A dry run reads the fleet's records from NATS too."""
+notification and converge. A dry run reads the gates' summaries from NATS too."""
 
 from __future__ import annotations
 
@@ -89,17 +89,17 @@ def test_read_only_sites_are_woken_by_notify_and_survive_a_server_restart(fleet,
     assert git("for-each-ref", "refs/reconciler", cwd=fleet.bare) == ""  # the sites wrote nothing to the fleet repo
 
 
-def test_a_dry_run_reads_the_fleets_records_from_nats(tmp_path, nats, capsys):
+def test_a_dry_run_reads_the_gates_summaries_from_nats(tmp_path, nats, capsys):
     from reconciler.cli.main import main
     from reconciler.devtools.testing import start_fleet_remote
 
-    fleet = start_fleet_remote(tmp_path / "progressive", progressive=True)  # rollouts: the gates read records
+    fleet = start_fleet_remote(tmp_path / "progressive", progressive=True)  # rollouts: the gates read summaries
     config = tmp_path / "site.yaml"
     config.write_text(yaml.safe_dump({"site": "store-boston-01", "repo": fleet.url, "state": str(tmp_path / "state"),
                                       "nats": {"servers": [nats.url], "timeout": 1}}))
     try:
-        assert main(["run", "--once", "--dry-run", "--config", str(config)]) == 0
-        assert "(dry run: nothing written)" in capsys.readouterr().out
+        assert main(["run", "--once", "--dry-run", "--config", str(config)]) == 2  # no site summarised yet
+        assert "SummaryBucketEmpty" in capsys.readouterr().err
         nats.stop()
         assert main(["run", "--once", "--dry-run", "--config", str(config)]) == 1  # from NATS, not from Git
         assert "StatusChannelUnreachable" in capsys.readouterr().err

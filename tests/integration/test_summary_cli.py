@@ -8,7 +8,7 @@ server; what they cannot say, or a summary repository that says nothing, is said
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,11 +18,12 @@ import yaml
 
 from reconciler.cli.main import main
 from reconciler.delivery.plan import target_for, targeted_sites
-from reconciler.delivery.summary import shard_of
+from reconciler.delivery.summary import gated_shards
 from reconciler.devtools.githttp import init_bare_repo
 from reconciler.devtools.processes import free_port
 from reconciler.devtools.testing import FleetRemote, copy_example, git, serve_fleet
 from reconciler.gitdoor.source import GitSource
+from reconciler.manifests.fleet import FleetRepo
 from reconciler.manifests.loader import load_directory
 from reconciler.status.gitref import StatusRefs
 from reconciler.status.record import DeploymentStatus, StatusRecord
@@ -34,6 +35,7 @@ DEPLOYMENT = "defect-detector"
 FAILING = "factory-pune-01"  # of the three sites defect-detector targets: healthy, failing, silent
 ENROLLED = generate_private_key()
 UNSUMMARISED = "defect-detector-cpu"  # gated too (a rollout of its own), but no site reported on it
+Also = Callable[[StatusRecord, RecordSigner | None, FleetRepo], None]
 
 
 @dataclass
@@ -59,7 +61,8 @@ def forged_fleet(tmp_path: Path) -> Iterator[Fleet]:
     yield from serve(tmp_path, forged=True)
 
 
-def serve(tmp_path: Path, forged: bool) -> Iterator[Fleet]:
+def serve(tmp_path: Path, forged: bool, also: Also | None = None) -> Iterator[Fleet]:
+    """``also``: called with each record, its signer and the head's fleet, to write it elsewhere too."""
     remote = serve_fleet(tmp_path, copy_example(tmp_path / "example"))
     try:
         git("push", "-q", "origin", "HEAD:refs/heads/before", cwd=remote.clone)
@@ -83,7 +86,9 @@ def serve(tmp_path: Path, forged: bool) -> Iterator[Fleet]:
             for one in records:  # as each site writes: its record, then its entry in its shard's summary
                 signer = RecordSigner((generate_private_key(),)) if forged and one.site == FAILING else None
                 StatusRefs(status, signer).write(one)
-                SummaryRefs(summaries, signer=signer).publish(one, DEPLOYMENT, shard_of(one.site, targeted))
+                SummaryRefs(summaries, signer=signer).publish(one, DEPLOYMENT, gated_shards(repo, one.site, now)[DEPLOYMENT])
+                if also is not None:
+                    also(one, signer, repo)
         yield Fleet(remote, "before", "main", sites, remote.server.url("summaries"))
     finally:
         remote.server.stop()
