@@ -24,7 +24,8 @@ from reconciler.status.record import StatusRecord
 
 def dry_run(config: SiteConfig, as_json: bool = False) -> int:
     """Prints the plan; 1 when the site could not do what the fleet asks (an ``error`` action)."""
-    from reconciler.cli.main import EXIT_FINDING, EXIT_OK, render_plan_text
+    from reconciler.cli.exits import EXIT_FINDING, EXIT_OK
+    from reconciler.cli.plan import render_plan_text
     from reconciler.cli.summaries import read_reports, summary_reader
 
     with open_fleet(config.repo, config.branch) as opened:
