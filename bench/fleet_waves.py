@@ -9,9 +9,13 @@
   server CPU, its peak over one-second windows, the most requests in flight, latency from the
   notification.
 - **a three-wave rollout** in Git mode with summaries: each site, from a random phase, every
-  interval reads the deployment's roll-up (reconciler.status.summary_refs), decides its gate with
-  ``decide_gate`` and, once it may, writes its status record to its shard's status repository and
-  its entry to the summaries (shard, then roll-up), exactly the agent's calls; a site that moved
+  interval reads the deployment's roll-up as the requests git makes for it (``RollupRead``: the
+  server does each site's work, the simulator runs no git process for it), decides its gate with
+  ``decide_gate`` on a view at least as new as its read, shared by the simulator's sites
+  (``SharedView``: one real ``SummaryRefs`` reader), and, once it may, writes its status record to
+  its shard's status repository and its entry to the summaries (shard, then roll-up) through its
+  own caches, exactly the agent's calls (its roll-up write guesses the tip with a fetch, as its
+  cache did not read it); a site that moved
   keeps reading, as a watching agent does, until the last site moved. Time is
   compressed the same way for every N (ROLLOUT_INTERVAL, ROLLOUT's bakeTime). Before the clock
   starts each site's cache learns its own status ref, as a running agent's has (it wrote its
@@ -44,7 +48,7 @@ from reconciler.gitdoor.source import GitSource
 from reconciler.manifests.models import Rollout
 from reconciler.status.gitref import StatusRefs
 from reconciler.status.record import DeploymentStatus, StatusRecord
-from reconciler.status.summary_refs import SummaryRefs
+from reconciler.status.summary_refs import SummaryRefs, rollup_ref
 
 GATED = "fraud-score"
 ROLLOUT_ID = "b2c3d4e5f6a1"
@@ -131,19 +135,35 @@ class FetchReplay:
         connection = http.client.HTTPConnection(self.host, self.port, timeout=60)
         try:
             for body in [None, *self.bodies]:
-                if body is None:
-                    connection.request("GET", f"{self.path}/info/refs?service=git-upload-pack",
-                                       headers={"Git-Protocol": "version=2"})
-                else:
-                    connection.request("POST", f"{self.path}/git-upload-pack", body, headers={
-                        "Git-Protocol": "version=2", "Content-Type": "application/x-git-upload-pack-request",
-                        "Accept": "application/x-git-upload-pack-result"})
-                response = connection.getresponse()
-                data = response.read()
-                if response.status != 200 or not data:
-                    raise RuntimeError(f"fetch replay: HTTP {response.status}")
+                upload_pack(connection, self.path, body)
         finally:
             connection.close()
+
+
+def upload_pack(connection: http.client.HTTPConnection, path: str, body: bytes | None) -> bytes:
+    """One protocol v2 request of git's over smart HTTP: the capabilities (``body`` None), or a command."""
+    if body is None:
+        connection.request("GET", f"{path}/info/refs?service=git-upload-pack", headers={"Git-Protocol": "version=2"})
+    else:
+        connection.request("POST", f"{path}/git-upload-pack", body, headers={
+            "Git-Protocol": "version=2", "Content-Type": "application/x-git-upload-pack-request",
+            "Accept": "application/x-git-upload-pack-result"})
+    response = connection.getresponse()
+    data = response.read()
+    if response.status != 200 or not data:
+        raise RuntimeError(f"git request replayed: HTTP {response.status}")
+    return data
+
+
+def pkt_lines(data: bytes) -> list[bytes]:
+    """The payloads of a pkt-line stream, flush and delimiter packets left out."""
+    lines, at = [], 0
+    while at + 4 <= len(data):
+        size = int(data[at:at + 4], 16)
+        if size > 4:
+            lines.append(data[at + 4:at + size])
+        at += max(size, 4)
+    return lines
 
 
 @dataclass
@@ -194,6 +214,69 @@ def default_spread(sites: int) -> float:
 
 # --- a three-wave rollout --------------------------------------------------------------------------
 
+class RollupRead:
+    """One site's gate read as the requests git makes for ``SummaryRefs.reports``' fetch of the
+    roll-up (capabilities, ``ls-refs`` for the one ref, and when it moved a fetch of the new tip
+    with the site's last one as ``have``), so the server does all a real site makes it do and the
+    simulator spends no git process on it. Returns when the read was done."""
+
+    def __init__(self, url: str, ref: str):
+        parts = urlsplit(url)
+        self.host, self.port, self.path, self.ref = parts.hostname, parts.port, parts.path, ref
+        self.tip: str | None = None
+        self.bytes = 0
+
+    def __call__(self) -> None:
+        head = [pkt("object-format=sha1\n"), b"0001"]
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=60)
+        try:
+            self.bytes += len(upload_pack(connection, self.path, None))
+            listed = upload_pack(connection, self.path, b"".join([pkt("command=ls-refs\n"), *head,
+                                                                  pkt(f"ref-prefix {self.ref}\n"), b"0000"]))
+            self.bytes += len(listed)
+            tip = next((line.split()[0].decode() for line in pkt_lines(listed) if line.split()[1:2] == [self.ref.encode()]),
+                       None)
+            if tip is not None and tip != self.tip:
+                have = [pkt(f"have {self.tip}\n")] if self.tip else []
+                self.bytes += len(upload_pack(connection, self.path, b"".join([
+                    pkt("command=fetch\n"), *head, pkt("thin-pack\n"), pkt("ofs-delta\n"), pkt(f"want {tip}\n"),
+                    *have, pkt("done\n"), b"0000"])))
+            self.tip = tip
+        finally:
+            connection.close()
+
+
+class SharedView:
+    """The roll-up's reports as the simulator's sites decide on them: one real ``SummaryRefs``
+    reader, fetched again whenever a site's own read ended after its last fetch began, so every
+    decision is on a view at least as new as the deciding site's read. One ``decide_gate`` per wave
+    per view and second (on 1 000 sites a call is ~10 ms of Python, which a real fleet spends on
+    its own machines); the decision depends on the site through its wave alone."""
+
+    def __init__(self, url: str, scratch: Path, names: list[str]):
+        self.reader = SummaryRefs(GitSource(url, "main", scratch))
+        self.labels = dict.fromkeys(names, {})
+        self.wave = {site: index for index, members in enumerate(wave_groups(ROLLOUT, GATED, self.labels))
+                     for site in members}
+        self.lock, self.fetched_at, self.version = threading.Lock(), float("-inf"), 0
+        self.reports: dict = {}
+        self.decided: dict[tuple[int, int, int], object] = {}
+
+    def decide(self, site: str, read_done: float, now: datetime):
+        with self.lock:
+            if self.fetched_at < read_done:
+                self.fetched_at = time.monotonic()
+                self.reports, self.version = self.reader.reports(GATED), self.version + 1
+            key = (self.version, self.wave[site], int(now.timestamp()))
+            if key not in self.decided:
+                self.decided[key] = decide_gate(ROLLOUT, GATED, ROLLOUT_ID, site, self.labels, self.reports,
+                                                now.replace(microsecond=0))
+            return self.decided[key]
+
+    def close(self) -> None:
+        self.reader.close()
+
+
 @dataclass
 class Rollout3:
     sites: int
@@ -222,6 +305,7 @@ class SimSite:
         self.name, self.shard, self.moved = name, shard, False
         self.status = StatusRefs(GitSource(status_url, "main", scratch / "status"))
         self.summaries = SummaryRefs(GitSource(summaries_url, "main", scratch / "summaries"))
+        self.read = RollupRead(summaries_url, rollup_ref(GATED))
 
     def record(self, now: datetime) -> StatusRecord:
         return success_record(self.name, now)
@@ -235,9 +319,9 @@ def three_wave_rollout(server: object, names: list[str], status_url: Callable[[i
                        scratch: Path, workers: int, timeout: float, seed: int) -> Rollout3:
     """Every site from a random phase, then every ROLLOUT_INTERVAL ± 10 %, until all report success."""
     rng = random.Random(seed)
-    labels = dict.fromkeys(names, {})
     shard = shard_numbers(names)
     sites = [SimSite(name, shard[name], status_url(shard[name]), summaries_url, scratch / name) for name in names]
+    view = SharedView(summaries_url, scratch / "view", names)
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(lambda site: site.status.read_own(site.name), sites))
     lock, reads, writes, opened, moved_at, retried = threading.Lock(), [], [], {}, [], []
@@ -249,13 +333,14 @@ def three_wave_rollout(server: object, names: list[str], status_url: Callable[[i
     def tick(index: int) -> None:
         """One watching interval of one site: read the roll-up, decide, move once it may."""
         site, began = sites[index], time.monotonic()
-        reports = site.summaries.reports(GATED)
+        site.read()
+        done = time.monotonic()
         with lock:
-            reads.append(time.monotonic() - began)
+            reads.append(done - began)
         if site.moved:
             return
         now = datetime.now(UTC)
-        decision = decide_gate(ROLLOUT, GATED, ROLLOUT_ID, site.name, labels, reports, now)
+        decision = view.decide(site.name, done, now)
         if decision.kind == "proceed":
             began, record = time.monotonic(), site.record(now)
             try:
@@ -289,6 +374,7 @@ def three_wave_rollout(server: object, names: list[str], status_url: Callable[[i
     sent = server.bytes_sent - bytes_before  # type: ignore[attr-defined]
     for site in sites:
         site.close()
+    view.close()
     done = len(moved_at) == len(names)
     return Rollout3(len(names), max(moved_at) if done else float("inf"), opened, len(reads), len(writes), len(retried),
                     quantile(reads, 99), quantile(writes, 99), cpu, peak, sent / max(len(reads) + len(writes), 1))
