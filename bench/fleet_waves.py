@@ -338,6 +338,7 @@ def three_wave_rollout(server: object, names: list[str], status_url: Callable[[i
         with lock:
             reads.append(done - began)
         if site.moved:
+            site.summaries.roll_up_kept_out(GATED)  # as the agent's read does, when others kept its entry out
             return
         now = datetime.now(UTC)
         decision = view.decide(site.name, done, now)

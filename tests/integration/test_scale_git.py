@@ -171,9 +171,33 @@ def test_concurrent_writers_lose_no_update(summaries, read_first: bool) -> None:
     for thread in threads:
         thread.join()
     assert failures == []
+    for writer in writers:  # each site's next read rolls up what the others kept out, if nothing carried it
+        writer.reports(DEPLOYMENT)
     reports = summaries("reader").reports(DEPLOYMENT)
     assert {site: report.state for site, report in reports.items()} == dict.fromkeys(sites, "success")
     assert pauses, "the writers never collided: the test did not exercise the retry"
+
+
+def test_a_roll_up_other_writers_keep_out_lands_at_the_writers_next_read(summaries) -> None:
+    """Every roll-up push of ``kept_out`` meets a roll-up another writer (another shard's) moved
+    just before it: it stops after its tries, its entry stays in its shard, and its next read
+    rolls it up."""
+    kept_out, busy = summaries("kept-out"), summaries("busy")
+    busy.publish(record("s2", 1), DEPLOYMENT, 1)
+    refs, minutes = kept_out._refs, iter(range(2, 10))
+    push = refs.push_if_unchanged
+
+    def overtaken(commit: str, ref: str, expected: str | None = None, lease: bool = False) -> bool:
+        if ref == rollup_ref(DEPLOYMENT):
+            busy.publish(record("s2", next(minutes)), DEPLOYMENT, 1)
+        return push(commit, ref, expected, lease)
+
+    refs.push_if_unchanged = overtaken
+    kept_out.publish(record("s1", 1), DEPLOYMENT, 0)
+    refs.push_if_unchanged = push
+    assert set(summaries("reader").reports(DEPLOYMENT)) == {"s2"}
+    assert kept_out.reports(DEPLOYMENT)["s1"] == site_report(record("s1", 1), DEPLOYMENT)
+    assert set(summaries("reader").reports(DEPLOYMENT)) == {"s1", "s2"}
 
 
 def test_a_shard_that_is_no_summary_is_skipped_with_a_warning(
