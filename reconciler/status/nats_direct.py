@@ -51,13 +51,13 @@ class DirectGets:
         """The messages of ``stream`` on ``subject`` (wildcards allowed) stored after ``sequence``,
         oldest first, and the requests that took."""
         found: list[Stored] = []
-        for requests in itertools.count(1):
+        requests, more = 0, True
+        while more:
             batch, more, sequence = await self._batch(stream, {"seq": sequence + 1, "next_by_subj": subject,
                                                               "batch": BATCH}, sequence)
             found += batch
-            if not more:
-                return found, requests
-        raise AssertionError("unreachable")  # itertools.count never ends
+            requests += 1
+        return found, requests
 
     async def _batch(self, stream: str, request: dict[str, Any], sequence: int) -> tuple[list[Stored], bool, int]:
         """One request's messages, whether more remain, and the newest sequence it covered."""
