@@ -5,8 +5,8 @@ output names which).
 
 For each N it builds two copies of the fleet repository (the example fleet plus one real status
 commit per site): ``before``, today's layout (every status ref in the fleet repo, gates read every
-record), and ``after`` (status refs in per-shard namespaces of at most SHARD_SIZE sites, shard
-summaries in a namespace of their own). Then:
+record), and ``after`` (status refs and summary entry refs in per-shard namespaces of at most
+SHARD_SIZE sites, the summaries' roll-up in a namespace of its own). Then:
 
 1. per operation, in interleaved batches: bytes and server CPU of a no-op poll, a gate read
    (fetch + ``decide_gate``) and a status write, each through reconciler's own code; today's poll
@@ -54,7 +54,7 @@ from reconciler.gitdoor.source import GitSource
 from reconciler.manifests.models import Rollout
 from reconciler.status.gitref import STATUS_FILE, STATUS_REF_PREFIX, StatusRefs, record_json
 from reconciler.status.record import DeploymentStatus, StatusRecord
-from reconciler.status.summary_refs import SUMMARY_FILE, SummaryRefs, rollup_file, rollup_ref, summary_ref
+from reconciler.status.summary_refs import SummaryRefs, entry_ref, rollup_file, rollup_ref
 
 DEPLOYMENTS = ("defect-detector", "demand-forecast", "fraud-score")
 GATED = "fraud-score"
@@ -104,8 +104,8 @@ def build_repos(root: Path, sites: list[str]) -> None:
     summaries: dict[int, dict] = {}
     for site, r in records.items():
         summaries[shard[site]] = fold(summaries.get(shard[site], {}), r, GATED)
-    for number, summary in summaries.items():
-        after[f"refs/namespaces/summaries/{summary_ref(GATED, number)}"] = [(SUMMARY_FILE, encode(GATED, summary))]
+        after[f"refs/namespaces/{status_namespace(shard[site])}/{entry_ref(GATED, site)}"] = [
+            (rollup_file(shard[site]), encode(GATED, fold({}, r, GATED)))]
     after[f"refs/namespaces/summaries/{rollup_ref(GATED)}"] = [(rollup_file(number), encode(GATED, summary))
                                                               for number, summary in summaries.items()]
     _fast_import(root / "after.git", after)
@@ -171,7 +171,7 @@ class Site:
         self.source = GitSource(url("after"), "main", scratch / "fleet")
         self.before = StatusRefs(GitSource(url("before"), "main", scratch / "before"))
         self.status = StatusRefs(GitSource(url("after", status_namespace(self.shard)), "main", scratch / "status"))
-        self.summaries = SummaryRefs(GitSource(url("after", "summaries"), "main", scratch / "summaries"))
+        self.summaries = SummaryRefs(GitSource(url("after", "summaries"), "main", scratch / "summaries"), self.status)
         self.written = {"before": 0, "after": 0}
 
     def next_record(self, layout: str) -> StatusRecord:
@@ -195,9 +195,7 @@ class Site:
         self.before.write(self.next_record("before"))
 
     def write_after(self) -> None:
-        written = self.next_record("after")
-        self.status.write(written)
-        self.summaries.publish(written, GATED, self.shard)
+        self.summaries.write(self.next_record("after"), {GATED: self.shard})  # the record and its entry in one push
 
     def close(self) -> None:
         for door in (self.source, self.before, self.status, self.summaries):

@@ -67,7 +67,7 @@ from reconciler.status.gitref import StatusRefs
 from reconciler.status.nats_channel import NatsChannel, receive
 from reconciler.status.nats_summaries import NatsSummaries
 from reconciler.status.record import StatusRecord
-from reconciler.status.summary_refs import SummaryRefs
+from reconciler.status.summary_refs import RollUps, SummaryRefs
 
 CHUNK = 50  # sites whose reads run at once on a process's connection
 TARGET_CORES = 1.0  # issue 14: average server CPU (git + nats) during the rollout
@@ -207,7 +207,18 @@ def git_replay(server: object, names: list[str], log: list, history: list[Status
     by_count: dict[int, list] = {}
     for entry in log:
         by_count.setdefault(entry[2], []).append(entry)
-    summaries = SummaryRefs(GitSource(server.url(repo), "main", scratch))  # type: ignore[attr-defined]
+    url = server.url  # type: ignore[attr-defined]
+    summaries = RollUps(GitSource(url(repo), "main", scratch / "reader"))
+    writers: dict[int, SummaryRefs] = {}  # one per shard: its entries in a status repository of its own, as the agent's
+    doors: list[RollUps | StatusRefs] = [summaries]
+
+    def writer(number: int) -> SummaryRefs:
+        if number not in writers:
+            entries = StatusRefs(GitSource(url(repo, f"status-{number:04d}"), "main", scratch / f"status-{number}"))
+            writers[number] = SummaryRefs(GitSource(url(repo), "main", scratch / f"writer-{number}"), entries)
+            doors.extend((entries, writers[number]))
+        return writers[number]
+
     differ, reads, writes, cpu_before = [], [], [], server_cpu(server)
     try:
         for count in range(len(history) + 1):
@@ -222,10 +233,12 @@ def git_replay(server: object, names: list[str], log: list, history: list[Status
                         differ.append((site, now, count, nats_said, git_said))
             if count < len(history):
                 began = time.monotonic()
-                summaries.publish(history[count], GATED, shard[history[count].site])
+                number = shard[history[count].site]
+                writer(number).write(history[count], {GATED: number})
                 writes.append(time.monotonic() - began)
     finally:
-        summaries.close()
+        for door in doors:
+            door.close()
     return {"decisions": len(log), "differ": differ, "reads": reads, "writes": writes,
             "git_cpu": server_cpu(server) - cpu_before}
 

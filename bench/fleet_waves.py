@@ -12,9 +12,9 @@
   interval reads the deployment's roll-up as the requests git makes for it (``RollupRead``: the
   server does each site's work, the simulator runs no git process for it), decides its gate with
   ``decide_gate`` on a view at least as new as its read, shared by the simulator's sites
-  (``SharedView``: one real ``SummaryRefs`` reader), and, once it may, writes its status record to
-  its shard's status repository and its entry to the summaries (shard, then roll-up) through its
-  own caches, exactly the agent's calls (its roll-up write guesses the tip with a fetch, as its
+  (``SharedView``: one real ``RollUps`` reader), and, once it may, writes its status record and its
+  summary entry to its shard's status repository, then gathers its shard into the roll-up, through
+  its own caches, exactly the agent's calls (its roll-up write guesses the tip with a fetch, as its
   cache did not read it); a site that moved
   keeps reading, as a watching agent does, until the last site moved. Time is
   compressed the same way for every N (ROLLOUT_INTERVAL, ROLLOUT's bakeTime). Before the clock
@@ -48,7 +48,7 @@ from reconciler.gitdoor.source import GitSource
 from reconciler.manifests.models import Rollout
 from reconciler.status.gitref import StatusRefs
 from reconciler.status.record import DeploymentStatus, StatusRecord
-from reconciler.status.summary_refs import SummaryRefs, rollup_ref
+from reconciler.status.summary_refs import RollUps, SummaryRefs, rollup_ref
 
 GATED = "fraud-score"
 ROLLOUT_ID = "b2c3d4e5f6a1"
@@ -247,14 +247,14 @@ class RollupRead:
 
 
 class SharedView:
-    """The roll-up's reports as the simulator's sites decide on them: one real ``SummaryRefs``
+    """The roll-up's reports as the simulator's sites decide on them: one real ``RollUps``
     reader, fetched again whenever a site's own read ended after its last fetch began, so every
     decision is on a view at least as new as the deciding site's read. One ``decide_gate`` per wave
     per view and second (on 1 000 sites a call is ~10 ms of Python, which a real fleet spends on
     its own machines); the decision depends on the site through its wave alone."""
 
     def __init__(self, url: str, scratch: Path, names: list[str]):
-        self.reader = SummaryRefs(GitSource(url, "main", scratch))
+        self.reader = RollUps(GitSource(url, "main", scratch))
         self.labels = dict.fromkeys(names, {})
         self.wave = {site: index for index, members in enumerate(wave_groups(ROLLOUT, GATED, self.labels))
                      for site in members}
@@ -284,7 +284,7 @@ class Rollout3:
     wave_opened: dict[str, float]  # seconds from the start at which each wave's first site moved
     reads: int
     writes: int
-    retried: int  # writes whose compare-and-swap lost 12 races in a row: written again a tick later
+    retried: int  # writes that failed (a Transient error, as the agent's reconcile would): written again a tick later
     read_p99: float
     write_p99: float
     server_cpu: float
@@ -304,7 +304,7 @@ class SimSite:
     def __init__(self, name: str, shard: int, status_url: str, summaries_url: str, scratch: Path):
         self.name, self.shard, self.moved = name, shard, False
         self.status = StatusRefs(GitSource(status_url, "main", scratch / "status"))
-        self.summaries = SummaryRefs(GitSource(summaries_url, "main", scratch / "summaries"))
+        self.summaries = SummaryRefs(GitSource(summaries_url, "main", scratch / "summaries"), self.status)
         self.read = RollupRead(summaries_url, rollup_ref(GATED))
 
     def record(self, now: datetime) -> StatusRecord:
@@ -345,8 +345,7 @@ def three_wave_rollout(server: object, names: list[str], status_url: Callable[[i
         if decision.kind == "proceed":
             began, record = time.monotonic(), site.record(now)
             try:
-                site.status.write(record)
-                site.summaries.publish(record, GATED, site.shard)
+                site.summaries.write(record, {GATED: site.shard})  # the record and its entry in one push, then the roll-up
             except Transient:  # as the agent: the reconcile fails, the next one writes again
                 with lock:
                     retried.append(site.name)

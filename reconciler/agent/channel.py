@@ -1,8 +1,9 @@
 """The site's status channel: records as Git refs (status/gitref.py), mirrored as a forge's commit
 statuses when the site has a forge (status/forge_client.py); with ``gateSource: forge`` the forge
 is the only channel, and other sites' records are read from its statuses. With a ``summaryRepo``
-the site also folds its record into its shard of each gating deployment's summary
-(status/summary_refs.py), and gates read those summaries instead of every site's record.
+the site also writes its entry in each gating deployment's summary beside its record and gathers
+its shard into the deployment's roll-up (status/summary_refs.py), and gates read the roll-ups
+instead of every site's record.
 
 Other sites' records reach the gates only once checked against the keys their Site documents
 enroll (status/signed.py); forge statuses carry no signatures, so a fleet that requires signed
@@ -11,7 +12,7 @@ status gets none from the forge."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -46,12 +47,19 @@ class Summariser:
     def __call__(self, record: StatusRecord, gated: Mapping[str, int]) -> None:
         """After the record, so a summary never says what no record said. A write that fails
         raises: the reconcile fails and the next one, finding the record written, folds again."""
-        for name, shard in sorted(gated.items()):
-            report = site_report(record, name)
-            if name in self.summarised and says_the_same(self.summarised[name], report):
-                continue
+        for name, shard in sorted(self.changed(record, gated).items()):
             self.summaries.publish(record, name, shard)
-            self.summarised[name] = report
+            self.said(record, [name])
+
+    def changed(self, record: StatusRecord, gated: Mapping[str, int]) -> dict[str, int]:
+        """The ``gated`` deployments (name: the site's shard) on which ``record``'s entry would say
+        something this site's entry does not say yet."""
+        return {name: shard for name, shard in gated.items()
+                if name not in self.summarised or not says_the_same(self.summarised[name], site_report(record, name))}
+
+    def said(self, record: StatusRecord, names: Iterable[str]) -> None:
+        for name in names:
+            self.summarised[name] = site_report(record, name)
 
 
 class GitStatusChannel:
@@ -92,12 +100,16 @@ class GitStatusChannel:
         return records
 
     def publish(self, record: StatusRecord, waves: list[CommitStatus], gated: Mapping[str, int]) -> None:
-        """The record to Git, then its entry in its shard of each ``gated`` deployment's summary
-        whose report changed, then one forge status per deployment and ``waves``. The forge
-        mirrors Git for people: its being down never fails a reconcile."""
-        written = True if self.by_forge else self.refs.write(record)
-        if self.summarise is not None:
-            self.summarise(record, gated)
+        """The record to Git (with, in the same push, its entry on each ``gated`` deployment whose
+        report changed, then those shards gathered into their roll-ups), then one forge status
+        per deployment and ``waves``. The forge mirrors Git for people: its being down never
+        fails a reconcile."""
+        if self.summaries is not None:  # never with a forge (settings refuse both)
+            changed = self.summarise.changed(record, gated)
+            written = self.summaries.write(record, changed)
+            self.summarise.said(record, changed)
+        else:
+            written = True if self.by_forge else self.refs.write(record)
         if not written or self.forge is None or not record.observedCommit:
             return
         try:

@@ -75,9 +75,10 @@ def build_status_channel(config: SiteConfig, status_source: GitSource, wake: thr
                                  audit_spread=config.nats.audit_spread.total_seconds())
     forge = ForgeStatuses(config.forge) if config.forge else None
     signer = load_status_signer(config)
+    records = StatusRefs(status_source, signer)
     summaries = None if config.summary_repo is None else SummaryRefs(
-        GitSource(config.summary_repo, config.branch, config.state / "cache" / "summaries.git"), signer=signer)
-    return GitStatusChannel(StatusRefs(status_source, signer), forge,
+        GitSource(config.summary_repo, config.branch, config.state / "cache" / "summaries.git"), records, signer=signer)
+    return GitStatusChannel(records, forge,
                             by_forge=config.gate_source == "forge",
                             target_url=config.forge.target_url if config.forge else None, summaries=summaries)
 

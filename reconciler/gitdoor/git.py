@@ -15,7 +15,7 @@ import io
 import os
 import signal
 import subprocess
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -101,10 +101,10 @@ class Git:
                     "--no-write-fetch-head", "--recurse-submodules=no", *options, "--stdin", remote,
                     given=ids, timeout=timeout)
 
-    def push(self, url: str, refspec: str, timeout: float, *options: str) -> tuple[int, str, str]:
-        """``git push --porcelain`` (``options``: e.g. ``--force-with-lease=REF:EXPECTED``): its exit
-        status, standard output and standard error."""
-        return self._repo.git.push("--porcelain", *options, "--", url, refspec, with_extended_output=True,
+    def push(self, url: str, refspecs: Sequence[str], timeout: float, *options: str) -> tuple[int, str, str]:
+        """``git push --porcelain`` of ``refspecs`` in one push (``options``: e.g.
+        ``--force-with-lease=REF:EXPECTED``): its exit status, standard output and standard error."""
+        return self._repo.git.push("--porcelain", *options, "--", url, *refspecs, with_extended_output=True,
                                    with_exceptions=False, kill_after_timeout=timeout)
 
     # --- commits and trees ------------------------------------------------------------------------

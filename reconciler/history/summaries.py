@@ -2,7 +2,7 @@
 read and admitted exactly as the agent's gates read them (entries checked against the keys of the
 fleet commit's Site documents), so ``plan --base/--head``, a trial run and ``status`` decide and
 show what the gates would. From Git, the roll-ups of a ``summaryRepo`` (``--summary-repo``,
-status/summary_refs.py ``SummaryRefs.reports``); from NATS, the summaries bucket (``--nats-server``
+status/summary_refs.py ``RollUps.reports``); from NATS, the summaries bucket (``--nats-server``
 or a site's ``nats:``, status/nats_summaries.py ``NatsSummaries.reports``). A summary holds each
 site's report on one deployment and nothing else of its record (no served version, inventory,
 drift details or history)."""
@@ -23,7 +23,7 @@ from reconciler.gitdoor.source import GitSource
 from reconciler.manifests.fleet import FleetRepo
 from reconciler.status.gitref import StatusRefs
 from reconciler.status.signed import Ignored, RecordCheck
-from reconciler.status.summary_refs import ROLLUP_REF_PREFIX, SummaryRefs, rollup_ref
+from reconciler.status.summary_refs import ROLLUP_REF_PREFIX, RollUps, rollup_ref
 
 if TYPE_CHECKING:
     from reconciler.settings import NatsSettings
@@ -62,7 +62,7 @@ def read_summaries(location: str, branch: str, fleet: FleetRepo, deployments: It
     url = str(Path(location).resolve()) if Path(location).is_dir() else location
     with tempfile.TemporaryDirectory(prefix="reconciler-summaries-") as scratch, \
             GitSource(url, branch, Path(scratch)) as source:
-        summaries = SummaryRefs(source)
+        summaries = RollUps(source)
         reports = {name: summaries.reports(name, check) for name in names}
         refs = StatusRefs(source)  # the same cache: what the reads found there
         tips = {name: refs.cached_tip(rollup_ref(name)) for name in names}

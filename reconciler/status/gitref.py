@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC
 from typing import TypeVar
 
@@ -90,20 +90,24 @@ class StatusRefs:
         tip = self._local_tip(site)
         return self._record_at(tip, site, self._own_check(site)) if tip else None
 
-    def write(self, record: StatusRecord) -> str | None:
+    def write(self, record: StatusRecord, also: Sequence[tuple[str, str]] = ()) -> str | None:
         """Publish ``record`` unless it says what the current one says. Returns the new commit,
         or None when nothing was written. The cached tip is trusted (only this site writes the
-        ref); if the remote moved anyway, the record is re-parented on the remote tip once."""
+        ref); if the remote moved anyway, the record is re-parented on the remote tip once.
+        ``also``: (ref, commit) of refs only this site writes, set in the same push (one
+        receive-pack, one advertisement), or alone when the record is not written."""
         site = record.site
         if self._local_tip(site) is None:
             self._fetch_own(site)  # first write from this cache: learn what is there
         for attempt in range(2):
             tip = self._local_tip(site)
             if record.same_as(self._record_at(tip, site, self._own_check(site)) if tip else None):
+                if also and self._send([_forced(ref, commit) for ref, commit in also]):
+                    self._cache_tips(also)
                 return None
             commit = self._commit(record, parent=tip)
-            if self._push(commit, site):
-                self._in_cache(self._git.update_ref, status_ref(site), commit)
+            if self.push_if_unchanged(commit, status_ref(site), also=also):
+                self._cache_tips([(status_ref(site), commit), *also])
                 return commit
             if attempt == 0:
                 self._fetch_own(site)
@@ -137,7 +141,7 @@ class StatusRefs:
         for attempt in range(2):
             pushed = self._local_tip(site)
             chain = self._chain(pushed, head)
-            if self._push(head, site):
+            if self.push_if_unchanged(head, status_ref(site)):
                 self._in_cache(self._git.update_ref, status_ref(site), head)
                 self._in_cache(self._git.delete_ref, queue_ref(site))
                 return len(chain)
@@ -165,9 +169,8 @@ class StatusRefs:
         source's one cat-file process, so thousands of sites cost one network round trip. With
         ``check``, only the records whose signatures it admits."""
         self._fetch(f"+{STATUS_REF_PREFIX}*:{STATUS_REF_PREFIX}*", options=("--prune",))
-        refs = self._in_cache(self._git.for_each_ref, STATUS_REF_PREFIX, "%(refname) %(objectname)")
         records = {}
-        for ref, commit in (line.split() for line in refs):
+        for ref, commit in self.local_tips(STATUS_REF_PREFIX).items():
             site = ref.removeprefix(STATUS_REF_PREFIX)
             if (record := self._record_at(commit, site, check)) is not None:
                 records[site] = record
@@ -192,6 +195,10 @@ class StatusRefs:
 
     def local_refs(self, prefix: str) -> list[str]:
         return self._in_cache(self._git.for_each_ref, prefix, "%(refname)")
+
+    def local_tips(self, prefix: str) -> dict[str, str]:
+        """Each ref under ``prefix`` in the cache, and its commit (no request)."""
+        return dict(line.split() for line in self._in_cache(self._git.for_each_ref, prefix, "%(refname) %(objectname)"))
 
     def fetch_tip(self, ref: str) -> str | None:
         """The remote's commit on ``ref``, fetched into the cache; None when the remote has none."""
@@ -252,6 +259,10 @@ class StatusRefs:
         except GitError as error:
             raise cache_failure(error, self._git.git_dir) from error
 
+    def _cache_tips(self, pushed: Sequence[tuple[str, str]]) -> None:
+        for ref, commit in pushed:
+            self._in_cache(self._git.update_ref, ref, commit)
+
     def _local_tip(self, site: str) -> str | None:
         # read from the ref files, no process: write() asks on every reconcile that changed
         return self._git.ref_tip(status_ref(site))
@@ -279,16 +290,18 @@ class StatusRefs:
         return self._git.write_commit(files, message, parent,
                                       ("reconciler-agent", f"{record.site}@reconciler.local"), written)
 
-    def _push(self, commit: str, site: str) -> bool:
-        return self.push_if_unchanged(commit, status_ref(site))
-
-    def push_if_unchanged(self, commit: str, ref: str, expected: str | None = None, lease: bool = False) -> bool:
+    def push_if_unchanged(self, commit: str, ref: str, expected: str | None = None, lease: bool = False,
+                          also: Sequence[tuple[str, str]] = ()) -> bool:
         """True when pushed; False when the remote refused to fast-forward (the ref moved), or,
         with ``lease``, when the remote's ``ref`` is not ``expected`` (None: absent) any more: a
-        compare-and-swap. Any other refusal (permissions, a hook, a full disk) is an error in
-        git's words."""
+        compare-and-swap. ``also``: (ref, commit) set in the same push whatever the remote has
+        there (refs only this site writes). Any other refusal (permissions, a hook, a full disk,
+        a server that denies non-fast-forward updates) is an error in git's words."""
         leased = (f"--force-with-lease={ref}:{expected or ''}",) if lease else ()
-        status, out, err = self._git.push(self._source.url, f"{commit}:{ref}", self._source.timeout, *leased)
+        return self._send([f"{commit}:{ref}", *(_forced(one, tip) for one, tip in also)], *leased, lease=lease)
+
+    def _send(self, refspecs: list[str], *options: str, lease: bool = False) -> bool:
+        status, out, err = self._git.push(self._source.url, refspecs, self._source.timeout, *options)
         if status == 0:
             return True
         if any(line.startswith("!") and "[rejected]" in line for line in out.splitlines()):
@@ -298,6 +311,10 @@ class StatusRefs:
         words = "; ".join(filter(None, (git_words(err), *_refusals(out))))
         raise describe_git_failure(words or f"exit status {status}", f"git push {self._source.url}",
                                    reasons.StatusPushFailed, access="write to")
+
+
+def _forced(ref: str, commit: str) -> str:
+    return f"+{commit}:{ref}"
 
 
 def _refusals(porcelain: str) -> list[str]:

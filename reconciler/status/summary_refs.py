@@ -1,42 +1,45 @@
-"""Shard summaries (reconciler.delivery.summary) as commits on
-``refs/reconciler/summary/<deployment>/<shard>``, updated by the sites themselves with
-compare-and-swap: a site reads its shard's tip, folds its record in, and pushes a child of that
-tip with ``--force-with-lease=<ref>:<tip>``; if another site got there first the push is refused,
-and it reads again and retries after a random pause.
+"""Summaries (reconciler.delivery.summary) in Git: each site's entry on a ref of its own in its
+status repository, gathered by the writers into the deployment's roll-up, the one ref a gate reads.
 
-Then the site merges its shard's summary into the deployment's roll-up,
-``refs/reconciler/rollup/<deployment>``: one commit whose tree holds every shard's summary as a
-file (``0000.json``, ...), pushed with compare-and-swap too. Entries merge by their dates
-(delivery/summary.py ``merged``), so a writer that lost the race merges again and nothing is
-lost; it merges its shard's newest summary too, so one push carries the shard's other writers'
-entries, and one that finds its entry already carried there by another writer stops. One that
-loses twice leaves its entry to the next push of its shard's writers or to its own next read,
-which rolls it up if nothing carried it: the roll-up is one ref for the whole deployment, and a
-wave's writers queueing on it would get one push through per round trip. A gate reads one
-deployment with one fetch of that one ref, and downloads only the shard files that changed since
-its last read: its cost does not grow with the number of shards. Writes pay for it (two
-compare-and-swaps; writes are rare beside reads, which repeat every interval while a rollout is
-watched).
+A site writes its entry for a deployment as a parentless commit on
+``refs/reconciler/entry/<deployment>/<site>`` of its ``statusRepo``, in the same push as its
+status record: one file named after its shard (``0007.json``). Only the site writes that ref, so
+the write races no one. It then gathers its shard: one fetch of the deployment's entry refs from that repository (a
+shard's ≤ 100 sites when the status repositories are laid out per shard, as a status push needs
+anyway), each site's entry in its tip's file of this shard. That gathered shard is merged into
+the shard's file (``0007.json``) of the roll-up, ``refs/reconciler/rollup/<deployment>`` in the
+``summaryRepo``: one commit whose tree holds every shard as a file, pushed with compare-and-swap
+(``--force-with-lease=<ref>:<tip>``). Entries merge by their dates (delivery/summary.py
+``merged``), so a writer that lost the race merges again and nothing is lost, and one push
+carries every entry of the shard written so far: the shard's other writers find theirs rolled
+up and stop. One that loses twice leaves its entry to the next push of its shard's writers or to
+its own next gate read, which rolls it up if nothing carried it: the roll-up is one ref for the
+whole deployment, and a wave's writers queueing on it would get one push through per round trip.
 
-Keep the summaries where a push is told of few refs (a push has no ``ref-prefix``: the server
-advertises every ref of the repository), e.g. a namespace of their own on the server. Each
-summary's ``git log`` is its history; the per-site audit trail stays on the status refs.
+Entry refs replaced a summary ref per shard that the shard's writers updated with
+compare-and-swap: the ~100 sites of a wave's shard move together, so they queued on it, each
+lost race costing a fetch and a push (0.5–0.6 s of server CPU per site at 300–3 000 sites,
+bench/bench_fleet_sim.py). An entry ref per site in the summary repository would race no one
+either, but every push there would be told of all N refs.
+
+A gate reads one deployment with one fetch of the roll-up ref, and downloads only the shard files
+that changed since its last read: its cost does not grow with the number of shards. Each site's
+history stays on its status ref; the roll-up's ``git log`` is the summaries' history.
 
 A site with status keys signs its entry (delivery/summary.py ``entry_bytes``); a reader given a
 RecordCheck counts only the entries it admits, as it does status records: a forged, edited or
-(for an enrolled site) unsigned entry is ignored with ``StatusRecordIgnored``."""
+(for an enrolled site) unsigned entry is ignored with ``StatusRecordIgnored``. A gatherer takes
+from each entry ref the entry of the site the ref is named after, and no other."""
 
 from __future__ import annotations
 
 import hashlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from reconciler import reasons
 from reconciler.delivery.gates import SiteReport
 from reconciler.delivery.summary import (
-    WRITE_ATTEMPTS,
     Summary,
     SummaryEntry,
     decode,
@@ -47,22 +50,24 @@ from reconciler.delivery.summary import (
     merged,
     merged_reports,
 )
-from reconciler.errors import Transient
 from reconciler.gitdoor.source import GitSource
 from reconciler.status.gitref import StatusRefs
 from reconciler.status.record import StatusRecord
 from reconciler.status.signed import RecordCheck, RecordSigner
 
-SUMMARY_REF_PREFIX = "refs/reconciler/summary/"
-ROLLUP_REF_PREFIX = "refs/reconciler/rollup/"  # beside, not under, the shards: a ref cannot be a folder too
-SUMMARY_FILE = "summary.json"
+ENTRY_REF_PREFIX = "refs/reconciler/entry/"
+ROLLUP_REF_PREFIX = "refs/reconciler/rollup/"
 # a roll-up write's tries: the tip the last read saw, then the tip fetched after losing; beyond
 # that, the site's next read rolls its entry up (if no other writer of its shard carried it)
 ROLL_UP_ATTEMPTS = 2
 
 
-def summary_ref(deployment: str, shard: int) -> str:
-    return f"{SUMMARY_REF_PREFIX}{deployment}/{shard:04d}"
+def entry_refs(deployment: str) -> str:
+    return f"{ENTRY_REF_PREFIX}{deployment}/"
+
+
+def entry_ref(deployment: str, site: str) -> str:
+    return f"{entry_refs(deployment)}{site}"
 
 
 def rollup_ref(deployment: str) -> str:
@@ -84,15 +89,11 @@ def admitted_by(check: RecordCheck, deployment: str) -> Callable[[str, SummaryEn
     return admit
 
 
-class SummaryRefs:
-    def __init__(self, source: GitSource, pause: Callable[[float], None] = time.sleep,
-                 rng: random.Random | None = None, signer: RecordSigner | None = None):
+class RollUps:
+    """The deployments' roll-ups in the summary repository, read."""
+
+    def __init__(self, source: GitSource):
         self._refs = StatusRefs(source)  # the same cache and git plumbing as the status records
-        # (deployment, shard) -> this site's record whose entry other writers kept out of the roll-up
-        self._unrolled: dict[tuple[str, int], StatusRecord] = {}
-        self._signer = signer
-        self._pause = pause
-        self._rng = rng or random.Random()
 
     def close(self) -> None:
         self._refs.close()
@@ -101,75 +102,110 @@ class SummaryRefs:
         """Every site's report on the deployment, merged from all its shards' entries in the
         roll-up that ``check`` admits: ``decide_gate``'s ``records``. A shard that does not parse
         is skipped (one broken writer must not blind the gates), which the gate sees as its sites
-        being silent. First, this site's own entries that other writers kept out of the roll-up
-        at their write are rolled up (or found carried there)."""
-        self.roll_up_kept_out(deployment)
+        being silent."""
         tip = self._refs.fetch_tip(rollup_ref(deployment))
         files = self._refs.files_at(tip) if tip else {}
         return merged_reports((self._decode(data, f"{tip}:{name}", deployment) for name, data in sorted(files.items())),
                               admitted_by(check, deployment) if check is not None else None)
 
+    def _decode(self, data: bytes, where: str, deployment: str) -> Summary:
+        try:
+            return decode(data, deployment)
+        except ValueError as error:
+            self._refs.warn_skipped(where, str(error))
+            return {}
+
+
+class SummaryRefs(RollUps):
+    """A site's status records with its entries (``records``: its status repository) and its
+    shards' roll-ups."""
+
+    def __init__(self, source: GitSource, records: StatusRefs, pause: Callable[[float], None] = time.sleep,
+                 rng: random.Random | None = None, signer: RecordSigner | None = None):
+        super().__init__(source)
+        self._records = records
+        # (deployment, shard) -> this site's record whose entry other writers kept out of the roll-up
+        self._unrolled: dict[tuple[str, int], StatusRecord] = {}
+        self._signer = signer
+        self._pause = pause
+        self._rng = rng or random.Random()
+
+    def reports(self, deployment: str, check: RecordCheck | None = None) -> dict[str, SiteReport]:
+        """As RollUps.reports, once this site's own entries that other writers kept out of the
+        roll-up at their write are rolled up (or found carried there)."""
+        self.roll_up_kept_out(deployment)
+        return super().reports(deployment, check)
+
     def roll_up_kept_out(self, deployment: str) -> None:
-        """Roll up this site's entries of ``deployment`` that other writers kept out of the roll-up
-        when it wrote them (``publish``), unless a push of their shard carried them meanwhile; no
-        request when there are none."""
+        """Roll up this site's shards of ``deployment`` whose entries other writers kept out of the
+        roll-up when it wrote them (``write``), unless a push of the shard carried them
+        meanwhile; no request when there are none."""
         for (name, shard), record in sorted(self._unrolled.items()):
-            if name == deployment:
-                tips = self._refs.fetch_tips(rollup_ref(deployment), summary_ref(deployment, shard))
-                shard_tip = tips[summary_ref(deployment, shard)]
-                summary = self._read(shard_tip, deployment) if shard_tip else {}
-                if self._roll_up(record, deployment, shard, summary, tips[rollup_ref(deployment)]):
-                    del self._unrolled[(name, shard)]
+            if name == deployment and self._roll_up(record, deployment, shard, self._refs.fetch_tip(rollup_ref(name))):
+                del self._unrolled[(name, shard)]
 
-    def publish(self, record: StatusRecord, deployment: str, shard: int) -> bool:
-        """Fold ``record`` into its shard's summary, then that summary into the roll-up (or, when
-        other writers keep it out, at this site's next read). False when the shard's summary
-        already said it."""
-        changed, summary = self._fold(record, deployment, shard)
-        # The gate read before this write fetched the roll-up a moment ago: its tip is the first
-        # guess. A stale guess costs one request (the lease fails before the push sends anything),
-        # and a roll-up that already held this summary there holds it still (entries only get newer).
-        ref = rollup_ref(deployment)
-        if self._roll_up(record, deployment, shard, summary, self._refs.cached_tip(ref) or self._refs.fetch_tip(ref)):
-            self._unrolled.pop((deployment, shard), None)
-        else:
-            self._unrolled[(deployment, shard)] = record
-        return changed
+    def write(self, record: StatusRecord, gated: Mapping[str, int]) -> str | None:
+        """``record`` on its status ref and, in the same push, its entry for each ``gated``
+        deployment (name: the site's shard of it) on its entry ref where the entry changed; then
+        each of those shards gathered into its deployment's roll-up (or, when other writers keep
+        it out, at this site's next read). The status commit, or None when the record was there."""
+        entries = [(entry_ref(name, record.site), commit) for name, shard in sorted(gated.items())
+                   if (commit := self._entry_commit(record, name, shard)) is not None]
+        written = self._records.write(record, also=entries)
+        for name, shard in sorted(gated.items()):
+            # The gate read before this write fetched the roll-up a moment ago: its tip is the first
+            # guess. A stale guess costs one request (the lease fails before the push sends anything),
+            # and a roll-up that already held the shard's entries holds them still (entries only get newer).
+            ref = rollup_ref(name)
+            if self._roll_up(record, name, shard, self._refs.cached_tip(ref) or self._refs.fetch_tip(ref)):
+                self._unrolled.pop((name, shard), None)
+            else:
+                self._unrolled[(name, shard)] = record
+        return written
 
-    def _fold(self, record: StatusRecord, deployment: str, shard: int) -> tuple[bool, Summary]:
-        ref = summary_ref(deployment, shard)
-        for attempt in range(WRITE_ATTEMPTS):
-            tip = self._refs.fetch_tip(ref)
-            current = self._read(tip, deployment) if tip else {}
-            folded = fold(current, record, deployment, self._signer.sign if self._signer else None)
-            if folded == current:
-                return False, current
-            commit = self._refs.commit_files([(SUMMARY_FILE, encode(deployment, folded))], tip,
-                                             f"{deployment}: {record.site} {record.state}\n", record)
-            if self._refs.push_if_unchanged(commit, ref, tip, lease=True):
-                return True, folded
-            self._lost_race(attempt)
-        raise Transient(reasons.StatusPushFailed, f"{ref} on {self._refs.url}: {WRITE_ATTEMPTS} writers in a row got there first")
+    def _entry_commit(self, record: StatusRecord, deployment: str, shard: int) -> str | None:
+        """The site's entry as a parentless commit (a gatherer downloads each site's newest entry
+        alone, never its history), or None when its entry ref says it already."""
+        name = rollup_file(shard)
+        entry = fold({}, record, deployment, self._signer.sign if self._signer else None)
+        tip = self._records.cached_tip(entry_ref(deployment, record.site))
+        if tip is not None and self._entries_at(tip, name, deployment) == entry:
+            return None
+        return self._records.commit_files([(name, encode(deployment, entry))], None,
+                                          f"{deployment}: {record.site} {record.state}\n", record)
 
-    def _roll_up(self, record: StatusRecord, deployment: str, shard: int, summary: Summary, tip: str | None) -> bool:
-        """The shard's summary merged into its file of the roll-up at ``tip``, unless the roll-up
-        holds everything it says already (another writer of the shard carried it): True once it
-        does. False when other writers got there first ROLL_UP_ATTEMPTS times: the ~100 writers
-        of a shard that moved together would queue here one push per round trip, and each push
-        carries the entries its shard held, so a loser's entry is most likely carried already, or
-        rolled up at its next read (``reports``) with whatever its shard gathered meanwhile."""
+    def _gather(self, deployment: str, shard: int) -> Summary:
+        """The newest entry of each site of ``shard`` that writes to this site's status repository:
+        one fetch of the deployment's entry refs there."""
+        prefix, name = entry_refs(deployment), rollup_file(shard)
+        self._records.fetch_refs(f"+{prefix}*:{prefix}*", "--prune")
+        gathered = {}
+        for ref, tip in self._records.local_tips(prefix).items():
+            site = ref.removeprefix(prefix)
+            if (entry := self._entries_at(tip, name, deployment).get(site)) is not None:
+                gathered[site] = entry
+        return gathered
+
+    def _entries_at(self, tip: str, name: str, deployment: str) -> Summary:
+        data = self._records.file_at(tip, name)
+        return {} if data is None else self._decode(data, f"{tip}:{name}", deployment)
+
+    def _roll_up(self, record: StatusRecord, deployment: str, shard: int, tip: str | None) -> bool:
+        """The shard, gathered, merged into its file of the roll-up at ``tip``, unless the roll-up
+        holds everything gathered already (another writer of the shard carried it): True once it
+        does. False when other writers got there first ROLL_UP_ATTEMPTS times: a wave's writers
+        would queue here one push per round trip, and each push carries what its shard gathered,
+        so a loser's entry is most likely carried already, or rolled up at its next read
+        (``reports``) with whatever its shard gathered meanwhile."""
         ref, name = rollup_ref(deployment), rollup_file(shard)
         for attempt in range(ROLL_UP_ATTEMPTS):
             if attempt:
                 self._lost_race(attempt - 1)
-                # Carry what the shard's other writers folded meanwhile: one push for all of them, and
-                # each of them, finding its entry rolled up, stops. Both refs in one fetch.
-                tips = self._refs.fetch_tips(ref, summary_ref(deployment, shard))
-                tip, shard_tip = tips[ref], tips[summary_ref(deployment, shard)]
-                summary = merged(summary, self._read(shard_tip, deployment) if shard_tip else {})
+                tip = self._refs.fetch_tip(ref)
+            gathered = self._gather(deployment, shard)  # again after a loss: what the shard wrote meanwhile
             files = self._refs.files_at(tip) if tip else {}
             current = self._decode(files[name], f"{tip}:{name}", deployment) if name in files else {}
-            rolled = merged(current, summary)
+            rolled = merged(current, gathered)
             if rolled == current:
                 return True
             files[name] = encode(deployment, rolled)
@@ -181,13 +217,3 @@ class SummaryRefs:
 
     def _lost_race(self, attempt: int) -> None:
         self._pause(lost_race_pause(attempt, self._rng))
-
-    def _read(self, rev: str, deployment: str) -> Summary:
-        return self._decode(self._refs.file_at(rev, SUMMARY_FILE) or b"", rev, deployment)
-
-    def _decode(self, data: bytes, where: str, deployment: str) -> Summary:
-        try:
-            return decode(data, deployment)
-        except ValueError as error:
-            self._refs.warn_skipped(where, str(error))
-            return {}

@@ -83,10 +83,10 @@ def serve(tmp_path: Path, forged: bool, also: Also | None = None) -> Iterator[Fl
         init_bare_repo(remote.server.root, "empty")
         with GitSource(remote.url, "main", tmp_path / "status-cache") as status, \
                 GitSource(remote.server.url("summaries"), "main", tmp_path / "summary-cache") as summaries:
-            for one in records:  # as each site writes: its record, then its entry in its shard's summary
+            for one in records:  # as each site writes: its record, then its entry, then the roll-up
                 signer = RecordSigner((generate_private_key(),)) if forged and one.site == FAILING else None
-                StatusRefs(status, signer).write(one)
-                SummaryRefs(summaries, signer=signer).publish(one, DEPLOYMENT, gated_shards(repo, one.site, now)[DEPLOYMENT])
+                shard = gated_shards(repo, one.site, now)[DEPLOYMENT]
+                SummaryRefs(summaries, StatusRefs(status, signer), signer=signer).write(one, {DEPLOYMENT: shard})
                 if also is not None:
                     also(one, signer, repo)
         yield Fleet(remote, "before", "main", sites, remote.server.url("summaries"))

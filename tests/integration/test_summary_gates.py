@@ -1,7 +1,8 @@
 """Sites that gate on shard summaries (site.yaml ``summaryRepo``): each site reports to a status
 repository of its own, so no site can read another's record, and the waves of the example fleet's
-defect-detector rollout still open in order, from the summaries alone; the summary repository
-holds one entry per site, and the sites' own status repositories hold their own ref only."""
+defect-detector rollout still open in order, from the summaries alone; the summary repository's
+roll-up holds one entry per site, and the sites' own status repositories hold their own refs only
+(the status ref and the entry ref)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from reconciler.delivery.plan import wave_members
 from reconciler.devtools.testing import EXAMPLE, copy_example, git, serve_fleet
 from reconciler.manifests.loader import load_directory
 from reconciler.settings import SiteConfig
-from reconciler.status.summary_refs import SUMMARY_FILE, summary_ref
+from reconciler.status.summary_refs import entry_ref, rollup_file, rollup_ref
 
 DEPLOYMENT = "defect-detector"
 BAKE = timedelta(minutes=6)  # the Fleet's defaultRollout bakes 5m
@@ -91,11 +92,11 @@ def test_waves_open_in_order_from_the_summaries_alone(fleet, tmp_path):
     assert serving[:len(order)] == opened  # one more wave each bake, never sooner
     assert serving[-1] == set(agents)
     for shard, wave in enumerate(order):  # each wave's sites in a shard of their own
-        stored = json.loads(git("show", f"{summary_ref(DEPLOYMENT, shard)}:{SUMMARY_FILE}", cwd=summaries))
+        stored = json.loads(git("show", f"{rollup_ref(DEPLOYMENT)}:{rollup_file(shard)}", cwd=summaries))
         assert set(stored["sites"]) == set(wave)
     for site in agents:
         refs = git("for-each-ref", "--format=%(refname)", cwd=tmp_path / f"{site}-status.git").split()
-        assert refs == [f"refs/reconciler/status/{site}"]
+        assert refs == [entry_ref(DEPLOYMENT, site), f"refs/reconciler/status/{site}"]
 
 
 def test_without_summaries_a_site_that_sees_no_record_never_leaves_its_wave(fleet, tmp_path):

@@ -1,4 +1,4 @@
-"""The Git status channel with summaries (agent/channel.py): after each record it writes the
+"""The Git status channel with summaries (agent/channel.py): with each record it writes the
 site's entry only for the gated deployments whose report changed, retries one that failed on the
 next publish, and reads the gated deployments' summaries instead of every record. In-memory
 doors; the real ones are tested in tests/integration/test_summary_gates.py and test_scale_git.py."""
@@ -39,16 +39,20 @@ class Refs:
 
 
 class Summaries:
+    """SummaryRefs: the record with the entries of ``gated`` in one push, then the roll-ups."""
+
     def __init__(self) -> None:
+        self.written: list[StatusRecord] = []
         self.published: list[tuple[str, str, int]] = []
         self.failing = False
         self.read: list[str] = []
 
-    def publish(self, record: StatusRecord, deployment: str, shard: int) -> bool:
+    def write(self, record: StatusRecord, gated: dict[str, int]) -> str:
         if self.failing:
-            raise Transient("StatusPushFailed", "lost every race")
-        self.published.append((record.state, deployment, shard))
-        return True
+            raise Transient("StatusPushFailed", "the push failed")
+        self.written.append(record)
+        self.published += [(record.state, name, shard) for name, shard in sorted(gated.items())]
+        return "c0ffee"
 
     def reports(self, deployment: str, check: object = None) -> dict:
         self.read.append(deployment)
@@ -69,7 +73,7 @@ def test_an_entry_is_written_for_each_gated_deployment_whose_report_changed(chan
     channel.publish(record(3, "success", ("d",)), [], {"d": 0, "e": 3})  # d succeeded, e left the record
     assert channel.summaries.published == [("progressing", "d", 0), ("progressing", "e", 3),
                                            ("success", "d", 0), ("success", "e", 3)]
-    assert len(channel.refs.written) == 3  # every record still goes to its status ref
+    assert len(channel.summaries.written) == 3  # every record still goes to its status ref, with the entries
 
 
 def test_an_entry_that_failed_is_written_by_the_next_publish(channel):

@@ -127,9 +127,9 @@ def test_fetch_ls_remote_and_push_against_a_repository_on_disk(
     cache = Git(tmp_path / "cache")
     cache.fetch(str(bare), "+refs/heads/main:refs/remotes/origin/main", timeout=30)
     assert cache.resolve_commit("refs/remotes/origin/main") == third
-    status, _, _ = cache.push(str(bare), f"{first}:refs/reconciler/status/s1", 30)
+    status, _, _ = cache.push(str(bare), [f"{first}:refs/reconciler/status/s1"], 30)
     assert status == 0 and Git(bare).ref_tip("refs/reconciler/status/s1") == first
-    status, out, _ = cache.push(str(bare), f"{first}:refs/heads/main", 30)  # not a fast-forward
+    status, out, _ = cache.push(str(bare), [f"{first}:refs/heads/main"], 30)  # not a fast-forward
     assert status != 0 and "[rejected]" in out
     with pytest.raises(GitError):
         cache.fetch(str(bare), "refs/heads/nowhere:refs/heads/nowhere", timeout=30)
