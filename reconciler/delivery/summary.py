@@ -7,9 +7,10 @@ what the plan reads beside the gate: drift on the new version, the version serve
 record's write time, or a tombstone when the newest record says nothing of the deployment. Every
 rollout of the deployment shares the summary, as every rollout shares the status refs, so the
 reports merged from all shards are exactly the reports the gate would take from the newest records
-(``decide_gate`` is then given those: same input, same decision). Sites update their shard's
-summary themselves with compare-and-swap (reconciler.status.summary_refs); this module is the fold
-and the stored form, with no I/O.
+(``decide_gate`` is then given those: same input, same decision). Sites write the summaries
+themselves (Git: each its entry on a ref of its own, gathered by shard into a roll-up,
+reconciler.status.summary_refs; NATS: shard keys updated with compare-and-swap,
+reconciler.status.nats_summaries); this module is the fold and the stored form, with no I/O.
 
 A site may be found in two shards after the fleet grew or shrank or the waves changed (its shard
 is its place among its wave's targeted sites): the entry written last wins, so a stale copy never
@@ -38,7 +39,7 @@ from reconciler.monitoring.evaluation import EvaluationSummary
 from reconciler.status.record import StatusRecord
 
 SHARD_SIZE = 100  # sites per shard: bounds the writers contending for one summary (cf. EndpointSlices)
-WRITE_ATTEMPTS = 12  # compare-and-swap tries of one summary write (Git or NATS) before it fails as Transient
+WRITE_ATTEMPTS = 12  # compare-and-swap tries of one NATS shard write before it fails as Transient
 _FIRST_PAUSE = 0.05  # seconds: the longest pause after the first lost race; it doubles with each, 64× at most
 _FORMAT = "reconciler/summary/v1"
 _ANY_TIME = datetime(2000, 1, 1)

@@ -53,8 +53,9 @@ class SiteConfig(BaseModel):
     listen: Address | None = None  # HOST:PORT of the inference server; None: do not serve
     grpc_listen: Address | None = None  # HOST:PORT of OIP over gRPC; None: no gRPC
     status_repo: Location | None = None  # where status refs go when not the fleet repo (agents that may not push there)
-    # Shard summaries shared by the fleet: set, the site adds its entry after each record and gates
-    # on the summaries of the deployments that target it, not on every site's record (README, "Scale")
+    # Summaries shared by the fleet: set, the site writes its entry beside each record (an entry ref
+    # in its status repository), gathers its shard's entries into each deployment's roll-up here, and
+    # gates on the roll-ups of the deployments that target it, not on every site's record (README, "Scale")
     summary_repo: Location | None = None
     # Before fetching a commit it has just learned of, a site waits a random share of this; None:
     # derived from the fleet's size, so a commit's fetch wave reaches the server at ~FETCH_WAVE_RATE/s

@@ -143,6 +143,27 @@ def test_a_moved_remote_ref_saying_the_same_thing_is_left_alone(open_refs) -> No
     assert agent.history("store-1")[-1][0] == moved
 
 
+def test_refs_written_beside_the_record_go_in_its_push_or_alone_when_it_is_not_written(
+        fleet_remote: FleetRemote, open_refs) -> None:
+    """``also``: refs only the site writes (its summary entries), set whatever the remote holds
+    there: with the record, even when it had to be re-parented on a moved tip, or alone when the
+    record says what the current one says."""
+    agent, intruder = open_refs("agent"), open_refs("intruder")
+    side = "refs/reconciler/entry/fraud/store-1"
+
+    def entry(text: str) -> str:  # parentless: each replaces the last
+        return agent.commit_files([("0000.json", text.encode())], None, f"{text}\n", record("store-1"))
+
+    agent.write(record("store-1", "1.0.0"), also=[(side, entry("one"))])
+    intruder.write(record("store-1", "2.0.0", at=T0 + timedelta(hours=1)))
+    third = agent.write(record("store-1", "3.0.0", at=T0 + timedelta(hours=2)), also=[(side, entry("two"))])
+    assert remote_tip(fleet_remote, "store-1") == third
+    assert run_git(None, "ls-remote", fleet_remote.url, side).split("\t")[0] == entry("two")
+    assert agent.write(record("store-1", "3.0.0", at=T0 + timedelta(hours=3)), also=[(side, entry("three"))]) is None
+    assert remote_tip(fleet_remote, "store-1") == third
+    assert run_git(None, "ls-remote", fleet_remote.url, side).split("\t")[0] == entry("three")
+
+
 @pytest.mark.parametrize(
     "files, complaint",
     [
