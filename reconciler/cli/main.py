@@ -162,6 +162,10 @@ def _parser() -> argparse.ArgumentParser:
     from reconciler.cli.notify import add_subcommands as add_notify_commands
 
     add_notify_commands(commands)  # notify
+
+    from reconciler.cli.shards import add_subcommands as add_shard_commands
+
+    add_shard_commands(commands)  # shards
     return parser
 
 

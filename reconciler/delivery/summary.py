@@ -102,6 +102,31 @@ def gated_shards(repo: FleetRepo, site: str, now: datetime) -> dict[str, int]:
     return gated
 
 
+@dataclass(frozen=True)
+class Shard:
+    number: int
+    wave: str | None  # None: sites of no wave
+    sites: tuple[str, ...]
+
+
+def deployment_shards(repo: FleetRepo, name: str, now: datetime) -> list[Shard]:
+    """The shards of ``name``'s summaries, in order, each with its wave and its sites: the layout
+    to give the sites' status repositories (one per shard), for a writer carries into the roll-up
+    the entries of its shard-mates that write to the same status repository. Empty for a
+    deployment without a rollout (no gate reads its summaries)."""
+    deployment = repo.deployments[name]
+    rollout = rollout_of(repo, deployment)
+    if rollout is None:
+        return []
+    groups = wave_groups(rollout, name, targeted_sites(repo, deployment, now))
+    wave_of = {site: rollout.waves[index].name if index < len(rollout.waves) else None
+               for index, members in enumerate(groups) for site in members}
+    members: dict[int, list[str]] = {}
+    for site, number in shards(groups).items():
+        members.setdefault(number, []).append(site)
+    return [Shard(number, wave_of[sites[0]], tuple(sorted(sites))) for number, sites in sorted(members.items())]
+
+
 def fold(summary: Summary, record: StatusRecord, deployment: str, sign: Sign | None = None) -> dict[str, SummaryEntry]:
     """The summary with ``record`` taken in (its entry signed with ``sign``). A record older than
     the site's entry changes nothing (a retry that lost a race re-reads and folds again: folding
