@@ -316,6 +316,7 @@ class SimSite:
         self.read = RollupRead(summaries_url, rollup_ref(GATED))
         self.rollup_ref = Path(summaries.git.git_dir) / rollup_ref(GATED)
         (Path(summaries.git.git_dir) / "objects" / "info" / "alternates").write_text(f"{view.objects}\n")
+        summaries.close()
 
     def as_read(self, tip: str | None) -> None:
         """The site's cache as its gate read would leave it (the agent's read fetches the roll-up
@@ -329,6 +330,8 @@ class SimSite:
         return success_record(self.name, now)
 
     def close(self) -> None:
+        """Stops the caches' git processes (a cat-file each, reopened when next used): an agent
+        keeps its own running, but 10 000 simulated sites' would pass the open-files limit."""
         self.status.close()
         self.summaries.close()
 
@@ -340,8 +343,12 @@ def three_wave_rollout(server: object, names: list[str], status_url: Callable[[i
     shard = shard_numbers(names)
     view = SharedView(summaries_url, scratch / "view", names)
     sites = [SimSite(name, shard[name], status_url(shard[name]), summaries_url, scratch / name, view) for name in names]
+    def learn_own(site: SimSite) -> None:
+        site.status.read_own(site.name)
+        site.close()
+
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda site: site.status.read_own(site.name), sites))
+        list(pool.map(learn_own, sites))
     lock, reads, writes, opened, moved_at, retried = threading.Lock(), [], [], {}, [], []
     start = time.monotonic() + 1.0
     due = [(start + rng.uniform(0, ROLLOUT_INTERVAL), n) for n in range(len(sites))]
@@ -349,8 +356,14 @@ def three_wave_rollout(server: object, names: list[str], status_url: Callable[[i
     bytes_before = server.bytes_sent  # type: ignore[attr-defined]
 
     def tick(index: int) -> None:
+        try:
+            watch(sites[index])
+        finally:
+            sites[index].close()
+
+    def watch(site: SimSite) -> None:
         """One watching interval of one site: read the roll-up, decide, move once it may."""
-        site, began = sites[index], time.monotonic()
+        began = time.monotonic()
         site.read()
         done = time.monotonic()
         with lock:
