@@ -245,6 +245,17 @@ def test_an_entry_ref_holds_the_newest_entry_alone(fleet_remote: FleetRemote, su
     assert summaries("reader").reports(DEPLOYMENT)["s1"].state == "failure"
 
 
+def test_a_server_that_denies_rewriting_branches_still_takes_entry_refs(fleet_remote: FleetRemote, summaries) -> None:
+    """Each entry replaces the last with a forced update; ``receive.denyNonFastForwards`` guards
+    branches alone (git's receive-pack checks ``refs/heads/``), so a status repository that sets
+    it still takes them."""
+    writer = summaries("writer")
+    writer.write(record("s1", 1, "progressing"), {DEPLOYMENT: 0})
+    run_git(fleet_remote.bare, "config", "receive.denyNonFastForwards", "true")
+    writer.write(record("s1", 2), {DEPLOYMENT: 0})
+    assert summaries("reader").reports(DEPLOYMENT)["s1"].state == "success"
+
+
 def test_a_shard_that_is_no_summary_is_skipped_with_a_warning(
         fleet_remote: FleetRemote, summaries, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     writer = summaries("writer")
