@@ -106,6 +106,7 @@ StateOfOtherSite = _failure("StateOfOtherSite", _OPERATOR, "the state directory 
 TrustKeyUnreadable = _failure("TrustKeyUnreadable", _OPERATOR, "a trust key file named in the settings cannot be read")
 StatusKeyUnreadable = _failure("StatusKeyUnreadable", _OPERATOR, "the site's own status signing key (statusKeys in site.yaml) cannot be read")
 SummaryRepoEmpty = _failure("SummaryRepoEmpty", _OPERATOR, "the --summary-repo given holds no roll-up of any deployment: not the summaryRepo the sites write to (the command exits 2)")
+RecordsBucketMissing = _failure("RecordsBucketMissing", _OPERATOR, "the NATS records bucket read (status or report --nats-server) does not exist: not the bucket the sites write to, which the read does not create (the command exits 2)")
 SummaryBucketEmpty = _failure("SummaryBucketEmpty", _OPERATOR, "the NATS summaries bucket read (plan --nats-server, a trial run of a nats: site) does not exist or holds no summary of any deployment: not the bucket the sites write to (the command exits 2)")
 
 # --- wait for a change: the fleet repo and the plan (Stalled, Unplannable) --------------------

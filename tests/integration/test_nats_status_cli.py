@@ -127,6 +127,21 @@ def test_report_leaves_out_a_record_the_site_does_not_sign_for(nats, tmp_path):
 
 
 @pytest.mark.parametrize("command", ["status", "report"])
+def test_a_records_bucket_that_does_not_exist_is_refused_and_not_made(nats, tmp_path, command):
+    repo = fleet_repo(tmp_path)
+    put(nats, record(SITE))  # the sites' bucket exists; the one asked for is mistyped
+    output = ["--html", str(tmp_path / "page")] if command == "report" else []
+    done = reconciler(command, *output, "--repo", str(repo), "--nats-server", nats.url, "--records-bucket", "reconciler-statsu")
+    assert done.returncode == 2, done.stderr
+    assert "RecordsBucketMissing" in done.stderr and "reconciler-statsu" in done.stderr
+    reader = NatsChannel(NatsSettings(servers=[nats.url], timeout=5), create_buckets=False)
+    try:
+        assert not reader.has_bucket("reconciler-statsu")
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize("command", ["status", "report"])
 @pytest.mark.parametrize("options,said", [
     (["--nats-server", "http://127.0.0.1:4222"], "invalid NATS settings"),
     (["--nats-server", "nats://127.0.0.1:4222", "--nats-token-env", "T", "--nats-nkey-seed", "/x"],
