@@ -69,7 +69,7 @@ SITE_CONDITIONS: frozenset[str] = frozenset({
     R.InvalidCommitId, R.FileUnreadable, R.InvalidManifests, R.HistoryRewritten,
     R.CommitUnsigned, R.CommitSignatureInvalid, R.CommitSignerNotAllowed, R.CommitPolicyInvalid,
     R.StatusFetchFailed, R.StatusPushFailed, R.StatusChannelUnreachable, R.ForgeRejected, R.ForgeTokenMissing, R.ForgeUnavailable,
-    R.SummaryRepoEmpty, R.SummaryBucketEmpty,
+    R.SummaryRepoEmpty, R.SummaryBucketEmpty, R.RecordsBucketMissing,
     R.SigningKeyInvalid, R.KeyPasswordWrong, R.SignatureMissing,
     # batch runs: the site's directories and the Deployment's batch section (batch/)
     R.BatchDirectoryUnmapped, R.BatchInputMissing, R.BatchInputMisfit, R.BatchNotInstalled, R.BatchNotScheduled,
