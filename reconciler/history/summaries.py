@@ -71,7 +71,7 @@ def read_summaries(location: str, branch: str, fleet: FleetRepo, deployments: It
                          for file, why in _unparsed(refs.files_at(tip), name))
         if names and len(no_rollup) == len(names):
             refs.fetch_refs(f"+{ROLLUP_REF_PREFIX}*:{ROLLUP_REF_PREFIX}*")
-            if not refs.local_refs(ROLLUP_REF_PREFIX):
+            if not refs.local_tips(ROLLUP_REF_PREFIX):
                 raise NeedsOperator(reasons.SummaryRepoEmpty, (
                     f"{location} holds no roll-up of any deployment (refs/reconciler/rollup/*): pass the "
                     "summaryRepo the sites write to, or read the status records without --summary-repo"))

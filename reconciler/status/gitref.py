@@ -193,9 +193,6 @@ class StatusRefs:
         """Fetch ``refspec`` into the cache (git sends its source as a protocol v2 ``ref-prefix``)."""
         self._fetch(refspec, options=options)
 
-    def local_refs(self, prefix: str) -> list[str]:
-        return self._in_cache(self._git.for_each_ref, prefix, "%(refname)")
-
     def local_tips(self, prefix: str) -> dict[str, str]:
         """Each ref under ``prefix`` in the cache, and its commit (no request)."""
         return dict(line.split() for line in self._in_cache(self._git.for_each_ref, prefix, "%(refname) %(objectname)"))
